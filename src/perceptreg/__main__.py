@@ -1,0 +1,3 @@
+from perceptreg.cli import main
+
+main()

@@ -1,0 +1,109 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON; every write atomic.
+
+A run folder holds
+- ``model.safetensors`` + ``model.json``: the weights and what built them (architecture,
+  lambda, dataset, versions); what ``load_model`` needs.
+- ``state.safetensors`` + ``state.json``: what ``--resume`` needs: weights, optimizer
+  moments, RNG states and the epoch reached. The weights are kept here too so one rename
+  makes the whole state consistent, whatever moment a kill comes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from perceptreg.errors import PerceptregError
+
+
+class CheckpointError(PerceptregError):
+    """A checkpoint that is missing, corrupt or made for another model."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: not found") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt JSON ({err}); the run cannot be read") from err
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({err}); "
+                              f"restore it or train again") from err
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load that names the missing and unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - own.keys())
+    mismatched = [f"{k} {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        problems = [f"missing key(s) {missing[:5]}" if missing else "",
+                    f"unexpected key(s) {unexpected[:5]}" if unexpected else "",
+                    f"shape mismatch {mismatched[:5]}" if mismatched else ""]
+        raise CheckpointError(f"{source}: weights do not fit this model: "
+                              + "; ".join(p for p in problems if p))
+    model.load_state_dict(tensors)
+
+
+# --- optimizer state: nested dicts of tensors and numbers -> flat tensors + JSON -----------
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            key = f"optim.{index}.{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    items = [(k, v) for k, v in tensors.items() if k.startswith("optim.")]
+    for key, value in items + list(meta["scalars"].items()):
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}

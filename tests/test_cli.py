@@ -1,0 +1,99 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from perceptreg.cli import main
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(main, ["train", "--train-size", "500", "--epochs", "2",
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"]])
+def test_help(runner, command):
+    result = runner.invoke(main, command + ["--help"])
+    assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
+    assert "Usage:" in result.output
+
+
+def test_train_writes_the_run_folder_and_reports(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json", "state.json",
+            "perception.png"} <= names
+    assert json.loads((trained_run / "config.json").read_text())["train_size"] == 500
+    assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert Image.open(trained_run / "perception.png").size[0] > 0
+
+
+def test_train_resume_extends_a_run(trained_run, runner, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in trained_run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(main, ["train", "--out", str(copy), "--resume", "--epochs", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(l)["epoch"] for l in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert "3 epochs" in result.output
+
+
+def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
+    out = tmp_path / "grid.png"
+    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "perception grid of 6 test images" in result.output
+    width, height = Image.open(out).size
+    assert width > height  # 5 pairs on the first row, 1 on the second
+
+
+def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
+    result = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and "MSE per pixel" in result.output
+    assert (tmp_path / "runs" / "demo" / "perception.png").exists()
+    again = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
+    assert again.exit_code == 0 and (tmp_path / "runs" / "demo-2" / "perception.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lam", "-1"], "Error: lam must be >= 0"),
+    (["train", "--resume"], "Error: --resume needs --out RUN"),
+    (["train", "--dataset", "cifar"], "Invalid value for '--dataset'"),
+    (["perceive", "missing-run"], "Directory 'missing-run' does not exist"),
+    (["train", "--device", "cuda:0", "--epochs", "1"], "Error: --device cuda:0: CUDA is not available"),
+])
+def test_bad_input_is_one_line(runner, args, message):
+    result = runner.invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_perceive_on_a_folder_without_model(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    result = runner.invoke(main, ["perceive", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no model.safetensors; is this a run folder" in result.output
+
+
+def test_corrupted_checkpoint_is_a_clear_error(trained_run, runner, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in trained_run.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    result = runner.invoke(main, ["perceive", str(broken)])
+    assert result.exit_code == 1
+    assert "model.safetensors: corrupt or not a safetensors file" in result.output
+    assert "Traceback" not in result.output

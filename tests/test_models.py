@@ -1,0 +1,99 @@
+import pytest
+import torch
+from torch import nn
+
+from perceptreg import models
+from perceptreg.errors import PerceptregError
+
+
+@pytest.mark.parametrize("factory, shape, latent, params", [
+    (models.mnist, (1, 28, 28), 32, 73_083),
+    (models.svhn, (3, 32, 32), 64, 224_429),
+    (models.celeba, (3, 64, 64), 128, 26_264_197),
+])
+def test_paper_architectures(factory, shape, latent, params):
+    net = factory()
+    assert net.input_shape == shape
+    assert net.latent_shape == (latent,)
+    assert models.parameter_count(net) == params
+    assert str(params) in (factory.__doc__ or "").replace(",", "")
+    logits, z, recon = net(torch.rand(3, *shape))
+    assert logits.shape == (3, net.num_classes) and z.shape == (3, latent)
+    assert recon.shape == (3, *shape)
+
+
+def test_mnist_layers_match_appendix():
+    net = models.mnist()
+    convs = [m for m in net.encoder if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0], c.padding[0]) for c in convs] == [
+        (1, 16, 2, 1), (16, 16, 2, 1), (16, 32, 1, 0), (32, 32, 1, 0)]
+    deconvs = [m for m in net.decoder if isinstance(m, nn.ConvTranspose2d)]
+    assert [(d.in_channels, d.out_channels, d.stride[0]) for d in deconvs] == [
+        (32, 32, 1), (32, 32, 1), (32, 16, 2), (16, 1, 2)]
+    assert all(c.kernel_size == (4, 4) for c in convs + deconvs)
+
+
+def test_svhn_decoder_takes_64_channels():  # erratum: the paper's text says 128
+    deconv = next(m for m in models.svhn().decoder if isinstance(m, nn.ConvTranspose2d))
+    assert deconv.in_channels == 64
+
+
+@pytest.mark.parametrize("factory", [models.mnist, models.svhn])
+def test_decoder_can_output_dark_pixels(factory):
+    # Erratum: a ReLU before the sigmoid would keep every output >= 0.5.
+    net = factory()
+    layers = list(net.decoder)
+    assert isinstance(layers[-1], nn.Sigmoid) and isinstance(layers[-2], nn.ConvTranspose2d)
+    assert net.init_output_bias(0.05)
+    recon = net.perceive(torch.rand(4, *net.input_shape))
+    assert recon.min() < 0.1 and recon.max() <= 1
+
+
+def test_init_output_bias_sets_logit_of_mean():
+    net = models.mnist()
+    net.init_output_bias(torch.tensor([0.25]))
+    last = [m for m in net.decoder if isinstance(m, nn.ConvTranspose2d)][-1]
+    assert last.bias.item() == pytest.approx(torch.logit(torch.tensor(0.25)).item())
+
+
+def test_init_output_bias_skips_decoders_without_sigmoid():
+    net = models.PerceptionNet(nn.Flatten(), nn.Linear(4, 2), nn.Unflatten(1, (1, 2, 2)), (1, 2, 2))
+    assert net.init_output_bias(0.3) is False
+
+
+def mlp_net(hidden=16):
+    return models.PerceptionNet(
+        nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU()),
+        nn.Linear(hidden, 10),
+        nn.Sequential(nn.Linear(hidden, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))),
+        input_shape=(1, 28, 28))
+
+
+def test_user_modules_compose():
+    net = mlp_net()
+    assert net.latent_shape == (16,) and net.num_classes == 10
+    x = torch.rand(5, 1, 28, 28)
+    out = net(x)
+    assert torch.equal(out.logits, net.classify(x))
+    assert torch.equal(out.recon, net.perceive(x))
+    assert net.training  # the construction check leaves the mode as it was
+
+
+def test_decoder_shape_mismatch_is_named():
+    with pytest.raises(PerceptregError, match=r"decoder D must return images of the input's shape \(2, 1, 28, 28\)"):
+        models.PerceptionNet(nn.Flatten(), nn.Linear(784, 10), nn.Unflatten(1, (1, 14, 56)), (1, 28, 28))
+
+
+def test_classifier_that_does_not_fit_the_latent_is_named():
+    with pytest.raises(PerceptregError, match="classifier C failed on an input of shape"):
+        models.PerceptionNet(nn.Flatten(), nn.Linear(100, 10), nn.Unflatten(1, (1, 28, 28)), (1, 28, 28))
+
+
+def test_classifier_output_must_be_logits():
+    with pytest.raises(PerceptregError, match="logits of shape"):
+        models.PerceptionNet(nn.Flatten(), nn.Unflatten(1, (1, 28, 28)), nn.Unflatten(1, (1, 28, 28)), (1, 28, 28))
+
+
+def test_build_unknown_architecture():
+    with pytest.raises(PerceptregError, match="unknown architecture 'resnet'; choose one of mnist, svhn, celeba"):
+        models.build("resnet", 10)
