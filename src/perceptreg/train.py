@@ -149,8 +149,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
                               f"{train_data.name} has {train_data.image_shape}")
     if config.init_output_bias:
         model.init_output_bias(train_data.pixel_mean())
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas)
+    # channels-last lets oneDNN (CPU) and cuDNN skip layout conversions around every conv:
+    # about 8 % more images/s on the MNIST net here (bench/train_throughput.py).
+    model.to(device, memory_format=torch.channels_last)
+    # fused: one kernel updates all parameters instead of a dozen small ops per tensor.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
     # bf16 needs no loss scaling; fp16 (older GPUs) does. On CPU both are off.
     amp_dtype = _amp_dtype(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -177,6 +180,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
         for step, (images, labels) in enumerate(tqdm(
                 batch_iter, total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
                 disable=not progress, leave=False, unit="batch")):
+            images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 parts = _phase_loss(model, images, labels, phase, config)
             optimizer.zero_grad(set_to_none=True)
@@ -190,6 +194,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
                 _check_finite(recent, epoch, step + 1 - len(recent), run_dir)
                 recent = []
 
+        train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
         quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype)
         total, ce, recon = (sums / n_batches).tolist()
         decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
@@ -200,6 +205,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
                "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
                "recon_spread": quality["recon_spread"] if decoder_trained else None,
                "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
+               "train_images_per_second": len(train_data) / train_seconds,
                "seconds": time.perf_counter() - began}
         history.append(row)
         if progress:
@@ -324,12 +330,27 @@ def _load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimize
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     checkpoint.load_weights(model, weights, run_dir / "state.safetensors")
     optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
+    _match_layouts(optimizer)
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     return int(state["epoch"])
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's memory layout (channels-last for convs).
+
+    Saved moments come back contiguous; the fused Adam kernel walks a parameter and its
+    moments as flat memory, so mismatched layouts would pair the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    slots[name] = torch.empty_like(param).copy_(value)
 
 
 def _read_history(run_dir: Path, last_epoch: int) -> list[dict]:
