@@ -1,5 +1,6 @@
 import pytest
 import torch
+from click.testing import CliRunner
 
 from perceptreg import data
 
@@ -21,3 +22,15 @@ def small_mnist(mnist5k):
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run folder from the CLI: 500 digits, 2 epochs (too short: its decoder is collapsed)."""
+    from perceptreg.cli import main
+
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = CliRunner().invoke(main, ["train", "--train-size", "500", "--epochs", "2",
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -13,16 +13,7 @@ def runner(tmp_path, monkeypatch):
     return CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "run"
-    result = CliRunner().invoke(main, ["train", "--train-size", "500", "--epochs", "2",
-                                       "--out", str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"]])
 def test_help(runner, command):
     result = runner.invoke(main, command + ["--help"])
     assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
@@ -97,3 +88,59 @@ def test_corrupted_checkpoint_is_a_clear_error(trained_run, runner, tmp_path):
     assert result.exit_code == 1
     assert "model.safetensors: corrupt or not a safetensors file" in result.output
     assert "Traceback" not in result.output
+
+
+# --- attacks ------------------------------------------------------------------------------------
+
+def test_attack_writes_the_figure_and_warns_about_a_collapsed_decoder(trained_run, runner, tmp_path):
+    out = tmp_path / "attack.png"
+    result = runner.invoke(main, ["attack", str(trained_run), "--steps", "5", "--n", "4", "--pool", "30",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # two epochs on 500 digits leave the decoder collapsed: the figure renders, with a warning
+    assert "collapsed decoder" in result.output and "attack success" in result.output
+    width, height = Image.open(out).size
+    assert width == 4 * (84 + 2) + 2 and height > 4 * 84
+
+
+def test_attack_from_noise(trained_run, runner, tmp_path):
+    out = tmp_path / "noise.png"
+    result = runner.invoke(main, ["attack", str(trained_run), "--from-noise", "--steps", "3", "--n", "1",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] == 10 * (84 + 2) + 2  # one column per class
+
+
+def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for p in trained_run.iterdir():
+        (run / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "5", "--images", "40",
+                                  "--judge", str(trained_run), "--compare", str(trained_run)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "attack_metrics.json").read_text())
+    assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
+    summary = written["runs"][str(run)]
+    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"] <= 1
+    assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
+    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label"):
+        assert line in result.output
+    assert Image.open(run / "attack_roc.png").size == (400, 400)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "0"], "Error: eps must be > 0"),
+    (["--steps", "0"], "Invalid value for '--steps'"),
+    (["--target", "12"], "Error: --target 12 is outside the model's classes 0..9"),
+    (["--norm", "l1"], "Invalid value for '--norm'"),
+])
+def test_attack_bad_input_is_one_line(trained_run, runner, args, message):
+    result = runner.invoke(main, ["attack", str(trained_run), "--pool", "10"] + args)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_attack_on_a_folder_without_model(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(main, ["evaluate-attack", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "no model.safetensors" in result.output

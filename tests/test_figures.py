@@ -53,3 +53,30 @@ def test_perception_grid_pairs_x_with_its_perception(mnist5k, tmp_path):
     assert np.array_equal(first, test.images[0, 0].numpy())
     path = figures.save_png(picture, tmp_path / "sub" / "p.png")
     assert Image.open(path).size == picture.size
+
+
+def test_attack_grid_rows_and_failure_panel(tmp_path):
+    from perceptreg import attacks, data, metrics
+    net = models.mnist()
+    images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
+    tiny = data.ImageDataset(images, torch.arange(6), data.DIGITS, "tiny")
+    evaluation = metrics.evaluate_attack(net, attacks.PGD(net, steps=1), tiny)
+    grid = figures.attack_grid(evaluation, torch.tensor([0, 2, 4]), data.DIGITS)
+    cell = 28 * 3
+    assert grid.size == (3 * (cell + figures.PAD) + figures.PAD,
+                         4 * (cell + figures.CAPTION_HEIGHT + figures.PAD) + figures.PAD)
+    second_row_top = figures.PAD + cell + figures.CAPTION_HEIGHT + figures.PAD
+    # row 2 (x_adv), third column: image 4
+    cell_pixels = np.asarray(grid)[second_row_top:second_row_top + cell:3, 2 * (cell + figures.PAD) + figures.PAD::3][:, :28, 0]
+    assert np.array_equal(cell_pixels, evaluation.adversarial[4, 0].mul(255).round().byte().numpy())
+    stacked = figures.stack_panels([("one", grid), ("two", grid)])
+    assert stacked.size == (grid.size[0], 2 * (grid.size[1] + 18))
+
+
+def test_roc_figure_and_noise_grid(tmp_path):
+    path = figures.roc_figure(torch.tensor([0.0, 0.5, 1.0]), torch.tensor([0.0, 1.0, 1.0]), 0.75, "t", tmp_path / "roc.png")
+    assert Image.open(path).size == (400, 400)
+    net = models.mnist()
+    noise = torch.rand(4, 1, 28, 28)
+    picture = figures.noise_grid(net, noise, noise, tuple("0123456789"), columns=2)
+    assert picture.size[1] == 6 * (84 + figures.CAPTION_HEIGHT + figures.PAD) + figures.PAD

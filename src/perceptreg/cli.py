@@ -1,17 +1,20 @@
-"""The `perceptreg` command: a thin layer over the library (train, perceive, demo)."""
+"""The `perceptreg` command: a thin layer over the library (train, perceive, demo, attacks)."""
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
 
 import click
+import torch
 
-from perceptreg import data as datasets, figures, models
+from perceptreg import data as datasets, figures, metrics, models
+from perceptreg.attacks import NORMS, PGD, FromNoise
+from perceptreg.checkpoint import write_json
 from perceptreg.errors import PerceptregError
-from perceptreg.metrics import evaluate
-from perceptreg.train import MODES, TrainConfig, load_config, load_model, train
+from perceptreg.train import MODES, TrainConfig, decoder_collapsed, load_config, load_data, load_model, train
 
 
 class _Group(click.Group):
@@ -51,7 +54,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
         model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
     for warning in caught:  # one plain line each, not Python's file:line format
         click.echo(f"Warning: {warning.message}", err=True)
-    test = datasets.load_dataset(config.dataset, config.seed, config.data_root)[1]
+    test = load_data(run_dir)[1]
     grid = figures.save_png(figures.perception_grid(model, test, n=2 * model.num_classes,
                                                     device=config.device),
                             run_dir / "perception.png")
@@ -75,7 +78,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
 @click.option("--batch-size", type=int, help="Batch size. [default: 64]")
 @click.option("--lr", type=float, help="Adam learning rate. [default: 0.001]")
 @click.option("--lr-drop-epoch", type=int, help="Multiply the lr by 0.1 from this epoch on (CelebA: 20).")
-@click.option("--seed", type=int, help="Seed of init, split and shuffling. [default: 0]")
+@click.option("--seed", type=int, help="Seed of init and shuffling (the split is fixed). [default: 0]")
 @click.option("--train-size", type=int, help="Train on a stratified subset of this many images.")
 @click.option("--device", help="cpu, or cuda (bf16 autocast). [default: cpu]")
 @click.option("--data-root", help="Folder of file-based datasets (mnist is downloaded there).")
@@ -111,9 +114,8 @@ def perceive(run, n, out, device):
 
     Example: perceptreg perceive runs/demo --n 20
     """
-    config = load_config(run)
     model = load_model(run, device=device)
-    test = datasets.load_dataset(config.dataset, config.seed, config.data_root)[1]
+    test = load_data(run)[1]
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
                             out or run / "perception.png")
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
@@ -133,3 +135,155 @@ def demo(out, epochs, device, quiet):
     """
     config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
     _train_and_report(config, fresh_run_dir(out), resume=False, quiet=quiet)
+
+
+# --- attacks -----------------------------------------------------------------------------------
+
+def attack_options(command):
+    """The PGD settings shared by `attack` and `evaluate-attack`."""
+    options = [
+        click.option("--eps", default=0.2, show_default=True, type=float,
+                     help="Radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA)."),
+        click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1),
+                     help="PGD iterations (paper: 100)."),
+        click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS),
+                     help="Threat model."),
+        click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
+        click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted)."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the random start."),
+        click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _attack_setup(run: Path, device: str, eps: float, steps: int, norm: str, alpha, seed: int):
+    model = load_model(run, device=device)
+    if decoder_collapsed(run):
+        click.echo(f"Warning: {run} has a collapsed decoder: its perceptions P(x) show nothing "
+                   f"about the inputs; the figures render, but read them as such", err=True)
+    train_data, test_data = load_data(run)
+    return model, train_data, test_data, PGD(model, eps=eps, alpha=alpha, steps=steps, norm=norm, seed=seed)
+
+
+def _model_judge(judge_run: Path, attacked_run: Path, device: str) -> metrics.ModelJudge:
+    judged_on, trained_on = load_config(attacked_run).dataset, load_config(judge_run).dataset
+    if judged_on != trained_on:
+        click.echo(f"Warning: the judge {judge_run} was trained on {trained_on!r}, the images come "
+                   f"from the test set of {judged_on!r}: its training data may hold some of them", err=True)
+    return metrics.ModelJudge(load_model(judge_run, device=device), f"model {judge_run.name}")
+
+
+def _targets_for(target, data: datasets.ImageDataset, model) -> torch.Tensor | None:
+    if target is None:
+        return None
+    if not 0 <= target < model.num_classes:
+        raise PerceptregError(f"--target {target} is outside the model's classes 0..{model.num_classes - 1}")
+    return torch.full((len(data),), target, dtype=torch.long)
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@attack_options
+@click.option("--n", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Images shown (spread over the classes); with --from-noise, per class.")
+@click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Test images attacked to find failure cases among.")
+@click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG to write. [default: RUN/attack.png or RUN/attack_from_noise.png]")
+def attack(run, eps, steps, norm, alpha, target, seed, device, n, pool, from_noise, out):
+    """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
+    P(x_adv), then the failure cases (attacks that fooled H while a 3-NN judge still reads
+    P(x_adv) as the true class).
+
+    Example: perceptreg attack runs/demo --eps 0.2 --steps 100
+    """
+    model, train_data, test_data, pgd = _attack_setup(run, device, eps, steps, norm, alpha, seed)
+    if from_noise:
+        classes = torch.arange(model.num_classes).repeat_interleave(n)
+        noise, adversarial = FromNoise(model, eps=eps, alpha=alpha, steps=steps, norm=norm, seed=seed
+                                       ).generate(classes.to(device), model.input_shape, device)
+        picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
+        path = figures.save_png(picture, out or run / "attack_from_noise.png")
+        click.echo(f"noise attacked toward each class, with the perceptions: {path}")
+        return
+    pool_data = test_data.subset(figures.spread_over_classes(test_data.labels, min(pool, len(test_data))))
+    evaluation = metrics.evaluate_attack(model, pgd, pool_data, [metrics.KNNJudge(train_data)],
+                                         targets=_targets_for(target, pool_data, model), device=device)
+    shown = torch.arange(min(n, len(pool_data)))
+    judge = next(iter(evaluation.judge_readings.values()))
+    failures = (evaluation.success & (judge["P(x_adv)"] == evaluation.labels)).nonzero().squeeze(1)[:n]
+    panels = [(f"PGD {norm} eps={eps}, {steps} steps: rows x, x_adv, P(x), P(x_adv); H's label and confidence",
+               figures.attack_grid(evaluation, shown, test_data.classes))]
+    if len(failures):
+        panels.append((f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the true class "
+                       f"({int((evaluation.success & (judge['P(x_adv)'] == evaluation.labels)).sum())} "
+                       f"of {int(evaluation.success.sum())} successful attacks on {len(pool_data)} images)",
+                       figures.attack_grid(evaluation, failures, test_data.classes)))
+    path = figures.save_png(figures.stack_panels(panels), out or run / "attack.png")
+    s = evaluation.summary
+    click.echo(f"attack success {s['attack_success_rate']:.1%} on {len(pool_data)} test images, "
+               f"{len(failures)} failure cases shown: {path}")
+
+
+@main.command("evaluate-attack")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@attack_options
+@click.option("--images", "n_images", type=click.IntRange(min=1), help="Attack only this many test images (spread over classes). [default: all]")
+@click.option("--judge", "judge_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
+def evaluate_attack(run, eps, steps, norm, alpha, target, seed, device, n_images, judge_runs, compare):
+    """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
+    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC). Writes
+    RUN/attack_metrics.json and RUN/attack_roc.png.
+
+    Example: perceptreg evaluate-attack runs/demo --compare runs/mnist5k-lam0.01-post-hoc
+    """
+    runs = [run] + ([compare] if compare else [])
+    summaries = {}
+    for current in runs:
+        model, train_data, test_data, pgd = _attack_setup(current, device, eps, steps, norm, alpha, seed)
+        if n_images:
+            test_data = test_data.subset(figures.spread_over_classes(test_data.labels, min(n_images, len(test_data))))
+        judges = [metrics.KNNJudge(train_data, device=device)]
+        judges += [_model_judge(j, current, device) for j in judge_runs]
+        evaluation = metrics.evaluate_attack(model, pgd, test_data, judges, device=device,
+                                             targets=_targets_for(target, test_data, model))
+        summaries[str(current)] = evaluation.summary
+        scores_clean = metrics.reconstruction_scores(evaluation.images, evaluation.perceptions).cpu()
+        scores_adv = metrics.reconstruction_scores(evaluation.adversarial, evaluation.adversarial_perceptions)[evaluation.success].cpu()
+        fpr, tpr = metrics.roc_curve(scores_clean, scores_adv)
+        figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
+                           f"||x - P(x)||^2 detector, {current.name}", current / "attack_roc.png")
+    settings = {"attack": "PGD", "eps": eps, "steps": steps, "norm": norm, "alpha": pgd.alpha,
+                "target": target, "seed": seed, "images": n_images or "all"}
+    write_json(run / "attack_metrics.json", {"settings": settings, "runs": summaries})
+    click.echo(attack_table(summaries))
+    click.echo(f"written: {run / 'attack_metrics.json'}, ROC curve: "
+               + ", ".join(str(Path(r) / "attack_roc.png") for r in runs))
+
+
+def attack_table(summaries: dict[str, dict]) -> str:
+    """The summaries of evaluate_attack as a plain-text table, one column per run."""
+    names = list(summaries)
+    rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
+            ("robust accuracy", lambda s: s["robust_accuracy"]),
+            ("attack success rate", lambda s: s["attack_success_rate"]),
+            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["roc_auc"])]
+    for judge in summaries[names[0]]["judges"]:
+        for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
+            rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
+        for what in ("x_adv", "P(x_adv)"):
+            for label in ("adversarial_label", "true_label"):
+                rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
+                             lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
+    width = max(len(r[0]) for r in rows) + 2
+    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
+                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
+                        for label, value in rows]
+    return "\n".join(lines)

@@ -294,10 +294,14 @@ DATASETS = {
 DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
 
 
-def load_dataset(name: str, seed: int = 0, root: str | Path | None = None) -> tuple[ImageDataset, ImageDataset]:
-    """(train, test) of a dataset in ``DATASETS``."""
+def load_dataset(name: str, root: str | Path | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of a dataset in ``DATASETS``.
+
+    The split is a property of the dataset, not of a run: runs with other seeds are tested
+    on the same images, and a model used as a judge never trained on another's test set.
+    """
     if name == "mnist5k":
-        return mnist5k_split(seed)
+        return mnist5k_split()
     if name == "mnist":
         return load_mnist(Path(root) if root else DEFAULT_ROOT / "mnist", download_missing=True)
     raise PerceptregError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")

@@ -95,3 +95,69 @@ def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs
     for label, pred, conf in zip(data.labels[index].tolist(), predicted.tolist(), confidence.tolist()):
         captions += [f"x: {data.classes[label]}", f"P: {data.classes[pred]} {conf:.0%}"]
     return image_grid(pairs, 2 * min(pairs_per_row, len(index)), captions)
+
+
+# --- adversarial perception ---------------------------------------------------------------
+
+def attack_grid(evaluation, index: torch.Tensor, classes: Sequence[str]) -> Image.Image:
+    """Four rows for the chosen images: x, x_adv, P(x), P(x_adv), each captioned with
+    H's label and confidence (the perception rows repeat the label of their input)."""
+    e = evaluation
+    rows = [e.images, e.adversarial, e.perceptions, e.adversarial_perceptions]
+    predictions = [(e.clean_predictions, e.clean_confidence), (e.adversarial_predictions, e.adversarial_confidence)] * 2
+    images = torch.cat([row[index] for row in rows])
+    captions = [f"H:{classes[p]} {c:.0%}" for pred, conf in predictions
+                for p, c in zip(pred[index].tolist(), conf[index].tolist())]
+    return image_grid(images, len(index), captions, scale=3 if images.shape[-1] < 48 else 2)
+
+
+def stack_panels(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
+    """Pictures one under the other, each under a title line."""
+    title_height = 18
+    width = max(p.size[0] for _, p in panels)
+    height = sum(p.size[1] + title_height for _, p in panels)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw, font, top = ImageDraw.Draw(canvas), _font(), 0
+    for title, picture in panels:
+        draw.text((PAD + 1, top + 3), title, fill=(0, 0, 0), font=font)
+        canvas.paste(picture, (0, top + title_height))
+        top += picture.size[1] + title_height
+    return canvas
+
+
+def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tensor, auc: float,
+               title: str, path: str | Path) -> Path:
+    """The detector's ROC curve as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
+    axes.plot(false_positive_rate.numpy(), true_positive_rate.numpy(), label=f"AUC {auc:.3f}")
+    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    axes.set(xlabel="false positive rate (clean flagged)", ylabel="true positive rate (adversarial flagged)",
+             title=title, xlim=(0, 1), ylim=(0, 1.01))
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def noise_grid(model: PerceptionNet, noise: torch.Tensor, adversarial: torch.Tensor,
+               classes: Sequence[str], columns: int) -> Image.Image:
+    """Rows of ``columns`` images: the noise, the noise attacked toward a class, and the
+    model's perception of it, captioned with H's label and confidence."""
+    logits = model.classify(adversarial).float()
+    confidence, predicted = logits.softmax(1).max(1)
+    perceived = model.perceive(adversarial).float()
+    pictures, captions = [], []
+    for start in range(0, len(noise), columns):
+        part = slice(start, start + columns)
+        pictures += [noise[part], adversarial[part], perceived[part]]
+        captions += ["noise"] * len(noise[part])
+        captions += [f"H:{classes[p]} {c:.0%}" for p, c in zip(predicted[part].tolist(), confidence[part].tolist())] * 2
+    return image_grid(torch.cat(pictures), columns, captions)

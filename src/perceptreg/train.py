@@ -48,7 +48,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     lr_drop_epoch: int | None = None  # CelebA: 20, after which lr *= lr_drop_factor
     lr_drop_factor: float = 0.1
-    seed: int = 0  # model init, data split and shuffling
+    seed: int = 0  # model init, shuffling and the --train-size subset (not the train/test split)
     train_size: int | None = None  # a stratified subset of the training set, to scale runs down
     init_output_bias: bool = True  # start D's sigmoid at the mean pixel: avoids the all-black collapse
     device: str = "cpu"  # "cuda" trains in bf16 autocast (fp16 + loss scaling where bf16 is missing)
@@ -135,7 +135,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
 
     # --- data: uint8 tensors on the host, converted per batch on the device -------------
     if train_data is None or test_data is None:
-        train_data, test_data = datasets.load_dataset(config.dataset, config.seed, config.data_root)
+        train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
     if config.train_size and config.train_size < len(train_data):
         keep = datasets.stratified_split(train_data.labels, config.train_size, config.seed)[1]
         train_data = train_data.subset(keep)
@@ -374,6 +374,18 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_data(run_dir: str | Path) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:
+    """The (train, test) data a run was trained and evaluated on."""
+    config = load_config(run_dir)
+    return datasets.load_dataset(config.dataset, config.data_root)
+
+
+def decoder_collapsed(run_dir: str | Path) -> bool:
+    """Whether the run's final model was flagged with a collapsed decoder."""
+    meta = checkpoint.read_json(Path(run_dir) / "model.json")
+    return bool(meta.get("metrics", {}).get("decoder_collapsed"))
 
 
 def load_model(run_dir: str | Path, model: models.PerceptionNet | None = None,

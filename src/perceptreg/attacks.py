@@ -1,0 +1,169 @@
+"""Adversarial attacks on the classifier H = C(F(x)), in the shape torchattacks users know.
+
+    attack = PGD(model, eps=0.2, steps=100)          # settings in the constructor
+    adv_images = attack(images, labels)              # data in the call
+    adv_images = attack(images, labels, targets)     # targeted
+
+``model`` is a ``PerceptionNet`` (its classifier branch is attacked) or any ``nn.Module``
+returning logits. Images are pixels in [0, 1]; adversarial images stay in [0, 1] and in the
+eps-ball around the images. An attack runs the model in eval mode, computes gradients for
+the images only, and leaves the model's weights, ``requires_grad`` flags and mode as found.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perceptreg.errors import PerceptregError
+from perceptreg.models import PerceptionNet
+
+NORMS = ("linf", "l2")
+
+
+class Attack:
+    """Base class: validates the inputs, sets the model up, calls ``forward``, restores it.
+
+    Subclasses write only ``forward(images, labels, targets)``.
+    """
+
+    def __init__(self, model: nn.Module, seed: int = 0):
+        self.model = model
+        self.seed = seed
+        self.logits_of = model.classify if isinstance(model, PerceptionNet) else model
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 targets: torch.Tensor | None = None) -> torch.Tensor:
+        if images.dim() < 2 or len(images) != len(labels):
+            raise PerceptregError(f"images (B, ...) and labels (B,) must have the same batch size; "
+                                  f"got {tuple(images.shape)} and {tuple(labels.shape)}")
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise PerceptregError(f"attacks take pixels in [0, 1]; these images range over "
+                                  f"[{images.min():.3g}, {images.max():.3g}] (undo any normalization)")
+        flags = [p.requires_grad for p in self.model.parameters()]
+        was_training = self.model.training
+        try:
+            # No gradients for weights: the attack needs d loss / d images only.
+            self.model.requires_grad_(False)
+            self.model.eval()
+            if targets is not None:
+                self._check_targets(images, targets)
+            return self.forward(images.detach(), labels.detach(), targets)
+        finally:
+            for param, flag in zip(self.model.parameters(), flags):
+                param.requires_grad_(flag)
+            self.model.train(was_training)
+
+    def _check_targets(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        with torch.no_grad():
+            num_classes = self.logits_of(images[:1]).shape[1]
+        if targets.shape != (len(images),):
+            raise PerceptregError(f"targets must have shape ({len(images)},), got {tuple(targets.shape)}")
+        if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
+            raise PerceptregError(f"target class {int(targets.max() if targets.max() >= num_classes else targets.min())} "
+                                  f"is outside the model's classes 0..{num_classes - 1}")
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor,
+                targets: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PGD(Attack):
+    """Projected gradient descent (Madry et al. 2018, https://arxiv.org/abs/1706.06083).
+
+    Untargeted, it ascends the cross-entropy of the true labels; targeted, it descends
+    the cross-entropy of the targets. Each step moves ``alpha`` along the gradient's sign
+    (L-inf) or its normalized direction (L2), then projects back onto the eps-ball around
+    the images and the [0, 1] box.
+
+    Args:
+        model: a ``PerceptionNet`` or a module returning logits (B, classes).
+        eps: radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA, L-inf).
+        alpha: step size; default 2.5 * eps / steps (Madry et al.), so the steps can cross the ball.
+        steps: iterations (paper: 100); 0 returns the (random) start.
+        norm: "linf" or "l2".
+        random_start: start at a uniform point of the ball (L-inf) or a random direction
+            and radius (L2), drawn from a generator seeded with ``seed``: the same inputs
+            and seed give the same adversarial images.
+        seed: seed of the random start.
+
+    Shapes: images (B, C, H, W) in [0, 1], labels (B,), targets (B,) or None -> (B, C, H, W).
+
+    Example:
+        >>> attack = PGD(model, eps=0.2, steps=100)
+        >>> adv_images = attack(images, labels)
+    """
+
+    def __init__(self, model: nn.Module, eps: float = 0.2, alpha: float | None = None,
+                 steps: int = 100, norm: str = "linf", random_start: bool = True, seed: int = 0):
+        super().__init__(model, seed)
+        if not eps > 0:
+            raise PerceptregError(f"eps must be > 0, got {eps}")
+        if steps < 0:
+            raise PerceptregError(f"steps must be >= 0, got {steps}")
+        if norm not in NORMS:
+            raise PerceptregError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        if alpha is not None and not alpha > 0:
+            raise PerceptregError(f"alpha must be > 0, got {alpha}")
+        self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start
+        self.alpha = alpha if alpha is not None else 2.5 * eps / max(steps, 1)
+
+    def forward(self, images, labels, targets):
+        goal, sign = (labels, 1.0) if targets is None else (targets, -1.0)
+        adv = self.start(images)
+        for _ in range(self.steps):
+            adv.requires_grad_(True)
+            loss = sign * F.cross_entropy(self.logits_of(adv), goal)
+            (grad,) = torch.autograd.grad(loss, adv)
+            adv = self.project(images, adv.detach() + self.alpha * self.direction(grad))
+        return adv.detach()
+
+    def start(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.random_start:
+            return images.clone()
+        generator = torch.Generator(images.device).manual_seed(self.seed)
+        if self.norm == "linf":
+            noise = torch.empty_like(images).uniform_(-self.eps, self.eps, generator=generator)
+        else:
+            noise = torch.empty_like(images).normal_(generator=generator)
+            radius = torch.empty(len(images), device=images.device).uniform_(0, 1, generator=generator)
+            noise *= _per_image(radius * self.eps / noise.flatten(1).norm(dim=1), noise)
+        return (images + noise).clamp(0, 1)
+
+    def direction(self, grad: torch.Tensor) -> torch.Tensor:
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / _per_image(grad.flatten(1).norm(dim=1) + 1e-10, grad)
+
+    def project(self, images: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        delta = adv - images
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1)
+            delta = delta * _per_image((self.eps / norms).clamp(max=1.0), delta)
+        return (images + delta).clamp(0, 1)
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, ...) to broadcast over ``like``'s image dimensions."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class FromNoise(PGD):
+    """The paper's Fig. 7: targeted PGD that starts from uniform noise instead of an image.
+
+    ``attack(targets)`` draws one noise image per target (seeded) and moves it, within the
+    eps-ball around the noise, toward being classified as its target. With a decoder, the
+    model's perception of the result shows what it takes that class to look like.
+
+    Example:
+        >>> noise, adv_images = FromNoise(model, eps=0.2, steps=100).generate(torch.arange(10), (1, 28, 28))
+    """
+
+    def generate(self, targets: torch.Tensor, image_shape: tuple[int, ...],
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator(device).manual_seed(self.seed)
+        noise = torch.rand(len(targets), *image_shape, generator=generator, device=device)
+        return noise, self(noise, targets, targets)
