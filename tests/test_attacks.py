@@ -143,3 +143,15 @@ def test_bad_inputs():
 def test_alpha_default():
     assert PGD(identity_classifier(), eps=0.2, steps=100).alpha == pytest.approx(0.005)
     assert attacks.NORMS == ("linf", "l2")
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_chunked_equals_one_batch(norm):
+    model, x, y = models.mnist(), torch.rand(7, 1, 28, 28), torch.arange(7)
+    whole = PGD(model, steps=3, norm=norm, eps=0.3 if norm == "linf" else 1.5, chunk_size=256)(x, y)
+    chunked = PGD(model, steps=3, norm=norm, eps=0.3 if norm == "linf" else 1.5, chunk_size=3)(x, y)
+    # L-inf steps take the gradient's sign: bit-identical. L2 steps keep its last bits,
+    # which the conv kernels compute in a batch-size-dependent order.
+    torch.testing.assert_close(whole, chunked, atol=1e-6 if norm == "l2" else 0, rtol=0)
+    with pytest.raises(PerceptregError, match="chunk_size must be >= 1"):
+        PGD(model, chunk_size=0)
