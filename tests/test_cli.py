@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -13,7 +14,7 @@ def runner(tmp_path, monkeypatch):
     return CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"], ["interpolate"]])
 def test_help(runner, command):
     result = runner.invoke(main, command + ["--help"])
     assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
@@ -144,3 +145,56 @@ def test_attack_on_a_folder_without_model(runner, tmp_path):
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["evaluate-attack", str(tmp_path / "empty")])
     assert result.exit_code == 1 and "no model.safetensors" in result.output
+
+
+# --- latent directions --------------------------------------------------------------------------
+
+def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path):
+    out = tmp_path / "edits"
+    result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "8", "--images", "3",
+                                  "--fit-images", "5", "--steps", "3", "--alphas", "0:1:0.5",
+                                  "--out", str(out), "--save-direction", str(tmp_path / "to8")])
+    assert result.exit_code == 0, result.output
+    assert "flip to 8 at a=1" in result.output
+    for name in ("interpolation_per-image.png", "interpolation_mean.png", "interpolation_flip.png",
+                 "interpolation_change.png"):
+        assert Image.open(out / name).size[0] > 0
+    grid = Image.open(out / "interpolation_mean.png")
+    assert grid.size == (3 * (112 + 2) + 2, 3 * (112 + 14 + 2) + 2)  # 3 alphas x 3 images
+    written = json.loads((out / "interpolation_metrics.json").read_text())
+    entry = written["runs"][str(trained_run)]
+    assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3
+    assert set(entry["directions"]) == {"per-image", "mean"}
+    assert len(entry["directions"]["mean"]["flip_curve"]["3-NN pixels"]) == 3
+    assert entry["directions"]["mean"]["fitted_on"]["images"] == 5
+    assert (tmp_path / "to8.safetensors").exists() and (tmp_path / "to8.json").exists()
+
+    again = runner.invoke(main, ["interpolate", str(trained_run), "--target", "8", "--images", "2", "--steps", "2",
+                                 "--apply-direction", str(tmp_path / "to8.safetensors"), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "mean direction saved" not in again.output
+
+
+def test_interpolate_from_file(trained_run, runner, tmp_path):
+    Image.new("L", (56, 56), 40).save(tmp_path / "mine.png")  # resized to 28x28
+    result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "1", "--steps", "2",
+                                  "--fit-images", "3", "--from-file", str(tmp_path / "mine.png"),
+                                  "--alphas", "0,1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "interpolation_metrics.json").read_text())["runs"][str(trained_run)]["images"] == 1
+
+
+def test_interpolate_bad_input(trained_run, runner, tmp_path):
+    from perceptreg import latent, models
+    other = latent.save_direction(latent.Direction(torch.zeros(64), 1, None, 1), tmp_path / "svhn", models.svhn())
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--target", "10"], "Error: --target 10 is outside the model's classes 0..9"),
+        (["--target", "1", "--alphas", "0:two:1"], "Error: --alphas '0:two:1': give start:stop:step"),
+        (["--target", "1", "--apply-direction", str(other)], "latent has shape (32,)"),
+        (["--target", "1", "--from-file", str(tmp_path / "empty")], "no image files"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, ["interpolate", str(trained_run), "--steps", "1"] + args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output

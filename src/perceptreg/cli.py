@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -10,7 +11,7 @@ from pathlib import Path
 import click
 import torch
 
-from perceptreg import data as datasets, figures, metrics, models
+from perceptreg import data as datasets, figures, latent, metrics, models
 from perceptreg.attacks import NORMS, PGD, FromNoise
 from perceptreg.checkpoint import write_json
 from perceptreg.errors import PerceptregError
@@ -287,3 +288,103 @@ def attack_table(summaries: dict[str, dict]) -> str:
                                                       else f"{value(summaries[n]):>26.3f}" for n in names)
                         for label, value in rows]
     return "\n".join(lines)
+
+
+# --- latent directions ----------------------------------------------------------------------------
+
+GRID_ROWS = 20
+
+
+def _edit_images(test_data, train_data, target, source, n_images, fit_images, from_file, model):
+    """The images to edit and the images the mean direction is fitted on (training images,
+    so the mean direction is tested on images it has not seen)."""
+    def pick(data, n):
+        keep = data.labels != target if source is None else data.labels == source
+        chosen = keep.nonzero().squeeze(1)
+        if len(chosen) == 0:
+            raise PerceptregError(f"no images of class {source} in {data.name}")
+        return chosen[figures.spread_over_classes(data.labels[chosen], min(n, len(chosen)))]
+
+    if from_file:
+        images = datasets.load_image_files(from_file, model.input_shape)
+    else:
+        images = test_data.images[pick(test_data, n_images)]
+    return datasets.to_float(images), datasets.to_float(train_data.images[pick(train_data, fit_images)])
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--target", required=True, type=int, help="The class to edit toward.")
+@click.option("--source", type=int, help="Edit (and fit the mean direction on) images of this class only. [default: every other class]")
+@click.option("--alphas", default="0:2:0.25", show_default=True, help="start:stop:step, or a comma-separated list.")
+@click.option("--images", "n_images", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Test images to edit (the grids show the first 20).")
+@click.option("--from-file", type=click.Path(exists=True, path_type=Path), help="Edit this image file (or folder of images) instead.")
+@click.option("--fit-images", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Training images the mean direction is averaged over.")
+@click.option("--apply-direction", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use this saved mean direction (.safetensors) instead of fitting one.")
+@click.option("--save-direction", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the mean direction here. [default: RUN/direction-<source>-to-<target>.safetensors]")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
+@click.option("--eps", default=0.2, show_default=True, type=float, help="Radius of the targeted attack.")
+@click.option("--steps", default=100, show_default=True, type=click.IntRange(min=1), help="Its PGD iterations.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the attack's random start.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs. [default: RUN]")
+def interpolate(run, target, source, alphas, n_images, from_file, fit_images, apply_direction,
+                save_direction, compare, eps, steps, seed, device, out):
+    """Edit images toward a class along latent directions found by a targeted attack:
+    D(F(x) + a * dz), dz = F(x_adv) - F(x), per image and averaged over training images.
+    Writes the grids, the flip curves (how often H, C and a 3-NN judge read the target, by
+    alpha), the change maps and interpolation_metrics.json.
+
+    Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
+    """
+    alphas = latent.parse_alphas(alphas)
+    out = out or run
+    results, curves = {}, {}
+    for current in [run] + ([compare] if compare else []):
+        model = load_model(current, device=device)
+        train_data, test_data = load_data(current)
+        if not 0 <= target < model.num_classes:
+            raise PerceptregError(f"--target {target} is outside the model's classes 0..{model.num_classes - 1}")
+        images, fit = _edit_images(test_data, train_data, target, source, n_images, fit_images, from_file, model)
+        direction = latent.load_direction(apply_direction, model) if apply_direction else None
+        region = latent.target_region(datasets.to_float(train_data.images[train_data.labels == target]))
+        attack = PGD(model, eps=eps, steps=steps, seed=seed)
+        study = latent.study_edits(model, images.to(device), target, attack, alphas,
+                                   [metrics.KNNJudge(train_data, device=device)], region.to(device),
+                                   direction, fit.to(device), source)
+        results[str(current)] = study.summary
+        suffix = "" if current == run else " (compare)"
+        for kind, entry in study.summary["directions"].items():
+            for reader, values in entry["flip_curve"].items():
+                curves.setdefault(f"{kind} direction", {})[f"{reader}{suffix}"] = values
+        if current == run:
+            rows = slice(0, GRID_ROWS)  # the measures use every image; the grids show the first
+            for kind in study.edited:
+                figures.save_png(figures.interpolation_grid(
+                    study.edited[kind][rows], study.readings[kind]["H(image)"][rows],
+                    study.confidence[kind][rows], test_data.classes, alphas), out / f"interpolation_{kind}.png")
+            maps = {f"{kind}: |change| a={alphas[0]:g} to {alphas[-1]:g}":
+                    latent.locality(study.edited[kind], region.to(device))["change_map"] for kind in study.edited}
+            figures.heatmaps(maps, out / "interpolation_change.png", outline=region)
+            if not apply_direction:
+                meta = {"run": str(run), "eps": eps, "steps": steps, "seed": seed}
+                name = f"direction-{'any' if source is None else source}-to-{target}"
+                saved = latent.save_direction(dataclasses.replace(study.direction, meta=meta),
+                                              save_direction or run / name, model)
+                click.echo(f"mean direction saved: {saved}")
+    figures.line_plot(alphas, curves, out / "interpolation_flip.png", xlabel="alpha",
+                      ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
+    write_json(out / "interpolation_metrics.json", {"runs": results})
+    for name, summary in results.items():
+        mean_curve = summary["directions"]["mean"]["flip_curve"]
+        judge = next(k for k in mean_curve if k not in ("H(image)", "C(latent)"))
+        click.echo(f"{Path(name).name}: mean direction, flip to {target} at a={alphas[-1]:g}: "
+                   f"H {mean_curve['H(image)'][-1]:.1%}, {judge} {mean_curve[judge][-1]:.1%} "
+                   f"(at a={alphas[0]:g}: {mean_curve['H(image)'][0]:.1%}, {mean_curve[judge][0]:.1%})")
+    click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "
+               f"interpolation_flip.png, interpolation_change.png, interpolation_metrics.json")

@@ -285,6 +285,34 @@ def load_mnist(root: str | Path, download_missing: bool = False) -> tuple[ImageD
             load_idx_pair(root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz", "mnist-test"))
 
 
+# --- image files ------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def load_image_files(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image file, or every image file in a folder (sorted by name), as uint8
+    (N, C, H, W) of ``image_shape``: converted to grayscale or RGB, resized if needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise PerceptregError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    channels, height, width = image_shape
+    pictures = []
+    for file in files:
+        try:
+            with Image.open(file) as picture:
+                picture = picture.convert("L" if channels == 1 else "RGB")
+                if picture.size != (width, height):
+                    picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+                pictures.append(np.asarray(picture, dtype=np.uint8).reshape(height, width, channels))
+        except (OSError, UnidentifiedImageError) as err:
+            raise PerceptregError(f"{file}: not a readable image ({err})") from err
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+
+
 # --- datasets by name ------------------------------------------------------------------------
 
 DATASETS = {

@@ -125,25 +125,82 @@ def stack_panels(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
     return canvas
 
 
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    from matplotlib import pyplot
+    return pyplot
+
+
+def _save_figure(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
+    _pyplot().close(figure)
+    return path
+
+
 def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tensor, auc: float,
                title: str, path: str | Path) -> Path:
-    """The detector's ROC curve as a PNG (matplotlib, no display needed)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
+    """The detector's ROC curve as a PNG."""
+    figure, axes = _pyplot().subplots(figsize=(4, 4), dpi=100, layout="constrained")
     axes.plot(false_positive_rate.numpy(), true_positive_rate.numpy(), label=f"AUC {auc:.3f}")
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
     axes.set(xlabel="false positive rate (clean flagged)", ylabel="true positive rate (adversarial flagged)",
              title=title, xlim=(0, 1), ylim=(0, 1.01))
     axes.legend(loc="lower right")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    plt.close(figure)
-    return path
+    return _save_figure(figure, path)
+
+
+def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], path: str | Path, *,
+              xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None) -> Path:
+    """Panels side by side, each with named curves over the same x, as a PNG.
+
+    A curve named "<name> (compare)" is drawn dashed in the colour of "<name>", so two runs
+    read the same way."""
+    figure, axes = _pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=100,
+                                      squeeze=False, sharey=True, layout="constrained")
+    colours: dict[str, str] = {}
+    palette = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for name, values in series.items():
+            base = name.removesuffix(" (compare)")
+            colour = colours.setdefault(base, palette[len(colours) % len(palette)])
+            ax.plot(list(x), list(values), marker="o", markersize=3, label=name, color=colour,
+                    linestyle="--" if name != base else "-")
+        ax.set(xlabel=xlabel, title=title)
+        if ylim:
+            ax.set_ylim(*ylim)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    return _save_figure(figure, path)
+
+
+def heatmaps(maps: dict[str, torch.Tensor], path: str | Path, outline: torch.Tensor | None = None) -> Path:
+    """2-D maps side by side on one colour scale, with an optional region outlined on each."""
+    figure, axes = _pyplot().subplots(1, len(maps), figsize=(3.2 * len(maps) + 0.8, 3.2), dpi=100,
+                                      squeeze=False, layout="constrained")
+    top = max(float(m.max()) for m in maps.values()) or 1.0
+    for ax, (title, values) in zip(axes[0], maps.items()):
+        shown = ax.imshow(values.cpu().numpy(), cmap="magma", vmin=0, vmax=top)
+        if outline is not None:
+            ax.contour(outline.cpu().float().numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    figure.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
+    return _save_figure(figure, path)
+
+
+def interpolation_grid(edited: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
+                       classes: Sequence[str], alphas: Sequence[float]) -> Image.Image:
+    """One row per image, one column per alpha: D(F(x) + a * dz), captioned with alpha and
+    H's label and confidence on that image. ``edited``: (B, A, C, H, W)."""
+    captions = [f"a={a:g} H:{classes[l]} {c:.0%}"
+                for row_labels, row_conf in zip(labels.tolist(), confidence.tolist())
+                for a, l, c in zip(alphas, row_labels, row_conf)]
+    return image_grid(edited.flatten(0, 1), edited.shape[1], captions,
+                      scale=4 if edited.shape[-1] < 48 else 2)
 
 
 @torch.no_grad()
