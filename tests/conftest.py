@@ -34,3 +34,15 @@ def trained_run(tmp_path_factory):
                                        "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def good_run(tmp_path_factory):
+    """A run whose decoder works: 1000 digits, 4 epochs of batch 32 (about 2 s)."""
+    from perceptreg.cli import main
+
+    out = tmp_path_factory.mktemp("good") / "run"
+    result = CliRunner().invoke(main, ["train", "--train-size", "1000", "--epochs", "4", "--batch-size", "32",
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -14,7 +14,8 @@ def runner(tmp_path, monkeypatch):
     return CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"], ["interpolate"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"],
+                                     ["interpolate"], ["report"], ["explore"]])
 def test_help(runner, command):
     result = runner.invoke(main, command + ["--help"])
     assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
@@ -55,6 +56,8 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and "MSE per pixel" in result.output
     assert (tmp_path / "runs" / "demo" / "perception.png").exists()
+    assert f"report: runs/demo/report.html" in result.output
+    assert (tmp_path / "runs" / "demo" / "report.html").stat().st_size > 10_000
     again = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
     assert again.exit_code == 0 and (tmp_path / "runs" / "demo-2" / "perception.png").exists()
 

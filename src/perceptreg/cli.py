@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import torch
 
-from perceptreg import data as datasets, figures, latent, metrics, models
+from perceptreg import data as datasets, figures, latent, metrics, models, report
 from perceptreg.attacks import NORMS, PGD, FromNoise
 from perceptreg.checkpoint import write_json
 from perceptreg.errors import PerceptregError
@@ -130,12 +130,15 @@ def perceive(run, n, out, device):
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def demo(out, epochs, device, quiet):
     """Train the paper's MNIST network (z = 32, lambda = 1e-2) on the embedded 5000 digits
-    (4000 train / 1000 test) and draw its perception grid. About 20 s on 2 CPU cores.
+    (4000 train / 1000 test), draw its perception grid and write its HTML report.
+    About 20 s on 2 CPU cores.
 
     Example: perceptreg demo
     """
     config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
-    _train_and_report(config, fresh_run_dir(out), resume=False, quiet=quiet)
+    run_dir = fresh_run_dir(out)
+    _train_and_report(config, run_dir, resume=False, quiet=quiet)
+    click.echo(f"report: {report.write_report(run_dir)}")
 
 
 # --- attacks -----------------------------------------------------------------------------------
@@ -263,31 +266,9 @@ def evaluate_attack(run, eps, steps, norm, alpha, target, seed, device, n_images
     settings = {"attack": "PGD", "eps": eps, "steps": steps, "norm": norm, "alpha": pgd.alpha,
                 "target": target, "seed": seed, "images": n_images or "all"}
     write_json(run / "attack_metrics.json", {"settings": settings, "runs": summaries})
-    click.echo(attack_table(summaries))
+    click.echo(metrics.attack_table(summaries))
     click.echo(f"written: {run / 'attack_metrics.json'}, ROC curve: "
                + ", ".join(str(Path(r) / "attack_roc.png") for r in runs))
-
-
-def attack_table(summaries: dict[str, dict]) -> str:
-    """The summaries of evaluate_attack as a plain-text table, one column per run."""
-    names = list(summaries)
-    rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
-            ("robust accuracy", lambda s: s["robust_accuracy"]),
-            ("attack success rate", lambda s: s["attack_success_rate"]),
-            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["roc_auc"])]
-    for judge in summaries[names[0]]["judges"]:
-        for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
-            rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
-        for what in ("x_adv", "P(x_adv)"):
-            for label in ("adversarial_label", "true_label"):
-                rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
-                             lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
-    width = max(len(r[0]) for r in rows) + 2
-    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
-    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
-                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
-                        for label, value in rows]
-    return "\n".join(lines)
 
 
 # --- latent directions ----------------------------------------------------------------------------
@@ -388,3 +369,44 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                    f"(at a={alphas[0]:g}: {mean_curve['H(image)'][0]:.1%}, {mean_curve[judge][0]:.1%})")
     click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "
                f"interpolation_flip.png, interpolation_change.png, interpolation_metrics.json")
+
+
+# --- report and explorer ----------------------------------------------------------------------
+
+@main.command("report")
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file. [default: RUN/report.html]")
+def report_command(run, out):
+    """One self-contained HTML page of the run: config, training curves, perception,
+    attacks, latent edits, sweep; what the run lacks is named with the command to make it.
+
+    Example: perceptreg report runs/demo
+    """
+    click.echo(f"report: {report.write_report(run, out)}")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the model to the network.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+def explore(run, port, host, device):
+    """Serve a web page to explore the run's model: gallery of perceptions, live attacks,
+    a slider along a latent direction, and your own drawings or uploads.
+
+    Example: perceptreg explore runs/demo --port 8765
+    """
+    import uvicorn
+
+    from perceptreg.explorer import create_app
+
+    if host not in LOOPBACK:
+        click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
+                   f"authentication", err=True)
+    app = create_app(run, device=device)
+    click.echo(f"explorer of {run} on http://{host}:{port} (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

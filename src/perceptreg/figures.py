@@ -159,14 +159,15 @@ def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]],
     A curve named "<name> (compare)" is drawn dashed in the colour of "<name>", so two runs
     read the same way."""
     figure, axes = _pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=100,
-                                      squeeze=False, sharey=True, layout="constrained")
+                                      squeeze=False, layout="constrained")
     colours: dict[str, str] = {}
     palette = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, series) in zip(axes[0], panels.items()):
         for name, values in series.items():
             base = name.removesuffix(" (compare)")
             colour = colours.setdefault(base, palette[len(colours) % len(palette)])
-            ax.plot(list(x), list(values), marker="o", markersize=3, label=name, color=colour,
+            ax.plot(list(x), [float("nan") if v is None else v for v in values], marker="o",
+                    markersize=3, label=name, color=colour,
                     linestyle="--" if name != base else "-")
         ax.set(xlabel=xlabel, title=title)
         if ylim:

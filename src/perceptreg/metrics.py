@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -250,3 +251,25 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
             "on_P(x_adv)": judge_agreement(readings["P(x_adv)"][success], adv_pred[success], labels[success]),
         }
     return result
+
+
+def attack_table(summaries: dict[str, dict]) -> str:
+    """The summaries of evaluate_attack as a plain-text table, one column per run."""
+    names = list(summaries)
+    rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
+            ("robust accuracy", lambda s: s["robust_accuracy"]),
+            ("attack success rate", lambda s: s["attack_success_rate"]),
+            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["roc_auc"])]
+    for judge in summaries[names[0]]["judges"]:
+        for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
+            rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
+        for what in ("x_adv", "P(x_adv)"):
+            for label in ("adversarial_label", "true_label"):
+                rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
+                             lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
+    width = max(len(r[0]) for r in rows) + 2
+    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
+                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
+                        for label, value in rows]
+    return "\n".join(lines)

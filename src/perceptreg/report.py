@@ -1,0 +1,160 @@
+"""One self-contained HTML page per run: config, training curves, perception, attacks,
+latent edits and the sweep table, with every image inlined (no network needed to view it).
+
+What the run folder lacks is skipped with a line saying which command produces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from perceptreg import checkpoint, figures, metrics
+from perceptreg.errors import PerceptregError
+from perceptreg.train import read_metrics
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; margin-top: 2rem; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; display: block; margin: 0.5rem 0; }
+img.pixels { image-rendering: pixelated; }
+.missing { color: #777; font-style: italic; }
+code { background: #f4f4f4; padding: 0 0.2rem; }
+"""
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    kind = "plot" if any(w in path.name for w in ("curves", "roc", "flip", "change")) else "pixels"
+    return f'<img class="{kind}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return html.escape("-" if value is None else str(value))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _missing(what: str, command: str) -> str:
+    return f'<p class="missing">No {html.escape(what)} in this run; produce it with <code>{html.escape(command)}</code>.</p>'
+
+
+def _section(title: str, anchor: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _config(run: Path) -> str:
+    config = checkpoint.read_json(run / "config.json")
+    rows = [[k, json.dumps(v) if isinstance(v, (list, dict)) else v] for k, v in config.items()]
+    meta_path = run / "model.json"
+    if meta_path.exists():
+        meta = checkpoint.read_json(meta_path)
+        rows += [["architecture", meta.get("arch")], ["latent shape", meta.get("latent_shape")],
+                 ["classes", ", ".join(meta.get("classes", []))],
+                 ["versions", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())]]
+    return _table(["setting", "value"], rows)
+
+
+def _training(run: Path) -> str:
+    if not (run / "metrics.jsonl").exists():
+        return _missing("training metrics", f"perceptreg train --out {run}")
+    rows = read_metrics(run)
+    epochs = [r["epoch"] for r in rows]
+    curves = figures.line_plot(epochs, {
+        "training loss parts": {"train CE": [r["train_ce"] for r in rows],
+                                "train reconstruction": [r["train_recon"] for r in rows]},
+        "test accuracy": {"test accuracy": [r["test_accuracy"] for r in rows]},
+        "test reconstruction": {"MSE per pixel": [r["test_recon_mse"] for r in rows]},
+    }, run / "training_curves.png", xlabel="epoch", ylabel="")
+    last = rows[-1]
+    collapsed = ('<p><strong>Warning: the decoder collapsed</strong>: its reconstructions are nearly '
+                 'the same for every image; perceptions show nothing about the inputs.</p>'
+                 if last.get("decoder_collapsed") else "")
+    table = _table(["epoch", "phase", "train CE", "train recon", "test accuracy", "test MSE/pixel", "seconds"],
+                   [[r["epoch"], r["phase"], r["train_ce"], r["train_recon"], r["test_accuracy"],
+                     r["test_recon_mse"], r["seconds"]] for r in rows])
+    return collapsed + _image(curves, "training curves") + table
+
+
+def _perception(run: Path) -> str:
+    if not (run / "perception.png").exists():
+        return _missing("perception grid", f"perceptreg perceive {run}")
+    return "<p>Each test image x beside the model's perception P(x) = D(F(x)).</p>" + _image(run / "perception.png", "perception grid")
+
+
+def _attacks(run: Path) -> str:
+    parts = []
+    if (run / "attack_metrics.json").exists():
+        written = checkpoint.read_json(run / "attack_metrics.json")
+        settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items())
+        parts.append(f"<p>{html.escape(settings)}</p><pre>{html.escape(metrics.attack_table(written['runs']))}</pre>")
+    else:
+        parts.append(_missing("attack measurements", f"perceptreg evaluate-attack {run}"))
+    for name, what, command in (("attack.png", "attack figure", "attack"),
+                                ("attack_roc.png", "detector ROC curve", "evaluate-attack"),
+                                ("attack_from_noise.png", "from-noise figure", "attack --from-noise")):
+        parts.append(_image(run / name, what) if (run / name).exists()
+                     else _missing(what, f"perceptreg {command.split()[0]} {run}{command[len(command.split()[0]):]}"))
+    return "".join(parts)
+
+
+def _edits(run: Path) -> str:
+    if not (run / "interpolation_metrics.json").exists():
+        return _missing("latent edits", f"perceptreg interpolate {run} --target 8")
+    written = checkpoint.read_json(run / "interpolation_metrics.json")
+    rows = []
+    for name, summary in written["runs"].items():
+        for kind, entry in summary["directions"].items():
+            for reader, curve in entry["flip_curve"].items():
+                rows.append([Path(name).name, kind, reader, curve[0], curve[len(curve) // 2], curve[-1]])
+    alphas = next(iter(written["runs"].values()))["alphas"]
+    target = next(iter(written["runs"].values()))["target"]
+    table = _table(["run", "direction", "reader", f"a={alphas[0]:g}", f"a={alphas[len(alphas) // 2]:g}",
+                    f"a={alphas[-1]:g}"], rows)
+    images = "".join(_image(run / f, f) for f in ("interpolation_flip.png", "interpolation_change.png",
+                                                   "interpolation_per-image.png", "interpolation_mean.png")
+                     if (run / f).exists())
+    return f"<p>Fraction of images read as class {target} along the edit.</p>" + table + images
+
+
+def _sweep(run: Path) -> str:
+    if not (run / "sweep.json").exists():
+        return '<p class="missing">This run is not a sweep (a sweep folder holds sweep.json).</p>'
+    sweep = checkpoint.read_json(run / "sweep.json")
+    rows = sweep.get("rows", [])
+    header = list(rows[0]) if rows else []
+    return _table(header, [[r[h] for h in header] for r in rows])
+
+
+SECTIONS = (("Configuration", "config", _config), ("Training", "training", _training),
+            ("Perception", "perception", _perception), ("Adversarial perception", "attacks", _attacks),
+            ("Latent edits", "edits", _edits), ("Lambda sweep", "sweep", _sweep))
+
+
+def build_report(run_dir: str | Path) -> str:
+    """The report of ``run_dir`` as one HTML string."""
+    run = Path(run_dir)
+    if not (run / "config.json").exists():
+        raise PerceptregError(f"{run}: no config.json; is this a run folder written by `perceptreg train`?")
+    body = "".join(_section(title, anchor, make(run)) for title, anchor, make in SECTIONS)
+    title = f"perceptreg report: {run.resolve().name}"
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the report (default ``RUN/report.html``) atomically; returns its path."""
+    out = Path(out) if out else Path(run_dir) / "report.html"
+    text = build_report(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out
