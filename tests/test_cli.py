@@ -65,7 +65,7 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--lam", "-1"], "Error: lam must be >= 0"),
     (["train", "--resume"], "Error: --resume needs --out RUN"),
-    (["train", "--dataset", "cifar"], "Invalid value for '--dataset'"),
+    (["train", "--dataset", "cifar"], "Error: unknown dataset 'cifar'; choose one of mnist5k"),
     (["perceive", "missing-run"], "Directory 'missing-run' does not exist"),
     (["train", "--device", "cuda:0", "--epochs", "1"], "Error: --device cuda:0: CUDA is not available"),
 ])

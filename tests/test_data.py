@@ -209,7 +209,7 @@ def test_download_falls_back_to_the_next_mirror(tmp_path, server):
 def test_download_checksum_mismatch_is_an_error(tmp_path, server):
     url, handler = server
     handler.files["/f.gz"] = b"tampered"
-    with pytest.raises(PerceptregError, match=r"(?s)could not download f.gz.*SHA-256 mismatch"):
+    with pytest.raises(PerceptregError, match=r"(?s)could not download f.gz.*checksum mismatch"):
         data.download([url + "/f.gz"], tmp_path / "f.gz", "0" * 64)
     assert not (tmp_path / "f.gz").exists() and not (tmp_path / "f.gz.part").exists()
 
@@ -232,3 +232,10 @@ def test_download_mnist_uses_canonical_names(tmp_path, server):
     finally:
         data.MNIST_FILES.update(original)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(data.MNIST_FILES)
+
+
+def test_download_verifies_md5_where_only_md5_is_published(tmp_path, server):
+    url, handler = server
+    handler.files["/f.mat"] = b"svhn"
+    path = data.download([url + "/f.mat"], tmp_path / "f.mat", "md5:" + hashlib.md5(b"svhn").hexdigest())
+    assert path.read_bytes() == b"svhn"

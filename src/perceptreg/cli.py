@@ -67,8 +67,10 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
 
 
 @main.command("train")
-@click.option("--dataset", type=click.Choice(list(datasets.DATASETS)), help="Training data. [default: mnist5k]")
-@click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)), help="Paper architecture. [default: mnist]")
+@click.option("--dataset", help="Training data: mnist5k, mnist, svhn, mnist-strips, celeba:ATTRIBUTE "
+                                 "or folder:PATH. [default: mnist5k]")
+@click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
+              help="Paper architecture. [default: the one for the dataset's images]")
 @click.option("--lam", type=float, help="Weight of the reconstruction term. [default: 0.01]")
 @click.option("--reduction", type=click.Choice(["sum", "mean"]),
               help="Squared error summed per image (paper) or averaged per pixel. [default: sum]")
@@ -98,6 +100,7 @@ def train_command(out, resume, quiet, **options):
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
         config = TrainConfig.from_dict({**load_config(out).to_dict(), **given})
     else:
+        given.setdefault("arch", datasets.default_arch(given.get("dataset", "mnist5k")))
         config = TrainConfig(**given)
         default = Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}"
         out = out or fresh_run_dir(default)

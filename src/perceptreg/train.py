@@ -37,7 +37,7 @@ MODES = ("joint", "post-hoc")
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
-    arch: str = "mnist"  # one of models.ARCHITECTURES, or "custom" for a model passed in
+    arch: str = "mnist"  # one of models.ARCHITECTURES (data.default_arch(dataset) fits), or "custom"
     lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
     reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F
@@ -135,7 +135,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
 
     # --- data: uint8 tensors on the host, converted per batch on the device -------------
     if train_data is None or test_data is None:
-        train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
+        shape = model.input_shape if model is not None else models.INPUT_SHAPES.get(config.arch)
+        train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
     if config.train_size and config.train_size < len(train_data):
         keep = datasets.stratified_split(train_data.labels, config.train_size, config.seed)[1]
         train_data = train_data.subset(keep)
@@ -379,7 +380,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def load_data(run_dir: str | Path) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:
     """The (train, test) data a run was trained and evaluated on."""
     config = load_config(run_dir)
-    return datasets.load_dataset(config.dataset, config.data_root)
+    meta_path = Path(run_dir) / "model.json"
+    shape = tuple(checkpoint.read_json(meta_path)["input_shape"]) if meta_path.exists() else None
+    return datasets.load_dataset(config.dataset, config.data_root, shape)
 
 
 def decoder_collapsed(run_dir: str | Path) -> bool:
