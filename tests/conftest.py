@@ -1,3 +1,6 @@
+import http.server
+import threading
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -46,3 +49,33 @@ def good_run(tmp_path_factory):
                                        "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     return out
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    files: dict[str, bytes] = {}
+    requests: list[str | None] = []
+
+    def do_GET(self):
+        body = self.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        self.requests.append(self.headers.get("Range"))
+        start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body) - start))
+        self.end_headers()
+        self.wfile.write(body[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    RangeHandler.files, RangeHandler.requests = {}, []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", RangeHandler
+    httpd.shutdown()

@@ -1,7 +1,5 @@
 import gzip
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -149,36 +147,6 @@ def test_load_mnist_from_canonical_files(tmp_path):
 
 
 # --- downloads, against a local server that honours Range requests ----------------------------
-
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    requests: list[str | None] = []
-
-    def do_GET(self):
-        body = self.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.requests.append(self.headers.get("Range"))
-        start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        self.wfile.write(body[start:])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    RangeHandler.files, RangeHandler.requests = {}, []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", RangeHandler
-    httpd.shutdown()
-
 
 def test_download_resumes_a_partial_file(tmp_path, server):
     url, handler = server

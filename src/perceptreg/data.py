@@ -313,7 +313,7 @@ def read_svhn_mat(path: str | Path, name: str) -> ImageDataset:
     path = Path(path)
     try:
         content = loadmat(path)
-    except (OSError, ValueError, TypeError, EOFError) as err:
+    except (OSError, ValueError, TypeError, EOFError, IndexError, KeyError) as err:  # scipy's parse errors
         raise PerceptregError(f"{path}: not a readable .mat file ({err}); download it again") from err
     missing = [k for k in ("X", "y") if k not in content]
     if missing:
