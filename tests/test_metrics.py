@@ -154,3 +154,44 @@ def test_model_judge_restores_mode():
     net.train()
     assert ModelJudge(net)(torch.tensor([[[[0.9, 0.1]]]])).tolist() == [0]
     assert net.training
+
+
+# --- what a representation keeps -----------------------------------------------------------------
+
+from perceptreg.metrics import centre_to_edge_ratio, error_map, latents, linear_probe, mean_and_interval
+
+
+def test_linear_probe_finds_a_linear_label_and_not_a_random_one():
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(600, 8, generator=generator)
+    linear_label = (z[:, :3] @ torch.tensor([2.0, -1.0, 0.5]) > 0).long() + 2 * (z[:, 3] > 0).long()  # 4 classes
+    random_label = torch.randint(0, 4, (600,), generator=generator)
+    assert linear_probe(z[:400], linear_label[:400], z[400:], linear_label[400:]) > 0.9
+    assert 0.1 < linear_probe(z[:400], random_label[:400], z[400:], random_label[400:]) < 0.4  # chance: 0.25
+
+
+def test_linear_probe_is_deterministic():
+    z = torch.randn(100, 4, generator=torch.Generator().manual_seed(1))
+    y = (z[:, 0] > 0).long()
+    assert linear_probe(z[:60], y[:60], z[60:], y[60:]) == linear_probe(z[:60], y[:60], z[60:], y[60:])
+
+
+def test_error_map_and_latents_by_hand():
+    net = linear_perception_net(Constant())  # P(x) = 0.5 everywhere
+    tiny = pixels([[0.0, 1.0], [1.0, 1.0]], [1, 0])
+    assert error_map(net, tiny).tolist() == [[0.25, 0.25]]
+    assert latents(net, tiny).tolist() == [[0.0, 1.0], [1.0, 1.0]]
+
+
+def test_centre_to_edge_ratio_by_hand():
+    errors = torch.zeros(2, 8)
+    errors[:, :2] = 1.0  # left quarter
+    errors[:, 6:] = 1.0  # right quarter
+    errors[:, 2:6] = 0.25  # the middle half
+    assert centre_to_edge_ratio(errors) == pytest.approx(0.25)
+
+
+def test_mean_and_interval():
+    assert mean_and_interval([0.5]) == (0.5, 0.0)
+    mean, half = mean_and_interval([1.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(12.706 * 2 ** 0.5 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1) * s / sqrt(n)

@@ -55,7 +55,7 @@ def test_report_of_a_bare_run_names_what_is_missing(good_run, tmp_path):
     for command in (f"perceptreg perceive {run}", f"perceptreg evaluate-attack {run}",
                     f"perceptreg attack {run} --from-noise", f"perceptreg interpolate {run} --target 8"):
         assert command in text
-    assert "not a sweep" in text
+    assert "not part of a sweep" in text
     assert "test accuracy" in text and "lam" in text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 import torch
 
-from perceptreg import data as datasets, figures, latent, metrics, models, report
+from perceptreg import data as datasets, figures, latent, metrics, models, report, sweep as sweeps
 from perceptreg.attacks import NORMS, PGD, FromNoise
 from perceptreg.checkpoint import write_json
 from perceptreg.errors import PerceptregError
@@ -47,14 +48,25 @@ def fresh_run_dir(base: Path) -> Path:
     return candidate
 
 
+@contextlib.contextmanager
+def plain_warnings():
+    """The library's warnings (a collapsed decoder, ...) as one "Warning: ..." line each,
+    not Python's file:line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                click.echo(f"Warning: {warning.message}", err=True)
+
+
 def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
     """Train, then print the numbers and draw the perception grid into the run folder."""
     began = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
+    with plain_warnings():
         model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
-    for warning in caught:  # one plain line each, not Python's file:line format
-        click.echo(f"Warning: {warning.message}", err=True)
     test = load_data(run_dir)[1]
     grid = figures.save_png(figures.perception_grid(model, test, n=2 * model.num_classes,
                                                     device=config.device),
@@ -413,3 +425,41 @@ def explore(run, port, host, device):
     app = create_app(run, device=device)
     click.echo(f"explorer of {run} on http://{host}:{port} (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+# --- the lambda sweep ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--dataset", default="mnist-strips", show_default=True, help="Any dataset `train` takes.")
+@click.option("--lams", default="1e-4,1e-2,1,1e2", show_default=True, help="Lambdas, comma-separated.")
+@click.option("--seeds", default="0,1", show_default=True, help="Seeds, comma-separated (2+ give intervals).")
+@click.option("--post-hoc/--no-post-hoc", default=True, show_default=True, help="Add the post-hoc decoder baseline.")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
+@click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
+@click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--data-root", help="Folder of file-based datasets.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Sweep folder. [default: runs/sweep-<dataset>]")
+def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, device, data_root, out):
+    """Train one model per lambda and seed (and the post-hoc baseline), then measure what
+    each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
+    linear probes on frozen z. Resumable model by model.
+
+    Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-2,1,1e2
+    """
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(","))
+    except ValueError:
+        raise PerceptregError(f"--seeds {seeds!r}: give integers separated by commas, e.g. 0,1") from None
+    if quick:
+        train_size, epochs, seed_list = 400, 1, (0,)
+    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_lams(lams), seeds=seed_list, post_hoc=post_hoc,
+                                epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+    out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
+    began = time.perf_counter()
+    with plain_warnings():
+        summary = sweeps.run_sweep(config, out)
+    click.echo(sweeps.sweep_table(summary))
+    click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
+               f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")

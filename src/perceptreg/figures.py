@@ -153,7 +153,8 @@ def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tens
 
 
 def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], path: str | Path, *,
-              xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None) -> Path:
+              xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None,
+              xticklabels: Sequence[str] | None = None) -> Path:
     """Panels side by side, each with named curves over the same x, as a PNG.
 
     A curve named "<name> (compare)" is drawn dashed in the colour of "<name>", so two runs
@@ -172,6 +173,8 @@ def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]],
         ax.set(xlabel=xlabel, title=title)
         if ylim:
             ax.set_ylim(*ylim)
+        if xticklabels is not None:
+            ax.set_xticks(list(x), list(xticklabels))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)

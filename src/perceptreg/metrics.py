@@ -273,3 +273,82 @@ def attack_table(summaries: dict[str, dict]) -> str:
                                                       else f"{value(summaries[n]):>26.3f}" for n in names)
                         for label, value in rows]
     return "\n".join(lines)
+
+
+# --- what a representation keeps -------------------------------------------------------------
+
+@torch.no_grad()
+def latents(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
+            device: torch.device | str = "cpu") -> torch.Tensor:
+    """z = F(x) for every image, flattened: (N, latent size)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model.encoder(x).flatten(1).float() for x, _ in batches(data, batch_size, device=device)])
+    finally:
+        model.train(was_training)
+
+
+def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor, test_y: torch.Tensor,
+                 weight_decay: float = 1e-3, max_iter: int = 200) -> float:
+    """Test accuracy of a multinomial logistic regression fitted on frozen features.
+
+    Features are standardised with the training statistics; the fit is full-batch L-BFGS
+    (deterministic), with a small L2 penalty so separable data still has an optimum.
+    """
+    mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
+    x_train, x_test = (train_z - mean) / std, (test_z - mean) / std
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    probe = torch.nn.Linear(x_train.shape[1], classes)
+    torch.nn.init.zeros_(probe.weight)
+    torch.nn.init.zeros_(probe.bias)
+    optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(probe(x_train), train_y) + weight_decay * probe.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return (probe(x_test).argmax(1) == test_y).float().mean().item()
+
+
+@torch.no_grad()
+def error_map(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """Where the perception misses: squared reconstruction error per pixel, averaged over
+    the images and channels of ``data``: (H, W). The model's "attention", measured."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(data.image_shape[1:], dtype=torch.float64, device=device)
+    try:
+        for x, _ in batches(data, batch_size, device=device):
+            total += (model.perceive(x).float() - x).square().mean(1).sum(0).double()
+    finally:
+        model.train(was_training)
+    return (total / len(data)).float().cpu()
+
+
+def centre_to_edge_ratio(errors: torch.Tensor) -> float:
+    """Mean error in the middle half of the columns divided by that in the outer quarters.
+
+    Well below 1: the perception keeps the centre and loses the edges (the restricted
+    attention the paper shows for small lambda); it rises as the edges are kept too."""
+    width = errors.shape[1]
+    centre = errors[:, width // 4: width - width // 4]
+    edges = torch.cat([errors[:, : width // 4], errors[:, width - width // 4:]], 1)
+    return (centre.mean() / edges.mean().clamp_min(1e-12)).item()
+
+
+def mean_and_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for one value)."""
+    from scipy.stats import t
+
+    tensor = torch.tensor(list(values), dtype=torch.float64)
+    if len(tensor) < 2:
+        return tensor.mean().item(), 0.0
+    half = t.ppf(0.5 + confidence / 2, len(tensor) - 1) * tensor.std().item() / len(tensor) ** 0.5
+    return tensor.mean().item(), float(half)

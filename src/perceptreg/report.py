@@ -126,26 +126,51 @@ def _edits(run: Path) -> str:
     return f"<p>Fraction of images read as class {target} along the edit.</p>" + table + images
 
 
+def _sweep_folder(run: Path) -> Path | None:
+    """The sweep this folder is, or is a model of."""
+    return next((f for f in (run, run.parent) if (f / "sweep.json").exists()), None)
+
+
 def _sweep(run: Path) -> str:
-    if not (run / "sweep.json").exists():
-        return '<p class="missing">This run is not a sweep (a sweep folder holds sweep.json).</p>'
-    sweep = checkpoint.read_json(run / "sweep.json")
-    rows = sweep.get("rows", [])
-    header = list(rows[0]) if rows else []
-    return _table(header, [[r[h] for h in header] for r in rows])
+    folder = _sweep_folder(run)
+    if folder is None:
+        return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
+                'make one with <code>perceptreg sweep</code>).</p>')
+    rows = checkpoint.read_json(folder / "sweep.json")["rows"]
+    columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
+    table = _table(["lambda", "seeds"] + [c.replace("_", " ") for c in columns],
+                   [[r["variant"], r["seeds"]] + [f"{r[c]:.4g} ± {r[c + '_ci95']:.2g}" for c in columns] for r in rows])
+    note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
+    images = "".join(_image(folder / f, f) for f in ("sweep_perception.png", "sweep_attention.png", "sweep_probes.png")
+                     if (folder / f).exists())
+    return note + "<p>Mean ± 95 % interval over seeds.</p>" + table + images
+
+
+def _sweep_config(run: Path) -> str:
+    config = checkpoint.read_json(run / "sweep_config.json")
+    models = sorted(p.name for p in run.iterdir() if (p / "config.json").exists())
+    return (_table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
+                                         for k, v in config.items()])
+            + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
 
 
 SECTIONS = (("Configuration", "config", _config), ("Training", "training", _training),
             ("Perception", "perception", _perception), ("Adversarial perception", "attacks", _attacks),
             ("Latent edits", "edits", _edits), ("Lambda sweep", "sweep", _sweep))
+SWEEP_SECTIONS = (("Sweep configuration", "config", _sweep_config), ("Lambda sweep", "sweep", _sweep))
 
 
 def build_report(run_dir: str | Path) -> str:
-    """The report of ``run_dir`` as one HTML string."""
+    """The report of a run folder, or of a sweep folder, as one HTML string."""
     run = Path(run_dir)
-    if not (run / "config.json").exists():
-        raise PerceptregError(f"{run}: no config.json; is this a run folder written by `perceptreg train`?")
-    body = "".join(_section(title, anchor, make(run)) for title, anchor, make in SECTIONS)
+    if (run / "config.json").exists():
+        sections = SECTIONS
+    elif (run / "sweep.json").exists():
+        sections = SWEEP_SECTIONS
+    else:
+        raise PerceptregError(f"{run}: no config.json; is this a run folder written by `perceptreg train` "
+                              f"(or a sweep folder written by `perceptreg sweep`)?")
+    body = "".join(_section(title, anchor, make(run)) for title, anchor, make in sections)
     title = f"perceptreg report: {run.resolve().name}"
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")

@@ -1,0 +1,168 @@
+"""The lambda sweep (the paper's Fig. 3), measured: one model per lambda and seed, plus the
+post-hoc baseline, then accuracy, reconstruction, where the perception misses (error maps
+and their centre-to-edge ratio), and linear probes on frozen z for what the task did not
+ask (MNIST-strips: the side digits and both colours; CelebA: the other attributes).
+
+    summary = run_sweep(SweepConfig(dataset="mnist-strips"), "runs/sweep")
+
+Each model trains in its own run folder, so a killed sweep resumes model by model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from perceptreg import checkpoint, data as datasets, figures, metrics, models
+from perceptreg.errors import PerceptregError
+from perceptreg.train import TrainConfig, load_model, read_metrics, train
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    dataset: str = "mnist-strips"
+    lams: tuple[float, ...] = (1e-4, 1e-2, 1.0, 1e2)  # the paper's regimes: tiny, delicate/intermediate, large
+    seeds: tuple[int, ...] = (0, 1)  # two at least, for an interval
+    post_hoc: bool = True  # add the post-hoc decoder baseline (F and C alone, then D)
+    epochs: int = 10  # per model; keeps the default MNIST-strips sweep within 15 min on 2 cores
+    batch_size: int = 64
+    train_size: int | None = None  # a stratified subset, to scale the sweep down
+    device: str = "cpu"
+    data_root: str | None = None
+    max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
+
+    def __post_init__(self):
+        if not self.lams:
+            raise PerceptregError("the sweep needs at least one lambda (--lams)")
+        if any(not lam >= 0 for lam in self.lams):
+            raise PerceptregError(f"every lambda must be a number >= 0, got {list(self.lams)}")
+        if not self.seeds:
+            raise PerceptregError("the sweep needs at least one seed (--seeds)")
+
+    def variants(self) -> list[tuple[str, TrainConfig]]:
+        """(name, training config) of every model, seed by seed."""
+        arch = datasets.default_arch(self.dataset)
+        common = dict(dataset=self.dataset, arch=arch, epochs=self.epochs, batch_size=self.batch_size,
+                      train_size=self.train_size, device=self.device, data_root=self.data_root)
+        runs = []
+        for seed in self.seeds:
+            runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]
+            if self.post_hoc:
+                runs.append((f"post-hoc-seed{seed}", TrainConfig(lam=0.0, mode="post-hoc", seed=seed, **common)))
+        return runs
+
+
+def parse_lams(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PerceptregError(f"--lams {text!r}: give numbers separated by commas, e.g. 1e-4,1e-2,1,1e2") from None
+    if any(v != v or v < 0 for v in values):  # NaN or negative
+        raise PerceptregError(f"--lams {text!r}: every lambda must be a number >= 0")
+    return values
+
+
+def _variant(config: TrainConfig) -> str:
+    return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
+
+
+def _train_or_resume(config: TrainConfig, run_dir: Path, train_data, test_data, progress: bool):
+    """The trained model of ``run_dir``: loaded if complete, resumed if started, else trained."""
+    if (run_dir / "metrics.jsonl").exists():
+        done = read_metrics(run_dir)
+        if done and done[-1]["epoch"] >= config.total_epochs and (run_dir / "model.safetensors").exists():
+            return load_model(run_dir, device=config.device)
+    resume = (run_dir / "state.json").exists()
+    return train(config, run_dir, train_data=train_data, test_data=test_data, resume=resume,
+                 progress=progress).model
+
+
+def _measure(model, train_data, test_data, device, max_attributes: int) -> dict:
+    quality = metrics.evaluate(model, test_data, device=device)
+    errors = metrics.error_map(model, test_data, device=device)
+    train_z, test_z = metrics.latents(model, train_data, device=device), metrics.latents(model, test_data, device=device)
+    targets = {"label (the task)": (train_data.labels, test_data.labels)}
+    for name in list(train_data.attributes)[:max_attributes]:
+        targets[name] = (train_data.attributes[name], test_data.attributes[name])
+    probes = {name: metrics.linear_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
+    return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
+            "centre_to_edge": metrics.centre_to_edge_ratio(errors), "probes": probes, "error_map": errors}
+
+
+def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``:
+    sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png."""
+    variants = config.variants()  # checks the dataset name before anything is written
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / "sweep_config.json", dataclasses.asdict(config))
+    shape = models.INPUT_SHAPES[datasets.default_arch(config.dataset)]
+    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
+    if config.train_size and config.train_size < len(train_data):
+        train_data = train_data.subset(datasets.stratified_split(train_data.labels, config.train_size, 0)[1])
+    measured: dict[str, list[dict]] = {}
+    first_models = {}
+    for name, train_config in tqdm(variants, desc="sweep", disable=not progress, unit="model"):
+        model = _train_or_resume(train_config, out / name, train_data, test_data, progress=False)
+        result = _measure(model, train_data, test_data, config.device, config.max_probe_attributes)
+        measured.setdefault(_variant(train_config), []).append(result)
+        first_models.setdefault(_variant(train_config), model)
+        if progress:
+            tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
+                       f"{result['test_recon_mse']:.4f}, centre/edge {result['centre_to_edge']:.2f}")
+    summary = _summarise(measured, config)
+    checkpoint.write_json(out / "sweep.json", summary)
+    checkpoint.atomic_write(out / "sweep.md", lambda tmp: tmp.write_text(sweep_table(summary)))
+    _figures(out, first_models, measured, test_data, summary)
+    return summary
+
+
+def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
+    rows = []
+    for variant, results in measured.items():
+        row = {"variant": variant, "seeds": len(results)}
+        for key in ("test_accuracy", "test_recon_mse", "centre_to_edge"):
+            row[key], row[f"{key}_ci95"] = metrics.mean_and_interval([r[key] for r in results])
+        for probe in results[0]["probes"]:
+            mean, half = metrics.mean_and_interval([r["probes"][probe] for r in results])
+            row[f"probe: {probe}"], row[f"probe: {probe}_ci95"] = mean, half
+        rows.append(row)
+    per_seed = {v: [{k: r[k] for k in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probes")}
+                    for r in results] for v, results in measured.items()}
+    return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
+
+
+def sweep_table(summary: dict) -> str:
+    """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
+    rows = summary["rows"]
+    columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
+    header = "| lambda | seeds | " + " | ".join(c.replace("_", " ") for c in columns) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 2)]
+    for row in rows:
+        cells = [f"{row[c]:.4f} ± {row[c + '_ci95']:.4f}" if "mse" in c else f"{row[c]:.3f} ± {row[c + '_ci95']:.3f}"
+                 for c in columns]
+        lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def _figures(out: Path, models: dict, measured: dict, test_data, summary: dict) -> None:
+    shown = figures.spread_over_classes(test_data.labels, 8)
+    x = datasets.to_float(test_data.images[shown])
+    columns = [x] + [model.eval().perceive(x.to(next(model.parameters()).device)).float().cpu()
+                     for model in models.values()]
+    names = ["x"] + [f"lam {v}" if v != "post-hoc" else v for v in models]
+    grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
+    figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / "sweep_perception.png")
+    figures.heatmaps({f"lam {v}, centre/edge {measured[v][0]['centre_to_edge']:.2f}" if v != "post-hoc"
+                      else f"post-hoc, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
+                      for v in models}, out / "sweep_attention.png")
+    probes = [k for k in summary["rows"][0] if k.startswith("probe: ") and not k.endswith("_ci95")]
+    figures.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
+        p.removeprefix("probe: "): [r[p] for r in summary["rows"]] for p in probes}},
+        out / "sweep_probes.png", xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
+        xticklabels=[r["variant"] for r in summary["rows"]])

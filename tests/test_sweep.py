@@ -1,0 +1,69 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from perceptreg import sweep
+from perceptreg.cli import main
+from perceptreg.errors import PerceptregError
+
+
+@pytest.fixture(scope="module")
+def quick_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_quick_sweep_writes_every_artefact(quick_sweep):
+    out, output = quick_sweep
+    for name in ("sweep.json", "sweep.md", "sweep_config.json"):
+        assert (out / name).exists()
+    for name in ("sweep_perception.png", "sweep_attention.png", "sweep_probes.png"):
+        assert Image.open(out / name).size[0] > 100
+    # 8 images, columns: x, lambda 1e-3, lambda 10, post-hoc; cells 96 px + caption
+    assert Image.open(out / "sweep_perception.png").size == (4 * (96 + 2) + 2, 8 * (96 + 14 + 2) + 2)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["0.001", "10", "post-hoc"]
+    row = summary["rows"][0]
+    for key in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probe: left_digit", "probe: right_digit",
+                "probe: foreground_colour", "probe: background_colour", "probe: label (the task)"):
+        assert key in row and f"{key}_ci95" in row
+    assert {"lam0.001-seed0", "lam10-seed0", "post-hoc-seed0"} <= {p.name for p in out.iterdir()}
+    assert "| 0.001 | 1 |" in (out / "sweep.md").read_text() and "| post-hoc | 1 |" in output
+
+
+def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
+    out, _ = quick_sweep
+    before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    assert before == after  # finished models are loaded, not trained again
+
+
+def test_report_of_a_sweep(quick_sweep):
+    out, _ = quick_sweep
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    text = (out / "report.html").read_text()
+    assert "Lambda sweep" in text and "probe: left digit" in text and text.count("data:image/png") == 3
+    model_report = CliRunner().invoke(main, ["report", str(out / "lam10-seed0")])
+    assert model_report.exit_code == 0
+    assert "one model of the sweep" in (out / "lam10-seed0" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("text", ["1e-3,x", "1e-3,,1", "-1", "nan"])
+def test_bad_lambda_lists(text):
+    with pytest.raises(PerceptregError, match="--lams"):
+        sweep.parse_lams(text)
+
+
+def test_bad_sweep_input_is_one_line(tmp_path):
+    for args, message in ((["--lams", "1,two"], "Error: --lams '1,two'"), (["--seeds", "a"], "Error: --seeds 'a'"),
+                          (["--dataset", "cifar"], "Error: unknown dataset 'cifar'")):
+        result = CliRunner().invoke(main, ["sweep", "--quick", "--out", str(tmp_path / "x")] + args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "x").exists() or args[0] != "--dataset"
