@@ -101,7 +101,6 @@ def test_strips_attributes_match_their_pixels(strips):
         # where the centre digit is fully inked, the pixel is the foreground colour
         row, col = (digits.images[i, 0] == 255).nonzero()[0].tolist()
         assert torch.equal(image[:, row + 2, col + 2], data.PALETTE[fg[i]])
-    # the left strip shows the right edge of the left digit: columns 18..27 of it land on 0..9
     left = train.attributes["left_digit"]
     assert set(left.tolist()) == set(range(10))
 
@@ -113,14 +112,14 @@ def test_strips_left_digit_pixels_come_from_a_digit_of_that_class(strips):
     left_index = torch.randint(0, 4000, (4000,), generator=generator)
     assert torch.equal(train.attributes["left_digit"], digits.labels[left_index])
     i = 7
-    mask = digits.images[left_index[i], 0, :, 18:28].float() / 255  # visible at columns 0..9
-    centre = digits.images[i, 0, :, 0:8].float() / 255  # the centre digit covers columns 2..9 too
-    combined = torch.zeros(28, 10)
-    combined[:, :] = mask
+    start = data.STRIP_SHIFT - 2  # the left digit sits at x = 2 - STRIP_SHIFT: its columns start.. show
+    width = 28 - start
+    combined = digits.images[left_index[i], 0, :, start:].float() / 255  # canvas columns 0 .. width-1
+    centre = digits.images[i, 0, :, :width - 2].float() / 255  # the centre digit from canvas column 2
     combined[:, 2:] = torch.maximum(combined[:, 2:], centre)
     fg, bg = data.PALETTE[train.attributes["foreground_colour"][i]], data.PALETTE[train.attributes["background_colour"][i]]
     expected = (bg.view(3, 1, 1) * (1 - combined) + fg.view(3, 1, 1) * combined).round()
-    assert torch.equal(train.images[i, :, 2:30, 0:10].float(), expected)
+    assert torch.equal(train.images[i, :, 2:30, 0:width].float(), expected)
 
 
 # --- CelebA -------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
         assert key in row and f"{key}_ci95" in row
     assert {"lam0.001-seed0", "lam10-seed0", "post-hoc-seed0"} <= {p.name for p in out.iterdir()}
     assert "| 0.001 | 1 |" in (out / "sweep.md").read_text() and "| post-hoc | 1 |" in output
+    assert set(summary["pixel_probes"]) == {"left_digit", "right_digit", "foreground_colour", "background_colour"}
+    assert "probes on the raw pixels" in output
 
 
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):

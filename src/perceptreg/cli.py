@@ -434,7 +434,7 @@ def explore(run, port, host, device):
 @click.option("--lams", default="1e-4,1e-2,1,1e2", show_default=True, help="Lambdas, comma-separated.")
 @click.option("--seeds", default="0,1", show_default=True, help="Seeds, comma-separated (2+ give intervals).")
 @click.option("--post-hoc/--no-post-hoc", default=True, show_default=True, help="Add the post-hoc decoder baseline.")
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
 @click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")

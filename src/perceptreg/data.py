@@ -347,7 +347,7 @@ def load_svhn(root: str | Path, download_missing: bool = True) -> tuple[ImageDat
 # Distinct colours for foreground and background; the attributes store indices into this.
 PALETTE = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25],
                         [245, 130, 48], [145, 30, 180], [240, 240, 240], [20, 20, 20]], dtype=torch.float32)
-STRIP_SHIFT = 20  # distractors sit this many pixels left and right of the centre digit
+STRIP_SHIFT = 16  # distractors sit this many pixels left and right of the centre digit
 
 
 def make_mnist_strips(digits: ImageDataset, seed: int, name: str) -> ImageDataset:
@@ -355,7 +355,7 @@ def make_mnist_strips(digits: ImageDataset, seed: int, name: str) -> ImageDatase
 
     Exactly how: on a 32x32 canvas, the input digit is pasted at offset (2, 2) (centred);
     two other digits of the same set, drawn uniformly at random, are pasted STRIP_SHIFT
-    pixels further left (x = -18) and right (x = 22), so only their inner edge shows at
+    pixels further left (x = -14) and right (x = 18), so only their inner half shows at
     the image's borders, as the neighbouring digits of a house number do in SVHN crops.
     The three masks combine by maximum; a foreground and a different background colour
     are drawn from PALETTE; pixel = bg * (1 - mask) + fg * mask. The label is the centre

@@ -140,6 +140,10 @@ def _sweep(run: Path) -> str:
     columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
     table = _table(["lambda", "seeds"] + [c.replace("_", " ") for c in columns],
                    [[r["variant"], r["seeds"]] + [f"{r[c]:.4g} ± {r[c + '_ci95']:.2g}" for c in columns] for r in rows])
+    pixel_probes = checkpoint.read_json(folder / "sweep.json").get("pixel_probes", {})
+    if pixel_probes:
+        table += "<p>Linear probes on the raw pixels (reference): " + html.escape(
+            ", ".join(f"{k} {v:.3f}" for k, v in pixel_probes.items())) + "</p>"
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
     images = "".join(_image(folder / f, f) for f in ("sweep_perception.png", "sweep_attention.png", "sweep_probes.png")
                      if (folder / f).exists())
