@@ -56,7 +56,7 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output and "MSE per pixel" in result.output
     assert (tmp_path / "runs" / "demo" / "perception.png").exists()
-    assert f"report: runs/demo/report.html" in result.output
+    assert "report: runs/demo/report.html" in result.output
     assert (tmp_path / "runs" / "demo" / "report.html").stat().st_size > 10_000
     again = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
     assert again.exit_code == 0 and (tmp_path / "runs" / "demo-2" / "perception.png").exists()

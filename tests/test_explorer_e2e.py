@@ -1,6 +1,5 @@
 """The explorer in a real headless Chromium, driven by Playwright, against a real server."""
 
-import io
 import os
 import shutil
 

@@ -1,5 +1,4 @@
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -52,7 +51,7 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
 
 
 def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
-    whole = run(tmp_path, small_mnist, "whole", epochs=3)
+    run(tmp_path, small_mnist, "whole", epochs=3)
     run(tmp_path, small_mnist, "parts", epochs=2)
     train_data, test_data = small_mnist
     resumed = train(TrainConfig(**{**QUICK, "epochs": 3}), tmp_path / "parts", resume=True,
