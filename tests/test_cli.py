@@ -201,3 +201,15 @@ def test_interpolate_bad_input(trained_run, runner, tmp_path):
         result = runner.invoke(main, ["interpolate", str(trained_run), "--steps", "1"] + args)
         assert result.exit_code == 1 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_train_a_post_hoc_decoder_for_a_runs_classifier(good_run, runner, tmp_path):
+    result = runner.invoke(main, ["train", "--classifier-from", str(good_run), "--decoder-epochs", "1",
+                                  "--out", str(tmp_path / "d"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["mode"] == "post-hoc" and config["classifier_from"] == str(good_run)
+    assert config["train_size"] is None and config["arch"] == "mnist"
+    rows = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    source = [json.loads(l) for l in (good_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["decoder"] and rows[0]["test_accuracy"] == source[-1]["test_accuracy"]

@@ -191,3 +191,26 @@ def test_config_from_dict_names_unknown_keys():
 def test_cuda_missing_is_a_clear_error(tmp_path):
     with pytest.raises(PerceptregError, match="CUDA is not available on this machine"):
         train(TrainConfig(device="cuda"), tmp_path)
+
+
+def test_post_hoc_decoder_for_another_runs_classifier(tmp_path, small_mnist):
+    joint = run(tmp_path, small_mnist, "joint", epochs=2)
+    decoder = run(tmp_path, small_mnist, "decoder", mode="post-hoc", epochs=1, decoder_epochs=2, lam=0.0,
+                  classifier_from=str(joint.run_dir))
+    assert [r["phase"] for r in decoder.history] == ["decoder", "decoder"]
+    ours, theirs = decoder.model.state_dict(), joint.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("decoder."))
+    assert not torch.equal(ours["decoder.1.weight"], theirs["decoder.1.weight"])
+    # the very same classifier: the same test accuracy, to the image
+    assert decoder.history[-1]["test_accuracy"] == joint.history[-1]["test_accuracy"]
+    with pytest.raises(PerceptregError, match="classifier_from needs mode post-hoc"):
+        TrainConfig(classifier_from="x")
+
+
+def test_post_hoc_decoder_for_a_run_of_another_architecture(tmp_path, small_mnist):
+    joint = run(tmp_path, small_mnist, "joint", epochs=1)
+    net = models.PerceptionNet(nn.Sequential(nn.Flatten(), nn.Linear(784, 32)), nn.Linear(32, 10),
+                               nn.Sequential(nn.Linear(32, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))), (1, 28, 28))
+    with pytest.raises(PerceptregError, match="weights do not fit this model"):
+        run(tmp_path, small_mnist, "other", model=net, arch="custom", mode="post-hoc",
+            classifier_from=str(joint.run_dir))

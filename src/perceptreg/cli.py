@@ -96,6 +96,8 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
 @click.option("--train-size", type=int, help="Train on a stratified subset of this many images.")
 @click.option("--device", help="cpu, or cuda (bf16 autocast). [default: cpu]")
 @click.option("--data-root", help="Folder of file-based datasets (mnist is downloaded there).")
+@click.option("--classifier-from", type=click.Path(exists=True, file_okay=False),
+              help="Post-hoc: a new decoder for the frozen F and C of this run (its dataset and architecture).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Run folder. [default: runs/<dataset>-lam<lam>-<mode>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
@@ -111,6 +113,10 @@ def train_command(out, resume, quiet, **options):
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
         config = TrainConfig.from_dict({**load_config(out).to_dict(), **given})
     else:
+        if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
+            source = load_config(given["classifier_from"])
+            given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
+                     "mode": "post-hoc", **given}
         given.setdefault("arch", datasets.default_arch(given.get("dataset", "mnist5k")))
         config = TrainConfig(**given)
         default = Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}"

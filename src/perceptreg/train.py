@@ -53,6 +53,9 @@ class TrainConfig:
     init_output_bias: bool = True  # start D's sigmoid at the mean pixel: avoids the all-black collapse
     device: str = "cpu"  # "cuda" trains in bf16 autocast (fp16 + loss scaling where bf16 is missing)
     data_root: str | None = None  # where file-based datasets live (mnist: downloaded there)
+    # post-hoc only: take F and C, frozen, from this run folder and train a new D for them,
+    # so joint and post-hoc perception of the very same classifier can be compared
+    classifier_from: str | None = None
 
     def __post_init__(self):
         checks = [
@@ -65,6 +68,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be > 0"),
             (self.train_size is None or self.train_size >= 10, "train_size must be >= 10"),
             (self.device.split(":")[0] in ("cpu", "cuda"), "device must be cpu or cuda"),
+            (self.classifier_from is None or self.mode == "post-hoc", "classifier_from needs mode post-hoc"),
         ]
         for ok, message in checks:
             if not ok:
@@ -75,19 +79,24 @@ class TrainConfig:
                          if getattr(self, f.name) != f.default) or "defaults"
 
     @property
+    def classifier_epochs(self) -> int:
+        """Epochs that train F and C: none when they come from another run."""
+        return 0 if self.classifier_from else self.epochs
+
+    @property
     def total_epochs(self) -> int:
         if self.mode == "joint":
             return self.epochs
-        return self.epochs + (self.decoder_epochs or self.epochs)
+        return self.classifier_epochs + (self.decoder_epochs or self.epochs)
 
     def phase(self, epoch: int) -> str:
         """What epoch ``epoch`` (1-based) trains: "joint", "classifier" or "decoder"."""
         if self.mode == "joint":
             return "joint"
-        return "classifier" if epoch <= self.epochs else "decoder"
+        return "classifier" if epoch <= self.classifier_epochs else "decoder"
 
     def lr_at(self, epoch: int) -> float:
-        first = 1 if self.phase(epoch) != "decoder" else self.epochs + 1
+        first = 1 if self.phase(epoch) != "decoder" else self.classifier_epochs + 1
         dropped = self.lr_drop_epoch is not None and epoch - first >= self.lr_drop_epoch
         return self.lr * (self.lr_drop_factor if dropped else 1.0)
 
@@ -148,6 +157,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     if model.input_shape != train_data.image_shape:
         raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
                               f"{train_data.name} has {train_data.image_shape}")
+    if config.classifier_from and not resume:
+        _take_classifier(model, Path(config.classifier_from))
     if config.init_output_bias:
         model.init_output_bias(train_data.pixel_mean())
     # channels-last lets oneDNN (CPU) and cuDNN skip layout conversions around every conv:
@@ -219,6 +230,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     if history and history[-1]["decoder_collapsed"]:
         _warn_collapsed(history[-1])
     return TrainResult(model, history, run_dir)
+
+
+def _take_classifier(model: models.PerceptionNet, source: Path) -> None:
+    """Copy F and C from the run folder ``source`` into ``model`` (its D stays new)."""
+    weights = checkpoint.load_tensors(source / "model.safetensors")
+    for part in ("encoder", "classifier"):
+        own = getattr(model, part)
+        taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
+        checkpoint.load_weights(own, taken, source / "model.safetensors")
 
 
 def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch.Tensor,
