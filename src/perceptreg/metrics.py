@@ -19,13 +19,19 @@ COLLAPSE_RATIO = 0.1
 
 @torch.no_grad()
 def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
-             device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None) -> dict:
+             device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+             cluster=None) -> dict:
     """Accuracy, reconstruction MSE per pixel, and the decoder's spread ratio on ``data``.
 
     ``recon_spread`` is the mean over pixels of the reconstructions' standard deviation
     across images, divided by the same for the images: about 1 for a faithful decoder,
-    about 0 for one that outputs the same picture whatever the input.
+    about 0 for one that outputs the same picture whatever the input. With a
+    ``distributed.Cluster`` of several processes, each evaluates every world-th image and
+    the sums are added up across them.
     """
+    n = len(data)
+    if cluster is not None and cluster.world > 1:
+        data = data.subset(torch.arange(cluster.rank, n, cluster.world))
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -43,7 +49,8 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
                                     recon.sum(0), recon.square().sum(0)])
     finally:
         model.train(was_training)
-    n = len(data)
+    if cluster is not None:
+        correct, squared_error, moments = (cluster.sum(t) for t in (correct, squared_error, moments))
     mean = moments / n
     std_images = (mean[1] - mean[0].square()).clamp_min(0).sqrt().mean()
     std_recon = (mean[3] - mean[2].square()).clamp_min(0).sqrt().mean()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, data as datasets, models
+from perceptreg import checkpoint, data as datasets, distributed, models
 from perceptreg.errors import PerceptregError
 from perceptreg.loss import REDUCTIONS, LossParts, perceptual_loss, reconstruction_error
 from perceptreg.metrics import COLLAPSE_RATIO, evaluate
@@ -56,6 +56,7 @@ class TrainConfig:
     # post-hoc only: take F and C, frozen, from this run folder and train a new D for them,
     # so joint and post-hoc perception of the very same classifier can be compared
     classifier_from: str | None = None
+    compile: bool = False  # torch.compile the step: pays on GPUs and long runs, costs ~30 s to start
 
     def __post_init__(self):
         checks = [
@@ -139,8 +140,14 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     weights an uninterrupted run would have (on CPU; CUDA kernels may differ in the last bits).
     """
     run_dir = Path(run_dir)
-    device = _check_device(config.device)
-    _prepare_run_dir(run_dir, config, resume)
+    _check_device(config.device)
+    # Under torchrun, one process per device: only rank 0 writes the run folder.
+    cluster = distributed.join(config.device)
+    device = cluster.device
+    if cluster.is_main:
+        _prepare_run_dir(run_dir, config, resume)
+    cluster.barrier()
+    progress = progress and cluster.is_main
 
     # --- data: uint8 tensors on the host, converted per batch on the device -------------
     if train_data is None or test_data is None:
@@ -172,8 +179,13 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
 
     start_epoch = 1
     if resume:
-        start_epoch = _load_state(run_dir, model, optimizer, scaler) + 1
-    history = _read_history(run_dir, start_epoch - 1)
+        start_epoch = _load_state(run_dir, model, optimizer, scaler, cluster.world) + 1
+    history = _read_history(run_dir, start_epoch - 1, rewrite=cluster.is_main)
+    # The loss of a batch as a module, so DistributedDataParallel can average its gradients;
+    # post-hoc phases leave F or D without gradients, which DDP must be told.
+    objective = cluster.wrap(_Objective(model, config), find_unused_parameters=config.mode == "post-hoc")
+    if config.compile:
+        objective = torch.compile(objective)
 
     # --- the loop: one epoch = train, evaluate, log, checkpoint ----------------------------
     for epoch in range(start_epoch, config.total_epochs + 1):
@@ -186,29 +198,33 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
         shuffle = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         sums = torch.zeros(3, device=device)  # summed (total, ce, recon) over the epoch
         recent: list[torch.Tensor] = []
-        batch_iter = datasets.batches(train_data, config.batch_size, shuffle=True,
-                                      generator=shuffle, device=device)
-        n_batches = -(-len(train_data) // config.batch_size)
-        for step, (images, labels) in enumerate(tqdm(
-                batch_iter, total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
+        batch_iter = datasets.batches(train_data, config.batch_size, shuffle=True, generator=shuffle,
+                                      device=device, rank=cluster.rank, world=cluster.world)
+        global_sizes = datasets.global_batch_sizes(len(train_data), config.batch_size, cluster.world)
+        n_batches = len(global_sizes)
+        for step, ((images, labels), global_size) in enumerate(tqdm(
+                zip(batch_iter, global_sizes), total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
                 disable=not progress, leave=False, unit="batch")):
             images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                parts = _phase_loss(model, images, labels, phase, config)
+                parts = objective(images, labels, phase)
+            # This rank's share of the global batch: DDP averages gradients over ranks, so
+            # weighting each rank's mean by its share makes the average the global mean.
+            share = len(labels) / global_size
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts.total).backward()
+            scaler.scale(parts.total * (share * cluster.world) if cluster.world > 1 else parts.total).backward()
             scaler.step(optimizer)
             scaler.update()
-            parts_vector = torch.stack(list(parts)).detach()
+            parts_vector = torch.stack(list(parts)).detach() * share
             sums += parts_vector
             recent.append(parts_vector[0])
             if len(recent) == FINITE_CHECK_EVERY or step == n_batches - 1:
-                _check_finite(recent, epoch, step + 1 - len(recent), run_dir)
+                _check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster)
                 recent = []
 
         train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
-        quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype)
-        total, ce, recon = (sums / n_batches).tolist()
+        quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
+        total, ce, recon = (cluster.sum(sums) / n_batches).tolist()
         decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
         row = {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
                "train_loss": total, "train_ce": ce if phase != "decoder" else None,
@@ -222,14 +238,28 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
         history.append(row)
         if progress:
             tqdm.write(_epoch_line(row, config))
-        # metrics first, then state: a kill in between re-runs this epoch, and resume
-        # drops its metrics line (see _read_history).
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _save(run_dir, model, optimizer, scaler, config, train_data, epoch, row)
-    if history and history[-1]["decoder_collapsed"]:
+        if cluster.is_main:
+            # metrics first, then state: a kill in between re-runs this epoch, and resume
+            # drops its metrics line (see _read_history).
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            _save(run_dir, model, optimizer, scaler, config, train_data, epoch, row, cluster.world)
+    if history and history[-1]["decoder_collapsed"] and cluster.is_main:
         _warn_collapsed(history[-1])
+    cluster.barrier()
+    cluster.leave()
     return TrainResult(model, history, run_dir)
+
+
+class _Objective(nn.Module):
+    """A phase's loss parts on a batch, as a module DistributedDataParallel can wrap."""
+
+    def __init__(self, model: models.PerceptionNet, config: TrainConfig):
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, phase: str) -> LossParts:
+        return _phase_loss(self.model, images, labels, phase, self.config)
 
 
 def _take_classifier(model: models.PerceptionNet, source: Path) -> None:
@@ -289,10 +319,17 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     checkpoint.write_json(config_path, config.to_dict())
 
 
-def _check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path) -> None:
+def _check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path,
+                  cluster: distributed.Cluster) -> None:
     finite = torch.isfinite(torch.stack(losses))
-    if bool(finite.all()):  # the device sync, once per FINITE_CHECK_EVERY batches
+    # every rank learns whether any rank saw a NaN, so all stop together instead of one
+    # waiting for the others in the next collective
+    bad_anywhere = cluster.sum((~finite).any().to(torch.int32).reshape(1))
+    if not bool(bad_anywhere):  # the device sync, once per FINITE_CHECK_EVERY batches
         return
+    if bool(finite.all()):
+        raise NonFiniteLossError(f"non-finite loss on another process at epoch {epoch}; "
+                                 f"the checkpoint of epoch {epoch - 1} in {run_dir} is kept")
     batch = first_batch + int((~finite).nonzero()[0]) + 1
     kept = (f"the checkpoint of epoch {epoch - 1} in {run_dir} is kept" if epoch > 1
             else "no checkpoint was written")
@@ -325,7 +362,7 @@ def versions() -> dict:
 
 def _save(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
           scaler: torch.amp.GradScaler, config: TrainConfig, train_data: datasets.ImageDataset,
-          epoch: int, row: dict) -> None:
+          epoch: int, row: dict, world: int) -> None:
     weights = model.state_dict()
     optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
     # state.json last: it is what says "resumable up to this epoch".
@@ -334,7 +371,7 @@ def _save(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Opt
         "rng.cpu": torch.get_rng_state(),
         **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
     checkpoint.write_json(run_dir / "state.json", {
-        "epoch": epoch, "optimizer": optim_meta,
+        "epoch": epoch, "world_size": world, "optimizer": optim_meta,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None})
     checkpoint.save_tensors(run_dir / "model.safetensors", weights)
     checkpoint.write_json(run_dir / "model.json", {
@@ -345,8 +382,13 @@ def _save(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Opt
 
 
 def _load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler) -> int:
+                scaler: torch.amp.GradScaler, world: int) -> int:
     state = checkpoint.read_json(run_dir / "state.json")
+    trained_with = state.get("world_size", 1)
+    if trained_with != world:
+        # the shards of every epoch depend on the number of processes
+        raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
+                              f"{trained_with} (torchrun --nproc-per-node), not {world}")
     tensors = checkpoint.load_tensors(run_dir / "state.safetensors")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     checkpoint.load_weights(model, weights, run_dir / "state.safetensors")
@@ -374,14 +416,15 @@ def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
                     slots[name] = torch.empty_like(param).copy_(value)
 
 
-def _read_history(run_dir: Path, last_epoch: int) -> list[dict]:
+def _read_history(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[dict]:
     """Metrics of the epochs up to ``last_epoch``; rewrites metrics.jsonl without later lines."""
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["epoch"] <= last_epoch]
-    checkpoint.atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    if rewrite:
+        checkpoint.atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
     return rows
 
 
