@@ -97,6 +97,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
 @click.option("--lr-drop-epoch", type=int, help="Multiply the lr by 0.1 from this epoch on (CelebA: 20).")
 @click.option("--seed", type=int, help="Seed of init and shuffling (the split is fixed). [default: 0]")
 @click.option("--train-size", type=int, help="Train on a stratified subset of this many images.")
+@click.option("--steps-per-epoch", type=int, help="Cap each epoch at this many batches (very large datasets).")
 @click.option("--device", help="cpu, or cuda (bf16 autocast). [default: cpu]")
 @click.option("--data-root", help="Folder of file-based datasets (mnist is downloaded there).")
 @click.option("--classifier-from", type=click.Path(exists=True, file_okay=False),
@@ -475,3 +476,21 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, device, dat
     click.echo(sweeps.sweep_table(summary))
     click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
                f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Any dataset `train` takes (e.g. celeba:Eyeglasses).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option("--data-root", help="Folder of file-based datasets.")
+def prepare(dataset, out, data_root):
+    """Write a dataset once as memory-mapped .npy files, so training reads it from disk
+    batch by batch with a small resident set: then train with --dataset memmap:OUT.
+
+    Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
+    """
+    shape = models.INPUT_SHAPES.get(datasets.default_arch(dataset))
+    train_data, test_data = datasets.load_dataset(dataset, data_root, shape)
+    path = datasets.write_memmap(out, train_data, test_data)
+    size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
+    click.echo(f"{len(train_data)} + {len(test_data)} images, {size:.1f} MiB: {path}; "
+               f"train with --dataset memmap:{path}")

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,10 @@ class ImageDataset:
     name: str
     # Per-image facts that are not the training target (for probes): name -> (N,) integers
     attributes: dict[str, torch.Tensor] = field(default_factory=dict)
+    # For memory-mapped images: drops the pages read so far from this process's memory
+    release_pages: Callable[[], None] = field(default=lambda: None, repr=False)
+    # Mean intensity per channel when known in advance (memory-mapped data: no full pass)
+    channel_means: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -66,6 +70,8 @@ class ImageDataset:
 
     def pixel_mean(self) -> torch.Tensor:
         """Mean intensity per channel in [0, 1], shape (C,), without a float copy of the data."""
+        if self.channel_means is not None:
+            return self.channel_means
         sums = self.images.sum(dim=(0, 2, 3), dtype=torch.int64)
         return sums.double().div(255 * len(self) * self.images.shape[2] * self.images.shape[3]).float()
 
@@ -86,13 +92,20 @@ def batches(data: ImageDataset, batch_size: int, shuffle: bool = False,
     ``world`` near-equal parts and this ``rank`` gets its part (see ``global_batch_sizes``).
     """
     order = torch.randperm(len(data), generator=generator) if shuffle else torch.arange(len(data))
-    for index in order.split(batch_size):
+    for step, index in enumerate(order.split(batch_size)):
+        if step % RELEASE_EVERY == RELEASE_EVERY - 1:
+            data.release_pages()
         if world > 1:
             if len(index) < world:  # too few left to give every process one
                 continue
             index = index.tensor_split(world)[rank]
         images = data.images[index].to(device, non_blocking=True)
         yield to_float(images), data.labels[index].to(device, non_blocking=True)
+
+
+# Memory-mapped images are let go of every this many batches, so resident memory stays
+# small however large the file.
+RELEASE_EVERY = 8
 
 
 def global_batch_sizes(count: int, batch_size: int, world: int = 1) -> list[int]:
@@ -591,6 +604,95 @@ def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
     return ImageDataset(torch.cat(images), torch.tensor(labels), classes, root.name)
 
 
+# --- memory-mapped datasets (larger than memory) -------------------------------------------------
+
+MEMMAP_FORMAT = "perceptreg.memmap/1"
+
+
+def write_memmap(out_dir: str | Path, train: ImageDataset, test: ImageDataset, chunk: int = 4096) -> Path:
+    """Write both splits as .npy files (uint8 images (N, C, H, W), int64 labels and
+    attributes) plus meta.json, for ``load_memmap``. Written into a temporary folder that is
+    renamed at the end, so a half-written dataset never looks complete."""
+    import json
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    if out.exists():
+        raise PerceptregError(f"{out} exists; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        meta = {"format": MEMMAP_FORMAT, "name": train.name.removesuffix("-train"), "classes": list(train.classes),
+                "image_shape": list(train.image_shape), "pixel_mean": train.pixel_mean().tolist(), "splits": {}}
+        for split, part in (("train", train), ("test", test)):
+            images = np.lib.format.open_memmap(staging / f"{split}_images.npy", mode="w+", dtype=np.uint8,
+                                               shape=tuple(part.images.shape))
+            for start in range(0, len(part), chunk):
+                images[start:start + chunk] = part.images[start:start + chunk].numpy()
+            images.flush()
+            del images
+            np.save(staging / f"{split}_labels.npy", part.labels.numpy())
+            for name, values in part.attributes.items():
+                np.save(staging / f"{split}_attribute_{name}.npy", values.numpy())
+            meta["splits"][split] = {"count": len(part), "attributes": list(part.attributes)}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
+    if not path.exists():
+        raise PerceptregError(f"{path} is missing; write the dataset again with `perceptreg prepare`")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise PerceptregError(f"{path}: truncated or not a .npy file ({err}); write it again with "
+                              f"`perceptreg prepare`") from err
+    if array.shape != shape or array.dtype != dtype:
+        raise PerceptregError(f"{path}: holds {array.dtype} {array.shape}, meta.json says {np.dtype(dtype)} {shape}; "
+                              f"write the dataset again with `perceptreg prepare`")
+    return array
+
+
+def load_memmap(root: str | Path) -> tuple[ImageDataset, ImageDataset]:
+    """The (train, test) written by ``write_memmap``, images left on disk and read per batch."""
+    import json
+    import mmap
+    import warnings
+
+    root = Path(root)
+    meta_path = root / "meta.json"
+    if not meta_path.exists():
+        raise PerceptregError(f"{meta_path} is missing; write the dataset with `perceptreg prepare --out {root}`")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != MEMMAP_FORMAT:
+        raise PerceptregError(f"{meta_path}: not a perceptreg memory-mapped dataset")
+    shape = tuple(meta["image_shape"])
+
+    def split(name: str) -> ImageDataset:
+        count = meta["splits"][name]["count"]
+        images = _open_npy(root / f"{name}_images.npy", (count, *shape), np.uint8)
+        labels = _open_npy(root / f"{name}_labels.npy", (count,), np.int64)
+        attributes = {a: torch.from_numpy(np.array(_open_npy(root / f"{name}_attribute_{a}.npy", (count,), np.int64)))
+                      for a in meta["splits"][name]["attributes"]}
+
+        def release() -> None:  # the pages stay in the page cache, cheap to read again
+            images._mmap.madvise(mmap.MADV_DONTNEED)
+
+        with warnings.catch_warnings():  # read-only mapping: torch warns it cannot write to it
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(images)
+        return ImageDataset(tensor, torch.from_numpy(np.array(labels)), tuple(meta["classes"]),
+                            f"{meta['name']}-{name}", attributes, release,
+                            torch.tensor(meta["pixel_mean"], dtype=torch.float32))
+
+    return split("train"), split("test")
+
+
 # --- datasets by name ------------------------------------------------------------------------
 
 DATASETS = {
@@ -600,13 +702,14 @@ DATASETS = {
     "mnist-strips": ("svhn", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000)"),
     "celeba:ATTRIBUTE": ("celeba", "CelebA faces in --data-root, balanced 20000 / 6386 for one attribute"),
     "folder:PATH": ("celeba", "an image folder tree PATH/<class>/<image>, resized to the architecture's input"),
+    "memmap:PATH": ("by shape", "a dataset written by `perceptreg prepare`, read from disk batch by batch"),
 }
 DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
 
 
 def _kind(name: str) -> str:
     kind = name.split(":", 1)[0] + (":ATTRIBUTE" if name.startswith("celeba:") else
-                                     ":PATH" if name.startswith("folder:") else "")
+                                     ":PATH" if name.startswith(("folder:", "memmap:")) else "")
     if kind not in DATASETS or (":" in kind) != (":" in name) or name.endswith(":"):
         raise PerceptregError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return kind
@@ -614,7 +717,20 @@ def _kind(name: str) -> str:
 
 def default_arch(name: str) -> str:
     """The paper architecture that takes this dataset's images."""
-    return DATASETS[_kind(name)][0]
+    kind = _kind(name)
+    if kind != "memmap:PATH":
+        return DATASETS[kind][0]
+    import json
+
+    from perceptreg.models import INPUT_SHAPES
+    meta_path = Path(name.split(":", 1)[1]) / "meta.json"
+    if not meta_path.exists():
+        raise PerceptregError(f"{meta_path} is missing; write the dataset with `perceptreg prepare`")
+    shape = tuple(json.loads(meta_path.read_text())["image_shape"])
+    arch = next((a for a, s in INPUT_SHAPES.items() if s == shape), None)
+    if arch is None:
+        raise PerceptregError(f"no paper architecture takes images of shape {shape}; pass your own model")
+    return arch
 
 
 def load_dataset(name: str, root: str | Path | None = None,
@@ -637,4 +753,6 @@ def load_dataset(name: str, root: str | Path | None = None,
         return mnist_strips_split()
     if kind == "celeba:ATTRIBUTE":
         return load_celeba(base if root else base / "celeba", name.split(":", 1)[1])
+    if kind == "memmap:PATH":
+        return load_memmap(name.split(":", 1)[1])
     return load_image_folder(name.split(":", 1)[1], image_shape or (3, 64, 64))

@@ -57,6 +57,7 @@ class TrainConfig:
     # so joint and post-hoc perception of the very same classifier can be compared
     classifier_from: str | None = None
     compile: bool = False  # torch.compile the step: pays on GPUs and long runs, costs ~30 s to start
+    steps_per_epoch: int | None = None  # cap an epoch at this many batches (for very large datasets)
 
     def __post_init__(self):
         checks = [
@@ -68,6 +69,7 @@ class TrainConfig:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.train_size is None or self.train_size >= 10, "train_size must be >= 10"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
             (self.device.split(":")[0] in ("cpu", "cuda"), "device must be cpu or cuda"),
             (self.classifier_from is None or self.mode == "post-hoc", "classifier_from needs mode post-hoc"),
         ]
@@ -201,6 +203,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
         batch_iter = datasets.batches(train_data, config.batch_size, shuffle=True, generator=shuffle,
                                       device=device, rank=cluster.rank, world=cluster.world)
         global_sizes = datasets.global_batch_sizes(len(train_data), config.batch_size, cluster.world)
+        global_sizes = global_sizes[:config.steps_per_epoch]  # zip() below stops there too
         n_batches = len(global_sizes)
         for step, ((images, labels), global_size) in enumerate(tqdm(
                 zip(batch_iter, global_sizes), total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
@@ -233,7 +236,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
                "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
                "recon_spread": quality["recon_spread"] if decoder_trained else None,
                "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
-               "train_images_per_second": len(train_data) / train_seconds,
+               "train_images_per_second": sum(global_sizes) / train_seconds,
                "seconds": time.perf_counter() - began}
         history.append(row)
         if progress:
