@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perceptreg.errors import PerceptregError
-from perceptreg.models import PerceptionNet
+from perceptreg.models import PerceptionNet, evaluating
 
 NORMS = ("linf", "l2")
 
@@ -42,18 +42,16 @@ class Attack:
             raise PerceptregError(f"attacks take pixels in [0, 1]; these images range over "
                                   f"[{images.min():.3g}, {images.max():.3g}] (undo any normalization)")
         flags = [p.requires_grad for p in self.model.parameters()]
-        was_training = self.model.training
         try:
-            # No gradients for weights: the attack needs d loss / d images only.
-            self.model.requires_grad_(False)
-            self.model.eval()
-            if targets is not None:
-                self._check_targets(images, targets)
-            return self.forward(images.detach(), labels.detach(), targets)
+            with evaluating(self.model):
+                # No gradients for weights: the attack needs d loss / d images only.
+                self.model.requires_grad_(False)
+                if targets is not None:
+                    self._check_targets(images, targets)
+                return self.forward(images.detach(), labels.detach(), targets)
         finally:
             for param, flag in zip(self.model.parameters(), flags):
                 param.requires_grad_(flag)
-            self.model.train(was_training)
 
     def _check_targets(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         with torch.no_grad():

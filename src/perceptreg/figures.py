@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from perceptreg.checkpoint import atomic_write
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.errors import PerceptregError
-from perceptreg.models import PerceptionNet
+from perceptreg.models import PerceptionNet, evaluating
 
 CAPTION_HEIGHT = 14
 PAD = 2
@@ -83,12 +83,8 @@ def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs
         raise PerceptregError(f"--n must be >= 1, got {n}")
     index = spread_over_classes(data.labels, min(n, len(data)))
     images = to_float(data.images[index]).to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         logits, _, recon = model(images)
-    finally:
-        model.train(was_training)
     confidence, predicted = logits.float().softmax(1).max(1)
     pairs = torch.stack([images, recon.float()], 1).flatten(0, 1)  # (2n, C, H, W): x, P(x), ...
     captions = []

@@ -21,7 +21,7 @@ import torch
 from perceptreg import checkpoint
 from perceptreg.attacks import PGD
 from perceptreg.errors import PerceptregError
-from perceptreg.models import PerceptionNet
+from perceptreg.models import PerceptionNet, evaluating
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
 
@@ -39,12 +39,8 @@ class Direction:
 
 @torch.no_grad()
 def _encode(model: PerceptionNet, images: torch.Tensor) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return model.encoder(images)
-    finally:
-        model.train(was_training)
 
 
 def latent_directions(model: PerceptionNet, images: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
@@ -86,14 +82,10 @@ def decode_along(model: PerceptionNet, images: torch.Tensor, directions: torch.T
     steps = torch.as_tensor(list(alphas), dtype=z.dtype, device=z.device)  # (A,)
     shape = (1, len(steps)) + (1,) * (z.dim() - 1)
     latents = z.unsqueeze(1) + steps.view(shape) * directions.expand_as(z).unsqueeze(1)  # (B, A, *latent)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         # One alpha at a time: the same batch as model.perceive(images), so a = 0 gives P(x)
         # bit for bit (conv kernels sum in a batch-size-dependent order).
         decoded = torch.stack([model.decoder(latents[:, i]) for i in range(len(steps))], 1)
-    finally:
-        model.train(was_training)
     return latents, decoded.float()
 
 
@@ -104,14 +96,10 @@ def read_edits(model: PerceptionNet, latents: torch.Tensor, edited: torch.Tensor
                judges: Sequence = ()) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Who reads which class at every step: H on the edited image, C on the edited latent,
     and each judge on the edited image. Returns ({reader: labels (B, A)}, H's confidence (B, A))."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         images = edited.flatten(0, 1)
         confidence, on_image = model.classify(images).float().softmax(1).max(1)
         on_latent = model.classifier(latents.flatten(0, 1)).argmax(1)
-    finally:
-        model.train(was_training)
     shape = edited.shape[:2]
     readings = {"H(image)": on_image.view(shape), "C(latent)": on_latent.view(shape)}
     readings.update({judge.name: judge(images).view(shape) for judge in judges})

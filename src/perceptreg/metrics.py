@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from perceptreg.data import ImageDataset, batches, to_float
-from perceptreg.models import PerceptionNet
+from perceptreg.models import PerceptionNet, evaluating
 
 # Reconstructions whose spread across images is below this fraction of the images' own
 # spread are "nearly constant": the decoder collapsed (PAPER-NOTES, training pitfall).
@@ -32,12 +32,10 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
     n = len(data)
     if cluster is not None and cluster.world > 1:
         data = data.subset(torch.arange(cluster.rank, n, cluster.world))
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     squared_error = torch.zeros((), dtype=torch.float64, device=device)
     moments = torch.zeros(4, *data.image_shape, dtype=torch.float64, device=device)
-    try:
+    with evaluating(model):
         for images, labels in batches(data, batch_size, device=device):
             with torch.autocast(torch.device(device).type, autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
@@ -47,8 +45,6 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
             squared_error += (recon - images).square().sum()
             moments += torch.stack([images.sum(0), images.square().sum(0),
                                     recon.sum(0), recon.square().sum(0)])
-    finally:
-        model.train(was_training)
     if cluster is not None:
         correct, squared_error, moments = (cluster.sum(t) for t in (correct, squared_error, moments))
     mean = moments / n
@@ -137,12 +133,8 @@ class ModelJudge:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             return torch.cat([self.logits_of(chunk).argmax(1) for chunk in images.split(batch_size)])
-        finally:
-            self.model.train(was_training)
 
 
 def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> dict:
@@ -209,9 +201,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
       images from successful adversarial ones.
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
         adversarial = torch.cat([
@@ -220,8 +210,6 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
                                (targets if targets is not None else labels).to(device).split(batch_size))])
         clean_pred, clean_conf, perceptions = _predict(model, images, batch_size)
         adv_pred, adv_conf, adv_perceptions = _predict(model, adversarial, batch_size)
-    finally:
-        model.train(was_training)
     correct = clean_pred == labels
     if targets is None:
         success = correct & (adv_pred != labels)
@@ -288,12 +276,8 @@ def attack_table(summaries: dict[str, dict]) -> str:
 def latents(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
             device: torch.device | str = "cpu") -> torch.Tensor:
     """z = F(x) for every image, flattened: (N, latent size)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return torch.cat([model.encoder(x).flatten(1).float() for x, _ in batches(data, batch_size, device=device)])
-    finally:
-        model.train(was_training)
 
 
 def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor, test_y: torch.Tensor,
@@ -328,14 +312,10 @@ def error_map(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
               device: torch.device | str = "cpu") -> torch.Tensor:
     """Where the perception misses: squared reconstruction error per pixel, averaged over
     the images and channels of ``data``: (H, W). The model's "attention", measured."""
-    was_training = model.training
-    model.eval()
     total = torch.zeros(data.image_shape[1:], dtype=torch.float64, device=device)
-    try:
+    with evaluating(model):
         for x, _ in batches(data, batch_size, device=device):
             total += (model.perceive(x).float() - x).square().mean(1).sum(0).double()
-    finally:
-        model.train(was_training)
     return (total / len(data)).float().cpu()
 
 

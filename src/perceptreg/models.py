@@ -8,6 +8,7 @@ PAPER-NOTES fixed (no ReLU before the final sigmoid; the SVHN decoder takes 64 c
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple
 
 import torch
@@ -48,15 +49,11 @@ class PerceptionNet(nn.Module):
     def _check_shapes(self) -> tuple[tuple[int, ...], int]:
         # A batch of 2: batch-norm layers need more than one sample, and a module that
         # mixes up batch and feature dimensions is caught.
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             x = torch.zeros(2, *self.input_shape, device=_device_of(self))
             z = _run("encoder F", self.encoder, x)
             logits = _run("classifier C", self.classifier, z)
             recon = _run("decoder D", self.decoder, z)
-        finally:
-            self.train(was_training)
         if logits.dim() != 2 or logits.shape[0] != 2:
             raise PerceptregError(
                 f"classifier C must return logits of shape (batch, classes); it returned "
@@ -100,6 +97,17 @@ class PerceptionNet(nn.Module):
         with torch.no_grad():
             layer.bias.copy_(torch.logit(mean).expand_as(layer.bias))
         return True
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """Eval mode inside the block; the module's own mode restored after, whatever happens."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def _device_of(module: nn.Module) -> torch.device:
