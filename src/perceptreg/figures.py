@@ -208,9 +208,10 @@ def noise_grid(model: PerceptionNet, noise: torch.Tensor, adversarial: torch.Ten
                classes: Sequence[str], columns: int) -> Image.Image:
     """Rows of ``columns`` images: the noise, the noise attacked toward a class, and the
     model's perception of it, captioned with H's label and confidence."""
-    logits = model.classify(adversarial).float()
+    with evaluating(model):
+        logits = model.classify(adversarial).float()
+        perceived = model.perceive(adversarial).float()
     confidence, predicted = logits.softmax(1).max(1)
-    perceived = model.perceive(adversarial).float()
     pictures, captions = [], []
     for start in range(0, len(noise), columns):
         part = slice(start, start + columns)
