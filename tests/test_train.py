@@ -214,3 +214,13 @@ def test_post_hoc_decoder_for_a_run_of_another_architecture(tmp_path, small_mnis
     with pytest.raises(PerceptregError, match="weights do not fit this model"):
         run(tmp_path, small_mnist, "other", model=net, arch="custom", mode="post-hoc",
             classifier_from=str(joint.run_dir))
+
+
+def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
+    run(tmp_path, small_mnist, "ph", mode="post-hoc", epochs=1, decoder_epochs=1, batch_size=32,
+        decoder_batch_size=100)
+    state = load_file(str(tmp_path / "ph" / "state.safetensors"))
+    assert state["optim.0.step"].item() == 32  # encoder: ceil(1000 / 32) classifier-phase steps
+    assert state["optim.19.step"].item() == 10  # decoder's last bias: 1000 / 100 decoder-phase steps
+    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(3) == 8
+    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(2) == 64

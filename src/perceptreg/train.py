@@ -43,6 +43,7 @@ class TrainConfig:
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F
     epochs: int = 20  # the paper's 20 ("iterations" in its text); in post-hoc mode, of F and C
     decoder_epochs: int | None = None  # post-hoc only: epochs of the decoder phase (None: = epochs)
+    decoder_batch_size: int | None = None  # post-hoc only: batch size of the decoder phase (None: = batch_size)
     batch_size: int = 64  # the paper gives none; 64 as in pytorch/examples' MNIST
     lr: float = 1e-3  # Adam, as in the paper
     betas: tuple[float, float] = (0.9, 0.999)
@@ -67,6 +68,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.decoder_epochs is None or self.decoder_epochs >= 1, "decoder_epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "decoder_batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.train_size is None or self.train_size >= 10, "train_size must be >= 10"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1"),
@@ -97,6 +99,11 @@ class TrainConfig:
         if self.mode == "joint":
             return "joint"
         return "classifier" if epoch <= self.classifier_epochs else "decoder"
+
+    def batch_size_at(self, epoch: int) -> int:
+        if self.phase(epoch) == "decoder" and self.decoder_batch_size:
+            return self.decoder_batch_size
+        return self.batch_size
 
     def lr_at(self, epoch: int) -> float:
         first = 1 if self.phase(epoch) != "decoder" else self.classifier_epochs + 1
@@ -200,9 +207,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
         shuffle = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         sums = torch.zeros(3, device=device)  # summed (total, ce, recon) over the epoch
         recent: list[torch.Tensor] = []
-        batch_iter = datasets.batches(train_data, config.batch_size, shuffle=True, generator=shuffle,
+        batch_size = config.batch_size_at(epoch)
+        batch_iter = datasets.batches(train_data, batch_size, shuffle=True, generator=shuffle,
                                       device=device, rank=cluster.rank, world=cluster.world)
-        global_sizes = datasets.global_batch_sizes(len(train_data), config.batch_size, cluster.world)
+        global_sizes = datasets.global_batch_sizes(len(train_data), batch_size, cluster.world)
         global_sizes = global_sizes[:config.steps_per_epoch]  # zip() below stops there too
         n_batches = len(global_sizes)
         for step, ((images, labels), global_size) in enumerate(tqdm(
