@@ -208,11 +208,15 @@ def _model_judge(judge_run: Path, attacked_run: Path, device: str) -> metrics.Mo
     return metrics.ModelJudge(load_model(judge_run, device=device), f"model {judge_run.name}")
 
 
+def _check_target(target: int, model) -> None:
+    if not 0 <= target < model.num_classes:
+        raise PerceptregError(f"--target {target} is outside the model's classes 0..{model.num_classes - 1}")
+
+
 def _targets_for(target, data: datasets.ImageDataset, model) -> torch.Tensor | None:
     if target is None:
         return None
-    if not 0 <= target < model.num_classes:
-        raise PerceptregError(f"--target {target} is outside the model's classes 0..{model.num_classes - 1}")
+    _check_target(target, model)
     return torch.full((len(data),), target, dtype=torch.long)
 
 
@@ -358,8 +362,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     for current in [run] + ([compare] if compare else []):
         model = load_model(current, device=device)
         train_data, test_data = load_data(current)
-        if not 0 <= target < model.num_classes:
-            raise PerceptregError(f"--target {target} is outside the model's classes 0..{model.num_classes - 1}")
+        _check_target(target, model)
         images, fit = _edit_images(test_data, train_data, target, source, n_images, fit_images, from_file, model)
         direction = latent.load_direction(apply_direction, model) if apply_direction else None
         region = latent.target_region(datasets.to_float(train_data.images[train_data.labels == target]))

@@ -530,24 +530,30 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 def load_image_files(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """One image file, or every image file in a folder (sorted by name), as uint8
     (N, C, H, W) of ``image_shape``: converted to grayscale or RGB, resized if needed."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
     if not files:
         raise PerceptregError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return _read_images(files, image_shape)[0]
+
+
+def _read_images(files: Sequence[Path], image_shape: tuple[int, int, int]) -> tuple[torch.Tensor, int]:
+    """The files as uint8 (N, C, H, W) of ``image_shape``, and how many had to be resized."""
+    from PIL import Image, UnidentifiedImageError
+
     channels, height, width = image_shape
-    pictures = []
+    pictures, resized = [], 0
     for file in files:
         try:
             with Image.open(file) as picture:
                 picture = picture.convert("L" if channels == 1 else "RGB")
                 if picture.size != (width, height):
+                    resized += 1
                     picture = picture.resize((width, height), Image.Resampling.BILINEAR)
                 pictures.append(np.asarray(picture, dtype=np.uint8).reshape(height, width, channels))
         except (OSError, UnidentifiedImageError) as err:
             raise PerceptregError(f"{file}: not a readable image ({err})") from err
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous(), resized
 
 
 
@@ -579,8 +585,6 @@ def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
                             classes: Sequence[str] | None = None) -> ImageDataset:
     import warnings
 
-    from PIL import Image
-
     if not root.is_dir():
         raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
@@ -590,11 +594,10 @@ def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
         if folder.name not in classes:
             raise PerceptregError(f"{folder}: class {folder.name!r} is not among the training classes {classes}")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for file in files:
-            with Image.open(file) as picture:
-                resized += picture.size != image_shape[:0:-1]
         if files:
-            images.append(load_image_files(folder, image_shape))
+            tensor, count = _read_images(files, image_shape)
+            images.append(tensor)
+            resized += count
             labels += [classes.index(folder.name)] * len(files)
     if not images:
         raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "

@@ -136,11 +136,12 @@ def _sweep(run: Path) -> str:
     if folder is None:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
-    rows = checkpoint.read_json(folder / "sweep.json")["rows"]
+    sweep = checkpoint.read_json(folder / "sweep.json")
+    rows = sweep["rows"]
     columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
     table = _table(["lambda", "seeds"] + [c.replace("_", " ") for c in columns],
                    [[r["variant"], r["seeds"]] + [f"{r[c]:.4g} ± {r[c + '_ci95']:.2g}" for c in columns] for r in rows])
-    pixel_probes = checkpoint.read_json(folder / "sweep.json").get("pixel_probes", {})
+    pixel_probes = sweep.get("pixel_probes", {})
     if pixel_probes:
         table += "<p>Linear probes on the raw pixels (reference): " + html.escape(
             ", ".join(f"{k} {v:.3f}" for k, v in pixel_probes.items())) + "</p>"

@@ -159,17 +159,21 @@ def sweep_table(summary: dict) -> str:
 
 
 @torch.no_grad()
-def _figures(out: Path, models: dict, measured: dict, test_data, summary: dict) -> None:
+def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict) -> None:
     shown = figures.spread_over_classes(test_data.labels, 8)
     x = datasets.to_float(test_data.images[shown])
-    columns = [x] + [model.eval().perceive(x.to(next(model.parameters()).device)).float().cpu()
-                     for model in models.values()]
-    names = ["x"] + [f"lam {v}" if v != "post-hoc" else v for v in models]
+    def label(variant: str) -> str:
+        return variant if variant == "post-hoc" else f"lam {variant}"
+
+    columns = [x]
+    for model in trained.values():
+        with models.evaluating(model):
+            columns.append(model.perceive(x.to(next(model.parameters()).device)).float().cpu())
+    names = ["x"] + [label(v) for v in trained]
     grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
     figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / "sweep_perception.png")
-    figures.heatmaps({f"lam {v}, centre/edge {measured[v][0]['centre_to_edge']:.2f}" if v != "post-hoc"
-                      else f"post-hoc, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
-                      for v in models}, out / "sweep_attention.png")
+    figures.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
+                      for v in trained}, out / "sweep_attention.png")
     probes = [k for k in summary["rows"][0] if k.startswith("probe: ") and not k.endswith("_ci95")]
     figures.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
         p.removeprefix("probe: "): [r[p] for r in summary["rows"]] for p in probes}},
