@@ -47,7 +47,7 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
     trained = result.model.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in reloaded.state_dict().items())
     # the trained copy is channels-last: same weights, other summation order
-    torch.testing.assert_close(reloaded.perceive(x), result.model.perceive(x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(reloaded.perceive(x), result.model.perceive(x), atol=1e-5, rtol=0)
 
 
 def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
