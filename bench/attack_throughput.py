@@ -39,7 +39,7 @@ def main():
 
     torch.manual_seed(args.seed)
     if args.run:
-        from perceptreg.train import load_model
+        from perceptreg.runs import load_model
         net = load_model(args.run)
     else:
         net = models.mnist().eval()

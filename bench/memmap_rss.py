@@ -30,7 +30,8 @@ TRAIN_IN_FRESH_PROCESS = """
 import re, sys, tempfile
 from pathlib import Path
 from perceptreg import data
-from perceptreg.train import TrainConfig, train
+from perceptreg.config import TrainConfig
+from perceptreg.train import train
 if sys.argv[3] == "keep":  # the comparison: pages never handed back
     data.RELEASE_EVERY = 10**12
 with tempfile.TemporaryDirectory() as run:

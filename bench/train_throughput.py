@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from perceptreg import data, models
+from perceptreg.config import TrainConfig
 from perceptreg.loss import perceptual_loss
-from perceptreg.train import TrainConfig, train
+from perceptreg.train import train
 
 LAM = 1e-2
 

@@ -121,9 +121,10 @@ def test_from_noise_reaches_the_targets_on_a_linear_model():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(eps=0), "eps must be > 0"), (dict(eps=-0.1), "eps must be > 0"),
-    (dict(steps=-1), "steps must be >= 0"), (dict(norm="l1"), "norm must be one of linf, l2"),
-    (dict(alpha=0), "alpha must be > 0"),
+    (dict(eps=0), "`eps` must be a finite number > 0"), (dict(eps=-0.1), "`eps` must be a finite number > 0"),
+    (dict(eps=float("inf")), "`eps` must be a finite number > 0"),
+    (dict(steps=-1), "`steps` must be >= 0"), (dict(norm="l1"), "`norm` must be one of linf, l2"),
+    (dict(alpha=0), "`alpha` must be a finite number > 0"), (dict(alpha=float("nan")), "`alpha` must be"),
 ])
 def test_bad_settings(kwargs, message):
     with pytest.raises(PerceptregError, match=message):
@@ -134,7 +135,7 @@ def test_bad_inputs():
     attack = PGD(identity_classifier(), steps=1)
     with pytest.raises(PerceptregError, match=r"pixels in \[0, 1\]; these images range over \[-0.5, 0.4\]"):
         attack(image(-0.5, 0.4), torch.tensor([0]))
-    with pytest.raises(PerceptregError, match="target class 2 is outside the model's classes 0..1"):
+    with pytest.raises(PerceptregError, match="`target` class 2 is outside the model's classes 0..1"):
         attack(image(0.5, 0.4), torch.tensor([0]), torch.tensor([2]))
     with pytest.raises(PerceptregError, match="same batch size"):
         attack(image(0.5, 0.4), torch.tensor([0, 1]))
@@ -153,5 +154,5 @@ def test_chunked_equals_one_batch(norm):
     # L-inf steps take the gradient's sign: bit-identical. L2 steps keep its last bits,
     # which the conv kernels compute in a batch-size-dependent order.
     torch.testing.assert_close(whole, chunked, atol=1e-6 if norm == "l2" else 0, rtol=0)
-    with pytest.raises(PerceptregError, match="chunk_size must be >= 1"):
+    with pytest.raises(PerceptregError, match="`chunk_size` must be >= 1"):
         PGD(model, chunk_size=0)

@@ -63,11 +63,15 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train", "--lam", "-1"], "Error: lam must be >= 0"),
+    (["train", "--lam", "-1"], "Error: --lam must be a finite number >= 0"),
     (["train", "--resume"], "Error: --resume needs --out RUN"),
     (["train", "--dataset", "cifar"], "Error: unknown dataset 'cifar'; choose one of mnist5k"),
     (["perceive", "missing-run"], "Directory 'missing-run' does not exist"),
     (["train", "--device", "cuda:0", "--epochs", "1"], "Error: --device cuda:0: CUDA is not available"),
+    (["train", "--device", "foo"], "Error: --device 'foo' is not a device"),
+    (["train", "--device", "cuda:abc"], "Error: --device 'cuda:abc' is not a device"),
+    (["train", "--lr-drop-epoch", "-1"], "Error: --lr-drop-epoch must be >= 1"),
+    (["sweep", "--lams", "1e-2,-1"], "Error: --lams must be a finite number >= 0"),
 ])
 def test_bad_input_is_one_line(runner, args, message):
     result = runner.invoke(main, args)
@@ -134,9 +138,9 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--eps", "0"], "Error: eps must be > 0"),
+    (["--eps", "0"], "Error: --eps must be a finite number > 0"),
     (["--steps", "0"], "Invalid value for '--steps'"),
-    (["--target", "12"], "Error: --target 12 is outside the model's classes 0..9"),
+    (["--target", "12"], "Error: --target class 12 is outside the model's classes 0..9"),
     (["--norm", "l1"], "Invalid value for '--norm'"),
 ])
 def test_attack_bad_input_is_one_line(trained_run, runner, args, message):
@@ -192,7 +196,7 @@ def test_interpolate_bad_input(trained_run, runner, tmp_path):
     other = latent.save_direction(latent.Direction(torch.zeros(64), 1, None, 1), tmp_path / "svhn", models.svhn())
     (tmp_path / "empty").mkdir()
     cases = [
-        (["--target", "10"], "Error: --target 10 is outside the model's classes 0..9"),
+        (["--target", "10"], "Error: --target class 10 is outside the model's classes 0..9"),
         (["--target", "1", "--alphas", "0:two:1"], "Error: --alphas '0:two:1': give start:stop:step"),
         (["--target", "1", "--apply-direction", str(other)], "latent has shape (32,)"),
         (["--target", "1", "--from-file", str(tmp_path / "empty")], "no image files"),
@@ -213,3 +217,26 @@ def test_train_a_post_hoc_decoder_for_a_runs_classifier(good_run, runner, tmp_pa
     rows = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     source = [json.loads(l) for l in (good_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in rows] == ["decoder"] and rows[0]["test_accuracy"] == source[-1]["test_accuracy"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on CPU-only machines")
+@pytest.mark.parametrize("command", [["perceive"], ["attack", "--pool", "2"], ["explore"], ["evaluate-attack"],
+                                     ["interpolate", "--target", "1"]])
+def test_every_device_option_is_checked(trained_run, runner, command):
+    result = runner.invoke(main, [command[0], str(trained_run), *command[1:], "--device", "cuda"])
+    assert result.exit_code == 1 and "Error: --device cuda: CUDA is not available" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_library_argument_names_become_flags():
+    from perceptreg.cli.app import as_flags
+    train = main.commands["train"]
+    assert as_flags("`train_size` must be >= 10", train) == "--train-size must be >= 10"
+    assert as_flags("`lam` must be >= 0", main.commands["sweep"]) == "--lams must be >= 0"
+    assert as_flags("`unknown` stays", train) == "unknown stays"
+
+
+def test_train_help_lists_every_dataset_and_config_default(runner):
+    text = " ".join(runner.invoke(main, ["train", "--help"]).output.split())
+    assert "memmap:PATH" in text and "folder:PATH" in text
+    assert "[default: 0.01]" in text and "[default: 20]" in text  # lam and epochs, from TrainConfig

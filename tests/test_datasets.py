@@ -13,7 +13,6 @@ from scipy.io import savemat
 from perceptreg import data
 from perceptreg.errors import PerceptregError
 
-
 # --- SVHN ---------------------------------------------------------------------------------------
 
 def write_svhn(path, n=5, labels=None, **overrides):
@@ -65,11 +64,11 @@ def test_svhn_download_checks_the_published_md5(tmp_path, monkeypatch, server):
         write_svhn(tmp_path / name, n=n)
         handler.files[f"/svhn/{name}"] = (tmp_path / name).read_bytes()
     digests = {n: "md5:" + hashlib.md5(handler.files[f"/svhn/{n}"]).hexdigest() for n in data.SVHN_FILES}
-    monkeypatch.setattr(data, "SVHN_FILES", digests)
-    monkeypatch.setattr(data, "SVHN_URL", url + "/svhn/")
+    monkeypatch.setattr(data.svhn, "SVHN_FILES", digests)
+    monkeypatch.setattr(data.svhn, "SVHN_URL", url + "/svhn/")
     train, test = data.load_svhn(tmp_path / "fetched")
     assert (len(train), len(test)) == (5, 3)
-    monkeypatch.setattr(data, "SVHN_FILES", {n: "md5:" + "0" * 32 for n in data.SVHN_FILES})
+    monkeypatch.setattr(data.svhn, "SVHN_FILES", {n: "md5:" + "0" * 32 for n in data.SVHN_FILES})
     with pytest.raises(PerceptregError, match="checksum mismatch"):
         data.load_svhn(tmp_path / "again")
 

@@ -10,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from perceptreg import data, distributed
+from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
-from perceptreg.train import TrainConfig, train
+from perceptreg.train import train
 
 # Per-pixel mean reduction: with the summed error, 400 digits at lr 1e-3 collapse within
 # two epochs, and Adam then turns the last-bit differences of a two-way gradient reduction

@@ -10,6 +10,7 @@ warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testcli
 from fastapi.testclient import TestClient  # noqa: E402
 
 from perceptreg import explorer  # noqa: E402
+from perceptreg.data.images import as_mnist_digit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_perceive_an_upload(client):
 
 @pytest.mark.parametrize("body, status, message", [
     ({"index": 1000}, 422, "index must lie in 0..999"),
-    ({"index": 0, "target": 10}, 422, "target must lie in 0..9"),
+    ({"index": 0, "target": 10}, 422, "target class 10 is outside the model's classes 0..9"),
     ({"index": 0, "eps": 0}, 422, "greater than 0"),
     ({"index": 0, "steps": 100000}, 422, "less than or equal to 500"),
     ({"index": 0, "norm": "l1"}, 422, "linf"),
@@ -151,11 +152,11 @@ def test_fuzz_every_malformed_request_gets_a_4xx_and_the_server_keeps_serving(cl
 def test_drawn_digits_are_prepared_as_mnist_was():
     page = Image.new("L", (280, 280), 255)  # dark ink on a light page, off centre
     page.paste(0, (20, 30, 60, 230))  # a 40 x 200 bar
-    digit = explorer.as_mnist_digit(page)
+    digit = as_mnist_digit(page)
     pixels = __import__("numpy").asarray(digit, dtype=float)
     rows, cols = pixels.nonzero()
     assert digit.size == (28, 28) and pixels.max() == 255 and pixels[0, 0] == 0  # inverted
     assert rows.max() - rows.min() + 1 == 20  # the longer side scaled to 20
     weights = pixels / pixels.sum()
     assert abs((weights.sum(1) * range(28)).sum() - 14) < 0.6 and abs((weights.sum(0) * range(28)).sum() - 14) < 0.6
-    assert explorer.as_mnist_digit(Image.new("L", (50, 50), 0)).getbbox() is None  # blank stays blank
+    assert as_mnist_digit(Image.new("L", (50, 50), 0)).getbbox() is None  # blank stays blank

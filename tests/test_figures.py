@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from perceptreg import figures, models
+from perceptreg import data, figures, models
+from perceptreg.attack_evaluation import evaluate_attack
 from perceptreg.errors import PerceptregError
 
 
@@ -38,7 +39,7 @@ def test_bad_grid_input():
 
 def test_spread_over_classes_is_round_robin():
     labels = torch.tensor([0, 0, 0, 1, 1, 2])
-    assert figures.spread_over_classes(labels, 5).tolist() == [0, 3, 5, 1, 4]
+    assert data.spread_over_classes(labels, 5).tolist() == [0, 3, 5, 1, 4]
 
 
 def test_perception_grid_pairs_x_with_its_perception(mnist5k, tmp_path):
@@ -56,11 +57,11 @@ def test_perception_grid_pairs_x_with_its_perception(mnist5k, tmp_path):
 
 
 def test_attack_grid_rows_and_failure_panel(tmp_path):
-    from perceptreg import attacks, data, metrics
+    from perceptreg import attacks, data
     net = models.mnist()
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
     tiny = data.ImageDataset(images, torch.arange(6), data.DIGITS, "tiny")
-    evaluation = metrics.evaluate_attack(net, attacks.PGD(net, steps=1), tiny)
+    evaluation = evaluate_attack(net, attacks.PGD(net, steps=1), tiny)
     grid = figures.attack_grid(evaluation, torch.tensor([0, 2, 4]), data.DIGITS)
     cell = 28 * 3
     assert grid.size == (3 * (cell + figures.PAD) + figures.PAD,

@@ -131,12 +131,12 @@ def test_parse_alphas(text, alphas):
 
 @pytest.mark.parametrize("text", ["a:b:c", "0:2", "0:2:0", "2:0:0.5", "x,1", ""])
 def test_parse_alphas_rejects_non_numbers(text):
-    with pytest.raises(PerceptregError, match="--alphas"):
+    with pytest.raises(PerceptregError, match="`alphas`"):
         latent.parse_alphas(text)
 
 
 def test_bad_targets_and_empty_sets(net):
-    with pytest.raises(PerceptregError, match="target class 10 is outside the model's classes 0..9"):
+    with pytest.raises(PerceptregError, match="`target` class 10 is outside the model's classes 0..9"):
         latent.toward(net, torch.rand(1, 1, 28, 28), 10, PGD(net, steps=1))
     with pytest.raises(PerceptregError, match="the image set is empty"):
         latent.mean_direction(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))

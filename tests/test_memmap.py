@@ -5,8 +5,9 @@ from click.testing import CliRunner
 
 from perceptreg import data
 from perceptreg.cli import main
+from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
-from perceptreg.train import TrainConfig, train
+from perceptreg.train import train
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_training_on_a_memmap_dataset(small, tmp_path):
 
 def test_existing_output_is_refused(small):
     root, train_set, test_set = small
-    with pytest.raises(PerceptregError, match="exists; choose another --out"):
+    with pytest.raises(PerceptregError, match="exists; choose another output folder"):
         data.write_memmap(root, train_set, test_set)
 
 

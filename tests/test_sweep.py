@@ -57,10 +57,12 @@ def test_report_of_a_sweep(quick_sweep):
     assert "one model of the sweep" in (out / "lam10-seed0" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("text", ["1e-3,x", "1e-3,,1", "-1", "nan"])
-def test_bad_lambda_lists(text):
-    with pytest.raises(PerceptregError, match="--lams"):
-        sweep.parse_lams(text)
+@pytest.mark.parametrize("text, message", [("1e-3,x", "`lams` '1e-3,x'"), ("1e-3,,1", "`lams` '1e-3,,1'"),
+                                           ("-1", "`lam` must be a finite number >= 0"),
+                                           ("nan", "`lam` must be a finite number >= 0")])
+def test_bad_lambda_lists(text, message):
+    with pytest.raises(PerceptregError, match=message):
+        sweep.SweepConfig(lams=sweep.parse_list(text, float, "lams", "1e-4,1e-2"))
 
 
 def test_bad_sweep_input_is_one_line(tmp_path):

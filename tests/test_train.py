@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from perceptreg import models
+from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
-from perceptreg.train import NonFiniteLossError, TrainConfig, load_model, read_metrics, train
+from perceptreg.runs import load_model, read_metrics
+from perceptreg.train import NonFiniteLossError, train
 
 QUICK = dict(epochs=2, batch_size=32)
 
@@ -92,7 +94,7 @@ def test_resume_refuses_a_changed_config(tmp_path, small_mnist):
 
 def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
     run(tmp_path, small_mnist, epochs=1)
-    with pytest.raises(PerceptregError, match="already holds a run; continue it with --resume"):
+    with pytest.raises(PerceptregError, match="already holds a run; continue it with `resume`"):
         run(tmp_path, small_mnist, epochs=1)
 
 
@@ -173,9 +175,9 @@ def test_lr_schedule_and_phases():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("lam", -1.0, "lam must be >= 0"), ("epochs", 0, "epochs must be >= 1"),
-    ("mode", "frozen", "mode must be one of joint, post-hoc"),
-    ("reduction", "max", "reduction must be one of sum, mean"), ("device", "tpu", "device must be cpu or cuda"),
+    ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be >= 1"),
+    ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
+    ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(PerceptregError, match=message):
@@ -203,7 +205,7 @@ def test_post_hoc_decoder_for_another_runs_classifier(tmp_path, small_mnist):
     assert not torch.equal(ours["decoder.1.weight"], theirs["decoder.1.weight"])
     # the very same classifier: the same test accuracy, to the image
     assert decoder.history[-1]["test_accuracy"] == joint.history[-1]["test_accuracy"]
-    with pytest.raises(PerceptregError, match="classifier_from needs mode post-hoc"):
+    with pytest.raises(PerceptregError, match="`classifier_from` needs mode post-hoc"):
         TrainConfig(classifier_from="x")
 
 
@@ -224,3 +226,14 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
     assert state["optim.19.step"].item() == 10  # decoder's last bias: 1000 / 100 decoder-phase steps
     assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(3) == 8
     assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(2) == 64
+
+
+@pytest.mark.parametrize("values, message", [
+    ([], "expected a JSON object of settings, found list"),
+    ({"lam": "abc"}, "a setting has the wrong type"),
+    ({"lr_drop_epoch": 0}, "`lr_drop_epoch` must be >= 1"),
+    ({"lam": float("inf")}, "`lam` must be a finite number"),
+])
+def test_config_from_dict_rejects_bad_files(values, message):
+    with pytest.raises(PerceptregError, match=message):
+        TrainConfig.from_dict(values, "config.json")

@@ -12,6 +12,9 @@ the images only, and leaves the model's weights, ``requires_grad`` flags and mod
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +23,28 @@ from perceptreg.errors import PerceptregError
 from perceptreg.models import PerceptionNet, evaluating
 
 NORMS = ("linf", "l2")
+DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
+DEFAULT_STEPS = 100  # the paper's iterations
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """PGD's settings as one value: what the attack commands share and write with results."""
+
+    eps: float = DEFAULT_EPS
+    steps: int = DEFAULT_STEPS
+    norm: str = "linf"
+    alpha: float | None = None  # None: 2.5 * eps / steps
+    seed: int = 0
+
+    def build(self, model: nn.Module) -> "PGD":
+        return PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm, seed=self.seed)
+
+
+def check_target(target: int, num_classes: int) -> None:
+    """The one check of a target class: it must be one of the model's classes."""
+    if not 0 <= int(target) < num_classes:
+        raise PerceptregError(f"`target` class {int(target)} is outside the model's classes 0..{num_classes - 1}")
 
 
 class Attack:
@@ -58,9 +83,9 @@ class Attack:
             num_classes = self.logits_of(images[:1]).shape[1]
         if targets.shape != (len(images),):
             raise PerceptregError(f"targets must have shape ({len(images)},), got {tuple(targets.shape)}")
-        if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
-            raise PerceptregError(f"target class {int(targets.max() if targets.max() >= num_classes else targets.min())} "
-                                  f"is outside the model's classes 0..{num_classes - 1}")
+        if len(targets):
+            check_target(int(targets.max()), num_classes)
+            check_target(int(targets.min()), num_classes)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor,
                 targets: torch.Tensor | None) -> torch.Tensor:
@@ -94,20 +119,20 @@ class PGD(Attack):
         >>> adv_images = attack(images, labels)
     """
 
-    def __init__(self, model: nn.Module, eps: float = 0.2, alpha: float | None = None,
-                 steps: int = 100, norm: str = "linf", random_start: bool = True, seed: int = 0,
+    def __init__(self, model: nn.Module, eps: float = DEFAULT_EPS, alpha: float | None = None,
+                 steps: int = DEFAULT_STEPS, norm: str = "linf", random_start: bool = True, seed: int = 0,
                  chunk_size: int = 256):
         super().__init__(model, seed)
-        if not eps > 0:
-            raise PerceptregError(f"eps must be > 0, got {eps}")
+        if not 0 < eps < math.inf:
+            raise PerceptregError(f"`eps` must be a finite number > 0, got {eps}")
         if steps < 0:
-            raise PerceptregError(f"steps must be >= 0, got {steps}")
+            raise PerceptregError(f"`steps` must be >= 0, got {steps}")
         if norm not in NORMS:
-            raise PerceptregError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-        if alpha is not None and not alpha > 0:
-            raise PerceptregError(f"alpha must be > 0, got {alpha}")
+            raise PerceptregError(f"`norm` must be one of {', '.join(NORMS)}, got {norm!r}")
+        if alpha is not None and not 0 < alpha < math.inf:
+            raise PerceptregError(f"`alpha` must be a finite number > 0, got {alpha}")
         if chunk_size < 1:
-            raise PerceptregError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise PerceptregError(f"`chunk_size` must be >= 1, got {chunk_size}")
         self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start
         self.chunk_size = chunk_size
         self.alpha = alpha if alpha is not None else 2.5 * eps / max(steps, 1)

@@ -67,7 +67,7 @@ def join(device: str) -> Cluster:
     backend = "nccl" if wanted.type == "cuda" else "gloo"
     if not dist.is_available() or not dist.is_backend_available(backend):
         raise PerceptregError(f"torchrun started {world} processes, but this torch has no {backend} "
-                              f"backend for --device {device}; run without torchrun or install a torch with it")
+                              f"backend for `device` {device}; run without torchrun or install a torch with it")
     if wanted.type == "cuda":
         wanted = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(wanted)

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -27,10 +26,16 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg import latent
-from perceptreg.attacks import PGD
-from perceptreg.data import to_float
-from perceptreg.figures import spread_over_classes
-from perceptreg.train import load_data, load_model
+from perceptreg.attacks import DEFAULT_EPS, DEFAULT_STEPS, PGD, check_target
+from perceptreg.data import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    spread_over_classes,
+    to_float,
+)
+from perceptreg.errors import PerceptregError
+from perceptreg.runs import load_data, load_model
 
 MAX_STEPS = 500
 MAX_GALLERY = 64
@@ -48,8 +53,8 @@ class AttackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: Index
     norm: Literal["linf", "l2"] = "linf"
-    eps: Eps = 0.2
-    steps: Steps = 100
+    eps: Eps = DEFAULT_EPS
+    steps: Steps = DEFAULT_STEPS
     target: ClassIndex | None = None
 
 
@@ -57,8 +62,8 @@ class EditRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: Index
     target: ClassIndex
-    eps: Eps = 0.2
-    steps: Steps = 100
+    eps: Eps = DEFAULT_EPS
+    steps: Steps = DEFAULT_STEPS
 
 
 def data_url(image: torch.Tensor) -> str:
@@ -95,9 +100,11 @@ class Explorer:
             raise HTTPException(422, f"index must lie in 0..{len(self.test) - 1}, got {index}")
         return to_float(self.test.images[index:index + 1]).to(self.device)
 
-    def check_class(self, value: int, name: str) -> None:
-        if value >= len(self.classes):
-            raise HTTPException(422, f"{name} must lie in 0..{len(self.classes) - 1}, got {value}")
+    def check_target(self, target: int) -> None:
+        try:
+            check_target(target, len(self.classes))
+        except PerceptregError as err:
+            raise HTTPException(422, str(err).replace("`", "")) from err
 
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> list[dict]:
@@ -123,7 +130,7 @@ class Explorer:
         label = self.test.labels[request.index:request.index + 1].to(self.device)
         targets = None
         if request.target is not None:
-            self.check_class(request.target, "target")
+            self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
         attack = PGD(self.model, eps=request.eps, steps=request.steps, norm=request.norm)
         adversarial = self.on_worker(attack, x, label, targets)
@@ -133,7 +140,7 @@ class Explorer:
 
     def edit(self, request: EditRequest) -> dict:
         x = self.image(request.index)
-        self.check_class(request.target, "target")
+        self.check_target(request.target)
         latents, edited, readings, confidence = self.on_worker(self._walk, x, request)
         return {"target": self.classes[request.target],
                 "frames": [{"alpha": a, "image": data_url(edited[0, i]),
@@ -153,53 +160,24 @@ class Explorer:
 
 
 def decode_upload(raw: bytes, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, or a 4xx."""
+    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, or a 4xx.
+    Decoded as every image file is (``data.decode_image``); drawn digits fitted as MNIST's."""
     if not raw:
         raise HTTPException(422, "the upload is empty; send a PNG or JPEG image")
     if len(raw) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, f"the upload is {len(raw)} bytes; at most {MAX_UPLOAD_BYTES} are accepted")
     try:
-        picture = Image.open(io.BytesIO(raw))
-        if picture.format not in ("PNG", "JPEG"):
-            raise HTTPException(415, f"only PNG and JPEG images are accepted, this is {picture.format}")
-        width, height = picture.size
-        if width * height > MAX_UPLOAD_PIXELS:
-            raise HTTPException(413, f"the image has {width}x{height} pixels; at most {MAX_UPLOAD_PIXELS} are accepted")
-        channels, out_h, out_w = image_shape
-        picture = picture.convert("L" if channels == 1 else "RGB")
-        if image_shape == (1, 28, 28):
-            picture = as_mnist_digit(picture)
-        else:
-            picture = picture.resize((out_w, out_h), Image.Resampling.BOX)
-    except HTTPException:
-        raise
+        with Image.open(io.BytesIO(raw)) as picture:
+            kind = picture.format
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
         raise HTTPException(422, f"the upload is not a readable PNG or JPEG image ({type(err).__name__})") from err
-    pixels = torch.frombuffer(bytearray(picture.tobytes()), dtype=torch.uint8)
-    return to_float(pixels.view(out_h, out_w, channels).permute(2, 0, 1).unsqueeze(0))
-
-
-def as_mnist_digit(picture: Image.Image) -> Image.Image:
-    """Prepare a drawn digit as MNIST's were: light on dark, the ink's bounding box scaled to
-    fit 20x20, placed in 28x28 with its centre of mass at the centre."""
-    pixels = np.asarray(picture, dtype=np.float32)
-    if pixels.mean() > 127:  # dark ink on a light page: invert
-        pixels = 255 - pixels
-    ink = np.argwhere(pixels > 30)
-    if len(ink) == 0:
-        return Image.new("L", (28, 28), 0)
-    (top, left), (bottom, right) = ink.min(0), ink.max(0) + 1
-    crop = Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
-    scale = 20 / max(crop.size)
-    crop = crop.resize((max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale))),
-                       Image.Resampling.LANCZOS)
-    weights = np.asarray(crop, dtype=np.float64)
-    rows, cols = np.indices(weights.shape)
-    mass = weights.sum() or 1.0
-    centre_row, centre_col = (rows * weights).sum() / mass, (cols * weights).sum() / mass
-    canvas = Image.new("L", (28, 28), 0)
-    canvas.paste(crop, (int(round(14 - centre_col)), int(round(14 - centre_row))))
-    return canvas
+    if kind not in ("PNG", "JPEG"):
+        raise HTTPException(415, f"only PNG and JPEG images are accepted, this is {kind}")
+    try:
+        image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageDecodeError as err:
+        raise HTTPException(413 if isinstance(err, ImageTooLargeError) else 422, f"the upload: {err}") from err
+    return to_float(image.unsqueeze(0))
 
 
 def create_app(run_dir: str | Path, device: str = "cpu") -> FastAPI:

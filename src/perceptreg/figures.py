@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from perceptreg import latent, runs
 from perceptreg.checkpoint import atomic_write
-from perceptreg.data import ImageDataset, to_float
+from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.errors import PerceptregError
 from perceptreg.models import PerceptionNet, evaluating
 
@@ -62,16 +63,6 @@ def save_png(picture: Image.Image, path: str | Path) -> Path:
     return path
 
 
-def spread_over_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
-    """Indices of ``n`` items taken round-robin over the classes, each class in data order."""
-    rank = torch.zeros_like(labels)
-    for cls in labels.unique():
-        members = labels == cls
-        rank[members] = torch.arange(int(members.sum()))
-    order = torch.argsort(rank * (int(labels.max()) + 1) + labels, stable=True)
-    return order[:n]
-
-
 @torch.no_grad()
 def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs_per_row: int = 5,
                     device: torch.device | str = "cpu") -> Image.Image:
@@ -80,7 +71,7 @@ def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs
     x is captioned with its true class, P(x) with H's prediction and confidence.
     """
     if n < 1:
-        raise PerceptregError(f"--n must be >= 1, got {n}")
+        raise PerceptregError(f"`n` must be >= 1, got {n}")
     index = spread_over_classes(data.labels, min(n, len(data)))
     images = to_float(data.images[index]).to(device)
     with evaluating(model):
@@ -219,3 +210,18 @@ def noise_grid(model: PerceptionNet, noise: torch.Tensor, adversarial: torch.Ten
         captions += ["noise"] * len(noise[part])
         captions += [f"H:{classes[p]} {c:.0%}" for p, c in zip(predicted[part].tolist(), confidence[part].tolist())] * 2
     return image_grid(torch.cat(pictures), columns, captions)
+
+
+def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out: Path,
+                       rows: int = 20) -> list[Path]:
+    """The grids of an ``latent.EditStudy`` (first ``rows`` images; the measures use all) and
+    its change maps, with the target's region outlined; written into ``out``."""
+    written = []
+    for kind, edited in study.edited.items():
+        grid = interpolation_grid(edited[:rows], study.readings[kind]["H(image)"][:rows],
+                                  study.confidence[kind][:rows], classes, study.alphas)
+        written.append(save_png(grid, out / runs.INTERPOLATION_GRID.format(kind=kind)))
+    maps = {f"{kind}: |change| a={study.alphas[0]:g} to {study.alphas[-1]:g}":
+            latent.locality(edited, region.to(edited.device))["change_map"] for kind, edited in study.edited.items()}
+    written.append(heatmaps(maps, out / runs.INTERPOLATION_CHANGE, outline=region))
+    return written

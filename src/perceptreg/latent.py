@@ -12,15 +12,18 @@ image toward the target: D(F(x) + a * dz). (The paper's text writes C where it m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from perceptreg import checkpoint
-from perceptreg.attacks import PGD
+from perceptreg import checkpoint, runs
+from perceptreg import data as datasets
+from perceptreg.attacks import PGD, AttackSettings, check_target
 from perceptreg.errors import PerceptregError
+from perceptreg.judges import KNNJudge
 from perceptreg.models import PerceptionNet, evaluating
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
@@ -50,7 +53,7 @@ def latent_directions(model: PerceptionNet, images: torch.Tensor, adversarial: t
 
 def toward(model: PerceptionNet, images: torch.Tensor, target: int, attack: PGD) -> tuple[torch.Tensor, torch.Tensor]:
     """Attack ``images`` toward ``target``; returns (x_adv, dz per image)."""
-    _check_target(model, target)
+    check_target(target, model.num_classes)
     targets = torch.full((len(images),), target, dtype=torch.long, device=images.device)
     adversarial = attack(images, targets, targets)
     return adversarial, latent_directions(model, images, adversarial)
@@ -63,11 +66,6 @@ def mean_direction(model: PerceptionNet, images: torch.Tensor, target: int, atta
         raise PerceptregError("mean_direction needs at least one image (the image set is empty)")
     _, directions = toward(model, images, target, attack)
     return Direction(directions.mean(0), target, source, len(images), dict(meta or {}))
-
-
-def _check_target(model: PerceptionNet, target: int) -> None:
-    if not 0 <= target < model.num_classes:
-        raise PerceptregError(f"target class {target} is outside the model's classes 0..{model.num_classes - 1}")
 
 
 @torch.no_grad()
@@ -170,22 +168,31 @@ def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     return Direction(vector, meta["target"], meta["source"], meta["count"], extra)
 
 
+MAX_ALPHAS = 201  # an edit decodes every alpha for every image: keep the grid finite
+
+
 def parse_alphas(text: str) -> tuple[float, ...]:
-    """"0:2:0.25" (start:stop:step, stop included) or "0,0.5,1" -> alphas."""
+    """"0:2:0.25" (start:stop:step, stop included) or "0,0.5,1" -> alphas (finite, at most MAX_ALPHAS)."""
+    hint = "give start:stop:step (e.g. 0:2:0.25) or numbers separated by commas (e.g. 0,0.5,1)"
     try:
-        if ":" in text:
-            start, stop, step = (float(p) for p in text.split(":"))
-            if step <= 0 or stop < start:
-                raise ValueError
-            count = int(round((stop - start) / step)) + 1
-            return tuple(round(start + i * step, 10) for i in range(count) if start + i * step <= stop + 1e-9)
-        values = tuple(float(p) for p in text.split(","))
-        if not values:
-            raise ValueError
-        return values
+        parts = tuple(float(p) for p in text.split(":" if ":" in text else ","))
     except ValueError:
-        raise PerceptregError(f"--alphas {text!r}: give start:stop:step (e.g. 0:2:0.25) or "
-                              f"numbers separated by commas (e.g. 0,0.5,1)") from None
+        raise PerceptregError(f"`alphas` {text!r}: {hint}") from None
+    if not all(math.isfinite(p) for p in parts):
+        raise PerceptregError(f"`alphas` {text!r}: every value must be a finite number")
+    if ":" not in text:
+        values = parts
+    else:
+        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            raise PerceptregError(f"`alphas` {text!r}: {hint}, with step > 0 and stop >= start")
+        start, stop, step = parts
+        intervals = (stop - start) / step
+        if not intervals < MAX_ALPHAS:  # also catches an infinite ratio of finite numbers
+            raise PerceptregError(f"`alphas` {text!r}: more than {MAX_ALPHAS} values; take a larger step")
+        values = tuple(round(start + i * step, 10) for i in range(math.floor(intervals + 1e-9) + 1))
+    if len(values) > MAX_ALPHAS:
+        raise PerceptregError(f"`alphas` {text!r}: {len(values)} values; at most {MAX_ALPHAS} are decoded")
+    return values
 
 
 # --- one study: per-image and mean directions on the same images -----------------------------
@@ -216,7 +223,7 @@ def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack:
     """
     if len(images) == 0:
         raise PerceptregError("no images to edit (the image set is empty)")
-    _check_target(model, target)
+    check_target(target, model.num_classes)
     alphas = tuple(float(a) for a in alphas)
     if direction is None:
         direction = mean_direction(model, images if fit_images is None else fit_images, target, attack, source)
@@ -233,3 +240,52 @@ def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack:
         summary["directions"][kind] = entry
     summary["directions"]["mean"]["fitted_on"] = {"images": direction.count, "source": direction.source}
     return EditStudy(alphas, target, direction, edited, readings, confidence, summary)
+
+
+# --- a study of a run folder (what `perceptreg interpolate` does) ------------------------------
+
+@dataclass(frozen=True)
+class EditSettings:
+    """What to edit toward which class: the choices of an edit study of a run."""
+
+    target: int
+    source: int | None = None  # edit (and fit the mean direction on) this class only; None: every other
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    images: int = 8  # test images edited
+    fit_images: int = 100  # training images the mean direction is averaged over
+    from_file: Path | None = None  # edit this image file (or folder) instead of test images
+    direction_file: Path | None = None  # apply this saved direction instead of fitting one
+
+
+def _pick(data, target: int, source: int | None, count: int) -> torch.Tensor:
+    """Up to ``count`` indices of images of ``source`` (or of any class but ``target``), spread over classes."""
+    keep = data.labels != target if source is None else data.labels == source
+    chosen = keep.nonzero().squeeze(1)
+    if len(chosen) == 0:
+        raise PerceptregError(f"no images of class {source} in {data.name}")
+    return chosen[datasets.spread_over_classes(data.labels[chosen], min(count, len(chosen)))]
+
+
+def study_run(run_dir: str | Path, settings: EditSettings, attack: AttackSettings,
+              device: str = "cpu") -> tuple[EditStudy, torch.Tensor]:
+    """The edit study of a run's model: its test images (or ``from_file``) edited toward
+    ``settings.target``, judged by a 3-NN pixel judge on its training set. The mean direction
+    is fitted on training images, so it is tested on images it has not seen. Returns the
+    study and the target's region (pixels its mean training image covers), for locality."""
+    model = runs.load_model(run_dir, device=device)
+    train_data, test_data = runs.load_data(run_dir)
+    check_target(settings.target, model.num_classes)
+    if settings.from_file:
+        images = datasets.load_image_files(settings.from_file, model.input_shape)
+    else:
+        images = test_data.images[_pick(test_data, settings.target, settings.source, settings.images)]
+    fit = train_data.images[_pick(train_data, settings.target, settings.source, settings.fit_images)]
+    direction = load_direction(settings.direction_file, model) if settings.direction_file else None
+    if direction is not None and direction.target != settings.target:
+        raise PerceptregError(f"{settings.direction_file}: a direction toward class {direction.target}, "
+                              f"not toward the `target` {settings.target}")
+    region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
+    study = study_edits(model, datasets.to_float(images).to(device), settings.target, attack.build(model),
+                        settings.alphas, [KNNJudge(train_data, device=device)], region.to(device),
+                        direction, datasets.to_float(fit).to(device), settings.source)
+    return study, region

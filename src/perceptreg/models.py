@@ -3,7 +3,7 @@
 ``PerceptionNet`` wraps any three ``nn.Module``s: an encoder F (images -> latent z), a
 classifier head C (z -> logits) and a decoder D (z -> images). The factories ``mnist``,
 ``svhn`` and ``celeba`` build the networks of the paper's appendix B, with the errata of
-PAPER-NOTES fixed (no ReLU before the final sigmoid; the SVHN decoder takes 64 channels).
+the paper's errata fixed (no ReLU before the final sigmoid; the SVHN decoder takes 64 channels).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class PerceptionNet(nn.Module):
         Why: with PyTorch's default init the summed squared error drives every output of a
         sigmoid decoder to 0 within a few dozen steps (the background is most of each
         image); the sigmoid saturates and the decoder stays all black for good
-        (PAPER-NOTES, "training pitfall"). Starting the output at the mean intensity avoids
+        (README, "The collapse pitfall"). Starting the output at the mean intensity avoids
         it. Returns whether a bias was set (no-op for decoders without a final sigmoid).
         """
         modules = list(self.decoder.modules())

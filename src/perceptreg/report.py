@@ -11,9 +11,9 @@ import html
 import json
 from pathlib import Path
 
-from perceptreg import checkpoint, figures, metrics
+from perceptreg import checkpoint, figures, runs
+from perceptreg.attack_evaluation import attack_table
 from perceptreg.errors import PerceptregError
-from perceptreg.train import read_metrics
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
@@ -53,9 +53,9 @@ def _section(title: str, anchor: str, body: str) -> str:
 
 
 def _config(run: Path) -> str:
-    config = checkpoint.read_json(run / "config.json")
+    config = checkpoint.read_json(run / runs.CONFIG)
     rows = [[k, json.dumps(v) if isinstance(v, (list, dict)) else v] for k, v in config.items()]
-    meta_path = run / "model.json"
+    meta_path = run / runs.MODEL_META
     if meta_path.exists():
         meta = checkpoint.read_json(meta_path)
         rows += [["architecture", meta.get("arch")], ["latent shape", meta.get("latent_shape")],
@@ -65,16 +65,16 @@ def _config(run: Path) -> str:
 
 
 def _training(run: Path) -> str:
-    if not (run / "metrics.jsonl").exists():
+    if not (run / runs.METRICS).exists():
         return _missing("training metrics", f"perceptreg train --out {run}")
-    rows = read_metrics(run)
+    rows = runs.read_metrics(run)
     epochs = [r["epoch"] for r in rows]
     curves = figures.line_plot(epochs, {
         "training loss parts": {"train CE": [r["train_ce"] for r in rows],
                                 "train reconstruction": [r["train_recon"] for r in rows]},
         "test accuracy": {"test accuracy": [r["test_accuracy"] for r in rows]},
         "test reconstruction": {"MSE per pixel": [r["test_recon_mse"] for r in rows]},
-    }, run / "training_curves.png", xlabel="epoch", ylabel="")
+    }, run / runs.TRAINING_CURVES, xlabel="epoch", ylabel="")
     last = rows[-1]
     collapsed = ('<p><strong>Warning: the decoder collapsed</strong>: its reconstructions are nearly '
                  'the same for every image; perceptions show nothing about the inputs.</p>'
@@ -86,31 +86,31 @@ def _training(run: Path) -> str:
 
 
 def _perception(run: Path) -> str:
-    if not (run / "perception.png").exists():
+    if not (run / runs.PERCEPTION).exists():
         return _missing("perception grid", f"perceptreg perceive {run}")
-    return "<p>Each test image x beside the model's perception P(x) = D(F(x)).</p>" + _image(run / "perception.png", "perception grid")
+    return "<p>Each test image x beside the model's perception P(x) = D(F(x)).</p>" + _image(run / runs.PERCEPTION, "perception grid")
 
 
 def _attacks(run: Path) -> str:
     parts = []
-    if (run / "attack_metrics.json").exists():
-        written = checkpoint.read_json(run / "attack_metrics.json")
+    if (run / runs.ATTACK_METRICS).exists():
+        written = checkpoint.read_json(run / runs.ATTACK_METRICS)
         settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items())
-        parts.append(f"<p>{html.escape(settings)}</p><pre>{html.escape(metrics.attack_table(written['runs']))}</pre>")
+        parts.append(f"<p>{html.escape(settings)}</p><pre>{html.escape(attack_table(written['runs']))}</pre>")
     else:
         parts.append(_missing("attack measurements", f"perceptreg evaluate-attack {run}"))
-    for name, what, command in (("attack.png", "attack figure", "attack"),
-                                ("attack_roc.png", "detector ROC curve", "evaluate-attack"),
-                                ("attack_from_noise.png", "from-noise figure", "attack --from-noise")):
+    for name, what, command in ((runs.ATTACK, "attack figure", "attack"),
+                                (runs.ATTACK_ROC, "detector ROC curve", "evaluate-attack"),
+                                (runs.ATTACK_FROM_NOISE, "from-noise figure", "attack --from-noise")):
         parts.append(_image(run / name, what) if (run / name).exists()
                      else _missing(what, f"perceptreg {command.split()[0]} {run}{command[len(command.split()[0]):]}"))
     return "".join(parts)
 
 
 def _edits(run: Path) -> str:
-    if not (run / "interpolation_metrics.json").exists():
+    if not (run / runs.INTERPOLATION_METRICS).exists():
         return _missing("latent edits", f"perceptreg interpolate {run} --target 8")
-    written = checkpoint.read_json(run / "interpolation_metrics.json")
+    written = checkpoint.read_json(run / runs.INTERPOLATION_METRICS)
     rows = []
     for name, summary in written["runs"].items():
         for kind, entry in summary["directions"].items():
@@ -120,15 +120,16 @@ def _edits(run: Path) -> str:
     target = next(iter(written["runs"].values()))["target"]
     table = _table(["run", "direction", "reader", f"a={alphas[0]:g}", f"a={alphas[len(alphas) // 2]:g}",
                     f"a={alphas[-1]:g}"], rows)
-    images = "".join(_image(run / f, f) for f in ("interpolation_flip.png", "interpolation_change.png",
-                                                   "interpolation_per-image.png", "interpolation_mean.png")
+    images = "".join(_image(run / f, f) for f in (runs.INTERPOLATION_FLIP, runs.INTERPOLATION_CHANGE,
+                                                   runs.INTERPOLATION_GRID.format(kind="per-image"),
+                                                   runs.INTERPOLATION_GRID.format(kind="mean"))
                      if (run / f).exists())
     return f"<p>Fraction of images read as class {target} along the edit.</p>" + table + images
 
 
 def _sweep_folder(run: Path) -> Path | None:
     """The sweep this folder is, or is a model of."""
-    return next((f for f in (run, run.parent) if (f / "sweep.json").exists()), None)
+    return next((f for f in (run, run.parent) if (f / runs.SWEEP_JSON).exists()), None)
 
 
 def _sweep(run: Path) -> str:
@@ -136,7 +137,7 @@ def _sweep(run: Path) -> str:
     if folder is None:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
-    sweep = checkpoint.read_json(folder / "sweep.json")
+    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
     rows = sweep["rows"]
     columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
     table = _table(["lambda", "seeds"] + [c.replace("_", " ") for c in columns],
@@ -146,14 +147,14 @@ def _sweep(run: Path) -> str:
         table += "<p>Linear probes on the raw pixels (reference): " + html.escape(
             ", ".join(f"{k} {v:.3f}" for k, v in pixel_probes.items())) + "</p>"
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
-    images = "".join(_image(folder / f, f) for f in ("sweep_perception.png", "sweep_attention.png", "sweep_probes.png")
+    images = "".join(_image(folder / f, f) for f in (runs.SWEEP_PERCEPTION, runs.SWEEP_ATTENTION, runs.SWEEP_PROBES)
                      if (folder / f).exists())
     return note + "<p>Mean ± 95 % interval over seeds.</p>" + table + images
 
 
 def _sweep_config(run: Path) -> str:
-    config = checkpoint.read_json(run / "sweep_config.json")
-    models = sorted(p.name for p in run.iterdir() if (p / "config.json").exists())
+    config = checkpoint.read_json(run / runs.SWEEP_CONFIG)
+    models = sorted(p.name for p in run.iterdir() if (p / runs.CONFIG).exists())
     return (_table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
                                          for k, v in config.items()])
             + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
@@ -168,9 +169,9 @@ SWEEP_SECTIONS = (("Sweep configuration", "config", _sweep_config), ("Lambda swe
 def build_report(run_dir: str | Path) -> str:
     """The report of a run folder, or of a sweep folder, as one HTML string."""
     run = Path(run_dir)
-    if (run / "config.json").exists():
+    if (run / runs.CONFIG).exists():
         sections = SECTIONS
-    elif (run / "sweep.json").exists():
+    elif (run / runs.SWEEP_JSON).exists():
         sections = SWEEP_SECTIONS
     else:
         raise PerceptregError(f"{run}: no config.json; is this a run folder written by `perceptreg train` "
@@ -183,7 +184,7 @@ def build_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report (default ``RUN/report.html``) atomically; returns its path."""
-    out = Path(out) if out else Path(run_dir) / "report.html"
+    out = Path(out) if out else Path(run_dir) / runs.REPORT
     text = build_report(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, data as datasets, figures, metrics, models
+from perceptreg import checkpoint, figures, metrics, models, runs
+from perceptreg import data as datasets
+from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
-from perceptreg.train import TrainConfig, load_model, read_metrics, train
+from perceptreg.train import train
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,10 @@ class SweepConfig:
 
     def __post_init__(self):
         if not self.lams:
-            raise PerceptregError("the sweep needs at least one lambda (--lams)")
-        if any(not lam >= 0 for lam in self.lams):
-            raise PerceptregError(f"every lambda must be a number >= 0, got {list(self.lams)}")
+            raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
-            raise PerceptregError("the sweep needs at least one seed (--seeds)")
+            raise PerceptregError("the sweep needs at least one seed in `seeds`")
+        self.variants()  # TrainConfig checks every setting, each lambda included, before any work
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
         """(name, training config) of every model, seed by seed."""
@@ -56,14 +57,12 @@ class SweepConfig:
         return runs
 
 
-def parse_lams(text: str) -> tuple[float, ...]:
+def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
+    """"1e-4,1e-2" -> (0.0001, 0.01): a comma-separated list of ``kind`` (checked later by the configs)."""
     try:
-        values = tuple(float(v) for v in text.split(","))
+        return tuple(kind(v) for v in text.split(","))
     except ValueError:
-        raise PerceptregError(f"--lams {text!r}: give numbers separated by commas, e.g. 1e-4,1e-2,1,1e2") from None
-    if any(v != v or v < 0 for v in values):  # NaN or negative
-        raise PerceptregError(f"--lams {text!r}: every lambda must be a number >= 0")
-    return values
+        raise PerceptregError(f"`{name}` {text!r}: give {kind.__name__}s separated by commas, e.g. {example}") from None
 
 
 def _variant(config: TrainConfig) -> str:
@@ -71,13 +70,12 @@ def _variant(config: TrainConfig) -> str:
 
 
 def _train_or_resume(config: TrainConfig, run_dir: Path, train_data, test_data, progress: bool):
-    """The trained model of ``run_dir``: loaded if complete, resumed if started, else trained."""
-    if (run_dir / "metrics.jsonl").exists():
-        done = read_metrics(run_dir)
-        if done and done[-1]["epoch"] >= config.total_epochs and (run_dir / "model.safetensors").exists():
-            return load_model(run_dir, device=config.device)
-    resume = (run_dir / "state.json").exists()
-    return train(config, run_dir, train_data=train_data, test_data=test_data, resume=resume,
+    """The trained model of ``run_dir``: loaded if complete, resumed if started, else trained.
+    Completeness is the checkpoint's epoch, not the metrics (written before the checkpoint)."""
+    done = runs.completed_epochs(run_dir)
+    if done >= config.total_epochs:
+        return runs.load_model(run_dir, device=config.device)
+    return train(config, run_dir, train_data=train_data, test_data=test_data, resume=done > 0,
                  progress=progress).model
 
 
@@ -99,20 +97,24 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     variants = config.variants()  # checks the dataset name before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / "sweep_config.json", dataclasses.asdict(config))
-    shape = models.INPUT_SHAPES[datasets.default_arch(config.dataset)]
-    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
-    if config.train_size and config.train_size < len(train_data):
-        train_data = train_data.subset(datasets.stratified_split(train_data.labels, config.train_size, 0)[1])
+    checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
+    full_train, test_data = datasets.load_dataset(config.dataset, config.data_root,
+                                                  datasets.image_shape_for(config.dataset))
+
+    def train_part(seed: int):  # each model trains (and is probed) on its own seed's subset, as `train` does
+        return datasets.training_subset(full_train, config.train_size, seed)
+
     # The same probes on raw pixels: how much of each attribute a linear read-out can get
     # from the image itself, the reference the probes on z are read against.
-    train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
-    pixel_probes = {name: metrics.linear_probe(train_pixels, train_data.attributes[name].long(),
+    reference = train_part(config.seeds[0])
+    train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (reference, test_data))
+    pixel_probes = {name: metrics.linear_probe(train_pixels, reference.attributes[name].long(),
                                                test_pixels, test_data.attributes[name].long())
-                    for name in list(train_data.attributes)[:config.max_probe_attributes]}
+                    for name in list(reference.attributes)[:config.max_probe_attributes]}
     measured: dict[str, list[dict]] = {}
     first_models = {}
     for name, train_config in tqdm(variants, desc="sweep", disable=not progress, unit="model"):
+        train_data = train_part(train_config.seed)
         model = _train_or_resume(train_config, out / name, train_data, test_data, progress=False)
         result = _measure(model, train_data, test_data, config.device, config.max_probe_attributes)
         measured.setdefault(_variant(train_config), []).append(result)
@@ -121,8 +123,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
             tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
                        f"{result['test_recon_mse']:.4f}, centre/edge {result['centre_to_edge']:.2f}")
     summary = {**_summarise(measured, config), "pixel_probes": pixel_probes}
-    checkpoint.write_json(out / "sweep.json", summary)
-    checkpoint.atomic_write(out / "sweep.md", lambda tmp: tmp.write_text(sweep_table(summary)))
+    checkpoint.write_json(out / runs.SWEEP_JSON, summary)
+    checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
     return summary
 
@@ -160,7 +162,7 @@ def sweep_table(summary: dict) -> str:
 
 @torch.no_grad()
 def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict) -> None:
-    shown = figures.spread_over_classes(test_data.labels, 8)
+    shown = datasets.spread_over_classes(test_data.labels, 8)
     x = datasets.to_float(test_data.images[shown])
     def label(variant: str) -> str:
         return variant if variant == "post-hoc" else f"lam {variant}"
@@ -171,11 +173,11 @@ def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict)
             columns.append(model.perceive(x.to(next(model.parameters()).device)).float().cpu())
     names = ["x"] + [label(v) for v in trained]
     grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
-    figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / "sweep_perception.png")
+    figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / runs.SWEEP_PERCEPTION)
     figures.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
-                      for v in trained}, out / "sweep_attention.png")
+                      for v in trained}, out / runs.SWEEP_ATTENTION)
     probes = [k for k in summary["rows"][0] if k.startswith("probe: ") and not k.endswith("_ci95")]
     figures.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
         p.removeprefix("probe: "): [r[p] for r in summary["rows"]] for p in probes}},
-        out / "sweep_probes.png", xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
+        out / runs.SWEEP_PROBES, xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
         xticklabels=[r["variant"] for r in summary["rows"]])

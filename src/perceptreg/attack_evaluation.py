@@ -1,0 +1,231 @@
+"""An attack, measured: what it did to H and to the perception, and how well the
+reconstruction error ||x - P(x)||^2 detects it (ROC of a detector score).
+
+    evaluation = evaluate_attack(model, PGD(model, eps=0.2), test_data, [KNNJudge(train_data)])
+    evaluation.summary["detector"]["roc_auc"]
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from perceptreg import runs
+from perceptreg.attacks import AttackSettings, check_target
+from perceptreg.data import ImageDataset, spread_over_classes, to_float
+from perceptreg.errors import PerceptregError
+from perceptreg.judges import KNNJudge, ModelJudge, judge_agreement
+from perceptreg.models import PerceptionNet, evaluating
+
+# --- ROC of a detector score ----------------------------------------------------------------
+
+def roc_auc(negative: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of "higher score = positive": the probability that a random
+    positive outscores a random negative, ties counting half (the Mann-Whitney U statistic)."""
+    if len(negative) == 0 or len(positive) == 0:
+        return float("nan")
+    scores = torch.cat([negative, positive]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    # average the ranks of tied scores
+    unique, inverse = scores.unique(return_inverse=True)
+    mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
+    mean_rank /= torch.bincount(inverse, minlength=len(unique)).double()
+    positive_ranks = mean_rank[inverse[len(negative):]].sum()
+    n_pos, n_neg = len(positive), len(negative)
+    return float((positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(negative: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(false positive rate, true positive rate) at every threshold, from (0, 0) to (1, 1)."""
+    scores = torch.cat([negative, positive]).double()
+    is_positive = torch.cat([torch.zeros(len(negative)), torch.ones(len(positive))]).double()
+    order = scores.argsort(descending=True, stable=True)
+    scores, is_positive = scores[order], is_positive[order]
+    last_of_tie = torch.cat([scores[1:] != scores[:-1], torch.tensor([True])])
+    tp = is_positive.cumsum(0)[last_of_tie]
+    fp = (1 - is_positive).cumsum(0)[last_of_tie]
+    zero = torch.zeros(1, dtype=torch.float64)
+    return (torch.cat([zero, fp / max(len(negative), 1)]),
+            torch.cat([zero, tp / max(len(positive), 1)]))
+
+
+# --- an attack, measured -------------------------------------------------------------------
+
+@dataclass
+class AttackEvaluation:
+    """Everything an attack did to a set of images, and the numbers that summarise it.
+
+    Tensors are per image, in the order of the data: images x, adversarial images, their
+    perceptions P(x) and P(x_adv), H's predictions and confidences before and after,
+    whether the attack succeeded, and each judge's readings of x_adv and P(x_adv).
+    """
+
+    images: torch.Tensor
+    adversarial: torch.Tensor
+    perceptions: torch.Tensor
+    adversarial_perceptions: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor | None
+    clean_predictions: torch.Tensor
+    clean_confidence: torch.Tensor
+    adversarial_predictions: torch.Tensor
+    adversarial_confidence: torch.Tensor
+    success: torch.Tensor
+    judge_readings: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    def detector_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """||x - P(x)||^2 of the clean images, and of the successful adversarial images."""
+        return (reconstruction_scores(self.images, self.perceptions),
+                reconstruction_scores(self.adversarial, self.adversarial_perceptions)[self.success])
+
+    def failures(self, judge: str | None = None) -> torch.Tensor:
+        """Indices of the attacks that fooled H while ``judge`` (default: the first) still
+        reads P(x_adv) as the true class: where the perception did not follow the attack."""
+        if not self.judge_readings:
+            raise PerceptregError("failures need a judge's readings: pass judges to evaluate_attack")
+        readings = self.judge_readings[judge or next(iter(self.judge_readings))]
+        return (self.success & (readings["P(x_adv)"] == self.labels)).nonzero().squeeze(1)
+
+
+def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> torch.Tensor:
+    """||x - P(x)||^2 per image: the detector's "this input is adversarial" score."""
+    return (images - perceptions).square().flatten(1).sum(1)
+
+
+@torch.no_grad()
+def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
+    logits, recon = [], []
+    for chunk in images.split(batch_size):
+        out = model(chunk)
+        logits.append(out.logits.float())
+        recon.append(out.recon.float())
+    confidence, prediction = torch.cat(logits).softmax(1).max(1)
+    return prediction, confidence, torch.cat(recon)
+
+
+def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Sequence = (),
+                    targets: torch.Tensor | None = None, batch_size: int = 500,
+                    device: torch.device | str = "cpu") -> AttackEvaluation:
+    """Attack every image of ``data`` and measure what it did to H and to the perception.
+
+    - success: of the images H classifies right, the share the attack turns to another
+      label (to the target, for a targeted attack);
+    - each judge's reading of x_adv and of P(x_adv) for the successful attacks: does the
+      perception show the adversarial class, the true class, or something else? Reading
+      x_adv too shows how far the attack itself transfers to the judge;
+    - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
+      images from successful adversarial ones.
+    """
+    with evaluating(model):
+        images = to_float(data.images).to(device)
+        labels = data.labels.to(device)
+        adversarial = torch.cat([
+            attack(x, y, None if targets is None else t)
+            for x, y, t in zip(images.split(batch_size), labels.split(batch_size),
+                               (targets if targets is not None else labels).to(device).split(batch_size))])
+        clean_pred, clean_conf, perceptions = _predict(model, images, batch_size)
+        adv_pred, adv_conf, adv_perceptions = _predict(model, adversarial, batch_size)
+    correct = clean_pred == labels
+    if targets is None:
+        success = correct & (adv_pred != labels)
+        eligible = correct
+    else:
+        targets = targets.to(device)
+        eligible = correct & (targets != labels)
+        success = eligible & (adv_pred == targets)
+    result = AttackEvaluation(images, adversarial, perceptions, adv_perceptions, labels, targets,
+                              clean_pred, clean_conf, adv_pred, adv_conf, success)
+    scores_clean, scores_adv = result.detector_scores()
+    n_success = int(success.sum())
+    result.summary = {
+        "images": len(images),
+        "clean_accuracy": correct.float().mean().item(),
+        "robust_accuracy": (adv_pred == labels).float().mean().item(),
+        "attack_success_rate": n_success / max(int(eligible.sum()), 1),
+        "successful_attacks": n_success,
+        "judges": {},
+        "detector": {"score": "||x - P(x)||^2", "roc_auc": roc_auc(scores_clean.cpu(), scores_adv.cpu()),
+                     "clean_images": len(scores_clean), "adversarial_images": n_success,
+                     "mean_score_clean": scores_clean.mean().item(),
+                     "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan")},
+    }
+    for judge in judges:
+        readings = {"x": judge(images), "P(x)": judge(perceptions),
+                    "x_adv": judge(adversarial), "P(x_adv)": judge(adv_perceptions)}
+        result.judge_readings[judge.name] = readings
+        result.summary["judges"][judge.name] = {
+            "accuracy_on_x": (readings["x"] == labels).float().mean().item(),
+            "accuracy_on_P(x)": (readings["P(x)"] == labels).float().mean().item(),
+            "on_x_adv": judge_agreement(readings["x_adv"][success], adv_pred[success], labels[success]),
+            "on_P(x_adv)": judge_agreement(readings["P(x_adv)"][success], adv_pred[success], labels[success]),
+        }
+    return result
+
+
+def attack_table(summaries: dict[str, dict]) -> str:
+    """The summaries of evaluate_attack as a plain-text table, one column per run."""
+    names = list(summaries)
+    rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
+            ("robust accuracy", lambda s: s["robust_accuracy"]),
+            ("attack success rate", lambda s: s["attack_success_rate"]),
+            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["roc_auc"])]
+    for judge in summaries[names[0]]["judges"]:
+        for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
+            rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
+        for what in ("x_adv", "P(x_adv)"):
+            for label in ("adversarial_label", "true_label"):
+                rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
+                             lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
+    width = max(len(r[0]) for r in rows) + 2
+    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
+                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
+                        for label, value in rows]
+    return "\n".join(lines)
+
+
+
+
+# --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
+
+def evaluate_run(run_dir: str | Path, settings: AttackSettings, *, target: int | None = None,
+                 images: int | None = None, judge_runs: Sequence[str | Path] = (),
+                 device: str = "cpu") -> AttackEvaluation:
+    """``evaluate_attack`` on a run's test set (``images`` of it, spread over the classes),
+    judged by a 3-NN pixel judge on its training set and by the models of ``judge_runs``."""
+    run_dir = Path(run_dir)
+    model = runs.load_model(run_dir, device=device)
+    if runs.decoder_collapsed(run_dir):
+        warnings.warn(f"{run_dir} has a collapsed decoder: its perceptions P(x) show nothing about the "
+                      f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)
+    train_data, test_data = runs.load_data(run_dir)
+    if images:
+        test_data = test_data.subset(spread_over_classes(test_data.labels, min(images, len(test_data))))
+    judges = [KNNJudge(train_data, device=device)] + [run_judge(j, run_dir, device) for j in judge_runs]
+    targets = None
+    if target is not None:
+        check_target(target, model.num_classes)
+        targets = torch.full((len(test_data),), target, dtype=torch.long)
+    return evaluate_attack(model, settings.build(model), test_data, judges, targets=targets, device=device)
+
+
+def run_judge(judge_run: str | Path, attacked_run: str | Path, device: str = "cpu") -> ModelJudge:
+    """Another run's model as a judge of ``attacked_run``'s images: same image shape and classes."""
+    judge_run, attacked_run = Path(judge_run), Path(attacked_run)
+    judge, attacked = runs.model_meta(judge_run), runs.model_meta(attacked_run)
+    for key in ("input_shape", "num_classes"):
+        if judge[key] != attacked[key]:
+            raise PerceptregError(f"{judge_run} cannot judge {attacked_run}: its model has {key} "
+                                  f"{judge[key]}, the attacked one {attacked[key]}")
+    trained_on, judged_on = runs.load_config(judge_run).dataset, runs.load_config(attacked_run).dataset
+    if judged_on != trained_on:
+        warnings.warn(f"the judge {judge_run} was trained on {trained_on!r}, the images come from the "
+                      f"test set of {judged_on!r}: its training data may hold some of them", UserWarning, stacklevel=2)
+    return ModelJudge(runs.load_model(judge_run, device=device), f"model {judge_run.name}")

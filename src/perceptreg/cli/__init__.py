@@ -1,0 +1,10 @@
+"""The `perceptreg` command: a thin layer over the library.
+
+``app`` holds the group and what commands share; each ``*_commands`` module registers its
+commands on it (training, attacks and edits, viewing).
+"""
+
+from perceptreg.cli import attack_commands, train_commands, view_commands  # noqa: F401  (they register commands)
+from perceptreg.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,78 @@
+"""The `perceptreg` group and what its commands share: errors as one line, warnings as
+lines, the run argument and device option, numbered run folders."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import warnings
+from pathlib import Path
+
+import click
+
+from perceptreg.errors import PerceptregError
+
+
+def as_flags(message: str, command: click.Command | None) -> str:
+    """The library names its arguments in backquotes (`train_size`); on the command line
+    they are the command's flags (--train-size). A list option answers for its items
+    (`lam` -> --lams)."""
+    flags = {p.name: p.opts[0] for p in (command.params if command else []) if isinstance(p, click.Option)}
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        return flags.get(name) or flags.get(name + "s") or name
+    return re.sub(r"`(\w+)`", flag, message)
+
+
+class _Group(click.Group):
+    """Turns library errors about bad input into one line and exit code 1, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PerceptregError as err:
+            command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            raise click.ClickException(as_flags(str(err), command)) from err
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="perceptreg")
+def main():
+    """See what a network sees: train classifiers with a decoder on their latent and look
+    at their perception P(x) = D(F(x)).
+
+    Start with `perceptreg demo`.
+    """
+
+
+def fresh_run_dir(base: Path) -> Path:
+    """``base`` if it holds no run yet, else base-2, base-3, ... (as ultralytics' runs/ do)."""
+    candidate, k = base, 1
+    while (candidate / "config.json").exists():
+        k += 1
+        candidate = base.with_name(f"{base.name}-{k}")
+    return candidate
+
+
+@contextlib.contextmanager
+def plain_warnings():
+    """The library's warnings (a collapsed decoder, ...) as one "Warning: ..." line each,
+    not Python's file:line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                click.echo(f"Warning: {warning.message}", err=True)
+
+
+def run_argument(command):
+    return click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))(command)
+
+
+device_option = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+
+

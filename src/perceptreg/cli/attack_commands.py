@@ -1,0 +1,190 @@
+"""Commands that attack a run's model and edit along latent directions: attack,
+evaluate-attack, interpolate."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import click
+import torch
+
+from perceptreg import figures, latent, runs
+from perceptreg.attack_evaluation import attack_table, evaluate_run, roc_curve
+from perceptreg.attacks import (
+    DEFAULT_EPS,
+    DEFAULT_STEPS,
+    NORMS,
+    AttackSettings,
+    FromNoise,
+)
+from perceptreg.checkpoint import write_json
+from perceptreg.cli.app import device_option, main, plain_warnings, run_argument
+
+# --- attacks -----------------------------------------------------------------------------------
+
+def attack_options(command):
+    """The PGD settings every attack command shares; they reach it as ``settings``."""
+    options = [
+        click.option("--eps", default=DEFAULT_EPS, show_default=True, type=float,
+                     help="Radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA)."),
+        click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(min=1),
+                     help="PGD iterations (paper: 100)."),
+        click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
+        click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
+        click.option("--seed", default=0, show_default=True, help="Seed of the random start."),
+        device_option,
+    ]
+
+    @functools.wraps(command)  # keeps the options already declared on ``command``
+    def wrapped(eps, steps, norm, alpha, seed, **kwargs):
+        return command(settings=AttackSettings(eps, steps, norm, alpha, seed), **kwargs)
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+target_option = click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted).")
+
+
+@main.command()
+@run_argument
+@attack_options
+@target_option
+@click.option("--n", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Images shown (spread over the classes); with --from-noise, per class.")
+@click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Test images attacked to find failure cases among.")
+@click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}]")
+def attack(run, settings, device, target, n, pool, from_noise, out):
+    """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
+    P(x_adv), then the failure cases (attacks that fooled H while a 3-NN judge still reads
+    P(x_adv) as the true class).
+
+    Example: perceptreg attack runs/demo --eps 0.2 --steps 100
+    """
+    if from_noise:
+        if target is not None:
+            raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
+        model, test_data = runs.load_model(run, device=device), runs.load_data(run)[1]
+        classes = torch.arange(model.num_classes).repeat_interleave(n)
+        noise, adversarial = FromNoise(model, eps=settings.eps, alpha=settings.alpha, steps=settings.steps,
+                                       norm=settings.norm, seed=settings.seed
+                                       ).generate(classes.to(device), model.input_shape, device)
+        picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
+        click.echo(f"noise attacked toward each class, with the perceptions: "
+                   f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
+        return
+    with plain_warnings():
+        evaluation = evaluate_run(run, settings, target=target, images=pool, device=device)
+    classes = runs.load_data(run)[1].classes
+    failures = evaluation.failures()
+    panels = [(f"PGD {settings.norm} eps={settings.eps}, {settings.steps} steps: rows x, x_adv, P(x), P(x_adv); "
+               f"H's label and confidence", figures.attack_grid(evaluation, torch.arange(min(n, len(evaluation.labels))), classes))]
+    if len(failures):
+        panels.append((f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the true class "
+                       f"({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
+                       f"{len(evaluation.labels)} images)", figures.attack_grid(evaluation, failures[:n], classes)))
+    path = figures.save_png(figures.stack_panels(panels), out or run / runs.ATTACK)
+    click.echo(f"attack success {evaluation.summary['attack_success_rate']:.1%} on {len(evaluation.labels)} test "
+               f"images, {min(n, len(failures))} failure cases shown: {path}")
+
+
+@main.command("evaluate-attack")
+@run_argument
+@attack_options
+@target_option
+@click.option("--images", "n_images", type=click.IntRange(min=1), help="Attack only this many test images (spread over classes). [default: all]")
+@click.option("--judge", "judge_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
+def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare):
+    """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
+    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC). Writes
+    RUN/attack_metrics.json and RUN/attack_roc.png.
+
+    Example: perceptreg evaluate-attack runs/demo --compare runs/mnist5k-lam0.01-post-hoc
+    """
+    summaries = {}
+    for current in [run] + ([compare] if compare else []):
+        with plain_warnings():
+            evaluation = evaluate_run(current, settings, target=target, images=n_images,
+                                      judge_runs=judge_runs, device=device)
+        summaries[str(current)] = evaluation.summary
+        fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
+        figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
+                           f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
+    alpha = settings.alpha or 2.5 * settings.eps / settings.steps  # as PGD resolves it
+    written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": alpha, "target": target,
+               "images": n_images or "all"}
+    write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
+    click.echo(attack_table(summaries))
+    click.echo(f"written: {run / runs.ATTACK_METRICS}, ROC curve: "
+               + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
+
+
+# --- latent directions ----------------------------------------------------------------------------
+
+@main.command()
+@run_argument
+@click.option("--target", required=True, type=int, help="The class to edit toward.")
+@click.option("--source", type=int, help="Edit (and fit the mean direction on) images of this class only. [default: every other class]")
+@click.option("--alphas", default="0:2:0.25", show_default=True, help="start:stop:step, or a comma-separated list.")
+@click.option("--images", "n_images", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Test images to edit (the grids show the first 20).")
+@click.option("--from-file", type=click.Path(exists=True, path_type=Path), help="Edit this image file (or folder of images) instead.")
+@click.option("--fit-images", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Training images the mean direction is averaged over.")
+@click.option("--apply-direction", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Use this saved mean direction (.safetensors) instead of fitting one.")
+@click.option("--save-direction", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the mean direction here. [default: RUN/direction-<source>-to-<target>.safetensors]")
+@click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
+@attack_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs. [default: RUN]")
+def interpolate(run, target, source, alphas, n_images, from_file, fit_images, apply_direction,
+                save_direction, compare, settings, device, out):
+    """Edit images toward a class along latent directions found by a targeted attack:
+    D(F(x) + a * dz), dz = F(x_adv) - F(x), per image and averaged over training images.
+    Writes the grids, the flip curves (how often H, C and a 3-NN judge read the target, by
+    alpha), the change maps and interpolation_metrics.json.
+
+    Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
+    """
+    edit = latent.EditSettings(target, source, latent.parse_alphas(alphas), n_images, fit_images,
+                               from_file, apply_direction)
+    out = out or run
+    results, curves = {}, {}
+    for current in [run] + ([compare] if compare else []):
+        study, region = latent.study_run(current, edit, settings, device)
+        results[str(current)] = study.summary
+        suffix = "" if current == run else " (compare)"
+        for kind, entry in study.summary["directions"].items():
+            for reader, values in entry["flip_curve"].items():
+                curves.setdefault(f"{kind} direction", {})[f"{reader}{suffix}"] = values
+        if current == run:
+            figures.edit_study_figures(study, region, runs.load_data(run)[1].classes, out)
+            if not apply_direction:
+                meta = {"run": str(run), **dataclasses.asdict(settings)}
+                name = f"direction-{'any' if source is None else source}-to-{target}"
+                saved = latent.save_direction(dataclasses.replace(study.direction, meta=meta),
+                                              save_direction or run / name, runs.load_model(run))
+                click.echo(f"mean direction saved: {saved}")
+    figures.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
+                      ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
+    write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
+    for name, summary in results.items():
+        mean_curve = summary["directions"]["mean"]["flip_curve"]
+        judge = next(k for k in mean_curve if k not in ("H(image)", "C(latent)"))
+        click.echo(f"{Path(name).name}: mean direction, flip to {target} at a={edit.alphas[-1]:g}: "
+                   f"H {mean_curve['H(image)'][-1]:.1%}, {judge} {mean_curve[judge][-1]:.1%} "
+                   f"(at a={edit.alphas[0]:g}: {mean_curve['H(image)'][0]:.1%}, {mean_curve[judge][0]:.1%})")
+    click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "
+               f"{runs.INTERPOLATION_FLIP}, {runs.INTERPOLATION_CHANGE}, {runs.INTERPOLATION_METRICS}")
+
+

@@ -1,0 +1,196 @@
+"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import click
+
+from perceptreg import data as datasets
+from perceptreg import figures, models, report, runs
+from perceptreg import sweep as sweeps
+from perceptreg.cli.app import (
+    device_option,
+    fresh_run_dir,
+    main,
+    plain_warnings,
+    run_argument,
+)
+from perceptreg.config import MODES, TrainConfig
+from perceptreg.train import train
+
+
+def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
+    """Train, then print the numbers and draw the perception grid into the run folder."""
+    began = time.perf_counter()
+    with plain_warnings():
+        model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+        return
+    test = runs.load_data(run_dir)[1]
+    grid = figures.save_png(figures.perception_grid(model, test, n=2 * model.num_classes,
+                                                    device=config.device),
+                            run_dir / runs.PERCEPTION)
+    last = history[-1]
+    click.echo(f"test accuracy {last['test_accuracy']:.2%}, test reconstruction MSE per pixel "
+               f"{last['test_recon_mse']:.4f} ({len(history)} epochs, "
+               f"{time.perf_counter() - began:.1f}s)")
+    click.echo(f"run folder: {run_dir}\nperception grid: {grid}")
+
+
+DEFAULTS = TrainConfig()
+
+
+def setting(flag: str, help: str, **kwargs):
+    """An option for the TrainConfig field of the same name; its help shows TrainConfig's
+    default. Options left out stay None, so a resumed run keeps its own settings."""
+    field = flag.removeprefix("--").replace("-", "_")
+    default = getattr(DEFAULTS, field)
+    shown = "" if default is None else f" [default: {default}]"
+    return click.option(flag, field, help=help + shown, **kwargs)
+
+
+@main.command("train")
+@setting("--dataset", f"Training data: {datasets.registry.help_text()}.")
+@click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
+              help="Paper architecture. [default: the one for the dataset's images]")
+@setting("--lam", "Weight of the reconstruction term.", type=float)
+@setting("--reduction", "Squared error summed per image (paper) or averaged per pixel.",
+         type=click.Choice(["sum", "mean"]))
+@setting("--mode", "joint: F, C, D together; post-hoc: F, C, then D on frozen F.", type=click.Choice(MODES))
+@setting("--epochs", "Epochs (of F and C, in post-hoc mode).", type=int)
+@setting("--decoder-epochs", "Post-hoc: epochs of the decoder phase (none: --epochs).", type=int)
+@setting("--batch-size", "Batch size.", type=int)
+@setting("--decoder-batch-size", "Post-hoc: batch size of the decoder phase (none: --batch-size).", type=int)
+@setting("--lr", "Adam learning rate.", type=float)
+@setting("--lr-drop-epoch", "Multiply the lr by 0.1 from this epoch on (CelebA: 20).", type=int)
+@setting("--seed", "Seed of init, shuffling and the --train-size subset (the split is fixed).", type=int)
+@setting("--train-size", "Train on a stratified subset of this many images.", type=int)
+@setting("--steps-per-epoch", "Cap each epoch at this many batches (very large datasets).", type=int)
+@setting("--device", "cpu, cuda or cuda:N (bf16 autocast).")
+@setting("--data-root", "Folder of file-based datasets (mnist is downloaded there).")
+@setting("--classifier-from", "Post-hoc: a new decoder for the frozen F and C of this run (its dataset and "
+         "architecture).", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder. [default: runs/<dataset>-lam<lam>-<mode>]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
+@click.option("--compile", "compile_step", is_flag=True, default=None,
+              help="torch.compile the training step (pays on GPUs and long runs; ~30 s to start).")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+def train_command(out, resume, quiet, compile_step, **options):
+    """Train a perceptually regularized model into a run folder.
+
+    Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
+    """
+    given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
+    if resume:
+        if out is None:
+            raise click.UsageError("--resume needs --out RUN, the run folder to continue")
+        config = TrainConfig.from_dict({**runs.load_config(out).to_dict(), **given})
+    elif out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise click.UsageError("under torchrun, give --out: every process must write to the same run folder")
+    else:
+        if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
+            source = runs.load_config(given["classifier_from"])
+            given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
+                     "mode": "post-hoc", **given}
+        given.setdefault("arch", datasets.default_arch(given.get("dataset", DEFAULTS.dataset)))
+        config = TrainConfig(**given)
+        out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
+    _train_and_report(config, out, resume, quiet)
+
+
+@main.command()
+@run_argument
+@click.option("--n", default=20, show_default=True, help="Number of test images.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help=f"PNG to write. [default: RUN/{runs.PERCEPTION}]")
+@device_option
+def perceive(run, n, out, device):
+    """Grid of test images x beside the model's perception P(x) = D(F(x)).
+
+    Example: perceptreg perceive runs/demo --n 20
+    """
+    model = runs.load_model(run, device=device)
+    test = runs.load_data(run)[1]
+    path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
+                            out or run / runs.PERCEPTION)
+    click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+              show_default=True, help="Run folder (a numbered sibling if it holds a run).")
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, help="Training epochs.")
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+def demo(out, epochs, device, quiet):
+    """Train the paper's MNIST network (z = 32, lambda = 1e-2) on the embedded 5000 digits
+    (4000 train / 1000 test), draw its perception grid and write its HTML report.
+    About 20 s on 2 CPU cores.
+
+    Example: perceptreg demo
+    """
+    config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
+    run_dir = fresh_run_dir(out)
+    _train_and_report(config, run_dir, resume=False, quiet=quiet)
+    click.echo(f"report: {report.write_report(run_dir)}")
+
+
+SWEEP = sweeps.SweepConfig()
+
+
+# --- the lambda sweep ------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--dataset", default=SWEEP.dataset, show_default=True, help="Any dataset `train` takes.")
+@click.option("--lams", default=",".join(f"{v:g}" for v in SWEEP.lams), show_default=True,
+              help="Lambdas, comma-separated.")
+@click.option("--seeds", default=",".join(map(str, SWEEP.seeds)), show_default=True,
+              help="Seeds, comma-separated (2+ give intervals).")
+@click.option("--post-hoc/--no-post-hoc", default=SWEEP.post_hoc, show_default=True, help="Add the post-hoc decoder baseline.")
+@click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
+@click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
+@click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
+@device_option
+@click.option("--data-root", help="Folder of file-based datasets.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Sweep folder. [default: runs/sweep-<dataset>]")
+def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, device, data_root, out):
+    """Train one model per lambda and seed (and the post-hoc baseline), then measure what
+    each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
+    linear probes on frozen z. Resumable model by model.
+
+    Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-2,1,1e2
+    """
+    seed_list = sweeps.parse_list(seeds, int, "seeds", "0,1")
+    if quick:
+        train_size, epochs, seed_list = 400, 1, (0,)
+    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-2,1,1e2"), seeds=seed_list, post_hoc=post_hoc,
+                                epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+    out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
+    began = time.perf_counter()
+    with plain_warnings():
+        summary = sweeps.run_sweep(config, out)
+    click.echo(sweeps.sweep_table(summary))
+    click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
+               f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Any dataset `train` takes (e.g. celeba:Eyeglasses).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option("--data-root", help="Folder of file-based datasets.")
+def prepare(dataset, out, data_root):
+    """Write a dataset once as memory-mapped .npy files, so training reads it from disk
+    batch by batch with a small resident set: then train with --dataset memmap:OUT.
+
+    Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
+    """
+    train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
+    path = datasets.write_memmap(out, train_data, test_data)
+    size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
+    click.echo(f"{len(train_data)} + {len(test_data)} images, {size:.1f} MiB: {path}; "
+               f"train with --dataset memmap:{path}")

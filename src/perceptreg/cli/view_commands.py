@@ -1,0 +1,52 @@
+"""Commands that show a run: report (HTML) and explore (the web app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from perceptreg import report
+from perceptreg.cli.app import device_option, main, run_argument
+
+# --- report and explorer ----------------------------------------------------------------------
+
+@main.command("report")
+@run_argument
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file. [default: RUN/report.html]")
+def report_command(run, out):
+    """One self-contained HTML page of the run: config, training curves, perception,
+    attacks, latent edits, sweep; what the run lacks is named with the command to make it.
+
+    Example: perceptreg report runs/demo
+    """
+    click.echo(f"report: {report.write_report(run, out)}")
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@main.command()
+@run_argument
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes the model to the network.")
+@device_option
+def explore(run, port, host, device):
+    """Serve a web page to explore the run's model: gallery of perceptions, live attacks,
+    a slider along a latent direction, and your own drawings or uploads.
+
+    Example: perceptreg explore runs/demo --port 8765
+    """
+    import uvicorn
+
+    from perceptreg.explorer import create_app
+
+    if host not in LOOPBACK:
+        click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
+                   f"authentication", err=True)
+    app = create_app(run, device=device)
+    click.echo(f"explorer of {run} on http://{host}:{port} (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+

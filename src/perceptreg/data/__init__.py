@@ -1,0 +1,64 @@
+"""Datasets as uint8 tensors, converted to float one batch at a time.
+
+One module per dataset family, and ``registry`` to find them by name:
+
+- ``dataset``: ``ImageDataset``, ``batches``, splits and subsets (what every dataset is).
+- ``mnist`` (the embedded MNIST-5k, IDX files), ``svhn``, ``strips`` (MNIST-strips),
+  ``celeba``, ``images`` (image files and folders; the one image decoder), ``memmap``.
+- ``download``: resumable, checksummed downloads.
+- ``registry``: ``load_dataset("mnist-strips")``, ``default_arch``, ``DATASETS``.
+"""
+
+from perceptreg.data.celeba import dcgan_crop, load_celeba, read_celeba_attributes
+from perceptreg.data.dataset import (
+                                     DIGITS,
+                                     RELEASE_EVERY,
+                                     ImageDataset,
+                                     batches,
+                                     global_batch_sizes,
+                                     spread_over_classes,
+                                     stratified_split,
+                                     to_float,
+                                     training_subset,
+)
+from perceptreg.data.download import digest_of, download
+from perceptreg.data.images import (
+                                     ImageDecodeError,
+                                     ImageTooLargeError,
+                                     decode_image,
+                                     load_image_files,
+                                     load_image_folder,
+)
+from perceptreg.data.memmap import load_memmap, write_memmap
+from perceptreg.data.mnist import (
+                                     MNIST_FILES,
+                                     download_mnist,
+                                     load_idx_pair,
+                                     load_mnist,
+                                     load_mnist5k,
+                                     mnist5k_split,
+                                     read_idx,
+                                     write_idx,
+)
+from perceptreg.data.registry import (
+                                     DATASETS,
+                                     default_arch,
+                                     image_shape_for,
+                                     load_dataset,
+)
+from perceptreg.data.strips import (
+                                     PALETTE,
+                                     STRIP_SHIFT,
+                                     make_mnist_strips,
+                                     mnist_strips_split,
+)
+from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
+
+__all__ = [
+    "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
+    "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download",
+    "download_mnist", "global_batch_sizes", "image_shape_for", "load_celeba", "load_dataset",
+    "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
+    "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
+    "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_subset", "write_idx", "write_memmap",
+]

@@ -1,0 +1,154 @@
+"""Image files: the one decoder every image we read goes through, and ImageFolder trees.
+
+``decode_image`` turns PNG/JPEG/... bytes or a file into uint8 (C, H, W) of a model's input
+shape: converted to grayscale or RGB (transparency flattened onto black, the background of
+the digit datasets), resized with Pillow's antialiasing bilinear filter, and for 1x28x28
+models optionally fitted as MNIST's digits were (``fit_digit``). Training folders, ``--from-file``
+edits and the explorer's uploads all use it, so one image is perceived the same everywhere.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from perceptreg.data.dataset import ImageDataset, stratified_split
+from perceptreg.errors import PerceptregError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# Larger images are refused before their pixels are decoded (Pillow's own bomb check
+# only warns below twice its limit).
+MAX_PIXELS = 4096 * 4096
+DIGIT_SHAPE = (1, 28, 28)
+
+
+class ImageDecodeError(PerceptregError):
+    """Bytes or a file that are not a readable image, or one too large to decode."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """An image with more pixels than we decode."""
+
+
+def decode_image(source: bytes | Path, image_shape: tuple[int, int, int], fit_digit: bool = False,
+                 max_pixels: int = MAX_PIXELS) -> tuple[torch.Tensor, bool]:
+    """One image as uint8 (C, H, W) of ``image_shape``, and whether it had to be resized."""
+    name = str(source) if isinstance(source, Path) else "the image"
+    channels, height, width = image_shape
+    try:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as picture:
+            if picture.width * picture.height > max_pixels:
+                raise ImageTooLargeError(f"{name} has {picture.width}x{picture.height} pixels; at most "
+                                       f"{max_pixels} are read")
+            picture = _flatten_alpha(picture).convert("L" if channels == 1 else "RGB")
+            if fit_digit and image_shape == DIGIT_SHAPE:
+                picture = as_mnist_digit(picture)
+            resized = picture.size != (width, height)
+            if resized:
+                picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(picture, dtype=np.uint8).reshape(height, width, channels)
+    except ImageDecodeError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageDecodeError(f"{name} is not a readable image ({type(err).__name__}: {err})") from err
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous(), resized
+
+
+def _flatten_alpha(picture: Image.Image) -> Image.Image:
+    """Transparent pixels become black: a drawing with transparent paper reads as ink on black."""
+    if picture.mode in ("RGBA", "LA") or (picture.mode == "P" and "transparency" in picture.info):
+        rgba = picture.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return picture
+
+
+def as_mnist_digit(picture: Image.Image) -> Image.Image:
+    """Prepare a digit as MNIST's were: light on dark, the ink's bounding box scaled to fit
+    20x20, placed in 28x28 with its centre of mass at the centre."""
+    pixels = np.asarray(picture.convert("L"), dtype=np.float32)
+    if pixels.mean() > 127:  # dark ink on a light page: invert
+        pixels = 255 - pixels
+    ink = np.argwhere(pixels > 30)
+    if len(ink) == 0:
+        return Image.new("L", (28, 28), 0)
+    (top, left), (bottom, right) = ink.min(0), ink.max(0) + 1
+    crop = Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
+    scale = 20 / max(crop.size)
+    crop = crop.resize((max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale))),
+                       Image.Resampling.LANCZOS)
+    weights = np.asarray(crop, dtype=np.float64)
+    rows, cols = np.indices(weights.shape)
+    mass = weights.sum() or 1.0
+    centre_row, centre_col = (rows * weights).sum() / mass, (cols * weights).sum() / mass
+    canvas = Image.new("L", (28, 28), 0)
+    canvas.paste(crop, (int(round(14 - centre_col)), int(round(14 - centre_row))))
+    return canvas
+
+
+def load_image_files(path: str | Path, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image file, or every image file in a folder (sorted by name), as uint8
+    (N, C, H, W) of ``image_shape``; digits for a 1x28x28 model are fitted as MNIST's."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    if not files:
+        raise PerceptregError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return _read_images(files, image_shape, fit_digit=True)[0]
+
+
+def _read_images(files: Sequence[Path], image_shape: tuple[int, int, int],
+                 fit_digit: bool = False) -> tuple[torch.Tensor, int]:
+    """The files as uint8 (N, C, H, W) of ``image_shape``, and how many had to be resized."""
+    decoded = [decode_image(file, image_shape, fit_digit) for file in files]
+    return torch.stack([image for image, _ in decoded]), sum(resized for _, resized in decoded)
+
+
+def load_image_folder(root: str | Path, image_shape: tuple[int, int, int], seed: int = 0,
+                      test_fraction: float = 0.2) -> tuple[ImageDataset, ImageDataset]:
+    """An ImageFolder-style tree, root/<class>/<image>, for users' own data.
+
+    With root/train/ and root/test/ the split is theirs; otherwise a stratified seeded one.
+    Images are converted and resized to ``image_shape`` (with a warning when any needs it).
+    """
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train = load_image_folder_split(root / "train", image_shape)
+        test = load_image_folder_split(root / "test", image_shape, classes=train.classes)
+        return train, test
+    everything = load_image_folder_split(root, image_shape)
+    if len(everything) < 2:
+        raise PerceptregError(f"{root}: {len(everything)} image(s); a train/test split needs at least 2")
+    train_index, test_index = stratified_split(everything.labels, max(1, round(len(everything) * test_fraction)), seed)
+    warnings.warn(f"{root} has no train/ and test/ folders: split {len(train_index)} / {len(test_index)} "
+                  f"(stratified, seed {seed})", stacklevel=2)
+    return everything.subset(train_index, f"{root.name}-train"), everything.subset(test_index, f"{root.name}-test")
+
+
+def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
+                            classes: Sequence[str] | None = None) -> ImageDataset:
+    if not root.is_dir():
+        raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    classes = tuple(classes) if classes is not None else tuple(p.name for p in folders)
+    images, labels, resized = [], [], 0
+    for folder in folders:
+        if folder.name not in classes:
+            raise PerceptregError(f"{folder}: class {folder.name!r} is not among the training classes {classes}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            tensor, count = _read_images(files, image_shape)
+            images.append(tensor)
+            resized += count
+            labels += [classes.index(folder.name)] * len(files)
+    if not images:
+        raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "
+                              f"expected root/<class>/<image files>")
+    if resized:
+        warnings.warn(f"{root}: {resized} image(s) resized to {image_shape[2]}x{image_shape[1]}", stacklevel=3)
+    return ImageDataset(torch.cat(images), torch.tensor(labels), classes, root.name)

