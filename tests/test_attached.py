@@ -1,15 +1,14 @@
 import pytest
 import torch
 from torch import nn
+from user_net import SmallNet, net
 
 from perceptreg import data
 from perceptreg.attached import attach
-from perceptreg.fitting import fit_decoders
 from perceptreg.attacks import PGD
 from perceptreg.decoders import build_decoder
 from perceptreg.errors import PerceptregError
-
-from user_net import SmallNet, net
+from perceptreg.fitting import fit_decoders
 
 LAYERS = ["stem", "block1", "block2", "fc1"]
 

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from user_net import net
 
 from perceptreg import data
 from perceptreg.attached import attach
 from perceptreg.fitting import evaluate_layers, fine_tune, fit_decoders
-
-from user_net import net
 
 LAYERS = ["stem", "block1", "block2", "fc1"]
 

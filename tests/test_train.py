@@ -112,7 +112,7 @@ def test_user_defined_modules_train(tmp_path, small_mnist):
     result = run(tmp_path, small_mnist, model=net, arch="custom", epochs=4)
     assert result.history[-1]["test_accuracy"] > 0.6
     assert result.history[-1]["test_recon_mse"] < result.history[0]["test_recon_mse"]
-    with pytest.raises(PerceptregError, match="custom 'custom' model; build it and pass it"):
+    with pytest.raises(PerceptregError, match="holds a custom model built in Python; pass it"):
         load_model(result.run_dir)
     assert load_model(result.run_dir, model=net) is net
 
@@ -230,7 +230,7 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
 
 @pytest.mark.parametrize("values, message", [
     ([], "expected a JSON object of settings, found list"),
-    ({"lam": "abc"}, "a setting has the wrong type"),
+    ({"lam": "abc"}, "a setting is missing or has the wrong type"),
     ({"lr_drop_epoch": 0}, "`lr_drop_epoch` must be >= 1"),
     ({"lam": float("inf")}, "`lam` must be a finite number"),
 ])

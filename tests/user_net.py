@@ -59,3 +59,26 @@ def net() -> SmallNet:
 def build() -> SmallNet:
     """The untrained net, as a factory for `--model` (weights come from `--weights`)."""
     return SmallNet()
+
+
+def build_with_unused() -> SmallNet:
+    """The net with a module that its forward never calls."""
+    model = SmallNet()
+    model.unused = nn.Linear(3, 3)
+    return model
+
+
+def build_not_a_classifier() -> nn.Module:
+    """A forward that returns (B, 2, 5), not logits (B, classes)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Unflatten(1, (2, 5)))
+
+
+def build_perception_net():
+    """F, C and D of one's own, for `perceptreg train --model`: an MLP on 28x28 digits."""
+    from perceptreg.models import PerceptionNet
+
+    return PerceptionNet(
+        encoder=nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU()),
+        classifier=nn.Linear(64, 10),
+        decoder=nn.Sequential(nn.Linear(64, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))),
+        input_shape=(1, 28, 28))

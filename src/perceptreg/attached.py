@@ -22,7 +22,12 @@ from torch import nn
 
 from perceptreg.decoders import check_decoder, init_output_bias, seeded_decoder
 from perceptreg.errors import PerceptregError
-from perceptreg.models import evaluating, parameter_count
+from perceptreg.models import (
+    PerceptionNet,
+    PerceptionOutput,
+    evaluating,
+    parameter_count,
+)
 
 Select = Callable[[str, object], torch.Tensor]
 
@@ -91,6 +96,15 @@ class AttachedModel(nn.Module):
         _, acts = self.features(x)
         return {name: self.decoder(name)(act) for name, act in acts.items()}
 
+    def decoders_fitted(self) -> None:
+        """The decoders hold trained weights (loaded from a run): no output bias to set."""
+        self._awaiting_bias.clear()
+
+    def at(self, layer: str | None = None) -> "LayerView":
+        """This model seen through one layer (default the deepest), as a ``PerceptionNet``:
+        what figures, attacks, attack evaluation and the explorer take."""
+        return LayerView(self, self._chosen([layer] if layer else [self.layers[-1]])[0])
+
     def decoder(self, layer: str) -> nn.Module:
         return self.decoders[_key(layer)]
 
@@ -108,7 +122,7 @@ class AttachedModel(nn.Module):
         layers = [layers] if isinstance(layers, str) else layers
         unknown = [n for n in layers if n not in self.layers]
         if unknown:
-            raise PerceptregError(f"layer {unknown[0]!r} has no decoder; choose one of "
+            raise PerceptregError(f"`layer` {unknown[0]!r} has no decoder; choose one of "
                                   f"{', '.join(self.layers)} (or attach it)")
         return [n for n in self.layers if n in layers]  # shallow to deep
 
@@ -251,3 +265,42 @@ def _probe(seen: AttachedModel, names: list[str], device: torch.device) -> tuple
         raise PerceptregError(f"`layers`: {', '.join(silent)} never run in the model's forward; "
                               f"pick modules that the forward calls")
     return logits, dict(acts)
+
+
+class LayerView(PerceptionNet):
+    """An attached model through one layer: z is that layer's activation, P(x) its decoder's
+    output, H the user's model. It has no classifier head C of its own (the rest of the
+    user's network cannot run from an arbitrary layer), so latent edits are not offered."""
+
+    def __init__(self, seen: AttachedModel, layer: str):
+        nn.Module.__init__(self)  # PerceptionNet's constructor wires F, C, D: none here
+        self.seen, self.layer = seen, layer
+        self.decoder = seen.decoder(layer)
+        self.encoder, self.classifier = _Activation(seen, layer), None
+        self.input_shape, self.num_classes = seen.input_shape, seen.num_classes
+        self.latent_shape = seen.activation_shapes[layer]
+
+    def forward(self, x: torch.Tensor) -> PerceptionOutput:
+        logits, acts = self.seen.features(x, [self.layer])
+        return PerceptionOutput(logits, acts[self.layer], self.decoder(acts[self.layer]))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seen(x)
+
+    def perceive(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seen.perceive(x, self.layer)
+
+    def init_output_bias(self, pixel_mean) -> bool:
+        return False  # set when the decoders were built or first fitted
+
+
+class _Activation(nn.Module):
+    """F of a layer view: images -> the layer's activation (the user's model runs whole)."""
+
+    def __init__(self, seen: AttachedModel, layer: str):
+        super().__init__()
+        self.layer = layer
+        self._seen = [seen]  # a list: not a submodule, so the view's parameters are not counted twice
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._seen[0].features(x, [self.layer])[1][self.layer]

@@ -112,7 +112,7 @@ def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
 
 def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
-                    device: torch.device | str = "cpu") -> AttackEvaluation:
+                    device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
 
     - success: of the images H classifies right, the share the attack turns to another
@@ -122,14 +122,18 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
       x_adv too shows how far the attack itself transfers to the judge;
     - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
       images from successful adversarial ones.
+
+    ``adversarial``: the images already attacked, to measure the same attack through another
+    perception of the same H (the layers of an attached model).
     """
     with evaluating(model):
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
-        adversarial = torch.cat([
-            attack(x, y, None if targets is None else t)
-            for x, y, t in zip(images.split(batch_size), labels.split(batch_size),
-                               (targets if targets is not None else labels).to(device).split(batch_size))])
+        if adversarial is None:
+            adversarial = torch.cat([
+                attack(x, y, None if targets is None else t)
+                for x, y, t in zip(images.split(batch_size), labels.split(batch_size),
+                                   (targets if targets is not None else labels).to(device).split(batch_size))])
         clean_pred, clean_conf, perceptions = _predict(model, images, batch_size)
         adv_pred, adv_conf, adv_perceptions = _predict(model, adversarial, batch_size)
     correct = clean_pred == labels
@@ -197,11 +201,12 @@ def attack_table(summaries: dict[str, dict]) -> str:
 
 def evaluate_run(run_dir: str | Path, settings: AttackSettings, *, target: int | None = None,
                  images: int | None = None, judge_runs: Sequence[str | Path] = (),
-                 device: str = "cpu") -> AttackEvaluation:
+                 device: str = "cpu", layer: str | None = None) -> AttackEvaluation:
     """``evaluate_attack`` on a run's test set (``images`` of it, spread over the classes),
-    judged by a 3-NN pixel judge on its training set and by the models of ``judge_runs``."""
+    judged by a 3-NN pixel judge on its training set and by the models of ``judge_runs``.
+    Of a run of `attach`, the perception is that of ``layer`` (default the deepest)."""
     run_dir = Path(run_dir)
-    model = runs.load_model(run_dir, device=device)
+    model = runs.load_model(run_dir, device=device, layer=layer)
     if runs.decoder_collapsed(run_dir):
         warnings.warn(f"{run_dir} has a collapsed decoder: its perceptions P(x) show nothing about the "
                       f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)
@@ -229,3 +234,25 @@ def run_judge(judge_run: str | Path, attacked_run: str | Path, device: str = "cp
         warnings.warn(f"the judge {judge_run} was trained on {trained_on!r}, the images come from the "
                       f"test set of {judged_on!r}: its training data may hold some of them", UserWarning, stacklevel=2)
     return ModelJudge(runs.load_model(judge_run, device=device), f"model {judge_run.name}")
+
+
+def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, targets: torch.Tensor | None = None,
+                                 device: str = "cpu") -> tuple[list[dict], torch.Tensor]:
+    """One attack on an attached model's H, read through every layer's perception: per
+    layer, how often the judge reads P_layer(x_adv) of a successful attack as the
+    adversarial class or as the true class (the depth at which the attack takes over what
+    the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Returns the
+    rows, shallow to deep, and the adversarial images (the same for every layer)."""
+    rows, adversarial = [], None
+    for layer in seen.layers:
+        evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
+                                     adversarial=adversarial)
+        adversarial = evaluation.adversarial
+        s = evaluation.summary
+        reading = s["judges"][judge.name]["on_P(x_adv)"]
+        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"],
+                     "successful_attacks": s["successful_attacks"],
+                     "p_adv_read_as_adversarial": reading["adversarial_label"],
+                     "p_adv_read_as_true": reading["true_label"],
+                     "detector_roc_auc": s["detector"]["roc_auc"], "judge": judge.name})
+    return rows, adversarial

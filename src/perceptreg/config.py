@@ -21,6 +21,7 @@ MODES = ("joint", "post-hoc")
 class TrainConfig:
     dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
     arch: str = "mnist"  # one of models.ARCHITECTURES (data.default_arch(dataset) fits), or "custom"
+    model: str | None = None  # FILE.py:FUNCTION returning a PerceptionNet of your own F, C, D (arch "custom")
     lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
     reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F
@@ -57,6 +58,7 @@ class TrainConfig:
             (self.train_size is None or self.train_size >= 10, "`train_size` must be >= 10"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
+            (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
         ]
         for ok, message in checks:
             if not ok:
@@ -99,15 +101,66 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
-        if not isinstance(values, dict):
-            raise PerceptregError(f"{source}: expected a JSON object of settings, found {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(values.keys() - known)
-        if unknown:
-            raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
-        if "betas" in values and isinstance(values["betas"], list):
-            values = {**values, "betas": tuple(values["betas"])}
-        try:
-            return cls(**values)
-        except TypeError as err:  # a value of the wrong type, e.g. lam: "abc"
-            raise PerceptregError(f"{source}: a setting has the wrong type ({err})") from err
+        return from_dict(cls, values, source)
+
+
+ATTACH_MODES = ("post-hoc", "joint")
+
+
+@dataclass(frozen=True)
+class AttachConfig:
+    """The configuration of an attach run: decoders on layers of a model the user has."""
+
+    model: str  # FILE.py:FUNCTION returning the user's nn.Module (images in [0, 1] -> logits)
+    layers: tuple[str, ...]  # module names, as in model.named_modules()
+    weights: str | None = None  # its safetensors state dict (None: the function loads its own)
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel mean, std the model expects
+    dataset: str = "mnist5k"  # see data.DATASETS: the images the decoders learn to reconstruct
+    data_root: str | None = None
+    mode: str = "post-hoc"  # the model frozen; "joint": fine-tuned with CE + lam * reconstruction
+    lam: float = 1e-2  # joint only: weight of the summed reconstruction errors
+    epochs: int = 10  # decoders at 4 depths of a small CNN settle within 10 on MNIST-5k
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam, as for training
+    seed: int = 0  # decoder init (per layer) and shuffling
+    train_size: int | None = None  # a stratified subset, to scale runs down
+    device: str = "cpu"
+    weights_sha256: str | None = None  # recorded by the run: which weights it saw
+
+    def __post_init__(self):
+        checks = [
+            (bool(self.layers), "`layers` must name at least one module"),
+            (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
+            (self.lam >= 0 and math.isfinite(self.lam), "`lam` must be a finite number >= 0"),
+            (self.epochs >= 1, "`epochs` must be >= 1"),
+            (self.batch_size >= 1, "`batch_size` must be >= 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "`lr` must be a finite number > 0"),
+            (self.train_size is None or self.train_size >= 10, "`train_size` must be >= 10"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PerceptregError(message)
+        check_device_name(self.device)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "AttachConfig":
+        return from_dict(cls, values, source)
+
+
+def from_dict(cls, values, source: str):
+    """A config dataclass from its JSON form (lists back to tuples); errors name ``source``."""
+    if not isinstance(values, dict):
+        raise PerceptregError(f"{source}: expected a JSON object of settings, found {type(values).__name__}")
+    unknown = sorted(values.keys() - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
+
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+    try:
+        return cls(**{k: tuples(v) for k, v in values.items()})
+    except TypeError as err:  # a missing setting, or a value of the wrong type (lam: "abc")
+        raise PerceptregError(f"{source}: a setting is missing or has the wrong type ({err})") from err

@@ -78,10 +78,10 @@ def data_url(image: torch.Tensor) -> str:
 class Explorer:
     """The loaded run and the model work the endpoints ask for."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str = "cpu", layer: str | None = None):
         self.run = Path(run_dir)
         self.device = device
-        self.model = load_model(self.run, device=device)
+        self.model = load_model(self.run, device=device, layer=layer)
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
         # the gallery shows the classes in turn, not the data's order (often sorted by class)
@@ -139,6 +139,9 @@ class Explorer:
                 "linf_distance": (adversarial - x).abs().max().item()}
 
     def edit(self, request: EditRequest) -> dict:
+        if self.model.classifier is None:  # a layer of an attached model: no C to read a latent
+            raise HTTPException(409, "latent walks need a run of `train`; this run attaches decoders to layers "
+                                     "of a model, which have no classifier head of their own")
         x = self.image(request.index)
         self.check_target(request.target)
         latents, edited, readings, confidence = self.on_worker(self._walk, x, request)
@@ -180,9 +183,9 @@ def decode_upload(raw: bytes, image_shape: tuple[int, int, int]) -> torch.Tensor
     return to_float(image.unsqueeze(0))
 
 
-def create_app(run_dir: str | Path, device: str = "cpu") -> FastAPI:
+def create_app(run_dir: str | Path, device: str = "cpu", layer: str | None = None) -> FastAPI:
     """The explorer app for one run folder."""
-    explorer = Explorer(run_dir, device)
+    explorer = Explorer(run_dir, device, layer)
     app = FastAPI(title=f"perceptreg explorer: {explorer.run.name}")
 
     @app.exception_handler(RequestValidationError)

@@ -225,3 +225,23 @@ def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out:
             latent.locality(edited, region.to(edited.device))["change_map"] for kind, edited in study.edited.items()}
     written.append(heatmaps(maps, out / runs.INTERPOLATION_CHANGE, outline=region))
     return written
+
+
+@torch.no_grad()
+def layers_grid(seen, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
+                adversarial: torch.Tensor | None = None) -> Image.Image:
+    """One row per image: x (and x_adv), then its perception at each attached layer, shallow
+    to deep; x and x_adv captioned with H's label and confidence, P with the layer's name."""
+    with evaluating(seen):
+        shown = images if adversarial is None else adversarial
+        confidence, predicted = seen(shown).float().softmax(1).max(1)
+        perceived = seen.perceive_all(shown)  # layer -> (B, C, H, W)
+    columns = [images] + ([adversarial] if adversarial is not None else []) + [perceived[n].float() for n in seen.layers]
+    grid = torch.stack(columns, 1).flatten(0, 1)  # row by row
+    captions = []
+    for label, p, c in zip(labels.tolist(), predicted.tolist(), confidence.tolist()):
+        captions.append(f"x: {classes[label]}" if adversarial is not None else f"x H:{classes[p]} {c:.0%}")
+        if adversarial is not None:
+            captions.append(f"x_adv H:{classes[p]} {c:.0%}")
+        captions += [f"P {name}"[:14] for name in seen.layers]
+    return image_grid(grid, len(columns), captions, scale=3 if images.shape[-1] < 48 else 2)

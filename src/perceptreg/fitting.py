@@ -7,18 +7,27 @@ with the paper's objective (``fine_tune``); ``evaluate_layers`` measures each la
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from perceptreg.attached import AttachedModel
+from perceptreg import checkpoint, figures, models, runs
+from perceptreg import data as datasets
+from perceptreg.attached import AttachedModel, attach
+from perceptreg.attack_evaluation import evaluate_layers_under_attack
+from perceptreg.attacks import AttackSettings
+from perceptreg.config import AttachConfig
 from perceptreg.data import ImageDataset, batches
 from perceptreg.decoders import init_output_bias
+from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
+from perceptreg.judges import KNNJudge
 from perceptreg.loss import reconstruction_error
 from perceptreg.models import evaluating
 
@@ -153,3 +162,50 @@ def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 5
     values = torch.cat([correct.double().view(1), squared / math.prod(seen.input_shape)]) / len(data)
     accuracy, *mse = values.tolist()  # one device sync
     return {"accuracy": accuracy, "recon_mse": dict(zip(names, mse))}
+
+
+# --- an attach run: the user's model from its file, decoders fitted, measured, drawn -----------
+
+def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
+               attack_images: int = 500, progress: bool = True) -> dict:
+    """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
+    layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
+    metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png.
+    model.json comes last: a run without it never finished and may be started again."""
+    run_dir = Path(run_dir)
+    device = str(resolve_device(config.device))
+    model = models.build_from_file(config.model)
+    if config.weights:
+        models.load_weights_file(model, config.weights)
+        config = dataclasses.replace(config, weights_sha256=datasets.digest_of(Path(config.weights)))
+    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
+    train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+    seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
+                  pixel_mean=train_data.pixel_mean(), seed=config.seed)
+    runs.prepare_attached(run_dir, config)
+    settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                    device=device, progress=progress, test_data=test_data)
+    summary = {"mode": config.mode, "accuracy_before": evaluate_layers(seen, test_data, device=device)["accuracy"]}
+    if config.mode == "joint":
+        history = fine_tune(seen, train_data, lam=config.lam, **settings)["history"]
+    else:
+        history = fit_decoders(seen, train_data, **settings)
+    for row in history:
+        runs.append_metrics(run_dir, row)
+    quality = evaluate_layers(seen, test_data, device=device)
+    pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+    under_attack, adversarial = evaluate_layers_under_attack(
+        seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
+    summary.update(accuracy=quality["accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
+                                                          "images": len(pool)}, layers=[
+        {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
+         "test_recon_mse": quality["recon_mse"][d["layer"]], **measured}
+        for d, measured in zip(seen.describe(), under_attack)])
+    checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
+    shown = torch.arange(min(10, len(pool)))
+    x = datasets.to_float(pool.images[shown]).to(device)
+    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
+    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
+                     run_dir / runs.LAYERS_ATTACK_PNG)
+    runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
+    return summary

@@ -272,6 +272,9 @@ def study_run(run_dir: str | Path, settings: EditSettings, attack: AttackSetting
     ``settings.target``, judged by a 3-NN pixel judge on its training set. The mean direction
     is fitted on training images, so it is tested on images it has not seen. Returns the
     study and the target's region (pixels its mean training image covers), for locality."""
+    if runs.is_attached(run_dir):
+        raise PerceptregError(f"{run_dir} is a run of `attach`: its layers have no classifier head of their "
+                              f"own to read an edited latent, so latent edits need a run of `train`")
     model = runs.load_model(run_dir, device=device)
     train_data, test_data = runs.load_data(run_dir)
     check_target(settings.target, model.num_classes)

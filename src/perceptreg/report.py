@@ -160,17 +160,44 @@ def _sweep_config(run: Path) -> str:
             + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
 
 
+def _layers(run: Path) -> str:
+    """An attach run: each layer's decoder and measures, and what the layers perceive."""
+    if not (run / runs.LAYERS_JSON).exists():
+        return _missing("layer measures", "perceptreg attach ... --out " + str(run))
+    summary = checkpoint.read_json(run / runs.LAYERS_JSON)
+    rows = summary["layers"]
+    table = _table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
+                    "P(x_adv) read as true", "detector ROC AUC"],
+                   [[r["name"], "x".join(map(str, r["shape"])), r["decoder_parameters"], r["test_recon_mse"],
+                     r["p_adv_read_as_adversarial"], r["p_adv_read_as_true"], r["detector_roc_auc"]] for r in rows])
+    history = runs.read_metrics(run)
+    curves = figures.line_plot([r["epoch"] for r in history], {"test reconstruction per layer": {
+        name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
+        run / runs.TRAINING_CURVES, xlabel="epoch", ylabel="MSE per pixel")
+    accuracy = f"Test accuracy of the model {summary['accuracy']:.2%}"
+    if summary["mode"] == "joint":
+        accuracy += f" after fine-tuning (before: {summary['accuracy_before']:.2%})"
+    attack = ", ".join(f"{k} {v}" for k, v in summary["attack"].items())
+    images = "".join(_image(run / f, what) for f, what in (
+        (runs.LAYERS_PNG, "x, then its perception at each layer, shallow to deep"),
+        (runs.LAYERS_ATTACK_PNG, "x, x_adv, then the perception of x_adv at each layer")) if (run / f).exists())
+    return (f"<p>{html.escape(accuracy)}. Judge readings are of P_layer(x_adv) for the successful attacks "
+            f"({html.escape(attack)}).</p>" + table + images + _image(curves, "reconstruction per layer by epoch"))
+
+
 SECTIONS = (("Configuration", "config", _config), ("Training", "training", _training),
             ("Perception", "perception", _perception), ("Adversarial perception", "attacks", _attacks),
             ("Latent edits", "edits", _edits), ("Lambda sweep", "sweep", _sweep))
 SWEEP_SECTIONS = (("Sweep configuration", "config", _sweep_config), ("Lambda sweep", "sweep", _sweep))
+ATTACH_SECTIONS = (("Configuration", "config", _config), ("Layers", "layers", _layers),
+                   ("Adversarial perception (deepest layer, or evaluate-attack --layer)", "attacks", _attacks))
 
 
 def build_report(run_dir: str | Path) -> str:
     """The report of a run folder, or of a sweep folder, as one HTML string."""
     run = Path(run_dir)
     if (run / runs.CONFIG).exists():
-        sections = SECTIONS
+        sections = ATTACH_SECTIONS if runs.is_attached(run) else SECTIONS
     elif (run / runs.SWEEP_JSON).exists():
         sections = SWEEP_SECTIONS
     else:

@@ -20,7 +20,8 @@ from torch import nn
 
 from perceptreg import checkpoint, models
 from perceptreg import data as datasets
-from perceptreg.config import TrainConfig
+from perceptreg.attached import AttachedModel, attach
+from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
 
@@ -32,6 +33,7 @@ MODEL_META = "model.json"
 STATE = "state.safetensors"
 STATE_META = "state.json"
 MODEL_FORMAT = "perceptreg.model/1"
+ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
 # what the commands write into a run folder
 PERCEPTION = "perception.png"
 TRAINING_CURVES = "training_curves.png"
@@ -44,6 +46,9 @@ INTERPOLATION_METRICS = "interpolation_metrics.json"
 INTERPOLATION_FLIP = "interpolation_flip.png"
 INTERPOLATION_CHANGE = "interpolation_change.png"
 INTERPOLATION_GRID = "interpolation_{kind}.png"  # kind: per-image, mean
+LAYERS_JSON = "layers.json"  # an attach run's measures per layer
+LAYERS_PNG = "layers.png"  # x, then P at each layer
+LAYERS_ATTACK_PNG = "layers_attack.png"  # x, x_adv, then P_layer(x_adv) at each layer
 # a sweep folder
 SWEEP_CONFIG = "sweep_config.json"
 SWEEP_JSON = "sweep.json"
@@ -165,9 +170,17 @@ def completed_epochs(run_dir: Path) -> int:
 
 # --- reading a run ----------------------------------------------------------------------------
 
-def load_config(run_dir: str | Path) -> TrainConfig:
+def load_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
+    """The run's config: a TrainConfig, or an AttachConfig for a run of `attach`."""
     path = Path(run_dir) / CONFIG
-    return TrainConfig.from_dict(checkpoint.read_json(path), str(path))
+    values = checkpoint.read_json(path)
+    kind = AttachConfig if isinstance(values, dict) and "layers" in values else TrainConfig
+    return kind.from_dict(values, str(path))
+
+
+def is_attached(run_dir: str | Path) -> bool:
+    """Whether the run holds a user's model with decoders on its layers (`attach`)."""
+    return isinstance(load_config(run_dir), AttachConfig)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -194,20 +207,34 @@ def decoder_collapsed(run_dir: str | Path) -> bool:
 
 
 def load_model(run_dir: str | Path, model: models.PerceptionNet | None = None,
-               device: torch.device | str = "cpu") -> models.PerceptionNet:
-    """The trained model of a run folder. Pass ``model`` for runs of a custom architecture."""
+               device: torch.device | str = "cpu", layer: str | None = None) -> models.PerceptionNet:
+    """The trained model of a run folder. Pass ``model`` for runs of a custom architecture.
+    Of an attach run, the user's model seen through ``layer`` (default its deepest)."""
     run_dir = Path(run_dir)
     device = resolve_device(str(device))
     if not (run_dir / MODEL).exists():
         raise PerceptregError(f"{run_dir}: no {MODEL}; is this a run folder written by `perceptreg train`?")
+    if is_attached(run_dir):
+        return load_attached(run_dir, device).at(layer)
+    if layer is not None:
+        raise PerceptregError(f"`layer` {layer!r}: {run_dir} is a run of `train`, its one latent is z; "
+                              f"layers are chosen in runs of `attach`")
     meta = model_meta(run_dir)
     if model is None:
-        if meta["arch"] not in models.ARCHITECTURES:
-            raise PerceptregError(f"{run_dir} holds a custom {meta['arch']!r} model; build it "
-                                  f"and pass it: load_model(run_dir, model=...)")
-        model = models.build(meta["arch"], meta["num_classes"])
+        model = _rebuild(run_dir, meta)
     checkpoint.load_weights(model, checkpoint.load_tensors(run_dir / MODEL), run_dir / MODEL)
     return model.to(device).eval()
+
+
+def _rebuild(run_dir: Path, meta: dict) -> models.PerceptionNet:
+    """The untrained network of a run: a paper architecture, or the user's file it names."""
+    if meta["arch"] in models.ARCHITECTURES:
+        return models.build(meta["arch"], meta["num_classes"])
+    source = load_config(run_dir).model
+    if source is None:
+        raise PerceptregError(f"{run_dir} holds a custom model built in Python; pass it: load_model(run_dir, "
+                              f"model=...), or train it from a file (`model` FILE.py:FUNCTION) so that it can be rebuilt")
+    return models.perception_net_from_file(source)
 
 
 def load_parts(run_dir: Path, model: models.PerceptionNet, parts: tuple[str, ...]) -> None:
@@ -216,3 +243,37 @@ def load_parts(run_dir: Path, model: models.PerceptionNet, parts: tuple[str, ...
     for part in parts:
         taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
         checkpoint.load_weights(getattr(model, part), taken, run_dir / MODEL)
+
+
+# --- attach runs ---------------------------------------------------------------------------------
+
+def prepare_attached(run_dir: Path, config: AttachConfig) -> None:
+    """Claim ``run_dir`` for an attach run; one that never finished (no model.json) starts over."""
+    if (run_dir / MODEL_META).exists():
+        raise PerceptregError(f"{run_dir} already holds a run; choose another output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS).unlink(missing_ok=True)
+    checkpoint.write_json(run_dir / CONFIG, config.to_dict())
+
+
+def save_attached(run_dir: Path, seen: AttachedModel, config: AttachConfig, classes: tuple[str, ...]) -> None:
+    """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
+    and what rebuilds it: the config names the user's file, model.json the layers."""
+    checkpoint.save_tensors(run_dir / MODEL, seen.state_dict())
+    checkpoint.write_json(run_dir / MODEL_META, {  # last: an attach run is complete once it exists
+        "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
+        "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
+        "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
+        "versions": versions()})
+
+
+def load_attached(run_dir: str | Path, device: torch.device | str = "cpu") -> AttachedModel:
+    """Rebuild an attach run's model from the user's file and its saved weights."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    meta = model_meta(run_dir)
+    seen = attach(models.build_from_file(config.model), config.layers, tuple(meta["input_shape"]),
+                  normalize=config.normalize, seed=config.seed)
+    checkpoint.load_weights(seen, checkpoint.load_tensors(run_dir / MODEL), run_dir / MODEL)
+    seen.decoders_fitted()
+    return seen.to(device).eval()

@@ -75,7 +75,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     # --- model and optimizer -------------------------------------------------------------
     torch.manual_seed(config.seed)
     if model is None:
-        model = models.build(config.arch, len(train_data.classes))
+        model = (models.perception_net_from_file(config.model) if config.model
+                 else models.build(config.arch, len(train_data.classes)))
     if model.input_shape != train_data.image_shape:
         raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
                               f"{train_data.name} has {train_data.image_shape}")

@@ -4,7 +4,12 @@
 commands on it (training, attacks and edits, viewing).
 """
 
-from perceptreg.cli import attack_commands, train_commands, view_commands  # noqa: F401  (they register commands)
+from perceptreg.cli import (  # noqa: F401  (they register commands)
+    attach_commands,
+    attack_commands,
+    train_commands,
+    view_commands,
+)
 from perceptreg.cli.app import main
 
 __all__ = ["main"]

@@ -69,6 +69,9 @@ def plain_warnings():
                 click.echo(f"Warning: {warning.message}", err=True)
 
 
+layer_option = click.option("--layer", help="Of a run of `attach`: the layer whose perception to use. [default: the deepest]")
+
+
 def run_argument(command):
     return click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))(command)
 

@@ -20,12 +20,21 @@ from perceptreg.attacks import (
     FromNoise,
 )
 from perceptreg.checkpoint import write_json
-from perceptreg.cli.app import device_option, main, plain_warnings, run_argument
+from perceptreg.cli.app import (
+    device_option,
+    layer_option,
+    main,
+    plain_warnings,
+    run_argument,
+)
 
 # --- attacks -----------------------------------------------------------------------------------
 
-def attack_options(command):
-    """The PGD settings every attack command shares; they reach it as ``settings``."""
+def attack_options(command=None, *, seed_flag: str = "--seed"):
+    """The PGD settings every attack command shares; they reach it as ``settings``.
+    ``seed_flag``: the random start's seed under another name, where --seed means training."""
+    if command is None:
+        return functools.partial(attack_options, seed_flag=seed_flag)
     options = [
         click.option("--eps", default=DEFAULT_EPS, show_default=True, type=float,
                      help="Radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA)."),
@@ -33,13 +42,13 @@ def attack_options(command):
                      help="PGD iterations (paper: 100)."),
         click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
         click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
-        click.option("--seed", default=0, show_default=True, help="Seed of the random start."),
+        click.option(seed_flag, "attack_seed", default=0, show_default=True, help="Seed of the random start."),
         device_option,
     ]
 
     @functools.wraps(command)  # keeps the options already declared on ``command``
-    def wrapped(eps, steps, norm, alpha, seed, **kwargs):
-        return command(settings=AttackSettings(eps, steps, norm, alpha, seed), **kwargs)
+    def wrapped(eps, steps, norm, alpha, attack_seed, **kwargs):
+        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed), **kwargs)
     for option in reversed(options):
         wrapped = option(wrapped)
     return wrapped
@@ -59,7 +68,8 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}]")
-def attack(run, settings, device, target, n, pool, from_noise, out):
+@layer_option
+def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
     P(x_adv), then the failure cases (attacks that fooled H while a 3-NN judge still reads
     P(x_adv) as the true class).
@@ -69,7 +79,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out):
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
-        model, test_data = runs.load_model(run, device=device), runs.load_data(run)[1]
+        model, test_data = runs.load_model(run, device=device, layer=layer), runs.load_data(run)[1]
         classes = torch.arange(model.num_classes).repeat_interleave(n)
         noise, adversarial = FromNoise(model, eps=settings.eps, alpha=settings.alpha, steps=settings.steps,
                                        norm=settings.norm, seed=settings.seed
@@ -79,7 +89,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out):
                    f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
         return
     with plain_warnings():
-        evaluation = evaluate_run(run, settings, target=target, images=pool, device=device)
+        evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
     classes = runs.load_data(run)[1].classes
     failures = evaluation.failures()
     panels = [(f"PGD {settings.norm} eps={settings.eps}, {settings.steps} steps: rows x, x_adv, P(x), P(x_adv); "
@@ -102,7 +112,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out):
               help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
-def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare):
+@layer_option
+def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, layer):
     """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
     how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC). Writes
     RUN/attack_metrics.json and RUN/attack_roc.png.
@@ -113,7 +124,7 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
     for current in [run] + ([compare] if compare else []):
         with plain_warnings():
             evaluation = evaluate_run(current, settings, target=target, images=n_images,
-                                      judge_runs=judge_runs, device=device)
+                                      judge_runs=judge_runs, device=device, layer=layer)
         summaries[str(current)] = evaluation.summary
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
         figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],

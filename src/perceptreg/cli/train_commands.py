@@ -14,6 +14,7 @@ from perceptreg import sweep as sweeps
 from perceptreg.cli.app import (
     device_option,
     fresh_run_dir,
+    layer_option,
     main,
     plain_warnings,
     run_argument,
@@ -56,6 +57,7 @@ def setting(flag: str, help: str, **kwargs):
 @setting("--dataset", f"Training data: {datasets.registry.help_text()}.")
 @click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
               help="Paper architecture. [default: the one for the dataset's images]")
+@setting("--model", "Your own network instead: FILE.py:FUNCTION returning a PerceptionNet of your F, C, D.")
 @setting("--lam", "Weight of the reconstruction term.", type=float)
 @setting("--reduction", "Squared error summed per image (paper) or averaged per pixel.",
          type=click.Choice(["sum", "mean"]))
@@ -96,7 +98,7 @@ def train_command(out, resume, quiet, compile_step, **options):
             source = runs.load_config(given["classifier_from"])
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "mode": "post-hoc", **given}
-        given.setdefault("arch", datasets.default_arch(given.get("dataset", DEFAULTS.dataset)))
+        given.setdefault("arch", "custom" if "model" in given else datasets.default_arch(given.get("dataset", DEFAULTS.dataset)))
         config = TrainConfig(**given)
         out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
     _train_and_report(config, out, resume, quiet)
@@ -108,12 +110,13 @@ def train_command(out, resume, quiet, compile_step, **options):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help=f"PNG to write. [default: RUN/{runs.PERCEPTION}]")
 @device_option
-def perceive(run, n, out, device):
+@layer_option
+def perceive(run, n, out, device, layer):
     """Grid of test images x beside the model's perception P(x) = D(F(x)).
 
     Example: perceptreg perceive runs/demo --n 20
     """
-    model = runs.load_model(run, device=device)
+    model = runs.load_model(run, device=device, layer=layer)
     test = runs.load_data(run)[1]
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
                             out or run / runs.PERCEPTION)

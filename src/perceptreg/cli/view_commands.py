@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from perceptreg import report
-from perceptreg.cli.app import device_option, main, run_argument
+from perceptreg.cli.app import device_option, layer_option, main, run_argument
 
 # --- report and explorer ----------------------------------------------------------------------
 
@@ -32,7 +32,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes the model to the network.")
 @device_option
-def explore(run, port, host, device):
+@layer_option
+def explore(run, port, host, device, layer):
     """Serve a web page to explore the run's model: gallery of perceptions, live attacks,
     a slider along a latent direction, and your own drawings or uploads.
 
@@ -45,7 +46,7 @@ def explore(run, port, host, device):
     if host not in LOOPBACK:
         click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
                    f"authentication", err=True)
-    app = create_app(run, device=device)
+    app = create_app(run, device=device, layer=layer)
     click.echo(f"explorer of {run} on http://{host}:{port} (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

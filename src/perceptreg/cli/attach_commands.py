@@ -1,0 +1,87 @@
+"""`perceptreg attach`: decoders on layers of a model the user already has."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from perceptreg.cli.app import main, plain_warnings
+from perceptreg.cli.attack_commands import attack_options
+from perceptreg.config import ATTACH_MODES, AttachConfig
+from perceptreg.data.registry import help_text
+from perceptreg.errors import PerceptregError
+from perceptreg.fitting import run_attach
+from perceptreg.sweep import parse_list
+
+DEFAULTS = AttachConfig(model="", layers=("-",))
+
+
+def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """"0.1307,0.3081" -> ((0.1307,), (0.3081,)): the means of every channel, then the stds."""
+    if text is None:
+        return None
+    values = parse_list(text, float, "normalize", "0.1307,0.3081")
+    if len(values) % 2:
+        raise PerceptregError(f"`normalize` {text!r}: give one mean per channel, then one std per channel")
+    return values[:len(values) // 2], values[len(values) // 2:]
+
+
+@main.command("attach")
+@click.option("--model", required=True,
+              help="FILE.py:FUNCTION returning your classifier, an nn.Module from images in [0, 1] to logits.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="Its state dict as .safetensors (a .pt file is refused, with how to convert it).")
+@click.option("--layers", required=True, help="Module names, comma-separated, as in model.named_modules().")
+@click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds).")
+@click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
+@click.option("--data-root", help="Folder of file-based datasets.")
+@click.option("--mode", default=DEFAULTS.mode, show_default=True, type=click.Choice(ATTACH_MODES),
+              help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * reconstruction.")
+@click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the reconstruction.")
+@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int, help="Epochs of the decoders.")
+@click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int, help="Batch size.")
+@click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of decoder init and shuffling.")
+@click.option("--train-size", type=int, help="Fit on a stratified subset of this many images.")
+@attack_options(seed_flag="--attack-seed")
+@click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Test images attacked to measure each layer's perception under attack.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def attach_command(model, weights, layers, normalize, settings, attack_images, out, quiet, **options):
+    """Perceive a model you already have: a decoder on each chosen layer learns to turn that
+    layer's activation back into the image, with your model frozen bit for bit (or, with
+    --mode joint, fine-tuned by the paper's objective). Measures, per layer, the
+    reconstruction error and how an attack changes what the layer keeps; writes
+    layers.json, layers.png and layers_attack.png.
+
+    Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
+    """
+    config = AttachConfig(model=model, weights=weights, normalize=parse_normalize(normalize),
+                          layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
+    began = time.perf_counter()
+    with plain_warnings():
+        summary = run_attach(config, out, settings, attack_images, progress=not quiet)
+    click.echo(layers_table(summary))
+    click.echo(f"test accuracy {summary['accuracy']:.2%}"
+               + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")
+               + f"; {time.perf_counter() - began:.1f}s")
+    click.echo(f"run folder: {out} (layers.json, layers.png, layers_attack.png)")
+
+
+def layers_table(summary: dict) -> str:
+    """The per-layer measures of an attach run as a plain-text table."""
+    header = (f"{'layer':<16}{'activation':>14}{'decoder params':>16}{'test MSE/pixel':>16}"
+              f"{'P(x_adv) adv':>14}{'P(x_adv) true':>15}{'detector AUC':>14}")
+    lines = [header]
+    for row in summary["layers"]:
+        shape = "x".join(map(str, row["shape"]))
+        lines.append(f"{row['name'][:15]:<16}{shape:>14}{row['decoder_parameters']:>16,}{row['test_recon_mse']:>16.4f}"
+                     f"{row['p_adv_read_as_adversarial']:>14.1%}{row['p_adv_read_as_true']:>15.1%}"
+                     f"{row['detector_roc_auc']:>14.3f}")
+    judge = summary["layers"][0]["judge"] if summary["layers"] else "the judge"
+    lines.append(f"P(x_adv) read by {judge} as the adversarial / the true class, over the "
+                 f"{summary['layers'][0]['successful_attacks']} successful attacks of {summary['attack']['images']} images")
+    return "\n".join(lines)
