@@ -22,6 +22,23 @@ def small_mnist(mnist5k):
     return train.subset(keep_train), test.subset(keep_test)
 
 
+@pytest.fixture(scope="session")
+def digits(mnist5k):
+    """500 training and 200 test digits, stratified: for the attach tests."""
+    train, test = mnist5k
+    return data.training_subset(train, 500, 0), data.training_subset(test, 200, 0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    # Tiny models: one thread is as fast as two, and it does not spin-wait when another
+    # process keeps the second core busy (test_attached.py took 66 s instead of 10 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _single_thread_determinism():
     torch.manual_seed(0)

@@ -135,3 +135,18 @@ def test_train_takes_a_model_from_a_file_and_every_command_rebuilds_it(tmp_path)
         assert result.exit_code == 0, (args, result.output)
     result = runner.invoke(main, ["train", "--model", f"{USER_NET}:build", "--out", str(tmp_path / "x"), "--quiet"])
     assert result.exit_code == 1 and "must return a PerceptionNet" in result.output
+
+
+def test_the_explorer_serves_a_layer_and_offers_no_latent_walk(attached_run):
+    from fastapi.testclient import TestClient
+
+    from perceptreg.explorer import create_app
+
+    out, _ = attached_run
+    client = TestClient(create_app(out, layer="block1"))
+    info = client.get("/api/info").json()
+    assert info["layer"] == "block1" and info["latent_edits"] is False
+    attacked = client.post("/api/attack", json={"index": 0, "steps": 3})
+    assert attacked.status_code == 200 and attacked.json()["adversarial"]["perception"].startswith("data:image/png")
+    walk = client.post("/api/edit", json={"index": 0, "target": 3, "steps": 3})
+    assert walk.status_code == 409 and "latent walks need a run of `train`" in walk.json()["detail"]

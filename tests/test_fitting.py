@@ -9,22 +9,7 @@ from perceptreg.fitting import evaluate_layers, fine_tune, fit_decoders
 LAYERS = ["stem", "block1", "block2", "fc1"]
 
 
-@pytest.fixture(scope="module")
-def digits(mnist5k):
-    train, test = mnist5k
-    keep_train = data.stratified_split(train.labels, 500, seed=0)[1]
-    keep_test = data.stratified_split(test.labels, 200, seed=0)[1]
-    return train.subset(keep_train), test.subset(keep_test)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: one thread is as fast as two, and it does not spin-wait when
-    # another process keeps the second core busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- fitting ------------------------------------------------------------------------------------

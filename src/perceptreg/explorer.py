@@ -202,8 +202,10 @@ def create_app(run_dir: str | Path, device: str = "cpu", layer: str | None = Non
 
     @app.get("/api/info")
     def info() -> dict:
+        model = explorer.model
         return {"run": explorer.run.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
-                "input_shape": list(explorer.model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS)}
+                "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
+                "layer": getattr(model, "layer", None), "latent_edits": model.classifier is not None}
 
     @app.get("/api/gallery")
     def gallery(offset: Annotated[int, Query(ge=0, le=10**9)] = 0,

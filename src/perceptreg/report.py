@@ -168,8 +168,9 @@ def _layers(run: Path) -> str:
     rows = summary["layers"]
     table = _table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
                     "P(x_adv) read as true", "detector ROC AUC"],
-                   [[r["name"], "x".join(map(str, r["shape"])), r["decoder_parameters"], r["test_recon_mse"],
-                     r["p_adv_read_as_adversarial"], r["p_adv_read_as_true"], r["detector_roc_auc"]] for r in rows])
+                   [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}",
+                     f"{r['test_recon_mse']:.4f}", f"{r['p_adv_read_as_adversarial']:.1%}",
+                     f"{r['p_adv_read_as_true']:.1%}", f"{r['detector_roc_auc']:.3f}"] for r in rows])
     history = runs.read_metrics(run)
     curves = figures.line_plot([r["epoch"] for r in history], {"test reconstruction per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
