@@ -150,3 +150,20 @@ def test_the_explorer_serves_a_layer_and_offers_no_latent_walk(attached_run):
     assert attacked.status_code == 200 and attacked.json()["adversarial"]["perception"].startswith("data:image/png")
     walk = client.post("/api/edit", json={"index": 0, "target": 3, "steps": 3})
     assert walk.status_code == 409 and "latent walks need a run of `train`" in walk.json()["detail"]
+
+
+def test_the_explorer_switches_layers(attached_run):
+    from fastapi.testclient import TestClient
+
+    from perceptreg.explorer import create_app
+
+    out, _ = attached_run
+    client = TestClient(create_app(out))
+    assert client.get("/api/info").json()["layers"] == LAYERS.split(",")
+    shallow = client.get("/api/gallery?limit=2&layer=stem").json()["items"]
+    deep = client.get("/api/gallery?limit=2&layer=fc1").json()["items"]
+    assert [i["image"] for i in shallow] == [i["image"] for i in deep]
+    assert [i["perception"] for i in shallow] != [i["perception"] for i in deep]
+    assert client.get("/api/gallery?layer=nope").status_code == 422
+    attacked = client.post("/api/attack", json={"index": 0, "steps": 2, "layer": "block2"})
+    assert attacked.status_code == 200

@@ -47,6 +47,7 @@ Eps = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
 Index = Annotated[int, Field(ge=0, le=10**9)]
 ClassIndex = Annotated[int, Field(ge=0, le=10**6)]
+LayerName = Annotated[str, Field(max_length=200)]
 
 
 class AttackRequest(BaseModel):
@@ -56,6 +57,7 @@ class AttackRequest(BaseModel):
     eps: Eps = DEFAULT_EPS
     steps: Steps = DEFAULT_STEPS
     target: ClassIndex | None = None
+    layer: LayerName | None = None  # a run of `attach`: whose perception (default: the one served)
 
 
 class EditRequest(BaseModel):
@@ -82,6 +84,9 @@ class Explorer:
         self.run = Path(run_dir)
         self.device = device
         self.model = load_model(self.run, device=device, layer=layer)
+        # A run of `attach`: every layer's perception can be shown, the chosen one first.
+        layers = self.model.seen.layers if hasattr(self.model, "seen") else ()
+        self.views = {None: self.model, **{name: self.model.seen.at(name) for name in layers}}
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
         # the gallery shows the classes in turn, not the data's order (often sorted by class)
@@ -107,9 +112,16 @@ class Explorer:
             raise HTTPException(422, str(err).replace("`", "")) from err
 
     @torch.no_grad()
-    def describe(self, images: torch.Tensor) -> list[dict]:
+    def view(self, layer: str | None):
+        """The model whose perception to show: of ``layer``, for a run of `attach`."""
+        if layer not in self.views:
+            choices = ", ".join(name for name in self.views if name) or "none (this run has one latent)"
+            raise HTTPException(422, f"layer must be one of {choices}, got {layer!r}")
+        return self.views[layer]
+
+    def describe(self, model, images: torch.Tensor) -> list[dict]:
         """Per image: the image, its perception, H's prediction, confidence and probabilities."""
-        logits, _, recon = self.model(images)
+        logits, _, recon = model(images)
         probabilities = logits.float().softmax(1)
         confidence, predicted = probabilities.max(1)
         return [{"image": data_url(x), "perception": data_url(p), "prediction": self.classes[k],
@@ -117,24 +129,26 @@ class Explorer:
                 for x, p, k, c, probs in zip(images, recon, predicted.tolist(), confidence.tolist(),
                                              probabilities.tolist())]
 
-    def gallery(self, offset: int, limit: int) -> dict:
+    def gallery(self, offset: int, limit: int, layer: str | None = None) -> dict:
+        model = self.view(layer)
         index = self.order[offset:offset + limit]
         images = to_float(self.test.images[index]).to(self.device)
-        cards = self.on_worker(self.describe, images) if len(images) else []
+        cards = self.on_worker(self.describe, model, images) if len(images) else []
         return {"total": len(self.test), "offset": offset,
                 "items": [{"index": i, "label": self.classes[l], **card}
                           for i, l, card in zip(index.tolist(), self.test.labels[index].tolist(), cards)]}
 
     def attack(self, request: AttackRequest) -> dict:
+        model = self.view(request.layer)
         x = self.image(request.index)
         label = self.test.labels[request.index:request.index + 1].to(self.device)
         targets = None
         if request.target is not None:
             self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
-        attack = PGD(self.model, eps=request.eps, steps=request.steps, norm=request.norm)
+        attack = PGD(model, eps=request.eps, steps=request.steps, norm=request.norm)
         adversarial = self.on_worker(attack, x, label, targets)
-        clean, adv = self.on_worker(self.describe, torch.cat([x, adversarial]))
+        clean, adv = self.on_worker(self.describe, model, torch.cat([x, adversarial]))
         return {"label": self.classes[int(label)], "clean": clean, "adversarial": adv,
                 "linf_distance": (adversarial - x).abs().max().item()}
 
@@ -156,9 +170,10 @@ class Explorer:
         latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
         return (latents, edited, *latent.read_edits(self.model, latents, edited))
 
-    def perceive_upload(self, raw: bytes) -> dict:
-        images = decode_upload(raw, self.model.input_shape).to(self.device)
-        (result,) = self.on_worker(self.describe, images)
+    def perceive_upload(self, raw: bytes, layer: str | None = None) -> dict:
+        model = self.view(layer)
+        images = decode_upload(raw, model.input_shape).to(self.device)
+        (result,) = self.on_worker(self.describe, model, images)
         return result
 
 
@@ -205,12 +220,14 @@ def create_app(run_dir: str | Path, device: str = "cpu", layer: str | None = Non
         model = explorer.model
         return {"run": explorer.run.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
                 "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
-                "layer": getattr(model, "layer", None), "latent_edits": model.classifier is not None}
+                "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
+                "latent_edits": model.classifier is not None}
 
     @app.get("/api/gallery")
     def gallery(offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-                limit: Annotated[int, Query(ge=1, le=MAX_GALLERY)] = 24) -> dict:
-        return explorer.gallery(offset, limit)
+                limit: Annotated[int, Query(ge=1, le=MAX_GALLERY)] = 24,
+                layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        return explorer.gallery(offset, limit, layer)
 
     @app.post("/api/attack")
     def attack(request: AttackRequest) -> dict:
@@ -221,8 +238,9 @@ def create_app(run_dir: str | Path, device: str = "cpu", layer: str | None = Non
         return explorer.edit(request)
 
     @app.post("/api/perceive")
-    def perceive(file: Annotated[UploadFile, File()]) -> dict:
-        return explorer.perceive_upload(file.file.read(MAX_UPLOAD_BYTES + 1))
+    def perceive(file: Annotated[UploadFile, File()],
+                 layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        return explorer.perceive_upload(file.file.read(MAX_UPLOAD_BYTES + 1), layer)
 
     return app
 

@@ -16,9 +16,9 @@ from perceptreg.attack_evaluation import attack_table
 from perceptreg.errors import PerceptregError
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1100px; color: #222; }
 h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; border-bottom: 1px solid #ddd; margin-top: 2rem; }
-table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; }
+table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; display: block; overflow-x: auto; max-width: 100%; }
 td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; display: block; margin: 0.5rem 0; }
@@ -206,7 +206,9 @@ def build_report(run_dir: str | Path) -> str:
                               f"(or a sweep folder written by `perceptreg sweep`)?")
     body = "".join(_section(title, anchor, make(run)) for title, anchor, make in sections)
     title = f"perceptreg report: {run.resolve().name}"
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
 
 
