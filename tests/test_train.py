@@ -99,7 +99,7 @@ def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
 
 
 def test_resume_without_state(tmp_path):
-    with pytest.raises(PerceptregError, match="no training state to resume from"):
+    with pytest.raises(PerceptregError, match="no run to resume here"):
         train(TrainConfig(), tmp_path, resume=True)
 
 

@@ -29,9 +29,15 @@ class CheckpointError(PerceptregError):
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half."""
+    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
+    Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path} exists and is not a regular file; write to another path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # the folder is missing, a file, or not writable (/proc, a read-only mount)
+        raise CheckpointError(f"cannot write {path}: {err.strerror or err}") from err
     os.close(fd)
     try:
         write(Path(tmp))

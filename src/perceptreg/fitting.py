@@ -182,30 +182,31 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed)
-    runs.prepare_attached(run_dir, config)
-    settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                    device=device, progress=progress, test_data=test_data)
-    summary = {"mode": config.mode, "accuracy_before": evaluate_layers(seen, test_data, device=device)["accuracy"]}
-    if config.mode == "joint":
-        history = fine_tune(seen, train_data, lam=config.lam, **settings)["history"]
-    else:
-        history = fit_decoders(seen, train_data, **settings)
-    for row in history:
-        runs.append_metrics(run_dir, row)
-    quality = evaluate_layers(seen, test_data, device=device)
-    pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
-    under_attack, adversarial = evaluate_layers_under_attack(
-        seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
-    summary.update(accuracy=quality["accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
-                                                          "images": len(pool)}, layers=[
-        {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
-         "test_recon_mse": quality["recon_mse"][d["layer"]], **measured}
-        for d, measured in zip(seen.describe(), under_attack)])
-    checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
-    shown = torch.arange(min(10, len(pool)))
-    x = datasets.to_float(pool.images[shown]).to(device)
-    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
-    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
-                     run_dir / runs.LAYERS_ATTACK_PNG)
-    runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
-    return summary
+    with runs.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
+        runs.prepare_attached(run_dir, config)
+        settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                        device=device, progress=progress, test_data=test_data)
+        summary = {"mode": config.mode, "accuracy_before": evaluate_layers(seen, test_data, device=device)["accuracy"]}
+        if config.mode == "joint":
+            history = fine_tune(seen, train_data, lam=config.lam, **settings)["history"]
+        else:
+            history = fit_decoders(seen, train_data, **settings)
+        for row in history:
+            runs.append_metrics(run_dir, row)
+        quality = evaluate_layers(seen, test_data, device=device)
+        pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+        under_attack, adversarial = evaluate_layers_under_attack(
+            seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
+        summary.update(accuracy=quality["accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
+                                                              "images": len(pool)}, layers=[
+            {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
+             "test_recon_mse": quality["recon_mse"][d["layer"]], **measured}
+            for d, measured in zip(seen.describe(), under_attack)])
+        checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
+        shown = torch.arange(min(10, len(pool)))
+        x = datasets.to_float(pool.images[shown]).to(device)
+        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
+        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
+                         run_dir / runs.LAYERS_ATTACK_PNG)
+        runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
+        return summary

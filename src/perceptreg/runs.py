@@ -11,8 +11,12 @@ outputs next to them under the names below. This module is the one place that kn
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import platform
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +25,7 @@ from torch import nn
 from perceptreg import checkpoint, models
 from perceptreg import data as datasets
 from perceptreg.attached import AttachedModel, attach
+from perceptreg.checkpoint import CheckpointError
 from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
@@ -32,6 +37,7 @@ MODEL = "model.safetensors"
 MODEL_META = "model.json"
 STATE = "state.safetensors"
 STATE_META = "state.json"
+LOCK = ".lock"  # held by the one process writing the folder
 MODEL_FORMAT = "perceptreg.model/1"
 ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
 # what the commands write into a run folder
@@ -61,12 +67,14 @@ SWEEP_PROBES = "sweep_probes.png"
 # --- starting, writing, resuming ------------------------------------------------------------------
 
 def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """Check that ``run_dir`` may be (re)started with ``config`` and write its config.json."""
-    config_path = run_dir / CONFIG
+    """Check that ``run_dir`` may be (re)started with ``config`` and write its config.json.
+
+    A folder holds a run once its first checkpoint is written; one killed before that (a
+    config and perhaps a metrics line) is started over, resumed or not."""
+    started = completed_epochs(run_dir) > 0
+    if resume and not (run_dir / CONFIG).exists():
+        raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
     if resume:
-        if not (run_dir / STATE_META).exists():
-            raise PerceptregError(f"{run_dir}: no training state to resume from "
-                                  f"({STATE_META} is missing); start it with `resume` off")
         saved = load_config(run_dir)
         # Only the length of training and the device may change on resume.
         free = {"epochs", "decoder_epochs", "device"}
@@ -74,11 +82,41 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         if changed:
             raise PerceptregError(f"{run_dir}: cannot resume with a different {', '.join(changed)} "
                                   f"than the run was started with")
-    elif (run_dir / STATE_META).exists() or (run_dir / METRICS).exists():
+        if not started:
+            warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
+                          RuntimeWarning, stacklevel=3)
+    elif started:
         raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
                               f"or choose another output folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(config_path, config.to_dict())
+    checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path):
+    """One writer per run folder: an exclusive lock on ``run_dir``/.lock while the block runs.
+    The system drops the lock when its process dies, so a killed writer leaves none behind.
+    Temporary files a killed writer left are removed once the lock is held."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")
+    except OSError as err:  # under a file, under /proc, read-only
+        raise PerceptregError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from err
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise PerceptregError(f"{run_dir} is being written by another process ({handle.read().strip() or 'pid unknown'}); "
+                                  f"wait for it to end or choose another output folder") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
@@ -184,9 +222,31 @@ def is_attached(run_dir: str | Path) -> bool:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The rows of metrics.jsonl, one per epoch."""
+    """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
+    appended) is dropped with a warning; any other bad line is an error naming it."""
     path = Path(run_dir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({err}); remove it to start the run over") from err
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("a row must be an object with an integer epoch")
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: the append was cut short
+                warnings.warn(f"{path}: line {number} was cut short (the run was killed while writing it); "
+                              f"it is left out", RuntimeWarning, stacklevel=2)
+                break
+            raise CheckpointError(f"{path}: line {number} is not a metrics row ({err}); "
+                                  f"the file is damaged") from err
+        rows.append(row)
+    return rows
 
 
 def model_meta(run_dir: str | Path) -> dict:

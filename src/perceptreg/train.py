@@ -13,6 +13,7 @@ epoch the model (``model.safetensors`` + ``model.json``) and the resumable state
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from pathlib import Path
@@ -58,8 +59,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     """
     run_dir = Path(run_dir)
     resolve_device(config.device)
-    # Under torchrun, one process per device: only rank 0 writes the run folder.
+    # Under torchrun, one process per device: only rank 0 writes the run folder, and it
+    # holds the folder's lock while it does: a second writer is refused.
     cluster = distributed.join(config.device)
+    with runs.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
+        return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress)
+
+
+def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, model, train_data, test_data,
+           resume: bool, progress: bool) -> TrainResult:
     device = cluster.device
     if cluster.is_main:
         runs.prepare(run_dir, config, resume)
@@ -94,7 +102,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     start_epoch = 1
-    if resume:
+    if resume and runs.completed_epochs(run_dir) > 0:
         start_epoch = runs.load_state(run_dir, model, optimizer, scaler, cluster.world) + 1
     history = runs.history_up_to(run_dir, start_epoch - 1, rewrite=cluster.is_main)
     # The loss of a batch as a module, so DistributedDataParallel can average its gradients;

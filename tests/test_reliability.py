@@ -1,0 +1,88 @@
+"""What a kill, a second writer or a bad output path must not do: lose or mix up a run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+from perceptreg import runs
+from perceptreg.checkpoint import CheckpointError, atomic_write
+from perceptreg.cli import main
+from perceptreg.config import TrainConfig
+from perceptreg.errors import PerceptregError
+from perceptreg.train import train
+
+QUICK = dict(train_size=200, epochs=1, batch_size=50)
+
+
+def test_a_second_writer_is_refused_while_the_first_runs_and_allowed_after_it_died(tmp_path, small_mnist):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg import runs\n"
+         "with runs.writer_lock(pathlib.Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)",
+         str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(PerceptregError, match=rf"is being written by another process \(pid {holder.pid}\)"):
+            train(TrainConfig(**QUICK), tmp_path, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+        assert not (tmp_path / runs.CONFIG).exists()  # refused before anything was written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # the dead writer's lock went with it
+    result = train(TrainConfig(**QUICK), tmp_path, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    assert [row["epoch"] for row in result.history] == [1]
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_before_its_first_checkpoint_is_started_over(tmp_path, small_mnist, resume):
+    # what a kill in epoch 1's checkpoint window leaves: a config, a metrics line, a half-written file
+    (tmp_path / runs.CONFIG).write_text(json.dumps(TrainConfig(**QUICK).to_dict()))
+    (tmp_path / runs.METRICS).write_text('{"epoch": 1, "phase": "joint"}\n')
+    (tmp_path / ".state.safetensors.abc123.tmp").write_bytes(b"half")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(TrainConfig(**QUICK), tmp_path, train_data=small_mnist[0], test_data=small_mnist[1],
+              resume=resume, progress=False)
+    assert not list(tmp_path.glob(".*.tmp"))  # the killed writer's leftovers are removed
+    assert [row["epoch"] for row in runs.read_metrics(tmp_path)] == [1]  # its metrics line is not kept twice
+    assert runs.completed_epochs(tmp_path) == 1
+    assert any("starts over at epoch 1" in str(w.message) for w in caught) == resume
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_other_damage_named(tmp_path):
+    (tmp_path / runs.METRICS).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "ph')
+    with pytest.warns(RuntimeWarning, match="line 3 was cut short"):
+        assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+    for text, message in (('{"epoch": 1}\ngarbage\n{"epoch": 3}\n', "line 2 is not a metrics row"),
+                          ('{"phase": "joint"}\n', "line 1 is not a metrics row"),
+                          ("[1, 2]\n", "line 1 is not a metrics row")):
+        (tmp_path / runs.METRICS).write_text(text)
+        with pytest.raises(CheckpointError, match=message):
+            runs.read_metrics(tmp_path)
+    (tmp_path / runs.METRICS).write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        runs.read_metrics(tmp_path)
+
+
+def test_only_regular_files_are_replaced(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(CheckpointError, match="exists and is not a regular file"):
+        atomic_write(fifo, lambda tmp: tmp.write_text("x"))
+    assert fifo.is_fifo()
+    with pytest.raises(CheckpointError, match="cannot write"):
+        atomic_write(tmp_path / "pipe.png" / "under-a-pipe.png", lambda tmp: tmp.write_text("x"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_cli_output_onto_a_device_is_one_error_line(trained_run):
+    result = CliRunner().invoke(main, ["perceive", str(trained_run), "--n", "2", "--out", "/dev/full"])
+    assert result.exit_code == 1 and "Error: /dev/full exists and is not a regular file" in result.output
+    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
+    result = CliRunner().invoke(main, ["train", "--out", "/proc/perceptreg-run", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 1 and "Error: cannot write the run folder /proc/perceptreg-run" in result.output
