@@ -91,11 +91,21 @@ def test_corrupted_checkpoint_is_a_clear_error(trained_run, runner, tmp_path):
     broken.mkdir()
     for p in trained_run.iterdir():
         (broken / p.name).write_bytes(p.read_bytes())
-    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    from perceptreg import runs
+    weights = runs.model_file(broken)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last weight: still a valid safetensors file
+    weights.write_bytes(bytes(data))
     result = runner.invoke(main, ["perceive", str(broken)])
     assert result.exit_code == 1
-    assert "model.safetensors: corrupt or not a safetensors file" in result.output
+    assert f"{weights.name}: its SHA-256 differs from the one in" in result.output
     assert "Traceback" not in result.output
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    (broken / "state.json").unlink()  # an older run: no manifest, no digest, the file read as it is
+    (broken / "model.json").write_text((trained_run / "model.json").read_text().replace('"sha256"', '"was"'))
+    (broken / "model.safetensors").write_bytes(weights.read_bytes())
+    result = runner.invoke(main, ["perceive", str(broken)])
+    assert result.exit_code == 1 and "model.safetensors: corrupt or not a safetensors file" in result.output
 
 
 # --- attacks ------------------------------------------------------------------------------------

@@ -84,4 +84,6 @@ def test_steps_per_epoch_caps_an_epoch(small, tmp_path):
                    tmp_path / "capped", progress=False)
     assert len(result.history) == 2
     from safetensors.torch import load_file
-    assert load_file(str(tmp_path / "capped" / "state.safetensors"))["optim.0.step"].item() == 6  # 2 x 3 batches
+
+    from perceptreg.runs import state_file
+    assert load_file(str(state_file(tmp_path / "capped")))["optim.0.step"].item() == 6  # 2 x 3 batches

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from perceptreg import runs
@@ -86,3 +87,54 @@ def test_cli_output_onto_a_device_is_one_error_line(trained_run):
     assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
     result = CliRunner().invoke(main, ["train", "--out", "/proc/perceptreg-run", "--epochs", "1", "--quiet"])
     assert result.exit_code == 1 and "Error: cannot write the run folder /proc/perceptreg-run" in result.output
+
+
+class Killed(BaseException):
+    """Stands for kill -9 between two writes: nothing after it runs (no except clause catches it)."""
+
+
+@pytest.mark.parametrize("window", range(6))  # before each of the 5 writes of a checkpoint, and after all
+def test_a_kill_between_any_two_checkpoint_writes_loses_nothing(window, tmp_path, small_mnist, monkeypatch):
+    from safetensors.torch import load_file
+
+    from perceptreg import checkpoint
+
+    config = TrainConfig(train_size=200, batch_size=50, epochs=2)
+    kwargs = dict(train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    whole = train(config, tmp_path / "whole", **kwargs).model.state_dict()
+    first = train(TrainConfig(train_size=200, batch_size=50, epochs=1), tmp_path / "killed", **kwargs).model.state_dict()
+
+    real_write, real_save = checkpoint.atomic_write, runs.save_checkpoint
+    writes = []
+
+    def counting_write(path, write):
+        if len(writes) == window:
+            raise Killed
+        writes.append(path)
+        real_write(path, write)
+
+    def save(*args, **kwargs):  # only epoch 2's checkpoint is interrupted
+        monkeypatch.setattr(checkpoint, "atomic_write", counting_write)
+        try:
+            real_save(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(checkpoint, "atomic_write", real_write)
+
+    monkeypatch.setattr(runs, "save_checkpoint", save)
+    try:
+        train(config, tmp_path / "killed", resume=True, **kwargs)
+    except Killed:
+        pass
+    monkeypatch.setattr(runs, "save_checkpoint", real_save)
+    killed = tmp_path / "killed"
+    # whatever the moment, the run reads as epoch 1 or epoch 2, complete and consistent
+    epoch = runs.completed_epochs(killed)
+    loaded = runs.load_model(killed).state_dict()
+    expected = first if epoch == 1 else whole
+    assert epoch in (1, 2) and runs.model_meta(killed)["epoch"] == epoch
+    assert all(torch.equal(loaded[k], expected[k].cpu()) for k in expected)
+    # and resuming ends where an uninterrupted run ends, bit for bit
+    train(config, killed, resume=True, **kwargs)
+    final = load_file(str(killed / runs.MODEL))
+    assert all(torch.equal(final[k], whole[k].cpu()) for k in whole)
+    assert [row["epoch"] for row in runs.read_metrics(killed)] == [1, 2]

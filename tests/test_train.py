@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from perceptreg import models
+from perceptreg import models, runs
 from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
 from perceptreg.runs import load_model, read_metrics
@@ -34,7 +34,8 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
     assert last["test_recon_mse"] < 0.07 and not last["decoder_collapsed"]
     files = {p.name for p in result.run_dir.iterdir()}
     assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json",
-            "state.safetensors", "state.json"} <= files
+            "state-000004.safetensors", "model-000004.safetensors", "state.json"} <= files
+    assert not any(name.endswith("-000003.safetensors") for name in files)  # older epochs removed
     assert not any(name.endswith(".tmp") for name in files)
     rows = read_metrics(result.run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows == result.history
@@ -221,7 +222,7 @@ def test_post_hoc_decoder_for_a_run_of_another_architecture(tmp_path, small_mnis
 def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
     run(tmp_path, small_mnist, "ph", mode="post-hoc", epochs=1, decoder_epochs=1, batch_size=32,
         decoder_batch_size=100)
-    state = load_file(str(tmp_path / "ph" / "state.safetensors"))
+    state = load_file(str(runs.state_file(tmp_path / "ph")))
     assert state["optim.0.step"].item() == 32  # encoder: ceil(1000 / 32) classifier-phase steps
     assert state["optim.19.step"].item() == 10  # decoder's last bias: 1000 / 100 decoder-phase steps
     assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(3) == 8

@@ -113,3 +113,17 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
         _, index, name = key.split(".", 2)
         state.setdefault(int(index), {})[name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's memory layout (channels-last for convs).
+
+    Saved moments come back contiguous; the fused Adam kernel walks a parameter and its
+    moments as flat memory, so mismatched layouts would pair the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    slots[name] = torch.empty_like(param).copy_(value)

@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import warnings
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     elif started:
         raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
                               f"or choose another output folder")
+    if started:  # a kill after the commit, before publishing, left model.* one epoch behind
+        manifest = _manifest(run_dir) or {}
+        digest = manifest.get("sha256", {}).get(manifest.get("files", {}).get("model"))
+        published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
+        if digest and published.get("sha256") != digest:
+            publish_model(run_dir, model_file(run_dir), manifest["model"])
     checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
 
 
@@ -132,23 +139,81 @@ def versions() -> dict:
 def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, config: TrainConfig, classes: tuple[str, ...],
                     epoch: int, row: dict, world: int) -> None:
-    """The state to resume from after ``epoch``, then the model to use."""
+    """The epoch's checkpoint, committed by one rename: the tensors go to files named by
+    the epoch, then state.json names them with their SHA-256 (readers trust only what it
+    names), then the previous epoch's files go. A kill anywhere leaves the old epoch or the
+    new one, complete. model.safetensors and model.json are then published beside them."""
     weights = model.state_dict()
     optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
-    # state.json last: it is what says "resumable up to this epoch".
-    checkpoint.save_tensors(run_dir / STATE, {
+    files = {"state": f"state-{epoch:06d}.safetensors", "model": f"model-{epoch:06d}.safetensors"}
+    checkpoint.save_tensors(run_dir / files["state"], {
         **{f"model.{k}": v for k, v in weights.items()}, **optim_tensors,
         "rng.cpu": torch.get_rng_state(),
         **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
-    checkpoint.write_json(run_dir / STATE_META, {
+    checkpoint.save_tensors(run_dir / files["model"], weights)
+    meta = {"format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
+            "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
+            "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
+            "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
+    checkpoint.write_json(run_dir / STATE_META, {  # the commit point
         "epoch": epoch, "world_size": world, "optimizer": optim_meta,
-        "scaler": scaler.state_dict() if scaler.is_enabled() else None})
-    checkpoint.save_tensors(run_dir / MODEL, weights)
-    checkpoint.write_json(run_dir / MODEL_META, {
-        "format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
-        "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
-        "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
-        "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()})
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
+        "sha256": {name: datasets.digest_of(run_dir / name) for name in files.values()}, "model": meta})
+    for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
+        if old.name not in files.values():
+            old.unlink()
+    publish_model(run_dir, run_dir / files["model"], meta)
+
+
+def publish_model(run_dir: Path, weights: Path, meta: dict) -> None:
+    """model.safetensors (a hard link to ``weights``, or a copy) and model.json with its
+    SHA-256: the model of the run where people and other tools look for it."""
+    if weights != run_dir / MODEL:
+        def link(tmp: Path) -> None:
+            tmp.unlink()
+            try:
+                os.link(weights, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(weights, tmp)
+        checkpoint.atomic_write(run_dir / MODEL, link)
+    checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": datasets.digest_of(run_dir / MODEL)})
+
+
+def _manifest(run_dir: Path) -> dict | None:
+    """state.json, if it names the checkpoint's files (runs of train since the manifest)."""
+    if not (run_dir / STATE_META).exists():
+        return None
+    state = checkpoint.read_json(run_dir / STATE_META)
+    return state if isinstance(state, dict) and "files" in state else None
+
+
+def _verified(path: Path, expected: str | None, recorded_in: Path) -> Path:
+    """``path``, if its SHA-256 is the one recorded (safetensors files carry no checksum)."""
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing; {recorded_in} names it: restore it or train again")
+    if expected is not None and datasets.digest_of(path) != expected:
+        raise CheckpointError(f"{path}: its SHA-256 differs from the one in {recorded_in}; the file is "
+                              f"damaged: restore it or train again")
+    return path
+
+
+def model_file(run_dir: Path) -> Path:
+    """The run's model weights, checked against their recorded SHA-256."""
+    return _checkpoint_file(Path(run_dir), "model", MODEL)
+
+
+def state_file(run_dir: Path) -> Path:
+    """The tensors to resume from (weights, optimizer, RNG), checked against their SHA-256."""
+    return _checkpoint_file(Path(run_dir), "state", STATE)
+
+
+def _checkpoint_file(run_dir: Path, kind: str, unversioned: str) -> Path:
+    manifest = _manifest(run_dir)
+    if manifest is not None:
+        name = manifest["files"][kind]
+        return _verified(run_dir / name, manifest["sha256"].get(name), run_dir / STATE_META)
+    recorded = model_meta(run_dir).get("sha256") if kind == "model" else None
+    return _verified(run_dir / unversioned, recorded, run_dir / (MODEL_META if kind == "model" else STATE_META))
 
 
 def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -160,31 +225,18 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
         # the shards of every epoch depend on the number of processes
         raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
                               f"{trained_with} processes (torchrun's nproc-per-node), not {world}")
-    tensors = checkpoint.load_tensors(run_dir / STATE)
+    path = state_file(run_dir)
+    tensors = checkpoint.load_tensors(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    checkpoint.load_weights(model, weights, run_dir / STATE)
+    checkpoint.load_weights(model, weights, path)
     optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
-    _match_layouts(optimizer)
+    checkpoint.match_layouts(optimizer)
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
     return int(state["epoch"])
-
-
-def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each moment tensor its parameter's memory layout (channels-last for convs).
-
-    Saved moments come back contiguous; the fused Adam kernel walks a parameter and its
-    moments as flat memory, so mismatched layouts would pair the wrong elements.
-    """
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            slots = optimizer.state.get(param, {})
-            for name, value in slots.items():
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    slots[name] = torch.empty_like(param).copy_(value)
 
 
 def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[dict]:
@@ -250,7 +302,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def model_meta(run_dir: str | Path) -> dict:
-    return checkpoint.read_json(Path(run_dir) / MODEL_META)
+    """What built the run's model: from the checkpoint's manifest when there is one."""
+    manifest = _manifest(Path(run_dir))
+    return manifest["model"] if manifest is not None else checkpoint.read_json(Path(run_dir) / MODEL_META)
 
 
 def load_data(run_dir: str | Path) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:
@@ -282,7 +336,8 @@ def load_model(run_dir: str | Path, model: models.PerceptionNet | None = None,
     meta = model_meta(run_dir)
     if model is None:
         model = _rebuild(run_dir, meta)
-    checkpoint.load_weights(model, checkpoint.load_tensors(run_dir / MODEL), run_dir / MODEL)
+    path = model_file(run_dir)
+    checkpoint.load_weights(model, checkpoint.load_tensors(path), path)
     return model.to(device).eval()
 
 
@@ -299,10 +354,11 @@ def _rebuild(run_dir: Path, meta: dict) -> models.PerceptionNet:
 
 def load_parts(run_dir: Path, model: models.PerceptionNet, parts: tuple[str, ...]) -> None:
     """Copy the named parts ("encoder", "classifier", "decoder") of a run's model into ``model``."""
-    weights = checkpoint.load_tensors(run_dir / MODEL)
+    path = model_file(run_dir)
+    weights = checkpoint.load_tensors(path)
     for part in parts:
         taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
-        checkpoint.load_weights(getattr(model, part), taken, run_dir / MODEL)
+        checkpoint.load_weights(getattr(model, part), taken, path)
 
 
 # --- attach runs ---------------------------------------------------------------------------------
@@ -320,7 +376,7 @@ def save_attached(run_dir: Path, seen: AttachedModel, config: AttachConfig, clas
     """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
     and what rebuilds it: the config names the user's file, model.json the layers."""
     checkpoint.save_tensors(run_dir / MODEL, seen.state_dict())
-    checkpoint.write_json(run_dir / MODEL_META, {  # last: an attach run is complete once it exists
+    publish_model(run_dir, run_dir / MODEL, {  # model.json last: an attach run is complete once it exists
         "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
         "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
         "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
@@ -334,6 +390,7 @@ def load_attached(run_dir: str | Path, device: torch.device | str = "cpu") -> At
     meta = model_meta(run_dir)
     seen = attach(models.build_from_file(config.model), config.layers, tuple(meta["input_shape"]),
                   normalize=config.normalize, seed=config.seed)
-    checkpoint.load_weights(seen, checkpoint.load_tensors(run_dir / MODEL), run_dir / MODEL)
+    path = model_file(run_dir)
+    checkpoint.load_weights(seen, checkpoint.load_tensors(path), path)
     seen.decoders_fitted()
     return seen.to(device).eval()
