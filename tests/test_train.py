@@ -238,3 +238,50 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
 def test_config_from_dict_rejects_bad_files(values, message):
     with pytest.raises(PerceptregError, match=message):
         TrainConfig.from_dict(values, "config.json")
+
+
+class WithBatchNorm(torch.nn.Module):
+    """An encoder with BatchNorm and Dropout: what "frozen" must leave alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.BatchNorm1d(32),
+                                        torch.nn.ReLU(), torch.nn.Dropout(0.5))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_post_hoc_decoder_phase_keeps_the_frozen_encoder_in_eval_mode(tmp_path, small_mnist):
+    torch.manual_seed(0)
+    net = models.PerceptionNet(WithBatchNorm(), torch.nn.Linear(32, 10),
+                               torch.nn.Sequential(torch.nn.Linear(32, 784), torch.nn.Sigmoid(),
+                                                   torch.nn.Unflatten(1, (1, 28, 28))), (1, 28, 28))
+    config = TrainConfig(arch="custom", mode="post-hoc", epochs=1, decoder_epochs=2, train_size=300, batch_size=50)
+    after_classifier = {}
+    real_save = runs.save_checkpoint
+
+    def save(run_dir, model, *args, **kwargs):  # the encoder after each epoch
+        after_classifier.setdefault(len(after_classifier) + 1, {k: v.clone() for k, v in model.encoder.state_dict().items()})
+        real_save(run_dir, model, *args, **kwargs)
+
+    runs.save_checkpoint = save
+    try:
+        train(config, tmp_path / "ph", model=net, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    finally:
+        runs.save_checkpoint = real_save
+    first, last = after_classifier[1], after_classifier[3]
+    assert all(torch.equal(first[k], last[k]) for k in first)  # running mean and var included
+    assert first["body.2.num_batches_tracked"] == last["body.2.num_batches_tracked"] > 0
+
+
+def test_post_hoc_classifier_epochs_are_fixed_once_started(tmp_path, small_mnist):
+    config = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=1, train_size=200, batch_size=50)
+    train(config, tmp_path / "ph", train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    with pytest.raises(PerceptregError, match="cannot resume with a different epochs"):
+        train(TrainConfig(mode="post-hoc", epochs=3, decoder_epochs=1, train_size=200, batch_size=50), tmp_path / "ph",
+              resume=True, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    longer = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=3, train_size=200, batch_size=50)
+    result = train(longer, tmp_path / "ph", resume=True, train_data=small_mnist[0], test_data=small_mnist[1],
+                   progress=False)
+    assert [row["phase"] for row in result.history] == ["classifier", "decoder", "decoder", "decoder"]

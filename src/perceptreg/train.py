@@ -195,7 +195,9 @@ def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch
         return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction)
     if phase == "classifier":  # the decoder is not run: it gets no gradient anyway
         return perceptual_loss(model.classify(images), labels, images, images, 0.0, config.reduction)
-    with torch.no_grad():  # decoder phase: F frozen, D learns to invert it
+    # decoder phase: F frozen, D learns to invert it. Frozen means eval mode too: in train
+    # mode F's BatchNorm statistics would drift and its Dropout would perturb z.
+    with torch.no_grad(), models.evaluating(model.encoder):
         z = model.encoder(images)
     recon = reconstruction_error(images, model.decoder(z), config.reduction)
     return LossParts(recon, torch.zeros((), device=images.device), recon)
