@@ -23,8 +23,8 @@ QUICK = dict(train_size=200, epochs=1, batch_size=50)
 
 def test_a_second_writer_is_refused_while_the_first_runs_and_allowed_after_it_died(tmp_path, small_mnist):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg import runs\n"
-         "with runs.writer_lock(pathlib.Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)",
+        [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg import checkpoint\n"
+         "with checkpoint.writer_lock(pathlib.Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)",
          str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -138,3 +138,32 @@ def test_a_kill_between_any_two_checkpoint_writes_loses_nothing(window, tmp_path
     final = load_file(str(killed / runs.MODEL))
     assert all(torch.equal(final[k], whole[k].cpu()) for k in whole)
     assert [row["epoch"] for row in runs.read_metrics(killed)] == [1, 2]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("state.json", '{"world_size": 1, "optimizer": {}}', "state.json: field epoch: field required"),
+    ("state.json", "[1, 2]", "state.json: field the top level"),
+    ("model.json", "{}", "model.json: field format: field required"),
+    ("model.json", "[]", "model.json: field the top level"),
+    ("model.json", '{"format": "perceptreg.model/1", "num_classes": "ten", "input_shape": [1, 28, 28], "classes": ["a"]}',
+     "model.json: field num_classes"),
+    ("config.json", "[]", "config.json: expected a JSON object of settings, found list"),
+    ("config.json", '{"lam": "abc"}', "config.json: a setting is missing or has the wrong type"),
+    ("metrics.jsonl", '{"epoch": 1}\nnot json\n{"epoch": 2}\n', "metrics.jsonl: line 2 is not a metrics row"),
+])
+def test_a_damaged_run_file_is_one_error_line_and_nothing_changes(name, content, message, trained_run, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in trained_run.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    if name == "model.json":  # what readers take it from: the manifest's entry, else model.json
+        state = json.loads((broken / "state.json").read_text())
+        del state["model"]
+        (broken / "state.json").write_text(json.dumps(state))
+    (broken / name).write_text(content)
+    before = {p.name: p.read_bytes() for p in broken.iterdir()}
+    command = ["report", str(broken)] if name == "metrics.jsonl" else ["perceive", str(broken), "--n", "2"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in broken.iterdir()} == before

@@ -28,7 +28,7 @@ def test_completed_epochs_follows_the_state_not_the_metrics(trained_run, tmp_pat
     for name in (runs.CONFIG, runs.METRICS):
         (copy / name).write_bytes((trained_run / name).read_bytes())
     assert runs.completed_epochs(copy) == 0  # metrics without a checkpoint: nothing to trust
-    (copy / runs.STATE_META).write_text(json.dumps({"epoch": 1}))
+    (copy / runs.STATE_META).write_text(json.dumps({"epoch": 1, "optimizer": {}}))
     assert runs.completed_epochs(copy) == 1
 
 
@@ -41,7 +41,7 @@ def test_history_up_to_drops_later_epochs(tmp_path):
 
 def test_prepare_refuses_a_changed_resume(tmp_path):
     runs.prepare(tmp_path, TrainConfig(lam=0.1), resume=False)
-    (tmp_path / runs.STATE_META).write_text(json.dumps({"epoch": 1}))
+    (tmp_path / runs.STATE_META).write_text(json.dumps({"epoch": 1, "optimizer": {}}))
     with pytest.raises(PerceptregError, match="cannot resume with a different lam"):
         runs.prepare(tmp_path, TrainConfig(lam=0.2), resume=True)
     runs.prepare(tmp_path, TrainConfig(lam=0.1, epochs=30), resume=True)  # longer is fine

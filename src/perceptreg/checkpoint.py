@@ -10,6 +10,8 @@ A run folder holds
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -127,3 +129,31 @@ def match_layouts(optimizer: torch.optim.Optimizer) -> None:
             for name, value in slots.items():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
                     slots[name] = torch.empty_like(param).copy_(value)
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path, name: str = ".lock"):
+    """One writer per folder: an exclusive lock on ``run_dir``/``name`` while the block runs.
+    The system drops the lock when its process dies, so a killed writer leaves none behind.
+    Temporary files a killed writer left are removed once the lock is held."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / name, "a+")
+    except OSError as err:  # under a file, under /proc, read-only
+        raise CheckpointError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from err
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise CheckpointError(f"{run_dir} is being written by another process ({handle.read().strip() or 'pid unknown'}); "
+                                  f"wait for it to end or choose another output folder") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

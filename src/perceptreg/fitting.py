@@ -182,7 +182,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed)
-    with runs.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
+    with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         runs.prepare_attached(run_dir, config)
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                         device=device, progress=progress, test_data=test_data)

@@ -11,8 +11,6 @@ outputs next to them under the names below. This module is the one place that kn
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import platform
@@ -21,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from perceptreg import checkpoint, models
@@ -30,6 +29,7 @@ from perceptreg.checkpoint import CheckpointError
 from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
+from perceptreg.schema import load_model_file
 
 # --- file names ---------------------------------------------------------------------------------
 CONFIG = "config.json"
@@ -38,7 +38,6 @@ MODEL = "model.safetensors"
 MODEL_META = "model.json"
 STATE = "state.safetensors"
 STATE_META = "state.json"
-LOCK = ".lock"  # held by the one process writing the folder
 MODEL_FORMAT = "perceptreg.model/1"
 ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
 # what the commands write into a run folder
@@ -99,34 +98,6 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
 
 
-@contextlib.contextmanager
-def writer_lock(run_dir: Path):
-    """One writer per run folder: an exclusive lock on ``run_dir``/.lock while the block runs.
-    The system drops the lock when its process dies, so a killed writer leaves none behind.
-    Temporary files a killed writer left are removed once the lock is held."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / LOCK, "a+")
-    except OSError as err:  # under a file, under /proc, read-only
-        raise PerceptregError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from err
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise PerceptregError(f"{run_dir} is being written by another process ({handle.read().strip() or 'pid unknown'}); "
-                                  f"wait for it to end or choose another output folder") from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        for leftover in run_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def append_metrics(run_dir: Path, row: dict) -> None:
     with open(run_dir / METRICS, "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -180,12 +151,41 @@ def publish_model(run_dir: Path, weights: Path, meta: dict) -> None:
     checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": datasets.digest_of(run_dir / MODEL)})
 
 
+class _ModelFile(BaseModel):
+    """model.json (and the "model" entry of state.json): what built the run's model."""
+    model_config = ConfigDict(extra="allow")
+    format: str
+    num_classes: int = Field(ge=1)
+    input_shape: tuple[int, int, int]
+    classes: list[str] = Field(min_length=1)
+    sha256: str | None = None
+
+
+class _StateFile(BaseModel):
+    """state.json: the checkpoint's commit point."""
+    model_config = ConfigDict(extra="allow")
+    epoch: int = Field(ge=0)
+    world_size: int = Field(default=1, ge=1)
+    optimizer: dict
+    scaler: dict | None = None
+    files: dict[str, str] | None = None  # runs written before the manifest have none
+    sha256: dict[str, str] = {}
+    model: _ModelFile | None = None
+
+
+DAMAGED = "the run's files are damaged: restore them, or train the run again"
+
+
+def _state(run_dir: Path) -> dict:
+    return load_model_file(Path(run_dir) / STATE_META, _StateFile, DAMAGED)
+
+
 def _manifest(run_dir: Path) -> dict | None:
     """state.json, if it names the checkpoint's files (runs of train since the manifest)."""
     if not (run_dir / STATE_META).exists():
         return None
-    state = checkpoint.read_json(run_dir / STATE_META)
-    return state if isinstance(state, dict) and "files" in state else None
+    state = _state(run_dir)
+    return state if state["files"] is not None else None
 
 
 def _verified(path: Path, expected: str | None, recorded_in: Path) -> Path:
@@ -220,8 +220,8 @@ def _checkpoint_file(run_dir: Path, kind: str, unversioned: str) -> Path:
 def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, world: int) -> int:
     """Restore weights, optimizer, RNG and loss scaler from ``run_dir``; the epoch reached."""
-    state = checkpoint.read_json(run_dir / STATE_META)
-    trained_with = state.get("world_size", 1)
+    state = _state(run_dir)
+    trained_with = state["world_size"]
     if trained_with != world:
         # the shards of every epoch depend on the number of processes
         raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
@@ -256,7 +256,7 @@ def completed_epochs(run_dir: Path) -> int:
     """The last epoch whose checkpoint was written (0 if none): what a resume starts after."""
     if not (Path(run_dir) / STATE_META).exists():
         return 0
-    return int(checkpoint.read_json(Path(run_dir) / STATE_META)["epoch"])
+    return _state(run_dir)["epoch"]
 
 
 # --- reading a run ----------------------------------------------------------------------------
@@ -305,7 +305,9 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 def model_meta(run_dir: str | Path) -> dict:
     """What built the run's model: from the checkpoint's manifest when there is one."""
     manifest = _manifest(Path(run_dir))
-    return manifest["model"] if manifest is not None else checkpoint.read_json(Path(run_dir) / MODEL_META)
+    if manifest is not None and manifest["model"] is not None:
+        return manifest["model"]
+    return load_model_file(Path(run_dir) / MODEL_META, _ModelFile, DAMAGED)
 
 
 def load_data(run_dir: str | Path) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:

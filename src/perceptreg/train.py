@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from perceptreg import checkpoint, distributed, models, runs
 from perceptreg import data as datasets
-from perceptreg import distributed, models, runs
 from perceptreg.config import TrainConfig
 from perceptreg.devices import amp_dtype as autocast_dtype_for
 from perceptreg.devices import resolve_device
@@ -62,7 +62,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     # Under torchrun, one process per device: only rank 0 writes the run folder, and it
     # holds the folder's lock while it does: a second writer is refused.
     cluster = distributed.join(config.device)
-    with runs.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
+    with checkpoint.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
         return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress)
 
 
