@@ -195,8 +195,6 @@ def attack_table(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-
-
 # --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
 
 def evaluate_run(run_dir: str | Path, settings: AttackSettings, *, target: int | None = None,

@@ -37,8 +37,20 @@ class AttackSettings:
     alpha: float | None = None  # None: 2.5 * eps / steps
     seed: int = 0
 
-    def build(self, model: nn.Module) -> "PGD":
-        return PGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm, seed=self.seed)
+    def build(self, model: nn.Module, attack: type["PGD"] | None = None) -> "PGD":
+        """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``."""
+        return (attack or PGD)(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
+                               seed=self.seed)
+
+    @property
+    def step_size(self) -> float:
+        """``alpha`` as the attack uses it: the given one, or the default for eps and steps."""
+        return default_step_size(self.eps, self.steps) if self.alpha is None else self.alpha
+
+
+def default_step_size(eps: float, steps: int) -> float:
+    """2.5 * eps / steps (Madry et al.): enough for the steps to cross the eps-ball."""
+    return 2.5 * eps / max(steps, 1)
 
 
 def check_target(target: int, num_classes: int) -> None:
@@ -135,7 +147,7 @@ class PGD(Attack):
             raise PerceptregError(f"`chunk_size` must be >= 1, got {chunk_size}")
         self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start
         self.chunk_size = chunk_size
-        self.alpha = alpha if alpha is not None else 2.5 * eps / max(steps, 1)
+        self.alpha = alpha if alpha is not None else default_step_size(eps, steps)
 
     def forward(self, images, labels, targets):
         goal, sign = (labels, 1.0) if targets is None else (targets, -1.0)

@@ -45,24 +45,17 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap an epoch at this many batches (for very large datasets)
 
     def __post_init__(self):
-        checks = [
-            (self.lam >= 0 and math.isfinite(self.lam), "`lam` must be a finite number >= 0"),
+        _require([
+            *_training_checks(self),
             (self.reduction in REDUCTIONS, f"`reduction` must be one of {', '.join(REDUCTIONS)}"),
             (self.mode in MODES, f"`mode` must be one of {', '.join(MODES)}"),
-            (self.epochs >= 1, "`epochs` must be >= 1"),
             (self.decoder_epochs is None or self.decoder_epochs >= 1, "`decoder_epochs` must be >= 1"),
-            (self.batch_size >= 1, "`batch_size` must be >= 1"),
             (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "`lr` must be a finite number > 0"),
             (self.lr_drop_epoch is None or self.lr_drop_epoch >= 1, "`lr_drop_epoch` must be >= 1"),
-            (self.train_size is None or self.train_size >= 10, "`train_size` must be >= 10"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
             (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PerceptregError(f"{message} (got {self._describe()})")
+        ], f" (got {self._describe()})")
         check_device_name(self.device)
 
     def _describe(self) -> str:
@@ -128,18 +121,11 @@ class AttachConfig:
     weights_sha256: str | None = None  # recorded by the run: which weights it saw
 
     def __post_init__(self):
-        checks = [
+        _require([
             (bool(self.layers), "`layers` must name at least one module"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
-            (self.lam >= 0 and math.isfinite(self.lam), "`lam` must be a finite number >= 0"),
-            (self.epochs >= 1, "`epochs` must be >= 1"),
-            (self.batch_size >= 1, "`batch_size` must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "`lr` must be a finite number > 0"),
-            (self.train_size is None or self.train_size >= 10, "`train_size` must be >= 10"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise PerceptregError(message)
+            *_training_checks(self),
+        ])
         check_device_name(self.device)
 
     def to_dict(self) -> dict:
@@ -148,6 +134,24 @@ class AttachConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "AttachConfig":
         return from_dict(cls, values, source)
+
+
+def _training_checks(config) -> list[tuple[bool, str]]:
+    """The rules every config that trains shares: lam, epochs, batch size, lr, subset size."""
+    return [
+        (config.lam >= 0 and math.isfinite(config.lam), "`lam` must be a finite number >= 0"),
+        (config.epochs >= 1, "`epochs` must be >= 1"),
+        (config.batch_size >= 1, "`batch_size` must be >= 1"),
+        (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
+        (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
+    ]
+
+
+def _require(checks: list[tuple[bool, str]], suffix: str = "") -> None:
+    """The first failed check as an error (its message, then ``suffix``)."""
+    for ok, message in checks:
+        if not ok:
+            raise PerceptregError(message + suffix)
 
 
 def from_dict(cls, values, source: str):

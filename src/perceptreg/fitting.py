@@ -186,21 +186,22 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         runs.prepare_attached(run_dir, config)
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                         device=device, progress=progress, test_data=test_data)
-        summary = {"mode": config.mode, "accuracy_before": evaluate_layers(seen, test_data, device=device)["accuracy"]}
         if config.mode == "joint":
-            history = fine_tune(seen, train_data, lam=config.lam, **settings)["history"]
-        else:
-            history = fit_decoders(seen, train_data, **settings)
+            tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
+            history, before = tuned["history"], tuned["accuracy_before"]
+        else:  # the model is frozen: its accuracy is the same before and after
+            history, before = fit_decoders(seen, train_data, **settings), None
         for row in history:
             runs.append_metrics(run_dir, row)
-        quality = evaluate_layers(seen, test_data, device=device)
+        last = history[-1]  # measured on the test set after the last epoch: the run's numbers
+        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
-        summary.update(accuracy=quality["accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
+        summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
                                                               "images": len(pool)}, layers=[
             {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
-             "test_recon_mse": quality["recon_mse"][d["layer"]], **measured}
+             "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
             for d, measured in zip(seen.describe(), under_attack)])
         checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
         shown = torch.arange(min(10, len(pool)))

@@ -4,9 +4,9 @@
     train_data, test_data = load_data("runs/demo"); rows = read_metrics("runs/demo")
 
 A run folder holds ``config.json`` (the resolved TrainConfig), ``metrics.jsonl`` (one line
-per epoch, appended), ``model.safetensors`` + ``model.json`` (the weights and what built
-them) and ``state.safetensors`` + ``state.json`` (what resuming needs). Commands add their
-outputs next to them under the names below. This module is the one place that knows them.
+per epoch), ``state.json`` (the commit point: the epoch's ``state-``/``model-NNNNNN.safetensors``
+with their SHA-256) and ``model.safetensors`` + ``model.json`` (the model, published). Commands
+add their outputs under the names below. This module is the one place that knows them.
 """
 
 from __future__ import annotations
@@ -89,12 +89,12 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     elif started:
         raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
                               f"or choose another output folder")
-    if started:  # a kill after the commit, before publishing, left model.* one epoch behind
-        manifest = _manifest(run_dir) or {}
-        digest = manifest.get("sha256", {}).get(manifest.get("files", {}).get("model"))
+    manifest = _manifest(run_dir) if started else None
+    if manifest is not None:  # a kill after the commit, before publishing, left model.* one epoch behind
+        digest = manifest["sha256"][manifest["files"]["model"]]
         published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
-        if digest and published.get("sha256") != digest:
-            publish_model(run_dir, model_file(run_dir), manifest["model"])
+        if published.get("sha256") != digest:
+            publish_model(run_dir, model_file(run_dir), manifest["model"], digest)
     checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
 
 
@@ -127,19 +127,20 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
             "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
             "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
+    digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
     checkpoint.write_json(run_dir / STATE_META, {  # the commit point
         "epoch": epoch, "world_size": world, "optimizer": optim_meta,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
-        "sha256": {name: datasets.digest_of(run_dir / name) for name in files.values()}, "model": meta})
+        "sha256": digests, "model": meta})
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
         if old.name not in files.values():
             old.unlink()
-    publish_model(run_dir, run_dir / files["model"], meta)
+    publish_model(run_dir, run_dir / files["model"], meta, digests[files["model"]])
 
 
-def publish_model(run_dir: Path, weights: Path, meta: dict) -> None:
+def publish_model(run_dir: Path, weights: Path, meta: dict, digest: str) -> None:
     """model.safetensors (a hard link to ``weights``, or a copy) and model.json with its
-    SHA-256: the model of the run where people and other tools look for it."""
+    SHA-256 ``digest``: the model of the run where people and other tools look for it."""
     if weights != run_dir / MODEL:
         def link(tmp: Path) -> None:
             tmp.unlink()
@@ -148,7 +149,7 @@ def publish_model(run_dir: Path, weights: Path, meta: dict) -> None:
             except OSError:  # a filesystem without hard links
                 shutil.copyfile(weights, tmp)
         checkpoint.atomic_write(run_dir / MODEL, link)
-    checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": datasets.digest_of(run_dir / MODEL)})
+    checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": digest})
 
 
 class _ModelFile(BaseModel):
@@ -383,7 +384,7 @@ def save_attached(run_dir: Path, seen: AttachedModel, config: AttachConfig, clas
         "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
         "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
         "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
-        "versions": versions()})
+        "versions": versions()}, datasets.digest_of(run_dir / MODEL))
 
 
 def load_attached(run_dir: str | Path, device: torch.device | str = "cpu") -> AttachedModel:

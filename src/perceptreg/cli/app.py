@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from perceptreg import runs
 from perceptreg.errors import PerceptregError
 
 
@@ -49,7 +50,7 @@ def main():
 def fresh_run_dir(base: Path) -> Path:
     """``base`` if it holds no run yet, else base-2, base-3, ... (as ultralytics' runs/ do)."""
     candidate, k = base, 1
-    while (candidate / "config.json").exists():
+    while (candidate / runs.CONFIG).exists():
         k += 1
         candidate = base.with_name(f"{base.name}-{k}")
     return candidate

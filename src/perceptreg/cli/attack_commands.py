@@ -81,9 +81,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
         model, test_data = runs.load_model(run, device=device, layer=layer), runs.load_data(run)[1]
         classes = torch.arange(model.num_classes).repeat_interleave(n)
-        noise, adversarial = FromNoise(model, eps=settings.eps, alpha=settings.alpha, steps=settings.steps,
-                                       norm=settings.norm, seed=settings.seed
-                                       ).generate(classes.to(device), model.input_shape, device)
+        noise, adversarial = settings.build(model, FromNoise).generate(classes.to(device), model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
         click.echo(f"noise attacked toward each class, with the perceptions: "
                    f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
@@ -129,8 +127,7 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
         figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
                            f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
-    alpha = settings.alpha or 2.5 * settings.eps / settings.steps  # as PGD resolves it
-    written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": alpha, "target": target,
+    written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
                "images": n_images or "all"}
     write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
     click.echo(attack_table(summaries))
