@@ -167,3 +167,21 @@ def test_the_explorer_switches_layers(attached_run):
     assert client.get("/api/gallery?layer=nope").status_code == 422
     attacked = client.post("/api/attack", json={"index": 0, "steps": 2, "layer": "block2"})
     assert attacked.status_code == 200
+
+
+@pytest.mark.parametrize("name, content, command, message", [
+    ("layers.json", "{}", "report", "layers.json: field mode: field required"),
+    ("layers.json", '{"mode": "post-hoc"', "report", "layers.json: corrupt JSON"),
+    ("model.json", '{"format": 3}', "perceive", "model.json: field format"),
+    ("config.json", '{"layers": "stem"}', "perceive", "config.json: a setting is missing or has the wrong type"),
+])
+def test_a_damaged_attach_run_file_is_one_error_line(name, content, command, message, attached_run, tmp_path):
+    out, _ = attached_run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in out.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / name).write_text(content)
+    result = CliRunner().invoke(main, [command, str(broken)])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

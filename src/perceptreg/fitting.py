@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from perceptreg import checkpoint, figures, models, runs
@@ -30,6 +31,7 @@ from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge
 from perceptreg.loss import reconstruction_error
 from perceptreg.models import evaluating
+from perceptreg.schema import load_model_file
 
 
 def fit_decoders(seen: AttachedModel, train_data: ImageDataset, *, epochs: int = 10,
@@ -165,6 +167,34 @@ def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 5
 
 
 # --- an attach run: the user's model from its file, decoders fitted, measured, drawn -----------
+
+class _LayerRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    shape: list[int]
+    decoder_parameters: int = Field(ge=0)
+    test_recon_mse: float
+    p_adv_read_as_adversarial: float = Field(ge=0, le=1)
+    p_adv_read_as_true: float = Field(ge=0, le=1)
+    detector_roc_auc: float
+    successful_attacks: int = Field(ge=0)
+    judge: str
+
+
+class _LayersFile(BaseModel):
+    """layers.json: an attach run's measures, one row per layer, shallow to deep."""
+    model_config = ConfigDict(extra="allow")
+    mode: str
+    accuracy: float
+    accuracy_before: float
+    attack: dict
+    layers: list[_LayerRow] = Field(min_length=1)
+
+
+def read_layers(run_dir: str | Path) -> dict:
+    """The validated layers.json of an attach run."""
+    return load_model_file(Path(run_dir) / runs.LAYERS_JSON, _LayersFile, "write it again with `perceptreg attach`")
+
 
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
                attack_images: int = 500, progress: bool = True) -> dict:

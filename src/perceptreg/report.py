@@ -14,6 +14,7 @@ from pathlib import Path
 from perceptreg import checkpoint, figures, runs
 from perceptreg.attack_evaluation import attack_table
 from perceptreg.errors import PerceptregError
+from perceptreg.fitting import read_layers
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1100px; color: #222; }
@@ -164,7 +165,7 @@ def _layers(run: Path) -> str:
     """An attach run: each layer's decoder and measures, and what the layers perceive."""
     if not (run / runs.LAYERS_JSON).exists():
         return _missing("layer measures", "perceptreg attach ... --out " + str(run))
-    summary = checkpoint.read_json(run / runs.LAYERS_JSON)
+    summary = read_layers(run)
     rows = summary["layers"]
     table = _table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
                     "P(x_adv) read as true", "detector ROC AUC"],
