@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,21 +63,39 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     assert again.exit_code == 0 and (tmp_path / "runs" / "demo-2" / "perception.png").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--lam", "-1"], "Error: --lam must be a finite number >= 0"),
-    (["train", "--resume"], "Error: --resume needs --out RUN"),
-    (["train", "--dataset", "cifar"], "Error: unknown dataset 'cifar'; choose one of mnist5k"),
-    (["perceive", "missing-run"], "Directory 'missing-run' does not exist"),
-    (["train", "--device", "cuda:0", "--epochs", "1"], "Error: --device cuda:0: CUDA is not available"),
-    (["train", "--device", "foo"], "Error: --device 'foo' is not a device"),
-    (["train", "--device", "cuda:abc"], "Error: --device 'cuda:abc' is not a device"),
-    (["train", "--lr-drop-epoch", "-1"], "Error: --lr-drop-epoch must be >= 1"),
-    (["sweep", "--lams", "1e-2,-1"], "Error: --lams must be a finite number >= 0"),
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "--lam", "-1"], 1, "Error: --lam must be a finite number >= 0"),
+    (["train", "--resume"], 2, "Error: --resume needs --out RUN"),
+    (["train", "--dataset", "cifar"], 1, "Error: unknown dataset 'cifar'; choose one of mnist5k"),
+    (["train", "--device", "cuda:0", "--epochs", "1"], 1, "Error: --device cuda:0: CUDA is not available"),
+    (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
+    (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
+    (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 1"),
+    (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),
+    # click's own usage errors: one line too, with the help to read, and exit code 2
+    (["perceive", "missing-run"], 2, "Error: Invalid value for 'RUN': Directory 'missing-run' does not exist. "
+                                     "(see 'perceptreg perceive --help')"),
+    (["train", "--epochs", "abc"], 2, "Error: Invalid value for '--epochs': 'abc' is not a valid integer. "
+                                      "(see 'perceptreg train --help')"),
+    (["train", "--bogus"], 2, "Error: No such option '--bogus'"),
+    (["--bogus"], 2, "Error: No such option '--bogus'. (see 'perceptreg --help')"),
+    (["trian"], 2, "Error: No such command 'trian'. Did you mean 'train'? (see 'perceptreg --help')"),
+    (["perceive"], 2, "Error: Missing argument 'RUN'. (see 'perceptreg perceive --help')"),
 ])
-def test_bad_input_is_one_line(runner, args, message):
-    result = runner.invoke(main, args)
-    assert result.exit_code != 0
-    assert message in result.output and "Traceback" not in result.output
+def test_bad_input_is_one_line(runner, args, code, message):
+    result = runner.invoke(main, args, prog_name="perceptreg")
+    assert result.exit_code == code and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
+    user_file = Path(__file__).parent / "user_net.py"
+    result = runner.invoke(main, ["train", "--model", f"{user_file}:nope", "--out", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 1 and "has no function 'nope'" in result.output
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made is theirs to keep
+    result = runner.invoke(main, ["train", "--dataset", "folder:/nonexistent", "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "config.json").exists()
 
 
 def test_perceive_on_a_folder_without_model(runner, tmp_path):

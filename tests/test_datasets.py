@@ -232,6 +232,24 @@ def test_image_folder_with_train_and_test_and_mixed_sizes(tmp_path):
     assert any("resized to 32x32" in str(w.message) for w in caught)
 
 
+@pytest.mark.parametrize("layout", ["flat", "split"])
+def test_a_one_class_image_folder_is_refused(tmp_path, layout):
+    root = tmp_path / "d" / "train" if layout == "split" else tmp_path / "d"
+    write_folder(root, classes=("cat",))
+    (root / "dog").mkdir()  # a class folder without images is no second class
+    if layout == "split":
+        write_folder(tmp_path / "d" / "test", classes=("cat",))
+    with pytest.raises(PerceptregError, match=r"images of 1 class\(es\) \(cat\); a classifier needs at least 2"):
+        data.load_image_folder(tmp_path / "d", (1, 28, 28))
+
+
+def test_a_test_folder_may_lack_training_classes(tmp_path):
+    write_folder(tmp_path / "d" / "train")
+    write_folder(tmp_path / "d" / "test", classes=("dog",))
+    train, test = data.load_image_folder(tmp_path / "d", (1, 28, 28))
+    assert train.classes == test.classes == ("cat", "dog") and test.labels.tolist() == [1, 1, 1]
+
+
 def test_empty_image_folder(tmp_path):
     (tmp_path / "e" / "cat").mkdir(parents=True)
     with pytest.raises(PerceptregError, match="no image files"):

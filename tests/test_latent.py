@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -65,6 +66,32 @@ def test_direction_file_rejects_another_latent_size(net, tmp_path):
 def test_direction_file_rejects_other_classes(net, tmp_path):
     path = latent.save_direction(latent.Direction(torch.randn(32), 1, None, 1), tmp_path / "d", models.mnist(num_classes=2))
     with pytest.raises(PerceptregError, match="made for a model with 2 classes, this one has 10"):
+        latent.load_direction(path, net)
+
+
+def _without(key):
+    return lambda meta: {k: v for k, v in meta.items() if k != key}
+
+
+@pytest.mark.parametrize("damage_json, damage_tensor, message", [
+    (lambda meta: [], None, "dir.json: field the top level"),
+    (_without("target"), None, "dir.json: field target: field required"),
+    (lambda meta: {**meta, "target": "eight"}, None, "dir.json: field target"),
+    (lambda meta: {**meta, "target": 12}, None, "toward class 12, but the model has classes 0..9"),
+    (lambda meta: {**meta, "format": "other"}, None, "dir.json: field format"),
+    (None, lambda t: t.double(), "must be finite float32 numbers (it is torch.float64)"),
+    (None, lambda t: torch.full_like(t, float("nan")), "must be finite float32 numbers (it is torch.float32 with NaN or inf)"),
+])
+def test_a_damaged_direction_file_is_named(net, tmp_path, damage_json, damage_tensor, message):
+    from safetensors.torch import save_file
+
+    path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10), tmp_path / "dir", net)
+    if damage_json:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(json.dumps(damage_json(meta)))
+    if damage_tensor:
+        save_file({"direction": damage_tensor(torch.randn(32))}, str(path))
+    with pytest.raises(PerceptregError, match=re.escape(message)):
         latent.load_direction(path, net)
 
 

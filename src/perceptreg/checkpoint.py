@@ -135,7 +135,9 @@ def match_layouts(optimizer: torch.optim.Optimizer) -> None:
 def writer_lock(run_dir: Path, name: str = ".lock"):
     """One writer per folder: an exclusive lock on ``run_dir``/``name`` while the block runs.
     The system drops the lock when its process dies, so a killed writer leaves none behind.
-    Temporary files a killed writer left are removed once the lock is held."""
+    Temporary files a killed writer left are removed once the lock is held. A folder this
+    call created is removed again when the block fails before writing anything into it."""
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / name, "a+")
@@ -155,5 +157,10 @@ def writer_lock(run_dir: Path, name: str = ".lock"):
             leftover.unlink(missing_ok=True)
         try:
             yield
+        except BaseException:
+            if created and [p.name for p in run_dir.iterdir()] == [name]:
+                (run_dir / name).unlink()
+                run_dir.rmdir()
+            raise
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
 from perceptreg import checkpoint, runs
 from perceptreg import data as datasets
@@ -25,6 +26,7 @@ from perceptreg.attacks import PGD, AttackSettings, check_target
 from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge
 from perceptreg.models import PerceptionNet, evaluating
+from perceptreg.schema import load_model_file
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
 
@@ -147,15 +149,30 @@ def save_direction(direction: Direction, path: str | Path, model: PerceptionNet)
     return path
 
 
+class _DirectionFile(BaseModel):
+    """The JSON beside a direction's tensor; further keys are the attack settings it came from."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal[DIRECTION_FORMAT]
+    target: NonNegativeInt
+    source: NonNegativeInt | None
+    count: PositiveInt
+    latent_shape: list[PositiveInt]
+    num_classes: PositiveInt
+
+
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
-    """A saved direction, checked against ``model``'s latent shape and classes."""
+    """A saved direction, checked against its schema and ``model``'s latent shape and classes."""
     path = Path(path).with_suffix(".safetensors")
-    meta = checkpoint.read_json(path.with_suffix(".json"))
-    if meta.get("format") != DIRECTION_FORMAT:
-        raise PerceptregError(f"{path.with_suffix('.json')}: not a perceptreg direction file")
+    meta = load_model_file(path.with_suffix(".json"), _DirectionFile,
+                           "save the direction again (`perceptreg interpolate --save-direction`)")
     vector = checkpoint.load_tensors(path).get("direction")
     if vector is None:
         raise PerceptregError(f"{path}: holds no 'direction' tensor")
+    if vector.dtype != torch.float32 or not torch.isfinite(vector).all():
+        raise PerceptregError(f"{path}: the direction must be finite float32 numbers "
+                              f"(it is {vector.dtype}{'' if torch.isfinite(vector).all() else ' with NaN or inf'}); "
+                              f"save the direction again")
     if tuple(vector.shape) != model.latent_shape or tuple(meta["latent_shape"]) != model.latent_shape:
         raise PerceptregError(f"{path}: a direction in a latent space of shape {tuple(vector.shape)}, "
                               f"this model's latent has shape {model.latent_shape}: it was made for "
@@ -163,8 +180,10 @@ def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     if meta["num_classes"] != model.num_classes:
         raise PerceptregError(f"{path}: made for a model with {meta['num_classes']} classes, "
                               f"this one has {model.num_classes}")
-    extra = {k: v for k, v in meta.items()
-             if k not in ("format", "target", "source", "count", "latent_shape", "num_classes")}
+    if meta["target"] >= model.num_classes:
+        raise PerceptregError(f"{path}: a direction toward class {meta['target']}, "
+                              f"but the model has classes 0..{model.num_classes - 1}")
+    extra = {k: v for k, v in meta.items() if k not in _DirectionFile.model_fields}
     return Direction(vector, meta["target"], meta["source"], meta["count"], extra)
 
 

@@ -69,9 +69,6 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
 def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, model, train_data, test_data,
            resume: bool, progress: bool) -> TrainResult:
     device = cluster.device
-    if cluster.is_main:
-        runs.prepare(run_dir, config, resume)
-    cluster.barrier()
     progress = progress and cluster.is_main
 
     # --- data: uint8 tensors on the host, converted per batch on the device -------------
@@ -92,6 +89,10 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
         runs.load_parts(Path(config.classifier_from), model, ("encoder", "classifier"))
     if config.init_output_bias:
         model.init_output_bias(train_data.pixel_mean())
+    # The folder is claimed only now: a bad dataset or model file leaves nothing behind.
+    if cluster.is_main:
+        runs.prepare(run_dir, config, resume)
+    cluster.barrier()
     # channels-last lets oneDNN (CPU) and cuDNN skip layout conversions around every conv:
     # about 8 % more images/s on the MNIST net here (bench/train_throughput.py).
     model.to(device, memory_format=torch.channels_last)

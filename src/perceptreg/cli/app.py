@@ -26,15 +26,46 @@ def as_flags(message: str, command: click.Command | None) -> str:
     return re.sub(r"`(\w+)`", flag, message)
 
 
+class UsageProblem(click.ClickException):
+    """Click's usage errors (unknown option, a value of the wrong type) as one line, with
+    the help command to read: exit code 2 as click and argparse give them."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError):
+        where = error.ctx.command_path if error.ctx else "perceptreg"
+        super().__init__(f"{error.format_message()} (see '{where} --help')")
+
+
 class _Group(click.Group):
-    """Turns library errors about bad input into one line and exit code 1, not a traceback."""
+    """Turns library errors about bad input into one line and exit code 1, and click's usage
+    errors into one line and exit code 2: never a traceback, never a usage block."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as err:
+            raise UsageProblem(err) from err
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            raise UsageProblem(err) from err
         except PerceptregError as err:
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
             raise click.ClickException(as_flags(str(err), command)) from err
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit code 130 as shells give it, and what became of the run folder."""
+
+    exit_code = 130
+
+    def __init__(self):
+        super().__init__("interrupted; a run folder keeps its last completed epoch (continue it with --resume)")
 
 
 @click.group(cls=_Group)

@@ -135,6 +135,7 @@ def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
     if not root.is_dir():
         raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
+    defines_classes = classes is None  # a test split may lack some of the training classes
     classes = tuple(classes) if classes is not None else tuple(p.name for p in folders)
     images, labels, resized = [], [], 0
     for folder in folders:
@@ -149,6 +150,10 @@ def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
     if not images:
         raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "
                               f"expected root/<class>/<image files>")
+    present = sorted({classes[label] for label in set(labels)})
+    if defines_classes and len(present) < 2:  # one class is 100 % accuracy and says nothing
+        raise PerceptregError(f"{root}: images of {len(present)} class(es) ({', '.join(present)}); a classifier "
+                              f"needs at least 2, each in its own folder root/<class>/<image files>")
     if resized:
         warnings.warn(f"{root}: {resized} image(s) resized to {image_shape[2]}x{image_shape[1]}", stacklevel=3)
     return ImageDataset(torch.cat(images), torch.tensor(labels), classes, root.name)
