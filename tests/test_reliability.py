@@ -89,55 +89,67 @@ def test_cli_output_onto_a_device_is_one_error_line(trained_run):
     assert result.exit_code == 1 and "Error: cannot write the run folder /proc/perceptreg-run" in result.output
 
 
-class Killed(BaseException):
-    """Stands for kill -9 between two writes: nothing after it runs (no except clause catches it)."""
+# A child process that resumes a one-epoch run to two epochs and kills itself (SIGKILL, as
+# `kill -9` would) just before write number WINDOW of epoch 2's checkpoint: no finally, no
+# flush, no lock release but the one the system does.
+KILL_AT_WRITE = """
+import os, signal, sys, torch
+from pathlib import Path
+from perceptreg import checkpoint, runs
+from perceptreg.config import TrainConfig
+from perceptreg.train import train
+run_dir, window, threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+torch.set_num_threads(threads)
+real_write, real_save, writes = checkpoint.atomic_write, runs.save_checkpoint, []
+def counting_write(path, write):
+    if len(writes) == window:
+        os.kill(os.getpid(), signal.SIGKILL)
+    writes.append(path)
+    real_write(path, write)
+def save(*args, **kwargs):
+    checkpoint.atomic_write = counting_write
+    real_save(*args, **kwargs)
+    checkpoint.atomic_write = real_write
+runs.save_checkpoint = save
+train(TrainConfig(**{KWARGS}), run_dir, resume=True, progress=False)
+"""
+KILL_CONFIG = dict(train_size=200, batch_size=50)
+
+
+@pytest.fixture(scope="module")
+def one_and_two_epochs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("kills")
+    first = train(TrainConfig(epochs=1, **KILL_CONFIG), base / "first", progress=False)
+    whole = train(TrainConfig(epochs=2, **KILL_CONFIG), base / "whole", progress=False)
+    return base / "first", first.model.state_dict(), whole.model.state_dict()
 
 
 @pytest.mark.parametrize("window", range(6))  # before each of the 5 writes of a checkpoint, and after all
-def test_a_kill_between_any_two_checkpoint_writes_loses_nothing(window, tmp_path, small_mnist, monkeypatch):
+def test_a_kill_9_between_any_two_checkpoint_writes_loses_nothing(window, tmp_path, one_and_two_epochs):
+    import shutil
+
     from safetensors.torch import load_file
 
-    from perceptreg import checkpoint
-
-    config = TrainConfig(train_size=200, batch_size=50, epochs=2)
-    kwargs = dict(train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
-    whole = train(config, tmp_path / "whole", **kwargs).model.state_dict()
-    first = train(TrainConfig(train_size=200, batch_size=50, epochs=1), tmp_path / "killed", **kwargs).model.state_dict()
-
-    real_write, real_save = checkpoint.atomic_write, runs.save_checkpoint
-    writes = []
-
-    def counting_write(path, write):
-        if len(writes) == window:
-            raise Killed
-        writes.append(path)
-        real_write(path, write)
-
-    def save(*args, **kwargs):  # only epoch 2's checkpoint is interrupted
-        monkeypatch.setattr(checkpoint, "atomic_write", counting_write)
-        try:
-            real_save(*args, **kwargs)
-        finally:
-            monkeypatch.setattr(checkpoint, "atomic_write", real_write)
-
-    monkeypatch.setattr(runs, "save_checkpoint", save)
-    try:
-        train(config, tmp_path / "killed", resume=True, **kwargs)
-    except Killed:
-        pass
-    monkeypatch.setattr(runs, "save_checkpoint", real_save)
+    first_dir, first, whole = one_and_two_epochs
     killed = tmp_path / "killed"
+    shutil.copytree(first_dir, killed)
+    script = KILL_AT_WRITE.replace("{KWARGS}", repr({**KILL_CONFIG, "epochs": 2}))
+    child = subprocess.run([sys.executable, "-c", script, str(killed), str(window), str(torch.get_num_threads())],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == (0 if window == 5 else -signal.SIGKILL), child.stderr[-2000:]
     # whatever the moment, the run reads as epoch 1 or epoch 2, complete and consistent
     epoch = runs.completed_epochs(killed)
     loaded = runs.load_model(killed).state_dict()
     expected = first if epoch == 1 else whole
-    assert epoch in (1, 2) and runs.model_meta(killed)["epoch"] == epoch
+    assert epoch == (2 if window >= 3 else 1)  # state.json, the commit point, is the third write
+    assert runs.model_meta(killed)["epoch"] == epoch
     assert all(torch.equal(loaded[k], expected[k].cpu()) for k in expected)
-    # and resuming ends where an uninterrupted run ends, bit for bit
-    train(config, killed, resume=True, **kwargs)
+    # and resuming ends where an uninterrupted run ends, bit for bit, with nothing left over
+    train(TrainConfig(epochs=2, **KILL_CONFIG), killed, resume=True, progress=False)
     final = load_file(str(killed / runs.MODEL))
     assert all(torch.equal(final[k], whole[k].cpu()) for k in whole)
     assert [row["epoch"] for row in runs.read_metrics(killed)] == [1, 2]
+    assert not list(killed.glob(".*.tmp")) and len(list(killed.glob("state-*.safetensors"))) == 1
 
 
 @pytest.mark.parametrize("name, content, message", [

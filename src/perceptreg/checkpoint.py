@@ -45,6 +45,9 @@ def atomic_write(path: Path, write) -> None:
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is meant to be shared
         os.replace(tmp, path)
+        # rename() of a hard link onto another name of the same file does nothing and
+        # leaves the link (publishing a model that is already published): remove it.
+        Path(tmp).unlink(missing_ok=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
