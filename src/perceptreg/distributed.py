@@ -10,6 +10,7 @@ nothing, so the single-process path stays as it is.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -73,5 +74,11 @@ def join(device: str) -> Cluster:
         torch.cuda.set_device(wanted)
     joined_here = not dist.is_initialized()
     if joined_here:
+        # torch._dynamo (imported lazily by the first optimizer step or DDP forward) keeps
+        # references to a process group that exists when it is imported, so
+        # destroy_process_group cannot free it: gloo's threads then run into interpreter
+        # exit, where they aborted a process now and then (SIGABRT after training had
+        # finished). Imported first, it holds none.
+        importlib.import_module("torch._dynamo")
         dist.init_process_group(backend, timeout=TIMEOUT)
     return Cluster(dist.get_rank(), dist.get_world_size(), wanted, joined_here)

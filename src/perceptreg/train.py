@@ -174,6 +174,9 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     if history and history[-1]["decoder_collapsed"] and cluster.is_main:
         _warn_collapsed(history[-1])
     cluster.barrier()
+    # The DDP wrapper holds the process group: it must go first for `leave` to free it
+    # (and gloo's threads with it) before interpreter exit.
+    del objective
     cluster.leave()
     return TrainResult(model, history, run_dir)
 
