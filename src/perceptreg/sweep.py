@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, figures, metrics, models, runs
+from perceptreg import checkpoint, figures, metrics, models, runs, workers
 from perceptreg import data as datasets
 from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
-from perceptreg.train import train
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,15 @@ class SweepConfig:
     device: str = "cpu"
     data_root: str | None = None
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
+    workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
 
     def __post_init__(self):
         if not self.lams:
             raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
+        if self.workers < 1:
+            raise PerceptregError(f"`workers` must be >= 1, got {self.workers}")
         self.variants()  # TrainConfig checks every setting, each lambda included, before any work
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
@@ -67,16 +69,6 @@ def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
 
 def _variant(config: TrainConfig) -> str:
     return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
-
-
-def _train_or_resume(config: TrainConfig, run_dir: Path, train_data, test_data, progress: bool):
-    """The trained model of ``run_dir``: loaded if complete, resumed if started, else trained.
-    Completeness is the checkpoint's epoch, not the metrics (written before the checkpoint)."""
-    done = runs.completed_epochs(run_dir)
-    if done >= config.total_epochs:
-        return runs.load_model(run_dir, device=config.device)
-    return train(config, run_dir, train_data=train_data, test_data=test_data, resume=done > 0,
-                 progress=progress).model
 
 
 def _measure(model, train_data, test_data, device, max_attributes: int) -> dict:
@@ -111,11 +103,13 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     pixel_probes = {name: metrics.linear_probe(train_pixels, reference.attributes[name].long(),
                                                test_pixels, test_data.attributes[name].long())
                     for name in list(reference.attributes)[:config.max_probe_attributes]}
+    # Train first (side by side with several workers; finished members are skipped), then measure.
+    workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress)
     measured: dict[str, list[dict]] = {}
     first_models = {}
-    for name, train_config in tqdm(variants, desc="sweep", disable=not progress, unit="model"):
+    for name, train_config in variants:
         train_data = train_part(train_config.seed)
-        model = _train_or_resume(train_config, out / name, train_data, test_data, progress=False)
+        model = runs.load_model(out / name, device=config.device)
         result = _measure(model, train_data, test_data, config.device, config.max_probe_attributes)
         measured.setdefault(_variant(train_config), []).append(result)
         first_models.setdefault(_variant(train_config), model)

@@ -157,11 +157,13 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
 @click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
+@click.option("--workers", default=SWEEP.workers, show_default=True, type=click.IntRange(min=1),
+              help="Models trained at once, in processes sharing the cores (threads = cores / workers).")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
-def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, device, data_root, out):
+def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, device, data_root, out):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
@@ -172,7 +174,8 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, device, dat
     if quick:
         train_size, epochs, seed_list = 400, 1, (0,)
     config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-2,1,1e2"), seeds=seed_list, post_hoc=post_hoc,
-                                epochs=epochs, train_size=train_size, device=device, data_root=data_root)
+                                epochs=epochs, train_size=train_size, device=device, data_root=data_root,
+                                workers=workers)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
     with plain_warnings():

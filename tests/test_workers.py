@@ -1,0 +1,43 @@
+"""Sweep members trained side by side in worker processes."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from perceptreg import runs, workers
+from perceptreg.config import TrainConfig
+from perceptreg.errors import PerceptregError
+from perceptreg.train import train
+
+
+def member(lam, dataset="mnist5k"):
+    return TrainConfig(dataset=dataset, lam=lam, epochs=1, train_size=200, batch_size=50)
+
+
+def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
+    members = [(member(1e-2), tmp_path / "a"), (member(1.0), tmp_path / "b")]
+    workers.train_all(members, workers=2, progress=False)
+    in_workers = [load_file(str(run_dir / runs.MODEL)) for _, run_dir in members]
+    # alone, with the thread count a worker had (it sets the order of float sums)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(workers.threads_per_worker(2))
+    try:
+        alone = [train(config, tmp_path / f"alone-{run_dir.name}", progress=False).model.state_dict()
+                 for config, run_dir in members]
+    finally:
+        torch.set_num_threads(threads)
+    for parallel, single in zip(in_workers, alone):
+        assert all(torch.equal(parallel[k], single[k]) for k in single)
+    assert not torch.equal(in_workers[0]["encoder.0.weight"], in_workers[1]["encoder.0.weight"])  # two lambdas
+    # a finished member is not trained again
+    stamps = [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members]
+    workers.train_all(members, workers=2, progress=False)
+    assert [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members] == stamps
+
+
+def test_a_failing_member_is_reported_by_name(tmp_path):
+    members = [(member(1e-2), tmp_path / "fine"), (member(1e-2, dataset="folder:/nonexistent"), tmp_path / "bad")]
+    with pytest.raises(PerceptregError, match="/nonexistent: not a folder"):
+        workers.train_all(members, workers=2, progress=False)
+    with pytest.raises(PerceptregError, match="`workers` must be >= 1"):
+        workers.train_all(members, workers=0)
