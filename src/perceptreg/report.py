@@ -54,17 +54,16 @@ def _attacks(run: Path) -> str:
         parts.append(f"<p>{html.escape(settings)}</p><pre>{html.escape(attack_table(written['runs']))}</pre>")
     else:
         parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run}"))
-    for name, heading, command in (
-            (runs.ATTACK, "", "attack"),
-            (runs.ATTACK_ROC, "The ||x - P(x)||^2 detector", "evaluate-attack"),
+    for name, heading, what, command in (
+            (runs.ATTACK, "", "attack figure", "attack"),
+            (runs.ATTACK_ROC, "The ||x - P(x)||^2 detector", "detector ROC curve", "evaluate-attack"),
             (runs.ATTACK_FROM_NOISE, "Noise attacked toward each class, and what the model perceives of it",
-             "attack --from-noise")):
+             "from-noise figure", "attack --from-noise")):
         if not (run / name).exists():
-            what = heading.lower() or "attack figure"
             parts.append(missing(what, f"perceptreg {command.split()[0]} {run}{command[len(command.split()[0]):]}"))
             continue
         parts.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
-                     + (WRONG_KEY if name == runs.ATTACK else "") + figure(run / name, heading or "attack figure"))
+                     + (WRONG_KEY if name == runs.ATTACK else "") + figure(run / name, heading or what))
     return "".join(parts)
 
 

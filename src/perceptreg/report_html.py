@@ -34,7 +34,7 @@ dl.summary dt { font-weight: 600; } dl.summary dd { margin: 0; overflow-wrap: an
 .warning { border-left: 4px solid #c00; padding: 0.3rem 0.8rem; background: #fff4f4; }
 .config { display: flex; flex-wrap: wrap; gap: 0 1.5rem; align-items: flex-start; }
 .config > div { min-width: 0; max-width: 100%; }
-.config td:last-child { text-align: left; overflow-wrap: anywhere; }
+.config td:last-child, .config th { text-align: left; overflow-wrap: anywhere; }
 .cards { display: flex; flex-wrap: wrap; gap: 0.5rem; }
 .card { display: flex; flex-wrap: wrap; gap: 0.3rem; padding: 0.3rem; border: 1px solid #ddd; border-radius: 4px; }
 .card.wrong { border-color: #c00; }
