@@ -282,8 +282,13 @@ def test_report_reads_well_on_a_phone(full_run):
         page.on("request", lambda r: requests.append(r.url))
         page.goto(out.as_uri())
         width, page_width = page.evaluate("[window.innerWidth, document.documentElement.scrollWidth]")
+        # captions wider than their image would run into the next image's
+        overflowing = page.evaluate("""() => [...document.querySelectorAll('figure.cell')].flatMap(cell =>
+            [...cell.querySelectorAll('figcaption > span')].filter(
+                span => span.scrollWidth > cell.getBoundingClientRect().width + 0.5).map(span => span.textContent))""")
         browser.close()
     assert width == 390 and page_width <= 390  # laid out for the phone, nothing runs off its side
+    assert overflowing == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
 
 

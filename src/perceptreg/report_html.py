@@ -48,8 +48,8 @@ dl.summary dt { font-weight: 600; } dl.summary dd { margin: 0; overflow-wrap: an
 .key { font-size: 0.85rem; color: #555; }
 @media (max-width: 600px) {
   body { margin: 0.8rem auto; padding: 0 0.6rem; }
-  .cell { width: calc(var(--w) * 0.75); } .cell img { width: calc(var(--w) * 0.75); }
-  .cell figcaption { font-size: 0.7rem; }
+  .cell { width: calc(var(--w) * 0.8); } .cell img { width: calc(var(--w) * 0.8); }
+  .cell figcaption { font-size: 0.64rem; }
   dl.summary { grid-template-columns: 1fr; gap: 0 0; } dl.summary dd { margin-bottom: 0.4rem; }
 }
 """
