@@ -6,6 +6,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from perceptreg import figures
 from perceptreg.cli import main
 
 
@@ -195,8 +196,11 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     for name in ("interpolation_per-image.png", "interpolation_mean.png", "interpolation_flip.png",
                  "interpolation_change.png"):
         assert Image.open(out / name).size[0] > 0
-    grid = Image.open(out / "interpolation_mean.png")
-    assert grid.size == (3 * (112 + 2) + 2, 3 * (112 + 14 + 2) + 2)  # 3 alphas x 3 images
+    assert Image.open(out / "interpolation_mean.png").size[0] == 3 * (112 + 2) + 2  # 3 alphas
+    panel = figures.read_layout(out / "interpolation_mean.png")["panels"][0]
+    assert panel["title"].startswith("Mean direction: every image moved along one dz toward 8")
+    assert [[(c["label"], c["box"][2:]) for c in card] for card in panel["cards"]] == [
+        [("a=0", (112, 112)), ("a=0.5", (112, 112)), ("a=1", (112, 112))]] * 3  # 3 images
     written = json.loads((out / "interpolation_metrics.json").read_text())
     entry = written["runs"][str(trained_run)]
     assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3

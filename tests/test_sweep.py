@@ -51,7 +51,9 @@ def test_report_of_a_sweep(quick_sweep):
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 0, result.output
     text = (out / "report.html").read_text()
-    assert "Lambda sweep" in text and "probe: left digit" in text and text.count("data:image/png") == 3
+    assert "Lambda sweep" in text and "probe: left digit" in text
+    # two plots; the perception grid as 8 images x 4 models, each cell labelled with its model
+    assert text.count('<img class="plot"') == 2 and text.count('<figure class="cell"') == 32
     model_report = CliRunner().invoke(main, ["report", str(out / "lam10-seed0")])
     assert model_report.exit_code == 0
     assert "one model of the sweep" in (out / "lam10-seed0" / "report.html").read_text()

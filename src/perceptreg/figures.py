@@ -1,52 +1,132 @@
-"""Image grids as PNG (Pillow only), with captions; the perception grid x | P(x)."""
+"""Image grids as PNG (Pillow only): each cell an image, with what it is and what H reads
+in it written underneath, misclassified images framed in red.
+
+Each grid's layout (every cell's box, label, caption, whether H misreads it, a description)
+is stored inside its PNG, so the file is complete on its own and the report can cut the
+cells out and caption them as HTML text (``read_layout``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+from pydantic import BaseModel
 
-from perceptreg import latent, runs
-from perceptreg.checkpoint import atomic_write
+from perceptreg import latent, plots, runs, schema
+from perceptreg.checkpoint import CheckpointError, atomic_write
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.errors import PerceptregError
 from perceptreg.models import PerceptionNet, evaluating
 
-CAPTION_HEIGHT = 14
-PAD = 2
+CAPTION_HEIGHT = 14  # one line of caption text
+TITLE_HEIGHT = 16  # one line of a grid's title
+PAD = 2  # between cells; a misclassified cell's red frame is drawn in it
+WRONG = (200, 0, 0)
+LAYOUT_KEY = "perceptreg.grid"  # the PNG text chunk that holds the layout
+LAYOUT_FORMAT = "perceptreg.grid/1"
 
 
-def image_grid(images: torch.Tensor, ncols: int, captions: Sequence[str] | None = None,
-               scale: int = 3) -> Image.Image:
+@dataclass(frozen=True)
+class Cell:
+    """What one grid cell shows."""
+
+    label: str  # what the image is: "x, true 4", "P(x)", "a=0.5"
+    caption: str = ""  # what H reads in it, as ``h_caption`` writes it
+    wrong: bool = False  # H's prediction is not the true class
+    alt: str = ""  # the image described in words (the report's alt text)
+
+
+@dataclass
+class Grid:
+    """A grid picture and its layout: panels, each a title and cards of cells that belong
+    together (one test image's x and P(x)); each cell a ``Cell`` plus its ``box``
+    (left, top, width, height) in the picture."""
+
+    picture: Image.Image
+    panels: list[dict]
+
+
+class _CellLayout(BaseModel):
+    box: tuple[int, int, int, int]
+    label: str
+    caption: str
+    wrong: bool
+    alt: str
+
+
+class _PanelLayout(BaseModel):
+    title: str
+    scale: int  # cells are upscaled this many times (nearest neighbour)
+    cards: list[list[_CellLayout]]
+
+
+class GridLayout(BaseModel):
+    format: Literal["perceptreg.grid/1"]
+    panels: list[_PanelLayout]
+
+
+def h_caption(classes: Sequence[str], predicted: int, confidence: float) -> str:
+    """H's reading of an image, as every caption writes it: "H: 9 87 %"."""
+    return f"H: {classes[predicted]} {100 * confidence:.0f} %"
+
+
+def image_grid(images: torch.Tensor, ncols: int, cells: Sequence[Cell | str] | None = None,
+               scale: int = 3, cards: Sequence[Sequence[int]] | None = None, title: str = "",
+               min_width: int = 0) -> Grid:
     """Tile float images (N, C, H, W) in [0, 1] (C = 1 or 3) into one RGB picture.
 
     Each cell is upscaled ``scale`` times (nearest neighbour, so pixels stay visible) and,
-    with ``captions``, gets its caption underneath.
+    with ``cells`` (a ``Cell`` or a label per image), gets its label and caption underneath.
+    ``cards`` groups cells for the report (default: the grid's rows); ``title`` goes on top,
+    wrapped to the picture's width (at least ``min_width``, to match panels stacked with it).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise PerceptregError(f"image_grid takes images (N, 1 or 3, H, W), got {tuple(images.shape)}")
-    if captions is not None and len(captions) != len(images):
-        raise PerceptregError(f"{len(captions)} captions for {len(images)} images")
+    if cells is not None and len(cells) != len(images):
+        raise PerceptregError(f"{len(cells)} captions for {len(images)} images")
     n, c, h, w = images.shape
+    cells = [Cell(x) if isinstance(x, str) else x for x in (cells or [Cell("")] * n)]
+    lines = 0 if not any(x.label for x in cells) else 2 if any(x.caption for x in cells) else 1
     pixels = (images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
               .expand(n, 3, h, w).permute(0, 2, 3, 1).cpu().numpy())  # (N, H, W, 3)
     pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
-    cell_h, cell_w = h * scale + (CAPTION_HEIGHT if captions else 0), w * scale
+    cell_h, cell_w = h * scale + lines * CAPTION_HEIGHT, w * scale
     nrows = -(-n // ncols)
-    canvas = np.full((nrows * (cell_h + PAD) + PAD, ncols * (cell_w + PAD) + PAD, 3), 255, np.uint8)
-    for i in range(n):
-        top, left = PAD + (i // ncols) * (cell_h + PAD), PAD + (i % ncols) * (cell_w + PAD)
-        canvas[top:top + h * scale, left:left + cell_w] = pixels[i]
+    width = max(ncols * (cell_w + PAD) + PAD, min_width)
+    title_lines = _wrap(title, _font(), width - 2 * PAD)
+    top0 = len(title_lines) * TITLE_HEIGHT
+    canvas = np.full((top0 + nrows * (cell_h + PAD) + PAD, width, 3), 255, np.uint8)
+    boxes = [(PAD + (i % ncols) * (cell_w + PAD), top0 + PAD + (i // ncols) * (cell_h + PAD), cell_w, h * scale)
+             for i in range(n)]
+    for (left, top, _, _), cell_pixels in zip(boxes, pixels):
+        canvas[top:top + h * scale, left:left + cell_w] = cell_pixels
     picture = Image.fromarray(canvas)
-    if captions:
-        draw, font = ImageDraw.Draw(picture), _font()
-        for i, text in enumerate(captions):
-            top, left = PAD + (i // ncols) * (cell_h + PAD), PAD + (i % ncols) * (cell_w + PAD)
-            draw.text((left + 1, top + h * scale + 1), text, fill=(0, 0, 0), font=font)
-    return picture
+    _draw_text(picture, title_lines, boxes, cells)
+    cards = cards if cards is not None else [range(r * ncols, min(n, (r + 1) * ncols)) for r in range(nrows)]
+    layout = [[{**dataclasses.asdict(cells[i]), "box": boxes[i]} for i in card] for card in cards]
+    return Grid(picture, [{"title": title, "scale": scale, "cards": layout}])
+
+
+def _draw_text(picture: Image.Image, title_lines: list[str], boxes: list[tuple], cells: list[Cell]) -> None:
+    """The title lines on top; under each cell its label, then its caption (red when H
+    misclassifies the image, which also gets a red frame)."""
+    draw, font = ImageDraw.Draw(picture), _font()
+    for i, line in enumerate(title_lines):
+        draw.text((PAD + 1, i * TITLE_HEIGHT + 2), line, fill=(0, 0, 0), font=font)
+    for (left, top, width, height), cell in zip(boxes, cells):
+        if cell.wrong:
+            draw.rectangle((left - PAD, top - PAD, left + width + PAD - 1, top + height + PAD - 1),
+                           outline=WRONG, width=PAD)
+        for k, (text, colour) in enumerate(((cell.label, (0, 0, 0)), (cell.caption, WRONG if cell.wrong else (0, 0, 0)))):
+            draw.text((left + 1, top + height + 1 + k * CAPTION_HEIGHT), _fit(text, font, width - 1),
+                      fill=colour, font=font)
 
 
 def _font() -> ImageFont.ImageFont:
@@ -56,20 +136,73 @@ def _font() -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def save_png(picture: Image.Image, path: str | Path) -> Path:
+def _fit(text: str, font, width: int) -> str:
+    """``text`` cut to ``width`` pixels, so it never runs into the next cell."""
+    while text and font.getlength(text) > width:
+        text = text[:-1]
+    return text
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(_fit(word, font, width))
+    return lines
+
+
+def stack_panels(grids: Sequence[Grid]) -> Grid:
+    """Grids one under the other, as one picture with all their panels."""
+    width = max(g.picture.size[0] for g in grids)
+    canvas = Image.new("RGB", (width, sum(g.picture.size[1] for g in grids)), (255, 255, 255))
+    panels, top = [], 0
+    for grid in grids:
+        canvas.paste(grid.picture, (0, top))
+        for panel in grid.panels:
+            cards = [[{**cell, "box": (cell["box"][0], cell["box"][1] + top, *cell["box"][2:])} for cell in card]
+                     for card in panel["cards"]]
+            panels.append({**panel, "cards": cards})
+        top += grid.picture.size[1]
+    return Grid(canvas, panels)
+
+
+def save_png(figure: Grid | Image.Image, path: str | Path) -> Path:
+    """Write a picture, or a grid with its layout inside the PNG, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
+    info = PngImagePlugin.PngInfo()
+    picture = figure
+    if isinstance(figure, Grid):
+        info.add_text(LAYOUT_KEY, json.dumps({"format": LAYOUT_FORMAT, "panels": figure.panels}), zip=True)
+        picture = figure.picture
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG", pnginfo=info))
     return path
+
+
+def read_layout(path: str | Path) -> dict | None:
+    """The layout stored in a grid PNG by ``save_png``, validated; None for a plain picture."""
+    try:
+        with Image.open(path) as picture:
+            raw = getattr(picture, "text", {}).get(LAYOUT_KEY)
+    except OSError as err:  # PIL.UnidentifiedImageError is one: a damaged or truncated file
+        raise CheckpointError(f"{path}: not a readable image ({err}); draw the figure again") from err
+    if raw is None:
+        return None
+    try:
+        loaded = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: the grid layout it holds is not JSON ({err.msg}); "
+                                     f"draw the figure again") from err
+    return schema.validated(loaded, GridLayout, path, "draw the figure again")
 
 
 @torch.no_grad()
 def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs_per_row: int = 5,
-                    device: torch.device | str = "cpu") -> Image.Image:
-    """x beside P(x) = D(F(x)) for ``n`` test images spread over the classes.
-
-    x is captioned with its true class, P(x) with H's prediction and confidence.
-    """
+                    device: torch.device | str = "cpu") -> Grid:
+    """x beside P(x) = D(F(x)) for ``n`` test images spread over the classes; x captioned
+    with its true class and H's prediction and confidence."""
     if n < 1:
         raise PerceptregError(f"`n` must be >= 1, got {n}")
     index = spread_over_classes(data.labels, min(n, len(data)))
@@ -78,138 +211,81 @@ def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs
         logits, _, recon = model(images)
     confidence, predicted = logits.float().softmax(1).max(1)
     pairs = torch.stack([images, recon.float()], 1).flatten(0, 1)  # (2n, C, H, W): x, P(x), ...
-    captions = []
+    cells = []
     for label, pred, conf in zip(data.labels[index].tolist(), predicted.tolist(), confidence.tolist()):
-        captions += [f"x: {data.classes[label]}", f"P: {data.classes[pred]} {conf:.0%}"]
-    return image_grid(pairs, 2 * min(pairs_per_row, len(index)), captions)
+        true, reading = data.classes[label], h_caption(data.classes, pred, conf)
+        cells += [Cell(f"x, true {true}", reading, pred != label, f"test image of a {true}; {reading}"),
+                  Cell("P(x)", alt=f"P(x) = D(F(x)), what the model perceives of that {true}")]
+    return image_grid(pairs, 2 * min(pairs_per_row, len(index)), cells,
+                      cards=[(i, i + 1) for i in range(0, len(cells), 2)])
 
 
 # --- adversarial perception ---------------------------------------------------------------
 
-def attack_grid(evaluation, index: torch.Tensor, classes: Sequence[str]) -> Image.Image:
-    """Four rows for the chosen images: x, x_adv, P(x), P(x_adv), each captioned with
-    H's label and confidence (the perception rows repeat the label of their input)."""
+def attack_grid(evaluation, index: torch.Tensor, classes: Sequence[str], title: str = "",
+                min_width: int = 0) -> Grid:
+    """Four rows for the chosen images: x, x_adv, P(x), P(x_adv); x and x_adv captioned with
+    H's prediction and confidence. The report groups each image's four cells."""
     e = evaluation
-    rows = [e.images, e.adversarial, e.perceptions, e.adversarial_perceptions]
-    predictions = [(e.clean_predictions, e.clean_confidence), (e.adversarial_predictions, e.adversarial_confidence)] * 2
-    images = torch.cat([row[index] for row in rows])
-    captions = [f"H:{classes[p]} {c:.0%}" for pred, conf in predictions
-                for p, c in zip(pred[index].tolist(), conf[index].tolist())]
-    return image_grid(images, len(index), captions, scale=3 if images.shape[-1] < 48 else 2)
-
-
-def stack_panels(panels: Sequence[tuple[str, Image.Image]]) -> Image.Image:
-    """Pictures one under the other, each under a title line."""
-    title_height = 18
-    width = max(p.size[0] for _, p in panels)
-    height = sum(p.size[1] + title_height for _, p in panels)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    draw, font, top = ImageDraw.Draw(canvas), _font(), 0
-    for title, picture in panels:
-        draw.text((PAD + 1, top + 3), title, fill=(0, 0, 0), font=font)
-        canvas.paste(picture, (0, top + title_height))
-        top += picture.size[1] + title_height
-    return canvas
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # files only, no display needed
-    from matplotlib import pyplot
-    return pyplot
-
-
-def _save_figure(figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
-    _pyplot().close(figure)
-    return path
-
-
-def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tensor, auc: float,
-               title: str, path: str | Path) -> Path:
-    """The detector's ROC curve as a PNG."""
-    figure, axes = _pyplot().subplots(figsize=(4, 4), dpi=100, layout="constrained")
-    axes.plot(false_positive_rate.numpy(), true_positive_rate.numpy(), label=f"AUC {auc:.3f}")
-    axes.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-    axes.set(xlabel="false positive rate (clean flagged)", ylabel="true positive rate (adversarial flagged)",
-             title=title, xlim=(0, 1), ylim=(0, 1.01))
-    axes.legend(loc="lower right")
-    return _save_figure(figure, path)
-
-
-def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], path: str | Path, *,
-              xlabel: str, ylabel: str, ylim: tuple[float, float] | None = None,
-              xticklabels: Sequence[str] | None = None) -> Path:
-    """Panels side by side, each with named curves over the same x, as a PNG.
-
-    A curve named "<name> (compare)" is drawn dashed in the colour of "<name>", so two runs
-    read the same way."""
-    figure, axes = _pyplot().subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), dpi=100,
-                                      squeeze=False, layout="constrained")
-    colours: dict[str, str] = {}
-    palette = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (title, series) in zip(axes[0], panels.items()):
-        for name, values in series.items():
-            base = name.removesuffix(" (compare)")
-            colour = colours.setdefault(base, palette[len(colours) % len(palette)])
-            ax.plot(list(x), [float("nan") if v is None else v for v in values], marker="o",
-                    markersize=3, label=name, color=colour,
-                    linestyle="--" if name != base else "-")
-        ax.set(xlabel=xlabel, title=title)
-        if ylim:
-            ax.set_ylim(*ylim)
-        if xticklabels is not None:
-            ax.set_xticks(list(x), list(xticklabels))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel(ylabel)
-    return _save_figure(figure, path)
-
-
-def heatmaps(maps: dict[str, torch.Tensor], path: str | Path, outline: torch.Tensor | None = None) -> Path:
-    """2-D maps side by side on one colour scale, with an optional region outlined on each."""
-    figure, axes = _pyplot().subplots(1, len(maps), figsize=(3.2 * len(maps) + 0.8, 3.2), dpi=100,
-                                      squeeze=False, layout="constrained")
-    top = max(float(m.max()) for m in maps.values()) or 1.0
-    for ax, (title, values) in zip(axes[0], maps.items()):
-        shown = ax.imshow(values.cpu().numpy(), cmap="magma", vmin=0, vmax=top)
-        if outline is not None:
-            ax.contour(outline.cpu().float().numpy(), levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    figure.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
-    return _save_figure(figure, path)
-
-
-def interpolation_grid(edited: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
-                       classes: Sequence[str], alphas: Sequence[float]) -> Image.Image:
-    """One row per image, one column per alpha: D(F(x) + a * dz), captioned with alpha and
-    H's label and confidence on that image. ``edited``: (B, A, C, H, W)."""
-    captions = [f"a={a:g} H:{classes[l]} {c:.0%}"
-                for row_labels, row_conf in zip(labels.tolist(), confidence.tolist())
-                for a, l, c in zip(alphas, row_labels, row_conf)]
-    return image_grid(edited.flatten(0, 1), edited.shape[1], captions,
-                      scale=4 if edited.shape[-1] < 48 else 2)
+    images = torch.cat([row[index] for row in (e.images, e.adversarial, e.perceptions, e.adversarial_perceptions)])
+    labels = e.labels[index].tolist()
+    readings = [[h_caption(classes, p, c) for p, c in zip(pred[index].tolist(), conf[index].tolist())]
+                for pred, conf in ((e.clean_predictions, e.clean_confidence),
+                                   (e.adversarial_predictions, e.adversarial_confidence))]
+    wrong = [(pred[index] != e.labels[index]).tolist() for pred in (e.clean_predictions, e.adversarial_predictions)]
+    k = len(labels)
+    cells = ([Cell(f"x, true {classes[y]}", r, bad, f"test image of a {classes[y]}; {r}")
+              for y, r, bad in zip(labels, readings[0], wrong[0])]
+             + [Cell("x_adv", r, bad, f"the attacked image (true class {classes[y]}); {r}")
+                for y, r, bad in zip(labels, readings[1], wrong[1])]
+             + [Cell("P(x)", alt=f"P(x), the perception of the {classes[y]}") for y in labels]
+             + [Cell("P(x_adv)", alt=f"P(x_adv), the perception of the attacked {classes[y]}") for y in labels])
+    return image_grid(images, k, cells, scale=3 if images.shape[-1] < 48 else 2,
+                      cards=[(j, k + j, 2 * k + j, 3 * k + j) for j in range(k)], title=title, min_width=min_width)
 
 
 @torch.no_grad()
 def noise_grid(model: PerceptionNet, noise: torch.Tensor, adversarial: torch.Tensor,
-               classes: Sequence[str], columns: int) -> Image.Image:
+               classes: Sequence[str], columns: int) -> Grid:
     """Rows of ``columns`` images: the noise, the noise attacked toward a class, and the
-    model's perception of it, captioned with H's label and confidence."""
+    model's perception of it; the attacked noise captioned with H's prediction."""
     with evaluating(model):
         logits = model.classify(adversarial).float()
         perceived = model.perceive(adversarial).float()
     confidence, predicted = logits.softmax(1).max(1)
-    pictures, captions = [], []
+    pictures, cells, cards = [], [], []
     for start in range(0, len(noise), columns):
         part = slice(start, start + columns)
+        k, first = len(noise[part]), len(cells)
         pictures += [noise[part], adversarial[part], perceived[part]]
-        captions += ["noise"] * len(noise[part])
-        captions += [f"H:{classes[p]} {c:.0%}" for p, c in zip(predicted[part].tolist(), confidence[part].tolist())] * 2
-    return image_grid(torch.cat(pictures), columns, captions)
+        readings = [h_caption(classes, p, c) for p, c in zip(predicted[part].tolist(), confidence[part].tolist())]
+        cells += [Cell("noise", alt="uniform noise, the attack's start")] * k
+        cells += [Cell("x_adv", r, alt=f"the noise after the attack; {r}") for r in readings]
+        cells += [Cell("P(x_adv)", alt=f"P(x_adv), what the model perceives of the attacked noise ({r})")
+                  for r in readings]
+        cards += [(first + j, first + k + j, first + 2 * k + j) for j in range(k)]
+    return image_grid(torch.cat(pictures), columns, cells, cards=cards)
+
+
+def interpolation_grid(edited: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
+                       classes: Sequence[str], alphas: Sequence[float], title: str = "",
+                       direction: str = "the direction") -> Grid:
+    """One row per image, one column per alpha: D(F(x) + a * dz), captioned with alpha and
+    H's prediction and confidence on that image. ``edited``: (B, A, C, H, W)."""
+    cells = []
+    for row, (row_labels, row_conf) in enumerate(zip(labels.tolist(), confidence.tolist()), 1):
+        for a, p, c in zip(alphas, row_labels, row_conf):
+            reading = h_caption(classes, p, c)
+            cells.append(Cell(f"a={a:g}", reading, alt=f"image {row} edited along {direction}, "
+                                                       f"D(F(x) + {a:g} dz); {reading}"))
+    return image_grid(edited.flatten(0, 1), edited.shape[1], cells,
+                      scale=4 if edited.shape[-1] < 48 else 2, title=title)
+
+
+EDIT_TITLES = {"per-image": "Per-image direction: each image moved along its own dz = F(x_adv) - F(x), "
+                            "x_adv its attack toward {target}",
+               "mean": "Mean direction: every image moved along one dz toward {target}, "
+                       "averaged over training images"}
 
 
 def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out: Path,
@@ -219,29 +295,34 @@ def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out:
     written = []
     for kind, edited in study.edited.items():
         grid = interpolation_grid(edited[:rows], study.readings[kind]["H(image)"][:rows],
-                                  study.confidence[kind][:rows], classes, study.alphas)
+                                  study.confidence[kind][:rows], classes, study.alphas,
+                                  EDIT_TITLES[kind].format(target=classes[study.target]), f"the {kind} direction")
         written.append(save_png(grid, out / runs.INTERPOLATION_GRID.format(kind=kind)))
     maps = {f"{kind}: |change| a={study.alphas[0]:g} to {study.alphas[-1]:g}":
             latent.locality(edited, region.to(edited.device))["change_map"] for kind, edited in study.edited.items()}
-    written.append(heatmaps(maps, out / runs.INTERPOLATION_CHANGE, outline=region))
+    written.append(plots.heatmaps(maps, out / runs.INTERPOLATION_CHANGE, outline=region))
     return written
 
 
 @torch.no_grad()
 def layers_grid(seen, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
-                adversarial: torch.Tensor | None = None) -> Image.Image:
+                adversarial: torch.Tensor | None = None) -> Grid:
     """One row per image: x (and x_adv), then its perception at each attached layer, shallow
-    to deep; x and x_adv captioned with H's label and confidence, P with the layer's name."""
+    to deep; x and x_adv captioned with H's prediction and confidence."""
+    inputs = [images] + ([adversarial] if adversarial is not None else [])
     with evaluating(seen):
-        shown = images if adversarial is None else adversarial
-        confidence, predicted = seen(shown).float().softmax(1).max(1)
-        perceived = seen.perceive_all(shown)  # layer -> (B, C, H, W)
-    columns = [images] + ([adversarial] if adversarial is not None else []) + [perceived[n].float() for n in seen.layers]
-    grid = torch.stack(columns, 1).flatten(0, 1)  # row by row
-    captions = []
-    for label, p, c in zip(labels.tolist(), predicted.tolist(), confidence.tolist()):
-        captions.append(f"x: {classes[label]}" if adversarial is not None else f"x H:{classes[p]} {c:.0%}")
-        if adversarial is not None:
-            captions.append(f"x_adv H:{classes[p]} {c:.0%}")
-        captions += [f"P {name}"[:14] for name in seen.layers]
-    return image_grid(grid, len(columns), captions, scale=3 if images.shape[-1] < 48 else 2)
+        readings = [seen(x).float().softmax(1).max(1) for x in inputs]  # (confidence, predicted) each
+        perceived = seen.perceive_all(inputs[-1])  # layer -> (B, C, H, W)
+    grid = torch.stack(inputs + [perceived[n].float() for n in seen.layers], 1).flatten(0, 1)  # row by row
+    shown = "x_adv" if adversarial is not None else "x"
+    cells = []
+    for i, label in enumerate(labels.tolist()):
+        true = classes[label]
+        for name, (confidence, predicted) in zip(("x", "x_adv"), readings):
+            reading = h_caption(classes, int(predicted[i]), float(confidence[i]))
+            cells.append(Cell(f"x, true {true}" if name == "x" else name, reading, int(predicted[i]) != label,
+                              f"{'test image' if name == 'x' else 'the attacked image'} of a {true}; {reading}"))
+        cells += [Cell(f"P {name}", alt=f"P_{name}({shown}), the decoder of layer {name} reading the "
+                                        f"{'attacked ' if adversarial is not None else ''}{true}")
+                  for name in seen.layers]
+    return image_grid(grid, grid.shape[0] // len(labels), cells, scale=3 if images.shape[-1] < 48 else 2)

@@ -27,7 +27,11 @@ def load_model_file(path: Path, schema: type[BaseModel], fix: str) -> dict:
     """The JSON file at ``path`` as a dict, validated by ``schema``; else an error saying ``fix``."""
     if not Path(path).exists():
         raise CheckpointError(f"{path} is missing; {fix}")
-    raw = read_json(path)
+    return validated(read_json(path), schema, path, fix)
+
+
+def validated(raw, schema: type[BaseModel], path: Path, fix: str) -> dict:
+    """``raw`` (read from ``path``) checked by ``schema``, as a dict; else an error saying ``fix``."""
     try:
         return schema.model_validate(raw).model_dump()
     except ValidationError as err:

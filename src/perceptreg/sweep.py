@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, figures, metrics, models, runs, workers
+from perceptreg import checkpoint, figures, metrics, models, plots, runs, workers
 from perceptreg import data as datasets
 from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
@@ -168,10 +168,10 @@ def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict)
     names = ["x"] + [label(v) for v in trained]
     grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
     figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / runs.SWEEP_PERCEPTION)
-    figures.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
+    plots.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
                       for v in trained}, out / runs.SWEEP_ATTENTION)
     probes = [k for k in summary["rows"][0] if k.startswith("probe: ") and not k.endswith("_ci95")]
-    figures.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
+    plots.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
         p.removeprefix("probe: "): [r[p] for r in summary["rows"]] for p in probes}},
         out / runs.SWEEP_PROBES, xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
         xticklabels=[r["variant"] for r in summary["rows"]])

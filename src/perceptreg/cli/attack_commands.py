@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import torch
 
-from perceptreg import figures, latent, runs
+from perceptreg import figures, latent, plots, runs
 from perceptreg.attack_evaluation import attack_table, evaluate_run, roc_curve
 from perceptreg.attacks import (
     DEFAULT_EPS,
@@ -90,12 +90,14 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
     classes = runs.load_data(run)[1].classes
     failures = evaluation.failures()
-    panels = [(f"PGD {settings.norm} eps={settings.eps}, {settings.steps} steps: rows x, x_adv, P(x), P(x_adv); "
-               f"H's label and confidence", figures.attack_grid(evaluation, torch.arange(min(n, len(evaluation.labels))), classes))]
+    shown = torch.arange(min(n, len(evaluation.labels)))
+    panels = [figures.attack_grid(evaluation, shown, classes, f"PGD {settings.norm} eps={settings.eps}, "
+                                  f"{settings.steps} steps: x, x_adv, P(x), P(x_adv) of {len(shown)} test images")]
     if len(failures):
-        panels.append((f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the true class "
-                       f"({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
-                       f"{len(evaluation.labels)} images)", figures.attack_grid(evaluation, failures[:n], classes)))
+        panels.append(figures.attack_grid(
+            evaluation, failures[:n], classes, f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the "
+            f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
+            f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
     path = figures.save_png(figures.stack_panels(panels), out or run / runs.ATTACK)
     click.echo(f"attack success {evaluation.summary['attack_success_rate']:.1%} on {len(evaluation.labels)} test "
                f"images, {min(n, len(failures))} failure cases shown: {path}")
@@ -125,8 +127,8 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
                                       judge_runs=judge_runs, device=device, layer=layer)
         summaries[str(current)] = evaluation.summary
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
-        figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
-                           f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
+        plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
+                         f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
     written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
                "images": n_images or "all"}
     write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
@@ -183,8 +185,8 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 saved = latent.save_direction(dataclasses.replace(study.direction, meta=meta),
                                               save_direction or run / name, runs.load_model(run))
                 click.echo(f"mean direction saved: {saved}")
-    figures.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
-                      ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
+    plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
+                    ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
     write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
     for name, summary in results.items():
         mean_curve = summary["directions"]["mean"]["flip_curve"]

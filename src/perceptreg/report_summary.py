@@ -1,0 +1,141 @@
+"""The top of a run's report: what the model is and how well it did in a few lines, with
+H and P(x) defined; then its configuration, grouped, showing only what was set or matters."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from pathlib import Path
+
+from perceptreg import runs
+from perceptreg.config import AttachConfig, TrainConfig
+from perceptreg.fitting import read_layers
+from perceptreg.report_html import table
+
+H_DEFINITION = ('H(x) = C(F(x)), the classifier\'s prediction. A caption "H: 9 87 %" means H reads the image '
+                'as class 9, with softmax confidence 87 %.')
+P_DEFINITION = ("P(x) = D(F(x)), the model's perception: the decoder's picture of the latent z = F(x), "
+                "what the representation kept of x.")
+P_LAYER_DEFINITION = ("P_layer(x), the perception at a layer: a decoder's picture of that layer's activation, "
+                      "what the model kept of x up to there. The deepest layer's is shown unless a command "
+                      "names another (--layer).")
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f} %"
+
+
+def summary(run: Path) -> str:
+    """The run in a few lines: model, mode, lambda, test accuracy, reconstruction error, and
+    what H and P(x) mean; a collapsed decoder is said first."""
+    config = runs.load_config(run)
+    if isinstance(config, AttachConfig):
+        rows, warning = _attach_rows(run, config), ""
+    else:
+        rows, warning = _train_rows(run, config)
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
+    return f'{warning}<dl class="summary" data-testid="summary">{items}</dl>'
+
+
+def _train_rows(run: Path, config: TrainConfig) -> tuple[list[tuple[str, str]], str]:
+    meta = runs.model_meta(run) if (run / runs.MODEL_META).exists() else {}
+    what = (f"your PerceptionNet, built by {config.model}" if config.arch == "custom"
+            else f"the paper's {config.arch} network (perceptreg.models.{config.arch})")
+    if meta.get("latent_shape"):
+        what += f", latent z of shape {'x'.join(map(str, meta['latent_shape']))}"
+    if config.mode == "joint":
+        mode = "joint: F, C and D trained together on cross-entropy + lambda x reconstruction error"
+    else:
+        source = f"taken, frozen, from {config.classifier_from}" if config.classifier_from else "trained on cross-entropy alone"
+        mode = f"post-hoc: F and C {source}, then D alone learns to invert the frozen F"
+    rows = [("model", what), ("mode", mode), ("lambda", _lambda(config)),
+            ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
+    warning = ""
+    if (run / runs.METRICS).exists() and runs.read_metrics(run):
+        last = runs.read_metrics(run)[-1]
+        rows.append(("test accuracy", f"{percent(last['test_accuracy'])} after epoch {last['epoch']}"))
+        if last.get("test_recon_mse") is not None:
+            rows.append(("reconstruction error", f"{last['test_recon_mse']:.4f} mean squared error per pixel "
+                                                 f"between x and P(x) on the test set"))
+        if last.get("decoder_collapsed"):
+            warning = ('<p class="warning"><strong>The decoder collapsed</strong>: its reconstructions are nearly '
+                       'the same for every image, so the perceptions below show nothing about the inputs. '
+                       'Train longer or on more images.</p>')
+    return rows + [("H", H_DEFINITION), ("P(x)", P_DEFINITION)], warning
+
+
+def _attach_rows(run: Path, config: AttachConfig) -> list[tuple[str, str]]:
+    weights = f" with the weights {Path(config.weights).name}" if config.weights else ""
+    mode = ("post-hoc: the model frozen, bit for bit; the decoders trained on reconstruction alone"
+            if config.mode == "post-hoc" else
+            "joint: the model fine-tuned with cross-entropy + lambda x the layers' reconstruction errors")
+    rows = [("model", f"your model, built by {config.model}{weights}, with decoders on its layers "
+                      f"{', '.join(config.layers)}"), ("mode", mode), ("lambda", _lambda(config)),
+            ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
+    if (run / runs.LAYERS_JSON).exists():
+        layers = read_layers(run)
+        accuracy = percent(layers["accuracy"])
+        if config.mode == "joint":
+            accuracy += f" after fine-tuning ({percent(layers['accuracy_before'])} before)"
+        rows += [("test accuracy", accuracy),
+                 ("reconstruction error", "mean squared error per pixel on the test set, by layer: " + ", ".join(
+                     f"{r['name']} {r['test_recon_mse']:.4f}" for r in layers["layers"]))]
+    return rows + [("H", H_DEFINITION), ("P_layer(x)", P_LAYER_DEFINITION)]
+
+
+def _lambda(config: TrainConfig | AttachConfig) -> str:
+    if config.mode == "post-hoc":
+        return "not used: in post-hoc mode the decoders learn from the reconstruction error alone"
+    scale = "per image, squared errors summed" if getattr(config, "reduction", "sum") == "sum" else "per pixel"
+    return f"{config.lam:g} (weight of the reconstruction error, {scale})"
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+GROUPS = (("Model", ("arch", "model", "layers", "weights", "weights_sha256", "normalize")),
+          ("Objective", ("mode", "lam", "reduction", "classifier_from")),
+          ("Data", ("dataset", "train_size", "data_root")),
+          ("Optimization", ("epochs", "decoder_epochs", "batch_size", "decoder_batch_size", "lr", "betas",
+                            "lr_drop_epoch", "lr_drop_factor", "steps_per_epoch", "init_output_bias", "compile")),
+          ("Reproducibility", ("seed", "device")))
+LABELS = {"arch": "architecture", "model": "built by", "weights_sha256": "weights SHA-256", "lam": "lambda",
+          "reduction": "reconstruction error", "classifier_from": "F and C from", "train_size": "training images",
+          "data_root": "data folder", "lr": "learning rate (Adam)", "betas": "Adam betas",
+          "init_output_bias": "D's output bias at the mean pixel", "compile": "torch.compile"}
+
+
+def _shown(config, field: dataclasses.Field) -> bool:
+    """Whether a setting says something: set, not a switch left at its default, and used."""
+    value = getattr(config, field.name)
+    return not (value is None
+                or (isinstance(value, bool) and value == field.default)
+                or (field.name == "arch" and value == "custom")  # the "built by" row says it
+                or (field.name == "lam" and config.mode == "post-hoc")  # only the joint objective weighs it
+                or (field.name == "lr_drop_factor" and getattr(config, "lr_drop_epoch", None) is None))
+
+
+def _value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_tables(run: Path) -> str:
+    """The settings by group, one small table each; what the model file adds goes with them."""
+    config = runs.load_config(run)
+    fields = {f.name: f for f in dataclasses.fields(config) if _shown(config, f)}
+    grouped = {title: [(LABELS.get(n, n.replace("_", " ")), _value(getattr(config, n))) for n in names if n in fields]
+               for title, names in GROUPS}
+    grouped["Other"] = [(n.replace("_", " "), _value(getattr(config, n)))
+                        for n in fields if not any(n in names for _, names in GROUPS)]
+    if (run / runs.MODEL_META).exists():
+        meta = runs.model_meta(run)
+        if meta.get("latent_shape"):
+            grouped["Model"].append(("latent shape", "x".join(map(str, meta["latent_shape"]))))
+        grouped["Model"].append(("input shape", "x".join(map(str, meta["input_shape"]))))
+        grouped["Data"].append(("classes", f"{len(meta['classes'])}: {', '.join(meta['classes'])}"))
+        if meta.get("versions"):
+            grouped["Reproducibility"].append(("versions", ", ".join(f"{k} {v}" for k, v in meta["versions"].items())))
+    tables = "".join(f"<div><h3>{html.escape(title)}</h3>{table(['setting', 'value'], [list(r) for r in rows])}</div>"
+                     for title, rows in grouped.items() if rows)
+    return f'<div class="config">{tables}</div>'
