@@ -15,12 +15,17 @@ from perceptreg.data.images import as_mnist_digit  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client(good_run):
-    return TestClient(explorer.create_app(good_run))
+    return TestClient(explorer.create_app(good_run), base_url="http://127.0.0.1")
 
 
-def png(size=(28, 28), colour=0, mode="L", format="PNG"):
+def png(size=(28, 28), colour=0, mode="L", format="PNG", bar=None):
+    """An image of one colour, with a ``bar`` (its colour) drawn down the middle."""
+    picture = Image.new(mode, size, colour)
+    if bar is not None:
+        w, h = size
+        picture.paste(bar, (w // 2 - w // 12, h // 8, w // 2 + w // 12, h - h // 8))
     buffer = io.BytesIO()
-    Image.new(mode, size, colour).save(buffer, format=format)
+    picture.save(buffer, format=format)
     return buffer.getvalue()
 
 
@@ -65,10 +70,10 @@ def test_edit_frames_walk_toward_the_target(client):
 
 
 def test_perceive_an_upload(client):
-    result = client.post("/api/perceive", files={"file": ("d.png", png((200, 120), 255), "image/png")}).json()
+    result = client.post("/api/perceive", files={"file": ("d.png", png((200, 120), 255, bar=0), "image/png")}).json()
     assert result["prediction"] in [str(d) for d in range(10)]
     assert Image.open(io.BytesIO(__import__("base64").b64decode(result["image"].split(",")[1]))).size == (28, 28)
-    jpeg = client.post("/api/perceive", files={"file": ("d.jpg", png(mode="RGB", format="JPEG"), "image/jpeg")})
+    jpeg = client.post("/api/perceive", files={"file": ("d.jpg", png(mode="RGB", format="JPEG", bar=(255, 255, 255)), "image/jpeg")})
     assert jpeg.status_code == 200
 
 
