@@ -92,10 +92,14 @@ class Explorer:
         # A run of `attach`: every layer's perception can be shown, the chosen one first.
         layers = self.model.seen.layers if hasattr(self.model, "seen") else ()
         self.views = {None: self.model, **{name: self.model.seen.at(name) for name in layers}}
-        self.compared = {path.name: load_model(path, device=device) for path in paths[1:]}
+        names = [path.resolve().name for path in paths]
+        if len(set(names)) < len(names):  # runs/a/run and runs/b/run: the whole paths tell them apart
+            names = [str(path) for path in paths]
+        self.name = names[0]
+        self.compared = {name: load_model(path, device=device) for name, path in zip(names[1:], paths[1:])}
         for name, model in self.compared.items():
             if model.input_shape != self.model.input_shape:
-                raise PerceptregError(f"runs to compare must take images of one shape: {self.run.name} takes "
+                raise PerceptregError(f"runs to compare must take images of one shape: {self.name} takes "
                                       f"{self.model.input_shape}, {name} takes {model.input_shape}")
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
@@ -175,7 +179,7 @@ class Explorer:
         compared = [{"run": name, **self._attack_result(other, x, PGD(other, eps=request.eps, steps=request.steps,
                                                                          norm=request.norm)(x, label, targets))}
                     for name, other in self.compared.items()]
-        return {"label": self.classes[int(label)], "run": self.run.name, **result, "path": steps.tolist(),
+        return {"label": self.classes[int(label)], "run": self.name, **result, "path": steps.tolist(),
                 "compared": compared}
 
     def _attack_result(self, model, x: torch.Tensor, adversarial: torch.Tensor) -> dict:
@@ -194,7 +198,7 @@ class Explorer:
         _, direction = latent.toward(self.model, x, request.target, attack)
         latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
         readings, confidence = latent.read_edits(self.model, latents, edited)
-        return {"target": self.classes[request.target],
+        return {"target": self.classes[request.target], "image": data_url(x[0]),
                 "frames": [{"alpha": a, "image": data_url(edited[0, i]),
                             "prediction": self.classes[int(readings["H(image)"][0, i])],
                             "confidence": confidence[0, i].item()} for i, a in enumerate(ALPHAS)]}
@@ -241,6 +245,29 @@ def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int
     return to_float(image.unsqueeze(0))
 
 
+RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
+    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
+}
+
+
+def in_words(error: dict) -> str:
+    """One validation error as a sentence naming the field."""
+    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
+    if field == "body":
+        field = "the request"
+    rule = RULES.get(error.get("type", ""))
+    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
+    except KeyError:
+        return f"{field}: {error.get('msg', 'invalid')}"
+
+
 def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
                hosts: tuple[str, ...] | None = allowed_hosts("127.0.0.1")) -> FastAPI:
     """The explorer app for one run folder, or several to compare (the first one's test set).
@@ -248,7 +275,7 @@ def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
     explorer = Explorer(run_dirs, device, layer)
     queue = explorer.queue
     # /docs and /redoc load their scripts from a CDN: blank offline, so not served.
-    app = FastAPI(title=f"perceptreg explorer: {explorer.run.name}", docs_url=None, redoc_url=None)
+    app = FastAPI(title=f"perceptreg explorer: {explorer.name}", docs_url=None, redoc_url=None)
     app.add_middleware(RequestGuard, hosts=hosts, max_body=MAX_BODY_BYTES)
     app.state.explorer = explorer
 
@@ -256,9 +283,9 @@ def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
     def invalid(request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the input back, and a NaN in it cannot be written as
         # JSON (a 500); the field and the reason are what the caller needs.
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid")} for e in error.errors()]
+        detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
-    title = f"perceptreg explorer: {' vs '.join([explorer.run.resolve().name, *explorer.compared])}"
+    title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
     page = PAGE.replace("__TITLE__", title)
 
     @app.get("/", response_class=HTMLResponse)
@@ -272,7 +299,7 @@ def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
     @app.get("/api/info")
     async def info() -> dict:
         model = explorer.model
-        return {"run": explorer.run.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
+        return {"run": explorer.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
                 "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
                 "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
                 "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
