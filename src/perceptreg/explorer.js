@@ -145,14 +145,20 @@ function top3(probabilities) {
 }
 
 function attackRow(name, r) {
-  const row = document.createElement("div"); row.className = "row"; row.dataset.testid = "attack-row";
-  if (name) { const title = document.createElement("div"); title.className = "compare-name"; title.textContent = name; row.append(title); }
+  const block = document.createElement("div"); block.dataset.testid = "attack-row";
+  if (name) {
+    const title = document.createElement("div"); title.className = "compare-name";
+    title.textContent = `${name}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
+    block.append(title);
+  }
+  const row = document.createElement("div"); row.className = "row";
   const size = "84px";
   row.append(figure(r.clean.image, `x: H ${r.clean.prediction} ${pct(r.clean.confidence)}`, null, size),
     figure(r.adversarial.image, `x_adv: H ${r.adversarial.prediction} ${pct(r.adversarial.confidence)}`, "adv-prediction", size),
     figure(r.clean.perception, "P(x)", null, size), figure(r.adversarial.perception, "P(x_adv)", null, size),
     figure(r.difference, "x_adv − x, amplified", "difference", size));
-  return row;
+  block.append(row);
+  return block;
 }
 
 async function attack() {
@@ -206,6 +212,11 @@ async function loadMap() {
   const xs = map.points.map((p) => p[0]), ys = map.points.map((p) => p[1]);
   const pad = (lo, hi) => [lo - 0.05 * (hi - lo || 1), hi + 0.05 * (hi - lo || 1)];
   state.map = { ...map, x: pad(Math.min(...xs), Math.max(...xs)), y: pad(Math.min(...ys), Math.max(...ys)) };
+  $("map-legend").replaceChildren(...state.info.classes.map((name, k) => {
+    const key = document.createElement("span");
+    key.innerHTML = `<i style="background:${COLOURS[k % COLOURS.length]}"></i>`; key.append(name);
+    return key;
+  }));
   drawMap();
 }
 

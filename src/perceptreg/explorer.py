@@ -239,7 +239,7 @@ def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int
         image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
     except ImageDecodeError as err:
         raise HTTPException(413 if isinstance(err, ImageTooLargeError) else 422, f"the upload: {err}") from err
-    if image.min() == image.max():
+    if is_blank(raw):
         raise HTTPException(422, "the image is empty (every pixel has the same colour); draw a digit or "
                                  "choose a picture with something on it")
     return to_float(image.unsqueeze(0))
@@ -266,6 +266,13 @@ def in_words(error: dict) -> str:
         return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
     except KeyError:
         return f"{field}: {error.get('msg', 'invalid')}"
+
+
+def is_blank(raw: bytes) -> bool:
+    """Whether a (size-checked) image shows nothing: one colour throughout, or transparent."""
+    with Image.open(io.BytesIO(raw)) as picture:
+        bands = picture.convert("RGBA").getextrema()
+    return bands[3][1] == 0 or all(low == high for low, high in bands)
 
 
 def create_app(run_dirs, device: str = "cpu", layer: str | None = None,

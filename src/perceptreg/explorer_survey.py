@@ -73,5 +73,7 @@ class Survey:
             return chosen[self.error[chosen].argsort(descending=True, stable=True)]
         if sort == "confidence":
             return chosen[self.confidence[chosen].argsort(stable=True)]
+        if len(chosen) == 0:
+            return chosen
         # the classes in turn, not the data's order (often sorted by class)
         return chosen[spread_over_classes(self.labels[chosen], len(chosen))]
