@@ -2,7 +2,7 @@
 // The explorer page. Each section has its own status line next to its controls; a new
 // input clears that section's old results; every request's failure ends in a status line
 // (never an uncaught rejection); answers to superseded requests are dropped.
-const state = { info: null, selected: null, offset: 0, total: 0, shown: new Set(), loading: false,
+const state = { info: null, selected: null, offset: 0, total: 0, galleryRun: 0,
                 frames: [], layer: null, map: null, path: null, attacked: false, seq: {} };
 const $ = (id) => document.getElementById(id);
 const pct = (c) => (100 * c).toFixed(0) + "%";
@@ -79,20 +79,16 @@ function galleryQuery() {
 }
 
 async function loadGallery() {
-  if (state.loading) return;  // a double click must not fetch (and show) a page twice
-  state.loading = true; $("more").disabled = true;
+  $("more").disabled = true;  // until this page is shown: a double click must not fetch it twice
+  const run = ++state.galleryRun;
   try {
     const page = await call("gallery", `/api/gallery?${galleryQuery()}`);
     if (!page) return;
-    for (const item of page.items.filter((i) => !state.shown.has(i.index))) {
-      state.shown.add(item.index);
-      $("gallery").append(card(item));
-    }
+    $("gallery").append(...page.items.map(card));
     state.offset += page.items.length; state.total = page.total;
     if (page.total === 0) status("gallery", "done", "No test image matches these filters.");
   } finally {
-    state.loading = false;
-    $("more").disabled = state.offset >= state.total;
+    if (state.galleryRun === run) $("more").disabled = state.offset >= state.total;  // not superseded
   }
 }
 
@@ -115,8 +111,7 @@ function card(item) {
 }
 
 function resetGallery() {
-  state.offset = 0; state.total = 0; state.shown = new Set(); state.seq.gallery = (state.seq.gallery || 0) + 1;
-  state.loading = false;
+  state.offset = 0; state.total = 0;
   $("gallery").replaceChildren();
   return loadGallery();
 }
