@@ -139,5 +139,5 @@ def test_runs_of_other_image_shapes_cannot_be_compared(good_run, monkeypatch):
                         else models.build("svhn", 10))  # a run of 3x32x32 images
     result = CliRunner().invoke(main, ["explore", str(good_run), str(good_run.parent), "--port", "1"])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        f"Error: runs to compare must take images of one shape: {good_run.name} takes (1, 28, 28), "
-        f"{good_run.parent.name} takes (3, 32, 32)"]
+        f"Error: runs to compare must take images of one shape into the same classes: {good_run.name} takes "
+        f"(1, 28, 28) into 10, {good_run.parent.name} takes (3, 32, 32) into 10"]

@@ -98,9 +98,10 @@ class Explorer:
         self.name = names[0]
         self.compared = {name: load_model(path, device=device) for name, path in zip(names[1:], paths[1:])}
         for name, model in self.compared.items():
-            if model.input_shape != self.model.input_shape:
-                raise PerceptregError(f"runs to compare must take images of one shape: {self.name} takes "
-                                      f"{self.model.input_shape}, {name} takes {model.input_shape}")
+            if (model.input_shape, model.num_classes) != (self.model.input_shape, self.model.num_classes):
+                raise PerceptregError(f"runs to compare must take images of one shape into the same classes: "
+                                      f"{self.name} takes {self.model.input_shape} into {self.model.num_classes}, "
+                                      f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
         self.surveys: dict[str | None, Survey] = {}
