@@ -1,11 +1,15 @@
 """Round-trip time of the explorer's requests over real HTTP, on one 28x28 image.
 
-    python bench/explorer_latency.py RUN [--requests 30]
+    python bench/explorer_latency.py RUN [--requests 30] [--clients 1 20]
 
 Starts `perceptreg explore RUN` in its own process on 127.0.0.1 (a free port), as a user
 would, and times from an HTTP client in this process each kind of request the page makes: an attack (L-inf, eps 0.2,
 100 steps, the page's default), a 9-frame latent walk, a gallery page of 24 images and a
 perception of an uploaded PNG. The goal for an attack is under 300 ms.
+
+Then ``--clients`` at once, each sending attacks one after another as the page does
+(waiting out a 503's Retry-After and trying again): the time from sending to the answer,
+retries included, the 503s met, and the time the page itself (GET /) takes meanwhile.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -40,10 +45,50 @@ def start_server(run: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"the explorer did not answer on {url}")
 
 
+def summary(times: list[float]) -> str:
+    times = sorted(times)
+    p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+    return f"{statistics.median(times):>10.1f}{p95:>9.1f}{times[-1]:>9.1f}"
+
+
+def attack_as_the_page_does(client: httpx.Client, index: int, refused: list) -> float:
+    began = time.perf_counter()
+    while True:
+        response = client.post("/api/attack", json={"index": index, "eps": 0.2, "steps": 100})
+        if response.status_code != 503:
+            response.raise_for_status()
+            return 1000 * (time.perf_counter() - began)
+        refused.append(1)
+        time.sleep(float(response.headers["Retry-After"]))
+
+
+def concurrent(url: str, clients: int, requests: int) -> None:
+    times, refused, page = [], [], []
+
+    def client_loop(k):
+        with httpx.Client(base_url=url, timeout=120) as client:
+            for i in range(requests):
+                times.append(attack_as_the_page_does(client, k * requests + i, refused))
+    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
+    for thread in threads:
+        thread.start()
+    with httpx.Client(base_url=url, timeout=120) as client:
+        while any(thread.is_alive() for thread in threads):
+            began = time.perf_counter()
+            client.get("/").raise_for_status()
+            page.append(1000 * (time.perf_counter() - began))
+            time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    print(f"{f'attack, {clients} clients':<24}{summary(times)}   ({len(times)} attacks, {len(refused)} 503s)")
+    print(f"{'  GET / meanwhile':<24}{summary(page)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 20], help="concurrent clients to time")
     args = parser.parse_args()
     server, url = start_server(args.run)
     picture = Image.new("L", (280, 280), 0)
@@ -67,9 +112,9 @@ def main():
                 began = time.perf_counter()
                 call(client, i).raise_for_status()
                 times.append(1000 * (time.perf_counter() - began))
-            times.sort()
-            p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
-            print(f"{name:<24}{statistics.median(times):>10.1f}{p95:>9.1f}{times[-1]:>9.1f}")
+            print(f"{name:<24}{summary(times)}")
+    for clients in args.clients:
+        concurrent(url, clients, max(1, args.requests // clients))
     server.terminate()
     server.wait()
 

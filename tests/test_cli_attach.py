@@ -143,7 +143,7 @@ def test_the_explorer_serves_a_layer_and_offers_no_latent_walk(attached_run):
     from perceptreg.explorer import create_app
 
     out, _ = attached_run
-    client = TestClient(create_app(out, layer="block1"))
+    client = TestClient(create_app(out, layer="block1"), base_url="http://127.0.0.1")
     info = client.get("/api/info").json()
     assert info["layer"] == "block1" and info["latent_edits"] is False
     attacked = client.post("/api/attack", json={"index": 0, "steps": 3})
@@ -158,7 +158,7 @@ def test_the_explorer_switches_layers(attached_run):
     from perceptreg.explorer import create_app
 
     out, _ = attached_run
-    client = TestClient(create_app(out))
+    client = TestClient(create_app(out), base_url="http://127.0.0.1")
     assert client.get("/api/info").json()["layers"] == LAYERS.split(",")
     shallow = client.get("/api/gallery?limit=2&layer=stem").json()["items"]
     deep = client.get("/api/gallery?limit=2&layer=fc1").json()["items"]

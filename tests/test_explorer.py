@@ -15,12 +15,17 @@ from perceptreg.data.images import as_mnist_digit  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client(good_run):
-    return TestClient(explorer.create_app(good_run))
+    return TestClient(explorer.create_app(good_run), base_url="http://127.0.0.1")
 
 
-def png(size=(28, 28), colour=0, mode="L", format="PNG"):
+def png(size=(28, 28), colour=0, mode="L", format="PNG", bar=None):
+    """An image of one colour, with a ``bar`` (its colour) drawn down the middle."""
+    picture = Image.new(mode, size, colour)
+    if bar is not None:
+        w, h = size
+        picture.paste(bar, (w // 2 - w // 12, h // 8, w // 2 + w // 12, h - h // 8))
     buffer = io.BytesIO()
-    Image.new(mode, size, colour).save(buffer, format=format)
+    picture.save(buffer, format=format)
     return buffer.getvalue()
 
 
@@ -65,10 +70,10 @@ def test_edit_frames_walk_toward_the_target(client):
 
 
 def test_perceive_an_upload(client):
-    result = client.post("/api/perceive", files={"file": ("d.png", png((200, 120), 255), "image/png")}).json()
+    result = client.post("/api/perceive", files={"file": ("d.png", png((200, 120), 255, bar=0), "image/png")}).json()
     assert result["prediction"] in [str(d) for d in range(10)]
     assert Image.open(io.BytesIO(__import__("base64").b64decode(result["image"].split(",")[1]))).size == (28, 28)
-    jpeg = client.post("/api/perceive", files={"file": ("d.jpg", png(mode="RGB", format="JPEG"), "image/jpeg")})
+    jpeg = client.post("/api/perceive", files={"file": ("d.jpg", png(mode="RGB", format="JPEG", bar=(255, 255, 255)), "image/jpeg")})
     assert jpeg.status_code == 200
 
 
@@ -76,10 +81,10 @@ def test_perceive_an_upload(client):
     ({"index": 1000}, 422, "index must lie in 0..999"),
     ({"index": 0, "target": 10}, 422, "target class 10 is outside the model's classes 0..9"),
     ({"index": 0, "eps": 0}, 422, "greater than 0"),
-    ({"index": 0, "steps": 100000}, 422, "less than or equal to 500"),
+    ({"index": 0, "steps": 100000}, 422, "steps must be at most 500"),
     ({"index": 0, "norm": "l1"}, 422, "linf"),
-    ({"index": "zero"}, 422, "valid integer"),
-    ({"index": 0, "path": "/etc/passwd"}, 422, "Extra inputs are not permitted"),
+    ({"index": "zero"}, 422, "index must be a whole number"),
+    ({"index": 0, "path": "/etc/passwd"}, 422, "path is not a setting of this request"),
 ])
 def test_attack_validation(client, body, status, message):
     response = client.post("/api/attack", json=body)
@@ -160,3 +165,66 @@ def test_drawn_digits_are_prepared_as_mnist_was():
     weights = pixels / pixels.sum()
     assert abs((weights.sum(1) * range(28)).sum() - 14) < 0.6 and abs((weights.sum(0) * range(28)).sum() - 14) < 0.6
     assert as_mnist_digit(Image.new("L", (50, 50), 0)).getbbox() is None  # blank stays blank
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0, 255), (255, 255, 255, 255)])
+def test_a_transparent_drawing_is_read_whatever_its_ink(client, ink):
+    picture = Image.new("RGBA", (140, 140), (0, 0, 0, 0))
+    picture.paste(ink, (60, 20, 80, 120))  # a "1" on transparent paper
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    result = client.post("/api/perceive", files={"file": ("one.png", buffer.getvalue(), "image/png")})
+    assert result.status_code == 200, result.text
+    seen = Image.open(io.BytesIO(__import__("base64").b64decode(result.json()["image"].split(",")[1])))
+    assert seen.getpixel((14, 14)) > 200 and seen.getpixel((2, 2)) == 0  # light ink on black, as MNIST
+
+
+@pytest.mark.parametrize("picture", [png((280, 280), 0), png((280, 280), 255), png((50, 50), 128)])
+def test_an_empty_image_is_said_to_be_empty(client, picture):
+    response = client.post("/api/perceive", files={"file": ("blank.png", picture, "image/png")})
+    assert response.status_code == 422 and "the image is empty" in response.json()["detail"]
+
+
+def test_gallery_filters_and_orders(client):
+    def items(**params):
+        return client.get("/api/gallery", params={"limit": 64, **params}).json()
+    wrong = items(show="misclassified")
+    assert wrong["total"] > 0 and all(i["prediction"] != i["label"] for i in wrong["items"])
+    unsure = items(show="low-confidence", sort="confidence")
+    confidences = [i["confidence"] for i in unsure["items"]]
+    assert confidences and max(confidences) < 0.6 and confidences == sorted(confidences)
+    errors = [i["error"] for i in items(sort="error")["items"]]
+    assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1] > 0
+    threes = items(label=3, show="all")
+    assert threes["total"] == 100 and {i["label"] for i in threes["items"]} == {"3"}
+    assert client.get("/api/gallery", params={"show": "odd"}).status_code == 422
+    assert client.get("/api/gallery", params={"label": 10}).status_code == 422
+
+
+def test_the_map_of_z_and_an_attack_path_on_it(client):
+    latent_map = client.get("/api/map").json()
+    points = latent_map["points"]
+    assert len(points) == 1000 and len(latent_map["index"]) == 1000 and all(len(p) == 2 for p in points)
+    spread = [sum((p[k] - sum(q[k] for q in points) / 1000) ** 2 for p in points) for k in (0, 1)]
+    assert spread[0] >= spread[1] > 0  # the first principal axis carries the most variance
+    result = client.post("/api/attack", json={"index": 0, "eps": 0.3, "steps": 20}).json()
+    path, start = result["path"], points[latent_map["index"].index(0)]
+    assert len(path) == 20 + 2  # x, one point per PGD step, x_adv
+    assert path[0] == pytest.approx(start, abs=1e-4) and path[-1] != pytest.approx(start, abs=1e-2)
+    assert result["l2_distance"] > result["linf_distance"] > 0
+    difference = Image.open(io.BytesIO(__import__("base64").b64decode(result["difference"].split(",")[1])))
+    assert difference.getextrema() in [(0, 255), (0, 254), (1, 255)]  # amplified to the full range
+
+
+def test_runs_are_compared_on_the_same_image_and_attack(good_run, trained_run):
+    both = TestClient(explorer.create_app([good_run, trained_run]), base_url="http://127.0.0.1")
+    assert both.get("/api/info").json()["compared"] == [str(trained_run)]
+    result = both.post("/api/attack", json={"index": 0, "eps": 0.3, "steps": 20}).json()
+    alone = TestClient(explorer.create_app(trained_run), base_url="http://127.0.0.1").post(
+        "/api/attack", json={"index": 0, "eps": 0.3, "steps": 20}).json()
+    (other,) = result["compared"]
+    assert result["run"] == str(good_run) and other["run"] == str(trained_run)
+    assert other["clean"]["image"] == result["clean"]["image"]  # the same image
+    for key in ("adversarial", "linf_distance", "difference"):  # the same attack as on that run alone
+        assert other[key] == alone[key]
+    assert other["adversarial"]["perception"] != result["adversarial"]["perception"]

@@ -1,47 +1,46 @@
-"""A small web app to poke at a trained model: gallery, live attacks, latent slider, drawing.
+"""A small web app to poke at trained models: gallery, live attacks, latent slider, drawing,
+a map of the latents, and several runs side by side.
 
-    app = create_app("runs/demo")          # FastAPI app; `perceptreg explore RUN` serves it
+    app = create_app("runs/demo")                      # FastAPI app; `perceptreg explore RUN` serves it
+    app = create_app(["runs/joint", "runs/post-hoc"])  # the same attacks through each run's perception
 
-The model and data are loaded once. All model work runs on one worker thread, one request
-after another (an attack temporarily sets the model's flags, so two must not overlap), and
-each request's work is bounded (at most MAX_STEPS PGD steps on one image, at most
-MAX_GALLERY images), so no request holds the page for long. Nothing a request sends
-reaches the file system.
+The models and data are loaded once. All model work runs on one thread behind a bounded
+queue (``explorer_server.ModelQueue``), and each request's work is bounded (at most
+MAX_STEPS PGD steps on one image, at most MAX_GALLERY images), so no request holds the page
+for long. Nothing a request sends reaches the file system.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg import latent
 from perceptreg.attacks import DEFAULT_EPS, DEFAULT_STEPS, PGD, check_target
-from perceptreg.data import (
-    ImageDecodeError,
-    ImageTooLargeError,
-    decode_image,
-    spread_over_classes,
-    to_float,
-)
+from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
 from perceptreg.errors import PerceptregError
+from perceptreg.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
+from perceptreg.explorer_survey import Show, Sort, Survey
 from perceptreg.runs import load_data, load_model
 
 MAX_STEPS = 500
 MAX_GALLERY = 64
 MAX_UPLOAD_BYTES = 2_000_000
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64_000  # the upload and its multipart headers
 MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_MAP_POINTS = 2000  # points on the map of z: enough to see the classes, light for the page
 ALPHAS = latent.DEFAULT_ALPHAS
+__all__ = ["Explorer", "create_app", "serve_in_background"]
 
 Eps = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
 Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
@@ -77,28 +76,36 @@ def data_url(image: torch.Tensor) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class Explorer:
-    """The loaded run and the model work the endpoints ask for."""
+def amplified(difference: torch.Tensor) -> torch.Tensor:
+    """x_adv - x scaled so its largest change reaches black or white; grey is no change."""
+    return 0.5 + 0.5 * difference / difference.abs().max().clamp(min=1e-12)
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu", layer: str | None = None):
-        self.run = Path(run_dir)
-        self.device = device
+
+class Explorer:
+    """The loaded runs and the model work the endpoints ask for. The first run's test set
+    is the gallery; further runs are compared with it image by image."""
+
+    def __init__(self, run_dirs, device: str = "cpu", layer: str | None = None):
+        paths = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(r) for r in run_dirs]
+        self.run, self.device = paths[0], device
         self.model = load_model(self.run, device=device, layer=layer)
         # A run of `attach`: every layer's perception can be shown, the chosen one first.
         layers = self.model.seen.layers if hasattr(self.model, "seen") else ()
         self.views = {None: self.model, **{name: self.model.seen.at(name) for name in layers}}
+        names = [path.resolve().name for path in paths]
+        if len(set(names)) < len(names):  # runs/a/run and runs/b/run: the whole paths tell them apart
+            names = [str(path) for path in paths]
+        self.name = names[0]
+        self.compared = {name: load_model(path, device=device) for name, path in zip(names[1:], paths[1:])}
+        for name, model in self.compared.items():
+            if (model.input_shape, model.num_classes) != (self.model.input_shape, self.model.num_classes):
+                raise PerceptregError(f"runs to compare must take images of one shape into the same classes: "
+                                      f"{self.name} takes {self.model.input_shape} into {self.model.num_classes}, "
+                                      f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
-        # the gallery shows the classes in turn, not the data's order (often sorted by class)
-        self.order = spread_over_classes(self.test.labels, len(self.test))
-        # One intra-op thread: on one image, PyTorch's OpenMP team called from a thread other
-        # than the main one made an attack 2.7x slower here (bench/explorer_latency.py).
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="perceptreg-model",
-                                         initializer=torch.set_num_threads, initargs=(1,))
-
-    def on_worker(self, work, *args):
-        """Run ``work(*args)`` on the model's worker thread and wait for its result."""
-        return self.worker.submit(work, *args).result()
+        self.surveys: dict[str | None, Survey] = {}
+        self.queue = ModelQueue([*self.views.values(), *self.compared.values()])
 
     def image(self, index: int) -> torch.Tensor:
         if index >= len(self.test):
@@ -111,7 +118,6 @@ class Explorer:
         except PerceptregError as err:
             raise HTTPException(422, str(err).replace("`", "")) from err
 
-    @torch.no_grad()
     def view(self, layer: str | None):
         """The model whose perception to show: of ``layer``, for a run of `attach`."""
         if layer not in self.views:
@@ -119,24 +125,42 @@ class Explorer:
             raise HTTPException(422, f"layer must be one of {choices}, got {layer!r}")
         return self.views[layer]
 
+    def survey(self, layer: str | None) -> Survey:
+        """The test set through ``layer``'s model, computed on first use (on the model thread)."""
+        if layer not in self.surveys:
+            self.surveys[layer] = Survey.of(self.view(layer), self.test.images, self.test.labels, self.device)
+        return self.surveys[layer]
+
+    @torch.no_grad()
     def describe(self, model, images: torch.Tensor) -> list[dict]:
         """Per image: the image, its perception, H's prediction, confidence and probabilities."""
         logits, _, recon = model(images)
         probabilities = logits.float().softmax(1)
         confidence, predicted = probabilities.max(1)
+        error = (recon.float() - images).pow(2).flatten(1).mean(1)
         return [{"image": data_url(x), "perception": data_url(p), "prediction": self.classes[k],
-                 "confidence": c, "probabilities": probs}
-                for x, p, k, c, probs in zip(images, recon, predicted.tolist(), confidence.tolist(),
-                                             probabilities.tolist())]
+                 "confidence": c, "probabilities": probs, "error": e}
+                for x, p, k, c, probs, e in zip(images, recon, predicted.tolist(), confidence.tolist(),
+                                                probabilities.tolist(), error.tolist())]
 
-    def gallery(self, offset: int, limit: int, layer: str | None = None) -> dict:
+    def gallery(self, offset: int, limit: int, layer: str | None = None, label: int | None = None,
+                show: Show = "all", sort: Sort = "classes") -> dict:
         model = self.view(layer)
-        index = self.order[offset:offset + limit]
+        if label is not None:
+            self.check_target(label)
+        chosen = self.survey(layer).select(label, show, sort)
+        index = chosen[offset:offset + limit]
         images = to_float(self.test.images[index]).to(self.device)
-        cards = self.on_worker(self.describe, model, images) if len(images) else []
-        return {"total": len(self.test), "offset": offset,
+        cards = self.describe(model, images) if len(images) else []
+        return {"total": len(chosen), "offset": offset,
                 "items": [{"index": i, "label": self.classes[l], **card}
                           for i, l, card in zip(index.tolist(), self.test.labels[index].tolist(), cards)]}
+
+    def map(self, layer: str | None = None) -> dict:
+        survey = self.survey(layer)
+        shown = survey.select()[:MAX_MAP_POINTS]
+        return {"points": survey.points[shown].tolist(), "index": shown.tolist(),
+                "labels": survey.labels[shown].tolist(), "predictions": survey.predictions[shown].tolist()}
 
     def attack(self, request: AttackRequest) -> dict:
         model = self.view(request.layer)
@@ -147,10 +171,23 @@ class Explorer:
             self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
         attack = PGD(model, eps=request.eps, steps=request.steps, norm=request.norm)
-        adversarial = self.on_worker(attack, x, label, targets)
-        clean, adv = self.on_worker(self.describe, model, torch.cat([x, adversarial]))
-        return {"label": self.classes[int(label)], "clean": clean, "adversarial": adv,
-                "linf_distance": (adversarial - x).abs().max().item()}
+        with latents_seen(model) as path:
+            adversarial = attack(x, label, targets)
+        result = self._attack_result(model, x, adversarial)
+        with torch.no_grad():
+            ends = model(torch.cat([x, adversarial])).z
+        steps = self.survey(request.layer).project(torch.cat([ends[:1], *path, ends[1:]]))
+        compared = [{"run": name, **self._attack_result(other, x, PGD(other, eps=request.eps, steps=request.steps,
+                                                                         norm=request.norm)(x, label, targets))}
+                    for name, other in self.compared.items()]
+        return {"label": self.classes[int(label)], "run": self.name, **result, "path": steps.tolist(),
+                "compared": compared}
+
+    def _attack_result(self, model, x: torch.Tensor, adversarial: torch.Tensor) -> dict:
+        clean, adv = self.describe(model, torch.cat([x, adversarial]))
+        difference = adversarial - x
+        return {"clean": clean, "adversarial": adv, "difference": data_url(amplified(difference)[0]),
+                "linf_distance": difference.abs().max().item(), "l2_distance": difference.norm().item()}
 
     def edit(self, request: EditRequest) -> dict:
         if self.model.classifier is None:  # a layer of an attached model: no C to read a latent
@@ -158,32 +195,40 @@ class Explorer:
                                      "of a model, which have no classifier head of their own")
         x = self.image(request.index)
         self.check_target(request.target)
-        latents, edited, readings, confidence = self.on_worker(self._walk, x, request)
-        return {"target": self.classes[request.target],
+        attack = PGD(self.model, eps=request.eps, steps=request.steps)
+        _, direction = latent.toward(self.model, x, request.target, attack)
+        latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
+        readings, confidence = latent.read_edits(self.model, latents, edited)
+        return {"target": self.classes[request.target], "image": data_url(x[0]),
                 "frames": [{"alpha": a, "image": data_url(edited[0, i]),
                             "prediction": self.classes[int(readings["H(image)"][0, i])],
                             "confidence": confidence[0, i].item()} for i, a in enumerate(ALPHAS)]}
 
-    def _walk(self, x: torch.Tensor, request: EditRequest):
-        attack = PGD(self.model, eps=request.eps, steps=request.steps)
-        _, direction = latent.toward(self.model, x, request.target, attack)
-        latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
-        return (latents, edited, *latent.read_edits(self.model, latents, edited))
-
-    def perceive_upload(self, raw: bytes, layer: str | None = None) -> dict:
-        model = self.view(layer)
-        images = decode_upload(raw, model.input_shape).to(self.device)
-        (result,) = self.on_worker(self.describe, model, images)
+    def perceive(self, images: torch.Tensor, layer: str | None = None) -> dict:
+        (result,) = self.describe(self.view(layer), images.to(self.device))
         return result
 
 
-def decode_upload(raw: bytes, image_shape: tuple[int, int, int]) -> torch.Tensor:
+@contextlib.contextmanager
+def latents_seen(model):
+    """Records z of every image F sees (an attack's steps: its path through z). The encoder
+    of an attached layer is not run by the attack: nothing is recorded."""
+    path: list[torch.Tensor] = []
+    handle = model.encoder.register_forward_hook(lambda module, inputs, z: path.append(z.detach()))
+    try:
+        yield path
+    finally:
+        handle.remove()
+
+
+def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, or a 4xx.
     Decoded as every image file is (``data.decode_image``); drawn digits fitted as MNIST's."""
     if not raw:
         raise HTTPException(422, "the upload is empty; send a PNG or JPEG image")
     if len(raw) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"the upload is {len(raw)} bytes; at most {MAX_UPLOAD_BYTES} are accepted")
+        raise HTTPException(413, f"the upload is {size or len(raw):,} bytes; at most {MAX_UPLOAD_BYTES:,} "
+                                 f"are accepted")
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             kind = picture.format
@@ -195,76 +240,106 @@ def decode_upload(raw: bytes, image_shape: tuple[int, int, int]) -> torch.Tensor
         image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
     except ImageDecodeError as err:
         raise HTTPException(413 if isinstance(err, ImageTooLargeError) else 422, f"the upload: {err}") from err
+    if is_blank(raw):
+        raise HTTPException(422, "the image is empty (every pixel has the same colour); draw a digit or "
+                                 "choose a picture with something on it")
     return to_float(image.unsqueeze(0))
 
 
-def create_app(run_dir: str | Path, device: str = "cpu", layer: str | None = None) -> FastAPI:
-    """The explorer app for one run folder."""
-    explorer = Explorer(run_dir, device, layer)
-    app = FastAPI(title=f"perceptreg explorer: {explorer.run.name}")
+RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
+    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
+}
+
+
+def in_words(error: dict) -> str:
+    """One validation error as a sentence naming the field."""
+    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
+    if field == "body":
+        field = "the request"
+    rule = RULES.get(error.get("type", ""))
+    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
+    except KeyError:
+        return f"{field}: {error.get('msg', 'invalid')}"
+
+
+def is_blank(raw: bytes) -> bool:
+    """Whether a (size-checked) image shows nothing: one colour throughout, or transparent."""
+    with Image.open(io.BytesIO(raw)) as picture:
+        bands = picture.convert("RGBA").getextrema()
+    return bands[3][1] == 0 or all(low == high for low, high in bands)
+
+
+def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
+               hosts: tuple[str, ...] | None = allowed_hosts("127.0.0.1")) -> FastAPI:
+    """The explorer app for one run folder, or several to compare (the first one's test set).
+    ``hosts``: the Host names it answers (``explorer_server.allowed_hosts``); None: any."""
+    explorer = Explorer(run_dirs, device, layer)
+    queue = explorer.queue
+    # /docs and /redoc load their scripts from a CDN: blank offline, so not served.
+    app = FastAPI(title=f"perceptreg explorer: {explorer.name}", docs_url=None, redoc_url=None)
+    app.add_middleware(RequestGuard, hosts=hosts, max_body=MAX_BODY_BYTES)
+    app.state.explorer = explorer
 
     @app.exception_handler(RequestValidationError)
     def invalid(request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's own handler echoes the input back, and a NaN in it cannot be written as
         # JSON (a 500); the field and the reason are what the caller needs.
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "invalid")} for e in error.errors()]
+        detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
-    page = PAGE.replace("__TITLE__", f"perceptreg explorer: {explorer.run.resolve().name}")
+    title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
+    page = PAGE.replace("__TITLE__", title)
 
     @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
+    async def index() -> str:
         return page
 
+    @app.get("/explorer.js")
+    async def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript")
+
     @app.get("/api/info")
-    def info() -> dict:
+    async def info() -> dict:
         model = explorer.model
-        return {"run": explorer.run.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
+        return {"run": explorer.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
                 "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
                 "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
-                "latent_edits": model.classifier is not None}
+                "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
 
     @app.get("/api/gallery")
-    def gallery(offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-                limit: Annotated[int, Query(ge=1, le=MAX_GALLERY)] = 24,
-                layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
-        return explorer.gallery(offset, limit, layer)
+    async def gallery(request: Request, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=MAX_GALLERY)] = 24,
+                      layer: Annotated[str | None, Query(max_length=200)] = None,
+                      label: Annotated[int | None, Query(ge=0, le=10**6)] = None,
+                      show: Show = "all", sort: Sort = "classes") -> dict:
+        return await queue.run(request, explorer.gallery, offset, limit, layer, label, show, sort)
+
+    @app.get("/api/map")
+    async def latent_map(request: Request, layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        return await queue.run(request, explorer.map, layer)
 
     @app.post("/api/attack")
-    def attack(request: AttackRequest) -> dict:
-        return explorer.attack(request)
+    async def attack(request: Request, body: AttackRequest) -> dict:
+        return await queue.run(request, explorer.attack, body)
 
     @app.post("/api/edit")
-    def edit(request: EditRequest) -> dict:
-        return explorer.edit(request)
+    async def edit(request: Request, body: EditRequest) -> dict:
+        return await queue.run(request, explorer.edit, body)
 
     @app.post("/api/perceive")
-    def perceive(file: Annotated[UploadFile, File()],
-                 layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
-        return explorer.perceive_upload(file.file.read(MAX_UPLOAD_BYTES + 1), layer)
+    async def perceive(request: Request, file: Annotated[UploadFile, File()],
+                       layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        images = decode_upload(await file.read(MAX_UPLOAD_BYTES + 1), file.size, explorer.model.input_shape)
+        return await queue.run(request, explorer.perceive, images, layer)
 
     return app
 
 
 PAGE = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")
-
-
-def serve_in_background(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
-    """Serve ``app`` with uvicorn on a daemon thread (for notebooks, tests and benchmarks).
-
-    ``port=0`` picks a free port. Returns (server, base URL); stop with
-    ``server.should_exit = True``.
-    """
-    import time
-
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the explorer did not start on {host}:{port}")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    return server, f"http://{host}:{bound}"
+SCRIPT = Path(__file__).with_name("explorer.js").read_text(encoding="utf-8")

@@ -27,27 +27,32 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @main.command()
-@run_argument
+@click.argument("runs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes the model to the network.")
 @device_option
 @layer_option
-def explore(run, port, host, device, layer):
+def explore(runs, port, host, device, layer):
     """Serve a web page to explore the run's model: gallery of perceptions, live attacks,
-    a slider along a latent direction, and your own drawings or uploads.
+    a slider along a latent direction, a map of the latents, and your own drawings or
+    uploads. Several runs: the same images and attacks through each run's perception.
 
     Example: perceptreg explore runs/demo --port 8765
+
+    Example: perceptreg explore runs/joint runs/post-hoc
     """
     import uvicorn
 
     from perceptreg.explorer import create_app
+    from perceptreg.explorer_server import allowed_hosts, listening_socket
 
     if host not in LOOPBACK:
         click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
                    f"authentication", err=True)
-    app = create_app(run, device=device, layer=layer)
-    click.echo(f"explorer of {run} on http://{host}:{port} (Ctrl+C to stop)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
+    app = create_app(list(runs), device=device, layer=layer, hosts=allowed_hosts(host))
+    # Bound here, not by uvicorn: a port in use is one Error line (uvicorn logs and exits 1).
+    with listening_socket(host, port) as sock:
+        click.echo(f"explorer of {', '.join(map(str, runs))} on http://{host}:{port} (Ctrl+C to stop)")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

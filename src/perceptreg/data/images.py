@@ -61,11 +61,15 @@ def decode_image(source: bytes | Path, image_shape: tuple[int, int, int], fit_di
 
 
 def _flatten_alpha(picture: Image.Image) -> Image.Image:
-    """Transparent pixels become black: a drawing with transparent paper reads as ink on black."""
+    """Transparent pixels become paper that the ink stands out from: black under light ink
+    (the datasets' own look), white under dark ink (black ink on transparent paper would
+    otherwise vanish into black)."""
     if picture.mode in ("RGBA", "LA") or (picture.mode == "P" and "transparency" in picture.info):
         rgba = picture.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+        ink = (np.asarray(rgba.convert("L"), dtype=np.float64) * alpha).sum() / max(alpha.sum(), 1.0)
+        paper = (255, 255, 255, 255) if ink < 128 else (0, 0, 0, 255)
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, paper), rgba).convert("RGB")
     return picture
 
 

@@ -1,0 +1,331 @@
+"use strict";
+// The explorer page. Each section has its own status line next to its controls; a new
+// input clears that section's old results; every request's failure ends in a status line
+// (never an uncaught rejection); answers to superseded requests are dropped.
+const state = { info: null, selected: null, offset: 0, total: 0, galleryRun: 0,
+                frames: [], layer: null, map: null, path: null, attacked: false, seq: {} };
+const $ = (id) => document.getElementById(id);
+const pct = (c) => (100 * c).toFixed(0) + "%";
+const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const RETRIES = 5;
+
+function status(name, kind, text) {
+  const line = $(`${name}-status`);
+  line.dataset.state = kind; line.textContent = text;
+}
+
+function explain(response, body) {
+  const detail = Array.isArray(body.detail) ? body.detail.map((d) => d.msg).join("; ") : body.detail;
+  return detail || `${response.status} ${response.statusText}`;
+}
+
+// fetch for one section: "busy" while it runs, "queued" while the server is full, an error
+// line when it fails; returns the JSON body, or null when it failed or was superseded.
+async function call(section, url, options = {}) {
+  const seq = (state.seq[section] = (state.seq[section] || 0) + 1);
+  const current = () => state.seq[section] === seq;
+  status(section, "busy", "working…");
+  for (let attempt = 0; ; attempt++) {
+    let response, body;
+    try {
+      response = await fetch(url, options);
+      body = await response.json().catch(() => ({}));
+    } catch (err) {
+      if (current()) status(section, "error", "The explorer does not answer: is `perceptreg explore` still running? Start it again and reload this page.");
+      return null;
+    }
+    if (!current()) return null;
+    if (response.status === 503 && attempt < RETRIES) {
+      const wait = Number(response.headers.get("Retry-After") || 2);
+      status(section, "queued", `queued: the explorer is busy with other requests; trying again in ${wait} s`);
+      await new Promise((resolve) => setTimeout(resolve, 1000 * wait));
+      if (!current()) return null;
+      status(section, "busy", "working…");
+      continue;
+    }
+    if (!response.ok) { status(section, "error", explain(response, body)); return null; }
+    status(section, "done", "");
+    return body;
+  }
+}
+
+function figure(src, caption, testid, size) {
+  const div = document.createElement("div");
+  div.className = "figure";
+  const img = document.createElement("img");
+  img.className = "px"; img.src = src; img.alt = caption;
+  if (size) img.style.width = img.style.height = size;
+  if (testid) div.dataset.testid = testid;
+  const text = document.createElement("div");
+  text.textContent = caption;
+  div.append(img, text);
+  return div;
+}
+
+function labelled(src, name) {
+  const box = document.createElement("div");
+  const img = document.createElement("img"); img.className = "px"; img.src = src; img.alt = name;
+  const text = document.createElement("span"); text.textContent = name;
+  box.append(text, img);
+  return box;
+}
+
+// --- gallery --------------------------------------------------------------------------------
+function galleryQuery() {
+  const params = new URLSearchParams({ offset: state.offset, limit: 24, show: $("filter-show").value, sort: $("filter-sort").value });
+  if ($("filter-label").value !== "") params.set("label", $("filter-label").value);
+  if (state.layer) params.set("layer", state.layer);
+  return params;
+}
+
+async function loadGallery() {
+  $("more").disabled = true;  // until this page is shown: a double click must not fetch it twice
+  const run = ++state.galleryRun;
+  try {
+    const page = await call("gallery", `/api/gallery?${galleryQuery()}`);
+    if (!page) return;
+    $("gallery").append(...page.items.map(card));
+    state.offset += page.items.length; state.total = page.total;
+    if (page.total === 0) status("gallery", "done", "No test image matches these filters.");
+  } finally {
+    if (state.galleryRun === run) $("more").disabled = state.offset >= state.total;  // not superseded
+  }
+}
+
+function card(item) {
+  const div = document.createElement("div");
+  const wrong = item.prediction !== item.label;
+  div.className = wrong ? "card wrong" : "card";
+  div.dataset.testid = "card"; div.dataset.index = item.index; div.tabIndex = 0; div.setAttribute("role", "button");
+  const pair = document.createElement("div"); pair.className = "pair";
+  pair.append(labelled(item.image, "x"), labelled(item.perception, "P(x)"));
+  const text = document.createElement("div");
+  text.textContent = `label ${item.label} · H: ${item.prediction} ${pct(item.confidence)}${wrong ? " ✗" : ""}`;
+  const error = document.createElement("div");
+  error.dataset.testid = "card-error"; error.textContent = `recon. error ${item.error.toFixed(4)}`;
+  div.setAttribute("aria-label", `image ${item.index}, label ${item.label}, H says ${item.prediction}`);
+  div.append(pair, text, error);
+  div.onclick = () => select(item);
+  div.onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(item); } };
+  return div;
+}
+
+function resetGallery() {
+  state.offset = 0; state.total = 0;
+  $("gallery").replaceChildren();
+  return loadGallery();
+}
+
+function select(item) {
+  document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
+  document.querySelector(`.card[data-index="${item.index}"]`)?.classList.add("selected");
+  state.selected = item;
+  const said = item.confidence === undefined ? item.prediction : `${item.prediction} (${pct(item.confidence)})`;
+  $("selected").textContent = `Image ${item.index}: label ${item.label}, H says ${said}.`;
+  $("attack").disabled = false; $("edit").disabled = false;
+  clearAttack(); clearWalk();
+  if (item.image) $("edit-original").src = item.image; else $("edit-original").removeAttribute("src");
+}
+
+// --- attack ---------------------------------------------------------------------------------
+function clearAttack() {
+  state.attacked = false; state.seq.attack = (state.seq.attack || 0) + 1; state.path = null;
+  $("attack-result").replaceChildren(); $("attack-numbers").textContent = "";
+  status("attack", "done", ""); drawMap();
+}
+
+function top3(probabilities) {
+  return probabilities.map((p, k) => [p, state.info.classes[k]]).sort((a, b) => b[0] - a[0]).slice(0, 3)
+    .map(([p, name]) => `${name} ${pct(p)}`).join(", ");
+}
+
+function attackRow(name, r) {
+  const block = document.createElement("div"); block.dataset.testid = "attack-row";
+  if (name) {
+    const title = document.createElement("div"); title.className = "compare-name";
+    title.textContent = `${name}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
+    block.append(title);
+  }
+  const row = document.createElement("div"); row.className = "row";
+  const size = "84px";
+  row.append(figure(r.clean.image, `x: H ${r.clean.prediction} ${pct(r.clean.confidence)}`, null, size),
+    figure(r.adversarial.image, `x_adv: H ${r.adversarial.prediction} ${pct(r.adversarial.confidence)}`, "adv-prediction", size),
+    figure(r.clean.perception, "P(x)", null, size), figure(r.adversarial.perception, "P(x_adv)", null, size),
+    figure(r.difference, "x_adv − x, amplified", "difference", size));
+  block.append(row);
+  return block;
+}
+
+async function attack() {
+  if (!state.selected) return;
+  const target = $("target").value;
+  const body = { index: state.selected.index, norm: $("norm").value, eps: Number($("eps").value),
+                 steps: Number($("steps").value), target: target === "" ? null : Number(target), layer: state.layer };
+  const r = await call("attack", "/api/attack", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (!r) return;
+  const compared = r.compared.length > 0;
+  $("attack-result").replaceChildren(attackRow(compared ? r.run : null, r), ...r.compared.map((c) => attackRow(c.run, c)));
+  $("attack-result").dataset.adversarial = r.adversarial.prediction;
+  $("attack-result").dataset.clean = r.clean.prediction;
+  $("attack-numbers").textContent = `eps ${body.eps} (${body.norm === "linf" ? "L-inf" : "L2"}): L-inf distance ${r.linf_distance.toFixed(3)}, L2 distance ${r.l2_distance.toFixed(2)}. ` +
+    `H on x: ${top3(r.clean.probabilities)}; on x_adv: ${top3(r.adversarial.probabilities)}.`;
+  state.attacked = true; state.path = r.path; drawMap();
+}
+
+// --- latent walk ----------------------------------------------------------------------------
+function clearWalk() {
+  state.frames = []; state.seq.edit = (state.seq.edit || 0) + 1;
+  $("alpha").disabled = true; $("alpha").value = 0;
+  $("edit-image").removeAttribute("src"); $("edit-caption").innerHTML = "&nbsp;";
+  status("edit", "done", "");
+}
+
+function showFrame() {
+  const frame = state.frames[Number($("alpha").value)];
+  if (!frame) return;
+  $("edit-image").src = frame.image;
+  $("edit-caption").textContent = `a = ${frame.alpha}: H ${frame.prediction} ${pct(frame.confidence)}`;
+}
+
+async function edit() {
+  if (!state.selected) return;
+  clearWalk();
+  const r = await call("edit", "/api/edit", { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ index: state.selected.index, target: Number($("edit-target").value) }) });
+  if (!r) return;
+  state.frames = r.frames; $("edit-original").src = r.image;
+  $("alpha").max = r.frames.length - 1; $("alpha").value = 0; $("alpha").disabled = false;
+  showFrame();
+}
+
+// --- map of z -------------------------------------------------------------------------------
+async function loadMap() {
+  state.map = null; drawMap();
+  const query = state.layer ? `?layer=${encodeURIComponent(state.layer)}` : "";
+  const map = await call("map", `/api/map${query}`);
+  if (!map) return;
+  const xs = map.points.map((p) => p[0]), ys = map.points.map((p) => p[1]);
+  const pad = (lo, hi) => [lo - 0.05 * (hi - lo || 1), hi + 0.05 * (hi - lo || 1)];
+  state.map = { ...map, x: pad(Math.min(...xs), Math.max(...xs)), y: pad(Math.min(...ys), Math.max(...ys)) };
+  $("map-legend").replaceChildren(...state.info.classes.map((name, k) => {
+    const key = document.createElement("span");
+    key.innerHTML = `<i style="background:${COLOURS[k % COLOURS.length]}"></i>`; key.append(name);
+    return key;
+  }));
+  drawMap();
+}
+
+function mapPixel(point) {
+  const m = state.map, canvas = $("map");
+  return [(point[0] - m.x[0]) / (m.x[1] - m.x[0]) * canvas.width, (1 - (point[1] - m.y[0]) / (m.y[1] - m.y[0])) * canvas.height];
+}
+
+function drawMap() {
+  const canvas = $("map"), ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!state.map) return;
+  state.map.points.forEach((point, i) => {
+    const [x, y] = mapPixel(point);
+    ctx.fillStyle = COLOURS[state.map.labels[i] % COLOURS.length];
+    ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
+    if (state.map.predictions[i] !== state.map.labels[i]) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke(); }
+  });
+  if (state.path) drawPath(ctx, state.path.map(mapPixel));
+}
+
+function drawPath(ctx, pixels) {
+  ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
+  ctx.beginPath(); pixels.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke();
+  const ends = [[pixels[0], "#fff"], [pixels[pixels.length - 1], "#000"]];
+  for (const [[x, y], fill] of ends) { ctx.fillStyle = fill; ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
+}
+
+function clickMap(event) {
+  if (!state.map) return;
+  const canvas = $("map"), box = canvas.getBoundingClientRect();
+  const at = [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+  let best = -1, bestDistance = 64;  // within 8 px
+  state.map.points.forEach((point, i) => {
+    const [x, y] = mapPixel(point), d = (x - at[0]) ** 2 + (y - at[1]) ** 2;
+    if (d < bestDistance) { best = i; bestDistance = d; }
+  });
+  if (best < 0) return;
+  const classes = state.info.classes;
+  select({ index: state.map.index[best], label: classes[state.map.labels[best]], prediction: classes[state.map.predictions[best]] });
+}
+
+// --- your own digit -------------------------------------------------------------------------
+async function perceive(blob) {
+  $("own-result").replaceChildren(); delete $("own-result").dataset.prediction;
+  if (!blob) return;
+  const form = new FormData();
+  form.append("file", blob, blob.name || "drawing.png");
+  const query = state.layer ? `?layer=${encodeURIComponent(state.layer)}` : "";
+  const r = await call("own", `/api/perceive${query}`, { method: "POST", body: form });
+  if (!r) return;
+  $("own-result").replaceChildren(figure(r.image, "x, as the model reads it"),
+    figure(r.perception, `P(x): H ${r.prediction} ${pct(r.confidence)}`, "own-prediction"));
+  $("own-result").dataset.prediction = r.prediction;
+}
+
+function setUpCanvas() {
+  const canvas = $("canvas"), ctx = canvas.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  clear();
+  let drawing = false;
+  const point = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
+  canvas.onpointerdown = (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...point(e)); };
+  canvas.onpointermove = (e) => {
+    if (!drawing) return;
+    ctx.lineTo(...point(e)); ctx.strokeStyle = "#fff"; ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.stroke();
+  };
+  canvas.onpointerup = canvas.onpointerleave = () => { drawing = false; };
+  $("clear").onclick = () => { clear(); perceive(null); status("own", "done", ""); };
+  $("perceive-drawing").onclick = () => canvas.toBlob(perceive, "image/png");
+}
+
+// --- the page -------------------------------------------------------------------------------
+async function switchLayer() {
+  // another layer's perception: every shown perception is stale
+  state.layer = $("layer").value; state.selected = null;
+  $("selected").textContent = "No image selected."; $("attack").disabled = true; $("edit").disabled = true;
+  clearAttack(); perceive(null);
+  await Promise.all([resetGallery(), loadMap()]);
+}
+
+function setUpControls() {
+  for (const [i, name] of state.info.classes.entries()) {
+    for (const id of ["target", "edit-target", "filter-label"]) $(id).add(new Option(name, i));
+  }
+  const scale = state.info.alphas.filter((_, i) => i % 2 === 0);
+  $("alpha-scale").replaceChildren(...scale.map((a) => Object.assign(document.createElement("span"), { textContent: a })));
+  $("attack").onclick = attack; $("edit").onclick = edit; $("alpha").oninput = showFrame;
+  for (const id of ["norm", "steps", "target"]) $(id).addEventListener("change", clearAttack);
+  $("eps").oninput = () => { $("eps-value").textContent = Number($("eps").value).toFixed(2); };
+  // the eps slider re-runs an attack that is shown; otherwise its old result is stale
+  $("eps").onchange = () => (state.attacked ? attack() : clearAttack());
+  $("edit-target").onchange = clearWalk;
+  for (const id of ["filter-label", "filter-show", "filter-sort"]) $(id).onchange = resetGallery;
+  $("more").onclick = loadGallery;
+  $("map").onclick = clickMap;
+  $("upload").onchange = () => perceive($("upload").files[0]);
+  setUpCanvas();
+}
+
+async function main() {
+  state.info = await call("page", "/api/info");
+  if (!state.info) return;
+  if (state.info.layer) {  // a run of `attach`: the perception of one layer of the user's model at a time
+    state.layer = state.info.layer;
+    for (const name of state.info.layers) $("layer").add(new Option(name, name));
+    $("layer").value = state.layer;
+    $("layer-choice").hidden = false;
+    $("layer").onchange = switchLayer;
+  }
+  $("walk").hidden = !state.info.latent_edits;
+  setUpControls();
+  await Promise.all([loadGallery(), loadMap()]);
+  document.body.dataset.ready = "true";
+}
+window.explorer = { state, mapPixel };  // for tests: where a point of the map is drawn
+main();
