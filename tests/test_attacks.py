@@ -156,3 +156,44 @@ def test_chunked_equals_one_batch(norm):
     torch.testing.assert_close(whole, chunked, atol=1e-6 if norm == "l2" else 0, rtol=0)
     with pytest.raises(PerceptregError, match="`chunk_size` must be >= 1"):
         PGD(model, chunk_size=0)
+
+
+# --- adaptive PGD ----------------------------------------------------------------------------
+
+def half_decoder_net():
+    """logits = the two pixels, P(x) = 0.5 everywhere: ||x - P(x)||^2 = sum (x - 0.5)^2."""
+    decoder = nn.Linear(2, 2)
+    with torch.no_grad():
+        decoder.weight.zero_()
+        decoder.bias.fill_(0.5)
+    net = models.PerceptionNet(nn.Flatten(), nn.Linear(2, 2), nn.Sequential(decoder, nn.Unflatten(1, (1, 1, 2))), (1, 1, 2))
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.eye(2))
+        net.classifier.bias.zero_()
+    return net
+
+
+def test_adaptive_step_by_hand():
+    # d CE / dx = [p0 - 1, p1] = [-0.475, 0.475] at (0.7, 0.6); d beta||x - 0.5||^2 / dx = 2 beta (x - 0.5)
+    # beta 0: signs [-1, +1]; beta 10: x1's 0.475 - 2 * 10 * 0.1 < 0, so x1 moves down too
+    x, y = image(0.7, 0.6), torch.tensor([0])
+    plain = attacks.AdaptivePGD(half_decoder_net(), beta=0.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
+    torch.testing.assert_close(plain, image(0.65, 0.65))
+    adaptive = attacks.AdaptivePGD(half_decoder_net(), beta=10.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
+    torch.testing.assert_close(adaptive, image(0.65, 0.55))
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_adaptive_with_beta_zero_is_pgd_exactly(targeted):
+    model, x, y = models.mnist(), torch.rand(6, 1, 28, 28), torch.arange(6)
+    targets = (y + 3) % 10 if targeted else None
+    settings = attacks.AttackSettings(eps=0.1, steps=3, seed=4)
+    assert torch.equal(settings.build(model, attacks.AdaptivePGD, beta=0.0)(x, y, targets), settings.build(model)(x, y, targets))
+    assert not torch.equal(settings.build(model, attacks.AdaptivePGD, beta=1.0)(x, y, targets), settings.build(model)(x, y, targets))
+
+
+def test_adaptive_bad_settings():
+    with pytest.raises(PerceptregError, match="`beta` must be a finite number >= 0"):
+        attacks.AdaptivePGD(half_decoder_net(), beta=-1.0)
+    with pytest.raises(PerceptregError, match="AdaptivePGD needs a PerceptionNet"):
+        attacks.AdaptivePGD(identity_classifier(), beta=1.0)

@@ -135,14 +135,18 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     for p in trained_run.iterdir():
         (run / p.name).write_bytes(p.read_bytes())
     result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "5", "--images", "40",
-                                  "--judge", str(trained_run), "--compare", str(trained_run)])
+                                  "--judge", str(trained_run), "--compare", str(trained_run), "--adaptive", "0,1"])
     assert result.exit_code == 0, result.output
     written = json.loads((run / "attack_metrics.json").read_text())
     assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
     summary = written["runs"][str(run)]
     assert summary["images"] == 40 and 0 <= summary["attack_success_rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
-    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label"):
+    assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
+    assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
+    assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
+    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on"):
         assert line in result.output
     assert Image.open(run / "attack_roc.png").size == (400, 400)
 

@@ -65,7 +65,7 @@ def test_report_of_a_full_run(good_run, tmp_path):
     runner = CliRunner()
     for args in (["attack", str(run), "--steps", "3", "--pool", "20", "--n", "4"],
                  ["attack", str(run), "--steps", "3", "--from-noise", "--n", "1"],
-                 ["evaluate-attack", str(run), "--steps", "3", "--images", "30"],
+                 ["evaluate-attack", str(run), "--steps", "3", "--images", "30", "--adaptive", "0,10"],
                  ["interpolate", str(run), "--target", "3", "--steps", "3", "--images", "3", "--fit-images", "4",
                   "--alphas", "0,1,2"]):
         assert runner.invoke(main, args).exit_code == 0, args
@@ -77,6 +77,7 @@ def test_report_of_a_full_run(good_run, tmp_path):
     # training curves, perception, attack, ROC, noise, flip, change, two interpolation grids
     assert len(parser.images) == 9
     assert "attack success rate" in text and "3-NN pixels" in text
+    assert "baseline AUC: pixel statistic" in text and "Adaptive PGD on run" in text
     assert "No " not in text.replace("No image", "")  # nothing reported missing but the sweep
     assert "Fraction of images read as class 3" in text
 

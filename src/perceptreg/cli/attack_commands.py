@@ -11,7 +11,7 @@ import click
 import torch
 
 from perceptreg import figures, latent, runs
-from perceptreg.attack_evaluation import attack_table, evaluate_run, roc_curve
+from perceptreg.attack_evaluation import adaptive_table, attack_table, evaluate_run
 from perceptreg.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
@@ -20,6 +20,8 @@ from perceptreg.attacks import (
     FromNoise,
 )
 from perceptreg.checkpoint import write_json
+from perceptreg.detection import roc_curve
+from perceptreg.sweep import parse_list
 from perceptreg.cli.app import (
     device_option,
     layer_option,
@@ -110,27 +112,36 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
               help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
+@click.option("--adaptive",
+              help="Also run the adaptive PGD, which keeps beta * ||x_adv - P(x_adv)||^2 low, for these "
+                   "comma-separated betas (e.g. 0,0.1,1,10): the detector against an attacker who knows it.")
 @layer_option
-def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, layer):
+def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, adaptive, layer):
     """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
-    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC). Writes
-    RUN/attack_metrics.json and RUN/attack_roc.png.
+    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC), beside a model-free pixel
+    statistic and the same perturbations shuffled. Writes RUN/attack_metrics.json and
+    RUN/attack_roc.png.
 
-    Example: perceptreg evaluate-attack runs/demo --compare runs/mnist5k-lam0.01-post-hoc
+    Example: perceptreg evaluate-attack runs/demo --adaptive 0,0.1,1,10 --compare runs/mnist5k-lam0.01-post-hoc
     """
+    betas = parse_list(adaptive, float, "--adaptive", "0,0.1,1,10") if adaptive else ()
     summaries = {}
     for current in [run] + ([compare] if compare else []):
         with plain_warnings():
             evaluation = evaluate_run(current, settings, target=target, images=n_images,
-                                      judge_runs=judge_runs, device=device, layer=layer)
+                                      judge_runs=judge_runs, device=device, layer=layer, adaptive=betas)
         summaries[str(current)] = evaluation.summary
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
-        figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
+        figures.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
                            f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
     written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
                "images": n_images or "all"}
     write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
     click.echo(attack_table(summaries))
+    for name, summary in summaries.items():
+        if "adaptive" in summary:
+            click.echo(f"\nadaptive PGD on {name} (ascends the attack's loss - beta * ||x_adv - P(x_adv)||^2):\n"
+                       + adaptive_table(summary["adaptive"]))
     click.echo(f"written: {run / runs.ATTACK_METRICS}, ROC curve: "
                + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
 
