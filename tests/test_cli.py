@@ -140,7 +140,7 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     written = json.loads((run / "attack_metrics.json").read_text())
     assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
     summary = written["runs"][str(run)]
-    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"] <= 1
+    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
     assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
     assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
@@ -187,6 +187,9 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3
     assert set(entry["directions"]) == {"per-image", "mean"}
     assert len(entry["directions"]["mean"]["flip_curve"]["3-NN pixels"]) == 3
+    for value, (low, high) in zip(entry["directions"]["mean"]["flip_curve"]["H(image)"],
+                                  entry["directions"]["mean"]["flip_interval"]["H(image)"]):
+        assert low <= value <= high and high - low > 0.3  # 3 images: a wide interval
     assert entry["directions"]["mean"]["fitted_on"]["images"] == 5
     assert (tmp_path / "to8.safetensors").exists() and (tmp_path / "to8.json").exists()
 

@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 from helpers import linear_perception_net, net_with_decoder, pixels, tiny_dataset
 from torch import nn
 
-from perceptreg import data, models
+from perceptreg import data, metrics, models
 from perceptreg.metrics import (
     COLLAPSE_RATIO,
     centre_to_edge_ratio,
@@ -84,3 +86,18 @@ def test_mean_and_interval():
     assert mean_and_interval([0.5]) == (0.5, 0.0)
     mean, half = mean_and_interval([1.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(12.706 * 2 ** 0.5 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1) * s / sqrt(n)
+
+
+@pytest.mark.parametrize("successes, n, low, high", [
+    # Wilson 95 % intervals, worked out by hand (and as statsmodels' proportion_confint gives them)
+    (870, 1000, 0.8477, 0.8894), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (1, 2, 0.0945, 0.9055),
+])
+def test_rate_has_the_wilson_interval(successes, n, low, high):
+    measured = metrics.rate(successes, n)
+    assert measured["rate"] == successes / n and measured["n"] == n
+    assert (measured["low"], measured["high"]) == pytest.approx((low, high), abs=1e-4)
+    assert metrics.format_rate(metrics.rate(870, 1000)) == "87.0 % [84.8, 88.9]"
+
+
+def test_rate_of_nothing_is_nan():
+    assert math.isnan(metrics.rate(0, 0)["rate"]) and metrics.rate_of(torch.tensor([True, False, True]))["rate"] == 2 / 3

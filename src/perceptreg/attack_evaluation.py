@@ -25,6 +25,7 @@ from perceptreg.detection import (
 )
 from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge, ModelJudge, judge_agreement
+from perceptreg.metrics import format_rate, rate, rate_of
 from perceptreg.models import PerceptionNet, evaluating
 
 # --- an attack, measured -------------------------------------------------------------------
@@ -118,9 +119,9 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     n_success = int(success.sum())
     result.summary = {
         "images": len(images),
-        "clean_accuracy": correct.float().mean().item(),
-        "robust_accuracy": (adv_pred == labels).float().mean().item(),
-        "attack_success_rate": n_success / max(int(eligible.sum()), 1),
+        "clean_accuracy": rate_of(correct),
+        "robust_accuracy": rate_of(adv_pred == labels),
+        "attack_success_rate": rate(n_success, int(eligible.sum())),
         "successful_attacks": n_success,
         "judges": {},
         "detector": _detector_summary(model, result, batch_size),
@@ -130,8 +131,8 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
                     "x_adv": judge(adversarial), "P(x_adv)": judge(adv_perceptions)}
         result.judge_readings[judge.name] = readings
         result.summary["judges"][judge.name] = {
-            "accuracy_on_x": (readings["x"] == labels).float().mean().item(),
-            "accuracy_on_P(x)": (readings["P(x)"] == labels).float().mean().item(),
+            "accuracy_on_x": rate_of(readings["x"] == labels),
+            "accuracy_on_P(x)": rate_of(readings["P(x)"] == labels),
             "on_x_adv": judge_agreement(readings["x_adv"][success], adv_pred[success], labels[success]),
             "on_P(x_adv)": judge_agreement(readings["P(x_adv)"][success], adv_pred[success], labels[success]),
         }
@@ -157,9 +158,19 @@ def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size
             "shuffled_perturbation": {
                 "score": "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled",
                 "auroc": roc_auc(scores_clean.cpu(), reconstruction_scores(shuffled, shuffled_perceptions).cpu()),
-                "H_correct": (shuffled_pred == result.labels[success]).float().mean().item() if n_success else float("nan")},
+                "H_correct": rate_of(shuffled_pred == result.labels[success])},
         },
     }
+
+
+@torch.no_grad()
+def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: torch.Tensor, judge) -> dict:
+    """Of ``FromNoise``'s images, how often H reads the target and how often ``judge`` reads
+    the perception P(x_adv) as the target: {"H": rate, judge.name: rate}."""
+    with evaluating(model):
+        on_h = model.classify(adversarial).argmax(1) == targets
+        on_perception = judge(model.perceive(adversarial)) == targets
+    return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
 
 
 def attack_table(summaries: dict[str, dict]) -> str:
@@ -184,10 +195,10 @@ def attack_table(summaries: dict[str, dict]) -> str:
                              lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
     width = max(len(r[0]) for r in rows) + 2
     header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
-    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
-                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.3f}" if "AUC" in label
+                                                      else f"{format_rate(value(summaries[n])):>26}" for n in names)
                         for label, value in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["(rates: 95 % Wilson intervals in brackets)"])
 
 
 # --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
@@ -237,14 +248,14 @@ def adaptive_row(beta: float, summary: dict) -> dict:
 def adaptive_table(rows: list[dict]) -> str:
     """The rows of ``adaptive_row`` as a plain-text table, one line per beta."""
     judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
-    header = (f"{'beta':>8}{'success':>10}{'detector AUC':>14}{'pixel AUC':>11}{'shuffled AUC':>14}"
-              + "".join(f"{judge + ': P(x_adv) adv / true':>36}" for judge in judges))
+    header = (f"{'beta':>6}{'success':>22}{'detector AUC':>14}{'pixel AUC':>11}{'shuffled AUC':>14}"
+              + "".join(f"{judge + ': P(x_adv) read as adversarial':>42}{'read as true':>22}" for judge in judges))
     lines = [header]
     for row in rows:
         readings = [row["judges_on_P(x_adv)"][judge] for judge in judges]
-        lines.append(f"{row['beta']:>8g}{row['attack_success']:>10.1%}{row['auroc']:>14.3f}"
+        lines.append(f"{row['beta']:>6g}{format_rate(row['attack_success']):>22}{row['auroc']:>14.3f}"
                      f"{row['baselines']['pixel_statistic']:>11.3f}{row['baselines']['shuffled_perturbation']:>14.3f}"
-                     + "".join(f"{format(r['adversarial_label'], '.1%') + ' / ' + format(r['true_label'], '.1%'):>36}"
+                     + "".join(f"{format_rate(r['adversarial_label']):>42}{format_rate(r['true_label']):>22}"
                                for r in readings))
     return "\n".join(lines)
 
@@ -278,9 +289,9 @@ def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, target
         adversarial = evaluation.adversarial
         s = evaluation.summary
         reading = s["judges"][judge.name]["on_P(x_adv)"]
-        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"],
+        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],
                      "successful_attacks": s["successful_attacks"],
-                     "p_adv_read_as_adversarial": reading["adversarial_label"],
-                     "p_adv_read_as_true": reading["true_label"],
+                     "p_adv_read_as_adversarial": reading["adversarial_label"]["rate"],
+                     "p_adv_read_as_true": reading["true_label"]["rate"],
                      "detector_roc_auc": s["detector"]["auroc"], "judge": judge.name})
     return rows, adversarial

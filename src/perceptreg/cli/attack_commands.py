@@ -11,7 +11,7 @@ import click
 import torch
 
 from perceptreg import figures, latent, runs
-from perceptreg.attack_evaluation import adaptive_table, attack_table, evaluate_run
+from perceptreg.attack_evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
 from perceptreg.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
@@ -21,6 +21,8 @@ from perceptreg.attacks import (
 )
 from perceptreg.checkpoint import write_json
 from perceptreg.detection import roc_curve
+from perceptreg.judges import KNNJudge
+from perceptreg.metrics import format_rate
 from perceptreg.sweep import parse_list
 from perceptreg.cli.app import (
     device_option,
@@ -81,10 +83,14 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
-        model, test_data = runs.load_model(run, device=device, layer=layer), runs.load_data(run)[1]
-        classes = torch.arange(model.num_classes).repeat_interleave(n)
-        noise, adversarial = settings.build(model, FromNoise).generate(classes.to(device), model.input_shape, device)
+        model, (train_data, test_data) = runs.load_model(run, device=device, layer=layer), runs.load_data(run)
+        classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
+        noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
+        judge = KNNJudge(train_data, device=device)
+        reached = noise_to_target(model, adversarial, classes, judge)
+        click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
+                   f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
         click.echo(f"noise attacked toward each class, with the perceptions: "
                    f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
         return
@@ -99,7 +105,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
                        f"({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
                        f"{len(evaluation.labels)} images)", figures.attack_grid(evaluation, failures[:n], classes)))
     path = figures.save_png(figures.stack_panels(panels), out or run / runs.ATTACK)
-    click.echo(f"attack success {evaluation.summary['attack_success_rate']:.1%} on {len(evaluation.labels)} test "
+    click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
                f"images, {min(n, len(failures))} failure cases shown: {path}")
 
 
@@ -198,11 +204,15 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                       ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
     write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
     for name, summary in results.items():
-        mean_curve = summary["directions"]["mean"]["flip_curve"]
-        judge = next(k for k in mean_curve if k not in ("H(image)", "C(latent)"))
+        mean = summary["directions"]["mean"]
+        judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))
+
+        def flipped(reader: str, at: int) -> str:  # the fraction with its 95 % interval
+            low, high = mean["flip_interval"][reader][at]
+            return format_rate({"rate": mean["flip_curve"][reader][at], "low": low, "high": high})
         click.echo(f"{Path(name).name}: mean direction, flip to {target} at a={edit.alphas[-1]:g}: "
-                   f"H {mean_curve['H(image)'][-1]:.1%}, {judge} {mean_curve[judge][-1]:.1%} "
-                   f"(at a={edit.alphas[0]:g}: {mean_curve['H(image)'][0]:.1%}, {mean_curve[judge][0]:.1%})")
+                   f"H {flipped('H(image)', -1)}, {judge} {flipped(judge, -1)} (at a={edit.alphas[0]:g}: "
+                   f"{flipped('H(image)', 0)}, {flipped(judge, 0)}; {summary['images']} images)")
     click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "
                f"{runs.INTERPOLATION_FLIP}, {runs.INTERPOLATION_CHANGE}, {runs.INTERPOLATION_METRICS}")
 
