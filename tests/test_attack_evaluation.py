@@ -97,3 +97,14 @@ def test_adaptive_rows_and_table():
 class Flip(nn.Module):
     def forward(self, x):
         return 1 - x
+
+
+def test_targeted_success_needs_the_target_among_three_classes():
+    net = models.PerceptionNet(nn.Flatten(), nn.Identity(), nn.Unflatten(1, (1, 1, 3)), (1, 1, 3))  # logits = pixels
+    images = torch.tensor([[200, 100, 50], [200, 100, 50], [200, 100, 50]], dtype=torch.uint8).view(3, 1, 1, 3)
+    tiny = ImageDataset(images, torch.tensor([0, 0, 0]), ("a", "b", "c"), "tiny")
+    # the attack (given) moved image 0 to class 1, image 1 to class 2, image 2 nowhere
+    adversarial = torch.tensor([[0.5, 0.9, 0.1], [0.5, 0.1, 0.9], [0.9, 0.1, 0.1]]).view(3, 1, 1, 3)
+    result = evaluate_attack(net, None, tiny, targets=torch.tensor([2, 2, 2]), adversarial=adversarial)
+    assert result.success.tolist() == [False, True, False]  # away from the label is not enough
+    assert result.summary["attack_success_rate"]["rate"] == pytest.approx(1 / 3)

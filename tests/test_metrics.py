@@ -101,3 +101,17 @@ def test_rate_has_the_wilson_interval(successes, n, low, high):
 
 def test_rate_of_nothing_is_nan():
     assert math.isnan(metrics.rate(0, 0)["rate"]) and metrics.rate_of(torch.tensor([True, False, True]))["rate"] == 2 / 3
+
+
+def test_evaluate_runs_the_model_in_eval_mode():
+    from test_attacks import batch_norm_dropout_net
+
+    net = batch_norm_dropout_net()
+    images = (torch.rand(64, 1, 2, 2) * 255).to(torch.uint8)
+    dataset = data.ImageDataset(images, torch.arange(64) % 3, ("a", "b", "c"), "tiny")
+    net.eval()
+    expected = evaluate(net, dataset, batch_size=16)
+    net.train()
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    assert evaluate(net, dataset, batch_size=16) == expected
+    assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training

@@ -239,7 +239,9 @@ class AdaptivePGD(PGD):
                 - self.beta * reconstruction_scores(adv, recon).sum())
 
 
-NOISE_SEED_OFFSET = 2**32  # FromNoise's noise: a seed no start seed (a small int) shares
+# FromNoise's noise seed is seed + this: one no small start seed shares (the CPU generator
+# keeps the low 32 bits of a seed, so 2**32 would be the same seed again).
+NOISE_SEED_OFFSET = 2**31
 
 
 class FromNoise(PGD):
