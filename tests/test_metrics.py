@@ -115,3 +115,14 @@ def test_evaluate_runs_the_model_in_eval_mode():
     buffers = {k: v.clone() for k, v in net.state_dict().items()}
     assert evaluate(net, dataset, batch_size=16) == expected
     assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training
+
+
+def test_mlp_probe_reads_what_a_linear_probe_cannot():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(600, 2, generator=generator) * 2 - 1
+    labels = ((points[:, 0] > 0) ^ (points[:, 1] > 0)).long()  # XOR: no line separates it
+    train, test = slice(0, 400), slice(400, 600)
+    linear = metrics.linear_probe(points[train], labels[train], points[test], labels[test])
+    mlp = metrics.mlp_probe(points[train], labels[train], points[test], labels[test])
+    assert linear < 0.7 and mlp > 0.9
+    assert mlp == metrics.mlp_probe(points[train], labels[train], points[test], labels[test])  # seeded
