@@ -156,3 +156,89 @@ def test_chunked_equals_one_batch(norm):
     torch.testing.assert_close(whole, chunked, atol=1e-6 if norm == "l2" else 0, rtol=0)
     with pytest.raises(PerceptregError, match="`chunk_size` must be >= 1"):
         PGD(model, chunk_size=0)
+
+
+# --- adaptive PGD ----------------------------------------------------------------------------
+
+def half_decoder_net():
+    """logits = the two pixels, P(x) = 0.5 everywhere: ||x - P(x)||^2 = sum (x - 0.5)^2."""
+    decoder = nn.Linear(2, 2)
+    with torch.no_grad():
+        decoder.weight.zero_()
+        decoder.bias.fill_(0.5)
+    net = models.PerceptionNet(nn.Flatten(), nn.Linear(2, 2), nn.Sequential(decoder, nn.Unflatten(1, (1, 1, 2))), (1, 1, 2))
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.eye(2))
+        net.classifier.bias.zero_()
+    return net
+
+
+def test_adaptive_step_by_hand():
+    # d CE / dx = [p0 - 1, p1] = [-0.475, 0.475] at (0.7, 0.6); d beta||x - 0.5||^2 / dx = 2 beta (x - 0.5)
+    # beta 0: signs [-1, +1]; beta 10: x1's 0.475 - 2 * 10 * 0.1 < 0, so x1 moves down too
+    x, y = image(0.7, 0.6), torch.tensor([0])
+    plain = attacks.AdaptivePGD(half_decoder_net(), beta=0.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
+    torch.testing.assert_close(plain, image(0.65, 0.65))
+    adaptive = attacks.AdaptivePGD(half_decoder_net(), beta=10.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
+    torch.testing.assert_close(adaptive, image(0.65, 0.55))
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_adaptive_with_beta_zero_is_pgd_exactly(targeted):
+    model, x, y = models.mnist(), torch.rand(6, 1, 28, 28), torch.arange(6)
+    targets = (y + 3) % 10 if targeted else None
+    settings = attacks.AttackSettings(eps=0.1, steps=3, seed=4)
+    assert torch.equal(settings.build(model, attacks.AdaptivePGD, beta=0.0)(x, y, targets), settings.build(model)(x, y, targets))
+    assert not torch.equal(settings.build(model, attacks.AdaptivePGD, beta=1.0)(x, y, targets), settings.build(model)(x, y, targets))
+
+
+def test_adaptive_bad_settings():
+    with pytest.raises(PerceptregError, match="`beta` must be a finite number >= 0"):
+        attacks.AdaptivePGD(half_decoder_net(), beta=-1.0)
+    with pytest.raises(PerceptregError, match="AdaptivePGD needs a PerceptionNet"):
+        attacks.AdaptivePGD(identity_classifier(), beta=1.0)
+
+
+# --- seeds, targets with three classes, eval mode ---------------------------------------------
+
+def test_from_noise_draws_the_start_apart_from_the_noise():
+    # with one seed for both, the start was exactly clamp((1 + 2 eps) * noise - eps)
+    noise, start = FromNoise(identity_classifier(), eps=0.2, steps=0).generate(torch.tensor([0, 1] * 8), (1, 1, 2))
+    assert (start - noise).abs().max() <= 0.2 + 1e-6
+    assert not torch.allclose(start, (1.4 * noise - 0.2).clamp(0, 1))
+
+
+def three_class_classifier():
+    """logits = the three pixels of a 1x1x3 image."""
+    return nn.Sequential(nn.Flatten(), nn.Identity())
+
+
+def test_targeted_step_by_hand_with_three_classes():
+    # d CE_target / dx = softmax(x) - onehot(target): signs [+, +, -] for target 2, so a
+    # targeted step lowers pixels 0 and 1; "away from the label 0" would raise pixel 1
+    x, y = torch.tensor([[[[0.6, 0.5, 0.3]]]]), torch.tensor([0])
+    pgd = PGD(three_class_classifier(), eps=0.1, alpha=0.05, steps=1, random_start=False)
+    torch.testing.assert_close(pgd(x, y, torch.tensor([2])), torch.tensor([[[[0.55, 0.45, 0.35]]]]))
+    torch.testing.assert_close(pgd(x, y, torch.tensor([1])), torch.tensor([[[[0.55, 0.55, 0.25]]]]))
+    torch.testing.assert_close(pgd(x, y), torch.tensor([[[[0.55, 0.55, 0.35]]]]))
+
+
+def batch_norm_dropout_net():
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5))
+    decoder = nn.Sequential(nn.Linear(16, 4), nn.Sigmoid(), nn.Unflatten(1, (1, 2, 2)))
+    net = models.PerceptionNet(encoder, nn.Linear(16, 3), decoder, (1, 2, 2))
+    with torch.no_grad():  # running statistics unlike a batch's own, so train mode shows
+        net.encoder[2].running_mean.fill_(0.3)
+        net.encoder[2].running_var.fill_(2.0)
+    return net
+
+
+@pytest.mark.parametrize("attack", [PGD, attacks.AdaptivePGD])
+def test_attacks_run_the_model_in_eval_mode(attack):
+    net, x, y = batch_norm_dropout_net(), torch.rand(8, 1, 2, 2), torch.arange(8) % 3
+    net.eval()
+    expected = attack(net, eps=0.1, steps=3)(x, y)
+    net.train()
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    assert torch.equal(attack(net, eps=0.1, steps=3)(x, y), expected)  # no dropout, running statistics
+    assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training

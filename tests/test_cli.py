@@ -1,4 +1,6 @@
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -6,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from perceptreg import figures
+from perceptreg import data, figures, metrics, runs
 from perceptreg.cli import main
 
 
@@ -155,14 +157,18 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     for p in trained_run.iterdir():
         (run / p.name).write_bytes(p.read_bytes())
     result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "5", "--images", "40",
-                                  "--judge", str(trained_run), "--compare", str(trained_run)])
+                                  "--judge", str(trained_run), "--compare", str(trained_run), "--adaptive", "0,1"])
     assert result.exit_code == 0, result.output
     written = json.loads((run / "attack_metrics.json").read_text())
     assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
     summary = written["runs"][str(run)]
-    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"] <= 1
+    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
-    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label"):
+    assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
+    assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
+    assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
+    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on"):
         assert line in result.output
     assert Image.open(run / "attack_roc.png").size == (400, 400)
 
@@ -206,6 +212,9 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3
     assert set(entry["directions"]) == {"per-image", "mean"}
     assert len(entry["directions"]["mean"]["flip_curve"]["3-NN pixels"]) == 3
+    for value, (low, high) in zip(entry["directions"]["mean"]["flip_curve"]["H(image)"],
+                                  entry["directions"]["mean"]["flip_interval"]["H(image)"]):
+        assert low <= value <= high and high - low > 0.3  # 3 images: a wide interval
     assert entry["directions"]["mean"]["fitted_on"]["images"] == 5
     assert (tmp_path / "to8.safetensors").exists() and (tmp_path / "to8.json").exists()
 
@@ -273,3 +282,34 @@ def test_train_help_lists_every_dataset_and_config_default(runner):
     text = " ".join(runner.invoke(main, ["train", "--help"]).output.split())
     assert "memmap:PATH" in text and "folder:PATH" in text
     assert "[default: 0.01]" in text and "[default: 20]" in text  # lam and epochs, from TrainConfig
+
+
+# --- attacks on a model whose numbers can be checked ----------------------------------------------
+
+def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "10", "--images", "50"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "attack_metrics.json").read_text())["runs"][str(run)]
+    # the clean accuracy is the model's own on those 50 test images
+    test_data = runs.load_data(run)[1]
+    chosen = test_data.subset(data.spread_over_classes(test_data.labels, 50))
+    assert summary["clean_accuracy"]["rate"] == pytest.approx(metrics.evaluate(runs.load_model(run), chosen)["accuracy"])
+    assert summary["attack_success_rate"]["rate"] > 0.9  # eps 0.2 breaks an undefended MNIST net
+    assert summary["judges"]["3-NN pixels"]["accuracy_on_x"]["rate"] > 0.8
+    assert summary["judges"]["3-NN pixels"]["on_x_adv"]["true_label"]["rate"] > 0.5  # x_adv still looks like x
+    assert summary["detector"]["baselines"]["pixel_statistic"]["auroc"] > 0.9  # added noise, seen without a model
+
+    noise = runner.invoke(main, ["attack", str(run), "--from-noise", "--steps", "20", "--n", "3", "--out",
+                                 str(tmp_path / "noise.png")])
+    assert noise.exit_code == 0, noise.output
+    reached = round(float(re.search(r"H reads the target on ([\d.]+) %", noise.output).group(1)) * 30 / 100)
+    assert reached >= 24 and f"H reads the target on {metrics.format_rate(metrics.rate(reached, 30))}" in noise.output
+
+    edits = runner.invoke(main, ["interpolate", str(run), "--target", "1", "--images", "10", "--fit-images", "10",
+                                 "--steps", "5", "--alphas", "0,3", "--out", str(tmp_path / "edits")])
+    assert edits.exit_code == 0, edits.output
+    curve = json.loads((tmp_path / "edits" / "interpolation_metrics.json").read_text())["runs"][str(run)][
+        "directions"]["per-image"]["flip_curve"]["H(image)"]
+    assert curve[0] <= 0.1 and curve[1] >= 0.5  # images of other classes, edited toward 1

@@ -22,8 +22,11 @@ def test_judge_agreement_counting():
     readings = torch.tensor([1, 1, 0, 2, 1])
     adversarial = torch.tensor([1, 1, 1, 1, 2])
     true = torch.tensor([0, 0, 0, 0, 1])
-    assert judge_agreement(readings, adversarial, true) == pytest.approx(
-        {"adversarial_label": 0.4, "true_label": 0.4, "other": 0.2, "count": 5})
+    agreement = judge_agreement(readings, adversarial, true)
+    assert agreement["count"] == 5
+    assert {k: agreement[k]["rate"] for k in ("adversarial_label", "true_label", "other")} == pytest.approx(
+        {"adversarial_label": 0.4, "true_label": 0.4, "other": 0.2})
+    assert agreement["other"]["n"] == 5 and agreement["other"]["low"] < 0.2 < agreement["other"]["high"]
 
 
 def test_model_judge_restores_mode():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from perceptreg import latent, models
+from perceptreg import latent, metrics, models
 from perceptreg.attacks import PGD
 from perceptreg.errors import PerceptregError
 
@@ -169,3 +169,10 @@ def test_bad_targets_and_empty_sets(net):
         latent.mean_direction(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))
     with pytest.raises(PerceptregError, match="the image set is empty"):
         latent.study_edits(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))
+
+
+def test_flip_interval_is_wilsons_of_the_counts():
+    readings = {"H(image)": torch.tensor([[0, 1], [0, 1], [1, 1], [0, 0]])}  # 4 images x 2 alphas
+    intervals = latent.flip_interval(readings, 1)["H(image)"]
+    expected = [metrics.rate(1, 4), metrics.rate(3, 4)]
+    assert intervals == [[e["low"], e["high"]] for e in expected]

@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 from helpers import linear_perception_net, net_with_decoder, pixels, tiny_dataset
 from torch import nn
 
-from perceptreg import data, models
+from perceptreg import data, metrics, models
 from perceptreg.metrics import (
     COLLAPSE_RATIO,
     centre_to_edge_ratio,
@@ -84,3 +86,43 @@ def test_mean_and_interval():
     assert mean_and_interval([0.5]) == (0.5, 0.0)
     mean, half = mean_and_interval([1.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(12.706 * 2 ** 0.5 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1) * s / sqrt(n)
+
+
+@pytest.mark.parametrize("successes, n, low, high", [
+    # Wilson 95 % intervals, worked out by hand (and as statsmodels' proportion_confint gives them)
+    (870, 1000, 0.8477, 0.8894), (0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (1, 2, 0.0945, 0.9055),
+])
+def test_rate_has_the_wilson_interval(successes, n, low, high):
+    measured = metrics.rate(successes, n)
+    assert measured["rate"] == successes / n and measured["n"] == n
+    assert (measured["low"], measured["high"]) == pytest.approx((low, high), abs=1e-4)
+    assert metrics.format_rate(metrics.rate(870, 1000)) == "87.0 % [84.8, 88.9]"
+
+
+def test_rate_of_nothing_is_nan():
+    assert math.isnan(metrics.rate(0, 0)["rate"]) and metrics.rate_of(torch.tensor([True, False, True]))["rate"] == 2 / 3
+
+
+def test_evaluate_runs_the_model_in_eval_mode():
+    from test_attacks import batch_norm_dropout_net
+
+    net = batch_norm_dropout_net()
+    images = (torch.rand(64, 1, 2, 2) * 255).to(torch.uint8)
+    dataset = data.ImageDataset(images, torch.arange(64) % 3, ("a", "b", "c"), "tiny")
+    net.eval()
+    expected = evaluate(net, dataset, batch_size=16)
+    net.train()
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    assert evaluate(net, dataset, batch_size=16) == expected
+    assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training
+
+
+def test_mlp_probe_reads_what_a_linear_probe_cannot():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(600, 2, generator=generator) * 2 - 1
+    labels = ((points[:, 0] > 0) ^ (points[:, 1] > 0)).long()  # XOR: no line separates it
+    train, test = slice(0, 400), slice(400, 600)
+    linear = metrics.linear_probe(points[train], labels[train], points[test], labels[test])
+    mlp = metrics.mlp_probe(points[train], labels[train], points[test], labels[test])
+    assert linear < 0.7 and mlp > 0.9
+    assert mlp == metrics.mlp_probe(points[train], labels[train], points[test], labels[test])  # seeded

@@ -61,6 +61,32 @@ def test_init_output_bias_skips_decoders_without_sigmoid():
     assert net.init_output_bias(0.3) is False
 
 
+def test_init_output_bias_finds_a_dense_output_before_unflatten():
+    # the README's custom example: Linear, Sigmoid, then Unflatten
+    net = models.PerceptionNet(nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU()), nn.Linear(64, 10),
+                               nn.Sequential(nn.Linear(64, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))),
+                               (1, 28, 28))
+    assert net.init_output_bias(torch.tensor([0.25]))
+    assert torch.allclose(net.decoder[0].bias, torch.logit(torch.tensor(0.25)).expand(784))
+
+
+def test_init_output_bias_sets_each_channel_of_a_dense_colour_decoder():
+    decoder = nn.Sequential(nn.Linear(8, 3 * 4 * 4), nn.Sigmoid(), nn.Unflatten(1, (3, 4, 4)))
+    net = models.PerceptionNet(nn.Sequential(nn.Flatten(), nn.Linear(48, 8)), nn.Linear(8, 2), decoder, (3, 4, 4))
+    with torch.no_grad():
+        decoder[0].weight.zero_()
+    assert net.init_output_bias(torch.tensor([0.2, 0.5, 0.9]))
+    recon = net.perceive(torch.rand(2, 3, 4, 4))  # zero weights: the output is the bias, channel by channel
+    torch.testing.assert_close(recon, torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1).expand(2, 3, 4, 4))
+
+
+def test_init_output_bias_says_when_it_finds_no_output_layer():
+    decoder = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Sigmoid())  # a sigmoid, but no bias to set
+    net = models.PerceptionNet(nn.Flatten(), nn.Linear(4, 2), decoder, (1, 2, 2))
+    with pytest.warns(RuntimeWarning, match="init_output_bias: found no layer whose bias sets D's output"):
+        assert net.init_output_bias(0.3) is False
+
+
 def mlp_net(hidden=16):
     return models.PerceptionNet(
         nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU()),

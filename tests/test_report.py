@@ -116,7 +116,7 @@ def full_run(good_run, tmp_path_factory):
     runner = CliRunner()
     for args in (["attack", str(run), "--steps", "3", "--pool", "20", "--n", "4"],
                  ["attack", str(run), "--steps", "3", "--from-noise", "--n", "1"],
-                 ["evaluate-attack", str(run), "--steps", "3", "--images", "30"],
+                 ["evaluate-attack", str(run), "--steps", "3", "--images", "30", "--adaptive", "0,10"],
                  ["interpolate", str(run), "--target", "3", "--steps", "3", "--images", "3", "--fit-images", "4",
                   "--alphas", "0,1,2"]):
         assert runner.invoke(main, args).exit_code == 0, args
@@ -156,6 +156,7 @@ def test_report_of_a_full_run_is_self_contained_and_complete(full_run):
     parts = sections(text)
     assert_self_contained(text)
     assert "attack success rate" in text and "3-NN pixels" in text
+    assert "baseline AUC: pixel statistic" in text and "Adaptive PGD on run" in text
     assert "No " not in text.replace("No image", "")  # nothing reported missing but the sweep
     assert "Fraction of images read as class 3" in text
     meta = {m.attrs.get("name"): m.attrs.get("content") for m in Tree(text).root.find_all("meta")}

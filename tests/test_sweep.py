@@ -34,6 +34,8 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
     assert {"lam0.001-seed0", "lam10-seed0", "post-hoc-seed0"} <= {p.name for p in out.iterdir()}
     assert "| 0.001 | 1 |" in (out / "sweep.md").read_text() and "| post-hoc | 1 |" in output
     assert set(summary["pixel_probes"]) == {"left_digit", "right_digit", "foreground_colour", "background_colour"}
+    assert set(summary["pixel_mlp_probes"]) == set(summary["pixel_probes"])
+    assert "mlp probe: left_digit" in row and "MLP probes on the raw pixels" in output
     assert "probes on the raw pixels" in output
 
 
@@ -73,3 +75,7 @@ def test_bad_sweep_input_is_one_line(tmp_path):
         result = CliRunner().invoke(main, ["sweep", "--quick", "--out", str(tmp_path / "x")] + args)
         assert result.exit_code == 1 and message in result.output, result.output
         assert not (tmp_path / "x").exists() or args[0] != "--dataset"
+
+
+def test_default_grid_is_the_papers_fig3():
+    assert sweep.SweepConfig().lams == (1e-4, 1e-3, 1e-2, 1e2)

@@ -1,8 +1,8 @@
 """An attack, measured: what it did to H and to the perception, and how well the
-reconstruction error ||x - P(x)||^2 detects it (ROC of a detector score).
+reconstruction error ||x - P(x)||^2 detects it, beside two baselines (``detection``).
 
     evaluation = evaluate_attack(model, PGD(model, eps=0.2), test_data, [KNNJudge(train_data)])
-    evaluation.summary["detector"]["roc_auc"]
+    evaluation.summary["detector"]["auroc"]
 """
 
 from __future__ import annotations
@@ -15,45 +15,18 @@ from typing import Sequence
 import torch
 
 from perceptreg import runs
-from perceptreg.attacks import AttackSettings, check_target
+from perceptreg.attacks import AdaptivePGD, AttackSettings, check_target
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
+from perceptreg.detection import (
+    pixel_statistic_scores,
+    reconstruction_scores,
+    roc_auc,
+    shuffle_perturbations,
+)
 from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge, ModelJudge, judge_agreement
+from perceptreg.metrics import format_rate, rate, rate_of
 from perceptreg.models import PerceptionNet, evaluating
-
-# --- ROC of a detector score ----------------------------------------------------------------
-
-def roc_auc(negative: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of "higher score = positive": the probability that a random
-    positive outscores a random negative, ties counting half (the Mann-Whitney U statistic)."""
-    if len(negative) == 0 or len(positive) == 0:
-        return float("nan")
-    scores = torch.cat([negative, positive]).double()
-    order = scores.argsort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
-    # average the ranks of tied scores
-    unique, inverse = scores.unique(return_inverse=True)
-    mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
-    mean_rank /= torch.bincount(inverse, minlength=len(unique)).double()
-    positive_ranks = mean_rank[inverse[len(negative):]].sum()
-    n_pos, n_neg = len(positive), len(negative)
-    return float((positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc_curve(negative: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(false positive rate, true positive rate) at every threshold, from (0, 0) to (1, 1)."""
-    scores = torch.cat([negative, positive]).double()
-    is_positive = torch.cat([torch.zeros(len(negative)), torch.ones(len(positive))]).double()
-    order = scores.argsort(descending=True, stable=True)
-    scores, is_positive = scores[order], is_positive[order]
-    last_of_tie = torch.cat([scores[1:] != scores[:-1], torch.tensor([True])])
-    tp = is_positive.cumsum(0)[last_of_tie]
-    fp = (1 - is_positive).cumsum(0)[last_of_tie]
-    zero = torch.zeros(1, dtype=torch.float64)
-    return (torch.cat([zero, fp / max(len(negative), 1)]),
-            torch.cat([zero, tp / max(len(positive), 1)]))
-
 
 # --- an attack, measured -------------------------------------------------------------------
 
@@ -94,11 +67,6 @@ class AttackEvaluation:
         return (self.success & (readings["P(x_adv)"] == self.labels)).nonzero().squeeze(1)
 
 
-def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> torch.Tensor:
-    """||x - P(x)||^2 per image: the detector's "this input is adversarial" score."""
-    return (images - perceptions).square().flatten(1).sum(1)
-
-
 @torch.no_grad()
 def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
     logits, recon = [], []
@@ -121,7 +89,12 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
       perception show the adversarial class, the true class, or something else? Reading
       x_adv too shows how far the attack itself transfers to the judge;
     - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
-      images from successful adversarial ones.
+      images from successful adversarial ones; beside it the same AUC of the model-free
+      pixel statistic, and of ||x - P(x)||^2 on the successful attacks' perturbations with
+      their pixels shuffled (with how often H still classifies those right).
+
+    The attack runs once on all images (it works in chunks itself), so its random start is
+    drawn for the whole set and does not depend on ``batch_size``.
 
     ``adversarial``: the images already attacked, to measure the same attack through another
     perception of the same H (the layers of an attached model).
@@ -130,10 +103,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
         if adversarial is None:
-            adversarial = torch.cat([
-                attack(x, y, None if targets is None else t)
-                for x, y, t in zip(images.split(batch_size), labels.split(batch_size),
-                                   (targets if targets is not None else labels).to(device).split(batch_size))])
+            adversarial = attack(images, labels, None if targets is None else targets.to(device))
         clean_pred, clean_conf, perceptions = _predict(model, images, batch_size)
         adv_pred, adv_conf, adv_perceptions = _predict(model, adversarial, batch_size)
     correct = clean_pred == labels
@@ -146,31 +116,61 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         success = eligible & (adv_pred == targets)
     result = AttackEvaluation(images, adversarial, perceptions, adv_perceptions, labels, targets,
                               clean_pred, clean_conf, adv_pred, adv_conf, success)
-    scores_clean, scores_adv = result.detector_scores()
     n_success = int(success.sum())
     result.summary = {
         "images": len(images),
-        "clean_accuracy": correct.float().mean().item(),
-        "robust_accuracy": (adv_pred == labels).float().mean().item(),
-        "attack_success_rate": n_success / max(int(eligible.sum()), 1),
+        "clean_accuracy": rate_of(correct),
+        "robust_accuracy": rate_of(adv_pred == labels),
+        "attack_success_rate": rate(n_success, int(eligible.sum())),
         "successful_attacks": n_success,
         "judges": {},
-        "detector": {"score": "||x - P(x)||^2", "roc_auc": roc_auc(scores_clean.cpu(), scores_adv.cpu()),
-                     "clean_images": len(scores_clean), "adversarial_images": n_success,
-                     "mean_score_clean": scores_clean.mean().item(),
-                     "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan")},
+        "detector": _detector_summary(model, result, batch_size),
     }
     for judge in judges:
         readings = {"x": judge(images), "P(x)": judge(perceptions),
                     "x_adv": judge(adversarial), "P(x_adv)": judge(adv_perceptions)}
         result.judge_readings[judge.name] = readings
         result.summary["judges"][judge.name] = {
-            "accuracy_on_x": (readings["x"] == labels).float().mean().item(),
-            "accuracy_on_P(x)": (readings["P(x)"] == labels).float().mean().item(),
+            "accuracy_on_x": rate_of(readings["x"] == labels),
+            "accuracy_on_P(x)": rate_of(readings["P(x)"] == labels),
             "on_x_adv": judge_agreement(readings["x_adv"][success], adv_pred[success], labels[success]),
             "on_P(x_adv)": judge_agreement(readings["P(x_adv)"][success], adv_pred[success], labels[success]),
         }
     return result
+
+
+def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
+    """The detector's ROC AUC, and the AUCs of the two baselines on the same images."""
+    scores_clean, scores_adv = result.detector_scores()
+    success = result.success
+    shuffled = shuffle_perturbations(result.images[success], result.adversarial[success])
+    shuffled_pred, _, shuffled_perceptions = _predict(model, shuffled, batch_size)
+    pixel_clean, pixel_adv = (pixel_statistic_scores(x).cpu() for x in (result.images, result.adversarial[success]))
+    n_success = len(scores_adv)
+    return {
+        "score": "||x - P(x)||^2", "auroc": roc_auc(scores_clean.cpu(), scores_adv.cpu()),
+        "clean_images": len(scores_clean), "adversarial_images": n_success,
+        "mean_score_clean": scores_clean.mean().item(),
+        "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
+        "baselines": {
+            "pixel_statistic": {"score": "sum of min(x, 1 - x)^2 over pixels (no model)",
+                                "auroc": roc_auc(pixel_clean, pixel_adv)},
+            "shuffled_perturbation": {
+                "score": "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled",
+                "auroc": roc_auc(scores_clean.cpu(), reconstruction_scores(shuffled, shuffled_perceptions).cpu()),
+                "H_correct": rate_of(shuffled_pred == result.labels[success])},
+        },
+    }
+
+
+@torch.no_grad()
+def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: torch.Tensor, judge) -> dict:
+    """Of ``FromNoise``'s images, how often H reads the target and how often ``judge`` reads
+    the perception P(x_adv) as the target: {"H": rate, judge.name: rate}."""
+    with evaluating(model):
+        on_h = model.classify(adversarial).argmax(1) == targets
+        on_perception = judge(model.perceive(adversarial)) == targets
+    return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
 
 
 def attack_table(summaries: dict[str, dict]) -> str:
@@ -179,7 +179,13 @@ def attack_table(summaries: dict[str, dict]) -> str:
     rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
             ("robust accuracy", lambda s: s["robust_accuracy"]),
             ("attack success rate", lambda s: s["attack_success_rate"]),
-            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["roc_auc"])]
+            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["auroc"]),
+            ("  baseline AUC: pixel statistic (no model)",
+             lambda s: s["detector"]["baselines"]["pixel_statistic"]["auroc"]),
+            ("  baseline AUC: shuffled perturbation",
+             lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["auroc"]),
+            ("  H right on the shuffled perturbation",
+             lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["H_correct"])]
     for judge in summaries[names[0]]["judges"]:
         for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
             rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
@@ -189,20 +195,23 @@ def attack_table(summaries: dict[str, dict]) -> str:
                              lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
     width = max(len(r[0]) for r in rows) + 2
     header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
-    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.1%}" if "AUC" not in label
-                                                      else f"{value(summaries[n]):>26.3f}" for n in names)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.3f}" if "AUC" in label
+                                                      else f"{format_rate(value(summaries[n])):>26}" for n in names)
                         for label, value in rows]
-    return "\n".join(lines)
+    return "\n".join(lines + ["(rates: 95 % Wilson intervals in brackets)"])
 
 
 # --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
 
 def evaluate_run(run_dir: str | Path, settings: AttackSettings, *, target: int | None = None,
                  images: int | None = None, judge_runs: Sequence[str | Path] = (),
-                 device: str = "cpu", layer: str | None = None) -> AttackEvaluation:
+                 device: str = "cpu", layer: str | None = None,
+                 adaptive: Sequence[float] = ()) -> AttackEvaluation:
     """``evaluate_attack`` on a run's test set (``images`` of it, spread over the classes),
     judged by a 3-NN pixel judge on its training set and by the models of ``judge_runs``.
-    Of a run of `attach`, the perception is that of ``layer`` (default the deepest)."""
+    Of a run of `attach`, the perception is that of ``layer`` (default the deepest).
+    ``adaptive``: betas of ``AdaptivePGD`` also run on the same images; their rows
+    (``adaptive_row``) go into ``summary["adaptive"]``."""
     run_dir = Path(run_dir)
     model = runs.load_model(run_dir, device=device, layer=layer)
     if runs.decoder_collapsed(run_dir):
@@ -216,7 +225,39 @@ def evaluate_run(run_dir: str | Path, settings: AttackSettings, *, target: int |
     if target is not None:
         check_target(target, model.num_classes)
         targets = torch.full((len(test_data),), target, dtype=torch.long)
-    return evaluate_attack(model, settings.build(model), test_data, judges, targets=targets, device=device)
+    evaluation = evaluate_attack(model, settings.build(model), test_data, judges, targets=targets, device=device)
+    if adaptive:
+        evaluation.summary["adaptive"] = [
+            adaptive_row(beta, evaluate_attack(model, settings.build(model, AdaptivePGD, beta=beta), test_data,
+                                               judges, targets=targets, device=device).summary)
+            for beta in adaptive]
+    return evaluation
+
+
+def adaptive_row(beta: float, summary: dict) -> dict:
+    """One row of the adaptive-attack table: of ``AdaptivePGD(beta)``'s ``evaluate_attack``
+    summary, the success, the detector's and baselines' AUCs, and the judges' readings of P(x_adv)."""
+    detector = summary["detector"]
+    return {"beta": beta, "attack_success": summary["attack_success_rate"],
+            "successful_attacks": summary["successful_attacks"], "auroc": detector["auroc"],
+            "mean_score_adversarial": detector["mean_score_adversarial"],
+            "baselines": {name: b["auroc"] for name, b in detector["baselines"].items()},
+            "judges_on_P(x_adv)": {name: j["on_P(x_adv)"] for name, j in summary["judges"].items()}}
+
+
+def adaptive_table(rows: list[dict]) -> str:
+    """The rows of ``adaptive_row`` as a plain-text table, one line per beta."""
+    judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
+    header = (f"{'beta':>6}{'success':>22}{'detector AUC':>14}{'pixel AUC':>11}{'shuffled AUC':>14}"
+              + "".join(f"{judge + ': P(x_adv) read as adversarial':>42}{'read as true':>22}" for judge in judges))
+    lines = [header]
+    for row in rows:
+        readings = [row["judges_on_P(x_adv)"][judge] for judge in judges]
+        lines.append(f"{row['beta']:>6g}{format_rate(row['attack_success']):>22}{row['auroc']:>14.3f}"
+                     f"{row['baselines']['pixel_statistic']:>11.3f}{row['baselines']['shuffled_perturbation']:>14.3f}"
+                     + "".join(f"{format_rate(r['adversarial_label']):>42}{format_rate(r['true_label']):>22}"
+                               for r in readings))
+    return "\n".join(lines)
 
 
 def run_judge(judge_run: str | Path, attacked_run: str | Path, device: str = "cpu") -> ModelJudge:
@@ -248,9 +289,9 @@ def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, target
         adversarial = evaluation.adversarial
         s = evaluation.summary
         reading = s["judges"][judge.name]["on_P(x_adv)"]
-        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"],
+        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],
                      "successful_attacks": s["successful_attacks"],
-                     "p_adv_read_as_adversarial": reading["adversarial_label"],
-                     "p_adv_read_as_true": reading["true_label"],
-                     "detector_roc_auc": s["detector"]["roc_auc"], "judge": judge.name})
+                     "p_adv_read_as_adversarial": reading["adversarial_label"]["rate"],
+                     "p_adv_read_as_true": reading["true_label"]["rate"],
+                     "detector_roc_auc": s["detector"]["auroc"], "judge": judge.name})
     return rows, adversarial

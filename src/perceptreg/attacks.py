@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from perceptreg.detection import reconstruction_scores
 from perceptreg.errors import PerceptregError
 from perceptreg.models import PerceptionNet, evaluating
 
@@ -37,10 +38,11 @@ class AttackSettings:
     alpha: float | None = None  # None: 2.5 * eps / steps
     seed: int = 0
 
-    def build(self, model: nn.Module, attack: type["PGD"] | None = None) -> "PGD":
-        """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``."""
+    def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
+        """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
+        the subclass's own settings (``AdaptivePGD``'s beta)."""
         return (attack or PGD)(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
-                               seed=self.seed)
+                               seed=self.seed, **extra)
 
     @property
     def step_size(self) -> float:
@@ -120,7 +122,9 @@ class PGD(Attack):
         norm: "linf" or "l2".
         random_start: start at a uniform point of the ball (L-inf) or a random direction
             and radius (L2), drawn from a generator seeded with ``seed``: the same inputs
-            and seed give the same adversarial images.
+            and seed give the same adversarial images. The start is drawn for the whole
+            batch at once: attack all images in one call (it runs in chunks) for starts
+            that do not repeat from batch to batch.
         seed: seed of the random start.
         chunk_size: images attacked at a time; the result does not depend on it.
 
@@ -162,11 +166,15 @@ class PGD(Attack):
     def _descend(self, images, adv, goal, sign, batch_size):
         for _ in range(self.steps):
             adv.requires_grad_(True)
-            # The batch-mean cross-entropy, summed chunk by chunk: the same gradients.
-            loss = sign * F.cross_entropy(self.logits_of(adv), goal, reduction="sum") / batch_size
-            (grad,) = torch.autograd.grad(loss, adv)
+            # The batch mean, summed chunk by chunk: the same gradients.
+            (grad,) = torch.autograd.grad(self.objective(adv, goal, sign) / batch_size, adv)
             adv = self.project(images, adv.detach() + self.alpha * self.direction(grad))
         return adv.detach()
+
+    def objective(self, adv: torch.Tensor, goal: torch.Tensor, sign: float) -> torch.Tensor:
+        """What each step ascends, summed over the images: the cross-entropy of the true
+        labels (sign +1), or minus that of the targets (sign -1)."""
+        return sign * F.cross_entropy(self.logits_of(adv), goal, reduction="sum")
 
     def start(self, images: torch.Tensor) -> torch.Tensor:
         if not self.random_start:
@@ -200,6 +208,42 @@ def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+class AdaptivePGD(PGD):
+    """PGD that knows the reconstruction-error detector (Carlini & Wagner 2017,
+    https://arxiv.org/abs/1705.07263; Tramer et al. 2020, https://arxiv.org/abs/2002.08347).
+
+    Each step ascends PGD's objective minus ``beta * ||x_adv - P(x_adv)||^2``: the attack must
+    fool H while keeping the perception close to x_adv, so the detector's score stays low.
+    With ``beta = 0`` it is exactly ``PGD``. The question it answers (the paper's Fig. 4):
+    when the reconstruction must stay good, does the perception still show the adversarial class?
+
+    Args:
+        model: a ``PerceptionNet`` (the decoder gives P).
+        beta: weight of the reconstruction error, >= 0; the other arguments are ``PGD``'s.
+
+    Example:
+        >>> adv_images = AdaptivePGD(model, beta=1.0, eps=0.2, steps=100)(images, labels)
+    """
+
+    def __init__(self, model: PerceptionNet, beta: float = 1.0, **settings):
+        if not isinstance(model, PerceptionNet):
+            raise PerceptregError(f"AdaptivePGD needs a PerceptionNet (its decoder gives P(x)), got {type(model).__name__}")
+        if not 0 <= beta < math.inf:
+            raise PerceptregError(f"`beta` must be a finite number >= 0, got {beta}")
+        super().__init__(model, **settings)
+        self.beta = beta
+
+    def objective(self, adv, goal, sign):
+        logits, _, recon = self.model(adv)
+        return (sign * F.cross_entropy(logits, goal, reduction="sum")
+                - self.beta * reconstruction_scores(adv, recon).sum())
+
+
+# FromNoise's noise seed is seed + this: one no small start seed shares (the CPU generator
+# keeps the low 32 bits of a seed, so 2**32 would be the same seed again).
+NOISE_SEED_OFFSET = 2**31
+
+
 class FromNoise(PGD):
     """The paper's Fig. 7: targeted PGD that starts from uniform noise instead of an image.
 
@@ -213,6 +257,8 @@ class FromNoise(PGD):
 
     def generate(self, targets: torch.Tensor, image_shape: tuple[int, ...],
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        generator = torch.Generator(device).manual_seed(self.seed)
+        # The noise has its own seed: with the start's, the start would be exactly
+        # clamp((1 + 2 eps) * noise - eps), both drawn from the same uniform numbers.
+        generator = torch.Generator(device).manual_seed(self.seed + NOISE_SEED_OFFSET)
         noise = torch.rand(len(targets), *image_shape, generator=generator, device=device)
         return noise, self(noise, targets, targets)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from perceptreg.data import ImageDataset, to_float
+from perceptreg.metrics import rate_of
 from perceptreg.models import PerceptionNet, evaluating
 
 
@@ -57,11 +58,10 @@ class ModelJudge:
 
 
 def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> dict:
-    """How often a judge's readings name H's adversarial label, the true label, or neither."""
-    n = max(len(readings), 1)
-    says_adversarial = (readings == adversarial).sum().item() / n
-    says_true = (readings == true).sum().item() / n
-    return {"adversarial_label": says_adversarial, "true_label": says_true,
-            "other": 1 - says_adversarial - says_true, "count": len(readings)}
+    """How often a judge's readings name H's adversarial label, the true label, or neither,
+    each as a ``metrics.rate`` (share with its 95 % interval)."""
+    says_adversarial, says_true = readings == adversarial, readings == true
+    return {"adversarial_label": rate_of(says_adversarial), "true_label": rate_of(says_true),
+            "other": rate_of(~says_adversarial & ~says_true), "count": len(readings)}
 
 

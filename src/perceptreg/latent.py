@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 import torch
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
 
-from perceptreg import checkpoint, runs
+from perceptreg import checkpoint, metrics, runs
 from perceptreg import data as datasets
 from perceptreg.attacks import PGD, AttackSettings, check_target
 from perceptreg.errors import PerceptregError
@@ -109,6 +109,15 @@ def read_edits(model: PerceptionNet, latents: torch.Tensor, edited: torch.Tensor
 def flip_curve(readings: dict[str, torch.Tensor], target: int) -> dict[str, list[float]]:
     """Per reader, the fraction of images read as ``target`` at each alpha."""
     return {name: (labels == target).float().mean(0).tolist() for name, labels in readings.items()}
+
+
+def flip_interval(readings: dict[str, torch.Tensor], target: int) -> dict[str, list[list[float]]]:
+    """Per reader, the 95 % interval [low, high] of ``flip_curve``'s fraction at each alpha."""
+    intervals = {}
+    for name, labels in readings.items():  # labels: (images, alphas)
+        measured = [metrics.rate(count, len(labels)) for count in (labels == target).sum(0).tolist()]
+        intervals[name] = [[m["low"], m["high"]] for m in measured]
+    return intervals
 
 
 def target_region(class_images: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
@@ -253,7 +262,8 @@ def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack:
     for kind, vectors in kinds.items():
         latents, edited[kind] = decode_along(model, images, vectors, alphas)
         readings[kind], confidence[kind] = read_edits(model, latents, edited[kind], judges)
-        entry = {"flip_curve": flip_curve(readings[kind], target)}
+        entry = {"flip_curve": flip_curve(readings[kind], target),
+                 "flip_interval": flip_interval(readings[kind], target)}
         if region is not None:
             entry["locality"] = {k: v for k, v in locality(edited[kind], region).items() if k != "change_map"}
         summary["directions"][kind] = entry

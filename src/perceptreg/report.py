@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from perceptreg import checkpoint, plots, runs
-from perceptreg.attack_evaluation import attack_table
+from perceptreg.attack_evaluation import adaptive_table, attack_table
 from perceptreg.errors import PerceptregError
 from perceptreg.fitting import read_layers
 from perceptreg.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
@@ -52,6 +52,7 @@ def _attacks(run: Path) -> str:
         written = checkpoint.read_json(run / runs.ATTACK_METRICS)
         settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
         parts.append(f"<p>{html.escape(settings)}</p><pre>{html.escape(attack_table(written['runs']))}</pre>")
+        parts += [_adaptive(name, summary["adaptive"]) for name, summary in written["runs"].items() if "adaptive" in summary]
     else:
         parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run}"))
     for name, heading, what, command in (
@@ -65,6 +66,12 @@ def _attacks(run: Path) -> str:
         parts.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
                      + (WRONG_KEY if name == runs.ATTACK else "") + figure(run / name, heading or what))
     return "".join(parts)
+
+
+def _adaptive(name: str, rows: list[dict]) -> str:
+    """The adaptive-attack table of one run (evaluate-attack --adaptive)."""
+    return (f"<p>Adaptive PGD on {html.escape(Path(name).name)}: the attack keeps beta * ||x_adv - P(x_adv)||^2 "
+            f"low, against the detector.</p><pre>{html.escape(adaptive_table(rows))}</pre>")
 
 
 def _edits(run: Path) -> str:

@@ -1,6 +1,6 @@
 """The lambda sweep (the paper's Fig. 3), measured: one model per lambda and seed, plus the
 post-hoc baseline, then accuracy, reconstruction, where the perception misses (error maps
-and their centre-to-edge ratio), and linear probes on frozen z for what the task did not
+and their centre-to-edge ratio), and linear and small-MLP probes on frozen z for what the task did not
 ask (MNIST-strips: the side digits and both colours; CelebA: the other attributes).
 
     summary = run_sweep(SweepConfig(dataset="mnist-strips"), "runs/sweep")
@@ -26,7 +26,7 @@ from perceptreg.errors import PerceptregError
 @dataclass(frozen=True)
 class SweepConfig:
     dataset: str = "mnist-strips"
-    lams: tuple[float, ...] = (1e-4, 1e-2, 1.0, 1e2)  # the paper's regimes: tiny, delicate/intermediate, large
+    lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e2)  # the paper's Fig. 3 grid: tiny, delicate, intermediate, large
     seeds: tuple[int, ...] = (0, 1)  # two at least, for an interval
     post_hoc: bool = True  # add the post-hoc decoder baseline (F and C alone, then D)
     epochs: int = 20  # per model, as the paper; the default MNIST-strips sweep takes about 5 min on 2 cores
@@ -79,8 +79,10 @@ def _measure(model, train_data, test_data, device, max_attributes: int) -> dict:
     for name in list(train_data.attributes)[:max_attributes]:
         targets[name] = (train_data.attributes[name], test_data.attributes[name])
     probes = {name: metrics.linear_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
+    mlp_probes = {name: metrics.mlp_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
     return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
-            "centre_to_edge": metrics.centre_to_edge_ratio(errors), "probes": probes, "error_map": errors}
+            "centre_to_edge": metrics.centre_to_edge_ratio(errors), "probes": probes, "mlp_probes": mlp_probes,
+            "error_map": errors}
 
 
 def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -96,13 +98,14 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     def train_part(seed: int):  # each model trains (and is probed) on its own seed's subset, as `train` does
         return datasets.training_subset(full_train, config.train_size, seed)
 
-    # The same probes on raw pixels: how much of each attribute a linear read-out can get
-    # from the image itself, the reference the probes on z are read against.
+    # The same probes on raw pixels: how much of each attribute a linear (and a small MLP)
+    # read-out can get from the image itself, the reference the probes on z are read against.
     reference = train_part(config.seeds[0])
     train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (reference, test_data))
-    pixel_probes = {name: metrics.linear_probe(train_pixels, reference.attributes[name].long(),
-                                               test_pixels, test_data.attributes[name].long())
-                    for name in list(reference.attributes)[:config.max_probe_attributes]}
+    pixel_probes, pixel_mlp_probes = ({name: probe(train_pixels, reference.attributes[name].long(),
+                                                   test_pixels, test_data.attributes[name].long())
+                                       for name in list(reference.attributes)[:config.max_probe_attributes]}
+                                      for probe in (metrics.linear_probe, metrics.mlp_probe))
     # Train first (side by side with several workers; finished members are skipped), then measure.
     workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress)
     measured: dict[str, list[dict]] = {}
@@ -116,7 +119,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         if progress:
             tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
                        f"{result['test_recon_mse']:.4f}, centre/edge {result['centre_to_edge']:.2f}")
-    summary = {**_summarise(measured, config), "pixel_probes": pixel_probes}
+    summary = {**_summarise(measured, config), "pixel_probes": pixel_probes, "pixel_mlp_probes": pixel_mlp_probes}
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
@@ -129,11 +132,12 @@ def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
         row = {"variant": variant, "seeds": len(results)}
         for key in ("test_accuracy", "test_recon_mse", "centre_to_edge"):
             row[key], row[f"{key}_ci95"] = metrics.mean_and_interval([r[key] for r in results])
-        for probe in results[0]["probes"]:
-            mean, half = metrics.mean_and_interval([r["probes"][probe] for r in results])
-            row[f"probe: {probe}"], row[f"probe: {probe}_ci95"] = mean, half
+        for kind, prefix in (("probes", "probe"), ("mlp_probes", "mlp probe")):
+            for probe in results[0][kind]:
+                mean, half = metrics.mean_and_interval([r[kind][probe] for r in results])
+                row[f"{prefix}: {probe}"], row[f"{prefix}: {probe}_ci95"] = mean, half
         rows.append(row)
-    per_seed = {v: [{k: r[k] for k in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probes")}
+    per_seed = {v: [{k: r[k] for k in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probes", "mlp_probes")}
                     for r in results] for v, results in measured.items()}
     return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
 
@@ -148,9 +152,10 @@ def sweep_table(summary: dict) -> str:
         cells = [f"{row[c]:.4f} ± {row[c + '_ci95']:.4f}" if "mse" in c else f"{row[c]:.3f} ± {row[c + '_ci95']:.3f}"
                  for c in columns]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
-    if summary.get("pixel_probes"):
-        lines += ["", "Linear probes on the raw pixels (reference): " + ", ".join(
-            f"{name} {value:.3f}" for name, value in summary["pixel_probes"].items())]
+    for key, kind in (("pixel_probes", "Linear probes"), ("pixel_mlp_probes", "MLP probes")):
+        if summary.get(key):
+            lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(
+                f"{name} {value:.3f}" for name, value in summary[key].items())]
     return "\n".join(lines) + "\n"
 
 

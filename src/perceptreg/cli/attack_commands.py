@@ -11,7 +11,7 @@ import click
 import torch
 
 from perceptreg import figures, latent, plots, runs
-from perceptreg.attack_evaluation import attack_table, evaluate_run, roc_curve
+from perceptreg.attack_evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
 from perceptreg.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
@@ -20,6 +20,10 @@ from perceptreg.attacks import (
     FromNoise,
 )
 from perceptreg.checkpoint import write_json
+from perceptreg.detection import roc_curve
+from perceptreg.judges import KNNJudge
+from perceptreg.metrics import format_rate
+from perceptreg.sweep import parse_list
 from perceptreg.cli.app import (
     device_option,
     layer_option,
@@ -79,10 +83,14 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
-        model, test_data = runs.load_model(run, device=device, layer=layer), runs.load_data(run)[1]
-        classes = torch.arange(model.num_classes).repeat_interleave(n)
-        noise, adversarial = settings.build(model, FromNoise).generate(classes.to(device), model.input_shape, device)
+        model, (train_data, test_data) = runs.load_model(run, device=device, layer=layer), runs.load_data(run)
+        classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
+        noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
+        judge = KNNJudge(train_data, device=device)
+        reached = noise_to_target(model, adversarial, classes, judge)
+        click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
+                   f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
         click.echo(f"noise attacked toward each class, with the perceptions: "
                    f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
         return
@@ -99,7 +107,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
             f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
             f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
     path = figures.save_png(figures.stack_panels(panels), out or run / runs.ATTACK)
-    click.echo(f"attack success {evaluation.summary['attack_success_rate']:.1%} on {len(evaluation.labels)} test "
+    click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
                f"images, {min(n, len(failures))} failure cases shown: {path}")
 
 
@@ -112,27 +120,36 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
               help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
+@click.option("--adaptive",
+              help="Also run the adaptive PGD, which keeps beta * ||x_adv - P(x_adv)||^2 low, for these "
+                   "comma-separated betas (e.g. 0,0.1,1,10): the detector against an attacker who knows it.")
 @layer_option
-def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, layer):
+def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, adaptive, layer):
     """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
-    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC). Writes
-    RUN/attack_metrics.json and RUN/attack_roc.png.
+    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC), beside a model-free pixel
+    statistic and the same perturbations shuffled. Writes RUN/attack_metrics.json and
+    RUN/attack_roc.png.
 
-    Example: perceptreg evaluate-attack runs/demo --compare runs/mnist5k-lam0.01-post-hoc
+    Example: perceptreg evaluate-attack runs/demo --adaptive 0,0.1,1,10 --compare runs/mnist5k-lam0.01-post-hoc
     """
+    betas = parse_list(adaptive, float, "--adaptive", "0,0.1,1,10") if adaptive else ()
     summaries = {}
     for current in [run] + ([compare] if compare else []):
         with plain_warnings():
             evaluation = evaluate_run(current, settings, target=target, images=n_images,
-                                      judge_runs=judge_runs, device=device, layer=layer)
+                                      judge_runs=judge_runs, device=device, layer=layer, adaptive=betas)
         summaries[str(current)] = evaluation.summary
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
-        plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["roc_auc"],
+        plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
                          f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
     written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
                "images": n_images or "all"}
     write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
     click.echo(attack_table(summaries))
+    for name, summary in summaries.items():
+        if "adaptive" in summary:
+            click.echo(f"\nadaptive PGD on {name} (ascends the attack's loss - beta * ||x_adv - P(x_adv)||^2):\n"
+                       + adaptive_table(summary["adaptive"]))
     click.echo(f"written: {run / runs.ATTACK_METRICS}, ROC curve: "
                + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
 
@@ -189,11 +206,15 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
     write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
     for name, summary in results.items():
-        mean_curve = summary["directions"]["mean"]["flip_curve"]
-        judge = next(k for k in mean_curve if k not in ("H(image)", "C(latent)"))
+        mean = summary["directions"]["mean"]
+        judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))
+
+        def flipped(reader: str, at: int) -> str:  # the fraction with its 95 % interval
+            low, high = mean["flip_interval"][reader][at]
+            return format_rate({"rate": mean["flip_curve"][reader][at], "low": low, "high": high})
         click.echo(f"{Path(name).name}: mean direction, flip to {target} at a={edit.alphas[-1]:g}: "
-                   f"H {mean_curve['H(image)'][-1]:.1%}, {judge} {mean_curve[judge][-1]:.1%} "
-                   f"(at a={edit.alphas[0]:g}: {mean_curve['H(image)'][0]:.1%}, {mean_curve[judge][0]:.1%})")
+                   f"H {flipped('H(image)', -1)}, {judge} {flipped(judge, -1)} (at a={edit.alphas[0]:g}: "
+                   f"{flipped('H(image)', 0)}, {flipped(judge, 0)}; {summary['images']} images)")
     click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "
                f"{runs.INTERPOLATION_FLIP}, {runs.INTERPOLATION_CHANGE}, {runs.INTERPOLATION_METRICS}")
 

@@ -168,12 +168,12 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, de
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
 
-    Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-2,1,1e2
+    Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-3,1e-2,1e2
     """
     seed_list = sweeps.parse_list(seeds, int, "seeds", "0,1")
     if quick:
         train_size, epochs, seed_list = 400, 1, (0,)
-    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-2,1,1e2"), seeds=seed_list, post_hoc=post_hoc,
+    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
                                 workers=workers)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"

@@ -1,0 +1,70 @@
+"""The reconstruction-error detector of adversarial inputs, its ROC, and the two baselines
+that say how much of its AUC is the model's doing (README, "Adversarial perception"):
+
+- ``reconstruction_scores``: ||x - P(x)||^2, the detector: "the perception does not fit x";
+- ``pixel_statistic_scores``: sum over pixels of min(x, 1 - x)^2, no model at all: how far
+  pixels sit from pure black or white, which added noise raises;
+- ``shuffle_perturbations``: the attack's perturbation with its pixels shuffled, the same
+  amount of noise with the attack's structure gone: the detector's AUC on these is what it
+  owes to noise alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SHUFFLE_SEED = 0  # the shuffled-perturbation control is one fixed draw, the same on every run
+
+
+def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> torch.Tensor:
+    """||x - P(x)||^2 per image: the detector's "this input is adversarial" score."""
+    return (images - perceptions).square().flatten(1).sum(1)
+
+
+def pixel_statistic_scores(images: torch.Tensor) -> torch.Tensor:
+    """sum over pixels of min(x, 1 - x)^2 per image: the model-free baseline score."""
+    return torch.minimum(images, 1 - images).square().flatten(1).sum(1)
+
+
+def shuffle_perturbations(images: torch.Tensor, adversarial: torch.Tensor, seed: int = SHUFFLE_SEED) -> torch.Tensor:
+    """x + (x_adv - x) with each image's perturbation values permuted over its pixels and
+    channels (a permutation per image, seeded), clamped to [0, 1]. The permuted values
+    are the attack's own, so the result stays in the attack's L-inf ball."""
+    delta = (adversarial - images).flatten(1)  # (B, C*H*W)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.rand(delta.shape, generator=generator).argsort(1).to(delta.device)
+    return (images + delta.gather(1, order).view_as(images)).clamp(0, 1)
+
+
+# --- ROC of a detector score ----------------------------------------------------------------
+
+def roc_auc(negative: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve of "higher score = positive": the probability that a random
+    positive outscores a random negative, ties counting half (the Mann-Whitney U statistic)."""
+    if len(negative) == 0 or len(positive) == 0:
+        return float("nan")
+    scores = torch.cat([negative, positive]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    # average the ranks of tied scores
+    unique, inverse = scores.unique(return_inverse=True)
+    mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks)
+    mean_rank /= torch.bincount(inverse, minlength=len(unique)).double()
+    positive_ranks = mean_rank[inverse[len(negative):]].sum()
+    n_pos, n_neg = len(positive), len(negative)
+    return float((positive_ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_curve(negative: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(false positive rate, true positive rate) at every threshold, from (0, 0) to (1, 1)."""
+    scores = torch.cat([negative, positive]).double()
+    is_positive = torch.cat([torch.zeros(len(negative)), torch.ones(len(positive))]).double()
+    order = scores.argsort(descending=True, stable=True)
+    scores, is_positive = scores[order], is_positive[order]
+    last_of_tie = torch.cat([scores[1:] != scores[:-1], torch.tensor([True])])
+    tp = is_positive.cumsum(0)[last_of_tie]
+    fp = (1 - is_positive).cumsum(0)[last_of_tie]
+    zero = torch.zeros(1, dtype=torch.float64)
+    return (torch.cat([zero, fp / max(len(negative), 1)]),
+            torch.cat([zero, tp / max(len(positive), 1)]))
