@@ -20,12 +20,13 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from perceptreg.decoders import check_decoder, init_output_bias, seeded_decoder
+from perceptreg.decoders import check_decoder, seeded_decoder
 from perceptreg.errors import PerceptregError
 from perceptreg.models import (
     PerceptionNet,
     PerceptionOutput,
     evaluating,
+    init_output_bias,
     parameter_count,
 )
 
@@ -172,7 +173,7 @@ def attach(model: nn.Module, layers: Sequence[str] | str, input_shape: Sequence[
             if mean is None:
                 seen._awaiting_bias.add(name)
             else:
-                init_output_bias(decoder, mean)
+                init_output_bias(decoder, tuple(act.shape[1:]), shape, mean)
         seen.decoders[_key(name)] = decoder
     model.requires_grad_(False)  # frozen only now: a failed attach leaves the model as found
     return seen.eval()

@@ -54,20 +54,6 @@ def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int
     return nn.Sequential(*layers)
 
 
-def init_output_bias(decoder: nn.Sequential, pixel_mean: torch.Tensor) -> None:
-    """Set the bias of a built decoder's last layer (its final conv) to logit(mean pixel),
-    per channel; ``pixel_mean`` is (C,) in [0, 1].
-
-    Why: with PyTorch's default init the summed squared error drives every sigmoid output
-    to 0 within a few dozen steps (the background is most of each image); the sigmoid
-    saturates and the decoder stays black for good (the "collapse pitfall"). Starting at
-    the mean intensity avoids it.
-    """
-    conv = decoder[-2]  # build_decoder ends with (conv, sigmoid)
-    with torch.no_grad():
-        conv.bias.copy_(torch.logit(pixel_mean.float().clamp(1e-3, 1 - 1e-3)))
-
-
 def seeded_decoder(name: str, activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
                    seed: int) -> nn.Sequential:
     """``build_decoder`` with weights drawn from (seed, layer name) alone, so a layer's decoder

@@ -25,7 +25,7 @@ from perceptreg.attack_evaluation import evaluate_layers_under_attack
 from perceptreg.attacks import AttackSettings
 from perceptreg.config import AttachConfig
 from perceptreg.data import ImageDataset, batches
-from perceptreg.decoders import init_output_bias
+from perceptreg.models import init_output_bias
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge
@@ -89,7 +89,7 @@ def _prepare(seen: AttachedModel, train_data: ImageDataset, test_data: ImageData
     names = seen._chosen(layers)
     seen.to(device)
     for name in seen._awaiting_bias:
-        init_output_bias(seen.decoder(name), train_data.pixel_mean())
+        init_output_bias(seen.decoder(name), seen.activation_shapes[name], seen.input_shape, train_data.pixel_mean())
     seen._awaiting_bias.clear()
     return names
 

@@ -83,42 +83,48 @@ class PerceptionNet(nn.Module):
         return self.decoder(self.encoder(x))
 
     def init_output_bias(self, pixel_mean: torch.Tensor | float) -> bool:
-        """Set the bias of D's output layer to logit(mean training pixel), per channel, if D's
-        output comes out of a sigmoid.
+        """D's output bias at logit(mean training pixel): see ``init_output_bias``."""
+        return init_output_bias(self.decoder, self.latent_shape, self.input_shape, pixel_mean)
 
-        Why: with PyTorch's default init the summed squared error drives every output of a
-        sigmoid decoder to 0 within a few dozen steps (the background is most of each
-        image); the sigmoid saturates and the decoder stays all black for good
-        (README, "The collapse pitfall"). Starting the output at the mean intensity avoids it.
 
-        The output layer is found by running D once: the last layer with a bias before the
-        last sigmoid, with only parameter-free reshapes (Unflatten, ...) after the sigmoid.
-        Its bias holds one value per channel (a convolution) or per output value (a dense
-        layer, channel-major as Unflatten lays it out). Returns whether a bias was set:
-        False without a final sigmoid; a warning names the decoder it could not handle.
-        """
-        order = _run_order(self.decoder, torch.zeros(2, *self.latent_shape, device=_device_of(self)))
-        last_sigmoid = max((i for i, (m, _) in enumerate(order) if isinstance(m, nn.Sigmoid)), default=None)
-        if last_sigmoid is None or any(list(m.parameters()) for m, _ in order[last_sigmoid + 1:]):
-            return False
-        layer, width = next(((m, out) for m, out in reversed(order[:last_sigmoid])
-                             if isinstance(getattr(m, "bias", None), nn.Parameter)), (None, 0))
-        channels, height, width_px = self.input_shape
-        mean = torch.as_tensor(pixel_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3).flatten()
-        mean = mean.expand(channels) if mean.numel() == 1 else mean
-        logit = torch.logit(mean)
-        if layer is not None and layer.bias.numel() == channels and width == channels:
-            value = logit  # one bias per output channel (a convolution)
-        elif layer is not None and layer.bias.numel() == channels * height * width_px:
-            value = logit.repeat_interleave(height * width_px)  # a dense layer's channel-major output
-        else:
-            warnings.warn("init_output_bias: found no layer whose bias sets D's output per channel before its "
-                          "final sigmoid; the bias is left as it is (watch for the all-black collapse, README)",
-                          RuntimeWarning, stacklevel=2)
-            return False
-        with torch.no_grad():
-            layer.bias.copy_(value.to(layer.bias))
-        return True
+def init_output_bias(decoder: nn.Module, latent_shape: tuple[int, ...], image_shape: tuple[int, int, int],
+                     pixel_mean: torch.Tensor | float) -> bool:
+    """Set the bias of D's output layer to logit(mean training pixel), per channel, if D's
+    output comes out of a sigmoid.
+
+    Why: with PyTorch's default init the summed squared error drives every output of a
+    sigmoid decoder to 0 within a few dozen steps (the background is most of each
+    image); the sigmoid saturates and the decoder stays all black for good
+    (README, "The collapse pitfall"). Starting the output at the mean intensity avoids it.
+
+    The output layer is found by running D once: the last layer with a bias before the
+    last sigmoid, with only parameter-free reshapes (Unflatten, ...) after the sigmoid.
+    Its bias holds one value per channel (a convolution) or per output value (a dense
+    layer, channel-major as Unflatten lays it out). Returns whether a bias was set:
+    False without a final sigmoid; a warning names the decoder it could not handle.
+    """
+    order = _run_order(decoder, torch.zeros(2, *latent_shape, device=_device_of(decoder)))
+    last_sigmoid = max((i for i, (m, _) in enumerate(order) if isinstance(m, nn.Sigmoid)), default=None)
+    if last_sigmoid is None or any(list(m.parameters()) for m, _ in order[last_sigmoid + 1:]):
+        return False
+    layer, width = next(((m, out) for m, out in reversed(order[:last_sigmoid])
+                         if isinstance(getattr(m, "bias", None), nn.Parameter)), (None, 0))
+    channels, height, width_px = image_shape
+    mean = torch.as_tensor(pixel_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3).flatten()
+    mean = mean.expand(channels) if mean.numel() == 1 else mean
+    logit = torch.logit(mean)
+    if layer is not None and layer.bias.numel() == channels and width == channels:
+        value = logit  # one bias per output channel (a convolution)
+    elif layer is not None and layer.bias.numel() == channels * height * width_px:
+        value = logit.repeat_interleave(height * width_px)  # a dense layer's channel-major output
+    else:
+        warnings.warn("init_output_bias: found no layer whose bias sets D's output per channel before its "
+                      "final sigmoid; the bias is left as it is (watch for the all-black collapse, README)",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    with torch.no_grad():
+        layer.bias.copy_(value.to(layer.bias))
+    return True
 
 
 def _run_order(module: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, int]]:
