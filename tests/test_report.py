@@ -303,6 +303,22 @@ def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):
     assert result.output.startswith(f"Error: {run / runs.PERCEPTION}: not a readable image")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    (runs.ATTACK_METRICS, "{}", "KeyError: 'settings'"),
+    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "KeyError: 'judges'"),
+    (runs.INTERPOLATION_METRICS, "[1]", "TypeError"),
+    (runs.SWEEP_JSON, '{"rows": []}', "IndexError"),
+])
+def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run, tmp_path, name, content, message):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    (run / name).write_text(content)
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"Error: {name} of {run} is not as `perceptreg ") and message in result.output
+    assert not (run / runs.REPORT).exists()
+
+
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(PerceptregError, match="no config.json; is this a run folder"):
         write_report(tmp_path)

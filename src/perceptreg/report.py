@@ -7,6 +7,7 @@ What the run folder lacks is skipped with a line saying which command produces i
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from pathlib import Path
@@ -17,6 +18,21 @@ from perceptreg.errors import PerceptregError
 from perceptreg.fitting import read_layers
 from perceptreg.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
 from perceptreg.report_summary import config_tables, summary
+
+
+def _reads(name: str, command: str):
+    """A section drawn from a results file another command wrote: a file without what the
+    section reads (damaged, or from another version) is one error naming it, not a traceback."""
+    def wrap(render):
+        @functools.wraps(render)
+        def checked(run: Path) -> str:
+            try:
+                return render(run)
+            except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+                raise PerceptregError(f"{name} of {run} is not as `perceptreg {command}` writes it "
+                                      f"({type(err).__name__}: {err}); run `perceptreg {command}` again") from err
+        return checked
+    return wrap
 
 
 def _training(run: Path) -> str:
@@ -46,6 +62,7 @@ def _perception(run: Path) -> str:
             + WRONG_KEY + figure(run / runs.PERCEPTION, "test images beside their perceptions"))
 
 
+@_reads(runs.ATTACK_METRICS, "evaluate-attack")
 def _attacks(run: Path) -> str:
     parts = []
     if (run / runs.ATTACK_METRICS).exists():
@@ -74,6 +91,7 @@ def _adaptive(name: str, rows: list[dict]) -> str:
             f"low, against the detector.</p><pre>{html.escape(adaptive_table(rows))}</pre>")
 
 
+@_reads(runs.INTERPOLATION_METRICS, "interpolate")
 def _edits(run: Path) -> str:
     if not (run / runs.INTERPOLATION_METRICS).exists():
         return missing("latent edits", f"perceptreg interpolate {run} --target 8")
@@ -102,6 +120,7 @@ def _sweep_folder(run: Path) -> Path | None:
     return next((f for f in (run, run.parent) if (f / runs.SWEEP_JSON).exists()), None)
 
 
+@_reads(runs.SWEEP_JSON, "sweep")
 def _sweep(run: Path) -> str:
     folder = _sweep_folder(run)
     if folder is None:
@@ -124,6 +143,7 @@ def _sweep(run: Path) -> str:
     return note + "<p>Mean ± 95 % interval over seeds.</p>" + measured + images
 
 
+@_reads(runs.SWEEP_CONFIG, "sweep")
 def _sweep_config(run: Path) -> str:
     config = checkpoint.read_json(run / runs.SWEEP_CONFIG)
     models = sorted(p.name for p in run.iterdir() if (p / runs.CONFIG).exists())
