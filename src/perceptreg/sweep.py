@@ -42,8 +42,7 @@ class SweepConfig:
             raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
-        if self.workers < 1:
-            raise PerceptregError(f"`workers` must be >= 1, got {self.workers}")
+        workers.check_count(self.workers)
         self.variants()  # TrainConfig checks every setting, each lambda included, before any work
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
@@ -92,8 +91,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
-    full_train, test_data = datasets.load_dataset(config.dataset, config.data_root,
-                                                  datasets.image_shape_for(config.dataset))
+    full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
+                                                      datasets.image_shape_for(config.dataset))
 
     def train_part(seed: int):  # each model trains (and is probed) on its own seed's subset, as `train` does
         return datasets.training_subset(full_train, config.train_size, seed)

@@ -39,11 +39,15 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
+def check_count(workers: int) -> None:
+    if workers < 1:
+        raise PerceptregError(f"`workers` must be >= 1, got {workers}")
+
+
 def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True) -> None:
     """Train, or resume, every member not yet complete, ``workers`` at a time. One worker
     trains in this process; more start processes with ``threads_per_worker`` threads each."""
-    if workers < 1:
-        raise PerceptregError(f"`workers` must be >= 1, got {workers}")
+    check_count(workers)
     pending = [(config, Path(run_dir)) for config, run_dir in members
                if runs.completed_epochs(Path(run_dir)) < config.total_epochs]
     if workers == 1 or len(pending) <= 1:
@@ -78,13 +82,14 @@ def _raise_failure(future, run_dir: Path, pool: ProcessPoolExecutor) -> None:
 def train_member(config: dict, run_dir: str) -> None:
     """One member, trained as `perceptreg train --resume` would: same data, same seed."""
     config = TrainConfig.from_dict(config)
-    train_data, test_data = _dataset(config.dataset, config.data_root,
-                                     datasets.image_shape_for(config.dataset, config.arch))
+    train_data, test_data = load_dataset_once(config.dataset, config.data_root,
+                                              datasets.image_shape_for(config.dataset, config.arch))
     train(config, run_dir, train_data=train_data, test_data=test_data,
           resume=runs.completed_epochs(Path(run_dir)) > 0, progress=False)
 
 
 @functools.lru_cache(maxsize=1)
-def _dataset(name: str, root: str | None, shape: tuple[int, int, int]):
-    """A worker trains several members of one dataset: it loads (or generates) it once."""
+def load_dataset_once(name: str, root: str | None, shape: tuple[int, int, int]):
+    """``data.load_dataset``, kept for the next call: a worker trains several members of one
+    dataset, and the sweep measures them on it, so it is loaded (or generated) once per process."""
     return datasets.load_dataset(name, root, shape)
