@@ -132,7 +132,7 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
 
     Example: perceptreg evaluate-attack runs/demo --adaptive 0,0.1,1,10 --compare runs/mnist5k-lam0.01-post-hoc
     """
-    betas = parse_list(adaptive, float, "--adaptive", "0,0.1,1,10") if adaptive else ()
+    betas = parse_list(adaptive, float, "adaptive", "0,0.1,1,10") if adaptive else ()
     summaries = {}
     for current in [run] + ([compare] if compare else []):
         with plain_warnings():
