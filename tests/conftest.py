@@ -68,6 +68,17 @@ def good_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory):
+    """`sweep --quick` on two lambdas: (folder, printed output)."""
+    from perceptreg.cli import main
+
+    out = tmp_path_factory.mktemp("sweep") / "s"
+    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     requests: list[str | None] = []

@@ -73,7 +73,7 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     (["train", "--device", "cuda:0", "--epochs", "1"], 1, "Error: --device cuda:0: CUDA is not available"),
     (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
     (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
-    (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 1"),
+    (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 0 (0: never)"),
     (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),
     # click's own usage errors: one line too, with the help to read, and exit code 2
     (["perceive", "missing-run"], 2, "Error: Invalid value for 'RUN': Directory 'missing-run' does not exist. "

@@ -121,6 +121,18 @@ def test_strips_left_digit_pixels_come_from_a_digit_of_that_class(strips):
     assert torch.equal(train.images[i, :, 2:30, 0:width].float(), expected)
 
 
+def test_strips_at_a_larger_size_reuse_the_centre_digits_with_new_sides():
+    train, test = data.load_dataset("mnist-strips:8500")
+    digits = data.mnist5k_split()[0]
+    assert train.images.shape == (8500, 3, 32, 32) and len(test) == 1000
+    assert torch.equal(train.labels, digits.labels[torch.arange(8500) % 4000])
+    # the same centre digit, 4000 images later, has other neighbours or colours
+    assert not torch.equal(train.images[:500], train.images[4000:4500])
+    for bad, message in (("mnist-strips:x", "number of training images"), ("mnist-strips:100", "at least 4000")):
+        with pytest.raises(PerceptregError, match=message):
+            data.load_dataset(bad)
+
+
 # --- CelebA -------------------------------------------------------------------------------------
 
 NAMES = ["5_o_Clock_Shadow", "Eyeglasses", "Male", "Smiling"]
@@ -179,6 +191,24 @@ def test_celeba_is_seeded_and_cached(tmp_path):
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     with pytest.raises(PerceptregError, match="neither img_align_celeba/ nor img_align_celeba.zip"):
         data.load_celeba(tmp_path, "Smiling", train_size=8, test_size=4, seed=2, size=16)
+
+
+def test_celeba_is_balanced_on_eyeglasses_for_every_attribute_unless_asked(tmp_path):
+    write_celeba(tmp_path, n=60)  # Eyeglasses on the even faces, Smiling on every third
+    smiling, _ = data.load_celeba(tmp_path, "Smiling", train_size=20, test_size=10, size=16)
+    assert smiling.classes == ("no Smiling", "Smiling")
+    assert smiling.attributes["Eyeglasses"].sum() == 10  # the paper's subsample: half with glasses
+    male, _ = data.load_celeba(tmp_path, "Male", train_size=20, test_size=10, size=16)
+    assert torch.equal(male.images, smiling.images)  # one subsample for all attributes, one cache
+    assert len(list((tmp_path / "perceptreg-cache").iterdir())) == 1
+    own, _ = data.load_celeba(tmp_path, "Smiling", train_size=20, test_size=10, size=16, balance_on=None)
+    assert own.labels.sum() == 10 and not torch.equal(own.images, smiling.images)
+    # by name: the paper's default sizes are too many for 60 faces, and the error names what is balanced
+    for name, balanced in (("celeba:Smiling", "Eyeglasses"), ("celeba:Smiling:balanced", "Smiling")):
+        with pytest.raises(PerceptregError, match=f"CelebA has .* faces with {balanced} and"):
+            data.load_dataset(name, root=tmp_path)
+    with pytest.raises(PerceptregError, match="after the attribute, only ':balanced' may follow"):
+        data.load_dataset("celeba:Smiling:even", root=tmp_path)
 
 
 def test_celeba_bad_input(tmp_path):

@@ -126,3 +126,99 @@ def test_mlp_probe_reads_what_a_linear_probe_cannot():
     mlp = metrics.mlp_probe(points[train], labels[train], points[test], labels[test])
     assert linear < 0.7 and mlp > 0.9
     assert mlp == metrics.mlp_probe(points[train], labels[train], points[test], labels[test])  # seeded
+
+
+# --- collapse on shapes, colour taken out ---------------------------------------------------------
+
+def two_colour_images(masks: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) images painting mask i in colour fg[i] on bg[i]."""
+    masks = masks.unsqueeze(1)
+    return bg.view(-1, 3, 1, 1) * (1 - masks) + fg.view(-1, 3, 1, 1) * masks
+
+
+def test_shape_maps_ignore_colour_and_contrast():
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 1:3, 1] = 1
+    red_on_blue = two_colour_images(mask, torch.tensor([[1.0, 0, 0]]), torch.tensor([[0, 0, 1.0]]))
+    grey_on_white = two_colour_images(mask, torch.tensor([[0.3, 0.3, 0.3]]), torch.tensor([[1.0, 1.0, 1.0]]))
+    maps = metrics.shape_maps(torch.cat([red_on_blue, grey_on_white]))
+    assert torch.allclose(maps[0], maps[1])
+    # by hand: 2 of 16 pixels inked, standardised values sqrt(7) (ink) and -1/sqrt(7) (sample std)
+    std = (2 * 14 / 16 ** 2 * 16 / 15) ** 0.5
+    assert maps[0, 1, 1].item() == pytest.approx(((1 - 2 / 16) / std) ** 2)
+    assert maps[0, 0, 0].item() == pytest.approx((2 / 16 / std) ** 2)
+    assert torch.equal(metrics.shape_maps(torch.ones(1, 3, 4, 4)), torch.zeros(1, 4, 4))  # one colour
+
+
+class PaintsOneShape(nn.Module):
+    """A decoder that returns one fixed mask in the colours of each image (read from z)."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, z):
+        fg, bg = z[:, :3], z[:, 3:]
+        return two_colour_images(self.mask.expand(len(z), -1, -1), fg, bg)
+
+
+def coloured_shapes(n=40, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    masks = (torch.rand(n, 8, 8, generator=generator) > 0.7).float()
+    fg, bg = torch.rand(n, 3, generator=generator), torch.rand(n, 3, generator=generator)
+    images = (two_colour_images(masks, fg, bg) * 255).round().to(torch.uint8)
+    return data.ImageDataset(images, torch.arange(n) % 2, ("a", "b"), "shapes"), fg, bg
+
+
+def test_a_decoder_that_keeps_colour_only_is_collapsed_and_a_faithful_one_is_not():
+    shapes, fg, bg = coloured_shapes()
+    encoder = LookUp(shapes.images, torch.cat([fg, bg], 1))  # z = each image's two colours
+    one_shape = models.PerceptionNet(encoder, nn.Linear(6, 2), PaintsOneShape(torch.ones(8, 8).tril()), (3, 8, 8))
+    result = evaluate(one_shape, shapes)
+    assert result["recon_spread"] > 2 * COLLAPSE_RATIO  # colour alone passes the pixel test
+    assert result["shape_spread"] < 1e-6 < metrics.SHAPE_COLLAPSE_RATIO
+    assert result["decoder_collapsed"]
+    faithful = models.PerceptionNet(nn.Identity(), nn.Sequential(nn.Flatten(), nn.Linear(192, 2)),
+                                    nn.Identity(), (3, 8, 8))
+    result = evaluate(faithful, shapes)
+    assert result["shape_spread"] == pytest.approx(1.0) and result["recon_spread"] == pytest.approx(1.0)
+    assert not result["decoder_collapsed"]
+
+
+class LookUp(nn.Module):
+    """z of image i = row i of ``table`` (found by exact match of the image)."""
+
+    def __init__(self, images, table):
+        super().__init__()
+        self.keys, self.table = images.float().flatten(1) / 255, table
+
+    def forward(self, x):
+        index = torch.cdist(x.flatten(1).float(), self.keys).argmin(1)
+        return self.table[index]
+
+
+# --- gradient shares ------------------------------------------------------------------------------
+
+def test_gradient_shares_by_hand_and_as_lambda_scales():
+    net = linear_perception_net(nn.Sequential(nn.Linear(2, 2), nn.Unflatten(1, (1, 1, 2))))
+    net.encoder = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))  # F with parameters
+    with torch.no_grad():
+        net.encoder[1].weight.copy_(torch.tensor([[1.0, 0.5], [-0.5, 1.0]]))
+        net.encoder[1].bias.zero_()
+    images = pixels([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.2, 0.6]], [1, 0, 1, 0])
+    shares = metrics.gradient_shares(net, images, lam=0.5, batch_size=4, n_batches=1)
+    x = data.to_float(images.images)  # one batch of all 4, in the shuffled order (sums do not care)
+    logits, _, recon = net(x)
+    ce = nn.functional.cross_entropy(logits, images.labels)
+    rec = 0.5 * (x - recon).square().flatten(1).sum(1).mean()
+    norm = [torch.cat([g.flatten() for g in torch.autograd.grad(t, list(net.encoder.parameters()), retain_graph=True)]).norm().item()
+            for t in (ce, rec)]
+    assert shares["ce_grad_norm"] == pytest.approx(norm[0], rel=1e-6)
+    assert shares["recon_grad_norm"] == pytest.approx(norm[1], rel=1e-6)
+    assert shares["ce_share"] == pytest.approx(norm[0] / sum(norm), rel=1e-6)
+    tenfold = metrics.gradient_shares(net, images, lam=5.0, batch_size=4, n_batches=1)
+    assert tenfold["recon_grad_norm"] == pytest.approx(10 * norm[1], rel=1e-6)
+    assert tenfold["ce_grad_norm"] == pytest.approx(norm[0], rel=1e-6)
+    none = metrics.gradient_shares(net, images, lam=0.0, batch_size=4, n_batches=1)
+    assert none["recon_grad_norm"] == 0 and none["ce_share"] == 1
+    assert net.training and all(p.grad is None for p in net.parameters())

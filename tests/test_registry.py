@@ -9,13 +9,13 @@ from perceptreg.errors import PerceptregError
 
 def test_every_entry_is_listed_in_the_help_and_the_error():
     text = registry.help_text()
-    for usage in ("mnist5k", "mnist", "svhn", "mnist-strips", "celeba:ATTRIBUTE", "folder:PATH", "memmap:PATH"):
+    for usage in ("mnist5k", "mnist", "svhn", "mnist-strips[:N]", "celeba:ATTRIBUTE", "folder:PATH", "memmap:PATH"):
         assert usage in text
-    with pytest.raises(PerceptregError, match="choose one of mnist5k, mnist, svhn, mnist-strips, celeba:ATTRIBUTE"):
+    with pytest.raises(PerceptregError, match=r"choose one of mnist5k, mnist, svhn, mnist-strips\[:N\], celeba:ATTRIBUTE"):
         data.load_dataset("cifar")
 
 
-@pytest.mark.parametrize("name", ["celeba", "celeba:", "mnist5k:x", "folder"])
+@pytest.mark.parametrize("name", ["celeba", "celeba:", "mnist5k:x", "folder", "mnist-strips:"])
 def test_arguments_must_match_the_entry(name):
     with pytest.raises(PerceptregError, match="unknown dataset"):
         registry.lookup(name)
@@ -25,6 +25,12 @@ def test_architectures_and_shapes():
     assert data.default_arch("mnist5k") == "mnist" and data.default_arch("celeba:Smiling") == "celeba"
     assert data.image_shape_for("mnist-strips") == (3, 32, 32)
     assert data.image_shape_for("mnist5k", arch="custom") is None
+
+
+def test_training_defaults_carry_the_papers_celeba_schedule():
+    assert data.training_defaults("mnist5k") == {"arch": "mnist"}
+    assert data.training_defaults("mnist-strips:73257") == {"arch": "svhn"}
+    assert data.training_defaults("celeba:Smiling") == {"arch": "celeba", "epochs": 30, "lr_drop_epoch": 20}
 
 
 def test_a_registered_dataset_is_found_by_name(mnist5k):

@@ -9,14 +9,6 @@ from perceptreg.cli import main
 from perceptreg.errors import PerceptregError
 
 
-@pytest.fixture(scope="module")
-def quick_sweep(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sweep") / "s"
-    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out, result.output
-
-
 def test_quick_sweep_writes_every_artefact(quick_sweep):
     out, output = quick_sweep
     for name in ("sweep.json", "sweep.md", "sweep_config.json"):
@@ -37,6 +29,20 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
     assert set(summary["pixel_mlp_probes"]) == set(summary["pixel_probes"])
     assert "mlp probe: left_digit" in row and "MLP probes on the raw pixels" in output
     assert "probes on the raw pixels" in output
+
+
+def test_sweep_measures_what_drives_each_model(quick_sweep):
+    out, _ = quick_sweep
+    summary = json.loads((out / "sweep.json").read_text())
+    share = {r["variant"]: r["ce_share"] for r in summary["rows"]}
+    assert share["post-hoc"] == 1.0  # F of post-hoc learnt from the cross-entropy alone
+    assert 0 < share["10"] < share["0.001"] < 1  # a larger lambda pulls F toward reconstruction
+    assert all(0 <= r["shape_spread"] and isinstance(r["collapsed"], int) for r in summary["rows"])
+    header = (out / "sweep.md").read_text().splitlines()[0]
+    assert "| shape spread |" in header and "| CE share of F's gradient |" in header
+    rows = [dict(r, collapsed=1 if r["variant"] == "10" else 0) for r in summary["rows"]]
+    assert sweep.collapse_note(rows).endswith("shape spread below 0.45): 10 (1 of 1 seeds)")
+    assert sweep.collapse_note([dict(r, collapsed=0) for r in rows]) is None
 
 
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):

@@ -173,6 +173,7 @@ def test_lr_schedule_and_phases():
     assert post_hoc.total_epochs == 5
     assert [post_hoc.phase(e) for e in range(1, 6)] == ["classifier"] * 2 + ["decoder"] * 3
     assert [post_hoc.lr_at(e) for e in range(1, 6)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4, 1e-4])
+    assert {TrainConfig(lr_drop_epoch=0).lr_at(e) for e in (1, 30)} == {1e-3}  # 0: never
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -232,7 +233,7 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
 @pytest.mark.parametrize("values, message", [
     ([], "expected a JSON object of settings, found list"),
     ({"lam": "abc"}, "a setting is missing or has the wrong type"),
-    ({"lr_drop_epoch": 0}, "`lr_drop_epoch` must be >= 1"),
+    ({"lr_drop_epoch": -1}, r"`lr_drop_epoch` must be >= 0 \(0: never\)"),
     ({"lam": float("inf")}, "`lam` must be a finite number"),
 ])
 def test_config_from_dict_rejects_bad_files(values, message):

@@ -31,7 +31,7 @@ class TrainConfig:
     batch_size: int = 64  # the paper gives none; 64 as in pytorch/examples' MNIST
     lr: float = 1e-3  # Adam, as in the paper
     betas: tuple[float, float] = (0.9, 0.999)
-    lr_drop_epoch: int | None = None  # CelebA: 20, after which lr *= lr_drop_factor
+    lr_drop_epoch: int | None = None  # after this many epochs lr *= lr_drop_factor (CelebA: 20); None or 0: never
     lr_drop_factor: float = 0.1
     seed: int = 0  # model init, shuffling and the train_size subset (not the train/test split)
     train_size: int | None = None  # a stratified subset of the training set, to scale runs down
@@ -51,7 +51,7 @@ class TrainConfig:
             (self.mode in MODES, f"`mode` must be one of {', '.join(MODES)}"),
             (self.decoder_epochs is None or self.decoder_epochs >= 1, "`decoder_epochs` must be >= 1"),
             (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
-            (self.lr_drop_epoch is None or self.lr_drop_epoch >= 1, "`lr_drop_epoch` must be >= 1"),
+            (self.lr_drop_epoch is None or self.lr_drop_epoch >= 0, "`lr_drop_epoch` must be >= 0 (0: never)"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
             (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
@@ -86,7 +86,7 @@ class TrainConfig:
 
     def lr_at(self, epoch: int) -> float:
         first = 1 if self.phase(epoch) != "decoder" else self.classifier_epochs + 1
-        dropped = self.lr_drop_epoch is not None and epoch - first >= self.lr_drop_epoch
+        dropped = bool(self.lr_drop_epoch) and epoch - first >= self.lr_drop_epoch
         return self.lr * (self.lr_drop_factor if dropped else 1.0)
 
     def to_dict(self) -> dict:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, figures, models, runs
+from perceptreg import attached_runs, checkpoint, figures, models, runs
 from perceptreg import data as datasets
 from perceptreg.attached import AttachedModel, attach
 from perceptreg.attack_evaluation import evaluate_layers_under_attack
@@ -213,7 +213,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
-        runs.prepare_attached(run_dir, config)
+        attached_runs.prepare_attached(run_dir, config)
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                         device=device, progress=progress, test_data=test_data)
         if config.mode == "joint":
@@ -239,5 +239,5 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
         figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
                          run_dir / runs.LAYERS_ATTACK_PNG)
-        runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
+        attached_runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
         return summary

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from perceptreg import checkpoint, plots, runs
+from perceptreg import sweep as sweep_module
 from perceptreg.attack_evaluation import adaptive_table, attack_table
 from perceptreg.errors import PerceptregError
 from perceptreg.fitting import read_layers
@@ -128,9 +129,11 @@ def _sweep(run: Path) -> str:
                 'make one with <code>perceptreg sweep</code>).</p>')
     sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
     rows = sweep["rows"]
-    columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
-    measured = table(["lambda", "seeds"] + [c.replace("_", " ") for c in columns],
+    columns = sweep_module.measured_columns(rows)
+    measured = table(["lambda", "seeds"] + [sweep_module.column_name(c) for c in columns],
                      [[r["variant"], r["seeds"]] + [f"{r[c]:.4g} ± {r[c + '_ci95']:.2g}" for c in columns] for r in rows])
+    if sweep_module.collapse_note(rows):
+        measured += f'<p class="warning">{html.escape(sweep_module.collapse_note(rows))}</p>'
     pixel_probes = sweep.get("pixel_probes", {})
     if pixel_probes:
         measured += "<p>Linear probes on the raw pixels (reference): " + html.escape(

@@ -24,7 +24,6 @@ from torch import nn
 
 from perceptreg import checkpoint, models
 from perceptreg import data as datasets
-from perceptreg.attached import AttachedModel, attach
 from perceptreg.checkpoint import CheckpointError
 from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.devices import resolve_device
@@ -47,6 +46,7 @@ REPORT = "report.html"
 ATTACK = "attack.png"
 ATTACK_FROM_NOISE = "attack_from_noise.png"
 ATTACK_METRICS = "attack_metrics.json"
+NOISE_METRICS = "noise_metrics.json"  # attack --from-noise: how often noise reached its target
 ATTACK_ROC = "attack_roc.png"
 INTERPOLATION_METRICS = "interpolation_metrics.json"
 INTERPOLATION_FLIP = "interpolation_flip.png"
@@ -333,6 +333,8 @@ def load_model(run_dir: str | Path, model: models.PerceptionNet | None = None,
     if not (run_dir / MODEL).exists():
         raise PerceptregError(f"{run_dir}: no {MODEL}; is this a run folder written by `perceptreg train`?")
     if is_attached(run_dir):
+        from perceptreg.attached_runs import load_attached  # it reads the run through this module
+
         return load_attached(run_dir, device).at(layer)
     if layer is not None:
         raise PerceptregError(f"`layer` {layer!r}: {run_dir} is a run of `train`, its one latent is z; "
@@ -363,38 +365,3 @@ def load_parts(run_dir: Path, model: models.PerceptionNet, parts: tuple[str, ...
     for part in parts:
         taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
         checkpoint.load_weights(getattr(model, part), taken, path)
-
-
-# --- attach runs ---------------------------------------------------------------------------------
-
-def prepare_attached(run_dir: Path, config: AttachConfig) -> None:
-    """Claim ``run_dir`` for an attach run; one that never finished (no model.json) starts over."""
-    if (run_dir / MODEL_META).exists():
-        raise PerceptregError(f"{run_dir} already holds a run; choose another output folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / METRICS).unlink(missing_ok=True)
-    checkpoint.write_json(run_dir / CONFIG, config.to_dict())
-
-
-def save_attached(run_dir: Path, seen: AttachedModel, config: AttachConfig, classes: tuple[str, ...]) -> None:
-    """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
-    and what rebuilds it: the config names the user's file, model.json the layers."""
-    checkpoint.save_tensors(run_dir / MODEL, seen.state_dict())
-    publish_model(run_dir, run_dir / MODEL, {  # model.json last: an attach run is complete once it exists
-        "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
-        "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
-        "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
-        "versions": versions()}, datasets.digest_of(run_dir / MODEL))
-
-
-def load_attached(run_dir: str | Path, device: torch.device | str = "cpu") -> AttachedModel:
-    """Rebuild an attach run's model from the user's file and its saved weights."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    meta = model_meta(run_dir)
-    seen = attach(models.build_from_file(config.model), config.layers, tuple(meta["input_shape"]),
-                  normalize=config.normalize, seed=config.seed)
-    path = model_file(run_dir)
-    checkpoint.load_weights(seen, checkpoint.load_tensors(path), path)
-    seen.decoders_fitted()
-    return seen.to(device).eval()

@@ -35,6 +35,7 @@ class SweepConfig:
     device: str = "cpu"
     data_root: str | None = None
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
+    max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
     workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
 
     def __post_init__(self):
@@ -47,8 +48,9 @@ class SweepConfig:
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
         """(name, training config) of every model, seed by seed."""
-        arch = datasets.default_arch(self.dataset)
-        common = dict(dataset=self.dataset, arch=arch, epochs=self.epochs, batch_size=self.batch_size,
+        defaults = datasets.training_defaults(self.dataset)  # arch and lr schedule; the sweep sets epochs
+        common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
+                      epochs=self.epochs, batch_size=self.batch_size,
                       train_size=self.train_size, device=self.device, data_root=self.data_root)
         runs = []
         for seed in self.seeds:
@@ -66,12 +68,20 @@ def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
         raise PerceptregError(f"`{name}` {text!r}: give {kind.__name__}s separated by commas, e.g. {example}") from None
 
 
+# Per-model numbers that get a column (mean and interval over seeds), in the table's order.
+MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "centre_to_edge")
+COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient"}
+
+
 def _variant(config: TrainConfig) -> str:
     return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
 
 
-def _measure(model, train_data, test_data, device, max_attributes: int) -> dict:
+def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int) -> dict:
     quality = metrics.evaluate(model, test_data, device=device)
+    # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
+    lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
+    shares = metrics.gradient_shares(model, train_data, lam, train_config.reduction, device=device)
     errors = metrics.error_map(model, test_data, device=device)
     train_z, test_z = metrics.latents(model, train_data, device=device), metrics.latents(model, test_data, device=device)
     targets = {"label (the task)": (train_data.labels, test_data.labels)}
@@ -80,8 +90,19 @@ def _measure(model, train_data, test_data, device, max_attributes: int) -> dict:
     probes = {name: metrics.linear_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
     mlp_probes = {name: metrics.mlp_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
     return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
+            "shape_spread": quality["shape_spread"], "ce_share": shares["ce_share"],
             "centre_to_edge": metrics.centre_to_edge_ratio(errors), "probes": probes, "mlp_probes": mlp_probes,
-            "error_map": errors}
+            "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors}
+
+
+def _pixel_probes(train_data, test_data, max_attributes: int) -> tuple[dict, dict]:
+    """The probes on raw pixels: how much of each attribute a linear (and a small MLP)
+    read-out gets from the image itself, the reference the probes on z are read against."""
+    train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
+    names = list(train_data.attributes)[:max_attributes]
+    return tuple({name: probe(train_pixels, train_data.attributes[name].long(),
+                              test_pixels, test_data.attributes[name].long()) for name in names}
+                 for probe in (metrics.linear_probe, metrics.mlp_probe))
 
 
 def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -97,27 +118,27 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     def train_part(seed: int):  # each model trains (and is probed) on its own seed's subset, as `train` does
         return datasets.training_subset(full_train, config.train_size, seed)
 
-    # The same probes on raw pixels: how much of each attribute a linear (and a small MLP)
-    # read-out can get from the image itself, the reference the probes on z are read against.
-    reference = train_part(config.seeds[0])
-    train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (reference, test_data))
-    pixel_probes, pixel_mlp_probes = ({name: probe(train_pixels, reference.attributes[name].long(),
-                                                   test_pixels, test_data.attributes[name].long())
-                                       for name in list(reference.attributes)[:config.max_probe_attributes]}
-                                      for probe in (metrics.linear_probe, metrics.mlp_probe))
     # Train first (side by side with several workers; finished members are skipped), then measure.
     workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress)
+    # Probes fit on at most max_probe_images of a member's training images: a probe on frozen z
+    # needs a few thousand, and a full-batch fit on 73k raw pixels would cost more than training.
+    def probe_part(seed: int):
+        return datasets.training_subset(train_part(seed), config.max_probe_images, seed)
+
+    pixel_probes, pixel_mlp_probes = _pixel_probes(probe_part(config.seeds[0]), test_data, config.max_probe_attributes)
     measured: dict[str, list[dict]] = {}
     first_models = {}
-    for name, train_config in variants:
-        train_data = train_part(train_config.seed)
+    for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
         model = runs.load_model(out / name, device=config.device)
-        result = _measure(model, train_data, test_data, config.device, config.max_probe_attributes)
+        result = _measure(model, train_config, probe_part(train_config.seed), test_data, config.device,
+                          config.max_probe_attributes)
         measured.setdefault(_variant(train_config), []).append(result)
         first_models.setdefault(_variant(train_config), model)
         if progress:
             tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
-                       f"{result['test_recon_mse']:.4f}, centre/edge {result['centre_to_edge']:.2f}")
+                       f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
+                       f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
+                       + (" [decoder collapsed]" if result["decoder_collapsed"] else ""))
     summary = {**_summarise(measured, config), "pixel_probes": pixel_probes, "pixel_mlp_probes": pixel_mlp_probes}
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
@@ -128,29 +149,50 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
 def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
     rows = []
     for variant, results in measured.items():
-        row = {"variant": variant, "seeds": len(results)}
-        for key in ("test_accuracy", "test_recon_mse", "centre_to_edge"):
+        row = {"variant": variant, "seeds": len(results),
+               "collapsed": sum(r["decoder_collapsed"] for r in results)}
+        for key in MEASURES:
             row[key], row[f"{key}_ci95"] = metrics.mean_and_interval([r[key] for r in results])
         for kind, prefix in (("probes", "probe"), ("mlp_probes", "mlp probe")):
             for probe in results[0][kind]:
                 mean, half = metrics.mean_and_interval([r[kind][probe] for r in results])
                 row[f"{prefix}: {probe}"], row[f"{prefix}: {probe}_ci95"] = mean, half
         rows.append(row)
-    per_seed = {v: [{k: r[k] for k in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probes", "mlp_probes")}
+    per_seed = {v: [{k: r[k] for k in (*MEASURES, "decoder_collapsed", "probes", "mlp_probes")}
                     for r in results] for v, results in measured.items()}
     return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
+
+
+def measured_columns(rows: list[dict]) -> list[str]:
+    """The keys of the sweep's rows that hold a mean (each has a ``_ci95`` beside it)."""
+    return [k for k in rows[0] if k + "_ci95" in rows[0]]
+
+
+def column_name(key: str) -> str:
+    return COLUMN_NAMES.get(key, key.replace("_", " "))
+
+
+def collapse_note(rows: list[dict]) -> str | None:
+    """Which models' decoders collapsed, in words (None when none did)."""
+    collapsed = [f"{row['variant']} ({row['collapsed']} of {row['seeds']} seeds)" for row in rows if row.get("collapsed")]
+    if not collapsed:
+        return None
+    return ("Decoder collapsed (reconstructions nearly one image, or one shape in each image's colours: shape "
+            f"spread below {metrics.SHAPE_COLLAPSE_RATIO}): " + ", ".join(collapsed))
 
 
 def sweep_table(summary: dict) -> str:
     """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
     rows = summary["rows"]
-    columns = [k for k in rows[0] if not k.endswith("_ci95") and k not in ("variant", "seeds")]
-    header = "| lambda | seeds | " + " | ".join(c.replace("_", " ") for c in columns) + " |"
+    columns = measured_columns(rows)
+    header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 2)]
     for row in rows:
         cells = [f"{row[c]:.4f} ± {row[c + '_ci95']:.4f}" if "mse" in c else f"{row[c]:.3f} ± {row[c + '_ci95']:.3f}"
                  for c in columns]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    if collapse_note(rows):
+        lines += ["", collapse_note(rows)]
     for key, kind in (("pixel_probes", "Linear probes"), ("pixel_mlp_probes", "MLP probes")):
         if summary.get(key):
             lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(

@@ -30,7 +30,7 @@ from perceptreg.devices import amp_dtype as autocast_dtype_for
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
 from perceptreg.loss import LossParts, perceptual_loss, reconstruction_error
-from perceptreg.metrics import COLLAPSE_RATIO, evaluate
+from perceptreg.metrics import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 
 
 class NonFiniteLossError(PerceptregError):
@@ -159,6 +159,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
                "test_accuracy": quality["accuracy"],
                "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
                "recon_spread": quality["recon_spread"] if decoder_trained else None,
+               "shape_spread": quality["shape_spread"] if decoder_trained else None,
                "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
                "train_images_per_second": sum(global_sizes) / train_seconds,
                "seconds": time.perf_counter() - began}
@@ -239,8 +240,10 @@ def _epoch_line(row: dict, config: TrainConfig) -> str:
 def _warn_collapsed(row: dict) -> None:
     warnings.warn(
         f"the decoder has collapsed: after epoch {row['epoch']} its reconstructions are nearly "
-        f"the same for every test image (spread {row['recon_spread']:.3f} of the images' own, "
-        f"below {COLLAPSE_RATIO}), so perceptions of this model show nothing about its inputs. "
+        f"the same for every test image, or the same shape in each image's colours (spread "
+        f"{row['recon_spread']:.3f} of the images' own, shape spread {row['shape_spread']:.3f}; "
+        f"collapsed below {COLLAPSE_RATIO} or {SHAPE_COLLAPSE_RATIO}), so perceptions of this model "
+        f"show little about its inputs. "
         f"Train longer, keep init_output_bias on, or lower the lr (README, 'The collapse pitfall').",
         RuntimeWarning, stacklevel=3)
 

@@ -91,6 +91,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
+        write_json(run / runs.NOISE_METRICS, {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+                                              "noise_images": len(classes), "judge": judge.name, "reached": reached})
         click.echo(f"noise attacked toward each class, with the perceptions: "
                    f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
         return

@@ -62,12 +62,14 @@ def setting(flag: str, help: str, **kwargs):
 @setting("--reduction", "Squared error summed per image (paper) or averaged per pixel.",
          type=click.Choice(["sum", "mean"]))
 @setting("--mode", "joint: F, C, D together; post-hoc: F, C, then D on frozen F.", type=click.Choice(MODES))
-@setting("--epochs", "Epochs (of F and C, in post-hoc mode).", type=int)
+@setting("--epochs", "Epochs (of F and C, in post-hoc mode); CelebA's default is 30, 10 past its lr drop.",
+         type=int)
 @setting("--decoder-epochs", "Post-hoc: epochs of the decoder phase (none: --epochs).", type=int)
 @setting("--batch-size", "Batch size.", type=int)
 @setting("--decoder-batch-size", "Post-hoc: batch size of the decoder phase (none: --batch-size).", type=int)
 @setting("--lr", "Adam learning rate.", type=float)
-@setting("--lr-drop-epoch", "Multiply the lr by 0.1 from this epoch on (CelebA: 20).", type=int)
+@setting("--lr-drop-epoch", "Multiply the lr by 0.1 after this many epochs; 0: never. [default: the "
+         "dataset's schedule: CelebA 20, others never]", type=int)
 @setting("--seed", "Seed of init, shuffling and the --train-size subset (the split is fixed).", type=int)
 @setting("--train-size", "Train on a stratified subset of this many images.", type=int)
 @setting("--steps-per-epoch", "Cap each epoch at this many batches (very large datasets).", type=int)
@@ -98,8 +100,8 @@ def train_command(out, resume, quiet, compile_step, **options):
             source = runs.load_config(given["classifier_from"])
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "mode": "post-hoc", **given}
-        given.setdefault("arch", "custom" if "model" in given else datasets.default_arch(given.get("dataset", DEFAULTS.dataset)))
-        config = TrainConfig(**given)
+        defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset))  # arch, schedule
+        config = TrainConfig(**{**defaults, "arch": "custom" if "model" in given else defaults["arch"], **given})
         out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
     _train_and_report(config, out, resume, quiet)
 

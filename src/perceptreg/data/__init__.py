@@ -45,6 +45,7 @@ from perceptreg.data.registry import (
                                      default_arch,
                                      image_shape_for,
                                      load_dataset,
+                                     training_defaults,
 )
 from perceptreg.data.strips import (
                                      PALETTE,
@@ -60,5 +61,5 @@ __all__ = [
     "download_mnist", "global_batch_sizes", "image_shape_for", "load_celeba", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
-    "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_subset", "write_idx", "write_memmap",
+    "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_defaults", "training_subset", "write_idx", "write_memmap",
 ]

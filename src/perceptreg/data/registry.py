@@ -43,10 +43,16 @@ class DatasetEntry:
     arch: str | None
     argument: str | None = None  # "ATTRIBUTE", "PATH": the part after the colon
     arch_of: Callable[[str], str] | None = None
+    argument_optional: bool = False  # "name" alone is valid too
+    # The paper's schedule for this data, the defaults of `train` (None: TrainConfig's own).
+    epochs: int | None = None
+    lr_drop_epoch: int | None = None
 
     @property
     def usage(self) -> str:
-        return f"{self.name}:{self.argument}" if self.argument else self.name
+        if not self.argument:
+            return self.name
+        return f"{self.name}[:{self.argument}]" if self.argument_optional else f"{self.name}:{self.argument}"
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -74,10 +80,30 @@ register(DatasetEntry("mnist", "full MNIST (60000 / 10000), downloaded into the 
                       lambda arg, root, shape: load_mnist(_root(root, "mnist"), download_missing=True), "mnist"))
 register(DatasetEntry("svhn", "SVHN cropped digits (73257 / 26032), downloaded into the data root on first use",
                       lambda arg, root, shape: load_svhn(_root(root, "svhn")), "svhn"))
-register(DatasetEntry("mnist-strips", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000)",
-                      lambda arg, root, shape: mnist_strips_split(), "svhn"))
-register(DatasetEntry("celeba", "CelebA faces in the data root, balanced 20000 / 6386 for one attribute",
-                      lambda arg, root, shape: load_celeba(_root(root, "celeba"), arg), "celeba", "ATTRIBUTE"))
+def _strips(argument: str | None) -> Splits:
+    if argument is None:
+        return mnist_strips_split()
+    if not argument.isdigit():
+        raise PerceptregError(f"dataset mnist-strips:{argument}: the part after the colon is the number of "
+                              "training images, e.g. mnist-strips:73257 (SVHN's training size)")
+    return mnist_strips_split(train_size=int(argument))
+
+
+register(DatasetEntry("mnist-strips", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000; "
+                      ":N makes N training images, the 4000 centre digits reused with new sides and colours)",
+                      lambda arg, root, shape: _strips(arg), "svhn", "N", argument_optional=True))
+def _celeba(argument: str, root: Path | None) -> Splits:
+    attribute, _, option = argument.partition(":")
+    if option not in ("", "balanced"):
+        raise PerceptregError(f"dataset celeba:{argument}: after the attribute, only ':balanced' may follow "
+                              f"(a subsample balanced on {attribute} itself instead of on Eyeglasses)")
+    return load_celeba(_root(root, "celeba"), attribute, balance_on=attribute if option else "Eyeglasses")
+
+
+register(DatasetEntry("celeba", "CelebA faces in the data root: the paper's 20000 / 6386 subsample balanced on "
+                      "Eyeglasses, labelled with ATTRIBUTE (celeba:ATTRIBUTE:balanced balances on it instead)",
+                      lambda arg, root, shape: _celeba(arg, root), "celeba", "ATTRIBUTE",
+                      epochs=30, lr_drop_epoch=20))
 register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>, resized to the architecture's input",
                       lambda arg, root, shape: load_image_folder(arg, shape or (3, 64, 64)), "celeba", "PATH"))
 register(DatasetEntry("memmap", "a dataset written by `perceptreg prepare`, read from disk batch by batch",
@@ -88,7 +114,9 @@ def lookup(name: str) -> tuple[DatasetEntry, str | None]:
     """The entry of a dataset name and its argument (the part after the colon, or None)."""
     key, colon, argument = name.partition(":")
     entry = DATASETS.get(key)
-    if entry is None or bool(colon) != bool(entry.argument) or (colon and not argument):
+    takes = bool(entry and entry.argument)
+    if (entry is None or (colon and (not takes or not argument))
+            or (not colon and takes and not entry.argument_optional)):
         raise PerceptregError(f"unknown dataset {name!r}; choose one of "
                               f"{', '.join(e.usage for e in DATASETS.values())}")
     return entry, argument or None
@@ -98,6 +126,14 @@ def default_arch(name: str) -> str:
     """The paper architecture that takes this dataset's images."""
     entry, argument = lookup(name)
     return entry.arch or entry.arch_of(argument)
+
+
+def training_defaults(name: str) -> dict:
+    """The dataset's own defaults for training: its architecture and, where the paper gives
+    one, its schedule (CelebA: 30 epochs, the lr dropped to a tenth after epoch 20)."""
+    entry, _ = lookup(name)
+    schedule = {"epochs": entry.epochs, "lr_drop_epoch": entry.lr_drop_epoch}
+    return {"arch": default_arch(name), **{k: v for k, v in schedule.items() if v is not None}}
 
 
 def image_shape_for(name: str, arch: str | None = None) -> tuple[int, int, int] | None:
