@@ -76,6 +76,7 @@ def test_the_sweep_hands_its_members_to_ray_with_a_workers_threads(tmp_path, mon
         handed.update(names=[run_dir.name for _, run_dir in members], threads=threads, address=address)
         raise InterruptedError
     monkeypatch.setattr(ray_engine, "train_all", engine)
+    monkeypatch.setattr(workers, "train_all", lambda *args: pytest.fail("the local engine trained the sweep"))
     monkeypatch.setattr(workers, "available_cores", lambda: 4)
     config = sweep.SweepConfig(dataset="mnist5k", lams=(1e-2, 1.0), seeds=(0,), workers=2, engine="ray",
                                address="auto")
