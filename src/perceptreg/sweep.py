@@ -17,10 +17,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, figures, metrics, models, plots, runs, workers
+from perceptreg import checkpoint, figures, metrics, models, plots, ray_engine, runs, workers
 from perceptreg import data as datasets
 from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
+
+
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class SweepConfig:
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
     max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
     workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
+    engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
+    address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
 
     def __post_init__(self):
         if not self.lams:
@@ -44,6 +49,8 @@ class SweepConfig:
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
         workers.check_count(self.workers)
+        if self.engine not in ENGINES:
+            raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         self.variants()  # TrainConfig checks every setting, each lambda included, before any work
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
@@ -109,6 +116,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``:
     sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png."""
     variants = config.variants()  # checks the dataset name before anything is written
+    if config.engine == "ray":  # Ray installed, its address answering: before anything is written
+        ray_engine.check(config.address, config.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
@@ -119,7 +128,11 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         return datasets.training_subset(full_train, config.train_size, seed)
 
     # Train first (side by side with several workers; finished members are skipped), then measure.
-    workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress)
+    members = [(train_config, out / name) for name, train_config in variants]
+    if config.engine == "ray":  # each member a task with the threads a local worker would have
+        ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
+    else:
+        workers.train_all(members, config.workers, progress)
     # Probes fit on at most max_probe_images of a member's training images: a probe on frozen z
     # needs a few thousand, and a full-batch fit on 73k raw pixels would cost more than training.
     def probe_part(seed: int):

@@ -48,8 +48,7 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
     """Train, or resume, every member not yet complete, ``workers`` at a time. One worker
     trains in this process; more start processes with ``threads_per_worker`` threads each."""
     check_count(workers)
-    pending = [(config, Path(run_dir)) for config, run_dir in members
-               if runs.completed_epochs(Path(run_dir)) < config.total_epochs]
+    pending = unfinished(members)
     if workers == 1 or len(pending) <= 1:
         for config, run_dir in tqdm(pending, desc="sweep", unit="model", disable=not progress):
             train_member(config.to_dict(), str(run_dir))
@@ -66,6 +65,12 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
                 bar.update(len(done))
                 for future in done:
                     _raise_failure(future, futures[future], pool)
+
+
+def unfinished(members: list[tuple[TrainConfig, Path]]) -> list[tuple[TrainConfig, Path]]:
+    """The members whose run folder holds fewer epochs than their config asks (a sweep resumes these)."""
+    return [(config, Path(run_dir)) for config, run_dir in members
+            if runs.completed_epochs(Path(run_dir)) < config.total_epochs]
 
 
 def _raise_failure(future, run_dir: Path, pool: ProcessPoolExecutor) -> None:
