@@ -36,6 +36,7 @@ class SweepConfig:
     data_root: str | None = None
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
     workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
+    ensemble: bool = False  # joint members as vmapped ensembles, one per worker (ensemble.py); see README
 
     def __post_init__(self):
         if not self.lams:
@@ -106,7 +107,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
                                        for name in list(reference.attributes)[:config.max_probe_attributes]}
                                       for probe in (metrics.linear_probe, metrics.mlp_probe))
     # Train first (side by side with several workers; finished members are skipped), then measure.
-    workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress)
+    workers.train_all([(train_config, out / name) for name, train_config in variants], config.workers, progress,
+                      ensemble=config.ensemble)
     measured: dict[str, list[dict]] = {}
     first_models = {}
     for name, train_config in variants:

@@ -159,11 +159,13 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
 @click.option("--workers", default=SWEEP.workers, show_default=True, type=click.IntRange(min=1),
               help="Models trained at once, in processes sharing the cores (threads = cores / workers).")
+@click.option("--ensemble/--no-ensemble", default=SWEEP.ensemble, show_default=True,
+              help="Train the joint models as one vmapped ensemble per worker (README, 'The lambda sweep').")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
-def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, device, data_root, out):
+def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, ensemble, device, data_root, out):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
@@ -175,7 +177,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, de
         train_size, epochs, seed_list = 400, 1, (0,)
     config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
-                                workers=workers)
+                                workers=workers, ensemble=ensemble)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
     with plain_warnings():
