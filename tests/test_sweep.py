@@ -48,7 +48,8 @@ def test_sweep_measures_what_drives_each_model(quick_sweep):
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
     out, _ = quick_sweep
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
-    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--out", str(out)])
+    # --ensemble groups the members to train, and finished ones are not among them
+    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--ensemble", "--out", str(out)])
     assert result.exit_code == 0, result.output
     after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
     assert before == after  # finished models are loaded, not trained again

@@ -40,6 +40,7 @@ class SweepConfig:
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
     max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
     workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
+    ensemble: bool = False  # joint members as vmapped ensembles, one per worker (ensemble.py); see README
     engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
 
@@ -51,6 +52,8 @@ class SweepConfig:
         workers.check_count(self.workers)
         if self.engine not in ENGINES:
             raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "ray" and self.ensemble:
+            raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
         self.variants()  # TrainConfig checks every setting, each lambda included, before any work
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
@@ -132,7 +135,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     if config.engine == "ray":  # each member a task with the threads a local worker would have
         ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
     else:
-        workers.train_all(members, config.workers, progress)
+        workers.train_all(members, config.workers, progress, ensemble=config.ensemble)
     # Probes fit on at most max_probe_images of a member's training images: a probe on frozen z
     # needs a few thousand, and a full-batch fit on 73k raw pixels would cost more than training.
     def probe_part(seed: int):

@@ -78,17 +78,9 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
 
     # --- model and optimizer -------------------------------------------------------------
-    torch.manual_seed(config.seed)
-    if model is None:
-        model = (models.perception_net_from_file(config.model) if config.model
-                 else models.build(config.arch, len(train_data.classes)))
-    if model.input_shape != train_data.image_shape:
-        raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
-                              f"{train_data.name} has {train_data.image_shape}")
+    model = initial_model(config, train_data, model)
     if config.classifier_from and not resume:
         runs.load_parts(Path(config.classifier_from), model, ("encoder", "classifier"))
-    if config.init_output_bias:
-        model.init_output_bias(train_data.pixel_mean())
     # The folder is claimed only now: a bad dataset or model file leaves nothing behind.
     if cluster.is_main:
         runs.prepare(run_dir, config, resume)
@@ -119,8 +111,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             group["lr"] = config.lr_at(epoch)
         began = time.perf_counter()
         model.train()
-        # Seeded per epoch, so a resumed run sees the same batches as an uninterrupted one.
-        shuffle = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        shuffle = epoch_shuffle(config, epoch)
         sums = torch.zeros(3, device=device)  # summed (total, ce, recon) over the epoch
         recent: list[torch.Tensor] = []
         batch_size = config.batch_size_at(epoch)
@@ -146,23 +137,13 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             sums += parts_vector
             recent.append(parts_vector[0])
             if len(recent) == FINITE_CHECK_EVERY or step == n_batches - 1:
-                _check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster)
+                check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster)
                 recent = []
 
         train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
         quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
-        total, ce, recon = (cluster.sum(sums) / n_batches).tolist()
-        decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
-        row = {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
-               "train_loss": total, "train_ce": ce if phase != "decoder" else None,
-               "train_recon": recon if decoder_trained else None,
-               "test_accuracy": quality["accuracy"],
-               "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
-               "recon_spread": quality["recon_spread"] if decoder_trained else None,
-               "shape_spread": quality["shape_spread"] if decoder_trained else None,
-               "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
-               "train_images_per_second": sum(global_sizes) / train_seconds,
-               "seconds": time.perf_counter() - began}
+        row = epoch_row(config, epoch, (cluster.sum(sums) / n_batches).tolist(), quality,
+                        sum(global_sizes) / train_seconds, time.perf_counter() - began)
         history.append(row)
         if progress:
             tqdm.write(_epoch_line(row, config))
@@ -173,7 +154,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             runs.save_checkpoint(run_dir, model, optimizer, scaler, config, train_data.classes,
                                  epoch, row, cluster.world)
     if history and history[-1]["decoder_collapsed"] and cluster.is_main:
-        _warn_collapsed(history[-1])
+        warn_collapsed(history[-1])
     cluster.barrier()
     # The DDP wrapper holds the process group: it must go first for `leave` to free it
     # (and gloo's threads with it) before interpreter exit.
@@ -208,9 +189,50 @@ def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch
     return LossParts(recon, torch.zeros((), device=images.device), recon)
 
 
+# --- helpers shared with the vmapped ensemble (ensemble.py): one home for each rule ----------
+
+def initial_model(config: TrainConfig, train_data: datasets.ImageDataset,
+                  model: models.PerceptionNet | None = None) -> models.PerceptionNet:
+    """The untrained model of a run: built under ``config.seed``, checked against the data,
+    with D's output bias at the data's mean pixel (``config.init_output_bias``)."""
+    torch.manual_seed(config.seed)
+    if model is None:
+        model = (models.perception_net_from_file(config.model) if config.model
+                 else models.build(config.arch, len(train_data.classes)))
+    if model.input_shape != train_data.image_shape:
+        raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
+                              f"{train_data.name} has {train_data.image_shape}")
+    if config.init_output_bias:
+        model.init_output_bias(train_data.pixel_mean())
+    return model
+
+
+def epoch_shuffle(config: TrainConfig, epoch: int) -> torch.Generator:
+    """The generator of an epoch's batch order: seeded per epoch, so a resumed run sees the
+    same batches as an uninterrupted one."""
+    return torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+
+
+def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dict,
+              images_per_second: float, seconds: float) -> dict:
+    """The metrics.jsonl line of an epoch; ``losses`` are the epoch's mean (total, ce, recon)."""
+    phase = config.phase(epoch)
+    total, ce, recon = losses
+    decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
+    return {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
+            "train_loss": total, "train_ce": ce if phase != "decoder" else None,
+            "train_recon": recon if decoder_trained else None,
+            "test_accuracy": quality["accuracy"],
+            "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
+            "recon_spread": quality["recon_spread"] if decoder_trained else None,
+            "shape_spread": quality["shape_spread"] if decoder_trained else None,
+            "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
+            "train_images_per_second": images_per_second, "seconds": seconds}
+
+
 # --- helpers: NaN checks, reporting ---------------------------------------------------------
 
-def _check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path,
+def check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path,
                   cluster: distributed.Cluster) -> None:
     finite = torch.isfinite(torch.stack(losses))
     # every rank learns whether any rank saw a NaN, so all stop together instead of one
@@ -237,7 +259,7 @@ def _epoch_line(row: dict, config: TrainConfig) -> str:
             + (" [decoder collapsed]" if row["decoder_collapsed"] else ""))
 
 
-def _warn_collapsed(row: dict) -> None:
+def warn_collapsed(row: dict) -> None:
     warnings.warn(
         f"the decoder has collapsed: after epoch {row['epoch']} its reconstructions are nearly "
         f"the same for every test image, or the same shape in each image's colours (spread "

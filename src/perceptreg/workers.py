@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
+from perceptreg import ensemble as ensembles
 from perceptreg import runs
 from perceptreg.config import TrainConfig
 from perceptreg.errors import PerceptregError
@@ -44,27 +45,32 @@ def check_count(workers: int) -> None:
         raise PerceptregError(f"`workers` must be >= 1, got {workers}")
 
 
-def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True) -> None:
+def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True,
+              ensemble: bool = False) -> None:
     """Train, or resume, every member not yet complete, ``workers`` at a time. One worker
-    trains in this process; more start processes with ``threads_per_worker`` threads each."""
+    trains in this process; more start processes with ``threads_per_worker`` threads each.
+    With ``ensemble``, the joint members train as vmapped ensembles, one per worker (ensemble.py)."""
     check_count(workers)
     pending = unfinished(members)
-    if workers == 1 or len(pending) <= 1:
-        for config, run_dir in tqdm(pending, desc="sweep", unit="model", disable=not progress):
-            train_member(config.to_dict(), str(run_dir))
+    jobs = ensembles.jobs(pending, workers) if ensemble else [[member] for member in pending]
+    if workers == 1 or len(jobs) <= 1:
+        with tqdm(total=len(pending), desc="sweep", unit="model", disable=not progress) as bar:
+            for job in jobs:
+                train_job(_portable(job))
+                bar.update(len(job))
         return
     # spawn, not fork: a forked child inherits this process's OpenMP and torch thread state
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(pending)), mp_context=context,
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
                              initializer=torch.set_num_threads, initargs=(threads_per_worker(workers),)) as pool:
-        futures = {pool.submit(train_member, config.to_dict(), str(run_dir)): run_dir for config, run_dir in pending}
-        with tqdm(total=len(futures), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
+        futures = {pool.submit(train_job, _portable(job)): job for job in jobs}
+        with tqdm(total=len(pending), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-                bar.update(len(done))
                 for future in done:
-                    _raise_failure(future, futures[future], pool)
+                    bar.update(len(futures[future]))
+                    _raise_failure(future, ", ".join(str(d) for _, d in futures[future]), pool)
 
 
 def unfinished(members: list[tuple[TrainConfig, Path]]) -> list[tuple[TrainConfig, Path]]:
@@ -73,15 +79,32 @@ def unfinished(members: list[tuple[TrainConfig, Path]]) -> list[tuple[TrainConfi
             if runs.completed_epochs(Path(run_dir)) < config.total_epochs]
 
 
-def _raise_failure(future, run_dir: Path, pool: ProcessPoolExecutor) -> None:
+def _raise_failure(future, run_dirs: str, pool: ProcessPoolExecutor) -> None:
     error = future.exception()
     if error is None:
         return
     pool.shutdown(wait=True, cancel_futures=True)  # members already running finish: their work is kept
     if isinstance(error, BrokenProcessPool):
-        raise PerceptregError(f"a sweep worker died (killed, or out of memory) while training {run_dir}; "
+        raise PerceptregError(f"a sweep worker died (killed, or out of memory) while training {run_dirs}; "
                               f"run the sweep again: finished members are kept, started ones resume") from None
     raise error
+
+
+def _portable(job: list[tuple[TrainConfig, Path]]) -> list[tuple[dict, str]]:
+    """A job as plain dicts and strings, which pickle into a worker process."""
+    return [(config.to_dict(), str(run_dir)) for config, run_dir in job]
+
+
+def train_job(job: list[tuple[dict, str]]) -> None:
+    """One member alone, or several as one vmapped ensemble (ensemble.py)."""
+    if len(job) == 1:
+        train_member(*job[0])
+        return
+    configs = [TrainConfig.from_dict(config) for config, _ in job]
+    train_data, test_data = load_dataset_once(configs[0].dataset, configs[0].data_root,
+                                              datasets.image_shape_for(configs[0].dataset, configs[0].arch))
+    ensembles.train_ensemble([(config, Path(run_dir)) for config, (_, run_dir) in zip(configs, job)],
+                             train_data, test_data)
 
 
 def train_member(config: dict, run_dir: str) -> None:

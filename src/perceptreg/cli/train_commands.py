@@ -166,12 +166,14 @@ SWEEP = sweeps.SweepConfig()
                    "(pip install perceptreg[ray]).")
 @click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
                                 "[default: $RAY_ADDRESS, else a Ray instance on this machine]")
+@click.option("--ensemble/--no-ensemble", default=SWEEP.ensemble, show_default=True,
+              help="Train the joint models as one vmapped ensemble per worker (README, 'The lambda sweep').")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
-def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, engine, address, device, data_root,
-          out):
+def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, ensemble, engine, address, device,
+          data_root, out):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
@@ -183,7 +185,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
         train_size, epochs, seed_list = 400, 1, (0,)
     config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
-                                workers=workers, engine=engine, address=address)
+                                workers=workers, ensemble=ensemble, engine=engine, address=address)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
     with plain_warnings():
