@@ -277,10 +277,14 @@ function drawMap() {
 }
 
 function drawPath(ctx, pixels) {
-  ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
-  ctx.beginPath(); pixels.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke();
+  // black on a white halo: it stands out from the points, black rings included
+  for (const [colour, width] of [["#fff", 6], ["#000", 2.5]]) {
+    ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.lineJoin = "round";
+    ctx.beginPath(); pixels.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke();
+  }
   const ends = [[pixels[0], "#fff"], [pixels[pixels.length - 1], "#000"]];
-  for (const [[x, y], fill] of ends) { ctx.fillStyle = fill; ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
+  ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
+  for (const [[x, y], fill] of ends) { ctx.fillStyle = fill; ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
 }
 
 function clickMap(event, k) {
