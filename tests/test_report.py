@@ -167,7 +167,7 @@ def test_report_of_a_full_run_is_self_contained_and_complete(full_run):
     assert len(plots_) == 4  # training curves, ROC, flip curves, change maps
     attack_cells = len(cells(parts["attacks"])) - 30
     assert len(cells(parts["perception"])) == 40 and attack_cells >= 16 and attack_cells % 4 == 0
-    assert len(cells(parts["edits"])) == 18
+    assert len(cells(parts["edits"])) == 24  # each row: x, then 3 alphas
 
 
 def test_summary_states_the_runs_numbers(full_run):
@@ -215,6 +215,8 @@ def test_latent_edit_grids_have_headings_and_described_images(full_run):
     alts = [c["alt"] for c in cells(edits)]
     assert sum("edited along the per-image direction, D(F(x) + 2 dz); H: " in a for a in alts) == 3
     assert sum("edited along the mean direction, D(F(x) + 0 dz); H: " in a for a in alts) == 3
+    assert sum(a.endswith(", the original x") for a in alts) == 6  # first in each row of both grids
+    assert "averaged over 4 training images" in headings[1]
 
 
 def test_config_shows_what_was_set_grouped(full_run):
@@ -287,8 +289,12 @@ def test_report_reads_well_on_a_phone(full_run):
         overflowing = page.evaluate("""() => [...document.querySelectorAll('figure.cell')].flatMap(cell =>
             [...cell.querySelectorAll('figcaption > span')].filter(
                 span => span.scrollWidth > cell.getBoundingClientRect().width + 0.5).map(span => span.textContent))""")
+        # the attack's measures (a <pre> once) and the adaptive table fit the phone: no sideways scrolling
+        sideways = page.evaluate("""() => [...document.querySelectorAll('#attacks table, #attacks pre')].filter(
+            e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.slice(0, 40))""")
         browser.close()
     assert width == 390 and page_width <= 390  # laid out for the phone, nothing runs off its side
+    assert sideways == []
     assert overflowing == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
 
