@@ -328,3 +328,23 @@ def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(PerceptregError, match="no config.json; is this a run folder"):
         write_report(tmp_path)
+
+
+def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
+    from perceptreg import checkpoint
+    from perceptreg.report_summary import sweep_summary
+
+    row = {"test_recon_mse": 0.1, "test_recon_mse_ci95": 0.0, "probe: left_digit": 0.5, "probe: left_digit_ci95": 0}
+    checkpoint.write_json(tmp_path / runs.SWEEP_JSON, {
+        "config": {"dataset": "mnist-strips", "train_size": None, "lams": [0.001, 10.0], "post_hoc": True,
+                   "seeds": [0, 1], "epochs": 20},
+        "rows": [{"variant": "0.001", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.01, **row},
+                 {"variant": "10", "seeds": 2, "test_accuracy": 0.8, "test_accuracy_ci95": 0.02, **row},
+                 {"variant": "post-hoc", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.03, **row}]})
+    items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", sweep_summary(tmp_path)))
+    assert items["best test accuracy"] == "90.0 % ± 1.0 (lambda 0.001)"  # a tie: the first in the table
+    assert items["worst test accuracy"] == "80.0 % ± 2.0 (lambda 10)"
+    assert items["seeds"] == "0, 1 (mean ± 95 % interval over 2 seeds)" and items["epochs"] == "20 per model"
+    assert items["data"] == "mnist-strips, all its training images"
+    text = sweep_summary(tmp_path)
+    assert "probe: NAME" in text and "centre to edge" not in text  # only the columns the table has

@@ -102,7 +102,9 @@ def sweep_summary(folder: Path) -> str:
     sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
     config, rows = sweep["config"], sweep["rows"]
     variants = [f"lambda {r['variant']}" if r["variant"] != "post-hoc" else "post-hoc" for r in rows]
-    ranked = sorted(zip(rows, variants), key=lambda pair: pair[0]["test_accuracy"])
+    pairs = list(zip(rows, variants))
+    best = max(pairs, key=lambda pair: pair[0]["test_accuracy"])  # a tie: the first in the table
+    worst = min(pairs, key=lambda pair: pair[0]["test_accuracy"])
 
     seeds = config["seeds"]
 
@@ -118,7 +120,7 @@ def sweep_summary(folder: Path) -> str:
              ("seeds", f"{', '.join(map(str, seeds))} (mean ± 95 % interval over {len(seeds)} seeds)" if len(seeds) > 1
               else f"{seeds[0]} (one seed: no interval; give --seeds 0,1 for one)"),
              ("epochs", f"{config['epochs']} per model"),
-             ("best test accuracy", accuracy(ranked[-1])), ("worst test accuracy", accuracy(ranked[0]))]
+             ("best test accuracy", accuracy(best)), ("worst test accuracy", accuracy(worst))]
     shown = [key for key in rows[0] if not key.endswith("_ci95")]
     columns = [text for key, text in COLUMNS.items()
                if key in shown or any(k.startswith(key + ": ") for k in shown)]
