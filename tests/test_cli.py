@@ -3,6 +3,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -202,11 +203,17 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     for name in ("interpolation_per-image.png", "interpolation_mean.png", "interpolation_flip.png",
                  "interpolation_change.png"):
         assert Image.open(out / name).size[0] > 0
-    assert Image.open(out / "interpolation_mean.png").size[0] == 3 * (112 + 2) + 2  # 3 alphas
+    assert Image.open(out / "interpolation_mean.png").size[0] == 4 * (112 + 2) + 2  # x, then 3 alphas
     panel = figures.read_layout(out / "interpolation_mean.png")["panels"][0]
-    assert panel["title"].startswith("Mean direction: every image moved along one dz toward 8")
+    assert panel["title"].startswith("Mean direction: every image moved along one dz toward 8, averaged over "
+                                     "5 training images")
     assert [[(c["label"], c["box"][2:]) for c in card] for card in panel["cards"]] == [
-        [("a=0", (112, 112)), ("a=0.5", (112, 112)), ("a=1", (112, 112))]] * 3  # 3 images
+        [("x", (112, 112)), ("a=0", (112, 112)), ("a=0.5", (112, 112)), ("a=1", (112, 112))]] * 3  # 3 images
+    grid = Image.open(out / "interpolation_mean.png").convert("L")
+    left, top, width, height = panel["cards"][0][0]["box"]  # x itself: a test image, not a decoding
+    test = runs.load_data(trained_run)[1]
+    shown = torch.from_numpy(np.array(grid.crop((left, top, left + width, top + height)).resize((28, 28), Image.NEAREST)))
+    assert (test.images.flatten(1) == shown.flatten()).all(1).any()
     written = json.loads((out / "interpolation_metrics.json").read_text())
     entry = written["runs"][str(trained_run)]
     assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3

@@ -9,7 +9,7 @@ from PIL import Image
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from perceptreg import explorer  # noqa: E402
+from perceptreg import explorer, explorer_survey  # noqa: E402
 from perceptreg.data.images import as_mnist_digit  # noqa: E402
 
 
@@ -203,8 +203,10 @@ def test_gallery_filters_and_orders(client):
 
 def test_the_map_of_z_and_an_attack_path_on_it(client):
     latent_map = client.get("/api/map").json()
-    points = latent_map["points"]
-    assert len(points) == 1000 and len(latent_map["index"]) == 1000 and all(len(p) == 2 for p in points)
+    (only,) = latent_map["maps"]
+    points = only["points"]
+    assert latent_map["total"] == 1000 and sorted(latent_map["index"]) == list(range(1000))
+    assert len(points) == 1000 and all(len(p) == 2 for p in points)
     spread = [sum((p[k] - sum(q[k] for q in points) / 1000) ** 2 for p in points) for k in (0, 1)]
     assert spread[0] >= spread[1] > 0  # the first principal axis carries the most variance
     result = client.post("/api/attack", json={"index": 0, "eps": 0.3, "steps": 20}).json()
@@ -216,6 +218,15 @@ def test_the_map_of_z_and_an_attack_path_on_it(client):
     assert difference.getextrema() in [(0, 255), (0, 254), (1, 255)]  # amplified to the full range
 
 
+def test_the_map_of_a_large_test_set_is_a_capped_seeded_sample(good_run, monkeypatch):
+    monkeypatch.setattr(explorer_survey, "MAX_MAP_POINTS", 50)
+    capped = TestClient(explorer.create_app(good_run), base_url="http://127.0.0.1")
+    latent_map = capped.get("/api/map").json()
+    assert latent_map["total"] == 1000 and len(latent_map["index"]) == len(latent_map["maps"][0]["points"]) == 50
+    assert latent_map["index"] == explorer_survey.sample(1000).tolist()  # the same sample on every start
+    assert capped.get("/api/gallery", params={"sort": "error"}).json()["total"] == 1000  # the gallery: all
+
+
 def test_runs_are_compared_on_the_same_image_and_attack(good_run, trained_run):
     both = TestClient(explorer.create_app([good_run, trained_run]), base_url="http://127.0.0.1")
     assert both.get("/api/info").json()["compared"] == [str(trained_run)]
@@ -224,6 +235,12 @@ def test_runs_are_compared_on_the_same_image_and_attack(good_run, trained_run):
         "/api/attack", json={"index": 0, "eps": 0.3, "steps": 20}).json()
     (other,) = result["compared"]
     assert result["run"] == str(good_run) and other["run"] == str(trained_run)
+    maps = both.get("/api/map").json()
+    assert [m["run"] for m in maps["maps"]] == [str(good_run), str(trained_run)]
+    where = maps["index"].index(0)
+    for run, attacked in zip(maps["maps"], (result, other)):  # each path starts at x on its own run's map
+        assert attacked["path"][0] == pytest.approx(run["points"][where], abs=1e-4)
+    assert maps["maps"][0]["points"] != maps["maps"][1]["points"]
     assert other["clean"]["image"] == result["clean"]["image"]  # the same image
     for key in ("adversarial", "linf_distance", "difference"):  # the same attack as on that run alone
         assert other[key] == alone[key]

@@ -3,6 +3,10 @@ what a person sees. One server and one browser for the module."""
 
 import os
 import shutil
+import threading
+import time
+
+import httpx
 
 import pytest
 from PIL import Image, ImageDraw
@@ -21,14 +25,15 @@ def browser(good_run, trained_run):
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    one, url = explorer.serve_in_background(explorer.create_app(good_run))
+    app = explorer.create_app(good_run)
+    one, url = explorer.serve_in_background(app)
     two, compare_url = explorer.serve_in_background(explorer.create_app([good_run, trained_run]))
     playwright = sync_playwright().start()
     chromium = playwright.chromium.launch(
         executable_path=CHROMIUM, headless=True,
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-    yield chromium, url, compare_url
+    yield chromium, url, compare_url, app.state.explorer
     chromium.close()
     playwright.stop()
     one.should_exit = two.should_exit = True
@@ -51,7 +56,7 @@ def open_page(browser, url, width=1280, height=900):
 
 @pytest.fixture(scope="module")
 def page(browser):
-    chromium, url, _ = browser
+    chromium, url, *_ = browser
     page = open_page(chromium, url)
     yield page
     assert page.uncaught == []  # no uncaught errors or promise rejections, 4xx answers included
@@ -85,7 +90,7 @@ def test_attack_result_is_in_view_with_its_numbers_and_stale_results_go(page):
     assert box["y"] + box["height"] <= 900  # above the fold at 1280x900
     numbers = page.inner_text("[data-testid=attack-numbers]")
     assert "L-inf distance 0.2" in numbers and "on x_adv:" in numbers and "%" in numbers
-    assert page.evaluate("explorer.state.path.length") >= 100  # the path through z: one point per step
+    assert page.evaluate("explorer.state.paths[0].length") >= 100  # the path through z: one point per step
     page.select_option("[data-testid=target]", "3")  # a new input: the old result is stale
     assert page.inner_text("[data-testid=attack-result]") == "" and page.inner_text("[data-testid=attack-numbers]") == ""
     page.fill("[data-testid=steps]", "100000")
@@ -154,12 +159,13 @@ def test_filters_show_the_misclassified_and_sort_by_error(page):
 
 def test_clicking_the_map_selects_that_image(page):
     index = page.evaluate("explorer.state.map.index[5]")
-    x, y = page.evaluate("explorer.mapPixel(explorer.state.map.points[5])")
+    assert page.inner_text("[data-testid=map-sample]") == ""  # all 1000 test images are on the map
+    x, y = page.evaluate("explorer.mapPixel(explorer.state.map.runs[0].points[5])")
     box = page.locator("[data-testid=map]").bounding_box()
     page.locator("[data-testid=map]").click(position={"x": x * box["width"] / 420, "y": y * box["height"] / 420})
     # a point drawn on top of point 5 may be the one chosen: it lies where point 5 lies
     chosen = int(page.inner_text("[data-testid=selected]").split(":")[0].removeprefix("Image "))
-    points = page.evaluate("explorer.state.map.points")
+    points = page.evaluate("explorer.state.map.runs[0].points")
     where = dict(zip(page.evaluate("explorer.state.map.index"), points))
     assert abs(where[chosen][0] - where[index][0]) + abs(where[chosen][1] - where[index][1]) < 0.05 * (
         max(p[0] for p in points) - min(p[0] for p in points))
@@ -174,20 +180,45 @@ def test_a_stopped_server_is_said_in_words(page):
     page.unroute("**/api/attack")
 
 
-def test_compare_runs_side_by_side(browser, trained_run):
-    chromium, _, compare_url = browser
+def test_a_queued_attack_says_how_many_are_ahead_until_it_runs(page, browser):
+    *_, model = browser
+    release = threading.Event()
+    model.queue._worker.submit(release.wait)  # the model is busy with something else
+    other = threading.Thread(target=httpx.post, args=(page.url.rstrip("/") + "/api/attack",),
+                             kwargs={"json": {"index": 3, "steps": 2}, "timeout": 60})
+    other.start()  # another user's attack waits first
+    while model.queue.waiting < 1:
+        time.sleep(0.01)
+    try:
+        cards(page).first.click()
+        page.click("[data-testid=attack]")
+        expect(page.locator("[data-testid=attack-status][data-state=queued]")).to_have_text("queued: 1 ahead of you")
+    finally:
+        release.set()
+    other.join()
+    page.wait_for_selector("[data-testid=adv-prediction]")
+    assert page.get_attribute("[data-testid=attack-status]", "data-state") == "done"
+
+
+def test_compare_runs_side_by_side_each_with_its_path_on_its_map(browser, trained_run):
+    chromium, _, compare_url, _ = browser
     page = open_page(chromium, compare_url)
+    maps = page.locator("[data-testid=map]")
+    assert maps.count() == 2 and str(trained_run) in page.inner_text("[data-testid=maps]")
+    before = [maps.nth(k).screenshot() for k in range(2)]
     cards(page).first.click()
     page.click("[data-testid=attack]")
     page.wait_for_selector("[data-testid=attack-row] >> nth=1")
     rows = page.locator("[data-testid=attack-row]").all_inner_texts()
     assert len(rows) == 2 and str(trained_run) in rows[1] and "x_adv: H" in rows[1]
+    assert page.evaluate("explorer.state.paths.map((p) => p.length)") == [102, 102]  # x, 100 steps, x_adv
+    assert all(maps.nth(k).screenshot() != before[k] for k in range(2))  # a path drawn on both maps
     assert page.uncaught == []
     page.close()
 
 
 def test_a_phone_gets_the_page_at_its_width(browser):
-    chromium, url, _ = browser
+    chromium, url, *_ = browser
     page = open_page(chromium, url, 390, 844)
     assert page.evaluate("document.querySelector('meta[name=viewport]').content") == "width=device-width, initial-scale=1"
     assert page.evaluate("document.documentElement.scrollWidth") <= 390

@@ -67,6 +67,33 @@ def test_a_full_queue_answers_503_with_retry_after_and_pages_still_load(served, 
     assert [a.status_code for a in answers] == [200, 200] and model.queue.waiting == 0
 
 
+def test_a_waiting_request_finds_its_place_in_the_queue(served):
+    model, url = served
+    release = blocked(model.queue)
+    answers = {}
+
+    def send(ticket):
+        answers[ticket] = httpx.post(url + "/api/attack", json={"index": 0, "steps": 2},
+                                     headers={"X-Ticket": ticket}, timeout=60)
+    senders = []
+    for k, ticket in enumerate(["first", "second", "third"]):
+        senders.append(threading.Thread(target=send, args=(ticket,)))
+        senders[-1].start()
+        while model.queue.waiting < k + 1:  # in this order
+            time.sleep(0.01)
+    try:
+        places = {t: httpx.get(url + "/api/queue", params={"ticket": t}).json()["ahead"]
+                  for t in ["first", "second", "third", "unknown"]}
+    finally:
+        release.set()
+    for thread in senders:
+        thread.join()
+    assert places == {"first": 0, "second": 1, "third": 2, "unknown": None}
+    assert [answers[t].status_code for t in ["first", "second", "third"]] == [200, 200, 200]
+    assert httpx.get(url + "/api/queue", params={"ticket": "third"}).json() == {"ahead": None}  # answered
+    assert httpx.get(url + "/api/queue", params={"ticket": "x" * 101}).status_code == 422
+
+
 def test_work_of_a_client_that_left_is_cancelled(served):
     model, url = served
     attack(url, 500)  # warm-up

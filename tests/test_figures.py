@@ -41,6 +41,13 @@ def test_labels_and_captions_each_take_a_line_with_ink():
     second_line = np.asarray(captioned)[top + figures.CAPTION_HEIGHT:top + 2 * figures.CAPTION_HEIGHT]
     assert (second_line[:, :figures.PAD + 16] < 128).any()  # the caption was drawn under the first cell
     assert (second_line[:, figures.PAD + 16 + figures.PAD:] > 128).all()  # the second cell has none
+    # a row with labels only takes one line, not an empty second one
+    rows = figures.image_grid(images.repeat(2, 1, 1, 1), 2, [figures.Cell("x", "H: 7 98 %"), figures.Cell("x"),
+                                                             figures.Cell("P(x)"), figures.Cell("P(x)")], scale=4)
+    plain_rows = figures.image_grid(images.repeat(2, 1, 1, 1), 2, scale=4).picture
+    assert rows.picture.size[1] == plain_rows.size[1] + 3 * figures.CAPTION_HEIGHT
+    assert [card[0]["box"][1] for card in rows.panels[0]["cards"]] == [
+        figures.PAD, 2 * figures.PAD + 16 + 2 * figures.CAPTION_HEIGHT]
 
 
 def test_a_misclassified_cell_is_framed_in_red():
@@ -120,8 +127,9 @@ def test_attack_grid_groups_each_image_and_stacks_with_titles():
     grid = figures.attack_grid(evaluation, torch.tensor([0, 2, 4]), data.DIGITS, title="first panel")
     cell = 28 * 3
     title = figures.TITLE_HEIGHT
+    # x and x_adv rows: a label and H's reading; P(x) and P(x_adv) rows: a label only, one line
     assert grid.picture.size == (3 * (cell + figures.PAD) + figures.PAD,
-                                 title + 4 * (cell + 2 * figures.CAPTION_HEIGHT + figures.PAD) + figures.PAD)
+                                 title + 4 * (cell + figures.PAD) + 6 * figures.CAPTION_HEIGHT + figures.PAD)
     stacked = figures.stack_panels([grid, figures.attack_grid(evaluation, torch.tensor([5]), data.DIGITS, "second")])
     assert [p["title"] for p in stacked.panels] == ["first panel", "second"]
     pixels = np.asarray(stacked.picture)
@@ -142,7 +150,8 @@ def test_noise_grid_and_roc(tmp_path):
     net = models.mnist()
     noise = torch.rand(4, 1, 28, 28)
     grid = figures.noise_grid(net, noise, noise, tuple("0123456789"), columns=2)
-    assert grid.picture.size[1] == 6 * (84 + 2 * figures.CAPTION_HEIGHT + figures.PAD) + figures.PAD
+    # per group: noise (a label), x_adv (a label and a reading), P(x_adv) (a label)
+    assert grid.picture.size[1] == 6 * (84 + figures.PAD) + 2 * 4 * figures.CAPTION_HEIGHT + figures.PAD
     assert [[c["label"] for c in card] for card in grid.panels[0]["cards"]] == [["noise", "x_adv", "P(x_adv)"]] * 4
 
 
@@ -157,3 +166,13 @@ def test_line_plot_gives_integer_epochs_integer_ticks(tmp_path, monkeypatch):
     assert len(seen[0]) == 3  # the fourth cell of the 2x2 layout is hidden
     assert all(float(t).is_integer() for ticks in seen[0] for t in ticks)
     assert not all(float(t).is_integer() for t in seen[1][0])  # alphas keep their fractions
+
+
+def test_a_panel_with_one_curve_has_no_legend(tmp_path, monkeypatch):
+    seen = []
+    save = plots._save_figure
+    monkeypatch.setattr(plots, "_save_figure", lambda figure, path: seen.append(
+        [ax.get_legend() is not None for ax in figure.axes if ax.get_visible()]) or save(figure, path))
+    plots.line_plot([1, 2], {"one": {"a": [1, 2]}, "two": {"a": [1, 2], "b": [2, 1]}}, tmp_path / "p.png",
+                    xlabel="epoch", ylabel="")
+    assert seen == [[False, True]]

@@ -167,7 +167,7 @@ def test_report_of_a_full_run_is_self_contained_and_complete(full_run):
     assert len(plots_) == 4  # training curves, ROC, flip curves, change maps
     attack_cells = len(cells(parts["attacks"])) - 30
     assert len(cells(parts["perception"])) == 40 and attack_cells >= 16 and attack_cells % 4 == 0
-    assert len(cells(parts["edits"])) == 18
+    assert len(cells(parts["edits"])) == 24  # each row: x, then 3 alphas
 
 
 def test_summary_states_the_runs_numbers(full_run):
@@ -215,6 +215,8 @@ def test_latent_edit_grids_have_headings_and_described_images(full_run):
     alts = [c["alt"] for c in cells(edits)]
     assert sum("edited along the per-image direction, D(F(x) + 2 dz); H: " in a for a in alts) == 3
     assert sum("edited along the mean direction, D(F(x) + 0 dz); H: " in a for a in alts) == 3
+    assert sum(a.endswith(", the original x") for a in alts) == 6  # first in each row of both grids
+    assert "averaged over 4 training images" in headings[1]
 
 
 def test_config_shows_what_was_set_grouped(full_run):
@@ -287,8 +289,12 @@ def test_report_reads_well_on_a_phone(full_run):
         overflowing = page.evaluate("""() => [...document.querySelectorAll('figure.cell')].flatMap(cell =>
             [...cell.querySelectorAll('figcaption > span')].filter(
                 span => span.scrollWidth > cell.getBoundingClientRect().width + 0.5).map(span => span.textContent))""")
+        # the attack's measures (a <pre> once) and the adaptive table fit the phone: no sideways scrolling
+        sideways = page.evaluate("""() => [...document.querySelectorAll('#attacks table, #attacks pre')].filter(
+            e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.slice(0, 40))""")
         browser.close()
     assert width == 390 and page_width <= 390  # laid out for the phone, nothing runs off its side
+    assert sideways == []
     assert overflowing == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
 
@@ -322,3 +328,23 @@ def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(PerceptregError, match="no config.json; is this a run folder"):
         write_report(tmp_path)
+
+
+def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
+    from perceptreg import checkpoint
+    from perceptreg.report_summary import sweep_summary
+
+    row = {"test_recon_mse": 0.1, "test_recon_mse_ci95": 0.0, "probe: left_digit": 0.5, "probe: left_digit_ci95": 0}
+    checkpoint.write_json(tmp_path / runs.SWEEP_JSON, {
+        "config": {"dataset": "mnist-strips", "train_size": None, "lams": [0.001, 10.0], "post_hoc": True,
+                   "seeds": [0, 1], "epochs": 20},
+        "rows": [{"variant": "0.001", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.01, **row},
+                 {"variant": "10", "seeds": 2, "test_accuracy": 0.8, "test_accuracy_ci95": 0.02, **row},
+                 {"variant": "post-hoc", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.03, **row}]})
+    items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", sweep_summary(tmp_path)))
+    assert items["best test accuracy"] == "90.0 % ± 1.0 (lambda 0.001)"  # a tie: the first in the table
+    assert items["worst test accuracy"] == "80.0 % ± 2.0 (lambda 10)"
+    assert items["seeds"] == "0, 1 (mean ± 95 % interval over 2 seeds)" and items["epochs"] == "20 per model"
+    assert items["data"] == "mnist-strips, all its training images"
+    text = sweep_summary(tmp_path)
+    assert "probe: NAME" in text and "centre to edge" not in text  # only the columns the table has

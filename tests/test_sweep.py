@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -61,6 +62,18 @@ def test_report_of_a_sweep(quick_sweep):
     assert result.exit_code == 0, result.output
     text = (out / "report.html").read_text()
     assert "Lambda sweep" in text and "probe: left digit" in text
+    summary = json.loads((out / "sweep.json").read_text())
+    accuracy = {r["variant"]: r["test_accuracy"] for r in summary["rows"]}
+    best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
+    top = text.split('<section id="summary">')[1].split("</section>")[0]
+    items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", top))
+    assert items["data"] == "mnist-strips, 400 training images" and items["epochs"] == "1 per model"
+    assert items["lambdas"] == "0.001, 10, and post-hoc" and items["seeds"].startswith("0 (one seed: no interval")
+    name = {"post-hoc": "post-hoc"}
+    assert items["best test accuracy"] == f"{100 * accuracy[best]:.1f} % ({name.get(best, 'lambda ' + best)})"
+    assert items["worst test accuracy"].endswith(f"({name.get(worst, 'lambda ' + worst)})")
+    assert "centre to edge: P(x)" in top and "mlp probe: NAME" in top  # what the columns mean
+    assert text.index('id="summary"') < text.index('id="sweep"')  # at the top
     # two plots; the perception grid as 8 images x 4 models, each cell labelled with its model
     assert text.count('<img class="plot"') == 2 and text.count('<figure class="cell"') == 32
     model_report = CliRunner().invoke(main, ["report", str(out / "lam10-seed0")])

@@ -173,8 +173,9 @@ def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: to
     return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
 
 
-def attack_table(summaries: dict[str, dict]) -> str:
-    """The summaries of evaluate_attack as a plain-text table, one column per run."""
+def attack_rows(summaries: dict[str, dict]) -> list[list[str]]:
+    """The summaries of evaluate_attack as rows of text, a measure and one value per run (the
+    CLI prints them aligned, the report as an HTML table)."""
     names = list(summaries)
     rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
             ("robust accuracy", lambda s: s["robust_accuracy"]),
@@ -193,12 +194,20 @@ def attack_table(summaries: dict[str, dict]) -> str:
             for label in ("adversarial_label", "true_label"):
                 rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
                              lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
+    return [[label] + [f"{value(summaries[n]):.3f}" if "AUC" in label else format_rate(value(summaries[n]))
+                       for n in names] for label, value in rows]
+
+
+RATES_NOTE = "(rates: 95 % Wilson intervals in brackets)"
+
+
+def attack_table(summaries: dict[str, dict]) -> str:
+    """The summaries of evaluate_attack as a plain-text table, one column per run."""
+    rows = attack_rows(summaries)
     width = max(len(r[0]) for r in rows) + 2
-    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in names)
-    lines = [header] + [f"{label:<{width}}" + "".join(f"{value(summaries[n]):>26.3f}" if "AUC" in label
-                                                      else f"{format_rate(value(summaries[n])):>26}" for n in names)
-                        for label, value in rows]
-    return "\n".join(lines + ["(rates: 95 % Wilson intervals in brackets)"])
+    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in summaries)
+    lines = [header] + [f"{label:<{width}}" + "".join(f"{value:>26}" for value in values) for label, *values in rows]
+    return "\n".join(lines + [RATES_NOTE])
 
 
 # --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
@@ -245,19 +254,22 @@ def adaptive_row(beta: float, summary: dict) -> dict:
             "judges_on_P(x_adv)": {name: j["on_P(x_adv)"] for name, j in summary["judges"].items()}}
 
 
+def adaptive_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The rows of ``adaptive_row`` as a header and rows of text, one row per beta."""
+    judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
+    header = (["beta", "success", "detector AUC", "pixel AUC", "shuffled AUC"]
+              + [h for judge in judges for h in (f"{judge}: P(x_adv) read as adversarial", f"{judge}: P(x_adv) read as true")])
+    return header, [[f"{row['beta']:g}", format_rate(row["attack_success"]), f"{row['auroc']:.3f}",
+                     f"{row['baselines']['pixel_statistic']:.3f}", f"{row['baselines']['shuffled_perturbation']:.3f}"]
+                    + [format_rate(row["judges_on_P(x_adv)"][judge][label]) for judge in judges
+                       for label in ("adversarial_label", "true_label")] for row in rows]
+
+
 def adaptive_table(rows: list[dict]) -> str:
     """The rows of ``adaptive_row`` as a plain-text table, one line per beta."""
-    judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
-    header = (f"{'beta':>6}{'success':>22}{'detector AUC':>14}{'pixel AUC':>11}{'shuffled AUC':>14}"
-              + "".join(f"{judge + ': P(x_adv) read as adversarial':>42}{'read as true':>22}" for judge in judges))
-    lines = [header]
-    for row in rows:
-        readings = [row["judges_on_P(x_adv)"][judge] for judge in judges]
-        lines.append(f"{row['beta']:>6g}{format_rate(row['attack_success']):>22}{row['auroc']:>14.3f}"
-                     f"{row['baselines']['pixel_statistic']:>11.3f}{row['baselines']['shuffled_perturbation']:>14.3f}"
-                     + "".join(f"{format_rate(r['adversarial_label']):>42}{format_rate(r['true_label']):>22}"
-                               for r in readings))
-    return "\n".join(lines)
+    header, cells = adaptive_cells(rows)
+    widths = [6, 22, 14, 11, 14] + [42, 36] * ((len(header) - 5) // 2)
+    return "\n".join("".join(f"{text:>{w}}" for text, w in zip(line, widths)) for line in [header, *cells])
 
 
 def run_judge(judge_run: str | Path, attacked_run: str | Path, device: str = "cpu") -> ModelJudge:

@@ -3,11 +3,13 @@
 // input clears that section's old results; every request's failure ends in a status line
 // (never an uncaught rejection); answers to superseded requests are dropped.
 const state = { info: null, selected: null, offset: 0, total: 0, galleryRun: 0,
-                frames: [], layer: null, map: null, path: null, attacked: false, seq: {} };
+                frames: [], layer: null, map: null, paths: [], attacked: false, seq: {} };
 const $ = (id) => document.getElementById(id);
 const pct = (c) => (100 * c).toFixed(0) + "%";
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const RETRIES = 5;
+const MAP_SIZE = 420;  // each map canvas's drawing size; CSS scales it to the column
+const PLACE_POLL_MS = 400;  // how often a waiting request asks for its place in the model's queue
 
 function status(name, kind, text) {
   const line = $(`${name}-status`);
@@ -19,20 +21,41 @@ function explain(response, body) {
   return detail || `${response.status} ${response.statusText}`;
 }
 
-// fetch for one section: "busy" while it runs, "queued" while the server is full, an error
-// line when it fails; returns the JSON body, or null when it failed or was superseded.
+// While a request waits for the model, asks the server where it stands in the queue (by the
+// ticket it was sent with) and says so: "queued: 2 ahead of you", then "working…" when it runs.
+function watchPlace(section, ticket, current) {
+  let done = false;
+  const poll = async () => {
+    const place = await fetch(`/api/queue?ticket=${ticket}`).then((r) => r.json()).catch(() => ({}));
+    if (done || !current()) return;  // answered meanwhile: its own status line stands
+    if (place.ahead > 0) status(section, "queued", `queued: ${place.ahead} ahead of you`);
+    else if (place.ahead === 0) status(section, "busy", "working…");
+    timer = setTimeout(poll, PLACE_POLL_MS);
+  };
+  let timer = setTimeout(poll, PLACE_POLL_MS);
+  return () => { done = true; clearTimeout(timer); };
+}
+
+// fetch for one section: "busy" while it runs, "queued" while it waits for the model or the
+// server is full, an error line when it fails; returns the JSON body, or null when it failed
+// or was superseded.
 async function call(section, url, options = {}) {
   const seq = (state.seq[section] = (state.seq[section] || 0) + 1);
   const current = () => state.seq[section] === seq;
+  const ticket = `${section}-${seq}-${Math.random().toString(36).slice(2)}`;
+  options = { ...options, headers: { ...options.headers, "x-ticket": ticket } };
   status(section, "busy", "working…");
   for (let attempt = 0; ; attempt++) {
     let response, body;
+    const stopWatching = watchPlace(section, ticket, current);
     try {
       response = await fetch(url, options);
       body = await response.json().catch(() => ({}));
     } catch (err) {
       if (current()) status(section, "error", "The explorer does not answer: is `perceptreg explore` still running? Start it again and reload this page.");
       return null;
+    } finally {
+      stopWatching();
     }
     if (!current()) return null;
     if (response.status === 503 && attempt < RETRIES) {
@@ -129,7 +152,7 @@ function select(item) {
 
 // --- attack ---------------------------------------------------------------------------------
 function clearAttack() {
-  state.attacked = false; state.seq.attack = (state.seq.attack || 0) + 1; state.path = null;
+  state.attacked = false; state.seq.attack = (state.seq.attack || 0) + 1; state.paths = [];
   $("attack-result").replaceChildren(); $("attack-numbers").textContent = "";
   status("attack", "done", ""); drawMap();
 }
@@ -169,7 +192,7 @@ async function attack() {
   $("attack-result").dataset.clean = r.clean.prediction;
   $("attack-numbers").textContent = `eps ${body.eps} (${body.norm === "linf" ? "L-inf" : "L2"}): L-inf distance ${r.linf_distance.toFixed(3)}, L2 distance ${r.l2_distance.toFixed(2)}. ` +
     `H on x: ${top3(r.clean.probabilities)}; on x_adv: ${top3(r.adversarial.probabilities)}.`;
-  state.attacked = true; state.path = r.path; drawMap();
+  state.attacked = true; state.paths = [r.path, ...r.compared.map((c) => c.path)]; drawMap();
 }
 
 // --- latent walk ----------------------------------------------------------------------------
@@ -199,14 +222,32 @@ async function edit() {
 }
 
 // --- map of z -------------------------------------------------------------------------------
+// One map per run (each run has its own z), of the same test images; an attack's path is drawn
+// on each run's map.
 async function loadMap() {
-  state.map = null; drawMap();
+  state.map = null; $("maps").replaceChildren(); $("map-sample").textContent = "";
   const query = state.layer ? `?layer=${encodeURIComponent(state.layer)}` : "";
   const map = await call("map", `/api/map${query}`);
   if (!map) return;
-  const xs = map.points.map((p) => p[0]), ys = map.points.map((p) => p[1]);
-  const pad = (lo, hi) => [lo - 0.05 * (hi - lo || 1), hi + 0.05 * (hi - lo || 1)];
-  state.map = { ...map, x: pad(Math.min(...xs), Math.max(...xs)), y: pad(Math.min(...ys), Math.max(...ys)) };
+  const pad = (values) => {
+    const lo = Math.min(...values), hi = Math.max(...values), margin = 0.05 * (hi - lo || 1);
+    return [lo - margin, hi + margin];
+  };
+  state.map = { ...map, runs: map.maps.map((m) => ({ ...m, x: pad(m.points.map((p) => p[0])), y: pad(m.points.map((p) => p[1])) })) };
+  $("maps").replaceChildren(...state.map.runs.map((m, k) => {
+    const box = document.createElement("div"); box.className = "map-box";
+    if (state.map.runs.length > 1) {
+      const name = document.createElement("div"); name.className = "compare-name"; name.textContent = m.run;
+      box.append(name);
+    }
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = MAP_SIZE; canvas.dataset.testid = "map"; canvas.onclick = (event) => clickMap(event, k);
+    box.append(canvas);
+    return box;
+  }));
+  if (map.index.length < map.total) {
+    $("map-sample").textContent = `The map shows ${map.index.length} of the ${map.total} test images, a random sample (the same on every start).`;
+  }
   $("map-legend").replaceChildren(...state.info.classes.map((name, k) => {
     const key = document.createElement("span");
     key.innerHTML = `<i style="background:${COLOURS[k % COLOURS.length]}"></i>`; key.append(name);
@@ -215,43 +256,48 @@ async function loadMap() {
   drawMap();
 }
 
-function mapPixel(point) {
-  const m = state.map, canvas = $("map");
-  return [(point[0] - m.x[0]) / (m.x[1] - m.x[0]) * canvas.width, (1 - (point[1] - m.y[0]) / (m.y[1] - m.y[0])) * canvas.height];
+function mapPixel(point, k = 0) {
+  const m = state.map.runs[k];
+  return [(point[0] - m.x[0]) / (m.x[1] - m.x[0]) * MAP_SIZE, (1 - (point[1] - m.y[0]) / (m.y[1] - m.y[0])) * MAP_SIZE];
 }
 
 function drawMap() {
-  const canvas = $("map"), ctx = canvas.getContext("2d");
-  ctx.clearRect(0, 0, canvas.width, canvas.height);
   if (!state.map) return;
-  state.map.points.forEach((point, i) => {
-    const [x, y] = mapPixel(point);
-    ctx.fillStyle = COLOURS[state.map.labels[i] % COLOURS.length];
-    ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
-    if (state.map.predictions[i] !== state.map.labels[i]) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke(); }
+  document.querySelectorAll("#maps canvas").forEach((canvas, k) => {
+    const ctx = canvas.getContext("2d"), m = state.map.runs[k];
+    ctx.clearRect(0, 0, MAP_SIZE, MAP_SIZE);
+    m.points.forEach((point, i) => {
+      const [x, y] = mapPixel(point, k);
+      ctx.fillStyle = COLOURS[state.map.labels[i] % COLOURS.length];
+      ctx.beginPath(); ctx.arc(x, y, 2.5, 0, 2 * Math.PI); ctx.fill();
+      if (m.predictions[i] !== state.map.labels[i]) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke(); }
+    });
+    if (state.paths[k]) drawPath(ctx, state.paths[k].map((point) => mapPixel(point, k)));
   });
-  if (state.path) drawPath(ctx, state.path.map(mapPixel));
 }
 
 function drawPath(ctx, pixels) {
-  ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
-  ctx.beginPath(); pixels.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke();
+  // black on a white halo: it stands out from the points, black rings included
+  for (const [colour, width] of [["#fff", 6], ["#000", 2.5]]) {
+    ctx.strokeStyle = colour; ctx.lineWidth = width; ctx.lineJoin = "round";
+    ctx.beginPath(); pixels.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y))); ctx.stroke();
+  }
   const ends = [[pixels[0], "#fff"], [pixels[pixels.length - 1], "#000"]];
-  for (const [[x, y], fill] of ends) { ctx.fillStyle = fill; ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
+  ctx.strokeStyle = "#000"; ctx.lineWidth = 2;
+  for (const [[x, y], fill] of ends) { ctx.fillStyle = fill; ctx.beginPath(); ctx.arc(x, y, 6, 0, 2 * Math.PI); ctx.fill(); ctx.stroke(); }
 }
 
-function clickMap(event) {
-  if (!state.map) return;
-  const canvas = $("map"), box = canvas.getBoundingClientRect();
-  const at = [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
+function clickMap(event, k) {
+  const canvas = event.currentTarget, box = canvas.getBoundingClientRect();
+  const at = [(event.clientX - box.left) * MAP_SIZE / box.width, (event.clientY - box.top) * MAP_SIZE / box.height];
   let best = -1, bestDistance = 64;  // within 8 px
-  state.map.points.forEach((point, i) => {
-    const [x, y] = mapPixel(point), d = (x - at[0]) ** 2 + (y - at[1]) ** 2;
+  state.map.runs[k].points.forEach((point, i) => {
+    const [x, y] = mapPixel(point, k), d = (x - at[0]) ** 2 + (y - at[1]) ** 2;
     if (d < bestDistance) { best = i; bestDistance = d; }
   });
   if (best < 0) return;
   const classes = state.info.classes;
-  select({ index: state.map.index[best], label: classes[state.map.labels[best]], prediction: classes[state.map.predictions[best]] });
+  select({ index: state.map.index[best], label: classes[state.map.labels[best]], prediction: classes[state.map.runs[k].predictions[best]] });
 }
 
 // --- your own digit -------------------------------------------------------------------------
@@ -307,7 +353,6 @@ function setUpControls() {
   $("edit-target").onchange = clearWalk;
   for (const id of ["filter-label", "filter-show", "filter-sort"]) $(id).onchange = resetGallery;
   $("more").onclick = loadGallery;
-  $("map").onclick = clickMap;
   $("upload").onchange = () => perceive($("upload").files[0]);
   setUpCanvas();
 }

@@ -30,7 +30,7 @@ from perceptreg.attacks import DEFAULT_EPS, DEFAULT_STEPS, PGD, check_target
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
 from perceptreg.errors import PerceptregError
 from perceptreg.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
-from perceptreg.explorer_survey import Show, Sort, Survey
+from perceptreg.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 from perceptreg.runs import load_data, load_model
 
 MAX_STEPS = 500
@@ -38,7 +38,6 @@ MAX_GALLERY = 64
 MAX_UPLOAD_BYTES = 2_000_000
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64_000  # the upload and its multipart headers
 MAX_UPLOAD_PIXELS = 4096 * 4096
-MAX_MAP_POINTS = 2000  # points on the map of z: enough to see the classes, light for the page
 ALPHAS = latent.DEFAULT_ALPHAS
 __all__ = ["Explorer", "create_app", "serve_in_background"]
 
@@ -104,7 +103,9 @@ class Explorer:
                                       f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = load_data(self.run)[1]
         self.classes = self.test.classes
-        self.surveys: dict[str | None, Survey] = {}
+        self.map_index = sample(len(self.test))  # the same images on every run's map
+        self._scores: dict[torch.nn.Module, Scores] = {}  # per model, computed on first use
+        self._maps: dict[torch.nn.Module, LatentMap] = {}
         self.queue = ModelQueue([*self.views.values(), *self.compared.values()])
 
     def image(self, index: int) -> torch.Tensor:
@@ -125,11 +126,17 @@ class Explorer:
             raise HTTPException(422, f"layer must be one of {choices}, got {layer!r}")
         return self.views[layer]
 
-    def survey(self, layer: str | None) -> Survey:
-        """The test set through ``layer``'s model, computed on first use (on the model thread)."""
-        if layer not in self.surveys:
-            self.surveys[layer] = Survey.of(self.view(layer), self.test.images, self.test.labels, self.device)
-        return self.surveys[layer]
+    def scores(self, model) -> Scores:
+        """``model``'s reading of every test image, computed on first use (on the model thread)."""
+        if model not in self._scores:
+            self._scores[model] = Scores.of(model, self.test.images, self.device)
+        return self._scores[model]
+
+    def latent_map(self, model) -> LatentMap:
+        """``model``'s map of z, computed on first use (on the model thread)."""
+        if model not in self._maps:
+            self._maps[model] = LatentMap.of(model, self.test.images, self.map_index, self.device)
+        return self._maps[model]
 
     @torch.no_grad()
     def describe(self, model, images: torch.Tensor) -> list[dict]:
@@ -148,7 +155,8 @@ class Explorer:
         model = self.view(layer)
         if label is not None:
             self.check_target(label)
-        chosen = self.survey(layer).select(label, show, sort)
+        scores = self.scores(model) if needs_scores(show, sort) else None
+        chosen = select(self.test.labels, label, show, sort, scores)
         index = chosen[offset:offset + limit]
         images = to_float(self.test.images[index]).to(self.device)
         cards = self.describe(model, images) if len(images) else []
@@ -157,10 +165,13 @@ class Explorer:
                           for i, l, card in zip(index.tolist(), self.test.labels[index].tolist(), cards)]}
 
     def map(self, layer: str | None = None) -> dict:
-        survey = self.survey(layer)
-        shown = survey.select()[:MAX_MAP_POINTS]
-        return {"points": survey.points[shown].tolist(), "index": shown.tolist(),
-                "labels": survey.labels[shown].tolist(), "predictions": survey.predictions[shown].tolist()}
+        """Each run's map of z, of the same test images (a seeded sample of a large test set)."""
+        runs = {self.name: self.view(layer), **self.compared}
+        maps = {name: self.latent_map(model) for name, model in runs.items()}
+        return {"total": len(self.test), "index": self.map_index.tolist(),
+                "labels": self.test.labels[self.map_index].tolist(),
+                "maps": [{"run": name, "points": m.points.tolist(), "predictions": m.predictions.tolist()}
+                         for name, m in maps.items()]}
 
     def attack(self, request: AttackRequest) -> dict:
         model = self.view(request.layer)
@@ -170,24 +181,24 @@ class Explorer:
         if request.target is not None:
             self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
-        attack = PGD(model, eps=request.eps, steps=request.steps, norm=request.norm)
+        settings = {"eps": request.eps, "steps": request.steps, "norm": request.norm}
+        result = self._attack_on(model, x, label, targets, settings)
+        compared = [{"run": name, **self._attack_on(other, x, label, targets, settings)}
+                    for name, other in self.compared.items()]
+        return {"label": self.classes[int(label)], "run": self.name, **result, "compared": compared}
+
+    def _attack_on(self, model, x: torch.Tensor, label, targets, settings: dict) -> dict:
+        """One run's attack of x: its images, perceptions, distances, and its path on its own map."""
         with latents_seen(model) as path:
-            adversarial = attack(x, label, targets)
-        result = self._attack_result(model, x, adversarial)
+            adversarial = PGD(model, **settings)(x, label, targets)
+        clean, adv = self.describe(model, torch.cat([x, adversarial]))
         with torch.no_grad():
             ends = model(torch.cat([x, adversarial])).z
-        steps = self.survey(request.layer).project(torch.cat([ends[:1], *path, ends[1:]]))
-        compared = [{"run": name, **self._attack_result(other, x, PGD(other, eps=request.eps, steps=request.steps,
-                                                                         norm=request.norm)(x, label, targets))}
-                    for name, other in self.compared.items()]
-        return {"label": self.classes[int(label)], "run": self.name, **result, "path": steps.tolist(),
-                "compared": compared}
-
-    def _attack_result(self, model, x: torch.Tensor, adversarial: torch.Tensor) -> dict:
-        clean, adv = self.describe(model, torch.cat([x, adversarial]))
+        steps = self.latent_map(model).project(torch.cat([ends[:1], *path, ends[1:]]))
         difference = adversarial - x
         return {"clean": clean, "adversarial": adv, "difference": data_url(amplified(difference)[0]),
-                "linf_distance": difference.abs().max().item(), "l2_distance": difference.norm().item()}
+                "linf_distance": difference.abs().max().item(), "l2_distance": difference.norm().item(),
+                "path": steps.tolist()}
 
     def edit(self, request: EditRequest) -> dict:
         if self.model.classifier is None:  # a layer of an attached model: no C to read a latent
@@ -311,6 +322,12 @@ def create_app(run_dirs, device: str = "cpu", layer: str | None = None,
                 "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
                 "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
                 "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
+
+    @app.get("/api/queue")
+    async def place(ticket: Annotated[str, Query(max_length=100)]) -> dict:
+        """Where the request sent with `X-Ticket: ticket` stands: requests ahead of it, 0 when
+        it runs, null when it is not in the queue."""
+        return {"ahead": queue.ahead(ticket)}
 
     @app.get("/api/gallery")
     async def gallery(request: Request, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,

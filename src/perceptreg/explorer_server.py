@@ -1,8 +1,9 @@
 """The explorer's serving rules: one model thread behind a bounded queue, work of a client
 that left is cancelled, requests checked before they are read, and the listening socket.
 
-    queue = ModelQueue(capacity=8)
+    queue = ModelQueue(models, capacity=8)
     result = await queue.run(request, work, model, x)   # 503 when full; cancelled if the client leaves
+    queue.ahead("ticket-1")   # requests before the one sent with the header `X-Ticket: ticket-1`
     app.add_middleware(RequestGuard, hosts=("127.0.0.1", "localhost"), max_body=2_000_000)
 """
 
@@ -24,6 +25,7 @@ from perceptreg.errors import PerceptregError
 
 QUEUE_CAPACITY = 8  # waiting model requests; more would only lengthen everyone's wait
 DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
+TICKET_HEADER = "x-ticket"  # a request's name of its own choosing, to ask for its place in the queue
 
 
 class Cancelled(Exception):
@@ -50,12 +52,13 @@ class ModelQueue:
     overlap); at most ``capacity`` requests wait, further ones get a 503 with Retry-After.
 
     Request handlers await the work instead of blocking a thread, so pages and static
-    answers are served while the model is busy.
+    answers are served while the model is busy. A request sent with an ``X-Ticket`` header
+    can be found in the queue by that ticket (``ahead``), so a page can say where it stands.
     """
 
     def __init__(self, models, capacity: int = QUEUE_CAPACITY):
         self.models, self.capacity = list(models), capacity
-        self.waiting = 0
+        self._jobs: list[object] = []  # the tickets of the work submitted and not finished, in order
         self.cancelled = 0  # jobs stopped because their client left (for tests and benchmarks)
         self._lock = threading.Lock()
         # One intra-op thread: on one image, PyTorch's OpenMP team called from a thread other
@@ -66,10 +69,11 @@ class ModelQueue:
     async def run(self, request: Request, work, *args):
         """``work(*args)`` on the model thread; its result, a 503 when the queue is full, or
         nothing (a 499 nobody reads) when the client disconnects while it waits or runs."""
-        self._enter()
+        ticket = request.headers.get(TICKET_HEADER) or object()  # without one: a ticket nobody asks about
+        self._enter(ticket)
         flag = threading.Event()
         future = self._worker.submit(self._guarded, flag, work, *args)
-        future.add_done_callback(self._leave)
+        future.add_done_callback(lambda _: self._leave(ticket))
         result = asyncio.wrap_future(future)
         while not result.done():
             await asyncio.wait([result], timeout=DISCONNECT_POLL_S)
@@ -83,18 +87,31 @@ class ModelQueue:
         except (Cancelled, CancelledError) as err:
             raise HTTPException(499, "the client closed the connection") from err
 
-    def _enter(self) -> None:
-        with self._lock:
-            if self.waiting >= self.capacity:
-                raise HTTPException(503, f"the explorer is busy ({self.waiting} requests wait for the model); "
-                                         f"try again in a moment", headers={"Retry-After": "2"})
-            self.waiting += 1
+    @property
+    def waiting(self) -> int:
+        """Requests submitted to the model thread and not finished, the running one included."""
+        return len(self._jobs)
 
-    def _leave(self, future) -> None:
+    def ahead(self, ticket: str) -> int | None:
+        """How many requests the model serves before the one with ``ticket`` (0: it runs now);
+        None when no such request waits (not yet arrived, or already answered)."""
         with self._lock:
-            self.waiting -= 1
+            return self._jobs.index(ticket) if ticket in self._jobs else None
+
+    def _enter(self, ticket) -> None:
+        with self._lock:
+            if len(self._jobs) >= self.capacity:
+                raise HTTPException(503, f"the explorer is busy ({len(self._jobs)} requests wait for the model); "
+                                         f"try again in a moment", headers={"Retry-After": "2"})
+            self._jobs.append(ticket)
+
+    def _leave(self, ticket) -> None:
+        with self._lock:
+            self._jobs.remove(ticket)
 
     def _guarded(self, flag: threading.Event, work, *args):
+        if flag.is_set():  # its client left while it waited: nothing to do
+            raise Cancelled
         with cancellable(self.models, flag):
             return work(*args)
 

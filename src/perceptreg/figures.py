@@ -93,18 +93,20 @@ def image_grid(images: torch.Tensor, ncols: int, cells: Sequence[Cell | str] | N
         raise PerceptregError(f"{len(cells)} captions for {len(images)} images")
     n, c, h, w = images.shape
     cells = [Cell(x) if isinstance(x, str) else x for x in (cells or [Cell("")] * n)]
-    lines = 0 if not any(x.label for x in cells) else 2 if any(x.caption for x in cells) else 1
     pixels = (images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
               .expand(n, 3, h, w).permute(0, 2, 3, 1).cpu().numpy())  # (N, H, W, 3)
     pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
-    cell_h, cell_w = h * scale + lines * CAPTION_HEIGHT, w * scale
+    cell_w = w * scale
     nrows = -(-n // ncols)
+    # each row as many caption lines as its cells need: a row of P(x) (a label, no reading)
+    # gets one line, not an empty second one
+    rows = [cells[r * ncols:(r + 1) * ncols] for r in range(nrows)]
+    lines = [0 if not any(x.label for x in row) else 2 if any(x.caption for x in row) else 1 for row in rows]
     width = max(ncols * (cell_w + PAD) + PAD, min_width)
     title_lines = _wrap(title, _font(), width - 2 * PAD)
-    top0 = len(title_lines) * TITLE_HEIGHT
-    canvas = np.full((top0 + nrows * (cell_h + PAD) + PAD, width, 3), 255, np.uint8)
-    boxes = [(PAD + (i % ncols) * (cell_w + PAD), top0 + PAD + (i // ncols) * (cell_h + PAD), cell_w, h * scale)
-             for i in range(n)]
+    tops = np.cumsum([len(title_lines) * TITLE_HEIGHT + PAD] + [h * scale + k * CAPTION_HEIGHT + PAD for k in lines])
+    canvas = np.full((int(tops[-1]), width, 3), 255, np.uint8)  # tops[-1]: under the last row and its PAD
+    boxes = [(PAD + (i % ncols) * (cell_w + PAD), int(tops[i // ncols]), cell_w, h * scale) for i in range(n)]
     for (left, top, _, _), cell_pixels in zip(boxes, pixels):
         canvas[top:top + h * scale, left:left + cell_w] = cell_pixels
     picture = Image.fromarray(canvas)
@@ -267,25 +269,27 @@ def noise_grid(model: PerceptionNet, noise: torch.Tensor, adversarial: torch.Ten
     return image_grid(torch.cat(pictures), columns, cells, cards=cards)
 
 
-def interpolation_grid(edited: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
+def interpolation_grid(images: torch.Tensor, edited: torch.Tensor, labels: torch.Tensor, confidence: torch.Tensor,
                        classes: Sequence[str], alphas: Sequence[float], title: str = "",
                        direction: str = "the direction") -> Grid:
-    """One row per image, one column per alpha: D(F(x) + a * dz), captioned with alpha and
-    H's prediction and confidence on that image. ``edited``: (B, A, C, H, W)."""
+    """One row per image: the original x, then one column per alpha: D(F(x) + a * dz),
+    captioned with alpha and H's prediction and confidence on that image.
+    ``images``: (B, C, H, W); ``edited``: (B, A, C, H, W)."""
     cells = []
     for row, (row_labels, row_conf) in enumerate(zip(labels.tolist(), confidence.tolist()), 1):
+        cells.append(Cell("x", alt=f"image {row}, the original x"))
         for a, p, c in zip(alphas, row_labels, row_conf):
             reading = h_caption(classes, p, c)
             cells.append(Cell(f"a={a:g}", reading, alt=f"image {row} edited along {direction}, "
                                                        f"D(F(x) + {a:g} dz); {reading}"))
-    return image_grid(edited.flatten(0, 1), edited.shape[1], cells,
-                      scale=4 if edited.shape[-1] < 48 else 2, title=title)
+    rows = torch.cat([images.unsqueeze(1).to(edited), edited], 1)  # (B, 1 + A, C, H, W)
+    return image_grid(rows.flatten(0, 1), rows.shape[1], cells, scale=4 if edited.shape[-1] < 48 else 2, title=title)
 
 
 EDIT_TITLES = {"per-image": "Per-image direction: each image moved along its own dz = F(x_adv) - F(x), "
                             "x_adv its attack toward {target}",
                "mean": "Mean direction: every image moved along one dz toward {target}, "
-                       "averaged over training images"}
+                       "averaged over {count} training images"}
 
 
 def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out: Path,
@@ -294,9 +298,9 @@ def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out:
     its change maps, with the target's region outlined; written into ``out``."""
     written = []
     for kind, edited in study.edited.items():
-        grid = interpolation_grid(edited[:rows], study.readings[kind]["H(image)"][:rows],
-                                  study.confidence[kind][:rows], classes, study.alphas,
-                                  EDIT_TITLES[kind].format(target=classes[study.target]), f"the {kind} direction")
+        title = EDIT_TITLES[kind].format(target=classes[study.target], count=study.direction.count)
+        grid = interpolation_grid(study.images[:rows], edited[:rows], study.readings[kind]["H(image)"][:rows],
+                                  study.confidence[kind][:rows], classes, study.alphas, title, f"the {kind} direction")
         written.append(save_png(grid, out / runs.INTERPOLATION_GRID.format(kind=kind)))
     maps = {f"{kind}: |change| a={study.alphas[0]:g} to {study.alphas[-1]:g}":
             latent.locality(edited, region.to(edited.device))["change_map"] for kind, edited in study.edited.items()}

@@ -233,6 +233,7 @@ class EditStudy:
     alphas: tuple[float, ...]
     target: int
     direction: Direction
+    images: torch.Tensor  # (B, C, H, W) the images edited
     edited: dict[str, torch.Tensor]  # "per-image" / "mean" -> (B, A, C, H, W)
     readings: dict[str, dict[str, torch.Tensor]]  # kind -> reader -> (B, A)
     confidence: dict[str, torch.Tensor]  # kind -> H's confidence (B, A)
@@ -268,7 +269,7 @@ def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack:
             entry["locality"] = {k: v for k, v in locality(edited[kind], region).items() if k != "change_map"}
         summary["directions"][kind] = entry
     summary["directions"]["mean"]["fitted_on"] = {"images": direction.count, "source": direction.source}
-    return EditStudy(alphas, target, direction, edited, readings, confidence, summary)
+    return EditStudy(alphas, target, direction, images, edited, readings, confidence, summary)
 
 
 # --- a study of a run folder (what `perceptreg interpolate` does) ------------------------------

@@ -71,7 +71,8 @@ def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]],
         elif all(isinstance(v, int) for v in x):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(series) > 1:  # one curve: the panel's title names it
+            ax.legend(fontsize=7)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     return _save_figure(figure, path)

@@ -7,7 +7,7 @@ import dataclasses
 import html
 from pathlib import Path
 
-from perceptreg import runs
+from perceptreg import checkpoint, runs
 from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.fitting import read_layers
 from perceptreg.report_html import table
@@ -33,8 +33,7 @@ def summary(run: Path) -> str:
         rows, warning = _attach_rows(run, config), ""
     else:
         rows, warning = _train_rows(run, config)
-    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
-    return f'{warning}<dl class="summary" data-testid="summary">{items}</dl>'
+    return f'{warning}<dl class="summary" data-testid="summary">{_items(rows)}</dl>'
 
 
 def _train_rows(run: Path, config: TrainConfig) -> tuple[list[tuple[str, str]], str]:
@@ -81,6 +80,56 @@ def _attach_rows(run: Path, config: AttachConfig) -> list[tuple[str, str]]:
                  ("reconstruction error", "mean squared error per pixel on the test set, by layer: " + ", ".join(
                      f"{r['name']} {r['test_recon_mse']:.4f}" for r in layers["layers"]))]
     return rows + [("H", H_DEFINITION), ("P_layer(x)", P_LAYER_DEFINITION)]
+
+
+COLUMNS = {  # what each column of a sweep's table measures, for the summary at the top
+    "test_accuracy": "test accuracy: the fraction of test images H classifies correctly",
+    "test_recon_mse": "test recon mse: mean squared error per pixel between x and P(x) on the test set",
+    "shape_spread": "shape spread: how much P(x)'s shapes vary across test images against the images' own, "
+                    "colour and contrast taken out (low: one ghostly shape in each image's colours, a collapse)",
+    "ce_share": "CE share of F's gradient: |grad CE| / (|grad CE| + |grad lambda x recon|) on F's parameters "
+                "(near 1: F learns the task; near 0: F is an auto-encoder's encoder)",
+    "centre_to_edge": "centre to edge: P(x)'s error in the middle half of the columns over that in the outer "
+                      "quarters (well below 1: the perception keeps the centre and loses the edges)",
+    "probe": "probe: NAME: test accuracy of a linear probe reading NAME from the frozen z",
+    "mlp probe": "mlp probe: NAME: the same read by a small MLP (64 ReLU units)",
+}
+
+
+def _items(rows: list[tuple[str, str]]) -> str:
+    return "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
+
+
+def sweep_summary(folder: Path) -> str:
+    """A sweep in a few lines: data, lambdas, seeds, epochs, the best and worst test
+    accuracy, and what the table's columns mean."""
+    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
+    config, rows = sweep["config"], sweep["rows"]
+    variants = [f"lambda {r['variant']}" if r["variant"] != "post-hoc" else "post-hoc" for r in rows]
+    pairs = list(zip(rows, variants))
+    best = max(pairs, key=lambda pair: pair[0]["test_accuracy"])  # a tie: the first in the table
+    worst = min(pairs, key=lambda pair: pair[0]["test_accuracy"])
+
+    seeds = config["seeds"]
+
+    def accuracy(pair) -> str:  # one seed has no interval: no "± 0.0" that reads as a measured one
+        row, name = pair
+        interval = f" ± {100 * row['test_accuracy_ci95']:.1f}" if len(seeds) > 1 else ""
+        return f"{percent(row['test_accuracy'])}{interval} ({name})"
+    lambdas = ", ".join(f"{lam:g}" for lam in sorted(config["lams"])) + (", and post-hoc" if config["post_hoc"] else "")
+    items = [("what", "one model per lambda and seed, trained jointly on cross-entropy + lambda x reconstruction "
+                      "error" + ("; post-hoc: F and C trained alone, then D" if config["post_hoc"] else "")),
+             ("data", f"{config['dataset']}, {config['train_size'] or 'all its'} training images"),
+             ("lambdas", lambdas),
+             ("seeds", f"{', '.join(map(str, seeds))} (mean ± 95 % interval over {len(seeds)} seeds)" if len(seeds) > 1
+              else f"{seeds[0]} (one seed: no interval; give --seeds 0,1 for one)"),
+             ("epochs", f"{config['epochs']} per model"),
+             ("best test accuracy", accuracy(best)), ("worst test accuracy", accuracy(worst))]
+    shown = [key for key in rows[0] if not key.endswith("_ci95")]
+    columns = [text for key, text in COLUMNS.items()
+               if key in shown or any(k.startswith(key + ": ") for k in shown)]
+    return (f'<dl class="summary" data-testid="summary">{_items(items)}</dl><p>The table\'s columns:</p><ul>'
+            + "".join(f"<li>{html.escape(c)}</li>" for c in columns) + "</ul>")
 
 
 def _lambda(config: TrainConfig | AttachConfig) -> str:
