@@ -98,9 +98,9 @@ def _spread_ratio(mean: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def latents(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
             device: torch.device | str = "cpu") -> torch.Tensor:
-    """z = F(x) for every image, flattened: (N, latent size)."""
+    """z = F(x) for every image, flattened: (N, latent size), on the CPU (where probes fit and labels live)."""
     with evaluating(model):
-        return torch.cat([model.encoder(x).flatten(1).float() for x, _ in batches(data, batch_size, device=device)])
+        return torch.cat([model.encoder(x).flatten(1).float().cpu() for x, _ in batches(data, batch_size, device=device)])
 
 
 def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Tensor, test_y: torch.Tensor,
@@ -113,7 +113,7 @@ def linear_probe(train_z: torch.Tensor, train_y: torch.Tensor, test_z: torch.Ten
     mean, std = train_z.mean(0), train_z.std(0).clamp_min(1e-6)
     x_train, x_test = (train_z - mean) / std, (test_z - mean) / std
     classes = int(max(train_y.max(), test_y.max())) + 1
-    probe = torch.nn.Linear(x_train.shape[1], classes)
+    probe = torch.nn.Linear(x_train.shape[1], classes, device=x_train.device)
     torch.nn.init.zeros_(probe.weight)
     torch.nn.init.zeros_(probe.bias)
     optimizer = torch.optim.LBFGS(probe.parameters(), max_iter=max_iter, line_search_fn="strong_wolfe")

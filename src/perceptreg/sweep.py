@@ -197,6 +197,13 @@ def collapse_note(rows: list[dict]) -> str | None:
             f"spread below {metrics.SHAPE_COLLAPSE_RATIO}): " + ", ".join(collapsed))
 
 
+def _cell(row: dict, column: str) -> str:
+    digits = 4 if "mse" in column else 3
+    # one seed has no interval: no "± 0.000" that reads as a measured one
+    interval = f" ± {row[column + '_ci95']:.{digits}f}" if row["seeds"] > 1 else ""
+    return f"{row[column]:.{digits}f}{interval}"
+
+
 def sweep_table(summary: dict) -> str:
     """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
     rows = summary["rows"]
@@ -204,8 +211,7 @@ def sweep_table(summary: dict) -> str:
     header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 2)]
     for row in rows:
-        cells = [f"{row[c]:.4f} ± {row[c + '_ci95']:.4f}" if "mse" in c else f"{row[c]:.3f} ± {row[c + '_ci95']:.3f}"
-                 for c in columns]
+        cells = [_cell(row, c) for c in columns]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
     if collapse_note(rows):
         lines += ["", collapse_note(rows)]

@@ -86,8 +86,11 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
         runs.prepare(run_dir, config, resume)
     cluster.barrier()
     # channels-last lets oneDNN (CPU) and cuDNN skip layout conversions around every conv:
-    # about 8 % more images/s on the MNIST net here (bench/train_throughput.py).
-    model.to(device, memory_format=torch.channels_last)
+    # about 8 % more images/s on the MNIST net here (bench/train_throughput.py). Compiled
+    # steps keep the default layout: inductor mis-strides the channels-last convolution
+    # backward (torch 2.11 on an H200: an assertion error in the first step).
+    memory_format = torch.contiguous_format if config.compile else torch.channels_last
+    model.to(device, memory_format=memory_format)
     # fused: one kernel updates all parameters instead of a dozen small ops per tensor.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
     # bf16 needs no loss scaling; fp16 (older GPUs) does. On CPU both are off.
@@ -123,7 +126,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
         for step, ((images, labels), global_size) in enumerate(tqdm(
                 zip(batch_iter, global_sizes), total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
                 disable=not progress, leave=False, unit="batch")):
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 parts = objective(images, labels, phase)
             # This rank's share of the global batch: DDP averages gradients over ranks, so
