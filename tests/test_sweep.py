@@ -44,6 +44,11 @@ def test_sweep_measures_what_drives_each_model(quick_sweep):
     rows = [dict(r, collapsed=1 if r["variant"] == "10" else 0) for r in summary["rows"]]
     assert sweep.collapse_note(rows).endswith("shape spread below 0.45): 10 (1 of 1 seeds)")
     assert sweep.collapse_note([dict(r, collapsed=0) for r in rows]) is None
+    assert "±" not in (out / "sweep.md").read_text()  # one seed: no interval, not "± 0.000"
+    two_seeds = {"seeds": 2, "test_accuracy": 0.5, "test_accuracy_ci95": 0.1, "test_recon_mse": 0.02,
+                 "test_recon_mse_ci95": 0.001}
+    assert [sweep.format_cell(two_seeds, c) for c in ("test_accuracy", "test_recon_mse")] == [
+        "0.500 ± 0.100", "0.0200 ± 0.0010"]
 
 
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):

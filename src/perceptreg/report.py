@@ -142,7 +142,7 @@ def _sweep(run: Path) -> str:
     rows = sweep["rows"]
     columns = sweep_module.measured_columns(rows)
     measured = table(["lambda", "seeds"] + [sweep_module.column_name(c) for c in columns],
-                     [[r["variant"], r["seeds"]] + [f"{r[c]:.4g} ± {r[c + '_ci95']:.2g}" for c in columns] for r in rows])
+                     [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows])
     if sweep_module.collapse_note(rows):
         measured += f'<p class="warning">{html.escape(sweep_module.collapse_note(rows))}</p>'
     pixel_probes = sweep.get("pixel_probes", {})
@@ -154,7 +154,7 @@ def _sweep(run: Path) -> str:
         (runs.SWEEP_PERCEPTION, "the same test images perceived by each model, one column per lambda"),
         (runs.SWEEP_ATTENTION, "squared reconstruction error per pixel, averaged over the test set, per model"),
         (runs.SWEEP_PROBES, "linear probe accuracy on frozen z, per model")) if (folder / f).exists())
-    return note + "<p>Mean ± 95 % interval over seeds.</p>" + measured + images
+    return note + "<p>Mean ± 95 % interval over seeds (none with one seed).</p>" + measured + images
 
 
 @_reads(runs.SWEEP_CONFIG, "sweep")

@@ -197,7 +197,8 @@ def collapse_note(rows: list[dict]) -> str | None:
             f"spread below {metrics.SHAPE_COLLAPSE_RATIO}): " + ", ".join(collapsed))
 
 
-def _cell(row: dict, column: str) -> str:
+def format_cell(row: dict, column: str) -> str:
+    """A row's mean in ``column`` with its interval over seeds (none for one seed)."""
     digits = 4 if "mse" in column else 3
     # one seed has no interval: no "± 0.000" that reads as a measured one
     interval = f" ± {row[column + '_ci95']:.{digits}f}" if row["seeds"] > 1 else ""
@@ -211,7 +212,7 @@ def sweep_table(summary: dict) -> str:
     header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
     lines = [header, "|" + " --- |" * (len(columns) + 2)]
     for row in rows:
-        cells = [_cell(row, c) for c in columns]
+        cells = [format_cell(row, c) for c in columns]
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
     if collapse_note(rows):
         lines += ["", collapse_note(rows)]
