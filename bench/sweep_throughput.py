@@ -26,9 +26,11 @@ slightly overstated.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -62,8 +64,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=workers.available_cores())
     parser.add_argument("--only", default=",".join(ARRANGEMENTS),
                         help="arrangements to compare, comma-separated (sequential is always run)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA, compare sequential and ensemble)")
     args = parser.parse_args()
-    sweep = SweepConfig(epochs=args.epochs, train_size=args.train_size)
+    # Short trainings leave decoders collapsed, and every member would warn of it, here and in the workers
+    os.environ["PYTHONWARNINGS"] = "ignore::RuntimeWarning"
+    warnings.simplefilter("ignore", RuntimeWarning)
+    sweep = SweepConfig(epochs=args.epochs, train_size=args.train_size, device=args.device)
     members = sweep.variants()
     images = sum(config.total_epochs * args.train_size for _, config in members)
     flops = training_flops_per_image(sweep.batch_size, members[0][1].arch)
@@ -75,7 +81,7 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in names}
     shares: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.rounds):
-        ceiling = matmul_flops_per_second()
+        ceiling = matmul_flops_per_second(device=args.device)
         order = names[round_ % len(names):] + names[:round_ % len(names)]
         with tempfile.TemporaryDirectory() as tmp:
             for name in order:

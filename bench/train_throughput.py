@@ -38,13 +38,18 @@ from perceptreg.train import train
 LAM = 1e-2
 
 
-def matmul_flops_per_second(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_flops_per_second(n: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """Dense fp32 matmul FLOP/s on ``device`` (TF32 off, as training's fp32 layers)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         a @ b
+    if a.is_cuda:
+        torch.cuda.synchronize()
     began = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    if a.is_cuda:
+        torch.cuda.synchronize()
     return 2 * n**3 * repeats / (time.perf_counter() - began)
 
 

@@ -92,6 +92,11 @@ def test_bad_input_is_one_line(runner, args, code, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_bad_beta_names_the_option_that_lists_it(runner, good_run):
+    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20"])
+    assert result.exit_code == 1 and result.output == "Error: --adaptive must be a finite number >= 0, got -1.0\n"
+
+
 def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
     user_file = Path(__file__).parent / "user_net.py"
     result = runner.invoke(main, ["train", "--model", f"{user_file}:nope", "--out", str(tmp_path / "r"), "--quiet"])

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 
@@ -5,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from perceptreg import sweep
+from perceptreg import data as datasets
+from perceptreg import metrics, sweep, workers
 from perceptreg.cli import main
 from perceptreg.errors import PerceptregError
 
@@ -54,11 +56,38 @@ def test_sweep_measures_what_drives_each_model(quick_sweep):
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
     out, _ = quick_sweep
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    saved = json.loads((out / "pixel_probes.json").read_text())
+    saved["linear"]["left_digit"] = 0.5  # a value no fit gives: seen in sweep.json only if read back
+    (out / "pixel_probes.json").write_text(json.dumps(saved))
     # --ensemble groups the members to train, and finished ones are not among them
     result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--ensemble", "--out", str(out)])
     assert result.exit_code == 0, result.output
     after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
     assert before == after  # finished models are loaded, not trained again
+    assert json.loads((out / "sweep.json").read_text())["pixel_probes"]["left_digit"] == 0.5  # nor probes refitted
+
+
+def test_pixel_probes_are_fitted_once_per_data(tmp_path, monkeypatch):
+    config = sweep.SweepConfig(train_size=60, seeds=(0,))
+    full_train, test_data = workers.load_dataset_once(config.dataset, None, datasets.image_shape_for(config.dataset))
+    test_data = datasets.training_subset(test_data, 100, 0)
+    fits = []
+    for name in ("linear_probe", "mlp_probe"):
+        monkeypatch.setattr(metrics, name, lambda *args, name=name: fits.append(name) or len(args[0]) / 100)
+
+    def probes(config):
+        return sweep.pixel_probes(tmp_path, config, sweep.probe_subset(full_train, config, 0), test_data)
+
+    first = probes(config)
+    assert first["linear"] == {name: 0.6 for name in ("left_digit", "right_digit", "foreground_colour",
+                                                      "background_colour")} and len(fits) == 8
+    assert probes(config) == first and len(fits) == 8  # read back, not fitted again
+    assert probes(dataclasses.replace(config, train_size=80))["mlp"]["left_digit"] == 0.8  # other data: fitted
+    assert json.loads((tmp_path / "pixel_probes.json").read_text())["fitted_on"]["train_size"] == 80
+    for damaged in ("{", '{"fitted_on": {}, "linear": {"left_digit": "x"}, "mlp": {}}'):
+        (tmp_path / "pixel_probes.json").write_text(damaged)
+        fits.clear()
+        assert probes(config) == first and len(fits) == 8  # a damaged cache is fitted again, not an error
 
 
 def test_report_of_a_sweep(quick_sweep):
@@ -104,3 +133,14 @@ def test_bad_sweep_input_is_one_line(tmp_path):
 
 def test_default_grid_is_the_papers_fig3():
     assert sweep.SweepConfig().lams == (1e-4, 1e-3, 1e-2, 1e2)
+
+
+def test_the_arrangement_is_chosen_for_the_device(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    on_cpu, on_cuda = sweep.SweepConfig(), sweep.SweepConfig(device="cuda")
+    assert (on_cpu.workers, on_cpu.ensemble) == (4, False)  # a one-thread worker per core
+    assert sweep.SweepConfig(lams=(1e-2,), seeds=(0,), post_hoc=False).workers == 1  # not more than the models
+    assert (on_cuda.workers, on_cuda.ensemble) == (1, True)  # one process, the members as an ensemble
+    assert sweep.SweepConfig(device="cuda", engine="ray").ensemble is False  # Ray trains members alone
+    given = sweep.SweepConfig(device="cuda", workers=3, ensemble=False)
+    assert (given.workers, given.ensemble) == (3, False)

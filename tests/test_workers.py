@@ -1,5 +1,8 @@
 """Sweep members trained side by side in worker processes."""
 
+import shutil
+import time
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -33,6 +36,12 @@ def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
     stamps = [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members]
     workers.train_all(members, workers=2, progress=False)
     assert [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members] == stamps
+    # the one member left trains in this process, with a worker's threads: the same weights
+    shutil.rmtree(members[1][1])
+    workers.train_all(members, workers=2, progress=False)
+    retrained = load_file(str(members[1][1] / runs.MODEL))
+    assert all(torch.equal(retrained[k], in_workers[1][k]) for k in retrained)
+    assert torch.get_num_threads() == threads  # and this process's own count is back
 
 
 def test_a_failing_member_is_reported_by_name(tmp_path):
@@ -41,3 +50,27 @@ def test_a_failing_member_is_reported_by_name(tmp_path):
         workers.train_all(members, workers=2, progress=False)
     with pytest.raises(PerceptregError, match="`workers` must be >= 1"):
         workers.train_all(members, workers=0)
+
+
+def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):
+    counted = []
+
+    class Bar:  # tqdm's interface, recording when each member was counted
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            pass
+
+        def update(self, n):
+            counted.append(time.time())
+
+    monkeypatch.setattr(workers, "tqdm", Bar)
+    short = (member(1e-2), tmp_path / "short")
+    long = (TrainConfig(lam=1.0, epochs=8, train_size=200, batch_size=50), tmp_path / "long")
+    workers.train_all([short, long], workers=2)
+    long_ended = (tmp_path / "long" / runs.MODEL).stat().st_mtime
+    assert len(counted) == 2 and counted[0] < long_ended - 0.5  # the short one, while the long one trained

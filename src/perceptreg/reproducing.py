@@ -48,12 +48,17 @@ class Claim:
     ours: Callable[[Path], str]  # reads the runs under the root
 
 
-def _read(path: Path, pick: Callable[[dict], str]) -> str:
-    """``pick`` applied to a results file; a missing file says which command makes it."""
+def _need(path: Path) -> Path:
+    """``path`` if it exists; else FileNotFoundError, which the table shows as the command that makes it."""
     if not path.exists():
         raise FileNotFoundError(path)
+    return path
+
+
+def _read(path: Path, pick: Callable[[dict], str]) -> str:
+    """``pick`` applied to a results file; a missing file says which command makes it."""
     try:
-        return pick(checkpoint.read_json(path))
+        return pick(checkpoint.read_json(_need(path)))
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise PerceptregError(f"{path}: not in the format perceptreg writes ({type(err).__name__}: {err}); "
                               f"make it again with the command in the table") from None
@@ -73,8 +78,7 @@ def _judge(summary: dict) -> dict:
 
 
 def _final(root: Path, run: str) -> str:
-    if not (root / run / runs.MODEL_META).exists():
-        raise FileNotFoundError(root / run / runs.MODEL_META)
+    _need(root / run / runs.MODEL_META)
     last, n = runs.read_metrics(root / run)[-1], len(runs.load_data(root / run)[1])
     accuracy = rate(round(last["test_accuracy"] * n), n)
     return f"test accuracy {format_rate(accuracy)} on {n} test images, MSE/pixel {last['test_recon_mse']:.4f}"

@@ -58,6 +58,7 @@ LAYERS_ATTACK_PNG = "layers_attack.png"  # x, x_adv, then P_layer(x_adv) at each
 # a sweep folder
 SWEEP_CONFIG = "sweep_config.json"
 SWEEP_JSON = "sweep.json"
+PIXEL_PROBES = "pixel_probes.json"  # the raw-pixel reference probes, fitted once per data
 SWEEP_MD = "sweep.md"
 SWEEP_PERCEPTION = "sweep_perception.png"
 SWEEP_ATTENTION = "sweep_attention.png"

@@ -10,16 +10,19 @@ Each model trains in its own run folder, so a killed sweep resumes model by mode
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from tqdm.auto import tqdm
 
-from perceptreg import checkpoint, figures, metrics, models, plots, ray_engine, runs, workers
+from perceptreg import checkpoint, devices, figures, metrics, models, plots, ray_engine, runs, schema, workers
 from perceptreg import data as datasets
 from perceptreg.config import TrainConfig
+from perceptreg.checkpoint import CheckpointError
 from perceptreg.errors import PerceptregError
 
 
@@ -39,8 +42,8 @@ class SweepConfig:
     data_root: str | None = None
     max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
     max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
-    workers: int = 1  # members trained at once, in processes sharing the cores (workers.py)
-    ensemble: bool = False  # joint members as vmapped ensembles, one per worker (ensemble.py); see README
+    workers: int | None = None  # members trained at once, in processes sharing the cores (workers.py); None: auto
+    ensemble: bool | None = None  # joint members as vmapped ensembles, one per worker (ensemble.py); None: auto
     engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
 
@@ -49,12 +52,20 @@ class SweepConfig:
             raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
-        workers.check_count(self.workers)
         if self.engine not in ENGINES:
             raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "ray" and self.ensemble:
             raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
-        self.variants()  # TrainConfig checks every setting, each lambda included, before any work
+        members = len(self.variants())  # TrainConfig checks every setting, each lambda included, before any work
+        on_cpu = devices.check_device_name(self.device).type == "cpu"
+        # Auto, from bench/sweep_throughput.py (README, 'The lambda sweep'): on CPU, members side
+        # by side in one-thread workers beat one process of all the cores (1.15x on 2 cores), and
+        # the ensemble gains nothing; on a GPU the ensemble pays (1.6-1.8x), extra processes do not.
+        if self.workers is None:
+            object.__setattr__(self, "workers", min(workers.available_cores(), members) if on_cpu else 1)
+        if self.ensemble is None:
+            object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local")
+        workers.check_count(self.workers)
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
         """(name, training config) of every model, seed by seed."""
@@ -105,19 +116,51 @@ def _measure(model, train_config: TrainConfig, train_data, test_data, device, ma
             "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors}
 
 
-def _pixel_probes(train_data, test_data, max_attributes: int) -> tuple[dict, dict]:
-    """The probes on raw pixels: how much of each attribute a linear (and a small MLP)
-    read-out gets from the image itself, the reference the probes on z are read against."""
+class PixelProbesFile(BaseModel):
+    """pixel_probes.json: the raw-pixel probes and the images they were fitted on (``fitted_on``)."""
+    model_config = ConfigDict(extra="forbid")
+    fitted_on: dict[str, str | int | None]
+    linear: dict[str, float]
+    mlp: dict[str, float]
+
+
+def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> dict:
+    """The probes on raw pixels, {"linear": {attribute: accuracy}, "mlp": {...}}: how much of
+    each attribute a linear (and a small MLP) read-out gets from the image itself, the
+    reference the probes on z are read against. They depend on the data alone, not on any
+    model, so a sweep run again (resumed, extended by a lambda) reads them from
+    pixel_probes.json instead of fitting them again; a file for other data, or a damaged
+    one, is fitted again and replaced."""
+    fitted_on = {"dataset": config.dataset, "data_root": config.data_root, "train_size": config.train_size,
+                 "seed": config.seeds[0], "max_probe_images": config.max_probe_images,
+                 "max_probe_attributes": config.max_probe_attributes}
+    path = out / runs.PIXEL_PROBES
+    if path.is_file():
+        with contextlib.suppress(CheckpointError):  # a cache: damaged means fit again, not stop
+            saved = schema.load_model_file(path, PixelProbesFile, "")
+            if saved["fitted_on"] == fitted_on:
+                return {"linear": saved["linear"], "mlp": saved["mlp"]}
     train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
-    names = list(train_data.attributes)[:max_attributes]
-    return tuple({name: probe(train_pixels, train_data.attributes[name].long(),
-                              test_pixels, test_data.attributes[name].long()) for name in names}
-                 for probe in (metrics.linear_probe, metrics.mlp_probe))
+    names = list(train_data.attributes)[:config.max_probe_attributes]
+    probes = {kind: {name: probe(train_pixels, train_data.attributes[name].long(),
+                                 test_pixels, test_data.attributes[name].long()) for name in names}
+              for kind, probe in (("linear", metrics.linear_probe), ("mlp", metrics.mlp_probe))}
+    checkpoint.write_json(path, {"fitted_on": fitted_on, **probes})
+    return probes
+
+
+def probe_subset(full_train, config: SweepConfig, seed: int):
+    """The images a member of ``seed`` is probed on: its own training subset (as `train`
+    draws it), capped at ``max_probe_images``. A probe on frozen z needs a few thousand; a
+    full-batch fit on 73k raw pixels would cost more than the training."""
+    trained_on = datasets.training_subset(full_train, config.train_size, seed)
+    return datasets.training_subset(trained_on, config.max_probe_images, seed)
 
 
 def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``:
-    sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png."""
+    sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png (and
+    pixel_probes.json, the raw-pixel probes kept for the next run)."""
     variants = config.variants()  # checks the dataset name before anything is written
     if config.engine == "ray":  # Ray installed, its address answering: before anything is written
         ray_engine.check(config.address, config.device)
@@ -127,26 +170,18 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
                                                       datasets.image_shape_for(config.dataset))
 
-    def train_part(seed: int):  # each model trains (and is probed) on its own seed's subset, as `train` does
-        return datasets.training_subset(full_train, config.train_size, seed)
-
     # Train first (side by side with several workers; finished members are skipped), then measure.
     members = [(train_config, out / name) for name, train_config in variants]
     if config.engine == "ray":  # each member a task with the threads a local worker would have
         ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
     else:
         workers.train_all(members, config.workers, progress, ensemble=config.ensemble)
-    # Probes fit on at most max_probe_images of a member's training images: a probe on frozen z
-    # needs a few thousand, and a full-batch fit on 73k raw pixels would cost more than training.
-    def probe_part(seed: int):
-        return datasets.training_subset(train_part(seed), config.max_probe_images, seed)
-
-    pixel_probes, pixel_mlp_probes = _pixel_probes(probe_part(config.seeds[0]), test_data, config.max_probe_attributes)
+    pixel = pixel_probes(out, config, probe_subset(full_train, config, config.seeds[0]), test_data)
     measured: dict[str, list[dict]] = {}
     first_models = {}
     for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
         model = runs.load_model(out / name, device=config.device)
-        result = _measure(model, train_config, probe_part(train_config.seed), test_data, config.device,
+        result = _measure(model, train_config, probe_subset(full_train, config, train_config.seed), test_data, config.device,
                           config.max_probe_attributes)
         measured.setdefault(_variant(train_config), []).append(result)
         first_models.setdefault(_variant(train_config), model)
@@ -155,7 +190,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
                        f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
                        f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
                        + (" [decoder collapsed]" if result["decoder_collapsed"] else ""))
-    summary = {**_summarise(measured, config), "pixel_probes": pixel_probes, "pixel_mlp_probes": pixel_mlp_probes}
+    summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"]}
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)

@@ -13,10 +13,11 @@ thread count sets the order of float sums, so not across thread counts).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -54,7 +55,10 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
     pending = unfinished(members)
     jobs = ensembles.jobs(pending, workers) if ensemble else [[member] for member in pending]
     if workers == 1 or len(jobs) <= 1:
-        with tqdm(total=len(pending), desc="sweep", unit="model", disable=not progress) as bar:
+        # A lone job of several workers' sweep (the rest finished) trains here with a worker's
+        # threads: the same weights as in a worker, so a resumed sweep ends as an unbroken one.
+        with tqdm(total=len(pending), desc="sweep", unit="model", disable=not progress) as bar, \
+                _threads(threads_per_worker(workers) if workers > 1 else torch.get_num_threads()):
             for job in jobs:
                 train_job(_portable(job))
                 bar.update(len(job))
@@ -67,10 +71,21 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
         with tqdm(total=len(pending), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
             remaining = set(futures)
             while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)  # the bar counts each as it ends
                 for future in done:
                     bar.update(len(futures[future]))
                     _raise_failure(future, ", ".join(str(d) for _, d in futures[future]), pool)
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    """torch's intra-op threads set to ``count`` inside, and back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def unfinished(members: list[tuple[TrainConfig, Path]]) -> list[tuple[TrainConfig, Path]]:

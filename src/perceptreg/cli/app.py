@@ -14,6 +14,9 @@ from perceptreg import runs
 from perceptreg.errors import PerceptregError
 
 
+OPTION_FOR = {"beta": "adaptive"}  # library arguments whose option has another name (--adaptive lists betas)
+
+
 def as_flags(message: str, command: click.Command | None) -> str:
     """The library names its arguments in backquotes (`train_size`); on the command line
     they are the command's flags (--train-size). A list option answers for its items
@@ -21,7 +24,7 @@ def as_flags(message: str, command: click.Command | None) -> str:
     flags = {p.name: p.opts[0] for p in (command.params if command else []) if isinstance(p, click.Option)}
 
     def flag(match: re.Match) -> str:
-        name = match.group(1)
+        name = OPTION_FOR.get(match.group(1), match.group(1))
         return flags.get(name) or flags.get(name + "s") or name
     return re.sub(r"`(\w+)`", flag, message)
 

@@ -159,15 +159,17 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
 @click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
-@click.option("--workers", default=SWEEP.workers, show_default=True, type=click.IntRange(min=1),
-              help="Models trained at once, in processes sharing the cores (threads = cores / workers).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Models trained at once, in processes sharing the cores (threads = cores / workers). "
+                   "[default: on CPU one per core, up to the number of models; on CUDA 1]")
 @click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(sweeps.ENGINES),
               help="ray: each model a Ray task with cores / workers CPUs, here or on a cluster "
                    "(pip install perceptreg[ray]).")
 @click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
                                 "[default: $RAY_ADDRESS, else a Ray instance on this machine]")
-@click.option("--ensemble/--no-ensemble", default=SWEEP.ensemble, show_default=True,
-              help="Train the joint models as one vmapped ensemble per worker (README, 'The lambda sweep').")
+@click.option("--ensemble/--no-ensemble", default=None,
+              help="Train the joint models as one vmapped ensemble per worker (README, 'The lambda sweep'). "
+                   "[default: on with --device cuda and the local engine, else off]")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
