@@ -75,7 +75,7 @@ class AttachedModel(nn.Module):
     def features(self, x: torch.Tensor, layers: Sequence[str] | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits and the activations of ``layers`` (default all), from one forward."""
-        names = self._chosen(layers)
+        names = self.chosen_layers(layers)
         with _capture({n: self._modules_by_name[n] for n in names}, self.select) as acts:
             logits = self(x)
         missing = [n for n in names if n not in acts]
@@ -89,7 +89,7 @@ class AttachedModel(nn.Module):
 
     def perceive(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
         """D_layer(activation of x at layer), images (B, C, H, W); layer None = the deepest."""
-        name = self._chosen([layer] if layer is not None else [self.layers[-1]])[0]
+        name = self.chosen_layers([layer] if layer is not None else [self.layers[-1]])[0]
         return self.decoder(name)(self.features(x, [name])[1][name])
 
     def perceive_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -101,10 +101,30 @@ class AttachedModel(nn.Module):
         """The decoders hold trained weights (loaded from a run): no output bias to set."""
         self._awaiting_bias.clear()
 
+    def init_decoder_biases(self, pixel_mean: torch.Tensor) -> None:
+        """Decoders attached without training data take their output bias from ``pixel_mean``
+        (C,) now, before their first training step (``init_output_bias``); once."""
+        for name in self._awaiting_bias:
+            init_output_bias(self.decoder(name), self.activation_shapes[name], self.input_shape, pixel_mean)
+        self._awaiting_bias.clear()
+
+    @contextlib.contextmanager
+    def unfrozen(self):
+        """The model trainable inside (``requires_grad`` on, ``train()`` reaching it), frozen
+        and in eval mode again after, whatever happens (``fine_tune``)."""
+        self._tuning = True
+        self.model.requires_grad_(True)
+        try:
+            yield self
+        finally:
+            self._tuning = False
+            self.model.requires_grad_(False)
+            self.eval()
+
     def at(self, layer: str | None = None) -> "LayerView":
         """This model seen through one layer (default the deepest), as a ``PerceptionNet``:
         what figures, attacks, attack evaluation and the explorer take."""
-        return LayerView(self, self._chosen([layer] if layer else [self.layers[-1]])[0])
+        return LayerView(self, self.chosen_layers([layer] if layer else [self.layers[-1]])[0])
 
     def decoder(self, layer: str) -> nn.Module:
         return self.decoders[_key(layer)]
@@ -117,7 +137,8 @@ class AttachedModel(nn.Module):
     def _normalized(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mean is None else (x - self.mean) / self.std
 
-    def _chosen(self, layers: Sequence[str] | None) -> list[str]:
+    def chosen_layers(self, layers: Sequence[str] | str | None) -> list[str]:
+        """``layers`` (default all) shallow to deep; a name without a decoder is an error naming the choices."""
         if layers is None:
             return list(self.layers)
         layers = [layers] if isinstance(layers, str) else layers

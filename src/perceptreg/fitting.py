@@ -25,7 +25,6 @@ from perceptreg.attack_evaluation import evaluate_layers_under_attack
 from perceptreg.attacks import AttackSettings
 from perceptreg.config import AttachConfig
 from perceptreg.data import ImageDataset, batches
-from perceptreg.models import init_output_bias
 from perceptreg.devices import resolve_device
 from perceptreg.errors import PerceptregError
 from perceptreg.judges import KNNJudge
@@ -65,14 +64,8 @@ def fine_tune(seen: AttachedModel, train_data: ImageDataset, *, lam: float, epoc
         raise PerceptregError(f"lam must be >= 0, got {lam}")
     names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
     before = evaluate_layers(seen, test_data, device=device, layers=names)["accuracy"] if test_data else None
-    seen._tuning = True  # the model trainable for the duration, frozen again whatever happens
-    seen.model.requires_grad_(True)
-    try:
+    with seen.unfrozen():
         history = _train(seen, train_data, test_data, names, lam, epochs, batch_size, lr, seed, device, progress)
-    finally:
-        seen._tuning = False
-        seen.model.requires_grad_(False)
-        seen.eval()
     after = history[-1]["test_accuracy"] if test_data else None
     return {"history": history, "accuracy_before": before, "accuracy_after": after}
 
@@ -86,11 +79,9 @@ def _prepare(seen: AttachedModel, train_data: ImageDataset, test_data: ImageData
         if data is not None and data.image_shape != seen.input_shape:
             raise PerceptregError(f"{arg} has images of shape {data.image_shape}, the attached model "
                                   f"takes {seen.input_shape}; use data of the model's input shape")
-    names = seen._chosen(layers)
+    names = seen.chosen_layers(layers)
     seen.to(device)
-    for name in seen._awaiting_bias:
-        init_output_bias(seen.decoder(name), seen.activation_shapes[name], seen.input_shape, train_data.pixel_mean())
-    seen._awaiting_bias.clear()
+    seen.init_decoder_biases(train_data.pixel_mean())
     return names
 
 
@@ -152,7 +143,7 @@ def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 5
                     device: torch.device | str = "cpu", layers: Sequence[str] | None = None) -> dict:
     """The model's accuracy on ``data`` and each layer's reconstruction MSE per pixel:
     ``{"accuracy": float, "recon_mse": {layer: float}}``, one forward per batch."""
-    names = seen._chosen(layers)
+    names = seen.chosen_layers(layers)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     squared = torch.zeros(len(names), dtype=torch.float64, device=device)
     with evaluating(seen):
