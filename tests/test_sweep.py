@@ -95,8 +95,20 @@ def test_report_of_a_sweep(quick_sweep):
     result = CliRunner().invoke(main, ["report", str(out)])
     assert result.exit_code == 0, result.output
     text = (out / "report.html").read_text()
-    assert "Lambda sweep" in text and "probe: left digit" in text
+    assert "Lambda sweep" in text
+    # three tables: what each model does, then linear and MLP probes, each ending with raw pixels
+    sweep_html = text.split('<section id="sweep">')[1].split("</section>")[0]
+    tables = re.findall(r"<h3>(.*?)</h3><div class=\"numbers\"><table>(.*?)</table>", sweep_html)
+    assert [heading for heading, _ in tables] == ["What each model does", "Linear probes on frozen z (test accuracy)",
+                                                   "MLP probes on frozen z (test accuracy)"]
+    header = re.findall(r"<th>(.*?)</th>", tables[1][1])
+    assert header == ["lambda", "seeds", "label (the task)", "left digit", "right digit", "foreground colour",
+                      "background colour"]
     summary = json.loads((out / "sweep.json").read_text())
+    last = re.findall(r"<td>(.*?)</td>", tables[1][1].split("<tr>")[-1])
+    assert last == ["raw pixels (reference)", "", ""] + [
+        f"{summary['pixel_probes'][name.replace(' ', '_')]:.3f}" for name in header[3:]]
+    assert "shape spread" in tables[0][1] and "left digit" not in tables[0][1]
     accuracy = {r["variant"]: r["test_accuracy"] for r in summary["rows"]}
     best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
     top = text.split('<section id="summary">')[1].split("</section>")[0]

@@ -139,22 +139,39 @@ def _sweep(run: Path) -> str:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
     sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
-    rows = sweep["rows"]
-    columns = sweep_module.measured_columns(rows)
-    measured = table(["lambda", "seeds"] + [sweep_module.column_name(c) for c in columns],
-                     [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows])
-    if sweep_module.collapse_note(rows):
-        measured += f'<p class="warning">{html.escape(sweep_module.collapse_note(rows))}</p>'
-    pixel_probes = sweep.get("pixel_probes", {})
-    if pixel_probes:
-        measured += "<p>Linear probes on the raw pixels (reference): " + html.escape(
-            ", ".join(f"{k} {v:.3f}" for k, v in pixel_probes.items())) + "</p>"
+    measured = "".join(_sweep_table(sweep, heading, prefix, reference) for heading, prefix, reference in SWEEP_TABLES)
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
     images = "".join(figure(folder / f, what) for f, what in (
         (runs.SWEEP_PERCEPTION, "the same test images perceived by each model, one column per lambda"),
         (runs.SWEEP_ATTENTION, "squared reconstruction error per pixel, averaged over the test set, per model"),
         (runs.SWEEP_PROBES, "linear probe accuracy on frozen z, per model")) if (folder / f).exists())
     return note + "<p>Mean ± 95 % interval over seeds (none with one seed).</p>" + measured + images
+
+
+# The sweep's columns in three tables that fit a page: (heading, column prefix, raw-pixel reference key)
+SWEEP_TABLES = (("What each model does", "", None),
+                ("Linear probes on frozen z (test accuracy)", "probe: ", "pixel_probes"),
+                ("MLP probes on frozen z (test accuracy)", "mlp probe: ", "pixel_mlp_probes"))
+
+
+def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) -> str:
+    """The sweep's columns that start with ``prefix`` (none: the columns that are not probes),
+    one row per lambda, and the same probes on raw pixels as the last row."""
+    rows = sweep["rows"]
+    all_columns = sweep_module.measured_columns(rows)
+    columns = ([c for c in all_columns if c.startswith(prefix)] if prefix
+               else [c for c in all_columns if not c.startswith(tuple(p for _, p, _ in SWEEP_TABLES if p))])
+    if not columns:
+        return ""
+    body = [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows]
+    pixels = sweep.get(reference) or {}
+    if pixels:
+        body.append(["raw pixels (reference)", ""] + [
+            f"{pixels[name]:.3f}" if name in pixels else "" for name in (c.removeprefix(prefix) for c in columns)])
+    names = [sweep_module.column_name(c.removeprefix(prefix)) for c in columns]
+    note = sweep_module.collapse_note(rows) if not prefix else None
+    return (f'<h3>{html.escape(heading)}</h3><div class="numbers">' + table(["lambda", "seeds"] + names, body) + "</div>"
+            + (f'<p class="warning">{html.escape(note)}</p>' if note else ""))
 
 
 @_reads(runs.SWEEP_CONFIG, "sweep")

@@ -24,6 +24,7 @@ table { border-collapse: collapse; font-size: 0.9rem; margin: 0.5rem 0; display:
 td, th { border: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 td:first-child, th:first-child { text-align: left; }
 th[colspan] { text-align: left; background: #f4f4f4; }
+.numbers td { white-space: nowrap; }  /* "0.887 ± 0.127" on one line; a wide table scrolls in its box */
 img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0; }
 img.pixels { image-rendering: pixelated; }
 .missing { color: #777; font-style: italic; }
