@@ -148,10 +148,10 @@ def _sweep(run: Path) -> str:
     return note + "<p>Mean ± 95 % interval over seeds (none with one seed).</p>" + measured + images
 
 
-# The sweep's columns in three tables that fit a page: (heading, column prefix, raw-pixel reference key)
-SWEEP_TABLES = (("What each model does", "", None),
-                ("Linear probes on frozen z (test accuracy)", "probe: ", "pixel_probes"),
-                ("MLP probes on frozen z (test accuracy)", "mlp probe: ", "pixel_mlp_probes"))
+# The sweep's columns in tables that fit a page: (heading, column prefix, raw-pixel reference key);
+# the first holds the columns that are not probes
+SWEEP_TABLES = (("What each model does", "", None), *(
+    (f"{name} on frozen z (test accuracy)", prefix, reference) for _, prefix, reference, name in sweep_module.PROBE_KINDS))
 
 
 def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) -> str:
@@ -160,7 +160,7 @@ def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) 
     rows = sweep["rows"]
     all_columns = sweep_module.measured_columns(rows)
     columns = ([c for c in all_columns if c.startswith(prefix)] if prefix
-               else [c for c in all_columns if not c.startswith(tuple(p for _, p, _ in SWEEP_TABLES if p))])
+               else [c for c in all_columns if not c.startswith(tuple(p for _, p, _, _ in sweep_module.PROBE_KINDS))])
     if not columns:
         return ""
     body = [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows]

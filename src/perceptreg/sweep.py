@@ -92,6 +92,10 @@ def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
 # Per-model numbers that get a column (mean and interval over seeds), in the table's order.
 MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "centre_to_edge")
 COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient"}
+# The probes on frozen z: (key in a member's results, prefix of their columns in the rows,
+# key of the same probes on raw pixels in sweep.json, their name)
+PROBE_KINDS = (("probes", "probe: ", "pixel_probes", "Linear probes"),
+               ("mlp_probes", "mlp probe: ", "pixel_mlp_probes", "MLP probes"))
 
 
 def _variant(config: TrainConfig) -> str:
@@ -204,10 +208,10 @@ def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
                "collapsed": sum(r["decoder_collapsed"] for r in results)}
         for key in MEASURES:
             row[key], row[f"{key}_ci95"] = metrics.mean_and_interval([r[key] for r in results])
-        for kind, prefix in (("probes", "probe"), ("mlp_probes", "mlp probe")):
+        for kind, prefix, _, _ in PROBE_KINDS:
             for probe in results[0][kind]:
                 mean, half = metrics.mean_and_interval([r[kind][probe] for r in results])
-                row[f"{prefix}: {probe}"], row[f"{prefix}: {probe}_ci95"] = mean, half
+                row[prefix + probe], row[f"{prefix}{probe}_ci95"] = mean, half
         rows.append(row)
     per_seed = {v: [{k: r[k] for k in (*MEASURES, "decoder_collapsed", "probes", "mlp_probes")}
                     for r in results] for v, results in measured.items()}
@@ -251,7 +255,7 @@ def sweep_table(summary: dict) -> str:
         lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
     if collapse_note(rows):
         lines += ["", collapse_note(rows)]
-    for key, kind in (("pixel_probes", "Linear probes"), ("pixel_mlp_probes", "MLP probes")):
+    for _, _, key, kind in PROBE_KINDS:
         if summary.get(key):
             lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(
                 f"{name} {value:.3f}" for name, value in summary[key].items())]
@@ -274,8 +278,9 @@ def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict)
     figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / runs.SWEEP_PERCEPTION)
     plots.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
                       for v in trained}, out / runs.SWEEP_ATTENTION)
-    probes = [k for k in summary["rows"][0] if k.startswith("probe: ") and not k.endswith("_ci95")]
+    linear = PROBE_KINDS[0][1]  # the linear probes' column prefix
+    probes = [k for k in measured_columns(summary["rows"]) if k.startswith(linear)]
     plots.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
-        p.removeprefix("probe: "): [r[p] for r in summary["rows"]] for p in probes}},
+        p.removeprefix(linear): [r[p] for r in summary["rows"]] for p in probes}},
         out / runs.SWEEP_PROBES, xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
         xticklabels=[r["variant"] for r in summary["rows"]])
