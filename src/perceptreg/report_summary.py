@@ -11,6 +11,7 @@ from perceptreg import checkpoint, runs
 from perceptreg.config import AttachConfig, TrainConfig
 from perceptreg.fitting import read_layers
 from perceptreg.report_html import table
+from perceptreg.sweep import format_percent
 
 H_DEFINITION = ('H(x) = C(F(x)), the classifier\'s prediction. A caption "H: 9 87 %" means H reads the image '
                 'as class 9, with softmax confidence 87 %.')
@@ -112,10 +113,9 @@ def sweep_summary(folder: Path) -> str:
 
     seeds = config["seeds"]
 
-    def accuracy(pair) -> str:  # one seed has no interval: no "± 0.0" that reads as a measured one
+    def accuracy(pair) -> str:
         row, name = pair
-        interval = f" ± {100 * row['test_accuracy_ci95']:.1f}" if len(seeds) > 1 else ""
-        return f"{percent(row['test_accuracy'])}{interval} ({name})"
+        return f"{format_percent(row)} ({name})"
     lambdas = ", ".join(f"{lam:g}" for lam in sorted(config["lams"])) + (", and post-hoc" if config["post_hoc"] else "")
     items = [("what", "one model per lambda and seed, trained jointly on cross-entropy + lambda x reconstruction "
                       "error" + ("; post-hoc: F and C trained alone, then D" if config["post_hoc"] else "")),

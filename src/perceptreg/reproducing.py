@@ -21,6 +21,7 @@ from typing import Callable
 from perceptreg import checkpoint, runs
 from perceptreg.errors import PerceptregError
 from perceptreg.metrics import format_rate, rate
+from perceptreg.sweep import format_percent
 
 # Each step: the file it makes under the root, and the command (run inside the root) that makes it.
 STEPS = {
@@ -88,10 +89,8 @@ def _sweep(root: Path, name: str) -> str:
     def pick(summary: dict) -> str:
         cells = []
         for row in summary["rows"]:
-            half = row["test_accuracy_ci95"]
-            cells.append(f"{row['variant']}: {100 * row['test_accuracy']:.1f} %"
-                         + (f" ± {100 * half:.1f}" if row["seeds"] > 1 else "")
-                         + f" (MSE {row['test_recon_mse']:.4f}, CE share {row['ce_share']:.2f})")
+            cells.append(f"{row['variant']}: {format_percent(row)} (MSE {row['test_recon_mse']:.4f}, "
+                         f"CE share {row['ce_share']:.2f})")
         return "; ".join(cells)
     return _read(root / name / runs.SWEEP_JSON, pick)
 

@@ -244,6 +244,12 @@ def format_cell(row: dict, column: str) -> str:
     return f"{row[column]:.{digits}f}{interval}"
 
 
+def format_percent(row: dict, column: str = "test_accuracy") -> str:
+    """A row's rate in ``column`` as a percentage, with its interval over seeds (none for one seed)."""
+    interval = f" ± {100 * row[column + '_ci95']:.1f}" if row["seeds"] > 1 else ""
+    return f"{100 * row[column]:.1f} %{interval}"
+
+
 def sweep_table(summary: dict) -> str:
     """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
     rows = summary["rows"]
