@@ -180,12 +180,13 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
     else:
         workers.train_all(members, config.workers, progress, ensemble=config.ensemble)
-    pixel = pixel_probes(out, config, probe_subset(full_train, config, config.seeds[0]), test_data)
+    probed_on = {seed: probe_subset(full_train, config, seed) for seed in config.seeds}  # members share their seed's
+    pixel = pixel_probes(out, config, probed_on[config.seeds[0]], test_data)
     measured: dict[str, list[dict]] = {}
     first_models = {}
     for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
         model = runs.load_model(out / name, device=config.device)
-        result = _measure(model, train_config, probe_subset(full_train, config, train_config.seed), test_data, config.device,
+        result = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
                           config.max_probe_attributes)
         measured.setdefault(_variant(train_config), []).append(result)
         first_models.setdefault(_variant(train_config), model)
