@@ -3,6 +3,7 @@ import json
 import re
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -156,3 +157,11 @@ def test_the_arrangement_is_chosen_for_the_device(monkeypatch):
     assert sweep.SweepConfig(device="cuda", engine="ray").ensemble is False  # Ray trains members alone
     given = sweep.SweepConfig(device="cuda", workers=3, ensemble=False)
     assert (given.workers, given.ensemble) == (3, False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_fails_before_anything_is_written(tmp_path):
+    config = sweep.SweepConfig(device="cuda", lams=(1e-2,), seeds=(0,), post_hoc=False, train_size=100, epochs=1)
+    with pytest.raises(PerceptregError, match="CUDA is not available on this machine"):
+        sweep.run_sweep(config, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

@@ -168,6 +168,8 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
     variants = config.variants()  # checks the dataset name before anything is written
     if config.engine == "ray":  # Ray installed, its address answering: before anything is written
         ray_engine.check(config.address, config.device)
+    else:  # the members train here: CUDA that this machine lacks fails now, not in the first member
+        devices.resolve_device(config.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
