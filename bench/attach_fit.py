@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from perceptreg import data
-from perceptreg.attached import attach
-from perceptreg.fitting import fit_decoders
+from perceptreg.attaching.fitting import fit_decoders
+from perceptreg.core.attached import attach
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from user_net import build  # noqa: E402  (the user's model, written outside the library)

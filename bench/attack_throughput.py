@@ -1,4 +1,4 @@
-"""PGD image-iterations per second of perceptreg.attacks beside torchattacks' PGD.
+"""PGD image-iterations per second of perceptreg.adversarial.attacks beside torchattacks' PGD.
 
     pip install --no-deps torchattacks      # the bench environment only; not a dependency
     python bench/attack_throughput.py [--steps 100] [--batch 1000] [--rounds 3] [--run RUN]
@@ -20,8 +20,9 @@ import time
 import torch
 from torch import nn
 
-from perceptreg import data, models
-from perceptreg.attacks import PGD
+from perceptreg import data
+from perceptreg.adversarial.attacks import PGD
+from perceptreg.core import models
 
 
 def main():
@@ -39,8 +40,8 @@ def main():
 
     torch.manual_seed(args.seed)
     if args.run:
-        from perceptreg.runs import load_model
-        net = load_model(args.run)
+        from perceptreg.runs import open_run
+        net = open_run(args.run).model()
     else:
         net = models.mnist().eval()
     logits_only = nn.Sequential(net.encoder, net.classifier)  # torchattacks wants logits out
@@ -55,20 +56,20 @@ def main():
     def ours():
         return PGD(net, seed=args.seed, **settings)(images, labels)
 
-    rates = {"perceptreg.attacks.PGD": [], "torchattacks.PGD": []}
+    rates = {"perceptreg.adversarial.attacks.PGD": [], "torchattacks.PGD": []}
     outputs = {}
     for _ in range(args.rounds):
-        for name, attack in (("torchattacks.PGD", theirs), ("perceptreg.attacks.PGD", ours)):
+        for name, attack in (("torchattacks.PGD", theirs), ("perceptreg.adversarial.attacks.PGD", ours)):
             began = time.perf_counter()
             outputs[name] = attack()
             rates[name].append(len(images) * args.steps / (time.perf_counter() - began))
     ours_rate, their_rate = (statistics.median(r) for r in rates.values())
-    a, b = outputs["perceptreg.attacks.PGD"], outputs["torchattacks.PGD"]
+    a, b = outputs["perceptreg.adversarial.attacks.PGD"], outputs["torchattacks.PGD"]
     same = (a == b).flatten(1).all(1)
     print(f"torch {torch.__version__}, torchattacks {torchattacks.__version__}, {torch.get_num_threads()} threads; "
           f"PGD L-inf eps 0.2, alpha 0.005, {args.steps} steps, batch {len(images)}, median of {args.rounds} rounds")
     print(f"{'attack':<26}{'image-iterations/s':>20}{'ratio':>8}")
-    print(f"{'perceptreg.attacks.PGD':<26}{ours_rate:>20.0f}{ours_rate / their_rate:>7.2f}x")
+    print(f"{'perceptreg.adversarial.attacks.PGD':<26}{ours_rate:>20.0f}{ours_rate / their_rate:>7.2f}x")
     print(f"{'torchattacks.PGD':<26}{their_rate:>20.0f}{1:>7.2f}x")
     print(f"same adversarial images: {int(same.sum())} of {len(same)} identical, "
           f"max abs difference {(a - b).abs().max().item():.3g}")

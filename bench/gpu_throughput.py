@@ -3,7 +3,7 @@ and the share of the GPU's measured matmul peak each reaches.
 
     python bench/gpu_throughput.py [--batch-size 128] [--steps 50] [--compile]
 
-Runs the same step as perceptreg.train (channels-last, fused Adam, the summed-per-image
+Runs the same step as perceptreg.training.train (channels-last, fused Adam, the summed-per-image
 reconstruction loss, lambda 1e-2) on random 3x64x64 batches already on the GPU, so the
 number is the model's, not the data pipeline's. The peak is measured here too: dense
 matmuls of 8192x8192 in fp32 (TF32 off) and in bf16. Exits with a message where no CUDA
@@ -18,8 +18,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from perceptreg import models
-from perceptreg.loss import perceptual_loss
+from perceptreg.core import models
+from perceptreg.core.loss import perceptual_loss
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 8192, repeats: int = 20) -> float:

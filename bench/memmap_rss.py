@@ -5,7 +5,7 @@
 Writes a CelebA-sized dataset (--images SVHN-shaped 3x32x32 uint8 images, 2.4 GB by
 default; random pixels and labels: the content does not matter here) with the same
 writer `perceptreg prepare` uses, then, in a fresh process, trains the SVHN network on it
-with `perceptreg.train` for --steps batches of 64 drawn from the whole file, and prints that
+with `perceptreg.training.train` for --steps batches of 64 drawn from the whole file, and prints that
 process's peak resident set size beside the dataset's size. Without the page release the
 pages read would stay resident (up to the whole file); the goal is under 25 %.
 """
@@ -30,8 +30,8 @@ TRAIN_IN_FRESH_PROCESS = """
 import re, sys, tempfile
 from pathlib import Path
 from perceptreg import data
-from perceptreg.config import TrainConfig
-from perceptreg.train import train
+from perceptreg.core.config import TrainConfig
+from perceptreg.training.train import train
 if sys.argv[3] == "keep":  # the comparison: pages never handed back
     data.RELEASE_EVERY = 10**12
 with tempfile.TemporaryDirectory() as run:

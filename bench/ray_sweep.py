@@ -24,8 +24,8 @@ from pathlib import Path
 
 import ray
 
-from perceptreg import ray_engine, workers
-from perceptreg.config import TrainConfig
+from perceptreg.core.config import TrainConfig
+from perceptreg.sweeps import ray_engine, workers
 
 
 def seconds(run) -> float:

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from train_throughput import matmul_flops_per_second, training_flops_per_image
 
-from perceptreg import workers
-from perceptreg.sweep import SweepConfig
+from perceptreg.sweeps import workers
+from perceptreg.sweeps.sweep import SweepConfig
 
 # name -> (worker processes, as ensembles); None: --workers
 ARRANGEMENTS = {"sequential": (1, False), "workers": (None, False), "ensemble": (1, True),

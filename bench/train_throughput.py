@@ -1,9 +1,9 @@
-"""Training images/s of perceptreg.train beside a pytorch/examples-style loop, on the MNIST net.
+"""Training images/s of perceptreg.training.train beside a pytorch/examples-style loop, on the MNIST net.
 
     python bench/train_throughput.py [--rounds 5] [--batch-size 64]
 
 Prints, in one run on the same machine:
-- perceptreg.train: the library's loop (uint8 tensors gathered per batch, channels-last,
+- perceptreg.training.train: the library's loop (uint8 tensors gathered per batch, channels-last,
   fused Adam, no per-step syncs), timed by its own per-epoch `train_images_per_second`;
 - reference: the loop of pytorch/examples' MNIST example: a Dataset converting one sample
   at a time (PIL image -> ToTensor, as torchvision's MNIST does), a DataLoader with default
@@ -30,10 +30,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from perceptreg import data, models
-from perceptreg.config import TrainConfig
-from perceptreg.loss import perceptual_loss
-from perceptreg.train import train
+from perceptreg import data
+from perceptreg.core import models
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.loss import perceptual_loss
+from perceptreg.training.train import train
 
 LAM = 1e-2
 
@@ -101,7 +102,7 @@ def reference_epochs(train_set: data.ImageDataset, batch_size: int):
 
 
 def perceptreg_epoch(train_set, test_set, batch_size: int) -> float:
-    """Images/s of one epoch of perceptreg.train (its own timing: the training loop alone)."""
+    """Images/s of one epoch of perceptreg.training.train (its own timing: the training loop alone)."""
     with tempfile.TemporaryDirectory() as run_dir:
         result = train(TrainConfig(epochs=1, batch_size=batch_size), run_dir,
                        train_data=train_set, test_data=test_set, progress=False)
@@ -127,19 +128,19 @@ def main():
     print(f"dense fp32 matmul: {ceiling / 1e9:.1f} GFLOP/s; MNIST net training: "
           f"{flops / 1e6:.2f} MFLOP per image (forward + backward)")
     reference = reference_epochs(train_set, args.batch_size)
-    rates: dict[str, list[float]] = {"perceptreg.train": [], "pytorch/examples loop": []}
+    rates: dict[str, list[float]] = {"perceptreg.training.train": [], "pytorch/examples loop": []}
     for round_ in range(1, args.rounds + 1):
         ours, theirs = perceptreg_epoch(train_set, test_set, args.batch_size), next(reference)
-        print(f"round {round_}: perceptreg.train {ours:7.0f} img/s, reference {theirs:7.0f} img/s, "
+        print(f"round {round_}: perceptreg.training.train {ours:7.0f} img/s, reference {theirs:7.0f} img/s, "
               f"ratio {ours / theirs:.2f}x" + (" (warm-up)" if round_ == 1 else ""))
         if round_ > 1:
-            rates["perceptreg.train"].append(ours)
+            rates["perceptreg.training.train"].append(ours)
             rates["pytorch/examples loop"].append(theirs)
     for name, values in rates.items():
         shares = [rate * flops / ceiling * 100 for rate in values]
         print(f"{name:<22} images/s {spread(values)}; of matmul ceiling {spread(shares, ' %', 1)}")
     ratios = [a / b for a, b in zip(*rates.values())]
-    print(f"perceptreg.train / reference: {spread(ratios, 'x', 2)}")
+    print(f"perceptreg.training.train / reference: {spread(ratios, 'x', 2)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Tiny models and datasets whose numbers can be worked out by hand, shared by the tests."""
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from perceptreg import data, models
+from perceptreg import data
+from perceptreg.core import models
 
 
 def tiny_dataset():
@@ -39,3 +42,35 @@ def reference_set():
 def pixels(rows, labels):
     images = torch.tensor(rows).mul(255).round().to(torch.uint8).reshape(-1, 1, 1, 2)
     return data.ImageDataset(images, torch.tensor(labels), ("a", "b"), "tiny")
+
+
+# A classifier written outside the library, as a user would (`--model USER_NET:build`).
+USER_NET = str(Path(__file__).with_name("user_net.py"))
+
+
+def route(call, follow, path):
+    """Run ``call()`` and return its route: every perceptreg function, in call order, that
+    was handed ``follow`` (a run object) or ``path`` (its folder) as an argument, as
+    "module.function"; generators are counted where they start."""
+    import inspect
+    import sys
+
+    stops = []
+
+    def watch(frame, event, arg):
+        if event != "call" or not frame.f_globals.get("__name__", "").startswith("perceptreg"):
+            return
+        code = frame.f_code
+        if code.co_flags & inspect.CO_GENERATOR and frame.f_lasti >= 0 and frame.f_back is None:
+            return
+        names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+        values = [frame.f_locals.get(name) for name in names]
+        if any((follow is not None and v is follow) or (isinstance(v, Path) and v == path) for v in values):
+            stops.append(f"{frame.f_globals['__name__']}.{code.co_qualname}")
+
+    sys.setprofile(watch)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return stops

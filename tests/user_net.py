@@ -75,7 +75,7 @@ def build_not_a_classifier() -> nn.Module:
 
 def build_perception_net():
     """F, C and D of one's own, for `perceptreg train --model`: an MLP on 28x28 digits."""
-    from perceptreg.models import PerceptionNet
+    from perceptreg.core.models import PerceptionNet
 
     return PerceptionNet(
         encoder=nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU()),

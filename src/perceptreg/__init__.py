@@ -1,15 +1,51 @@
 """perceptreg: see what a network sees, by perceptual regularization.
 
 A classifier C(F(x)) is trained jointly with a decoder D on its latent z = F(x), so the
-model's perception P(x) = D(F(x)) can be looked at. Main flow: ``models`` builds the
-network, ``train`` trains it into a run folder, ``figures`` draws x beside P(x).
-The second path: ``attach`` puts decoders on layers of a model one already has, and
-``fit_decoders`` fits them with the model frozen.
+model's perception P(x) = D(F(x)) can be looked at. The public API, importable from here:
+
+- ``train(TrainConfig(...), run_dir)`` trains a model into a run folder;
+- ``open_run(run_dir)`` opens a run folder once: ``run.model()``, ``run.data()``, ``run.metrics``;
+- ``attach(net, layers, input_shape)`` puts decoders on layers of a model you have, and
+  ``fit_decoders`` / ``fine_tune`` / ``evaluate_layers`` fit and measure them;
+- ``PGD``, ``AdaptivePGD`` and ``evaluate_attack`` attack a model and measure what it perceives;
+- ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
+
+The packages, bottom up (each imports only those below it): ``core`` (models, loss,
+config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``adversarial``,
+``edits``, ``figures``, ``attaching`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
+Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from perceptreg.attached import AttachedModel, attach  # noqa: E402  (after __version__, which runs.py reads)
-from perceptreg.fitting import evaluate_layers, fine_tune, fit_decoders  # noqa: E402
+_EXPORTS = {
+    "open_run": "perceptreg.runs", "Run": "perceptreg.runs",
+    "train": "perceptreg.training.train", "TrainConfig": "perceptreg.core.config",
+    "AttachConfig": "perceptreg.core.config", "PerceptionNet": "perceptreg.core.models",
+    "attach": "perceptreg.core.attached", "AttachedModel": "perceptreg.core.attached",
+    "fit_decoders": "perceptreg.attaching.fitting", "fine_tune": "perceptreg.attaching.fitting",
+    "evaluate_layers": "perceptreg.attaching.fitting",
+    "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.attacks",
+    "AttackSettings": "perceptreg.adversarial.attacks", "evaluate_attack": "perceptreg.adversarial.evaluation",
+    "PerceptregError": "perceptreg.core.errors",
+}
+_PACKAGES = ("figures", "measures", "data")  # `perceptreg.figures.perception_grid(...)`
 
-__all__ = ["AttachedModel", "__version__", "attach", "evaluate_layers", "fine_tune", "fit_decoders"]
+__all__ = ["__version__", *_EXPORTS, *_PACKAGES]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _PACKAGES:
+        value = importlib.import_module(f"perceptreg.{name}")
+    else:
+        raise AttributeError(f"module 'perceptreg' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -4,6 +4,7 @@ lines, the run argument and device option, numbered run folders."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -11,8 +12,7 @@ from pathlib import Path
 import click
 
 from perceptreg import runs
-from perceptreg.errors import PerceptregError
-
+from perceptreg.core.errors import PerceptregError
 
 OPTION_FOR = {"beta": "adaptive"}  # library arguments whose option has another name (--adaptive lists betas)
 
@@ -108,7 +108,11 @@ layer_option = click.option("--layer", help="Of a run of `attach`: the layer who
 
 
 def run_argument(command):
-    return click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))(command)
+    """The RUN argument, opened once (``runs.open_run``) before the command sees it."""
+    @functools.wraps(command)
+    def opened(run: Path, **options):
+        return command(run=runs.open_run(run), **options)
+    return click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))(opened)
 
 
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
+from perceptreg.attaching.attach_run import run_attach
 from perceptreg.cli.app import main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
-from perceptreg.config import ATTACH_MODES, AttachConfig
+from perceptreg.core.config import ATTACH_MODES, AttachConfig
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import help_text
-from perceptreg.errors import PerceptregError
-from perceptreg.fitting import run_attach
-from perceptreg.sweep import parse_list
+from perceptreg.sweeps.sweep import parse_list
 
 DEFAULTS = AttachConfig(model="", layers=("-",))
 
@@ -38,8 +38,8 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--mode", default=DEFAULTS.mode, show_default=True, type=click.Choice(ATTACH_MODES),
-              help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * reconstruction.")
-@click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the reconstruction.")
+              help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * the layers' mean reconstruction error.")
+@click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the mean over the layers of their reconstruction errors.")
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int, help="Epochs of the decoders.")
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int, help="Batch size.")
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float, help="Adam learning rate.")

@@ -10,20 +10,17 @@ from pathlib import Path
 import click
 import torch
 
-from perceptreg import figures, latent, plots, runs
-from perceptreg.attack_evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
-from perceptreg.attacks import (
+from perceptreg import figures, runs
+from perceptreg.adversarial.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
     NORMS,
     AttackSettings,
     FromNoise,
 )
-from perceptreg.checkpoint import write_json
-from perceptreg.detection import roc_curve
-from perceptreg.judges import KNNJudge
-from perceptreg.metrics import format_rate
-from perceptreg.sweep import parse_list
+from perceptreg.adversarial.detection import roc_curve
+from perceptreg.adversarial.evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
+from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.cli.app import (
     device_option,
     layer_option,
@@ -31,6 +28,11 @@ from perceptreg.cli.app import (
     plain_warnings,
     run_argument,
 )
+from perceptreg.core.checkpoint import write_json
+from perceptreg.edits import latent
+from perceptreg.figures import plots
+from perceptreg.measures import format_rate
+from perceptreg.sweeps.sweep import parse_list
 
 # --- attacks -----------------------------------------------------------------------------------
 
@@ -83,7 +85,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
-        model, (train_data, test_data) = runs.load_model(run, device=device, layer=layer), runs.load_data(run)
+        model, (train_data, test_data) = run.model(device, layer), run.data()
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
@@ -91,14 +93,14 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
-        write_json(run / runs.NOISE_METRICS, {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+        write_json(run.path / runs.NOISE_METRICS, {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
                                               "noise_images": len(classes), "judge": judge.name, "reached": reached})
         click.echo(f"noise attacked toward each class, with the perceptions: "
-                   f"{figures.save_png(picture, out or run / runs.ATTACK_FROM_NOISE)}")
+                   f"{figures.save_png(picture, out or run.path / runs.ATTACK_FROM_NOISE)}")
         return
     with plain_warnings():
         evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
-    classes = runs.load_data(run)[1].classes
+    classes = run.data()[1].classes
     failures = evaluation.failures()
     shown = torch.arange(min(n, len(evaluation.labels)))
     panels = [figures.attack_grid(evaluation, shown, classes, f"PGD {settings.norm} eps={settings.eps}, "
@@ -108,7 +110,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
             evaluation, failures[:n], classes, f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the "
             f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
             f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
-    path = figures.save_png(figures.stack_panels(panels), out or run / runs.ATTACK)
+    path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.ATTACK)
     click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
                f"images, {min(n, len(failures))} failure cases shown: {path}")
 
@@ -136,23 +138,24 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
     """
     betas = parse_list(adaptive, float, "adaptive", "0,0.1,1,10") if adaptive else ()
     summaries = {}
-    for current in [run] + ([compare] if compare else []):
+    judges = [runs.open_run(path) for path in judge_runs]
+    for current in [run] + ([runs.open_run(compare)] if compare else []):
         with plain_warnings():
             evaluation = evaluate_run(current, settings, target=target, images=n_images,
-                                      judge_runs=judge_runs, device=device, layer=layer, adaptive=betas)
-        summaries[str(current)] = evaluation.summary
+                                      judge_runs=judges, device=device, layer=layer, adaptive=betas)
+        summaries[str(current.path)] = evaluation.summary
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
         plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
-                         f"||x - P(x)||^2 detector, {current.name}", current / runs.ATTACK_ROC)
+                         f"||x - P(x)||^2 detector, {current.path.name}", current.path / runs.ATTACK_ROC)
     written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
                "images": n_images or "all"}
-    write_json(run / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
+    write_json(run.path / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
     click.echo(attack_table(summaries))
     for name, summary in summaries.items():
         if "adaptive" in summary:
             click.echo(f"\nadaptive PGD on {name} (ascends the attack's loss - beta * ||x_adv - P(x_adv)||^2):\n"
                        + adaptive_table(summary["adaptive"]))
-    click.echo(f"written: {run / runs.ATTACK_METRICS}, ROC curve: "
+    click.echo(f"written: {run.path / runs.ATTACK_METRICS}, ROC curve: "
                + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
 
 
@@ -187,22 +190,22 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     """
     edit = latent.EditSettings(target, source, latent.parse_alphas(alphas), n_images, fit_images,
                                from_file, apply_direction)
-    out = out or run
+    out = out or run.path
     results, curves = {}, {}
-    for current in [run] + ([compare] if compare else []):
+    for current in [run] + ([runs.open_run(compare)] if compare else []):
         study, region = latent.study_run(current, edit, settings, device)
-        results[str(current)] = study.summary
+        results[str(current.path)] = study.summary
         suffix = "" if current == run else " (compare)"
         for kind, entry in study.summary["directions"].items():
             for reader, values in entry["flip_curve"].items():
                 curves.setdefault(f"{kind} direction", {})[f"{reader}{suffix}"] = values
         if current == run:
-            figures.edit_study_figures(study, region, runs.load_data(run)[1].classes, out)
+            figures.edit_study_figures(study, region, run.data()[1].classes, out)
             if not apply_direction:
-                meta = {"run": str(run), **dataclasses.asdict(settings)}
+                meta = {"run": str(run.path), **dataclasses.asdict(settings)}
                 name = f"direction-{'any' if source is None else source}-to-{target}"
                 saved = latent.save_direction(dataclasses.replace(study.direction, meta=meta),
-                                              save_direction or run / name, runs.load_model(run))
+                                              save_direction or run.path / name, run.model())
                 click.echo(f"mean direction saved: {saved}")
     plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))

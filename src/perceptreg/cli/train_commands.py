@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from perceptreg import data as datasets
-from perceptreg import figures, models, report, runs
-from perceptreg import sweep as sweeps
+from perceptreg import figures, runs
 from perceptreg.cli.app import (
     device_option,
     fresh_run_dir,
@@ -19,8 +18,11 @@ from perceptreg.cli.app import (
     plain_warnings,
     run_argument,
 )
-from perceptreg.config import MODES, TrainConfig
-from perceptreg.train import train
+from perceptreg.core import models
+from perceptreg.core.config import MODES, TrainConfig
+from perceptreg.sweeps import sweep as sweeps
+from perceptreg.training.train import train
+from perceptreg.views import report
 
 
 def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
@@ -30,7 +32,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
         model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
         return
-    test = runs.load_data(run_dir)[1]
+    test = runs.open_run(run_dir).data()[1]
     grid = figures.save_png(figures.perception_grid(model, test, n=2 * model.num_classes,
                                                     device=config.device),
                             run_dir / runs.PERCEPTION)
@@ -92,12 +94,12 @@ def train_command(out, resume, quiet, compile_step, **options):
     if resume:
         if out is None:
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
-        config = TrainConfig.from_dict({**runs.load_config(out).to_dict(), **given})
+        config = TrainConfig.from_dict({**runs.read_config(out).to_dict(), **given})
     elif out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("under torchrun, give --out: every process must write to the same run folder")
     else:
         if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
-            source = runs.load_config(given["classifier_from"])
+            source = runs.read_config(given["classifier_from"])
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "mode": "post-hoc", **given}
         defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset))  # arch, schedule
@@ -118,10 +120,10 @@ def perceive(run, n, out, device, layer):
 
     Example: perceptreg perceive runs/demo --n 20
     """
-    model = runs.load_model(run, device=device, layer=layer)
-    test = runs.load_data(run)[1]
+    model = run.model(device, layer)
+    test = run.data()[1]
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
-                            out or run / runs.PERCEPTION)
+                            out or run.path / runs.PERCEPTION)
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
 
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from perceptreg import report
-from perceptreg.cli.app import device_option, layer_option, main, run_argument
+from perceptreg.cli.app import device_option, layer_option, main
+from perceptreg.views import report
 
 # --- report and explorer ----------------------------------------------------------------------
 
 @main.command("report")
-@run_argument
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file. [default: RUN/report.html]")
 def report_command(run, out):
     """One self-contained HTML page of the run: config, training curves, perception,
@@ -45,13 +45,14 @@ def explore(runs, port, host, device, layer):
     """
     import uvicorn
 
-    from perceptreg.explorer import create_app
-    from perceptreg.explorer_server import allowed_hosts, listening_socket
+    from perceptreg.runs import open_run
+    from perceptreg.views.explorer import create_app
+    from perceptreg.views.explorer_server import allowed_hosts, listening_socket
 
     if host not in LOOPBACK:
         click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
                    f"authentication", err=True)
-    app = create_app(list(runs), device=device, layer=layer, hosts=allowed_hosts(host))
+    app = create_app([open_run(path) for path in runs], device=device, layer=layer, hosts=allowed_hosts(host))
     # Bound here, not by uvicorn: a port in use is one Error line (uvicorn logs and exits 1).
     with listening_socket(host, port) as sock:
         click.echo(f"explorer of {', '.join(map(str, runs))} on http://{host}:{port} (Ctrl+C to stop)")

@@ -11,47 +11,47 @@ One module per dataset family, and ``registry`` to find them by name:
 
 from perceptreg.data.celeba import dcgan_crop, load_celeba, read_celeba_attributes
 from perceptreg.data.dataset import (
-                                     DIGITS,
-                                     RELEASE_EVERY,
-                                     ImageDataset,
-                                     batches,
-                                     global_batch_sizes,
-                                     spread_over_classes,
-                                     stratified_split,
-                                     to_float,
-                                     training_subset,
+    DIGITS,
+    RELEASE_EVERY,
+    ImageDataset,
+    batches,
+    global_batch_sizes,
+    spread_over_classes,
+    stratified_split,
+    to_float,
+    training_subset,
 )
 from perceptreg.data.download import digest_of, download
 from perceptreg.data.images import (
-                                     ImageDecodeError,
-                                     ImageTooLargeError,
-                                     decode_image,
-                                     load_image_files,
-                                     load_image_folder,
+    ImageDecodeError,
+    ImageTooLargeError,
+    decode_image,
+    load_image_files,
+    load_image_folder,
 )
 from perceptreg.data.memmap import load_memmap, write_memmap
 from perceptreg.data.mnist import (
-                                     MNIST_FILES,
-                                     download_mnist,
-                                     load_idx_pair,
-                                     load_mnist,
-                                     load_mnist5k,
-                                     mnist5k_split,
-                                     read_idx,
-                                     write_idx,
+    MNIST_FILES,
+    download_mnist,
+    load_idx_pair,
+    load_mnist,
+    load_mnist5k,
+    mnist5k_split,
+    read_idx,
+    write_idx,
 )
 from perceptreg.data.registry import (
-                                     DATASETS,
-                                     default_arch,
-                                     image_shape_for,
-                                     load_dataset,
-                                     training_defaults,
+    DATASETS,
+    default_arch,
+    image_shape_for,
+    load_dataset,
+    training_defaults,
 )
 from perceptreg.data.strips import (
-                                     PALETTE,
-                                     STRIP_SHIFT,
-                                     make_mnist_strips,
-                                     mnist_strips_split,
+    PALETTE,
+    STRIP_SHIFT,
+    make_mnist_strips,
+    mnist_strips_split,
 )
 from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 

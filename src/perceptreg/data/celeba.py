@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from perceptreg import checkpoint
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset
-from perceptreg.errors import PerceptregError
 
 CELEBA_HELP = ("get the aligned-and-cropped CelebA (img_align_celeba.zip or the img_align_celeba/ folder, "
                "and list_attr_celeba.txt) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html")

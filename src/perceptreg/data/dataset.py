@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from perceptreg.errors import PerceptregError
+from perceptreg.core.errors import PerceptregError
 
 DIGITS = tuple(str(d) for d in range(10))
 

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from perceptreg.errors import PerceptregError
+from perceptreg.core.errors import PerceptregError
 
 
 def digest_of(path: Path, algorithm: str = "sha256") -> str:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset, stratified_split
-from perceptreg.errors import PerceptregError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Larger images are refused before their pixels are decoded (Pillow's own bomb check

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import load_model_file
 from perceptreg.data.dataset import ImageDataset
-from perceptreg.errors import PerceptregError
-from perceptreg.schema import load_model_file
 
 MEMMAP_FORMAT = "perceptreg.memmap/1"
 

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import DIGITS, ImageDataset, stratified_split
 from perceptreg.data.download import download
-from perceptreg.errors import PerceptregError
 
 
 def mnist5k_path() -> Path:

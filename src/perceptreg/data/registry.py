@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.models import INPUT_SHAPES
 from perceptreg.data.celeba import load_celeba
 from perceptreg.data.dataset import ImageDataset
 from perceptreg.data.images import load_image_folder
@@ -20,8 +22,6 @@ from perceptreg.data.memmap import load_memmap, memmap_meta
 from perceptreg.data.mnist import load_mnist, mnist5k_split
 from perceptreg.data.strips import mnist_strips_split
 from perceptreg.data.svhn import load_svhn
-from perceptreg.errors import PerceptregError
-from perceptreg.models import INPUT_SHAPES
 
 DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
 Splits = tuple[ImageDataset, ImageDataset]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset
 from perceptreg.data.mnist import mnist5k_split
-from perceptreg.errors import PerceptregError
 
 # Distinct colours for foreground and background; the attributes store indices into this.
 PALETTE = torch.tensor([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25],

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import DIGITS, ImageDataset
 from perceptreg.data.download import download
-from perceptreg.errors import PerceptregError
 
 SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
 # Only MD5 digests are published for these files (torchvision and others check the same).

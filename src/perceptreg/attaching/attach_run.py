@@ -1,0 +1,97 @@
+"""An attach run, start to end: build the user's model, attach decoders to its layers, fit
+them (or fine-tune the model), measure every layer under attack, and write the run folder
+with its layers.json (this module is that file's home)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptreg import data as datasets
+from perceptreg import figures, runs
+from perceptreg.adversarial.attacks import AttackSettings
+from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
+from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.attaching.fitting import fine_tune, fit_decoders
+from perceptreg.core import checkpoint, models
+from perceptreg.core.attached import attach
+from perceptreg.core.config import AttachConfig
+from perceptreg.core.devices import resolve_device
+
+
+class _LayerRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    shape: list[int]
+    decoder_parameters: int = Field(ge=0)
+    test_recon_mse: float
+    p_adv_read_as_adversarial: float = Field(ge=0, le=1)
+    p_adv_read_as_true: float = Field(ge=0, le=1)
+    detector_roc_auc: float
+    successful_attacks: int = Field(ge=0)
+    judge: str
+
+
+class _LayersFile(BaseModel):
+    """layers.json: an attach run's measures, one row per layer, shallow to deep."""
+    model_config = ConfigDict(extra="allow")
+    mode: str
+    accuracy: float
+    accuracy_before: float
+    attack: dict
+    layers: list[_LayerRow] = Field(min_length=1)
+
+
+def read_layers(run: runs.Run) -> dict:
+    """The validated layers.json of an attach run (read once per run object)."""
+    return run.read_json(runs.LAYERS_JSON, _LayersFile, "write it again with `perceptreg attach`")
+
+
+def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
+               attack_images: int = 500, progress: bool = True) -> dict:
+    """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
+    layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
+    metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png.
+    model.json comes last: a run without it never finished and may be started again."""
+    run_dir = Path(run_dir)
+    device = str(resolve_device(config.device))
+    model = models.build_from_file(config.model)
+    if config.weights:
+        models.load_weights_file(model, config.weights)
+        config = dataclasses.replace(config, weights_sha256=datasets.digest_of(Path(config.weights)))
+    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
+    train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+    seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
+                  pixel_mean=train_data.pixel_mean(), seed=config.seed)
+    with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
+        runs.prepare_attached(run_dir, config)
+        settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                        device=device, progress=progress, test_data=test_data)
+        if config.mode == "joint":
+            tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
+            history, before = tuned["history"], tuned["accuracy_before"]
+        else:  # the model is frozen: its accuracy is the same before and after
+            history, before = fit_decoders(seen, train_data, **settings), None
+        for row in history:
+            runs.append_metrics(run_dir, row)
+        last = history[-1]  # measured on the test set after the last epoch: the run's numbers
+        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
+        pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+        under_attack, adversarial = evaluate_layers_under_attack(
+            seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
+        summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
+                                                              "images": len(pool)}, layers=[
+            {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
+             "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
+            for d, measured in zip(seen.describe(), under_attack)])
+        checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
+        shown = torch.arange(min(10, len(pool)))
+        x = datasets.to_float(pool.images[shown]).to(device)
+        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
+        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
+                         run_dir / runs.LAYERS_ATTACK_PNG)
+        runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
+        return summary

@@ -1,0 +1,158 @@
+"""Fitting an attached model: decoders on the frozen model (post hoc), or the model itself
+with the paper's objective (``fine_tune``); ``evaluate_layers`` measures each layer.
+
+    >>> seen = attach(net, layers=["block1", "fc1"], input_shape=(1, 28, 28))
+    >>> rows = fit_decoders(seen, train_data, epochs=10, test_data=test_data)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from perceptreg.core.attached import AttachedModel
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.loss import reconstruction_error
+from perceptreg.core.models import evaluating
+from perceptreg.data import ImageDataset, batches
+
+
+def fit_decoders(seen: AttachedModel, train_data: ImageDataset, *, epochs: int = 10,
+                 batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
+                 device: torch.device | str = "cpu", layers: Sequence[str] | None = None,
+                 progress: bool = True, test_data: ImageDataset | None = None) -> list[dict]:
+    """Train the decoders of ``layers`` (default all) to invert the frozen model, post hoc.
+
+    All layers train in one pass over the data: the model runs once per batch, without
+    gradients, and each decoder learns from its own reconstruction error (squared error
+    summed per image, averaged over the batch). Returns one row per epoch: ``epoch``,
+    ``train_recon`` and, with ``test_data``, ``test_recon_mse`` (per pixel) per layer,
+    ``test_accuracy`` and ``seconds``.
+    """
+    names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
+    return _train(seen, train_data, test_data, names, None, epochs, batch_size, lr, seed, device, progress)
+
+
+def fine_tune(seen: AttachedModel, train_data: ImageDataset, *, lam: float, epochs: int = 10,
+              batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
+              layers: Sequence[str] | None = None, progress: bool = True,
+              test_data: ImageDataset | None = None) -> dict:
+    """Train the model itself with the paper's objective, CE(H(x), y) + lam * the mean over
+    ``layers`` (default all) of their reconstruction errors, the decoders alongside: lam
+    weighs the layers' mean (``joint_loss``), so its pull on the model does not grow with
+    the number of layers attached.
+
+    The model is unfrozen (``requires_grad`` on for the parameters the user left trainable,
+    train mode) for the duration and frozen again after, whatever happens. Returns ``history`` (rows as ``fit_decoders``' plus
+    ``train_ce``) and, with ``test_data``, ``accuracy_before`` and ``accuracy_after``.
+    """
+    if lam < 0:
+        raise PerceptregError(f"lam must be >= 0, got {lam}")
+    names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
+    before = evaluate_layers(seen, test_data, device=device, layers=names)["accuracy"] if test_data else None
+    with seen.unfrozen():
+        history = _train(seen, train_data, test_data, names, lam, epochs, batch_size, lr, seed, device, progress)
+    after = history[-1]["test_accuracy"] if test_data else None
+    return {"history": history, "accuracy_before": before, "accuracy_after": after}
+
+
+def _prepare(seen: AttachedModel, train_data: ImageDataset, test_data: ImageDataset | None,
+             layers: Sequence[str] | None, epochs: int, batch_size: int, device) -> list[str]:
+    for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if value < 1:
+            raise PerceptregError(f"{arg} must be >= 1, got {value}")
+    for arg, data in (("train_data", train_data), ("test_data", test_data)):
+        if data is not None and data.image_shape != seen.input_shape:
+            raise PerceptregError(f"{arg} has images of shape {data.image_shape}, the attached model "
+                                  f"takes {seen.input_shape}; use data of the model's input shape")
+    names = seen.chosen_layers(layers)
+    seen.to(device)
+    seen.init_decoder_biases(train_data.pixel_mean())
+    return names
+
+
+def _train(seen: AttachedModel, train_data: ImageDataset, test_data: ImageDataset | None,
+           names: list[str], lam: float | None, epochs: int, batch_size: int, lr: float, seed: int,
+           device, progress: bool) -> list[dict]:
+    """The epochs: lam None trains the decoders alone (post hoc), a number the model too."""
+    params = [p for n in names for p in seen.decoder(n).parameters()]
+    if lam is not None:  # inside ``unfrozen``: the parameters the user left trainable
+        params += [p for p in seen.model.parameters() if p.requires_grad]
+    # One Adam over all decoders trains each exactly as alone: the loss is a sum of one term
+    # per decoder and they share no parameter, so each gets its own term's gradient, and
+    # Adam keeps its moments per parameter.
+    optimizer = torch.optim.Adam(params, lr=lr)
+    history = []
+    for epoch in range(1, epochs + 1):
+        began = time.perf_counter()
+        seen.train()  # the decoders; the model stays in eval unless fine-tuning (see train())
+        means = _epoch(seen, train_data, names, optimizer, epoch, epochs, batch_size, seed, device,
+                       progress, lam)
+        row: dict = {"epoch": epoch, "train_recon": dict(zip(names, means[1:]))}
+        if lam is not None:
+            row["train_ce"] = means[0]
+        if test_data is not None:
+            quality = evaluate_layers(seen, test_data, device=device, layers=names)
+            row.update(test_recon_mse=quality["recon_mse"], test_accuracy=quality["accuracy"])
+        history.append({**row, "seconds": time.perf_counter() - began})
+    seen.eval()
+    return history
+
+
+def joint_loss(ce: torch.Tensor, recons: torch.Tensor, lam: float) -> torch.Tensor:
+    """Fine-tuning's objective: CE + lam * the mean of the layers' reconstruction errors
+    ``recons`` (L,). A mean, not a sum, so that one lam means the same for 1 or 4 layers.
+    (Post hoc the decoders' errors are summed: each decoder gets its own term's gradient.)"""
+    return ce + lam * recons.mean()
+
+
+def _epoch(seen: AttachedModel, data: ImageDataset, names: list[str], optimizer, epoch: int,
+           epochs: int, batch_size: int, seed: int, device, progress: bool,
+           lam: float | None) -> list[float]:
+    """One epoch; returns its mean per image of (ce, recon of each layer)."""
+    # Seeded per epoch: fitting one layer alone sees the same batches as fitting all.
+    shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
+    bar = tqdm(batches(data, batch_size, shuffle=True, generator=shuffle, device=device),
+               total=-(-len(data) // batch_size), desc=f"epoch {epoch}/{epochs}",
+               disable=not progress, leave=False, unit="batch")
+    for images, labels in bar:
+        # Post hoc, the model runs without autograd: its activations arrive detached.
+        with torch.set_grad_enabled(lam is not None):
+            logits, acts = seen.features(images, names)  # (B, classes), name -> (B, ...)
+        recons = torch.stack([reconstruction_error(images, seen.decoder(n)(acts[n]), "sum")
+                              for n in names])
+        ce = F.cross_entropy(logits.float(), labels) if lam is not None else torch.zeros((), device=device)
+        loss = recons.sum() if lam is None else joint_loss(ce, recons, lam)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sums += torch.cat([ce.detach().view(1), recons.detach()]).double() * len(images)
+    return (sums / len(data)).tolist()  # one device sync per epoch
+
+
+@torch.no_grad()
+def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 500,
+                    device: torch.device | str = "cpu", layers: Sequence[str] | None = None) -> dict:
+    """The model's accuracy on ``data`` and each layer's reconstruction MSE per pixel:
+    ``{"accuracy": float, "recon_mse": {layer: float}}``, one forward per batch."""
+    names = seen.chosen_layers(layers)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    squared = torch.zeros(len(names), dtype=torch.float64, device=device)
+    with evaluating(seen):
+        for images, labels in batches(data, batch_size, device=device):
+            logits, acts = seen.features(images, names)
+            correct += (logits.argmax(1) == labels).sum()
+            squared += torch.stack([(seen.decoder(n)(acts[n]).double() - images).square().sum()
+                                    for n in names])
+    values = torch.cat([correct.double().view(1), squared / math.prod(seen.input_shape)]) / len(data)
+    accuracy, *mse = values.tolist()  # one device sync
+    return {"accuracy": accuracy, "recon_mse": dict(zip(names, mse))}
+
+
+# --- an attach run: the user's model from its file, decoders fitted, measured, drawn -----------

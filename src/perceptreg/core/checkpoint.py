@@ -1,0 +1,169 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON; every write atomic.
+
+A run folder holds
+- ``model.safetensors`` + ``model.json``: the weights and what built them (architecture,
+  lambda, dataset, versions); what ``load_model`` needs.
+- ``state.safetensors`` + ``state.json``: what ``--resume`` needs: weights, optimizer
+  moments, RNG states and the epoch reached. The weights are kept here too so one rename
+  makes the whole state consistent, whatever moment a kill comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from perceptreg.core.errors import PerceptregError
+
+
+class CheckpointError(PerceptregError):
+    """A checkpoint that is missing, corrupt or made for another model."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
+    Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{path} exists and is not a regular file; write to another path")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # the folder is missing, a file, or not writable (/proc, a read-only mount)
+        raise CheckpointError(f"cannot write {path}: {err.strerror or err}") from err
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a run folder is meant to be shared
+        os.replace(tmp, path)
+        # rename() of a hard link onto another name of the same file does nothing and
+        # leaves the link (publishing a model that is already published): remove it.
+        Path(tmp).unlink(missing_ok=True)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: not found") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: corrupt JSON ({err}); the run cannot be read") from err
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({err}); "
+                              f"restore it or train again") from err
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Strict load that names the missing and unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = sorted(own.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - own.keys())
+    mismatched = [f"{k} {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in own.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        problems = [f"missing key(s) {missing[:5]}" if missing else "",
+                    f"unexpected key(s) {unexpected[:5]}" if unexpected else "",
+                    f"shape mismatch {mismatched[:5]}" if mismatched else ""]
+        raise CheckpointError(f"{source}: weights do not fit this model: "
+                              + "; ".join(p for p in problems if p))
+    model.load_state_dict(tensors)
+
+
+# --- optimizer state: nested dicts of tensors and numbers -> flat tensors + JSON -----------
+
+def flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            key = f"optim.{index}.{name}"
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    items = [(k, v) for k, v in tensors.items() if k.startswith("optim.")]
+    for key, value in items + list(meta["scalars"].items()):
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's memory layout (channels-last for convs).
+
+    Saved moments come back contiguous; the fused Adam kernel walks a parameter and its
+    moments as flat memory, so mismatched layouts would pair the wrong elements.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            slots = optimizer.state.get(param, {})
+            for name, value in slots.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    slots[name] = torch.empty_like(param).copy_(value)
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path, name: str = ".lock"):
+    """One writer per folder: an exclusive lock on ``run_dir``/``name`` while the block runs.
+    The system drops the lock when its process dies, so a killed writer leaves none behind.
+    Temporary files a killed writer left are removed once the lock is held. A folder this
+    call created is removed again when the block fails before writing anything into it."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / name, "a+")
+    except OSError as err:  # under a file, under /proc, read-only
+        raise CheckpointError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from err
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise CheckpointError(f"{run_dir} is being written by another process ({handle.read().strip() or 'pid unknown'}); "
+                                  f"wait for it to end or choose another output folder") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        try:
+            yield
+        except BaseException:
+            if created and [p.name for p in run_dir.iterdir()] == [name]:
+                (run_dir / name).unlink()
+                run_dir.rmdir()
+            raise
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

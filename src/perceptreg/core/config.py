@@ -1,0 +1,170 @@
+"""The configuration of one training run: ``TrainConfig``, a frozen dataclass with one
+default per line and its reason. ``train`` reads it; the run folder stores it as config.json.
+
+    config = TrainConfig(lam=1e-2, epochs=20)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from perceptreg.core.devices import check_device_name
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.loss import REDUCTIONS
+
+MODES = ("joint", "post-hoc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
+    arch: str = "mnist"  # one of models.ARCHITECTURES (data.default_arch(dataset) fits), or "custom"
+    model: str | None = None  # FILE.py:FUNCTION returning a PerceptionNet of your own F, C, D (arch "custom")
+    lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
+    reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
+    mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F
+    epochs: int = 20  # the paper's 20 ("iterations" in its text); in post-hoc mode, of F and C
+    decoder_epochs: int | None = None  # post-hoc only: epochs of the decoder phase (None: = epochs)
+    decoder_batch_size: int | None = None  # post-hoc only: batch size of the decoder phase (None: = batch_size)
+    batch_size: int = 64  # the paper gives none; 64 as in pytorch/examples' MNIST
+    lr: float = 1e-3  # Adam, as in the paper
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_drop_epoch: int | None = None  # after this many epochs lr *= lr_drop_factor (CelebA: 20); None or 0: never
+    lr_drop_factor: float = 0.1
+    seed: int = 0  # model init, shuffling and the train_size subset (not the train/test split)
+    train_size: int | None = None  # a stratified subset of the training set, to scale runs down
+    init_output_bias: bool = True  # start D's sigmoid at the mean pixel: avoids the all-black collapse
+    device: str = "cpu"  # "cuda" trains in bf16 autocast (fp16 + loss scaling where bf16 is missing)
+    data_root: str | None = None  # where file-based datasets live (mnist: downloaded there)
+    # post-hoc only: take F and C, frozen, from this run folder and train a new D for them,
+    # so joint and post-hoc perception of the very same classifier can be compared
+    classifier_from: str | None = None
+    compile: bool = False  # torch.compile the step: pays on GPUs and long runs, costs ~30 s to start
+    steps_per_epoch: int | None = None  # cap an epoch at this many batches (for very large datasets)
+
+    def __post_init__(self):
+        _require([
+            *_training_checks(self),
+            (self.reduction in REDUCTIONS, f"`reduction` must be one of {', '.join(REDUCTIONS)}"),
+            (self.mode in MODES, f"`mode` must be one of {', '.join(MODES)}"),
+            (self.decoder_epochs is None or self.decoder_epochs >= 1, "`decoder_epochs` must be >= 1"),
+            (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
+            (self.lr_drop_epoch is None or self.lr_drop_epoch >= 0, "`lr_drop_epoch` must be >= 0 (0: never)"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
+            (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
+            (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
+        ], f" (got {self._describe()})")
+        check_device_name(self.device)
+
+    def _describe(self) -> str:
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                         if getattr(self, f.name) != f.default) or "defaults"
+
+    @property
+    def classifier_epochs(self) -> int:
+        """Epochs that train F and C: none when they come from another run."""
+        return 0 if self.classifier_from else self.epochs
+
+    @property
+    def total_epochs(self) -> int:
+        if self.mode == "joint":
+            return self.epochs
+        return self.classifier_epochs + (self.decoder_epochs or self.epochs)
+
+    def phase(self, epoch: int) -> str:
+        """What epoch ``epoch`` (1-based) trains: "joint", "classifier" or "decoder"."""
+        if self.mode == "joint":
+            return "joint"
+        return "classifier" if epoch <= self.classifier_epochs else "decoder"
+
+    def batch_size_at(self, epoch: int) -> int:
+        if self.phase(epoch) == "decoder" and self.decoder_batch_size:
+            return self.decoder_batch_size
+        return self.batch_size
+
+    def lr_at(self, epoch: int) -> float:
+        first = 1 if self.phase(epoch) != "decoder" else self.classifier_epochs + 1
+        dropped = bool(self.lr_drop_epoch) and epoch - first >= self.lr_drop_epoch
+        return self.lr * (self.lr_drop_factor if dropped else 1.0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
+        return from_dict(cls, values, source)
+
+
+ATTACH_MODES = ("post-hoc", "joint")
+
+
+@dataclass(frozen=True)
+class AttachConfig:
+    """The configuration of an attach run: decoders on layers of a model the user has."""
+
+    model: str  # FILE.py:FUNCTION returning the user's nn.Module (images in [0, 1] -> logits)
+    layers: tuple[str, ...]  # module names, as in model.named_modules()
+    weights: str | None = None  # its safetensors state dict (None: the function loads its own)
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel mean, std the model expects
+    dataset: str = "mnist5k"  # see data.DATASETS: the images the decoders learn to reconstruct
+    data_root: str | None = None
+    mode: str = "post-hoc"  # the model frozen; "joint": fine-tuned with CE + lam * reconstruction
+    lam: float = 1e-2  # joint only: weight of the layers' mean reconstruction error
+    epochs: int = 10  # decoders at 4 depths of a small CNN settle within 10 on MNIST-5k
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam, as for training
+    seed: int = 0  # decoder init (per layer) and shuffling
+    train_size: int | None = None  # a stratified subset, to scale runs down
+    device: str = "cpu"
+    weights_sha256: str | None = None  # recorded by the run: which weights it saw
+
+    def __post_init__(self):
+        _require([
+            (bool(self.layers), "`layers` must name at least one module"),
+            (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
+            *_training_checks(self),
+        ])
+        check_device_name(self.device)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "AttachConfig":
+        return from_dict(cls, values, source)
+
+
+def _training_checks(config) -> list[tuple[bool, str]]:
+    """The rules every config that trains shares: lam, epochs, batch size, lr, subset size."""
+    return [
+        (config.lam >= 0 and math.isfinite(config.lam), "`lam` must be a finite number >= 0"),
+        (config.epochs >= 1, "`epochs` must be >= 1"),
+        (config.batch_size >= 1, "`batch_size` must be >= 1"),
+        (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
+        (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
+    ]
+
+
+def _require(checks: list[tuple[bool, str]], suffix: str = "") -> None:
+    """The first failed check as an error (its message, then ``suffix``)."""
+    for ok, message in checks:
+        if not ok:
+            raise PerceptregError(message + suffix)
+
+
+def from_dict(cls, values, source: str):
+    """A config dataclass from its JSON form (lists back to tuples); errors name ``source``."""
+    if not isinstance(values, dict):
+        raise PerceptregError(f"{source}: expected a JSON object of settings, found {type(values).__name__}")
+    unknown = sorted(values.keys() - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
+
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+    try:
+        return cls(**{k: tuples(v) for k, v in values.items()})
+    except TypeError as err:  # a missing setting, or a value of the wrong type (lam: "abc")
+        raise PerceptregError(f"{source}: a setting is missing or has the wrong type ({err})") from err

@@ -1,0 +1,298 @@
+"""The perception network H = C(F(x)), P = D(F(x)), and the paper's three architectures.
+
+``PerceptionNet`` wraps any three ``nn.Module``s: an encoder F (images -> latent z), a
+classifier head C (z -> logits) and a decoder D (z -> images). The factories ``mnist``,
+``svhn`` and ``celeba`` build the networks of the paper's appendix B, with the errata of
+the paper's errata fixed (no ReLU before the final sigmoid; the SVHN decoder takes 64 channels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import warnings
+import zlib
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError
+
+
+class PerceptionOutput(NamedTuple):
+    logits: torch.Tensor  # (B, num_classes)
+    z: torch.Tensor  # (B, *latent_shape)
+    recon: torch.Tensor  # (B, C, H, W), the perception P(x)
+
+
+class PerceptionNet(nn.Module):
+    """Classifier C(F(x)) with a decoder D on the same latent z = F(x).
+
+    Args:
+        encoder: F, maps images (B, *input_shape) to a latent z (B, ...).
+        classifier: C, maps z to logits (B, num_classes).
+        decoder: D, maps z back to images of the input's shape, values in [0, 1].
+        input_shape: (C, H, W) of one image; used to check, with one dummy batch, that
+            the three modules chain. A mismatch raises ``PerceptregError`` naming the module.
+
+    Example:
+        >>> net = PerceptionNet(encoder, classifier, decoder, input_shape=(1, 28, 28))
+        >>> logits, z, recon = net(images)
+    """
+
+    def __init__(self, encoder: nn.Module, classifier: nn.Module, decoder: nn.Module,
+                 input_shape: tuple[int, ...]):
+        super().__init__()
+        self.encoder, self.classifier, self.decoder = encoder, classifier, decoder
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.latent_shape, self.num_classes = self._check_shapes()
+
+    @torch.no_grad()
+    def _check_shapes(self) -> tuple[tuple[int, ...], int]:
+        # A batch of 2: batch-norm layers need more than one sample, and a module that
+        # mixes up batch and feature dimensions is caught.
+        with evaluating(self):
+            x = torch.zeros(2, *self.input_shape, device=_device_of(self))
+            z = _run("encoder F", self.encoder, x)
+            logits = _run("classifier C", self.classifier, z)
+            recon = _run("decoder D", self.decoder, z)
+        if logits.dim() != 2 or logits.shape[0] != 2:
+            raise PerceptregError(
+                f"classifier C must return logits of shape (batch, classes); it returned "
+                f"{tuple(logits.shape)} for a batch of 2 (add nn.Flatten or fix its output layer)")
+        if recon.shape != x.shape:
+            raise PerceptregError(
+                f"decoder D must return images of the input's shape {tuple(x.shape)}; it "
+                f"returned {tuple(recon.shape)} for a batch of 2 (check its layers' strides "
+                f"and paddings)")
+        return tuple(z.shape[1:]), int(logits.shape[1])
+
+    def forward(self, x: torch.Tensor) -> PerceptionOutput:
+        z = self.encoder(x)
+        return PerceptionOutput(self.classifier(z), z, self.decoder(z))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """H(x) = C(F(x)): logits, without running the decoder."""
+        return self.classifier(self.encoder(x))
+
+    def perceive(self, x: torch.Tensor) -> torch.Tensor:
+        """P(x) = D(F(x)): what the model perceives of x."""
+        return self.decoder(self.encoder(x))
+
+    def init_output_bias(self, pixel_mean: torch.Tensor | float) -> bool:
+        """D's output bias at logit(mean training pixel): see ``init_output_bias``."""
+        return init_output_bias(self.decoder, self.latent_shape, self.input_shape, pixel_mean)
+
+
+def init_output_bias(decoder: nn.Module, latent_shape: tuple[int, ...], image_shape: tuple[int, int, int],
+                     pixel_mean: torch.Tensor | float) -> bool:
+    """Set the bias of D's output layer to logit(mean training pixel), per channel, if D's
+    output comes out of a sigmoid.
+
+    Why: with PyTorch's default init the summed squared error drives every output of a
+    sigmoid decoder to 0 within a few dozen steps (the background is most of each
+    image); the sigmoid saturates and the decoder stays all black for good
+    (README, "The collapse pitfall"). Starting the output at the mean intensity avoids it.
+
+    The output layer is found by running D once: the last layer with a bias before the
+    last sigmoid, with only parameter-free reshapes (Unflatten, ...) after the sigmoid.
+    Its bias holds one value per channel (a convolution) or per output value (a dense
+    layer, channel-major as Unflatten lays it out). Returns whether a bias was set:
+    False without a final sigmoid; a warning names the decoder it could not handle.
+    """
+    order = _run_order(decoder, torch.zeros(2, *latent_shape, device=_device_of(decoder)))
+    last_sigmoid = max((i for i, (m, _) in enumerate(order) if isinstance(m, nn.Sigmoid)), default=None)
+    if last_sigmoid is None or any(list(m.parameters()) for m, _ in order[last_sigmoid + 1:]):
+        return False
+    layer, width = next(((m, out) for m, out in reversed(order[:last_sigmoid])
+                         if isinstance(getattr(m, "bias", None), nn.Parameter)), (None, 0))
+    channels, height, width_px = image_shape
+    mean = torch.as_tensor(pixel_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3).flatten()
+    mean = mean.expand(channels) if mean.numel() == 1 else mean
+    logit = torch.logit(mean)
+    if layer is not None and layer.bias.numel() == channels and width == channels:
+        value = logit  # one bias per output channel (a convolution)
+    elif layer is not None and layer.bias.numel() == channels * height * width_px:
+        value = logit.repeat_interleave(height * width_px)  # a dense layer's channel-major output
+    else:
+        warnings.warn("init_output_bias: found no layer whose bias sets D's output per channel before its "
+                      "final sigmoid; the bias is left as it is (watch for the all-black collapse, README)",
+                      RuntimeWarning, stacklevel=2)
+        return False
+    with torch.no_grad():
+        layer.bias.copy_(value.to(layer.bias))
+    return True
+
+
+def _run_order(module: nn.Module, example: torch.Tensor) -> list[tuple[nn.Module, int]]:
+    """The leaf modules of ``module`` in the order a forward pass on ``example`` runs them,
+    each with the size of its output's dimension 1 (channels, or features)."""
+    order = []
+    hooks = [m.register_forward_hook(lambda m, args, out: order.append((m, out.shape[1] if out.dim() > 1 else 0)))
+             for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad(), evaluating(module):
+            module(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return order
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """Eval mode inside the block; after it, whatever happens, each submodule's own mode as
+    it was (``train(mode)`` would set one mode for all, waking a part kept in eval)."""
+    modes = [(part, part.training) for part in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for part, training in modes:
+            part.training = training
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _run(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    try:
+        out = module(x)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise PerceptregError(
+            f"{name} failed on an input of shape {tuple(x.shape)}: {err}") from err
+    if not isinstance(out, torch.Tensor):
+        raise PerceptregError(f"{name} must return one tensor, it returned {type(out).__name__}")
+    return out
+
+
+# --- the paper's architectures (appendix B); every conv is 4x4 ---------------------------
+
+def _encoder(channels: list[int], strides: list[int], paddings: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c_in, c_out, s, p in zip(channels, channels[1:], strides, paddings):
+        layers += [nn.Conv2d(c_in, c_out, 4, s, p), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Flatten())  # (B, z_dim, 1, 1) -> (B, z_dim)
+
+
+def _decoder(channels: list[int], strides: list[int], paddings: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Unflatten(1, (channels[0], 1, 1))]
+    for c_in, c_out, s, p in zip(channels, channels[1:], strides, paddings):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, s, p), nn.ReLU()]
+    layers[-1] = nn.Sigmoid()  # erratum: no ReLU before the sigmoid, or outputs sit in [0.5, 1)
+    return nn.Sequential(*layers)
+
+
+def _classifier(z_dim: int, hidden: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+def mnist(num_classes: int = 10) -> PerceptionNet:
+    """MNIST network, 1x28x28 -> z in R^32 (28->14->7->4->1 and back). 73,083 parameters (F 29,024, C 2,762, D 41,297)."""
+    return PerceptionNet(
+        _encoder([1, 16, 16, 32, 32], [2, 2, 1, 1], [1, 1, 0, 0]),
+        _classifier(32, 64, num_classes),
+        _decoder([32, 32, 32, 16, 1], [1, 1, 2, 2], [0, 0, 1, 1]),
+        input_shape=(1, 28, 28))
+
+
+def svhn(num_classes: int = 10) -> PerceptionNet:
+    """SVHN network, 3x32x32 -> z in R^64 (32->16->8->4->1 and back). 224,429 parameters."""
+    return PerceptionNet(
+        _encoder([3, 16, 32, 64, 64], [2, 2, 2, 1], [1, 1, 1, 0]),
+        _classifier(64, 128, num_classes),
+        _decoder([64, 64, 32, 16, 3], [1, 2, 2, 2], [0, 1, 1, 1]),
+        input_shape=(3, 32, 32))
+
+
+def celeba(num_classes: int = 2) -> PerceptionNet:
+    """CelebA network, 3x64x64 -> z in R^128 (64->32->16->8->4->1 and back). 26,264,197 parameters."""
+    return PerceptionNet(
+        _encoder([3, 128, 256, 512, 1024, 128], [2, 2, 2, 2, 1], [1, 1, 1, 1, 0]),
+        _classifier(128, 256, num_classes),
+        _decoder([128, 1024, 512, 256, 128, 3], [1, 2, 2, 2, 2], [0, 1, 1, 1, 1]),
+        input_shape=(3, 64, 64))
+
+
+ARCHITECTURES: dict[str, Callable[..., PerceptionNet]] = {
+    "mnist": mnist, "svhn": svhn, "celeba": celeba}
+INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64)}
+
+
+def build(arch: str, num_classes: int) -> PerceptionNet:
+    """One of the paper's architectures by name (``ARCHITECTURES``)."""
+    if arch not in ARCHITECTURES:
+        raise PerceptregError(
+            f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](num_classes=num_classes)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+
+# --- models from the user's own code -------------------------------------------------------------
+
+def load_factory(spec: str) -> Callable[[], nn.Module]:
+    """``"path/to/net.py:build"`` -> the function ``build`` of that file, which returns a model.
+
+    Loading runs the file's code: name only files you wrote or trust, as with any import.
+    """
+    path_text, colon, name = spec.rpartition(":")
+    if not colon or not path_text or not name.isidentifier():
+        raise PerceptregError(f"`model` {spec!r}: give FILE.py:FUNCTION, e.g. nets/mine.py:build")
+    path = Path(path_text).expanduser()
+    if path.suffix != ".py" or not path.is_file():
+        raise PerceptregError(f"`model` {spec!r}: {path} is not a Python file")
+    module_name = f"perceptreg_user_{zlib.crc32(str(path.resolve()).encode()):08x}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader)
+    try:
+        loader.loader.exec_module(module)
+    except Exception as err:  # the user's code: whatever it raises, say where
+        raise PerceptregError(f"`model` {spec!r}: running {path} failed ({type(err).__name__}: {err})") from err
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
+        raise PerceptregError(f"`model` {spec!r}: {path} has no function {name!r}; it has {', '.join(found[:10]) or 'none'}")
+    return factory
+
+
+def build_from_file(spec: str) -> nn.Module:
+    """Call the factory of ``spec`` (see ``load_factory``); it must return an ``nn.Module``."""
+    try:
+        model = load_factory(spec)()
+    except PerceptregError:
+        raise
+    except Exception as err:
+        raise PerceptregError(f"`model` {spec!r}: the function failed ({type(err).__name__}: {err})") from err
+    if not isinstance(model, nn.Module):
+        raise PerceptregError(f"`model` {spec!r}: the function returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def perception_net_from_file(spec: str) -> PerceptionNet:
+    """A ``PerceptionNet`` of the user's own F, C, D, from ``"FILE.py:FUNCTION"``."""
+    model = build_from_file(spec)
+    if not isinstance(model, PerceptionNet):
+        raise PerceptregError(f"`model` {spec!r}: the function returned a {type(model).__name__}; for training it "
+                              f"must return a PerceptionNet(encoder, classifier, decoder, input_shape)")
+    return model
+
+
+def load_weights_file(model: nn.Module, path) -> nn.Module:
+    """Load a safetensors state dict into ``model``, strictly (keys and shapes named)."""
+    path = Path(path)
+    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        raise PerceptregError(
+            f"`weights` {path}: pickled checkpoints are not loaded (they can run code); convert it once: "
+            f"python -c \"import torch; from safetensors.torch import save_file; "
+            f"save_file(torch.load('{path}', weights_only=True), '{path.with_suffix('.safetensors')}')\"")
+    checkpoint.load_weights(model, checkpoint.load_tensors(path), path)
+    return model

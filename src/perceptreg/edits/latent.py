@@ -1,0 +1,326 @@
+"""Latent directions from targeted attacks, and edits along them (the paper's Fig. 6).
+
+A targeted attack moves x to x_adv, classified as the target; in the latent space that is
+the direction dz = F(x_adv) - F(x). Decoding z = F(x) + a * dz for a in 0 .. 2 edits the
+image toward the target: D(F(x) + a * dz). (The paper's text writes C where it means D.)
+
+- ``toward``: per-image directions from a targeted attack;
+- ``mean_direction``: their mean over a set of images, a reusable concept vector, saved
+  with ``save_direction`` (safetensors + JSON) and applied to new images;
+- ``decode_along``: the edited images; ``flip_curve`` and ``locality``: what the edit does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+
+from perceptreg import data as datasets
+from perceptreg import measures
+from perceptreg.adversarial.attacks import PGD, AttackSettings, check_target
+from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.models import PerceptionNet, evaluating
+from perceptreg.core.schema import load_model_file
+from perceptreg.runs import Run
+
+DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
+
+
+@dataclass(frozen=True)
+class Direction:
+    """A latent direction toward ``target``: the mean of ``count`` per-image directions."""
+
+    vector: torch.Tensor  # (*latent_shape)
+    target: int
+    source: int | None  # the class it was fitted on; None: images of every other class
+    count: int
+    meta: dict = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _encode(model: PerceptionNet, images: torch.Tensor) -> torch.Tensor:
+    with evaluating(model):
+        return model.encoder(images)
+
+
+def latent_directions(model: PerceptionNet, images: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+    """dz = F(x_adv) - F(x) per image: (B, *latent_shape)."""
+    return _encode(model, adversarial) - _encode(model, images)
+
+
+def toward(model: PerceptionNet, images: torch.Tensor, target: int, attack: PGD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attack ``images`` toward ``target``; returns (x_adv, dz per image)."""
+    check_target(target, model.num_classes)
+    targets = torch.full((len(images),), target, dtype=torch.long, device=images.device)
+    adversarial = attack(images, targets, targets)
+    return adversarial, latent_directions(model, images, adversarial)
+
+
+def mean_direction(model: PerceptionNet, images: torch.Tensor, target: int, attack: PGD,
+                   source: int | None = None, meta: dict | None = None) -> Direction:
+    """The mean of the per-image directions of ``images`` toward ``target``."""
+    if len(images) == 0:
+        raise PerceptregError("mean_direction needs at least one image (the image set is empty)")
+    _, directions = toward(model, images, target, attack)
+    return Direction(directions.mean(0), target, source, len(images), dict(meta or {}))
+
+
+@torch.no_grad()
+def decode_along(model: PerceptionNet, images: torch.Tensor, directions: torch.Tensor,
+                 alphas: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents F(x) + a * dz and their decodings D(.) for every image and alpha.
+
+    ``directions`` is one per image (B, *latent) or one for all (*latent).
+    Returns (latents (B, A, *latent), images (B, A, C, H, W)).
+    """
+    z = _encode(model, images)  # (B, *latent)
+    steps = torch.as_tensor(list(alphas), dtype=z.dtype, device=z.device)  # (A,)
+    shape = (1, len(steps)) + (1,) * (z.dim() - 1)
+    latents = z.unsqueeze(1) + steps.view(shape) * directions.expand_as(z).unsqueeze(1)  # (B, A, *latent)
+    with evaluating(model):
+        # One alpha at a time: the same batch as model.perceive(images), so a = 0 gives P(x)
+        # bit for bit (conv kernels sum in a batch-size-dependent order).
+        decoded = torch.stack([model.decoder(latents[:, i]) for i in range(len(steps))], 1)
+    return latents, decoded.float()
+
+
+# --- what an edit does -------------------------------------------------------------------------
+
+@torch.no_grad()
+def read_edits(model: PerceptionNet, latents: torch.Tensor, edited: torch.Tensor,
+               judges: Sequence = ()) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Who reads which class at every step: H on the edited image, C on the edited latent,
+    and each judge on the edited image. Returns ({reader: labels (B, A)}, H's confidence (B, A))."""
+    with evaluating(model):
+        images = edited.flatten(0, 1)
+        confidence, on_image = model.classify(images).float().softmax(1).max(1)
+        on_latent = model.classifier(latents.flatten(0, 1)).argmax(1)
+    shape = edited.shape[:2]
+    readings = {"H(image)": on_image.view(shape), "C(latent)": on_latent.view(shape)}
+    readings.update({judge.name: judge(images).view(shape) for judge in judges})
+    return readings, confidence.view(shape)
+
+
+def flip_curve(readings: dict[str, torch.Tensor], target: int) -> dict[str, list[float]]:
+    """Per reader, the fraction of images read as ``target`` at each alpha."""
+    return {name: (labels == target).float().mean(0).tolist() for name, labels in readings.items()}
+
+
+def flip_interval(readings: dict[str, torch.Tensor], target: int) -> dict[str, list[list[float]]]:
+    """Per reader, the 95 % interval [low, high] of ``flip_curve``'s fraction at each alpha."""
+    intervals = {}
+    for name, labels in readings.items():  # labels: (images, alphas)
+        measured = [measures.rate(count, len(labels)) for count in (labels == target).sum(0).tolist()]
+        intervals[name] = [[m["low"], m["high"]] for m in measured]
+    return intervals
+
+
+def target_region(class_images: torch.Tensor, threshold: float = 0.2) -> torch.Tensor:
+    """Pixels the target class needs: where its mean training image exceeds ``threshold``
+    (after averaging channels). (N, C, H, W) in [0, 1] -> bool (H, W)."""
+    return class_images.float().mean((0, 1)) > threshold
+
+
+@torch.no_grad()
+def locality(edited: torch.Tensor, region: torch.Tensor) -> dict:
+    """How much of the image the edit changes, from a = 0 (which is P(x)) to the last alpha.
+
+    Returns the per-pixel mean absolute change over images and channels (H, W) and its mean
+    inside and outside ``region``; an edit that touches only the concept has a small
+    ``outside`` and a ratio outside / inside well below 1.
+    """
+    change = (edited[:, -1] - edited[:, 0]).abs().mean((0, 1))  # (H, W)
+    inside = change[region].mean().item() if region.any() else float("nan")
+    outside = change[~region].mean().item() if (~region).any() else float("nan")
+    return {"change_map": change, "inside": inside, "outside": outside,
+            "outside_to_inside": outside / inside if inside else float("nan")}
+
+
+# --- direction files -----------------------------------------------------------------------------
+
+DIRECTION_FORMAT = "perceptreg.direction/1"
+
+
+def save_direction(direction: Direction, path: str | Path, model: PerceptionNet) -> Path:
+    """``path`` (.safetensors) holds the vector; ``path`` with .json its source and model."""
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_tensors(path, {"direction": direction.vector})
+    checkpoint.write_json(path.with_suffix(".json"), {
+        "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
+        "count": direction.count, "latent_shape": list(model.latent_shape),
+        "num_classes": model.num_classes, **direction.meta})
+    return path
+
+
+class _DirectionFile(BaseModel):
+    """The JSON beside a direction's tensor; further keys are the attack settings it came from."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal[DIRECTION_FORMAT]
+    target: NonNegativeInt
+    source: NonNegativeInt | None
+    count: PositiveInt
+    latent_shape: list[PositiveInt]
+    num_classes: PositiveInt
+
+
+def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
+    """A saved direction, checked against its schema and ``model``'s latent shape and classes."""
+    path = Path(path).with_suffix(".safetensors")
+    meta = load_model_file(path.with_suffix(".json"), _DirectionFile,
+                           "save the direction again (`perceptreg interpolate --save-direction`)")
+    vector = checkpoint.load_tensors(path).get("direction")
+    if vector is None:
+        raise PerceptregError(f"{path}: holds no 'direction' tensor")
+    if vector.dtype != torch.float32 or not torch.isfinite(vector).all():
+        raise PerceptregError(f"{path}: the direction must be finite float32 numbers "
+                              f"(it is {vector.dtype}{'' if torch.isfinite(vector).all() else ' with NaN or inf'}); "
+                              f"save the direction again")
+    if tuple(vector.shape) != model.latent_shape or tuple(meta["latent_shape"]) != model.latent_shape:
+        raise PerceptregError(f"{path}: a direction in a latent space of shape {tuple(vector.shape)}, "
+                              f"this model's latent has shape {model.latent_shape}: it was made for "
+                              f"another architecture or latent size")
+    if meta["num_classes"] != model.num_classes:
+        raise PerceptregError(f"{path}: made for a model with {meta['num_classes']} classes, "
+                              f"this one has {model.num_classes}")
+    if meta["target"] >= model.num_classes:
+        raise PerceptregError(f"{path}: a direction toward class {meta['target']}, "
+                              f"but the model has classes 0..{model.num_classes - 1}")
+    extra = {k: v for k, v in meta.items() if k not in _DirectionFile.model_fields}
+    return Direction(vector, meta["target"], meta["source"], meta["count"], extra)
+
+
+MAX_ALPHAS = 201  # an edit decodes every alpha for every image: keep the grid finite
+
+
+def parse_alphas(text: str) -> tuple[float, ...]:
+    """"0:2:0.25" (start:stop:step, stop included) or "0,0.5,1" -> alphas (finite, at most MAX_ALPHAS)."""
+    hint = "give start:stop:step (e.g. 0:2:0.25) or numbers separated by commas (e.g. 0,0.5,1)"
+    try:
+        parts = tuple(float(p) for p in text.split(":" if ":" in text else ","))
+    except ValueError:
+        raise PerceptregError(f"`alphas` {text!r}: {hint}") from None
+    if not all(math.isfinite(p) for p in parts):
+        raise PerceptregError(f"`alphas` {text!r}: every value must be a finite number")
+    if ":" not in text:
+        values = parts
+    else:
+        if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+            raise PerceptregError(f"`alphas` {text!r}: {hint}, with step > 0 and stop >= start")
+        start, stop, step = parts
+        intervals = (stop - start) / step
+        if not intervals < MAX_ALPHAS:  # also catches an infinite ratio of finite numbers
+            raise PerceptregError(f"`alphas` {text!r}: more than {MAX_ALPHAS} values; take a larger step")
+        values = tuple(round(start + i * step, 10) for i in range(math.floor(intervals + 1e-9) + 1))
+    if len(values) > MAX_ALPHAS:
+        raise PerceptregError(f"`alphas` {text!r}: {len(values)} values; at most {MAX_ALPHAS} are decoded")
+    return values
+
+
+# --- one study: per-image and mean directions on the same images -----------------------------
+
+@dataclass
+class EditStudy:
+    """Edits of ``images`` toward ``target`` along each image's own direction and along the
+    mean direction, with every reader's labels, the flip curves and the locality."""
+
+    alphas: tuple[float, ...]
+    target: int
+    direction: Direction
+    images: torch.Tensor  # (B, C, H, W) the images edited
+    edited: dict[str, torch.Tensor]  # "per-image" / "mean" -> (B, A, C, H, W)
+    readings: dict[str, dict[str, torch.Tensor]]  # kind -> reader -> (B, A)
+    confidence: dict[str, torch.Tensor]  # kind -> H's confidence (B, A)
+    summary: dict
+
+
+def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack: PGD,
+                alphas: Sequence[float] = DEFAULT_ALPHAS, judges: Sequence = (),
+                region: torch.Tensor | None = None, direction: Direction | None = None,
+                fit_images: torch.Tensor | None = None, source: int | None = None) -> EditStudy:
+    """Edit ``images`` toward ``target`` and measure it.
+
+    The per-image directions come from attacking ``images`` themselves; the mean direction
+    is ``direction`` if given, else the mean over ``fit_images`` (other images than the
+    edited ones, so its flip curve shows whether the concept generalises).
+    """
+    if len(images) == 0:
+        raise PerceptregError("no images to edit (the image set is empty)")
+    check_target(target, model.num_classes)
+    alphas = tuple(float(a) for a in alphas)
+    if direction is None:
+        direction = mean_direction(model, images if fit_images is None else fit_images, target, attack, source)
+    _, per_image = toward(model, images, target, attack)
+    kinds = {"per-image": per_image, "mean": direction.vector.to(images.device)}
+    edited, readings, confidence, summary = {}, {}, {}, {"target": target, "alphas": list(alphas),
+                                                          "images": len(images), "directions": {}}
+    for kind, vectors in kinds.items():
+        latents, edited[kind] = decode_along(model, images, vectors, alphas)
+        readings[kind], confidence[kind] = read_edits(model, latents, edited[kind], judges)
+        entry = {"flip_curve": flip_curve(readings[kind], target),
+                 "flip_interval": flip_interval(readings[kind], target)}
+        if region is not None:
+            entry["locality"] = {k: v for k, v in locality(edited[kind], region).items() if k != "change_map"}
+        summary["directions"][kind] = entry
+    summary["directions"]["mean"]["fitted_on"] = {"images": direction.count, "source": direction.source}
+    return EditStudy(alphas, target, direction, images, edited, readings, confidence, summary)
+
+
+# --- a study of a run folder (what `perceptreg interpolate` does) ------------------------------
+
+@dataclass(frozen=True)
+class EditSettings:
+    """What to edit toward which class: the choices of an edit study of a run."""
+
+    target: int
+    source: int | None = None  # edit (and fit the mean direction on) this class only; None: every other
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    images: int = 8  # test images edited
+    fit_images: int = 100  # training images the mean direction is averaged over
+    from_file: Path | None = None  # edit this image file (or folder) instead of test images
+    direction_file: Path | None = None  # apply this saved direction instead of fitting one
+
+
+def _pick(data, target: int, source: int | None, count: int) -> torch.Tensor:
+    """Up to ``count`` indices of images of ``source`` (or of any class but ``target``), spread over classes."""
+    keep = data.labels != target if source is None else data.labels == source
+    chosen = keep.nonzero().squeeze(1)
+    if len(chosen) == 0:
+        raise PerceptregError(f"no images of class {source} in {data.name}")
+    return chosen[datasets.spread_over_classes(data.labels[chosen], min(count, len(chosen)))]
+
+
+def study_run(run: Run, settings: EditSettings, attack: AttackSettings,
+              device: str = "cpu") -> tuple[EditStudy, torch.Tensor]:
+    """The edit study of a run's model: its test images (or ``from_file``) edited toward
+    ``settings.target``, judged by a 3-NN pixel judge on its training set. The mean direction
+    is fitted on training images, so it is tested on images it has not seen. Returns the
+    study and the target's region (pixels its mean training image covers), for locality."""
+    if run.kind == "attached":
+        raise PerceptregError(f"{run.path} is a run of `attach`: its layers have no classifier head of their "
+                              f"own to read an edited latent, so latent edits need a run of `train`")
+    model = run.model(device)
+    train_data, test_data = run.data()
+    check_target(settings.target, model.num_classes)
+    if settings.from_file:
+        images = datasets.load_image_files(settings.from_file, model.input_shape)
+    else:
+        images = test_data.images[_pick(test_data, settings.target, settings.source, settings.images)]
+    fit = train_data.images[_pick(train_data, settings.target, settings.source, settings.fit_images)]
+    direction = load_direction(settings.direction_file, model) if settings.direction_file else None
+    if direction is not None and direction.target != settings.target:
+        raise PerceptregError(f"{settings.direction_file}: a direction toward class {direction.target}, "
+                              f"not toward the `target` {settings.target}")
+    region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
+    study = study_edits(model, datasets.to_float(images).to(device), settings.target, attack.build(model),
+                        settings.alphas, [KNNJudge(train_data, device=device)], region.to(device),
+                        direction, datasets.to_float(fit).to(device), settings.source)
+    return study, region

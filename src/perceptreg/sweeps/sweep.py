@@ -1,0 +1,297 @@
+"""The lambda sweep (the paper's Fig. 3), measured: one model per lambda and seed, plus the
+post-hoc baseline, then accuracy, reconstruction, where the perception misses (error maps
+and their centre-to-edge ratio), and linear and small-MLP probes on frozen z for what the task did not
+ask (MNIST-strips: the side digits and both colours; CelebA: the other attributes).
+
+    summary = run_sweep(SweepConfig(dataset="mnist-strips"), "runs/sweep")
+
+Each model trains in its own run folder, so a killed sweep resumes model by model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from tqdm.auto import tqdm
+
+from perceptreg import data as datasets
+from perceptreg import figures, measures, runs
+from perceptreg.core import checkpoint, devices, models, schema
+from perceptreg.core.checkpoint import CheckpointError
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.figures import plots
+from perceptreg.sweeps import ray_engine, workers
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    dataset: str = "mnist-strips"
+    lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e2)  # the paper's Fig. 3 grid: tiny, delicate, intermediate, large
+    seeds: tuple[int, ...] = (0, 1)  # two at least, for an interval
+    post_hoc: bool = True  # add the post-hoc decoder baseline (F and C alone, then D)
+    epochs: int = 20  # per model, as the paper; the default MNIST-strips sweep takes about 5 min on 2 cores
+    batch_size: int = 64
+    train_size: int | None = None  # a stratified subset, to scale the sweep down
+    device: str = "cpu"
+    data_root: str | None = None
+    max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
+    max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
+    workers: int | None = None  # members trained at once, in processes sharing the cores (workers.py); None: auto
+    ensemble: bool | None = None  # joint members as vmapped ensembles, one per worker (ensemble.py); None: auto
+    engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
+    address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
+
+    def __post_init__(self):
+        if not self.lams:
+            raise PerceptregError("the sweep needs at least one lambda in `lams`")
+        if not self.seeds:
+            raise PerceptregError("the sweep needs at least one seed in `seeds`")
+        if self.engine not in ENGINES:
+            raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "ray" and self.ensemble:
+            raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
+        members = len(self.variants())  # TrainConfig checks every setting, each lambda included, before any work
+        on_cpu = devices.check_device_name(self.device).type == "cpu"
+        # Auto, from bench/sweep_throughput.py (README, 'The lambda sweep'): on CPU, members side
+        # by side in one-thread workers beat one process of all the cores (1.15x on 2 cores), and
+        # the ensemble gains nothing; on a GPU the ensemble pays (1.6-1.8x), extra processes do not.
+        if self.workers is None:
+            object.__setattr__(self, "workers", min(workers.available_cores(), members) if on_cpu else 1)
+        if self.ensemble is None:
+            object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local")
+        workers.check_count(self.workers)
+
+    def variants(self) -> list[tuple[str, TrainConfig]]:
+        """(name, training config) of every model, seed by seed."""
+        defaults = datasets.training_defaults(self.dataset)  # arch and lr schedule; the sweep sets epochs
+        common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
+                      epochs=self.epochs, batch_size=self.batch_size,
+                      train_size=self.train_size, device=self.device, data_root=self.data_root)
+        runs = []
+        for seed in self.seeds:
+            runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]
+            if self.post_hoc:
+                runs.append((f"post-hoc-seed{seed}", TrainConfig(lam=0.0, mode="post-hoc", seed=seed, **common)))
+        return runs
+
+
+def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
+    """"1e-4,1e-2" -> (0.0001, 0.01): a comma-separated list of ``kind`` (checked later by the configs)."""
+    try:
+        return tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        raise PerceptregError(f"`{name}` {text!r}: give {kind.__name__}s separated by commas, e.g. {example}") from None
+
+
+# Per-model numbers that get a column (mean and interval over seeds), in the table's order.
+MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "centre_to_edge")
+COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient"}
+# The probes on frozen z: (key in a member's results, prefix of their columns in the rows,
+# key of the same probes on raw pixels in sweep.json, their name)
+PROBE_KINDS = (("probes", "probe: ", "pixel_probes", "Linear probes"),
+               ("mlp_probes", "mlp probe: ", "pixel_mlp_probes", "MLP probes"))
+
+
+def _variant(config: TrainConfig) -> str:
+    return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
+
+
+def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int) -> dict:
+    quality = measures.evaluate(model, test_data, device=device)
+    # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
+    lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
+    shares = measures.gradient_shares(model, train_data, lam, train_config.reduction, device=device)
+    errors = measures.error_map(model, test_data, device=device)
+    train_z, test_z = measures.latents(model, train_data, device=device), measures.latents(model, test_data, device=device)
+    targets = {"label (the task)": (train_data.labels, test_data.labels)}
+    for name in list(train_data.attributes)[:max_attributes]:
+        targets[name] = (train_data.attributes[name], test_data.attributes[name])
+    probes = {name: measures.linear_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
+    mlp_probes = {name: measures.mlp_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
+    return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
+            "shape_spread": quality["shape_spread"], "ce_share": shares["ce_share"],
+            "centre_to_edge": measures.centre_to_edge_ratio(errors), "probes": probes, "mlp_probes": mlp_probes,
+            "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors}
+
+
+class PixelProbesFile(BaseModel):
+    """pixel_probes.json: the raw-pixel probes and the images they were fitted on (``fitted_on``)."""
+    model_config = ConfigDict(extra="forbid")
+    fitted_on: dict[str, str | int | None]
+    linear: dict[str, float]
+    mlp: dict[str, float]
+
+
+def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> dict:
+    """The probes on raw pixels, {"linear": {attribute: accuracy}, "mlp": {...}}: how much of
+    each attribute a linear (and a small MLP) read-out gets from the image itself, the
+    reference the probes on z are read against. They depend on the data alone, not on any
+    model, so a sweep run again (resumed, extended by a lambda) reads them from
+    pixel_probes.json instead of fitting them again; a file for other data, or a damaged
+    one, is fitted again and replaced."""
+    fitted_on = {"dataset": config.dataset, "data_root": config.data_root, "train_size": config.train_size,
+                 "seed": config.seeds[0], "max_probe_images": config.max_probe_images,
+                 "max_probe_attributes": config.max_probe_attributes}
+    path = out / runs.PIXEL_PROBES
+    if path.is_file():
+        with contextlib.suppress(CheckpointError):  # a cache: damaged means fit again, not stop
+            saved = schema.load_model_file(path, PixelProbesFile, "")
+            if saved["fitted_on"] == fitted_on:
+                return {"linear": saved["linear"], "mlp": saved["mlp"]}
+    train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
+    names = list(train_data.attributes)[:config.max_probe_attributes]
+    probes = {kind: {name: probe(train_pixels, train_data.attributes[name].long(),
+                                 test_pixels, test_data.attributes[name].long()) for name in names}
+              for kind, probe in (("linear", measures.linear_probe), ("mlp", measures.mlp_probe))}
+    checkpoint.write_json(path, {"fitted_on": fitted_on, **probes})
+    return probes
+
+
+def probe_subset(full_train, config: SweepConfig, seed: int):
+    """The images a member of ``seed`` is probed on: its own training subset (as `train`
+    draws it), capped at ``max_probe_images``. A probe on frozen z needs a few thousand; a
+    full-batch fit on 73k raw pixels would cost more than the training."""
+    trained_on = datasets.training_subset(full_train, config.train_size, seed)
+    return datasets.training_subset(trained_on, config.max_probe_images, seed)
+
+
+def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``:
+    sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png (and
+    pixel_probes.json, the raw-pixel probes kept for the next run)."""
+    variants = config.variants()  # checks the dataset name before anything is written
+    if config.engine == "ray":  # Ray installed, its address answering: before anything is written
+        ray_engine.check(config.address, config.device)
+    else:  # the members train here: CUDA that this machine lacks fails now, not in the first member
+        devices.resolve_device(config.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
+    full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
+                                                      datasets.image_shape_for(config.dataset))
+
+    # Train first (side by side with several workers; finished members are skipped), then measure.
+    members = [(train_config, out / name) for name, train_config in variants]
+    if config.engine == "ray":  # each member a task with the threads a local worker would have
+        ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
+    else:
+        workers.train_all(members, config.workers, progress, ensemble=config.ensemble)
+    probed_on = {seed: probe_subset(full_train, config, seed) for seed in config.seeds}  # members share their seed's
+    pixel = pixel_probes(out, config, probed_on[config.seeds[0]], test_data)
+    measured: dict[str, list[dict]] = {}
+    first_models = {}
+    for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
+        model = runs.open_run(out / name).model(config.device)
+        result = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
+                          config.max_probe_attributes)
+        measured.setdefault(_variant(train_config), []).append(result)
+        first_models.setdefault(_variant(train_config), model)
+        if progress:
+            tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
+                       f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
+                       f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
+                       + (" [decoder collapsed]" if result["decoder_collapsed"] else ""))
+    summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"]}
+    checkpoint.write_json(out / runs.SWEEP_JSON, summary)
+    checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
+    _figures(out, first_models, measured, test_data, summary)
+    return summary
+
+
+def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
+    rows = []
+    for variant, results in measured.items():
+        row = {"variant": variant, "seeds": len(results),
+               "collapsed": sum(r["decoder_collapsed"] for r in results)}
+        for key in MEASURES:
+            row[key], row[f"{key}_ci95"] = measures.mean_and_interval([r[key] for r in results])
+        for kind, prefix, _, _ in PROBE_KINDS:
+            for probe in results[0][kind]:
+                mean, half = measures.mean_and_interval([r[kind][probe] for r in results])
+                row[prefix + probe], row[f"{prefix}{probe}_ci95"] = mean, half
+        rows.append(row)
+    per_seed = {v: [{k: r[k] for k in (*MEASURES, "decoder_collapsed", "probes", "mlp_probes")}
+                    for r in results] for v, results in measured.items()}
+    return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
+
+
+def measured_columns(rows: list[dict]) -> list[str]:
+    """The keys of the sweep's rows that hold a mean (each has a ``_ci95`` beside it)."""
+    return [k for k in rows[0] if k + "_ci95" in rows[0]]
+
+
+def column_name(key: str) -> str:
+    return COLUMN_NAMES.get(key, key.replace("_", " "))
+
+
+def collapse_note(rows: list[dict]) -> str | None:
+    """Which models' decoders collapsed, in words (None when none did)."""
+    collapsed = [f"{row['variant']} ({row['collapsed']} of {row['seeds']} seeds)" for row in rows if row.get("collapsed")]
+    if not collapsed:
+        return None
+    return ("Decoder collapsed (reconstructions nearly one image, or one shape in each image's colours: shape "
+            f"spread below {measures.SHAPE_COLLAPSE_RATIO}): " + ", ".join(collapsed))
+
+
+def format_cell(row: dict, column: str) -> str:
+    """A row's mean in ``column`` with its interval over seeds (none for one seed)."""
+    digits = 4 if "mse" in column else 3
+    # one seed has no interval: no "± 0.000" that reads as a measured one
+    interval = f" ± {row[column + '_ci95']:.{digits}f}" if row["seeds"] > 1 else ""
+    return f"{row[column]:.{digits}f}{interval}"
+
+
+def format_percent(row: dict, column: str = "test_accuracy") -> str:
+    """A row's rate in ``column`` as a percentage, with its interval over seeds (none for one seed)."""
+    interval = f" ± {100 * row[column + '_ci95']:.1f}" if row["seeds"] > 1 else ""
+    return f"{100 * row[column]:.1f} %{interval}"
+
+
+def sweep_table(summary: dict) -> str:
+    """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
+    rows = summary["rows"]
+    columns = measured_columns(rows)
+    header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 2)]
+    for row in rows:
+        cells = [format_cell(row, c) for c in columns]
+        lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    if collapse_note(rows):
+        lines += ["", collapse_note(rows)]
+    for _, _, key, kind in PROBE_KINDS:
+        if summary.get(key):
+            lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(
+                f"{name} {value:.3f}" for name, value in summary[key].items())]
+    return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict) -> None:
+    shown = datasets.spread_over_classes(test_data.labels, 8)
+    x = datasets.to_float(test_data.images[shown])
+    def label(variant: str) -> str:
+        return variant if variant == "post-hoc" else f"lam {variant}"
+
+    columns = [x]
+    for model in trained.values():
+        with models.evaluating(model):
+            columns.append(model.perceive(x.to(next(model.parameters()).device)).float().cpu())
+    names = ["x"] + [label(v) for v in trained]
+    grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
+    figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / runs.SWEEP_PERCEPTION)
+    plots.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
+                      for v in trained}, out / runs.SWEEP_ATTENTION)
+    linear = PROBE_KINDS[0][1]  # the linear probes' column prefix
+    probes = [k for k in measured_columns(summary["rows"]) if k.startswith(linear)]
+    plots.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
+        p.removeprefix(linear): [r[p] for r in summary["rows"]] for p in probes}},
+        out / runs.SWEEP_PROBES, xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
+        xticklabels=[r["variant"] for r in summary["rows"]])

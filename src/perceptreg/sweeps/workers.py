@@ -1,0 +1,138 @@
+"""Many models trained side by side: the members of a sweep, one worker process each.
+
+    train_all([(config, run_dir), ...], workers=2)
+
+A small model leaves cores idle: at batch 64 oneDNN's fixed cost per call dominates, so
+one process gets little from a second thread (README, 'The lambda sweep'). Workers train
+different members at once, each with its share of the cores as threads, each in its own
+run folder: a killed sweep resumes member by member, as with one worker.
+
+A member's weights equal that member trained alone with the same number of threads (the
+thread count sets the order of float sums, so not across thread counts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from perceptreg import data as datasets
+from perceptreg import runs
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.training import ensemble as ensembles
+from perceptreg.training.train import train
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, available_cores() // workers)
+
+
+def check_count(workers: int) -> None:
+    if workers < 1:
+        raise PerceptregError(f"`workers` must be >= 1, got {workers}")
+
+
+def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True,
+              ensemble: bool = False) -> None:
+    """Train, or resume, every member not yet complete, ``workers`` at a time. One worker
+    trains in this process; more start processes with ``threads_per_worker`` threads each.
+    With ``ensemble``, the joint members train as vmapped ensembles, one per worker (ensemble.py)."""
+    check_count(workers)
+    pending = unfinished(members)
+    jobs = ensembles.jobs(pending, workers) if ensemble else [[member] for member in pending]
+    if workers == 1 or len(jobs) <= 1:
+        # A lone job of several workers' sweep (the rest finished) trains here with a worker's
+        # threads: the same weights as in a worker, so a resumed sweep ends as an unbroken one.
+        with tqdm(total=len(pending), desc="sweep", unit="model", disable=not progress) as bar, \
+                _threads(threads_per_worker(workers) if workers > 1 else torch.get_num_threads()):
+            for job in jobs:
+                train_job(_portable(job))
+                bar.update(len(job))
+        return
+    # spawn, not fork: a forked child inherits this process's OpenMP and torch thread state
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
+                             initializer=torch.set_num_threads, initargs=(threads_per_worker(workers),)) as pool:
+        futures = {pool.submit(train_job, _portable(job)): job for job in jobs}
+        with tqdm(total=len(pending), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)  # the bar counts each as it ends
+                for future in done:
+                    bar.update(len(futures[future]))
+                    _raise_failure(future, ", ".join(str(d) for _, d in futures[future]), pool)
+
+
+@contextlib.contextmanager
+def _threads(count: int):
+    """torch's intra-op threads set to ``count`` inside, and back after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def unfinished(members: list[tuple[TrainConfig, Path]]) -> list[tuple[TrainConfig, Path]]:
+    """The members whose run folder holds fewer epochs than their config asks (a sweep resumes these)."""
+    return [(config, Path(run_dir)) for config, run_dir in members
+            if runs.completed_epochs(Path(run_dir)) < config.total_epochs]
+
+
+def _raise_failure(future, run_dirs: str, pool: ProcessPoolExecutor) -> None:
+    error = future.exception()
+    if error is None:
+        return
+    pool.shutdown(wait=True, cancel_futures=True)  # members already running finish: their work is kept
+    if isinstance(error, BrokenProcessPool):
+        raise PerceptregError(f"a sweep worker died (killed, or out of memory) while training {run_dirs}; "
+                              f"run the sweep again: finished members are kept, started ones resume") from None
+    raise error
+
+
+def _portable(job: list[tuple[TrainConfig, Path]]) -> list[tuple[dict, str]]:
+    """A job as plain dicts and strings, which pickle into a worker process."""
+    return [(config.to_dict(), str(run_dir)) for config, run_dir in job]
+
+
+def train_job(job: list[tuple[dict, str]]) -> None:
+    """One member alone, or several as one vmapped ensemble (ensemble.py)."""
+    if len(job) == 1:
+        train_member(*job[0])
+        return
+    configs = [TrainConfig.from_dict(config) for config, _ in job]
+    train_data, test_data = load_dataset_once(configs[0].dataset, configs[0].data_root,
+                                              datasets.image_shape_for(configs[0].dataset, configs[0].arch))
+    ensembles.train_ensemble([(config, Path(run_dir)) for config, (_, run_dir) in zip(configs, job)],
+                             train_data, test_data)
+
+
+def train_member(config: dict, run_dir: str) -> None:
+    """One member, trained as `perceptreg train --resume` would: same data, same seed."""
+    config = TrainConfig.from_dict(config)
+    train_data, test_data = load_dataset_once(config.dataset, config.data_root,
+                                              datasets.image_shape_for(config.dataset, config.arch))
+    train(config, run_dir, train_data=train_data, test_data=test_data,
+          resume=runs.completed_epochs(Path(run_dir)) > 0, progress=False)
+
+
+@functools.lru_cache(maxsize=1)
+def load_dataset_once(name: str, root: str | None, shape: tuple[int, int, int]):
+    """``data.load_dataset``, kept for the next call: a worker trains several members of one
+    dataset, and the sweep measures them on it, so it is loaded (or generated) once per process."""
+    return datasets.load_dataset(name, root, shape)

@@ -1,0 +1,277 @@
+"""Perceptually regularized training, readable top to bottom.
+
+    result = train(TrainConfig(lam=1e-2), "runs/demo")
+
+One loop serves both modes of the paper:
+- ``joint``: F, C and D trained together on CE + lam * ||x - D(F(x))||^2.
+- ``post-hoc``: F and C trained on CE alone, then frozen while D alone learns to invert
+  F (Dosovitskiy & Brox 2016): the baseline the paper contrasts with.
+
+The run folder gets ``config.json``, one ``metrics.jsonl`` line per epoch, and after every
+epoch the model (``model.safetensors`` + ``model.json``) and the resumable state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from perceptreg import data as datasets
+from perceptreg import runs
+from perceptreg.core import checkpoint, models
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.devices import amp_dtype as autocast_dtype_for
+from perceptreg.core.devices import resolve_device
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.loss import LossParts, perceptual_loss, reconstruction_error
+from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
+from perceptreg.training import distributed
+
+
+class NonFiniteLossError(PerceptregError):
+    """The loss became NaN or infinite; the run folder keeps the last good epoch."""
+
+
+class TrainResult(NamedTuple):
+    model: models.PerceptionNet
+    history: list[dict]  # one metrics row per epoch, as in metrics.jsonl
+    run_dir: Path
+
+
+# How often (in batches) the loss is checked for NaN: each check is a device sync.
+FINITE_CHECK_EVERY = 50
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionNet | None = None,
+          train_data: datasets.ImageDataset | None = None,
+          test_data: datasets.ImageDataset | None = None,
+          resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``model`` (default: the paper's ``config.arch``) and write the run folder.
+
+    ``train_data``/``test_data`` default to ``config.dataset``. With ``resume=True`` the
+    run continues from the last completed epoch in ``run_dir`` and ends with the same
+    weights an uninterrupted run would have (on CPU; CUDA kernels may differ in the last bits).
+    """
+    run_dir = Path(run_dir)
+    resolve_device(config.device)
+    # Under torchrun, one process per device: only rank 0 writes the run folder, and it
+    # holds the folder's lock while it does: a second writer is refused.
+    cluster = distributed.join(config.device)
+    with checkpoint.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
+        return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress)
+
+
+def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, model, train_data, test_data,
+           resume: bool, progress: bool) -> TrainResult:
+    device = cluster.device
+    progress = progress and cluster.is_main
+
+    # --- data: uint8 tensors on the host, converted per batch on the device -------------
+    if train_data is None or test_data is None:
+        shape = model.input_shape if model is not None else datasets.image_shape_for(config.dataset, config.arch)
+        train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
+    train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+
+    # --- model and optimizer -------------------------------------------------------------
+    model = initial_model(config, train_data, model)
+    if config.classifier_from and not resume:
+        runs.open_run(config.classifier_from).copy_parts(model, ("encoder", "classifier"))
+    # The folder is claimed only now: a bad dataset or model file leaves nothing behind.
+    if cluster.is_main:
+        runs.prepare(run_dir, config, resume)
+    cluster.barrier()
+    # channels-last lets oneDNN (CPU) and cuDNN skip layout conversions around every conv:
+    # about 8 % more images/s on the MNIST net here (bench/train_throughput.py). Compiled
+    # steps keep the default layout: inductor mis-strides the channels-last convolution
+    # backward (torch 2.11 on an H200: an assertion error in the first step).
+    memory_format = torch.contiguous_format if config.compile else torch.channels_last
+    model.to(device, memory_format=memory_format)
+    # fused: one kernel updates all parameters instead of a dozen small ops per tensor.
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
+    # bf16 needs no loss scaling; fp16 (older GPUs) does. On CPU both are off.
+    amp_dtype = autocast_dtype_for(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    start_epoch = 1
+    if resume and runs.completed_epochs(run_dir) > 0:
+        start_epoch = runs.load_state(run_dir, model, optimizer, scaler, cluster.world) + 1
+    history = runs.history_up_to(run_dir, start_epoch - 1, rewrite=cluster.is_main)
+    # The loss of a batch as a module, so DistributedDataParallel can average its gradients;
+    # post-hoc phases leave F or D without gradients, which DDP must be told.
+    objective = cluster.wrap(_Objective(model, config), find_unused_parameters=config.mode == "post-hoc")
+    if config.compile:
+        objective = torch.compile(objective)
+
+    # --- the loop: one epoch = train, evaluate, log, checkpoint ----------------------------
+    for epoch in range(start_epoch, config.total_epochs + 1):
+        phase = config.phase(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_at(epoch)
+        began = time.perf_counter()
+        model.train()
+        shuffle = epoch_shuffle(config, epoch)
+        sums = torch.zeros(3, device=device)  # summed (total, ce, recon) over the epoch
+        recent: list[torch.Tensor] = []
+        batch_size = config.batch_size_at(epoch)
+        batch_iter = datasets.batches(train_data, batch_size, shuffle=True, generator=shuffle,
+                                      device=device, rank=cluster.rank, world=cluster.world)
+        global_sizes = datasets.global_batch_sizes(len(train_data), batch_size, cluster.world)
+        global_sizes = global_sizes[:config.steps_per_epoch]  # zip() below stops there too
+        n_batches = len(global_sizes)
+        for step, ((images, labels), global_size) in enumerate(tqdm(
+                zip(batch_iter, global_sizes), total=n_batches, desc=f"epoch {epoch}/{config.total_epochs} ({phase})",
+                disable=not progress, leave=False, unit="batch")):
+            images = images.contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                parts = objective(images, labels, phase)
+            # This rank's share of the global batch: DDP averages gradients over ranks, so
+            # weighting each rank's mean by its share makes the average the global mean.
+            share = len(labels) / global_size
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts.total * (share * cluster.world) if cluster.world > 1 else parts.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            parts_vector = torch.stack(list(parts)).detach() * share
+            sums += parts_vector
+            recent.append(parts_vector[0])
+            if len(recent) == FINITE_CHECK_EVERY or step == n_batches - 1:
+                check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster)
+                recent = []
+
+        train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
+        quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
+        row = epoch_row(config, epoch, (cluster.sum(sums) / n_batches).tolist(), quality,
+                        sum(global_sizes) / train_seconds, time.perf_counter() - began)
+        history.append(row)
+        if progress:
+            tqdm.write(_epoch_line(row, config))
+        if cluster.is_main:
+            # metrics first, then state: a kill in between re-runs this epoch, and resume
+            # drops its metrics line (see runs.history_up_to).
+            runs.append_metrics(run_dir, row)
+            runs.save_checkpoint(run_dir, model, optimizer, scaler, config, train_data.classes,
+                                 epoch, row, cluster.world)
+    if history and history[-1]["decoder_collapsed"] and cluster.is_main:
+        warn_collapsed(history[-1])
+    cluster.barrier()
+    # The DDP wrapper holds the process group: it must go first for `leave` to free it
+    # (and gloo's threads with it) before interpreter exit.
+    del objective
+    cluster.leave()
+    return TrainResult(model, history, run_dir)
+
+
+class _Objective(nn.Module):
+    """A phase's loss parts on a batch, as a module DistributedDataParallel can wrap."""
+
+    def __init__(self, model: models.PerceptionNet, config: TrainConfig):
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, phase: str) -> LossParts:
+        return _phase_loss(self.model, images, labels, phase, self.config)
+
+
+def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch.Tensor,
+                phase: str, config: TrainConfig):
+    if phase == "joint":
+        logits, _, recon = model(images)
+        return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction)
+    if phase == "classifier":  # the decoder is not run: it gets no gradient anyway
+        return perceptual_loss(model.classify(images), labels, images, images, 0.0, config.reduction)
+    # decoder phase: F frozen, D learns to invert it. Frozen means eval mode too: in train
+    # mode F's BatchNorm statistics would drift and its Dropout would perturb z.
+    with torch.no_grad(), models.evaluating(model.encoder):
+        z = model.encoder(images)
+    recon = reconstruction_error(images, model.decoder(z), config.reduction)
+    return LossParts(recon, torch.zeros((), device=images.device), recon)
+
+
+# --- helpers shared with the vmapped ensemble (ensemble.py): one home for each rule ----------
+
+def initial_model(config: TrainConfig, train_data: datasets.ImageDataset,
+                  model: models.PerceptionNet | None = None) -> models.PerceptionNet:
+    """The untrained model of a run: built under ``config.seed``, checked against the data,
+    with D's output bias at the data's mean pixel (``config.init_output_bias``)."""
+    torch.manual_seed(config.seed)
+    if model is None:
+        model = (models.perception_net_from_file(config.model) if config.model
+                 else models.build(config.arch, len(train_data.classes)))
+    if model.input_shape != train_data.image_shape:
+        raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
+                              f"{train_data.name} has {train_data.image_shape}")
+    if config.init_output_bias:
+        model.init_output_bias(train_data.pixel_mean())
+    return model
+
+
+def epoch_shuffle(config: TrainConfig, epoch: int) -> torch.Generator:
+    """The generator of an epoch's batch order: seeded per epoch, so a resumed run sees the
+    same batches as an uninterrupted one."""
+    return torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+
+
+def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dict,
+              images_per_second: float, seconds: float) -> dict:
+    """The metrics.jsonl line of an epoch; ``losses`` are the epoch's mean (total, ce, recon)."""
+    phase = config.phase(epoch)
+    total, ce, recon = losses
+    decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
+    return {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
+            "train_loss": total, "train_ce": ce if phase != "decoder" else None,
+            "train_recon": recon if decoder_trained else None,
+            "test_accuracy": quality["accuracy"],
+            "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
+            "recon_spread": quality["recon_spread"] if decoder_trained else None,
+            "shape_spread": quality["shape_spread"] if decoder_trained else None,
+            "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
+            "train_images_per_second": images_per_second, "seconds": seconds}
+
+
+# --- helpers: NaN checks, reporting ---------------------------------------------------------
+
+def check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path,
+                  cluster: distributed.Cluster) -> None:
+    finite = torch.isfinite(torch.stack(losses))
+    # every rank learns whether any rank saw a NaN, so all stop together instead of one
+    # waiting for the others in the next collective
+    bad_anywhere = cluster.sum((~finite).any().to(torch.int32).reshape(1))
+    if not bool(bad_anywhere):  # the device sync, once per FINITE_CHECK_EVERY batches
+        return
+    if bool(finite.all()):
+        raise NonFiniteLossError(f"non-finite loss on another process at epoch {epoch}; "
+                                 f"the checkpoint of epoch {epoch - 1} in {run_dir} is kept")
+    batch = first_batch + int((~finite).nonzero()[0]) + 1
+    kept = (f"the checkpoint of epoch {epoch - 1} in {run_dir} is kept" if epoch > 1
+            else "no checkpoint was written")
+    raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, batch {batch}; {kept}. "
+                             f"Try a lower `lr` or a smaller `lam`, and check the data for NaNs")
+
+
+def _epoch_line(row: dict, config: TrainConfig) -> str:
+    def show(key):
+        return "-" if row[key] is None else f"{row[key]:.4f}"
+    return (f"epoch {row['epoch']}/{config.total_epochs} {row['phase']}: train CE {show('train_ce')}, "
+            f"train recon {show('train_recon')}, test acc {show('test_accuracy')}, "
+            f"test MSE/pixel {show('test_recon_mse')} ({row['seconds']:.1f}s)"
+            + (" [decoder collapsed]" if row["decoder_collapsed"] else ""))
+
+
+def warn_collapsed(row: dict) -> None:
+    warnings.warn(
+        f"the decoder has collapsed: after epoch {row['epoch']} its reconstructions are nearly "
+        f"the same for every test image, or the same shape in each image's colours (spread "
+        f"{row['recon_spread']:.3f} of the images' own, shape spread {row['shape_spread']:.3f}; "
+        f"collapsed below {COLLAPSE_RATIO} or {SHAPE_COLLAPSE_RATIO}), so perceptions of this model "
+        f"show little about its inputs. "
+        f"Train longer, keep init_output_bias on, or lower the lr (README, 'The collapse pitfall').",
+        RuntimeWarning, stacklevel=3)
+
+

@@ -1,0 +1,361 @@
+"""A small web app to poke at trained models: gallery, live attacks, latent slider, drawing,
+a map of the latents, and several runs side by side.
+
+    app = create_app("runs/demo")                      # FastAPI app; `perceptreg explore RUN` serves it
+    app = create_app(["runs/joint", "runs/post-hoc"])  # the same attacks through each run's perception
+
+The models and data are loaded once. All model work runs on one thread behind a bounded
+queue (``explorer_server.ModelQueue``), and each request's work is bounded (at most
+MAX_STEPS PGD steps on one image, at most MAX_GALLERY images), so no request holds the page
+for long. Nothing a request sends reaches the file system.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+from pathlib import Path
+from typing import Annotated, Literal, Sequence
+
+import torch
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptreg.adversarial.attacks import DEFAULT_EPS, DEFAULT_STEPS, PGD, check_target
+from perceptreg.core.errors import PerceptregError
+from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
+from perceptreg.edits import latent
+from perceptreg.runs import Run
+from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
+from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
+
+MAX_STEPS = 500
+MAX_GALLERY = 64
+MAX_UPLOAD_BYTES = 2_000_000
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64_000  # the upload and its multipart headers
+MAX_UPLOAD_PIXELS = 4096 * 4096
+ALPHAS = latent.DEFAULT_ALPHAS
+__all__ = ["Explorer", "create_app", "serve_in_background"]
+
+Eps = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Index = Annotated[int, Field(ge=0, le=10**9)]
+ClassIndex = Annotated[int, Field(ge=0, le=10**6)]
+LayerName = Annotated[str, Field(max_length=200)]
+
+
+class AttackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: Index
+    norm: Literal["linf", "l2"] = "linf"
+    eps: Eps = DEFAULT_EPS
+    steps: Steps = DEFAULT_STEPS
+    target: ClassIndex | None = None
+    layer: LayerName | None = None  # a run of `attach`: whose perception (default: the one served)
+
+
+class EditRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: Index
+    target: ClassIndex
+    eps: Eps = DEFAULT_EPS
+    steps: Steps = DEFAULT_STEPS
+
+
+def data_url(image: torch.Tensor) -> str:
+    """A (C, H, W) float image in [0, 1] as a PNG data URL."""
+    pixels = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
+    picture = Image.fromarray(pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy())
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def amplified(difference: torch.Tensor) -> torch.Tensor:
+    """x_adv - x scaled so its largest change reaches black or white; grey is no change."""
+    return 0.5 + 0.5 * difference / difference.abs().max().clamp(min=1e-12)
+
+
+class Explorer:
+    """The loaded runs and the model work the endpoints ask for. The first run's test set
+    is the gallery; further runs are compared with it image by image."""
+
+    def __init__(self, opened: Sequence[Run], device: str = "cpu", layer: str | None = None):
+        self.run, self.device = opened[0], device
+        self.model = self.run.model(device, layer)
+        # A run of `attach`: every layer's perception can be shown, the chosen one first.
+        layers = self.model.seen.layers if hasattr(self.model, "seen") else ()
+        self.views = {None: self.model, **{name: self.model.seen.at(name) for name in layers}}
+        names = [run.name for run in opened]
+        if len(set(names)) < len(names):  # runs/a/run and runs/b/run: the whole paths tell them apart
+            names = [str(run.path) for run in opened]
+        self.name = names[0]
+        self.compared = {name: run.model(device) for name, run in zip(names[1:], opened[1:])}
+        for name, model in self.compared.items():
+            if (model.input_shape, model.num_classes) != (self.model.input_shape, self.model.num_classes):
+                raise PerceptregError(f"runs to compare must take images of one shape into the same classes: "
+                                      f"{self.name} takes {self.model.input_shape} into {self.model.num_classes}, "
+                                      f"{name} takes {model.input_shape} into {model.num_classes}")
+        self.test = self.run.data()[1]
+        self.classes = self.test.classes
+        self.map_index = sample(len(self.test))  # the same images on every run's map
+        self._scores: dict[torch.nn.Module, Scores] = {}  # per model, computed on first use
+        self._maps: dict[torch.nn.Module, LatentMap] = {}
+        self.queue = ModelQueue([*self.views.values(), *self.compared.values()])
+
+    def image(self, index: int) -> torch.Tensor:
+        if index >= len(self.test):
+            raise HTTPException(422, f"index must lie in 0..{len(self.test) - 1}, got {index}")
+        return to_float(self.test.images[index:index + 1]).to(self.device)
+
+    def check_target(self, target: int) -> None:
+        try:
+            check_target(target, len(self.classes))
+        except PerceptregError as err:
+            raise HTTPException(422, str(err).replace("`", "")) from err
+
+    def view(self, layer: str | None):
+        """The model whose perception to show: of ``layer``, for a run of `attach`."""
+        if layer not in self.views:
+            choices = ", ".join(name for name in self.views if name) or "none (this run has one latent)"
+            raise HTTPException(422, f"layer must be one of {choices}, got {layer!r}")
+        return self.views[layer]
+
+    def scores(self, model) -> Scores:
+        """``model``'s reading of every test image, computed on first use (on the model thread)."""
+        if model not in self._scores:
+            self._scores[model] = Scores.of(model, self.test.images, self.device)
+        return self._scores[model]
+
+    def latent_map(self, model) -> LatentMap:
+        """``model``'s map of z, computed on first use (on the model thread)."""
+        if model not in self._maps:
+            self._maps[model] = LatentMap.of(model, self.test.images, self.map_index, self.device)
+        return self._maps[model]
+
+    @torch.no_grad()
+    def describe(self, model, images: torch.Tensor) -> list[dict]:
+        """Per image: the image, its perception, H's prediction, confidence and probabilities."""
+        logits, _, recon = model(images)
+        probabilities = logits.float().softmax(1)
+        confidence, predicted = probabilities.max(1)
+        error = (recon.float() - images).pow(2).flatten(1).mean(1)
+        return [{"image": data_url(x), "perception": data_url(p), "prediction": self.classes[k],
+                 "confidence": c, "probabilities": probs, "error": e}
+                for x, p, k, c, probs, e in zip(images, recon, predicted.tolist(), confidence.tolist(),
+                                                probabilities.tolist(), error.tolist())]
+
+    def gallery(self, offset: int, limit: int, layer: str | None = None, label: int | None = None,
+                show: Show = "all", sort: Sort = "classes") -> dict:
+        model = self.view(layer)
+        if label is not None:
+            self.check_target(label)
+        scores = self.scores(model) if needs_scores(show, sort) else None
+        chosen = select(self.test.labels, label, show, sort, scores)
+        index = chosen[offset:offset + limit]
+        images = to_float(self.test.images[index]).to(self.device)
+        cards = self.describe(model, images) if len(images) else []
+        return {"total": len(chosen), "offset": offset,
+                "items": [{"index": i, "label": self.classes[l], **card}
+                          for i, l, card in zip(index.tolist(), self.test.labels[index].tolist(), cards)]}
+
+    def map(self, layer: str | None = None) -> dict:
+        """Each run's map of z, of the same test images (a seeded sample of a large test set)."""
+        runs = {self.name: self.view(layer), **self.compared}
+        maps = {name: self.latent_map(model) for name, model in runs.items()}
+        return {"total": len(self.test), "index": self.map_index.tolist(),
+                "labels": self.test.labels[self.map_index].tolist(),
+                "maps": [{"run": name, "points": m.points.tolist(), "predictions": m.predictions.tolist()}
+                         for name, m in maps.items()]}
+
+    def attack(self, request: AttackRequest) -> dict:
+        model = self.view(request.layer)
+        x = self.image(request.index)
+        label = self.test.labels[request.index:request.index + 1].to(self.device)
+        targets = None
+        if request.target is not None:
+            self.check_target(request.target)
+            targets = torch.tensor([request.target], device=self.device)
+        settings = {"eps": request.eps, "steps": request.steps, "norm": request.norm}
+        result = self._attack_on(model, x, label, targets, settings)
+        compared = [{"run": name, **self._attack_on(other, x, label, targets, settings)}
+                    for name, other in self.compared.items()]
+        return {"label": self.classes[int(label)], "run": self.name, **result, "compared": compared}
+
+    def _attack_on(self, model, x: torch.Tensor, label, targets, settings: dict) -> dict:
+        """One run's attack of x: its images, perceptions, distances, and its path on its own map."""
+        with latents_seen(model) as path:
+            adversarial = PGD(model, **settings)(x, label, targets)
+        clean, adv = self.describe(model, torch.cat([x, adversarial]))
+        with torch.no_grad():
+            ends = model(torch.cat([x, adversarial])).z
+        steps = self.latent_map(model).project(torch.cat([ends[:1], *path, ends[1:]]))
+        difference = adversarial - x
+        return {"clean": clean, "adversarial": adv, "difference": data_url(amplified(difference)[0]),
+                "linf_distance": difference.abs().max().item(), "l2_distance": difference.norm().item(),
+                "path": steps.tolist()}
+
+    def edit(self, request: EditRequest) -> dict:
+        if self.model.classifier is None:  # a layer of an attached model: no C to read a latent
+            raise HTTPException(409, "latent walks need a run of `train`; this run attaches decoders to layers "
+                                     "of a model, which have no classifier head of their own")
+        x = self.image(request.index)
+        self.check_target(request.target)
+        attack = PGD(self.model, eps=request.eps, steps=request.steps)
+        _, direction = latent.toward(self.model, x, request.target, attack)
+        latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
+        readings, confidence = latent.read_edits(self.model, latents, edited)
+        return {"target": self.classes[request.target], "image": data_url(x[0]),
+                "frames": [{"alpha": a, "image": data_url(edited[0, i]),
+                            "prediction": self.classes[int(readings["H(image)"][0, i])],
+                            "confidence": confidence[0, i].item()} for i, a in enumerate(ALPHAS)]}
+
+    def perceive(self, images: torch.Tensor, layer: str | None = None) -> dict:
+        (result,) = self.describe(self.view(layer), images.to(self.device))
+        return result
+
+
+@contextlib.contextmanager
+def latents_seen(model):
+    """Records z of every image F sees (an attack's steps: its path through z). The encoder
+    of an attached layer is not run by the attack: nothing is recorded."""
+    path: list[torch.Tensor] = []
+    handle = model.encoder.register_forward_hook(lambda module, inputs, z: path.append(z.detach()))
+    try:
+        yield path
+    finally:
+        handle.remove()
+
+
+def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, or a 4xx.
+    Decoded as every image file is (``data.decode_image``); drawn digits fitted as MNIST's."""
+    if not raw:
+        raise HTTPException(422, "the upload is empty; send a PNG or JPEG image")
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"the upload is {size or len(raw):,} bytes; at most {MAX_UPLOAD_BYTES:,} "
+                                 f"are accepted")
+    try:
+        with Image.open(io.BytesIO(raw)) as picture:
+            kind = picture.format
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
+        raise HTTPException(422, f"the upload is not a readable PNG or JPEG image ({type(err).__name__})") from err
+    if kind not in ("PNG", "JPEG"):
+        raise HTTPException(415, f"only PNG and JPEG images are accepted, this is {kind}")
+    try:
+        image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
+    except ImageDecodeError as err:
+        raise HTTPException(413 if isinstance(err, ImageTooLargeError) else 422, f"the upload: {err}") from err
+    if is_blank(raw):
+        raise HTTPException(422, "the image is empty (every pixel has the same colour); draw a digit or "
+                                 "choose a picture with something on it")
+    return to_float(image.unsqueeze(0))
+
+
+RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
+    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
+}
+
+
+def in_words(error: dict) -> str:
+    """One validation error as a sentence naming the field."""
+    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
+    if field == "body":
+        field = "the request"
+    rule = RULES.get(error.get("type", ""))
+    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
+    except KeyError:
+        return f"{field}: {error.get('msg', 'invalid')}"
+
+
+def is_blank(raw: bytes) -> bool:
+    """Whether a (size-checked) image shows nothing: one colour throughout, or transparent."""
+    with Image.open(io.BytesIO(raw)) as picture:
+        bands = picture.convert("RGBA").getextrema()
+    return bands[3][1] == 0 or all(low == high for low, high in bands)
+
+
+def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | None = None,
+               hosts: tuple[str, ...] | None = allowed_hosts("127.0.0.1")) -> FastAPI:
+    """The explorer app for one run (``open_run``), or several to compare (the first one's
+    test set). ``hosts``: the Host names it answers (``explorer_server.allowed_hosts``); None: any."""
+    explorer = Explorer([opened] if isinstance(opened, Run) else list(opened), device, layer)
+    queue = explorer.queue
+    # /docs and /redoc load their scripts from a CDN: blank offline, so not served.
+    app = FastAPI(title=f"perceptreg explorer: {explorer.name}", docs_url=None, redoc_url=None)
+    app.add_middleware(RequestGuard, hosts=hosts, max_body=MAX_BODY_BYTES)
+    app.state.explorer = explorer
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input back, and a NaN in it cannot be written as
+        # JSON (a 500); the field and the reason are what the caller needs.
+        detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+    title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
+    page = PAGE.replace("__TITLE__", title)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.get("/explorer.js")
+    async def script() -> Response:
+        return Response(SCRIPT, media_type="text/javascript")
+
+    @app.get("/api/info")
+    async def info() -> dict:
+        model = explorer.model
+        return {"run": explorer.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
+                "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
+                "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
+                "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
+
+    @app.get("/api/queue")
+    async def place(ticket: Annotated[str, Query(max_length=100)]) -> dict:
+        """Where the request sent with `X-Ticket: ticket` stands: requests ahead of it, 0 when
+        it runs, null when it is not in the queue."""
+        return {"ahead": queue.ahead(ticket)}
+
+    @app.get("/api/gallery")
+    async def gallery(request: Request, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+                      limit: Annotated[int, Query(ge=1, le=MAX_GALLERY)] = 24,
+                      layer: Annotated[str | None, Query(max_length=200)] = None,
+                      label: Annotated[int | None, Query(ge=0, le=10**6)] = None,
+                      show: Show = "all", sort: Sort = "classes") -> dict:
+        return await queue.run(request, explorer.gallery, offset, limit, layer, label, show, sort)
+
+    @app.get("/api/map")
+    async def latent_map(request: Request, layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        return await queue.run(request, explorer.map, layer)
+
+    @app.post("/api/attack")
+    async def attack(request: Request, body: AttackRequest) -> dict:
+        return await queue.run(request, explorer.attack, body)
+
+    @app.post("/api/edit")
+    async def edit(request: Request, body: EditRequest) -> dict:
+        return await queue.run(request, explorer.edit, body)
+
+    @app.post("/api/perceive")
+    async def perceive(request: Request, file: Annotated[UploadFile, File()],
+                       layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        images = decode_upload(await file.read(MAX_UPLOAD_BYTES + 1), file.size, explorer.model.input_shape)
+        return await queue.run(request, explorer.perceive, images, layer)
+
+    return app
+
+
+PAGE = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")
+SCRIPT = Path(__file__).with_name("explorer.js").read_text(encoding="utf-8")

@@ -1,0 +1,209 @@
+"""The explorer's serving rules: one model thread behind a bounded queue, work of a client
+that left is cancelled, requests checked before they are read, and the listening socket.
+
+    queue = ModelQueue(models, capacity=8)
+    result = await queue.run(request, work, model, x)   # 503 when full; cancelled if the client leaves
+    queue.ahead("ticket-1")   # requests before the one sent with the header `X-Ticket: ticket-1`
+    app.add_middleware(RequestGuard, hosts=("127.0.0.1", "localhost"), max_body=2_000_000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import threading
+import time
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+
+import torch
+from fastapi import HTTPException, Request
+from starlette.responses import JSONResponse
+
+from perceptreg.core.errors import PerceptregError
+
+QUEUE_CAPACITY = 8  # waiting model requests; more would only lengthen everyone's wait
+DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
+TICKET_HEADER = "x-ticket"  # a request's name of its own choosing, to ask for its place in the queue
+
+
+class Cancelled(Exception):
+    """Raised inside the model's forward when the client that asked for the work left."""
+
+
+@contextlib.contextmanager
+def cancellable(models, flag: threading.Event):
+    """Every forward of ``models`` first checks ``flag``: a 500-step attack stops within one
+    step of its client leaving (PGD runs the model once per step)."""
+    def check(module, inputs):
+        if flag.is_set():
+            raise Cancelled
+    handles = [module.register_forward_pre_hook(check) for model in models for module in model.modules()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class ModelQueue:
+    """Model work in order on one thread (an attack sets the model's flags, so two must not
+    overlap); at most ``capacity`` requests wait, further ones get a 503 with Retry-After.
+
+    Request handlers await the work instead of blocking a thread, so pages and static
+    answers are served while the model is busy. A request sent with an ``X-Ticket`` header
+    can be found in the queue by that ticket (``ahead``), so a page can say where it stands.
+    """
+
+    def __init__(self, models, capacity: int = QUEUE_CAPACITY):
+        self.models, self.capacity = list(models), capacity
+        self._jobs: list[object] = []  # the tickets of the work submitted and not finished, in order
+        self.cancelled = 0  # jobs stopped because their client left (for tests and benchmarks)
+        self._lock = threading.Lock()
+        # One intra-op thread: on one image, PyTorch's OpenMP team called from a thread other
+        # than the main one made an attack 2.7x slower here (bench/explorer_latency.py).
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="perceptreg-model",
+                                          initializer=torch.set_num_threads, initargs=(1,))
+
+    async def run(self, request: Request, work, *args):
+        """``work(*args)`` on the model thread; its result, a 503 when the queue is full, or
+        nothing (a 499 nobody reads) when the client disconnects while it waits or runs."""
+        ticket = request.headers.get(TICKET_HEADER) or object()  # without one: a ticket nobody asks about
+        self._enter(ticket)
+        flag = threading.Event()
+        future = self._worker.submit(self._guarded, flag, work, *args)
+        future.add_done_callback(lambda _: self._leave(ticket))
+        result = asyncio.wrap_future(future)
+        while not result.done():
+            await asyncio.wait([result], timeout=DISCONNECT_POLL_S)
+            if not result.done() and await request.is_disconnected():
+                flag.set()
+                with self._lock:
+                    self.cancelled += 1
+                raise HTTPException(499, "the client closed the connection")
+        try:
+            return result.result()
+        except (Cancelled, CancelledError) as err:
+            raise HTTPException(499, "the client closed the connection") from err
+
+    @property
+    def waiting(self) -> int:
+        """Requests submitted to the model thread and not finished, the running one included."""
+        return len(self._jobs)
+
+    def ahead(self, ticket: str) -> int | None:
+        """How many requests the model serves before the one with ``ticket`` (0: it runs now);
+        None when no such request waits (not yet arrived, or already answered)."""
+        with self._lock:
+            return self._jobs.index(ticket) if ticket in self._jobs else None
+
+    def _enter(self, ticket) -> None:
+        with self._lock:
+            if len(self._jobs) >= self.capacity:
+                raise HTTPException(503, f"the explorer is busy ({len(self._jobs)} requests wait for the model); "
+                                         f"try again in a moment", headers={"Retry-After": "2"})
+            self._jobs.append(ticket)
+
+    def _leave(self, ticket) -> None:
+        with self._lock:
+            self._jobs.remove(ticket)
+
+    def _guarded(self, flag: threading.Event, work, *args):
+        if flag.is_set():  # its client left while it waited: nothing to do
+            raise Cancelled
+        with cancellable(self.models, flag):
+            return work(*args)
+
+
+class RequestGuard:
+    """ASGI middleware: answers a request whose Host is not this server's (DNS rebinding: a
+    web page that renames its own domain to 127.0.0.1 would otherwise reach the model) with
+    400, and one whose Content-Length exceeds ``max_body`` with 413 before its body is read.
+    A body without a length is cut off as soon as it passes the limit."""
+
+    def __init__(self, app, hosts: tuple[str, ...] | None, max_body: int):
+        self.app, self.hosts, self.max_body = app, hosts, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]}
+        host = host_name(headers.get("host", ""))
+        if self.hosts is not None and host not in self.hosts:
+            return await refuse(scope, receive, send, 400, f"unknown Host {host!r}: open the explorer at "
+                                                           f"http://{self.hosts[0]}:PORT")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            return await refuse(scope, receive, send, 413, f"the request is {int(length):,} bytes; at most "
+                                                           f"{self.max_body:,} are accepted")
+        return await self.app(scope, self._capped(receive), send)
+
+    def _capped(self, receive):
+        seen = 0
+
+        async def capped():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise HTTPException(413, f"the request is over {self.max_body:,} bytes; at most "
+                                         f"{self.max_body:,} are accepted")
+            return message
+        return capped
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, without the port: "127.0.0.1:8765" -> "127.0.0.1", "[::1]:80" -> "::1"."""
+    if header.startswith("["):
+        return header[1:header.find("]")]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+async def refuse(scope, receive, send, status: int, detail: str) -> None:
+    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
+def allowed_hosts(host: str) -> tuple[str, ...] | None:
+    """The Host names the explorer answers: loopback and the bound address. Bound to every
+    address (0.0.0.0, ::), the names it is reached by are unknown: no allowlist."""
+    if host in ("0.0.0.0", "::", ""):
+        return None
+    return tuple(dict.fromkeys((host, "127.0.0.1", "localhost", "::1")))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; a port in use is a PerceptregError naming it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a just-stopped explorer's port is free
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise PerceptregError(f"port {port} on {host} is already in use (another explorer?); "
+                                  f"choose another with `port`, e.g. --port {port + 1}") from err
+        raise PerceptregError(f"cannot listen on {host}:{port} ({err.strerror}); check `host`") from err
+    sock.listen(128)
+    return sock
+
+
+def serve_in_background(app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
+    """Serve ``app`` with uvicorn on a daemon thread (for notebooks, tests and benchmarks).
+
+    ``port=0`` picks a free port. Returns (server, base URL); stop with
+    ``server.should_exit = True``.
+    """
+    import uvicorn
+
+    sock = listening_socket(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the explorer did not start on {host}:{port}")
+        time.sleep(0.02)
+    return server, f"http://{host}:{sock.getsockname()[1]}"

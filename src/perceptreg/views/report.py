@@ -1,0 +1,261 @@
+"""One self-contained HTML page per run: a summary (model, lambda, accuracy, reconstruction
+error, what H and P(x) mean), training curves, perception, attacks, latent edits, the sweep
+table and the configuration, with every image inlined (no network needed to view it).
+
+What the run folder lacks is skipped with a line saying which command produces it.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+from pathlib import Path
+
+from perceptreg import runs
+from perceptreg.adversarial.evaluation import RATES_NOTE, adaptive_cells, attack_rows
+from perceptreg.attaching.attach_run import read_layers
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError
+from perceptreg.figures import plots
+from perceptreg.runs import Run
+from perceptreg.sweeps import sweep as sweep_module
+from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
+from perceptreg.views.report_summary import config_tables, summary, sweep_summary
+
+
+def _reads(name: str, command: str):
+    """A section drawn from a results file another command wrote: a file without what the
+    section reads (damaged, or from another version) is one error naming it, not a traceback."""
+    def wrap(render):
+        @functools.wraps(render)
+        def checked(target: Run | Path) -> str:
+            try:
+                return render(target)
+            except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
+                raise PerceptregError(f"{name} of {_folder(target)} is not as `perceptreg {command}` writes it "
+                                      f"({type(err).__name__}: {err}); run `perceptreg {command}` again") from err
+        return checked
+    return wrap
+
+
+def _training(run: Run) -> str:
+    if not run.metrics:
+        return missing("training metrics", f"perceptreg train --out {run.path}")
+    rows = run.metrics
+    # cross-entropy (about 0-2) and the summed reconstruction error (tens) on panels of their own
+    curves = plots.line_plot([r["epoch"] for r in rows], {
+        "cross-entropy (training)": {"train CE": [r["train_ce"] for r in rows]},
+        "reconstruction error (training)": {"train reconstruction": [r["train_recon"] for r in rows]},
+        "test accuracy": {"test accuracy": [r["test_accuracy"] for r in rows]},
+        "reconstruction error (test)": {"MSE per pixel": [r["test_recon_mse"] for r in rows]},
+    }, run.path / runs.TRAINING_CURVES, xlabel="epoch", columns=2,
+        ylabel=["CE per image", "squared error per image", "fraction correct", "MSE per pixel"])
+    table_rows = [[r["epoch"], r["phase"], r["train_ce"], r["train_recon"], r["test_accuracy"],
+                   r["test_recon_mse"], r["seconds"]] for r in rows]
+    return (image(curves, "training curves by epoch: cross-entropy, reconstruction error, test accuracy, "
+                          "test reconstruction error")
+            + table(["epoch", "phase", "train CE", "train recon", "test accuracy", "test MSE/pixel", "seconds"],
+                    table_rows))
+
+
+def _perception(run: Run) -> str:
+    if not (run.path / runs.PERCEPTION).exists():
+        return missing("perception grid", f"perceptreg perceive {run.path}")
+    return ("<p>Test images x, each beside the model's perception P(x) = D(F(x)), with H's prediction on x.</p>"
+            + WRONG_KEY + figure(run.path / runs.PERCEPTION, "test images beside their perceptions"))
+
+
+@_reads(runs.ATTACK_METRICS, "evaluate-attack")
+def _attacks(run: Run) -> str:
+    parts = []
+    if (run.path / runs.ATTACK_METRICS).exists():
+        written = checkpoint.read_json(run.path / runs.ATTACK_METRICS)
+        settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
+        names = [Path(name).name for name in written["runs"]]
+        rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
+        parts.append(f"<p>{html.escape(settings)}</p>" + table(["measure", *names], rows)
+                     + f"<p class='key'>{RATES_NOTE}</p>")
+        parts += [_adaptive(name, summary["adaptive"]) for name, summary in written["runs"].items() if "adaptive" in summary]
+    else:
+        parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run.path}"))
+    for name, heading, what, command in (
+            (runs.ATTACK, "", "attack figure", "attack"),
+            (runs.ATTACK_ROC, "The ||x - P(x)||^2 detector", "detector ROC curve", "evaluate-attack"),
+            (runs.ATTACK_FROM_NOISE, "Noise attacked toward each class, and what the model perceives of it",
+             "from-noise figure", "attack --from-noise")):
+        if not (run.path / name).exists():
+            parts.append(missing(what, f"perceptreg {command.split()[0]} {run.path}{command[len(command.split()[0]):]}"))
+            continue
+        parts.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
+                     + (WRONG_KEY if name == runs.ATTACK else "") + figure(run.path / name, heading or what))
+    return "".join(parts)
+
+
+def _unbroken(rate: str) -> str:
+    """"87.0 % [84.8, 89.0]" that a narrow cell breaks before its interval only."""
+    return rate.replace(" %", "\u00a0%").replace(", ", ",\u00a0")
+
+
+def _adaptive(name: str, rows: list[dict]) -> str:
+    """The adaptive-attack table of one run (evaluate-attack --adaptive), a column per beta
+    (a few), so that it fits a phone as the measures above do."""
+    header, cells = adaptive_cells(rows)
+    measures = [[measure, *map(_unbroken, values)] for measure, *values in zip(header[1:], *(c[1:] for c in cells))]
+    return (f"<p>Adaptive PGD on {html.escape(Path(name).name)}: the attack keeps beta * ||x_adv - P(x_adv)||^2 "
+            f"low, against the detector.</p>" + table(["beta", *(c[0] for c in cells)], measures))
+
+
+@_reads(runs.INTERPOLATION_METRICS, "interpolate")
+def _edits(run: Run) -> str:
+    if not (run.path / runs.INTERPOLATION_METRICS).exists():
+        return missing("latent edits", f"perceptreg interpolate {run.path} --target 8")
+    written = checkpoint.read_json(run.path / runs.INTERPOLATION_METRICS)
+    rows = []
+    for name, summary_ in written["runs"].items():
+        for kind, entry in summary_["directions"].items():
+            for reader, curve in entry["flip_curve"].items():
+                rows.append([Path(name).name, kind, reader, curve[0], curve[len(curve) // 2], curve[-1]])
+    first = next(iter(written["runs"].values()))
+    alphas, target = first["alphas"], first["target"]
+    flips = table(["run", "direction", "reader", f"a={alphas[0]:g}", f"a={alphas[len(alphas) // 2]:g}",
+                   f"a={alphas[-1]:g}"], rows)
+    plots_ = "".join(figure(run.path / f, what) for f, what in (
+        (runs.INTERPOLATION_FLIP, f"fraction of images read as class {target} by alpha, per direction and reader"),
+        (runs.INTERPOLATION_CHANGE, "where the edits change the image, with the target class's region outlined"))
+        if (run.path / f).exists())
+    grids = "".join(figure(run.path / runs.INTERPOLATION_GRID.format(kind=kind), f"{kind} direction grid")
+                    for kind in ("per-image", "mean") if (run.path / runs.INTERPOLATION_GRID.format(kind=kind)).exists())
+    return (f"<p>Images edited toward class {target}: D(F(x) + a dz), each row one image, a growing to the right. "
+            f"Fraction of images read as class {target} along the edit:</p>" + flips + plots_ + grids)
+
+
+def _folder(target: Run | Path) -> Path:
+    """The folder a report is of: a run's, or a sweep folder."""
+    return target.path if isinstance(target, Run) else target
+
+
+def _sweep_folder(run: Path) -> Path | None:
+    """The sweep this folder is, or is a model of."""
+    return next((f for f in (run, run.parent) if (f / runs.SWEEP_JSON).exists()), None)
+
+
+@_reads(runs.SWEEP_JSON, "sweep")
+def _sweep(target: Run | Path) -> str:
+    run = _folder(target)
+    folder = _sweep_folder(run)
+    if folder is None:
+        return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
+                'make one with <code>perceptreg sweep</code>).</p>')
+    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
+    measured = "".join(_sweep_table(sweep, heading, prefix, reference) for heading, prefix, reference in SWEEP_TABLES)
+    note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
+    images = "".join(figure(folder / f, what) for f, what in (
+        (runs.SWEEP_PERCEPTION, "the same test images perceived by each model, one column per lambda"),
+        (runs.SWEEP_ATTENTION, "squared reconstruction error per pixel, averaged over the test set, per model"),
+        (runs.SWEEP_PROBES, "linear probe accuracy on frozen z, per model")) if (folder / f).exists())
+    return note + "<p>Mean ± 95 % interval over seeds (none with one seed).</p>" + measured + images
+
+
+# The sweep's columns in tables that fit a page: (heading, column prefix, raw-pixel reference key);
+# the first holds the columns that are not probes
+SWEEP_TABLES = (("What each model does", "", None), *(
+    (f"{name} on frozen z (test accuracy)", prefix, reference) for _, prefix, reference, name in sweep_module.PROBE_KINDS))
+
+
+def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) -> str:
+    """The sweep's columns that start with ``prefix`` (none: the columns that are not probes),
+    one row per lambda, and the same probes on raw pixels as the last row."""
+    rows = sweep["rows"]
+    all_columns = sweep_module.measured_columns(rows)
+    columns = ([c for c in all_columns if c.startswith(prefix)] if prefix
+               else [c for c in all_columns if not c.startswith(tuple(p for _, p, _, _ in sweep_module.PROBE_KINDS))])
+    if not columns:
+        return ""
+    body = [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows]
+    pixels = sweep.get(reference) or {}
+    if pixels:
+        body.append(["raw pixels (reference)", ""] + [
+            f"{pixels[name]:.3f}" if name in pixels else "" for name in (c.removeprefix(prefix) for c in columns)])
+    names = [sweep_module.column_name(c.removeprefix(prefix)) for c in columns]
+    note = sweep_module.collapse_note(rows) if not prefix else None
+    return (f'<h3>{html.escape(heading)}</h3><div class="numbers">' + table(["lambda", "seeds"] + names, body) + "</div>"
+            + (f'<p class="warning">{html.escape(note)}</p>' if note else ""))
+
+
+@_reads(runs.SWEEP_CONFIG, "sweep")
+def _sweep_config(run: Path) -> str:
+    config = checkpoint.read_json(run / runs.SWEEP_CONFIG)
+    models = sorted(p.name for p in run.iterdir() if (p / runs.CONFIG).exists())
+    return (table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
+                                        for k, v in config.items()])
+            + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
+
+
+def _layers(run: Run) -> str:
+    """An attach run: each layer's decoder and measures, and what the layers perceive."""
+    if not run.has(runs.LAYERS_JSON):
+        return missing("layer measures", "perceptreg attach ... --out " + str(run.path))
+    layers = read_layers(run)
+    measures = table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
+                      "P(x_adv) read as true", "detector ROC AUC"],
+                     [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}",
+                       f"{r['test_recon_mse']:.4f}", f"{r['p_adv_read_as_adversarial']:.1%}",
+                       f"{r['p_adv_read_as_true']:.1%}", f"{r['detector_roc_auc']:.3f}"] for r in layers["layers"]])
+    history = run.metrics
+    curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
+        name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
+        run.path / runs.TRAINING_CURVES, xlabel="epoch", ylabel="MSE per pixel")
+    attack = ", ".join(f"{k} {v}" for k, v in layers["attack"].items() if v is not None)
+    grids = "".join(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / f, heading) for f, heading in (
+        (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
+        (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))
+        if (run.path / f).exists())
+    return (f"<p>Judge readings are of P_layer(x_adv) for the successful attacks ({html.escape(attack)}).</p>"
+            + measures + WRONG_KEY + grids + image(curves, "test reconstruction error of each layer's decoder by epoch"))
+
+
+SECTIONS = (("Summary", "summary", summary), ("Training", "training", _training),
+            ("Perception", "perception", _perception), ("Adversarial perception", "attacks", _attacks),
+            ("Latent edits", "edits", _edits), ("Lambda sweep", "sweep", _sweep),
+            ("Configuration", "config", config_tables))
+SWEEP_SECTIONS = (("Summary", "summary", _reads(runs.SWEEP_JSON, "sweep")(sweep_summary)),
+                  ("Lambda sweep", "sweep", _sweep), ("Sweep configuration", "config", _sweep_config))
+ATTACH_SECTIONS = (("Summary", "summary", summary), ("Layers", "layers", _layers),
+                   ("Adversarial perception (deepest layer, or evaluate-attack --layer)", "attacks", _attacks),
+                   ("Configuration", "config", config_tables))
+
+
+def build_report(target: Run | str | Path) -> str:
+    """The report of a run (a ``Run``, or its folder), or of a sweep folder, as one HTML string."""
+    target = open_report_target(target)
+    if isinstance(target, Run):
+        sections = ATTACH_SECTIONS if target.kind == "attached" else SECTIONS
+    else:
+        sections = SWEEP_SECTIONS
+    body = "".join(section(title, anchor, make(target)) for title, anchor, make in sections)
+    title = f"perceptreg report: {_folder(target).resolve().name}"
+    return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def open_report_target(target: Run | str | Path) -> Run | Path:
+    """A ``Run`` as it is; a folder opened as a run, or kept as a sweep folder (sweep.json)."""
+    if isinstance(target, Run):
+        return target
+    folder = Path(target)
+    if not (folder / runs.CONFIG).exists() and (folder / runs.SWEEP_JSON).exists():
+        return folder
+    return runs.open_run(folder)
+
+
+def write_report(target: Run | str | Path, out: str | Path | None = None) -> Path:
+    """Write the report (default ``RUN/report.html``) atomically; returns its path."""
+    target = open_report_target(target)
+    out = Path(out) if out else _folder(target) / runs.REPORT
+    text = build_report(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out

@@ -1,0 +1,111 @@
+import pytest
+import torch
+from helpers import linear_perception_net, pixels, reference_set
+from torch import nn
+
+from perceptreg.adversarial import attacks
+from perceptreg.adversarial.evaluation import adaptive_row, adaptive_table, evaluate_attack
+from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.core import models
+from perceptreg.data import ImageDataset, to_float
+from perceptreg.measures import rate
+
+# --- an attack, measured -----------------------------------------------------------------------
+
+def test_evaluate_attack_counts_by_hand():
+    net = linear_perception_net(nn.Unflatten(1, (1, 1, 2)))  # P(x) = x: a useless detector
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 0, 1])
+    pgd = attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False)
+    result = evaluate_attack(net, pgd, tiny, judges=[KNNJudge(reference_set(), k=1)])
+    s = result.summary
+    # image 0: right, pushed to [0.45, 0.55]: fooled. image 1: wrong to begin with.
+    # image 2: right, pushed to [0.35, 0.65]: still right.
+    assert result.success.tolist() == [True, False, False]
+    assert s["clean_accuracy"]["rate"] == pytest.approx(2 / 3) and s["robust_accuracy"]["rate"] == pytest.approx(1 / 3)
+    assert s["attack_success_rate"] == rate(1, 2) and s["successful_attacks"] == 1
+    assert s["detector"]["auroc"] == pytest.approx(0.5)  # every score is 0
+    judge = s["judges"]["1-NN pixels"]
+    # x_adv of image 0, [0.45, 0.55], is nearest the reference [128, 128]: class 0, the true one
+    assert judge["on_x_adv"] == ({"adversarial_label": rate(0, 1), "true_label": rate(1, 1),
+                                               "other": rate(0, 1), "count": 1})
+    assert judge["accuracy_on_x"] == rate(3, 3)
+
+
+def test_evaluate_attack_targeted_success_needs_the_target():
+    net = linear_perception_net(nn.Unflatten(1, (1, 1, 2)))
+    tiny = pixels([[0.6, 0.4], [0.9, 0.1], [0.2, 0.8]], [0, 0, 1])
+    pgd = attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False)
+    result = evaluate_attack(net, pgd, tiny, targets=torch.tensor([1, 1, 1]))
+    # image 2 is already of the target class: not eligible; image 1 is too far
+    assert result.success.tolist() == [True, False, False]
+    assert result.summary["attack_success_rate"]["rate"] == pytest.approx(0.5)
+
+
+
+
+def test_failures_and_detector_scores_come_from_the_evaluation():
+    # P(x) = 1 - x: the perception flips the pixels, so a judge reads P(x_adv) as the other class
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1])
+    pgd = attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False)
+    result = evaluate_attack(net, pgd, tiny, judges=[KNNJudge(reference_set(), k=1)])
+    # image 0 -> [0.45, 0.55] (fooled, H says 1); image 1 -> [0.55, 0.45] (fooled, H says 0); image 2 holds
+    assert result.success.tolist() == [True, True, False]
+    # P(x_adv) of image 0 = [0.55, 0.45]: 1-NN [128, 128], class 0 = its true label: a failure case.
+    # P(x_adv) of image 1 = [0.45, 0.55]: 1-NN [128, 128], class 0, not its true label 1.
+    assert result.failures().tolist() == [0]
+    clean, adversarial = result.detector_scores()
+    # ||x - (1 - x)||^2 = sum (2x - 1)^2
+    assert clean.tolist() == pytest.approx([0.08, 0.08, 0.72])
+    assert adversarial.tolist() == pytest.approx([0.02, 0.02])  # the two successful ones only
+    detector = result.summary["detector"]
+    # both adversarial scores (0.02) lie below every clean one: AUC 0. Counting the failed
+    # attack on image 2 too ([0.35, 0.65], score 0.18 > 0.08, 0.08) would give 2/9.
+    assert detector["auroc"] == 0.0
+    # min(x, 1 - x)^2 summed: clean 0.32, 0.32, 0.08; adversarial 0.405, 0.405: AUC 1
+    assert detector["baselines"]["pixel_statistic"]["auroc"] == 1.0
+    assert 0 <= detector["baselines"]["shuffled_perturbation"]["auroc"] <= 1
+
+
+def test_attack_is_independent_of_the_evaluation_batch_size():
+    model = models.mnist()
+    data = ImageDataset((torch.rand(20, 1, 28, 28) * 255).to(torch.uint8), torch.arange(20) % 10,
+                        tuple("0123456789"), "noise")
+    pgd = attacks.PGD(model, eps=0.1, steps=2)  # random start on
+    chunked = evaluate_attack(model, pgd, data, batch_size=7)
+    whole = evaluate_attack(model, pgd, data, batch_size=500)
+    assert torch.equal(chunked.adversarial, whole.adversarial)
+    start = attacks.PGD(model, eps=0.1, steps=0)(to_float(data.images[:14]), data.labels[:14]) - to_float(data.images[:14])
+    assert not torch.equal(start[:7], start[7:])  # no start repeats from batch to batch
+
+
+def test_adaptive_rows_and_table():
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1])
+    rows = [adaptive_row(beta, evaluate_attack(
+        net, attacks.AdaptivePGD(net, beta=beta, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny,
+        judges=[KNNJudge(reference_set(), k=1)]).summary) for beta in (0.0, 10.0)]
+    assert rows[0]["attack_success"]["rate"] == pytest.approx(2 / 3) and rows[0]["auroc"] == 0.0  # plain PGD, as above
+    assert rows[0]["judges_on_P(x_adv)"]["1-NN pixels"]["true_label"]["rate"] == 0.5
+    # beta 10: ||x - (1 - x)||^2 = sum (2x - 1)^2 pulls the pixels to 0.5 harder than the CE
+    # pushes them apart, and the pixels of 0.6 and 0.4 meet at 0.5 where H cannot decide
+    assert rows[1]["beta"] == 10.0 and rows[1]["attack_success"]["rate"] < 2 / 3
+    table = adaptive_table(rows).splitlines()
+    assert table[0].split()[:4] == ["beta", "success", "detector", "AUC"]
+    assert table[1].split()[:6] == ["0", "66.7", "%", "[20.8,", "93.9]", "0.000"]
+
+
+class Flip(nn.Module):
+    def forward(self, x):
+        return 1 - x
+
+
+def test_targeted_success_needs_the_target_among_three_classes():
+    net = models.PerceptionNet(nn.Flatten(), nn.Identity(), nn.Unflatten(1, (1, 1, 3)), (1, 1, 3))  # logits = pixels
+    images = torch.tensor([[200, 100, 50], [200, 100, 50], [200, 100, 50]], dtype=torch.uint8).view(3, 1, 1, 3)
+    tiny = ImageDataset(images, torch.tensor([0, 0, 0]), ("a", "b", "c"), "tiny")
+    # the attack (given) moved image 0 to class 1, image 1 to class 2, image 2 nowhere
+    adversarial = torch.tensor([[0.5, 0.9, 0.1], [0.5, 0.1, 0.9], [0.9, 0.1, 0.1]]).view(3, 1, 1, 3)
+    result = evaluate_attack(net, None, tiny, targets=torch.tensor([2, 2, 2]), adversarial=adversarial)
+    assert result.success.tolist() == [False, True, False]  # away from the label is not enough
+    assert result.summary["attack_success_rate"]["rate"] == pytest.approx(1 / 3)

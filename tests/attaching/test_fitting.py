@@ -1,0 +1,67 @@
+import pytest
+import torch
+from user_net import net
+
+from perceptreg import data
+from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders, joint_loss
+from perceptreg.core.attached import attach
+
+LAYERS = ["stem", "block1", "block2", "fc1"]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- fitting ------------------------------------------------------------------------------------
+
+def test_one_pass_equals_fitting_each_layer_alone(digits):
+    train = digits[0].subset(torch.arange(200))
+    together = attach(net(), ["stem", "fc1"], (1, 28, 28))
+    fit_decoders(together, train, epochs=1, batch_size=50, seed=3, progress=False)
+    for layer in ("stem", "fc1"):
+        model = net()
+        torch.rand(11)  # the global RNG elsewhere: a decoder's init depends on (seed, layer) alone
+        alone = attach(model, [layer], (1, 28, 28))
+        fit_decoders(alone, train, epochs=1, batch_size=50, seed=3, progress=False)
+        mine, theirs = alone.decoder(layer).state_dict(), together.decoder(layer).state_dict()
+        assert all(torch.allclose(mine[k], theirs[k], atol=1e-5) for k in mine)
+    untrained = attach(net(), ["stem"], (1, 28, 28)).decoder("stem").state_dict()
+    assert not torch.allclose(untrained["2.weight"], together.decoder("stem").state_dict()["2.weight"])
+
+
+def test_fitting_learns_to_reconstruct(digits):
+    train, test = digits
+    seen = attach(net(), LAYERS, (1, 28, 28))
+    history = fit_decoders(seen, train, epochs=3, batch_size=32, progress=False, test_data=test)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert set(history[-1]["test_recon_mse"]) == set(LAYERS)
+    assert history[-1]["train_recon"]["stem"] < history[0]["train_recon"]["stem"]
+    images = data.to_float(test.images)
+    baseline = (images - data.to_float(train.images).mean()).square().mean().item()  # the mean pixel
+    quality = evaluate_layers(seen, test)
+    assert quality["recon_mse"] == pytest.approx(history[-1]["test_recon_mse"])
+    assert quality["recon_mse"]["stem"] < 0.5 * baseline
+    assert 0.0 <= quality["accuracy"] <= 1.0
+
+
+def test_fine_tune_trains_the_model_and_freezes_it_again(digits):
+    train, test = digits
+    model = net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = attach(model, ["block2"], (1, 28, 28))
+    result = fine_tune(seen, train, lam=1e-3, epochs=2, batch_size=32, progress=False, test_data=test)
+    assert result["accuracy_after"] > result["accuracy_before"] + 0.2
+    assert result["accuracy_after"] == result["history"][-1]["test_accuracy"]
+    assert {"train_ce", "train_recon", "test_recon_mse"} <= set(result["history"][0])
+    assert not torch.equal(before["stem.0.weight"], model.stem[0].weight)
+    assert not torch.equal(before["stem.1.running_mean"], model.stem[1].running_mean)
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    seen.train()
+    assert not model.training
+
+
+def test_joint_loss_weighs_the_mean_of_the_layers_errors():
+    ce, recons = torch.tensor(0.5), torch.tensor([2.0, 4.0])
+    assert joint_loss(ce, recons, lam=0.1).item() == pytest.approx(0.5 + 0.1 * 3.0)
+    # one layer or the same error at four layers: the same objective
+    assert joint_loss(ce, torch.tensor([3.0]), 0.1) == joint_loss(ce, torch.full((4,), 3.0), 0.1)

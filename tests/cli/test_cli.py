@@ -1,0 +1,331 @@
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from helpers import USER_NET
+from PIL import Image
+
+from perceptreg import data, figures, measures, runs
+from perceptreg.cli import main
+
+
+@pytest.fixture
+def runner(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"],
+                                     ["interpolate"], ["report"], ["explore"]])
+def test_help(runner, command):
+    result = runner.invoke(main, command + ["--help"])
+    assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
+    assert "Usage:" in result.output
+
+
+def test_train_writes_the_run_folder_and_reports(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json", "state.json",
+            "perception.png"} <= names
+    assert json.loads((trained_run / "config.json").read_text())["train_size"] == 500
+    assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert Image.open(trained_run / "perception.png").size[0] > 0
+
+
+def test_train_resume_extends_a_run(trained_run, runner, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for p in trained_run.iterdir():
+        (copy / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(main, ["train", "--out", str(copy), "--resume", "--epochs", "3", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(l)["epoch"] for l in (copy / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert "3 epochs" in result.output
+
+
+def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
+    out = tmp_path / "grid.png"
+    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "perception grid of 6 test images" in result.output
+    width, height = Image.open(out).size
+    assert width > height  # 5 pairs on the first row, 1 on the second
+
+
+def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
+    result = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output and "MSE per pixel" in result.output
+    assert (tmp_path / "runs" / "demo" / "perception.png").exists()
+    assert "report: runs/demo/report.html" in result.output
+    assert (tmp_path / "runs" / "demo" / "report.html").stat().st_size > 10_000
+    again = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
+    assert again.exit_code == 0 and (tmp_path / "runs" / "demo-2" / "perception.png").exists()
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "--lam", "-1"], 1, "Error: --lam must be a finite number >= 0"),
+    (["train", "--resume"], 2, "Error: --resume needs --out RUN"),
+    (["train", "--dataset", "cifar"], 1, "Error: unknown dataset 'cifar'; choose one of mnist5k"),
+    (["train", "--device", "cuda:0", "--epochs", "1"], 1, "Error: --device cuda:0: CUDA is not available"),
+    (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
+    (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
+    (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 0 (0: never)"),
+    (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),
+    # click's own usage errors: one line too, with the help to read, and exit code 2
+    (["perceive", "missing-run"], 2, "Error: Invalid value for 'RUN': Directory 'missing-run' does not exist. "
+                                     "(see 'perceptreg perceive --help')"),
+    (["train", "--epochs", "abc"], 2, "Error: Invalid value for '--epochs': 'abc' is not a valid integer. "
+                                      "(see 'perceptreg train --help')"),
+    (["train", "--bogus"], 2, "Error: No such option '--bogus'"),
+    (["--bogus"], 2, "Error: No such option '--bogus'. (see 'perceptreg --help')"),
+    (["trian"], 2, "Error: No such command 'trian'. Did you mean 'train'? (see 'perceptreg --help')"),
+    (["perceive"], 2, "Error: Missing argument 'RUN'. (see 'perceptreg perceive --help')"),
+])
+def test_bad_input_is_one_line(runner, args, code, message):
+    result = runner.invoke(main, args, prog_name="perceptreg")
+    assert result.exit_code == code and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_bad_beta_names_the_option_that_lists_it(runner, good_run):
+    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20"])
+    assert result.exit_code == 1 and result.output == "Error: --adaptive must be a finite number >= 0, got -1.0\n"
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
+    user_file = Path(USER_NET)
+    result = runner.invoke(main, ["train", "--model", f"{user_file}:nope", "--out", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 1 and "has no function 'nope'" in result.output
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "mine").mkdir()  # a folder the user made is theirs to keep
+    result = runner.invoke(main, ["train", "--dataset", "folder:/nonexistent", "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "config.json").exists()
+
+
+def test_perceive_on_a_folder_without_model(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    result = runner.invoke(main, ["perceive", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path / 'empty'}: no model yet")
+
+
+def test_corrupted_checkpoint_is_a_clear_error(trained_run, runner, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in trained_run.iterdir():
+        (broken / p.name).write_bytes(p.read_bytes())
+    from perceptreg import runs
+    weights = runs.open_run(broken).weights_file()
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last weight: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    result = runner.invoke(main, ["perceive", str(broken)])
+    assert result.exit_code == 1
+    assert f"{weights.name}: its SHA-256 differs from the one in" in result.output
+    assert "Traceback" not in result.output
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    (broken / "state.json").unlink()  # an older run: no manifest, no digest, the file read as it is
+    (broken / "model.json").write_text((trained_run / "model.json").read_text().replace('"sha256"', '"was"'))
+    (broken / "model.safetensors").write_bytes(weights.read_bytes())
+    result = runner.invoke(main, ["perceive", str(broken)])
+    assert result.exit_code == 1 and "model.safetensors: corrupt or not a safetensors file" in result.output
+
+
+# --- attacks ------------------------------------------------------------------------------------
+
+def test_attack_writes_the_figure_and_warns_about_a_collapsed_decoder(trained_run, runner, tmp_path):
+    out = tmp_path / "attack.png"
+    result = runner.invoke(main, ["attack", str(trained_run), "--steps", "5", "--n", "4", "--pool", "30",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # two epochs on 500 digits leave the decoder collapsed: the figure renders, with a warning
+    assert "collapsed decoder" in result.output and "attack success" in result.output
+    width, height = Image.open(out).size
+    assert width == 4 * (84 + 2) + 2 and height > 4 * 84
+
+
+def test_attack_from_noise(trained_run, runner, tmp_path):
+    out = tmp_path / "noise.png"
+    result = runner.invoke(main, ["attack", str(trained_run), "--from-noise", "--steps", "3", "--n", "1",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] == 10 * (84 + 2) + 2  # one column per class
+
+
+def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for p in trained_run.iterdir():
+        (run / p.name).write_bytes(p.read_bytes())
+    result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "5", "--images", "40",
+                                  "--judge", str(trained_run), "--compare", str(trained_run), "--adaptive", "0,1"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "attack_metrics.json").read_text())
+    assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
+    summary = written["runs"][str(run)]
+    assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
+    assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
+    assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
+    assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
+    assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
+    for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on"):
+        assert line in result.output
+    assert Image.open(run / "attack_roc.png").size == (400, 400)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--eps", "0"], "Error: --eps must be a finite number > 0"),
+    (["--steps", "0"], "Invalid value for '--steps'"),
+    (["--target", "12"], "Error: --target class 12 is outside the model's classes 0..9"),
+    (["--norm", "l1"], "Invalid value for '--norm'"),
+])
+def test_attack_bad_input_is_one_line(trained_run, runner, args, message):
+    result = runner.invoke(main, ["attack", str(trained_run), "--pool", "10"] + args)
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_attack_on_a_folder_without_model(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(main, ["evaluate-attack", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {tmp_path / 'empty'}: no config.json; is this a run folder written by `perceptreg train` or "
+        f"`perceptreg attach`?\n")
+
+
+# --- latent directions --------------------------------------------------------------------------
+
+def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path):
+    out = tmp_path / "edits"
+    result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "8", "--images", "3",
+                                  "--fit-images", "5", "--steps", "3", "--alphas", "0:1:0.5",
+                                  "--out", str(out), "--save-direction", str(tmp_path / "to8")])
+    assert result.exit_code == 0, result.output
+    assert "flip to 8 at a=1" in result.output
+    for name in ("interpolation_per-image.png", "interpolation_mean.png", "interpolation_flip.png",
+                 "interpolation_change.png"):
+        assert Image.open(out / name).size[0] > 0
+    assert Image.open(out / "interpolation_mean.png").size[0] == 4 * (112 + 2) + 2  # x, then 3 alphas
+    panel = figures.read_layout(out / "interpolation_mean.png")["panels"][0]
+    assert panel["title"].startswith("Mean direction: every image moved along one dz toward 8, averaged over "
+                                     "5 training images")
+    assert [[(c["label"], c["box"][2:]) for c in card] for card in panel["cards"]] == [
+        [("x", (112, 112)), ("a=0", (112, 112)), ("a=0.5", (112, 112)), ("a=1", (112, 112))]] * 3  # 3 images
+    grid = Image.open(out / "interpolation_mean.png").convert("L")
+    left, top, width, height = panel["cards"][0][0]["box"]  # x itself: a test image, not a decoding
+    test = runs.open_run(trained_run).data()[1]
+    shown = torch.from_numpy(np.array(grid.crop((left, top, left + width, top + height)).resize((28, 28), Image.NEAREST)))
+    assert (test.images.flatten(1) == shown.flatten()).all(1).any()
+    written = json.loads((out / "interpolation_metrics.json").read_text())
+    entry = written["runs"][str(trained_run)]
+    assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3
+    assert set(entry["directions"]) == {"per-image", "mean"}
+    assert len(entry["directions"]["mean"]["flip_curve"]["3-NN pixels"]) == 3
+    for value, (low, high) in zip(entry["directions"]["mean"]["flip_curve"]["H(image)"],
+                                  entry["directions"]["mean"]["flip_interval"]["H(image)"]):
+        assert low <= value <= high and high - low > 0.3  # 3 images: a wide interval
+    assert entry["directions"]["mean"]["fitted_on"]["images"] == 5
+    assert (tmp_path / "to8.safetensors").exists() and (tmp_path / "to8.json").exists()
+
+    again = runner.invoke(main, ["interpolate", str(trained_run), "--target", "8", "--images", "2", "--steps", "2",
+                                 "--apply-direction", str(tmp_path / "to8.safetensors"), "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "mean direction saved" not in again.output
+
+
+def test_interpolate_from_file(trained_run, runner, tmp_path):
+    Image.new("L", (56, 56), 40).save(tmp_path / "mine.png")  # resized to 28x28
+    result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "1", "--steps", "2",
+                                  "--fit-images", "3", "--from-file", str(tmp_path / "mine.png"),
+                                  "--alphas", "0,1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "interpolation_metrics.json").read_text())["runs"][str(trained_run)]["images"] == 1
+
+
+def test_interpolate_bad_input(trained_run, runner, tmp_path):
+    from perceptreg.core import models
+    from perceptreg.edits import latent
+    other = latent.save_direction(latent.Direction(torch.zeros(64), 1, None, 1), tmp_path / "svhn", models.svhn())
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--target", "10"], "Error: --target class 10 is outside the model's classes 0..9"),
+        (["--target", "1", "--alphas", "0:two:1"], "Error: --alphas '0:two:1': give start:stop:step"),
+        (["--target", "1", "--apply-direction", str(other)], "latent has shape (32,)"),
+        (["--target", "1", "--from-file", str(tmp_path / "empty")], "no image files"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(main, ["interpolate", str(trained_run), "--steps", "1"] + args)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_train_a_post_hoc_decoder_for_a_runs_classifier(good_run, runner, tmp_path):
+    result = runner.invoke(main, ["train", "--classifier-from", str(good_run), "--decoder-epochs", "1",
+                                  "--out", str(tmp_path / "d"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert config["mode"] == "post-hoc" and config["classifier_from"] == str(good_run)
+    assert config["train_size"] is None and config["arch"] == "mnist"
+    rows = [json.loads(l) for l in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    source = [json.loads(l) for l in (good_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in rows] == ["decoder"] and rows[0]["test_accuracy"] == source[-1]["test_accuracy"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on CPU-only machines")
+@pytest.mark.parametrize("command", [["perceive"], ["attack", "--pool", "2"], ["explore"], ["evaluate-attack"],
+                                     ["interpolate", "--target", "1"]])
+def test_every_device_option_is_checked(trained_run, runner, command):
+    result = runner.invoke(main, [command[0], str(trained_run), *command[1:], "--device", "cuda"])
+    assert result.exit_code == 1 and "Error: --device cuda: CUDA is not available" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_library_argument_names_become_flags():
+    from perceptreg.cli.app import as_flags
+    train = main.commands["train"]
+    assert as_flags("`train_size` must be >= 10", train) == "--train-size must be >= 10"
+    assert as_flags("`lam` must be >= 0", main.commands["sweep"]) == "--lams must be >= 0"
+    assert as_flags("`unknown` stays", train) == "unknown stays"
+
+
+def test_train_help_lists_every_dataset_and_config_default(runner):
+    text = " ".join(runner.invoke(main, ["train", "--help"]).output.split())
+    assert "memmap:PATH" in text and "folder:PATH" in text
+    assert "[default: 0.01]" in text and "[default: 20]" in text  # lam and epochs, from TrainConfig
+
+
+# --- attacks on a model whose numbers can be checked ----------------------------------------------
+
+def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "10", "--images", "50"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "attack_metrics.json").read_text())["runs"][str(run)]
+    # the clean accuracy is the model's own on those 50 test images
+    test_data = runs.open_run(run).data()[1]
+    chosen = test_data.subset(data.spread_over_classes(test_data.labels, 50))
+    assert summary["clean_accuracy"]["rate"] == pytest.approx(measures.evaluate(runs.open_run(run).model(), chosen)["accuracy"])
+    assert summary["attack_success_rate"]["rate"] > 0.9  # eps 0.2 breaks an undefended MNIST net
+    assert summary["judges"]["3-NN pixels"]["accuracy_on_x"]["rate"] > 0.8
+    assert summary["judges"]["3-NN pixels"]["on_x_adv"]["true_label"]["rate"] > 0.5  # x_adv still looks like x
+    assert summary["detector"]["baselines"]["pixel_statistic"]["auroc"] > 0.9  # added noise, seen without a model
+
+    noise = runner.invoke(main, ["attack", str(run), "--from-noise", "--steps", "20", "--n", "3", "--out",
+                                 str(tmp_path / "noise.png")])
+    assert noise.exit_code == 0, noise.output
+    reached = round(float(re.search(r"H reads the target on ([\d.]+) %", noise.output).group(1)) * 30 / 100)
+    assert reached >= 24 and f"H reads the target on {measures.format_rate(measures.rate(reached, 30))}" in noise.output
+
+    edits = runner.invoke(main, ["interpolate", str(run), "--target", "1", "--images", "10", "--fit-images", "10",
+                                 "--steps", "5", "--alphas", "0,3", "--out", str(tmp_path / "edits")])
+    assert edits.exit_code == 0, edits.output
+    curve = json.loads((tmp_path / "edits" / "interpolation_metrics.json").read_text())["runs"][str(run)][
+        "directions"]["per-image"]["flip_curve"]["H(image)"]
+    assert curve[0] <= 0.1 and curve[1] >= 0.5  # images of other classes, edited toward 1

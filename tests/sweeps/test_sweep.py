@@ -1,0 +1,168 @@
+import dataclasses
+import json
+import re
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from perceptreg import data as datasets
+from perceptreg import measures
+from perceptreg.cli import main
+from perceptreg.core.errors import PerceptregError
+from perceptreg.sweeps import sweep, workers
+
+
+def test_quick_sweep_writes_every_artefact(quick_sweep):
+    out, output = quick_sweep
+    for name in ("sweep.json", "sweep.md", "sweep_config.json"):
+        assert (out / name).exists()
+    for name in ("sweep_perception.png", "sweep_attention.png", "sweep_probes.png"):
+        assert Image.open(out / name).size[0] > 100
+    # 8 images, columns: x, lambda 1e-3, lambda 10, post-hoc; cells 96 px + caption
+    assert Image.open(out / "sweep_perception.png").size == (4 * (96 + 2) + 2, 8 * (96 + 14 + 2) + 2)
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["0.001", "10", "post-hoc"]
+    row = summary["rows"][0]
+    for key in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probe: left_digit", "probe: right_digit",
+                "probe: foreground_colour", "probe: background_colour", "probe: label (the task)"):
+        assert key in row and f"{key}_ci95" in row
+    assert {"lam0.001-seed0", "lam10-seed0", "post-hoc-seed0"} <= {p.name for p in out.iterdir()}
+    assert "| 0.001 | 1 |" in (out / "sweep.md").read_text() and "| post-hoc | 1 |" in output
+    assert set(summary["pixel_probes"]) == {"left_digit", "right_digit", "foreground_colour", "background_colour"}
+    assert set(summary["pixel_mlp_probes"]) == set(summary["pixel_probes"])
+    assert "mlp probe: left_digit" in row and "MLP probes on the raw pixels" in output
+    assert "probes on the raw pixels" in output
+
+
+def test_sweep_measures_what_drives_each_model(quick_sweep):
+    out, _ = quick_sweep
+    summary = json.loads((out / "sweep.json").read_text())
+    share = {r["variant"]: r["ce_share"] for r in summary["rows"]}
+    assert share["post-hoc"] == 1.0  # F of post-hoc learnt from the cross-entropy alone
+    assert 0 < share["10"] < share["0.001"] < 1  # a larger lambda pulls F toward reconstruction
+    assert all(0 <= r["shape_spread"] and isinstance(r["collapsed"], int) for r in summary["rows"])
+    header = (out / "sweep.md").read_text().splitlines()[0]
+    assert "| shape spread |" in header and "| CE share of F's gradient |" in header
+    rows = [dict(r, collapsed=1 if r["variant"] == "10" else 0) for r in summary["rows"]]
+    assert sweep.collapse_note(rows).endswith("shape spread below 0.45): 10 (1 of 1 seeds)")
+    assert sweep.collapse_note([dict(r, collapsed=0) for r in rows]) is None
+    assert "±" not in (out / "sweep.md").read_text()  # one seed: no interval, not "± 0.000"
+    two_seeds = {"seeds": 2, "test_accuracy": 0.5, "test_accuracy_ci95": 0.1, "test_recon_mse": 0.02,
+                 "test_recon_mse_ci95": 0.001}
+    assert [sweep.format_cell(two_seeds, c) for c in ("test_accuracy", "test_recon_mse")] == [
+        "0.500 ± 0.100", "0.0200 ± 0.0010"]
+
+
+def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
+    out, _ = quick_sweep
+    before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    saved = json.loads((out / "pixel_probes.json").read_text())
+    saved["linear"]["left_digit"] = 0.5  # a value no fit gives: seen in sweep.json only if read back
+    (out / "pixel_probes.json").write_text(json.dumps(saved))
+    # --ensemble groups the members to train, and finished ones are not among them
+    result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--ensemble", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    assert before == after  # finished models are loaded, not trained again
+    assert json.loads((out / "sweep.json").read_text())["pixel_probes"]["left_digit"] == 0.5  # nor probes refitted
+
+
+def test_pixel_probes_are_fitted_once_per_data(tmp_path, monkeypatch):
+    config = sweep.SweepConfig(train_size=60, seeds=(0,))
+    full_train, test_data = workers.load_dataset_once(config.dataset, None, datasets.image_shape_for(config.dataset))
+    test_data = datasets.training_subset(test_data, 100, 0)
+    fits = []
+    for name in ("linear_probe", "mlp_probe"):
+        monkeypatch.setattr(measures, name, lambda *args, name=name: fits.append(name) or len(args[0]) / 100)
+
+    def probes(config):
+        return sweep.pixel_probes(tmp_path, config, sweep.probe_subset(full_train, config, 0), test_data)
+
+    first = probes(config)
+    assert first["linear"] == {name: 0.6 for name in ("left_digit", "right_digit", "foreground_colour",
+                                                      "background_colour")} and len(fits) == 8
+    assert probes(config) == first and len(fits) == 8  # read back, not fitted again
+    assert probes(dataclasses.replace(config, train_size=80))["mlp"]["left_digit"] == 0.8  # other data: fitted
+    assert json.loads((tmp_path / "pixel_probes.json").read_text())["fitted_on"]["train_size"] == 80
+    for damaged in ("{", '{"fitted_on": {}, "linear": {"left_digit": "x"}, "mlp": {}}'):
+        (tmp_path / "pixel_probes.json").write_text(damaged)
+        fits.clear()
+        assert probes(config) == first and len(fits) == 8  # a damaged cache is fitted again, not an error
+
+
+def test_report_of_a_sweep(quick_sweep):
+    out, _ = quick_sweep
+    result = CliRunner().invoke(main, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    text = (out / "report.html").read_text()
+    assert "Lambda sweep" in text
+    # three tables: what each model does, then linear and MLP probes, each ending with raw pixels
+    sweep_html = text.split('<section id="sweep">')[1].split("</section>")[0]
+    tables = re.findall(r"<h3>(.*?)</h3><div class=\"numbers\"><table>(.*?)</table>", sweep_html)
+    assert [heading for heading, _ in tables] == ["What each model does", "Linear probes on frozen z (test accuracy)",
+                                                   "MLP probes on frozen z (test accuracy)"]
+    header = re.findall(r"<th>(.*?)</th>", tables[1][1])
+    assert header == ["lambda", "seeds", "label (the task)", "left digit", "right digit", "foreground colour",
+                      "background colour"]
+    summary = json.loads((out / "sweep.json").read_text())
+    last = re.findall(r"<td>(.*?)</td>", tables[1][1].split("<tr>")[-1])
+    assert last == ["raw pixels (reference)", "", ""] + [
+        f"{summary['pixel_probes'][name.replace(' ', '_')]:.3f}" for name in header[3:]]
+    assert "shape spread" in tables[0][1] and "left digit" not in tables[0][1]
+    accuracy = {r["variant"]: r["test_accuracy"] for r in summary["rows"]}
+    best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
+    top = text.split('<section id="summary">')[1].split("</section>")[0]
+    items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", top))
+    assert items["data"] == "mnist-strips, 400 training images" and items["epochs"] == "1 per model"
+    assert items["lambdas"] == "0.001, 10, and post-hoc" and items["seeds"].startswith("0 (one seed: no interval")
+    name = {"post-hoc": "post-hoc"}
+    assert items["best test accuracy"] == f"{100 * accuracy[best]:.1f} % ({name.get(best, 'lambda ' + best)})"
+    assert items["worst test accuracy"].endswith(f"({name.get(worst, 'lambda ' + worst)})")
+    assert "centre to edge: P(x)" in top and "mlp probe: NAME" in top  # what the columns mean
+    assert text.index('id="summary"') < text.index('id="sweep"')  # at the top
+    # two plots; the perception grid as 8 images x 4 models, each cell labelled with its model
+    assert text.count('<img class="plot"') == 2 and text.count('<figure class="cell"') == 32
+    model_report = CliRunner().invoke(main, ["report", str(out / "lam10-seed0")])
+    assert model_report.exit_code == 0
+    assert "one model of the sweep" in (out / "lam10-seed0" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("text, message", [("1e-3,x", "`lams` '1e-3,x'"), ("1e-3,,1", "`lams` '1e-3,,1'"),
+                                           ("-1", "`lam` must be a finite number >= 0"),
+                                           ("nan", "`lam` must be a finite number >= 0")])
+def test_bad_lambda_lists(text, message):
+    with pytest.raises(PerceptregError, match=message):
+        sweep.SweepConfig(lams=sweep.parse_list(text, float, "lams", "1e-4,1e-2"))
+
+
+def test_bad_sweep_input_is_one_line(tmp_path):
+    for args, message in ((["--lams", "1,two"], "Error: --lams '1,two'"), (["--seeds", "a"], "Error: --seeds 'a'"),
+                          (["--dataset", "cifar"], "Error: unknown dataset 'cifar'")):
+        result = CliRunner().invoke(main, ["sweep", "--quick", "--out", str(tmp_path / "x")] + args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "x").exists() or args[0] != "--dataset"
+
+
+def test_default_grid_is_the_papers_fig3():
+    assert sweep.SweepConfig().lams == (1e-4, 1e-3, 1e-2, 1e2)
+
+
+def test_the_arrangement_is_chosen_for_the_device(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 4)
+    on_cpu, on_cuda = sweep.SweepConfig(), sweep.SweepConfig(device="cuda")
+    assert (on_cpu.workers, on_cpu.ensemble) == (4, False)  # a one-thread worker per core
+    assert sweep.SweepConfig(lams=(1e-2,), seeds=(0,), post_hoc=False).workers == 1  # not more than the models
+    assert (on_cuda.workers, on_cuda.ensemble) == (1, True)  # one process, the members as an ensemble
+    assert sweep.SweepConfig(device="cuda", engine="ray").ensemble is False  # Ray trains members alone
+    given = sweep.SweepConfig(device="cuda", workers=3, ensemble=False)
+    assert (given.workers, given.ensemble) == (3, False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_fails_before_anything_is_written(tmp_path):
+    config = sweep.SweepConfig(device="cuda", lams=(1e-2,), seeds=(0,), post_hoc=False, train_size=100, epochs=1)
+    with pytest.raises(PerceptregError, match="CUDA is not available on this machine"):
+        sweep.run_sweep(config, tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()

@@ -1,0 +1,77 @@
+"""Sweep members trained side by side in worker processes."""
+
+import shutil
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from perceptreg import runs
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.sweeps import workers
+from perceptreg.training.train import train
+
+
+def member(lam, dataset="mnist5k"):
+    return TrainConfig(dataset=dataset, lam=lam, epochs=1, train_size=200, batch_size=50)
+
+
+def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
+    members = [(member(1e-2), tmp_path / "a"), (member(1.0), tmp_path / "b")]
+    workers.train_all(members, workers=2, progress=False)
+    in_workers = [load_file(str(run_dir / runs.MODEL)) for _, run_dir in members]
+    # alone, with the thread count a worker had (it sets the order of float sums)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(workers.threads_per_worker(2))
+    try:
+        alone = [train(config, tmp_path / f"alone-{run_dir.name}", progress=False).model.state_dict()
+                 for config, run_dir in members]
+    finally:
+        torch.set_num_threads(threads)
+    for parallel, single in zip(in_workers, alone):
+        assert all(torch.equal(parallel[k], single[k]) for k in single)
+    assert not torch.equal(in_workers[0]["encoder.0.weight"], in_workers[1]["encoder.0.weight"])  # two lambdas
+    # a finished member is not trained again
+    stamps = [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members]
+    workers.train_all(members, workers=2, progress=False)
+    assert [(run_dir / runs.MODEL).stat().st_mtime_ns for _, run_dir in members] == stamps
+    # the one member left trains in this process, with a worker's threads: the same weights
+    shutil.rmtree(members[1][1])
+    workers.train_all(members, workers=2, progress=False)
+    retrained = load_file(str(members[1][1] / runs.MODEL))
+    assert all(torch.equal(retrained[k], in_workers[1][k]) for k in retrained)
+    assert torch.get_num_threads() == threads  # and this process's own count is back
+
+
+def test_a_failing_member_is_reported_by_name(tmp_path):
+    members = [(member(1e-2), tmp_path / "fine"), (member(1e-2, dataset="folder:/nonexistent"), tmp_path / "bad")]
+    with pytest.raises(PerceptregError, match="/nonexistent: not a folder"):
+        workers.train_all(members, workers=2, progress=False)
+    with pytest.raises(PerceptregError, match="`workers` must be >= 1"):
+        workers.train_all(members, workers=0)
+
+
+def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):
+    counted = []
+
+    class Bar:  # tqdm's interface, recording when each member was counted
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *args):
+            pass
+
+        def update(self, n):
+            counted.append(time.time())
+
+    monkeypatch.setattr(workers, "tqdm", Bar)
+    short = (member(1e-2), tmp_path / "short")
+    long = (TrainConfig(lam=1.0, epochs=8, train_size=200, batch_size=50), tmp_path / "long")
+    workers.train_all([short, long], workers=2)
+    long_ended = (tmp_path / "long" / runs.MODEL).stat().st_mtime
+    assert len(counted) == 2 and counted[0] < long_ended - 0.5  # the short one, while the long one trained

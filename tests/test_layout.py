@@ -1,0 +1,105 @@
+"""The package's architecture, read from its source: packages form layers, no module
+imports one above it or sits in an import circle, and no module is over 400 lines."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# Bottom up. A package imports only packages of lower layers (and modules of its own);
+# packages that share a layer are independent of each other.
+LAYERS = (("core",), ("data",), ("runs", "measures"), ("training", "adversarial"), ("edits",), ("figures",),
+          ("attaching", "sweeps"), ("views",), ("cli",))
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(path): path for path in (SRC / "perceptreg").rglob("*.py")}
+
+
+def imports_of(path: Path, known: set[str]) -> set[str]:
+    """The perceptreg modules ``path`` imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("perceptreg")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("perceptreg"):
+            for alias in node.names:  # `from perceptreg.x import y`: the submodule y, or a name of x
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in known else node.module)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {name: imports_of(path, set(found)) - {name} for name, path in found.items()}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] != "__main__" else "(top)"
+
+
+def layer_of(package: str) -> int:
+    if package == "(top)":
+        return len(LAYERS)
+    return next(i for i, names in enumerate(LAYERS) if package in names)
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle found by a depth-first search (each reported once, from where it closes)."""
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == "open":
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[node] = "done"
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_every_package_has_a_layer():
+    packages = {package_of(m) for m in modules()} - {"(top)"}
+    assert packages == {p for layer in LAYERS for p in layer}
+
+
+def test_no_import_circle():
+    assert circles(graph()) == []
+
+
+def test_no_package_imports_one_above_it_or_beside_it():
+    wrong = [f"{source} -> {target}" for source, targets in graph().items() for target in targets
+             if package_of(source) != package_of(target)
+             and layer_of(package_of(target)) >= layer_of(package_of(source))]
+    assert wrong == []
+
+
+def test_the_top_level_imports_nothing_eagerly():
+    # `import perceptreg` (and so every --help) must not pay for torch: its names load on first use
+    assert graph()["perceptreg"] == set()
+
+
+def test_no_module_is_over_400_lines():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+@pytest.mark.parametrize("edges, expected", [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": {"b"}}, [["b", "c", "b"]]),
+])
+def test_circles_finds_a_circle_by_hand(edges, expected):
+    assert circles(edges) == expected

@@ -1,0 +1,289 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from perceptreg import runs
+from perceptreg.core import models
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.runs import manifest, open_run, read_metrics
+from perceptreg.training.train import NonFiniteLossError, train
+
+QUICK = dict(epochs=2, batch_size=32)
+
+
+def run(tmp_path, small_mnist, name="run", model=None, **overrides):
+    train_data, test_data = small_mnist
+    config = TrainConfig(**{**QUICK, **overrides})
+    return train(config, tmp_path / name, model=model, train_data=train_data,
+                 test_data=test_data, progress=False)
+
+
+def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
+    result = run(tmp_path, small_mnist, epochs=4)
+    last = result.history[-1]
+    # 1000 real digits, 4 epochs (measured: 82.5 %): far above chance, decoder image-like.
+    assert last["test_accuracy"] >= 0.75
+    assert last["test_recon_mse"] < 0.07 and not last["decoder_collapsed"]
+    files = {p.name for p in result.run_dir.iterdir()}
+    assert {"config.json", "metrics.jsonl", "model.safetensors", "model.json",
+            "state-000004.safetensors", "model-000004.safetensors", "state.json"} <= files
+    assert not any(name.endswith("-000003.safetensors") for name in files)  # older epochs removed
+    assert not any(name.endswith(".tmp") for name in files)
+    rows = read_metrics(result.run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows == result.history
+    assert {"train_ce", "train_recon", "test_accuracy", "test_recon_mse", "seconds"} <= rows[0].keys()
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["lam"] == 0.01 and config["epochs"] == 4 and config["reduction"] == "sum"
+    meta = json.loads((result.run_dir / "model.json").read_text())
+    assert meta["arch"] == "mnist" and meta["latent_shape"] == [32] and meta["versions"]["torch"]
+    reloaded = open_run(result.run_dir).model()
+    x = torch.rand(3, 1, 28, 28)
+    result.model.eval()
+    trained = result.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in reloaded.state_dict().items())
+    # the trained copy is channels-last: same weights, other summation order
+    torch.testing.assert_close(reloaded.perceive(x), result.model.perceive(x), atol=1e-5, rtol=0)
+
+
+def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
+    run(tmp_path, small_mnist, "whole", epochs=3)
+    run(tmp_path, small_mnist, "parts", epochs=2)
+    train_data, test_data = small_mnist
+    resumed = train(TrainConfig(**{**QUICK, "epochs": 3}), tmp_path / "parts", resume=True,
+                    train_data=train_data, test_data=test_data, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "parts"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path):
+    command = [sys.executable, "-m", "perceptreg", "train", "--train-size", "2000", "--epochs", "6",
+               "--quiet"]
+    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True, capture_output=True)
+    victim = subprocess.Popen(command + ["--out", str(tmp_path / "killed")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed" / "state.json"
+    deadline = time.time() + 60
+    while not state.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    assert victim.poll() is None, "the run ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    reached = json.loads(state.read_text())["epoch"]
+    assert 1 <= reached < 6
+    subprocess.run(command + ["--out", str(tmp_path / "killed"), "--resume"], check=True,
+                   capture_output=True)
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["epoch"] for r in read_metrics(tmp_path / "killed")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_refuses_a_changed_config(tmp_path, small_mnist):
+    run(tmp_path, small_mnist, epochs=1)
+    with pytest.raises(PerceptregError, match="cannot resume with a different lam"):
+        train(TrainConfig(**{**QUICK, "lam": 1.0}), tmp_path / "run", resume=True,
+              train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
+    run(tmp_path, small_mnist, epochs=1)
+    with pytest.raises(PerceptregError, match="already holds a run; continue it with `resume`"):
+        run(tmp_path, small_mnist, epochs=1)
+
+
+def test_resume_without_state(tmp_path):
+    with pytest.raises(PerceptregError, match="no run to resume here"):
+        train(TrainConfig(), tmp_path, resume=True)
+
+
+def test_user_defined_modules_train(tmp_path, small_mnist):
+    net = models.PerceptionNet(
+        nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 20)),
+        nn.Sequential(nn.ReLU(), nn.Linear(20, 10)),
+        nn.Sequential(nn.Linear(20, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))),
+        input_shape=(1, 28, 28))
+    result = run(tmp_path, small_mnist, model=net, arch="custom", epochs=4)
+    assert result.history[-1]["test_accuracy"] > 0.6
+    assert result.history[-1]["test_recon_mse"] < result.history[0]["test_recon_mse"]
+    with pytest.raises(PerceptregError, match="holds a custom model built in Python; pass it"):
+        open_run(result.run_dir).model()
+    assert open_run(result.run_dir).model(net=net) is net
+
+
+class ExplodesOnCall(nn.Module):
+    """A classifier head whose output becomes infinite on the n-th training call."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.linear, self.calls, self.n = nn.Linear(32, 10), 0, n
+
+    def forward(self, z):
+        self.calls += self.training
+        out = self.linear(z)
+        return out * float("inf") if self.training and self.calls == self.n else out
+
+
+def test_non_finite_loss_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_path, small_mnist):
+    net = models.mnist()
+    per_epoch = -(-len(small_mnist[0]) // QUICK["batch_size"])
+    net.classifier = ExplodesOnCall(per_epoch + 3)  # epoch 2, batch 3
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2, batch 3; the checkpoint of epoch 1"):
+        run(tmp_path, small_mnist, model=net, arch="custom", epochs=3)
+    assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 1
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_collapsed_decoder_is_reported(tmp_path, small_mnist):
+    # Without the output-bias fix the summed squared error drives the sigmoid decoder to
+    # all black (PAPER-NOTES, training pitfall).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(tmp_path, small_mnist, init_output_bias=False, epochs=3)
+    last = result.history[-1]
+    assert last["decoder_collapsed"] and last["recon_spread"] < 0.1
+    assert last["test_recon_mse"] > 0.09  # about the mean of x^2: the all-black picture
+    assert any("decoder has collapsed" in str(w.message) for w in caught)
+    assert json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["decoder_collapsed"]
+
+
+def test_post_hoc_trains_decoder_on_a_frozen_classifier(tmp_path, small_mnist):
+    result = run(tmp_path, small_mnist, mode="post-hoc", epochs=2, decoder_epochs=3)
+    phases = [r["phase"] for r in result.history]
+    assert phases == ["classifier"] * 2 + ["decoder"] * 3
+    accuracies = {r["test_accuracy"] for r in result.history[1:]}
+    assert len(accuracies) == 1  # F and C frozen in the decoder phase: same predictions
+    mse = [r["test_recon_mse"] for r in result.history]
+    assert mse[:2] == [None, None] and mse[2] > mse[3] > mse[4]
+    assert result.history[0]["train_recon"] is None and result.history[2]["train_ce"] is None
+
+
+def test_lr_schedule_and_phases():
+    config = TrainConfig(epochs=25, lr_drop_epoch=20)
+    assert [config.lr_at(e) for e in (1, 20, 21, 25)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    post_hoc = TrainConfig(mode="post-hoc", epochs=2, decoder_epochs=3, lr_drop_epoch=1)
+    assert post_hoc.total_epochs == 5
+    assert [post_hoc.phase(e) for e in range(1, 6)] == ["classifier"] * 2 + ["decoder"] * 3
+    assert [post_hoc.lr_at(e) for e in range(1, 6)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4, 1e-4])
+    assert {TrainConfig(lr_drop_epoch=0).lr_at(e) for e in (1, 30)} == {1e-3}  # 0: never
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be >= 1"),
+    ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
+    ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
+])
+def test_config_rejects_bad_values(field, value, message):
+    with pytest.raises(PerceptregError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_config_from_dict_names_unknown_keys():
+    with pytest.raises(PerceptregError, match="unknown config key.s. lamda"):
+        TrainConfig.from_dict({"lamda": 1.0})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on CPU-only machines")
+def test_cuda_missing_is_a_clear_error(tmp_path):
+    with pytest.raises(PerceptregError, match="CUDA is not available on this machine"):
+        train(TrainConfig(device="cuda"), tmp_path)
+
+
+def test_post_hoc_decoder_for_another_runs_classifier(tmp_path, small_mnist):
+    joint = run(tmp_path, small_mnist, "joint", epochs=2)
+    decoder = run(tmp_path, small_mnist, "decoder", mode="post-hoc", epochs=1, decoder_epochs=2, lam=0.0,
+                  classifier_from=str(joint.run_dir))
+    assert [r["phase"] for r in decoder.history] == ["decoder", "decoder"]
+    ours, theirs = decoder.model.state_dict(), joint.model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("decoder."))
+    assert not torch.equal(ours["decoder.1.weight"], theirs["decoder.1.weight"])
+    # the very same classifier: the same test accuracy, to the image
+    assert decoder.history[-1]["test_accuracy"] == joint.history[-1]["test_accuracy"]
+    with pytest.raises(PerceptregError, match="`classifier_from` needs mode post-hoc"):
+        TrainConfig(classifier_from="x")
+
+
+def test_post_hoc_decoder_for_a_run_of_another_architecture(tmp_path, small_mnist):
+    joint = run(tmp_path, small_mnist, "joint", epochs=1)
+    net = models.PerceptionNet(nn.Sequential(nn.Flatten(), nn.Linear(784, 32)), nn.Linear(32, 10),
+                               nn.Sequential(nn.Linear(32, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28))), (1, 28, 28))
+    with pytest.raises(PerceptregError, match="weights do not fit this model"):
+        run(tmp_path, small_mnist, "other", model=net, arch="custom", mode="post-hoc",
+            classifier_from=str(joint.run_dir))
+
+
+def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
+    run(tmp_path, small_mnist, "ph", mode="post-hoc", epochs=1, decoder_epochs=1, batch_size=32,
+        decoder_batch_size=100)
+    state = load_file(str(manifest.state_file(tmp_path / "ph", manifest.read_state(tmp_path / "ph"))))
+    assert state["optim.0.step"].item() == 32  # encoder: ceil(1000 / 32) classifier-phase steps
+    assert state["optim.19.step"].item() == 10  # decoder's last bias: 1000 / 100 decoder-phase steps
+    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(3) == 8
+    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(2) == 64
+
+
+@pytest.mark.parametrize("values, message", [
+    ([], "expected a JSON object of settings, found list"),
+    ({"lam": "abc"}, "a setting is missing or has the wrong type"),
+    ({"lr_drop_epoch": -1}, r"`lr_drop_epoch` must be >= 0 \(0: never\)"),
+    ({"lam": float("inf")}, "`lam` must be a finite number"),
+])
+def test_config_from_dict_rejects_bad_files(values, message):
+    with pytest.raises(PerceptregError, match=message):
+        TrainConfig.from_dict(values, "config.json")
+
+
+class WithBatchNorm(torch.nn.Module):
+    """An encoder with BatchNorm and Dropout: what "frozen" must leave alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 32), torch.nn.BatchNorm1d(32),
+                                        torch.nn.ReLU(), torch.nn.Dropout(0.5))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_post_hoc_decoder_phase_keeps_the_frozen_encoder_in_eval_mode(tmp_path, small_mnist):
+    torch.manual_seed(0)
+    net = models.PerceptionNet(WithBatchNorm(), torch.nn.Linear(32, 10),
+                               torch.nn.Sequential(torch.nn.Linear(32, 784), torch.nn.Sigmoid(),
+                                                   torch.nn.Unflatten(1, (1, 28, 28))), (1, 28, 28))
+    config = TrainConfig(arch="custom", mode="post-hoc", epochs=1, decoder_epochs=2, train_size=300, batch_size=50)
+    after_classifier = {}
+    real_save = runs.save_checkpoint
+
+    def save(run_dir, model, *args, **kwargs):  # the encoder after each epoch
+        after_classifier.setdefault(len(after_classifier) + 1, {k: v.clone() for k, v in model.encoder.state_dict().items()})
+        real_save(run_dir, model, *args, **kwargs)
+
+    runs.save_checkpoint = save
+    try:
+        train(config, tmp_path / "ph", model=net, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    finally:
+        runs.save_checkpoint = real_save
+    first, last = after_classifier[1], after_classifier[3]
+    assert all(torch.equal(first[k], last[k]) for k in first)  # running mean and var included
+    assert first["body.2.num_batches_tracked"] == last["body.2.num_batches_tracked"] > 0
+
+
+def test_post_hoc_classifier_epochs_are_fixed_once_started(tmp_path, small_mnist):
+    config = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=1, train_size=200, batch_size=50)
+    train(config, tmp_path / "ph", train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    with pytest.raises(PerceptregError, match="cannot resume with a different epochs"):
+        train(TrainConfig(mode="post-hoc", epochs=3, decoder_epochs=1, train_size=200, batch_size=50), tmp_path / "ph",
+              resume=True, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    longer = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=3, train_size=200, batch_size=50)
+    result = train(longer, tmp_path / "ph", resume=True, train_data=small_mnist[0], test_data=small_mnist[1],
+                   progress=False)
+    assert [row["phase"] for row in result.history] == ["classifier", "decoder", "decoder", "decoder"]
