@@ -186,3 +186,25 @@ def test_a_damaged_attach_run_file_is_one_error_line(name, content, command, mes
     result = CliRunner().invoke(main, [command, str(broken)])
     assert result.exit_code == 1 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_decoder_params_gives_every_layer_the_same_budget_and_the_run_reopens(weights, tmp_path):
+    out = tmp_path / "budget"
+    result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
+                                       "--layers", LAYERS, "--out", str(out), "--decoder-params", "30000",
+                                       "--train-size", "100", "--epochs", "1", "--attack-images", "10",
+                                       "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    sizes = [row["decoder_parameters"] for row in json.loads((out / runs.LAYERS_JSON).read_text())["layers"]]
+    assert max(sizes) <= 30_000 and min(sizes) > 0.9 * 30_000, sizes
+    seen = open_run(out).attached_model()  # rebuilt with the same budget: the weights fit
+    assert [sum(p.numel() for p in seen.decoder(n).parameters()) for n in seen.layers] == sizes
+
+
+def test_decoder_params_too_small_is_one_error_line(weights, tmp_path):
+    result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
+                                       "--layers", "fc1", "--out", str(tmp_path / "r"), "--decoder-params", "10",
+                                       *QUICK])
+    assert result.exit_code == 1 and result.output.startswith(
+        "Error: --decoder-params 10 is too small to build a decoder for layer 'fc1'")
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()

@@ -85,7 +85,7 @@ def test_attached_model_is_a_classifier_for_attacks():
 @pytest.mark.parametrize("activation, image", [
     ((32, 7, 7), (1, 28, 28)), ((16, 14, 14), (1, 28, 28)), ((8, 5, 5), (1, 28, 28)),
     ((16, 28, 28), (1, 28, 28)), ((64,), (1, 28, 28)), ((128, 1, 1), (1, 28, 28)),
-    ((6, 10), (1, 28, 28)), ((32, 8, 8), (3, 32, 32)), ((256, 3, 5), (3, 20, 30)),
+    ((17, 10), (1, 28, 28)), ((32, 8, 8), (3, 32, 32)), ((256, 3, 5), (3, 20, 30)),
 ])
 def test_decoder_maps_any_activation_to_the_image_shape(activation, image):
     decoder = build_decoder(activation, image)
@@ -137,10 +137,10 @@ class PairNet(nn.Module):
         return self.head(doubled.flatten(1))
 
 
-def test_a_tuple_output_gives_its_first_tensor_or_what_select_picks():
+def test_a_tuple_output_is_an_error_naming_select_and_select_picks_the_tensor():
     x = torch.rand(2, 1, 4, 4)
-    seen = attach(PairNet(), ["pair"], (1, 4, 4))
-    assert torch.equal(seen.activations(x)["pair"], x * 2)
+    with pytest.raises(PerceptregError, match="'pair' gives a tuple, not a tensor; in Python, pass attach\\(..., select="):
+        attach(PairNet(), ["pair"], (1, 4, 4))
     seen = attach(PairNet(), ["pair"], (1, 4, 4), select=lambda name, out: out[2])
     assert torch.equal(seen.activations(x)["pair"], x * 3)
     with pytest.raises(PerceptregError, match="'pair' gives a str.*select"):

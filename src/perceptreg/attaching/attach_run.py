@@ -65,7 +65,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
-                  pixel_mean=train_data.pixel_mean(), seed=config.seed)
+                  pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         runs.prepare_attached(run_dir, config)
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,

@@ -45,6 +45,8 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of decoder init and shuffling.")
 @click.option("--train-size", type=int, help="Fit on a stratified subset of this many images.")
+@click.option("--decoder-params", type=int, help="Give every layer's decoder the same budget, at most this many "
+              "parameters, to compare layers fairly. [default: widths from each activation's shape]")
 @attack_options(seed_flag="--attack-seed")
 @click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to measure each layer's perception under attack.")

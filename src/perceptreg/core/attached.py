@@ -177,7 +177,8 @@ class AttachedModel(nn.Module):
 def attach(model: nn.Module, layers: Sequence[str] | str, input_shape: Sequence[int], *,
            normalize: tuple[Sequence[float], Sequence[float]] | None = None,
            select: Select | None = None, decoders: dict[str, nn.Module] | None = None,
-           pixel_mean: Sequence[float] | float | None = None, seed: int = 0) -> AttachedModel:
+           pixel_mean: Sequence[float] | float | None = None, seed: int = 0,
+           decoder_params: int | None = None) -> AttachedModel:
     """Freeze ``model`` and give each of its ``layers`` a decoder back to the input image.
 
     Args:
@@ -189,13 +190,16 @@ def attach(model: nn.Module, layers: Sequence[str] | str, input_shape: Sequence[
         normalize: (mean, std) per channel, if the model expects normalized inputs; the
             attached model then takes pixels in [0, 1] and normalizes them itself.
         select: ``select(name, output) -> Tensor`` picks the activation of a layer whose
-            output is not a tensor; by default the first tensor of a tuple or list.
+            output is not a tensor (a tuple, a dict, a model output with named fields).
         decoders: your own decoders for some layers, name -> module mapping the activation
             to images of ``input_shape``; the others come from ``decoders.build_decoder``.
         pixel_mean: mean training pixel per channel in [0, 1] for the built decoders' output
             bias; without it ``fit_decoders`` takes it from its training data.
         seed: built decoders are initialised from (seed, layer name) alone, so a decoder's
             weights do not depend on which other layers are attached.
+        decoder_params: give every built decoder the same budget, at most this many
+            parameters (the widest that fits), so that layers compare fairly; None: the
+            default widths, whose sizes differ between layers.
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -216,7 +220,7 @@ def attach(model: nn.Module, layers: Sequence[str] | str, input_shape: Sequence[
         if name in given:
             decoder = check_decoder(name, given[name].to(act.device), act, shape)
         else:
-            decoder = seeded_decoder(name, tuple(act.shape[1:]), shape, seed).to(act.device)
+            decoder = seeded_decoder(name, tuple(act.shape[1:]), shape, seed, decoder_params).to(act.device)
             if mean is None:
                 seen._awaiting_bias.add(name)
             else:
@@ -279,13 +283,15 @@ def _capture(modules: dict[str, nn.Module], select: Select | None) -> Iterator[d
 
 
 def _pick(name: str, output, select: Select | None) -> torch.Tensor:
+    """The tensor to decode of a layer's output: the output itself, or what ``select`` picks.
+    A tuple, dict or model output with named fields is not guessed at: which of its
+    tensors is "the activation" is the user's to say."""
     if select is not None:
         output = select(name, output)
-    elif isinstance(output, (tuple, list)):
-        output = next((t for t in output if isinstance(t, torch.Tensor)), output)
     if not isinstance(output, torch.Tensor):
-        raise PerceptregError(f"`layers`: {name!r} gives a {type(output).__name__}, not a tensor; "
-                              f"pass select(name, output) returning the tensor to decode")
+        raise PerceptregError(f"`layers`: {name!r} gives a {type(output).__name__}, not a tensor; in Python, "
+                              f"pass attach(..., select=lambda name, output: ...) returning the tensor to "
+                              f"decode, or pick a layer whose output is a tensor")
     return output
 
 

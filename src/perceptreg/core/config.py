@@ -119,11 +119,13 @@ class AttachConfig:
     train_size: int | None = None  # a stratified subset, to scale runs down
     device: str = "cpu"
     weights_sha256: str | None = None  # recorded by the run: which weights it saw
+    decoder_params: int | None = None  # each layer's decoder at most this big, to compare layers fairly (None: default widths)
 
     def __post_init__(self):
         _require([
             (bool(self.layers), "`layers` must name at least one module"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
+            (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
             *_training_checks(self),
         ])
         check_device_name(self.device)

@@ -4,10 +4,20 @@
     >>> decoder(torch.randn(8, 32, 7, 7)).shape
     torch.Size([8, 1, 28, 28])
 
-Feature maps (C, h, w) go through transposed convolutions that double the size until it
-reaches the image's, then a bilinear resize to exactly (H, W) and a 3x3 convolution to the
-image's channels. Flat vectors (D,), and activations of any other rank once flattened, first
-go through a linear layer to a small feature map. Every decoder ends in a sigmoid.
+Three kinds of activation are decoded, and the decoder's size does not grow with the
+image's resolution (only its number of doublings does, by one per factor of two):
+
+- feature maps (C, h, w) go through transposed convolutions that double the size until it
+  reaches the image's, then a bilinear resize to exactly (H, W) and a 3x3 convolution to the
+  image's channels;
+- flat vectors (D,) first go through a linear layer to a small seed map (at most 8 x 8, the
+  size the paper's MNIST decoder reaches from z), then as a feature map;
+- token sequences (N, D) of a vision transformer: the last g*g tokens are the patches of a
+  g x g grid (N - g*g extra tokens in front, a class token or registers, are dropped), put
+  back onto their grid as a (D, g, g) feature map.
+
+Every decoder ends in a sigmoid. ``width`` sets the channel widths; ``width_for_budget``
+finds the width that gives a decoder a parameter budget, so that layers compare fairly.
 """
 
 from __future__ import annotations
@@ -23,44 +33,134 @@ from perceptreg.core.errors import PerceptregError
 # Channel widths halve as the resolution doubles, kept within these bounds: 128 keeps the
 # first layer of a 512-channel activation small, 16 keeps the last ones expressive.
 MIN_WIDTH, MAX_WIDTH = 16, 128
-# Flat activations are mapped to a FLAT_WIDTH x ceil(H/4) x ceil(W/4) map, two doublings
-# short of the image: the same size the paper's MNIST decoder reaches from z.
+# Flat activations are mapped to a FLAT_WIDTH x s x s seed map, s = ceil(H/4) up to
+# MAX_SEED: two doublings short of a 28x28 image (the paper's MNIST decoder), and no larger
+# for large images, where a linear layer to a H/4 map would hold D * 64 * H*W/16 weights.
 FLAT_WIDTH = 64
+MAX_SEED = 8
+# Token sequences: at most this many extra tokens (a class token, registers) before the patches.
+MAX_EXTRA_TOKENS = 16
 
 
-def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int, int]) -> nn.Sequential:
+def activation_kind(shape: tuple[int, ...]) -> str:
+    """"map" (C, h, w), "flat" (D,) or "tokens" (N, D); anything else is an error."""
+    kinds = {3: "map", 1: "flat", 2: "tokens"}
+    if len(shape) not in kinds:
+        raise PerceptregError(f"an activation of shape {shape} (no batch dim) cannot be decoded: only feature "
+                              f"maps (C, h, w), vectors (D,) and token sequences (N, D) can; pick another layer, "
+                              f"or pass `decoders` with your own for it")
+    return kinds[len(shape)]
+
+
+def token_grid(tokens: int) -> tuple[int, int]:
+    """(extra tokens, grid side) of a sequence of ``tokens``: the largest square of patches
+    that leaves at most MAX_EXTRA_TOKENS in front."""
+    side = math.isqrt(tokens)
+    extra = tokens - side * side
+    if side < 1 or extra > MAX_EXTRA_TOKENS:
+        raise PerceptregError(f"a token sequence of length {tokens} is not a square grid of patches plus at most "
+                              f"{MAX_EXTRA_TOKENS} extra tokens (class token, registers); pick another layer, or "
+                              f"pass `decoders` with your own for it")
+    return extra, side
+
+
+class TokensToGrid(nn.Module):
+    """(B, N, D) tokens -> (B, D, g, g): drops the ``extra`` tokens in front (class token,
+    registers), then lays the patches back onto their g x g grid, row by row."""
+
+    def __init__(self, extra: int, side: int):
+        super().__init__()
+        self.extra, self.side = extra, side
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, self.extra:]  # (B, g*g, D)
+        return patches.transpose(1, 2).unflatten(2, (self.side, self.side))  # (B, D, g, g)
+
+    def extra_repr(self) -> str:
+        return f"extra={self.extra}, side={self.side}"
+
+
+def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
+                  width: int | None = None) -> nn.Sequential:
     """A decoder from activations of ``activation_shape`` (no batch dim) to images of
-    ``input_shape`` (C, H, W), values in (0, 1)."""
-    if len(activation_shape) == 0:
-        raise PerceptregError("layers: a layer that gives one number per image cannot be decoded; "
-                              "pick a layer with a feature map or a feature vector")
-    channels, height, width = input_shape
+    ``input_shape`` (C, H, W), values in (0, 1).
+
+    ``width`` None: the channel widths follow the activation (half its channels, within
+    MIN_WIDTH..MAX_WIDTH; a vector's seed map has FLAT_WIDTH). A number: the decoder starts
+    at ``width`` channels whatever the activation has (a 1x1 convolution takes a map there),
+    then halves per doubling, so its size grows with ``width`` (``width_for_budget``)."""
+    channels, height, width_px = input_shape
     layers: list[nn.Module] = []
-    if len(activation_shape) == 3:
-        c, h, w = activation_shape
+    kind = activation_kind(tuple(activation_shape))
+    if kind == "flat":
+        c = width or FLAT_WIDTH
+        h, w = min(math.ceil(height / 4), MAX_SEED), min(math.ceil(width_px / 4), MAX_SEED)
+        layers += [nn.Linear(activation_shape[0], c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))]
     else:
-        c, h, w = FLAT_WIDTH, math.ceil(height / 4), math.ceil(width / 4)
-        layers += [nn.Flatten(), nn.Linear(math.prod(activation_shape), c * h * w), nn.ReLU(),
-                   nn.Unflatten(1, (c, h, w))]
-    while h < height or w < width:
-        out = min(max(c // 2, MIN_WIDTH), MAX_WIDTH)
+        if kind == "tokens":
+            extra, side = token_grid(activation_shape[0])
+            c, h, w = activation_shape[1], side, side
+            layers.append(TokensToGrid(extra, side))  # (B, D, g, g)
+        else:
+            c, h, w = activation_shape
+        if width is not None:
+            layers += [nn.Conv2d(c, width, 1), nn.ReLU()]  # (B, width, h, w)
+            c = width
+    while h < height or w < width_px:
+        out = min(max(c // 2, MIN_WIDTH), MAX_WIDTH) if width is None else max(c // 2, min(MIN_WIDTH, width))
         layers += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.ReLU()]  # (B, out, 2h, 2w)
         c, h, w = out, 2 * h, 2 * w
-    if (h, w) != (height, width):
+    if (h, w) != (height, width_px):
         # Sizes that are no power-of-two multiple of h, w (5x5 -> 28x28): the doublings
-        # overshoot (40x40), and a bilinear resize brings the map down to exactly H x W.
-        layers.append(nn.Upsample(size=(height, width), mode="bilinear", align_corners=False))
+        # overshoot (40x40), or a map larger than the image shrinks: a bilinear resize
+        # brings it to exactly H x W.
+        layers.append(nn.Upsample(size=(height, width_px), mode="bilinear", align_corners=False))
     layers += [nn.Conv2d(c, channels, 3, padding=1), nn.Sigmoid()]  # (B, channels, H, W)
     return nn.Sequential(*layers)
 
 
+def parameter_count_of(activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
+                       width: int | None = None) -> int:
+    """The parameters ``build_decoder`` would make, counted without allocating them."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_decoder(activation_shape, input_shape, width).parameters())
+
+
+MAX_BUDGET_WIDTH = 4096  # the search's upper end: wider decoders than this are not built
+
+
+def width_for_budget(name: str, activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
+                     budget: int) -> int:
+    """The widest ``width`` whose decoder for this layer has at most ``budget`` parameters
+    (parameter counts grow with the width, so a bisection finds it)."""
+    low, high = 1, MAX_BUDGET_WIDTH
+    if parameter_count_of(activation_shape, input_shape, low) > budget:
+        smallest = parameter_count_of(activation_shape, input_shape, low)
+        raise PerceptregError(f"`decoder_params` {budget:,} is too small to build a decoder for layer {name!r} "
+                              f"(activation {tuple(activation_shape)}): the smallest takes {smallest:,} parameters")
+    while low < high:
+        mid = (low + high + 1) // 2
+        if parameter_count_of(activation_shape, input_shape, mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def seeded_decoder(name: str, activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
-                   seed: int) -> nn.Sequential:
+                   seed: int, budget: int | None = None) -> nn.Sequential:
     """``build_decoder`` with weights drawn from (seed, layer name) alone, so a layer's decoder
-    is the same whichever other layers get one; the global RNG is left as found."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-        return build_decoder(activation_shape, input_shape)
+    is the same whichever other layers get one; the global RNG is left as found. ``budget``:
+    the most parameters it may have (``width_for_budget``); None: the default widths."""
+    try:
+        width = None if budget is None else width_for_budget(name, activation_shape, input_shape, budget)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            return build_decoder(activation_shape, input_shape, width)
+    except PerceptregError as err:
+        if f"{name!r}" in str(err):
+            raise
+        raise PerceptregError(f"`layers`: {name!r}: {err}") from err
 
 
 @torch.no_grad()

@@ -152,7 +152,8 @@ class AttachedRun(Run):
         """The user's model, rebuilt from its file, with its saved weights and decoders."""
         device = resolve_device(str(device))
         seen = attach(models.build_from_file(self.config.model), self.config.layers, self.input_shape,
-                      normalize=self.config.normalize, seed=self.config.seed)
+                      normalize=self.config.normalize, seed=self.config.seed,
+                      decoder_params=self.config.decoder_params)
         self._load_weights(seen)
         seen.decoders_fitted()
         return seen.to(device).eval()

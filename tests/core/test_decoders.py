@@ -1,0 +1,93 @@
+"""Decoders built from an activation's shape: maps, vectors and token sequences, at a size
+that does not grow with the image's resolution, and a common parameter budget."""
+
+import pytest
+import torch
+from torch import nn
+
+from perceptreg.core.decoders import (
+    TokensToGrid,
+    build_decoder,
+    parameter_count_of,
+    seeded_decoder,
+    token_grid,
+    width_for_budget,
+)
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.models import parameter_count
+
+IMAGE_224 = (3, 224, 224)
+# The activations of a ResNet-50 and a ViT-S/16 at 224x224 (no batch dim).
+RESNET50 = {"layer1": (256, 56, 56), "layer2": (512, 28, 28), "layer3": (1024, 14, 14),
+            "layer4": (2048, 7, 7), "avgpool": (2048, 1, 1), "flatten": (2048,)}
+VIT_S16 = {"blocks.3": (197, 384), "norm": (197, 384), "head_input": (384,)}
+
+
+@pytest.mark.parametrize("name, shape", [*RESNET50.items(), *VIT_S16.items()])
+def test_every_decoder_of_a_resnet50_or_vit_at_224_stays_under_25m_parameters(name, shape):
+    assert parameter_count_of(shape, IMAGE_224) < 25_000_000
+
+
+def test_a_flat_decoder_does_not_grow_with_the_image():
+    # the seed map stops at 8 x 8: past 32 px only the number of doublings grows
+    sizes = {side: parameter_count_of((512,), (3, side, side)) for side in (32, 64, 224, 448)}
+    assert sizes[64] < 1.1 * sizes[32] and sizes[448] < 1.1 * sizes[32]
+
+
+def test_tokens_go_back_onto_their_grid_without_the_class_token():
+    tokens = torch.arange(2 * 5 * 3, dtype=torch.float).view(2, 5, 3)  # a class token, then 2 x 2 patches
+    grid = TokensToGrid(extra=1, side=2)(tokens)
+    assert grid.shape == (2, 3, 2, 2)
+    assert torch.equal(grid[0, :, 0, 1], tokens[0, 2])  # patch 1 (row 0, column 1), the token after patch 0
+    assert torch.equal(grid[1, :, 1, 0], tokens[1, 3])
+
+
+@pytest.mark.parametrize("tokens, expected", [(196, (0, 14)), (197, (1, 14)), (201, (5, 14)), (50, (1, 7)), (4, (0, 2))])
+def test_token_grid_finds_the_patches_and_the_extra_tokens(tokens, expected):
+    assert token_grid(tokens) == expected
+
+
+def test_a_vit_block_decodes_to_the_image():
+    decoder = build_decoder((197, 384), (3, 64, 64))
+    assert isinstance(decoder[0], TokensToGrid)
+    assert decoder(torch.randn(2, 197, 384)).shape == (2, 3, 64, 64)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((117, 16), "a token sequence of length 117 is not a square grid of patches plus at most 16 extra tokens"),
+    ((2, 3, 4, 5), r"an activation of shape \(2, 3, 4, 5\) \(no batch dim\) cannot be decoded"),
+    ((), r"an activation of shape \(\) \(no batch dim\) cannot be decoded"),
+])
+def test_activations_that_cannot_be_decoded_are_named(shape, match):
+    with pytest.raises(PerceptregError, match=match):
+        build_decoder(shape, (1, 28, 28))
+    with pytest.raises(PerceptregError, match="`layers`: 'blocks.1': " + match):
+        seeded_decoder("blocks.1", shape, (1, 28, 28), seed=0)
+
+
+@pytest.mark.parametrize("shape", [(16, 14, 14), (32, 7, 7), (64,), (197, 384)])
+def test_a_budget_gives_the_widest_decoder_that_fits(shape):
+    budget = 200_000
+    width = width_for_budget("x", shape, (1, 28, 28), budget)
+    assert parameter_count_of(shape, (1, 28, 28), width) <= budget < parameter_count_of(shape, (1, 28, 28), width + 1)
+    built = seeded_decoder("x", shape, (1, 28, 28), seed=0, budget=budget)
+    assert parameter_count(built) == parameter_count_of(shape, (1, 28, 28), width)
+
+
+def test_layers_under_one_budget_differ_little_in_size():
+    shapes = [(16, 14, 14), (32, 7, 7), (64,)]
+    default = [parameter_count_of(s, (1, 28, 28)) for s in shapes]
+    budgeted = [parameter_count(seeded_decoder("x", s, (1, 28, 28), 0, budget=100_000)) for s in shapes]
+    assert max(default) / min(default) > 20  # the default widths: 4,257 to 244,993
+    assert max(budgeted) / min(budgeted) < 1.1 and max(budgeted) <= 100_000
+
+
+def test_a_budget_too_small_is_named():
+    with pytest.raises(PerceptregError, match=r"`decoder_params` 10 is too small to build a decoder for layer "
+                                              r"'fc1' \(activation \(64,\)\): the smallest takes [\d,]+ parameters"):
+        seeded_decoder("fc1", (64,), (1, 28, 28), seed=0, budget=10)
+
+
+def test_counting_allocates_nothing():
+    assert parameter_count_of((2048,), IMAGE_224) == parameter_count(build_decoder((2048,), IMAGE_224))
+    assert isinstance(build_decoder((2048,), IMAGE_224)[0], nn.Linear)
