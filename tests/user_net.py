@@ -29,7 +29,7 @@ class Tripwire(nn.Module):
 class SmallNet(nn.Module):
     """1x28x28 -> stem 16x14x14 -> block1 16x14x14 -> block2 32x7x7 -> fc1 64 -> fc2 10."""
 
-    def __init__(self):
+    def __init__(self, hidden: int = 64):
         super().__init__()
         self.register_buffer("mean", torch.tensor(0.13))  # normalizes inside, as many models do
         self.register_buffer("std", torch.tensor(0.31))
@@ -38,8 +38,8 @@ class SmallNet(nn.Module):
         self.trip = Tripwire()
         self.block2 = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU())
         self.drop = nn.Dropout(0.3)
-        self.fc1 = nn.Sequential(nn.Linear(32 * 7 * 7, 64), nn.ReLU())
-        self.fc2 = nn.Linear(64, 10)
+        self.fc1 = nn.Sequential(nn.Linear(32 * 7 * 7, hidden), nn.ReLU())
+        self.fc2 = nn.Linear(hidden, 10)
 
     def forward(self, x):
         x = self.trip(self.block1(self.stem((x - self.mean) / self.std)))
@@ -59,6 +59,11 @@ def net() -> SmallNet:
 def build() -> SmallNet:
     """The untrained net, as a factory for `--model` (weights come from `--weights`)."""
     return SmallNet()
+
+
+def build_sized(hidden: int = 64) -> SmallNet:
+    """The untrained net with fc1 of ``hidden`` units: a factory with a keyword argument."""
+    return SmallNet(hidden)
 
 
 def build_with_unused() -> SmallNet:

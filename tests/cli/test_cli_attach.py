@@ -1,6 +1,8 @@
 """`perceptreg attach` end to end, on a classifier written outside the library."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,22 +107,73 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, weights, tmp_pa
     given = dict(zip(args[::2], args[1::2]))
     if given.get("--model", "").endswith(("not_a_classifier", "unused")):
         base.pop("--weights")
-    options = [item for key, value in {**base, **given}.items() for item in (key, value)]
+        given["--random-weights"] = None
+    options = [item for key, value in {**base, **given}.items() for item in (key, value) if item is not None]
     result = CliRunner().invoke(main, ["attach", *options, "--out", str(tmp_path / "run"), *QUICK])
     assert result.exit_code != 0 and message in result.output, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
-def test_weights_for_another_model_or_pickled_are_refused(tmp_path):
+def test_weights_for_another_model_a_pickled_model_or_none_are_refused(tmp_path):
     save_file({"fc.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
-    torch.save({}, tmp_path / "net.pt")
-    for path, message in ((tmp_path / "other.safetensors", "missing key(s)"),
-                          (tmp_path / "net.pt", "pickled checkpoints are not loaded")):
-        result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(path),
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
+    torch.save(build(), tmp_path / "whole.pt")  # the model object itself, pickled
+    torch.save({"epoch": 3}, tmp_path / "no-tensors.pt")
+    for weights, message in (
+            (["--weights", str(tmp_path / "other.safetensors")], "weights do not fit this model: missing key(s)"),
+            (["--weights", str(tmp_path / "other.pt")], "weights do not fit this model: missing key(s)"),
+            (["--weights", str(tmp_path / "whole.pt")], "save its weights instead: torch.save(model.state_dict(), "),
+            (["--weights", str(tmp_path / "no-tensors.pt")], "expected a state dict (names -> tensors)"),
+            ([], "Error: --weights: no weights file; give the model's state dict (.safetensors, .pt or .pth), or "
+                 "--random-weights")):
+        result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", *weights,
                                            "--layers", "stem", "--out", str(tmp_path / "run"), *QUICK])
         assert result.exit_code == 1 and message in result.output, result.output
-        assert not (tmp_path / "run").exists()
+        assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("saved", ["plain", "checkpoint", "data-parallel"])
+def test_pt_state_dicts_are_read_as_pytorch_users_save_them(saved, weights, tmp_path):
+    state = load_file(str(weights))
+    packed = {"plain": state, "checkpoint": {"state_dict": state, "epoch": 5, "best_acc1": 0.9},
+              "data-parallel": {f"module.{k}": v for k, v in state.items()}}[saved]
+    torch.save(packed, tmp_path / "net.pt")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(tmp_path / "net.pt"),
+                                       "--layers", "fc1", "--out", str(out), "--train-size", "100", "--epochs", "1",
+                                       "--attack-images", "10", "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved_model = load_file(str(out / runs.MODEL))
+    assert all(torch.equal(saved_model[f"model.{k}"], v) for k, v in state.items())
+
+
+def test_an_importable_function_with_keyword_arguments(weights, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["attach", "--model", "user_net:build_sized", "--model-kwargs", "hidden=32",
+                                       "--random-weights", "--layers", "fc1", "--out", str(out), "--train-size",
+                                       "100", "--epochs", "1", "--attack-images", "10", "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / runs.LAYERS_JSON).read_text())["layers"][0]["shape"] == [32]
+    config = json.loads((out / runs.CONFIG).read_text())
+    assert config["model_kwargs"] == [["hidden", 32]] and config["source"]["copy"] == "source/user_net.py"
+    assert open_run(out).model().seen.activation_shapes["fc1"] == (32,)
+    result = CliRunner().invoke(main, ["attach", "--model", "no_such_package.nets:resnet", "--random-weights",
+                                       "--layers", "fc1", "--out", str(tmp_path / "x"), *QUICK])
+    assert result.exit_code == 1 and result.output == (
+        "Error: --model 'no_such_package.nets:resnet': no module named 'no_such_package' is installed; install it, "
+        "or name a file (FILE.py:FUNCTION)\n")
+
+
+def test_the_given_models_accuracy_is_said_before_fitting_and_chance_is_warned(tmp_path):
+    result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--random-weights", "--layers",
+                                       "fc1", "--out", str(tmp_path / "run"), *QUICK])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("your model's accuracy on 1000 test images of mnist5k, before fitting: ")
+    assert lines[1].startswith("Warning: the model is near chance") and "--random-weights was given" in lines[1]
+    assert "--normalize" in lines[1]
+
 
 
 def test_train_takes_a_model_from_a_file_and_every_command_rebuilds_it(tmp_path):
@@ -179,9 +232,7 @@ def test_the_explorer_switches_layers(attached_run):
 def test_a_damaged_attach_run_file_is_one_error_line(name, content, command, message, attached_run, tmp_path):
     out, _ = attached_run
     broken = tmp_path / "broken"
-    broken.mkdir()
-    for path in out.iterdir():
-        (broken / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(out, broken)
     (broken / name).write_text(content)
     result = CliRunner().invoke(main, [command, str(broken)])
     assert result.exit_code == 1 and message in result.output, result.output
@@ -208,3 +259,32 @@ def test_decoder_params_too_small_is_one_error_line(weights, tmp_path):
     assert result.exit_code == 1 and result.output.startswith(
         "Error: --decoder-params 10 is too small to build a decoder for layer 'fc1'")
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_run_travels_with_its_copy_of_the_source(weights, tmp_path, monkeypatch):
+    made_in = tmp_path / "project"
+    made_in.mkdir()
+    (made_in / "mynet.py").write_text(Path(USER_NET).read_text())
+    monkeypatch.chdir(made_in)
+    result = CliRunner().invoke(main, ["attach", "--model", "mynet.py:build", "--weights", str(weights), "--layers",
+                                       "fc1", "--out", "runs/mine", "--train-size", "100", "--epochs", "1",
+                                       "--attack-images", "10", "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    run_dir = made_in / "runs" / "mine"
+    assert (run_dir / "source" / "mynet.py").read_text() == Path(USER_NET).read_text()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])  # a relative spec, another folder
+    assert result.exit_code == 0 and "Warning" not in result.output, result.output
+    (made_in / "mynet.py").write_text(Path(USER_NET).read_text() + "\n# edited\n")
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    assert result.exit_code == 0 and f"Warning: the model's source {made_in / 'mynet.py'} has changed since the run " \
+                                      f"was made" in result.output, result.output
+    (made_in / "mynet.py").unlink()
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    assert result.exit_code == 0 and "has moved or gone since the run was made" in result.output
+    (run_dir / "source" / "mynet.py").write_text("# damaged\n")
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    assert result.exit_code == 1 and result.output.startswith(
+        f"Error: {run_dir / 'source' / 'mynet.py'}: the run's copy of its model's source is missing or changed")

@@ -98,7 +98,8 @@ def test_an_attach_run_is_the_other_kind(digits, tmp_path):
     from perceptreg.attaching.attach_run import run_attach
     from perceptreg.core.config import AttachConfig
 
-    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1),
+    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
+                            random_weights=True),
                tmp_path / "a", AttackSettings(steps=2), attack_images=10, progress=False)
     run = open_run(tmp_path / "a")
     assert isinstance(run, AttachedRun) and run.kind == "attached" and run.layers == ("stem", "fc1")

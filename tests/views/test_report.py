@@ -130,7 +130,8 @@ def full_run(good_run, tmp_path_factory):
 def attach_run(tmp_path_factory):
     """An attach run on the user's net as built (untrained): 100 digits, 1 epoch, 10 attacked."""
     run = tmp_path_factory.mktemp("attach") / "run"
-    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1),
+    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
+                            random_weights=True),
                run, AttackSettings(steps=2), attack_images=10, progress=False)
     return run
 

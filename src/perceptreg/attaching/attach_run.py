@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,11 +16,12 @@ from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import KNNJudge
-from perceptreg.attaching.fitting import fine_tune, fit_decoders
-from perceptreg.core import checkpoint, models
+from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
+from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
 from perceptreg.core.config import AttachConfig
 from perceptreg.core.devices import resolve_device
+from perceptreg.core.errors import PerceptregError
 
 
 class _LayerRow(BaseModel):
@@ -50,24 +52,35 @@ def read_layers(run: runs.Run) -> dict:
     return run.read_json(runs.LAYERS_JSON, _LayersFile, "write it again with `perceptreg attach`")
 
 
+NEAR_CHANCE = 1.5  # a given model below 1.5x chance accuracy is most likely wrongly loaded or fed
+ACCURACY_SAMPLE = 1000  # test images the given model's accuracy is checked on before fitting
+
+
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
-               attack_images: int = 500, progress: bool = True) -> dict:
+               attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print) -> dict:
     """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
     layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
-    metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png.
-    model.json comes last: a run without it never finished and may be started again."""
+    metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png,
+    and source/ (a copy of the model's file, so that the run opens from any folder).
+    model.json comes last: a run without it never finished and may be started again.
+    ``say`` prints what the user should know before the long work: the given model's accuracy."""
     run_dir = Path(run_dir)
     device = str(resolve_device(config.device))
-    model = models.build_from_file(config.model)
+    if not config.weights and not config.random_weights:
+        raise PerceptregError("`weights`: no weights file; give the model's state dict (.safetensors, .pt or .pth), "
+                              "or `random_weights` to perceive the model as its function returns it (random "
+                              "weights, or those it loads itself)")
+    model = user_models.build(config.model, config.model_kwargs)
     if config.weights:
-        models.load_weights_file(model, config.weights)
+        user_models.load_weights(model, config.weights)
         config = dataclasses.replace(config, weights_sha256=datasets.digest_of(Path(config.weights)))
     train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
+    _check_given_accuracy(seen, test_data, config, device, say)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
-        runs.prepare_attached(run_dir, config)
+        config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                         device=device, progress=progress, test_data=test_data)
         if config.mode == "joint":
@@ -95,3 +108,18 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
                          run_dir / runs.LAYERS_ATTACK_PNG)
         runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
         return summary
+
+
+def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, say: Callable[[str], None]) -> None:
+    """Say the given model's accuracy before the fitting starts, and warn (at once, not
+    after the fitting) when it is near chance: the weights, or the input normalization, are
+    the likely causes."""
+    sample = test_data.subset(datasets.spread_over_classes(test_data.labels, min(ACCURACY_SAMPLE, len(test_data))))
+    accuracy = evaluate_layers(seen, sample, device=device, layers=[])["accuracy"]
+    say(f"your model's accuracy on {len(sample)} test images of {config.dataset}, before fitting: {accuracy:.1%}")
+    chance = 1 / seen.num_classes
+    if accuracy < NEAR_CHANCE * chance:
+        causes = ("`random_weights` was given" if config.random_weights and not config.weights
+                  else f"the weights {config.weights} may not be this model's")
+        say(f"Warning: the model is near chance ({accuracy:.1%}, chance {chance:.1%}): {causes}, or it expects "
+            f"normalized inputs (`normalize` MEAN,STD per channel)")

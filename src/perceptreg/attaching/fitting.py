@@ -148,8 +148,9 @@ def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 5
         for images, labels in batches(data, batch_size, device=device):
             logits, acts = seen.features(images, names)
             correct += (logits.argmax(1) == labels).sum()
-            squared += torch.stack([(seen.decoder(n)(acts[n]).double() - images).square().sum()
-                                    for n in names])
+            if names:  # none: the model's accuracy alone
+                squared += torch.stack([(seen.decoder(n)(acts[n]).double() - images).square().sum()
+                                        for n in names])
     values = torch.cat([correct.double().view(1), squared / math.prod(seen.input_shape)]) / len(data)
     accuracy, *mse = values.tolist()  # one device sync
     return {"accuracy": accuracy, "recon_mse": dict(zip(names, mse))}

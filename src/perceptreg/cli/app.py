@@ -52,7 +52,8 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with plain_warnings():  # every command's warnings as "Warning: ..." lines
+                return super().invoke(ctx)
         except click.UsageError as err:
             raise UsageProblem(err) from err
         except PerceptregError as err:

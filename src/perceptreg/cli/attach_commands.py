@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from perceptreg.attaching.attach_run import run_attach
-from perceptreg.cli.app import main, plain_warnings
+from perceptreg.cli.app import as_flags, main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.user_models import parse_kwargs
 from perceptreg.data.registry import help_text
 from perceptreg.sweeps.sweep import parse_list
 
@@ -30,9 +31,15 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 
 @main.command("attach")
 @click.option("--model", required=True,
-              help="FILE.py:FUNCTION returning your classifier, an nn.Module from images in [0, 1] to logits.")
+              help="FILE.py:FUNCTION or package.module:FUNCTION returning your classifier, an nn.Module from "
+                   "images in [0, 1] to logits.")
+@click.option("--model-kwargs", help="Keyword arguments of that function, NAME=VALUE comma-separated "
+                                     "(e.g. num_classes=10,width=2).")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False),
-              help="Its state dict as .safetensors (a .pt file is refused, with how to convert it).")
+              help="Its state dict: .safetensors, or .pt/.pth as torch.save(model.state_dict(), ...) writes it "
+                   "(or a checkpoint holding one under state_dict or model); read without unpickling code.")
+@click.option("--random-weights", is_flag=True, help="No --weights: the model as FUNCTION returns it (random "
+                                                     "weights, or those it loads itself).")
 @click.option("--layers", required=True, help="Module names, comma-separated, as in model.named_modules().")
 @click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds).")
 @click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
@@ -52,7 +59,7 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
               help="Test images attacked to measure each layer's perception under attack.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attach_command(model, weights, layers, normalize, settings, attack_images, out, quiet, **options):
+def attach_command(model, model_kwargs, weights, layers, normalize, settings, attack_images, out, quiet, **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that
     layer's activation back into the image, with your model frozen bit for bit (or, with
     --mode joint, fine-tuned by the paper's objective). Measures, per layer, the
@@ -61,11 +68,14 @@ def attach_command(model, weights, layers, normalize, settings, attack_images, o
 
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
-    config = AttachConfig(model=model, weights=weights, normalize=parse_normalize(normalize),
+    config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
+                          normalize=parse_normalize(normalize),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
     began = time.perf_counter()
     with plain_warnings():
-        summary = run_attach(config, out, settings, attack_images, progress=not quiet)
+        command = click.get_current_context().command  # the library's `names` said as this command's flags
+        summary = run_attach(config, out, settings, attack_images, progress=not quiet,
+                             say=lambda text: click.echo(as_flags(text, command)))
     click.echo(layers_table(summary))
     click.echo(f"test accuracy {summary['accuracy']:.2%}"
                + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from perceptreg.core.devices import check_device_name
 from perceptreg.core.errors import PerceptregError
@@ -104,9 +105,11 @@ ATTACH_MODES = ("post-hoc", "joint")
 class AttachConfig:
     """The configuration of an attach run: decoders on layers of a model the user has."""
 
-    model: str  # FILE.py:FUNCTION returning the user's nn.Module (images in [0, 1] -> logits)
+    model: str  # FILE.py:FUNCTION or package.module:FUNCTION returning the user's nn.Module (images in [0, 1] -> logits)
     layers: tuple[str, ...]  # module names, as in model.named_modules()
-    weights: str | None = None  # its safetensors state dict (None: the function loads its own)
+    weights: str | None = None  # its state dict: .safetensors, or .pt/.pth (None: only with random_weights)
+    model_kwargs: tuple[tuple[str, Any], ...] = ()  # keyword arguments of the model's function
+    random_weights: bool = False  # no weights file: the model as its function returns it (random, or its own)
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel mean, std the model expects
     dataset: str = "mnist5k"  # see data.DATASETS: the images the decoders learn to reconstruct
     data_root: str | None = None
@@ -119,6 +122,7 @@ class AttachConfig:
     train_size: int | None = None  # a stratified subset, to scale runs down
     device: str = "cpu"
     weights_sha256: str | None = None  # recorded by the run: which weights it saw
+    source: dict | None = None  # recorded by the run: its copy of the model's source (runs.sources)
     decoder_params: int | None = None  # each layer's decoder at most this big, to compare layers fairly (None: default widths)
 
     def __post_init__(self):

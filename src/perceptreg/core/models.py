@@ -9,16 +9,12 @@ the paper's errata fixed (no ReLU before the final sigmoid; the SVHN decoder tak
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import warnings
-import zlib
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 
 
@@ -234,65 +230,3 @@ def build(arch: str, num_classes: int) -> PerceptionNet:
 
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-
-# --- models from the user's own code -------------------------------------------------------------
-
-def load_factory(spec: str) -> Callable[[], nn.Module]:
-    """``"path/to/net.py:build"`` -> the function ``build`` of that file, which returns a model.
-
-    Loading runs the file's code: name only files you wrote or trust, as with any import.
-    """
-    path_text, colon, name = spec.rpartition(":")
-    if not colon or not path_text or not name.isidentifier():
-        raise PerceptregError(f"`model` {spec!r}: give FILE.py:FUNCTION, e.g. nets/mine.py:build")
-    path = Path(path_text).expanduser()
-    if path.suffix != ".py" or not path.is_file():
-        raise PerceptregError(f"`model` {spec!r}: {path} is not a Python file")
-    module_name = f"perceptreg_user_{zlib.crc32(str(path.resolve()).encode()):08x}"
-    loader = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(loader)
-    try:
-        loader.loader.exec_module(module)
-    except Exception as err:  # the user's code: whatever it raises, say where
-        raise PerceptregError(f"`model` {spec!r}: running {path} failed ({type(err).__name__}: {err})") from err
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_"))
-        raise PerceptregError(f"`model` {spec!r}: {path} has no function {name!r}; it has {', '.join(found[:10]) or 'none'}")
-    return factory
-
-
-def build_from_file(spec: str) -> nn.Module:
-    """Call the factory of ``spec`` (see ``load_factory``); it must return an ``nn.Module``."""
-    try:
-        model = load_factory(spec)()
-    except PerceptregError:
-        raise
-    except Exception as err:
-        raise PerceptregError(f"`model` {spec!r}: the function failed ({type(err).__name__}: {err})") from err
-    if not isinstance(model, nn.Module):
-        raise PerceptregError(f"`model` {spec!r}: the function returned a {type(model).__name__}, not an nn.Module")
-    return model
-
-
-def perception_net_from_file(spec: str) -> PerceptionNet:
-    """A ``PerceptionNet`` of the user's own F, C, D, from ``"FILE.py:FUNCTION"``."""
-    model = build_from_file(spec)
-    if not isinstance(model, PerceptionNet):
-        raise PerceptregError(f"`model` {spec!r}: the function returned a {type(model).__name__}; for training it "
-                              f"must return a PerceptionNet(encoder, classifier, decoder, input_shape)")
-    return model
-
-
-def load_weights_file(model: nn.Module, path) -> nn.Module:
-    """Load a safetensors state dict into ``model``, strictly (keys and shapes named)."""
-    path = Path(path)
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-        raise PerceptregError(
-            f"`weights` {path}: pickled checkpoints are not loaded (they can run code); convert it once: "
-            f"python -c \"import torch; from safetensors.torch import save_file; "
-            f"save_file(torch.load('{path}', weights_only=True), '{path.with_suffix('.safetensors')}')\"")
-    checkpoint.load_weights(model, checkpoint.load_tensors(path), path)
-    return model

@@ -4,7 +4,6 @@ gradient)."""
 
 from __future__ import annotations
 
-
 import torch
 
 from perceptreg.core.loss import perceptual_loss

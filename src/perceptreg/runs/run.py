@@ -18,13 +18,13 @@ import torch
 from pydantic import BaseModel
 
 from perceptreg import data as datasets
-from perceptreg.core import checkpoint, models
+from perceptreg.core import checkpoint, models, user_models
 from perceptreg.core.attached import AttachedModel, attach
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import load_model_file
-from perceptreg.runs import files, manifest
+from perceptreg.runs import files, manifest, sources
 
 
 class Run:
@@ -136,7 +136,7 @@ class TrainedRun(Run):
         if self.config.model is None:
             raise PerceptregError(f"{self.path} holds a custom model built in Python; pass it: run.model(net=...), "
                                   f"or train it from a file (`model` FILE.py:FUNCTION) so that it can be rebuilt")
-        return models.perception_net_from_file(self.config.model)
+        return user_models.build_perception_net(self.config.model)
 
 
 class AttachedRun(Run):
@@ -151,7 +151,8 @@ class AttachedRun(Run):
     def attached_model(self, device: torch.device | str = "cpu") -> AttachedModel:
         """The user's model, rebuilt from its file, with its saved weights and decoders."""
         device = resolve_device(str(device))
-        seen = attach(models.build_from_file(self.config.model), self.config.layers, self.input_shape,
+        spec = sources.source_spec(self.config.source, self.config.model, self.path)
+        seen = attach(user_models.build(spec, self.config.model_kwargs), self.config.layers, self.input_shape,
                       normalize=self.config.normalize, seed=self.config.seed,
                       decoder_params=self.config.decoder_params)
         self._load_weights(seen)

@@ -5,6 +5,7 @@ rename), publishing the model, and what a resume reads back. Runs of `train` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from perceptreg import data as datasets
 from perceptreg.core import checkpoint, models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.runs import manifest
+from perceptreg.runs import manifest, sources
 from perceptreg.runs.files import (
     ATTACHED_FORMAT,
     CONFIG,
@@ -156,13 +157,17 @@ def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[
 
 # --- runs of `attach` ---------------------------------------------------------------------------
 
-def prepare_attached(run_dir: Path, config: AttachConfig) -> None:
-    """Claim ``run_dir`` for an attach run; one that never finished (no model.json) starts over."""
+def prepare_attached(run_dir: Path, config: AttachConfig) -> AttachConfig:
+    """Claim ``run_dir`` for an attach run (one that never finished, without model.json,
+    starts over), keep a copy of the model's source in it, and write its config; returns the
+    config with the source recorded."""
     if (run_dir / MODEL_META).exists():
         raise PerceptregError(f"{run_dir} already holds a run; choose another output folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS).unlink(missing_ok=True)
+    config = dataclasses.replace(config, source=sources.keep_source(config.model, run_dir))
     checkpoint.write_json(run_dir / CONFIG, config.to_dict())
+    return config
 
 
 def save_attached(run_dir: Path, seen, config: AttachConfig, classes: tuple[str, ...]) -> None:

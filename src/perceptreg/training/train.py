@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import runs
-from perceptreg.core import checkpoint, models
+from perceptreg.core import checkpoint, models, user_models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
@@ -202,7 +202,7 @@ def initial_model(config: TrainConfig, train_data: datasets.ImageDataset,
     with D's output bias at the data's mean pixel (``config.init_output_bias``)."""
     torch.manual_seed(config.seed)
     if model is None:
-        model = (models.perception_net_from_file(config.model) if config.model
+        model = (user_models.build_perception_net(config.model) if config.model
                  else models.build(config.arch, len(train_data.classes)))
     if model.input_shape != train_data.image_shape:
         raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
