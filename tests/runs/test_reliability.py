@@ -86,7 +86,7 @@ def test_cli_output_onto_a_device_is_one_error_line(trained_run):
     assert result.exit_code == 1 and "Error: /dev/full exists and is not a regular file" in result.output
     assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
     result = CliRunner().invoke(main, ["train", "--out", "/proc/perceptreg-run", "--epochs", "1", "--quiet"])
-    assert result.exit_code == 1 and "Error: cannot write the run folder /proc/perceptreg-run" in result.output
+    assert result.exit_code == 1 and "Error: cannot write /proc/perceptreg-run: /proc is not writable" in result.output
 
 
 # A child process that resumes a one-epoch run to two epochs and kills itself (SIGKILL, as

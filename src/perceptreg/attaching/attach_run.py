@@ -57,6 +57,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png.
     model.json comes last: a run without it never finished and may be started again."""
     run_dir = Path(run_dir)
+    runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
     model = models.build_from_file(config.model)
     if config.weights:

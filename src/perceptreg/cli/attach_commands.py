@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from perceptreg.attaching.attach_run import run_attach
-from perceptreg.cli.app import main, plain_warnings
+from perceptreg.cli.app import OutPath, main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
@@ -48,7 +48,7 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @attack_options(seed_flag="--attack-seed")
 @click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to measure each layer's perception under attack.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--out", required=True, type=OutPath(file_okay=False), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def attach_command(model, weights, layers, normalize, settings, attack_images, out, quiet, **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that

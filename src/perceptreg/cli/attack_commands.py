@@ -22,6 +22,7 @@ from perceptreg.adversarial.detection import roc_curve
 from perceptreg.adversarial.evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
 from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.cli.app import (
+    OutPath,
     device_option,
     layer_option,
     main,
@@ -72,7 +73,7 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
 @click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to find failure cases among.")
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}]")
 @layer_option
 def attack(run, settings, device, target, n, pool, from_noise, out, layer):
@@ -178,7 +179,7 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
 @attack_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs. [default: RUN]")
+@click.option("--out", type=OutPath(file_okay=False), help="Folder for the outputs. [default: RUN]")
 def interpolate(run, target, source, alphas, n_images, from_file, fit_images, apply_direction,
                 save_direction, compare, settings, device, out):
     """Edit images toward a class along latent directions found by a targeted attack:

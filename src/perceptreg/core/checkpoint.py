@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import torch
@@ -30,10 +32,36 @@ class CheckpointError(PerceptregError):
     """A checkpoint that is missing, corrupt or made for another model."""
 
 
+NAME_MAX = 255  # bytes in one path component (Linux); a longer name fails in the middle of a run
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``path`` if something can be written there: a name, short enough, under a folder that
+    exists or can be made and is writable. Checked before any work, so a bad path costs
+    one line, not a trained model that cannot be saved."""
+    if str(path).strip() == "":
+        raise CheckpointError("the output path is empty; give a folder or file name")
+    path = Path(path)
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise CheckpointError(f"cannot write {str(path)[:60]}...: the name {long[0][:40]}... is longer than "
+                              f"{NAME_MAX} bytes; choose a shorter one")
+    target = path.absolute()
+    parent = target if target.is_dir() else target.parent  # a folder is written into, a file beside its siblings
+    while not os.path.lexists(parent):  # the nearest folder that exists: it is where the rest gets made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot write {path}: {parent} is not a folder; choose an output path inside a folder")
+    # root may write almost anywhere, but not into the kernel's own file systems
+    if not os.access(parent, os.W_OK | os.X_OK) or parent.resolve().parts[1:2] in (("proc",), ("sys",)):
+        raise CheckpointError(f"cannot write {path}: {parent} is not writable; choose another output path")
+    return path
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
     Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
-    path = Path(path)
+    path = check_output_path(path)
     if path.exists() and not path.is_file():
         raise CheckpointError(f"{path} exists and is not a regular file; write to another path")
     try:
@@ -140,7 +168,7 @@ def writer_lock(run_dir: Path, name: str = ".lock"):
     The system drops the lock when its process dies, so a killed writer leaves none behind.
     Temporary files a killed writer left are removed once the lock is held. A folder this
     call created is removed again when the block fails before writing anything into it."""
-    created = not run_dir.exists()
+    created = not check_output_path(run_dir).exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / name, "a+")
@@ -156,8 +184,10 @@ def writer_lock(run_dir: Path, name: str = ".lock"):
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
-        for leftover in run_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        # ours (.NAME.XXXX.tmp) and safetensors' own (.tmpXXXXXX, the Rust tempfile crate's names)
+        for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob(".tmp??????")]:
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         try:
             yield
         except BaseException:
