@@ -144,7 +144,8 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     tensors = checkpoint.load_tensors(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     checkpoint.load_weights(model, weights, path)
-    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
+    optim_meta = validated(state["optimizer"], manifest.OptimizerMeta, run_dir / STATE_META, manifest.DAMAGED)
+    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, optim_meta))
     checkpoint.match_layouts(optimizer)
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
