@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -30,6 +31,7 @@ from perceptreg.cli.app import (
     run_argument,
 )
 from perceptreg.core.checkpoint import write_json
+from perceptreg.core.devices import check_memory
 from perceptreg.edits import latent
 from perceptreg.figures import plots
 from perceptreg.measures import format_rate
@@ -49,7 +51,8 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
                      help="PGD iterations (paper: 100)."),
         click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
         click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
-        click.option(seed_flag, "attack_seed", default=0, show_default=True, help="Seed of the random start."),
+        click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+                     help="Seed of the random start."),
         device_option,
     ]
 
@@ -87,6 +90,9 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
         model, (train_data, test_data) = run.model(device, layer), run.data()
+        # the noise, the attacked images, their gradients and perceptions: four float copies
+        check_memory("n", n, 4 * 4 * n * model.num_classes * math.prod(model.input_shape),
+                     f"{n * model.num_classes} noise images ({n} per class)")
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
