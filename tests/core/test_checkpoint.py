@@ -135,3 +135,19 @@ def test_a_name_read_from_a_file_may_not_lead_out_of_its_folder(tmp_path, name):
     (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     with pytest.raises(CheckpointError, match="outside"):
         checkpoint.guarded(folder / name, folder=folder)
+
+
+@pytest.mark.parametrize("read", ["memmap", "image", "idx", "report png"])
+def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
+    from perceptreg.core.errors import PerceptregError
+    from perceptreg.data import images, memmap, mnist
+    from perceptreg.views import report_html
+
+    path = tmp_path / "file"
+    os.mkfifo(path)
+    calls = {"memmap": lambda: memmap._open_npy(path, (1,), "uint8"),
+             "image": lambda: images.decode_image(path, (1, 28, 28)),
+             "idx": lambda: mnist.read_idx(path),
+             "report png": lambda: report_html.image(path, "plot")}
+    with pytest.raises(PerceptregError, match="not a regular file"):
+        calls[read]()  # a FIFO: each of these blocked forever

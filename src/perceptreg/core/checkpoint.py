@@ -88,6 +88,7 @@ def write_json(path: Path, obj: Any) -> None:
 # --- reading: every file we read goes through ``guarded`` -----------------------------------------
 
 JSON_LIMIT = 64 * 2**20  # the largest JSON or JSON-lines file we read (a sweep.json is well under 1 MiB)
+IMAGE_LIMIT = 256 * 2**20  # the largest image file we decode (a PNG of 8k x 8k RGB is about 200 MiB)
 HEADER_LIMIT = 100 * 2**20  # a safetensors header (names, dtypes, shapes) larger than this is not ours
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                "BOOL": 1}
