@@ -151,3 +151,11 @@ def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
              "report png": lambda: report_html.image(path, "plot")}
     with pytest.raises(PerceptregError, match="not a regular file"):
         calls[read]()  # a FIFO: each of these blocked forever
+
+
+def test_the_lock_holder_removes_what_killed_writers_left(tmp_path):
+    for name in (".model.safetensors.a1b2.tmp", ".tmpAbC123"):  # ours, and safetensors' own
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_bytes(b"not a leftover")
+    with checkpoint.writer_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "keep.tmp"]

@@ -69,3 +69,10 @@ def test_a_checkpoint_file_linked_out_of_the_run_is_refused(run, tmp_path):
     target.symlink_to(tmp_path / "elsewhere.safetensors")
     with pytest.raises(PerceptregError, match="outside"):
         runs.open_run(run).model()
+
+
+def test_settle_removes_epoch_files_the_manifest_does_not_name(run):
+    (run / "model-000099.safetensors").write_bytes(b"an epoch a kill left behind")
+    named = set(json.loads((run / runs.STATE_META).read_text())["files"].values())
+    runs.settle(run)
+    assert {p.name for p in run.glob("*-[0-9]*.safetensors")} == named
