@@ -255,7 +255,7 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
     module = importlib.util.module_from_spec(loader)
     try:
         loader.loader.exec_module(module)
-    except Exception as err:  # the user's code: whatever it raises, say where
+    except (Exception, SystemExit) as err:  # the user's code: whatever it raises (sys.exit too), say where
         raise PerceptregError(f"`model` {spec!r}: running {path} failed ({type(err).__name__}: {err})") from err
     factory = getattr(module, name, None)
     if not callable(factory):
@@ -270,7 +270,7 @@ def build_from_file(spec: str) -> nn.Module:
         model = load_factory(spec)()
     except PerceptregError:
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # a sys.exit in the user's function ended the command silently
         raise PerceptregError(f"`model` {spec!r}: the function failed ({type(err).__name__}: {err})") from err
     if not isinstance(model, nn.Module):
         raise PerceptregError(f"`model` {spec!r}: the function returned a {type(model).__name__}, not an nn.Module")
