@@ -38,3 +38,13 @@ def test_check_memory_names_the_count():
     check_memory("n", 10, 1000, "ten images")
     with pytest.raises(PerceptregError, match="`n` 10: ten images would take about"):
         check_memory("n", 10, 2**62, "ten images")
+
+
+def test_resume_of_a_run_killed_before_its_config_was_written_starts_over(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("pid 1\n")  # all a kill before config.json leaves
+    result = CliRunner().invoke(main, ["train", "--resume", "--out", str(out), "--train-size", "100", "--epochs", "1",
+                                       "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "starts over with the options given" in result.output and (out / "state.json").exists()

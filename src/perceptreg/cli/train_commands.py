@@ -93,6 +93,10 @@ def train_command(out, resume, quiet, compile_step, **options):
     Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
     """
     given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
+    if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
+        click.echo(f"Warning: {out} holds no run yet (stopped before its config.json was written): it starts over "
+                   f"with the options given", err=True)
+        resume = False
     if resume:
         if out is None:
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
