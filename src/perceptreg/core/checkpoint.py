@@ -124,7 +124,7 @@ def read_text(path: Path, limit: int = JSON_LIMIT) -> str:
     try:
         return guarded(path, limit).read_text()
     except UnicodeDecodeError as err:
-        raise CheckpointError(f"{path}: not a text file ({err}); the file is damaged") from None
+        raise CheckpointError(f"{path}: cannot be read, it is not UTF-8 text ({err}); the file is damaged") from None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
 
