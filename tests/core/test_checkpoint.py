@@ -118,7 +118,8 @@ def _header(entries, data=b"", length=None):
 def test_a_damaged_safetensors_header_is_refused_before_any_tensor_is_allocated(tmp_path, content):
     path = tmp_path / "model.safetensors"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
+    # our own check names what is wrong, before safetensors is handed the file
+    with pytest.raises(CheckpointError, match=r"corrupt or not a safetensors file \((header length|its header|tensor)"):
         checkpoint.load_tensors(path)
 
 
