@@ -28,7 +28,7 @@ CASES = [  # (kind's defaults, changed settings, words of the error)
     (TRAIN, {"dataset": 5}, "setting dataset: input should be a valid string"),
     (TRAIN, {"lam": -1.0}, "lam must be a finite number >= 0"),
     (TRAIN, {"lr": math.nan}, "setting lr: input should be a finite number"),
-    (TRAIN, {"colour": "red"}, "setting colour: extra inputs are not permitted"),
+    (TRAIN, {"colour": "red"}, "unknown config key(s) colour"),
     (ATTACH, {"layers": "fc1"}, "setting layers: input should be a valid tuple"),
     (ATTACH, {"normalize": [[0.5], [math.inf]]}, "finite number"),
     (ATTACH, {"normalize": [[0.5], [0.0]]}, "normalize must be finite means and stds > 0"),

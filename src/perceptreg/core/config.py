@@ -186,6 +186,10 @@ def from_dict(cls, values, source: str):
     if not isinstance(values, dict):
         raise PerceptregError(f"{source}: expected a JSON object of settings, found {type(values).__name__}")
 
+    unknown = sorted(values.keys() - {f.name for f in dataclasses.fields(cls)})
+    if unknown:  # before the schema: a misspelt key is the likelier mistake than the settings it lacks
+        raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
+
     def tuples(value):
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value
     try:

@@ -92,13 +92,14 @@ class Run:
 
     def weights_file(self) -> Path:
         """The model's weights, checked against their recorded SHA-256."""
+        self._model_meta()
         return self._weights()[0]
 
     def _weights(self) -> tuple[Path, dict[str, torch.Tensor]]:
         """The committed model's file and tensors. A run still training may commit an epoch
         (and remove the previous one's files) between our reading state.json and the file:
-        then state.json is read again, so a reader always gets the last complete epoch."""
-        self._model_meta()
+        then state.json is read again, so a reader always gets the last complete epoch.
+        The caller has checked that there is a model (``_model_meta``)."""
         for attempt in range(READ_ATTEMPTS):
             try:
                 path = manifest.model_file(self.path, self.state, self.meta)
@@ -114,11 +115,6 @@ class Run:
             raise PerceptregError(f"{self.path}: no model yet (no {files.MODEL_META}): its training stopped "
                                   f"before the first checkpoint; continue it with `resume`")
         return self.meta
-
-    def _load_weights(self, model: torch.nn.Module) -> None:
-        """The run's weights into ``model`` (whose metadata the caller has checked)."""
-        path, tensors = self._weights()
-        checkpoint.load_weights(model, tensors, path)
 
 
 class TrainedRun(Run):
@@ -137,11 +133,13 @@ class TrainedRun(Run):
         meta = self._model_meta()
         if net is None:
             net = self._rebuild(meta)
-        self._load_weights(net)
+        path, tensors = self._weights()
+        checkpoint.load_weights(net, tensors, path)
         return net.to(device).eval()
 
     def copy_parts(self, net: models.PerceptionNet, parts: tuple[str, ...]) -> None:
         """Copy the named parts ("encoder", "classifier", "decoder") of the run's model into ``net``."""
+        self._model_meta()
         path, weights = self._weights()
         for part in parts:
             taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
@@ -170,7 +168,8 @@ class AttachedRun(Run):
         device = resolve_device(str(device))
         seen = attach(models.build_from_file(self.config.model), self.config.layers, self.input_shape,
                       normalize=self.config.normalize, seed=self.config.seed)
-        self._load_weights(seen)
+        path, tensors = self._weights()
+        checkpoint.load_weights(seen, tensors, path)
         seen.decoders_fitted()
         return seen.to(device).eval()
 
