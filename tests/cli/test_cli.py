@@ -12,6 +12,7 @@ from PIL import Image
 
 from perceptreg import data, figures, measures, runs
 from perceptreg.cli import main
+from perceptreg.core.config import TrainConfig
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
 
 def test_perceive_on_a_folder_without_model(runner, tmp_path):
     (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "config.json").write_text("{}")
+    (tmp_path / "empty" / "config.json").write_text(json.dumps(TrainConfig().to_dict()))  # stopped before epoch 1
     result = runner.invoke(main, ["perceive", str(tmp_path / "empty")])
     assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path / 'empty'}: no model yet")
 

@@ -1,5 +1,6 @@
 import json
 import os
+import struct
 
 import pytest
 import torch
@@ -68,3 +69,94 @@ def test_optimizer_state_round_trip():
     for index, slots in original["state"].items():
         for name, value in slots.items():
             assert torch.equal(again["state"][index][name], value)
+
+
+# --- the guarded reader ---------------------------------------------------------------------------
+
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _zero_link(path):
+    os.symlink("/dev/zero", path)
+
+
+def _folder(path):
+    path.mkdir()
+
+
+def _huge(path):
+    with open(path, "wb") as f:
+        f.truncate(checkpoint.JSON_LIMIT + 1)  # sparse: no disk used
+
+
+@pytest.mark.parametrize("make, words", [(_fifo, "not a regular file"), (_zero_link, "not a regular file"),
+                                         (_folder, "not a regular file"), (_huge, "more than the 64 MiB")])
+def test_only_a_regular_file_of_bounded_size_is_read(tmp_path, make, words):
+    path = tmp_path / "config.json"
+    make(path)
+    with pytest.raises(CheckpointError, match=words):
+        checkpoint.read_json(path)  # no hang, no MemoryError, no IsADirectoryError
+
+
+def _header(entries, data=b"", length=None):
+    header = json.dumps(entries).encode()
+    return struct.pack("<Q", len(header) if length is None else length) + header + data
+
+
+@pytest.mark.parametrize("content", [
+    b"",  # empty
+    _header({}, length=2**62),  # a header longer than the file (allocation of exabytes)
+    _header({"w": {"dtype": "F32", "shape": [10**9, 10**9], "data_offsets": [0, 16]}}, b"\0" * 16),
+    _header({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8),  # truncated
+    _header({"w": {"dtype": "X9", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16),
+    _header({"w": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, b"\0" * 16),
+    _header([1, 2]),
+])
+def test_a_damaged_safetensors_header_is_refused_before_any_tensor_is_allocated(tmp_path, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    # our own check names what is wrong, before safetensors is handed the file
+    with pytest.raises(CheckpointError, match=r"corrupt or not a safetensors file \((header length|its header|tensor)"):
+        checkpoint.load_tensors(path)
+
+
+def test_a_good_safetensors_file_passes_the_header_check(tmp_path):
+    checkpoint.save_tensors(tmp_path / "t.safetensors", {"a": torch.ones(3, 2), "b": torch.arange(4)})
+    assert torch.equal(checkpoint.load_tensors(tmp_path / "t.safetensors")["b"], torch.arange(4))
+
+
+@pytest.mark.parametrize("name", ["../outside.safetensors", "/etc/passwd", "link.safetensors"])
+def test_a_name_read_from_a_file_may_not_lead_out_of_its_folder(tmp_path, name):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (tmp_path / "outside.safetensors").write_bytes(b"x")
+    (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    with pytest.raises(CheckpointError, match="outside"):
+        checkpoint.guarded(folder / name, folder=folder)
+
+
+@pytest.mark.parametrize("read", ["memmap", "image", "idx", "report png"])
+def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
+    from perceptreg.core.errors import PerceptregError
+    from perceptreg.data import images, memmap, mnist
+    from perceptreg.views import report_html
+
+    path = tmp_path / "file"
+    os.mkfifo(path)
+    calls = {"memmap": lambda: memmap._open_npy(path, (1,), "uint8"),
+             "image": lambda: images.decode_image(path, (1, 28, 28)),
+             "idx": lambda: mnist.read_idx(path),
+             "report png": lambda: report_html.image(path, "plot")}
+    with pytest.raises(PerceptregError, match="not a regular file"):
+        calls[read]()  # a FIFO: each of these blocked forever
+
+
+def test_the_lock_holder_removes_what_killed_writers_left(tmp_path):
+    for name in (".model.safetensors.a1b2.tmp", ".tmpAbC123"):  # ours, and safetensors' own
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_bytes(b"not a leftover")
+    with checkpoint.writer_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "keep.tmp"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from perceptreg.core import models
+from perceptreg.core import models, user_models
 from perceptreg.core.errors import PerceptregError
 
 
@@ -133,3 +133,10 @@ def test_evaluating_restores_each_submodules_own_mode():
         assert not any(m.training for m in net.modules())
     assert net.training and net.encoder.training and net.classifier.training
     assert not any(m.training for m in net.decoder.modules())
+
+
+@pytest.mark.parametrize("code", ["import sys\nsys.exit(3)\n", "import sys\ndef build():\n    sys.exit(0)\n"])
+def test_user_code_that_exits_is_an_error_naming_the_file(tmp_path, code):
+    (tmp_path / "net.py").write_text(code + "def other():\n    pass\n")
+    with pytest.raises(PerceptregError, match=r"net.py.*SystemExit"):
+        user_models.build(f"{tmp_path / 'net.py'}:build")

@@ -2,6 +2,7 @@
 evaluation takes through it."""
 
 import collections
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -105,3 +106,17 @@ def test_an_attach_run_is_the_other_kind(digits, tmp_path):
     assert isinstance(run, AttachedRun) and run.kind == "attached" and run.layers == ("stem", "fc1")
     assert run.model().layer == "fc1" and run.model(layer="stem").layer == "stem"
     assert run.attached_model().layers == ("stem", "fc1")
+
+
+def test_a_run_opened_while_it_trains_reads_the_last_complete_epoch(tmp_path, small_mnist):
+    from perceptreg.core.config import TrainConfig
+    from perceptreg.training.train import train
+
+    config = TrainConfig(train_size=200, epochs=1, batch_size=50)
+    train(config, tmp_path, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
+    run = open_run(tmp_path)  # state.json names epoch 1's files
+    train(dataclasses.replace(config, epochs=2), tmp_path, train_data=small_mnist[0], test_data=small_mnist[1],
+          resume=True, progress=False)  # the writer commits epoch 2 and removes epoch 1's files
+    assert not (tmp_path / "model-000001.safetensors").exists()
+    run.model()  # was "model-000001.safetensors is missing"
+    assert run.completed_epochs == 2

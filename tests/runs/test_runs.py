@@ -42,7 +42,7 @@ def test_history_up_to_drops_later_epochs(tmp_path):
 def test_prepare_refuses_a_changed_resume(tmp_path):
     runs.prepare(tmp_path, TrainConfig(lam=0.1), resume=False)
     (tmp_path / runs.STATE_META).write_text(json.dumps({"epoch": 1, "optimizer": {}}))
-    with pytest.raises(PerceptregError, match="cannot resume with a different lam"):
+    with pytest.raises(PerceptregError, match="was trained with lam 0.1 .asked 0.2."):
         runs.prepare(tmp_path, TrainConfig(lam=0.2), resume=True)
     runs.prepare(tmp_path, TrainConfig(lam=0.1, epochs=30), resume=True)  # longer is fine
     with pytest.raises(PerceptregError, match="already holds a run"):

@@ -166,3 +166,69 @@ def test_a_device_this_machine_lacks_fails_before_anything_is_written(tmp_path):
     with pytest.raises(PerceptregError, match="CUDA is not available on this machine"):
         sweep.run_sweep(config, tmp_path / "s", progress=False)
     assert not (tmp_path / "s").exists()
+
+
+# --- reruns that cannot mislabel ---------------------------------------------------------------
+
+ONE = dict(dataset="mnist5k", lams=(0.01,), seeds=(0,), post_hoc=False, epochs=2, train_size=200, workers=1)
+
+
+@pytest.mark.parametrize("lams, seeds", [((1e-2, 0.01), (0,)), ((1e-2,), (0, 0)), ((1e-4, 0.000100000001), (0,))])
+def test_a_lambda_or_seed_given_twice_is_refused(lams, seeds):
+    with pytest.raises(PerceptregError, match="more than once"):
+        sweep.SweepConfig(**{**ONE, "lams": lams, "seeds": seeds})
+
+
+def _stub_training(monkeypatch):
+    """run_sweep up to its claim: what it trains and measures is tested elsewhere."""
+    monkeypatch.setattr(sweep, "_train_and_measure", lambda *args: {"claimed": True})
+
+
+def test_a_member_trained_with_other_settings_refuses_the_sweep_before_anything_is_written(tmp_path, monkeypatch):
+    from perceptreg import runs
+    from perceptreg.training.train import train
+
+    _stub_training(monkeypatch)
+    name, config = sweep.SweepConfig(**ONE).variants()[0]
+    train(dataclasses.replace(config, epochs=1), tmp_path / name, progress=False)
+    def files():  # but the writers' lock files, which hold the last writer's pid
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"}
+    before = files()
+    with pytest.raises(PerceptregError, match="was trained with train_size 200 .asked 300"):
+        sweep.run_sweep(sweep.SweepConfig(**{**ONE, "train_size": 300}), tmp_path, progress=False)
+    assert files() == before
+    assert not (tmp_path / runs.SWEEP_CONFIG).exists()
+    # the same settings (more epochs) continue it; the sweep writes its config only then
+    assert sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False) == {"claimed": True}
+    assert (tmp_path / runs.SWEEP_CONFIG).exists()
+
+
+def test_a_second_sweep_on_a_busy_folder_leaves_its_sweep_config_alone(tmp_path, monkeypatch):
+    from perceptreg import runs
+    from perceptreg.core import checkpoint
+
+    _stub_training(monkeypatch)
+    (tmp_path / runs.SWEEP_CONFIG).write_text("{}")
+    with checkpoint.writer_lock(tmp_path):  # the first sweep
+        with pytest.raises(PerceptregError, match="being written by another process"):
+            sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False)
+    assert (tmp_path / runs.SWEEP_CONFIG).read_text() == "{}"
+
+
+def test_a_finished_member_left_one_epoch_behind_by_a_kill_is_published_by_the_rerun(tmp_path, monkeypatch):
+    from perceptreg import runs
+    from perceptreg.training.train import train
+
+    _stub_training(monkeypatch)
+    name, config = sweep.SweepConfig(**ONE).variants()[0]
+    member = tmp_path / name
+    train(dataclasses.replace(config, epochs=1), member, progress=False)
+    first = {n: (member / n).read_bytes() for n in (runs.MODEL, runs.MODEL_META)}
+    train(config, member, resume=True, progress=False)
+    for n, content in first.items():  # a kill after epoch 2's commit, before it was published
+        (member / n).unlink()
+        (member / n).write_bytes(content)
+    sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False)
+    state = json.loads((member / runs.STATE_META).read_text())
+    assert (member / runs.MODEL).read_bytes() == (member / state["files"]["model"]).read_bytes()
+    assert json.loads((member / runs.MODEL_META).read_text())["epoch"] == 2

@@ -75,3 +75,54 @@ def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):
     workers.train_all([short, long], workers=2)
     long_ended = (tmp_path / "long" / runs.MODEL).stat().st_mtime
     assert len(counted) == 2 and counted[0] < long_ended - 0.5  # the short one, while the long one trained
+
+
+PARENT = """
+import sys
+from pathlib import Path
+from perceptreg.core.config import TrainConfig
+from perceptreg.sweeps import workers
+members = [(TrainConfig(lam=lam, epochs=50, train_size=200, batch_size=50), Path(sys.argv[1]) / name)
+           for lam, name in ((1e-2, "a"), (1.0, "b"))]
+workers.train_all(members, workers=2, progress=False)
+"""
+
+
+def _children(pid):
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_sweep_and_the_rerun_is_not_locked_out(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 300
+        # both workers are training once each has written its member's config.json
+        while not all((tmp_path / name / runs.CONFIG).exists() for name in "ab"):
+            assert parent.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        children = _children(parent.pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+    time.sleep(5)
+    assert [pid for pid in children if _alive(pid)] == []
+    # the members' locks went with their workers: a rerun continues them
+    rerun = [(TrainConfig(lam=lam, epochs=max(1, runs.completed_epochs(tmp_path / name)), train_size=200,
+                          batch_size=50), tmp_path / name) for lam, name in ((1e-2, "a"), (1.0, "b"))]
+    workers.train_all(rerun, workers=1, progress=False)
+    assert all(runs.completed_epochs(run_dir) >= 1 for _, run_dir in rerun)

@@ -89,7 +89,7 @@ def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path):
 
 def test_resume_refuses_a_changed_config(tmp_path, small_mnist):
     run(tmp_path, small_mnist, epochs=1)
-    with pytest.raises(PerceptregError, match="cannot resume with a different lam"):
+    with pytest.raises(PerceptregError, match="was trained with lam 0.01 .asked 1.0."):
         train(TrainConfig(**{**QUICK, "lam": 1.0}), tmp_path / "run", resume=True,
               train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
 
@@ -233,9 +233,10 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
 
 @pytest.mark.parametrize("values, message", [
     ([], "expected a JSON object of settings, found list"),
-    ({"lam": "abc"}, "a setting is missing or has the wrong type"),
-    ({"lr_drop_epoch": -1}, r"`lr_drop_epoch` must be >= 0 \(0: never\)"),
-    ({"lam": float("inf")}, "`lam` must be a finite number"),
+    ({"lam": "abc"}, "config.json: setting dataset: field required"),  # the run's settings, not defaults
+    ({**TrainConfig().to_dict(), "lam": "abc"}, "config.json: setting lam: input should be a valid number"),
+    ({**TrainConfig().to_dict(), "lr_drop_epoch": -1}, r"config.json: lr_drop_epoch must be >= 0 \(0: never\)"),
+    ({**TrainConfig().to_dict(), "lam": float("inf")}, "config.json: setting lam: input should be a finite number"),
 ])
 def test_config_from_dict_rejects_bad_files(values, message):
     with pytest.raises(PerceptregError, match=message):
@@ -280,7 +281,7 @@ def test_post_hoc_decoder_phase_keeps_the_frozen_encoder_in_eval_mode(tmp_path, 
 def test_post_hoc_classifier_epochs_are_fixed_once_started(tmp_path, small_mnist):
     config = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=1, train_size=200, batch_size=50)
     train(config, tmp_path / "ph", train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
-    with pytest.raises(PerceptregError, match="cannot resume with a different epochs"):
+    with pytest.raises(PerceptregError, match="was trained with epochs 1 .asked 3."):
         train(TrainConfig(mode="post-hoc", epochs=3, decoder_epochs=1, train_size=200, batch_size=50), tmp_path / "ph",
               resume=True, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
     longer = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=3, train_size=200, batch_size=50)

@@ -349,3 +349,15 @@ def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
     assert items["data"] == "mnist-strips, all its training images"
     text = sweep_summary(tmp_path)
     assert "probe: NAME" in text and "centre to edge" not in text  # only the columns the table has
+
+
+def test_a_section_passes_on_an_error_that_names_its_own_file(tmp_path):
+    from perceptreg.core.errors import PerceptregError
+    from perceptreg.views import report as report_module
+
+    @report_module._reads(runs.ATTACK_METRICS, "evaluate-attack")
+    def attack_section(target):  # its results file is fine, its figure is damaged
+        raise PerceptregError(f"{tmp_path / runs.ATTACK}: not a readable image")
+
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / runs.ATTACK}: not a readable image$"):
+        attack_section(tmp_path)  # not "attack_metrics.json ... is not as `perceptreg evaluate-attack` writes it"

@@ -38,6 +38,10 @@ class AttackSettings:
     alpha: float | None = None  # None: 2.5 * eps / steps
     seed: int = 0
 
+    def __post_init__(self):
+        if not 0 <= self.seed < 2**63:  # torch's generators take 64 bits; FromNoise adds NOISE_SEED_OFFSET
+            raise PerceptregError(f"`seed` must be in [0, 2^63), got {self.seed}")
+
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
         the subclass's own settings (``AdaptivePGD``'s beta)."""

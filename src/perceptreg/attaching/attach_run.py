@@ -5,6 +5,7 @@ with its layers.json (this module is that file's home)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -65,6 +66,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     model.json comes last: a run without it never finished and may be started again.
     ``say`` prints what the user should know before the long work: the given model's accuracy."""
     run_dir = Path(run_dir)
+    runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
     if not config.weights and not config.random_weights:
         raise PerceptregError("`weights`: no weights file; give the model's state dict (.safetensors, .pt or .pth), "
@@ -74,6 +76,11 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     if config.weights:
         user_models.load_weights(model, config.weights)
         config = dataclasses.replace(config, weights_sha256=datasets.digest_of(Path(config.weights)))
+    not_finite = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if not_finite:  # every measure of the run would be NaN
+        raise PerceptregError(f"{config.weights or config.model}: {not_finite[0]} holds NaN or inf"
+                              f"{f' (and {len(not_finite) - 1} more tensors)' if len(not_finite) > 1 else ''}; "
+                              f"give weights whose values are all finite")
     train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
@@ -100,6 +107,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
             {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
              "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
             for d, measured in zip(seen.describe(), under_attack)])
+        _require_finite_measures(summary)
         checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
         shown = torch.arange(min(10, len(pool)))
         x = datasets.to_float(pool.images[shown]).to(device)
@@ -108,6 +116,17 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
                          run_dir / runs.LAYERS_ATTACK_PNG)
         runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
         return summary
+
+
+def _require_finite_measures(summary: dict) -> None:
+    """layers.json holds numbers or the run stops: a NaN reads as a measure in every table."""
+    for row in summary["layers"]:
+        bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise PerceptregError(
+                f"layer {row['name']}: {', '.join(bad)} came out NaN or infinite ({row['successful_attacks']} of "
+                f"{summary['attack']['images']} attacks succeeded, test accuracy {summary['accuracy']:.1%}); "
+                f"layers.json is not written. Check the model's fit (a lower `lr`), or attack harder (`eps`, `steps`)")
 
 
 def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, say: Callable[[str], None]) -> None:

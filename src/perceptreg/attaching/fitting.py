@@ -20,6 +20,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import reconstruction_error
 from perceptreg.core.models import evaluating
 from perceptreg.data import ImageDataset, batches
+from perceptreg.training.train import NonFiniteLossError
 
 
 def fit_decoders(seen: AttachedModel, train_data: ImageDataset, *, epochs: int = 10,
@@ -91,17 +92,26 @@ def _train(seen: AttachedModel, train_data: ImageDataset, test_data: ImageDatase
     for epoch in range(1, epochs + 1):
         began = time.perf_counter()
         seen.train()  # the decoders; the model stays in eval unless fine-tuning (see train())
-        means = _epoch(seen, train_data, names, optimizer, epoch, epochs, batch_size, seed, device,
-                       progress, lam)
+        means, logits_finite = _epoch(seen, train_data, names, optimizer, epoch, epochs, batch_size, seed,
+                                      device, progress, lam)
+        _require_finite(means + [0.0 if logits_finite else math.nan], "the training loss or the model's logits", epoch)
         row: dict = {"epoch": epoch, "train_recon": dict(zip(names, means[1:]))}
         if lam is not None:
             row["train_ce"] = means[0]
         if test_data is not None:
             quality = evaluate_layers(seen, test_data, device=device, layers=names)
+            _require_finite(list(quality["recon_mse"].values()), "the test reconstruction error", epoch)
             row.update(test_recon_mse=quality["recon_mse"], test_accuracy=quality["accuracy"])
         history.append({**row, "seconds": time.perf_counter() - began})
     seen.eval()
     return history
+
+
+def _require_finite(values: list[float], what: str, epoch: int) -> None:
+    """Stop, as `train` does, rather than write NaN measures that read as numbers."""
+    if not all(math.isfinite(v) for v in values):
+        raise NonFiniteLossError(f"{what} became NaN or infinite in epoch {epoch}; nothing was kept. Try a lower "
+                                 f"`lr` (or `lam`), and check the model's weights, its forward and `normalize`")
 
 
 def joint_loss(ce: torch.Tensor, recons: torch.Tensor, lam: float) -> torch.Tensor:
@@ -113,11 +123,13 @@ def joint_loss(ce: torch.Tensor, recons: torch.Tensor, lam: float) -> torch.Tens
 
 def _epoch(seen: AttachedModel, data: ImageDataset, names: list[str], optimizer, epoch: int,
            epochs: int, batch_size: int, seed: int, device, progress: bool,
-           lam: float | None) -> list[float]:
-    """One epoch; returns its mean per image of (ce, recon of each layer)."""
+           lam: float | None) -> tuple[list[float], bool]:
+    """One epoch; returns its mean per image of (ce, recon of each layer), and whether every
+    logit was finite (post hoc the logits are in no loss, so a NaN there shows nowhere else)."""
     # Seeded per epoch: fitting one layer alone sees the same batches as fitting all.
     shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
     sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
+    logits_finite = torch.ones((), dtype=torch.bool, device=device)
     bar = tqdm(batches(data, batch_size, shuffle=True, generator=shuffle, device=device),
                total=-(-len(data) // batch_size), desc=f"epoch {epoch}/{epochs}",
                disable=not progress, leave=False, unit="batch")
@@ -133,7 +145,8 @@ def _epoch(seen: AttachedModel, data: ImageDataset, names: list[str], optimizer,
         loss.backward()
         optimizer.step()
         sums += torch.cat([ce.detach().view(1), recons.detach()]).double() * len(images)
-    return (sums / len(data)).tolist()  # one device sync per epoch
+        logits_finite &= torch.isfinite(logits.detach()).all()
+    return (sums / len(data)).tolist(), bool(logits_finite)  # one device sync per epoch
 
 
 @torch.no_grad()

@@ -82,6 +82,19 @@ def main():
     """
 
 
+class OutPath(click.Path):
+    """An output path, as click.Path, that is never empty (`--out ''` is the current folder to
+    click) and is checked before any work (``runs.check_output_path``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(path_type=Path, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a folder or file name", param, ctx)
+        return runs.check_output_path(super().convert(value, param, ctx))  # a bad one: exit 1, one line
+
+
 def fresh_run_dir(base: Path) -> Path:
     """``base`` if it holds no run yet, else base-2, base-3, ... (as ultralytics' runs/ do)."""
     candidate, k = base, 1

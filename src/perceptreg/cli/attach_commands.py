@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
 from perceptreg.attaching.attach_run import run_attach
-from perceptreg.cli.app import as_flags, main, plain_warnings
+from perceptreg.cli.app import OutPath, as_flags, main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
@@ -57,7 +56,7 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @attack_options(seed_flag="--attack-seed")
 @click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to measure each layer's perception under attack.")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--out", required=True, type=OutPath(file_okay=False), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def attach_command(model, model_kwargs, weights, layers, normalize, settings, attack_images, out, quiet, **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that

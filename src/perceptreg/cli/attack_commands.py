@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from perceptreg.adversarial.detection import roc_curve
 from perceptreg.adversarial.evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
 from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.cli.app import (
+    OutPath,
     device_option,
     layer_option,
     main,
@@ -29,6 +31,7 @@ from perceptreg.cli.app import (
     run_argument,
 )
 from perceptreg.core.checkpoint import write_json
+from perceptreg.core.devices import check_memory
 from perceptreg.edits import latent
 from perceptreg.figures import plots
 from perceptreg.measures import format_rate
@@ -48,7 +51,8 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
                      help="PGD iterations (paper: 100)."),
         click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
         click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
-        click.option(seed_flag, "attack_seed", default=0, show_default=True, help="Seed of the random start."),
+        click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+                     help="Seed of the random start."),
         device_option,
     ]
 
@@ -72,7 +76,7 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
 @click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to find failure cases among.")
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}]")
 @layer_option
 def attack(run, settings, device, target, n, pool, from_noise, out, layer):
@@ -86,6 +90,9 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
         model, (train_data, test_data) = run.model(device, layer), run.data()
+        # the noise, the attacked images, their gradients and perceptions: four float copies
+        check_memory("n", n, 4 * 4 * n * model.num_classes * math.prod(model.input_shape),
+                     f"{n * model.num_classes} noise images ({n} per class)")
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
@@ -178,7 +185,7 @@ def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
 @attack_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs. [default: RUN]")
+@click.option("--out", type=OutPath(file_okay=False), help="Folder for the outputs. [default: RUN]")
 def interpolate(run, target, source, alphas, n_images, from_file, fit_images, apply_direction,
                 save_direction, compare, settings, device, out):
     """Edit images toward a class along latent directions found by a targeted attack:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import click
 from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.cli.app import (
+    OutPath,
     device_option,
     fresh_run_dir,
     layer_option,
@@ -79,7 +81,7 @@ def setting(flag: str, help: str, **kwargs):
 @setting("--data-root", "Folder of file-based datasets (mnist is downloaded there).")
 @setting("--classifier-from", "Post-hoc: a new decoder for the frozen F and C of this run (its dataset and "
          "architecture).", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(file_okay=False),
               help="Run folder. [default: runs/<dataset>-lam<lam>-<mode>]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch.")
 @click.option("--compile", "compile_step", is_flag=True, default=None,
@@ -91,10 +93,15 @@ def train_command(out, resume, quiet, compile_step, **options):
     Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
     """
     given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
+    if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
+        click.echo(f"Warning: {out} holds no run yet (stopped before its config.json was written): it starts over "
+                   f"with the options given", err=True)
+        resume = False
     if resume:
         if out is None:
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
-        config = TrainConfig.from_dict({**runs.read_config(out).to_dict(), **given})
+        runs.claim(out, "trained", resume=True)  # another kind of run is refused before its config is read
+        config = dataclasses.replace(runs.read_config(out), **given)  # errors name the flags given
     elif out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("under torchrun, give --out: every process must write to the same run folder")
     else:
@@ -111,7 +118,7 @@ def train_command(out, resume, quiet, compile_step, **options):
 @main.command()
 @run_argument
 @click.option("--n", default=20, show_default=True, help="Number of test images.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.PERCEPTION}]")
 @device_option
 @layer_option
@@ -128,7 +135,7 @@ def perceive(run, n, out, device, layer):
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"),
+@click.option("--out", type=OutPath(file_okay=False), default=Path("runs/demo"),
               show_default=True, help="Run folder (a numbered sibling if it holds a run).")
 @click.option("--epochs", default=DEFAULTS.epochs, show_default=True, help="Training epochs.")
 @device_option
@@ -174,7 +181,7 @@ SWEEP = sweeps.SweepConfig()
                    "[default: on with --device cuda and the local engine, else off]")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(file_okay=False),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
 def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, ensemble, engine, address, device,
           data_root, out):
@@ -201,7 +208,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
 
 @main.command()
 @click.option("--dataset", required=True, help="Any dataset `train` takes (e.g. celeba:Eyeglasses).")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write.")
+@click.option("--out", required=True, type=OutPath(file_okay=False), help="Folder to write.")
 @click.option("--data-root", help="Folder of file-based datasets.")
 def prepare(dataset, out, data_root):
     """Write a dataset once as memory-mapped .npy files, so training reads it from disk
@@ -209,6 +216,7 @@ def prepare(dataset, out, data_root):
 
     Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
     """
+    runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
     train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
     path = datasets.write_memmap(out, train_data, test_data)
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20

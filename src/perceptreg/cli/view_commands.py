@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from perceptreg.cli.app import device_option, layer_option, main
+from perceptreg.cli.app import OutPath, device_option, layer_option, main
 from perceptreg.views import report
 
 # --- report and explorer ----------------------------------------------------------------------
 
 @main.command("report")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="HTML file. [default: RUN/report.html]")
+@click.option("--out", type=OutPath(dir_okay=False), help="HTML file. [default: RUN/report.html]")
 def report_command(run, out):
     """One self-contained HTML page of the run: config, training curves, perception,
     attacks, latent edits, sweep; what the run lacks is named with the command to make it.

@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import torch
@@ -30,10 +32,36 @@ class CheckpointError(PerceptregError):
     """A checkpoint that is missing, corrupt or made for another model."""
 
 
+NAME_MAX = 255  # bytes in one path component (Linux); a longer name fails in the middle of a run
+
+
+def check_output_path(path: str | Path) -> Path:
+    """``path`` if something can be written there: a name, short enough, under a folder that
+    exists or can be made and is writable. Checked before any work, so a bad path costs
+    one line, not a trained model that cannot be saved."""
+    if str(path).strip() == "":
+        raise CheckpointError("the output path is empty; give a folder or file name")
+    path = Path(path)
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        raise CheckpointError(f"cannot write {str(path)[:60]}...: the name {long[0][:40]}... is longer than "
+                              f"{NAME_MAX} bytes; choose a shorter one")
+    target = path.absolute()
+    parent = target if target.is_dir() else target.parent  # a folder is written into, a file beside its siblings
+    while not os.path.lexists(parent):  # the nearest folder that exists: it is where the rest gets made
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot write {path}: {parent} is not a folder; choose an output path inside a folder")
+    # root may write almost anywhere, but not into the kernel's own file systems
+    if not os.access(parent, os.W_OK | os.X_OK) or parent.resolve().parts[1:2] in (("proc",), ("sys",)):
+        raise CheckpointError(f"cannot write {path}: {parent} is not writable; choose another output path")
+    return path
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
     Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
-    path = Path(path)
+    path = check_output_path(path)
     if path.exists() and not path.is_file():
         raise CheckpointError(f"{path} exists and is not a regular file; write to another path")
     try:
@@ -57,12 +85,54 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
 
 
+# --- reading: every file we read goes through ``guarded`` -----------------------------------------
+
+JSON_LIMIT = 64 * 2**20  # the largest JSON or JSON-lines file we read (a sweep.json is well under 1 MiB)
+IMAGE_LIMIT = 256 * 2**20  # the largest image file we decode (a PNG of 8k x 8k RGB is about 200 MiB)
+HEADER_LIMIT = 100 * 2**20  # a safetensors header (names, dtypes, shapes) larger than this is not ours
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+               "BOOL": 1}
+
+
+def guarded(path: Path, limit: int | None = None, folder: Path | None = None) -> Path:
+    """``path`` if it may be read: a regular file (a FIFO or a device would block or never
+    end, a folder raise), at most ``limit`` bytes, and, with ``folder``, inside it (a name
+    from a file we read may not lead out with .., an absolute path or a symlink)."""
+    path = Path(path)
+    if folder is not None:
+        folder = Path(folder)
+        inside = path.is_relative_to(folder) and ".." not in path.relative_to(folder).parts
+        if not inside or not path.resolve().is_relative_to(folder.resolve()):
+            raise CheckpointError(f"{path}: outside {folder} (by .., an absolute path or a link); the file that "
+                                  f"names it is damaged: restore it or train again")
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if not S_ISREG(stat.st_mode):
+        raise CheckpointError(f"{path} is not a regular file (a folder, pipe or device); replace it with the file")
+    if limit is not None and stat.st_size > limit:
+        raise CheckpointError(f"{path}: {stat.st_size / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB such a "
+                              f"file can be; it is not ours, or damaged")
+    return path
+
+
+def read_text(path: Path, limit: int = JSON_LIMIT) -> str:
+    """A text file, ``guarded``; bytes that are not UTF-8 are an error naming it."""
+    try:
+        return guarded(path, limit).read_text()
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"{path}: cannot be read, it is not UTF-8 text ({err}); the file is damaged") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{path}: not found") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: corrupt JSON ({err}); the run cannot be read") from err
 
 
@@ -71,9 +141,37 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
+def check_header(path: Path) -> None:
+    """A safetensors file's header, checked before any tensor is allocated: its length, and
+    each tensor's dtype, shape and byte range within the file."""
+    size = guarded(path).stat().st_size
+    damaged = f"{path}: corrupt or not a safetensors file"
+    with open(path, "rb") as f:
+        start = f.read(8)
+        length = int.from_bytes(start, "little") if len(start) == 8 else -1
+        if not 0 < length <= min(HEADER_LIMIT, size - 8):
+            raise CheckpointError(f"{damaged} (header length {length}); restore it or train again")
+        try:
+            header = json.loads(f.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise CheckpointError(f"{damaged} (its header is not JSON); restore it or train again") from None
+    for name, entry in (header.items() if isinstance(header, dict) else [("header", None)]):
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = entry["data_offsets"]
+            count = math.prod(entry["shape"])
+            fits = (entry["dtype"] in DTYPE_BYTES and 0 <= begin <= end <= size - 8 - length
+                    and end - begin == count * DTYPE_BYTES[entry["dtype"]])
+        except (TypeError, KeyError, ValueError):
+            fits = False
+        if not fits:
+            raise CheckpointError(f"{damaged} (tensor {str(name)[:60]!r} does not fit the file); restore it or "
+                                  f"train again")
+
+
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    if not Path(path).exists():
-        raise CheckpointError(f"{path}: not found")
+    check_header(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
@@ -140,7 +238,7 @@ def writer_lock(run_dir: Path, name: str = ".lock"):
     The system drops the lock when its process dies, so a killed writer leaves none behind.
     Temporary files a killed writer left are removed once the lock is held. A folder this
     call created is removed again when the block fails before writing anything into it."""
-    created = not run_dir.exists()
+    created = not check_output_path(run_dir).exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / name, "a+")
@@ -156,8 +254,10 @@ def writer_lock(run_dir: Path, name: str = ".lock"):
         handle.truncate(0)
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
-        for leftover in run_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+        # ours (.NAME.XXXX.tmp) and safetensors' own (.tmpXXXXXX, the Rust tempfile crate's names)
+        for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob(".tmp??????")]:
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
         try:
             yield
         except BaseException:

@@ -7,9 +7,13 @@ default per line and its reason. ``train`` reads it; the run folder stores it as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from perceptreg.core.devices import check_device_name
 from perceptreg.core.errors import PerceptregError
@@ -130,6 +134,9 @@ class AttachConfig:
             (bool(self.layers), "`layers` must name at least one module"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
             (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
+            (self.normalize is None or (all(math.isfinite(v) for v in (*self.normalize[0], *self.normalize[1]))
+                                        and all(std > 0 for std in self.normalize[1])),
+             "`normalize` must be finite means and stds > 0"),
             *_training_checks(self),
         ])
         check_device_name(self.device)
@@ -150,6 +157,7 @@ def _training_checks(config) -> list[tuple[bool, str]]:
         (config.batch_size >= 1, "`batch_size` must be >= 1"),
         (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
         (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
+        (0 <= config.seed < 2**63, "`seed` must be in [0, 2^63)"),  # torch.manual_seed takes 64 bits
     ]
 
 
@@ -160,17 +168,45 @@ def _require(checks: list[tuple[bool, str]], suffix: str = "") -> None:
             raise PerceptregError(message + suffix)
 
 
+# Settings a run's config.json must hold: without them a resume or a reader would fall back
+# to defaults and silently train or load another run (a config.json of `{}`).
+REQUIRED = {"TrainConfig": ("dataset", "arch", "lam", "reduction", "mode", "epochs", "batch_size", "lr", "seed",
+                            "train_size"),
+            "AttachConfig": ("model", "layers", "dataset", "mode", "epochs", "batch_size", "lr", "seed", "train_size")}
+
+
+@functools.cache
+def file_schema(cls) -> type[BaseModel]:
+    """The pydantic schema of ``cls``'s JSON form: every field's type, strictly (1.5 is no
+    epoch count, "x" no seed, true no batch size), finite numbers, no unknown key."""
+    hints = typing.get_type_hints(cls)
+    required = REQUIRED[cls.__name__]
+    fields = {f.name: (hints[f.name], ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
+    return create_model(f"{cls.__name__}File", __config__=ConfigDict(strict=True, extra="forbid",
+                                                                     allow_inf_nan=False), **fields)
+
+
 def from_dict(cls, values, source: str):
-    """A config dataclass from its JSON form (lists back to tuples); errors name ``source``."""
+    """A config dataclass from its JSON form (lists back to tuples), checked by its schema and
+    its rules; errors name ``source`` and the setting as written there, not a flag."""
     if not isinstance(values, dict):
         raise PerceptregError(f"{source}: expected a JSON object of settings, found {type(values).__name__}")
+
     unknown = sorted(values.keys() - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
+    if unknown:  # before the schema: a misspelt key is the likelier mistake than the settings it lacks
         raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
 
     def tuples(value):
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value
     try:
-        return cls(**{k: tuples(v) for k, v in values.items()})
-    except TypeError as err:  # a missing setting, or a value of the wrong type (lam: "abc")
-        raise PerceptregError(f"{source}: a setting is missing or has the wrong type ({err})") from err
+        checked = file_schema(cls).model_validate({k: tuples(v) for k, v in values.items()})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        got = "" if first["type"] == "missing" else f" (got {first.get('input')!r:.40})"
+        raise PerceptregError(f"{source}: setting {where}: {first['msg'].lower()}{got}; correct it, or train the "
+                              f"run again") from None
+    try:
+        return cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
+    except PerceptregError as err:  # a rule of the dataclass: it names the setting as `name`
+        raise PerceptregError(f"{source}: {str(err).replace('`', '')}; correct it, or train the run again") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from perceptreg.core.errors import PerceptregError
@@ -34,3 +36,12 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def check_memory(name: str, count: int, nbytes: int, what: str) -> None:
+    """Refuse a count (the argument ``name``) whose ``nbytes`` would take more than half of
+    the memory this machine has free: the allocation would fail, or swap, midway."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if nbytes > free // 2:
+        raise PerceptregError(f"`{name}` {count}: {what} would take about {nbytes / 2**30:.1f} GiB, more than half "
+                              f"of the {free / 2**30:.1f} GiB of memory free here; give a smaller `{name}`")

@@ -22,7 +22,7 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tens
     Returns (file names, attribute names, (N, A) bool)."""
     if not path.exists():
         raise PerceptregError(f"{path} is missing; {CELEBA_HELP}")
-    lines = path.read_text().splitlines()
+    lines = checkpoint.read_text(path).splitlines()
     try:
         count, names = int(lines[0]), lines[1].split()
         rows = [line.split() for line in lines[2:2 + count]]
@@ -39,7 +39,7 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tens
 def _celeba_image_reader(root: Path):
     folder, archive = root / "img_align_celeba", root / "img_align_celeba.zip"
     if folder.is_dir():
-        return lambda name: (folder / name).read_bytes()
+        return lambda name: checkpoint.guarded(folder / name, checkpoint.IMAGE_LIMIT, folder).read_bytes()
     if archive.exists():
         import zipfile
         handle = zipfile.ZipFile(archive)

@@ -9,12 +9,13 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
+from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 
 
 def digest_of(path: Path, algorithm: str = "sha256") -> str:
     digest = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open(checkpoint.guarded(path), "rb") as f:  # a FIFO or a device would never end
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

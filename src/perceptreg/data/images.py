@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from perceptreg.core.checkpoint import IMAGE_LIMIT, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset, stratified_split
 
@@ -42,7 +43,8 @@ def decode_image(source: bytes | Path, image_shape: tuple[int, int, int], fit_di
     name = str(source) if isinstance(source, Path) else "the image"
     channels, height, width = image_shape
     try:
-        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as picture:
+        opened = guarded(source, IMAGE_LIMIT) if isinstance(source, Path) else io.BytesIO(source)
+        with Image.open(opened) as picture:
             if picture.width * picture.height > max_pixels:
                 raise ImageTooLargeError(f"{name} has {picture.width}x{picture.height} pixels; at most "
                                        f"{max_pixels} are read")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from perceptreg.core.checkpoint import guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import load_model_file
 from perceptreg.data.dataset import ImageDataset
@@ -84,6 +85,7 @@ def write_memmap(out_dir: str | Path, train: ImageDataset, test: ImageDataset, c
 def _open_npy(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
     if not path.exists():
         raise PerceptregError(f"{path} is missing; write the dataset again with `perceptreg prepare`")
+    guarded(path)  # a pipe or a device would block or map without end
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:

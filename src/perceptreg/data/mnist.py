@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import DIGITS, ImageDataset, stratified_split
 from perceptreg.data.download import download
@@ -55,6 +56,7 @@ def mnist5k_split(seed: int = 0, test_size: int = 1000) -> tuple[ImageDataset, I
 
 # --- MNIST's IDX files ---------------------------------------------------------------------
 
+IDX_LIMIT = 256 * 2**20  # MNIST's largest IDX file is 47 MiB; EMNIST's about 10 times less than this
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
@@ -63,7 +65,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a numpy array of its stored shape."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = checkpoint.guarded(path, IDX_LIMIT).read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as err:

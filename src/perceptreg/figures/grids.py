@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from perceptreg import runs
 from perceptreg.core import schema
-from perceptreg.core.checkpoint import CheckpointError, atomic_write
+from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
@@ -189,7 +189,7 @@ def save_png(figure: Grid | Image.Image, path: str | Path) -> Path:
 def read_layout(path: str | Path) -> dict | None:
     """The layout stored in a grid PNG by ``save_png``, validated; None for a plain picture."""
     try:
-        with Image.open(path) as picture:
+        with Image.open(guarded(path, IMAGE_LIMIT)) as picture:
             raw = getattr(picture, "text", {}).get(LAYOUT_KEY)
     except OSError as err:  # PIL.UnidentifiedImageError is one: a damaged or truncated file
         raise CheckpointError(f"{path}: not a readable image ({err}); draw the figure again") from err

@@ -4,6 +4,8 @@ object every command reads it through (``open_run``).
     run = open_run("runs/demo"); model = run.model(); train_data, test_data = run.data()
 """
 
+from perceptreg.core.checkpoint import check_output_path
+from perceptreg.runs.claim import claim, kind_of
 from perceptreg.runs.files import (  # the file names
     ATTACHED_FORMAT,
     ATTACK,
@@ -42,6 +44,7 @@ from perceptreg.runs.files import (  # the file names
 from perceptreg.runs.manifest import completed_epochs
 from perceptreg.runs.run import AttachedRun, Run, TrainedRun, open_run
 from perceptreg.runs.writing import (
+    claim_for_training,
     history_up_to,
     load_state,
     prepare,
@@ -49,8 +52,9 @@ from perceptreg.runs.writing import (
     publish_model,
     save_attached,
     save_checkpoint,
+    settle,
 )
 
 __all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
-           "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
+           "check_output_path", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
            "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]

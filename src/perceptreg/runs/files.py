@@ -65,10 +65,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
     path = Path(run_dir) / METRICS
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot be read ({err}); remove it to start the run over") from err
+    text = checkpoint.read_text(path)
     lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines, 1):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.schema import load_model_file
 from perceptreg.data import digest_of
@@ -24,10 +25,22 @@ class ModelFile(BaseModel):
     """model.json (and the "model" entry of state.json): what built the run's model."""
     model_config = ConfigDict(extra="allow")
     format: str
-    num_classes: int = Field(ge=1)
+    num_classes: int = Field(ge=1, le=100_000)  # a classifier's head is allocated from it
     input_shape: tuple[int, int, int]
     classes: list[str] = Field(min_length=1)
     sha256: str | None = None
+
+
+class OptimizerMeta(BaseModel):
+    """The optimizer's JSON half (its tensors are in the state file): ``checkpoint.flatten_optimizer``."""
+    param_groups: list[dict] = Field(min_length=1)
+    scalars: dict[str, float | int | bool | None]
+
+
+class ManifestFiles(BaseModel):
+    """The epoch's two files, by plain name inside the run folder."""
+    state: str = Field(pattern=r"^[\w.-]+\.safetensors$")
+    model: str = Field(pattern=r"^[\w.-]+\.safetensors$")
 
 
 class StateFile(BaseModel):
@@ -35,9 +48,9 @@ class StateFile(BaseModel):
     model_config = ConfigDict(extra="allow")
     epoch: int = Field(ge=0)
     world_size: int = Field(default=1, ge=1)
-    optimizer: dict
+    optimizer: dict  # checked as OptimizerMeta where it is read back (``writing.load_state``)
     scaler: dict | None = None
-    files: dict[str, str] | None = None  # runs written before the manifest have none
+    files: ManifestFiles | None = None  # runs written before the manifest have none
     sha256: dict[str, str] = {}
     model: ModelFile | None = None
 
@@ -72,6 +85,7 @@ def verified(path: Path, expected: str | None, recorded_in: Path) -> Path:
     """``path``, if its SHA-256 is the one recorded (safetensors files carry no checksum)."""
     if not path.exists():
         raise CheckpointError(f"{path} is missing; {recorded_in} names it: restore it or train again")
+    checkpoint.guarded(path, folder=recorded_in.parent)  # a name read from a file stays in its folder
     if expected is not None and digest_of(path) != expected:
         raise CheckpointError(f"{path}: its SHA-256 differs from the one in {recorded_in}; the file is "
                               f"damaged: restore it or train again")

@@ -20,11 +20,14 @@ from pydantic import BaseModel
 from perceptreg import data as datasets
 from perceptreg.core import checkpoint, models, user_models
 from perceptreg.core.attached import AttachedModel, attach
+from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import load_model_file
 from perceptreg.runs import files, manifest, sources
+
+READ_ATTEMPTS = 3  # state.json read again this often when a training run commits under a reader
 
 
 class Run:
@@ -89,18 +92,28 @@ class Run:
     def weights_file(self) -> Path:
         """The model's weights, checked against their recorded SHA-256."""
         self._model_meta()
-        return manifest.model_file(self.path, self.state, self.meta)
+        return self._weights()[0]
+
+    def _weights(self) -> tuple[Path, dict[str, torch.Tensor]]:
+        """The committed model's file and tensors. A run still training may commit an epoch
+        (and remove the previous one's files) between our reading state.json and the file:
+        then state.json is read again, so a reader always gets the last complete epoch.
+        The caller has checked that there is a model (``_model_meta``)."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                path = manifest.model_file(self.path, self.state, self.meta)
+                return path, checkpoint.load_tensors(path)
+            except CheckpointError:
+                fresh = manifest.read_state(self.path) if self.state is not None else None
+                if attempt == READ_ATTEMPTS - 1 or fresh is None or fresh == self.state:
+                    raise  # not a newer commit: the file is really missing or damaged
+                self.state, self.meta = fresh, manifest.model_meta(self.path, fresh)
 
     def _model_meta(self) -> dict:
         if self.meta is None:
             raise PerceptregError(f"{self.path}: no model yet (no {files.MODEL_META}): its training stopped "
                                   f"before the first checkpoint; continue it with `resume`")
         return self.meta
-
-    def _load_weights(self, model: torch.nn.Module) -> None:
-        """The run's weights into ``model`` (whose metadata the caller has checked)."""
-        path = manifest.model_file(self.path, self.state, self.meta)
-        checkpoint.load_weights(model, checkpoint.load_tensors(path), path)
 
 
 class TrainedRun(Run):
@@ -119,13 +132,14 @@ class TrainedRun(Run):
         meta = self._model_meta()
         if net is None:
             net = self._rebuild(meta)
-        self._load_weights(net)
+        path, tensors = self._weights()
+        checkpoint.load_weights(net, tensors, path)
         return net.to(device).eval()
 
     def copy_parts(self, net: models.PerceptionNet, parts: tuple[str, ...]) -> None:
         """Copy the named parts ("encoder", "classifier", "decoder") of the run's model into ``net``."""
-        path = self.weights_file()
-        weights = checkpoint.load_tensors(path)
+        self._model_meta()
+        path, weights = self._weights()
         for part in parts:
             taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
             checkpoint.load_weights(getattr(net, part), taken, path)
@@ -155,7 +169,8 @@ class AttachedRun(Run):
         seen = attach(user_models.build(spec, self.config.model_kwargs), self.config.layers, self.input_shape,
                       normalize=self.config.normalize, seed=self.config.seed,
                       decoder_params=self.config.decoder_params)
-        self._load_weights(seen)
+        path, tensors = self._weights()
+        checkpoint.load_weights(seen, tensors, path)
         seen.decoders_fitted()
         return seen.to(device).eval()
 

@@ -21,7 +21,9 @@ from perceptreg import data as datasets
 from perceptreg.core import checkpoint, models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import validated
 from perceptreg.runs import manifest, sources
+from perceptreg.runs.claim import claim
 from perceptreg.runs.files import (
     ATTACHED_FORMAT,
     CONFIG,
@@ -30,41 +32,51 @@ from perceptreg.runs.files import (
     MODEL_FORMAT,
     MODEL_META,
     STATE_META,
-    read_config,
     read_metrics,
 )
 
 
 def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """Check that ``run_dir`` may be (re)started with ``config`` and write its config.json.
+    """Claim ``run_dir`` for ``config`` (``claim``), tidy what a kill left, and write its config.json.
 
     A folder holds a run once its first checkpoint is written; one killed before that (a
     config and perhaps a metrics line) is started over, resumed or not."""
-    state = manifest.read_state(run_dir)
-    started = state is not None and state["epoch"] > 0
+    claim_for_training(run_dir, config, resume)
+    if resume and manifest.completed_epochs(run_dir) == 0:
+        warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
+                      RuntimeWarning, stacklevel=3)
+    settle(run_dir)
+    checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
+
+
+def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """``claim`` for a run of `train` with ``config``; read-only, so `train` checks it first
+    and again under the lock."""
     if resume and not (run_dir / CONFIG).exists():
         raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
-    if resume:
-        saved = read_config(run_dir)
-        # Only the length of training and the device may change on resume; in post-hoc mode
-        # `epochs` is where the decoder phase begins, fixed once the run has started.
-        free = {"decoder_epochs", "device"} | ({"epochs"} if config.mode == "joint" else set())
-        changed = [k for k, v in saved.to_dict().items() if k not in free and v != getattr(config, k)]
-        if changed:
-            raise PerceptregError(f"{run_dir}: cannot resume with a different {', '.join(changed)} "
-                                  f"than the run was started with")
-        if not started:
-            warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
-                          RuntimeWarning, stacklevel=3)
-    elif started:
-        raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
-                              f"or choose another output folder")
-    if started and manifest.has_manifest(state):  # a kill after the commit, before publishing, left model.* one epoch behind
-        digest = state["sha256"][state["files"]["model"]]
-        published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
-        if published.get("sha256") != digest:
-            publish_model(run_dir, manifest.model_file(run_dir, state, None), state["model"], digest)
-    checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
+    # Only the length of training and the device may change on resume; in post-hoc mode
+    # `epochs` is where the decoder phase begins, fixed once the run has started.
+    free = frozenset({"decoder_epochs", "device"} | ({"epochs"} if config.mode == "joint" else set()))
+    claim(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
+    done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
+    if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
+        raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")
+
+
+def settle(run_dir: Path) -> None:
+    """Finish what a kill interrupted, under the writer's lock: publish the committed epoch
+    when a kill after the commit left model.* one epoch behind, and remove epoch files that
+    state.json does not name (a kill before the previous epoch's were removed)."""
+    state = manifest.read_state(run_dir)
+    if state is None or state["epoch"] == 0 or not manifest.has_manifest(state):
+        return
+    digest = state["sha256"][state["files"]["model"]]
+    published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
+    if not isinstance(published, dict) or published.get("sha256") != digest:
+        publish_model(run_dir, manifest.model_file(run_dir, state, None), state["model"], digest)
+    for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
+        if old.name not in state["files"].values():
+            old.unlink()
 
 
 def versions() -> dict:
@@ -133,7 +145,8 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     tensors = checkpoint.load_tensors(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     checkpoint.load_weights(model, weights, path)
-    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
+    optim_meta = validated(state["optimizer"], manifest.OptimizerMeta, run_dir / STATE_META, manifest.DAMAGED)
+    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, optim_meta))
     checkpoint.match_layouts(optimizer)
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
@@ -161,8 +174,7 @@ def prepare_attached(run_dir: Path, config: AttachConfig) -> AttachConfig:
     """Claim ``run_dir`` for an attach run (one that never finished, without model.json,
     starts over), keep a copy of the model's source in it, and write its config; returns the
     config with the source recorded."""
-    if (run_dir / MODEL_META).exists():
-        raise PerceptregError(f"{run_dir} already holds a run; choose another output folder")
+    claim(run_dir, "attached")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS).unlink(missing_ok=True)
     config = dataclasses.replace(config, source=sources.keep_source(config.model, run_dir))

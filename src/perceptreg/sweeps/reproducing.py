@@ -178,15 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("REPRODUCING.md"))
     args = parser.parse_args(argv)
     try:
+        checkpoint.check_output_path(args.out)  # before an hour of runs
         if args.run:
+            runs.claim(args.root, "reproducing")
             make_runs(args.root)
         elif not args.root.is_dir():
             raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
         page = reproducing_page(args.root)
+        checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
     except PerceptregError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
-    checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
     print(f"written: {args.out}")
     return 0
 

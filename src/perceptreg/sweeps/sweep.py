@@ -54,6 +54,12 @@ class SweepConfig:
             raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
+        for name, values, shown in (("seeds", self.seeds, str), ("lams", self.lams, "{:g}".format)):
+            names = [shown(v) for v in values]  # a member's folder is named by these: one name, one model
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise PerceptregError(f"`{name}` names {', '.join(twice)} more than once: one model would be "
+                                      f"measured as several; give each once")
         if self.engine not in ENGINES:
             raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "ray" and self.ensemble:
@@ -172,14 +178,32 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         ray_engine.check(config.address, config.device)
     else:  # the members train here: CUDA that this machine lacks fails now, not in the first member
         devices.resolve_device(config.device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))
+    out = runs.check_output_path(out_dir)
+    runs.claim(out, "sweep")  # before the data is loaded; again under the lock
+    members = [(train_config, out / name) for name, train_config in variants]
+    with checkpoint.writer_lock(out):  # one sweep per folder; each member has its own lock too
+        runs.claim(out, "sweep")
+        _claim_members(members)
+        checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
+        return _train_and_measure(config, out, variants, members, progress)
+
+
+def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
+    """Refuse the sweep before it trains anything if a member's folder holds a model trained
+    with other settings (its row would mix two sweeps), and publish each member's last epoch
+    where a kill left it behind (finished members are not trained again, so nothing else would)."""
+    for train_config, run_dir in members:
+        if not run_dir.exists():
+            continue
+        with checkpoint.writer_lock(run_dir):
+            runs.claim_for_training(run_dir, train_config, resume=runs.completed_epochs(run_dir) > 0)
+            runs.settle(run_dir)
+
+
+def _train_and_measure(config: SweepConfig, out: Path, variants, members, progress: bool) -> dict:
     full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
                                                       datasets.image_shape_for(config.dataset))
-
     # Train first (side by side with several workers; finished members are skipped), then measure.
-    members = [(train_config, out / name) for name, train_config in variants]
     if config.engine == "ray":  # each member a task with the threads a local worker would have
         ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
     else:

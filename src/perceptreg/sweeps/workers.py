@@ -14,9 +14,13 @@ thread count sets the order of float sums, so not across thread counts).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -65,8 +69,8 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
         return
     # spawn, not fork: a forked child inherits this process's OpenMP and torch thread state
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
-                             initializer=torch.set_num_threads, initargs=(threads_per_worker(workers),)) as pool:
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=start_worker,
+                             initargs=(threads_per_worker(workers), os.getpid())) as pool:
         futures = {pool.submit(train_job, _portable(job)): job for job in jobs}
         with tqdm(total=len(pending), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
             remaining = set(futures)
@@ -75,6 +79,26 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
                 for future in done:
                     bar.update(len(futures[future]))
                     _raise_failure(future, ", ".join(str(d) for _, d in futures[future]), pool)
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+
+
+def start_worker(threads: int, parent: int) -> None:
+    """A worker's set-up: its share of the cores, and its end when the sweep that started it
+    dies (kill -9 included), since it would go on training members for nobody and hold their
+    folders' locks against the rerun. Linux sends the signal itself (prctl); the watch on
+    the parent's pid covers other systems and a parent that died before prctl was called."""
+    torch.set_num_threads(threads)
+    with contextlib.suppress(OSError, AttributeError):  # no prctl outside Linux: the watch alone
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="perceptreg-parent-watch").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:  # an orphan is handed to another process (init, a subreaper)
+        time.sleep(1)
+    os._exit(1)  # at once: a member keeps its last complete epoch, and the rerun's lock removes the rest
 
 
 @contextlib.contextmanager

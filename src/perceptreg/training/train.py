@@ -61,6 +61,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     """
     run_dir = Path(run_dir)
     resolve_device(config.device)
+    runs.claim_for_training(run_dir, config, resume)  # before any work; again under the lock
     # Under torchrun, one process per device: only rank 0 writes the run folder, and it
     # holds the folder's lock while it does: a second writer is refused.
     cluster = distributed.join(config.device)

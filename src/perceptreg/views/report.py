@@ -32,6 +32,8 @@ def _reads(name: str, command: str):
         def checked(target: Run | Path) -> str:
             try:
                 return render(target)
+            except PerceptregError:  # it names its own file (a damaged PNG is not the results file's fault)
+                raise
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
                 raise PerceptregError(f"{name} of {_folder(target)} is not as `perceptreg {command}` writes it "
                                       f"({type(err).__name__}: {err}); run `perceptreg {command}` again") from err

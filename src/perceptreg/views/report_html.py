@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from perceptreg import figures
+from perceptreg.core import checkpoint
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; padding: 0 1rem; max-width: 1100px; color: #222;
@@ -65,7 +66,7 @@ def data_uri(png: bytes) -> str:
 
 def image(path: Path, alt: str) -> str:
     """A plot's PNG, inlined."""
-    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(path.read_bytes())}">'
+    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(checkpoint.guarded(path, checkpoint.IMAGE_LIMIT).read_bytes())}">'
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:

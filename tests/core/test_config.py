@@ -1,0 +1,58 @@
+"""config.json checked by a schema per run kind: a bad value names the file and the setting
+as written there, never a flag the user did not type."""
+
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+from perceptreg import runs
+from perceptreg.cli import main
+from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.errors import PerceptregError
+
+TRAIN = TrainConfig(train_size=300).to_dict()
+ATTACH = AttachConfig(model="net.py:build", layers=("fc1",)).to_dict()
+
+CASES = [  # (kind's defaults, changed settings, words of the error)
+    (TRAIN, None, "setting dataset: field required"),  # `{}`: no falling back to defaults
+    (TRAIN, {"epochs": 1.5}, "setting epochs: input should be a valid integer"),
+    (TRAIN, {"epochs": 1e30}, "setting epochs: input should be a valid integer"),
+    (TRAIN, {"batch_size": math.inf}, "setting batch_size: input should be a valid integer"),
+    (TRAIN, {"batch_size": True}, "setting batch_size: input should be a valid integer"),
+    (TRAIN, {"seed": "x"}, "setting seed: input should be a valid integer"),
+    (TRAIN, {"seed": 2**70}, "seed must be in [0, 2^63)"),
+    (TRAIN, {"seed": -1}, "seed must be in [0, 2^63)"),
+    (TRAIN, {"betas": "ab"}, "setting betas: input should be a valid tuple"),
+    (TRAIN, {"dataset": 5}, "setting dataset: input should be a valid string"),
+    (TRAIN, {"lam": -1.0}, "lam must be a finite number >= 0"),
+    (TRAIN, {"lr": math.nan}, "setting lr: input should be a finite number"),
+    (TRAIN, {"colour": "red"}, "unknown config key(s) colour"),
+    (ATTACH, {"layers": "fc1"}, "setting layers: input should be a valid tuple"),
+    (ATTACH, {"normalize": [[0.5], [math.inf]]}, "finite number"),
+    (ATTACH, {"normalize": [[0.5], [0.0]]}, "normalize must be finite means and stds > 0"),
+]
+
+
+@pytest.mark.parametrize("defaults, changed, words", CASES)
+def test_a_bad_config_json_names_the_file_and_the_setting(defaults, changed, words):
+    kind = AttachConfig if "layers" in defaults else TrainConfig
+    values = {} if changed is None else {**defaults, **changed}
+    with pytest.raises(PerceptregError) as raised:
+        kind.from_dict(values, "RUN/config.json")
+    assert str(raised.value).startswith("RUN/config.json: ") and words in str(raised.value)
+    assert "`" not in str(raised.value)  # the CLI would turn `lam` into --lam, a flag nobody typed
+
+
+@pytest.mark.parametrize("kind, defaults", [(TrainConfig, TRAIN), (AttachConfig, ATTACH)])
+def test_a_config_as_written_reads_back_equal(kind, defaults):
+    assert kind.from_dict(json.loads(json.dumps(defaults))) == kind(**{**defaults, "layers": ("fc1",)}
+                                                                   if kind is AttachConfig else defaults)
+
+
+def test_a_resume_over_a_bad_config_is_one_line_naming_the_file(tmp_path):
+    (tmp_path / runs.CONFIG).write_text(json.dumps({**TRAIN, "lam": -1.0}))
+    result = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and result.output.count("Error:") == 1, result.output
+    assert f"{tmp_path / runs.CONFIG}: lam must be" in result.output and "--lam" not in result.output

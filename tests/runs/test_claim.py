@@ -1,0 +1,130 @@
+"""One claim for every writer: a folder that holds another kind of run, a finished run or a
+model without its state.json is refused, before anything on disk changes."""
+
+import json
+import sys
+
+import pytest
+from click.testing import CliRunner
+from helpers import USER_NET
+
+from perceptreg import runs
+from perceptreg.cli import main
+from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.sweeps import reproducing
+
+TRAIN = TrainConfig(train_size=300, epochs=2).to_dict()
+ATTACH = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",)).to_dict()
+STATE = {"epoch": 1, "optimizer": {}, "files": {"state": "state-000001.safetensors",
+                                                "model": "model-000001.safetensors"}, "sha256": {}}
+
+# what a folder may hold: file name -> content, as each writer leaves it
+FOLDERS = {
+    "empty": {},
+    "trained, stopped before its first checkpoint": {runs.CONFIG: TRAIN},
+    "trained": {runs.CONFIG: TRAIN, runs.STATE_META: STATE, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
+                "model-000001.safetensors": b"x", runs.MODEL: b"x"},
+    "trained, state.json lost": {runs.CONFIG: TRAIN, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
+                                 "model-000003.safetensors": b"x", runs.MODEL: b"x"},
+    "attached, unfinished": {runs.CONFIG: ATTACH},
+    "attached": {runs.CONFIG: ATTACH, runs.MODEL_META: {"format": runs.ATTACHED_FORMAT}, runs.LAYERS_JSON: {},
+                 runs.MODEL: b"x"},
+    "sweep": {runs.SWEEP_CONFIG: {}, "lam0.01-seed0/config.json": TRAIN},
+    "dataset": {"meta.json": {}, "train_images.npy": b"x"},
+}
+# writer -> the folders it may take; every other folder is refused
+WRITERS = {
+    ("trained", False): {"empty", "trained, stopped before its first checkpoint"},
+    ("trained", True): {"empty", "trained, stopped before its first checkpoint", "trained"},
+    ("attached", False): {"empty", "attached, unfinished"},
+    ("sweep", False): {"empty", "sweep"},
+    ("dataset", False): {"empty"},
+    ("reproducing", False): {"empty"},
+}
+
+
+def make(folder, files):
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    return folder
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("held", FOLDERS)
+@pytest.mark.parametrize("kind, resume", WRITERS)
+def test_every_writer_takes_only_what_it_may_continue(tmp_path, held, kind, resume):
+    folder = make(tmp_path / "out", FOLDERS[held])
+    if held in WRITERS[kind, resume]:
+        runs.claim(folder, kind, resume=resume)
+    else:
+        with pytest.raises(PerceptregError, match=str(folder)):
+            runs.claim(folder, kind, resume=resume)
+
+
+@pytest.mark.parametrize("changed, refused", [({}, False), ({"epochs": 5}, False),  # epochs may grow on resume
+                                              ({"train_size": 400}, True), ({"lam": 1.0}, True),
+                                              ({"epochs": 0 + 1}, False)])
+def test_a_run_continues_only_with_its_own_settings(tmp_path, changed, refused):
+    folder = make(tmp_path / "run", FOLDERS["trained"])
+    config = TrainConfig.from_dict({**TRAIN, **changed})
+    if refused:
+        with pytest.raises(PerceptregError, match=f"was trained with {next(iter(changed))}"):
+            runs.claim_for_training(folder, config, resume=True)
+    else:
+        runs.claim_for_training(folder, config, resume=True)
+
+
+def test_a_resume_may_not_cut_a_run_shorter_than_it_is(tmp_path):
+    folder = make(tmp_path / "run", {**FOLDERS["trained"], runs.STATE_META: {**STATE, "epoch": 3}})
+    with pytest.raises(PerceptregError, match="has 3 epochs; `epochs` must be at least 3"):
+        runs.claim_for_training(folder, TrainConfig.from_dict({**TRAIN, "epochs": 1}), resume=True)
+
+
+def run_cli(args):
+    return CliRunner().invoke(main, args)
+
+
+# each writer, from the command line, pointed at a folder of another kind
+COMMANDS = {
+    "train": lambda out: run_cli(["train", "--epochs", "1", "--out", str(out), "--quiet"]),
+    "train --resume": lambda out: run_cli(["train", "--resume", "--out", str(out), "--quiet"]),
+    "attach": lambda out: run_cli(["attach", "--model", f"{USER_NET}:build", "--layers", "fc1", "--out", str(out)]),
+    "sweep": lambda out: run_cli(["sweep", "--quick", "--out", str(out)]),
+    "prepare": lambda out: run_cli(["prepare", "--dataset", "mnist5k", "--out", str(out)]),
+}
+
+
+@pytest.mark.parametrize("command, held", [("train", "attached"), ("train", "sweep"), ("train --resume", "attached"),
+                                           ("train --resume", "trained, state.json lost"),
+                                           ("train", "trained, state.json lost"), ("attach", "trained"),
+                                           ("attach", "sweep"), ("sweep", "trained"), ("sweep", "attached"),
+                                           ("prepare", "trained")])
+def test_each_command_refuses_another_kind_with_one_line_and_changes_nothing(tmp_path, command, held):
+    folder = make(tmp_path / "out", FOLDERS[held])
+    before = snapshot(folder)
+    result = COMMANDS[command](folder)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output, result.output
+    assert snapshot(folder) == before
+
+
+def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys):
+    folder = make(tmp_path / "out", FOLDERS["trained"])
+    before = snapshot(folder)
+    assert reproducing.main([str(folder), "--run", "--out", str(tmp_path / "R.md")]) == 1
+    assert "holds a run of `train`" in capsys.readouterr().err
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("out, message", [("", "is empty"), ("x" * 300, "longer than 255 bytes"),
+                                          ("/proc/run", "not writable"), (sys.executable + "/run", "not a folder")])
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(out, message):
+    result = run_cli(["train", "--out", out, "--quiet"])
+    assert result.exit_code in (1, 2) and message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,78 @@
+"""state.json and model.json as read back: names confined to the run folder, every field
+checked, one error naming the file instead of a traceback."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from perceptreg import runs
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.models import build
+
+STATE_DAMAGE = {  # a change to state.json -> the words of the error
+    "files naming ../config.json": (lambda s: s["files"].update(model="../config.json"), "files.model"),
+    "files naming /etc/passwd": (lambda s: s["files"].update(model="/etc/passwd"), "files.model"),
+    "files without a model": (lambda s: s["files"].pop("model"), "files.model"),
+    "num_classes 1e9": (lambda s: s["model"].update(num_classes=10**9), "model.num_classes"),
+}
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def damage(run, change):
+    state = json.loads((run / runs.STATE_META).read_text())
+    change(state)
+    (run / runs.STATE_META).write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("case", STATE_DAMAGE)
+def test_a_damaged_state_json_is_one_error_naming_it(run, case):
+    change, field = STATE_DAMAGE[case]
+    damage(run, change)
+    with pytest.raises(PerceptregError, match=rf"{runs.STATE_META}: field {field}"):
+        runs.open_run(run).model()
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '{"format": 1}'])
+def test_a_damaged_model_json_is_one_error_naming_it(run, content):
+    state = json.loads((run / runs.STATE_META).read_text())
+    state["files"] = None  # an old run: model.json is what describes its model
+    (run / runs.STATE_META).write_text(json.dumps(state))
+    (run / runs.MODEL_META).write_text(content)
+    with pytest.raises(PerceptregError, match=runs.MODEL_META):
+        runs.open_run(run).model()
+
+
+def test_a_state_json_whose_optimizer_is_empty_is_refused_on_resume(run):
+    damage(run, lambda s: s.update(optimizer={}))
+    config = runs.read_config(run)
+    model = build(config.arch, 10)
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(PerceptregError, match=rf"{runs.STATE_META}: field param_groups"):
+        runs.load_state(run, model, optimizer, torch.amp.GradScaler("cpu", enabled=False), world=1)
+    assert isinstance(config, TrainConfig)
+
+
+def test_a_checkpoint_file_linked_out_of_the_run_is_refused(run, tmp_path):
+    state = json.loads((run / runs.STATE_META).read_text())
+    target = run / state["files"]["model"]
+    shutil.copy(target, tmp_path / "elsewhere.safetensors")
+    target.unlink()
+    target.symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(PerceptregError, match="outside"):
+        runs.open_run(run).model()
+
+
+def test_settle_removes_epoch_files_the_manifest_does_not_name(run):
+    (run / "model-000099.safetensors").write_bytes(b"an epoch a kill left behind")
+    named = set(json.loads((run / runs.STATE_META).read_text())["files"].values())
+    runs.settle(run)
+    assert {p.name for p in run.glob("*-[0-9]*.safetensors")} == named
