@@ -159,6 +159,19 @@ def test_download_resumes_a_partial_file(tmp_path, server):
     assert not (tmp_path / "f.gz.part").exists()
 
 
+def test_download_cut_short_keeps_its_part_for_the_next_call(tmp_path, server):
+    url, handler = server
+    body = bytes(range(256)) * 100
+    handler.files["/f.gz"], handler.cut["/f.gz"] = body, 3000  # the connection drops after 3000 bytes
+    with pytest.raises(PerceptregError, match=r"^could not download f.gz; tried: .*/f.gz: the connection closed after "
+                                              r"3000 of 25600 bytes \(3000 bytes kept in .*f.gz.part: run again to "
+                                              r"resume\)\. If this machine is offline"):
+        data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    assert (tmp_path / "f.gz.part").read_bytes() == body[:3000] and not (tmp_path / "f.gz").exists()
+    data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    assert (tmp_path / "f.gz").read_bytes() == body and handler.requests == [None, "bytes=3000-"]
+
+
 def test_download_skips_a_verified_file(tmp_path, server):
     url, handler = server
     (tmp_path / "f.gz").write_bytes(b"done")
