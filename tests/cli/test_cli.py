@@ -76,6 +76,8 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
     (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
     (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 0 (0: never)"),
+    (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "Error: nowhere: no CIFAR-10 batch files "),
+    (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "or leave out --data-root to download it"),
     (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),
     # click's own usage errors: one line too, with the help to read, and exit code 2
     (["perceive", "missing-run"], 2, "Error: Invalid value for 'RUN': Directory 'missing-run' does not exist. "
@@ -106,6 +108,25 @@ def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
     (tmp_path / "mine").mkdir()  # a folder the user made is theirs to keep
     result = runner.invoke(main, ["train", "--dataset", "folder:/nonexistent", "--out", str(tmp_path / "mine")])
     assert result.exit_code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "config.json").exists()
+
+
+def test_train_on_a_folder_takes_the_network_of_its_images_size(runner, tmp_path):
+    for split, count in (("train", 6), ("test", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32), (100 * c + i, 50, 0)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    pets = f"folder:{tmp_path / 'pets'}"
+    result = runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"])
+    assert result.exit_code == 0 and "resized" not in result.output, result.output  # 32x32 stays 32x32
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["arch"] == "svhn"
+    Image.new("RGB", (40, 30)).save(tmp_path / "pets" / "test" / "cat" / "wide.png")
+    result = runner.invoke(main, ["train", "--dataset", pets, "--out", "r2"])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1 and not (tmp_path / "r2").exists()
+    assert result.output.startswith(f"Error: {tmp_path / 'pets'}: images of several sizes (")
+    assert "is 40x30); give --arch to resize them all to its input" in result.output
+    result = runner.invoke(main, ["train", "--dataset", pets, "--arch", "svhn", "--epochs", "1", "--out", "r3", "--quiet"])
+    assert result.exit_code == 0 and "Warning: " in result.output and "1 image(s) resized to 32x32" in result.output
 
 
 def test_perceive_on_a_folder_without_model(runner, tmp_path):

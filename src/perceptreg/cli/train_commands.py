@@ -102,8 +102,9 @@ def train_command(out, resume, quiet, compile_step, **options):
             source = runs.read_config(given["classifier_from"])
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "mode": "post-hoc", **given}
-        defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset))  # arch, schedule
-        config = TrainConfig(**{**defaults, "arch": "custom" if "model" in given else defaults["arch"], **given})
+        arch = "custom" if "model" in given else given.get("arch")
+        defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
+        config = TrainConfig(**{**defaults, **given, "arch": defaults["arch"]})
         out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
     _train_and_report(config, out, resume, quiet)
 
