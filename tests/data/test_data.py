@@ -38,6 +38,17 @@ def test_stratified_split_rounds_to_exact_size():
     assert labels[test].bincount(minlength=3).tolist() == [2, 1, 1]
 
 
+def test_evaluation_subset_is_one_fixed_stratified_draw():
+    labels = torch.arange(100) % 10
+    d = data.ImageDataset(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), labels, data.DIGITS, "d")
+    sample = data.evaluation_subset(d, 20)
+    assert len(sample) == 20 and sample.labels.bincount().tolist() == [2] * 10
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(data.evaluation_subset(d, 20).images, sample.images)
+    assert torch.equal(sample.images.flatten(), d.images.flatten()[data.stratified_split(labels, 20, 0)[1]])
+    assert all(data.evaluation_subset(d, size) is d for size in (None, 0, 100, 500))
+
+
 def test_batches_cover_every_index_once_and_convert_per_batch():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1) * 25
     ds = data.ImageDataset(images, torch.arange(10) % 3, ("a", "b", "c"), "tiny")

@@ -16,6 +16,7 @@ from perceptreg.data.dataset import (
     RELEASE_EVERY,
     ImageDataset,
     batches,
+    evaluation_subset,
     global_batch_sizes,
     spread_over_classes,
     stratified_split,
@@ -59,7 +60,7 @@ from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
-    "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download",
+    "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
     "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",

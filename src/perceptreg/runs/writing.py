@@ -45,9 +45,9 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
     if resume:
         saved = read_config(run_dir)
-        # Only the length of training and the device may change on resume; in post-hoc mode
-        # `epochs` is where the decoder phase begins, fixed once the run has started.
-        free = {"decoder_epochs", "device"} | ({"epochs"} if config.mode == "joint" else set())
+        # Only the length of training, the device and what is evaluated may change on resume;
+        # in post-hoc mode `epochs` is where the decoder phase begins, fixed once started.
+        free = {"decoder_epochs", "device", "eval_size"} | ({"epochs"} if config.mode == "joint" else set())
         changed = [k for k, v in saved.to_dict().items() if k not in free and v != getattr(config, k)]
         if changed:
             raise PerceptregError(f"{run_dir}: cannot resume with a different {', '.join(changed)} "
