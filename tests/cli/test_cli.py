@@ -193,11 +193,14 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     summary = written["runs"][str(run)]
     assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
-    assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
+    assert list(summary["detector"]["baselines"]) == ["pixel_statistic", "blur_residual", "bit_depth",
+                                                      "median_filter", "shuffled_perturbation"]
     assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
     assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
     for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
-                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on"):
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on",
+                 "baseline AUC: blur residual (no model)", "baseline AUC: feature squeezing, 5-bit depth",
+                 "baseline AUC: feature squeezing, 2x2 median", "blur AUC", "median AUC"):
         assert line in result.output
     assert Image.open(run / "attack_roc.png").size == (400, 400)
 
