@@ -77,8 +77,8 @@ def setting(flag: str, help: str, **kwargs):
 @setting("--steps-per-epoch", "Cap each epoch at this many batches (very large datasets).", type=int)
 @setting("--eval-size", "Test images evaluated after every epoch: a fixed stratified sample of the test split, "
          "the same for every epoch and seed; 0: the whole split. Each image costs a forward pass per epoch: "
-         "10,000 took about 40 s with the svhn net (32x32) and about 250 s with the celeba net (64x64) on 2 "
-         "busy CPU cores.", type=int)
+         "10,000 took about 40 s with the svhn net (32x32) on 2 busy CPU cores, several minutes with the "
+         "celeba net (64x64).", type=int)
 @setting("--device", "cpu, cuda or cuda:N (bf16 autocast).")
 @setting("--data-root", "Folder of file-based datasets (mnist is downloaded there).")
 @setting("--classifier-from", "Post-hoc: a new decoder for the frozen F and C of this run (its dataset and "
