@@ -82,6 +82,7 @@ def quick_sweep(tmp_path_factory):
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     requests: list[str | None] = []
+    cut: dict[str, int] = {}  # path -> bytes sent before the connection drops, once
 
     def do_GET(self):
         body = self.files.get(self.path)
@@ -93,7 +94,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
-        self.wfile.write(body[start:])
+        self.wfile.write(body[start:start + self.cut.pop(self.path, len(body))])
 
     def log_message(self, *args):
         pass
@@ -102,7 +103,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    RangeHandler.files, RangeHandler.requests = {}, []
+    RangeHandler.files, RangeHandler.requests, RangeHandler.cut = {}, [], {}
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", RangeHandler

@@ -1,12 +1,19 @@
+import math
+
 import pytest
 import torch
 
 from perceptreg.adversarial.detection import (
+    blur,
+    blur_residual_scores,
+    median_filter,
     pixel_statistic_scores,
     reconstruction_scores,
     roc_auc,
     roc_curve,
     shuffle_perturbations,
+    squeeze_bits,
+    squeezing_scores,
 )
 
 # --- ROC ---------------------------------------------------------------------------------------
@@ -47,3 +54,55 @@ def test_shuffled_perturbations_permute_each_images_own_values():
     assert not torch.equal(moved, delta.flatten(1))
     assert torch.equal(shuffled, shuffle_perturbations(images, images + delta))  # seeded
     assert not torch.equal(shuffled, shuffle_perturbations(images, images + delta, seed=1))
+
+
+# --- natural-image baselines: blur residual and feature squeezing --------------------------------
+
+def test_blur_residual_by_hand():
+    constant = torch.full((2, 3, 5, 5), 0.3)
+    assert blur_residual_scores(constant).tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    dot = torch.zeros(1, 1, 5, 5)
+    dot[0, 0, 2, 2] = 1.0
+    # the 3x3 box spreads the dot over 9 pixels of 1/9: (1 - 1/9)^2 + 8 (1/9)^2 = 72/81
+    assert blur(dot)[0, 0, 1:4, 1:4].flatten().tolist() == pytest.approx([1 / 9] * 9)
+    assert blur(dot).sum().item() == pytest.approx(1.0)
+    assert blur_residual_scores(dot).item() == pytest.approx(8 / 9)
+    # one row [a, b] with replicated edges: blur gives [(2a + b) / 3, (a + 2b) / 3], residual 2 (a - b)^2 / 9
+    assert blur_residual_scores(torch.tensor([[[[0.2, 0.8]]]])).item() == pytest.approx(2 * 0.36 / 9)
+
+
+def test_squeeze_bits_by_hand():
+    x = torch.tensor([0.0, 0.1, 0.52, 0.9, 1.0])
+    assert squeeze_bits(x, 1).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert squeeze_bits(x, 5).tolist() == pytest.approx([0, 3 / 31, 16 / 31, 28 / 31, 1])
+    assert torch.equal(squeeze_bits(squeeze_bits(x)), squeeze_bits(x))  # 5 bits by default, idempotent
+
+
+def test_median_filter_by_hand():
+    one_dot = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert median_filter(one_dot).flatten().tolist() == [0.0] * 4  # a lone pixel goes
+    one_hole = 1 - one_dot
+    # window of (0, 0): {0, 1, 1, 1}, the upper middle value 1; the others see only 1s
+    assert median_filter(one_hole).flatten().tolist() == [1.0] * 4
+    # rows 0 0 / 1 1: the top row's windows hold {0, 0, 1, 1}, an even tie: the upper value, 1, as scipy
+    assert median_filter(torch.tensor([[[[0.0, 0.0], [1.0, 1.0]]]])).flatten().tolist() == [1.0] * 4
+    ramp = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
+    assert median_filter(ramp, 3)[0, 0, 1, 1].item() == 5.0  # the median of 1..9
+    # the corner's window, edges replicated: 1 1 2 / 1 1 2 / 4 4 5 -> sorted 1 1 1 1 2 2 4 4 5
+    assert median_filter(ramp, 3)[0, 0, 0, 0].item() == 2.0
+    two_channels = torch.stack([one_dot[0, 0], one_hole[0, 0]]).unsqueeze(0)  # (1, 2, 2, 2)
+    assert median_filter(two_channels)[0].flatten(1).tolist() == [[0.0] * 4, [1.0] * 4]  # each channel alone
+
+
+def test_squeezing_scores_by_hand():
+    x = torch.tensor([[[[0.0, 0.1]]], [[[0.3, 0.3]]]])  # (2, 1, 1, 2)
+    # a model that reads only the top 5 bits cannot tell x from its 5-bit squeeze: score 0
+    blind = lambda images: squeeze_bits(images).flatten(1)  # noqa: E731
+    assert squeezing_scores(blind, x, squeeze_bits).tolist() == [0.0, 0.0]
+    # logits = pixels * 10, squeezed to 1 bit: [0, 1] -> [0, 0]; 2 classes: L1 = 2 |sigmoid(d) - sigmoid(d')|
+    sharp = lambda images: images.flatten(1) * 10  # noqa: E731
+    scores = squeezing_scores(sharp, x, lambda images: squeeze_bits(images, 1))
+    assert scores.tolist() == pytest.approx([2 * (math.e / (1 + math.e) - 0.5), 0.0])
+    many = torch.rand(7, 1, 1, 2)
+    assert torch.allclose(squeezing_scores(sharp, many, squeeze_bits, batch_size=3),
+                          squeezing_scores(sharp, many, squeeze_bits))

@@ -4,7 +4,7 @@ from helpers import linear_perception_net, pixels, reference_set
 from torch import nn
 
 from perceptreg.adversarial import attacks
-from perceptreg.adversarial.evaluation import adaptive_row, adaptive_table, evaluate_attack
+from perceptreg.adversarial.evaluation import BASELINES, adaptive_row, adaptive_table, attack_rows, evaluate_attack
 from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.core import models
 from perceptreg.data import ImageDataset, to_float
@@ -65,6 +65,14 @@ def test_failures_and_detector_scores_come_from_the_evaluation():
     # min(x, 1 - x)^2 summed: clean 0.32, 0.32, 0.08; adversarial 0.405, 0.405: AUC 1
     assert detector["baselines"]["pixel_statistic"]["auroc"] == 1.0
     assert 0 <= detector["baselines"]["shuffled_perturbation"]["auroc"] <= 1
+    assert list(detector["baselines"]) == list(BASELINES)
+    # blur residual of a row [a, b]: 2 (a - b)^2 / 9: clean 0.0089, 0.0089, 0.08; adversarial 0.0022 twice: AUC 0
+    assert detector["baselines"]["blur_residual"]["auroc"] == 0.0
+    # 2x2 median of [a, b] (edges replicated): [max(a, b), b]. H's logits are the pixels, so the
+    # L1 of the softmax change is 2 |sigmoid(b - a) - sigmoid(b' - a')|: clean 0, 0.0997, 0.2913;
+    # adversarial [0.45, 0.55] 0.0500, [0.55, 0.45] 0. Pairs ordered right: 1 + a tie: 1.5 of 6
+    assert detector["baselines"]["median_filter"]["auroc"] == pytest.approx(0.25)
+    assert 0 <= detector["baselines"]["bit_depth"]["auroc"] <= 1
 
 
 def test_attack_is_independent_of_the_evaluation_batch_size():
@@ -93,6 +101,21 @@ def test_adaptive_rows_and_table():
     table = adaptive_table(rows).splitlines()
     assert table[0].split()[:4] == ["beta", "success", "detector", "AUC"]
     assert table[1].split()[:6] == ["0", "66.7", "%", "[20.8,", "93.9]", "0.000"]
+    assert table[0].split()[4:14] == ["pixel", "AUC", "blur", "AUC", "bits", "AUC", "median", "AUC", "shuffled", "AUC"]
+    assert table[1].split()[6:11] == [f"{rows[0]['baselines'][key]:.3f}" for key in BASELINES]
+
+
+def test_attack_rows_carry_every_baseline_and_a_dash_for_older_measurements():
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1])
+    summary = evaluate_attack(net, attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny).summary
+    older = {**summary, "detector": {**summary["detector"], "baselines": {
+        k: v for k, v in summary["detector"]["baselines"].items() if k in ("pixel_statistic", "shuffled_perturbation")}}}
+    rows = {row[0]: row[1:] for row in attack_rows({"new": summary, "old": older})}
+    assert rows["  baseline AUC: blur residual (no model)"] == ["0.000", "-"]
+    assert rows["  baseline AUC: feature squeezing, 2x2 median"] == ["0.250", "-"]
+    assert rows["  baseline AUC: pixel statistic (no model)"] == ["1.000", "1.000"]
+    assert "  baseline AUC: feature squeezing, 5-bit depth" in rows
 
 
 class Flip(nn.Module):

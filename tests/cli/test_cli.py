@@ -77,6 +77,9 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
     (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
     (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 0 (0: never)"),
+    (["train", "--eval-size", "-1"], 1, "Error: --eval-size must be >= 0 (0: the whole test split)"),
+    (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "Error: nowhere: no CIFAR-10 batch files "),
+    (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "or leave out --data-root to download it"),
     (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),
     # click's own usage errors: one line too, with the help to read, and exit code 2
     (["perceive", "missing-run"], 2, "Error: Invalid value for 'RUN': Directory 'missing-run' does not exist. "
@@ -107,6 +110,25 @@ def test_a_run_that_fails_before_training_leaves_no_folder(runner, tmp_path):
     (tmp_path / "mine").mkdir()  # a folder the user made is theirs to keep
     result = runner.invoke(main, ["train", "--dataset", "folder:/nonexistent", "--out", str(tmp_path / "mine")])
     assert result.exit_code == 1 and (tmp_path / "mine").is_dir() and not (tmp_path / "mine" / "config.json").exists()
+
+
+def test_train_on_a_folder_takes_the_network_of_its_images_size(runner, tmp_path):
+    for split, count in (("train", 6), ("test", 2)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32), (100 * c + i, 50, 0)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    pets = f"folder:{tmp_path / 'pets'}"
+    result = runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"])
+    assert result.exit_code == 0 and "resized" not in result.output, result.output  # 32x32 stays 32x32
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["arch"] == "svhn"
+    Image.new("RGB", (40, 30)).save(tmp_path / "pets" / "test" / "cat" / "wide.png")
+    result = runner.invoke(main, ["train", "--dataset", pets, "--out", "r2"])
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1 and not (tmp_path / "r2").exists()
+    assert result.output.startswith(f"Error: {tmp_path / 'pets'}: images of several sizes (")
+    assert "is 40x30); give --arch to resize them all to its input" in result.output
+    result = runner.invoke(main, ["train", "--dataset", pets, "--arch", "svhn", "--epochs", "1", "--out", "r3", "--quiet"])
+    assert result.exit_code == 0 and "Warning: " in result.output and "1 image(s) resized to 32x32" in result.output
 
 
 def test_perceive_on_a_folder_without_model(runner, tmp_path):
@@ -172,11 +194,14 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     summary = written["runs"][str(run)]
     assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
-    assert set(summary["detector"]["baselines"]) == {"pixel_statistic", "shuffled_perturbation"}
+    assert list(summary["detector"]["baselines"]) == ["pixel_statistic", "blur_residual", "bit_depth",
+                                                      "median_filter", "shuffled_perturbation"]
     assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
     assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
     for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
-                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on"):
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on",
+                 "baseline AUC: blur residual (no model)", "baseline AUC: feature squeezing, 5-bit depth",
+                 "baseline AUC: feature squeezing, 2x2 median", "blur AUC", "median AUC"):
         assert line in result.output
     assert Image.open(run / "attack_roc.png").size == (400, 400)
 
@@ -299,6 +324,7 @@ def test_train_help_lists_every_dataset_and_config_default(runner):
     text = " ".join(runner.invoke(main, ["train", "--help"]).output.split())
     assert "memmap:PATH" in text and "folder:PATH" in text
     assert "[default: 0.01]" in text and "[default: 20]" in text  # lam and epochs, from TrainConfig
+    assert "--eval-size" in text and "10,000 took about" in text and "[default: 10000]" in text
 
 
 # --- attacks on a model whose numbers can be checked ----------------------------------------------

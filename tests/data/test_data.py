@@ -38,6 +38,17 @@ def test_stratified_split_rounds_to_exact_size():
     assert labels[test].bincount(minlength=3).tolist() == [2, 1, 1]
 
 
+def test_evaluation_subset_is_one_fixed_stratified_draw():
+    labels = torch.arange(100) % 10
+    d = data.ImageDataset(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), labels, data.DIGITS, "d")
+    sample = data.evaluation_subset(d, 20)
+    assert len(sample) == 20 and sample.labels.bincount().tolist() == [2] * 10
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(data.evaluation_subset(d, 20).images, sample.images)
+    assert torch.equal(sample.images.flatten(), d.images.flatten()[data.stratified_split(labels, 20, 0)[1]])
+    assert all(data.evaluation_subset(d, size) is d for size in (None, 0, 100, 500))
+
+
 def test_batches_cover_every_index_once_and_convert_per_batch():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1) * 25
     ds = data.ImageDataset(images, torch.arange(10) % 3, ("a", "b", "c"), "tiny")
@@ -157,6 +168,19 @@ def test_download_resumes_a_partial_file(tmp_path, server):
     assert path.read_bytes() == body
     assert handler.requests == ["bytes=1000-"]
     assert not (tmp_path / "f.gz.part").exists()
+
+
+def test_download_cut_short_keeps_its_part_for_the_next_call(tmp_path, server):
+    url, handler = server
+    body = bytes(range(256)) * 100
+    handler.files["/f.gz"], handler.cut["/f.gz"] = body, 3000  # the connection drops after 3000 bytes
+    with pytest.raises(PerceptregError, match=r"^could not download f.gz; tried: .*/f.gz: the connection closed after "
+                                              r"3000 of 25600 bytes \(3000 bytes kept in .*f.gz.part: run again to "
+                                              r"resume\)\. If this machine is offline"):
+        data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    assert (tmp_path / "f.gz.part").read_bytes() == body[:3000] and not (tmp_path / "f.gz").exists()
+    data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    assert (tmp_path / "f.gz").read_bytes() == body and handler.requests == [None, "bytes=3000-"]
 
 
 def test_download_skips_a_verified_file(tmp_path, server):

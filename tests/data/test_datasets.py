@@ -235,11 +235,49 @@ def test_celeba_partial_image_folder(tmp_path):
 
 # --- folders and the registry ----------------------------------------------------------------------
 
-def write_folder(root, sizes=((28, 28),) * 3, classes=("cat", "dog")):
+def write_folder(root, sizes=((28, 28),) * 3, classes=("cat", "dog"), mode="L"):
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True)
         for i, size in enumerate(sizes):
-            Image.new("L", size, 40 * (c + 1) + i).save(root / name / f"{i}.png")
+            Image.new(mode, size, (40 * (c + 1) + i,) * len(mode)).save(root / name / f"{i}.png")
+
+
+@pytest.mark.parametrize("mode, size, arch", [("RGB", (32, 32), "svhn"), ("L", (28, 28), "mnist"),
+                                              ("RGB", (64, 64), "celeba"), ("RGBA", (32, 32), "svhn")])
+def test_a_folder_gets_the_network_of_its_images_own_size(tmp_path, mode, size, arch):
+    write_folder(tmp_path / "d" / "train", sizes=(size,) * 2, mode=mode)
+    write_folder(tmp_path / "d" / "test", sizes=(size,), mode=mode)
+    name = f"folder:{tmp_path / 'd'}"
+    assert data.default_arch(name) == arch
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing resized
+        for shape in (data.image_shape_for(name), None):  # None: a custom model's data, at its own size
+            train, test = data.load_dataset(name, image_shape=shape)
+            assert train.image_shape == test.image_shape == data.image_shape_for(name)
+
+
+def test_a_folder_of_grey_and_colour_images_is_colour(tmp_path):
+    write_folder(tmp_path / "d", sizes=((32, 32),) * 2)
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "d" / "dog" / "red.png")
+    assert data.image_folder_shape(tmp_path / "d") == (3, 32, 32)
+
+
+def test_a_folder_no_paper_network_takes_says_which_arch_to_give(tmp_path):
+    write_folder(tmp_path / "d", sizes=((28, 28),) * 2, mode="RGB")
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: no paper architecture takes images of shape "
+                                              r"3x28x28 \(they take mnist 1x28x28, svhn 3x32x32, celeba 3x64x64\); "
+                                              r"give `arch` to resize the images to its input, or `model` for your own"):
+        data.default_arch(f"folder:{tmp_path / 'd'}")
+
+
+def test_a_folder_of_mixed_sizes_needs_an_arch(tmp_path):
+    write_folder(tmp_path / "d" / "train", sizes=((32, 32),))
+    write_folder(tmp_path / "d" / "test", sizes=((32, 32), (40, 30)))
+    name = f"folder:{tmp_path / 'd'}"
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: images of several sizes \({tmp_path}/d/train/cat/0.png "
+                                              rf"is 32x32, {tmp_path}/d/test/cat/1.png is 40x30\); give `arch`"):
+        data.training_defaults(name)
+    assert data.training_defaults(name, "svhn") == {"arch": "svhn"}  # the user's choice: nothing inspected
 
 
 def test_image_folder_split_and_classes(tmp_path):
@@ -287,7 +325,7 @@ def test_empty_image_folder(tmp_path):
 
 
 @pytest.mark.parametrize("name, arch", [("mnist5k", "mnist"), ("mnist-strips", "svhn"), ("svhn", "svhn"),
-                                        ("celeba:Smiling", "celeba"), ("folder:/x", "celeba")])
+                                        ("celeba:Smiling", "celeba"), ("cifar10", "svhn")])
 def test_registry_names_the_matching_architecture(name, arch):
     assert data.default_arch(name) == arch
 

@@ -129,3 +129,14 @@ def test_one_ensemble_per_worker_equals_the_ensemble_in_this_process(digits, tmp
     for _, run_dir in members:
         here = weights(tmp_path / "here" / run_dir.name)
         assert all(torch.equal(weights(run_dir)[k], here[k]) for k in here)
+
+
+def test_members_evaluate_the_same_held_out_sample_as_train(digits, tmp_path, monkeypatch):
+    train_data, test_data = digits
+    seen = []
+    evaluate = ensemble.evaluate
+    monkeypatch.setattr(ensemble, "evaluate", lambda model, d, **kw: seen.append(d.labels) or evaluate(model, d, **kw))
+    configs = [TrainConfig(**{**member(lam).to_dict(), "eval_size": 50}) for lam in (1e-2, 1.0)]
+    ensemble.train_ensemble([(c, tmp_path / f"e{i}") for i, c in enumerate(configs)], train_data, test_data)
+    sample = datasets.evaluation_subset(test_data, 50).labels
+    assert len(seen) == 2 and all(torch.equal(labels, sample) for labels in seen)

@@ -58,9 +58,11 @@ def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     run(tmp_path, small_mnist, "whole", epochs=3)
     run(tmp_path, small_mnist, "parts", epochs=2)
     train_data, test_data = small_mnist
-    resumed = train(TrainConfig(**{**QUICK, "epochs": 3}), tmp_path / "parts", resume=True,
+    # what is evaluated may change on resume (it changes no weight): 100 of the 200 test digits
+    resumed = train(TrainConfig(**{**QUICK, "epochs": 3, "eval_size": 100}), tmp_path / "parts", resume=True,
                     train_data=train_data, test_data=test_data, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.history[2]["test_accuracy"] * 100 == pytest.approx(round(resumed.history[2]["test_accuracy"] * 100))
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "parts"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -181,10 +183,32 @@ def test_lr_schedule_and_phases():
     ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be >= 1"),
     ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
     ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
+    ("eval_size", -1, "`eval_size` must be >= 0 \\(0: the whole test split\\)"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(PerceptregError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_each_epoch_evaluates_the_fixed_held_out_sample(tmp_path, small_mnist, monkeypatch):
+    import perceptreg.training.train as training
+    from perceptreg import data
+
+    seen = []
+    evaluate = training.evaluate
+    monkeypatch.setattr(training, "evaluate", lambda model, d, **kw: seen.append(d.labels) or evaluate(model, d, **kw))
+    for name, eval_size in (("sample", 50), ("whole", 0), ("none", None), ("larger", 10_000)):
+        run(tmp_path, small_mnist, name, epochs=2, eval_size=eval_size)
+    test_labels = small_mnist[1].labels
+    sample = data.evaluation_subset(small_mnist[1], 50).labels
+    assert torch.equal(seen[0], sample) and torch.equal(seen[1], sample)  # the same images every epoch
+    assert sample.bincount().tolist() == [5] * 10  # stratified: 200 test digits, 20 of each class
+    assert all(torch.equal(labels, test_labels) for labels in seen[2:])  # 0, None, >= 200: all of them
+
+
+def test_a_config_saved_before_eval_size_loads_with_the_default():
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if k != "eval_size"}
+    assert TrainConfig.from_dict(saved).eval_size == 10_000
 
 
 def test_config_from_dict_names_unknown_keys():

@@ -158,6 +158,7 @@ def test_report_of_a_full_run_is_self_contained_and_complete(full_run):
     assert_self_contained(text)
     assert "attack success rate" in text and "3-NN pixels" in text
     assert "baseline AUC: pixel statistic" in text and "Adaptive PGD on run" in text
+    assert "baseline AUC: blur residual (no model)" in text and "baseline AUC: feature squeezing, 2x2 median" in text
     assert "No " not in text.replace("No image", "")  # nothing reported missing but the sweep
     assert "Fraction of images read as class 3" in text
     meta = {m.attrs.get("name"): m.attrs.get("content") for m in Tree(text).root.find_all("meta")}

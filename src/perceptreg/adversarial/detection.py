@@ -1,9 +1,13 @@
-"""The reconstruction-error detector of adversarial inputs, its ROC, and the two baselines
+"""The reconstruction-error detector of adversarial inputs, its ROC, and the baselines
 that say how much of its AUC is the model's doing (README, "Adversarial perception"):
 
 - ``reconstruction_scores``: ||x - P(x)||^2, the detector: "the perception does not fit x";
 - ``pixel_statistic_scores``: sum over pixels of min(x, 1 - x)^2, no model at all: how far
-  pixels sit from pure black or white, which added noise raises;
+  pixels sit from pure black or white, which added noise raises (near-binary digits only);
+- ``blur_residual_scores``: ||x - blur(x)||^2, no model either: the high-frequency energy
+  that added noise raises on natural images too;
+- ``squeezing_scores``: feature squeezing (Xu et al. 2018, arXiv:1704.01155): how far H's
+  softmax moves when x is squeezed by ``squeeze_bits`` or ``median_filter``;
 - ``shuffle_perturbations``: the attack's perturbation with its pixels shuffled, the same
   amount of noise with the attack's structure gone: the detector's AUC on these is what it
   owes to noise alone.
@@ -11,9 +15,16 @@ that say how much of its AUC is the model's doing (README, "Adversarial percepti
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 
 SHUFFLE_SEED = 0  # the shuffled-perturbation control is one fixed draw, the same on every run
+# Xu et al.'s squeezers for CIFAR-10: 5-bit colour depth and a 2x2 median filter.
+SQUEEZE_BITS = 5
+MEDIAN_SIZE = 2
+BLUR_SIZE = 3  # the box blur's window: the smallest that removes one-pixel noise
 
 
 def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> torch.Tensor:
@@ -24,6 +35,51 @@ def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> to
 def pixel_statistic_scores(images: torch.Tensor) -> torch.Tensor:
     """sum over pixels of min(x, 1 - x)^2 per image: the model-free baseline score."""
     return torch.minimum(images, 1 - images).square().flatten(1).sum(1)
+
+
+def blur(images: torch.Tensor, size: int = BLUR_SIZE) -> torch.Tensor:
+    """Each pixel the mean of its ``size`` x ``size`` window (edges replicated): a box blur."""
+    return F.avg_pool2d(_pad(images, size), size, stride=1)
+
+
+def blur_residual_scores(images: torch.Tensor, size: int = BLUR_SIZE) -> torch.Tensor:
+    """||x - blur(x)||^2 per image: a model-free baseline that is not trivial on RGB data."""
+    return (images - blur(images, size)).square().flatten(1).sum(1)
+
+
+def squeeze_bits(images: torch.Tensor, bits: int = SQUEEZE_BITS) -> torch.Tensor:
+    """Pixels in [0, 1] rounded to ``bits`` bits per channel (2^bits levels)."""
+    levels = 2 ** bits - 1
+    return torch.round(images * levels) / levels
+
+
+def median_filter(images: torch.Tensor, size: int = MEDIAN_SIZE) -> torch.Tensor:
+    """Each pixel the median of its ``size`` x ``size`` window, per channel (edges replicated;
+    an even window takes the upper of its two middle values, as scipy's median_filter)."""
+    batch, channels, height, width = images.shape
+    windows = F.unfold(_pad(images, size), size)  # (B, C*size*size, H*W)
+    windows = windows.view(batch, channels, size * size, height * width)
+    return windows.sort(2).values[:, :, size * size // 2].view_as(images)
+
+
+def _pad(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Replicated edges so a ``size`` window fits at every pixel: (size - 1) // 2 before,
+    size // 2 after (for an even window the pixel is its top-left centre)."""
+    before, after = (size - 1) // 2, size // 2
+    return F.pad(images, (before, after, before, after), mode="replicate")
+
+
+def squeezing_scores(classify: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     squeeze: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 500) -> torch.Tensor:
+    """||softmax(H(x)) - softmax(H(squeeze(x)))||_1 per image (feature squeezing): an
+    adversarial x sits where a small change moves H's prediction. ``classify``: any
+    function from images to logits."""
+    scores = []
+    with torch.no_grad():
+        for chunk in images.split(batch_size):
+            before, after = (classify(x).float().softmax(1) for x in (chunk, squeeze(chunk)))
+            scores.append((before - after).abs().sum(1))
+    return torch.cat(scores) if scores else images.new_zeros(0)
 
 
 def shuffle_perturbations(images: torch.Tensor, adversarial: torch.Tensor, seed: int = SHUFFLE_SEED) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """An attack, measured: what it did to H and to the perception, and how well the
-reconstruction error ||x - P(x)||^2 detects it, beside two baselines (``detection``).
+reconstruction error ||x - P(x)||^2 detects it, beside its baselines (``detection``).
 
     evaluation = evaluate_attack(model, PGD(model, eps=0.2), test_data, [KNNJudge(train_data)])
     evaluation.summary["detector"]["auroc"]
@@ -16,10 +16,17 @@ import torch
 
 from perceptreg.adversarial.attacks import AdaptivePGD, AttackSettings, check_target
 from perceptreg.adversarial.detection import (
+    BLUR_SIZE,
+    MEDIAN_SIZE,
+    SQUEEZE_BITS,
+    blur_residual_scores,
+    median_filter,
     pixel_statistic_scores,
     reconstruction_scores,
     roc_auc,
     shuffle_perturbations,
+    squeeze_bits,
+    squeezing_scores,
 )
 from perceptreg.adversarial.judges import KNNJudge, ModelJudge, judge_agreement
 from perceptreg.core.errors import PerceptregError
@@ -27,6 +34,20 @@ from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.measures import format_rate, rate, rate_of
 from perceptreg.runs import Run
+
+# The detector's baselines, in the order every table shows them: key in the summary ->
+# (row label, column heading, what the score is). The one list tables and summaries follow.
+BASELINES = {
+    "pixel_statistic": ("pixel statistic (no model)", "pixel AUC", "sum of min(x, 1 - x)^2 over pixels (no model)"),
+    "blur_residual": ("blur residual (no model)", "blur AUC",
+                      f"||x - blur(x)||^2, a {BLUR_SIZE}x{BLUR_SIZE} box blur (no model)"),
+    "bit_depth": (f"feature squeezing, {SQUEEZE_BITS}-bit depth", "bits AUC",
+                  f"||softmax(H(x)) - softmax(H(x at {SQUEEZE_BITS} bits))||_1 (Xu et al. 2018)"),
+    "median_filter": (f"feature squeezing, {MEDIAN_SIZE}x{MEDIAN_SIZE} median", "median AUC",
+                      f"||softmax(H(x)) - softmax(H({MEDIAN_SIZE}x{MEDIAN_SIZE} median of x))||_1 (Xu et al. 2018)"),
+    "shuffled_perturbation": ("shuffled perturbation", "shuffled AUC",
+                              "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled"),
+}
 
 # --- an attack, measured -------------------------------------------------------------------
 
@@ -89,9 +110,10 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
       perception show the adversarial class, the true class, or something else? Reading
       x_adv too shows how far the attack itself transfers to the judge;
     - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
-      images from successful adversarial ones; beside it the same AUC of the model-free
-      pixel statistic, and of ||x - P(x)||^2 on the successful attacks' perturbations with
-      their pixels shuffled (with how often H still classifies those right).
+      images from successful adversarial ones; beside it the same AUC of each of
+      ``BASELINES``: the model-free pixel statistic and blur residual, feature squeezing
+      (bit depth, median filter), and ||x - P(x)||^2 on the successful attacks'
+      perturbations with their pixels shuffled (with how often H still classifies those right).
 
     The attack runs once on all images (it works in chunks itself), so its random start is
     drawn for the whole set and does not depend on ``batch_size``.
@@ -117,6 +139,8 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     result = AttackEvaluation(images, adversarial, perceptions, adv_perceptions, labels, targets,
                               clean_pred, clean_conf, adv_pred, adv_conf, success)
     n_success = int(success.sum())
+    with evaluating(model):  # the baselines run H and P again
+        detector = _detector_summary(model, result, batch_size)
     result.summary = {
         "images": len(images),
         "clean_accuracy": rate_of(correct),
@@ -124,7 +148,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         "attack_success_rate": rate(n_success, int(eligible.sum())),
         "successful_attacks": n_success,
         "judges": {},
-        "detector": _detector_summary(model, result, batch_size),
+        "detector": detector,
     }
     for judge in judges:
         readings = {"x": judge(images), "P(x)": judge(perceptions),
@@ -140,26 +164,33 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
 
 
 def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
-    """The detector's ROC AUC, and the AUCs of the two baselines on the same images."""
+    """The detector's ROC AUC, and the AUCs of ``BASELINES`` on the same clean and
+    successfully attacked images."""
     scores_clean, scores_adv = result.detector_scores()
     success = result.success
-    shuffled = shuffle_perturbations(result.images[success], result.adversarial[success])
+    clean, attacked = result.images, result.adversarial[success]
+    shuffled = shuffle_perturbations(clean[success], attacked)
     shuffled_pred, _, shuffled_perceptions = _predict(model, shuffled, batch_size)
-    pixel_clean, pixel_adv = (pixel_statistic_scores(x).cpu() for x in (result.images, result.adversarial[success]))
+
+    def auroc(score) -> float:  # the same score on clean and on attacked images
+        return roc_auc(score(clean).cpu(), score(attacked).cpu())
+
+    def squeezing(squeeze):
+        return lambda images: squeezing_scores(model.classify, images, squeeze, batch_size)
+
+    aurocs = {"pixel_statistic": auroc(pixel_statistic_scores), "blur_residual": auroc(blur_residual_scores),
+              "bit_depth": auroc(squeezing(squeeze_bits)), "median_filter": auroc(squeezing(median_filter)),
+              "shuffled_perturbation": roc_auc(scores_clean.cpu(),
+                                               reconstruction_scores(shuffled, shuffled_perceptions).cpu())}
+    baselines = {key: {"score": BASELINES[key][2], "auroc": aurocs[key]} for key in BASELINES}
+    baselines["shuffled_perturbation"]["H_correct"] = rate_of(shuffled_pred == result.labels[success])
     n_success = len(scores_adv)
     return {
         "score": "||x - P(x)||^2", "auroc": roc_auc(scores_clean.cpu(), scores_adv.cpu()),
         "clean_images": len(scores_clean), "adversarial_images": n_success,
         "mean_score_clean": scores_clean.mean().item(),
         "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
-        "baselines": {
-            "pixel_statistic": {"score": "sum of min(x, 1 - x)^2 over pixels (no model)",
-                                "auroc": roc_auc(pixel_clean, pixel_adv)},
-            "shuffled_perturbation": {
-                "score": "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled",
-                "auroc": roc_auc(scores_clean.cpu(), reconstruction_scores(shuffled, shuffled_perceptions).cpu()),
-                "H_correct": rate_of(shuffled_pred == result.labels[success])},
-        },
+        "baselines": baselines,
     }
 
 
@@ -177,25 +208,31 @@ def attack_rows(summaries: dict[str, dict]) -> list[list[str]]:
     """The summaries of evaluate_attack as rows of text, a measure and one value per run (the
     CLI prints them aligned, the report as an HTML table)."""
     names = list(summaries)
+    judges = summaries[names[0]]["judges"]
     rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
             ("robust accuracy", lambda s: s["robust_accuracy"]),
             ("attack success rate", lambda s: s["attack_success_rate"]),
-            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["auroc"]),
-            ("  baseline AUC: pixel statistic (no model)",
-             lambda s: s["detector"]["baselines"]["pixel_statistic"]["auroc"]),
-            ("  baseline AUC: shuffled perturbation",
-             lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["auroc"]),
-            ("  H right on the shuffled perturbation",
-             lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["H_correct"])]
-    for judge in summaries[names[0]]["judges"]:
+            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["auroc"])]
+    # measurements written before a baseline existed show "-" in its row
+    rows += [(f"  baseline AUC: {label}", lambda s, k=key: s["detector"]["baselines"].get(k, {}).get("auroc"))
+             for key, (label, _, _) in BASELINES.items()
+             if any(key in summaries[n]["detector"]["baselines"] for n in names)]
+    rows.append(("  H right on the shuffled perturbation",
+                 lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["H_correct"]))
+    for judge in judges:
         for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
             rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
         for what in ("x_adv", "P(x_adv)"):
             for label in ("adversarial_label", "true_label"):
                 rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
                              lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
-    return [[label] + [f"{value(summaries[n]):.3f}" if "AUC" in label else format_rate(value(summaries[n]))
-                       for n in names] for label, value in rows]
+    return [[label] + [_cell(label, value(summaries[n])) for n in names] for label, value in rows]
+
+
+def _cell(label: str, value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if "AUC" in label else format_rate(value)
 
 
 RATES_NOTE = "(rates: 95 % Wilson intervals in brackets)"
@@ -256,10 +293,11 @@ def adaptive_row(beta: float, summary: dict) -> dict:
 def adaptive_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The rows of ``adaptive_row`` as a header and rows of text, one row per beta."""
     judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
-    header = (["beta", "success", "detector AUC", "pixel AUC", "shuffled AUC"]
+    baselines = [key for key in BASELINES if rows and key in rows[0]["baselines"]]
+    header = (["beta", "success", "detector AUC"] + [BASELINES[key][1] for key in baselines]
               + [h for judge in judges for h in (f"{judge}: P(x_adv) read as adversarial", f"{judge}: P(x_adv) read as true")])
-    return header, [[f"{row['beta']:g}", format_rate(row["attack_success"]), f"{row['auroc']:.3f}",
-                     f"{row['baselines']['pixel_statistic']:.3f}", f"{row['baselines']['shuffled_perturbation']:.3f}"]
+    return header, [[f"{row['beta']:g}", format_rate(row["attack_success"]), f"{row['auroc']:.3f}"]
+                    + [f"{row['baselines'][key]:.3f}" for key in baselines]
                     + [format_rate(row["judges_on_P(x_adv)"][judge][label]) for judge in judges
                        for label in ("adversarial_label", "true_label")] for row in rows]
 
@@ -267,7 +305,8 @@ def adaptive_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 def adaptive_table(rows: list[dict]) -> str:
     """The rows of ``adaptive_row`` as a plain-text table, one line per beta."""
     header, cells = adaptive_cells(rows)
-    widths = [6, 22, 14, 11, 14] + [42, 36] * ((len(header) - 5) // 2)
+    judge_columns = len(rows[0]["judges_on_P(x_adv)"]) * 2 if rows else 0
+    widths = [6, 22, 14] + [len(h) + 2 for h in header[3:len(header) - judge_columns]] + [42, 36] * (judge_columns // 2)
     return "\n".join("".join(f"{text:>{w}}" for text, w in zip(line, widths)) for line in [header, *cells])
 
 

@@ -48,6 +48,10 @@ class TrainConfig:
     classifier_from: str | None = None
     compile: bool = False  # torch.compile the step: pays on GPUs and long runs, costs ~30 s to start
     steps_per_epoch: int | None = None  # cap an epoch at this many batches (for very large datasets)
+    # Test images evaluated after every epoch, a fixed stratified sample (data.evaluation_subset):
+    # evaluation is a forward pass per image per epoch, and a whole large test split can cost
+    # more than the epoch's training. None or 0: the whole test split.
+    eval_size: int | None = 10_000
 
     def __post_init__(self):
         _require([
@@ -58,6 +62,7 @@ class TrainConfig:
             (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
             (self.lr_drop_epoch is None or self.lr_drop_epoch >= 0, "`lr_drop_epoch` must be >= 0 (0: never)"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
+            (self.eval_size is None or self.eval_size >= 0, "`eval_size` must be >= 0 (0: the whole test split)"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
             (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
         ], f" (got {self._describe()})")

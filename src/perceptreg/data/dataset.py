@@ -136,6 +136,20 @@ def training_subset(data: ImageDataset, size: int | None, seed: int) -> ImageDat
     return data.subset(stratified_split(data.labels, size, seed)[1])
 
 
+# The held-out sample evaluated during training is one fixed draw: the same for every epoch,
+# seed and run, so curves and runs compare on the same images.
+EVAL_SEED = 0
+
+
+def evaluation_subset(data: ImageDataset, size: int | None) -> ImageDataset:
+    """A fixed stratified sample of ``size`` test images (drawn with ``EVAL_SEED``, whatever
+    the run's seed), or ``data`` itself when ``size`` is None, 0 or not smaller. The one rule
+    for what `train` and the ensemble evaluate after each epoch."""
+    if not size or size >= len(data):
+        return data
+    return data.subset(stratified_split(data.labels, size, EVAL_SEED)[1])
+
+
 def spread_over_classes(labels: torch.Tensor, n: int) -> torch.Tensor:
     """Indices of ``n`` items taken round-robin over the classes, each class in data order."""
     rank = torch.zeros_like(labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.request
@@ -32,7 +33,9 @@ def download(urls: Sequence[str], dest: str | Path, checksum: str, timeout: floa
     ``checksum`` (SHA-256 hex, or "md5:<hex>" where only an MD5 is published).
 
     A file already present with the right checksum is kept. Raises ``PerceptregError``
-    listing every URL tried and why it failed, and where to put the file by hand.
+    (one line) listing every URL tried and why it failed, and where to put the file by hand.
+    A transfer cut short keeps its ``.part`` file for the next call to resume; one with the
+    wrong checksum is deleted.
     """
     dest = Path(dest)
     if dest.exists() and _matches(dest, checksum):
@@ -43,16 +46,19 @@ def download(urls: Sequence[str], dest: str | Path, checksum: str, timeout: floa
     for url in urls:
         try:
             _fetch_resuming(url, part, timeout)
-        except (urllib.error.URLError, OSError) as err:
-            failures.append(f"{url}: {getattr(err, 'reason', err)}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            kept = f" ({part.stat().st_size} bytes kept in {part}: run again to resume)" if part.exists() else ""
+            failures.append(f"{url}: {getattr(err, 'reason', err)}{kept}")
             continue
         if _matches(part, checksum):
             os.replace(part, dest)
             return dest
-        failures.append(f"{url}: checksum mismatch (expected {checksum})")
+        failures.append(f"{url}: checksum mismatch (expected {checksum}; the download was deleted, "
+                        f"run again to download it anew)")
         part.unlink()
-    raise PerceptregError(f"could not download {dest.name}; tried:\n  " + "\n  ".join(failures)
-                          + f"\nIf this machine is offline or the mirrors are down, copy {dest.name} into {dest.parent} by hand.")
+    raise PerceptregError(f"could not download {dest.name}; tried: " + "; ".join(failures)
+                          + f". If this machine is offline or the mirrors are down, copy {dest.name} into "
+                          f"{dest.parent} by hand.")
 
 
 def _fetch_resuming(url: str, part: Path, timeout: float) -> None:
@@ -64,7 +70,13 @@ def _fetch_resuming(url: str, part: Path, timeout: float) -> None:
         if err.code != 416:  # 416: the part file already holds the whole file
             raise
         return
+    expected, received = response.length, 0  # the Content-Length, None when not sent
     with response, open(part, "ab" if response.status == 206 else "wb") as out:
         # 200 instead of 206: the server ignored the Range header, so start over.
         for chunk in iter(lambda: response.read(1 << 16), b""):
             out.write(chunk)
+            received += len(chunk)
+    if expected is not None and received < expected:
+        # http.client ends a body cut short without an error: without this check the part
+        # file would be checked, found wrong and deleted instead of resumed.
+        raise ConnectionError(f"the connection closed after {received} of {expected} bytes")

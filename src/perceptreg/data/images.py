@@ -27,6 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # only warns below twice its limit).
 MAX_PIXELS = 4096 * 4096
 DIGIT_SHAPE = (1, 28, 28)
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow's modes of one grey channel (LA: with alpha)
 
 
 class ImageDecodeError(PerceptregError):
@@ -134,6 +135,37 @@ def load_image_folder(root: str | Path, image_shape: tuple[int, int, int], seed:
     warnings.warn(f"{root} has no train/ and test/ folders: split {len(train_index)} / {len(test_index)} "
                   f"(stratified, seed {seed})", stacklevel=2)
     return everything.subset(train_index, f"{root.name}-train"), everything.subset(test_index, f"{root.name}-test")
+
+
+def image_folder_shape(root: str | Path) -> tuple[int, int, int]:
+    """The shape the images of a folder tree (as ``load_image_folder`` reads it) share:
+    (1, H, W) when every image is grey, else (3, H, W). Reads the files' headers only.
+    Images of several sizes are an error: which size to train at is the user's choice."""
+    root = Path(root)
+    splits = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
+    if not all(split.is_dir() for split in splits):
+        raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
+    first: dict[tuple[int, int], Path] = {}  # size -> the first file of that size
+    grey = True
+    for split in splits:
+        for folder in sorted(p for p in split.iterdir() if p.is_dir()):
+            for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+                try:
+                    with Image.open(file) as picture:
+                        size, grey = picture.size, grey and picture.mode in GREY_MODES
+                except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+                    raise ImageDecodeError(f"{file} is not a readable image ({type(err).__name__}: {err})") from err
+                first.setdefault(size, file)
+                if len(first) > 1:
+                    (a, a_file), (b, b_file) = first.items()
+                    raise PerceptregError(
+                        f"{root}: images of several sizes ({a_file} is {a[0]}x{a[1]}, {b_file} is {b[0]}x{b[1]}); "
+                        f"give `arch` to resize them all to its input, or resize them to one size first")
+    if not first:
+        raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "
+                              f"expected root/<class>/<image files>")
+    (width, height), = first
+    return (1 if grey else 3, height, width)
 
 
 def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],

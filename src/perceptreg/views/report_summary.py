@@ -144,12 +144,13 @@ def _lambda(config: TrainConfig | AttachConfig) -> str:
 
 GROUPS = (("Model", ("arch", "model", "layers", "weights", "weights_sha256", "normalize")),
           ("Objective", ("mode", "lam", "reduction", "classifier_from")),
-          ("Data", ("dataset", "train_size", "data_root")),
+          ("Data", ("dataset", "train_size", "eval_size", "data_root")),
           ("Optimization", ("epochs", "decoder_epochs", "batch_size", "decoder_batch_size", "lr", "betas",
                             "lr_drop_epoch", "lr_drop_factor", "steps_per_epoch", "init_output_bias", "compile")),
           ("Reproducibility", ("seed", "device")))
 LABELS = {"arch": "architecture", "model": "built by", "weights_sha256": "weights SHA-256", "lam": "lambda",
           "reduction": "reconstruction error", "classifier_from": "F and C from", "train_size": "training images",
+          "eval_size": "test images evaluated per epoch",
           "data_root": "data folder", "lr": "learning rate (Adam)", "betas": "Adam betas",
           "init_output_bias": "D's output bias at the mean pixel", "compile": "torch.compile"}
 
