@@ -1,0 +1,56 @@
+"""The run folder: what a run writes (``files``, ``manifest``, ``writing``) and the run
+object every command reads it through (``open_run``).
+
+    run = open_run("runs/demo"); model = run.model(); train_data, test_data = run.data()
+"""
+
+from perceptreg.runs.files import (  # the file names
+    ATTACHED_FORMAT,
+    ATTACK,
+    ATTACK_FROM_NOISE,
+    ATTACK_METRICS,
+    ATTACK_ROC,
+    CONFIG,
+    INTERPOLATION_CHANGE,
+    INTERPOLATION_FLIP,
+    INTERPOLATION_GRID,
+    INTERPOLATION_METRICS,
+    LAYERS_ATTACK_PNG,
+    LAYERS_JSON,
+    LAYERS_PNG,
+    METRICS,
+    MODEL,
+    MODEL_FORMAT,
+    MODEL_META,
+    NOISE_METRICS,
+    PERCEPTION,
+    PIXEL_PROBES,
+    REPORT,
+    STATE,
+    STATE_META,
+    SWEEP_ATTENTION,
+    SWEEP_CONFIG,
+    SWEEP_JSON,
+    SWEEP_MD,
+    SWEEP_PERCEPTION,
+    SWEEP_PROBES,
+    TRAINING_CURVES,
+    append_metrics,
+    read_config,
+    read_metrics,
+)
+from perceptreg.runs.manifest import completed_epochs
+from perceptreg.runs.run import AttachedRun, Run, TrainedRun, open_run
+from perceptreg.runs.writing import (
+    history_up_to,
+    load_state,
+    prepare,
+    prepare_attached,
+    publish_model,
+    save_attached,
+    save_checkpoint,
+)
+
+__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
+           "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
+           "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]

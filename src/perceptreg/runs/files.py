@@ -1,0 +1,89 @@
+"""The run folder's file names, and the two files every run has: config.json (the resolved
+config) and metrics.jsonl (one line per epoch). This module is the one place that knows
+the names; ``manifest`` reads the checkpoint's, ``writing`` writes them, ``run`` opens a run.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+from perceptreg.core import checkpoint
+from perceptreg.core.checkpoint import CheckpointError
+from perceptreg.core.config import AttachConfig, TrainConfig
+
+# --- file names ---------------------------------------------------------------------------------
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+MODEL = "model.safetensors"
+MODEL_META = "model.json"
+STATE = "state.safetensors"
+STATE_META = "state.json"
+MODEL_FORMAT = "perceptreg.model/1"
+ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
+# what the commands write into a run folder
+PERCEPTION = "perception.png"
+TRAINING_CURVES = "training_curves.png"
+REPORT = "report.html"
+ATTACK = "attack.png"
+ATTACK_FROM_NOISE = "attack_from_noise.png"
+ATTACK_METRICS = "attack_metrics.json"
+NOISE_METRICS = "noise_metrics.json"  # attack --from-noise: how often noise reached its target
+ATTACK_ROC = "attack_roc.png"
+INTERPOLATION_METRICS = "interpolation_metrics.json"
+INTERPOLATION_FLIP = "interpolation_flip.png"
+INTERPOLATION_CHANGE = "interpolation_change.png"
+INTERPOLATION_GRID = "interpolation_{kind}.png"  # kind: per-image, mean
+LAYERS_JSON = "layers.json"  # an attach run's measures per layer
+LAYERS_PNG = "layers.png"  # x, then P at each layer
+LAYERS_ATTACK_PNG = "layers_attack.png"  # x, x_adv, then P_layer(x_adv) at each layer
+# a sweep folder
+SWEEP_CONFIG = "sweep_config.json"
+SWEEP_JSON = "sweep.json"
+PIXEL_PROBES = "pixel_probes.json"  # the raw-pixel reference probes, fitted once per data
+SWEEP_MD = "sweep.md"
+SWEEP_PERCEPTION = "sweep_perception.png"
+SWEEP_ATTENTION = "sweep_attention.png"
+SWEEP_PROBES = "sweep_probes.png"
+
+
+def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
+    """The run's config: a TrainConfig, or an AttachConfig for a run of `attach`."""
+    path = Path(run_dir) / CONFIG
+    values = checkpoint.read_json(path)
+    kind = AttachConfig if isinstance(values, dict) and "layers" in values else TrainConfig
+    return kind.from_dict(values, str(path))
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
+    appended) is dropped with a warning; any other bad line is an error naming it."""
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot be read ({err}); remove it to start the run over") from err
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError("a row must be an object with an integer epoch")
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: the append was cut short
+                warnings.warn(f"{path}: line {number} was cut short (the run was killed while writing it); "
+                              f"it is left out", RuntimeWarning, stacklevel=2)
+                break
+            raise CheckpointError(f"{path}: line {number} is not a metrics row ({err}); "
+                                  f"the file is damaged") from err
+        rows.append(row)
+    return rows

@@ -1,0 +1,96 @@
+"""The checkpoint's manifest and the model's metadata: state.json and model.json.
+
+state.json is the commit point of a run of `train`: it names the epoch's
+``state-``/``model-NNNNNN.safetensors`` with their SHA-256, and holds the model's metadata
+(what model.json publishes). Readers trust only the files it names, checked against their
+digests: a reader during training sees the last complete epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from perceptreg.core.checkpoint import CheckpointError
+from perceptreg.core.schema import load_model_file
+from perceptreg.data import digest_of
+from perceptreg.runs.files import MODEL, MODEL_META, STATE, STATE_META
+
+DAMAGED = "the run's files are damaged: restore them, or train the run again"
+
+
+class ModelFile(BaseModel):
+    """model.json (and the "model" entry of state.json): what built the run's model."""
+    model_config = ConfigDict(extra="allow")
+    format: str
+    num_classes: int = Field(ge=1)
+    input_shape: tuple[int, int, int]
+    classes: list[str] = Field(min_length=1)
+    sha256: str | None = None
+
+
+class StateFile(BaseModel):
+    """state.json: the checkpoint's commit point."""
+    model_config = ConfigDict(extra="allow")
+    epoch: int = Field(ge=0)
+    world_size: int = Field(default=1, ge=1)
+    optimizer: dict
+    scaler: dict | None = None
+    files: dict[str, str] | None = None  # runs written before the manifest have none
+    sha256: dict[str, str] = {}
+    model: ModelFile | None = None
+
+
+def read_state(run_dir: Path) -> dict | None:
+    """state.json, validated; None before the first checkpoint (and in runs of `attach`)."""
+    path = Path(run_dir) / STATE_META
+    return load_model_file(path, StateFile, DAMAGED) if path.exists() else None
+
+
+def completed_epochs(run_dir: Path) -> int:
+    """The last epoch whose checkpoint was written (0 if none): what a resume starts after."""
+    state = read_state(run_dir)
+    return state["epoch"] if state is not None else 0
+
+
+def has_manifest(state: dict | None) -> bool:
+    """Whether state.json names the checkpoint's files (runs of `train` since the manifest)."""
+    return state is not None and state["files"] is not None
+
+
+def model_meta(run_dir: Path, state: dict | None) -> dict | None:
+    """What built the run's model: the manifest's entry when there is one, else model.json
+    (None when neither exists: no model yet)."""
+    if has_manifest(state) and state["model"] is not None:
+        return state["model"]
+    path = Path(run_dir) / MODEL_META
+    return load_model_file(path, ModelFile, DAMAGED) if path.exists() else None
+
+
+def verified(path: Path, expected: str | None, recorded_in: Path) -> Path:
+    """``path``, if its SHA-256 is the one recorded (safetensors files carry no checksum)."""
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing; {recorded_in} names it: restore it or train again")
+    if expected is not None and digest_of(path) != expected:
+        raise CheckpointError(f"{path}: its SHA-256 differs from the one in {recorded_in}; the file is "
+                              f"damaged: restore it or train again")
+    return path
+
+
+def model_file(run_dir: Path, state: dict | None, meta: dict | None) -> Path:
+    """The run's model weights, checked against their recorded SHA-256."""
+    return _checkpoint_file(Path(run_dir), "model", state, (meta or {}).get("sha256"))
+
+
+def state_file(run_dir: Path, state: dict | None) -> Path:
+    """The tensors to resume from (weights, optimizer, RNG), checked against their SHA-256."""
+    return _checkpoint_file(Path(run_dir), "state", state, None)
+
+
+def _checkpoint_file(run_dir: Path, kind: str, state: dict | None, unversioned_digest: str | None) -> Path:
+    if has_manifest(state):
+        name = state["files"][kind]
+        return verified(run_dir / name, state["sha256"].get(name), run_dir / STATE_META)
+    unversioned, recorded_in = (MODEL, MODEL_META) if kind == "model" else (STATE, STATE_META)
+    return verified(run_dir / unversioned, unversioned_digest, run_dir / recorded_in)

@@ -1,0 +1,178 @@
+"""A run folder opened once: its config, checkpoint manifest, model metadata and metrics,
+read and validated together, handed to every command that looks at the run.
+
+    run = perceptreg.open_run("runs/demo")
+    model = run.model()                # the trained model (of an attach run: its deepest layer)
+    train_data, test_data = run.data()  # what it was trained and evaluated on
+    run.metrics[-1]["test_accuracy"], run.kind  # "trained" or "attached"
+
+Two kinds of run share one folder layout (``runs.files``): a run of `train` holds a
+PerceptionNet; a run of `attach` holds a user's model with decoders on its layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from perceptreg import data as datasets
+from perceptreg.core import checkpoint, models
+from perceptreg.core.attached import AttachedModel, attach
+from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.devices import resolve_device
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import load_model_file
+from perceptreg.runs import files, manifest
+
+
+class Run:
+    """A run folder as read when it was opened; ``kind`` says what it holds."""
+
+    kind = "run"
+
+    def __init__(self, path: Path, config: TrainConfig | AttachConfig, state: dict | None,
+                 meta: dict | None, metrics: list[dict]):
+        self.path, self.config, self.state, self.meta = path, config, state, meta
+        self.metrics = tuple(metrics)
+        self._data = None
+        self._results: dict[str, dict] = {}  # results files other commands wrote, read once
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, epochs={self.completed_epochs})"
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def completed_epochs(self) -> int:
+        """The last epoch whose checkpoint was written (0 if none)."""
+        return self.state["epoch"] if self.state is not None else 0
+
+    @property
+    def decoder_collapsed(self) -> bool:
+        """Whether the run's final model was flagged with a collapsed decoder."""
+        return bool(self.meta and (self.meta.get("metrics") or {}).get("decoder_collapsed"))
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self._model_meta()["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._model_meta()["num_classes"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self._model_meta()["input_shape"])
+
+    def data(self) -> tuple[datasets.ImageDataset, datasets.ImageDataset]:
+        """The (train, test) data the run was trained and evaluated on; loaded once."""
+        if self._data is None:
+            shape = tuple(self.meta["input_shape"]) if self.meta is not None else None
+            self._data = datasets.load_dataset(self.config.dataset, self.config.data_root, shape)
+        return self._data
+
+    def has(self, name: str) -> bool:
+        """Whether the run folder holds the file ``name`` (one of ``runs.files``' names)."""
+        return (self.path / name).exists()
+
+    def read_json(self, name: str, schema: type[BaseModel], fix: str) -> dict:
+        """The results file ``name`` (written by a command into the run folder), validated by
+        ``schema``; read once per run object."""
+        if name not in self._results:
+            self._results[name] = load_model_file(self.path / name, schema, fix)
+        return self._results[name]
+
+    def weights_file(self) -> Path:
+        """The model's weights, checked against their recorded SHA-256."""
+        self._model_meta()
+        return manifest.model_file(self.path, self.state, self.meta)
+
+    def _model_meta(self) -> dict:
+        if self.meta is None:
+            raise PerceptregError(f"{self.path}: no model yet (no {files.MODEL_META}): its training stopped "
+                                  f"before the first checkpoint; continue it with `resume`")
+        return self.meta
+
+    def _load_weights(self, model: torch.nn.Module) -> None:
+        """The run's weights into ``model`` (whose metadata the caller has checked)."""
+        path = manifest.model_file(self.path, self.state, self.meta)
+        checkpoint.load_weights(model, checkpoint.load_tensors(path), path)
+
+
+class TrainedRun(Run):
+    """A run of `train`: a PerceptionNet F, C, D with its one latent z."""
+
+    kind = "trained"
+
+    def model(self, device: torch.device | str = "cpu", layer: str | None = None,
+              net: models.PerceptionNet | None = None) -> models.PerceptionNet:
+        """The trained model on ``device``. ``net``: the untrained network, for a run of a
+        custom architecture built in Python (a paper architecture or a FILE.py is rebuilt)."""
+        device = resolve_device(str(device))
+        if layer is not None:
+            raise PerceptregError(f"`layer` {layer!r}: {self.path} is a run of `train`, its one latent is z; "
+                                  f"layers are chosen in runs of `attach`")
+        meta = self._model_meta()
+        if net is None:
+            net = self._rebuild(meta)
+        self._load_weights(net)
+        return net.to(device).eval()
+
+    def copy_parts(self, net: models.PerceptionNet, parts: tuple[str, ...]) -> None:
+        """Copy the named parts ("encoder", "classifier", "decoder") of the run's model into ``net``."""
+        path = self.weights_file()
+        weights = checkpoint.load_tensors(path)
+        for part in parts:
+            taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
+            checkpoint.load_weights(getattr(net, part), taken, path)
+
+    def _rebuild(self, meta: dict) -> models.PerceptionNet:
+        if meta["arch"] in models.ARCHITECTURES:
+            return models.build(meta["arch"], meta["num_classes"])
+        if self.config.model is None:
+            raise PerceptregError(f"{self.path} holds a custom model built in Python; pass it: run.model(net=...), "
+                                  f"or train it from a file (`model` FILE.py:FUNCTION) so that it can be rebuilt")
+        return models.perception_net_from_file(self.config.model)
+
+
+class AttachedRun(Run):
+    """A run of `attach`: a user's model with a decoder on each chosen layer."""
+
+    kind = "attached"
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(self.config.layers)
+
+    def attached_model(self, device: torch.device | str = "cpu") -> AttachedModel:
+        """The user's model, rebuilt from its file, with its saved weights and decoders."""
+        device = resolve_device(str(device))
+        seen = attach(models.build_from_file(self.config.model), self.config.layers, self.input_shape,
+                      normalize=self.config.normalize, seed=self.config.seed)
+        self._load_weights(seen)
+        seen.decoders_fitted()
+        return seen.to(device).eval()
+
+    def model(self, device: torch.device | str = "cpu", layer: str | None = None):
+        """The user's model seen through ``layer`` (default: the deepest)."""
+        return self.attached_model(device).at(layer)
+
+
+def open_run(path: str | Path) -> TrainedRun | AttachedRun:
+    """Read and validate the run folder at ``path`` once; its kind follows its config."""
+    path = Path(path)
+    if not (path / files.CONFIG).is_file():
+        what = (" it is a sweep folder: open one of its models (a subfolder)"
+                if (path / files.SWEEP_JSON).exists() else "")
+        raise PerceptregError(f"{path}: no {files.CONFIG}; is this a run folder written by `perceptreg train` "
+                              f"or `perceptreg attach`?{what}")
+    config = files.read_config(path)
+    state = manifest.read_state(path)
+    meta = manifest.model_meta(path, state)
+    metrics = files.read_metrics(path) if (path / files.METRICS).exists() else []
+    kind = AttachedRun if isinstance(config, AttachConfig) else TrainedRun
+    return kind(path, config, state, meta, metrics)

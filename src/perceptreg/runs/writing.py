@@ -1,0 +1,176 @@
+"""Writing a run folder: claiming it, the checkpoint after each epoch (committed by one
+rename), publishing the model, and what a resume reads back. Runs of `train` and of
+`attach` are written here; ``run.open_run`` reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from perceptreg import data as datasets
+from perceptreg.core import checkpoint, models
+from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.runs import manifest
+from perceptreg.runs.files import (
+    ATTACHED_FORMAT,
+    CONFIG,
+    METRICS,
+    MODEL,
+    MODEL_FORMAT,
+    MODEL_META,
+    STATE_META,
+    read_config,
+    read_metrics,
+)
+
+
+def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """Check that ``run_dir`` may be (re)started with ``config`` and write its config.json.
+
+    A folder holds a run once its first checkpoint is written; one killed before that (a
+    config and perhaps a metrics line) is started over, resumed or not."""
+    state = manifest.read_state(run_dir)
+    started = state is not None and state["epoch"] > 0
+    if resume and not (run_dir / CONFIG).exists():
+        raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
+    if resume:
+        saved = read_config(run_dir)
+        # Only the length of training and the device may change on resume; in post-hoc mode
+        # `epochs` is where the decoder phase begins, fixed once the run has started.
+        free = {"decoder_epochs", "device"} | ({"epochs"} if config.mode == "joint" else set())
+        changed = [k for k, v in saved.to_dict().items() if k not in free and v != getattr(config, k)]
+        if changed:
+            raise PerceptregError(f"{run_dir}: cannot resume with a different {', '.join(changed)} "
+                                  f"than the run was started with")
+        if not started:
+            warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
+                          RuntimeWarning, stacklevel=3)
+    elif started:
+        raise PerceptregError(f"{run_dir} already holds a run; continue it with `resume` "
+                              f"or choose another output folder")
+    if started and manifest.has_manifest(state):  # a kill after the commit, before publishing, left model.* one epoch behind
+        digest = state["sha256"][state["files"]["model"]]
+        published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
+        if published.get("sha256") != digest:
+            publish_model(run_dir, manifest.model_file(run_dir, state, None), state["model"], digest)
+    checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
+
+
+def versions() -> dict:
+    """What made the run: perceptreg's version as installed, torch's and Python's."""
+    try:
+        ours = metadata.version("perceptreg")
+    except metadata.PackageNotFoundError:  # imported from a source tree, not installed
+        ours = "unknown"
+    return {"perceptreg": ours, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, config: TrainConfig, classes: tuple[str, ...],
+                    epoch: int, row: dict, world: int) -> None:
+    """The epoch's checkpoint, committed by one rename: the tensors go to files named by
+    the epoch, then state.json names them with their SHA-256 (readers trust only what it
+    names), then the previous epoch's files go. A kill anywhere leaves the old epoch or the
+    new one, complete. model.safetensors and model.json are then published beside them."""
+    weights = model.state_dict()
+    optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
+    files = {"state": f"state-{epoch:06d}.safetensors", "model": f"model-{epoch:06d}.safetensors"}
+    checkpoint.save_tensors(run_dir / files["state"], {
+        **{f"model.{k}": v for k, v in weights.items()}, **optim_tensors,
+        "rng.cpu": torch.get_rng_state(),
+        **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
+    checkpoint.save_tensors(run_dir / files["model"], weights)
+    meta = {"format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
+            "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
+            "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
+            "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
+    digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
+    checkpoint.write_json(run_dir / STATE_META, {  # the commit point
+        "epoch": epoch, "world_size": world, "optimizer": optim_meta,
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
+        "sha256": digests, "model": meta})
+    for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
+        if old.name not in files.values():
+            old.unlink()
+    publish_model(run_dir, run_dir / files["model"], meta, digests[files["model"]])
+
+
+def publish_model(run_dir: Path, weights: Path, meta: dict, digest: str) -> None:
+    """model.safetensors (a hard link to ``weights``, or a copy) and model.json with its
+    SHA-256 ``digest``: the model of the run where people and other tools look for it."""
+    if weights != run_dir / MODEL:
+        def link(tmp: Path) -> None:
+            tmp.unlink()
+            try:
+                os.link(weights, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(weights, tmp)
+        checkpoint.atomic_write(run_dir / MODEL, link)
+    checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": digest})
+
+
+def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, world: int) -> int:
+    """Restore weights, optimizer, RNG and loss scaler from ``run_dir``; the epoch reached."""
+    state = manifest.read_state(run_dir)
+    trained_with = state["world_size"]
+    if trained_with != world:
+        # the shards of every epoch depend on the number of processes
+        raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
+                              f"{trained_with} processes (torchrun's nproc-per-node), not {world}")
+    path = manifest.state_file(run_dir, state)
+    tensors = checkpoint.load_tensors(path)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    checkpoint.load_weights(model, weights, path)
+    optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, state["optimizer"]))
+    checkpoint.match_layouts(optimizer)
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"])
+
+
+def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[dict]:
+    """Metrics of the epochs up to ``last_epoch``; rewrites metrics.jsonl without later lines
+    (a kill between the metrics line and the state re-runs that epoch)."""
+    if not (run_dir / METRICS).exists():
+        return []
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
+    if rewrite:
+        checkpoint.atomic_write(run_dir / METRICS,
+                                lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+    return rows
+
+
+# --- runs of `attach` ---------------------------------------------------------------------------
+
+def prepare_attached(run_dir: Path, config: AttachConfig) -> None:
+    """Claim ``run_dir`` for an attach run; one that never finished (no model.json) starts over."""
+    if (run_dir / MODEL_META).exists():
+        raise PerceptregError(f"{run_dir} already holds a run; choose another output folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / METRICS).unlink(missing_ok=True)
+    checkpoint.write_json(run_dir / CONFIG, config.to_dict())
+
+
+def save_attached(run_dir: Path, seen, config: AttachConfig, classes: tuple[str, ...]) -> None:
+    """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
+    and what rebuilds it: the config names the user's file, model.json the layers."""
+    checkpoint.save_tensors(run_dir / MODEL, seen.state_dict())
+    publish_model(run_dir, run_dir / MODEL, {  # model.json last: an attach run is complete once it exists
+        "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
+        "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
+        "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
+        "versions": versions()}, datasets.digest_of(run_dir / MODEL))
