@@ -4,6 +4,7 @@ from helpers import linear_perception_net, pixels, reference_set
 from torch import nn
 
 from perceptreg.adversarial import attacks
+from perceptreg.adversarial.adaptive import AdaptivePGD
 from perceptreg.adversarial.evaluation import adaptive_row, adaptive_table, evaluate_attack
 from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.core import models
@@ -83,7 +84,7 @@ def test_adaptive_rows_and_table():
     net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
     tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1])
     rows = [adaptive_row(beta, evaluate_attack(
-        net, attacks.AdaptivePGD(net, beta=beta, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny,
+        net, AdaptivePGD(net, beta=beta, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny,
         judges=[KNNJudge(reference_set(), k=1)]).summary) for beta in (0.0, 10.0)]
     assert rows[0]["attack_success"]["rate"] == pytest.approx(2 / 3) and rows[0]["auroc"] == 0.0  # plain PGD, as above
     assert rows[0]["judges_on_P(x_adv)"]["1-NN pixels"]["true_label"]["rate"] == 0.5

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from perceptreg.adversarial.attacks import AdaptivePGD, AttackSettings, check_target
+from perceptreg.adversarial.adaptive import AdaptivePGD
+from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.detection import (
     pixel_statistic_scores,
     reconstruction_scores,
