@@ -5,9 +5,12 @@ from torch import nn
 
 from perceptreg.adversarial import attacks
 from perceptreg.adversarial.adaptive import AdaptivePGD
-from perceptreg.adversarial.evaluation import adaptive_row, adaptive_table, evaluate_attack
+from perceptreg.adversarial.evaluation import compare_paired, evaluate_attack
+from perceptreg.adversarial.run_attacks import adaptive_row
+from perceptreg.adversarial.tables import adaptive_table
 from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.core import models
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import rate
 
@@ -110,3 +113,38 @@ def test_targeted_success_needs_the_target_among_three_classes():
     result = evaluate_attack(net, None, tiny, targets=torch.tensor([2, 2, 2]), adversarial=adversarial)
     assert result.success.tolist() == [False, True, False]  # away from the label is not enough
     assert result.summary["attack_success_rate"]["rate"] == pytest.approx(1 / 3)
+
+
+def test_rates_at_fixed_false_positives_and_the_paired_test():
+    # P(x) = 1 - x: score sum (2x - 1)^2; the attack (given) moves images 0 and 1 across the boundary
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.7, 0.3], [0.8, 0.2]], [0, 0, 0])
+    adversarial = torch.tensor([[0.45, 0.55], [0.2, 0.8], [0.8, 0.2]]).view(3, 1, 1, 2)
+    held_out = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0] * 2)
+    result = evaluate_attack(net, None, tiny, adversarial=adversarial, held_out_scores=held_out, fprs=[0.1])
+    # scores: x_adv 0 -> 0.02, x_adv 1 -> 0.72; one-sided 10 %: 2 of 20 above 0.9; two-sided: 1 each side, band [0.1, 1.0]
+    at_fpr = result.summary["detector"]["at_fpr"]
+    assert at_fpr["one-sided"][0]["high"] == pytest.approx(0.9)
+    assert at_fpr["one-sided"][0]["succeeded_and_undetected"]["rate"] == pytest.approx(2 / 3)
+    assert (at_fpr["two-sided"][0]["low"], at_fpr["two-sided"][0]["high"]) == pytest.approx((0.1, 1.0))
+    assert at_fpr["two-sided"][0]["succeeded_and_undetected"]["rate"] == pytest.approx(1 / 3)  # 0.02 is "too clean"
+    assert result.summary["detector"]["held_out_images"] == 20
+    # the same images through a second perception P(x) = x (score 0): the judge-free detector test
+    other = evaluate_attack(linear_perception_net(nn.Unflatten(1, (1, 1, 2))), None, tiny, adversarial=adversarial,
+                            held_out_scores=held_out, fprs=[0.1])
+    paired = compare_paired(result, other, [0.1])
+    assert paired["paired_images"] == 2
+    assert list(paired["tests"]) == ["detector flags x_adv at 10 % false positives"]
+    assert paired["tests"]["detector flags x_adv at 10 % false positives"]["neither"] == 2
+    with pytest.raises(PerceptregError, match="needs the same images"):
+        compare_paired(result, evaluate_attack(net, None, pixels([[0.6, 0.4]] * 3, [0] * 3), adversarial=adversarial))
+
+
+def test_shuffled_control_is_reported_with_its_l2_and_intervals():
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.7, 0.3]], [0, 1, 0])
+    adversarial = torch.tensor([[0.45, 0.55], [0.55, 0.45], [0.55, 0.45]]).view(3, 1, 1, 2)
+    shuffled = evaluate_attack(net, None, tiny, adversarial=adversarial).summary["detector"]["baselines"]["shuffled_perturbation"]
+    assert shuffled["mean_l2"] == pytest.approx(shuffled["mean_l2_attack"], rel=1e-4)
+    low, high = shuffled["auroc_interval"]
+    assert low <= shuffled["auroc"] <= high

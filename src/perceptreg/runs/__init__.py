@@ -9,6 +9,7 @@ from perceptreg.runs.files import (  # the file names
     ATTACK,
     ATTACK_FROM_NOISE,
     ATTACK_METRICS,
+    ATTACK_CONVERGENCE,
     ATTACK_ROC,
     CONFIG,
     INTERPOLATION_CHANGE,
