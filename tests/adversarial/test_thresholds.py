@@ -30,7 +30,7 @@ def test_strictest_band_lies_inside_every_band():
 
 def test_rates_at_fixed_false_positives_by_hand():
     clean = torch.tensor([50.0, 99.5, 10.0])  # the attacked images before the attack
-    adversarial = torch.tensor([96.0, 2.0, 200.0])
+    adversarial = torch.tensor([96.0, 2.0, 50.0])  # the failed attack's 50 is unflagged: it must not count
     success = torch.tensor([True, True, False])
     eligible = torch.tensor([True, True, True])
     found = at_fixed_rates(SCORES, clean, adversarial, success, eligible, [0.05])
