@@ -44,6 +44,19 @@ def pixels(rows, labels):
     return data.ImageDataset(images, torch.tensor(labels), ("a", "b"), "tiny")
 
 
+def identity_classifier():
+    """logits = the two pixels of a 1x1x2 image: class 0 when x0 > x1."""
+    linear = nn.Linear(2, 2)
+    with torch.no_grad():
+        linear.weight.copy_(torch.eye(2))
+        linear.bias.zero_()
+    return nn.Sequential(nn.Flatten(), linear)
+
+
+def image(a, b):
+    return torch.tensor([[[[a, b]]]])
+
+
 # A classifier written outside the library, as a user would (`--model USER_NET:build`).
 USER_NET = str(Path(__file__).with_name("user_net.py"))
 
@@ -74,3 +87,18 @@ def route(call, follow, path):
     finally:
         sys.setprofile(None)
     return stops
+
+
+class ShiftAttack:
+    """A torchattacks-style attack of a user's own (``--attack helpers:ShiftAttack``): every
+    pixel ``shift`` brighter, clamped; ``shape`` and ``dtype`` break what it returns on purpose."""
+
+    def __init__(self, model, eps=0.1, shift=None, shape=None, dtype=None):
+        self.model, self.eps = model, eps
+        self.shift, self.shape, self.dtype = eps if shift is None else shift, shape, dtype
+
+    def __call__(self, images, labels):
+        out = (images + self.shift).clamp(0, 1) if self.shift >= 0 else images + self.shift
+        if self.shape:
+            out = out.reshape(self.shape)
+        return out.to(self.dtype) if self.dtype else out

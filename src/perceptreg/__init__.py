@@ -7,7 +7,7 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
 - ``open_run(run_dir)`` opens a run folder once: ``run.model()``, ``run.data()``, ``run.metrics``;
 - ``attach(net, layers, input_shape)`` puts decoders on layers of a model you have, and
   ``fit_decoders`` / ``fine_tune`` / ``evaluate_layers`` fit and measure them;
-- ``PGD``, ``AdaptivePGD`` and ``evaluate_attack`` attack a model and measure what it perceives;
+- ``PGD``, ``AdaptivePGD``, ``AdaptiveAttack`` and ``evaluate_attack`` attack a model and measure what it perceives;
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
 The packages, bottom up (each imports only those below it): ``core`` (models, loss,
@@ -27,7 +27,8 @@ _EXPORTS = {
     "attach": "perceptreg.core.attached", "AttachedModel": "perceptreg.core.attached",
     "fit_decoders": "perceptreg.attaching.fitting", "fine_tune": "perceptreg.attaching.fitting",
     "evaluate_layers": "perceptreg.attaching.fitting",
-    "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.attacks",
+    "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.adaptive",
+    "AdaptiveAttack": "perceptreg.adversarial.adaptive",
     "AttackSettings": "perceptreg.adversarial.attacks", "evaluate_attack": "perceptreg.adversarial.evaluation",
     "PerceptregError": "perceptreg.core.errors",
 }

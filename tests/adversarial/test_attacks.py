@@ -1,24 +1,15 @@
+import math
+
 import pytest
 import torch
+from helpers import identity_classifier, image
 from torch import nn
 
 from perceptreg.adversarial import attacks
+from perceptreg.adversarial.adaptive import AdaptivePGD
 from perceptreg.adversarial.attacks import PGD, FromNoise
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
-
-
-def identity_classifier():
-    """logits = the two pixels of a 1x1x2 image: class 0 when x0 > x1."""
-    linear = nn.Linear(2, 2)
-    with torch.no_grad():
-        linear.weight.copy_(torch.eye(2))
-        linear.bias.zero_()
-    return nn.Sequential(nn.Flatten(), linear)
-
-
-def image(a, b):
-    return torch.tensor([[[[a, b]]]])
 
 
 def test_linf_steps_by_hand():
@@ -159,47 +150,6 @@ def test_chunked_equals_one_batch(norm):
         PGD(model, chunk_size=0)
 
 
-# --- adaptive PGD ----------------------------------------------------------------------------
-
-def half_decoder_net():
-    """logits = the two pixels, P(x) = 0.5 everywhere: ||x - P(x)||^2 = sum (x - 0.5)^2."""
-    decoder = nn.Linear(2, 2)
-    with torch.no_grad():
-        decoder.weight.zero_()
-        decoder.bias.fill_(0.5)
-    net = models.PerceptionNet(nn.Flatten(), nn.Linear(2, 2), nn.Sequential(decoder, nn.Unflatten(1, (1, 1, 2))), (1, 1, 2))
-    with torch.no_grad():
-        net.classifier.weight.copy_(torch.eye(2))
-        net.classifier.bias.zero_()
-    return net
-
-
-def test_adaptive_step_by_hand():
-    # d CE / dx = [p0 - 1, p1] = [-0.475, 0.475] at (0.7, 0.6); d beta||x - 0.5||^2 / dx = 2 beta (x - 0.5)
-    # beta 0: signs [-1, +1]; beta 10: x1's 0.475 - 2 * 10 * 0.1 < 0, so x1 moves down too
-    x, y = image(0.7, 0.6), torch.tensor([0])
-    plain = attacks.AdaptivePGD(half_decoder_net(), beta=0.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
-    torch.testing.assert_close(plain, image(0.65, 0.65))
-    adaptive = attacks.AdaptivePGD(half_decoder_net(), beta=10.0, eps=0.1, alpha=0.05, steps=1, random_start=False)(x, y)
-    torch.testing.assert_close(adaptive, image(0.65, 0.55))
-
-
-@pytest.mark.parametrize("targeted", [False, True])
-def test_adaptive_with_beta_zero_is_pgd_exactly(targeted):
-    model, x, y = models.mnist(), torch.rand(6, 1, 28, 28), torch.arange(6)
-    targets = (y + 3) % 10 if targeted else None
-    settings = attacks.AttackSettings(eps=0.1, steps=3, seed=4)
-    assert torch.equal(settings.build(model, attacks.AdaptivePGD, beta=0.0)(x, y, targets), settings.build(model)(x, y, targets))
-    assert not torch.equal(settings.build(model, attacks.AdaptivePGD, beta=1.0)(x, y, targets), settings.build(model)(x, y, targets))
-
-
-def test_adaptive_bad_settings():
-    with pytest.raises(PerceptregError, match="`beta` must be a finite number >= 0"):
-        attacks.AdaptivePGD(half_decoder_net(), beta=-1.0)
-    with pytest.raises(PerceptregError, match="AdaptivePGD needs a PerceptionNet"):
-        attacks.AdaptivePGD(identity_classifier(), beta=1.0)
-
-
 # --- seeds, targets with three classes, eval mode ---------------------------------------------
 
 def test_from_noise_draws_the_start_apart_from_the_noise():
@@ -234,7 +184,7 @@ def batch_norm_dropout_net():
     return net
 
 
-@pytest.mark.parametrize("attack", [PGD, attacks.AdaptivePGD])
+@pytest.mark.parametrize("attack", [PGD, AdaptivePGD])
 def test_attacks_run_the_model_in_eval_mode(attack):
     net, x, y = batch_norm_dropout_net(), torch.rand(8, 1, 2, 2), torch.arange(8) % 3
     net.eval()
@@ -243,3 +193,89 @@ def test_attacks_run_the_model_in_eval_mode(attack):
     buffers = {k: v.clone() for k, v in net.state_dict().items()}
     assert torch.equal(attack(net, eps=0.1, steps=3)(x, y), expected)  # no dropout, running statistics
     assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training
+
+
+# --- margin loss, best iterate, restarts, schedule ----------------------------------------------
+
+def test_margin_step_by_hand_with_three_classes():
+    # margin of label 0 = max(x1, x2) - x0: gradient [-1, +1, 0], so pixel 2 stays (CE moves it: above)
+    x, y = torch.tensor([[[[0.6, 0.5, 0.3]]]]), torch.tensor([0])
+    pgd = PGD(three_class_classifier(), eps=0.1, alpha=0.05, steps=1, random_start=False, loss="margin")
+    torch.testing.assert_close(pgd(x, y), torch.tensor([[[[0.55, 0.55, 0.3]]]]))
+
+
+class Peak(nn.Module):
+    """A 1x1x1 image x: logits [0, 0.1 - |x - 0.5|], class 1 only for x within 0.1 of 0.5."""
+
+    def forward(self, x):
+        value = x.flatten(1)[:, :1]
+        return torch.cat([torch.zeros_like(value), 0.1 - (value - 0.5).abs()], 1)
+
+
+def test_best_iterate_is_kept_when_a_later_step_is_worse():
+    # 0.25 -> 0.45 (class 1: fooled, margin 0.05) -> 0.65 (overshot: class 0 again)
+    x, y = torch.tensor([[[[0.25]]]]), torch.tensor([0])
+    settings = dict(eps=0.5, alpha=0.2, steps=2, random_start=False, loss="margin")
+    assert PGD(Peak(), **settings)(x, y).item() == pytest.approx(0.65)
+    assert PGD(Peak(), best_iterate=True, **settings)(x, y).item() == pytest.approx(0.45)
+
+
+def test_restarts_keep_per_image_the_best_start():
+    # steps 0: each restart returns its random start; per image the one with the largest margin x1 - x0
+    model, x, y = identity_classifier(), torch.rand(6, 1, 1, 2), torch.zeros(6, dtype=torch.long)
+    attack = PGD(model, eps=0.3, steps=0, restarts=3, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    starts = torch.stack([attack.start(x, generator) for _ in range(3)])  # (3, 6, 1, 1, 2)
+    margin = starts[..., 1] - starts[..., 0]  # (3, 6, 1, 1)
+    best = starts[margin.flatten(1).argmax(0), torch.arange(6)]
+    assert torch.equal(attack(x, y), best)
+    assert not torch.equal(best, starts[0])  # some image's best start is not the first
+    # restart 0 is the single start: one restart is PGD as it was
+    assert torch.equal(PGD(model, eps=0.3, steps=0, seed=5)(x, y), starts[0])
+
+
+def test_cosine_schedule_by_hand():
+    attack = PGD(identity_classifier(), eps=1.0, alpha=0.1, steps=4, random_start=False, schedule="cosine")
+    # alpha * (1 + cos(pi (t + 1/2) / 4)): 0.1924, 0.1383, 0.0617, 0.0076, summing to 4 alpha
+    cosines = [math.cos(math.pi * k / 8) for k in (1, 3, 5, 7)]
+    assert [attack.step_size(t) for t in range(4)] == pytest.approx([0.1 * (1 + c) for c in cosines])
+    adv = attack(image(0.9, 0.05), torch.tensor([0]))  # CE's signs [-, +]: 0.4 down and 0.4 up
+    torch.testing.assert_close(adv, image(0.5, 0.45), atol=1e-6, rtol=0)
+    assert PGD(identity_classifier(), steps=4, alpha=0.1).step_size(3) == 0.1
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(restarts=0), "`restarts` must be >= 1"), (dict(restarts=2, random_start=False), "`restarts` must be >= 1"),
+    (dict(schedule="step"), "`schedule` must be one of constant, cosine"), (dict(loss="hinge"), "`loss` must be one of"),
+    (dict(kappa=-1.0), "`kappa` must be >= 0"),
+])
+def test_bad_strong_settings(kwargs, message):
+    with pytest.raises(PerceptregError, match=message):
+        PGD(identity_classifier(), **kwargs)
+
+
+def test_strong_options_leave_the_model_as_found():
+    model = models.mnist()
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    PGD(model, steps=2, loss="dlr", restarts=2, schedule="cosine", best_iterate=True)(torch.rand(3, 1, 28, 28), torch.arange(3))
+    assert [p.requires_grad for p in model.parameters()] == flags and model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_keep_better_ranks_by_tier_then_key_and_keeps_the_earlier_on_ties():
+    old = attacks.Iterate(torch.zeros(4, 1), torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0.5, 3.0, 0.2, 0.2]))
+    new = attacks.Iterate(torch.ones(4, 1), torch.tensor([0.0, 1.0, 1.0, 1.0]), torch.tensor([9.0, -1.0, 0.3, 0.2]))
+    kept = attacks.keep_better(old, new)
+    assert kept.images.flatten().tolist() == [0.0, 1.0, 1.0, 0.0]  # tier wins, then key; a tie stays
+    assert kept.key.tolist() == pytest.approx([0.5, -1.0, 0.3, 0.2])
+
+
+def test_pgd_is_torchattacks_pgd_from_the_same_start():
+    torchattacks = pytest.importorskip("torchattacks")
+    net = models.mnist()
+    x, y = torch.rand(5, 1, 28, 28), torch.arange(5)
+    classify = nn.Sequential(net.encoder, net.classifier)
+    ours = PGD(net, eps=0.1, alpha=0.02, steps=5, random_start=False)(x, y)
+    theirs = torchattacks.PGD(classify, eps=0.1, alpha=0.02, steps=5, random_start=False)(x, y)
+    assert torch.equal(ours, theirs)

@@ -10,6 +10,7 @@ from perceptreg.adversarial.detection import (
     pixel_statistic_scores,
     reconstruction_scores,
     roc_auc,
+    roc_auc_interval,
     roc_curve,
     shuffle_perturbations,
     squeeze_bits,
@@ -106,3 +107,39 @@ def test_squeezing_scores_by_hand():
     many = torch.rand(7, 1, 1, 2)
     assert torch.allclose(squeezing_scores(sharp, many, squeeze_bits, batch_size=3),
                           squeezing_scores(sharp, many, squeeze_bits))
+
+
+def test_shuffled_perturbation_matches_the_attacks_l2_after_the_clamp():
+    # near-binary digits: most pixels at 0 or 1, where the clamp cuts half the shuffled values
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(8, 1, 28, 28, generator=generator) > 0.8).float()
+    signs = torch.randint(0, 2, images.shape, generator=generator).float() * 2 - 1
+    adversarial = (images + 0.2 * signs).clamp(0, 1)  # an eps-0.2 sign perturbation, clamped as attacks are
+    shuffled = shuffle_perturbations(images, adversarial)
+    attack_l2 = (adversarial - images).flatten(1).norm(dim=1)
+    torch.testing.assert_close((shuffled - images).flatten(1).norm(dim=1), attack_l2, rtol=1e-4, atol=0)
+    assert shuffled.min() >= 0 and shuffled.max() <= 1
+    # unscaled, the clamp would have cut it short
+    plain = (images + (adversarial - images).flatten(1)[:, torch.randperm(784)].view_as(images)).clamp(0, 1)
+    assert ((plain - images).flatten(1).norm(dim=1) < 0.95 * attack_l2).all()
+
+
+def test_roc_auc_interval_by_hand():
+    # DeLong: V10 = [0.5, 1] (each positive's share of negatives below it), V01 = [1, 0.5];
+    # var = 0.125 / 2 + 0.125 / 2 = 0.125: 0.75 +- 1.96 sqrt(0.125), clipped to [0, 1]
+    low, high = roc_auc_interval(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 4.0]))
+    assert low == pytest.approx(0.75 - 1.959964 * 0.125**0.5) and high == 1.0
+    # perfectly separated: no variance, the interval closes on 1
+    assert roc_auc_interval(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in roc_auc_interval(torch.tensor([1.0]), torch.tensor([2.0, 3.0])))
+
+
+def test_roc_auc_interval_narrows_with_more_images():
+    generator = torch.Generator().manual_seed(1)
+    widths = []
+    for n in (20, 2000):
+        negative, positive = torch.randn(n, generator=generator), torch.randn(n, generator=generator) + 1
+        low, high = roc_auc_interval(negative, positive)
+        assert low < roc_auc(negative, positive) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 5  # about 1 / sqrt(100) as wide

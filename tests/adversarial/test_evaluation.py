@@ -4,9 +4,13 @@ from helpers import linear_perception_net, pixels, reference_set
 from torch import nn
 
 from perceptreg.adversarial import attacks
-from perceptreg.adversarial.evaluation import BASELINES, adaptive_row, adaptive_table, attack_rows, evaluate_attack
+from perceptreg.adversarial.adaptive import AdaptivePGD
+from perceptreg.adversarial.evaluation import BASELINES, compare_paired, evaluate_attack
 from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.run_attacks import adaptive_row
+from perceptreg.adversarial.tables import adaptive_cells, adaptive_table, attack_rows
 from perceptreg.core import models
+from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import rate
 
@@ -91,18 +95,20 @@ def test_adaptive_rows_and_table():
     net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
     tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1])
     rows = [adaptive_row(beta, evaluate_attack(
-        net, attacks.AdaptivePGD(net, beta=beta, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny,
+        net, AdaptivePGD(net, beta=beta, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny,
         judges=[KNNJudge(reference_set(), k=1)]).summary) for beta in (0.0, 10.0)]
     assert rows[0]["attack_success"]["rate"] == pytest.approx(2 / 3) and rows[0]["auroc"] == 0.0  # plain PGD, as above
     assert rows[0]["judges_on_P(x_adv)"]["1-NN pixels"]["true_label"]["rate"] == 0.5
     # beta 10: ||x - (1 - x)||^2 = sum (2x - 1)^2 pulls the pixels to 0.5 harder than the CE
     # pushes them apart, and the pixels of 0.6 and 0.4 meet at 0.5 where H cannot decide
     assert rows[1]["beta"] == 10.0 and rows[1]["attack_success"]["rate"] < 2 / 3
+    header, cells = adaptive_cells(rows)
+    assert header[:8] == ["beta", "success", "detector AUC", "pixel AUC", "blur AUC", "bits AUC", "median AUC",
+                          "shuffled AUC"]
+    assert cells[0][:2] == ["0", "66.7 % [20.8, 93.9]"] and cells[0][2].startswith("0.000")
+    assert cells[0][3:8] == [f"{rows[0]['baselines'][key]:.3f}" for key in BASELINES]
     table = adaptive_table(rows).splitlines()
-    assert table[0].split()[:4] == ["beta", "success", "detector", "AUC"]
-    assert table[1].split()[:6] == ["0", "66.7", "%", "[20.8,", "93.9]", "0.000"]
-    assert table[0].split()[4:14] == ["pixel", "AUC", "blur", "AUC", "bits", "AUC", "median", "AUC", "shuffled", "AUC"]
-    assert table[1].split()[6:11] == [f"{rows[0]['baselines'][key]:.3f}" for key in BASELINES]
+    assert table[0].split()[:4] == ["beta", "success", "detector", "AUC"] and len(table) == 3
 
 
 def test_attack_rows_carry_every_baseline_and_a_dash_for_older_measurements():
@@ -111,7 +117,8 @@ def test_attack_rows_carry_every_baseline_and_a_dash_for_older_measurements():
     summary = evaluate_attack(net, attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False), tiny).summary
     older = {**summary, "detector": {**summary["detector"], "baselines": {
         k: v for k, v in summary["detector"]["baselines"].items() if k in ("pixel_statistic", "shuffled_perturbation")}}}
-    rows = {row[0]: row[1:] for row in attack_rows({"new": summary, "old": older})}
+    # each AUC cell as its value (the DeLong interval, where one exists, follows it in brackets)
+    rows = {row[0]: [cell.split(" [")[0] for cell in row[1:]] for row in attack_rows({"new": summary, "old": older})}
     assert rows["  baseline AUC: blur residual (no model)"] == ["0.000", "-"]
     assert rows["  baseline AUC: feature squeezing, 2x2 median"] == ["0.250", "-"]
     assert rows["  baseline AUC: pixel statistic (no model)"] == ["1.000", "1.000"]
@@ -132,3 +139,38 @@ def test_targeted_success_needs_the_target_among_three_classes():
     result = evaluate_attack(net, None, tiny, targets=torch.tensor([2, 2, 2]), adversarial=adversarial)
     assert result.success.tolist() == [False, True, False]  # away from the label is not enough
     assert result.summary["attack_success_rate"]["rate"] == pytest.approx(1 / 3)
+
+
+def test_rates_at_fixed_false_positives_and_the_paired_test():
+    # P(x) = 1 - x: score sum (2x - 1)^2; the attack (given) moves images 0 and 1 across the boundary
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.7, 0.3], [0.8, 0.2]], [0, 0, 0])
+    adversarial = torch.tensor([[0.45, 0.55], [0.2, 0.8], [0.8, 0.2]]).view(3, 1, 1, 2)
+    held_out = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0] * 2)
+    result = evaluate_attack(net, None, tiny, adversarial=adversarial, held_out_scores=held_out, fprs=[0.1])
+    # scores: x_adv 0 -> 0.02, x_adv 1 -> 0.72; one-sided 10 %: 2 of 20 above 0.9; two-sided: 1 each side, band [0.1, 1.0]
+    at_fpr = result.summary["detector"]["at_fpr"]
+    assert at_fpr["one-sided"][0]["high"] == pytest.approx(0.9)
+    assert at_fpr["one-sided"][0]["succeeded_and_undetected"]["rate"] == pytest.approx(2 / 3)
+    assert (at_fpr["two-sided"][0]["low"], at_fpr["two-sided"][0]["high"]) == pytest.approx((0.1, 1.0))
+    assert at_fpr["two-sided"][0]["succeeded_and_undetected"]["rate"] == pytest.approx(1 / 3)  # 0.02 is "too clean"
+    assert result.summary["detector"]["held_out_images"] == 20
+    # the same images through a second perception P(x) = x (score 0): the judge-free detector test
+    other = evaluate_attack(linear_perception_net(nn.Unflatten(1, (1, 1, 2))), None, tiny, adversarial=adversarial,
+                            held_out_scores=held_out, fprs=[0.1])
+    paired = compare_paired(result, other, [0.1])
+    assert paired["paired_images"] == 2
+    assert list(paired["tests"]) == ["detector flags x_adv at 10 % false positives"]
+    assert paired["tests"]["detector flags x_adv at 10 % false positives"]["neither"] == 2
+    with pytest.raises(PerceptregError, match="needs the same images"):
+        compare_paired(result, evaluate_attack(net, None, pixels([[0.6, 0.4]] * 3, [0] * 3), adversarial=adversarial))
+
+
+def test_shuffled_control_is_reported_with_its_l2_and_intervals():
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.7, 0.3]], [0, 1, 0])
+    adversarial = torch.tensor([[0.45, 0.55], [0.55, 0.45], [0.55, 0.45]]).view(3, 1, 1, 2)
+    shuffled = evaluate_attack(net, None, tiny, adversarial=adversarial).summary["detector"]["baselines"]["shuffled_perturbation"]
+    assert shuffled["mean_l2"] == pytest.approx(shuffled["mean_l2_attack"], rel=1e-4)
+    low, high = shuffled["auroc_interval"]
+    assert low <= shuffled["auroc"] <= high

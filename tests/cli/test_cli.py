@@ -97,6 +97,46 @@ def test_bad_input_is_one_line(runner, args, code, message):
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args, code, message", [
+    (["--fpr", "0.05,1"], 1, "Error: --fpr must lie in (0, 1), e.g. 0.05 for 5 %; got 1.0"),
+    (["--fpr", "0"], 1, "Error: --fpr must lie in (0, 1)"),
+    (["--fpr", "five"], 1, "Error: --fpr 'five': give floats separated by commas"),
+    (["--restarts", "0"], 2, "Invalid value for '--restarts'"),
+    (["--steps", "0"], 2, "Invalid value for '--steps'"),
+    (["--adaptive-search", "0,-1"], 1, "Error: --adaptive must be a finite number >= 0, got -1.0"),
+    (["--held-out", "990"], 1, "Error: --held-out 990: with 20 images attacked, the test set of 1000 leaves 980"),
+    (["--attack", "no_such_package:CW"], 1, "Error: --attack 'no_such_package:CW': cannot import no_such_package"),
+    (["--attack", "helpers:ShiftAttack", "--attack-arg", "shift=0.3"], 1,
+     "Error: the attack helpers:ShiftAttack moved 20 of 20 images outside the linf eps-ball"),
+    (["--attack-arg", "c=1"], 1, "Error: --attack-arg {'c': 1} are for an attack of your own"),
+    (["--attack-arg", "c"], 2, "--attack-arg 'c': give KEY=VALUE"),
+])
+def test_evaluate_attack_bad_input_is_one_line(runner, good_run, args, code, message):
+    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--images", "20", "--steps", "1"] + args)
+    assert result.exit_code == code and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_evaluate_attack_strong_adaptive_at_fixed_rates(runner, good_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "3", "--images", "30", "--held-out", "60",
+                                  "--fpr", "0.05", "--adaptive-search", "0,1", "--restarts", "2",
+                                  "--curve-steps", "1,3", "--attack", "helpers:ShiftAttack", "--attack-arg", "shift=0.1"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((run / "attack_metrics.json").read_text())
+    assert written["settings"]["attack"] == "helpers:ShiftAttack" and written["settings"]["held_out"] == 60
+    summary = written["runs"][str(run)]
+    one_sided = summary["detector"]["at_fpr"]["one-sided"][0]
+    assert one_sided["fpr"] == 0.05 and one_sided["succeeded_and_undetected"]["n"] == round(
+        summary["clean_accuracy"]["rate"] * 30)
+    search = summary["adaptive_search"]
+    assert search["betas"] == [0.0, 1.0] and set(search["undetected"]) == {"one-sided", "two-sided"}
+    assert [len(summary["convergence"]["steps"][k]) for k in ("values", "success")] == [2, 2]
+    assert Image.open(run / "attack_convergence_steps.png").size[0] > 100
+    assert "search 0,1" in result.output and "undetected at 5 % FPR, two-sided" in result.output
+
+
 def test_a_bad_beta_names_the_option_that_lists_it(runner, good_run):
     result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20"])
     assert result.exit_code == 1 and result.output == "Error: --adaptive must be a finite number >= 0, got -1.0\n"
@@ -199,7 +239,8 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
     assert summary["adaptive"][0]["auroc"] == summary["detector"]["auroc"]  # beta 0 is the plain attack
     for line in ("clean accuracy", "attack success rate", "detector ROC AUC", "3-NN pixels: P(x_adv) read as adversarial label",
-                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive PGD on",
+                 "baseline AUC: pixel statistic", "baseline AUC: shuffled perturbation", "adaptive attacks on",
+                 "succeeded and undetected at 5 % FPR, one-sided", "McNemar p",
                  "baseline AUC: blur residual (no model)", "baseline AUC: feature squeezing, 5-bit depth",
                  "baseline AUC: feature squeezing, 2x2 median", "blur AUC", "median AUC"):
         assert line in result.output

@@ -223,3 +223,14 @@ def test_gradient_shares_by_hand_and_as_lambda_scales():
     none = measures.gradient_shares(net, images, lam=0.0, batch_size=4, n_batches=1)
     assert none["recon_grad_norm"] == 0 and none["ce_share"] == 1
     assert net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_mcnemar_by_hand():
+    # 1 pair only the first says yes, 9 only the second: p = 2 P(X <= 1), X ~ Bin(10, 1/2) = 2 * 11 / 1024
+    first = torch.tensor([True] * 3 + [True] + [False] * 9 + [False] * 2)
+    second = torch.tensor([True] * 3 + [False] + [True] * 9 + [False] * 2)
+    found = measures.mcnemar(first, second)
+    assert (found["both"], found["first_only"], found["second_only"], found["neither"]) == (3, 1, 9, 2)
+    assert found["p_value"] == pytest.approx(22 / 1024)
+    assert measures.mcnemar(first, first)["p_value"] == 1.0  # no discordant pair
+    assert measures.mcnemar(torch.tensor([True] * 5), torch.tensor([False] * 5))["p_value"] == pytest.approx(2 / 32)

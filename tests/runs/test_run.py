@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from perceptreg import runs
 from perceptreg.adversarial.attacks import AttackSettings
-from perceptreg.adversarial.evaluation import evaluate_run
+from perceptreg.adversarial.run_attacks import evaluate_run
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import AttachedRun, TrainedRun, open_run
 
@@ -57,7 +57,7 @@ def test_the_model_and_data_come_from_the_opened_run(trained_run):
 def test_an_evaluation_follows_the_run_in_at_most_ten_stops_and_reads_each_json_once(trained_run, json_reads):
     run = open_run(trained_run)
     stops = route(lambda: evaluate_run(run, AttackSettings(steps=2), images=10), run, trained_run)
-    assert stops[0] == "perceptreg.adversarial.evaluation.evaluate_run"
+    assert stops[0] == "perceptreg.adversarial.run_attacks.evaluate_run"
     assert len(stops) <= 10, stops
     assert max(json_reads.values()) == 1, json_reads
 

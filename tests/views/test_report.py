@@ -157,7 +157,7 @@ def test_report_of_a_full_run_is_self_contained_and_complete(full_run):
     parts = sections(text)
     assert_self_contained(text)
     assert "attack success rate" in text and "3-NN pixels" in text
-    assert "baseline AUC: pixel statistic" in text and "Adaptive PGD on run" in text
+    assert "baseline AUC: pixel statistic" in text and "Adaptive attacks on run" in text
     assert "baseline AUC: blur residual (no model)" in text and "baseline AUC: feature squeezing, 2x2 median" in text
     assert "No " not in text.replace("No image", "")  # nothing reported missing but the sweep
     assert "Fraction of images read as class 3" in text
@@ -313,7 +313,7 @@ def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     (runs.ATTACK_METRICS, "{}", "KeyError: 'settings'"),
-    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "KeyError: 'judges'"),
+    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "KeyError: 'detector'"),
     (runs.INTERPOLATION_METRICS, "[1]", "TypeError"),
     (runs.SWEEP_JSON, '{"rows": []}', "IndexError"),
 ])

@@ -16,14 +16,14 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from perceptreg.adversarial.detection import reconstruction_scores
+from perceptreg.adversarial.losses import attack_loss, check_loss, margins
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 
 NORMS = ("linf", "l2")
+SCHEDULES = ("constant", "cosine")
 DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
 DEFAULT_STEPS = 100  # the paper's iterations
 
@@ -37,6 +37,10 @@ class AttackSettings:
     norm: str = "linf"
     alpha: float | None = None  # None: 2.5 * eps / steps
     seed: int = 0
+    loss: str = "ce"  # Madry's PGD; "margin" / "dlr" for the stronger losses
+    restarts: int = 1
+    schedule: str = "constant"
+    best_iterate: bool = False  # False: the last iterate, as torchattacks' PGD returns
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**63:  # torch's generators take 64 bits; FromNoise adds NOISE_SEED_OFFSET
@@ -44,9 +48,11 @@ class AttackSettings:
 
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
-        the subclass's own settings (``AdaptivePGD``'s beta)."""
-        return (attack or PGD)(model, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
-                               seed=self.seed, **extra)
+        the subclass's own settings (``AdaptivePGD``'s beta), or settings that override these."""
+        fields = dict(eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm, seed=self.seed,
+                      loss=self.loss, restarts=self.restarts, schedule=self.schedule,
+                      best_iterate=self.best_iterate)
+        return (attack or PGD)(model, **{**fields, **extra})
 
     @property
     def step_size(self) -> float:
@@ -86,7 +92,8 @@ class Attack:
                                   f"[{images.min():.3g}, {images.max():.3g}] (undo any normalization)")
         flags = [p.requires_grad for p in self.model.parameters()]
         try:
-            with evaluating(self.model):
+            # enable_grad: an attack called inside torch.no_grad() still needs d loss / d images.
+            with evaluating(self.model), torch.enable_grad():
                 # No gradients for weights: the attack needs d loss / d images only.
                 self.model.requires_grad_(False)
                 if targets is not None:
@@ -111,12 +118,14 @@ class Attack:
 
 
 class PGD(Attack):
-    """Projected gradient descent (Madry et al. 2018, https://arxiv.org/abs/1706.06083).
+    """Projected gradient descent (Madry et al. 2018, https://arxiv.org/abs/1706.06083), with
+    the parts of a strong attack as options (Carlini & Wagner 2017, https://arxiv.org/abs/1608.04644;
+    Croce & Hein 2020, APGD, https://arxiv.org/abs/2003.01690).
 
-    Untargeted, it ascends the cross-entropy of the true labels; targeted, it descends
-    the cross-entropy of the targets. Each step moves ``alpha`` along the gradient's sign
-    (L-inf) or its normalized direction (L2), then projects back onto the eps-ball around
-    the images and the [0, 1] box.
+    Each step moves ``alpha`` along the gradient's sign (L-inf) or its normalized direction
+    (L2) of the attack's loss, then projects back onto the eps-ball around the images and
+    the [0, 1] box. With the defaults it is Madry's PGD: cross-entropy, constant steps, one
+    random start, the last iterate (torchattacks' PGD from the same start, bit for bit).
 
     Args:
         model: a ``PerceptionNet`` or a module returning logits (B, classes).
@@ -131,17 +140,28 @@ class PGD(Attack):
             that do not repeat from batch to batch.
         seed: seed of the random start.
         chunk_size: images attacked at a time; the result does not depend on it.
+        loss: "ce", "margin" (C&W) or "dlr" (APGD): ``losses.attack_loss``.
+        kappa: the margin loss's cap (C&W's confidence); default none.
+        restarts: random starts, each a new draw of the same seeded generator (restart 0 is
+            the single start); per image the best result of all is kept.
+        schedule: "constant" (alpha every step) or "cosine": step t of T moves
+            alpha * (1 + cos(pi * (t + 1/2) / T)), from near 2 alpha down to near 0, alpha on
+            average (the same path length); large steps explore, small ones settle. (APGD
+            halves per image when progress stalls; a fixed decay is simpler and seeded alike.)
+        best_iterate: keep per image the best iterate seen, not the last: the one with the
+            largest margin (``losses.margins``), so a success is never undone by a later step.
 
     Shapes: images (B, C, H, W) in [0, 1], labels (B,), targets (B,) or None -> (B, C, H, W).
 
     Example:
-        >>> attack = PGD(model, eps=0.2, steps=100)
+        >>> attack = PGD(model, eps=0.2, steps=100, loss="margin", restarts=5, best_iterate=True)
         >>> adv_images = attack(images, labels)
     """
 
     def __init__(self, model: nn.Module, eps: float = DEFAULT_EPS, alpha: float | None = None,
                  steps: int = DEFAULT_STEPS, norm: str = "linf", random_start: bool = True, seed: int = 0,
-                 chunk_size: int = 256):
+                 chunk_size: int = 256, loss: str = "ce", kappa: float = math.inf, restarts: int = 1,
+                 schedule: str = "constant", best_iterate: bool = False):
         super().__init__(model, seed)
         if not 0 < eps < math.inf:
             raise PerceptregError(f"`eps` must be a finite number > 0, got {eps}")
@@ -153,37 +173,67 @@ class PGD(Attack):
             raise PerceptregError(f"`alpha` must be a finite number > 0, got {alpha}")
         if chunk_size < 1:
             raise PerceptregError(f"`chunk_size` must be >= 1, got {chunk_size}")
+        check_loss(loss, kappa)
+        if restarts < 1 or (restarts > 1 and not random_start):
+            raise PerceptregError(f"`restarts` must be >= 1 (and 1 without a random start), got {restarts}")
+        if schedule not in SCHEDULES:
+            raise PerceptregError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start
-        self.chunk_size = chunk_size
+        self.chunk_size, self.loss, self.kappa, self.restarts = chunk_size, loss, kappa, restarts
+        self.schedule, self.best_iterate = schedule, best_iterate
         self.alpha = alpha if alpha is not None else default_step_size(eps, steps)
 
     def forward(self, images, labels, targets):
-        goal, sign = (labels, 1.0) if targets is None else (targets, -1.0)
-        start = self.start(images)  # drawn for the whole batch, as a one-batch loop would
+        generator = torch.Generator(images.device).manual_seed(self.seed)
+        # Drawn for the whole batch, as a one-batch loop would, restart after restart.
+        starts = [self.start(images, generator) for _ in range(self.restarts)]
         # Each image's path depends on its own gradient only, so the batch runs in chunks
         # one after another: a chunk whose activations fit the cache runs faster than the
         # whole batch, and memory stays bounded (bench/attack_throughput.py).
         return torch.cat([
-            self._descend(images[part], start[part], goal[part], sign, len(images))
+            self._attack(images[part], [start[part] for start in starts], labels[part],
+                         None if targets is None else targets[part], len(images))
             for part in torch.arange(len(images)).split(self.chunk_size)])
 
-    def _descend(self, images, adv, goal, sign, batch_size):
-        for _ in range(self.steps):
+    def _attack(self, images, starts, labels, targets, batch_size):
+        best = None
+        for start in starts:
+            best = self._descend(images, start, labels, targets, batch_size, best)
+        return best.images
+
+    def _descend(self, images, adv, labels, targets, batch_size, best):
+        for step in range(self.steps):
             adv.requires_grad_(True)
+            values, tier, key = self.evaluate(adv, labels, targets)
             # The batch mean, summed chunk by chunk: the same gradients.
-            (grad,) = torch.autograd.grad(self.objective(adv, goal, sign) / batch_size, adv)
-            adv = self.project(images, adv.detach() + self.alpha * self.direction(grad))
-        return adv.detach()
+            (grad,) = torch.autograd.grad(values.sum() / batch_size, adv)
+            if self.best_iterate:  # the iterate the gradient was taken at: no extra forward pass
+                best = keep_better(best, Iterate(adv.detach(), tier, key))
+            adv = self.project(images, adv.detach() + self.step_size(step) * self.direction(grad))
+        adv = adv.detach()
+        if not (self.best_iterate or self.restarts > 1):
+            return Iterate(adv, None, None)  # the last iterate: nothing to rank it against
+        with torch.no_grad():
+            _, tier, key = self.evaluate(adv, labels, targets)
+        return keep_better(best, Iterate(adv, tier, key))
 
-    def objective(self, adv: torch.Tensor, goal: torch.Tensor, sign: float) -> torch.Tensor:
-        """What each step ascends, summed over the images: the cross-entropy of the true
-        labels (sign +1), or minus that of the targets (sign -1)."""
-        return sign * F.cross_entropy(self.logits_of(adv), goal, reduction="sum")
+    def evaluate(self, adv: torch.Tensor, labels: torch.Tensor,
+                 targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(what each step ascends, per image; the rank of each image as ``tier``, ``key``):
+        tier 1 when the attack succeeded, else 0, the key its margin (``keep_better``)."""
+        logits = self.logits_of(adv)
+        margin = margins(logits.detach(), labels, targets)
+        return attack_loss(self.loss, logits, labels, targets, self.kappa), (margin > 0).float(), margin
 
-    def start(self, images: torch.Tensor) -> torch.Tensor:
+    def step_size(self, step: int) -> float:
+        if self.schedule == "constant":
+            return self.alpha
+        # At mid-step points the cosines cancel in pairs: the steps sum to steps * alpha.
+        return self.alpha * (1 + math.cos(math.pi * (step + 0.5) / self.steps))
+
+    def start(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.random_start:
             return images.clone()
-        generator = torch.Generator(images.device).manual_seed(self.seed)
         if self.norm == "linf":
             noise = torch.empty_like(images).uniform_(-self.eps, self.eps, generator=generator)
         else:
@@ -207,40 +257,28 @@ class PGD(Attack):
         return (images + delta).clamp(0, 1)
 
 
+@dataclass
+class Iterate:
+    """Adversarial images with their rank: a higher ``tier`` wins, within a tier a higher
+    ``key`` (both (B,), None for a last iterate that is not ranked)."""
+
+    images: torch.Tensor
+    tier: torch.Tensor | None
+    key: torch.Tensor | None
+
+
+def keep_better(best: Iterate | None, candidate: Iterate) -> Iterate:
+    """Per image, the better of ``best`` and ``candidate``; on a tie the earlier, ``best``."""
+    if best is None:
+        return candidate
+    better = (candidate.tier > best.tier) | ((candidate.tier == best.tier) & (candidate.key > best.key))
+    return Iterate(torch.where(_per_image(better, best.images), candidate.images, best.images),
+                   torch.where(better, candidate.tier, best.tier), torch.where(better, candidate.key, best.key))
+
+
 def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(B,) -> (B, 1, 1, ...) to broadcast over ``like``'s image dimensions."""
     return values.view(-1, *([1] * (like.dim() - 1)))
-
-
-class AdaptivePGD(PGD):
-    """PGD that knows the reconstruction-error detector (Carlini & Wagner 2017,
-    https://arxiv.org/abs/1705.07263; Tramer et al. 2020, https://arxiv.org/abs/2002.08347).
-
-    Each step ascends PGD's objective minus ``beta * ||x_adv - P(x_adv)||^2``: the attack must
-    fool H while keeping the perception close to x_adv, so the detector's score stays low.
-    With ``beta = 0`` it is exactly ``PGD``. The question it answers (the paper's Fig. 4):
-    when the reconstruction must stay good, does the perception still show the adversarial class?
-
-    Args:
-        model: a ``PerceptionNet`` (the decoder gives P).
-        beta: weight of the reconstruction error, >= 0; the other arguments are ``PGD``'s.
-
-    Example:
-        >>> adv_images = AdaptivePGD(model, beta=1.0, eps=0.2, steps=100)(images, labels)
-    """
-
-    def __init__(self, model: PerceptionNet, beta: float = 1.0, **settings):
-        if not isinstance(model, PerceptionNet):
-            raise PerceptregError(f"AdaptivePGD needs a PerceptionNet (its decoder gives P(x)), got {type(model).__name__}")
-        if not 0 <= beta < math.inf:
-            raise PerceptregError(f"`beta` must be a finite number >= 0, got {beta}")
-        super().__init__(model, **settings)
-        self.beta = beta
-
-    def objective(self, adv, goal, sign):
-        logits, _, recon = self.model(adv)
-        return (sign * F.cross_entropy(logits, goal, reduction="sum")
-                - self.beta * reconstruction_scores(adv, recon).sum())
 
 
 # FromNoise's noise seed is seed + this: one no small start seed shares (the CPU generator

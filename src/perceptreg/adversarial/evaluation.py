@@ -7,14 +7,12 @@ reconstruction error ||x - P(x)||^2 detects it, beside its baselines (``detectio
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from perceptreg.adversarial.attacks import AdaptivePGD, AttackSettings, check_target
+from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.detection import (
     BLUR_SIZE,
     MEDIAN_SIZE,
@@ -24,16 +22,17 @@ from perceptreg.adversarial.detection import (
     pixel_statistic_scores,
     reconstruction_scores,
     roc_auc,
+    roc_auc_interval,
     shuffle_perturbations,
     squeeze_bits,
     squeezing_scores,
 )
-from perceptreg.adversarial.judges import KNNJudge, ModelJudge, judge_agreement
+from perceptreg.adversarial.judges import judge_agreement
+from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.data import ImageDataset, spread_over_classes, to_float
-from perceptreg.measures import format_rate, rate, rate_of
-from perceptreg.runs import Run
+from perceptreg.data import ImageDataset, to_float
+from perceptreg.measures import mcnemar, rate, rate_of
 
 # The detector's baselines, in the order every table shows them: key in the summary ->
 # (row label, column heading, what the score is). The one list tables and summaries follow.
@@ -45,8 +44,8 @@ BASELINES = {
                   f"||softmax(H(x)) - softmax(H(x at {SQUEEZE_BITS} bits))||_1 (Xu et al. 2018)"),
     "median_filter": (f"feature squeezing, {MEDIAN_SIZE}x{MEDIAN_SIZE} median", "median AUC",
                       f"||softmax(H(x)) - softmax(H({MEDIAN_SIZE}x{MEDIAN_SIZE} median of x))||_1 (Xu et al. 2018)"),
-    "shuffled_perturbation": ("shuffled perturbation", "shuffled AUC",
-                              "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled"),
+    "shuffled_perturbation": ("shuffled perturbation, L2-matched", "shuffled AUC",
+                              "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled, matched in L2 after the clamp"),
 }
 
 # --- an attack, measured -------------------------------------------------------------------
@@ -73,11 +72,16 @@ class AttackEvaluation:
     success: torch.Tensor
     judge_readings: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    held_out_scores: torch.Tensor | None = None  # ||x - P(x)||^2 of clean images kept apart, for thresholds
 
     def detector_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """||x - P(x)||^2 of the clean images, and of the successful adversarial images."""
         return (reconstruction_scores(self.images, self.perceptions),
                 reconstruction_scores(self.adversarial, self.adversarial_perceptions)[self.success])
+
+    def adversarial_scores(self) -> torch.Tensor:
+        """||x_adv - P(x_adv)||^2 of every adversarial image, successful or not."""
+        return reconstruction_scores(self.adversarial, self.adversarial_perceptions)
 
     def failures(self, judge: str | None = None) -> torch.Tensor:
         """Indices of the attacks that fooled H while ``judge`` (default: the first) still
@@ -101,19 +105,31 @@ def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
 
 def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
-                    device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None) -> AttackEvaluation:
+                    device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None,
+                    held_out_scores: torch.Tensor | None = None, fprs: Sequence[float] = DEFAULT_FPRS,
+                    eps: float | None = None, norm: str | None = None) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
+
+    ``attack``: ours (``PGD``, ``AdaptiveAttack``, ...) or any callable ``attack(images, labels)``
+    that returns adversarial images (torchattacks'); targeted, ``attack(images, labels, targets)``.
+    What it returns is checked (``callables.check_adversarial``): the images' shape and dtype,
+    in [0, 1], and within the eps-ball of ``eps`` and ``norm``, by default the attack's own
+    ``eps`` and ``norm`` (L-inf where it names none; no ball check where it names no eps).
 
     - success: of the images H classifies right, the share the attack turns to another
       label (to the target, for a targeted attack);
     - each judge's reading of x_adv and of P(x_adv) for the successful attacks: does the
       perception show the adversarial class, the true class, or something else? Reading
       x_adv too shows how far the attack itself transfers to the judge;
-    - the reconstruction-error detector: ROC AUC of ||x - P(x)||^2 separating clean test
-      images from successful adversarial ones; beside it the same AUC of each of
-      ``BASELINES``: the model-free pixel statistic and blur residual, feature squeezing
-      (bit depth, median filter), and ||x - P(x)||^2 on the successful attacks'
-      perturbations with their pixels shuffled (with how often H still classifies those right).
+    - the reconstruction-error detector: ROC AUC (with its DeLong interval) of ||x - P(x)||^2
+      separating clean test images from successful adversarial ones; beside it the same AUC
+      of each of ``BASELINES``: the model-free pixel statistic and blur residual, feature
+      squeezing (bit depth, median filter), and ||x - P(x)||^2 on the successful attacks'
+      perturbations shuffled and matched in L2 (with how often H still classifies those right);
+    - with ``held_out_scores`` (||x - P(x)||^2 of clean images that are not in ``data``):
+      thresholds at each false-positive rate of ``fprs``, one- and two-sided, and the share
+      of attacks that succeed undetected (``thresholds.at_fixed_rates``), in
+      ``summary["detector"]["at_fpr"]``.
 
     The attack runs once on all images (it works in chunks itself), so its random start is
     drawn for the whole set and does not depend on ``batch_size``.
@@ -125,7 +141,9 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
         if adversarial is None:
-            adversarial = attack(images, labels, None if targets is None else targets.to(device))
+            adversarial = attack(images, labels) if targets is None else attack(images, labels, targets.to(device))
+            check_adversarial(attack_name(attack), images, adversarial, getattr(attack, "eps", None) if eps is None else eps,
+                              norm or getattr(attack, "norm", "linf"))
         clean_pred, clean_conf, perceptions = _predict(model, images, batch_size)
         adv_pred, adv_conf, adv_perceptions = _predict(model, adversarial, batch_size)
     correct = clean_pred == labels
@@ -137,7 +155,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         eligible = correct & (targets != labels)
         success = eligible & (adv_pred == targets)
     result = AttackEvaluation(images, adversarial, perceptions, adv_perceptions, labels, targets,
-                              clean_pred, clean_conf, adv_pred, adv_conf, success)
+                              clean_pred, clean_conf, adv_pred, adv_conf, success, held_out_scores=held_out_scores)
     n_success = int(success.sum())
     with evaluating(model):  # the baselines run H and P again
         detector = _detector_summary(model, result, batch_size)
@@ -150,6 +168,11 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
         "judges": {},
         "detector": detector,
     }
+    if held_out_scores is not None:
+        result.summary["detector"]["held_out_images"] = len(held_out_scores)
+        result.summary["detector"]["at_fpr"] = at_fixed_rates(
+            held_out_scores.cpu(), result.detector_scores()[0].cpu(), result.adversarial_scores().cpu(),
+            success.cpu(), eligible.cpu(), fprs)
     for judge in judges:
         readings = {"x": judge(images), "P(x)": judge(perceptions),
                     "x_adv": judge(adversarial), "P(x_adv)": judge(adv_perceptions)}
@@ -163,6 +186,11 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     return result
 
 
+def _auroc(negative: torch.Tensor, positive: torch.Tensor) -> dict:
+    negative, positive = negative.cpu(), positive.cpu()
+    return {"auroc": roc_auc(negative, positive), "auroc_interval": roc_auc_interval(negative, positive)}
+
+
 def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
     """The detector's ROC AUC, and the AUCs of ``BASELINES`` on the same clean and
     successfully attacked images."""
@@ -172,26 +200,58 @@ def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size
     shuffled = shuffle_perturbations(clean[success], attacked)
     shuffled_pred, _, shuffled_perceptions = _predict(model, shuffled, batch_size)
 
-    def auroc(score) -> float:  # the same score on clean and on attacked images
-        return roc_auc(score(clean).cpu(), score(attacked).cpu())
+    def auroc(score) -> dict:  # the same score on clean and on attacked images
+        return _auroc(score(clean), score(attacked))
 
     def squeezing(squeeze):
         return lambda images: squeezing_scores(model.classify, images, squeeze, batch_size)
 
     aurocs = {"pixel_statistic": auroc(pixel_statistic_scores), "blur_residual": auroc(blur_residual_scores),
               "bit_depth": auroc(squeezing(squeeze_bits)), "median_filter": auroc(squeezing(median_filter)),
-              "shuffled_perturbation": roc_auc(scores_clean.cpu(),
-                                               reconstruction_scores(shuffled, shuffled_perceptions).cpu())}
-    baselines = {key: {"score": BASELINES[key][2], "auroc": aurocs[key]} for key in BASELINES}
-    baselines["shuffled_perturbation"]["H_correct"] = rate_of(shuffled_pred == result.labels[success])
+              "shuffled_perturbation": _auroc(scores_clean, reconstruction_scores(shuffled, shuffled_perceptions))}
+    baselines = {key: {"score": BASELINES[key][2], **aurocs[key]} for key in BASELINES}
     n_success = len(scores_adv)
+    l2 = (result.adversarial[success] - result.images[success]).flatten(1).norm(dim=1)
+    l2_shuffled = (shuffled - result.images[success]).flatten(1).norm(dim=1)
+    baselines["shuffled_perturbation"].update(
+        H_correct=rate_of(shuffled_pred == result.labels[success]),
+        mean_l2=l2_shuffled.mean().item() if n_success else float("nan"),
+        mean_l2_attack=l2.mean().item() if n_success else float("nan"))
     return {
-        "score": "||x - P(x)||^2", "auroc": roc_auc(scores_clean.cpu(), scores_adv.cpu()),
+        "score": "||x - P(x)||^2", **_auroc(scores_clean, scores_adv),
         "clean_images": len(scores_clean), "adversarial_images": n_success,
         "mean_score_clean": scores_clean.mean().item(),
         "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
         "baselines": baselines,
     }
+
+
+def compare_paired(first: AttackEvaluation, second: AttackEvaluation, fprs: Sequence[float] = DEFAULT_FPRS) -> dict:
+    """Two models attacked on the same images (joint against post-hoc): McNemar's test
+    (``measures.mcnemar``) of each yes/no reading, paired image by image over the images
+    both attacks fooled: each judge reading P(x_adv) as the adversarial class, and the
+    one-sided detector flagging x_adv at each rate of ``fprs`` (thresholds of each model
+    on its own held-out clean scores)."""
+    if not torch.equal(first.images, second.images):
+        raise PerceptregError("a paired comparison needs the same images; these evaluations attacked different ones")
+    both = first.success & second.success
+    tests = {}
+    for judge in first.judge_readings.keys() & second.judge_readings.keys():
+        said = [e.judge_readings[judge]["P(x_adv)"][both] == e.adversarial_predictions[both] for e in (first, second)]
+        tests[f"{judge}: P(x_adv) read as adversarial"] = mcnemar(*said)
+    if first.held_out_scores is not None and second.held_out_scores is not None:
+        for fpr in fprs:
+            caught = [flagged(e.adversarial_scores()[both].cpu(), band(e.held_out_scores.cpu(), fpr)) for e in (first, second)]
+            tests[f"detector flags x_adv at {100 * fpr:g} % false positives"] = mcnemar(*caught)
+    return {"paired_images": int(both.sum()), "tests": tests}
+
+
+def clean_scores(model: PerceptionNet, data: ImageDataset, device: torch.device | str = "cpu",
+                 batch_size: int = 500) -> torch.Tensor:
+    """||x - P(x)||^2 of each clean image of ``data``: held out, they set the detector's thresholds."""
+    images = to_float(data.images).to(device)
+    with evaluating(model):
+        return reconstruction_scores(images, _predict(model, images, batch_size)[2])
 
 
 @torch.no_grad()
@@ -202,125 +262,6 @@ def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: to
         on_h = model.classify(adversarial).argmax(1) == targets
         on_perception = judge(model.perceive(adversarial)) == targets
     return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
-
-
-def attack_rows(summaries: dict[str, dict]) -> list[list[str]]:
-    """The summaries of evaluate_attack as rows of text, a measure and one value per run (the
-    CLI prints them aligned, the report as an HTML table)."""
-    names = list(summaries)
-    judges = summaries[names[0]]["judges"]
-    rows = [("clean accuracy", lambda s: s["clean_accuracy"]),
-            ("robust accuracy", lambda s: s["robust_accuracy"]),
-            ("attack success rate", lambda s: s["attack_success_rate"]),
-            ("detector ROC AUC, ||x - P(x)||^2", lambda s: s["detector"]["auroc"])]
-    # measurements written before a baseline existed show "-" in its row
-    rows += [(f"  baseline AUC: {label}", lambda s, k=key: s["detector"]["baselines"].get(k, {}).get("auroc"))
-             for key, (label, _, _) in BASELINES.items()
-             if any(key in summaries[n]["detector"]["baselines"] for n in names)]
-    rows.append(("  H right on the shuffled perturbation",
-                 lambda s: s["detector"]["baselines"]["shuffled_perturbation"]["H_correct"]))
-    for judge in judges:
-        for what, key in (("x", "accuracy_on_x"), ("P(x)", "accuracy_on_P(x)")):
-            rows.append((f"{judge}: accuracy on {what}", lambda s, j=judge, k=key: s["judges"][j][k]))
-        for what in ("x_adv", "P(x_adv)"):
-            for label in ("adversarial_label", "true_label"):
-                rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
-                             lambda s, j=judge, w=what, l=label: s["judges"][j][f"on_{w}"][l]))
-    return [[label] + [_cell(label, value(summaries[n])) for n in names] for label, value in rows]
-
-
-def _cell(label: str, value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if "AUC" in label else format_rate(value)
-
-
-RATES_NOTE = "(rates: 95 % Wilson intervals in brackets)"
-
-
-def attack_table(summaries: dict[str, dict]) -> str:
-    """The summaries of evaluate_attack as a plain-text table, one column per run."""
-    rows = attack_rows(summaries)
-    width = max(len(r[0]) for r in rows) + 2
-    header = " " * width + "".join(f"{Path(n).name[:24]:>26}" for n in summaries)
-    lines = [header] + [f"{label:<{width}}" + "".join(f"{value:>26}" for value in values) for label, *values in rows]
-    return "\n".join(lines + [RATES_NOTE])
-
-
-# --- an attack on a run folder (what `perceptreg attack` and `evaluate-attack` do) -----------
-
-def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = None,
-                 images: int | None = None, judge_runs: Sequence[Run] = (),
-                 device: str = "cpu", layer: str | None = None,
-                 adaptive: Sequence[float] = ()) -> AttackEvaluation:
-    """``evaluate_attack`` on a run's test set (``images`` of it, spread over the classes),
-    judged by a 3-NN pixel judge on its training set and by the models of ``judge_runs``.
-    Of a run of `attach`, the perception is that of ``layer`` (default the deepest).
-    ``adaptive``: betas of ``AdaptivePGD`` also run on the same images; their rows
-    (``adaptive_row``) go into ``summary["adaptive"]``."""
-    model = run.model(device, layer)
-    if run.decoder_collapsed:
-        warnings.warn(f"{run.path} has a collapsed decoder: its perceptions P(x) show nothing about the "
-                      f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)
-    train_data, test_data = run.data()
-    if images:
-        test_data = test_data.subset(spread_over_classes(test_data.labels, min(images, len(test_data))))
-    judges = [KNNJudge(train_data, device=device)] + [run_judge(j, run, device) for j in judge_runs]
-    targets = None
-    if target is not None:
-        check_target(target, model.num_classes)
-        targets = torch.full((len(test_data),), target, dtype=torch.long)
-    evaluation = evaluate_attack(model, settings.build(model), test_data, judges, targets=targets, device=device)
-    if adaptive:
-        evaluation.summary["adaptive"] = [
-            adaptive_row(beta, evaluate_attack(model, settings.build(model, AdaptivePGD, beta=beta), test_data,
-                                               judges, targets=targets, device=device).summary)
-            for beta in adaptive]
-    return evaluation
-
-
-def adaptive_row(beta: float, summary: dict) -> dict:
-    """One row of the adaptive-attack table: of ``AdaptivePGD(beta)``'s ``evaluate_attack``
-    summary, the success, the detector's and baselines' AUCs, and the judges' readings of P(x_adv)."""
-    detector = summary["detector"]
-    return {"beta": beta, "attack_success": summary["attack_success_rate"],
-            "successful_attacks": summary["successful_attacks"], "auroc": detector["auroc"],
-            "mean_score_adversarial": detector["mean_score_adversarial"],
-            "baselines": {name: b["auroc"] for name, b in detector["baselines"].items()},
-            "judges_on_P(x_adv)": {name: j["on_P(x_adv)"] for name, j in summary["judges"].items()}}
-
-
-def adaptive_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """The rows of ``adaptive_row`` as a header and rows of text, one row per beta."""
-    judges = list(rows[0]["judges_on_P(x_adv)"]) if rows else []
-    baselines = [key for key in BASELINES if rows and key in rows[0]["baselines"]]
-    header = (["beta", "success", "detector AUC"] + [BASELINES[key][1] for key in baselines]
-              + [h for judge in judges for h in (f"{judge}: P(x_adv) read as adversarial", f"{judge}: P(x_adv) read as true")])
-    return header, [[f"{row['beta']:g}", format_rate(row["attack_success"]), f"{row['auroc']:.3f}"]
-                    + [f"{row['baselines'][key]:.3f}" for key in baselines]
-                    + [format_rate(row["judges_on_P(x_adv)"][judge][label]) for judge in judges
-                       for label in ("adversarial_label", "true_label")] for row in rows]
-
-
-def adaptive_table(rows: list[dict]) -> str:
-    """The rows of ``adaptive_row`` as a plain-text table, one line per beta."""
-    header, cells = adaptive_cells(rows)
-    judge_columns = len(rows[0]["judges_on_P(x_adv)"]) * 2 if rows else 0
-    widths = [6, 22, 14] + [len(h) + 2 for h in header[3:len(header) - judge_columns]] + [42, 36] * (judge_columns // 2)
-    return "\n".join("".join(f"{text:>{w}}" for text, w in zip(line, widths)) for line in [header, *cells])
-
-
-def run_judge(judge: Run, attacked: Run, device: str = "cpu") -> ModelJudge:
-    """Another run's model as a judge of ``attacked``'s images: same image shape and classes."""
-    for key in ("input_shape", "num_classes"):
-        if getattr(judge, key) != getattr(attacked, key):
-            raise PerceptregError(f"{judge.path} cannot judge {attacked.path}: its model has {key} "
-                                  f"{getattr(judge, key)}, the attacked one {getattr(attacked, key)}")
-    trained_on, judged_on = judge.config.dataset, attacked.config.dataset
-    if judged_on != trained_on:
-        warnings.warn(f"the judge {judge.path} was trained on {trained_on!r}, the images come from the "
-                      f"test set of {judged_on!r}: its training data may hold some of them", UserWarning, stacklevel=2)
-    return ModelJudge(judge.model(device), f"model {judge.path.name}")
 
 
 def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, targets: torch.Tensor | None = None,

@@ -14,7 +14,8 @@ import click
 from perceptreg import runs
 from perceptreg.core.errors import PerceptregError
 
-OPTION_FOR = {"beta": "adaptive"}  # library arguments whose option has another name (--adaptive lists betas)
+# library arguments whose option has another name (--adaptive lists betas, --attack names the attack)
+OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args"}
 
 
 def as_flags(message: str, command: click.Command | None) -> str:

@@ -12,16 +12,22 @@ import click
 import torch
 
 from perceptreg import figures, runs
+from perceptreg.adversarial.adaptive import DEFAULT_BETAS
 from perceptreg.adversarial.attacks import (
     DEFAULT_EPS,
     DEFAULT_STEPS,
     NORMS,
+    SCHEDULES,
     AttackSettings,
     FromNoise,
 )
 from perceptreg.adversarial.detection import roc_curve
-from perceptreg.adversarial.evaluation import adaptive_table, attack_table, evaluate_run, noise_to_target
+from perceptreg.adversarial.evaluation import compare_paired, noise_to_target
 from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.losses import LOSSES
+from perceptreg.adversarial.run_attacks import OURS, evaluate_run
+from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
+from perceptreg.adversarial.thresholds import DEFAULT_FPRS, check_fprs
 from perceptreg.cli.app import (
     OutPath,
     device_option,
@@ -53,12 +59,20 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
         click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
         click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
                      help="Seed of the random start."),
+        click.option("--loss", default="ce", show_default=True, type=click.Choice(LOSSES),
+                     help="What PGD ascends: cross-entropy (Madry), the C&W margin, or APGD's DLR."),
+        click.option("--restarts", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Random starts; per image the best result is kept."),
+        click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
+                     help="Step sizes: alpha every step, or cosine from 2 alpha down to 0 (alpha on average)."),
+        click.option("--best-iterate", is_flag=True, help="Keep per image the best iterate (largest margin), not the last."),
         device_option,
     ]
 
     @functools.wraps(command)  # keeps the options already declared on ``command``
-    def wrapped(eps, steps, norm, alpha, attack_seed, **kwargs):
-        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed), **kwargs)
+    def wrapped(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule, best_iterate, **kwargs):
+        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule,
+                                               best_iterate), **kwargs)
     for option in reversed(options):
         wrapped = option(wrapped)
     return wrapped
@@ -122,46 +136,102 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
                f"images, {min(n, len(failures))} failure cases shown: {path}")
 
 
+def parse_attack_args(pairs: tuple[str, ...]) -> dict:
+    """("c=1", "steps=50", "name=x") -> {"c": 1, "steps": 50, "name": "x"}: Python literals, else text."""
+    import ast
+
+    options = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals or not key.isidentifier():
+            raise click.UsageError(f"--attack-arg {pair!r}: give KEY=VALUE, e.g. c=1.0")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text
+    return options
+
+
 @main.command("evaluate-attack")
 @run_argument
 @attack_options
 @target_option
-@click.option("--images", "n_images", type=click.IntRange(min=1), help="Attack only this many test images (spread over classes). [default: all]")
+@click.option("--attack", "attack_spec", default=OURS, show_default=True,
+              help="pgd (the options above), or any torchattacks-style attack as package.module:Class, e.g. "
+                   "torchattacks:CW, built on the model; its images must stay in the --eps ball of --norm.")
+@click.option("--attack-arg", "attack_args", multiple=True,
+              help="KEY=VALUE for the --attack class (repeatable), e.g. --attack-arg c=1.0.")
+@click.option("--images", "n_images", type=click.IntRange(min=1),
+              help="Attack this many test images (spread over classes). [default: half the test set]")
+@click.option("--held-out", type=click.IntRange(min=0),
+              help="Clean test images, apart from the attacked ones, that set the detector's thresholds. "
+                   "[default: as many as are attacked, at most the rest]")
+@click.option("--fpr", "fprs", default=",".join(f"{f:g}" for f in DEFAULT_FPRS), show_default=True,
+              help="False-positive rates at which to report 'succeeded and undetected', each in (0, 1).")
 @click.option("--judge", "judge_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN.")
+              help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN, "
+                   "with McNemar's paired test of the two.")
 @click.option("--adaptive",
               help="Also run the adaptive PGD, which keeps beta * ||x_adv - P(x_adv)||^2 low, for these "
                    "comma-separated betas (e.g. 0,0.1,1,10): the detector against an attacker who knows it.")
+@click.option("--adaptive-search",
+              help="Also run the strong adaptive attack: the C&W margin minus beta * ||x_adv - P(x_adv)||^2 for "
+                   f"each of these betas, the best per image (e.g. {','.join(f'{b:g}' for b in DEFAULT_BETAS)}).")
+@click.option("--curve-eps", help="Run the strongest attack again at these eps (comma-separated): a PNG of its rates.")
+@click.option("--curve-steps", help="Run the strongest attack again with these steps (comma-separated): has it converged?")
 @layer_option
-def evaluate_attack(run, settings, device, target, n_images, judge_runs, compare, adaptive, layer):
+def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_images, held_out, fprs, judge_runs,
+                    compare, adaptive, adaptive_search, curve_eps, curve_steps, layer):
     """Measure an attack: success, what independent judges read in x_adv and P(x_adv), and
-    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC), beside a model-free pixel
-    statistic and the same perturbations shuffled. Writes RUN/attack_metrics.json and
-    RUN/attack_roc.png.
+    how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC, and the share of attacks that
+    succeed undetected at fixed false-positive rates, thresholds set on held-out clean test
+    images), beside a model-free pixel statistic and the same perturbations shuffled.
+    Writes RUN/attack_metrics.json and RUN/attack_roc.png.
 
-    Example: perceptreg evaluate-attack runs/demo --adaptive 0,0.1,1,10 --compare runs/mnist5k-lam0.01-post-hoc
+    Example: perceptreg evaluate-attack runs/demo --adaptive-search 0,0.01,0.1,1,10 --restarts 2 --compare runs/post-hoc
     """
     betas = parse_list(adaptive, float, "adaptive", "0,0.1,1,10") if adaptive else ()
-    summaries = {}
+    search = parse_list(adaptive_search, float, "adaptive_search", "0,0.1,1") if adaptive_search else ()
+    fprs = check_fprs(parse_list(fprs, float, "fpr", "0.01,0.05"))
+    curves = {"curve_eps": parse_list(curve_eps, float, "curve_eps", "0.1,0.2,0.3") if curve_eps else (),
+              "curve_steps": parse_list(curve_steps, int, "curve_steps", "10,30,100") if curve_steps else ()}
+    summaries, evaluations = {}, []
     judges = [runs.open_run(path) for path in judge_runs]
     for current in [run] + ([runs.open_run(compare)] if compare else []):
         with plain_warnings():
-            evaluation = evaluate_run(current, settings, target=target, images=n_images,
-                                      judge_runs=judges, device=device, layer=layer, adaptive=betas)
+            evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
+                                      judge_runs=judges, device=device, layer=layer, adaptive=betas,
+                                      adaptive_search=search, fprs=fprs, attack=attack_spec,
+                                      attack_options=parse_attack_args(attack_args), **curves)
         summaries[str(current.path)] = evaluation.summary
+        evaluations.append(evaluation)
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
         plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
                          f"||x - P(x)||^2 detector, {current.path.name}", current.path / runs.ATTACK_ROC)
-    written = {"attack": "PGD", **dataclasses.asdict(settings), "alpha": settings.step_size, "target": target,
-               "images": n_images or "all"}
-    write_json(run.path / runs.ATTACK_METRICS, {"settings": written, "runs": summaries})
+        for name, curve in evaluation.summary.get("convergence", {}).items():
+            plots.line_plot(curve["values"], {f"{'search' if search else attack_spec} against {name}": {
+                "success": [r["rate"] for r in curve["success"]],
+                **{f"undetected, {k}": [r["rate"] for r in v] for k, v in curve["undetected"].items()}}},
+                current.path / runs.ATTACK_CONVERGENCE.format(name), xlabel=name, ylabel="share of eligible images",
+                ylim=(-0.02, 1.02))
+    written = {"attack": "PGD" if attack_spec == OURS else attack_spec, **dataclasses.asdict(settings),
+               "alpha": settings.step_size, "target": target, "images": len(evaluations[0].labels),
+               "held_out": evaluation.summary["detector"].get("held_out_images", 0), "fprs": list(fprs)}
+    if attack_spec != OURS:
+        written["attack_options"] = parse_attack_args(attack_args)
+    comparison = compare_paired(*evaluations, fprs) if compare else None
+    write_json(run.path / runs.ATTACK_METRICS, {"settings": written, "runs": summaries,
+                                                **({"paired": comparison} if comparison else {})})
     click.echo(attack_table(summaries))
     for name, summary in summaries.items():
-        if "adaptive" in summary:
-            click.echo(f"\nadaptive PGD on {name} (ascends the attack's loss - beta * ||x_adv - P(x_adv)||^2):\n"
-                       + adaptive_table(summary["adaptive"]))
+        rows = summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else [])
+        if rows:
+            click.echo(f"\nadaptive attacks on {name} (each ascends its loss - beta * ||x_adv - P(x_adv)||^2; "
+                       f"search: the C&W margin, best of the betas per image):\n" + adaptive_table(rows))
+    if comparison:
+        click.echo("\n" + paired_table(comparison, tuple(summaries)))
     click.echo(f"written: {run.path / runs.ATTACK_METRICS}, ROC curve: "
                + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
 

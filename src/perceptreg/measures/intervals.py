@@ -1,5 +1,6 @@
 """Intervals: of a mean over seeds (Student-t) and of a rate (Wilson), as every rate is
-stored and printed: {"rate", "low", "high", "n"}, shown as "87.0 % [84.8, 89.0]"."""
+stored and printed: {"rate", "low", "high", "n"}, shown as "87.0 % [84.8, 89.0]"; and
+McNemar's test of two yes/no measures paired on the same items."""
 
 from __future__ import annotations
 
@@ -46,3 +47,18 @@ def rate_of(hits: torch.Tensor) -> dict:
 def format_rate(measured: dict) -> str:
     """A ``rate`` as "87.0 % [84.8, 89.0]" (percent, then its 95 % interval)."""
     return f"{100 * measured['rate']:.1f} % [{100 * measured['low']:.1f}, {100 * measured['high']:.1f}]"
+
+
+def mcnemar(first: torch.Tensor, second: torch.Tensor) -> dict:
+    """McNemar's exact test of two bool tensors paired item by item (e.g. "the judge reads
+    P(x_adv) as adversarial" through two decoders, on the same images): only the discordant
+    pairs count, b = first only, c = second only; the two-sided p-value is
+    min(1, 2 P(X <= min(b, c))) with X ~ Binomial(b + c, 1/2). Returns the four counts and p."""
+    from scipy.stats import binom
+
+    if first.shape != second.shape:
+        raise ValueError(f"paired measures need the same items, got {tuple(first.shape)} and {tuple(second.shape)}")
+    b, c = int((first & ~second).sum()), int((~first & second).sum())
+    p_value = 1.0 if b + c == 0 else min(1.0, 2 * float(binom.cdf(min(b, c), b + c, 0.5)))
+    return {"both": int((first & second).sum()), "first_only": b, "second_only": c,
+            "neither": int((~first & ~second).sum()), "p_value": p_value}

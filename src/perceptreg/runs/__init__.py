@@ -9,6 +9,7 @@ from perceptreg.runs.claim import claim, kind_of
 from perceptreg.runs.files import (  # the file names
     ATTACHED_FORMAT,
     ATTACK,
+    ATTACK_CONVERGENCE,
     ATTACK_FROM_NOISE,
     ATTACK_METRICS,
     ATTACK_ROC,
@@ -55,6 +56,6 @@ from perceptreg.runs.writing import (
     settle,
 )
 
-__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
+__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
            "check_output_path", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
            "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]

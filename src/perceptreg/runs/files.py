@@ -31,6 +31,7 @@ ATTACK_FROM_NOISE = "attack_from_noise.png"
 ATTACK_METRICS = "attack_metrics.json"
 NOISE_METRICS = "noise_metrics.json"  # attack --from-noise: how often noise reached its target
 ATTACK_ROC = "attack_roc.png"
+ATTACK_CONVERGENCE = "attack_convergence_{}.png"  # evaluate-attack --curve-eps / --curve-steps: eps, steps
 INTERPOLATION_METRICS = "interpolation_metrics.json"
 INTERPOLATION_FLIP = "interpolation_flip.png"
 INTERPOLATION_CHANGE = "interpolation_change.png"

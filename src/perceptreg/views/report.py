@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from perceptreg import runs
-from perceptreg.adversarial.evaluation import RATES_NOTE, adaptive_cells, attack_rows
+from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
@@ -78,7 +78,8 @@ def _attacks(run: Run) -> str:
         rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
         parts.append(f"<p>{html.escape(settings)}</p>" + table(["measure", *names], rows)
                      + f"<p class='key'>{RATES_NOTE}</p>")
-        parts += [_adaptive(name, summary["adaptive"]) for name, summary in written["runs"].items() if "adaptive" in summary]
+        parts += [_adaptive(name, summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else []))
+                  for name, summary in written["runs"].items() if "adaptive" in summary or "adaptive_search" in summary]
     else:
         parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run.path}"))
     for name, heading, what, command in (
@@ -104,8 +105,8 @@ def _adaptive(name: str, rows: list[dict]) -> str:
     (a few), so that it fits a phone as the measures above do."""
     header, cells = adaptive_cells(rows)
     measures = [[measure, *map(_unbroken, values)] for measure, *values in zip(header[1:], *(c[1:] for c in cells))]
-    return (f"<p>Adaptive PGD on {html.escape(Path(name).name)}: the attack keeps beta * ||x_adv - P(x_adv)||^2 "
-            f"low, against the detector.</p>" + table(["beta", *(c[0] for c in cells)], measures))
+    return (f"<p>Adaptive attacks on {html.escape(Path(name).name)}: each keeps beta * ||x_adv - P(x_adv)||^2 "
+            f"low, against the detector (\"search\": the margin attack, the best of several betas per image).</p>" + table(["beta", *(c[0] for c in cells)], measures))
 
 
 @_reads(runs.INTERPOLATION_METRICS, "interpolate")

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from perceptreg.adversarial.attacks import AttackSettings
+from perceptreg.adversarial.run_attacks import convergence, split_test
+from perceptreg.core.errors import PerceptregError
+from perceptreg.data import ImageDataset
+from perceptreg.measures import rate
+
+
+def ten_per_class():
+    return ImageDataset(torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1), torch.arange(40) % 4,
+                        ("a", "b", "c", "d"), "tiny")
+
+
+def test_split_test_is_disjoint_and_spread_over_the_classes():
+    data = ten_per_class()
+    attacked, held = split_test(data, 8, 12)
+    assert len(attacked) == 8 and len(held) == 12
+    assert not set(attacked.images.flatten().tolist()) & set(held.images.flatten().tolist())
+    assert torch.bincount(attacked.labels).tolist() == [2, 2, 2, 2] and torch.bincount(held.labels).tolist() == [3, 3, 3, 3]
+    attacked, held = split_test(data)  # defaults: half attacked, the other half held out
+    assert len(attacked) == len(held) == 20
+    assert len(split_test(data, 30)[1]) == 10  # as many as attacked, at most the rest
+    assert split_test(data, 40)[1] is None and split_test(data, 8, 0)[1] is None
+    with pytest.raises(PerceptregError, match="`held_out` 13: with 30 images attacked, the test set of 40 leaves 10"):
+        split_test(data, 30, 13)
+
+
+def test_convergence_runs_each_value_with_the_rest_as_set():
+    seen = []
+
+    def measure(settings):
+        seen.append((settings.eps, settings.steps))
+        share = rate(settings.steps, 100)
+        return {"attack_success_rate": share, "detector": {"at_fpr": {"one-sided": [
+            {"fpr": 0.05, "succeeded_and_undetected": rate(settings.steps // 2, 100)}]}}}
+    curves = convergence(measure, AttackSettings(eps=0.2, steps=10), eps_values=(0.1, 0.3), steps_values=(10, 40))
+    assert seen == [(0.1, 10), (0.3, 10), (0.2, 10), (0.2, 40)]
+    assert curves["steps"]["values"] == [10, 40]
+    assert [r["rate"] for r in curves["steps"]["success"]] == [0.1, 0.4]
+    assert [r["rate"] for r in curves["steps"]["undetected"]["one-sided, 0.05"]] == [0.05, 0.2]
