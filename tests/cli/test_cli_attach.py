@@ -174,7 +174,7 @@ def test_the_explorer_switches_layers(attached_run):
     ("layers.json", "{}", "report", "layers.json: field mode: field required"),
     ("layers.json", '{"mode": "post-hoc"', "report", "layers.json: corrupt JSON"),
     ("model.json", '{"format": 3}', "perceive", "model.json: field format"),
-    ("config.json", '{"layers": "stem"}', "perceive", "config.json: a setting is missing or has the wrong type"),
+    ("config.json", '{"layers": "stem"}', "perceive", "config.json: setting model: field required"),
 ])
 def test_a_damaged_attach_run_file_is_one_error_line(name, content, command, message, attached_run, tmp_path):
     out, _ = attached_run
