@@ -41,8 +41,8 @@ def nets(tmp_path_factory):
 CASES = {  # extra arguments -> the words of the one Error line
     "NaN weights": (["--weights", "{nets}/nan.safetensors"], "3.bias holds NaN or inf"),
     "NaN logits": (["--model", "{nets}/nets.py:build_nan_logits"], "logits became NaN or infinite"),
-    "normalize inf": (["--normalize", "inf,1"], "--normalize must be finite"),
-    "normalize std 0": (["--normalize", "0.5,0"], "--normalize must be finite"),
+    "normalize inf": (["--normalize", "inf,1"], "--normalize: every mean must be finite"),
+    "normalize std 0": (["--normalize", "0.5,0"], "every std finite and > 0"),
     "joint, lr 1e6": (["--mode", "joint", "--lr", "1e6"], "NaN or infinite"),
 }
 

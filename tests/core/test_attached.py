@@ -177,7 +177,7 @@ class ReturnsTuple(SmallNet):
     (SmallNet(), {"input_shape": (3, 28, 28)}, "`input_shape` \\(3, 28, 28\\).*RuntimeError"),
     (SmallNet(), {"input_shape": (28, 28)}, "`input_shape` must be \\(channels, height, width\\)"),
     (SmallNet(), {"normalize": ([0.5, 0.5, 0.5], [0.2, 0.2, 0.2])}, "`normalize` needs one value per input channel \\(1\\)"),
-    (SmallNet(), {"normalize": ([0.5], [0.0])}, "`normalize`: every std must be > 0"),
+    (SmallNet(), {"normalize": ([0.5], [0.0])}, "`normalize`: every mean must be finite and every std finite and > 0"),
     (SmallNet(), {"layers": []}, "`layers` is empty"),
 ])
 def test_bad_input_is_named(model, kwargs, match):

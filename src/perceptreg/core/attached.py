@@ -49,8 +49,10 @@ class AttachedModel(nn.Module):
         self.model, self.input_shape, self.select = model, input_shape, select
         mean, std = (None, None) if normalize is None else (
             _per_channel("normalize", v, input_shape[0]).view(1, -1, 1, 1) for v in normalize)
-        if std is not None and not bool((std > 0).all()):
-            raise PerceptregError(f"`normalize`: every std must be > 0, got {std.flatten().tolist()}")
+        if std is not None and not bool((std > 0).all() and std.isfinite().all() and mean.isfinite().all()):
+            # inf or NaN here made every activation NaN, and every measure with it
+            raise PerceptregError(f"`normalize`: every mean must be finite and every std finite and > 0, got "
+                                  f"{mean.flatten().tolist()}, {std.flatten().tolist()}")
         self.register_buffer("mean", mean)  # (1, C, 1, 1), or None: no normalization
         self.register_buffer("std", std)
         self.decoders = nn.ModuleDict()  # keyed by _key(layer name)

@@ -139,9 +139,6 @@ class AttachConfig:
             (bool(self.layers), "`layers` must name at least one module"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
             (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
-            (self.normalize is None or (all(math.isfinite(v) for v in (*self.normalize[0], *self.normalize[1]))
-                                        and all(std > 0 for std in self.normalize[1])),
-             "`normalize` must be finite means and stds > 0"),
             *_training_checks(self),
         ])
         check_device_name(self.device)
