@@ -75,4 +75,4 @@ def test_settle_removes_epoch_files_the_manifest_does_not_name(run):
     (run / "model-000099.safetensors").write_bytes(b"an epoch a kill left behind")
     named = set(json.loads((run / runs.STATE_META).read_text())["files"].values())
     runs.settle(run)
-    assert {p.name for p in run.glob("*-[0-9]*.safetensors")} == named
+    assert {p.name for p in run.glob("*-" + "[0-9]" * 6 + ".safetensors")} == named

@@ -68,10 +68,22 @@ import os, sys
 from perceptreg.core.config import TrainConfig
 from perceptreg.training.train import train
 train(TrainConfig(train_size=100, batch_size=25, epochs=1, reduction="mean", mode=sys.argv[2]), sys.argv[1], progress=False)
-names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+import time
+def gloo_threads():
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            names.append(open(f"/proc/self/task/{t}/comm").read().strip())
+        except OSError:  # a thread that ended while we listed them
+            pass
+    return sum("gloo" in name for name in names)
+# threads end asynchronously after the group is destroyed: give a loaded machine 10 s
+deadline = time.monotonic() + 10
+while gloo_threads() and time.monotonic() < deadline:
+    time.sleep(0.1)
 # a file per rank: the ranks' prints would interleave on torchrun's shared stdout
 with open(f"{sys.argv[1]}-rank{os.environ['RANK']}.txt", "w") as out:
-    out.write(f"gloo threads {sum('gloo' in name for name in names)}")
+    out.write(f"gloo threads {gloo_threads()}")
 """
 
 

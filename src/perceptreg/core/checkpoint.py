@@ -32,6 +32,11 @@ class CheckpointError(PerceptregError):
     """A checkpoint that is missing, corrupt or made for another model."""
 
 
+class MissingFileError(CheckpointError, FileNotFoundError):
+    """A file we were to read is not there: callers that say what its absence means (a
+    partial image folder) catch it as FileNotFoundError."""
+
+
 NAME_MAX = 255  # bytes in one path component (Linux); a longer name fails in the middle of a run
 
 
@@ -108,7 +113,7 @@ def guarded(path: Path, limit: int | None = None, folder: Path | None = None) ->
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: not found") from None
+        raise MissingFileError(f"{path}: not found") from None
     except OSError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
     if not S_ISREG(stat.st_mode):
