@@ -9,6 +9,7 @@ the model is rebuilt from the copy; a changed or moved original is said, not use
 from __future__ import annotations
 
 import shutil
+import sys
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -25,9 +26,11 @@ def keep_source(spec: str, run_dir: Path) -> dict:
     """Copy the file of ``spec``'s function into ``run_dir``/source; returns what
     ``source_spec`` needs: the spec as given, the original's path, the copy and its SHA-256,
     and for an importable name its distribution's version."""
-    module = load_factory(spec).__module__
-    original = Path(spec.rpartition(":")[0]).expanduser().resolve() if is_file_spec(spec) else _module_file(module)
-    record = {"spec": spec} if is_file_spec(spec) else {"spec": spec, "versions": _versions(module)}
+    if is_file_spec(spec):  # the file itself: running it again to find it would repeat its work
+        original, record = Path(spec.rpartition(":")[0]).expanduser().resolve(), {"spec": spec}
+    else:  # the module that defines the function (imported already: no code runs again)
+        module = load_factory(spec).__module__
+        original, record = _module_file(module), {"spec": spec, "versions": _versions(module)}
     if original is None:  # a compiled or namespace module: nothing to copy
         return record
     (run_dir / SOURCE_DIR).mkdir(parents=True, exist_ok=True)
@@ -37,8 +40,6 @@ def keep_source(spec: str, run_dir: Path) -> dict:
 
 
 def _module_file(module_name: str) -> Path | None:
-    import sys
-
     path = Path(getattr(sys.modules.get(module_name), "__file__", None) or "")
     return path.resolve() if path.suffix == ".py" and path.is_file() else None
 
