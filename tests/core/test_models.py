@@ -22,6 +22,18 @@ def test_paper_architectures(factory, shape, latent, params):
     assert recon.shape == (3, *shape)
 
 
+def test_a_larger_latent_and_a_wider_decoder_resize_exactly_the_layers_they_name():
+    paper, sized = models.svhn(), models.build("svhn", 10, z_dim=128, decoder_width=2)
+    assert sized.latent_shape == (128,) and sized(torch.rand(2, 3, 32, 32)).recon.shape == (2, 3, 32, 32)
+    # F's last conv 64->128, C's first layer 128->128, D's deconvs 128->128->64->32->3 (all 4x4)
+    grown = (64 * 128 * 16 + 128) + (128 * 128 + 128) + (128 * 128 * 16 + 128) + (128 * 64 * 16 + 64) + (
+        64 * 32 * 16 + 32) + (32 * 3 * 16 + 3)
+    paper_parts = (64 * 64 * 16 + 64) + (64 * 128 + 128) + (64 * 64 * 16 + 64) + (64 * 32 * 16 + 32) + (
+        32 * 16 * 16 + 16) + (16 * 3 * 16 + 3)
+    assert models.parameter_count(sized) - models.parameter_count(paper) == grown - paper_parts
+    assert models.parameter_count(models.build("svhn", 10)) == 224_429  # None and 1 keep the paper's net
+
+
 def test_mnist_layers_match_appendix():
     net = models.mnist()
     convs = [m for m in net.encoder if isinstance(m, nn.Conv2d)]

@@ -54,6 +54,18 @@ def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
     torch.testing.assert_close(reloaded.perceive(x), result.model.perceive(x), atol=1e-5, rtol=0)
 
 
+def test_a_run_with_a_larger_latent_reopens_with_it(tmp_path, small_mnist):
+    result = run(tmp_path, small_mnist, epochs=1, z_dim=48, decoder_width=2)
+    reloaded = open_run(result.run_dir).model()
+    assert reloaded.latent_shape == (48,) and reloaded.decoder[1].out_channels == 64
+    assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in reloaded.state_dict().items())
+
+
+def test_a_custom_model_is_not_sized_by_z_dim():
+    with pytest.raises(PerceptregError, match="size a paper architecture"):
+        TrainConfig(arch="custom", model="net.py:build", z_dim=16)
+
+
 def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     run(tmp_path, small_mnist, "whole", epochs=3)
     run(tmp_path, small_mnist, "parts", epochs=2)
@@ -184,6 +196,7 @@ def test_lr_schedule_and_phases():
     ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
     ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
     ("eval_size", -1, "`eval_size` must be >= 0 \\(0: the whole test split\\)"),
+    ("z_dim", 0, "`z_dim` must lie in 1..4096"), ("decoder_width", 9, "`decoder_width` must lie in 1..8"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(PerceptregError, match=message):

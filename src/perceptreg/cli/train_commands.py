@@ -62,6 +62,10 @@ def setting(flag: str, help: str, **kwargs):
 @click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
               help="Paper architecture. [default: the one for the dataset's images]")
 @setting("--model", "Your own network instead: FILE.py:FUNCTION returning a PerceptionNet of your F, C, D.")
+@setting("--z-dim", "Latent size of the paper architecture (ours, beside the paper's). [default: the paper's: "
+         "mnist 32, svhn 64, celeba 128]", type=int)
+@setting("--decoder-width", "Multiply the decoder's channels (ours, beside the paper's D; costs time and memory "
+         "in proportion).", type=int)
 @setting("--lam", "Weight of the reconstruction term.", type=float)
 @setting("--reduction", "Squared error summed per image (paper) or averaged per pixel.",
          type=click.Choice(["sum", "mean"]))
@@ -112,7 +116,7 @@ def train_command(out, resume, quiet, compile_step, **options):
         if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
             source = runs.read_config(given["classifier_from"])
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
-                     "mode": "post-hoc", **given}
+                     "z_dim": source.z_dim, "mode": "post-hoc", **given}
         arch = "custom" if "model" in given else given.get("arch")
         defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
         config = TrainConfig(**{**defaults, **given, "arch": defaults["arch"]})

@@ -20,6 +20,8 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import REDUCTIONS
 
 MODES = ("joint", "post-hoc")
+MAX_Z_DIM = 4096  # C's first layer and D's first deconvolution grow with z: beyond this a typo, not a study
+MAX_DECODER_WIDTH = 8  # the CelebA D at 8x is about 1.4G parameters already
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class TrainConfig:
     dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
     arch: str = "mnist"  # one of models.ARCHITECTURES (data.default_arch(dataset) fits), or "custom"
     model: str | None = None  # FILE.py:FUNCTION returning a PerceptionNet of your own F, C, D (arch "custom")
+    z_dim: int | None = None  # ours: the latent's size in a paper architecture (None: the paper's; svhn 64)
+    decoder_width: int = 1  # ours: D's channels times this (1: the paper's D)
     lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
     reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F
@@ -65,6 +69,10 @@ class TrainConfig:
             (self.eval_size is None or self.eval_size >= 0, "`eval_size` must be >= 0 (0: the whole test split)"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
             (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
+            (self.z_dim is None or 1 <= self.z_dim <= MAX_Z_DIM, f"`z_dim` must lie in 1..{MAX_Z_DIM}"),
+            (1 <= self.decoder_width <= MAX_DECODER_WIDTH, f"`decoder_width` must lie in 1..{MAX_DECODER_WIDTH}"),
+            (self.arch != "custom" or (self.z_dim is None and self.decoder_width == 1),
+             "`z_dim` and `decoder_width` size a paper architecture; a custom model sizes itself"),
         ], f" (got {self._describe()})")
         check_device_name(self.device)
 

@@ -188,30 +188,36 @@ def _classifier(z_dim: int, hidden: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
-def mnist(num_classes: int = 10) -> PerceptionNet:
-    """MNIST network, 1x28x28 -> z in R^32 (28->14->7->4->1 and back). 73,083 parameters (F 29,024, C 2,762, D 41,297)."""
+def mnist(num_classes: int = 10, z_dim: int = 32, decoder_width: int = 1) -> PerceptionNet:
+    """MNIST network, 1x28x28 -> z in R^32 (28->14->7->4->1 and back). 73,083 parameters (F 29,024, C 2,762, D 41,297).
+    ``z_dim`` and ``decoder_width`` (a multiplier on D's channels) are ours, beside the paper's."""
+    w = decoder_width
     return PerceptionNet(
-        _encoder([1, 16, 16, 32, 32], [2, 2, 1, 1], [1, 1, 0, 0]),
-        _classifier(32, 64, num_classes),
-        _decoder([32, 32, 32, 16, 1], [1, 1, 2, 2], [0, 0, 1, 1]),
+        _encoder([1, 16, 16, 32, z_dim], [2, 2, 1, 1], [1, 1, 0, 0]),
+        _classifier(z_dim, 64, num_classes),
+        _decoder([z_dim, 32 * w, 32 * w, 16 * w, 1], [1, 1, 2, 2], [0, 0, 1, 1]),
         input_shape=(1, 28, 28))
 
 
-def svhn(num_classes: int = 10) -> PerceptionNet:
-    """SVHN network, 3x32x32 -> z in R^64 (32->16->8->4->1 and back). 224,429 parameters."""
+def svhn(num_classes: int = 10, z_dim: int = 64, decoder_width: int = 1) -> PerceptionNet:
+    """SVHN network, 3x32x32 -> z in R^64 (32->16->8->4->1 and back). 224,429 parameters.
+    ``z_dim`` and ``decoder_width`` (a multiplier on D's channels) are ours, beside the paper's."""
+    w = decoder_width
     return PerceptionNet(
-        _encoder([3, 16, 32, 64, 64], [2, 2, 2, 1], [1, 1, 1, 0]),
-        _classifier(64, 128, num_classes),
-        _decoder([64, 64, 32, 16, 3], [1, 2, 2, 2], [0, 1, 1, 1]),
+        _encoder([3, 16, 32, 64, z_dim], [2, 2, 2, 1], [1, 1, 1, 0]),
+        _classifier(z_dim, 128, num_classes),
+        _decoder([z_dim, 64 * w, 32 * w, 16 * w, 3], [1, 2, 2, 2], [0, 1, 1, 1]),
         input_shape=(3, 32, 32))
 
 
-def celeba(num_classes: int = 2) -> PerceptionNet:
-    """CelebA network, 3x64x64 -> z in R^128 (64->32->16->8->4->1 and back). 26,264,197 parameters."""
+def celeba(num_classes: int = 2, z_dim: int = 128, decoder_width: int = 1) -> PerceptionNet:
+    """CelebA network, 3x64x64 -> z in R^128 (64->32->16->8->4->1 and back). 26,264,197 parameters.
+    ``z_dim`` and ``decoder_width`` (a multiplier on D's channels) are ours, beside the paper's."""
+    w = decoder_width
     return PerceptionNet(
-        _encoder([3, 128, 256, 512, 1024, 128], [2, 2, 2, 2, 1], [1, 1, 1, 1, 0]),
-        _classifier(128, 256, num_classes),
-        _decoder([128, 1024, 512, 256, 128, 3], [1, 2, 2, 2, 2], [0, 1, 1, 1, 1]),
+        _encoder([3, 128, 256, 512, 1024, z_dim], [2, 2, 2, 2, 1], [1, 1, 1, 1, 0]),
+        _classifier(z_dim, 256, num_classes),
+        _decoder([z_dim, 1024 * w, 512 * w, 256 * w, 128 * w, 3], [1, 2, 2, 2, 2], [0, 1, 1, 1, 1]),
         input_shape=(3, 64, 64))
 
 
@@ -220,12 +226,14 @@ ARCHITECTURES: dict[str, Callable[..., PerceptionNet]] = {
 INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64)}
 
 
-def build(arch: str, num_classes: int) -> PerceptionNet:
-    """One of the paper's architectures by name (``ARCHITECTURES``)."""
+def build(arch: str, num_classes: int, z_dim: int | None = None, decoder_width: int = 1) -> PerceptionNet:
+    """One of the paper's architectures by name (``ARCHITECTURES``); ``z_dim`` None keeps the
+    paper's latent size, ``decoder_width`` multiplies the decoder's channels (1: the paper's)."""
     if arch not in ARCHITECTURES:
         raise PerceptregError(
             f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](num_classes=num_classes)
+    sizes = {"decoder_width": decoder_width} | ({"z_dim": z_dim} if z_dim else {})
+    return ARCHITECTURES[arch](num_classes=num_classes, **sizes)
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -146,7 +146,7 @@ class TrainedRun(Run):
 
     def _rebuild(self, meta: dict) -> models.PerceptionNet:
         if meta["arch"] in models.ARCHITECTURES:
-            return models.build(meta["arch"], meta["num_classes"])
+            return models.build(meta["arch"], meta["num_classes"], self.config.z_dim, self.config.decoder_width)
         if self.config.model is None:
             raise PerceptregError(f"{self.path} holds a custom model built in Python; pass it: run.model(net=...), "
                                   f"or train it from a file (`model` FILE.py:FUNCTION) so that it can be rebuilt")

@@ -205,7 +205,7 @@ def initial_model(config: TrainConfig, train_data: datasets.ImageDataset,
     torch.manual_seed(config.seed)
     if model is None:
         model = (user_models.build_perception_net(config.model) if config.model
-                 else models.build(config.arch, len(train_data.classes)))
+                 else models.build(config.arch, len(train_data.classes), config.z_dim, config.decoder_width))
     if model.input_shape != train_data.image_shape:
         raise PerceptregError(f"the model takes images of shape {model.input_shape}, "
                               f"{train_data.name} has {train_data.image_shape}")
