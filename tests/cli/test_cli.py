@@ -171,6 +171,29 @@ def test_train_on_a_folder_takes_the_network_of_its_images_size(runner, tmp_path
     assert result.exit_code == 0 and "Warning: " in result.output and "1 image(s) resized to 32x32" in result.output
 
 
+def test_train_judge_makes_the_cnn_judge_that_natural_images_are_then_read_by(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
+    for split, count in (("train", 10), ("test", 4)):
+        for c, name in enumerate(("cat", "dog")):
+            (tmp_path / "pets" / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (32, 32), (200 * c, 20 * i, 0)).save(tmp_path / "pets" / split / name / f"{i}.png")
+    pets = f"folder:{tmp_path / 'pets'}"
+    assert runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"]).exit_code == 0
+    attack = ["attack", "r", "--steps", "2", "--pool", "4", "--n", "2"]
+    result = runner.invoke(main, attack)
+    assert result.exit_code == 0 and "Warning: the CNN judge of " in result.output, result.output
+    assert "has not been made: only a 3-NN pixel judge reads the images" in result.output
+    result = runner.invoke(main, ["train-judge", "--dataset", pets, "--epochs", "1", "--quiet"])
+    judge = tmp_path / "judges" / f"folder_{str(tmp_path / 'pets').strip('/').replace('/', '_')}"
+    assert result.exit_code == 0 and "judge test accuracy" in result.output and str(judge) in result.output, result.output
+    assert json.loads((judge / "config.json").read_text())["arch"] == "vgg"
+    again = runner.invoke(main, ["train-judge", "--dataset", pets, "--epochs", "1"])
+    assert again.exit_code == 0 and "is already trained (1 epochs" in again.output
+    result = runner.invoke(main, attack)
+    assert result.exit_code == 0 and "judge" not in result.output, result.output  # read by the CNN judge, no warning
+
+
 def test_perceive_on_a_folder_without_model(runner, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "config.json").write_text(json.dumps(TrainConfig().to_dict()))  # stopped before epoch 1

@@ -10,6 +10,7 @@ from perceptreg.core.errors import PerceptregError
     (models.mnist, (1, 28, 28), 32, 73_083),
     (models.svhn, (3, 32, 32), 64, 224_429),
     (models.celeba, (3, 64, 64), 128, 26_264_197),
+    (models.vgg, (3, 32, 32), 256, 1_570_253),  # ours: the standing judge of natural images
 ])
 def test_paper_architectures(factory, shape, latent, params):
     net = factory()

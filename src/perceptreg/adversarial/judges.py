@@ -2,15 +2,36 @@
 
     judge = KNNJudge(train_data)          # 3-NN in pixel space, another family than the CNN
     labels = judge(perceptions)           # (B,) class indices
+    judges = default_judges("cifar10", train_data)   # the main judge first
+
+On grey digits a pixel 3-NN reads classes well; on natural (RGB) images pixel distances say
+little about a class, so there the default judge is a CNN of another architecture and seed,
+trained on real images only: the dataset's standing judge (``standing_judge_dir``), made
+once with ``train_standing_judge`` (CLI: ``perceptreg train-judge``).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
 import torch
 
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import rate_of
+from perceptreg.runs import Run, completed_epochs, open_run
+
+JUDGES_ENV = "PERCEPTREG_JUDGES"  # where standing judges live (default ~/.cache/perceptreg/judges)
+# The standing judge: ours, not the paper's. Another architecture (a VGG-style net) and another
+# seed than the svhn net it judges; lam 0, so its decoder is untouched and it is a classifier
+# trained on real images only.
+STANDING_JUDGE = {"arch": "vgg", "seed": 1, "lam": 0.0, "epochs": 10, "eval_size": 2000}
 
 
 class KNNJudge:
@@ -45,7 +66,7 @@ class KNNJudge:
 
 
 class ModelJudge:
-    """A trained classifier as judge (e.g. another run's model): argmax of its logits."""
+    """A trained classifier as judge (e.g. another run's model, ``run_judge``): argmax of its logits."""
 
     def __init__(self, model: torch.nn.Module, name: str = "model"):
         self.model, self.name = model, name
@@ -65,3 +86,57 @@ def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: tor
             "other": rate_of(~says_adversarial & ~says_true), "count": len(readings)}
 
 
+
+
+def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,
+              device: str = "cpu") -> ModelJudge:
+    """Another run's model as a judge of ``dataset``'s images: the same image shape and classes."""
+    for key, judged in (("input_shape", tuple(image_shape)), ("num_classes", num_classes)):
+        if getattr(judge, key) != judged:
+            raise PerceptregError(f"{judge.path} cannot judge {dataset}: its model has {key} "
+                                  f"{getattr(judge, key)}, the images {judged}")
+    if judge.config.dataset != dataset:
+        warnings.warn(f"the judge {judge.path} was trained on {judge.config.dataset!r}, the images come from the "
+                      f"test set of {dataset!r}: its training data may hold some of them", UserWarning, stacklevel=2)
+    return ModelJudge(judge.model(device), f"model {judge.path.name}")
+
+
+def standing_judge_dir(dataset: str) -> Path:
+    """The folder of ``dataset``'s standing judge: $PERCEPTREG_JUDGES (default
+    ~/.cache/perceptreg/judges), then the dataset's name made a file name."""
+    home = Path(os.environ.get(JUDGES_ENV) or Path.home() / ".cache" / "perceptreg" / "judges")
+    return home.expanduser() / re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_.")
+
+
+def standing_judge_config(dataset: str, **overrides) -> TrainConfig:
+    """The training settings of ``dataset``'s standing judge (``STANDING_JUDGE``, then ``overrides``)."""
+    return TrainConfig(dataset=dataset, **{**STANDING_JUDGE, **overrides})
+
+
+def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[Run] = (),
+                   device: str = "cpu") -> list:
+    """The judges of ``dataset``'s images, the main one first. On grey images the 3-NN pixel
+    judge, then the models of ``judge_runs``. On natural (RGB) images the models of
+    ``judge_runs``, else the dataset's standing CNN judge, else (with a warning: it means little
+    there) the 3-NN pixel judge."""
+    judges = [run_judge(j, dataset, train_data.image_shape, len(train_data.classes), device) for j in judge_runs]
+    if train_data.image_shape[0] != 3:  # grey digits: the pixel judge reads them well, and first
+        return [KNNJudge(train_data, device=device), *judges]
+    standing = None if judges else _standing_judge(dataset)
+    if standing is not None:
+        judges.append(run_judge(standing, dataset, train_data.image_shape, len(train_data.classes), device))
+    return judges or [KNNJudge(train_data, device=device)]
+
+
+def _standing_judge(dataset: str) -> Run | None:
+    """``dataset``'s standing judge if it is fully trained; else None, with a warning saying how to make it."""
+    folder = standing_judge_dir(dataset)
+    done = completed_epochs(folder) if folder.is_dir() else 0
+    run = open_run(folder) if done else None
+    if run is not None and done >= run.config.total_epochs:
+        return run
+    state = f"is trained up to epoch {done} of {run.config.total_epochs}" if run else "has not been made"
+    warnings.warn(f"the CNN judge of {dataset} ({folder}) {state}: only a 3-NN pixel judge reads the images, and "
+                  f"pixel distances say little about a natural image's class. Run `perceptreg train-judge "
+                  f"--dataset {dataset}` (it resumes), or pass --judge RUN", UserWarning, stacklevel=3)
+    return None

@@ -20,7 +20,7 @@ from perceptreg.adversarial.adaptive import NO_BAND, AdaptiveAttack, AdaptivePGD
 from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.callables import load_attack
 from perceptreg.adversarial.evaluation import AttackEvaluation, clean_scores, evaluate_attack
-from perceptreg.adversarial.judges import KNNJudge, ModelJudge
+from perceptreg.adversarial.judges import default_judges
 from perceptreg.adversarial.thresholds import DEFAULT_FPRS, SIDES, strictest_band
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, spread_over_classes
@@ -66,8 +66,8 @@ def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = Non
                  attack: str = OURS, attack_options: dict | None = None,
                  curve_eps: Sequence[float] = (), curve_steps: Sequence[int] = ()) -> AttackEvaluation:
     """``evaluate_attack`` on ``images`` of a run's test set, thresholds set on ``held_out``
-    others (``split_test``), judged by a 3-NN pixel judge on its training set and by the
-    models of ``judge_runs``. Of a run of `attach`, the perception is that of ``layer``
+    others (``split_test``), judged by ``default_judges``: the models of ``judge_runs``, a 3-NN
+    pixel judge on grey digits, the dataset's standing CNN judge on natural images. Of a run of `attach`, the perception is that of ``layer``
     (default the deepest).
 
     - ``attack``: "pgd" (``settings``) or a callable's "package.module:Class" with ``attack_options``;
@@ -85,7 +85,7 @@ def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = Non
     train_data, test_data = run.data()
     attacked, kept = split_test(test_data, images, held_out)
     held_scores = None if kept is None else clean_scores(model, kept, device).cpu()
-    judges = [KNNJudge(train_data, device=device)] + [run_judge(j, run, device) for j in judge_runs]
+    judges = default_judges(run.config.dataset, train_data, judge_runs, device)
     targets = None
     if target is not None:
         check_target(target, model.num_classes)
@@ -152,16 +152,3 @@ def convergence(measure: Callable[[AttackSettings], dict], settings: AttackSetti
                         "undetected": {f"{sided}, {fpr}": [r[sided][fpr] for r in rates]
                                        for sided in SIDES for fpr in rates[0].get(sided, {})}}
     return curves
-
-
-def run_judge(judge: Run, attacked: Run, device: str = "cpu") -> ModelJudge:
-    """Another run's model as a judge of ``attacked``'s images: same image shape and classes."""
-    for key in ("input_shape", "num_classes"):
-        if getattr(judge, key) != getattr(attacked, key):
-            raise PerceptregError(f"{judge.path} cannot judge {attacked.path}: its model has {key} "
-                                  f"{getattr(judge, key)}, the attacked one {getattr(attacked, key)}")
-    trained_on, judged_on = judge.config.dataset, attacked.config.dataset
-    if judged_on != trained_on:
-        warnings.warn(f"the judge {judge.path} was trained on {trained_on!r}, the images come from the "
-                      f"test set of {judged_on!r}: its training data may hold some of them", UserWarning, stacklevel=2)
-    return ModelJudge(judge.model(device), f"model {judge.path.name}")

@@ -16,7 +16,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.judges import default_judges
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
@@ -101,7 +101,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
         under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen), pool, KNNJudge(train_data, device=device), device=device)
+            seen, attack.build(seen), pool, default_judges(config.dataset, train_data, device=device)[0], device=device)
         summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
                                                               "images": len(pool)}, layers=[
             {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],

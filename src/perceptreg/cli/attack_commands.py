@@ -23,7 +23,7 @@ from perceptreg.adversarial.attacks import (
 )
 from perceptreg.adversarial.detection import roc_curve
 from perceptreg.adversarial.evaluation import compare_paired, noise_to_target
-from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.judges import default_judges
 from perceptreg.adversarial.losses import LOSSES
 from perceptreg.adversarial.run_attacks import OURS, evaluate_run
 from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
@@ -95,7 +95,7 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
 @layer_option
 def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
-    P(x_adv), then the failure cases (attacks that fooled H while a 3-NN judge still reads
+    P(x_adv), then the failure cases (attacks that fooled H while the judge still reads
     P(x_adv) as the true class).
 
     Example: perceptreg attack runs/demo --eps 0.2 --steps 100
@@ -110,7 +110,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
-        judge = KNNJudge(train_data, device=device)
+        judge = default_judges(run.config.dataset, train_data, device=device)[0]
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
@@ -128,7 +128,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
                                   f"{settings.steps} steps: x, x_adv, P(x), P(x_adv) of {len(shown)} test images")]
     if len(failures):
         panels.append(figures.attack_grid(
-            evaluation, failures[:n], classes, f"Failure cases: H fooled, but the 3-NN judge reads P(x_adv) as the "
+            evaluation, failures[:n], classes, f"Failure cases: H fooled, but the {next(iter(evaluation.judge_readings))} judge reads P(x_adv) as the "
             f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
             f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
     path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.ATTACK)
@@ -169,7 +169,8 @@ def parse_attack_args(pairs: tuple[str, ...]) -> dict:
 @click.option("--fpr", "fprs", default=",".join(f"{f:g}" for f in DEFAULT_FPRS), show_default=True,
               help="False-positive rates at which to report 'succeeded and undetected', each in (0, 1).")
 @click.option("--judge", "judge_runs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A run folder whose model judges the images too (repeatable); a 3-NN pixel judge always does.")
+              help="A run folder whose model judges the images (repeatable). [default: a 3-NN pixel judge on grey "
+                   "digits; on natural images the dataset's CNN judge (perceptreg train-judge)]")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. --mode post-hoc) attacked on the same images, reported beside RUN, "
                    "with McNemar's paired test of the two.")
@@ -260,7 +261,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 save_direction, compare, settings, device, out):
     """Edit images toward a class along latent directions found by a targeted attack:
     D(F(x) + a * dz), dz = F(x_adv) - F(x), per image and averaged over training images.
-    Writes the grids, the flip curves (how often H, C and a 3-NN judge read the target, by
+    Writes the grids, the flip curves (how often H, C and the judge read the target, by
     alpha), the change maps and interpolation_metrics.json.
 
     Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25

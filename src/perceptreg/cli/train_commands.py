@@ -11,6 +11,7 @@ import click
 
 from perceptreg import data as datasets
 from perceptreg import figures, runs
+from perceptreg.adversarial import judges
 from perceptreg.cli.app import (
     OutPath,
     device_option,
@@ -231,3 +232,38 @@ def prepare(dataset, out, data_root):
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
     click.echo(f"{len(train_data)} + {len(test_data)} images, {size:.1f} MiB: {path}; "
                f"train with --dataset memmap:{path}")
+
+
+@main.command("train-judge")
+@click.option("--dataset", required=True, help="A natural-image dataset `train` takes (cifar10, folder:PATH, ...).")
+@click.option("--epochs", type=click.IntRange(1), help=f"Epochs. [default: {judges.STANDING_JUDGE['epochs']}]")
+@click.option("--train-size", type=click.IntRange(10), help="Train on a stratified subset of this many images "
+              "(fewer: faster, a weaker judge). [default: the whole training split]")
+@click.option("--data-root", help="Folder of file-based datasets.")
+@device_option
+@click.option("--out", type=OutPath(file_okay=False), help="Run folder, to pass as --judge RUN. [default: the "
+              "dataset's standing judge, used by default: $PERCEPTREG_JUDGES/<dataset>, else "
+              "~/.cache/perceptreg/judges/<dataset>]")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+def train_judge(dataset, epochs, train_size, data_root, device, out, quiet):
+    """Train the independent CNN judge of a natural-image dataset: a VGG-style classifier
+    (another architecture and seed than the svhn net) on the real training images only.
+    Attacks, attach and edits on that dataset then read P(x) with it by default. An
+    interrupted judge resumes; a finished one is reported, not retrained.
+
+    Example: perceptreg train-judge --dataset cifar10 --train-size 20000
+    """
+    given = {k: v for k, v in {"epochs": epochs, "train_size": train_size, "data_root": data_root,
+                               "device": device}.items() if v is not None}
+    config = judges.standing_judge_config(dataset, **given)
+    out = out or judges.standing_judge_dir(dataset)
+    done = runs.completed_epochs(out) if Path(out).is_dir() else 0
+    if done and done >= runs.read_config(out).total_epochs:
+        accuracy = runs.read_metrics(out)[-1]["test_accuracy"]
+        click.echo(f"the judge in {out} is already trained ({done} epochs, test accuracy {accuracy:.2%})")
+        return
+    began = time.perf_counter()
+    with plain_warnings():
+        _, history, run_dir = train(config, out, resume=bool(done), progress=not quiet)
+    click.echo(f"judge test accuracy {history[-1]['test_accuracy']:.2%} ({len(history)} epochs, "
+               f"{time.perf_counter() - began:.0f}s): {run_dir}")

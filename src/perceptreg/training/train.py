@@ -226,6 +226,8 @@ def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dic
     phase = config.phase(epoch)
     total, ce, recon = losses
     decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
+    # a joint D at lam 0 gets no gradient (a plain classifier, e.g. a judge): it never learnt to draw
+    draws = decoder_trained and (phase == "decoder" or config.lam > 0)
     return {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
             "train_loss": total, "train_ce": ce if phase != "decoder" else None,
             "train_recon": recon if decoder_trained else None,
@@ -233,7 +235,7 @@ def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dic
             "test_recon_mse": quality["recon_mse"] if decoder_trained else None,
             "recon_spread": quality["recon_spread"] if decoder_trained else None,
             "shape_spread": quality["shape_spread"] if decoder_trained else None,
-            "decoder_collapsed": quality["decoder_collapsed"] and decoder_trained,
+            "decoder_collapsed": quality["decoder_collapsed"] and draws,
             "train_images_per_second": images_per_second, "seconds": seconds}
 
 
