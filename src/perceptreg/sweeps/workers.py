@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from perceptreg.core.display import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import runs
