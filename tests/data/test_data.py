@@ -240,6 +240,8 @@ def test_a_dataset_is_a_torch_dataset_of_float_images():
     image, label = ds[4]
     assert image.dtype == torch.float32 and image.shape == (1, 2, 3) and (image == 100 / 255).all()
     assert label == 1 and ds[-1][1] == 0
+    several, labels = ds[torch.tensor([1, 3])]  # a batch, as a notebook picks images to show
+    assert several.shape == (2, 1, 2, 3) and labels.tolist() == [1, 0] and several[1, 0, 0, 0] == 75 / 255
     assert ds.images.dtype == torch.uint8  # the data stays uint8; only the item is converted
     # a DataLoader over it yields the batches `batches` gathers in one call, tensor for tensor
     loaded = list(torch.utils.data.DataLoader(ds, batch_size=4))

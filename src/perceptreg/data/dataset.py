@@ -56,8 +56,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image, label) of one index (or images and labels of a slice), the image as a
-        float in [0, 1] as ``batches`` converts it."""
+        """(image, label) of one index (images and labels of a slice or a tensor of indices),
+        the image as a float in [0, 1] as ``batches`` converts it."""
         return to_float(self.images[index]), self.labels[index]
 
     def __repr__(self) -> str:
