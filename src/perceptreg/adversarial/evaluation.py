@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.detection import (
     BASELINES,
@@ -25,7 +26,6 @@ from perceptreg.adversarial.detection import (
     squeeze_bits,
     squeezing_scores,
 )
-from perceptreg.adversarial import tables
 from perceptreg.adversarial.judges import judge_agreement
 from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
 from perceptreg.core import display

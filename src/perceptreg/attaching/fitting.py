@@ -13,10 +13,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from perceptreg.core.display import tqdm
 
 from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import reconstruction_error
 from perceptreg.core.models import evaluating

@@ -17,7 +17,7 @@ from perceptreg.core.errors import PerceptregError
 
 DIGITS = tuple(str(d) for d in range(10))
 
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False)
 class ImageDataset(torch.utils.data.Dataset):
     """Images as uint8 (N, C, H, W) and integer labels (N,), with class names.
 

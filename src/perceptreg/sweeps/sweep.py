@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from perceptreg.core.display import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import figures, measures, runs
 from perceptreg.core import checkpoint, devices, display, models, schema
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import TrainConfig
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
 from perceptreg.sweeps import ray_engine, workers

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from perceptreg.core.display import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import runs
@@ -29,6 +28,7 @@ from perceptreg.core import checkpoint, models, user_models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import LossParts, perceptual_loss, reconstruction_error
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
