@@ -6,7 +6,7 @@ from torch import nn
 from perceptreg.adversarial import attacks
 from perceptreg.adversarial.adaptive import AdaptivePGD
 from perceptreg.adversarial.evaluation import BASELINES, compare_paired, evaluate_attack
-from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.judges import KNNJudge, ModelJudge
 from perceptreg.adversarial.run_attacks import adaptive_row
 from perceptreg.adversarial.tables import adaptive_cells, adaptive_table, attack_rows
 from perceptreg.core import models
@@ -174,3 +174,19 @@ def test_shuffled_control_is_reported_with_its_l2_and_intervals():
     assert shuffled["mean_l2"] == pytest.approx(shuffled["mean_l2_attack"], rel=1e-4)
     low, high = shuffled["auroc_interval"]
     assert low <= shuffled["auroc"] <= high
+
+
+def test_an_evaluation_shows_itself_as_its_table():
+    net = linear_perception_net(nn.Unflatten(1, (1, 1, 2)))
+    tiny = pixels([[0.6, 0.4], [0.4, 0.6], [0.2, 0.8]], [0, 0, 1])
+    pgd = attacks.PGD(net, eps=0.15, alpha=0.05, steps=4, random_start=False)
+    result = evaluate_attack(net, pgd, tiny, judges=[ModelJudge(net, "<i>net</i>")])
+    # clean 2 of 3, success 1 of the 2 it reads right; P(x) = x: every score 0, AUC 0.5
+    assert repr(result) == ("AttackEvaluation(3 images, clean accuracy 66.7%, attack success 50.0%, "
+                            "detector ROC AUC 0.500)")
+    page = result._repr_html_()
+    assert "<td>clean accuracy</td><td>66.7 % [" in page and "<td>attack success rate</td><td>50.0 % [" in page
+    assert "&lt;i&gt;net&lt;/i&gt;: accuracy on x" in page and "<i>" not in page
+    assert len(page) < 5000  # the numbers, not the tensors
+    result.summary["adaptive"] = [adaptive_row(0.5, result.summary)]
+    assert "adaptive attacks" in result._repr_html_() and "<td>0.5</td>" in result._repr_html_()

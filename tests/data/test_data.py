@@ -231,3 +231,29 @@ def test_download_verifies_md5_where_only_md5_is_published(tmp_path, server):
     handler.files["/f.mat"] = b"svhn"
     path = data.download([url + "/f.mat"], tmp_path / "f.mat", "md5:" + hashlib.md5(b"svhn").hexdigest())
     assert path.read_bytes() == b"svhn"
+
+
+def test_a_dataset_is_a_torch_dataset_of_float_images():
+    images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1).expand(10, 1, 2, 3) * 25
+    ds = data.ImageDataset(images.contiguous(), torch.arange(10) % 3, ("a", "b", "c"), "tiny")
+    assert isinstance(ds, torch.utils.data.Dataset) and len(ds) == 10
+    image, label = ds[4]
+    assert image.dtype == torch.float32 and image.shape == (1, 2, 3) and (image == 100 / 255).all()
+    assert label == 1 and ds[-1][1] == 0
+    several, labels = ds[torch.tensor([1, 3])]  # a batch, as a notebook picks images to show
+    assert several.shape == (2, 1, 2, 3) and labels.tolist() == [1, 0] and several[1, 0, 0, 0] == 75 / 255
+    assert ds.images.dtype == torch.uint8  # the data stays uint8; only the item is converted
+    # a DataLoader over it yields the batches `batches` gathers in one call, tensor for tensor
+    loaded = list(torch.utils.data.DataLoader(ds, batch_size=4))
+    gathered = list(data.batches(ds, 4))
+    assert len(loaded) == len(gathered) == 3
+    for (x, y), (bx, by) in zip(loaded, gathered):
+        assert torch.equal(x, bx) and torch.equal(y, by) and x.dtype == bx.dtype and y.dtype == by.dtype
+
+
+def test_a_dataset_repr_is_one_short_line(mnist5k):
+    train, _ = mnist5k
+    assert repr(train) == "ImageDataset(name='mnist5k-train', 4000 images, 1x28x28, 10 classes)"
+    faces = data.ImageDataset(torch.zeros(3, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.long),
+                              ("no",), "faces", {"smiling": torch.zeros(3, dtype=torch.long)})
+    assert repr(faces) == "ImageDataset(name='faces', 3 images, 3x4x4, 1 classes, 1 attributes)"

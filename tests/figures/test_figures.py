@@ -1,3 +1,4 @@
+import io
 import json
 
 import numpy as np
@@ -179,3 +180,14 @@ def test_a_panel_with_one_curve_has_no_legend(tmp_path, monkeypatch):
     plots.line_plot([1, 2], {"one": {"a": [1, 2]}, "two": {"a": [1, 2], "b": [2, 1]}}, tmp_path / "p.png",
                     xlabel="epoch", ylabel="")
     assert seen == [[False, True]]
+
+
+def test_a_grid_shows_itself_in_jupyter_as_its_png():
+    grid = figures.image_grid(torch.zeros(3, 1, 2, 2), ncols=2, cells=["a", "b", "c"], scale=1)
+    png = grid._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(png)) as decoded:
+        assert decoded.size == grid.picture.size
+        assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(grid.picture))
+    width, height = grid.picture.size
+    assert repr(grid) == f"Grid({width}x{height} px, 1 panels, 3 cells)"

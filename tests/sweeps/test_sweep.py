@@ -232,3 +232,20 @@ def test_a_finished_member_left_one_epoch_behind_by_a_kill_is_published_by_the_r
     state = json.loads((member / runs.STATE_META).read_text())
     assert (member / runs.MODEL).read_bytes() == (member / state["files"]["model"]).read_bytes()
     assert json.loads((member / runs.MODEL_META).read_text())["epoch"] == 2
+
+
+def test_a_sweep_summary_shows_itself_as_its_table():
+    rows = [{"variant": "0.01", "seeds": 2, "collapsed": 0, "test_accuracy": 0.9, "test_accuracy_ci95": 0.02,
+             "test_recon_mse": 0.0125, "test_recon_mse_ci95": 0.001},
+            {"variant": "<post-hoc>", "seeds": 2, "collapsed": 1, "test_accuracy": 0.8, "test_accuracy_ci95": 0.04,
+             "test_recon_mse": 0.05, "test_recon_mse_ci95": 0.002}]
+    summary = sweep.SweepSummary(config={"seeds": [0, 1]}, rows=rows, per_seed={}, pixel_probes={"left_digit": 0.5})
+    assert repr(summary) == "SweepSummary(2 rows: 0.01, <post-hoc>; 2 seeds)"
+    page = summary._repr_html_()
+    assert "<tr><th>lambda</th><th>seeds</th><th>test accuracy</th><th>test recon mse</th></tr>" in page
+    assert "<tr><td>0.01</td><td>2</td><td>0.900 ± 0.020</td><td>0.0125 ± 0.0010</td></tr>" in page
+    assert "<td>&lt;post-hoc&gt;</td>" in page and "<post-hoc>" not in page
+    assert "<post-hoc> (1 of 2 seeds)" not in page and "&lt;post-hoc&gt; (1 of 2 seeds)" in page  # the collapse note
+    assert "Linear probes on the raw pixels (reference): left_digit 0.500" in page
+    # the Markdown table is made of the same cells
+    assert "| 0.01 | 2 | 0.900 ± 0.020 | 0.0125 ± 0.0010 |" in sweep.sweep_table(summary)

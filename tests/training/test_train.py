@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from perceptreg.core import models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest, open_run, read_metrics
-from perceptreg.training.train import NonFiniteLossError, train
+from perceptreg.training.train import NonFiniteLossError, TrainResult, train
 
 QUICK = dict(epochs=2, batch_size=32)
 
@@ -325,3 +326,11 @@ def test_post_hoc_classifier_epochs_are_fixed_once_started(tmp_path, small_mnist
     result = train(longer, tmp_path / "ph", resume=True, train_data=small_mnist[0], test_data=small_mnist[1],
                    progress=False)
     assert [row["phase"] for row in result.history] == ["classifier", "decoder", "decoder", "decoder"]
+
+
+def test_a_train_result_repr_is_one_line_without_the_model():
+    history = [{"epoch": 1, "test_accuracy": 0.5, "test_recon_mse": 0.25},
+               {"epoch": 2, "test_accuracy": 0.875, "test_recon_mse": 0.0625}]
+    result = TrainResult(models.mnist(), history, Path("runs/demo"))
+    assert repr(result) == "TrainResult(run_dir='runs/demo', 2 epochs, test accuracy 0.8750, test MSE/pixel 0.0625)"
+    assert repr(TrainResult(models.mnist(), [], Path("x"))) == "TrainResult(run_dir='x', 0 epochs)"

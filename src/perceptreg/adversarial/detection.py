@@ -30,6 +30,20 @@ SQUEEZE_BITS = 5
 MEDIAN_SIZE = 2
 BLUR_SIZE = 3  # the box blur's window: the smallest that removes one-pixel noise
 
+# The detector's baselines, in the order every table shows them: key in the summary ->
+# (row label, column heading, what the score is). The one list tables and summaries follow.
+BASELINES = {
+    "pixel_statistic": ("pixel statistic (no model)", "pixel AUC", "sum of min(x, 1 - x)^2 over pixels (no model)"),
+    "blur_residual": ("blur residual (no model)", "blur AUC",
+                      f"||x - blur(x)||^2, a {BLUR_SIZE}x{BLUR_SIZE} box blur (no model)"),
+    "bit_depth": (f"feature squeezing, {SQUEEZE_BITS}-bit depth", "bits AUC",
+                  f"||softmax(H(x)) - softmax(H(x at {SQUEEZE_BITS} bits))||_1 (Xu et al. 2018)"),
+    "median_filter": (f"feature squeezing, {MEDIAN_SIZE}x{MEDIAN_SIZE} median", "median AUC",
+                      f"||softmax(H(x)) - softmax(H({MEDIAN_SIZE}x{MEDIAN_SIZE} median of x))||_1 (Xu et al. 2018)"),
+    "shuffled_perturbation": ("shuffled perturbation, L2-matched", "shuffled AUC",
+                              "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled, matched in L2 after the clamp"),
+}
+
 
 def reconstruction_scores(images: torch.Tensor, perceptions: torch.Tensor) -> torch.Tensor:
     """||x - P(x)||^2 per image: the detector's "this input is adversarial" score."""

@@ -12,11 +12,10 @@ from typing import Sequence
 
 import torch
 
+from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.detection import (
-    BLUR_SIZE,
-    MEDIAN_SIZE,
-    SQUEEZE_BITS,
+    BASELINES,
     blur_residual_scores,
     median_filter,
     pixel_statistic_scores,
@@ -29,24 +28,11 @@ from perceptreg.adversarial.detection import (
 )
 from perceptreg.adversarial.judges import judge_agreement
 from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
+from perceptreg.core import display
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import mcnemar, rate, rate_of
-
-# The detector's baselines, in the order every table shows them: key in the summary ->
-# (row label, column heading, what the score is). The one list tables and summaries follow.
-BASELINES = {
-    "pixel_statistic": ("pixel statistic (no model)", "pixel AUC", "sum of min(x, 1 - x)^2 over pixels (no model)"),
-    "blur_residual": ("blur residual (no model)", "blur AUC",
-                      f"||x - blur(x)||^2, a {BLUR_SIZE}x{BLUR_SIZE} box blur (no model)"),
-    "bit_depth": (f"feature squeezing, {SQUEEZE_BITS}-bit depth", "bits AUC",
-                  f"||softmax(H(x)) - softmax(H(x at {SQUEEZE_BITS} bits))||_1 (Xu et al. 2018)"),
-    "median_filter": (f"feature squeezing, {MEDIAN_SIZE}x{MEDIAN_SIZE} median", "median AUC",
-                      f"||softmax(H(x)) - softmax(H({MEDIAN_SIZE}x{MEDIAN_SIZE} median of x))||_1 (Xu et al. 2018)"),
-    "shuffled_perturbation": ("shuffled perturbation, L2-matched", "shuffled AUC",
-                              "||x - P(x)||^2 of x + (x_adv - x) with its pixels shuffled, matched in L2 after the clamp"),
-}
 
 # --- an attack, measured -------------------------------------------------------------------
 
@@ -73,6 +59,26 @@ class AttackEvaluation:
     judge_readings: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     held_out_scores: torch.Tensor | None = None  # ||x - P(x)||^2 of clean images kept apart, for thresholds
+
+    def __repr__(self) -> str:
+        s = self.summary
+        if not s:
+            return f"AttackEvaluation({len(self.images)} images)"
+        return (f"AttackEvaluation({s['images']} images, clean accuracy {s['clean_accuracy']['rate']:.1%}, "
+                f"attack success {s['attack_success_rate']['rate']:.1%}, "
+                f"detector ROC AUC {s['detector']['auroc']:.3f})")
+
+    def _repr_html_(self) -> str | None:
+        """Jupyter shows an evaluation as the table `perceptreg attack` prints, and the
+        adaptive attacks' rows where ``evaluate_run`` measured them."""
+        if not self.summary:
+            return None  # not measured yet: the text repr
+        page = display.html_table(["measure", "value"], tables.attack_rows({"": self.summary}), tables.RATES_NOTE)
+        adaptive = self.summary.get("adaptive", []) + (
+            [self.summary["adaptive_search"]] if "adaptive_search" in self.summary else [])
+        if adaptive:
+            page += "\n" + display.html_table(*tables.adaptive_cells(adaptive), caption="adaptive attacks")
+        return page
 
     def detector_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """||x - P(x)||^2 of the clean images, and of the successful adversarial images."""

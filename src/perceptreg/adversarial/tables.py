@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from perceptreg.adversarial.evaluation import BASELINES
+from perceptreg.adversarial.detection import BASELINES
 from perceptreg.measures import format_rate
 
 RATES_NOTE = ("(rates: 95 % Wilson intervals in brackets; AUCs: 95 % DeLong intervals; "

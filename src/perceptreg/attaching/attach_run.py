@@ -18,6 +18,7 @@ from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import default_judges
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
+from perceptreg.attaching.results import LayerTable
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
 from perceptreg.core.config import AttachConfig
@@ -115,7 +116,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
                          run_dir / runs.LAYERS_ATTACK_PNG)
         runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
-        return summary
+        return LayerTable(summary)
 
 
 def _require_finite_measures(summary: dict) -> None:

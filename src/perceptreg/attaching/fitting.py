@@ -13,9 +13,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import reconstruction_error
 from perceptreg.core.models import evaluating
@@ -153,7 +154,8 @@ def _epoch(seen: AttachedModel, data: ImageDataset, names: list[str], optimizer,
 def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 500,
                     device: torch.device | str = "cpu", layers: Sequence[str] | None = None) -> dict:
     """The model's accuracy on ``data`` and each layer's reconstruction MSE per pixel:
-    ``{"accuracy": float, "recon_mse": {layer: float}}``, one forward per batch."""
+    ``{"accuracy": float, "recon_mse": {layer: float}}`` (a ``LayerMeasures``, a table in
+    Jupyter), one forward per batch."""
     names = seen.chosen_layers(layers)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     squared = torch.zeros(len(names), dtype=torch.float64, device=device)
@@ -166,7 +168,7 @@ def evaluate_layers(seen: AttachedModel, data: ImageDataset, batch_size: int = 5
                                         for n in names])
     values = torch.cat([correct.double().view(1), squared / math.prod(seen.input_shape)]) / len(data)
     accuracy, *mse = values.tolist()  # one device sync
-    return {"accuracy": accuracy, "recon_mse": dict(zip(names, mse))}
+    return LayerMeasures(accuracy=accuracy, recon_mse=dict(zip(names, mse)))
 
 
 # --- an attach run: the user's model from its file, decoders fitted, measured, drawn -----------

@@ -18,8 +18,13 @@ from perceptreg.core.errors import PerceptregError
 DIGITS = tuple(str(d) for d in range(10))
 
 @dataclass(frozen=True, eq=False)
-class ImageDataset:
-    """Images as uint8 (N, C, H, W) and integer labels (N,), with class names."""
+class ImageDataset(torch.utils.data.Dataset):
+    """Images as uint8 (N, C, H, W) and integer labels (N,), with class names.
+
+    A torch ``Dataset``: ``data[i]`` is (image float32 (C, H, W) in [0, 1], label), the
+    items ``batches`` yields, so a ``DataLoader`` over it gives the same batches, one image
+    at a time. The training paths use ``batches``, which gathers a whole batch in one call.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -49,6 +54,16 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, label) of one index (images and labels of a slice or a tensor of indices),
+        the image as a float in [0, 1] as ``batches`` converts it."""
+        return to_float(self.images[index]), self.labels[index]
+
+    def __repr__(self) -> str:
+        extra = f", {len(self.attributes)} attributes" if self.attributes else ""
+        return (f"ImageDataset(name={self.name!r}, {len(self)} images, {'x'.join(map(str, self.image_shape))}, "
+                f"{len(self.classes)} classes{extra})")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from pydantic import BaseModel
 
 from perceptreg import runs
-from perceptreg.core import schema
+from perceptreg.core import display, schema
 from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -54,6 +54,15 @@ class Grid:
 
     picture: Image.Image
     panels: list[dict]
+
+    def __repr__(self) -> str:
+        cells = sum(len(card) for panel in self.panels for card in panel["cards"])
+        width, height = self.picture.size
+        return f"Grid({width}x{height} px, {len(self.panels)} panels, {cells} cells)"
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a grid as its picture."""
+        return display.png_bytes(self.picture)
 
 
 class _CellLayout(BaseModel):

@@ -21,9 +21,9 @@ import socket
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from perceptreg.core.config import TrainConfig
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.sweeps import workers
 

@@ -26,11 +26,11 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.training import ensemble as ensembles
 from perceptreg.training.train import train

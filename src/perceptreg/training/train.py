@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import runs
@@ -29,6 +28,7 @@ from perceptreg.core import checkpoint, models, user_models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import LossParts, perceptual_loss, reconstruction_error
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
@@ -43,6 +43,13 @@ class TrainResult(NamedTuple):
     model: models.PerceptionNet
     history: list[dict]  # one metrics row per epoch, as in metrics.jsonl
     run_dir: Path
+
+    def __repr__(self) -> str:  # not the model's modules and every epoch's row
+        last = self.history[-1] if self.history else {}
+        measured = "".join(f", {label} {last[key]:.4f}" for key, label in
+                           (("test_accuracy", "test accuracy"), ("test_recon_mse", "test MSE/pixel"))
+                           if last.get(key) is not None)
+        return f"TrainResult(run_dir={str(self.run_dir)!r}, {len(self.history)} epochs{measured})"
 
 
 # How often (in batches) the loss is checked for NaN: each check is a device sync.

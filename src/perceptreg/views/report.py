@@ -15,6 +15,7 @@ from pathlib import Path
 from perceptreg import runs
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
+from perceptreg.attaching.results import layer_cells
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
@@ -200,11 +201,8 @@ def _layers(run: Run) -> str:
     if not run.has(runs.LAYERS_JSON):
         return missing("layer measures", "perceptreg attach ... --out " + str(run.path))
     layers = read_layers(run)
-    measures = table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
-                      "P(x_adv) read as true", "detector ROC AUC"],
-                     [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}",
-                       f"{r['test_recon_mse']:.4f}", f"{r['p_adv_read_as_adversarial']:.1%}",
-                       f"{r['p_adv_read_as_true']:.1%}", f"{r['detector_roc_auc']:.3f}"] for r in layers["layers"]])
+    header, rows, _ = layer_cells(layers)
+    measures = table(header, rows)
     history = run.metrics
     curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 from PIL import Image
 
 from perceptreg import figures
-from perceptreg.core import checkpoint
+from perceptreg.core import checkpoint, display
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; padding: 0 1rem; max-width: 1100px; color: #222;
@@ -70,11 +69,7 @@ def image(path: Path, alt: str) -> str:
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
-    def cell(value):  # None: not measured in that row (a post-hoc phase), left blank
-        return html.escape(f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value))
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return display.html_table(header, rows)
 
 
 def missing(what: str, command: str) -> str:
@@ -112,12 +107,10 @@ def _cell(picture: Image.Image, cell: dict, scale: int) -> str:
     # the picture's pixels at their own size: the browser scales them up, sharp
     crop = picture.crop((left, top, left + width, top + height)).resize(
         (max(1, width // scale), max(1, height // scale)), Image.Resampling.NEAREST)
-    png = io.BytesIO()
-    crop.save(png, format="PNG")
     reading = html.escape(cell["caption"]) + (' <span aria-label="misclassified" title="misclassified">✗</span>'
                                               if cell["wrong"] else "")
     caption = f'<span>{html.escape(cell["label"])}</span>' + (f'<span class="reading">{reading}</span>'
                                                              if cell["caption"] else "")
     return (f'<figure class="cell{" wrong" if cell["wrong"] else ""}" style="--w:{width}px">'
             f'<img class="pixels" width="{width}" height="{height}" alt="{html.escape(cell["alt"] or cell["label"])}" '
-            f'src="{data_uri(png.getvalue())}"><figcaption>{caption}</figcaption></figure>')
+            f'src="{data_uri(display.png_bytes(crop))}"><figcaption>{caption}</figcaption></figure>')

@@ -1,0 +1,44 @@
+"""How results show themselves, the one home of these rules: in Jupyter a picture as PNG
+(``png_bytes``, for ``_repr_png_``) and a table as small escaped HTML (``html_table``, for
+``_repr_html_``); progress bars as widgets where Jupyter can draw them, else as text
+(``tqdm``, chosen once by ``choose_tqdm``)."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import io
+from typing import Sequence
+
+
+def png_bytes(picture) -> bytes:
+    """A PIL image as the bytes of a PNG file."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
+    """Rows of cells as an HTML table, every cell and the caption escaped (names come from
+    users: a layer or a class may be called "<b>"). A float shows 4 significant digits;
+    None, a value not measured in that row, a blank cell."""
+    def cell(value) -> str:
+        return html.escape(f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value))
+    head = "".join(f"<th>{cell(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    title = f"<caption>{cell(caption)}</caption>" if caption else ""
+    return f"<table>{title}<tr>{head}</tr>{body}</table>"
+
+
+def choose_tqdm():
+    """The tqdm class to draw progress bars with: tqdm's automatic choice (a widget in
+    Jupyter) when ipywidgets is installed, else the plain text bar. tqdm.auto without
+    ipywidgets warns "IProgress not found" in every notebook that imports it."""
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm
+
+
+tqdm = choose_tqdm()  # every progress bar of the package is drawn by this class

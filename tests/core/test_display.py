@@ -1,0 +1,42 @@
+import io
+import re
+from pathlib import Path
+
+import pytest
+import tqdm.auto
+import tqdm.std
+from PIL import Image
+
+from perceptreg.core import display
+
+
+def test_html_table_holds_the_numbers_and_escapes_names():
+    page = display.html_table(["layer", "MSE"], [["<b>conv</b>", 0.012345678], ["fc & out", None]], "a < b")
+    assert page.startswith("<table><caption>a &lt; b</caption><tr><th>layer</th><th>MSE</th></tr>")
+    assert "<td>&lt;b&gt;conv&lt;/b&gt;</td><td>0.01235</td>" in page  # a float shows 4 significant digits
+    assert "<td>fc &amp; out</td><td></td>" in page  # None: not measured, a blank cell
+    assert "<b>" not in page
+
+
+def test_png_bytes_decode_to_the_picture():
+    picture = Image.new("RGB", (7, 3), (255, 0, 0))
+    png = display.png_bytes(picture)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    decoded = Image.open(io.BytesIO(png))
+    assert decoded.size == (7, 3) and decoded.getpixel((6, 2)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("installed, expected", [(False, tqdm.std.tqdm), (True, tqdm.auto.tqdm)])
+def test_tqdm_is_the_widget_choice_only_with_ipywidgets(monkeypatch, installed, expected):
+    real = display.importlib.util.find_spec
+    monkeypatch.setattr(display.importlib.util, "find_spec",
+                        lambda name: (real("tqdm") if installed else None) if name == "ipywidgets" else real(name))
+    assert display.choose_tqdm() is expected
+
+
+def test_display_is_the_one_module_that_imports_tqdm():
+    # a module reaching for tqdm.auto itself would warn "IProgress not found" in every notebook
+    package = Path(display.__file__).parents[1]
+    importers = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
+                 if re.search(r"^\s*(from|import) tqdm", path.read_text(), re.M)]
+    assert importers == ["core/display.py"]
