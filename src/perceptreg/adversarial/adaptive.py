@@ -56,7 +56,8 @@ class AdaptivePGD(PGD):
         model: a ``PerceptionNet`` (the decoder gives P).
         beta: weight of the reconstruction error, >= 0.
         band: the detector's (low, high) thresholds; default none (-inf, inf).
-        the other arguments are ``PGD``'s.
+
+    The other arguments are ``PGD``'s.
 
     Example:
         >>> adv_images = AdaptivePGD(model, beta=1.0, eps=0.2, steps=100)(images, labels)
@@ -100,7 +101,7 @@ class AdaptiveAttack(Attack):
 
     Args:
         model: a ``PerceptionNet``.
-        betas: the penalty weights tried, each >= 0 (default 0, 0.01, 0.1, 1, 10).
+        betas (tuple[float, ...]): the penalty weights tried, each >= 0 (default 0, 0.01, 0.1, 1, 10).
         band: the detector's (low, high) thresholds, e.g. ``thresholds.band`` of held-out
             clean scores; default none: the lowest score among the fooled iterates wins.
         kappa: the margin's cap; the other settings (eps, steps, restarts, schedule, ...)

@@ -1,5 +1,5 @@
 """The reconstruction-error detector of adversarial inputs, its ROC, and the baselines
-that say how much of its AUC is the model's doing (README, "Adversarial perception"):
+that say how much of its AUC is the model's doing (docs/guides/attacks.md):
 
 - ``reconstruction_scores``: ||x - P(x)||^2, the detector: "the perception does not fit x";
 - ``pixel_statistic_scores``: sum over pixels of min(x, 1 - x)^2, no model at all: how far

@@ -187,7 +187,7 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
                                 "[default: $RAY_ADDRESS, else a Ray instance on this machine]")
 @click.option("--ensemble/--no-ensemble", default=None,
-              help="Train the joint models as one vmapped ensemble per worker (README, 'The lambda sweep'). "
+              help="Train the joint models as one vmapped ensemble per worker (docs/guides/sweeps.md). "
                    "[default: on with --device cuda and the local engine, else off]")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")

@@ -91,7 +91,7 @@ def init_output_bias(decoder: nn.Module, latent_shape: tuple[int, ...], image_sh
     Why: with PyTorch's default init the summed squared error drives every output of a
     sigmoid decoder to 0 within a few dozen steps (the background is most of each
     image); the sigmoid saturates and the decoder stays all black for good
-    (README, "The collapse pitfall"). Starting the output at the mean intensity avoids it.
+    (docs/guides/train-and-perceive.md). Starting the output at the mean intensity avoids it.
 
     The output layer is found by running D once: the last layer with a bias before the
     last sigmoid, with only parameter-free reshapes (Unflatten, ...) after the sigmoid.
@@ -115,7 +115,8 @@ def init_output_bias(decoder: nn.Module, latent_shape: tuple[int, ...], image_sh
         value = logit.repeat_interleave(height * width_px)  # a dense layer's channel-major output
     else:
         warnings.warn("init_output_bias: found no layer whose bias sets D's output per channel before its "
-                      "final sigmoid; the bias is left as it is (watch for the all-black collapse, README)",
+                      "final sigmoid; the bias is left as it is (watch for the all-black collapse: "
+                      "docs/guides/train-and-perceive.md)",
                       RuntimeWarning, stacklevel=2)
         return False
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""MNIST-strips: an offline SVHN-like set made of MNIST-5k digits (see the README)."""
+"""MNIST-strips: an offline SVHN-like set made of MNIST-5k digits (docs/reference/datasets.md)."""
 
 from __future__ import annotations
 

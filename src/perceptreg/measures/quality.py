@@ -11,7 +11,7 @@ from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, batches
 
 # Reconstructions whose spread across images is below this fraction of the images' own
-# spread are "nearly constant": the decoder collapsed (README, "The collapse pitfall").
+# spread are "nearly constant": the decoder collapsed (docs/guides/train-and-perceive.md).
 # A working MNIST decoder sits around 0.8; the all-black collapse gives 0.0.
 COLLAPSE_RATIO = 0.1
 # The same test on shapes alone (colour and contrast taken out, ``shape_maps``): a decoder

@@ -7,7 +7,7 @@ CUDA); it runs `workers.train_member`, as the local engine does, so its run fold
 the same files. Ray starts a task again when its worker process dies (killed, out of
 memory, its node lost), up to MAX_RETRIES times; the new attempt resumes from the last
 epoch the run folder holds. So every node must see the run folders at the same path: a
-shared filesystem (README, 'Sweeps on a cluster').
+shared filesystem (docs/guides/scale.md).
 
 Ray is an optional dependency (`pip install perceptreg[ray]`), imported only here.
 """
@@ -102,7 +102,7 @@ def _connected(ray, address: str | None):
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, **local)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise PerceptregError(f"`address` {address}: Ray could not connect ({error}); start the cluster with "
-                              f"`ray start --head` (README, 'Sweeps on a cluster')") from None
+                              f"`ray start --head` (docs/guides/scale.md)") from None
     try:
         yield
     finally:

@@ -66,7 +66,7 @@ class SweepConfig:
             raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
         members = len(self.variants())  # TrainConfig checks every setting, each lambda included, before any work
         on_cpu = devices.check_device_name(self.device).type == "cpu"
-        # Auto, from bench/sweep_throughput.py (README, 'The lambda sweep'): on CPU, members side
+        # Auto, from bench/sweep_throughput.py (docs/guides/sweeps.md): on CPU, members side
         # by side in one-thread workers beat one process of all the cores (1.15x on 2 cores), and
         # the ensemble gains nothing; on a GPU the ensemble pays (1.6-1.8x), extra processes do not.
         if self.workers is None:

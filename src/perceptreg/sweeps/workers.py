@@ -3,7 +3,7 @@
     train_all([(config, run_dir), ...], workers=2)
 
 A small model leaves cores idle: at batch 64 oneDNN's fixed cost per call dominates, so
-one process gets little from a second thread (README, 'The lambda sweep'). Workers train
+one process gets little from a second thread (docs/guides/sweeps.md). Workers train
 different members at once, each with its share of the cores as threads, each in its own
 run folder: a killed sweep resumes member by member, as with one worker.
 

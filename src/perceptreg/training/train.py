@@ -282,7 +282,8 @@ def warn_collapsed(row: dict) -> None:
         f"{row['recon_spread']:.3f} of the images' own, shape spread {row['shape_spread']:.3f}; "
         f"collapsed below {COLLAPSE_RATIO} or {SHAPE_COLLAPSE_RATIO}), so perceptions of this model "
         f"show little about its inputs. "
-        f"Train longer, keep init_output_bias on, or lower the lr (README, 'The collapse pitfall').",
+        f"Train longer, keep init_output_bias on, or lower the lr "
+        f"(docs/guides/train-and-perceive.md, 'The collapse pitfall').",
         RuntimeWarning, stacklevel=3)
 
 
