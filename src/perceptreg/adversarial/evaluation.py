@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from perceptreg.adversarial.callables import attack_name, check_adversarial
+from perceptreg.adversarial.defaults import DEFAULT_FPRS
 from perceptreg.adversarial.detection import (
     BLUR_SIZE,
     MEDIAN_SIZE,
@@ -28,7 +29,7 @@ from perceptreg.adversarial.detection import (
     squeezing_scores,
 )
 from perceptreg.adversarial.judges import judge_agreement
-from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
+from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, to_float

@@ -1,4 +1,8 @@
-"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive."""
+"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive.
+
+As in every command module, the top imports only what the options show (light modules);
+what a command runs is imported in its body, so --help does not import torch.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from perceptreg import data as datasets
-from perceptreg import figures, runs
+from perceptreg import runs
 from perceptreg.cli.app import (
     OutPath,
+    defaults_of,
     device_option,
     fresh_run_dir,
     layer_option,
@@ -20,15 +24,16 @@ from perceptreg.cli.app import (
     plain_warnings,
     run_argument,
 )
-from perceptreg.core import models
-from perceptreg.core.config import MODES, TrainConfig
-from perceptreg.sweeps import sweep as sweeps
-from perceptreg.training.train import train
-from perceptreg.views import report
+from perceptreg.core.config import INPUT_SHAPES, MODES, TrainConfig
+from perceptreg.data.registry import help_text
+from perceptreg.sweeps.config import ENGINES, SweepConfig
 
 
 def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
     """Train, then print the numbers and draw the perception grid into the run folder."""
+    from perceptreg import figures
+    from perceptreg.training.train import train
+
     began = time.perf_counter()
     with plain_warnings():
         model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
@@ -45,7 +50,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
     click.echo(f"run folder: {run_dir}\nperception grid: {grid}")
 
 
-DEFAULTS = TrainConfig()
+DEFAULTS = defaults_of(TrainConfig)
 
 
 def setting(flag: str, help: str, **kwargs):
@@ -58,8 +63,8 @@ def setting(flag: str, help: str, **kwargs):
 
 
 @main.command("train")
-@setting("--dataset", f"Training data: {datasets.registry.help_text()}.")
-@click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
+@setting("--dataset", f"Training data: {help_text()}.")
+@click.option("--arch", type=click.Choice(list(INPUT_SHAPES)),
               help="Paper architecture. [default: the one for the dataset's images]")
 @setting("--model", "Your own network instead: FILE.py:FUNCTION returning a PerceptionNet of your F, C, D.")
 @setting("--lam", "Weight of the reconstruction term.", type=float)
@@ -96,6 +101,8 @@ def train_command(out, resume, quiet, compile_step, **options):
 
     Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
     """
+    from perceptreg.data.registry import training_defaults
+
     given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
     if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
         click.echo(f"Warning: {out} holds no run yet (stopped before its config.json was written): it starts over "
@@ -114,7 +121,7 @@ def train_command(out, resume, quiet, compile_step, **options):
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "mode": "post-hoc", **given}
         arch = "custom" if "model" in given else given.get("arch")
-        defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
+        defaults = training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
         config = TrainConfig(**{**defaults, **given, "arch": defaults["arch"]})
         out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
     _train_and_report(config, out, resume, quiet)
@@ -132,6 +139,8 @@ def perceive(run, n, out, device, layer):
 
     Example: perceptreg perceive runs/demo --n 20
     """
+    from perceptreg import figures
+
     model = run.model(device, layer)
     test = run.data()[1]
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
@@ -152,13 +161,15 @@ def demo(out, epochs, device, quiet):
 
     Example: perceptreg demo
     """
+    from perceptreg.views import report
+
     config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
     run_dir = fresh_run_dir(out)
     _train_and_report(config, run_dir, resume=False, quiet=quiet)
     click.echo(f"report: {report.write_report(run_dir)}")
 
 
-SWEEP = sweeps.SweepConfig()
+SWEEP = defaults_of(SweepConfig)
 
 
 # --- the lambda sweep ------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--workers", type=click.IntRange(min=1),
               help="Models trained at once, in processes sharing the cores (threads = cores / workers). "
                    "[default: on CPU one per core, up to the number of models; on CUDA 1]")
-@click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(sweeps.ENGINES),
+@click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(ENGINES),
               help="ray: each model a Ray task with cores / workers CPUs, here or on a cluster "
                    "(pip install perceptreg[ray]).")
 @click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
@@ -196,10 +207,12 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
 
     Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-3,1e-2,1e2
     """
+    from perceptreg.sweeps import sweep as sweeps
+
     seed_list = sweeps.parse_list(seeds, int, "seeds", "0,1")
     if quick:
         train_size, epochs, seed_list = 400, 1, (0,)
-    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
+    config = SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
                                 workers=workers, ensemble=ensemble, engine=engine, address=address)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
@@ -221,6 +234,8 @@ def prepare(dataset, out, data_root):
 
     Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
     """
+    from perceptreg import data as datasets
+
     runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
     train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
     path = datasets.write_memmap(out, train_data, test_data)

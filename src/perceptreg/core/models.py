@@ -217,7 +217,6 @@ def celeba(num_classes: int = 2) -> PerceptionNet:
 
 ARCHITECTURES: dict[str, Callable[..., PerceptionNet]] = {
     "mnist": mnist, "svhn": svhn, "celeba": celeba}
-INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64)}
 
 
 def build(arch: str, num_classes: int) -> PerceptionNet:
