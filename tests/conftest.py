@@ -69,6 +69,22 @@ def good_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def attach_run(tmp_path_factory):
+    """An attach run on the user's net as built (untrained): 100 digits, 1 epoch, 10 attacked."""
+    from helpers import USER_NET
+
+    from perceptreg.adversarial.attacks import AttackSettings
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+
+    run = tmp_path_factory.mktemp("attach") / "run"
+    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
+                            random_weights=True),
+               run, AttackSettings(steps=2), attack_images=10, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
 def quick_sweep(tmp_path_factory):
     """`sweep --quick` on two lambdas: (folder, printed output)."""
     from perceptreg.cli import main

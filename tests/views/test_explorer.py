@@ -246,3 +246,23 @@ def test_runs_are_compared_on_the_same_image_and_attack(good_run, trained_run):
     for key in ("adversarial", "linf_distance", "difference"):  # the same attack as on that run alone
         assert other[key] == alone[key]
     assert other["adversarial"]["perception"] != result["adversarial"]["perception"]
+
+
+def test_every_answer_carries_each_compared_run(good_run, trained_run):
+    both = TestClient(explorer.create_app([open_run(good_run), open_run(trained_run)]), base_url="http://127.0.0.1")
+    alone = TestClient(explorer.create_app(open_run(trained_run)), base_url="http://127.0.0.1")
+    card = both.get("/api/gallery", params={"limit": 2}).json()["items"][1]
+    (other,) = card["compared"]
+    by_itself = alone.get("/api/gallery", params={"limit": 2}).json()["items"][1]
+    assert other["run"] == str(trained_run) and set(other) == {"run", *explorer.SEEN}
+    assert [other[key] for key in explorer.SEEN] == [by_itself[key] for key in explorer.SEEN]  # that run's reading
+    clicked = both.get("/api/image", params={"index": card["index"]}).json()  # a map click: the card's answer
+    assert {key: clicked[key] for key in ("index", "label", "image", "prediction")} == {
+        key: card[key] for key in ("index", "label", "image", "prediction")}
+    assert clicked["confidence"] == pytest.approx(card["confidence"], abs=1e-5)  # in a batch of one
+    drawn = both.post("/api/perceive", files={"file": ("d.png", png((60, 60), 0, bar=255), "image/png")}).json()
+    assert drawn["compared"][0]["run"] == str(trained_run)
+    walk = both.post("/api/edit", json={"index": 0, "target": 8, "steps": 5}).json()
+    assert [w["run"] for w in walk["compared"]] == [str(trained_run)]
+    assert walk["compared"][0]["frames"] == alone.post("/api/edit", json={"index": 0, "target": 8, "steps": 5}).json()["frames"]
+    assert both.get("/api/image", params={"index": 1000}).status_code == 422

@@ -12,10 +12,8 @@ from helpers import USER_NET
 from PIL import Image
 
 from perceptreg import data, runs
-from perceptreg.adversarial.attacks import AttackSettings
-from perceptreg.attaching.attach_run import read_layers, run_attach
+from perceptreg.attaching.attach_run import read_layers
 from perceptreg.cli import main
-from perceptreg.core.config import AttachConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
 from perceptreg.views.report import ATTACH_SECTIONS, SECTIONS, build_report, write_report
@@ -124,16 +122,6 @@ def full_run(good_run, tmp_path_factory):
     result = runner.invoke(main, ["report", str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return run, out
-
-
-@pytest.fixture(scope="module")
-def attach_run(tmp_path_factory):
-    """An attach run on the user's net as built (untrained): 100 digits, 1 epoch, 10 attacked."""
-    run = tmp_path_factory.mktemp("attach") / "run"
-    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
-                            random_weights=True),
-               run, AttackSettings(steps=2), attack_images=10, progress=False)
-    return run
 
 
 # --- tests ---------------------------------------------------------------------------------------

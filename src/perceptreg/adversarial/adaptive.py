@@ -17,12 +17,12 @@ import math
 import torch
 
 from perceptreg.adversarial.attacks import PGD, Attack, Iterate, keep_better
+from perceptreg.adversarial.defaults import DEFAULT_BETAS
 from perceptreg.adversarial.detection import reconstruction_scores
 from perceptreg.adversarial.losses import attack_loss, margins
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 
-DEFAULT_BETAS = (0.0, 0.01, 0.1, 1.0, 10.0)  # a factor 10 apart: the scores and margins differ by orders
 NO_BAND = (-math.inf, math.inf)  # no thresholds known: every fooled image counts as undetected
 
 

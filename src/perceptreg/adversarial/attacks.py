@@ -18,14 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-
-NORMS = ("linf", "l2")
-SCHEDULES = ("constant", "cosine")
-DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
-DEFAULT_STEPS = 100  # the paper's iterations
 
 
 @dataclass(frozen=True)

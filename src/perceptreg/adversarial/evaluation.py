@@ -14,6 +14,7 @@ import torch
 
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
+from perceptreg.adversarial.defaults import DEFAULT_FPRS
 from perceptreg.adversarial.detection import (
     BASELINES,
     blur_residual_scores,
@@ -27,7 +28,7 @@ from perceptreg.adversarial.detection import (
     squeezing_scores,
 )
 from perceptreg.adversarial.judges import judge_agreement
-from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
+from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
 from perceptreg.core import display
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating

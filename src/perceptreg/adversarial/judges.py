@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from perceptreg.adversarial.defaults import STANDING_JUDGE
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -28,10 +29,6 @@ from perceptreg.measures import rate_of
 from perceptreg.runs import Run, completed_epochs, open_run
 
 JUDGES_ENV = "PERCEPTREG_JUDGES"  # where standing judges live (default ~/.cache/perceptreg/judges)
-# The standing judge: ours, not the paper's. Another architecture (a VGG-style net) and another
-# seed than the svhn net it judges; lam 0, so its decoder is untouched and it is a classifier
-# trained on real images only.
-STANDING_JUDGE = {"arch": "vgg", "seed": 1, "lam": 0.0, "epochs": 10, "eval_size": 2000}
 
 
 class KNNJudge:

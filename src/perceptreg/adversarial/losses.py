@@ -15,9 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from perceptreg.adversarial.defaults import LOSSES
 from perceptreg.core.errors import PerceptregError
-
-LOSSES = ("ce", "margin", "dlr")
 
 
 def check_loss(loss: str, kappa: float = math.inf) -> None:

@@ -19,14 +19,13 @@ import torch
 from perceptreg.adversarial.adaptive import NO_BAND, AdaptiveAttack, AdaptivePGD
 from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.callables import load_attack
+from perceptreg.adversarial.defaults import DEFAULT_FPRS, OURS
 from perceptreg.adversarial.evaluation import AttackEvaluation, clean_scores, evaluate_attack
 from perceptreg.adversarial.judges import default_judges
-from perceptreg.adversarial.thresholds import DEFAULT_FPRS, SIDES, strictest_band
+from perceptreg.adversarial.thresholds import SIDES, strictest_band
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, spread_over_classes
 from perceptreg.runs import Run
-
-OURS = "pgd"  # --attack's name for our PGD, built from the settings
 
 
 def split_test(test_data: ImageDataset, images: int | None = None,

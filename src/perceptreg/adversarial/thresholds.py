@@ -21,7 +21,6 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.measures import rate, rate_of
 
 SIDES = ("one-sided", "two-sided")
-DEFAULT_FPRS = (0.01, 0.05)
 
 
 def check_fprs(fprs: Sequence[float]) -> tuple[float, ...]:

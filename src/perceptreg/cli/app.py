@@ -4,14 +4,16 @@ lines, the run argument and device option, numbered run folders."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import re
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 
-from perceptreg import runs
+from perceptreg import runs  # imports its modules on first use: --help stays free of torch
 from perceptreg.core.errors import PerceptregError
 
 # library arguments whose option has another name (--adaptive lists betas, --attack names the attack)
@@ -44,6 +46,12 @@ class UsageProblem(click.ClickException):
 class _Group(click.Group):
     """Turns library errors about bad input into one line and exit code 1, and click's usage
     errors into one line and exit code 2: never a traceback, never a usage block."""
+
+    def parse_args(self, ctx, args):
+        if not args:  # bare `perceptreg`: the help, and success, as git and pip answer it
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def make_context(self, *args, **kwargs):
         try:
@@ -94,6 +102,13 @@ class OutPath(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail("is empty; give a folder or file name", param, ctx)
         return runs.check_output_path(super().convert(value, param, ctx))  # a bad one: exit 1, one line
+
+
+def defaults_of(config_class) -> SimpleNamespace:
+    """The defaults of a config dataclass's fields, for options to show: read from the class,
+    not an instance, whose checks would import torch before --help."""
+    return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(config_class)
+                              if f.default is not dataclasses.MISSING})
 
 
 def fresh_run_dir(base: Path) -> Path:

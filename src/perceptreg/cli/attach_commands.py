@@ -6,22 +6,19 @@ import time
 
 import click
 
-from perceptreg.adversarial.tables import aligned
-from perceptreg.attaching.attach_run import run_attach
-from perceptreg.attaching.results import layer_cells
-from perceptreg.cli.app import OutPath, as_flags, main, plain_warnings
+from perceptreg.cli.app import OutPath, as_flags, defaults_of, main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.user_models import parse_kwargs
 from perceptreg.data.registry import help_text
-from perceptreg.sweeps.sweep import parse_list
 
-DEFAULTS = AttachConfig(model="", layers=("-",))
+DEFAULTS = defaults_of(AttachConfig)
 
 
 def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """"0.1307,0.3081" -> ((0.1307,), (0.3081,)): the means of every channel, then the stds."""
+    from perceptreg.sweeps.sweep import parse_list
+
     if text is None:
         return None
     values = parse_list(text, float, "normalize", "0.1307,0.3081")
@@ -69,6 +66,9 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
 
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.user_models import parse_kwargs
+
     config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
@@ -86,5 +86,8 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
 
 def layers_table(summary: dict) -> str:
     """The per-layer measures of an attach run as a plain-text table."""
+    from perceptreg.adversarial.tables import aligned
+    from perceptreg.attaching.results import layer_cells
+
     header, rows, note = layer_cells(summary)
     return aligned([header, *rows]) + "\n" + note

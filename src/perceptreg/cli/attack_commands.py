@@ -9,25 +9,18 @@ import math
 from pathlib import Path
 
 import click
-import torch
 
-from perceptreg import figures, runs
-from perceptreg.adversarial.adaptive import DEFAULT_BETAS
-from perceptreg.adversarial.attacks import (
+from perceptreg import runs
+from perceptreg.adversarial.defaults import (
+    DEFAULT_BETAS,
     DEFAULT_EPS,
+    DEFAULT_FPRS,
     DEFAULT_STEPS,
+    LOSSES,
     NORMS,
+    OURS,
     SCHEDULES,
-    AttackSettings,
-    FromNoise,
 )
-from perceptreg.adversarial.detection import roc_curve
-from perceptreg.adversarial.evaluation import compare_paired, noise_to_target
-from perceptreg.adversarial.judges import default_judges
-from perceptreg.adversarial.losses import LOSSES
-from perceptreg.adversarial.run_attacks import OURS, evaluate_run
-from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
-from perceptreg.adversarial.thresholds import DEFAULT_FPRS, check_fprs
 from perceptreg.cli.app import (
     OutPath,
     device_option,
@@ -36,12 +29,6 @@ from perceptreg.cli.app import (
     plain_warnings,
     run_argument,
 )
-from perceptreg.core.checkpoint import write_json
-from perceptreg.core.devices import check_memory
-from perceptreg.edits import latent
-from perceptreg.figures import plots
-from perceptreg.measures import format_rate
-from perceptreg.sweeps.sweep import parse_list
 
 # --- attacks -----------------------------------------------------------------------------------
 
@@ -71,6 +58,8 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
 
     @functools.wraps(command)  # keeps the options already declared on ``command``
     def wrapped(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule, best_iterate, **kwargs):
+        from perceptreg.adversarial.attacks import AttackSettings
+
         return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule,
                                                best_iterate), **kwargs)
     for option in reversed(options):
@@ -100,6 +89,17 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
 
     Example: perceptreg attack runs/demo --eps 0.2 --steps 100
     """
+    import torch
+
+    from perceptreg import figures
+    from perceptreg.adversarial.attacks import FromNoise
+    from perceptreg.adversarial.evaluation import noise_to_target
+    from perceptreg.adversarial.judges import default_judges
+    from perceptreg.adversarial.run_attacks import evaluate_run
+    from perceptreg.core.checkpoint import write_json
+    from perceptreg.core.devices import check_memory
+    from perceptreg.measures import format_rate
+
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
@@ -193,6 +193,15 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
 
     Example: perceptreg evaluate-attack runs/demo --adaptive-search 0,0.01,0.1,1,10 --restarts 2 --compare runs/post-hoc
     """
+    from perceptreg.adversarial.detection import roc_curve
+    from perceptreg.adversarial.evaluation import compare_paired
+    from perceptreg.adversarial.run_attacks import evaluate_run
+    from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
+    from perceptreg.adversarial.thresholds import check_fprs
+    from perceptreg.core.checkpoint import write_json
+    from perceptreg.figures import plots
+    from perceptreg.sweeps.sweep import parse_list
+
     betas = parse_list(adaptive, float, "adaptive", "0,0.1,1,10") if adaptive else ()
     search = parse_list(adaptive_search, float, "adaptive_search", "0,0.1,1") if adaptive_search else ()
     fprs = check_fprs(parse_list(fprs, float, "fpr", "0.01,0.05"))
@@ -266,6 +275,12 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
 
     Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
     """
+    from perceptreg import figures
+    from perceptreg.core.checkpoint import write_json
+    from perceptreg.edits import latent
+    from perceptreg.figures import plots
+    from perceptreg.measures import format_rate
+
     edit = latent.EditSettings(target, source, latent.parse_alphas(alphas), n_images, fit_images,
                                from_file, apply_direction)
     out = out or run.path

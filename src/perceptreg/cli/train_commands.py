@@ -1,4 +1,8 @@
-"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive."""
+"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive.
+
+As in every command module, the top imports only what the options show (light modules);
+what a command runs is imported in its body, so --help does not import torch.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ from pathlib import Path
 
 import click
 
-from perceptreg import data as datasets
-from perceptreg import figures, runs
-from perceptreg.adversarial import judges
+from perceptreg import runs
+from perceptreg.adversarial.defaults import STANDING_JUDGE
 from perceptreg.cli.app import (
     OutPath,
+    defaults_of,
     device_option,
     fresh_run_dir,
     layer_option,
@@ -21,15 +25,16 @@ from perceptreg.cli.app import (
     plain_warnings,
     run_argument,
 )
-from perceptreg.core import models
-from perceptreg.core.config import MODES, TrainConfig
-from perceptreg.sweeps import sweep as sweeps
-from perceptreg.training.train import train
-from perceptreg.views import report
+from perceptreg.core.config import INPUT_SHAPES, MODES, TrainConfig
+from perceptreg.data.registry import help_text
+from perceptreg.sweeps.config import ENGINES, SweepConfig
 
 
 def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
     """Train, then print the numbers and draw the perception grid into the run folder."""
+    from perceptreg import figures
+    from perceptreg.training.train import train
+
     began = time.perf_counter()
     with plain_warnings():
         model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
@@ -46,7 +51,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
     click.echo(f"run folder: {run_dir}\nperception grid: {grid}")
 
 
-DEFAULTS = TrainConfig()
+DEFAULTS = defaults_of(TrainConfig)
 
 
 def setting(flag: str, help: str, **kwargs):
@@ -59,8 +64,8 @@ def setting(flag: str, help: str, **kwargs):
 
 
 @main.command("train")
-@setting("--dataset", f"Training data: {datasets.registry.help_text()}.")
-@click.option("--arch", type=click.Choice(list(models.ARCHITECTURES)),
+@setting("--dataset", f"Training data: {help_text()}.")
+@click.option("--arch", type=click.Choice(list(INPUT_SHAPES)),
               help="Paper architecture. [default: the one for the dataset's images]")
 @setting("--model", "Your own network instead: FILE.py:FUNCTION returning a PerceptionNet of your F, C, D.")
 @setting("--z-dim", "Latent size of the paper architecture (ours, beside the paper's). [default: the paper's: "
@@ -101,6 +106,8 @@ def train_command(out, resume, quiet, compile_step, **options):
 
     Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
     """
+    from perceptreg.data.registry import training_defaults
+
     given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
     if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
         click.echo(f"Warning: {out} holds no run yet (stopped before its config.json was written): it starts over "
@@ -119,7 +126,7 @@ def train_command(out, resume, quiet, compile_step, **options):
             given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                      "z_dim": source.z_dim, "mode": "post-hoc", **given}
         arch = "custom" if "model" in given else given.get("arch")
-        defaults = datasets.training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
+        defaults = training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
         config = TrainConfig(**{**defaults, **given, "arch": defaults["arch"]})
         out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
     _train_and_report(config, out, resume, quiet)
@@ -137,6 +144,8 @@ def perceive(run, n, out, device, layer):
 
     Example: perceptreg perceive runs/demo --n 20
     """
+    from perceptreg import figures
+
     model = run.model(device, layer)
     test = run.data()[1]
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
@@ -157,13 +166,15 @@ def demo(out, epochs, device, quiet):
 
     Example: perceptreg demo
     """
+    from perceptreg.views import report
+
     config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
     run_dir = fresh_run_dir(out)
     _train_and_report(config, run_dir, resume=False, quiet=quiet)
     click.echo(f"report: {report.write_report(run_dir)}")
 
 
-SWEEP = sweeps.SweepConfig()
+SWEEP = defaults_of(SweepConfig)
 
 
 # --- the lambda sweep ------------------------------------------------------------------------------
@@ -181,7 +192,7 @@ SWEEP = sweeps.SweepConfig()
 @click.option("--workers", type=click.IntRange(min=1),
               help="Models trained at once, in processes sharing the cores (threads = cores / workers). "
                    "[default: on CPU one per core, up to the number of models; on CUDA 1]")
-@click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(sweeps.ENGINES),
+@click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(ENGINES),
               help="ray: each model a Ray task with cores / workers CPUs, here or on a cluster "
                    "(pip install perceptreg[ray]).")
 @click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
@@ -201,10 +212,12 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
 
     Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-3,1e-2,1e2
     """
+    from perceptreg.sweeps import sweep as sweeps
+
     seed_list = sweeps.parse_list(seeds, int, "seeds", "0,1")
     if quick:
         train_size, epochs, seed_list = 400, 1, (0,)
-    config = sweeps.SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
+    config = SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
                                 workers=workers, ensemble=ensemble, engine=engine, address=address)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
@@ -226,6 +239,8 @@ def prepare(dataset, out, data_root):
 
     Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
     """
+    from perceptreg import data as datasets
+
     runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
     train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
     path = datasets.write_memmap(out, train_data, test_data)
@@ -236,7 +251,7 @@ def prepare(dataset, out, data_root):
 
 @main.command("train-judge")
 @click.option("--dataset", required=True, help="A natural-image dataset `train` takes (cifar10, folder:PATH, ...).")
-@click.option("--epochs", type=click.IntRange(1), help=f"Epochs. [default: {judges.STANDING_JUDGE['epochs']}]")
+@click.option("--epochs", type=click.IntRange(1), help=f"Epochs. [default: {STANDING_JUDGE['epochs']}]")
 @click.option("--train-size", type=click.IntRange(10), help="Train on a stratified subset of this many images "
               "(fewer: faster, a weaker judge). [default: the whole training split]")
 @click.option("--data-root", help="Folder of file-based datasets.")
@@ -253,6 +268,9 @@ def train_judge(dataset, epochs, train_size, data_root, device, out, quiet):
 
     Example: perceptreg train-judge --dataset cifar10 --train-size 20000
     """
+    from perceptreg.adversarial import judges
+    from perceptreg.training.train import train
+
     given = {k: v for k, v in {"epochs": epochs, "train_size": train_size, "data_root": data_root,
                                "device": device}.items() if v is not None}
     config = judges.standing_judge_config(dataset, **given)

@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from perceptreg.cli.app import OutPath, device_option, layer_option, main
-from perceptreg.views import report
 
 # --- report and explorer ----------------------------------------------------------------------
 
@@ -20,6 +19,8 @@ def report_command(run, out):
 
     Example: perceptreg report runs/demo
     """
+    from perceptreg.views import report
+
     click.echo(f"report: {report.write_report(run, out)}")
 
 

@@ -13,15 +13,16 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
-
-from perceptreg.core.devices import check_device_name
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import REDUCTIONS
 
+# This module imports neither torch nor pydantic at the top: the CLI's --help reads these
+# defaults, and stays fast (tests/cli/test_cli_startup.py).
 MODES = ("joint", "post-hoc")
 MAX_Z_DIM = 4096  # C's first layer and D's first deconvolution grow with z: beyond this a typo, not a study
 MAX_DECODER_WIDTH = 8  # the CelebA D at 8x is about 1.4G parameters already
+REDUCTIONS = ("sum", "mean")  # of the squared error: summed per image (the paper) or averaged per pixel
+INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64),
+                "vgg": (3, 32, 32)}  # the architectures; the paper's first: 32x32 images get svhn
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class TrainConfig:
             (self.arch != "custom" or (self.z_dim is None and self.decoder_width == 1),
              "`z_dim` and `decoder_width` size a paper architecture; a custom model sizes itself"),
         ], f" (got {self._describe()})")
-        check_device_name(self.device)
+        _check_device(self.device)
 
     def _describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
@@ -149,7 +150,7 @@ class AttachConfig:
             (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
             *_training_checks(self),
         ])
-        check_device_name(self.device)
+        _check_device(self.device)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -171,6 +172,11 @@ def _training_checks(config) -> list[tuple[bool, str]]:
     ]
 
 
+def _check_device(name: str) -> None:
+    from perceptreg.core.devices import check_device_name  # torch, imported when a config is made
+    check_device_name(name)
+
+
 def _require(checks: list[tuple[bool, str]], suffix: str = "") -> None:
     """The first failed check as an error (its message, then ``suffix``)."""
     for ok, message in checks:
@@ -186,9 +192,10 @@ REQUIRED = {"TrainConfig": ("dataset", "arch", "lam", "reduction", "mode", "epoc
 
 
 @functools.cache
-def file_schema(cls) -> type[BaseModel]:
+def file_schema(cls) -> type:
     """The pydantic schema of ``cls``'s JSON form: every field's type, strictly (1.5 is no
     epoch count, "x" no seed, true no batch size), finite numbers, no unknown key."""
+    from pydantic import ConfigDict, create_model
     hints = typing.get_type_hints(cls)
     required = REQUIRED[cls.__name__]
     fields = {f.name: (hints[f.name], ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
@@ -205,6 +212,8 @@ def from_dict(cls, values, source: str):
     unknown = sorted(values.keys() - {f.name for f in dataclasses.fields(cls)})
     if unknown:  # before the schema: a misspelt key is the likelier mistake than the settings it lacks
         raise PerceptregError(f"{source}: unknown config key(s) {', '.join(unknown)}")
+
+    from pydantic import ValidationError
 
     def tuples(value):
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value

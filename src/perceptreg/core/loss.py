@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("sum", "mean")
+from perceptreg.core.config import REDUCTIONS
 
 
 class LossParts(NamedTuple):

@@ -242,8 +242,6 @@ def vgg(num_classes: int = 10, z_dim: int = 256, decoder_width: int = 1) -> Perc
 
 ARCHITECTURES: dict[str, Callable[..., PerceptionNet]] = {
     "mnist": mnist, "svhn": svhn, "celeba": celeba, "vgg": vgg}
-# The paper's first: a folder of 32x32 images is given the svhn net (data.registry.arch_for_shape)
-INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64), "vgg": (3, 32, 32)}
 
 
 def build(arch: str, num_classes: int, z_dim: int | None = None, decoder_width: int = 1) -> PerceptionNet:

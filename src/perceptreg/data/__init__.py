@@ -9,54 +9,24 @@ One module per dataset family, and ``registry`` to find them by name:
 - ``registry``: ``load_dataset("mnist-strips")``, ``default_arch``, ``DATASETS``.
 """
 
-from perceptreg.data.celeba import dcgan_crop, load_celeba, read_celeba_attributes
-from perceptreg.data.cifar10 import CIFAR10_URL, load_cifar10
-from perceptreg.data.dataset import (
-    DIGITS,
-    RELEASE_EVERY,
-    ImageDataset,
-    batches,
-    evaluation_subset,
-    global_batch_sizes,
-    spread_over_classes,
-    stratified_split,
-    to_float,
-    training_subset,
-)
-from perceptreg.data.download import digest_of, download
-from perceptreg.data.images import (
-    ImageDecodeError,
-    ImageTooLargeError,
-    decode_image,
-    image_folder_shape,
-    load_image_files,
-    load_image_folder,
-)
-from perceptreg.data.memmap import load_memmap, write_memmap
-from perceptreg.data.mnist import (
-    MNIST_FILES,
-    download_mnist,
-    load_idx_pair,
-    load_mnist,
-    load_mnist5k,
-    mnist5k_split,
-    read_idx,
-    write_idx,
-)
-from perceptreg.data.registry import (
-    DATASETS,
-    default_arch,
-    image_shape_for,
-    load_dataset,
-    training_defaults,
-)
-from perceptreg.data.strips import (
-    PALETTE,
-    STRIP_SHIFT,
-    make_mnist_strips,
-    mnist_strips_split,
-)
-from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
+from perceptreg.core.lazy import lazy_exports
+
+# imported on first use (core/lazy.py): `import perceptreg.data` stays free of torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "perceptreg.data.celeba": ("dcgan_crop", "load_celeba", "read_celeba_attributes"),
+    "perceptreg.data.cifar10": ("CIFAR10_URL", "load_cifar10"),
+    "perceptreg.data.dataset": ("DIGITS", "RELEASE_EVERY", "ImageDataset", "batches", "evaluation_subset",
+        "global_batch_sizes", "spread_over_classes", "stratified_split", "to_float", "training_subset"),
+    "perceptreg.data.download": ("digest_of", "download"),
+    "perceptreg.data.images": ("ImageDecodeError", "ImageTooLargeError", "decode_image", "image_folder_shape",
+        "load_image_files", "load_image_folder"),
+    "perceptreg.data.memmap": ("load_memmap", "write_memmap"),
+    "perceptreg.data.mnist": ("MNIST_FILES", "download_mnist", "load_idx_pair", "load_mnist", "load_mnist5k",
+        "mnist5k_split", "read_idx", "write_idx"),
+    "perceptreg.data.registry": ("DATASETS", "default_arch", "image_shape_for", "load_dataset", "training_defaults"),
+    "perceptreg.data.strips": ("PALETTE", "STRIP_SHIFT", "make_mnist_strips", "mnist_strips_split"),
+    "perceptreg.data.svhn": ("SVHN_FILES", "load_svhn", "read_svhn_mat"),
+})
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",

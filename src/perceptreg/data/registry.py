@@ -9,23 +9,35 @@ unknown name are generated from the entries.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from perceptreg.core.config import INPUT_SHAPES
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.models import INPUT_SHAPES
-from perceptreg.data.celeba import load_celeba
-from perceptreg.data.cifar10 import load_cifar10
-from perceptreg.data.dataset import ImageDataset
-from perceptreg.data.images import image_folder_shape, load_image_folder
-from perceptreg.data.memmap import load_memmap, memmap_meta
-from perceptreg.data.mnist import load_mnist, mnist5k_split
-from perceptreg.data.strips import mnist_strips_split
-from perceptreg.data.svhn import load_svhn
+
+if TYPE_CHECKING:  # annotations only: the datasets' modules import torch
+    from perceptreg.data.dataset import ImageDataset
+    Splits = tuple[ImageDataset, ImageDataset]
 
 DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
-Splits = tuple[ImageDataset, ImageDataset]
+
+
+def _loader(module: str, name: str) -> Callable:
+    """``perceptreg.data.<module>.<name>``, imported when first called: the entries (which
+    the CLI's --help lists) are read without importing torch."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(f"perceptreg.data.{module}"), name)(*args, **kwargs)
+    return call
+
+
+load_celeba, load_cifar10, load_svhn = _loader("celeba", "load_celeba"), _loader("cifar10", "load_cifar10"), \
+    _loader("svhn", "load_svhn")
+load_mnist, mnist5k_split = _loader("mnist", "load_mnist"), _loader("mnist", "mnist5k_split")
+mnist_strips_split = _loader("strips", "mnist_strips_split")
+image_folder_shape, load_image_folder = _loader("images", "image_folder_shape"), _loader("images", "load_image_folder")
+load_memmap, memmap_meta = _loader("memmap", "load_memmap"), _loader("memmap", "memmap_meta")
 
 
 @dataclass(frozen=True)

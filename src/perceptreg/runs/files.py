@@ -9,9 +9,9 @@ import json
 import warnings
 from pathlib import Path
 
-from perceptreg.core import checkpoint
-from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import AttachConfig, TrainConfig
+
+# The readers import core.checkpoint (torch) when called: the names stay light for the CLI's --help.
 
 # --- file names ---------------------------------------------------------------------------------
 CONFIG = "config.json"
@@ -51,8 +51,10 @@ SWEEP_PROBES = "sweep_probes.png"
 
 def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
     """The run's config: a TrainConfig, or an AttachConfig for a run of `attach`."""
+    from perceptreg.core.checkpoint import read_json
+
     path = Path(run_dir) / CONFIG
-    values = checkpoint.read_json(path)
+    values = read_json(path)
     kind = AttachConfig if isinstance(values, dict) and "layers" in values else TrainConfig
     return kind.from_dict(values, str(path))
 
@@ -65,8 +67,10 @@ def append_metrics(run_dir: Path, row: dict) -> None:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
+    from perceptreg.core.checkpoint import CheckpointError, read_text
+
     path = Path(run_dir) / METRICS
-    text = checkpoint.read_text(path)
+    text = read_text(path)
     lines = text.split("\n")
     rows = []
     for number, line in enumerate(lines, 1):

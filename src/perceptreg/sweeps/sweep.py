@@ -12,81 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict
+from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import figures, measures, runs
-from perceptreg.core import checkpoint, devices, display, models, schema
+from perceptreg.core import checkpoint, devices, models, schema
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import TrainConfig
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
 from perceptreg.sweeps import ray_engine, workers
-
-ENGINES = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    dataset: str = "mnist-strips"
-    lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e2)  # the paper's Fig. 3 grid: tiny, delicate, intermediate, large
-    seeds: tuple[int, ...] = (0, 1)  # two at least, for an interval
-    post_hoc: bool = True  # add the post-hoc decoder baseline (F and C alone, then D)
-    epochs: int = 20  # per model, as the paper; the default MNIST-strips sweep takes about 5 min on 2 cores
-    batch_size: int = 64
-    train_size: int | None = None  # a stratified subset, to scale the sweep down
-    device: str = "cpu"
-    data_root: str | None = None
-    max_probe_attributes: int = 12  # CelebA has 39 other attributes; probe the first ones
-    max_probe_images: int = 10000  # probes fit on a stratified subset of at most this many training images
-    workers: int | None = None  # members trained at once, in processes sharing the cores (workers.py); None: auto
-    ensemble: bool | None = None  # joint members as vmapped ensembles, one per worker (ensemble.py); None: auto
-    engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
-    address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
-
-    def __post_init__(self):
-        if not self.lams:
-            raise PerceptregError("the sweep needs at least one lambda in `lams`")
-        if not self.seeds:
-            raise PerceptregError("the sweep needs at least one seed in `seeds`")
-        for name, values, shown in (("seeds", self.seeds, str), ("lams", self.lams, "{:g}".format)):
-            names = [shown(v) for v in values]  # a member's folder is named by these: one name, one model
-            twice = sorted({n for n in names if names.count(n) > 1})
-            if twice:
-                raise PerceptregError(f"`{name}` names {', '.join(twice)} more than once: one model would be "
-                                      f"measured as several; give each once")
-        if self.engine not in ENGINES:
-            raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
-        if self.engine == "ray" and self.ensemble:
-            raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
-        members = len(self.variants())  # TrainConfig checks every setting, each lambda included, before any work
-        on_cpu = devices.check_device_name(self.device).type == "cpu"
-        # Auto, from bench/sweep_throughput.py (docs/guides/sweeps.md): on CPU, members side
-        # by side in one-thread workers beat one process of all the cores (1.15x on 2 cores), and
-        # the ensemble gains nothing; on a GPU the ensemble pays (1.6-1.8x), extra processes do not.
-        if self.workers is None:
-            object.__setattr__(self, "workers", min(workers.available_cores(), members) if on_cpu else 1)
-        if self.ensemble is None:
-            object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local")
-        workers.check_count(self.workers)
-
-    def variants(self) -> list[tuple[str, TrainConfig]]:
-        """(name, training config) of every model, seed by seed."""
-        defaults = datasets.training_defaults(self.dataset)  # arch and lr schedule; the sweep sets epochs
-        common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
-                      epochs=self.epochs, batch_size=self.batch_size,
-                      train_size=self.train_size, device=self.device, data_root=self.data_root)
-        runs = []
-        for seed in self.seeds:
-            runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]
-            if self.post_hoc:
-                runs.append((f"post-hoc-seed{seed}", TrainConfig(lam=0.0, mode="post-hoc", seed=seed, **common)))
-        return runs
+from perceptreg.sweeps.config import SweepConfig
 
 
 def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
@@ -227,7 +167,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, progre
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
-    return SweepSummary(summary)
+    return summary
 
 
 def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
@@ -279,41 +219,22 @@ def format_percent(row: dict, column: str = "test_accuracy") -> str:
     return f"{100 * row[column]:.1f} %{interval}"
 
 
-def sweep_cells(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
-    """The sweep's rows as a header and rows of text, each value as mean ± 95 % interval over
-    seeds, and the notes under them (collapsed decoders, the raw-pixel probes)."""
+def sweep_table(summary: dict) -> str:
+    """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
     rows = summary["rows"]
     columns = measured_columns(rows)
-    header = ["lambda", "seeds"] + [column_name(c) for c in columns]
-    cells = [[row["variant"], str(row["seeds"])] + [format_cell(row, c) for c in columns] for row in rows]
-    notes = [collapse_note(rows)] if collapse_note(rows) else []
-    notes += [f"{kind} on the raw pixels (reference): " + ", ".join(f"{name} {value:.3f}" for name, value in
-                                                                    summary[key].items())
-              for _, _, key, kind in PROBE_KINDS if summary.get(key)]
-    return header, cells, notes
-
-
-def sweep_table(summary: dict) -> str:
-    """The sweep's rows as a Markdown table (``sweep_cells``), its notes underneath."""
-    header, cells, notes = sweep_cells(summary)
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    for note in notes:
-        lines += ["", note]
+    header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
+    lines = [header, "|" + " --- |" * (len(columns) + 2)]
+    for row in rows:
+        cells = [format_cell(row, c) for c in columns]
+        lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    if collapse_note(rows):
+        lines += ["", collapse_note(rows)]
+    for _, _, key, kind in PROBE_KINDS:
+        if summary.get(key):
+            lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(
+                f"{name} {value:.3f}" for name, value in summary[key].items())]
     return "\n".join(lines) + "\n"
-
-
-class SweepSummary(dict):
-    """A sweep's summary as sweep.json holds it (``run_sweep``): config, rows, per_seed; a
-    table in Jupyter."""
-
-    def __repr__(self) -> str:
-        variants = ", ".join(row["variant"] for row in self["rows"])
-        return f"SweepSummary({len(self['rows'])} rows: {variants}; {len(self['config']['seeds'])} seeds)"
-
-    def _repr_html_(self) -> str:
-        header, cells, notes = sweep_cells(self)
-        return display.html_table(header, cells, " ".join(notes))
 
 
 @torch.no_grad()

@@ -2,8 +2,8 @@
 // The explorer page. Each section has its own status line next to its controls; a new
 // input clears that section's old results; every request's failure ends in a status line
 // (never an uncaught rejection); answers to superseded requests are dropped.
-const state = { info: null, selected: null, offset: 0, total: 0, galleryRun: 0,
-                frames: [], layer: null, map: null, paths: [], attacked: false, seq: {} };
+const state = { info: null, selected: null, offset: 0, total: 0, galleryRun: 0, names: {}, own: null,
+                frames: [], walks: [], layer: null, map: null, paths: [], attacked: false, seq: {} };
 const $ = (id) => document.getElementById(id);
 const pct = (c) => (100 * c).toFixed(0) + "%";
 const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -85,6 +85,26 @@ function figure(src, caption, testid, size) {
   return div;
 }
 
+// Run names as the page shows them: the shortest endings of their paths that tell them apart
+// ("joint/run", "post-hoc/run"); the whole name is in the title and the map's heading.
+function shortNames(names) {
+  const parts = names.map((name) => name.split("/").filter(Boolean));
+  for (let k = 1; ; k++) {
+    const short = parts.map((p) => p.slice(-k).join("/"));
+    if (new Set(short).size === short.length || parts.every((p) => p.length <= k)) return short;
+  }
+}
+const compared = () => state.info.compared.length > 0;
+// "P(x)", or with several runs "P(x) joint/run": every perception says whose it is
+const whose = (what, run) => (compared() ? `${what} ${state.names[run]}` : what);
+const answer = (r) => `H ${r.prediction} ${pct(r.confidence)}`;
+
+// An image's readings by every run: x, then each run's P(x) captioned with H's answer.
+function readings(r, caption = "x", testid = null, size = null) {
+  return [figure(r.image, caption, null, size), figure(r.perception, `${whose("P(x)", state.info.run)}: ${answer(r)}`, testid, size),
+          ...r.compared.map((c) => figure(c.perception, `${whose("P(x)", c.run)}: ${answer(c)}`, testid && `${testid}-compared`, size))];
+}
+
 function labelled(src, name) {
   const box = document.createElement("div");
   const img = document.createElement("img"); img.className = "px"; img.src = src; img.alt = name;
@@ -121,13 +141,16 @@ function card(item) {
   div.className = wrong ? "card wrong" : "card";
   div.dataset.testid = "card"; div.dataset.index = item.index; div.tabIndex = 0; div.setAttribute("role", "button");
   const pair = document.createElement("div"); pair.className = "pair";
-  pair.append(labelled(item.image, "x"), labelled(item.perception, "P(x)"));
+  pair.append(labelled(item.image, "x"), labelled(item.perception, whose("P(x)", state.info.run)),
+    ...item.compared.map((c) => labelled(c.perception, whose("P(x)", c.run))));
   const text = document.createElement("div");
-  text.textContent = `label ${item.label} · H: ${item.prediction} ${pct(item.confidence)}${wrong ? " ✗" : ""}`;
+  text.textContent = `label ${item.label} · H: ${item.prediction} ${pct(item.confidence)}${wrong ? " ✗" : ""}` +
+    item.compared.map((c) => ` · ${state.names[c.run]}: ${c.prediction} ${pct(c.confidence)}`).join("");
   const error = document.createElement("div");
   error.dataset.testid = "card-error"; error.textContent = `recon. error ${item.error.toFixed(4)}`;
   div.setAttribute("aria-label", `image ${item.index}, label ${item.label}, H says ${item.prediction}`);
   div.append(pair, text, error);
+  if (state.selected && state.selected.index === item.index) div.classList.add("selected");
   div.onclick = () => select(item);
   div.onkeydown = (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(item); } };
   return div;
@@ -139,15 +162,25 @@ function resetGallery() {
   return loadGallery();
 }
 
+// The selected image, shown with every run's answer where the attack is and under the map.
 function select(item) {
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   document.querySelector(`.card[data-index="${item.index}"]`)?.classList.add("selected");
   state.selected = item;
-  const said = item.confidence === undefined ? item.prediction : `${item.prediction} (${pct(item.confidence)})`;
-  $("selected").textContent = `Image ${item.index}: label ${item.label}, H says ${said}.`;
+  const said = [item, ...item.compared].map((r, k) => `${compared() ? `${state.names[k ? r.run : state.info.run]}: ` : ""}H says ${r.prediction} (${pct(r.confidence)})`);
+  $("selected").textContent = `Image ${item.index}: label ${item.label}, ${said.join("; ")}.`;
+  $("selected-figures").replaceChildren(...readings(item, "x", null, "56px"));
+  $("map-selected").replaceChildren(...readings(item, `image ${item.index}, label ${item.label}`, "map-perception", "72px"));
   $("attack").disabled = false; $("edit").disabled = false;
   clearAttack(); clearWalk();
-  if (item.image) $("edit-original").src = item.image; else $("edit-original").removeAttribute("src");
+  $("edit-original").src = item.image;
+}
+
+// A test image by index, as the gallery shows it (of the layer shown), then selected.
+async function pick(index) {
+  const item = await call("pick", `/api/image?${new URLSearchParams({ index, ...(state.layer ? { layer: state.layer } : {}) })}`);
+  if (item) select(item);
+  return item;
 }
 
 // --- attack ---------------------------------------------------------------------------------
@@ -166,7 +199,7 @@ function attackRow(name, r) {
   const block = document.createElement("div"); block.dataset.testid = "attack-row";
   if (name) {
     const title = document.createElement("div"); title.className = "compare-name";
-    title.textContent = `${name}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
+    title.textContent = `${state.names[name]}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
     block.append(title);
   }
   const row = document.createElement("div"); row.className = "row";
@@ -197,17 +230,19 @@ async function attack() {
 
 // --- latent walk ----------------------------------------------------------------------------
 function clearWalk() {
-  state.frames = []; state.seq.edit = (state.seq.edit || 0) + 1;
+  state.frames = []; state.walks = []; state.seq.edit = (state.seq.edit || 0) + 1; $("edit-compared").replaceChildren();
   $("alpha").disabled = true; $("alpha").value = 0;
   $("edit-image").removeAttribute("src"); $("edit-caption").innerHTML = "&nbsp;";
   status("edit", "done", "");
 }
 
 function showFrame() {
-  const frame = state.frames[Number($("alpha").value)];
+  const at = Number($("alpha").value), frame = state.frames[at];
   if (!frame) return;
   $("edit-image").src = frame.image;
-  $("edit-caption").textContent = `a = ${frame.alpha}: H ${frame.prediction} ${pct(frame.confidence)}`;
+  $("edit-caption").textContent = `${whose("", state.info.run).trim()} a = ${frame.alpha}: ${answer(frame)}`.trim();
+  $("edit-compared").replaceChildren(...state.walks.map((walk) =>
+    figure(walk.frames[at].image, `${state.names[walk.run]} a = ${walk.frames[at].alpha}: ${answer(walk.frames[at])}`, "edit-compared")));
 }
 
 async function edit() {
@@ -216,7 +251,7 @@ async function edit() {
   const r = await call("edit", "/api/edit", { method: "POST", headers: { "content-type": "application/json" },
     body: JSON.stringify({ index: state.selected.index, target: Number($("edit-target").value) }) });
   if (!r) return;
-  state.frames = r.frames; $("edit-original").src = r.image;
+  state.frames = r.frames; state.walks = r.compared; $("edit-original").src = r.image;
   $("alpha").max = r.frames.length - 1; $("alpha").value = 0; $("alpha").disabled = false;
   showFrame();
 }
@@ -295,56 +330,82 @@ function clickMap(event, k) {
     const [x, y] = mapPixel(point, k), d = (x - at[0]) ** 2 + (y - at[1]) ** 2;
     if (d < bestDistance) { best = i; bestDistance = d; }
   });
-  if (best < 0) return;
-  const classes = state.info.classes;
-  select({ index: state.map.index[best], label: classes[state.map.labels[best]], prediction: classes[state.map.runs[k].predictions[best]] });
+  if (best >= 0) pick(state.map.index[best]);
 }
 
 // --- your own digit -------------------------------------------------------------------------
-async function perceive(blob) {
+// An upload or a drawing (``source`` says which), read by every run; either clears the other.
+async function perceive(blob, source) {
   $("own-result").replaceChildren(); delete $("own-result").dataset.prediction;
-  if (!blob) return;
+  state.own = blob ? { blob, source } : null;
+  if (!blob) { status("own", "done", ""); return; }
   const form = new FormData();
   form.append("file", blob, blob.name || "drawing.png");
   const query = state.layer ? `?layer=${encodeURIComponent(state.layer)}` : "";
   const r = await call("own", `/api/perceive${query}`, { method: "POST", body: form });
   if (!r) return;
-  $("own-result").replaceChildren(figure(r.image, "x, as the model reads it"),
-    figure(r.perception, `P(x): H ${r.prediction} ${pct(r.confidence)}`, "own-prediction"));
+  $("own-result").replaceChildren(...readings(r, `x: ${source}, as the model reads it`, "own-prediction"));
   $("own-result").dataset.prediction = r.prediction;
 }
 
 function setUpCanvas() {
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
-  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
+  let drawing = false, drawn = false;
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); drawn = false; };
   clear();
-  let drawing = false;
   const point = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
   canvas.onpointerdown = (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...point(e)); };
   canvas.onpointermove = (e) => {
     if (!drawing) return;
-    ctx.lineTo(...point(e)); ctx.strokeStyle = "#fff"; ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.stroke();
+    drawn = true; ctx.lineTo(...point(e)); ctx.strokeStyle = "#fff"; ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.stroke();
   };
   canvas.onpointerup = canvas.onpointerleave = () => { drawing = false; };
-  $("clear").onclick = () => { clear(); perceive(null); status("own", "done", ""); };
-  $("perceive-drawing").onclick = () => canvas.toBlob(perceive, "image/png");
+  $("clear").onclick = () => { clear(); perceive(null); };
+  $("perceive-drawing").onclick = () => {
+    perceive(null); $("upload").value = "";  // the upload's result goes with it
+    // said here, not sent: the server's 422 for a blank image would be an error in the console
+    if (!drawn) { status("own", "error", "The drawing is empty: draw on the black square first."); return; }
+    canvas.toBlob((blob) => perceive(blob, "your drawing"), "image/png");
+  };
+  $("upload").onchange = () => {
+    clear();  // the drawing goes: the result beside it is the upload's
+    const file = $("upload").files[0];
+    perceive(file, file && `your upload ${file.name}`);
+  };
 }
 
 // --- the page -------------------------------------------------------------------------------
 async function switchLayer() {
-  // another layer's perception: every shown perception is stale
-  state.layer = $("layer").value; state.selected = null;
-  $("selected").textContent = "No image selected."; $("attack").disabled = true; $("edit").disabled = true;
-  clearAttack(); perceive(null);
-  await Promise.all([resetGallery(), loadMap()]);
+  // another layer's perception: every shown perception is redrawn at it, the selected image
+  // kept and its attack (if one is shown) run again on the new layer
+  state.layer = $("layer").value;
+  const attacked = state.attacked, own = state.own;
+  clearAttack();
+  const selected = state.selected && pick(state.selected.index).then((item) => item && attacked && attack());
+  await Promise.all([resetGallery(), loadMap(), selected, own && perceive(own.blob, own.source)]);
+}
+
+// What the page offers, as this run allows: no walk for a run of `attach` (its layers have
+// no classifier of their own), each run named when several are compared.
+function introduce() {
+  const info = state.info, runs = [info.run, ...info.compared];
+  const things = info.input_shape[0] === 1 ? "digit" : "image";
+  const offers = ["attack it", ...(info.latent_edits ? ["walk it toward a class"] : []), "find it on the map of z"];
+  const kept = info.layer ? "P(x) is what the chosen layer of your model keeps of an image x (choose the layer above); H is your model."
+    : "P(x) = D(F(x)) is what the model keeps of an image x; H is its classifier.";
+  let text = `${kept} Pick an image in the gallery, then ${offers.join(", ")}; or draw or upload your own ${things}.`;
+  if (runs.length > 1) text += ` Every section shows each run: ${runs.map((r) => state.names[r]).join(" and ")}.`;
+  $("intro").textContent = text;
+  $("own-title").textContent = `Your own ${things}`;
 }
 
 function setUpControls() {
   for (const [i, name] of state.info.classes.entries()) {
     for (const id of ["target", "edit-target", "filter-label"]) $(id).add(new Option(name, i));
   }
-  const scale = state.info.alphas.filter((_, i) => i % 2 === 0);
-  $("alpha-scale").replaceChildren(...scale.map((a) => Object.assign(document.createElement("span"), { textContent: a })));
+  const last = state.info.alphas.length - 1;  // a tick label at every other stop, centred where the thumb stops
+  $("alpha-scale").replaceChildren(...state.info.alphas.flatMap((a, i) => (i % 2 ? [] : [Object.assign(
+    document.createElement("span"), { textContent: a, style: `--at: ${i / last}` })])));
   $("attack").onclick = attack; $("edit").onclick = edit; $("alpha").oninput = showFrame;
   for (const id of ["norm", "steps", "target"]) $(id).addEventListener("change", clearAttack);
   $("eps").oninput = () => { $("eps-value").textContent = Number($("eps").value).toFixed(2); };
@@ -353,7 +414,6 @@ function setUpControls() {
   $("edit-target").onchange = clearWalk;
   for (const id of ["filter-label", "filter-show", "filter-sort"]) $(id).onchange = resetGallery;
   $("more").onclick = loadGallery;
-  $("upload").onchange = () => perceive($("upload").files[0]);
   setUpCanvas();
 }
 
@@ -367,7 +427,10 @@ async function main() {
     $("layer-choice").hidden = false;
     $("layer").onchange = switchLayer;
   }
+  const runs = [state.info.run, ...state.info.compared], short = shortNames(runs);
+  runs.forEach((run, k) => { state.names[run] = short[k]; });
   $("walk").hidden = !state.info.latent_edits;
+  introduce();
   setUpControls();
   await Promise.all([loadGallery(), loadMap()]);
   document.body.dataset.ready = "true";

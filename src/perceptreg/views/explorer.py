@@ -39,6 +39,7 @@ MAX_UPLOAD_BYTES = 2_000_000
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64_000  # the upload and its multipart headers
 MAX_UPLOAD_PIXELS = 4096 * 4096
 ALPHAS = latent.DEFAULT_ALPHAS
+SEEN = ("perception", "prediction", "confidence", "error")  # what a compared run adds to an image's card
 __all__ = ["Explorer", "create_app", "serve_in_background"]
 
 Eps = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
@@ -149,6 +150,16 @@ class Explorer:
                 for x, p, k, c, probs, e in zip(images, recon, predicted.tolist(), confidence.tolist(),
                                                 probabilities.tolist(), error.tolist())]
 
+    def readings(self, images: torch.Tensor, layer: str | None = None) -> list[dict]:
+        """Per image, the served run's ``describe`` (of ``layer``), and under "compared" each
+        compared run's perception and answer: every section shows every run."""
+        if not len(images):
+            return []
+        others = {name: self.describe(model, images) for name, model in self.compared.items()}
+        return [{**card, "compared": [{"run": name, **{key: seen[i][key] for key in SEEN}}
+                                      for name, seen in others.items()]}
+                for i, card in enumerate(self.describe(self.view(layer), images))]
+
     def gallery(self, offset: int, limit: int, layer: str | None = None, label: int | None = None,
                 show: Show = "all", sort: Sort = "classes") -> dict:
         model = self.view(layer)
@@ -157,11 +168,15 @@ class Explorer:
         scores = self.scores(model) if needs_scores(show, sort) else None
         chosen = select(self.test.labels, label, show, sort, scores)
         index = chosen[offset:offset + limit]
-        images = to_float(self.test.images[index]).to(self.device)
-        cards = self.describe(model, images) if len(images) else []
+        cards = self.readings(to_float(self.test.images[index]).to(self.device), layer)
         return {"total": len(chosen), "offset": offset,
                 "items": [{"index": i, "label": self.classes[l], **card}
                           for i, l, card in zip(index.tolist(), self.test.labels[index].tolist(), cards)]}
+
+    def item(self, index: int, layer: str | None = None) -> dict:
+        """One test image as a gallery card shows it (a point clicked on the map)."""
+        (card,) = self.readings(self.image(index), layer)
+        return {"index": index, "label": self.classes[int(self.test.labels[index])], **card}
 
     def map(self, layer: str | None = None) -> dict:
         """Each run's map of z, of the same test images (a seeded sample of a large test set)."""
@@ -205,17 +220,20 @@ class Explorer:
                                      "of a model, which have no classifier head of their own")
         x = self.image(request.index)
         self.check_target(request.target)
-        attack = PGD(self.model, eps=request.eps, steps=request.steps)
-        _, direction = latent.toward(self.model, x, request.target, attack)
-        latents, edited = latent.decode_along(self.model, x, direction, ALPHAS)
-        readings, confidence = latent.read_edits(self.model, latents, edited)
+        walks = [{"run": name, "frames": self._walk(model, x, request)}  # each run along its own direction
+                 for name, model in self.compared.items() if model.classifier is not None]
         return {"target": self.classes[request.target], "image": data_url(x[0]),
-                "frames": [{"alpha": a, "image": data_url(edited[0, i]),
-                            "prediction": self.classes[int(readings["H(image)"][0, i])],
-                            "confidence": confidence[0, i].item()} for i, a in enumerate(ALPHAS)]}
+                "frames": self._walk(self.model, x, request), "compared": walks}
+
+    def _walk(self, model, x: torch.Tensor, request: EditRequest) -> list[dict]:
+        _, direction = latent.toward(model, x, request.target, PGD(model, eps=request.eps, steps=request.steps))
+        latents, edited = latent.decode_along(model, x, direction, ALPHAS)
+        readings, confidence = latent.read_edits(model, latents, edited)
+        return [{"alpha": a, "image": data_url(edited[0, i]), "confidence": confidence[0, i].item(),
+                 "prediction": self.classes[int(readings["H(image)"][0, i])]} for i, a in enumerate(ALPHAS)]
 
     def perceive(self, images: torch.Tensor, layer: str | None = None) -> dict:
-        (result,) = self.describe(self.view(layer), images.to(self.device))
+        (result,) = self.readings(images.to(self.device), layer)
         return result
 
 
@@ -335,6 +353,11 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
                       label: Annotated[int | None, Query(ge=0, le=10**6)] = None,
                       show: Show = "all", sort: Sort = "classes") -> dict:
         return await queue.run(request, explorer.gallery, offset, limit, layer, label, show, sort)
+
+    @app.get("/api/image")
+    async def image(request: Request, index: Annotated[int, Query(ge=0, le=10**9)],
+                    layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
+        return await queue.run(request, explorer.item, index, layer)
 
     @app.get("/api/map")
     async def latent_map(request: Request, layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:

@@ -1,0 +1,15 @@
+"""The attack settings' choices and defaults, in a module without torch: the attack modules
+use them, and the CLI's --help shows them without importing torch."""
+
+NORMS = ("linf", "l2")
+SCHEDULES = ("constant", "cosine")
+LOSSES = ("ce", "margin", "dlr")
+DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
+DEFAULT_STEPS = 100  # the paper's iterations
+DEFAULT_BETAS = (0.0, 0.01, 0.1, 1.0, 10.0)  # a factor 10 apart: the scores and margins differ by orders
+DEFAULT_FPRS = (0.01, 0.05)
+OURS = "pgd"  # --attack's name for our PGD, built from the settings
+# The standing judge of a natural-image dataset (judges.standing_judge_config): ours, not the
+# paper's. Another architecture (a VGG-style net) and another seed than the svhn net it
+# judges; lam 0, so its decoder is untouched and it is a classifier trained on real images only.
+STANDING_JUDGE = {"arch": "vgg", "seed": 1, "lam": 0.0, "epochs": 10, "eval_size": 2000}
