@@ -3,6 +3,7 @@
 One module per dataset family, and ``registry`` to find them by name:
 
 - ``dataset``: ``ImageDataset``, ``batches``, splits and subsets (what every dataset is).
+- ``loaders``: ``image_batches``: a user's torch ``Dataset`` or ``DataLoader`` read in batches.
 - ``mnist`` (the embedded MNIST-5k, IDX files), ``svhn``, ``strips`` (MNIST-strips),
   ``celeba``, ``cifar10`` (its binary version), ``images`` (image files and folders; the one image decoder), ``memmap``.
 - ``download``: resumable, checksummed downloads.
@@ -32,6 +33,7 @@ from perceptreg.data.images import (
     load_image_files,
     load_image_folder,
 )
+from perceptreg.data.loaders import ImageBatches, as_image_dataset, image_batches
 from perceptreg.data.memmap import load_memmap, write_memmap
 from perceptreg.data.mnist import (
     MNIST_FILES,
@@ -60,7 +62,7 @@ from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
-    "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
+    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
     "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
