@@ -31,7 +31,7 @@ from perceptreg.adversarial.judges import judge_agreement
 from perceptreg.adversarial.thresholds import DEFAULT_FPRS, at_fixed_rates, band, flagged
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.data import ImageDataset, to_float
+from perceptreg.data import as_image_dataset, to_float
 from perceptreg.measures import mcnemar, rate, rate_of
 
 # The detector's baselines, in the order every table shows them: key in the summary ->
@@ -103,12 +103,14 @@ def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
     return prediction, confidence, torch.cat(recon)
 
 
-def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Sequence = (),
+def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
                     device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None,
                     held_out_scores: torch.Tensor | None = None, fprs: Sequence[float] = DEFAULT_FPRS,
                     eps: float | None = None, norm: str | None = None) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
+    ``data``: an ``ImageDataset``, or any torch ``Dataset``/``DataLoader`` of (image, label),
+    held in memory as uint8 (``data.as_image_dataset``).
 
     ``attack``: ours (``PGD``, ``AdaptiveAttack``, ...) or any callable ``attack(images, labels)``
     that returns adversarial images (torchattacks'); targeted, ``attack(images, labels, targets)``.
@@ -137,6 +139,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     ``adversarial``: the images already attacked, to measure the same attack through another
     perception of the same H (the layers of an attached model).
     """
+    data = as_image_dataset(data, "data")
     with evaluating(model):
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
@@ -246,10 +249,10 @@ def compare_paired(first: AttackEvaluation, second: AttackEvaluation, fprs: Sequ
     return {"paired_images": int(both.sum()), "tests": tests}
 
 
-def clean_scores(model: PerceptionNet, data: ImageDataset, device: torch.device | str = "cpu",
+def clean_scores(model: PerceptionNet, data, device: torch.device | str = "cpu",
                  batch_size: int = 500) -> torch.Tensor:
     """||x - P(x)||^2 of each clean image of ``data``: held out, they set the detector's thresholds."""
-    images = to_float(data.images).to(device)
+    images = to_float(as_image_dataset(data, "data").images).to(device)
     with evaluating(model):
         return reconstruction_scores(images, _predict(model, images, batch_size)[2])
 
@@ -264,14 +267,14 @@ def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: to
     return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
 
 
-def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, targets: torch.Tensor | None = None,
+def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tensor | None = None,
                                  device: str = "cpu") -> tuple[list[dict], torch.Tensor]:
     """One attack on an attached model's H, read through every layer's perception: per
     layer, how often the judge reads P_layer(x_adv) of a successful attack as the
     adversarial class or as the true class (the depth at which the attack takes over what
     the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Returns the
     rows, shallow to deep, and the adversarial images (the same for every layer)."""
-    rows, adversarial = [], None
+    rows, adversarial, data = [], None, as_image_dataset(data, "data")
     for layer in seen.layers:
         evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
                                      adversarial=adversarial)

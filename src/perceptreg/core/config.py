@@ -27,6 +27,7 @@ class TrainConfig:
     dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
     arch: str = "mnist"  # one of models.ARCHITECTURES (data.default_arch(dataset) fits), or "custom"
     model: str | None = None  # FILE.py:FUNCTION returning a PerceptionNet of your own F, C, D (arch "custom")
+    source: dict | None = None  # recorded by save_run: the run's copy of the model's source (runs.sources)
     lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
     reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F

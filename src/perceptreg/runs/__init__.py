@@ -44,6 +44,7 @@ from perceptreg.runs.files import (  # the file names
 )
 from perceptreg.runs.manifest import completed_epochs
 from perceptreg.runs.run import AttachedRun, Run, TrainedRun, open_run
+from perceptreg.runs.saving import save_run
 from perceptreg.runs.writing import (
     claim_for_training,
     history_up_to,
@@ -57,5 +58,5 @@ from perceptreg.runs.writing import (
 )
 
 __all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
-           "check_output_path", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
+           "check_output_path", "save_run", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
            "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]
