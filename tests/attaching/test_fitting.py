@@ -100,3 +100,15 @@ def test_data_of_another_shape_names_the_models(digits):
     wrong = TensorDataset(torch.zeros(4, 3, 28, 28), torch.zeros(4, dtype=torch.int64))
     with pytest.raises(PerceptregError, match=r"train_data has images of shape \(3, 28, 28\).*takes \(1, 28, 28\)"):
         fit_decoders(seen, wrong, epochs=1, progress=False)
+
+
+def test_one_progress_bar_spans_every_batch_of_every_epoch(digits, monkeypatch):
+    from helpers import ProgressBars
+
+    from perceptreg.attaching import fitting
+
+    bars = ProgressBars()
+    monkeypatch.setattr(fitting, "tqdm", bars)
+    seen = attach(net(), ["stem"], (1, 28, 28))
+    fit_decoders(seen, digits[0].subset(torch.arange(60)), epochs=3, batch_size=25)
+    assert bars.bars == [{"total": 9, "desc": "fitting decoders", "steps": 9, "postfix": "epoch 3/3"}]  # 3 x 3 batches

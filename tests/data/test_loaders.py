@@ -21,6 +21,13 @@ class Items(Dataset):
         return IMAGES[i].float() / 255, int(LABELS[i])
 
 
+class Objects(Items):
+    """Items that are no tensors: as a torchvision dataset without a ToTensor transform gives PIL images."""
+
+    def __getitem__(self, i):
+        return object(), 0
+
+
 def collected(source, **kw):
     xs, ys = zip(*image_batches(source).batches(4, **kw))
     return torch.cat(xs), torch.cat(ys)
@@ -58,6 +65,7 @@ def test_the_pixel_mean_of_uint8_data_is_exactly_the_image_datasets():
     (TensorDataset(IMAGES, LABELS.float()), "labels must be integer class indices"),
     (TensorDataset(IMAGES, LABELS, LABELS), "(image, label) pairs; it gives 3 values"),
     ([IMAGES, LABELS], "got a list"),
+    (Objects(), "do not stack into a batch"),
 ])
 def test_wrong_data_is_one_error_that_says_what_to_pass(source, says):
     with pytest.raises(PerceptregError) as err:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.detection import (
@@ -268,14 +269,16 @@ def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: to
 
 
 def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tensor | None = None,
-                                 device: str = "cpu") -> tuple[list[dict], torch.Tensor]:
+                                 device: str = "cpu", progress: bool = False) -> tuple[list[dict], torch.Tensor]:
     """One attack on an attached model's H, read through every layer's perception: per
     layer, how often the judge reads P_layer(x_adv) of a successful attack as the
     adversarial class or as the true class (the depth at which the attack takes over what
     the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Returns the
-    rows, shallow to deep, and the adversarial images (the same for every layer)."""
+    rows, shallow to deep, and the adversarial images (the same for every layer).
+    ``progress``: a bar over the layers (the attack, run with the first, shows its own)."""
     rows, adversarial, data = [], None, as_image_dataset(data, "data")
-    for layer in seen.layers:
+    for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
+                      leave=False):
         evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
                                      adversarial=adversarial)
         adversarial = evaluation.adversarial

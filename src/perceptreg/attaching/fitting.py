@@ -100,20 +100,26 @@ def _train(seen: AttachedModel, train_data: ImageBatches, test_data: ImageBatche
     # Adam keeps its moments per parameter.
     optimizer = torch.optim.Adam(params, lr=lr)
     history = []
-    for epoch in range(1, epochs + 1):
-        began = time.perf_counter()
-        seen.train()  # the decoders; the model stays in eval unless fine-tuning (see train())
-        means, logits_finite = _epoch(seen, train_data, names, optimizer, epoch, epochs, batch_size, seed,
-                                      device, progress, lam)
-        _require_finite(means + [0.0 if logits_finite else math.nan], "the training loss or the model's logits", epoch)
-        row: dict = {"epoch": epoch, "train_recon": dict(zip(names, means[1:]))}
-        if lam is not None:
-            row["train_ce"] = means[0]
-        if test_data is not None:
-            quality = evaluate_layers(seen, test_data, device=device, layers=names)
-            _require_finite(list(quality["recon_mse"].values()), "the test reconstruction error", epoch)
-            row.update(test_recon_mse=quality["recon_mse"], test_accuracy=quality["accuracy"])
-        history.append({**row, "seconds": time.perf_counter() - began})
+    # One bar over every batch of every epoch: its time left is the whole fitting's.
+    per_epoch = train_data.batch_count(batch_size)
+    with tqdm(total=per_epoch and per_epoch * epochs, disable=not progress, leave=False, unit="batch",
+              desc="fitting decoders" if lam is None else "fine-tuning") as bar:
+        for epoch in range(1, epochs + 1):
+            began = time.perf_counter()
+            seen.train()  # the decoders; the model stays in eval unless fine-tuning (see train())
+            bar.set_postfix_str(f"epoch {epoch}/{epochs}")
+            means, logits_finite = _epoch(seen, train_data, names, optimizer, epoch, batch_size, seed, device, bar,
+                                          lam)
+            _require_finite(means + [0.0 if logits_finite else math.nan], "the training loss or the model's logits",
+                            epoch)
+            row: dict = {"epoch": epoch, "train_recon": dict(zip(names, means[1:]))}
+            if lam is not None:
+                row["train_ce"] = means[0]
+            if test_data is not None:
+                quality = evaluate_layers(seen, test_data, device=device, layers=names)
+                _require_finite(list(quality["recon_mse"].values()), "the test reconstruction error", epoch)
+                row.update(test_recon_mse=quality["recon_mse"], test_accuracy=quality["accuracy"])
+            history.append({**row, "seconds": time.perf_counter() - began})
     seen.eval()
     return history
 
@@ -133,19 +139,15 @@ def joint_loss(ce: torch.Tensor, recons: torch.Tensor, lam: float) -> torch.Tens
 
 
 def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer, epoch: int,
-           epochs: int, batch_size: int, seed: int, device, progress: bool,
-           lam: float | None) -> tuple[list[float], bool]:
+           batch_size: int, seed: int, device, bar: tqdm, lam: float | None) -> tuple[list[float], bool]:
     """One epoch; returns its mean per image of (ce, recon of each layer), and whether every
     logit was finite (post hoc the logits are in no loss, so a NaN there shows nowhere else)."""
     # Seeded per epoch: fitting one layer alone sees the same batches as fitting all.
     shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
     sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
     logits_finite = torch.ones((), dtype=torch.bool, device=device)
-    bar = tqdm(data.batches(batch_size, shuffle=True, generator=shuffle, device=device),
-               total=data.batch_count(batch_size), desc=f"epoch {epoch}/{epochs}",
-               disable=not progress, leave=False, unit="batch")
     seen_images = 0
-    for images, labels in bar:
+    for images, labels in data.batches(batch_size, shuffle=True, generator=shuffle, device=device):
         # Post hoc, the model runs without autograd: its activations arrive detached.
         with torch.set_grad_enabled(lam is not None):
             logits, acts = seen.features(images, names)  # (B, classes), name -> (B, ...)
@@ -159,6 +161,7 @@ def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer,
         sums += torch.cat([ce.detach().view(1), recons.detach()]).double() * len(images)
         logits_finite &= torch.isfinite(logits.detach()).all()
         seen_images += len(images)
+        bar.update()
     return (sums / max(seen_images, 1)).tolist(), bool(logits_finite)  # one device sync per epoch
 
 

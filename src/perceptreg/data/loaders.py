@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, default_collate
 
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset, batches, to_float
@@ -112,8 +112,16 @@ class ImageBatches:
             images, labels = self.data.tensors  # a batch is one index into each tensor
             return ((images[index], labels[index]) for index in order.split(batch_size))
         # Items collated by torch, batch_size at a time, in our order (seeded like ours).
-        loader = DataLoader(self.data, batch_size=batch_size, sampler=order.tolist())
+        loader = DataLoader(self.data, batch_size=batch_size, sampler=order.tolist(), collate_fn=self._collate)
         return (self._pair(batch) for batch in loader)
+
+    def _collate(self, items: list):
+        try:
+            return default_collate(items)
+        except (TypeError, RuntimeError) as err:  # a PIL image, images of different sizes
+            raise PerceptregError(f"`{self.arg}`: its items do not stack into a batch ({str(err).splitlines()[0]}); "
+                                  f"give each image as a tensor of one shape (e.g. transforms.PILToTensor()); "
+                                  f"{PASS}") from err
 
     def _pair(self, batch) -> tuple:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:

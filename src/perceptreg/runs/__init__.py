@@ -39,6 +39,7 @@ from perceptreg.runs.files import (  # the file names
     SWEEP_PROBES,
     TRAINING_CURVES,
     append_metrics,
+    for_layer,
     read_config,
     read_metrics,
 )
@@ -57,6 +58,6 @@ from perceptreg.runs.writing import (
     settle,
 )
 
-__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics",
+__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics", "for_layer",
            "check_output_path", "save_run", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
            "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]
