@@ -21,9 +21,9 @@ from pydantic import BaseModel
 
 from perceptreg import runs
 from perceptreg.core import schema
+from perceptreg.core.attached import LayerView
 from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.attached import LayerView
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.edits import latent

@@ -24,8 +24,8 @@ from perceptreg.core.attached import AttachedModel
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
-from perceptreg.runs import files, sources
 from perceptreg.data.registry import lookup
+from perceptreg.runs import files, sources
 from perceptreg.runs.claim import KINDS, claim, kind_of
 from perceptreg.runs.run import AttachedRun, TrainedRun, open_run
 from perceptreg.runs.writing import prepare_attached, save_attached
