@@ -102,3 +102,37 @@ class ShiftAttack:
         if self.shape:
             out = out.reshape(self.shape)
         return out.to(self.dtype) if self.dtype else out
+
+
+class ProgressBars:
+    """Stands in for tqdm (monkeypatched into a module): records each bar's total, description
+    and the steps it was advanced, since tqdm itself skips redraws and a closed bar leaves no line."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, iterable=None, total=None, desc="", **options):
+        bar = {"total": total, "desc": desc, "steps": 0, "postfix": None}
+        self.bars.append(bar)
+
+        class Bar:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return None
+
+            def __iter__(self):
+                for item in iterable:
+                    bar["steps"] += 1
+                    yield item
+
+            def update(self, n=1):
+                bar["steps"] += n
+
+            def set_postfix_str(self, text):
+                bar["postfix"] = text
+
+            def close(self):
+                return None
+        return Bar()

@@ -5,6 +5,8 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
 
 - ``train(TrainConfig(...), run_dir)`` trains a model into a run folder;
 - ``open_run(run_dir)`` opens a run folder once: ``run.model()``, ``run.data()``, ``run.metrics``;
+- ``save_run(seen_or_result, run_dir, source=...)`` saves a model made in Python as a run
+  folder that every command, the report and the explorer open;
 - ``attach(net, layers, input_shape)`` puts decoders on layers of a model you have, and
   ``fit_decoders`` / ``fine_tune`` / ``evaluate_layers`` fit and measure them;
 - ``PGD``, ``AdaptivePGD``, ``AdaptiveAttack`` and ``evaluate_attack`` attack a model and measure what it perceives;
@@ -21,7 +23,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "open_run": "perceptreg.runs", "Run": "perceptreg.runs",
+    "open_run": "perceptreg.runs", "Run": "perceptreg.runs", "save_run": "perceptreg.runs",
     "train": "perceptreg.training.train", "TrainConfig": "perceptreg.core.config",
     "AttachConfig": "perceptreg.core.config", "PerceptionNet": "perceptreg.core.models",
     "attach": "perceptreg.core.attached", "AttachedModel": "perceptreg.core.attached",

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import identity_classifier, image
+from helpers import ProgressBars, identity_classifier, image
 from torch import nn
 
 from perceptreg.adversarial import attacks
@@ -279,3 +279,14 @@ def test_pgd_is_torchattacks_pgd_from_the_same_start():
     ours = PGD(net, eps=0.1, alpha=0.02, steps=5, random_start=False)(x, y)
     theirs = torchattacks.PGD(classify, eps=0.1, alpha=0.02, steps=5, random_start=False)(x, y)
     assert torch.equal(ours, theirs)
+
+
+def test_the_progress_bar_counts_every_step_of_every_chunk_and_restart(monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images, labels = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1])
+    quiet = PGD(model, eps=0.1, steps=3, chunk_size=2, restarts=2)(images, labels)
+    bars = ProgressBars()
+    monkeypatch.setattr(attacks, "tqdm", bars)
+    shown = PGD(model, eps=0.1, steps=3, chunk_size=2, restarts=2, progress=True)(images, labels)
+    assert torch.equal(quiet, shown)  # the bar changes nothing
+    assert bars.bars == [{"total": 18, "desc": "attack (PGD, 5 images)", "steps": 18, "postfix": None}]

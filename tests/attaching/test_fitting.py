@@ -5,6 +5,7 @@ from user_net import net
 from perceptreg import data
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders, joint_loss
 from perceptreg.core.attached import attach
+from perceptreg.core.errors import PerceptregError
 
 LAYERS = ["stem", "block1", "block2", "fc1"]
 
@@ -65,3 +66,49 @@ def test_joint_loss_weighs_the_mean_of_the_layers_errors():
     assert joint_loss(ce, recons, lam=0.1).item() == pytest.approx(0.5 + 0.1 * 3.0)
     # one layer or the same error at four layers: the same objective
     assert joint_loss(ce, torch.tensor([3.0]), 0.1) == joint_loss(ce, torch.full((4,), 3.0), 0.1)
+
+
+# --- any torch Dataset or DataLoader ------------------------------------------------------------
+
+def test_a_tensor_dataset_and_a_dataloader_give_the_image_datasets_numbers(digits):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    train, test = digits[0].subset(torch.arange(120)), digits[1].subset(torch.arange(100))
+    tables = []
+    for kind in ("ours", "tensors", "loader"):
+        seen = attach(net(), ["stem", "fc1"], (1, 28, 28))
+        if kind == "ours":
+            fitted_on, tested_on = train, test
+        elif kind == "tensors":  # uint8, shuffled by fit_decoders' own seeded order
+            fitted_on, tested_on = TensorDataset(train.images, train.labels), TensorDataset(test.images, test.labels)
+        else:  # floats in [0, 1], in the batches fit_decoders draws for epoch 1 (seed 3)
+            order = torch.randperm(120, generator=torch.Generator().manual_seed(3 * 100_003 + 1)).split(40)
+            fitted_on = DataLoader(TensorDataset(data.to_float(train.images), train.labels), batch_sampler=order)
+            tested_on = DataLoader(TensorDataset(data.to_float(test.images), test.labels), batch_size=33)
+        history = fit_decoders(seen, fitted_on, epochs=1, batch_size=40, seed=3, progress=False, test_data=tested_on)
+        tables.append((history[0]["train_recon"], evaluate_layers(seen, tested_on)))
+    (ours, ours_eval), (tensors, tensors_eval), (loader, loader_eval) = tables
+    assert tensors == ours and tensors_eval == ours_eval  # the same numbers, bit for bit
+    assert loader == pytest.approx(ours, rel=1e-5) and loader_eval["accuracy"] == ours_eval["accuracy"]
+    assert loader_eval["recon_mse"] == pytest.approx(ours_eval["recon_mse"], rel=1e-5)
+
+
+def test_data_of_another_shape_names_the_models(digits):
+    from torch.utils.data import TensorDataset
+
+    seen = attach(net(), ["stem"], (1, 28, 28))
+    wrong = TensorDataset(torch.zeros(4, 3, 28, 28), torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(PerceptregError, match=r"train_data has images of shape \(3, 28, 28\).*takes \(1, 28, 28\)"):
+        fit_decoders(seen, wrong, epochs=1, progress=False)
+
+
+def test_one_progress_bar_spans_every_batch_of_every_epoch(digits, monkeypatch):
+    from helpers import ProgressBars
+
+    from perceptreg.attaching import fitting
+
+    bars = ProgressBars()
+    monkeypatch.setattr(fitting, "tqdm", bars)
+    seen = attach(net(), ["stem"], (1, 28, 28))
+    fit_decoders(seen, digits[0].subset(torch.arange(60)), epochs=3, batch_size=25)
+    assert bars.bars == [{"total": 9, "desc": "fitting decoders", "steps": 9, "postfix": "epoch 3/3"}]  # 3 x 3 batches

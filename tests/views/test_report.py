@@ -16,7 +16,7 @@ from perceptreg.attaching.attach_run import read_layers
 from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
-from perceptreg.views.report import ATTACH_SECTIONS, SECTIONS, build_report, write_report
+from perceptreg.views.report import SECTIONS, attach_sections, build_report, write_report
 
 READING = re.compile(r"^H: (\S+) \d{1,3} %( ✗)?$")
 
@@ -243,7 +243,7 @@ def test_loss_plot_puts_cross_entropy_and_reconstruction_on_panels_of_their_own(
 def test_report_of_an_attach_run(attach_run):
     text = build_report(attach_run)
     parts = sections(text)
-    assert list(parts) == [anchor for _, anchor, _ in ATTACH_SECTIONS]
+    assert list(parts) == [anchor for _, anchor, _ in attach_sections()]
     assert_self_contained(text)
     layers = read_layers(runs.open_run(attach_run))
     summary = summary_of(text)
@@ -258,6 +258,24 @@ def test_report_of_an_attach_run(attach_run):
     assert_captions_agree_with_highlight(found)
     assert [h.text().split(",")[0] for h in parts["layers"].find_all("h3")] == [
         "Test images x", "Attacked images: x"]
+    assert [h.text() for h in parts["perception"].find_all("h3")] == ["Layer stem", "Layer fc1"]
+    assert "perceptreg perceive" in parts["perception"].text() and "--layer fc1" in parts["perception"].text()
+
+
+def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(attach_run, run)
+    result = CliRunner().invoke(main, ["perceive", str(run), "--layer", "fc1", "--n", "4"])
+    assert result.exit_code == 0, result.output
+    assert (run / "perception_fc1.png").is_file()
+    assert write_report(run, layer="fc1") == run / "report_fc1.html"
+    text = (run / "report_fc1.html").read_text()
+    parts = sections(text)
+    assert "layer fc1" in text.split("</title>")[0]
+    assert [tr.find_all("td")[0].text() for tr in parts["layers"].find_all("tr") if tr.find_all("td")] == ["fc1"]
+    assert parts["perception"].find_all("img") and "perceptreg perceive" not in parts["perception"].text()
+    with pytest.raises(PerceptregError, match="choose one of stem, fc1"):
+        build_report(run, layer="fc2")
 
 
 def test_report_reads_well_on_a_phone(full_run):

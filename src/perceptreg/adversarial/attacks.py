@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
@@ -146,6 +147,7 @@ class PGD(Attack):
             halves per image when progress stalls; a fixed decay is simpler and seeded alike.)
         best_iterate: keep per image the best iterate seen, not the last: the one with the
             largest margin (``losses.margins``), so a success is never undone by a later step.
+        progress: a progress bar of the steps (all chunks and restarts), with the time left.
 
     Shapes: images (B, C, H, W) in [0, 1], labels (B,), targets (B,) or None -> (B, C, H, W).
 
@@ -157,7 +159,7 @@ class PGD(Attack):
     def __init__(self, model: nn.Module, eps: float = DEFAULT_EPS, alpha: float | None = None,
                  steps: int = DEFAULT_STEPS, norm: str = "linf", random_start: bool = True, seed: int = 0,
                  chunk_size: int = 256, loss: str = "ce", kappa: float = math.inf, restarts: int = 1,
-                 schedule: str = "constant", best_iterate: bool = False):
+                 schedule: str = "constant", best_iterate: bool = False, progress: bool = False):
         super().__init__(model, seed)
         if not 0 < eps < math.inf:
             raise PerceptregError(f"`eps` must be a finite number > 0, got {eps}")
@@ -176,20 +178,28 @@ class PGD(Attack):
             raise PerceptregError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start
         self.chunk_size, self.loss, self.kappa, self.restarts = chunk_size, loss, kappa, restarts
-        self.schedule, self.best_iterate = schedule, best_iterate
+        self.schedule, self.best_iterate, self.progress = schedule, best_iterate, progress
+        self._tick = lambda: None  # one step of the progress bar, during a call
         self.alpha = alpha if alpha is not None else default_step_size(eps, steps)
 
     def forward(self, images, labels, targets):
         generator = torch.Generator(images.device).manual_seed(self.seed)
         # Drawn for the whole batch, as a one-batch loop would, restart after restart.
         starts = [self.start(images, generator) for _ in range(self.restarts)]
-        # Each image's path depends on its own gradient only, so the batch runs in chunks
-        # one after another: a chunk whose activations fit the cache runs faster than the
-        # whole batch, and memory stays bounded (bench/attack_throughput.py).
-        return torch.cat([
-            self._attack(images[part], [start[part] for start in starts], labels[part],
-                         None if targets is None else targets[part], len(images))
-            for part in torch.arange(len(images)).split(self.chunk_size)])
+        chunks = torch.arange(len(images)).split(self.chunk_size)
+        with tqdm(total=len(chunks) * self.restarts * self.steps, disable=not self.progress, leave=False,
+                  desc=f"attack ({type(self).__name__}, {len(images)} images)", unit="step") as bar:
+            self._tick = bar.update
+            try:
+                # Each image's path depends on its own gradient only, so the batch runs in chunks
+                # one after another: a chunk whose activations fit the cache runs faster than the
+                # whole batch, and memory stays bounded (bench/attack_throughput.py).
+                return torch.cat([
+                    self._attack(images[part], [start[part] for start in starts], labels[part],
+                                 None if targets is None else targets[part], len(images))
+                    for part in chunks])
+            finally:
+                self._tick = lambda: None
 
     def _attack(self, images, starts, labels, targets, batch_size):
         best = None
@@ -206,6 +216,7 @@ class PGD(Attack):
             if self.best_iterate:  # the iterate the gradient was taken at: no extra forward pass
                 best = keep_better(best, Iterate(adv.detach(), tier, key))
             adv = self.project(images, adv.detach() + self.step_size(step) * self.direction(grad))
+            self._tick()
         adv = adv.detach()
         if not (self.best_iterate or self.restarts > 1):
             return Iterate(adv, None, None)  # the last iterate: nothing to rank it against

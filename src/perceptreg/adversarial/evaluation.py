@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
@@ -32,7 +33,7 @@ from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
 from perceptreg.core import display
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.data import ImageDataset, to_float
+from perceptreg.data import as_image_dataset, to_float
 from perceptreg.measures import mcnemar, rate, rate_of
 
 # --- an attack, measured -------------------------------------------------------------------
@@ -110,12 +111,14 @@ def _predict(model: PerceptionNet, images: torch.Tensor, batch_size: int):
     return prediction, confidence, torch.cat(recon)
 
 
-def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Sequence = (),
+def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
                     device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None,
                     held_out_scores: torch.Tensor | None = None, fprs: Sequence[float] = DEFAULT_FPRS,
                     eps: float | None = None, norm: str | None = None) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
+    ``data``: an ``ImageDataset``, or any torch ``Dataset``/``DataLoader`` of (image, label),
+    held in memory as uint8 (``data.as_image_dataset``).
 
     ``attack``: ours (``PGD``, ``AdaptiveAttack``, ...) or any callable ``attack(images, labels)``
     that returns adversarial images (torchattacks'); targeted, ``attack(images, labels, targets)``.
@@ -144,6 +147,7 @@ def evaluate_attack(model: PerceptionNet, attack, data: ImageDataset, judges: Se
     ``adversarial``: the images already attacked, to measure the same attack through another
     perception of the same H (the layers of an attached model).
     """
+    data = as_image_dataset(data, "data")
     with evaluating(model):
         images = to_float(data.images).to(device)
         labels = data.labels.to(device)
@@ -253,10 +257,10 @@ def compare_paired(first: AttackEvaluation, second: AttackEvaluation, fprs: Sequ
     return {"paired_images": int(both.sum()), "tests": tests}
 
 
-def clean_scores(model: PerceptionNet, data: ImageDataset, device: torch.device | str = "cpu",
+def clean_scores(model: PerceptionNet, data, device: torch.device | str = "cpu",
                  batch_size: int = 500) -> torch.Tensor:
     """||x - P(x)||^2 of each clean image of ``data``: held out, they set the detector's thresholds."""
-    images = to_float(data.images).to(device)
+    images = to_float(as_image_dataset(data, "data").images).to(device)
     with evaluating(model):
         return reconstruction_scores(images, _predict(model, images, batch_size)[2])
 
@@ -271,15 +275,17 @@ def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: to
     return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
 
 
-def evaluate_layers_under_attack(seen, attack, data: ImageDataset, judge, targets: torch.Tensor | None = None,
-                                 device: str = "cpu") -> tuple[list[dict], torch.Tensor]:
+def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tensor | None = None,
+                                 device: str = "cpu", progress: bool = False) -> tuple[list[dict], torch.Tensor]:
     """One attack on an attached model's H, read through every layer's perception: per
     layer, how often the judge reads P_layer(x_adv) of a successful attack as the
     adversarial class or as the true class (the depth at which the attack takes over what
     the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Returns the
-    rows, shallow to deep, and the adversarial images (the same for every layer)."""
-    rows, adversarial = [], None
-    for layer in seen.layers:
+    rows, shallow to deep, and the adversarial images (the same for every layer).
+    ``progress``: a bar over the layers (the attack, run with the first, shows its own)."""
+    rows, adversarial, data = [], None, as_image_dataset(data, "data")
+    for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
+                      leave=False):
         evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
                                      adversarial=adversarial)
         adversarial = evaluation.adversarial

@@ -102,7 +102,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
         under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen), pool, default_judges(config.dataset, train_data, device=device)[0], device=device)
+            seen, attack.build(seen, progress=progress), pool, default_judges(config.dataset, train_data, device=device)[0],
+            device=device, progress=progress)
         summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
                                                               "images": len(pool)}, layers=[
             {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],

@@ -136,7 +136,7 @@ def train_command(out, resume, quiet, compile_step, **options):
 @run_argument
 @click.option("--n", default=20, show_default=True, help="Number of test images.")
 @click.option("--out", type=OutPath(dir_okay=False),
-              help=f"PNG to write. [default: RUN/{runs.PERCEPTION}]")
+              help=f"PNG to write. [default: RUN/{runs.PERCEPTION}; of a run of `attach`, perception_LAYER.png]")
 @device_option
 @layer_option
 def perceive(run, n, out, device, layer):
@@ -148,8 +148,8 @@ def perceive(run, n, out, device, layer):
 
     model = run.model(device, layer)
     test = run.data()[1]
-    path = figures.save_png(figures.perception_grid(model, test, n=n, device=device),
-                            out or run.path / runs.PERCEPTION)
+    named = runs.for_layer(runs.PERCEPTION, model.layer if run.kind == "attached" else None)
+    path = figures.save_png(figures.perception_grid(model, test, n=n, device=device), out or run.path / named)
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
 
 

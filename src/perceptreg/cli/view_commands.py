@@ -12,16 +12,19 @@ from perceptreg.cli.app import OutPath, device_option, layer_option, main
 
 @main.command("report")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=OutPath(dir_okay=False), help="HTML file. [default: RUN/report.html]")
-def report_command(run, out):
+@click.option("--out", type=OutPath(dir_okay=False),
+              help="HTML file. [default: RUN/report.html; with --layer, RUN/report_LAYER.html]")
+@click.option("--layer", help="Of a run of `attach`: report this layer alone. [default: every layer]")
+def report_command(run, out, layer):
     """One self-contained HTML page of the run: config, training curves, perception,
     attacks, latent edits, sweep; what the run lacks is named with the command to make it.
+    Of a run of `attach`, every layer's measures and perception, or one layer's with --layer.
 
     Example: perceptreg report runs/demo
     """
     from perceptreg.views import report
 
-    click.echo(f"report: {report.write_report(run, out)}")
+    click.echo(f"report: {report.write_report(run, out, layer)}")
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

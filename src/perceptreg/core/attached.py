@@ -61,6 +61,8 @@ class AttachedModel(nn.Module):
         self.num_classes = 0
         self._modules_by_name: dict[str, nn.Module] = {}
         self._awaiting_bias: set[str] = set()  # built decoders whose bias waits for a pixel mean
+        # how the built decoders were made, so a saved run rebuilds them (runs.saving)
+        self.seed, self.decoder_params, self.given_decoders = 0, None, frozenset()
         self._tuning = False
         # the user's own settings, given back by release(): parameters they froze stay frozen
         self._user_requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -215,6 +217,7 @@ def attach(model: nn.Module, layers: Sequence[str] | str, input_shape: Sequence[
                               f"layers; give decoders only for the layers you attach")
     mean = None if pixel_mean is None else _per_channel("pixel_mean", pixel_mean, shape[0])
     seen._modules_by_name = {n: model.get_submodule(n) for n in names}
+    seen.seed, seen.decoder_params, seen.given_decoders = seed, decoder_params, frozenset(given)
     logits, acts = _probe(seen, names, device)
     seen.layers, seen.num_classes = tuple(acts), int(logits.shape[1])  # acts is in run order
     seen.activation_shapes = {n: tuple(a.shape[1:]) for n, a in acts.items()}

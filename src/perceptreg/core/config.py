@@ -32,6 +32,7 @@ class TrainConfig:
     model: str | None = None  # FILE.py:FUNCTION returning a PerceptionNet of your own F, C, D (arch "custom")
     z_dim: int | None = None  # ours: the latent's size in a paper architecture (None: the paper's; svhn 64)
     decoder_width: int = 1  # ours: D's channels times this (1: the paper's D)
+    source: dict | None = None  # recorded by save_run: the run's copy of the model's source (runs.sources)
     lam: float = 1e-2  # weight of the reconstruction term; the paper sweeps 1e-4 .. 1e2
     reduction: str = "sum"  # "sum": squared error summed per image (the paper's scale); "mean": per pixel
     mode: str = "joint"  # "joint", or "post-hoc": F and C first, then D alone on frozen F

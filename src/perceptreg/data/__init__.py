@@ -3,6 +3,7 @@
 One module per dataset family, and ``registry`` to find them by name:
 
 - ``dataset``: ``ImageDataset``, ``batches``, splits and subsets (what every dataset is).
+- ``loaders``: ``image_batches``: a user's torch ``Dataset`` or ``DataLoader`` read in batches.
 - ``mnist`` (the embedded MNIST-5k, IDX files), ``svhn``, ``strips`` (MNIST-strips),
   ``celeba``, ``cifar10`` (its binary version), ``images`` (image files and folders; the one image decoder), ``memmap``.
 - ``download``: resumable, checksummed downloads.
@@ -20,6 +21,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.data.download": ("digest_of", "download"),
     "perceptreg.data.images": ("ImageDecodeError", "ImageTooLargeError", "decode_image", "image_folder_shape",
         "load_image_files", "load_image_folder"),
+    "perceptreg.data.loaders": ("ImageBatches", "as_image_dataset", "image_batches"),
     "perceptreg.data.memmap": ("load_memmap", "write_memmap"),
     "perceptreg.data.mnist": ("MNIST_FILES", "download_mnist", "load_idx_pair", "load_mnist", "load_mnist5k",
         "mnist5k_split", "read_idx", "write_idx"),
@@ -30,7 +32,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
-    "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
+    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
     "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",

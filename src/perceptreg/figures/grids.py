@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from perceptreg import runs
 from perceptreg.core import display, schema
+from perceptreg.core.attached import LayerView
 from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -225,13 +226,17 @@ def perception_grid(model: PerceptionNet, data: ImageDataset, n: int = 20, pairs
         logits, _, recon = model(images)
     confidence, predicted = logits.float().softmax(1).max(1)
     pairs = torch.stack([images, recon.float()], 1).flatten(0, 1)  # (2n, C, H, W): x, P(x), ...
+    layer = model.layer if isinstance(model, LayerView) else None  # an attached model: name its layer
+    p = f"P_{layer}(x)" if layer else "P(x)"
     cells = []
     for label, pred, conf in zip(data.labels[index].tolist(), predicted.tolist(), confidence.tolist()):
         true, reading = data.classes[label], h_caption(data.classes, pred, conf)
         cells += [Cell(f"x, true {true}", reading, pred != label, f"test image of a {true}; {reading}"),
-                  Cell("P(x)", alt=f"P(x) = D(F(x)), what the model perceives of that {true}")]
+                  Cell(p, alt=f"{p}, what the model perceives of that {true}"
+                              + (f" at layer {layer}" if layer else " (D(F(x)))"))]
     return image_grid(pairs, 2 * min(pairs_per_row, len(index)), cells,
-                      cards=[(i, i + 1) for i in range(0, len(cells), 2)])
+                      cards=[(i, i + 1) for i in range(0, len(cells), 2)],
+                      title=f"layer {layer}: test images x beside {p}" if layer else "")
 
 
 # --- adversarial perception ---------------------------------------------------------------

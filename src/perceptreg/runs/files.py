@@ -49,6 +49,15 @@ SWEEP_ATTENTION = "sweep_attention.png"
 SWEEP_PROBES = "sweep_probes.png"
 
 
+def for_layer(name: str, layer: str | None) -> str:
+    """A file of one layer of an attach run: ``for_layer("perception.png", "fc1")`` is
+    perception_fc1.png; no layer: ``name`` itself."""
+    if layer is None:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}_{layer.replace('/', '_')}{dot}{suffix}"
+
+
 def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
     """The run's config: a TrainConfig, or an AttachConfig for a run of `attach`."""
     from perceptreg.core.checkpoint import read_json

@@ -145,12 +145,14 @@ class TrainedRun(Run):
             checkpoint.load_weights(getattr(net, part), taken, path)
 
     def _rebuild(self, meta: dict) -> models.PerceptionNet:
+        if self.config.model is not None:  # the user's code (given to `train --model`, or to save_run)
+            return user_models.build_perception_net(sources.source_spec(self.config.source, self.config.model,
+                                                                        self.path))
         if meta["arch"] in models.ARCHITECTURES:
             return models.build(meta["arch"], meta["num_classes"], self.config.z_dim, self.config.decoder_width)
-        if self.config.model is None:
-            raise PerceptregError(f"{self.path} holds a custom model built in Python; pass it: run.model(net=...), "
-                                  f"or train it from a file (`model` FILE.py:FUNCTION) so that it can be rebuilt")
-        return user_models.build_perception_net(self.config.model)
+        raise PerceptregError(f"{self.path} holds a custom model built in Python; pass it: run.model(net=...), "
+                              f"or save the run with perceptreg.save_run(result, source='FILE.py:FUNCTION') so "
+                              f"that it can be rebuilt")
 
 
 class AttachedRun(Run):

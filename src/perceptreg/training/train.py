@@ -14,6 +14,7 @@ epoch the model (``model.safetensors`` + ``model.json``) and the resumable state
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -57,16 +58,19 @@ FINITE_CHECK_EVERY = 50
 
 
 def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionNet | None = None,
-          train_data: datasets.ImageDataset | None = None,
-          test_data: datasets.ImageDataset | None = None,
+          train_data=None, test_data=None,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Train ``model`` (default: the paper's ``config.arch``) and write the run folder.
 
-    ``train_data``/``test_data`` default to ``config.dataset``. With ``resume=True`` the
+    ``train_data``/``test_data`` default to ``config.dataset``; given, they are an
+    ``ImageDataset`` or any torch ``Dataset``/``DataLoader`` of (image, label), images uint8
+    or floats in [0, 1], held in memory as uint8 (``data.as_image_dataset``). With ``resume=True`` the
     run continues from the last completed epoch in ``run_dir`` and ends with the same
     weights an uninterrupted run would have (on CPU; CUDA kernels may differ in the last bits).
     """
     run_dir = Path(run_dir)
+    if model is not None and config.model is None:  # recorded as custom: no paper architecture rebuilds it
+        config = dataclasses.replace(config, arch="custom")
     resolve_device(config.device)
     runs.claim_for_training(run_dir, config, resume)  # before any work; again under the lock
     # Under torchrun, one process per device: only rank 0 writes the run folder, and it
@@ -82,7 +86,10 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     progress = progress and cluster.is_main
 
     # --- data: uint8 tensors on the host, converted per batch on the device -------------
-    if train_data is None or test_data is None:
+    if train_data is not None and test_data is not None:
+        train_data = datasets.as_image_dataset(train_data, "train_data")
+        test_data = datasets.as_image_dataset(test_data, "test_data", train_data.classes)
+    else:
         shape = model.input_shape if model is not None else datasets.image_shape_for(config.dataset, config.arch)
         train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, shape)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)

@@ -196,13 +196,14 @@ def _sweep_config(run: Path) -> str:
             + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
 
 
-def _layers(run: Run) -> str:
-    """An attach run: each layer's decoder and measures, and what the layers perceive."""
+def _layers(run: Run, layer: str | None = None) -> str:
+    """An attach run: each layer's decoder and measures (of ``layer`` alone, if given), and
+    what the layers perceive."""
     if not run.has(runs.LAYERS_JSON):
         return missing("layer measures", "perceptreg attach ... --out " + str(run.path))
     layers = read_layers(run)
     header, rows, _ = layer_cells(layers)
-    measures = table(header, rows)
+    measures = table(header, [row for row in rows if layer in (None, row[0])])
     history = run.metrics
     curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
@@ -222,20 +223,49 @@ SECTIONS = (("Summary", "summary", summary), ("Training", "training", _training)
             ("Configuration", "config", config_tables))
 SWEEP_SECTIONS = (("Summary", "summary", _reads(runs.SWEEP_JSON, "sweep")(sweep_summary)),
                   ("Lambda sweep", "sweep", _sweep), ("Sweep configuration", "config", _sweep_config))
-ATTACH_SECTIONS = (("Summary", "summary", summary), ("Layers", "layers", _layers),
-                   ("Adversarial perception (deepest layer, or evaluate-attack --layer)", "attacks", _attacks),
-                   ("Configuration", "config", config_tables))
+def _layer_perception(run: Run, layer: str | None = None) -> str:
+    """An attach run: the perception grid of each layer (or of ``layer``), as `perceive --layer` writes it."""
+    parts = []
+    for name in [layer] if layer else run.layers:
+        grid = run.path / runs.for_layer(runs.PERCEPTION, name)
+        parts.append(f"<h3>Layer {html.escape(name)}</h3>" + (
+            figure(grid, f"test images beside their perception at layer {name}") if grid.exists()
+            else missing(f"perception grid of layer {name}", f"perceptreg perceive {run.path} --layer {name}")))
+    return f"<p>Test images x, each beside P_layer(x), with H's prediction on x.</p>{WRONG_KEY}{''.join(parts)}"
 
 
-def build_report(target: Run | str | Path) -> str:
-    """The report of a run (a ``Run``, or its folder), or of a sweep folder, as one HTML string."""
+def attach_sections(layer: str | None = None) -> tuple:
+    """The sections of an attach run's report: every layer, or ``layer`` alone."""
+    return (("Summary", "summary", summary), ("Layers", "layers", functools.partial(_layers, layer=layer)),
+            ("Perception" + (f" at layer {layer}" if layer else " at each layer"), "perception",
+             functools.partial(_layer_perception, layer=layer)),
+            ("Adversarial perception (deepest layer, or evaluate-attack --layer)", "attacks", _attacks),
+            ("Configuration", "config", config_tables))
+
+
+def _chosen_layer(target: Run | Path, layer: str | None) -> str | None:
+    if layer is None:
+        return None
+    if not isinstance(target, Run) or target.kind != "attached":
+        raise PerceptregError(f"`layer` {layer!r}: {_folder(target)} is not a run of `attach`; layers are "
+                              f"chosen in runs of `attach`")
+    if layer not in target.layers:
+        raise PerceptregError(f"`layer` {layer!r} has no decoder in {target.path}; choose one of "
+                              f"{', '.join(target.layers)}")
+    return layer
+
+
+def build_report(target: Run | str | Path, layer: str | None = None) -> str:
+    """The report of a run (a ``Run``, or its folder), or of a sweep folder, as one HTML string.
+    ``layer``: of an attach run, that layer alone (default: every layer)."""
     target = open_report_target(target)
+    layer = _chosen_layer(target, layer)
     if isinstance(target, Run):
-        sections = ATTACH_SECTIONS if target.kind == "attached" else SECTIONS
+        sections = attach_sections(layer) if target.kind == "attached" else SECTIONS
     else:
         sections = SWEEP_SECTIONS
     body = "".join(section(title, anchor, make(target)) for title, anchor, make in sections)
-    title = f"perceptreg report: {_folder(target).resolve().name}"
+    title = f"perceptreg report: {_folder(target).resolve().name}" + (f", layer {layer}" if layer else "")
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title>"
@@ -252,11 +282,12 @@ def open_report_target(target: Run | str | Path) -> Run | Path:
     return runs.open_run(folder)
 
 
-def write_report(target: Run | str | Path, out: str | Path | None = None) -> Path:
-    """Write the report (default ``RUN/report.html``) atomically; returns its path."""
+def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Path:
+    """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
+    atomically; returns its path."""
     target = open_report_target(target)
-    out = Path(out) if out else _folder(target) / runs.REPORT
-    text = build_report(target)
+    text = build_report(target, layer)
+    out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out

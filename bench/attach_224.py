@@ -1,0 +1,129 @@
+"""attach at 224x224x3: a ResNet-50 and a ViT-S/16 (bench/models_224.py, random weights),
+decoders on 4 layers each. Prints, per model:
+
+- one decoder-fitting step (``fit_decoders`` on one batch) per layer alone and for the 4
+  layers in one pass, in interleaved rounds (this machine's speed drifts): images/s per layer,
+  the median (min-max) seconds, and the one pass as a multiple of one layer alone;
+- the attack (PGD on the model, ``--steps``) and the per-layer attack evaluation
+  (``evaluate_attack`` through each layer's perception of the same adversarial images): images/s;
+- peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).
+
+    python bench/attach_224.py [--model resnet50|vit_s16|both] [--batch 8] [--rounds 3] [--steps 2]
+    python bench/attach_224.py --device cuda        # bf16 autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from models_224 import resnet50, vit_s16  # noqa: E402
+
+from perceptreg.adversarial.attacks import PGD  # noqa: E402
+from perceptreg.adversarial.evaluation import evaluate_attack  # noqa: E402
+from perceptreg.attaching.fitting import fit_decoders  # noqa: E402
+from perceptreg.core.attached import attach  # noqa: E402
+
+MODELS = {"resnet50": (resnet50, ["layer1", "layer2", "layer3", "layer4"]),
+          "vit_s16": (vit_s16, ["blocks.2", "blocks.5", "blocks.8", "blocks.11"])}
+SHAPE = (3, 224, 224)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(device: str):
+    return torch.autocast("cuda", torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+
+
+def fit_step(seen, batch, layers, device) -> float:
+    """Seconds of one fitting step of ``layers``' decoders on ``batch`` (one call, one batch)."""
+    synchronize(device)
+    began = time.perf_counter()
+    with autocast(device):
+        fit_decoders(seen, batch, epochs=1, batch_size=len(batch), layers=layers, device=device, progress=False)
+    synchronize(device)
+    return time.perf_counter() - began
+
+
+def bench(name: str, args) -> None:
+    build, layers = MODELS[name]
+    torch.manual_seed(0)
+    seen = attach(build(num_classes=10).to(args.device), layers, SHAPE, pixel_mean=(0.5, 0.5, 0.5))
+    images = torch.randint(0, 256, (args.batch, *SHAPE), dtype=torch.uint8)
+    batch = TensorDataset(images, torch.randint(0, 10, (args.batch,)))
+    sizes = {d["layer"]: d["decoder_parameters"] for d in seen.describe()}
+    print(f"{name}: {args.batch} images of {SHAPE} on {args.device}"
+          f"{' (bf16 autocast)' if args.device == 'cuda' else f', {torch.get_num_threads()} threads'}")
+    for d in seen.describe():
+        print(f"  {d['layer']:<10} activation {'x'.join(map(str, d['activation_shape'])):>12}, "
+              f"decoder {sizes[d['layer']] / 1e6:5.2f}M parameters")
+
+    runs = {"4 layers, one pass": layers, **{f"{layer} alone": [layer] for layer in layers}}
+    times: dict[str, list[float]] = {run: [] for run in runs}
+    fit_step(seen, batch, layers, args.device)  # warm-up
+    for _ in range(args.rounds):
+        for run, chosen in runs.items():  # interleaved, round by round
+            times[run].append(fit_step(seen, batch, chosen, args.device))
+    print(f"  one fitting step, median (min-max) seconds over {args.rounds} rounds, images/s:")
+    for run, values in times.items():
+        middle = statistics.median(values)
+        print(f"    {run:<20} {middle:7.3f}  ({min(values):.3f}-{max(values):.3f})  {args.batch / middle:7.1f} images/s")
+    alone = [statistics.median(times[f"{layer} alone"]) for layer in layers]
+    together = statistics.median(times["4 layers, one pass"])
+    print(f"  one pass over 4 layers / one layer alone: {together / statistics.mean(alone):.2f}x the mean "
+          f"({together / min(alone):.2f}x the fastest, {together / max(alone):.2f}x the slowest)")
+
+    x = images.float().div(255).to(args.device)
+    y = batch.tensors[1].to(args.device)
+    synchronize(args.device)
+    began = time.perf_counter()
+    with autocast(args.device):
+        adversarial = PGD(seen, eps=8 / 255, steps=args.steps)(x, y)
+    synchronize(args.device)
+    seconds = time.perf_counter() - began
+    print(f"  attack: PGD {args.steps} steps on {args.batch} images: {seconds:.2f}s, "
+          f"{args.batch * args.steps / seconds:.1f} image-steps/s")
+    for layer in layers:
+        synchronize(args.device)
+        began = time.perf_counter()
+        with autocast(args.device):
+            evaluate_attack(seen.at(layer), None, batch, device=args.device, adversarial=adversarial, eps=8 / 255)
+        synchronize(args.device)
+        seconds = time.perf_counter() - began
+        print(f"  attack evaluation through {layer:<10} {seconds:6.2f}s, {args.batch / seconds:7.1f} images/s")
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if args.device == "cuda" else ""
+    print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB{gpu}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=[*MODELS, "both"], default="both")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="PGD steps of the attack")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here; run on CPU (the default)")
+    for name in MODELS if args.model == "both" else [args.model]:
+        bench(name, args)
+
+
+if __name__ == "__main__":
+    main()
