@@ -62,6 +62,16 @@ def test_linear_probe_finds_a_linear_label_and_not_a_random_one():
     assert 0.1 < linear_probe(z[:400], random_label[:400], z[400:], random_label[400:]) < 0.4  # chance: 0.25
 
 
+@pytest.mark.parametrize("probe", [linear_probe, mlp_probe])
+def test_probes_are_fitted_on_train_and_scored_on_test(probe):
+    # train: the sign of z decides the label; test: two faces of class 1 only. Fitted on train
+    # and scored on test the probe is right on both; fitted on test (one class) and scored
+    # on train it would say 1 everywhere and be right on half.
+    z = torch.cat([torch.arange(1, 21.0), -torch.arange(1, 21.0)]).unsqueeze(1)
+    labels = (z[:, 0] > 0).long()
+    assert probe(z, labels, torch.tensor([[5.0], [7.0]]), torch.tensor([1, 1])) == 1.0
+
+
 def test_linear_probe_is_deterministic():
     z = torch.randn(100, 4, generator=torch.Generator().manual_seed(1))
     y = (z[:, 0] > 0).long()

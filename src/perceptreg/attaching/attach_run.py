@@ -17,12 +17,32 @@ from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.adversarial.tables import NO_INTERVAL, format_auroc
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
 from perceptreg.core.config import AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
+from perceptreg.measures import format_rate
+
+
+class _Rate(BaseModel):
+    """measures.rate: a share with its 95 % Wilson interval."""
+    model_config = ConfigDict(extra="forbid")
+    rate: float
+    low: float
+    high: float
+    n: int = Field(ge=0)
+
+
+class _Reading(BaseModel):
+    """judges.judge_agreement: how often the judge names the adversarial label, the true one, or another."""
+    model_config = ConfigDict(extra="forbid")
+    adversarial_label: _Rate
+    true_label: _Rate
+    other: _Rate
+    count: int = Field(ge=0)
 
 
 class _LayerRow(BaseModel):
@@ -36,6 +56,11 @@ class _LayerRow(BaseModel):
     detector_roc_auc: float
     successful_attacks: int = Field(ge=0)
     judge: str
+    # with intervals (evaluation.evaluate_layers_under_attack); None in files written before them
+    p_adv_read: _Reading | None = None
+    x_adv_read: _Reading | None = None
+    accuracy_on_p: _Rate | None = None
+    detector_roc_auc_interval: tuple[float, float] | None = None
 
 
 class _LayersFile(BaseModel):
@@ -142,3 +167,23 @@ def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, sa
                   else f"the weights {config.weights} may not be this model's")
         say(f"Warning: the model is near chance ({accuracy:.1%}, chance {chance:.1%}): {causes}, or it expects "
             f"normalized inputs (`normalize` MEAN,STD per channel)")
+
+
+# The headings of ``layer_cells``, in its order: the CLI's and the report's tables of layers.json.
+LAYER_HEADINGS = ("judge accuracy on P(x)", "x_adv read as adversarial", "P(x_adv) read as adversarial",
+                  "P(x_adv) read as true", "detector ROC AUC")
+
+
+def layer_cells(row: dict) -> list[str]:
+    """A layers.json row's judge readings and detector AUC as text, with their 95 % intervals
+    (Wilson; DeLong for the AUC). A file written before the intervals shows its values alone,
+    and "-" for the readings it lacks."""
+    def shown(reading: dict | None, key: str | None = None, value: float | None = None) -> str:
+        if reading:
+            return format_rate(reading[key] if key else reading)
+        return "-" if value is None else f"{100 * value:.1f} %"
+    p_adv = row.get("p_adv_read")
+    return [shown(row.get("accuracy_on_p")), shown(row.get("x_adv_read"), "adversarial_label"),
+            shown(p_adv, "adversarial_label", row["p_adv_read_as_adversarial"]),
+            shown(p_adv, "true_label", row["p_adv_read_as_true"]),
+            format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]

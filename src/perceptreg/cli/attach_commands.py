@@ -6,7 +6,8 @@ import time
 
 import click
 
-from perceptreg.attaching.attach_run import run_attach
+from perceptreg.adversarial.tables import aligned
+from perceptreg.attaching.attach_run import LAYER_HEADINGS, layer_cells, run_attach
 from perceptreg.cli.app import OutPath, as_flags, main, plain_warnings
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
@@ -83,16 +84,12 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
 
 
 def layers_table(summary: dict) -> str:
-    """The per-layer measures of an attach run as a plain-text table."""
-    header = (f"{'layer':<16}{'activation':>14}{'decoder params':>16}{'test MSE/pixel':>16}"
-              f"{'P(x_adv) adv':>14}{'P(x_adv) true':>15}{'detector AUC':>14}")
-    lines = [header]
+    """The per-layer measures of an attach run as a plain-text table, rates with their 95 % intervals."""
+    lines = [["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]]
     for row in summary["layers"]:
-        shape = "x".join(map(str, row["shape"]))
-        lines.append(f"{row['name'][:15]:<16}{shape:>14}{row['decoder_parameters']:>16,}{row['test_recon_mse']:>16.4f}"
-                     f"{row['p_adv_read_as_adversarial']:>14.1%}{row['p_adv_read_as_true']:>15.1%}"
-                     f"{row['detector_roc_auc']:>14.3f}")
+        lines.append([row["name"][:15], "x".join(map(str, row["shape"])), f"{row['decoder_parameters']:,}",
+                      f"{row['test_recon_mse']:.4f}", *layer_cells(row)])
     judge = summary["layers"][0]["judge"] if summary["layers"] else "the judge"
-    lines.append(f"P(x_adv) read by {judge} as the adversarial / the true class, over the "
-                 f"{summary['layers'][0]['successful_attacks']} successful attacks of {summary['attack']['images']} images")
-    return "\n".join(lines)
+    return (aligned(lines) + f"\nread by {judge}: P(x) of clean images, and x_adv and P(x_adv) of the "
+            f"{summary['layers'][0]['successful_attacks']} successful attacks of {summary['attack']['images']} images "
+            f"(95 % Wilson intervals; the AUC's: DeLong)")

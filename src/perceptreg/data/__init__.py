@@ -9,7 +9,7 @@ One module per dataset family, and ``registry`` to find them by name:
 - ``registry``: ``load_dataset("mnist-strips")``, ``default_arch``, ``DATASETS``.
 """
 
-from perceptreg.data.celeba import dcgan_crop, load_celeba, read_celeba_attributes
+from perceptreg.data.celeba import dcgan_crop, load_celeba, read_celeba_attributes, split_by_identity
 from perceptreg.data.cifar10 import CIFAR10_URL, load_cifar10
 from perceptreg.data.dataset import (
     DIGITS,
@@ -61,7 +61,7 @@ from perceptreg.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
     "ImageDataset", "ImageDecodeError", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
-    "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "load_cifar10", "load_dataset",
+    "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "split_by_identity", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
     "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_defaults", "training_subset", "write_idx", "write_memmap",

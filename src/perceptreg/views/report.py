@@ -14,7 +14,7 @@ from pathlib import Path
 
 from perceptreg import runs
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
-from perceptreg.attaching.attach_run import read_layers
+from perceptreg.attaching.attach_run import LAYER_HEADINGS, layer_cells, read_layers
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
@@ -200,11 +200,9 @@ def _layers(run: Run) -> str:
     if not run.has(runs.LAYERS_JSON):
         return missing("layer measures", "perceptreg attach ... --out " + str(run.path))
     layers = read_layers(run)
-    measures = table(["layer", "activation", "decoder parameters", "test MSE/pixel", "P(x_adv) read as adversarial",
-                      "P(x_adv) read as true", "detector ROC AUC"],
+    measures = table(["layer", "activation", "decoder parameters", "test MSE/pixel", *LAYER_HEADINGS],
                      [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}",
-                       f"{r['test_recon_mse']:.4f}", f"{r['p_adv_read_as_adversarial']:.1%}",
-                       f"{r['p_adv_read_as_true']:.1%}", f"{r['detector_roc_auc']:.3f}"] for r in layers["layers"]])
+                       f"{r['test_recon_mse']:.4f}", *layer_cells(r)] for r in layers["layers"]])
     history = run.metrics
     curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
