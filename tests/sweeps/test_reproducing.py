@@ -10,21 +10,18 @@ from click.testing import CliRunner
 
 from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
-from perceptreg.measures import format_rate
+from perceptreg.measures import format_rate, rate
 from perceptreg.sweeps import reproducing
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, good_run, trained_run, quick_sweep):
-    """The folders the table reads, made by the same commands at a small scale; the compared
-    run is another model (collapsed), so its numbers differ from the demo's."""
+def root(tmp_path_factory, good_run, quick_sweep):
+    """The folders the table reads, made by the same commands at a small scale."""
     root = tmp_path_factory.mktemp("reproduce")
     shutil.copytree(good_run, root / "demo")
-    shutil.copytree(trained_run, root / "post-hoc")
     shutil.copytree(quick_sweep[0], root / "sweep-4000")
     demo = str(root / "demo")
-    for command in (["evaluate-attack", demo, "--images", "30", "--steps", "5", "--adaptive-search", "0,1",
-                     "--compare", str(root / "post-hoc")],
+    for command in (["evaluate-attack", demo, "--images", "30", "--steps", "5", "--adaptive-search", "0,1"],
                     ["attack", demo, "--from-noise", "--n", "2", "--steps", "5"],
                     ["interpolate", demo, "--target", "8", "--images", "10", "--fit-images", "10", "--steps", "5"]):
         result = CliRunner().invoke(main, command)
@@ -65,17 +62,50 @@ def test_every_number_comes_from_the_runs(root):
     assert row(page, "test accuracy decreases")[5].startswith("**undecided**: ")  # one seed decides nothing
 
 
-def test_the_numbers_are_the_runs_own_not_those_of_its_compare(root):
-    page = reproducing.reproducing_page(root)
-    results = json.loads((root / "demo" / "attack_metrics.json").read_text())["runs"]
-    own, compared = results[str(root / "demo")], results[str(root / "post-hoc")]
-    cells = [row(page, claim)[4] for claim in ("P(x_adv) looks like", "... still", "\\|\\|x - P(x)\\|\\|^2 separates")]
-    for summary, present in ((own, True), (compared, False)):
-        expected = [f"adversarial {format_rate(summary['judges']['3-NN pixels']['on_P(x_adv)']['adversarial_label'])}",
-                    f"adversarial {format_rate(summary['adaptive_search']['judges_on_P(x_adv)']['3-NN pixels']['adversarial_label'])}",
-                    f"||x - P(x)||^2 {summary['detector']['auroc']:.3f} ["]
-        found = [e in c.replace("\\", "") for e, c in zip(expected, cells)]
-        assert all(found) if present else not all(found)
+def attack_summary(fooled: int, adversarial: int, missed: int) -> dict:
+    """An evaluate-attack summary by hand: 10 images, all classified right, ``fooled`` of them
+    fooled; the 3-NN judge reads ``adversarial`` of those P(x_adv) as adversarial, the rest
+    as true; ``missed`` succeed undetected at 5 % false positives, one-sided."""
+    judges = {"3-NN pixels": {"on_P(x_adv)": {"adversarial_label": rate(adversarial, fooled),
+                                              "true_label": rate(fooled - adversarial, fooled)}}}
+    auroc = lambda value, low, high: {"auroc": value, "auroc_interval": [low, high]}  # noqa: E731
+    return {"attack_success_rate": rate(fooled, 10), "successful_attacks": fooled, "judges": judges,
+            "detector": {**auroc(0.95, 0.9, 1.0), "at_fpr": {"one-sided": [
+                         {"fpr": 0.05, "succeeded_and_undetected": rate(missed, 10)}]},
+                         "baselines": {"pixel_statistic": auroc(0.6, 0.5, 0.7), "blur_residual": auroc(0.7, 0.6, 0.8),
+                                       "shuffled_perturbation": auroc(0.8, 0.7, 0.9)}},
+            "adaptive_search": {"judges_on_P(x_adv)": {"3-NN pixels": judges["3-NN pixels"]["on_P(x_adv)"]},
+                                "successful_attacks": fooled,
+                                "undetected": {"one-sided": {"0.05": rate(missed, 10)}}}}
+
+
+@pytest.mark.parametrize("compare_first", [True, False])
+def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_first):
+    # the demo: 9 of 10 fooled, Wilson [59.6, 98.2], above a half; P(x_adv) read as adversarial
+    # 8 of 9 [56.5, 98.0] against true 1 of 9 [2.0, 43.5]; 1 of the 9 successes missed
+    # [2.0, 43.5], below a half; detector AUC [0.9, 1.0] above the pixel statistic's and the blur's.
+    # The compared run (listed first or last) says the opposite everywhere.
+    own, compared = attack_summary(9, 8, 1), attack_summary(2, 0, 2)
+    runs = {str(tmp_path / "post-hoc"): compared, "demo": own}
+    if not compare_first:
+        runs = dict(reversed(runs.items()))
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"runs": runs}))
+    page = reproducing.reproducing_page(tmp_path)
+    assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
+                                    "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
+    assert row(page, "P(x_adv) looks like")[4:] == [
+        "3-NN pixels: adversarial 88.9 % [56.5, 98.0], true 11.1 % [2.0, 43.5]",
+        "**holds**: read as adversarial 88.9 % [56.5, 98.0] against as true 11.1 % [2.0, 43.5]: "
+        "the intervals do not overlap"]
+    assert row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4:] == [
+        "of 9 successful attacks, missed at 5 % FPR, one-sided: 11.1 % [2.0, 43.5]",
+        "**holds**: missed 11.1 % [2.0, 43.5], all below 0.5"]
+    assert row(page, "... and most")[5].startswith("**holds**")
+    separates = row(page, "\\|\\|x - P(x)\\|\\|^2 separates")
+    assert separates[4].startswith("ROC AUC \\|\\|x - P(x)\\|\\|^2 0.950 [0.900, 1.000]; pixel statistic 0.600")
+    assert separates[5].startswith("**holds**: pixel statistic: holds, detector AUC 0.950 [0.900, 1.000] against "
+                                   "pixel statistic AUC 0.600 [0.500, 0.700]: the intervals do not overlap")
 
 
 def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
@@ -102,11 +132,13 @@ def write_sweep(path, dataset: str, epochs: int, per_seed: dict) -> None:
 def test_verdicts_of_hand_made_sweeps(tmp_path):
     # five seeds, accuracy 0.9 at 1e-4 and 0.8 at 1e2 for each: a drop of 10 points [10, 10]
     write_sweep(tmp_path / "sweep-4000", "mnist-strips", 20, {
-        "0.0001": [member(0.9)] * 5, "100": [member(0.8, collapsed=i == 0) for i in range(5)]})
+        "0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5, "100": [member(0.8, collapsed=i == 0) for i in range(5)]})
     page = reproducing.reproducing_page(tmp_path)
+    assert row(page, "the classifier's P(x)")[5] == "**holds**: centre error / edge error 0.50 [0.50, 0.50], all below 1"
     falls = row(page, "test accuracy decreases")
-    assert falls[4] == ("0.0001: 90.0 % [90.0, 90.0], decoder collapsed in 0 of 5 seeds; 100: 80.0 % [80.0, 80.0], "
-                        "decoder collapsed in 1 of 5 seeds; drop 10.0 points [10.0, 10.0]")
+    assert falls[4] == ("0.0001: 90.0 % [90.0, 90.0], decoder collapsed in 0 of 5 seeds; 0.001: 85.0 % [85.0, 85.0], "
+                        "decoder collapsed in 0 of 5 seeds; 100: 80.0 % [80.0, 80.0], decoder collapsed in 1 of 5 "
+                        "seeds; drop 10.0 points [10.0, 10.0]")
     assert falls[5].startswith("**holds**: accuracy at lambda 0.0001 minus at 100, paired by seed, 10.0 points [10.0, "
                                "10.0], all above 0; its size is not compared with the paper's 7.2 points")
     assert row(page, "the larger lambda")[5].startswith("**does not hold**")  # the probes gain 0 points

@@ -83,3 +83,10 @@ def test_judges_must_agree_and_every_part_must_hold():
     assert every({"1 %": yes, "5 %": yes}).outcome == HOLDS
     assert every({"1 %": yes, "5 %": maybe}).outcome == UNDECIDED
     assert every({"1 %": maybe, "5 %": no}).outcome == FAILS
+
+
+def test_a_measure_without_an_interval_decides_nothing():
+    auc = Interval(0.9, float("nan"), float("nan"), scale=1, unit="", digits=3)  # DeLong of one attack
+    assert auc.text() == "0.900 (no interval)"
+    assert above(auc, 0.5, "AUC").outcome == UNDECIDED
+    assert exceeds(auc, Interval(0.1, 0.0, 0.2), ("a", "b")).why.endswith("no interval: too few images or seeds to give one")

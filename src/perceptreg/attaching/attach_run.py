@@ -171,7 +171,7 @@ def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, sa
 
 # The headings of ``layer_cells``, in its order: the CLI's and the report's tables of layers.json.
 LAYER_HEADINGS = ("judge accuracy on P(x)", "x_adv read as adversarial", "P(x_adv) read as adversarial",
-                  "P(x_adv) read as true", "detector ROC AUC")
+                  "P(x_adv) read as true", "detector AUC")
 
 
 def layer_cells(row: dict) -> list[str]:

@@ -12,6 +12,7 @@ Student-t interval over two seeds is as wide as the range it could say anything 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -49,6 +50,8 @@ class Interval:
 
     def text(self) -> str:
         scale, unit, digits = self.scale, self.unit, self.digits
+        if math.isnan(self.low):  # a DeLong interval of fewer than two of a kind; a rate of nothing
+            return f"{scale * self.value:.{digits}f}{unit} (no interval)"
         shown = f"{scale * self.value:.{digits}f}{unit} [{scale * self.low:.{digits}f}, {scale * self.high:.{digits}f}]"
         if self.seeds is None:
             return shown
@@ -77,6 +80,8 @@ def paired_difference(first: Sequence[float], second: Sequence[float]) -> Interv
 
 
 def _uninformative(measured: Interval) -> Verdict | None:
+    if math.isnan(measured.low) or math.isnan(measured.high):
+        return Verdict(UNDECIDED, "no interval: too few images or seeds to give one")
     if measured.informative:
         return None
     seeds = "1 seed" if measured.seeds < 2 else f"{measured.seeds} seeds"
