@@ -15,6 +15,7 @@ from perceptreg.measures import (
     latents,
     linear_probe,
     mean_and_interval,
+    mlp_probe,
 )
 
 
