@@ -180,19 +180,21 @@ def test_shuffled_control_is_reported_with_its_l2_and_intervals():
 
 def test_the_shuffled_control_scores_the_shuffled_images_not_the_attack():
     net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))  # score: sum of (2x - 1)^2
-    tiny = pixels([[0.9, 0.6], [0.6, 0.9]] * 3, [0, 1] * 3)
+    tiny = pixels([[0.9, 0.6], [0.6, 0.9]] * 10, [0, 1] * 10)
     clean = to_float(tiny.images)
-    # each image pushed across the boundary toward 0.5 (every attack succeeds, its score drops
-    # from 0.68 to 0.34); its perturbation swapped would push away from 0.5 (the score rises)
-    adversarial = clean + torch.tensor([[-0.25, 0.15], [0.15, -0.25]] * 3).view(6, 1, 1, 2)
+    # each image pushed across the boundary toward 0.5: every attack succeeds, its score drops
+    # from 0.68 to 0.34, below every clean one (detector AUC 0). The seeded shuffle swaps the
+    # two values of images 13 and 17 only: pushed away from 0.5 their scores rise above every
+    # clean one, so the control's AUC is 2 / 20.
+    adversarial = clean + torch.tensor([[-0.25, 0.15], [0.15, -0.25]] * 10).view(20, 1, 1, 2)
     detector = evaluate_attack(net, None, tiny, adversarial=adversarial).summary["detector"]
     shuffled = shuffle_perturbations(clean, adversarial)
+    assert (shuffled != adversarial).flatten(1).any(1).nonzero().flatten().tolist() == [13, 17]
     with torch.no_grad():
         expected = roc_auc(reconstruction_scores(clean, net.perceive(clean)),
                            reconstruction_scores(shuffled, net.perceive(shuffled)))
-    assert detector["adversarial_images"] == 6
-    assert detector["baselines"]["shuffled_perturbation"]["auroc"] == pytest.approx(expected)
-    assert abs(expected - detector["auroc"]) > 0.1  # the control measures something else than the attack
+    assert detector["adversarial_images"] == 20 and detector["auroc"] == 0.0 and expected == pytest.approx(0.1)
+    assert detector["baselines"]["shuffled_perturbation"]["auroc"] == pytest.approx(0.1)
 
 
 class Brightness:
