@@ -211,7 +211,7 @@ def test_each_layer_is_read_through_its_own_decoder(digits):
 
     torch.manual_seed(0)
     seen = attach(build(), ["stem", "fc1"], (1, 28, 28))
-    data = digits[1].subset(torch.arange(40))
+    data = digits[1].subset((digits[1].labels == 8).nonzero().squeeze(1))  # the untrained net says 8 to nearly all
     judge = Brightness()
     rows, adversarial = evaluate_layers_under_attack(seen, attacks.PGD(seen, eps=0.3, steps=3), data, judge)
     x, labels = to_float(data.images), data.labels
@@ -226,7 +226,8 @@ def test_each_layer_is_read_through_its_own_decoder(digits):
                              "detector_roc_auc": roc_auc(reconstruction_scores(x, p),
                                                          reconstruction_scores(adversarial, p_adv)[success]),
                              "x_adv_read": rate_of(judge(adversarial)[success] == labels[success])})
-    assert int(success.sum()) > 0 and expected[0]["detector_roc_auc"] != pytest.approx(expected[1]["detector_roc_auc"])
+    # the two decoders' perceptions are read differently: a row read through the wrong one shows
+    assert int(success.sum()) > 0 and expected[0]["accuracy_on_p"]["rate"] != expected[1]["accuracy_on_p"]["rate"]
     for row, want in zip(rows, expected):
         assert row["accuracy_on_p"] == want["accuracy_on_p"]
         assert row["detector_roc_auc"] == pytest.approx(want["detector_roc_auc"])
