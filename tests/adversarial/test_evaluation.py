@@ -5,14 +5,16 @@ from torch import nn
 
 from perceptreg.adversarial import attacks
 from perceptreg.adversarial.adaptive import AdaptivePGD
-from perceptreg.adversarial.evaluation import BASELINES, compare_paired, evaluate_attack
+from perceptreg.adversarial.detection import reconstruction_scores, roc_auc, shuffle_perturbations
+from perceptreg.adversarial.evaluation import BASELINES, compare_paired, evaluate_attack, evaluate_layers_under_attack
 from perceptreg.adversarial.judges import KNNJudge, ModelJudge
 from perceptreg.adversarial.run_attacks import adaptive_row
 from perceptreg.adversarial.tables import adaptive_cells, adaptive_table, attack_rows
 from perceptreg.core import models
+from perceptreg.core.attached import attach
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, to_float
-from perceptreg.measures import rate
+from perceptreg.measures import rate, rate_of
 
 # --- an attack, measured -----------------------------------------------------------------------
 
@@ -190,3 +192,60 @@ def test_an_evaluation_shows_itself_as_its_table():
     assert len(page) < 5000  # the numbers, not the tensors
     result.summary["adaptive"] = [adaptive_row(0.5, result.summary)]
     assert "adaptive attacks" in result._repr_html_() and "<td>0.5</td>" in result._repr_html_()
+
+
+def test_the_shuffled_control_scores_the_shuffled_images_not_the_attack():
+    net = linear_perception_net(nn.Sequential(nn.Unflatten(1, (1, 1, 2)), Flip()))  # score: sum of (2x - 1)^2
+    tiny = pixels([[0.9, 0.6], [0.6, 0.9]] * 10, [0, 1] * 10)
+    clean = to_float(tiny.images)
+    # each image pushed across the boundary toward 0.5: every attack succeeds, its score drops
+    # from 0.68 to 0.34, below every clean one (detector AUC 0). The seeded shuffle swaps the
+    # two values of images 13 and 17 only: pushed away from 0.5 their scores rise above every
+    # clean one, so the control's AUC is 2 / 20.
+    adversarial = clean + torch.tensor([[-0.25, 0.15], [0.15, -0.25]] * 10).view(20, 1, 1, 2)
+    detector = evaluate_attack(net, None, tiny, adversarial=adversarial).summary["detector"]
+    shuffled = shuffle_perturbations(clean, adversarial)
+    assert (shuffled != adversarial).flatten(1).any(1).nonzero().flatten().tolist() == [13, 17]
+    with torch.no_grad():
+        expected = roc_auc(reconstruction_scores(clean, net.perceive(clean)),
+                           reconstruction_scores(shuffled, net.perceive(shuffled)))
+    assert detector["adversarial_images"] == 20 and detector["auroc"] == 0.0 and expected == pytest.approx(0.1)
+    assert detector["baselines"]["shuffled_perturbation"]["auroc"] == pytest.approx(0.1)
+
+
+class Brightness:
+    """A judge that reads a class from an image's mean brightness: any two perceptions that
+    differ are read differently, so a layer's readings show whose decoder made them."""
+    name = "brightness"
+
+    def __call__(self, images):
+        return (images.mean((1, 2, 3)) * 1000).long() % 10
+
+
+def test_each_layer_is_read_through_its_own_decoder(digits):
+    from user_net import build
+
+    torch.manual_seed(0)
+    seen = attach(build(), ["stem", "fc1"], (1, 28, 28))
+    data = digits[1].subset((digits[1].labels == 8).nonzero().squeeze(1))  # the untrained net says 8 to nearly all
+    judge = Brightness()
+    rows, adversarial = evaluate_layers_under_attack(seen, attacks.PGD(seen, eps=0.3, steps=3), data, judge)
+    x, labels = to_float(data.images), data.labels
+    with torch.no_grad():
+        correct = seen.classify(x).argmax(1) == labels
+        success = correct & (seen.classify(adversarial).argmax(1) != labels)
+        expected = []
+        for layer in seen.layers:
+            view = seen.at(layer)
+            p, p_adv = view.perceive(x), view.perceive(adversarial)
+            expected.append({"accuracy_on_p": rate_of(judge(p) == labels),
+                             "detector_roc_auc": roc_auc(reconstruction_scores(x, p),
+                                                         reconstruction_scores(adversarial, p_adv)[success]),
+                             "x_adv_read": rate_of(judge(adversarial)[success] == labels[success])})
+    # the two decoders' perceptions are read differently: a row read through the wrong one shows
+    assert int(success.sum()) > 0 and expected[0]["accuracy_on_p"]["rate"] != expected[1]["accuracy_on_p"]["rate"]
+    for row, want in zip(rows, expected):
+        assert row["accuracy_on_p"] == want["accuracy_on_p"]
+        assert row["detector_roc_auc"] == pytest.approx(want["detector_roc_auc"])
+        assert row["x_adv_read"]["true_label"] == want["x_adv_read"]  # x_adv itself, the same for every layer
+        assert row["p_adv_read"]["adversarial_label"]["rate"] == row["p_adv_read_as_adversarial"]

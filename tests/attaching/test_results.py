@@ -17,12 +17,13 @@ SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "att
 
 def test_layer_cells_by_hand():
     header, rows, note = layer_cells(SUMMARY)
-    assert header[0] == "layer" and len(header) == len(rows[0]) == 7
-    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "25.0%", "50.0%", "0.900"],
-                    ["fc1", "64", "999", "0.0500", "75.0%", "12.5%", "0.610"]]
-    assert note == ("P(x_adv) read by 3-NN pixels as the adversarial / the true class, over the "
-                    "8 successful attacks of 40 images")
-    assert layers_table(SUMMARY).splitlines()[1].split() == rows[0]  # the CLI prints the same cells
+    assert header[0] == "layer" and len(header) == len(rows[0]) == 9
+    # a layers.json written before the readings' intervals: "-" where it has no reading
+    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", "25.0 %", "50.0 %", "0.900"],
+                    ["fc1", "64", "999", "0.0500", "-", "-", "75.0 %", "12.5 %", "0.610"]]
+    assert note == ("read by 3-NN pixels: P(x) of clean images, and x_adv and P(x_adv) of the "
+                    "8 successful attacks of 40 images (95 % Wilson intervals; the AUC's: DeLong)")
+    assert layers_table(SUMMARY).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI prints the same cells
 
 
 def test_an_attach_summary_shows_itself_as_a_table():
@@ -30,9 +31,9 @@ def test_an_attach_summary_shows_itself_as_a_table():
     assert table == SUMMARY  # still the dict layers.json holds
     assert repr(table) == "LayerTable(post-hoc, test accuracy 87.5%, layers: <conv>, fc1)"
     page = table._repr_html_()
-    assert "<caption>test accuracy 87.5%. P(x_adv) read by 3-NN pixels" in page
+    assert "<caption>test accuracy 87.5%. read by 3-NN pixels: P(x) of clean images" in page
     assert "<td>&lt;conv&gt;</td><td>8x14x14</td><td>12,345</td><td>0.0123</td>" in page and "<conv>" not in page
-    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>75.0%</td><td>12.5%</td><td>0.610</td>" in page
+    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>-</td><td>-</td><td>75.0 %</td><td>12.5 %</td><td>0.610</td>" in page
 
 
 def test_layer_measures_show_themselves_as_a_table():

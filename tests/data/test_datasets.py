@@ -7,11 +7,14 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 from scipy.io import savemat
 
 from perceptreg import data
+from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
+from perceptreg.data.celeba import CELEBA_HELP
 
 # --- SVHN ---------------------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ def write_celeba(root, n=40, zipped=False, positive_every=2):
         rows.append(f + " " + " ".join(f"{v:2d}" for v in values))
     (root / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(NAMES) + "\n" + "\n".join(rows) + "\n")
     (root / "list_eval_partition.txt").write_text("\n".join(f"{f} {i % 3}" for i, f in enumerate(files)) + "\n")
+    # two faces per person, as CelebA's identity_CelebA.txt writes it: "000001.jpg 2880"
+    (root / "identity_CelebA.txt").write_text("\n".join(f"{f} {1000 + i // 2}" for i, f in enumerate(files)) + "\n")
     pictures = {}
     for i, f in enumerate(files):
         picture = Image.new("RGB", (178, 218), (i * 5 % 256, 100, 200))
@@ -223,6 +228,48 @@ def test_celeba_bad_input(tmp_path):
     (tmp_path / "list_attr_celeba.txt").write_text("\n".join(lines[:10]))
     with pytest.raises(PerceptregError, match="the file is partial"):
         data.load_celeba(tmp_path)
+
+
+def face_numbers(split) -> set[int]:
+    """Which faces of write_celeba a split holds: face i is painted red i * 5 (JPEG moves it by a few)."""
+    return set((split.images[:, 0, 0, 0].float() / 5).round().long().tolist())
+
+
+def test_celeba_is_split_by_identity(tmp_path):
+    write_celeba(tmp_path, n=40)
+    train, test = data.load_celeba(tmp_path, "Eyeglasses", train_size=12, test_size=8, seed=0, size=16)
+    in_train, in_test = face_numbers(train), face_numbers(test)
+    assert len(in_train) == 12 and len(in_test) == 8
+    assert not {i // 2 for i in in_train} & {i // 2 for i in in_test}  # no person on both sides
+    assert train.labels.sum() == 6 and test.labels.sum() == 4
+
+
+def test_split_by_identity_by_hand():
+    # persons 7 (3 positives), 8 (1 positive, 1 negative), 9 (2 negatives), 10 (1 positive)
+    identities = torch.tensor([7, 7, 7, 8, 8, 9, 9, 10])
+    positive = torch.tensor([True, True, True, True, False, False, False, True])
+    for seed in range(5):  # two positives wanted: persons 8 and 10, whatever the order; 7 never fits
+        on_test = data.split_by_identity(identities, positive, 2, 1, torch.Generator().manual_seed(seed))
+        assert on_test[:5].tolist() == [False, False, False, True, True] and on_test[7]
+    # the face counts only: exactly the wanted positives, at least the wanted negatives
+    on_test = data.split_by_identity(identities, positive, 1, 2, torch.Generator().manual_seed(0))
+    assert int((on_test & positive).sum()) == 1 and int((on_test & ~positive).sum()) >= 2
+
+
+def test_celeba_without_its_identity_file_is_one_error_naming_it(tmp_path):
+    write_celeba(tmp_path)
+    (tmp_path / "identity_CelebA.txt").unlink()
+    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt is missing; CelebA is split by identity"):
+        data.load_celeba(tmp_path, "Eyeglasses", train_size=12, test_size=8, size=16)
+    result = CliRunner().invoke(main, ["train", "--dataset", "celeba:Eyeglasses", "--data-root", str(tmp_path),
+                                       "--epochs", "1", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {tmp_path / 'identity_CelebA.txt'} is missing; CelebA is split by identity, so that no person is in "
+        f"both train and test; {CELEBA_HELP}"]
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "identity_CelebA.txt").write_text("000001.jpg 7\n")
+    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt: no identity for 000002.jpg; the file is partial"):
+        data.load_celeba(tmp_path, "Eyeglasses", train_size=12, test_size=8, size=16)
 
 
 def test_celeba_partial_image_folder(tmp_path):

@@ -15,6 +15,7 @@ from perceptreg.measures import (
     latents,
     linear_probe,
     mean_and_interval,
+    mlp_probe,
 )
 
 
@@ -60,6 +61,16 @@ def test_linear_probe_finds_a_linear_label_and_not_a_random_one():
     random_label = torch.randint(0, 4, (600,), generator=generator)
     assert linear_probe(z[:400], linear_label[:400], z[400:], linear_label[400:]) > 0.9
     assert 0.1 < linear_probe(z[:400], random_label[:400], z[400:], random_label[400:]) < 0.4  # chance: 0.25
+
+
+@pytest.mark.parametrize("probe", [linear_probe, mlp_probe])
+def test_probes_are_fitted_on_train_and_scored_on_test(probe):
+    # train: the sign of z decides the label; test: two faces of class 1 only. Fitted on train
+    # and scored on test the probe is right on both; fitted on test (one class) and scored
+    # on train it would say 1 everywhere and be right on half.
+    z = torch.cat([torch.arange(1, 21.0), -torch.arange(1, 21.0)]).unsqueeze(1)
+    labels = (z[:, 0] > 0).long()
+    assert probe(z, labels, torch.tensor([[5.0], [7.0]]), torch.tensor([1, 1])) == 1.0
 
 
 def test_linear_probe_is_deterministic():

@@ -1,6 +1,8 @@
 """REPRODUCING.md is read from real run folders: each number is the one the commands wrote."""
 
+import hashlib
 import json
+import re
 import shutil
 
 import pytest
@@ -8,7 +10,7 @@ from click.testing import CliRunner
 
 from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
-from perceptreg.measures import format_rate
+from perceptreg.measures import format_rate, rate
 from perceptreg.sweeps import reproducing
 
 
@@ -19,7 +21,7 @@ def root(tmp_path_factory, good_run, quick_sweep):
     shutil.copytree(good_run, root / "demo")
     shutil.copytree(quick_sweep[0], root / "sweep-4000")
     demo = str(root / "demo")
-    for command in (["evaluate-attack", demo, "--images", "30", "--steps", "5", "--adaptive", "0,1"],
+    for command in (["evaluate-attack", demo, "--images", "30", "--steps", "5", "--adaptive-search", "0,1"],
                     ["attack", demo, "--from-noise", "--n", "2", "--steps", "5"],
                     ["interpolate", demo, "--target", "8", "--images", "10", "--fit-images", "10", "--steps", "5"]):
         result = CliRunner().invoke(main, command)
@@ -36,19 +38,121 @@ def test_every_number_comes_from_the_runs(root):
     page = reproducing.reproducing_page(root)
     attack = json.loads((root / "demo" / "attack_metrics.json").read_text())
     summary = attack["runs"][str(root / "demo")]
-    assert row(page, "PGD")[-1] == "success " + format_rate(summary["attack_success_rate"])
+    assert row(page, "PGD")[4] == "success " + format_rate(summary["attack_success_rate"])
     knn = summary["judges"]["3-NN pixels"]["on_P(x_adv)"]
-    assert format_rate(knn["adversarial_label"]) in row(page, "P(x_adv) looks like")[-1]
-    assert f"AUC {summary['detector']['auroc']:.3f}" in row(page, "\\|\\|x - P(x)\\|\\|^2 detects")[-1]
-    assert row(page, "... against")[-1].count("beta ") == 2
+    assert "3-NN pixels: adversarial " + format_rate(knn["adversarial_label"]) in row(page, "P(x_adv) looks like")[4]
+    search = summary["adaptive_search"]["judges_on_P(x_adv)"]["3-NN pixels"]
+    assert "3-NN pixels: adversarial " + format_rate(search["adversarial_label"]) in row(page, "... still")[4]
+    detector = summary["detector"]
+    assert f"||x - P(x)||^2 {detector['auroc']:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4].replace("\\", "")
+    shuffled = detector["baselines"]["shuffled_perturbation"]["auroc"]
+    assert f"shuffled perturbation (control) {shuffled:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4]
+    assert f"of {summary['successful_attacks']} successful attacks" in row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4]
+    assert f"of {summary['adaptive_search']['successful_attacks']} successful" in row(page, "... and most")[4]
     noise = json.loads((root / "demo" / "noise_metrics.json").read_text())
-    assert noise["noise_images"] == 20 and format_rate(noise["reached"]["3-NN pixels"]) in row(page, "noise")[-1]
+    assert noise["noise_images"] == 20 and format_rate(noise["reached"]["3-NN pixels"]) in row(page, "noise")[4]
     sweep = json.loads((root / "sweep-4000" / "sweep.json").read_text())
-    accuracy = {r["variant"]: r["test_accuracy"] for r in sweep["rows"]}
-    assert f"0.001: {100 * accuracy['0.001']:.1f} %" in row(page, "test accuracy stays")[-1]
-    assert row(page, "test accuracy stays")[2] == "0.0001: 88.5 %, 0.001: 87.9 %, 0.01: 87.8 %, 100: 81.3 %"
-    assert "not measured: sweep.json is missing (`--run` makes it)" in row(page, "the same sweep")[-1]
-    assert row(page, "P(x) = D(F(x))")[-1].startswith("test accuracy ") and "on 1000 test images" in page
+    accuracy = {v: members[0]["test_accuracy"] for v, members in sweep["per_seed"].items()}
+    assert f"0.001: {100 * accuracy['0.001']:.1f} % (1 seed, no interval)" in row(page, "test accuracy decreases")[4]
+    assert row(page, "test accuracy decreases")[2] == "0.0001: 88.5 %, 0.001: 87.9 %, 0.01: 87.8 %, 100: 81.3 %"
+    assert row(page, "accuracy still decreases")[5] == (
+        "**not measured**: sweep.json is missing (`--run` makes it)")
+    collapsed = sum(m["decoder_collapsed"] for m in sweep["per_seed"]["0.001"])
+    assert f"decoder collapsed in {collapsed} of 1 seeds" in row(page, "the classifier's P(x)")[4]
+    assert row(page, "test accuracy decreases")[5].startswith("**undecided**: ")  # one seed decides nothing
+
+
+def attack_summary(fooled: int, adversarial: int, missed: int) -> dict:
+    """An evaluate-attack summary by hand: 10 images, all classified right, ``fooled`` of them
+    fooled; the 3-NN judge reads ``adversarial`` of those P(x_adv) as adversarial, the rest
+    as true; ``missed`` succeed undetected at 5 % false positives, one-sided."""
+    judges = {"3-NN pixels": {"on_P(x_adv)": {"adversarial_label": rate(adversarial, fooled),
+                                              "true_label": rate(fooled - adversarial, fooled)}}}
+    auroc = lambda value, low, high: {"auroc": value, "auroc_interval": [low, high]}  # noqa: E731
+    return {"attack_success_rate": rate(fooled, 10), "successful_attacks": fooled, "judges": judges,
+            "detector": {**auroc(0.95, 0.9, 1.0), "at_fpr": {"one-sided": [
+                         {"fpr": 0.05, "succeeded_and_undetected": rate(missed, 10)}]},
+                         "baselines": {"pixel_statistic": auroc(0.6, 0.5, 0.7), "blur_residual": auroc(0.7, 0.6, 0.8),
+                                       "shuffled_perturbation": auroc(0.8, 0.7, 0.9)}},
+            "adaptive_search": {"judges_on_P(x_adv)": {"3-NN pixels": judges["3-NN pixels"]["on_P(x_adv)"]},
+                                "successful_attacks": fooled,
+                                "undetected": {"one-sided": {"0.05": rate(missed, 10)}}}}
+
+
+@pytest.mark.parametrize("compare_first", [True, False])
+def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_first):
+    # the demo: 9 of 10 fooled, Wilson [59.6, 98.2], above a half; P(x_adv) read as adversarial
+    # 8 of 9 [56.5, 98.0] against true 1 of 9 [2.0, 43.5]; 1 of the 9 successes missed
+    # [2.0, 43.5], below a half; detector AUC [0.9, 1.0] above the pixel statistic's and the blur's.
+    # The compared run (listed first or last) says the opposite everywhere.
+    own, compared = attack_summary(9, 8, 1), attack_summary(2, 0, 2)
+    runs = {str(tmp_path / "post-hoc"): compared, "demo": own}
+    if not compare_first:
+        runs = dict(reversed(runs.items()))
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"runs": runs}))
+    page = reproducing.reproducing_page(tmp_path)
+    assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
+                                    "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
+    assert row(page, "P(x_adv) looks like")[4:] == [
+        "3-NN pixels: adversarial 88.9 % [56.5, 98.0], true 11.1 % [2.0, 43.5]",
+        "**holds**: read as adversarial 88.9 % [56.5, 98.0] against as true 11.1 % [2.0, 43.5]: "
+        "the intervals do not overlap"]
+    assert row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4:] == [
+        "of 9 successful attacks, missed at 5 % FPR, one-sided: 11.1 % [2.0, 43.5]",
+        "**holds**: missed 11.1 % [2.0, 43.5], all below 0.5"]
+    assert row(page, "... and most")[5].startswith("**holds**")
+    separates = row(page, "\\|\\|x - P(x)\\|\\|^2 separates")
+    assert separates[4].startswith("ROC AUC \\|\\|x - P(x)\\|\\|^2 0.950 [0.900, 1.000]; pixel statistic 0.600")
+    assert separates[5].startswith("**holds**: pixel statistic: holds, detector AUC 0.950 [0.900, 1.000] against "
+                                   "pixel statistic AUC 0.600 [0.500, 0.700]: the intervals do not overlap")
+
+
+def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
+    page = reproducing.reproducing_page(root)
+    assert re.search(r"^Code: commit ([0-9a-f]{40}( \+ uncommitted changes)?|unknown)\.$", page, re.M)
+    listed = dict(re.findall(r"^- `([^`]+)` ([0-9a-f]{64})$", page, re.M))
+    assert set(listed) == {"demo/attack_metrics.json", "demo/noise_metrics.json", "demo/interpolation_metrics.json",
+                           "sweep-4000/sweep.json"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((root / name).read_bytes()).hexdigest() == digest
+
+
+def member(accuracy: float, collapsed: bool = False) -> dict:
+    return {"test_accuracy": accuracy, "centre_to_edge": 0.5, "decoder_collapsed": collapsed,
+            "probes": {"label (the task)": 0.9, "left_digit": 0.2, "right_digit": 0.4}}
+
+
+def write_sweep(path, dataset: str, epochs: int, per_seed: dict) -> None:
+    path.mkdir(parents=True)
+    config = {"dataset": dataset, "epochs": epochs, "batch_size": 64, "train_size": None}
+    (path / "sweep.json").write_text(json.dumps({"config": config, "per_seed": per_seed}))
+
+
+def test_verdicts_of_hand_made_sweeps(tmp_path):
+    # five seeds, accuracy 0.9 at 1e-4 and 0.8 at 1e2 for each: a drop of 10 points [10, 10]
+    write_sweep(tmp_path / "sweep-4000", "mnist-strips", 20, {
+        "0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5, "100": [member(0.8, collapsed=i == 0) for i in range(5)]})
+    page = reproducing.reproducing_page(tmp_path)
+    assert row(page, "the classifier's P(x)")[5] == "**holds**: centre error / edge error 0.50 [0.50, 0.50], all below 1"
+    falls = row(page, "test accuracy decreases")
+    assert falls[4] == ("0.0001: 90.0 % [90.0, 90.0], decoder collapsed in 0 of 5 seeds; 0.001: 85.0 % [85.0, 85.0], "
+                        "decoder collapsed in 0 of 5 seeds; 100: 80.0 % [80.0, 80.0], decoder collapsed in 1 of 5 "
+                        "seeds; drop 10.0 points [10.0, 10.0]")
+    assert falls[5].startswith("**holds**: accuracy at lambda 0.0001 minus at 100, paired by seed, 10.0 points [10.0, "
+                               "10.0], all above 0; its size is not compared with the paper's 7.2 points")
+    assert row(page, "the larger lambda")[5].startswith("**does not hold**")  # the probes gain 0 points
+    # 73,257 images, 10 epochs: 1145 * 10 = 11,450 steps; 4000 images, 182 epochs: 63 * 182 = 11,466
+    write_sweep(tmp_path / "sweep-73257", f"mnist-strips:{reproducing.SVHN_IMAGES}", 10, {"100": [member(0.88)] * 5})
+    write_sweep(tmp_path / "sweep-4000-steps", "mnist-strips", reproducing.MATCHED_EPOCHS, {"100": [member(0.5)] * 5})
+    control = row(reproducing.reproducing_page(tmp_path), "at lambda 100, 73,257 images")
+    assert control[4] == ("lambda 100: 73,257 images, 11,450 steps: 88.0 % [88.0, 88.0]; 4000 images, 11,466 steps: "
+                          "50.0 % [50.0, 50.0]; 4000 images, 1,260 steps: 80.0 % [80.0, 80.0]")
+    assert control[5].startswith("**holds**")
+    shutil.rmtree(tmp_path / "sweep-4000-steps")
+    write_sweep(tmp_path / "sweep-4000-steps", "mnist-strips", 20, {"100": [member(0.5)] * 5})
+    assert row(reproducing.reproducing_page(tmp_path), "at lambda 100, 73,257 images")[5] == (
+        "**not comparable**: the steps differ by more than 1 %: 11,450 and 1,260")
 
 
 def test_a_damaged_results_file_is_named(root, tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 from perceptreg import data as datasets
 from perceptreg import measures
 from perceptreg.cli import main
+from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
 from perceptreg.sweeps import sweep, workers
 
@@ -90,6 +91,27 @@ def test_pixel_probes_are_fitted_once_per_data(tmp_path, monkeypatch):
         (tmp_path / "pixel_probes.json").write_text(damaged)
         fits.clear()
         assert probes(config) == first and len(fits) == 8  # a damaged cache is fitted again, not an error
+
+
+def test_a_members_probes_are_fitted_on_its_training_images(monkeypatch):
+    # 30 training and 10 test images: each probe must get the training latents and labels
+    # first, the test ones second (fitted on train, scored on test)
+    train, test = datasets.mnist_strips_split()
+    train, test = train.subset(torch.arange(30)), test.subset(torch.arange(10))
+    config = sweep.SweepConfig(lams=(1e-2,), seeds=(0,), post_hoc=False, epochs=1, workers=1)
+    _, train_config = config.variants()[0]
+    calls = []
+
+    def probe(train_z, train_y, test_z, test_y):
+        calls.append((len(train_z), len(train_y), len(test_z), len(test_y)))
+        return 0.5
+
+    monkeypatch.setattr(measures, "linear_probe", probe)
+    monkeypatch.setattr(measures, "mlp_probe", probe)
+    model = models.build(train_config.arch, 10)
+    result = sweep._measure(model, train_config, train, test, "cpu", max_attributes=2)
+    assert set(calls) == {(30, 30, 10, 10)} and len(calls) == 2 * 3  # the label and two attributes, two kinds
+    assert set(result["probes"]) == {"label (the task)", "left_digit", "right_digit"}
 
 
 def test_report_of_a_sweep(quick_sweep):

@@ -1,5 +1,6 @@
 """Sweep members trained as one vmapped ensemble (perceptreg.training.ensemble)."""
 
+import dataclasses
 import shutil
 
 import pytest
@@ -140,3 +141,15 @@ def test_members_evaluate_the_same_held_out_sample_as_train(digits, tmp_path, mo
     ensemble.train_ensemble([(c, tmp_path / f"e{i}") for i, c in enumerate(configs)], train_data, test_data)
     sample = datasets.evaluation_subset(test_data, 50).labels
     assert len(seen) == 2 and all(torch.equal(labels, sample) for labels in seen)
+
+
+def test_an_ensemble_follows_the_lr_schedule(digits, tmp_path):
+    # two epochs, the lr dropped to a tenth after the first, as `train` alone drops it; kept at
+    # 1e-3, the second epoch's 8 Adam steps would move each weight up to 8e-3, not 8e-4
+    train_data, test_data = digits
+    config = dataclasses.replace(member(1e-2, epochs=2), lr_drop_epoch=1)
+    ensemble.train_ensemble([(config, tmp_path / "e0"), (dataclasses.replace(config, lam=1.0), tmp_path / "e1")],
+                            train_data, test_data)
+    alone = train(config, tmp_path / "alone", train_data=train_data, test_data=test_data, progress=False)
+    assert [row["lr"] for row in runs.read_metrics(tmp_path / "e0")] == pytest.approx([1e-3, 1e-4])
+    assert largest_difference(weights(tmp_path / "e0"), alone.model.state_dict()) < WEIGHT_TOLERANCE

@@ -280,8 +280,12 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
     """One attack on an attached model's H, read through every layer's perception: per
     layer, how often the judge reads P_layer(x_adv) of a successful attack as the
     adversarial class or as the true class (the depth at which the attack takes over what
-    the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Returns the
-    rows, shallow to deep, and the adversarial images (the same for every layer).
+    the model perceives), and the ROC AUC of ||x - P_layer(x)||^2 as a detector. Beside
+    them, with their 95 % intervals: the judge's reading of x_adv itself (how far the attack
+    transfers to the judge without any decoder: the line a layer's reading is read against)
+    and its accuracy on P_layer(x) of clean images (does the judge recognise this layer's
+    perceptions at all). Returns the rows, shallow to deep, and the adversarial images (the
+    same for every layer).
     ``progress``: a bar over the layers (the attack, run with the first, shows its own)."""
     rows, adversarial, data = [], None, as_image_dataset(data, "data")
     for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
@@ -290,10 +294,14 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
                                      adversarial=adversarial)
         adversarial = evaluation.adversarial
         s = evaluation.summary
-        reading = s["judges"][judge.name]["on_P(x_adv)"]
+        judged = s["judges"][judge.name]
         rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],
                      "successful_attacks": s["successful_attacks"],
-                     "p_adv_read_as_adversarial": reading["adversarial_label"]["rate"],
-                     "p_adv_read_as_true": reading["true_label"]["rate"],
-                     "detector_roc_auc": s["detector"]["auroc"], "judge": judge.name})
+                     "p_adv_read_as_adversarial": judged["on_P(x_adv)"]["adversarial_label"]["rate"],
+                     "p_adv_read_as_true": judged["on_P(x_adv)"]["true_label"]["rate"],
+                     "detector_roc_auc": s["detector"]["auroc"], "judge": judge.name,
+                     # the same readings as rates with their intervals, and the two lines to read them against
+                     "p_adv_read": judged["on_P(x_adv)"], "x_adv_read": judged["on_x_adv"],
+                     "accuracy_on_p": judged["accuracy_on_P(x)"],
+                     "detector_roc_auc_interval": s["detector"]["auroc_interval"]})
     return rows, adversarial

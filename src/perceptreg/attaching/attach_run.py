@@ -26,6 +26,24 @@ from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 
 
+class _Rate(BaseModel):
+    """measures.rate: a share with its 95 % Wilson interval."""
+    model_config = ConfigDict(extra="forbid")
+    rate: float
+    low: float
+    high: float
+    n: int = Field(ge=0)
+
+
+class _Reading(BaseModel):
+    """judges.judge_agreement: how often the judge names the adversarial label, the true one, or another."""
+    model_config = ConfigDict(extra="forbid")
+    adversarial_label: _Rate
+    true_label: _Rate
+    other: _Rate
+    count: int = Field(ge=0)
+
+
 class _LayerRow(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
@@ -37,6 +55,11 @@ class _LayerRow(BaseModel):
     detector_roc_auc: float
     successful_attacks: int = Field(ge=0)
     judge: str
+    # with intervals (evaluation.evaluate_layers_under_attack); None in files written before them
+    p_adv_read: _Reading | None = None
+    x_adv_read: _Reading | None = None
+    accuracy_on_p: _Rate | None = None
+    detector_roc_auc_interval: tuple[float, float] | None = None
 
 
 class _LayersFile(BaseModel):

@@ -5,7 +5,9 @@ which the CLI prints and the report shows."""
 
 from __future__ import annotations
 
+from perceptreg.adversarial.tables import NO_INTERVAL, format_auroc
 from perceptreg.core import display
+from perceptreg.measures import format_rate
 
 
 class LayerMeasures(dict):
@@ -22,17 +24,36 @@ class LayerMeasures(dict):
                                   f"test accuracy {self['accuracy']:.1%}")
 
 
+# The judge's and the detector's columns of a layer, in ``reading_cells``' order
+LAYER_HEADINGS = ("judge accuracy on P(x)", "x_adv read as adversarial", "P(x_adv) read as adversarial",
+                  "P(x_adv) read as true", "detector AUC")
+
+
+def reading_cells(row: dict) -> list[str]:
+    """A layers.json row's judge readings and detector AUC as text, with their 95 % intervals
+    (Wilson; DeLong for the AUC). A file written before the intervals shows its values alone,
+    and "-" for the readings it lacks."""
+    def shown(reading: dict | None, key: str | None = None, value: float | None = None) -> str:
+        if reading:
+            return format_rate(reading[key] if key else reading)
+        return "-" if value is None else f"{100 * value:.1f} %"
+    p_adv = row.get("p_adv_read")
+    return [shown(row.get("accuracy_on_p")), shown(row.get("x_adv_read"), "adversarial_label"),
+            shown(p_adv, "adversarial_label", row["p_adv_read_as_adversarial"]),
+            shown(p_adv, "true_label", row["p_adv_read_as_true"]),
+            format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]
+
+
 def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
     note that says what the judge's readings are of."""
-    header = ["layer", "activation", "decoder params", "test MSE/pixel", "P(x_adv) adv", "P(x_adv) true",
-              "detector AUC"]
+    header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
     rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
-             f"{r['p_adv_read_as_adversarial']:.1%}", f"{r['p_adv_read_as_true']:.1%}", f"{r['detector_roc_auc']:.3f}"]
-            for r in summary["layers"]]
+             *reading_cells(r)] for r in summary["layers"]]
     first = summary["layers"][0]
-    note = (f"P(x_adv) read by {first['judge']} as the adversarial / the true class, over the "
-            f"{first['successful_attacks']} successful attacks of {summary['attack']['images']} images")
+    note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "
+            f"{first['successful_attacks']} successful attacks of {summary['attack']['images']} images "
+            f"(95 % Wilson intervals; the AUC's: DeLong)")
     return header, rows, note
 
 

@@ -14,7 +14,7 @@ from perceptreg.core.lazy import lazy_exports
 
 # imported on first use (core/lazy.py): `import perceptreg.data` stays free of torch
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "perceptreg.data.celeba": ("dcgan_crop", "load_celeba", "read_celeba_attributes"),
+    "perceptreg.data.celeba": ("dcgan_crop", "load_celeba", "read_celeba_attributes", "split_by_identity"),
     "perceptreg.data.cifar10": ("CIFAR10_URL", "load_cifar10"),
     "perceptreg.data.dataset": ("DIGITS", "RELEASE_EVERY", "ImageDataset", "batches", "evaluation_subset",
         "global_batch_sizes", "spread_over_classes", "stratified_split", "to_float", "training_subset"),
@@ -33,7 +33,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
     "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
-    "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "load_cifar10", "load_dataset",
+    "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "split_by_identity", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
     "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_defaults", "training_subset", "write_idx", "write_memmap",

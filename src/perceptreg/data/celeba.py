@@ -14,7 +14,9 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset
 
 CELEBA_HELP = ("get the aligned-and-cropped CelebA (img_align_celeba.zip or the img_align_celeba/ folder, "
-               "and list_attr_celeba.txt) from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html")
+               "and list_attr_celeba.txt and identity_CelebA.txt from its Anno folder) from "
+               "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html")
+IDENTITY_FILE = "identity_CelebA.txt"  # "000001.jpg 2880": the person in each face
 
 
 def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tensor]:
@@ -34,6 +36,43 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tens
         raise PerceptregError(f"{path}: header promises {count} rows of {len(names)} attributes, "
                               f"found {len(rows)} rows; the file is partial, download it again")
     return files, names, values > 0
+
+
+def read_celeba_identities(path: Path, files: list[str]) -> torch.Tensor:
+    """identity_CelebA.txt: "file identity" per line. Returns the identity of each of ``files``
+    (the attribute file's order), (N,) long."""
+    if not path.exists():
+        raise PerceptregError(f"{path} is missing; CelebA is split by identity, so that no person is in both "
+                              f"train and test; {CELEBA_HELP}")
+    try:
+        person = {name: int(identity) for name, identity in (line.split() for line in checkpoint.read_text(path).splitlines()
+                                                              if line.strip())}
+        return torch.tensor([person[name] for name in files])
+    except ValueError as err:
+        raise PerceptregError(f"{path}: not in CelebA's identity format, \"file identity\" per line ({err})") from None
+    except KeyError as err:
+        raise PerceptregError(f"{path}: no identity for {err.args[0]}; the file is partial, download it again") from None
+
+
+def split_by_identity(identities: torch.Tensor, positive: torch.Tensor, test_positives: int,
+                      test_negatives: int, generator: torch.Generator) -> torch.Tensor:
+    """Which faces go to the test side (N,) bool, whole identities at a time: identities in a
+    seeded random order join the test side while their faces with the attribute (``positive``)
+    still fit in ``test_positives``, until it holds exactly that many and at least
+    ``test_negatives`` without. Exactly: the paper's subsample uses every face with glasses,
+    so each one the test side takes beyond its share would be missing from train. An identity
+    with more positives than are still wanted stays on the train side."""
+    people, person = torch.unique(identities, return_inverse=True)
+    positives = torch.bincount(person, weights=positive.double(), minlength=len(people)).long().tolist()
+    negatives = torch.bincount(person, weights=(~positive).double(), minlength=len(people)).long().tolist()
+    on_test = torch.zeros(len(people), dtype=torch.bool)
+    wanted, held = test_positives, 0
+    for i in torch.randperm(len(people), generator=generator).tolist():  # once per dataset, then cached
+        if wanted == 0 and held >= test_negatives:
+            break
+        if positives[i] <= wanted:
+            on_test[i], wanted, held = True, wanted - positives[i], held + negatives[i]
+    return on_test[person]
 
 
 def _celeba_image_reader(root: Path):
@@ -67,7 +106,9 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
     20000 / 6386, which takes every one of CelebA's 13193 faces with glasses, and trains
     every attribute on it (Smiling is then 44.72 % positive, Male 59.6 %): the default.
     ``balance_on=None`` balances on ``attribute`` itself instead. CelebA's own train /
-    validation / test partition is not used: the paper's subsample crosses it.
+    validation / test partition is not used: the paper's subsample crosses it. The split is
+    by identity (identity_CelebA.txt, ``split_by_identity``): no person is in both train and
+    test, so the test measures faces the model has not seen, not people it has.
     Faces are DCGAN-cropped to ``size``; the other 39 attributes are kept for probes.
     The decoded tensors are cached in ``root``/perceptreg-cache, so JPEGs are decoded once.
     """
@@ -78,21 +119,28 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
         if name not in names:
             raise PerceptregError(f"unknown CelebA attribute {name!r}; choose one of {', '.join(names)}")
     column, balance = names.index(attribute), names.index(balance_on)
-    cache = root / "perceptreg-cache" / f"celeba-{balance_on}-{train_size}-{test_size}-{seed}-{size}.safetensors"
+    identities = read_celeba_identities(root / IDENTITY_FILE, files)
+    cache = root / "perceptreg-cache" / f"celeba-{balance_on}-{train_size}-{test_size}-{seed}-{size}-by-identity.safetensors"
     if cache.exists():
         tensors = checkpoint.load_tensors(cache)
     else:
-        positive, negative = values[:, balance].nonzero().squeeze(1), (~values[:, balance]).nonzero().squeeze(1)
+        has = values[:, balance]
         half_train, half_test = train_size // 2, test_size // 2
-        if len(positive) < half_train + half_test or len(negative) < half_train + half_test:
-            raise PerceptregError(f"CelebA has {len(positive)} faces with {balance_on} and {len(negative)} "
+        if int(has.sum()) < half_train + half_test or int((~has).sum()) < half_train + half_test:
+            raise PerceptregError(f"CelebA has {int(has.sum())} faces with {balance_on} and {int((~has).sum())} "
                                   f"without; a balanced {train_size} / {test_size} split needs "
                                   f"{half_train + half_test} of each (choose smaller sizes)")
         generator = torch.Generator().manual_seed(seed)
-        pick_pos = positive[torch.randperm(len(positive), generator=generator)[:half_train + half_test]]
-        pick_neg = negative[torch.randperm(len(negative), generator=generator)[:half_train + half_test]]
-        train_index = torch.cat([pick_pos[:half_train], pick_neg[:half_train]])
-        test_index = torch.cat([pick_pos[half_train:], pick_neg[half_train:]])
+        on_test = split_by_identity(identities, has, half_test, half_test, generator)
+        picked = {}
+        for split, side, half in (("train", ~on_test, half_train), ("test", on_test, half_test)):
+            pools = [(side & has).nonzero().squeeze(1), (side & ~has).nonzero().squeeze(1)]
+            if min(len(pool) for pool in pools) < half:
+                raise PerceptregError(f"CelebA split by identity leaves {split} {len(pools[0])} faces with "
+                                      f"{balance_on} and {len(pools[1])} without; it needs {half} of each "
+                                      f"(choose smaller sizes)")
+            picked[split] = torch.cat([pool[torch.randperm(len(pool), generator=generator)[:half]] for pool in pools])
+        train_index, test_index = picked["train"], picked["test"]
         read = _celeba_image_reader(root)
         tensors = {}
         for split, index in (("train", train_index), ("test", test_index)):

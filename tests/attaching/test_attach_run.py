@@ -1,0 +1,37 @@
+"""attach's per-layer rows as text: rates with their intervals, and files written before them."""
+
+from perceptreg.attaching.results import LAYER_HEADINGS
+from perceptreg.attaching.results import reading_cells as layer_cells
+from perceptreg.cli.attach_commands import layers_table
+from perceptreg.measures import rate
+
+OLD_ROW = {"name": "stem", "shape": [16, 14, 14], "decoder_parameters": 1234, "test_recon_mse": 0.0123,
+           "p_adv_read_as_adversarial": 0.25, "p_adv_read_as_true": 0.5, "detector_roc_auc": 0.75,
+           "successful_attacks": 4, "judge": "3-NN pixels"}
+
+
+def reading(adversarial: int, true: int, n: int) -> dict:
+    return {"adversarial_label": rate(adversarial, n), "true_label": rate(true, n),
+            "other": rate(n - adversarial - true, n), "count": n}
+
+
+def test_a_row_shows_its_readings_with_their_intervals():
+    row = {**OLD_ROW, "p_adv_read": reading(1, 2, 4), "x_adv_read": reading(0, 3, 4), "accuracy_on_p": rate(9, 10),
+           "detector_roc_auc_interval": [0.5, 1.0]}
+    # Wilson: 9 of 10 is [59.6, 98.2]; 0 of 4 [0.0, 49.0]; 1 of 4 [4.6, 69.9]; 2 of 4 [15.0, 85.0]
+    assert dict(zip(LAYER_HEADINGS, layer_cells(row))) == {
+        "judge accuracy on P(x)": "90.0 % [59.6, 98.2]", "x_adv read as adversarial": "0.0 % [0.0, 49.0]",
+        "P(x_adv) read as adversarial": "25.0 % [4.6, 69.9]", "P(x_adv) read as true": "50.0 % [15.0, 85.0]",
+        "detector AUC": "0.750 [0.500, 1.000]"}
+
+
+def test_a_row_written_before_the_intervals_shows_its_values_alone():
+    assert layer_cells(OLD_ROW) == ["-", "-", "25.0 %", "50.0 %", "0.750"]
+    # as read back through the schema, the missing readings are None
+    assert layer_cells({**OLD_ROW, "p_adv_read": None, "x_adv_read": None, "accuracy_on_p": None,
+                        "detector_roc_auc_interval": None}) == ["-", "-", "25.0 %", "50.0 %", "0.750"]
+    table = layers_table({"layers": [OLD_ROW], "attack": {"images": 10}})
+    assert table.splitlines()[0].split()[:4] == ["layer", "activation", "decoder", "params"]
+    assert table.splitlines()[1].split() == ["stem", "16x14x14", "1,234", "0.0123", "-", "-", "25.0", "%", "50.0", "%",
+                                             "0.750"]
+    assert "the 4 successful attacks of 10 images" in table
