@@ -17,7 +17,6 @@ from perceptreg.cli.app import (
     fresh_run_dir,
     layer_option,
     main,
-    plain_warnings,
     run_argument,
 )
 from perceptreg.core import models
@@ -30,8 +29,7 @@ from perceptreg.views import report
 def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
     """Train, then print the numbers and draw the perception grid into the run folder."""
     began = time.perf_counter()
-    with plain_warnings():
-        model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
+    model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
         return
     test = runs.open_run(run_dir).data()[1]
@@ -204,8 +202,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
                                 workers=workers, ensemble=ensemble, engine=engine, address=address)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
-    with plain_warnings():
-        summary = sweeps.run_sweep(config, out)
+    summary = sweeps.run_sweep(config, out)
     click.echo(sweeps.sweep_table(summary))
     click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
                f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")

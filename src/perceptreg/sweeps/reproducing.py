@@ -20,7 +20,7 @@ from typing import Callable
 
 from perceptreg import runs
 from perceptreg.core import checkpoint
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.measures import format_rate, rate
 from perceptreg.sweeps.sweep import format_percent
 
@@ -82,6 +82,9 @@ def _judge(summary: dict) -> dict:
 def _final(root: Path, run: str) -> str:
     _need(root / run / runs.MODEL_META)
     opened = runs.open_run(root / run)
+    if not opened.metrics:  # a model without its curves: the file was lost or cut short
+        raise PerceptregError(f"{root / run / runs.METRICS}: holds no epoch; train the run again (`--run` after "
+                              f"removing {root / run})")
     last, n = opened.metrics[-1], len(opened.data()[1])
     accuracy = rate(round(last["test_accuracy"] * n), n)
     return f"test accuracy {format_rate(accuracy)} on {n} test images, MSE/pixel {last['test_recon_mse']:.4f}"
@@ -175,17 +178,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perceptreg.sweeps.reproducing", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the folder of the runs (made there with --run)")
     parser.add_argument("--run", action="store_true", help="first make the runs that are missing (about 1 h)")
-    parser.add_argument("--out", type=Path, default=Path("REPRODUCING.md"))
+    parser.add_argument("--out", default="REPRODUCING.md")  # a str: Path("") would be ".", not empty
     args = parser.parse_args(argv)
     try:
-        checkpoint.check_output_path(args.out)  # before an hour of runs
-        if args.run:
-            runs.claim(args.root, "reproducing")
-            make_runs(args.root)
-        elif not args.root.is_dir():
-            raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
-        page = reproducing_page(args.root)
-        checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
+        with warnings_as_lines(lambda line: print(line, file=sys.stderr)):  # before the Error line
+            args.out = checkpoint.check_output_path(args.out)  # before an hour of runs
+            if args.run:
+                runs.claim(args.root, "reproducing")
+                make_runs(args.root)
+            elif not args.root.is_dir():
+                raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
+            page = reproducing_page(args.root)
+            checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
     except PerceptregError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
