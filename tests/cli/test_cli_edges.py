@@ -1,6 +1,9 @@
 """Values at the edge of the command line: seeds outside [0, 2^63) and counts that would
 not fit in memory are one Error line, before any work, never a traceback."""
 
+import re
+import shutil
+
 import pytest
 from click.testing import CliRunner
 from helpers import USER_NET
@@ -48,3 +51,61 @@ def test_resume_of_a_run_killed_before_its_config_was_written_starts_over(tmp_pa
                                        "--quiet"])
     assert result.exit_code == 0, result.output
     assert "starts over with the options given" in result.output and (out / "state.json").exists()
+
+
+BAD_OUTS = {"under a file": "{file}/out", "under /proc": "/proc/perceptreg-out", "a 300-byte name": "{tmp}/" + "a" * 300,
+            "a device": "/dev/full", "empty": ""}
+WRITERS = {  # every command that writes, with what it needs before its --out
+    "train": ["train", "--train-size", "100", "--epochs", "1"],
+    "demo": ["demo", "--epochs", "1"],
+    "attach": ["attach", "--model", f"{USER_NET}:build", "--random-weights", "--layers", "fc1", "--epochs", "1"],
+    "perceive": ["perceive", "{run}"],
+    "sweep": ["sweep", "--quick"],
+    "prepare": ["prepare", "--dataset", "mnist5k"],
+    "attack": ["attack", "{run}", "--steps", "1"],
+    "interpolate": ["interpolate", "{run}", "--target", "1", "--steps", "1"],
+    "interpolate --save-direction": ["interpolate", "{run}", "--target", "1", "--steps", "1", "--save-direction"],
+    "report": ["report", "{run}"],
+}
+
+
+def snapshot(*folders):
+    return {p: p.stat().st_mtime_ns for folder in folders for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("out", BAD_OUTS.values(), ids=BAD_OUTS.keys())
+@pytest.mark.parametrize("command", WRITERS.values(), ids=WRITERS.keys())
+def test_a_bad_output_path_is_one_line_before_any_work(command, out, trained_run, tmp_path):
+    (tmp_path / "file").write_text("x")
+    values = {"run": trained_run, "file": tmp_path / "file", "tmp": tmp_path}
+    args = [a.format(**values) for a in command] + ([] if "--save-direction" in command else ["--out"])
+    before = snapshot(tmp_path, trained_run)
+    result = CliRunner().invoke(main, args + [out.format(**values)])
+    assert result.exit_code == (2 if out == "" else 1), result.output
+    said = [line for line in result.output.splitlines() if not line.startswith("Warning: ")]
+    assert len(said) == 1 and said[0].startswith("Error: ") and "Traceback" not in result.output, result.output
+    assert ("is empty" if out == "" else "cannot write") in said[0], result.output
+    assert snapshot(tmp_path, trained_run) == before  # nothing trained, nothing written
+
+
+def test_a_data_root_that_is_no_folder_is_one_line(tmp_path):
+    for dataset in ("mnist", "svhn"):  # downloaded into --data-root: its folder cannot be made
+        result = CliRunner().invoke(main, ["train", "--dataset", dataset, "--data-root", "/dev/null", "--epochs", "1",
+                                           "--out", str(tmp_path / dataset)])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert "into /dev/null: not a writable folder (File exists); give a writable folder as --data-root" in result.output
+        assert not (tmp_path / dataset).exists()
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity"])
+def test_resume_refuses_a_metrics_file_holding_nan_before_it_writes(trained_run, tmp_path, number):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    rows[0] = re.sub(r'"test_recon_mse": [^,]+', f'"test_recon_mse": {number}', rows[0])
+    (run / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    before = snapshot(run)
+    result = CliRunner().invoke(main, ["train", "--resume", "--out", str(run), "--epochs", "3", "--quiet"])
+    assert result.exit_code == 1 and result.output == (f"Error: {run / 'metrics.jsonl'}: line 1 is not a metrics row "
+                                                       f"(a number is {number}); the file is damaged\n")
+    assert snapshot(run) == before  # config.json still says the run's epochs

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import struct
@@ -160,3 +161,15 @@ def test_the_lock_holder_removes_what_killed_writers_left(tmp_path):
     (tmp_path / "keep.tmp").write_bytes(b"not a leftover")
     with checkpoint.writer_lock(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "keep.tmp"]
+
+
+def test_a_write_that_fails_is_one_error_and_the_old_file_stays(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+
+    def disk_full(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(checkpoint.CheckpointError, match=f"cannot write {path}: No space left on device"):
+        checkpoint.atomic_write(path, disk_full)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]

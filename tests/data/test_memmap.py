@@ -1,3 +1,8 @@
+import json
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -60,6 +65,45 @@ def test_wrong_shape(small):
     np.save(root / "test_labels.npy", np.zeros(7, np.int64))
     with pytest.raises(PerceptregError, match=r"test_labels.npy: holds int64 \(7,\), meta.json says int64 \(100,\)"):
         data.load_memmap(root)
+
+
+@pytest.mark.parametrize("pixel_mean, message", [
+    ([0.1, 0.2, 0.3], "pixel_mean has 3 values for 1 channels"),
+    ([], "pixel_mean has 0 values for 1 channels"),
+    ([1.5], "field pixel_mean.0: input should be less than or equal to 1"),
+    (["x"], "field pixel_mean.0: input should be a valid number"),
+])
+def test_a_wrong_pixel_mean_is_named(small, pixel_mean, message):
+    root, _, _ = small
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "pixel_mean": pixel_mean}))
+    with pytest.raises(PerceptregError, match=re.escape(message)):
+        data.load_memmap(root)
+
+
+CUT_WHILE_TRAINING = """
+import sys
+from perceptreg import data
+from perceptreg.core.errors import PerceptregError
+train, _ = data.load_memmap(sys.argv[1])
+batches = data.batches(train, 100)
+next(batches)
+open(sys.argv[1] + "/train_images.npy", "r+b").truncate(1000)  # another process cuts the file short
+try:
+    list(batches)
+except PerceptregError as err:
+    sys.exit(f"Error: {err}")
+"""
+
+
+def test_a_file_cut_short_while_training_is_an_error_not_sigbus(small):
+    root, _, _ = small  # in a process of its own: a read past the end of the mapping is SIGBUS (exit 135)
+    done = subprocess.run([sys.executable, "-c", CUT_WHILE_TRAINING, str(root)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines() == [f"Error: {root / 'train_images.npy'}: cut short while in use (1000 "
+                                                f"of {128 + 500 * 784} bytes); write the dataset again with "
+                                                f"`perceptreg prepare`"]
 
 
 def test_missing_meta_and_files(small, tmp_path):

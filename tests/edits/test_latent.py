@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import pytest
@@ -81,8 +82,11 @@ def _without(key):
     (lambda meta: {**meta, "target": "eight"}, None, "dir.json: field target"),
     (lambda meta: {**meta, "target": 12}, None, "toward class 12, but the model has classes 0..9"),
     (lambda meta: {**meta, "format": "other"}, None, "dir.json: field format"),
-    (None, lambda t: t.double(), "must be finite float32 numbers (it is torch.float64)"),
-    (None, lambda t: torch.full_like(t, float("nan")), "must be finite float32 numbers (it is torch.float32 with NaN or inf)"),
+    # written without a checksum, as directions saved before it were
+    (_without("sha256"), lambda t: t.double(), "must be finite float32 numbers (it is torch.float64)"),
+    (_without("sha256"), lambda t: torch.full_like(t, float("nan")),
+     "must be finite float32 numbers (it is torch.float32 with NaN or inf)"),
+    (None, lambda t: t, "dir.safetensors: its SHA-256 differs from the one in"),  # any other vector
 ])
 def test_a_damaged_direction_file_is_named(net, tmp_path, damage_json, damage_tensor, message):
     from safetensors.torch import save_file
@@ -95,6 +99,29 @@ def test_a_damaged_direction_file_is_named(net, tmp_path, damage_json, damage_te
         save_file({"direction": damage_tensor(torch.randn(32))}, str(path))
     with pytest.raises(PerceptregError, match=re.escape(message)):
         latent.load_direction(path, net)
+
+
+@pytest.mark.parametrize("at", [-1, -64, 100])  # in the last float, the first, the header
+def test_a_flipped_bit_in_a_direction_file_is_caught(net, tmp_path, at):
+    path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10), tmp_path / "dir", net)
+    damaged = bytearray(path.read_bytes())
+    damaged[at] ^= 0x01
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(PerceptregError, match=r"dir.safetensors: (its SHA-256 differs|corrupt)"):
+        latent.load_direction(path, net)
+
+
+@pytest.mark.parametrize("given, message", [
+    ("/dev/full", "cannot write /dev/full: it exists and is not a regular file or folder"),
+    ("{tmp}", "cannot write {tmp}: it is a folder; give a file name for the direction"),
+    ("{tmp}/file/d", "{tmp}/file is not a folder"),
+])
+def test_a_direction_is_saved_only_where_a_file_can_be(net, tmp_path, given, message):
+    (tmp_path / "file").write_text("x")
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(PerceptregError, match=re.escape(message.format(tmp=tmp_path))):
+        latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10), given.format(tmp=tmp_path), net)
+    assert sorted(tmp_path.iterdir()) == before and not os.path.exists("/dev/full.safetensors")
 
 
 def identity_net():

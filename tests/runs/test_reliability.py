@@ -61,7 +61,9 @@ def test_a_torn_last_metrics_line_is_dropped_and_other_damage_named(tmp_path):
         assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
     for text, message in (('{"epoch": 1}\ngarbage\n{"epoch": 3}\n', "line 2 is not a metrics row"),
                           ('{"phase": "joint"}\n', "line 1 is not a metrics row"),
-                          ("[1, 2]\n", "line 1 is not a metrics row")):
+                          ("[1, 2]\n", "line 1 is not a metrics row"),
+                          ('{"epoch": 1, "loss": NaN}\n{"epoch": 2}\n', r"line 1 is not a metrics row \(a number is NaN\)"),
+                          ('{"epoch": 1, "loss": -Infinity}\n', r"line 1 is not a metrics row \(a number is -Infinity\)")):
         (tmp_path / runs.METRICS).write_text(text)
         with pytest.raises(CheckpointError, match=message):
             runs.read_metrics(tmp_path)
@@ -83,7 +85,7 @@ def test_only_regular_files_are_replaced(tmp_path):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_cli_output_onto_a_device_is_one_error_line(trained_run):
     result = CliRunner().invoke(main, ["perceive", str(trained_run), "--n", "2", "--out", "/dev/full"])
-    assert result.exit_code == 1 and "Error: /dev/full exists and is not a regular file" in result.output
+    assert result.exit_code == 1 and "Error: cannot write /dev/full: it exists and is not a regular file" in result.output
     assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
     result = CliRunner().invoke(main, ["train", "--out", "/proc/perceptreg-run", "--epochs", "1", "--quiet"])
     assert result.exit_code == 1 and "Error: cannot write /proc/perceptreg-run: /proc is not writable" in result.output

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,74 @@ def test_without_ray_installed_the_error_says_how_to_install_it(tmp_path, monkey
     assert not (tmp_path / "t").exists()
     with pytest.raises(ray_engine.PerceptregError, match="`engine` must be one of local, ray, got 'dask'"):
         sweep.SweepConfig(engine="dask")
+
+
+class FakeRay:
+    """Ray's calls the engine makes, recorded; ``wait`` ends the sweep as ``ending`` says."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            cause = None
+
+    def __init__(self, ending):
+        self.ending, self.calls, self.cancelled, self.started = ending, [], [], False
+
+    def is_initialized(self):
+        return self.started
+
+    def init(self, **kwargs):
+        self.started = True
+
+    def shutdown(self):
+        self.calls.append("shutdown")
+        self.started = False
+
+    def remote(self, function):
+        fake = self
+
+        class Task:
+            def options(self, **kwargs):
+                return self
+
+            def remote(self, config, run_dir, threads):
+                return Path(run_dir).name
+        fake.calls.append("remote")
+        return Task()
+
+    def wait(self, refs, num_returns):
+        if len(refs) < 3:  # one member done: the sweep is stopped now
+            if self.ending == "ctrl-c":
+                raise KeyboardInterrupt
+            if self.ending == "error here":
+                raise MemoryError
+        return refs[:1], refs[1:]
+
+    def get(self, done):
+        if self.ending == "a member fails" and done == ["m1"]:
+            raise self.exceptions.RayTaskError("m1 failed")
+
+    def cancel(self, ref, force=False):
+        self.cancelled.append((ref, force))
+
+
+@pytest.mark.parametrize("ending, raised", [("ctrl-c", KeyboardInterrupt), ("error here", MemoryError),
+                                            ("a member fails", FakeRay.exceptions.RayTaskError)])
+def test_every_exit_cancels_the_members_still_running_and_stops_ray(tmp_path, monkeypatch, ending, raised):
+    fake = FakeRay(ending)
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    members = [(TrainConfig(epochs=1), tmp_path / f"m{i}") for i in range(4)]
+    with pytest.raises(raised):
+        ray_engine.train_all(members, threads=1, progress=False)
+    assert fake.cancelled == [("m2", True), ("m3", True)] and fake.calls[-1] == "shutdown"  # m0, m1 ended
+
+
+def test_a_sweep_that_ends_cancels_nothing(tmp_path, monkeypatch):
+    fake = FakeRay("none")
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_engine.train_all([(TrainConfig(epochs=1), tmp_path / f"m{i}") for i in range(4)], threads=1, progress=False)
+    assert fake.cancelled == [] and fake.calls == ["remote"] * 4 + ["shutdown"]

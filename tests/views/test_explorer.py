@@ -86,6 +86,10 @@ def test_perceive_an_upload(client):
     ({"index": 0, "norm": "l1"}, 422, "linf"),
     ({"index": "zero"}, 422, "index must be a whole number"),
     ({"index": 0, "path": "/etc/passwd"}, 422, "path is not a setting of this request"),
+    ({"index": 0, "steps": True}, 422, "steps must be a whole number"),  # lax pydantic ran it as 1 step
+    ({"index": 1.5}, 422, "index must be a whole number"),
+    ({"index": 0, "eps": "0.1"}, 422, "eps must be a number"),
+    ({"index": 0, "eps": True}, 422, "eps must be a number"),
 ])
 def test_attack_validation(client, body, status, message):
     response = client.post("/api/attack", json=body)

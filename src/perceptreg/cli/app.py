@@ -3,18 +3,16 @@ lines, the run argument and device option, numbered run folders."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import re
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import click
 
 from perceptreg import runs  # imports its modules on first use: --help stays free of torch
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.errors import PerceptregError, warnings_as_lines
 
 # library arguments whose option has another name (--adaptive lists betas, --attack names the attack)
 OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args"}
@@ -120,18 +118,9 @@ def fresh_run_dir(base: Path) -> Path:
     return candidate
 
 
-@contextlib.contextmanager
 def plain_warnings():
-    """The library's warnings (a collapsed decoder, ...) as one "Warning: ..." line each,
-    not Python's file:line format."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        warnings.simplefilter("always", UserWarning)
-        try:
-            yield
-        finally:
-            for warning in caught:
-                click.echo(f"Warning: {warning.message}", err=True)
+    """Every command's warnings as "Warning: ..." lines on stderr (``warnings_as_lines``)."""
+    return warnings_as_lines(lambda line: click.echo(line, err=True))
 
 
 layer_option = click.option("--layer", help="Of a run of `attach`: the layer whose perception to use. [default: the deepest]")

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from perceptreg.cli.app import OutPath, as_flags, defaults_of, main, plain_warnings
+from perceptreg.cli.app import OutPath, as_flags, defaults_of, main
 from perceptreg.cli.attack_commands import attack_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
@@ -81,10 +81,9 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
                           normalize=parse_normalize(normalize),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
     began = time.perf_counter()
-    with plain_warnings():
-        command = click.get_current_context().command  # the library's `names` said as this command's flags
-        summary = run_attach(config, out, settings, attack_images, progress=not quiet,
-                             say=lambda text: click.echo(as_flags(text, command)))
+    command = click.get_current_context().command  # the library's `names` said as this command's flags
+    summary = run_attach(config, out, settings, attack_images, progress=not quiet,
+                         say=lambda text: click.echo(as_flags(text, command)))
     click.echo(layers_table(summary))
     click.echo(f"test accuracy {summary['accuracy']:.2%}"
                + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")

@@ -26,7 +26,6 @@ from perceptreg.cli.app import (
     device_option,
     layer_option,
     main,
-    plain_warnings,
     run_argument,
 )
 
@@ -119,8 +118,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         click.echo(f"noise attacked toward each class, with the perceptions: "
                    f"{figures.save_png(picture, out or run.path / runs.ATTACK_FROM_NOISE)}")
         return
-    with plain_warnings():
-        evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
+    evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
     classes = run.data()[1].classes
     failures = evaluation.failures()
     shown = torch.arange(min(n, len(evaluation.labels)))
@@ -210,11 +208,10 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     summaries, evaluations = {}, []
     judges = [runs.open_run(path) for path in judge_runs]
     for current in [run] + ([runs.open_run(compare)] if compare else []):
-        with plain_warnings():
-            evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
-                                      judge_runs=judges, device=device, layer=layer, adaptive=betas,
-                                      adaptive_search=search, fprs=fprs, attack=attack_spec,
-                                      attack_options=parse_attack_args(attack_args), **curves)
+        evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
+                                  judge_runs=judges, device=device, layer=layer, adaptive=betas,
+                                  adaptive_search=search, fprs=fprs, attack=attack_spec,
+                                  attack_options=parse_attack_args(attack_args), **curves)
         summaries[str(current.path)] = evaluation.summary
         evaluations.append(evaluation)
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
@@ -260,7 +257,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
               help="Training images the mean direction is averaged over.")
 @click.option("--apply-direction", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use this saved mean direction (.safetensors) instead of fitting one.")
-@click.option("--save-direction", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--save-direction", type=OutPath(dir_okay=False),
               help="Save the mean direction here. [default: RUN/direction-<source>-to-<target>.safetensors]")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
@@ -283,6 +280,8 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
 
     edit = latent.EditSettings(target, source, latent.parse_alphas(alphas), n_images, fit_images,
                                from_file, apply_direction)
+    if save_direction:
+        latent.direction_path(save_direction)  # before any work
     out = out or run.path
     results, curves = {}, {}
     for current in [run] + ([runs.open_run(compare)] if compare else []):

@@ -22,7 +22,6 @@ from perceptreg.cli.app import (
     fresh_run_dir,
     layer_option,
     main,
-    plain_warnings,
     run_argument,
 )
 from perceptreg.core.config import INPUT_SHAPES, MODES, TrainConfig
@@ -36,8 +35,7 @@ def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool)
     from perceptreg.training.train import train
 
     began = time.perf_counter()
-    with plain_warnings():
-        model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
+    model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
         return
     test = runs.open_run(run_dir).data()[1]
@@ -222,8 +220,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
                                 workers=workers, ensemble=ensemble, engine=engine, address=address)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
-    with plain_warnings():
-        summary = sweeps.run_sweep(config, out)
+    summary = sweeps.run_sweep(config, out)
     click.echo(sweeps.sweep_table(summary))
     click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
                f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")
@@ -281,7 +278,6 @@ def train_judge(dataset, epochs, train_size, data_root, device, out, quiet):
         click.echo(f"the judge in {out} is already trained ({done} epochs, test accuracy {accuracy:.2%})")
         return
     began = time.perf_counter()
-    with plain_warnings():
-        _, history, run_dir = train(config, out, resume=bool(done), progress=not quiet)
+    _, history, run_dir = train(config, out, resume=bool(done), progress=not quiet)
     click.echo(f"judge test accuracy {history[-1]['test_accuracy']:.2%} ({len(history)} epochs, "
                f"{time.perf_counter() - began:.0f}s): {run_dir}")

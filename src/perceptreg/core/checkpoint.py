@@ -51,6 +51,9 @@ def check_output_path(path: str | Path) -> Path:
     if long:
         raise CheckpointError(f"cannot write {str(path)[:60]}...: the name {long[0][:40]}... is longer than "
                               f"{NAME_MAX} bytes; choose a shorter one")
+    if os.path.lexists(path) and not (path.is_file() or path.is_dir()):  # a device, a pipe, a dangling link
+        raise CheckpointError(f"cannot write {path}: it exists and is not a regular file or folder; choose another "
+                              f"output path")
     target = path.absolute()
     parent = target if target.is_dir() else target.parent  # a folder is written into, a file beside its siblings
     while not os.path.lexists(parent):  # the nearest folder that exists: it is where the rest gets made
@@ -81,6 +84,9 @@ def atomic_write(path: Path, write) -> None:
         # rename() of a hard link onto another name of the same file does nothing and
         # leaves the link (publishing a model that is already published): remove it.
         Path(tmp).unlink(missing_ok=True)
+    except (OSError, SafetensorError) as err:  # a full disk, a quota: the old file stays as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

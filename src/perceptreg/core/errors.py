@@ -1,4 +1,9 @@
-"""The one exception type for bad user input: the CLI prints it as a single line."""
+"""The one exception type for bad user input: the CLI prints it as a single line; and
+warnings said as lines too (``warnings_as_lines``)."""
+
+import contextlib
+import warnings
+from typing import Callable
 
 
 class PerceptregError(ValueError):
@@ -6,3 +11,17 @@ class PerceptregError(ValueError):
 
     Subclasses ``ValueError`` so library users can catch it as the usual type.
     """
+
+
+@contextlib.contextmanager
+def warnings_as_lines(say: Callable[[str], None]):
+    """The library's warnings (a collapsed decoder, a torn metrics line, ...) said as one
+    "Warning: ..." line each when the block ends, not in Python's file:line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                say(f"Warning: {warning.message}")

@@ -36,6 +36,9 @@ class ImageDataset(torch.utils.data.Dataset):
     release_pages: Callable[[], None] = field(default=lambda: None, repr=False)
     # Mean intensity per channel when known in advance (memory-mapped data: no full pass)
     channel_means: torch.Tensor | None = field(default=None, repr=False)
+    # For memory-mapped images: raises when the file was cut short under the mapping (a read
+    # past its end is SIGBUS, which kills the process); checked before every batch
+    check_pages: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -104,6 +107,7 @@ def batches(data: ImageDataset, batch_size: int, shuffle: bool = False,
             if len(index) < world:  # too few left to give every process one
                 continue
             index = index.tensor_split(world)[rank]
+        data.check_pages()
         images = data.images[index].to(device, non_blocking=True)
         yield to_float(images), data.labels[index].to(device, non_blocking=True)
 

@@ -40,7 +40,11 @@ def download(urls: Sequence[str], dest: str | Path, checksum: str, timeout: floa
     dest = Path(dest)
     if dest.exists() and _matches(dest, checksum):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # --data-root /dev/null, a file, a read-only folder
+        raise PerceptregError(f"cannot download {dest.name} into {dest.parent}: not a writable folder "
+                              f"({err.strerror or err}); give a writable folder as `data_root`") from None
     part = dest.with_name(dest.name + ".part")
     failures = []
     for url in urls:

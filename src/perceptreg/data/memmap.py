@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ class MemmapMeta(BaseModel):
     name: str
     classes: list[str] = Field(min_length=1)
     image_shape: tuple[int, int, int]
-    pixel_mean: list[float]
+    pixel_mean: list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]]
     splits: dict[str, _Split]
 
 
@@ -43,6 +44,10 @@ def memmap_meta(root: Path) -> dict:
     """The validated meta.json of the dataset in ``root``."""
     meta = load_model_file(Path(root) / "meta.json", MemmapMeta,
                            "write the dataset again with `write_memmap` (perceptreg prepare)")
+    if len(meta["pixel_mean"]) != meta["image_shape"][0]:
+        raise PerceptregError(f"{Path(root) / 'meta.json'}: pixel_mean has {len(meta['pixel_mean'])} values for "
+                              f"{meta['image_shape'][0]} channels; write the dataset again with `write_memmap` "
+                              f"(perceptreg prepare)")
     missing = {"train", "test"} - meta["splits"].keys()
     if missing:
         raise PerceptregError(f"{Path(root) / 'meta.json'}: no {' or '.join(sorted(missing))} split; "
@@ -113,12 +118,18 @@ def load_memmap(root: str | Path) -> tuple[ImageDataset, ImageDataset]:
         def release() -> None:  # the pages stay in the page cache, cheap to read again
             images._mmap.madvise(mmap.MADV_DONTNEED)
 
+        def check_size() -> None:  # reading a page past the end of a file cut short kills us (SIGBUS)
+            path, needed = root / f"{name}_images.npy", images.offset + images.nbytes
+            if images._mmap.size() < needed:  # fstat of the mapped file itself, even if renamed since
+                raise PerceptregError(f"{path}: cut short while in use ({images._mmap.size()} of {needed} bytes); "
+                                      f"write the dataset again with `perceptreg prepare`")
+
         with warnings.catch_warnings():  # read-only mapping: torch warns it cannot write to it
             warnings.simplefilter("ignore", UserWarning)
             tensor = torch.from_numpy(images)
         return ImageDataset(tensor, torch.from_numpy(np.array(labels)), tuple(meta["classes"]),
                             f"{meta['name']}-{name}", attributes, release,
-                            torch.tensor(meta["pixel_mean"], dtype=torch.float32))
+                            torch.tensor(meta["pixel_mean"], dtype=torch.float32), check_size)
 
     return split("train"), split("test")
 

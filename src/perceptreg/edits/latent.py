@@ -25,6 +25,7 @@ from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD, AttackSettings, check_target
 from perceptreg.adversarial.judges import default_judges
 from perceptreg.core import checkpoint
+from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.core.schema import load_model_file
@@ -148,15 +149,25 @@ def locality(edited: torch.Tensor, region: torch.Tensor) -> dict:
 DIRECTION_FORMAT = "perceptreg.direction/1"
 
 
+def direction_path(path: str | Path) -> Path:
+    """Where ``save_direction`` writes for ``path`` (its .safetensors name), checked before
+    any work: a writable folder, and never beside a device or folder the user named."""
+    given = checkpoint.check_output_path(path)  # refuses /dev/full itself: no /dev/full.safetensors beside it
+    if given.is_dir():
+        raise CheckpointError(f"cannot write {given}: it is a folder; give a file name for the direction")
+    return checkpoint.check_output_path(given.with_suffix(".safetensors"))
+
+
 def save_direction(direction: Direction, path: str | Path, model: PerceptionNet) -> Path:
-    """``path`` (.safetensors) holds the vector; ``path`` with .json its source and model."""
-    path = Path(path).with_suffix(".safetensors")
+    """``path`` (.safetensors) holds the vector; ``path`` with .json its source, its model and
+    the tensor file's SHA-256 (safetensors files carry no checksum: a flipped bit is caught)."""
+    path = direction_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save_tensors(path, {"direction": direction.vector})
     checkpoint.write_json(path.with_suffix(".json"), {
         "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
         "count": direction.count, "latent_shape": list(model.latent_shape),
-        "num_classes": model.num_classes, **direction.meta})
+        "num_classes": model.num_classes, "sha256": datasets.digest_of(path), **direction.meta})
     return path
 
 
@@ -170,6 +181,7 @@ class _DirectionFile(BaseModel):
     count: PositiveInt
     latent_shape: list[PositiveInt]
     num_classes: PositiveInt
+    sha256: str | None = None  # of the .safetensors file; directions saved before it had none
 
 
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
@@ -177,6 +189,9 @@ def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     path = Path(path).with_suffix(".safetensors")
     meta = load_model_file(path.with_suffix(".json"), _DirectionFile,
                            "save the direction again (`perceptreg interpolate --save-direction`)")
+    if meta["sha256"] is not None and datasets.digest_of(path) != meta["sha256"]:
+        raise CheckpointError(f"{path}: its SHA-256 differs from the one in {path.with_suffix('.json')}; the file "
+                              f"is damaged: save the direction again (`perceptreg interpolate --save-direction`)")
     vector = checkpoint.load_tensors(path).get("direction")
     if vector is None:
         raise PerceptregError(f"{path}: holds no 'direction' tensor")

@@ -73,6 +73,12 @@ def append_metrics(run_dir: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def _refuse_nan(name: str):
+    """No NaN or Infinity in a metrics row: a run that reached one stopped with an error,
+    so the file is damaged, and resume would carry it into the run's curves."""
+    raise ValueError(f"a number is {name}")
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
@@ -86,7 +92,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, parse_constant=_refuse_nan)
             if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
                 raise ValueError("a row must be an object with an integer epoch")
         except ValueError as err:

@@ -52,16 +52,21 @@ def train_all(members: list[tuple[TrainConfig, Path]], threads: int, address: st
     with _connected(ray, address):
         refs = {_submit(ray, config, run_dir.resolve(), threads): run_dir for config, run_dir in pending}
         remaining = list(refs)
-        with tqdm(total=len(refs), desc="sweep (ray)", unit="model", disable=not progress) as bar:
-            while remaining:
-                done, remaining = ray.wait(remaining, num_returns=1)
-                try:
-                    ray.get(done)
-                except ray.exceptions.RayError as error:
-                    for ref in remaining:  # stopped members keep their last epoch: a rerun resumes them
-                        ray.cancel(ref)
-                    raise _failure(ray, error, refs[done[0]]) from None
-                bar.update(len(done))
+        try:
+            with tqdm(total=len(refs), desc="sweep (ray)", unit="model", disable=not progress) as bar:
+                while remaining:
+                    done, remaining = ray.wait(remaining, num_returns=1)
+                    try:
+                        ray.get(done)
+                    except ray.exceptions.RayError as error:
+                        raise _failure(ray, error, refs[done[0]]) from None
+                    bar.update(len(done))
+        finally:
+            # On every exit (a failed member, Ctrl-C, any error) no task trains on: force
+            # kills its worker, also on a cluster or the caller's own instance that outlive
+            # us. A stopped member keeps its last epoch; a rerun resumes it.
+            for ref in remaining:
+                ray.cancel(ref, force=True)
 
 
 def _submit(ray, config: TrainConfig, run_dir: Path, threads: int):

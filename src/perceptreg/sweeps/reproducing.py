@@ -21,7 +21,7 @@ from pathlib import Path
 
 from perceptreg import runs
 from perceptreg.core import checkpoint
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.sweeps.claims import CLAIMS, LARGE_EPOCHS, MATCHED_EPOCHS, MOST, SEEDS, SVHN_IMAGES, RunFiles
 from perceptreg.sweeps.verdicts import MIN_SEEDS, NOT_MEASURED, Verdict
 
@@ -100,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perceptreg.sweeps.reproducing", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the folder of the runs (made there with --run)")
     parser.add_argument("--run", action="store_true", help="first make the runs that are missing (about 1 h)")
-    parser.add_argument("--out", type=Path, default=Path("REPRODUCING.md"))
+    parser.add_argument("--out", default="REPRODUCING.md")  # a str: Path("") would be ".", not empty
     args = parser.parse_args(argv)
     try:
-        checkpoint.check_output_path(args.out)  # before an hour of runs
-        if args.run:
-            runs.claim(args.root, "reproducing")
-            make_runs(args.root)
-        elif not args.root.is_dir():
-            raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
-        page = reproducing_page(args.root)
-        checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
+        with warnings_as_lines(lambda line: print(line, file=sys.stderr)):  # before the Error line
+            args.out = checkpoint.check_output_path(args.out)  # before an hour of runs
+            if args.run:
+                runs.claim(args.root, "reproducing")
+                make_runs(args.root)
+            elif not args.root.is_dir():
+                raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
+            page = reproducing_page(args.root)
+            checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
     except PerceptregError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1

@@ -49,8 +49,12 @@ ClassIndex = Annotated[int, Field(ge=0, le=10**6)]
 LayerName = Annotated[str, Field(max_length=200)]
 
 
+# strict: true is no step count, 1.5 no index, "5" no number (lax pydantic ran true as 1 step)
+REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
 class AttackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
     index: Index
     norm: Literal["linf", "l2"] = "linf"
     eps: Eps = DEFAULT_EPS
@@ -60,7 +64,7 @@ class AttackRequest(BaseModel):
 
 
 class EditRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST
     index: Index
     target: ClassIndex
     eps: Eps = DEFAULT_EPS
@@ -278,6 +282,7 @@ RULES = {  # pydantic's error types, said as the page says them: "steps must be 
     "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
     "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
     "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number", "float_type": "must be a number", "string_type": "must be text",
     "float_parsing": "must be a number", "finite_number": "must be a finite number",
     "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
     "missing": "is required", "string_too_long": "must be at most {max_length} characters",
