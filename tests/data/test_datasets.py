@@ -311,8 +311,8 @@ def test_a_folder_of_grey_and_colour_images_is_colour(tmp_path):
 
 def test_a_folder_no_paper_network_takes_says_which_arch_to_give(tmp_path):
     write_folder(tmp_path / "d", sizes=((28, 28),) * 2, mode="RGB")
-    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: no paper architecture takes images of shape "
-                                              r"3x28x28 \(they take mnist 1x28x28, svhn 3x32x32, celeba 3x64x64\); "
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: no architecture takes images of shape "
+                                              r"3x28x28 \(they take mnist 1x28x28, svhn 3x32x32, celeba 3x64x64, vgg 3x32x32\); "
                                               r"give `arch` to resize the images to its input, or `model` for your own"):
         data.default_arch(f"folder:{tmp_path / 'd'}")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from perceptreg.core.display import tqdm
 
 from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
+from perceptreg.core.display import tqdm
 
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial

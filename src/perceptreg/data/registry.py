@@ -84,7 +84,7 @@ def arch_for_shape(shape: tuple[int, int, int], where: str, remedy: str = "pass 
     arch = next((a for a, s in INPUT_SHAPES.items() if s == tuple(shape)), None)
     if arch is None:
         takes = ", ".join(f"{a} {'x'.join(map(str, s))}" for a, s in INPUT_SHAPES.items())
-        raise PerceptregError(f"{where}: no paper architecture takes images of shape {'x'.join(map(str, shape))} "
+        raise PerceptregError(f"{where}: no architecture takes images of shape {'x'.join(map(str, shape))} "
                               f"(they take {takes}); {remedy}")
     return arch
 

@@ -86,10 +86,13 @@ def _read(files: RunFiles, relative: str, pick: Callable[[dict], tuple[str, Verd
 
 def own_results(results: dict, files: RunFiles, run: str) -> dict:
     """The results of ``run`` in a file that holds those of several (the command's RUN and its
-    --compare): keyed by each run's path as the command was given it, inside the root."""
-    for key, value in results["runs"].items():
-        if (files.root / key).resolve() == (files.root / run).resolve():
-            return value
+    --compare): keyed by each run's path as the command was given it, inside the root; by the
+    folder's name when the root has been moved or copied since (absolute keys)."""
+    for same in (lambda key: (files.root / key).resolve() == (files.root / run).resolve(),
+                 lambda key: Path(key).name == Path(run).name):
+        found = [value for key, value in results["runs"].items() if same(key)]
+        if len(found) == 1:
+            return found[0]
     raise KeyError(f"no results of {run!r}")
 
 

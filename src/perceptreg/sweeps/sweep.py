@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from tqdm.auto import tqdm
 
 from perceptreg import data as datasets
 from perceptreg import figures, measures, runs
-from perceptreg.core import checkpoint, devices, models, schema
+from perceptreg.core import checkpoint, devices, display, models, schema
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import TrainConfig
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
 from perceptreg.sweeps import ray_engine, workers
@@ -167,7 +167,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, progre
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
-    return summary
+    return SweepSummary(summary)
 
 
 def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
@@ -219,22 +219,41 @@ def format_percent(row: dict, column: str = "test_accuracy") -> str:
     return f"{100 * row[column]:.1f} %{interval}"
 
 
-def sweep_table(summary: dict) -> str:
-    """The sweep's rows as a Markdown table, each value as mean ± 95 % interval over seeds."""
+def sweep_cells(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
+    """The sweep's rows as a header and rows of text, each value as mean ± 95 % interval over
+    seeds, and the notes under them (collapsed decoders, the raw-pixel probes)."""
     rows = summary["rows"]
     columns = measured_columns(rows)
-    header = "| lambda | seeds | " + " | ".join(column_name(c) for c in columns) + " |"
-    lines = [header, "|" + " --- |" * (len(columns) + 2)]
-    for row in rows:
-        cells = [format_cell(row, c) for c in columns]
-        lines.append(f"| {row['variant']} | {row['seeds']} | " + " | ".join(cells) + " |")
-    if collapse_note(rows):
-        lines += ["", collapse_note(rows)]
-    for _, _, key, kind in PROBE_KINDS:
-        if summary.get(key):
-            lines += ["", f"{kind} on the raw pixels (reference): " + ", ".join(
-                f"{name} {value:.3f}" for name, value in summary[key].items())]
+    header = ["lambda", "seeds"] + [column_name(c) for c in columns]
+    cells = [[row["variant"], str(row["seeds"])] + [format_cell(row, c) for c in columns] for row in rows]
+    notes = [collapse_note(rows)] if collapse_note(rows) else []
+    notes += [f"{kind} on the raw pixels (reference): " + ", ".join(f"{name} {value:.3f}" for name, value in
+                                                                    summary[key].items())
+              for _, _, key, kind in PROBE_KINDS if summary.get(key)]
+    return header, cells, notes
+
+
+def sweep_table(summary: dict) -> str:
+    """The sweep's rows as a Markdown table (``sweep_cells``), its notes underneath."""
+    header, cells, notes = sweep_cells(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+class SweepSummary(dict):
+    """A sweep's summary as sweep.json holds it (``run_sweep``): config, rows, per_seed; a
+    table in Jupyter."""
+
+    def __repr__(self) -> str:
+        variants = ", ".join(row["variant"] for row in self["rows"])
+        return f"SweepSummary({len(self['rows'])} rows: {variants}; {len(self['config']['seeds'])} seeds)"
+
+    def _repr_html_(self) -> str:
+        header, cells, notes = sweep_cells(self)
+        return display.html_table(header, cells, " ".join(notes))
 
 
 @torch.no_grad()

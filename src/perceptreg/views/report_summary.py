@@ -142,7 +142,8 @@ def _lambda(config: TrainConfig | AttachConfig) -> str:
 
 # --- configuration ------------------------------------------------------------------------------
 
-GROUPS = (("Model", ("arch", "model", "layers", "weights", "weights_sha256", "normalize")),
+GROUPS = (("Model", ("arch", "model", "z_dim", "decoder_width", "layers", "weights", "weights_sha256", "normalize",
+                     "source")),
           ("Objective", ("mode", "lam", "reduction", "classifier_from")),
           ("Data", ("dataset", "train_size", "eval_size", "data_root")),
           ("Optimization", ("epochs", "decoder_epochs", "batch_size", "decoder_batch_size", "lr", "betas",
@@ -152,7 +153,8 @@ LABELS = {"arch": "architecture", "model": "built by", "weights_sha256": "weight
           "reduction": "reconstruction error", "classifier_from": "F and C from", "train_size": "training images",
           "eval_size": "test images evaluated per epoch",
           "data_root": "data folder", "lr": "learning rate (Adam)", "betas": "Adam betas",
-          "init_output_bias": "D's output bias at the mean pixel", "compile": "torch.compile"}
+          "init_output_bias": "D's output bias at the mean pixel", "compile": "torch.compile",
+          "z_dim": "latent size", "decoder_width": "decoder width (times the paper's)", "source": "source copy"}
 
 
 def _shown(config, field: dataclasses.Field) -> bool:
@@ -162,12 +164,15 @@ def _shown(config, field: dataclasses.Field) -> bool:
                 or (isinstance(value, bool) and value == field.default)
                 or (field.name == "arch" and value == "custom")  # the "built by" row says it
                 or (field.name == "lam" and config.mode == "post-hoc")  # only the joint objective weighs it
-                or (field.name == "lr_drop_factor" and getattr(config, "lr_drop_epoch", None) is None))
+                or (field.name == "lr_drop_factor" and getattr(config, "lr_drop_epoch", None) is None)
+                or (field.name == "decoder_width" and value == 1))  # the paper's D: nothing to say
 
 
 def _value(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_value(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value(v)}" for k, v in value.items())
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
