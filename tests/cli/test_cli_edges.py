@@ -1,6 +1,7 @@
 """Values at the edge of the command line: seeds outside [0, 2^63) and counts that would
 not fit in memory are one Error line, before any work, never a traceback."""
 
+import json
 import re
 import shutil
 
@@ -109,3 +110,21 @@ def test_resume_refuses_a_metrics_file_holding_nan_before_it_writes(trained_run,
     assert result.exit_code == 1 and result.output == (f"Error: {run / 'metrics.jsonl'}: line 1 is not a metrics row "
                                                        f"(a number is {number}); the file is damaged\n")
     assert snapshot(run) == before  # config.json still says the run's epochs
+
+
+@pytest.mark.parametrize("arch, message", [
+    ("resnet", "setting arch: 'resnet' is no architecture (one of mnist, svhn, celeba, vgg, or custom)"),
+    ("svhn", "setting arch: 'svhn', but the model in "),  # an architecture, not this run's
+    (5, "setting arch: input should be a valid string (got 5)"),
+])
+@pytest.mark.parametrize("command", [["perceive", "{run}", "--n", "2"], ["train", "--resume", "--out", "{run}", "--quiet"],
+                                     ["attack", "{run}", "--steps", "1", "--pool", "2"]], ids=["perceive", "resume", "attack"])
+def test_a_config_with_another_arch_is_one_line_naming_it(trained_run, tmp_path, arch, message, command):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "arch": arch}))
+    before = snapshot(run)
+    result = CliRunner().invoke(main, [a.format(run=run) for a in command])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {run / 'config.json'}: {message}"), result.output
+    assert result.output.count("\n") == 1 and snapshot(run) == before

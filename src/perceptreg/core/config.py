@@ -227,6 +227,13 @@ def from_dict(cls, values, source: str):
         raise PerceptregError(f"{source}: setting {where}: {first['msg'].lower()}{got}; correct it, or train the "
                               f"run again") from None
     try:
-        return cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
+        config = cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
     except PerceptregError as err:  # a rule of the dataclass: it names the setting as `name`
         raise PerceptregError(f"{source}: {str(err).replace('`', '')}; correct it, or train the run again") from None
+    if cls is TrainConfig:
+        from perceptreg.core.models import ARCHITECTURES  # torch, only once a file is read
+
+        if config.arch not in (*ARCHITECTURES, "custom"):
+            raise PerceptregError(f"{source}: setting arch: {config.arch!r} is no architecture (one of "
+                                  f"{', '.join(ARCHITECTURES)}, or custom); correct it, or train the run again")
+    return config

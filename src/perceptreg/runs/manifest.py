@@ -16,7 +16,7 @@ from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.schema import load_model_file
 from perceptreg.data import digest_of
-from perceptreg.runs.files import MODEL, MODEL_META, STATE, STATE_META
+from perceptreg.runs.files import CONFIG, MODEL, MODEL_META, STATE, STATE_META
 
 DAMAGED = "the run's files are damaged: restore them, or train the run again"
 
@@ -79,6 +79,14 @@ def model_meta(run_dir: Path, state: dict | None) -> dict | None:
         return state["model"]
     path = Path(run_dir) / MODEL_META
     return load_model_file(path, ModelFile, DAMAGED) if path.exists() else None
+
+
+def check_arch(run_dir: Path, config_arch: str, meta: dict | None, recorded_in: str) -> None:
+    """config.json's arch is the one its model was built with (``meta``, read from
+    ``recorded_in``): else the config was damaged, and it is named."""
+    if meta is not None and meta.get("arch") is not None and meta["arch"] != config_arch:
+        raise CheckpointError(f"{Path(run_dir) / CONFIG}: setting arch: {config_arch!r}, but the model in "
+                              f"{recorded_in} is a {meta['arch']!r}; correct config.json, or train the run again")
 
 
 def verified(path: Path, expected: str | None, recorded_in: Path) -> Path:

@@ -192,6 +192,8 @@ def open_run(path: str | Path) -> TrainedRun | AttachedRun:
     config = files.read_config(path)
     state = manifest.read_state(path)
     meta = manifest.model_meta(path, state)
+    if isinstance(config, TrainConfig):
+        manifest.check_arch(path, config.arch, meta, files.MODEL_META)
     metrics = files.read_metrics(path) if (path / files.METRICS).exists() else []
     kind = AttachedRun if isinstance(config, AttachConfig) else TrainedRun
     return kind(path, config, state, meta, metrics)

@@ -61,6 +61,8 @@ def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
         raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")
+    if resume and done:
+        manifest.check_arch(run_dir, config.arch, manifest.read_state(run_dir).get("model"), STATE_META)
     if resume and done and (run_dir / METRICS).exists():  # a damaged metrics.jsonl (NaN) refused before any write
         with warnings.catch_warnings():  # a torn last line is said once, when the history is read
             warnings.simplefilter("ignore", RuntimeWarning)
