@@ -7,7 +7,7 @@
 On grey digits a pixel 3-NN reads classes well; on natural (RGB) images pixel distances say
 little about a class, so there the default judge is a CNN of another architecture and seed,
 trained on real images only: the dataset's standing judge (``standing_judge_dir``), made
-once with ``train_standing_judge`` (CLI: ``perceptreg train-judge``).
+once with ``perceptreg train-judge`` (``standing_judge_config``).
 """
 
 from __future__ import annotations
@@ -83,8 +83,6 @@ def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: tor
             "other": rate_of(~says_adversarial & ~says_true), "count": len(readings)}
 
 
-
-
 def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,
               device: str = "cpu") -> ModelJudge:
     """Another run's model as a judge of ``dataset``'s images: the same image shape and classes."""
@@ -125,11 +123,17 @@ def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[
     return judges or [KNNJudge(train_data, device=device)]
 
 
+def judge_progress(folder: Path) -> tuple[Run | None, int]:
+    """The judge run in ``folder`` and its completed epochs: (None, 0) before its first
+    checkpoint; it is finished once they reach ``run.config.total_epochs``."""
+    done = completed_epochs(folder) if folder.is_dir() else 0
+    return (open_run(folder) if done else None), done
+
+
 def _standing_judge(dataset: str) -> Run | None:
     """``dataset``'s standing judge if it is fully trained; else None, with a warning saying how to make it."""
     folder = standing_judge_dir(dataset)
-    done = completed_epochs(folder) if folder.is_dir() else 0
-    run = open_run(folder) if done else None
+    run, done = judge_progress(folder)
     if run is not None and done >= run.config.total_epochs:
         return run
     state = f"is trained up to epoch {done} of {run.config.total_epochs}" if run else "has not been made"

@@ -272,9 +272,9 @@ def train_judge(dataset, epochs, train_size, data_root, device, out, quiet):
                                "device": device}.items() if v is not None}
     config = judges.standing_judge_config(dataset, **given)
     out = out or judges.standing_judge_dir(dataset)
-    done = runs.completed_epochs(out) if Path(out).is_dir() else 0
-    if done and done >= runs.read_config(out).total_epochs:
-        accuracy = runs.read_metrics(out)[-1]["test_accuracy"]
+    judge, done = judges.judge_progress(Path(out))
+    if judge is not None and done >= judge.config.total_epochs:
+        accuracy = judge.metrics[-1]["test_accuracy"]
         click.echo(f"the judge in {out} is already trained ({done} epochs, test accuracy {accuracy:.2%})")
         return
     began = time.perf_counter()
