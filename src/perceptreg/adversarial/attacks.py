@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from perceptreg.core.display import tqdm
 
 from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 

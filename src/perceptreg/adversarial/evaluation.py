@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from perceptreg.core.display import tqdm
 
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
@@ -31,6 +30,7 @@ from perceptreg.adversarial.detection import (
 from perceptreg.adversarial.judges import judge_agreement
 from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
 from perceptreg.core import display
+from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import as_image_dataset, to_float
