@@ -191,6 +191,23 @@ def test_train_takes_a_model_from_a_file_and_every_command_rebuilds_it(tmp_path)
     assert result.exit_code == 1 and "must return a PerceptionNet" in result.output
 
 
+def test_a_run_of_train_model_keeps_its_source_and_opens_after_the_file_moved(tmp_path, monkeypatch):
+    made_in, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    made_in.mkdir(), elsewhere.mkdir()
+    (made_in / "mynet.py").write_text(Path(USER_NET).read_text())
+    monkeypatch.chdir(made_in)
+    result = CliRunner().invoke(main, ["train", "--model", "mynet.py:build_perception_net", "--train-size", "100",
+                                       "--epochs", "1", "--eval-size", "50", "--out", "runs/mlp", "--quiet"])
+    assert result.exit_code == 0, result.output
+    run_dir = made_in / "runs" / "mlp"
+    assert (run_dir / "source" / "mynet.py").read_text() == Path(USER_NET).read_text()
+    assert json.loads((run_dir / runs.CONFIG).read_text())["source"]["copy"] == "source/mynet.py"
+    (made_in / "mynet.py").rename(tmp_path / "moved.py")
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])  # a relative spec, its file gone
+    assert result.exit_code == 0 and "has moved or gone since the run was made" in result.output, result.output
+
+
 def test_the_explorer_serves_a_layer_and_offers_no_latent_walk(attached_run):
     from fastapi.testclient import TestClient
 

@@ -109,8 +109,7 @@ def _save_trained(result, run_dir, source, kwargs) -> TrainedRun:
         config = files.read_config(run_dir)
         if not isinstance(config, TrainConfig):
             raise PerceptregError(f"{run_dir} is not a run of `train`")
-        config = dataclasses.replace(config, arch="custom", model=spec,
-                                     source=sources.keep_source(spec, run_dir))
+        config = sources.with_source(dataclasses.replace(config, arch="custom", model=spec), run_dir)
         checkpoint.write_json(run_dir / files.CONFIG, config.to_dict())
     return open_run(run_dir)
 

@@ -1,13 +1,15 @@
 """The source of a run's model, kept in the run folder so that the run travels.
 
-A run of `attach` (or `train --model`) names a function in the user's code. The run keeps a
-copy of that function's file in RUN/source/ with its SHA-256 (and, for an importable name,
-the installed version of its distribution), recorded in config.json. Reopened anywhere,
-the model is rebuilt from the copy; a changed or moved original is said, not used.
+A run of `attach`, of `train --model`, or one saved by `save_run` names a function in the
+user's code. The run keeps a copy of that function's file in RUN/source/ with its SHA-256
+(and, for an importable name, the installed version of its distribution), recorded in
+config.json (``with_source``, what every writer of a run calls). Reopened anywhere, the
+model is rebuilt from the copy; a changed or moved original is said, not used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import warnings
@@ -20,6 +22,15 @@ from perceptreg.core.user_models import is_file_spec, load_factory
 from perceptreg.data import digest_of
 
 SOURCE_DIR = "source"
+
+
+def with_source(config, run_dir: Path):
+    """``config`` (a TrainConfig or AttachConfig) with its model's source kept in ``run_dir``
+    and recorded (``keep_source``); as it is when it names no code of the user's (a paper
+    architecture). Kept again when a run is resumed: the code that trains on is recorded."""
+    if config.model is None:
+        return config
+    return dataclasses.replace(config, source=keep_source(config.model, run_dir))
 
 
 def keep_source(spec: str, run_dir: Path) -> dict:

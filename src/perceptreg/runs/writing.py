@@ -5,7 +5,6 @@ rename), publishing the model, and what a resume reads back. Runs of `train` and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -46,7 +45,9 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
         warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
                       RuntimeWarning, stacklevel=3)
     settle(run_dir)
-    checkpoint.write_json(run_dir / CONFIG, config.to_dict())  # its metrics lines go in history_up_to
+    # with a copy of the model's source (train --model), so that the run opens from any folder;
+    # its metrics lines go in history_up_to
+    checkpoint.write_json(run_dir / CONFIG, sources.with_source(config, run_dir).to_dict())
 
 
 def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None:
@@ -56,7 +57,9 @@ def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None
         raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
     # Only the length of training, the device and what is evaluated may change on resume;
     # in post-hoc mode `epochs` is where the decoder phase begins, fixed once started.
-    free = frozenset({"decoder_epochs", "device", "eval_size"} | ({"epochs"} if config.mode == "joint" else set()))
+    # The source is what the run recorded of the model's file (runs.sources), not a setting.
+    free = frozenset({"decoder_epochs", "device", "eval_size", "source"}
+                     | ({"epochs"} if config.mode == "joint" else set()))
     claim(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
@@ -183,7 +186,7 @@ def prepare_attached(run_dir: Path, config: AttachConfig) -> AttachConfig:
     claim(run_dir, "attached")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS).unlink(missing_ok=True)
-    config = dataclasses.replace(config, source=sources.keep_source(config.model, run_dir))
+    config = sources.with_source(config, run_dir)
     checkpoint.write_json(run_dir / CONFIG, config.to_dict())
     return config
 
