@@ -9,7 +9,9 @@ decoders on 4 layers each. Prints, per model:
 - peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).
 
     python bench/attach_224.py [--model resnet50|vit_s16|both] [--batch 8] [--rounds 3] [--steps 2]
-    python bench/attach_224.py --device cuda        # bf16 autocast
+    python bench/attach_224.py --device cuda --dtype bf16     # under bf16 autocast
+
+Without CUDA, ``--device cuda`` is one Error line (exit 1).
 """
 
 from __future__ import annotations
@@ -47,15 +49,17 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def autocast(device: str):
-    return torch.autocast("cuda", torch.bfloat16) if device == "cuda" else contextlib.nullcontext()
+def autocast(device: str, dtype: str):
+    """bf16: torch's autocast on ``device`` (the model and the decoders stay float32, their
+    matrix products and convolutions run in bf16); fp32: nothing."""
+    return torch.autocast(device, torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
-def fit_step(seen, batch, layers, device) -> float:
+def fit_step(seen, batch, layers, device, dtype) -> float:
     """Seconds of one fitting step of ``layers``' decoders on ``batch`` (one call, one batch)."""
     synchronize(device)
     began = time.perf_counter()
-    with autocast(device):
+    with autocast(device, dtype):
         fit_decoders(seen, batch, epochs=1, batch_size=len(batch), layers=layers, device=device, progress=False)
     synchronize(device)
     return time.perf_counter() - began
@@ -68,18 +72,19 @@ def bench(name: str, args) -> None:
     images = torch.randint(0, 256, (args.batch, *SHAPE), dtype=torch.uint8)
     batch = TensorDataset(images, torch.randint(0, 10, (args.batch,)))
     sizes = {d["layer"]: d["decoder_parameters"] for d in seen.describe()}
-    print(f"{name}: {args.batch} images of {SHAPE} on {args.device}"
-          f"{' (bf16 autocast)' if args.device == 'cuda' else f', {torch.get_num_threads()} threads'}")
+    print(f"{name}: {args.batch} images of {SHAPE} on {args.device}, {args.dtype}"
+          f"{' autocast' if args.dtype == 'bf16' else ''}"
+          f"{f', {torch.get_num_threads()} threads' if args.device == 'cpu' else ''}")
     for d in seen.describe():
         print(f"  {d['layer']:<10} activation {'x'.join(map(str, d['activation_shape'])):>12}, "
               f"decoder {sizes[d['layer']] / 1e6:5.2f}M parameters")
 
     runs = {"4 layers, one pass": layers, **{f"{layer} alone": [layer] for layer in layers}}
     times: dict[str, list[float]] = {run: [] for run in runs}
-    fit_step(seen, batch, layers, args.device)  # warm-up
+    fit_step(seen, batch, layers, args.device, args.dtype)  # warm-up
     for _ in range(args.rounds):
         for run, chosen in runs.items():  # interleaved, round by round
-            times[run].append(fit_step(seen, batch, chosen, args.device))
+            times[run].append(fit_step(seen, batch, chosen, args.device, args.dtype))
     print(f"  one fitting step, median (min-max) seconds over {args.rounds} rounds, images/s:")
     for run, values in times.items():
         middle = statistics.median(values)
@@ -93,7 +98,7 @@ def bench(name: str, args) -> None:
     y = batch.tensors[1].to(args.device)
     synchronize(args.device)
     began = time.perf_counter()
-    with autocast(args.device):
+    with autocast(args.device, args.dtype):
         adversarial = PGD(seen, eps=8 / 255, steps=args.steps)(x, y)
     synchronize(args.device)
     seconds = time.perf_counter() - began
@@ -102,7 +107,7 @@ def bench(name: str, args) -> None:
     for layer in layers:
         synchronize(args.device)
         began = time.perf_counter()
-        with autocast(args.device):
+        with autocast(args.device, args.dtype):
             evaluate_attack(seen.at(layer), None, batch, device=args.device, adversarial=adversarial, eps=8 / 255)
         synchronize(args.device)
         seconds = time.perf_counter() - began
@@ -118,9 +123,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="PGD steps of the attack")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: run fitting, attack and evaluation under torch.autocast in bfloat16")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device here; run on CPU (the default)")
+        sys.exit("Error: --device cuda: this machine has no CUDA device (torch.cuda.is_available() is False); "
+                 "leave out --device to run on the CPU")
     for name in MODELS if args.model == "both" else [args.model]:
         bench(name, args)
 
