@@ -9,6 +9,7 @@ from perceptreg.core.decoders import (
     TokensToGrid,
     build_decoder,
     parameter_count_of,
+    pixels_per_position,
     seeded_decoder,
     token_grid,
     width_for_budget,
@@ -65,13 +66,15 @@ def test_activations_that_cannot_be_decoded_are_named(shape, match):
         seeded_decoder("blocks.1", shape, (1, 28, 28), seed=0)
 
 
-@pytest.mark.parametrize("shape", [(16, 14, 14), (32, 7, 7), (64,), (197, 384)])
-def test_a_budget_gives_the_widest_decoder_that_fits(shape):
+@pytest.mark.parametrize("shape, image", [((16, 14, 14), (1, 28, 28)), ((32, 7, 7), (1, 28, 28)), ((64,), (1, 28, 28)),
+                                          ((197, 384), (1, 28, 28)), ((256, 56, 56), IMAGE_224), ((197, 384), IMAGE_224)])
+def test_a_budget_gives_the_widest_decoder_that_fits(shape, image):
     budget = 200_000
-    width = width_for_budget("x", shape, (1, 28, 28), budget)
-    assert parameter_count_of(shape, (1, 28, 28), width) <= budget < parameter_count_of(shape, (1, 28, 28), width + 1)
-    built = seeded_decoder("x", shape, (1, 28, 28), seed=0, budget=budget)
-    assert parameter_count(built) == parameter_count_of(shape, (1, 28, 28), width)
+    width = width_for_budget("x", shape, image, budget)
+    assert parameter_count_of(shape, image, width) <= budget < parameter_count_of(shape, image, width + 1)
+    built = seeded_decoder("x", shape, image, seed=0, budget=budget)
+    assert parameter_count(built) == parameter_count_of(shape, image, width)
+    assert built(torch.rand(1, *shape)).shape == (1, *image)
 
 
 def test_layers_under_one_budget_differ_little_in_size():
@@ -91,3 +94,33 @@ def test_a_budget_too_small_is_named():
 def test_counting_allocates_nothing():
     assert parameter_count_of((2048,), IMAGE_224) == parameter_count(build_decoder((2048,), IMAGE_224))
     assert isinstance(build_decoder((2048,), IMAGE_224)[0], nn.Linear)
+
+
+@pytest.mark.parametrize("side, image, expected", [
+    (56, IMAGE_224, 4), (14, IMAGE_224, 4), (7, IMAGE_224, 4), (0, IMAGE_224, 4),  # decoded at 56 x 56
+    (112, IMAGE_224, 2),  # not below the activation's own 112 x 112
+    (14, (3, 64, 64), 1), (7, (1, 28, 28), 1),  # up to 64 px: at full size, as before
+    (0, (3, 100, 100), 2), (0, (3, 225, 225), 1), (0, (3, 224, 96), 4)])  # 2 divides 100, nothing 225; the longer side counts
+def test_large_images_are_decoded_at_a_fraction_of_their_size(side, image, expected):
+    assert pixels_per_position(side, image) == expected
+
+
+def test_up_to_64_px_the_decoders_are_as_before():
+    decoder = build_decoder((512, 4, 4), (3, 64, 64))  # the first transposed convolution takes all 512 channels
+    assert [type(m).__name__ for m in decoder] == ["ConvTranspose2d", "ReLU"] * 4 + ["Conv2d", "Sigmoid"]
+    assert (decoder[0].in_channels, decoder[0].out_channels, decoder[-2].out_channels) == (512, 128, 3)
+
+
+@pytest.mark.parametrize("name, shape", [*RESNET50.items(), *VIT_S16.items()])
+def test_at_224_no_layer_runs_at_full_resolution(name, shape):
+    decoder = build_decoder(shape, IMAGE_224)
+    sides = []
+    for module in decoder:
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.register_forward_hook(lambda m, i, out: sides.append((out.shape[-1], m.in_channels)))
+    assert decoder(torch.rand(1, *shape)).shape == (1, *IMAGE_224)
+    # at most 64 px (a 1x1 map doubles to 64, then is resized to 56); the pixel shuffle lays
+    # out 4 x 4 pixels per position
+    assert max(side for side, _ in sides) <= 64 and sides[-1][0] == 56
+    assert max(channels for _, channels in sides[1:]) <= 128  # past a 1x1 convolution, at most MAX_WIDTH wide
+    assert isinstance(decoder[-2], nn.PixelShuffle) and decoder[-3].out_channels == 3 * 4 * 4

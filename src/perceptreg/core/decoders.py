@@ -16,6 +16,13 @@ image's resolution (only its number of doublings does, by one per factor of two)
   g x g grid (N - g*g extra tokens in front, a class token or registers, are dropped), put
   back onto their grid as a (D, g, g) feature map.
 
+Images larger than 64 px are decoded late: the doublings stop at (H/s, W/s), and the last
+3x3 convolution makes s x s pixels per position, laid out by a pixel shuffle (a sub-pixel
+convolution, Shi et al. 2016), with a map of more than MAX_WIDTH channels first taken to
+MAX_WIDTH by a 1x1 convolution. The wide layers never run at full resolution, where they
+cost as much as the frozen model's forward (a ResNet-50 at 224 px: bench/attach_224.py).
+Images up to 64 px (every dataset of the paper) get the same decoders as before.
+
 Every decoder ends in a sigmoid. ``width`` sets the channel widths; ``width_for_budget``
 finds the width that gives a decoder a parameter budget, so that layers compare fairly.
 """
@@ -38,6 +45,8 @@ MIN_WIDTH, MAX_WIDTH = 16, 128
 # for large images, where a linear layer to a H/4 map would hold D * 64 * H*W/16 weights.
 FLAT_WIDTH = 64
 MAX_SEED = 8
+# Images larger than this (per side) are decoded at 1/s of their size, s a power of two (``pixels_per_position``).
+MAX_DECODE_SIDE = 64
 # Token sequences: at most this many extra tokens (a class token, registers) before the patches.
 MAX_EXTRA_TOKENS = 16
 
@@ -80,6 +89,20 @@ class TokensToGrid(nn.Module):
         return f"extra={self.extra}, side={self.side}"
 
 
+def pixels_per_position(activation_side: int, input_shape: tuple[int, int, int]) -> int:
+    """s, the side of the block of pixels the decoder's last layer makes per position: the
+    decoder works at (H/s, W/s). It doubles (a power of two that divides H and W) while the
+    working size is above MAX_DECODE_SIDE and would not fall below the activation's own side
+    (``activation_side``: 0 for a vector), so that nothing is thrown away by shrinking; 1 for
+    images up to MAX_DECODE_SIDE, and for sizes no power of two divides."""
+    _, height, width = input_shape
+    s = 1
+    while (max(height, width) // s > MAX_DECODE_SIDE and max(height, width) // (2 * s) >= activation_side
+           and height % (2 * s) == 0 and width % (2 * s) == 0):
+        s *= 2
+    return s
+
+
 def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int, int],
                   width: int | None = None) -> nn.Sequential:
     """A decoder from activations of ``activation_shape`` (no batch dim) to images of
@@ -96,6 +119,7 @@ def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int
         c = width or FLAT_WIDTH
         h, w = min(math.ceil(height / 4), MAX_SEED), min(math.ceil(width_px / 4), MAX_SEED)
         layers += [nn.Linear(activation_shape[0], c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))]
+        s = pixels_per_position(0, input_shape)
     else:
         if kind == "tokens":
             extra, side = token_grid(activation_shape[0])
@@ -103,19 +127,26 @@ def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int
             layers.append(TokensToGrid(extra, side))  # (B, D, g, g)
         else:
             c, h, w = activation_shape
+        s = pixels_per_position(max(h, w), input_shape)
+        if width is None and s > 1 and c > MAX_WIDTH:
+            width = MAX_WIDTH  # the same widths after it as the default rule's
         if width is not None:
             layers += [nn.Conv2d(c, width, 1), nn.ReLU()]  # (B, width, h, w)
             c = width
-    while h < height or w < width_px:
+    work_h, work_w = height // s, width_px // s
+    while h < work_h or w < work_w:
         out = min(max(c // 2, MIN_WIDTH), MAX_WIDTH) if width is None else max(c // 2, min(MIN_WIDTH, width))
         layers += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.ReLU()]  # (B, out, 2h, 2w)
         c, h, w = out, 2 * h, 2 * w
-    if (h, w) != (height, width_px):
+    if (h, w) != (work_h, work_w):
         # Sizes that are no power-of-two multiple of h, w (5x5 -> 28x28): the doublings
         # overshoot (40x40), or a map larger than the image shrinks: a bilinear resize
-        # brings it to exactly H x W.
-        layers.append(nn.Upsample(size=(height, width_px), mode="bilinear", align_corners=False))
-    layers += [nn.Conv2d(c, channels, 3, padding=1), nn.Sigmoid()]  # (B, channels, H, W)
+        # brings it to exactly H/s x W/s.
+        layers.append(nn.Upsample(size=(work_h, work_w), mode="bilinear", align_corners=False))
+    layers.append(nn.Conv2d(c, channels * s * s, 3, padding=1))  # (B, channels * s * s, H/s, W/s)
+    if s > 1:
+        layers.append(nn.PixelShuffle(s))  # each position's s*s*channels values -> its s x s block of pixels
+    layers.append(nn.Sigmoid())  # (B, channels, H, W)
     return nn.Sequential(*layers)
 
 
