@@ -123,4 +123,5 @@ def test_at_224_no_layer_runs_at_full_resolution(name, shape):
     # out 4 x 4 pixels per position
     assert max(side for side, _ in sides) <= 64 and sides[-1][0] == 56
     assert max(channels for _, channels in sides[1:]) <= 128  # past a 1x1 convolution, at most MAX_WIDTH wide
+    assert sides[-1][1] <= 64  # and the last convolution, at 56 x 56, takes at most 64 channels
     assert isinstance(decoder[-2], nn.PixelShuffle) and decoder[-3].out_channels == 3 * 4 * 4

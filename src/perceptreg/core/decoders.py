@@ -18,8 +18,8 @@ image's resolution (only its number of doublings does, by one per factor of two)
 
 Images larger than 64 px are decoded late: the doublings stop at (H/s, W/s), and the last
 3x3 convolution makes s x s pixels per position, laid out by a pixel shuffle (a sub-pixel
-convolution, Shi et al. 2016), with a map of more than MAX_WIDTH channels first taken to
-MAX_WIDTH by a 1x1 convolution. The wide layers never run at full resolution, where they
+convolution, Shi et al. 2016), with a wide map first taken to MAX_WIDTH channels by a 1x1
+convolution (MAX_WIDTH / 2 for a map already at the working size). The wide layers never run at full resolution, where they
 cost as much as the frozen model's forward (a ResNet-50 at 224 px: bench/attach_224.py).
 Images up to 64 px (every dataset of the paper) get the same decoders as before.
 
@@ -128,8 +128,12 @@ def build_decoder(activation_shape: tuple[int, ...], input_shape: tuple[int, int
         else:
             c, h, w = activation_shape
         s = pixels_per_position(max(h, w), input_shape)
-        if width is None and s > 1 and c > MAX_WIDTH:
-            width = MAX_WIDTH  # the same widths after it as the default rule's
+        # A wide map goes to MAX_WIDTH first (the default rule's widths after it), one already
+        # at the working size to the half a doubling would bring there: the last convolution,
+        # which makes the s x s pixels, costs 27 * H * W multiply-adds per channel it takes.
+        narrowed = MAX_WIDTH if h < height // s else MAX_WIDTH // 2
+        if width is None and s > 1 and c > narrowed:
+            width = narrowed
         if width is not None:
             layers += [nn.Conv2d(c, width, 1), nn.ReLU()]  # (B, width, h, w)
             c = width
