@@ -5,7 +5,9 @@ decoders on 4 layers each. Prints, per model:
   layers in one pass, in interleaved rounds (this machine's speed drifts): images/s per layer,
   the median (min-max) seconds, and the one pass as a multiple of one layer alone;
 - the attack (PGD on the model, ``--steps``) and the per-layer attack evaluation
-  (``evaluate_attack`` through each layer's perception of the same adversarial images): images/s;
+  (``evaluate_attack`` through each layer's perception of the same adversarial images, each
+  alone, then all 4 as attach measures them, ``evaluate_layers_under_attack``, which runs
+  H's own baselines once): images/s;
 - peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).
 
     python bench/attach_224.py [--model resnet50|vit_s16|both] [--batch 8] [--rounds 3] [--steps 2]
@@ -31,9 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_224 import resnet50, vit_s16  # noqa: E402
 
 from perceptreg.adversarial.attacks import PGD  # noqa: E402
-from perceptreg.adversarial.evaluation import evaluate_attack  # noqa: E402
+from perceptreg.adversarial.evaluation import evaluate_attack, evaluate_layers_under_attack  # noqa: E402
+from perceptreg.adversarial.judges import KNNJudge  # noqa: E402
 from perceptreg.attaching.fitting import fit_decoders  # noqa: E402
 from perceptreg.core.attached import attach  # noqa: E402
+from perceptreg.data import as_image_dataset  # noqa: E402
 
 MODELS = {"resnet50": (resnet50, ["layer1", "layer2", "layer3", "layer4"]),
           "vit_s16": (vit_s16, ["blocks.2", "blocks.5", "blocks.8", "blocks.11"])}
@@ -112,6 +116,15 @@ def bench(name: str, args) -> None:
         synchronize(args.device)
         seconds = time.perf_counter() - began
         print(f"  attack evaluation through {layer:<10} {seconds:6.2f}s, {args.batch / seconds:7.1f} images/s")
+    synchronize(args.device)
+    began = time.perf_counter()
+    with autocast(args.device, args.dtype):  # the same adversarial images, handed over as the attack's
+        evaluate_layers_under_attack(seen, lambda *_: adversarial, batch, KNNJudge(as_image_dataset(batch)),
+                                     device=args.device)
+    synchronize(args.device)
+    seconds = time.perf_counter() - began
+    print(f"  attack evaluation through all {len(layers)} layers (as attach does) {seconds:6.2f}s, "
+          f"{args.batch * len(layers) / seconds:7.1f} images/s per layer")
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if args.device == "cuda" else ""
     print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB{gpu}")
 

@@ -249,3 +249,18 @@ def test_each_layer_is_read_through_its_own_decoder(digits):
         assert row["detector_roc_auc"] == pytest.approx(want["detector_roc_auc"])
         assert row["x_adv_read"]["true_label"] == want["x_adv_read"]  # x_adv itself, the same for every layer
         assert row["p_adv_read"]["adversarial_label"]["rate"] == row["p_adv_read_as_adversarial"]
+
+
+def test_layers_under_attack_run_the_model_twice_per_layer(digits):
+    # P(x) and P(x_adv) through each layer, and nothing else: the baselines' 9 forwards of H
+    # are in no row of the layers' table
+    from user_net import build
+
+    torch.manual_seed(0)
+    seen = attach(build(), ["stem", "block1", "fc1"], (1, 28, 28))
+    data = digits[1].subset(torch.arange(40))
+    adversarial = to_float(data.images).flip(-1)  # any images in [0, 1], handed over as the attack's
+    forwards = []
+    seen.model.register_forward_hook(lambda *_: forwards.append(1))
+    rows, _ = evaluate_layers_under_attack(seen, lambda images, labels: adversarial, data, Brightness())
+    assert [row["name"] for row in rows] == ["stem", "block1", "fc1"] and len(forwards) == 2 * 3

@@ -147,6 +147,14 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
     ``adversarial``: the images already attacked, to measure the same attack through another
     perception of the same H (the layers of an attached model).
     """
+    return _evaluate(model, attack, data, judges, targets, batch_size, device, adversarial, held_out_scores, fprs,
+                     eps, norm, baselines=True)
+
+
+def _evaluate(model: PerceptionNet, attack, data, judges, targets, batch_size, device, adversarial, held_out_scores,
+              fprs, eps, norm, baselines: bool) -> AttackEvaluation:
+    """``evaluate_attack``; ``baselines`` False: the detector's AUC without its baselines (9
+    forwards of H, and P on the shuffled perturbations), where nothing reads them."""
     data = as_image_dataset(data, "data")
     with evaluating(model):
         images = to_float(data.images).to(device)
@@ -169,7 +177,7 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
                               clean_pred, clean_conf, adv_pred, adv_conf, success, held_out_scores=held_out_scores)
     n_success = int(success.sum())
     with evaluating(model):  # the baselines run H and P again
-        detector = _detector_summary(model, result, batch_size)
+        detector = _detector_summary(model, result, batch_size, baselines)
     result.summary = {
         "images": len(images),
         "clean_accuracy": rate_of(correct),
@@ -202,9 +210,22 @@ def _auroc(negative: torch.Tensor, positive: torch.Tensor) -> dict:
     return {"auroc": roc_auc(negative, positive), "auroc_interval": roc_auc_interval(negative, positive)}
 
 
-def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
-    """The detector's ROC AUC, and the AUCs of ``BASELINES`` on the same clean and
-    successfully attacked images."""
+def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size: int, baselines: bool) -> dict:
+    """The detector's ROC AUC, and with ``baselines`` the AUCs of ``BASELINES`` on the same
+    clean and successfully attacked images."""
+    scores_clean, scores_adv = result.detector_scores()
+    n_success = len(scores_adv)
+    summary = {
+        "score": "||x - P(x)||^2", **_auroc(scores_clean, scores_adv),
+        "clean_images": len(scores_clean), "adversarial_images": n_success,
+        "mean_score_clean": scores_clean.mean().item(),
+        "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
+    }
+    return {**summary, "baselines": _baselines(model, result, batch_size)} if baselines else summary
+
+
+def _baselines(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
+    """The AUCs of ``BASELINES`` on the detector's clean and successfully attacked images."""
     scores_clean, scores_adv = result.detector_scores()
     success = result.success
     clean, attacked = result.images, result.adversarial[success]
@@ -228,13 +249,7 @@ def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size
         H_correct=rate_of(shuffled_pred == result.labels[success]),
         mean_l2=l2_shuffled.mean().item() if n_success else float("nan"),
         mean_l2_attack=l2.mean().item() if n_success else float("nan"))
-    return {
-        "score": "||x - P(x)||^2", **_auroc(scores_clean, scores_adv),
-        "clean_images": len(scores_clean), "adversarial_images": n_success,
-        "mean_score_clean": scores_clean.mean().item(),
-        "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
-        "baselines": baselines,
-    }
+    return baselines
 
 
 def compare_paired(first: AttackEvaluation, second: AttackEvaluation, fprs: Sequence[float] = DEFAULT_FPRS) -> dict:
@@ -290,8 +305,9 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
     rows, adversarial, data = [], None, as_image_dataset(data, "data")
     for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
                       leave=False):
-        evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
-                                     adversarial=adversarial)
+        # The rows hold no baseline: each layer runs the model twice, for P(x) and P(x_adv).
+        evaluation = _evaluate(seen.at(layer), attack, data, [judge], targets, 500, device, adversarial, None,
+                               DEFAULT_FPRS, None, None, baselines=False)
         adversarial = evaluation.adversarial
         s = evaluation.summary
         judged = s["judges"][judge.name]
