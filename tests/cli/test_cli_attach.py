@@ -72,9 +72,25 @@ def test_other_commands_take_an_attach_run_and_a_layer(attached_run, tmp_path):
     assert result.exit_code == 0 and (tmp_path / "p.png").exists(), result.output
     result = runner.invoke(main, ["evaluate-attack", str(out), "--layer", "stem", "--images", "20", "--steps", "3"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / runs.ATTACK_METRICS).read_text())["runs"][str(out)]["images"] == 20
-    result = runner.invoke(main, ["report", str(out)])
-    assert result.exit_code == 0 and "P(x_adv) read as adversarial" in (out / runs.REPORT).read_text()
+    # every output names its layer (runs.for_layer), as perceive's perception_LAYER.png does
+    written = json.loads((out / "attack_metrics_stem.json").read_text())
+    assert written["runs"][str(out)]["images"] == 20 and written["settings"]["layer"] == "stem"
+    assert (out / "attack_roc_stem.png").exists() and f"ROC curve: {out / 'attack_roc_stem.png'}" in result.output
+    result = runner.invoke(main, ["attack", str(out), "--layer", "block2", "--pool", "10", "--steps", "2", "--n", "2"])
+    assert result.exit_code == 0 and str(out / "attack_block2.png") in result.output, result.output
+    result = runner.invoke(main, ["attack", str(out), "--from-noise", "--n", "1", "--steps", "2"])  # the deepest
+    assert result.exit_code == 0 and (out / "attack_from_noise_fc1.png").exists(), result.output
+    assert (out / "noise_metrics_fc1.json").exists()
+    assert not {runs.ATTACK, runs.ATTACK_ROC, runs.ATTACK_METRICS, runs.ATTACK_FROM_NOISE} & set(
+        p.name for p in out.iterdir())
+    result = runner.invoke(main, ["report", str(out)])  # the deepest layer's attacks: none yet
+    page = (out / runs.REPORT).read_text()
+    assert result.exit_code == 0 and "P(x_adv) read as adversarial" in page
+    assert f"perceptreg evaluate-attack {out} --layer fc1" in page
+    result = runner.invoke(main, ["report", str(out), "--layer", "stem"])
+    page = (out / "report_stem.html").read_text()
+    assert result.exit_code == 0 and "Adversarial perception at layer stem" in page and "layer stem" in page
+    assert "No attack measurements" not in page and f"perceptreg attack {out} --layer stem" in page
     model = runs.open_run(out).model(layer="block1")
     assert model.latent_shape == (16, 14, 14) and model.perceive(torch.rand(2, 1, 28, 28)).shape == (2, 1, 28, 28)
     result = runner.invoke(main, ["interpolate", str(out), "--target", "3"])

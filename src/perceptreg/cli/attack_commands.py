@@ -79,7 +79,8 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
               help="Test images attacked to find failure cases among.")
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
 @click.option("--out", type=OutPath(dir_okay=False),
-              help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}]")
+              help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}; of an attach run "
+                   f"named after the layer, e.g. {runs.for_layer(runs.ATTACK, 'fc1')}]")
 @layer_option
 def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
@@ -99,6 +100,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     from perceptreg.core.devices import check_memory
     from perceptreg.measures import format_rate
 
+    named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
+    at_layer = f" at layer {named}" if named else ""
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
@@ -113,23 +116,24 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
-        write_json(run.path / runs.NOISE_METRICS, {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+        write_json(run.path / runs.for_layer(runs.NOISE_METRICS, named), {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
                                               "noise_images": len(classes), "judge": judge.name, "reached": reached})
-        click.echo(f"noise attacked toward each class, with the perceptions: "
-                   f"{figures.save_png(picture, out or run.path / runs.ATTACK_FROM_NOISE)}")
+        click.echo(f"noise attacked toward each class, with the perceptions{at_layer}: "
+                   f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
         return
     evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
     classes = run.data()[1].classes
     failures = evaluation.failures()
     shown = torch.arange(min(n, len(evaluation.labels)))
     panels = [figures.attack_grid(evaluation, shown, classes, f"PGD {settings.norm} eps={settings.eps}, "
-                                  f"{settings.steps} steps: x, x_adv, P(x), P(x_adv) of {len(shown)} test images")]
+                                  f"{settings.steps} steps: x, x_adv, P(x), P(x_adv){at_layer} of {len(shown)} "
+                                  f"test images")]
     if len(failures):
         panels.append(figures.attack_grid(
             evaluation, failures[:n], classes, f"Failure cases: H fooled, but the {next(iter(evaluation.judge_readings))} judge reads P(x_adv) as the "
             f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
             f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
-    path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.ATTACK)
+    path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.for_layer(runs.ATTACK, named))
     click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
                f"images, {min(n, len(failures))} failure cases shown: {path}")
 
@@ -187,7 +191,8 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     how well ||x - P(x)||^2 detects adversarial inputs (ROC AUC, and the share of attacks that
     succeed undetected at fixed false-positive rates, thresholds set on held-out clean test
     images), beside a model-free pixel statistic and the same perturbations shuffled.
-    Writes RUN/attack_metrics.json and RUN/attack_roc.png.
+    Writes RUN/attack_metrics.json and RUN/attack_roc.png (of an attach run, named after the
+    layer: attack_metrics_LAYER.json, attack_roc_LAYER.png).
 
     Example: perceptreg evaluate-attack runs/demo --adaptive-search 0,0.01,0.1,1,10 --restarts 2 --compare runs/post-hoc
     """
@@ -205,7 +210,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     fprs = check_fprs(parse_list(fprs, float, "fpr", "0.01,0.05"))
     curves = {"curve_eps": parse_list(curve_eps, float, "curve_eps", "0.1,0.2,0.3") if curve_eps else (),
               "curve_steps": parse_list(curve_steps, int, "curve_steps", "10,30,100") if curve_steps else ()}
-    summaries, evaluations = {}, []
+    summaries, evaluations, written_rocs = {}, [], []
     judges = [runs.open_run(path) for path in judge_runs]
     for current in [run] + ([runs.open_run(compare)] if compare else []):
         evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
@@ -214,23 +219,28 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
                                   attack_options=parse_attack_args(attack_args), **curves)
         summaries[str(current.path)] = evaluation.summary
         evaluations.append(evaluation)
+        named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
         fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
+        written_rocs.append(current.path / runs.for_layer(runs.ATTACK_ROC, named))
         plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
-                         f"||x - P(x)||^2 detector, {current.path.name}", current.path / runs.ATTACK_ROC)
+                         f"||x - P(x)||^2 detector, {current.path.name}{f', layer {named}' if named else ''}",
+                         written_rocs[-1])
         for name, curve in evaluation.summary.get("convergence", {}).items():
             plots.line_plot(curve["values"], {f"{'search' if search else attack_spec} against {name}": {
                 "success": [r["rate"] for r in curve["success"]],
                 **{f"undetected, {k}": [r["rate"] for r in v] for k, v in curve["undetected"].items()}}},
-                current.path / runs.ATTACK_CONVERGENCE.format(name), xlabel=name, ylabel="share of eligible images",
+                current.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named), xlabel=name,
+                ylabel="share of eligible images",
                 ylim=(-0.02, 1.02))
     written = {"attack": "PGD" if attack_spec == OURS else attack_spec, **dataclasses.asdict(settings),
                "alpha": settings.step_size, "target": target, "images": len(evaluations[0].labels),
-               "held_out": evaluation.summary["detector"].get("held_out_images", 0), "fprs": list(fprs)}
+               "held_out": evaluation.summary["detector"].get("held_out_images", 0), "fprs": list(fprs),
+               "layer": run.output_layer(layer)}
     if attack_spec != OURS:
         written["attack_options"] = parse_attack_args(attack_args)
     comparison = compare_paired(*evaluations, fprs) if compare else None
-    write_json(run.path / runs.ATTACK_METRICS, {"settings": written, "runs": summaries,
-                                                **({"paired": comparison} if comparison else {})})
+    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
+    write_json(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
     click.echo(attack_table(summaries))
     for name, summary in summaries.items():
         rows = summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else [])
@@ -239,8 +249,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
                        f"search: the C&W margin, best of the betas per image):\n" + adaptive_table(rows))
     if comparison:
         click.echo("\n" + paired_table(comparison, tuple(summaries)))
-    click.echo(f"written: {run.path / runs.ATTACK_METRICS}, ROC curve: "
-               + ", ".join(str(Path(r) / runs.ATTACK_ROC) for r in summaries))
+    click.echo(f"written: {metrics}, ROC curve: " + ", ".join(map(str, written_rocs)))
 
 
 # --- latent directions ----------------------------------------------------------------------------

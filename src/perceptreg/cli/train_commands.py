@@ -146,7 +146,7 @@ def perceive(run, n, out, device, layer):
 
     model = run.model(device, layer)
     test = run.data()[1]
-    named = runs.for_layer(runs.PERCEPTION, model.layer if run.kind == "attached" else None)
+    named = runs.for_layer(runs.PERCEPTION, run.output_layer(layer))
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device), out or run.path / named)
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
 

@@ -78,6 +78,12 @@ class Run:
             self._data = datasets.load_dataset(self.config.dataset, self.config.data_root, shape)
         return self._data
 
+    def output_layer(self, layer: str | None = None) -> str | None:
+        """The layer that a command's output files (``files.for_layer``) and figure titles
+        name, given its ``--layer``: of a run of `attach`, ``layer`` or the deepest; of a run
+        of `train` None (its one latent z)."""
+        return None
+
     def has(self, name: str) -> bool:
         """Whether the run folder holds the file ``name`` (one of ``runs.files``' names)."""
         return (self.path / name).exists()
@@ -175,6 +181,9 @@ class AttachedRun(Run):
         checkpoint.load_weights(seen, tensors, path)
         seen.decoders_fitted()
         return seen.to(device).eval()
+
+    def output_layer(self, layer: str | None = None) -> str | None:
+        return layer or self.layers[-1]
 
     def model(self, device: torch.device | str = "cpu", layer: str | None = None):
         """The user's model seen through ``layer`` (default: the deepest)."""

@@ -30,9 +30,9 @@ def _reads(name: str, command: str):
     section reads (damaged, or from another version) is one error naming it, not a traceback."""
     def wrap(render):
         @functools.wraps(render)
-        def checked(target: Run | Path) -> str:
+        def checked(target: Run | Path, **options) -> str:
             try:
-                return render(target)
+                return render(target, **options)
             except PerceptregError:  # it names its own file (a damaged PNG is not the results file's fault)
                 raise
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
@@ -70,10 +70,15 @@ def _perception(run: Run) -> str:
 
 
 @_reads(runs.ATTACK_METRICS, "evaluate-attack")
-def _attacks(run: Run) -> str:
+def _attacks(run: Run, layer: str | None = None) -> str:
+    """What `attack` and `evaluate-attack` wrote; of an attach run, their files of ``layer``
+    (default the deepest), named as they name them (``Run.output_layer``)."""
+    named = run.output_layer(layer)
+    option = f" --layer {named}" if named else ""
+    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, named)
     parts = []
-    if (run.path / runs.ATTACK_METRICS).exists():
-        written = checkpoint.read_json(run.path / runs.ATTACK_METRICS)
+    if metrics.exists():
+        written = checkpoint.read_json(metrics)
         settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
         names = [Path(name).name for name in written["runs"]]
         rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
@@ -82,17 +87,19 @@ def _attacks(run: Run) -> str:
         parts += [_adaptive(name, summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else []))
                   for name, summary in written["runs"].items() if "adaptive" in summary or "adaptive_search" in summary]
     else:
-        parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run.path}"))
+        parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run.path}{option}"))
     for name, heading, what, command in (
             (runs.ATTACK, "", "attack figure", "attack"),
             (runs.ATTACK_ROC, "The ||x - P(x)||^2 detector", "detector ROC curve", "evaluate-attack"),
             (runs.ATTACK_FROM_NOISE, "Noise attacked toward each class, and what the model perceives of it",
              "from-noise figure", "attack --from-noise")):
-        if not (run.path / name).exists():
-            parts.append(missing(what, f"perceptreg {command.split()[0]} {run.path}{command[len(command.split()[0]):]}"))
+        path = run.path / runs.for_layer(name, named)
+        if not path.exists():
+            parts.append(missing(what, f"perceptreg {command.split()[0]} {run.path}{command[len(command.split()[0]):]}"
+                                       f"{option}"))
             continue
         parts.append((f"<h3>{html.escape(heading)}</h3>" if heading else "")
-                     + (WRONG_KEY if name == runs.ATTACK else "") + figure(run.path / name, heading or what))
+                     + (WRONG_KEY if name == runs.ATTACK else "") + figure(path, heading or what))
     return "".join(parts)
 
 
@@ -239,7 +246,9 @@ def attach_sections(layer: str | None = None) -> tuple:
     return (("Summary", "summary", summary), ("Layers", "layers", functools.partial(_layers, layer=layer)),
             ("Perception" + (f" at layer {layer}" if layer else " at each layer"), "perception",
              functools.partial(_layer_perception, layer=layer)),
-            ("Adversarial perception (deepest layer, or evaluate-attack --layer)", "attacks", _attacks),
+            (f"Adversarial perception at layer {layer}" if layer else
+             "Adversarial perception (deepest layer; report --layer for another)", "attacks",
+             functools.partial(_attacks, layer=layer)),
             ("Configuration", "config", config_tables))
 
 
