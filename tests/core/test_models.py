@@ -93,6 +93,20 @@ def test_init_output_bias_sets_each_channel_of_a_dense_colour_decoder():
     torch.testing.assert_close(recon, torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1).expand(2, 3, 4, 4))
 
 
+def test_init_output_bias_sets_each_channel_before_a_pixel_shuffle():
+    # a decoder of 224 px images: its last convolution makes 4 x 4 pixels of 3 channels per position
+    from perceptreg.core.decoders import build_decoder
+
+    decoder = build_decoder((256, 56, 56), (3, 224, 224))
+    assert isinstance(decoder[-2], nn.PixelShuffle)
+    mean = torch.tensor([0.2, 0.5, 0.9])
+    assert models.init_output_bias(decoder, (256, 56, 56), (3, 224, 224), mean)
+    with torch.no_grad():
+        decoder[-3].weight.zero_()  # the output is the sigmoid of the bias alone
+        out = decoder(torch.randn(1, 256, 56, 56))
+    assert torch.allclose(out[0].mean((1, 2)), mean) and torch.allclose(out[0].std((1, 2)), torch.zeros(3), atol=1e-6)
+
+
 def test_init_output_bias_says_when_it_finds_no_output_layer():
     decoder = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Sigmoid())  # a sigmoid, but no bias to set
     net = models.PerceptionNet(nn.Flatten(), nn.Linear(4, 2), decoder, (1, 2, 2))

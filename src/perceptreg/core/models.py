@@ -8,6 +8,7 @@ the paper's errata fixed (no ReLU before the final sigmoid; the SVHN decoder tak
 
 from __future__ import annotations
 
+import math
 import contextlib
 import warnings
 from typing import Callable, NamedTuple
@@ -103,14 +104,17 @@ def init_output_bias(decoder: nn.Module, latent_shape: tuple[int, ...], image_sh
     last_sigmoid = max((i for i, (m, _) in enumerate(order) if isinstance(m, nn.Sigmoid)), default=None)
     if last_sigmoid is None or any(list(m.parameters()) for m, _ in order[last_sigmoid + 1:]):
         return False
-    layer, width = next(((m, out) for m, out in reversed(order[:last_sigmoid])
-                         if isinstance(getattr(m, "bias", None), nn.Parameter)), (None, 0))
+    at, layer, width = next(((i, m, out) for i, (m, out) in reversed(list(enumerate(order[:last_sigmoid])))
+                             if isinstance(getattr(m, "bias", None), nn.Parameter)), (0, None, 0))
+    # A pixel shuffle after it (the decoders of large images) makes each output channel of
+    # s*s of its channels, in order: the bias repeats per channel s*s times.
+    blocks = math.prod(m.upscale_factor ** 2 for m, _ in order[at + 1:last_sigmoid] if isinstance(m, nn.PixelShuffle))
     channels, height, width_px = image_shape
     mean = torch.as_tensor(pixel_mean, dtype=torch.float32).clamp(1e-3, 1 - 1e-3).flatten()
     mean = mean.expand(channels) if mean.numel() == 1 else mean
     logit = torch.logit(mean)
-    if layer is not None and layer.bias.numel() == channels and width == channels:
-        value = logit  # one bias per output channel (a convolution)
+    if layer is not None and layer.bias.numel() == channels * blocks and width == channels * blocks:
+        value = logit.repeat_interleave(blocks)  # one bias per output channel (a convolution)
     elif layer is not None and layer.bias.numel() == channels * height * width_px:
         value = logit.repeat_interleave(height * width_px)  # a dense layer's channel-major output
     else:
