@@ -10,7 +10,7 @@ decoders on 4 layers each. Prints, per model:
   H's own baselines once): images/s;
 - peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).
 
-    python bench/attach_224.py [--model resnet50|vit_s16|both] [--batch 8] [--rounds 3] [--steps 2]
+    python bench/attach_224.py [--model resnet50|vit_s16|both] [--batch 8] [--rounds 3] [--steps 2] [--fit-only]
     python bench/attach_224.py --device cuda --dtype bf16     # under bf16 autocast
 
 Without CUDA, ``--device cuda`` is one Error line (exit 1).
@@ -97,6 +97,14 @@ def bench(name: str, args) -> None:
     together = statistics.median(times["4 layers, one pass"])
     print(f"  one pass over 4 layers / one layer alone: {together / statistics.mean(alone):.2f}x the mean "
           f"({together / min(alone):.2f}x the fastest, {together / max(alone):.2f}x the slowest)")
+    # the same ratio within each round, where the machine's speed drifts least
+    rounds = [times["4 layers, one pass"][r] / statistics.mean(times[f"{layer} alone"][r] for layer in layers)
+              for r in range(args.rounds)]
+    print(f"  per round, one pass / the mean of one layer alone: median {statistics.median(rounds):.2f}x "
+          f"({min(rounds):.2f}-{max(rounds):.2f}x over {args.rounds} rounds)")
+    if args.fit_only:
+        print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB")
+        return
 
     x = images.float().div(255).to(args.device)
     y = batch.tensors[1].to(args.device)
@@ -135,6 +143,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="PGD steps of the attack")
+    parser.add_argument("--fit-only", action="store_true", help="time the fitting step alone (no attack)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: run fitting, attack and evaluation under torch.autocast in bfloat16")

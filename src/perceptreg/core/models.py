@@ -8,8 +8,8 @@ the paper's errata fixed (no ReLU before the final sigmoid; the SVHN decoder tak
 
 from __future__ import annotations
 
-import math
 import contextlib
+import math
 import warnings
 from typing import Callable, NamedTuple
 
