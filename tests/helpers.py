@@ -136,3 +136,17 @@ class ProgressBars:
             def close(self):
                 return None
         return Bar()
+
+
+def rewrite_state(run, change):
+    """Damage a run's state.json on purpose, then seal it again (``manifest.sealed``), so the
+    test reaches the damage it names instead of state.json's own checksum."""
+    import json
+
+    from perceptreg.core.schema import sealed
+
+    path = Path(run) / "state.json"
+    state = json.loads(path.read_text())
+    state.pop("checksum", None)
+    change(state)
+    path.write_text(json.dumps(sealed(state)))

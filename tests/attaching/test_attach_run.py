@@ -1,5 +1,7 @@
 """attach's per-layer rows as text: rates with their intervals, and files written before them."""
 
+import pytest
+
 from perceptreg.attaching.results import LAYER_HEADINGS
 from perceptreg.attaching.results import reading_cells as layer_cells
 from perceptreg.cli.attach_commands import layers_table
@@ -35,3 +37,25 @@ def test_a_row_written_before_the_intervals_shows_its_values_alone():
     assert table.splitlines()[1].split() == ["stem", "16x14x14", "1,234", "0.0123", "-", "-", "25.0", "%", "50.0", "%",
                                              "0.750"]
     assert "the 4 successful attacks of 10 images" in table
+
+
+def test_a_dataset_of_other_classes_than_the_models_logits_is_refused(tmp_path):
+    """The user's net gives 10 logits; a folder of 2 classes would be scored against other
+    classes (and drawn with an IndexError): one error, before any fitting, nothing written."""
+    import numpy as np
+    from helpers import USER_NET
+    from PIL import Image
+
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+    from perceptreg.core.errors import PerceptregError
+
+    for label in ("a", "b"):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((28, 28), 40 * i, dtype=np.uint8), "L").save(tmp_path / "images" / label / f"{i}.png")
+    config = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",), random_weights=True,
+                          dataset=f"folder:{tmp_path / 'images'}", epochs=1)
+    with pytest.raises(PerceptregError, match=r"user_net.py:build: the model gives 10 logits, but folder:.* has 2 classes"):
+        run_attach(config, tmp_path / "run", progress=False, say=lambda line: None)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -28,6 +28,8 @@ CASES = [  # (kind's defaults, changed settings, words of the error)
     (TRAIN, {"dataset": 5}, "setting dataset: input should be a valid string"),
     (TRAIN, {"lam": -1.0}, "lam must be a finite number >= 0"),
     (TRAIN, {"lr": math.nan}, "setting lr: input should be a finite number"),
+    (TRAIN, {"betas": [2.0, 0.9]}, "betas must be two numbers in [0, 1)"),  # else Adam's ValueError on resume
+    (TRAIN, {"lr_drop_factor": -1.0}, "lr_drop_factor must be a finite number > 0"),
     (TRAIN, {"colour": "red"}, "unknown config key(s) colour"),
     (ATTACH, {"layers": "fc1"}, "setting layers: input should be a valid tuple"),
     (ATTACH, {"normalize": [[0.5], [math.inf]]}, "finite number"),
@@ -50,8 +52,10 @@ def test_a_config_as_written_reads_back_equal(kind, defaults):
                                                                    if kind is AttachConfig else defaults)
 
 
-def test_a_resume_over_a_bad_config_is_one_line_naming_the_file(tmp_path):
-    (tmp_path / runs.CONFIG).write_text(json.dumps({**TRAIN, "lam": -1.0}))
+@pytest.mark.parametrize("changed, words", [({"lam": -1.0}, "lam must be"),
+                                            ({"dataset": "nope"}, "setting dataset: unknown dataset 'nope'")])
+def test_a_resume_over_a_bad_config_is_one_line_naming_the_file(tmp_path, changed, words):
+    (tmp_path / runs.CONFIG).write_text(json.dumps({**TRAIN, **changed}))
     result = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and result.output.count("Error:") == 1, result.output
-    assert f"{tmp_path / runs.CONFIG}: lam must be" in result.output and "--lam" not in result.output
+    assert f"{tmp_path / runs.CONFIG}: {words}" in result.output and "--" not in result.output

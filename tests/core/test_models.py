@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -162,8 +164,15 @@ def test_evaluating_restores_each_submodules_own_mode():
     assert not any(m.training for m in net.decoder.modules())
 
 
-@pytest.mark.parametrize("code", ["import sys\nsys.exit(3)\n", "import sys\ndef build():\n    sys.exit(0)\n"])
-def test_user_code_that_exits_is_an_error_naming_the_file(tmp_path, code):
-    (tmp_path / "net.py").write_text(code + "def other():\n    pass\n")
-    with pytest.raises(PerceptregError, match=r"net.py.*SystemExit"):
-        user_models.build(f"{tmp_path / 'net.py'}:build")
+@pytest.mark.parametrize("code, raised", [("import sys\nsys.exit(3)\n", "SystemExit"),
+                                         ("import sys\ndef build():\n    sys.exit(0)\n", "SystemExit"),
+                                         ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+                                         ("def build():\n    raise KeyboardInterrupt\n", "KeyboardInterrupt")])
+@pytest.mark.parametrize("named_as", ["file", "module"])
+def test_user_code_that_exits_is_an_error_naming_the_file(tmp_path, monkeypatch, code, raised, named_as):
+    (tmp_path / "exiting_net.py").write_text(code + "def other():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "exiting_net", raising=False)
+    spec = f"{tmp_path / 'exiting_net.py'}:build" if named_as == "file" else "exiting_net:build"
+    with pytest.raises(PerceptregError, match=rf"exiting_net.* failed \({raised}"):
+        user_models.build(spec)

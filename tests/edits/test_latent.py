@@ -10,6 +10,7 @@ from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import sealed
 from perceptreg.edits import latent
 
 
@@ -92,12 +93,25 @@ def test_a_damaged_direction_file_is_named(net, tmp_path, damage_json, damage_te
     from safetensors.torch import save_file
 
     path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10), tmp_path / "dir", net)
-    if damage_json:
+    if damage_json:  # sealed again (``schema.sealed``): the damage named is reached, not the file's checksum
         meta = json.loads(path.with_suffix(".json").read_text())
-        path.with_suffix(".json").write_text(json.dumps(damage_json(meta)))
+        damaged = damage_json({k: v for k, v in meta.items() if k != "checksum"})
+        path.with_suffix(".json").write_text(json.dumps(sealed(damaged) if isinstance(damaged, dict) else damaged))
     if damage_tensor:
         save_file({"direction": damage_tensor(torch.randn(32))}, str(path))
     with pytest.raises(PerceptregError, match=re.escape(message)):
+        latent.load_direction(path, net)
+
+
+@pytest.mark.parametrize("field", ["target", "source", "count", "num_classes", "eps"])
+def test_a_flipped_bit_in_a_direction_json_is_caught(net, tmp_path, field):
+    """A bit flipped in a value of the JSON (its target class 8 becomes 9, ...) is still valid:
+    its checksum names the JSON."""
+    path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10, meta={"eps": 0.2}), tmp_path / "dir", net)
+    text = path.with_suffix(".json").read_bytes()
+    at = text.index(b",", text.index(f'"{field}": '.encode())) - 1  # the value's last digit
+    path.with_suffix(".json").write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1:])
+    with pytest.raises(PerceptregError, match=r"dir.json: its content differs from its checksum"):
         latent.load_direction(path, net)
 
 

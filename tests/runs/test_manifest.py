@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import rewrite_state
 
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
@@ -28,9 +29,7 @@ def run(trained_run, tmp_path):
 
 
 def damage(run, change):
-    state = json.loads((run / runs.STATE_META).read_text())
-    change(state)
-    (run / runs.STATE_META).write_text(json.dumps(state))
+    rewrite_state(run, change)
 
 
 @pytest.mark.parametrize("case", STATE_DAMAGE)
@@ -41,11 +40,20 @@ def test_a_damaged_state_json_is_one_error_naming_it(run, case):
         runs.open_run(run).model()
 
 
+@pytest.mark.parametrize("where", ['"epoch": ', '"model-000002.safetensors": "', '"num_classes": 1', '"lam": '])
+def test_a_flipped_bit_in_state_json_names_state_json(run, where):
+    """A bit flipped in a digit of state.json (the epoch, a file's SHA-256, what built the model)
+    is still valid JSON of the right types: its checksum names state.json, not the model file."""
+    text = (run / runs.STATE_META).read_bytes()
+    at = text.index(where.encode()) + len(where)
+    (run / runs.STATE_META).write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1:])
+    with pytest.raises(PerceptregError, match=rf"{runs.STATE_META}: its content differs from its checksum"):
+        runs.open_run(run).model()
+
+
 @pytest.mark.parametrize("content", ["[]", "null", '{"format": 1}'])
 def test_a_damaged_model_json_is_one_error_naming_it(run, content):
-    state = json.loads((run / runs.STATE_META).read_text())
-    state["files"] = None  # an old run: model.json is what describes its model
-    (run / runs.STATE_META).write_text(json.dumps(state))
+    damage(run, lambda s: s.update(files=None))  # an old run: model.json is what describes its model
     (run / runs.MODEL_META).write_text(content)
     with pytest.raises(PerceptregError, match=runs.MODEL_META):
         runs.open_run(run).model()

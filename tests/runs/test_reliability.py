@@ -10,6 +10,7 @@ import warnings
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import rewrite_state
 
 from perceptreg import runs
 from perceptreg.cli import main
@@ -172,9 +173,7 @@ def test_a_damaged_run_file_is_one_error_line_and_nothing_changes(name, content,
     for path in trained_run.iterdir():
         (broken / path.name).write_bytes(path.read_bytes())
     if name == "model.json":  # what readers take it from: the manifest's entry, else model.json
-        state = json.loads((broken / "state.json").read_text())
-        del state["model"]
-        (broken / "state.json").write_text(json.dumps(state))
+        rewrite_state(broken, lambda state: state.pop("model"))
     (broken / name).write_text(content)
     before = {p.name: p.read_bytes() for p in broken.iterdir()}
     command = ["report", str(broken)] if name == "metrics.jsonl" else ["perceive", str(broken), "--n", "2"]

@@ -2,8 +2,11 @@
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -183,3 +186,83 @@ def test_a_failing_step_stops_with_its_command(tmp_path, monkeypatch):
     monkeypatch.setattr(reproducing, "STEPS", {"bad": ("bad/model.json", "perceptreg train --epochs abc --out bad")})
     with pytest.raises(PerceptregError, match=r"`perceptreg train --epochs abc --out bad` failed in .*rerun with --run"):
         reproducing.make_runs(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """The four results files the page reads, by hand (the page reads no model): valid, so
+    that each damage below is the only thing wrong."""
+    root = tmp_path_factory.mktemp("results")
+    write_sweep(root / "sweep-4000", "mnist-strips", 20, {"0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5,
+                                                         "100": [member(0.8)] * 5})
+    (root / "demo").mkdir()
+    (root / "demo" / "attack_metrics.json").write_text(json.dumps({"runs": {"demo": attack_summary(9, 8, 1)}}))
+    (root / "demo" / "noise_metrics.json").write_text(json.dumps(
+        {"judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20}))
+    mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9], "3-NN pixels": [0.1, 0.8]},
+            "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
+    (root / "demo" / "interpolation_metrics.json").write_text(json.dumps({"runs": {"demo": {"directions": {"mean": mean}}}}))
+    assert "**not measured**: sweep.json" not in row(reproducing.reproducing_page(root), "test accuracy decreases")[5]
+    return root
+
+
+def _flip_first_byte(path):
+    damaged = bytearray(path.read_bytes())
+    damaged[0] ^= 0x01  # "{" becomes "z": no longer JSON (results files carry no checksum of their own)
+    path.write_bytes(bytes(damaged))
+
+
+def _replace(path, make):
+    path.unlink()
+    make(path)
+
+
+DAMAGES = {
+    "missing": lambda path: path.unlink(),
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2]),
+    "empty": lambda path: path.write_bytes(b""),
+    "a flipped bit": _flip_first_byte,
+    "a list": lambda path: path.write_text("[1, 2]"),
+    "a number": lambda path: path.write_text("7"),
+    "an object of other keys": lambda path: path.write_text('{"runs": 5, "per_seed": [], "reached": null}'),
+    "a FIFO": lambda path: _replace(path, os.mkfifo),
+    "a folder": lambda path: _replace(path, Path.mkdir),
+    "a link to /dev/zero": lambda path: _replace(path, lambda p: p.symlink_to("/dev/zero")),
+}
+READ = ["demo/attack_metrics.json", "demo/noise_metrics.json", "demo/interpolation_metrics.json",
+        "sweep-4000/sweep.json"]  # every file the page reads from these folders (test_the_page_names_...)
+
+
+def _timed_out(signum, frame):
+    raise TimeoutError("the page hung on a damaged file")
+
+
+def tree(root):
+    return {str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("damage", DAMAGES.values(), ids=DAMAGES.keys())
+@pytest.mark.parametrize("name", READ)
+def test_a_damaged_run_file_is_one_error_line_naming_it(results, tmp_path, capsys, name, damage):
+    """Each file the page reads, missing, cut short, of the wrong JSON type, or a FIFO, folder or
+    device in its place: one Error line naming it, exit 1, within seconds, nothing written
+    (a missing file is the one exception: its rows read 'not measured')."""
+    copy, out = tmp_path / "root", tmp_path / "REPRODUCING.md"
+    shutil.copytree(results, copy)
+    damage(copy / name)
+    before = tree(copy)
+    signal.signal(signal.SIGALRM, _timed_out)
+    signal.alarm(20)
+    try:
+        code = reproducing.main([str(copy), "--out", str(out)])
+    finally:
+        signal.alarm(0)
+    said = capsys.readouterr()
+    lines = [line for line in said.err.splitlines() if not line.startswith("Warning: ")]
+    if damage is DAMAGES["missing"]:
+        assert code == 0 and lines == [] and f"{Path(name).name} is missing" in out.read_text(), said.err
+    else:
+        assert code == 1 and len(lines) == 1 and not out.exists(), said
+        assert lines[0].startswith(f"Error: {copy / name}"), lines
+    assert tree(copy) == before

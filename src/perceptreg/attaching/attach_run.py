@@ -109,6 +109,9 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
+    if seen.num_classes != len(train_data.classes):  # its labels would index other logits, or none
+        raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
+                              f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
     _check_given_accuracy(seen, test_data, config, device, say)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source

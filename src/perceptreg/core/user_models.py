@@ -66,21 +66,22 @@ def _file_module(spec: str, path: Path):
 
 def _imported(spec: str, module_name: str):
     try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise PerceptregError(f"`model` {spec!r}: no module named {err.name!r} is installed; install it, or name "
-                              f"a file (FILE.py:FUNCTION)") from err
-    except Exception as err:
-        raise PerceptregError(f"`model` {spec!r}: importing {module_name} failed ({type(err).__name__}: {err})") from err
+        return _run_user_code(spec, f"importing {module_name}", lambda: importlib.import_module(module_name))
+    except PerceptregError as err:
+        if isinstance(err.__cause__, ModuleNotFoundError):
+            raise PerceptregError(f"`model` {spec!r}: no module named {err.__cause__.name!r} is installed; install "
+                                  f"it, or name a file (FILE.py:FUNCTION)") from err.__cause__
+        raise
 
 
 def _run_user_code(spec: str, what: str, call: Callable):
-    """``call()``, with whatever the user's code raises (sys.exit too) said as one error."""
+    """``call()``, with whatever the user's code raises (sys.exit and KeyboardInterrupt too:
+    code that ends the program is no Ctrl-C of the user's) said as one error naming it."""
     try:
         return call()
     except PerceptregError:
         raise
-    except (Exception, SystemExit) as err:
+    except (Exception, SystemExit, KeyboardInterrupt) as err:
         raise PerceptregError(f"`model` {spec!r}: {what} failed ({type(err).__name__}: {err})") from err
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from perceptreg import data as datasets
 from perceptreg import measures
@@ -28,7 +28,7 @@ from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.core.schema import load_model_file
+from perceptreg.core.schema import SHA256, load_sealed_file, sealed
 from perceptreg.runs import Run
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
@@ -160,14 +160,15 @@ def direction_path(path: str | Path) -> Path:
 
 def save_direction(direction: Direction, path: str | Path, model: PerceptionNet) -> Path:
     """``path`` (.safetensors) holds the vector; ``path`` with .json its source, its model and
-    the tensor file's SHA-256 (safetensors files carry no checksum: a flipped bit is caught)."""
+    the tensor file's SHA-256 (safetensors files carry no checksum: a flipped bit is caught),
+    sealed by its own checksum (a flipped bit in its target class is caught too)."""
     path = direction_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save_tensors(path, {"direction": direction.vector})
-    checkpoint.write_json(path.with_suffix(".json"), {
-        "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
+    checkpoint.write_json(path.with_suffix(".json"), sealed({
+        **direction.meta, "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
         "count": direction.count, "latent_shape": list(model.latent_shape),
-        "num_classes": model.num_classes, "sha256": datasets.digest_of(path), **direction.meta})
+        "num_classes": model.num_classes, "sha256": datasets.digest_of(path)}))
     return path
 
 
@@ -181,13 +182,14 @@ class _DirectionFile(BaseModel):
     count: PositiveInt
     latent_shape: list[PositiveInt]
     num_classes: PositiveInt
-    sha256: str | None = None  # of the .safetensors file; directions saved before it had none
+    sha256: str | None = Field(default=None, pattern=SHA256)  # of the .safetensors file; older directions have none
+    checksum: str | None = Field(default=None, pattern=SHA256)  # of this JSON (``schema.sealed``); older ones have none
 
 
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     """A saved direction, checked against its schema and ``model``'s latent shape and classes."""
     path = Path(path).with_suffix(".safetensors")
-    meta = load_model_file(path.with_suffix(".json"), _DirectionFile,
+    meta = load_sealed_file(path.with_suffix(".json"), _DirectionFile,
                            "save the direction again (`perceptreg interpolate --save-direction`)")
     if meta["sha256"] is not None and datasets.digest_of(path) != meta["sha256"]:
         raise CheckpointError(f"{path}: its SHA-256 differs from the one in {path.with_suffix('.json')}; the file "

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.data.registry import lookup
 
 # The readers import core.checkpoint (torch) when called: the names stay light for the CLI's --help.
 
@@ -65,7 +67,12 @@ def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
     path = Path(run_dir) / CONFIG
     values = read_json(path)
     kind = AttachConfig if isinstance(values, dict) and "layers" in values else TrainConfig
-    return kind.from_dict(values, str(path))
+    config = kind.from_dict(values, str(path))
+    try:  # a name no dataset has: said here, naming the file, not later by the loader
+        lookup(config.dataset)
+    except PerceptregError as err:
+        raise PerceptregError(f"{path}: setting dataset: {err}; correct it, or train the run again") from None
+    return config
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
-from perceptreg.core.schema import load_model_file
+from perceptreg.core.schema import SHA256, load_model_file, load_sealed_file
 from perceptreg.data import digest_of
 from perceptreg.runs.files import CONFIG, MODEL, MODEL_META, STATE, STATE_META
 
@@ -53,12 +53,14 @@ class StateFile(BaseModel):
     files: ManifestFiles | None = None  # runs written before the manifest have none
     sha256: dict[str, str] = {}
     model: ModelFile | None = None
+    checksum: str | None = Field(default=None, pattern=SHA256)  # ``schema.sealed``; runs written before it have none
 
 
 def read_state(run_dir: Path) -> dict | None:
-    """state.json, validated; None before the first checkpoint (and in runs of `attach`)."""
+    """state.json, validated and checked against its own checksum (``schema.sealed``); None
+    before the first checkpoint (and in runs of `attach`)."""
     path = Path(run_dir) / STATE_META
-    return load_model_file(path, StateFile, DAMAGED) if path.exists() else None
+    return load_sealed_file(path, StateFile, DAMAGED) if path.exists() else None
 
 
 def completed_epochs(run_dir: Path) -> int:

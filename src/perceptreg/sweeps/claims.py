@@ -79,7 +79,7 @@ def _read(files: RunFiles, relative: str, pick: Callable[[dict], tuple[str, Verd
     data = files.json(relative)
     try:
         return pick(data)
-    except (KeyError, TypeError, IndexError, ValueError, StopIteration) as err:
+    except (KeyError, TypeError, IndexError, ValueError, StopIteration, AttributeError) as err:
         raise PerceptregError(f"{files.root / relative}: not in the format perceptreg writes ({type(err).__name__}: "
                               f"{err}); make it again with the command in the table") from None
 
