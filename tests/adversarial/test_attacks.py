@@ -115,7 +115,8 @@ def test_from_noise_reaches_the_targets_on_a_linear_model():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(eps=0), "`eps` must be a finite number > 0"), (dict(eps=-0.1), "`eps` must be a finite number > 0"),
     (dict(eps=float("inf")), "`eps` must be a finite number > 0"),
-    (dict(steps=-1), "`steps` must be >= 0"), (dict(norm="l1"), "`norm` must be one of linf, l2"),
+    (dict(steps=-1), "`steps` must be in \\[0, 100,000\\]"), (dict(steps=100_001), "`steps` must be in \\[0, 100,000\\]"),
+    (dict(norm="l1"), "`norm` must be one of linf, l2"),
     (dict(alpha=0), "`alpha` must be a finite number > 0"), (dict(alpha=float("nan")), "`alpha` must be"),
 ])
 def test_bad_settings(kwargs, message):
@@ -245,7 +246,8 @@ def test_cosine_schedule_by_hand():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(restarts=0), "`restarts` must be >= 1"), (dict(restarts=2, random_start=False), "`restarts` must be >= 1"),
+    (dict(restarts=0), "`restarts` must be in \\[1, 1,000\\]"), (dict(restarts=1001), "`restarts` must be in"),
+    (dict(restarts=2, random_start=False), "`restarts` must be 1 without a random start"),
     (dict(schedule="step"), "`schedule` must be one of constant, cosine"), (dict(loss="hinge"), "`loss` must be one of"),
     (dict(kappa=-1.0), "`kappa` must be >= 0"),
 ])

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from perceptreg.adversarial.attacks import AttackSettings
-from perceptreg.adversarial.run_attacks import convergence, split_test
+from perceptreg.adversarial.run_attacks import convergence, evaluate_run, split_test
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset
 from perceptreg.measures import rate
@@ -40,3 +40,16 @@ def test_convergence_runs_each_value_with_the_rest_as_set():
     assert curves["steps"]["values"] == [10, 40]
     assert [r["rate"] for r in curves["steps"]["success"]] == [0.1, 0.4]
     assert [r["rate"] for r in curves["steps"]["undetected"]["one-sided, 0.05"]] == [0.05, 0.2]
+
+
+def test_a_curve_beyond_the_step_budget_is_refused_before_any_work():
+    # run=None: any use of the run (loading its model) would be an AttributeError
+    with pytest.raises(PerceptregError, match="`steps` must be in \\[0, 100,000\\], got 1000000000"):
+        evaluate_run(None, AttackSettings(steps=2), curve_steps=(10, 10**9))
+
+
+def test_attack_settings_refuse_a_budget_that_would_run_for_weeks():
+    with pytest.raises(PerceptregError, match="`steps` must be in \\[0, 100,000\\], got 1000000000000"):
+        AttackSettings(steps=10**12)
+    with pytest.raises(PerceptregError, match="`restarts` must be in \\[1, 1,000\\], got 1000000000"):
+        AttackSettings(restarts=10**9)

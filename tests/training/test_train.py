@@ -193,11 +193,12 @@ def test_lr_schedule_and_phases():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be >= 1"),
+    ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be in \\[1, 10,000\\]"),
     ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
     ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
     ("eval_size", -1, "`eval_size` must be >= 0 \\(0: the whole test split\\)"),
     ("z_dim", 0, "`z_dim` must lie in 1..4096"), ("decoder_width", 9, "`decoder_width` must lie in 1..8"),
+    ("epochs", 10**12, "`epochs` must be in \\[1, 10,000\\]"), ("decoder_epochs", 10_001, "`decoder_epochs` must be in"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(PerceptregError, match=message):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, NORMS, SCHEDULES
+from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, MAX_RESTARTS, MAX_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
 from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
@@ -42,6 +42,7 @@ class AttackSettings:
     def __post_init__(self):
         if not 0 <= self.seed < 2**63:  # torch's generators take 64 bits; FromNoise adds NOISE_SEED_OFFSET
             raise PerceptregError(f"`seed` must be in [0, 2^63), got {self.seed}")
+        check_budget(self.steps, self.restarts)  # here too: refused before any model is loaded
 
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
@@ -60,6 +61,15 @@ class AttackSettings:
 def default_step_size(eps: float, steps: int) -> float:
     """2.5 * eps / steps (Madry et al.): enough for the steps to cross the eps-ball."""
     return 2.5 * eps / max(steps, 1)
+
+
+def check_budget(steps: int, restarts: int) -> None:
+    """The one check of an attack's budget: 0 steps (the random start alone) up to
+    ``MAX_STEPS``, 1 to ``MAX_RESTARTS`` restarts."""
+    if not 0 <= steps <= MAX_STEPS:
+        raise PerceptregError(f"`steps` must be in [0, {MAX_STEPS:,}], got {steps}")
+    if not 1 <= restarts <= MAX_RESTARTS:
+        raise PerceptregError(f"`restarts` must be in [1, {MAX_RESTARTS:,}], got {restarts}")
 
 
 def check_target(target: int, num_classes: int) -> None:
@@ -163,8 +173,7 @@ class PGD(Attack):
         super().__init__(model, seed)
         if not 0 < eps < math.inf:
             raise PerceptregError(f"`eps` must be a finite number > 0, got {eps}")
-        if steps < 0:
-            raise PerceptregError(f"`steps` must be >= 0, got {steps}")
+        check_budget(steps, restarts)
         if norm not in NORMS:
             raise PerceptregError(f"`norm` must be one of {', '.join(NORMS)}, got {norm!r}")
         if alpha is not None and not 0 < alpha < math.inf:
@@ -172,8 +181,8 @@ class PGD(Attack):
         if chunk_size < 1:
             raise PerceptregError(f"`chunk_size` must be >= 1, got {chunk_size}")
         check_loss(loss, kappa)
-        if restarts < 1 or (restarts > 1 and not random_start):
-            raise PerceptregError(f"`restarts` must be >= 1 (and 1 without a random start), got {restarts}")
+        if restarts > 1 and not random_start:
+            raise PerceptregError(f"`restarts` must be 1 without a random start, got {restarts}")
         if schedule not in SCHEDULES:
             raise PerceptregError(f"`schedule` must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         self.eps, self.steps, self.norm, self.random_start = eps, steps, norm, random_start

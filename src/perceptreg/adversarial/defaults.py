@@ -6,6 +6,10 @@ SCHEDULES = ("constant", "cosine")
 LOSSES = ("ce", "margin", "dlr")
 DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
 DEFAULT_STEPS = 100  # the paper's iterations
+# Bounds on what an attack may be asked to run: a typo (1e12 steps) must be refused, not run
+# for weeks. 100,000 steps is 100x APGD's longest budget; 1,000 restarts 200x RobustBench's.
+MAX_STEPS = 100_000
+MAX_RESTARTS = 1_000
 DEFAULT_BETAS = (0.0, 0.01, 0.1, 1.0, 10.0)  # a factor 10 apart: the scores and margins differ by orders
 DEFAULT_FPRS = (0.01, 0.05)
 OURS = "pgd"  # --attack's name for our PGD, built from the settings

@@ -77,6 +77,8 @@ def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = Non
     - ``curve_eps``, ``curve_steps``: the strongest attack run (the search if given, else
       ``attack``) again at these eps and at these steps, the rest as ``settings``:
       ``summary["convergence"]`` (``convergence``), to show whether it has converged."""
+    for steps in curve_steps:  # refused before the first attack runs, not after it
+        dataclasses.replace(settings, steps=steps)
     model = run.model(device, layer)
     if run.decoder_collapsed:
         warnings.warn(f"{run.path} has a collapsed decoder: its perceptions P(x) show nothing about the "

@@ -24,7 +24,7 @@ from perceptreg.cli.app import (
     main,
     run_argument,
 )
-from perceptreg.core.config import INPUT_SHAPES, MODES, TrainConfig
+from perceptreg.core.config import INPUT_SHAPES, MAX_EPOCHS, MODES, TrainConfig
 from perceptreg.data.registry import help_text
 from perceptreg.sweeps.config import ENGINES, SweepConfig
 
@@ -184,7 +184,8 @@ SWEEP = defaults_of(SweepConfig)
 @click.option("--seeds", default=",".join(map(str, SWEEP.seeds)), show_default=True,
               help="Seeds, comma-separated (2+ give intervals).")
 @click.option("--post-hoc/--no-post-hoc", default=SWEEP.post_hoc, show_default=True, help="Add the post-hoc decoder baseline.")
-@click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(min=1), help="Epochs per model.")
+@click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(1, MAX_EPOCHS),
+              help="Epochs per model.")
 @click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
 @click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
 @click.option("--workers", type=click.IntRange(min=1),
@@ -248,7 +249,7 @@ def prepare(dataset, out, data_root):
 
 @main.command("train-judge")
 @click.option("--dataset", required=True, help="A natural-image dataset `train` takes (cifar10, folder:PATH, ...).")
-@click.option("--epochs", type=click.IntRange(1), help=f"Epochs. [default: {STANDING_JUDGE['epochs']}]")
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS), help=f"Epochs. [default: {STANDING_JUDGE['epochs']}]")
 @click.option("--train-size", type=click.IntRange(10), help="Train on a stratified subset of this many images "
               "(fewer: faster, a weaker judge). [default: the whole training split]")
 @click.option("--data-root", help="Folder of file-based datasets.")

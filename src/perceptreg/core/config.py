@@ -20,6 +20,7 @@ from perceptreg.core.errors import PerceptregError
 MODES = ("joint", "post-hoc")
 MAX_Z_DIM = 4096  # C's first layer and D's first deconvolution grow with z: beyond this a typo, not a study
 MAX_DECODER_WIDTH = 8  # the CelebA D at 8x is about 1.4G parameters already
+MAX_EPOCHS = 10_000  # 500x the paper's 20: a typo (1e12) is refused, not run until killed
 REDUCTIONS = ("sum", "mean")  # of the squared error: summed per image (the paper) or averaged per pixel
 INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64),
                 "vgg": (3, 32, 32)}  # the architectures; the paper's first: 32x32 images get svhn
@@ -64,7 +65,8 @@ class TrainConfig:
             *_training_checks(self),
             (self.reduction in REDUCTIONS, f"`reduction` must be one of {', '.join(REDUCTIONS)}"),
             (self.mode in MODES, f"`mode` must be one of {', '.join(MODES)}"),
-            (self.decoder_epochs is None or self.decoder_epochs >= 1, "`decoder_epochs` must be >= 1"),
+            (self.decoder_epochs is None or 1 <= self.decoder_epochs <= MAX_EPOCHS,
+             f"`decoder_epochs` must be in [1, {MAX_EPOCHS:,}]"),
             (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
             (self.lr_drop_epoch is None or self.lr_drop_epoch >= 0, "`lr_drop_epoch` must be >= 0 (0: never)"),
             (self.lr_drop_factor > 0 and math.isfinite(self.lr_drop_factor),
@@ -168,7 +170,7 @@ def _training_checks(config) -> list[tuple[bool, str]]:
     """The rules every config that trains shares: lam, epochs, batch size, lr, subset size."""
     return [
         (config.lam >= 0 and math.isfinite(config.lam), "`lam` must be a finite number >= 0"),
-        (config.epochs >= 1, "`epochs` must be >= 1"),
+        (1 <= config.epochs <= MAX_EPOCHS, f"`epochs` must be in [1, {MAX_EPOCHS:,}]"),
         (config.batch_size >= 1, "`batch_size` must be >= 1"),
         (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
         (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
