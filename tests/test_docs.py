@@ -146,3 +146,13 @@ def test_the_readme_links_to_files_that_exist():
     assert len(targets) > 20
     missing = [target for target in targets if not (ROOT / target).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_a_block_named_for_an_example_file_is_that_file():
+    """A page that shows a file of examples/ (a block titled `cifar_resnet.py`) shows it as it is:
+    the block runs in the test, the file is what users copy, and neither drifts from the other."""
+    shown = [(block, ROOT / "examples" / block.title) for page in PAGES for block in blocks_of(page)
+             if block.title.endswith(".py") and (ROOT / "examples" / block.title).exists()]
+    assert shown, "no page shows a file of examples/"
+    for block, file in shown:
+        assert block.code == file.read_text(), f"{block.where} differs from {file.relative_to(ROOT)}"
