@@ -264,3 +264,18 @@ def test_layers_under_attack_run_the_model_twice_per_layer(digits):
     seen.model.register_forward_hook(lambda *_: forwards.append(1))
     rows, _ = evaluate_layers_under_attack(seen, lambda images, labels: adversarial, data, Brightness())
     assert [row["name"] for row in rows] == ["stem", "block1", "fc1"] and len(forwards) == 2 * 3
+
+
+def test_a_layer_with_no_successful_attack_has_no_attacked_readings(digits):
+    # an "attack" that returns the images unchanged never succeeds: the readings of x_adv,
+    # P(x_adv) and the AUC are over no image, undefined (None), not NaN; P(x)'s are defined
+    from user_net import build
+
+    torch.manual_seed(0)
+    seen = attach(build(), ["stem", "fc1"], (1, 28, 28))
+    data = digits[1].subset(torch.arange(30))
+    rows, _ = evaluate_layers_under_attack(seen, lambda images, labels: images, data, Brightness())
+    for row in rows:
+        assert row["successful_attacks"] == 0 and row["accuracy_on_p"]["n"] == 30
+        assert [row[k] for k in ("p_adv_read_as_adversarial", "p_adv_read_as_true", "detector_roc_auc", "p_adv_read",
+                                 "x_adv_read", "detector_roc_auc_interval")] == [None] * 6

@@ -59,3 +59,15 @@ def test_a_dataset_of_other_classes_than_the_models_logits_is_refused(tmp_path):
     with pytest.raises(PerceptregError, match=r"user_net.py:build: the model gives 10 logits, but folder:.* has 2 classes"):
         run_attach(config, tmp_path / "run", progress=False, say=lambda line: None)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_a_run_where_no_attack_succeeded_shows_dashes_and_says_why():
+    from perceptreg.attaching.attach_run import _LayersFile
+
+    row = {**OLD_ROW, "successful_attacks": 0, "accuracy_on_p": rate(9, 10), **dict.fromkeys(
+        ("p_adv_read_as_adversarial", "p_adv_read_as_true", "detector_roc_auc", "p_adv_read", "x_adv_read",
+         "detector_roc_auc_interval"))}
+    summary = {"mode": "frozen", "accuracy": 0.9, "accuracy_before": 0.9, "attack": {"images": 10}, "layers": [row]}
+    _LayersFile.model_validate(summary)  # layers.json's schema takes it
+    assert layer_cells(row) == ["90.0 % [59.6, 98.2]", "-", "-", "-", "-"]
+    assert "no attack succeeded, so the readings of x_adv and P(x_adv) are undefined" in layers_table(summary)

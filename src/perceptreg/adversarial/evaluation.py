@@ -312,12 +312,19 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
         s = evaluation.summary
         judged = s["judges"][judge.name]
         rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],
-                     "successful_attacks": s["successful_attacks"],
-                     "p_adv_read_as_adversarial": judged["on_P(x_adv)"]["adversarial_label"]["rate"],
-                     "p_adv_read_as_true": judged["on_P(x_adv)"]["true_label"]["rate"],
-                     "detector_roc_auc": s["detector"]["auroc"], "judge": judge.name,
-                     # the same readings as rates with their intervals, and the two lines to read them against
-                     "p_adv_read": judged["on_P(x_adv)"], "x_adv_read": judged["on_x_adv"],
-                     "accuracy_on_p": judged["accuracy_on_P(x)"],
-                     "detector_roc_auc_interval": s["detector"]["auroc_interval"]})
+                     "successful_attacks": s["successful_attacks"], "judge": judge.name,
+                     "accuracy_on_p": judged["accuracy_on_P(x)"], **_attacked_readings(s, judged)})
     return rows, adversarial
+
+
+def _attacked_readings(summary: dict, judged: dict) -> dict:
+    """A layer's readings of the successful attacks: None where there is none (a robust
+    model, or too weak an attack), as they are undefined then, not a number."""
+    succeeded = summary["successful_attacks"] > 0
+    readings = {"p_adv_read_as_adversarial": judged["on_P(x_adv)"]["adversarial_label"]["rate"],
+                "p_adv_read_as_true": judged["on_P(x_adv)"]["true_label"]["rate"],
+                "detector_roc_auc": summary["detector"]["auroc"],
+                # the same readings as rates with their intervals, and the line to read them against
+                "p_adv_read": judged["on_P(x_adv)"], "x_adv_read": judged["on_x_adv"],
+                "detector_roc_auc_interval": summary["detector"]["auroc_interval"]}
+    return {key: value if succeeded else None for key, value in readings.items()}

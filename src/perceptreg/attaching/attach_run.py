@@ -50,12 +50,13 @@ class _LayerRow(BaseModel):
     shape: list[int]
     decoder_parameters: int = Field(ge=0)
     test_recon_mse: float
-    p_adv_read_as_adversarial: float = Field(ge=0, le=1)
-    p_adv_read_as_true: float = Field(ge=0, le=1)
-    detector_roc_auc: float
+    # None where no attack succeeded (evaluation.evaluate_layers_under_attack)
+    p_adv_read_as_adversarial: float | None = Field(ge=0, le=1)
+    p_adv_read_as_true: float | None = Field(ge=0, le=1)
+    detector_roc_auc: float | None
     successful_attacks: int = Field(ge=0)
     judge: str
-    # with intervals (evaluation.evaluate_layers_under_attack); None in files written before them
+    # with intervals; None in files written before them, and where no attack succeeded
     p_adv_read: _Reading | None = None
     x_adv_read: _Reading | None = None
     accuracy_on_p: _Rate | None = None
@@ -154,7 +155,7 @@ def _require_finite_measures(summary: dict) -> None:
             raise PerceptregError(
                 f"layer {row['name']}: {', '.join(bad)} came out NaN or infinite ({row['successful_attacks']} of "
                 f"{summary['attack']['images']} attacks succeeded, test accuracy {summary['accuracy']:.1%}); "
-                f"layers.json is not written. Check the model's fit (a lower `lr`), or attack harder (`eps`, `steps`)")
+                f"layers.json is not written. Check the model's weights and the decoders' fit (a lower `lr`)")
 
 
 def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, say: Callable[[str], None]) -> None:

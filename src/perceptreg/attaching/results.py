@@ -41,7 +41,8 @@ def reading_cells(row: dict) -> list[str]:
     return [shown(row.get("accuracy_on_p")), shown(row.get("x_adv_read"), "adversarial_label"),
             shown(p_adv, "adversarial_label", row["p_adv_read_as_adversarial"]),
             shown(p_adv, "true_label", row["p_adv_read_as_true"]),
-            format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]
+            "-" if row["detector_roc_auc"] is None
+            else format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]
 
 
 def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
@@ -54,6 +55,8 @@ def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "
             f"{first['successful_attacks']} successful attacks of {summary['attack']['images']} images "
             f"(95 % Wilson intervals; the AUC's: DeLong)")
+    if first["successful_attacks"] == 0:
+        note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note
 
 
