@@ -97,13 +97,16 @@ def test_other_commands_take_an_attach_run_and_a_layer(attached_run, tmp_path):
     assert result.exit_code == 1 and "latent edits need a run of train" in result.output
 
 
-def test_joint_mode_fine_tunes_and_reports_the_change(weights, tmp_path):
+def test_joint_mode_fine_tunes_and_reports_the_change(weights, attached_run, tmp_path):
     out = tmp_path / "joint"
+    judge = attached_run[0]  # any run folder judges: here the first attach run's model
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
-                                       "--layers", "block2", "--mode", "joint", "--lam", "0.001",
-                                       "--out", str(out), *QUICK])
+                                       "--layers", "block2", "--mode", "joint", "--lam", "0.001", "--eval-size", "50",
+                                       "--judge", str(judge), "--out", str(out), *QUICK])
     assert result.exit_code == 0, result.output
     assert "before fine-tuning" in result.output
+    assert "accuracy on 50 test images" in result.output  # --eval-size: what each epoch is scored on
+    assert json.loads((out / runs.LAYERS_JSON).read_text())["layers"][0]["judge"] == f"model {judge.name}"
     given, saved = load_file(str(weights)), load_file(str(out / runs.MODEL))
     assert any(not torch.equal(saved[f"model.{k}"], v) for k, v in given.items() if v.is_floating_point())
 

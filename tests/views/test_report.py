@@ -254,7 +254,7 @@ def test_report_of_an_attach_run(attach_run):
     assert summary["model"].startswith(f"your model, built by {USER_NET}:build") and "stem, fc1" in summary["model"]
     assert summary["P_layer(x)"].startswith("P_layer(x), the perception at a layer")
     found = cells(parts["layers"])
-    assert [c["label"] for c in found[:3]] == [f"x, true {found[0]['label'][-1]}", "P stem", "P fc1"]
+    assert [c["label"] for c in found[:3]] == [f"x, true {found[0]['label'][-1]}", "P_stem(x)", "P_fc1(x)"]
     assert_captions_agree_with_highlight(found)
     assert [h.text().split(",")[0] for h in parts["layers"].find_all("h3")] == [
         "Test images x", "Attacked images: x"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,13 +83,15 @@ ACCURACY_SAMPLE = 1000  # test images the given model's accuracy is checked on b
 
 
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
-               attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print) -> dict:
+               attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print,
+               judge_runs: Sequence[runs.Run] = ()) -> dict:
     """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
     layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
     metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png,
     and source/ (a copy of the model's file, so that the run opens from any folder).
     model.json comes last: a run without it never finished and may be started again.
-    ``say`` prints what the user should know before the long work: the given model's accuracy."""
+    ``say`` prints what the user should know before the long work: the given model's accuracy.
+    ``judge_runs``: one run whose model reads the perceptions (default: ``default_judges``' first)."""
     run_dir = Path(run_dir)
     runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
@@ -108,16 +110,17 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
                               f"give weights whose values are all finite")
     train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+    eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
     if seen.num_classes != len(train_data.classes):  # its labels would index other logits, or none
         raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
                               f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
-    _check_given_accuracy(seen, test_data, config, device, say)
+    _check_given_accuracy(seen, eval_data, config, device, say)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
         settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                        device=device, progress=progress, test_data=test_data)
+                        device=device, progress=progress, test_data=eval_data)
         if config.mode == "joint":
             tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
             history, before = tuned["history"], tuned["accuracy_before"]
@@ -128,8 +131,9 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
         summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+        judges = default_judges(config.dataset, train_data, judge_runs, device)  # the given run's judge comes last
         under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen, progress=progress), pool, default_judges(config.dataset, train_data, device=device)[0],
+            seen, attack.build(seen, progress=progress), pool, judges[-1 if judge_runs else 0],
             device=device, progress=progress)
         summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
                                                               "images": len(pool)}, layers=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -50,14 +51,20 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of decoder init and shuffling.")
 @click.option("--train-size", type=int, help="Fit on a stratified subset of this many images.")
+@click.option("--eval-size", default=DEFAULTS.eval_size, show_default=True, type=int,
+              help="Test images scored after each epoch (0: the whole test split).")
 @click.option("--decoder-params", type=int, help="Give every layer's decoder the same budget, at most this many "
               "parameters, to compare layers fairly. [default: widths from each activation's shape]")
 @attack_options(seed_flag="--attack-seed")
 @click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to measure each layer's perception under attack.")
+@click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run folder whose model reads the perceptions. [default: a 3-NN pixel judge on grey digits; "
+                   "on natural images the dataset's CNN judge (perceptreg train-judge)]")
 @click.option("--out", required=True, type=OutPath(file_okay=False), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attach_command(model, model_kwargs, weights, layers, normalize, settings, attack_images, out, quiet, **options):
+def attach_command(model, model_kwargs, weights, layers, normalize, settings, attack_images, judge_run, out, quiet,
+                   **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that
     layer's activation back into the image, with your model frozen bit for bit (or, with
     --mode joint, fine-tuned by the paper's objective). Measures, per layer, the
@@ -67,6 +74,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
     \b
     Time against precision (each phase shows a progress bar with the time left):
       --epochs, --train-size   fitting: fewer epochs or images leave the decoders less fitted (higher MSE);
+      --eval-size              each epoch's score: fewer test images, a less precise MSE;
       --attack-images          the attack: fewer images, wider intervals on each layer's rates;
       --steps, --restarts      the attack: fewer, a weaker attack (fewer successes to read);
       --decoder-params         smaller decoders fit faster but keep less of each layer.
@@ -74,6 +82,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
 
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
+    from perceptreg import runs
     from perceptreg.attaching.attach_run import run_attach
     from perceptreg.core.user_models import parse_kwargs
 
@@ -83,7 +92,8 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
     began = time.perf_counter()
     command = click.get_current_context().command  # the library's `names` said as this command's flags
     summary = run_attach(config, out, settings, attack_images, progress=not quiet,
-                         say=lambda text: click.echo(as_flags(text, command)))
+                         say=lambda text: click.echo(as_flags(text, command)),
+                         judge_runs=[runs.open_run(judge_run)] if judge_run else ())
     click.echo(layers_table(summary))
     click.echo(f"test accuracy {summary['accuracy']:.2%}"
                + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")

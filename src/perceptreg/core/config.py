@@ -73,7 +73,6 @@ class TrainConfig:
              "`lr_drop_factor` must be a finite number > 0"),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "`betas` must be two numbers in [0, 1)"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1, "`steps_per_epoch` must be >= 1"),
-            (self.eval_size is None or self.eval_size >= 0, "`eval_size` must be >= 0 (0: the whole test split)"),
             (self.classifier_from is None or self.mode == "post-hoc", "`classifier_from` needs mode post-hoc"),
             (self.model is None or self.arch == "custom", "`model` builds a custom architecture: set arch to custom"),
             (self.z_dim is None or 1 <= self.z_dim <= MAX_Z_DIM, f"`z_dim` must lie in 1..{MAX_Z_DIM}"),
@@ -148,6 +147,7 @@ class AttachConfig:
     weights_sha256: str | None = None  # recorded by the run: which weights it saw
     source: dict | None = None  # recorded by the run: its copy of the model's source (runs.sources)
     decoder_params: int | None = None  # each layer's decoder at most this big, to compare layers fairly (None: default widths)
+    eval_size: int | None = 10_000  # test images scored after each epoch, as in TrainConfig (0 or None: all)
 
     def __post_init__(self):
         _require([
@@ -167,7 +167,7 @@ class AttachConfig:
 
 
 def _training_checks(config) -> list[tuple[bool, str]]:
-    """The rules every config that trains shares: lam, epochs, batch size, lr, subset size."""
+    """The rules every config that trains shares: lam, epochs, batch size, lr, subset sizes, seed."""
     return [
         (config.lam >= 0 and math.isfinite(config.lam), "`lam` must be a finite number >= 0"),
         (1 <= config.epochs <= MAX_EPOCHS, f"`epochs` must be in [1, {MAX_EPOCHS:,}]"),
@@ -175,6 +175,7 @@ def _training_checks(config) -> list[tuple[bool, str]]:
         (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
         (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
         (0 <= config.seed < 2**63, "`seed` must be in [0, 2^63)"),  # torch.manual_seed takes 64 bits
+        (config.eval_size is None or config.eval_size >= 0, "`eval_size` must be >= 0 (0: the whole test split)"),
     ]
 
 

@@ -343,7 +343,7 @@ def layers_grid(seen, images: torch.Tensor, labels: torch.Tensor, classes: Seque
             reading = h_caption(classes, int(predicted[i]), float(confidence[i]))
             cells.append(Cell(f"x, true {true}" if name == "x" else name, reading, int(predicted[i]) != label,
                               f"{'test image' if name == 'x' else 'the attacked image'} of a {true}; {reading}"))
-        cells += [Cell(f"P {name}", alt=f"P_{name}({shown}), the decoder of layer {name} reading the "
+        cells += [Cell(f"P_{name}({shown})", alt=f"P_{name}({shown}), the decoder of layer {name} reading the "
                                         f"{'attacked ' if adversarial is not None else ''}{true}")
                   for name in seen.layers]
     return image_grid(grid, grid.shape[0] // len(labels), cells, scale=3 if images.shape[-1] < 48 else 2)
