@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import linear_perception_net, reference_set
+from helpers import linear_perception_net, net_with_decoder, pixels, reference_set
 from torch import nn
 
 from perceptreg.adversarial import judges as judges_module
@@ -9,11 +9,16 @@ from perceptreg.adversarial.judges import (
     KNNJudge,
     ModelJudge,
     default_judges,
+    feature_distance,
+    format_reading,
     judge_agreement,
+    read_perception,
+    reading_judge,
     standing_judge_config,
     standing_judge_dir,
 )
 from perceptreg.data import ImageDataset, to_float
+from perceptreg.measures import rate
 from perceptreg.training.train import train
 
 
@@ -80,3 +85,71 @@ def test_natural_images_are_read_by_the_standing_cnn_judge_once_it_is_trained(tm
     monkeypatch.setattr(judges_module, "completed_epochs", lambda folder: 1)  # as if killed after epoch 1
     with pytest.warns(UserWarning, match="is trained up to epoch 1 of 2"):
         assert [j.name for j in default_judges("rgb", data)] == ["3-NN pixels"]
+
+
+def swapping_decoder() -> nn.Sequential:
+    """P(x) = x with its two pixels swapped (z = the pixels)."""
+    swap = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        swap.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    return nn.Sequential(swap, nn.Unflatten(1, (1, 1, 2)))
+
+
+def pixel_judge() -> ModelJudge:
+    """Reads the brighter pixel (logits 2 x0, x1); its features, the input of C's last
+    Linear, are the two pixels. Its D holds Linear layers too (z -> 3 z -> ...), not C's."""
+    decoder = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Unflatten(1, (1, 1, 2)))
+    with torch.no_grad():
+        decoder[0].weight.copy_(3 * torch.eye(2))
+    net = net_with_decoder(decoder)
+    with torch.no_grad():
+        net.classifier.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+        net.classifier.bias.zero_()
+    return ModelJudge(net, "pixels")
+
+
+def test_a_model_judge_reads_labels_and_the_features_before_its_logits():
+    images = torch.tensor([[1.0, 0.0], [0.2, 0.6]]).reshape(2, 1, 1, 2)
+    labels, features = pixel_judge().read(images, batch_size=1)
+    assert labels.tolist() == [0, 1] and torch.equal(features, images.flatten(1))  # C's input, not its logits nor D's
+
+
+def test_feature_distance_by_hand():
+    first = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    second = torch.tensor([[0.0, 1.0], [2.0, 0.0], [1.0, 0.0]])
+    # orthogonal: 2; one direction at any length: 0; 45 degrees: 2 - 2 cos 45 = 2 - sqrt 2
+    assert feature_distance(first, second).tolist() == pytest.approx([2.0, 0.0, 2 - 2 ** 0.5])
+
+
+def test_read_perception_by_hand():
+    # x: bright left, right, left, left; labels 0, 1, 1, 0. P(x) swaps the pixels.
+    data = pixels([[1, 0], [0, 1], [1, 0], [1, 0]], [0, 1, 1, 0])
+    model = net_with_decoder(swapping_decoder())  # C says 1 when the left pixel is bright
+    reading = read_perception(model, data, pixel_judge(), batch_size=3)
+    assert reading["judge_accuracy"] == rate(3, 4)  # the third looks like a 0
+    assert reading["perception_read_true"] == rate(1, 4)  # swapped, only the third reads as its label
+    assert reading["model_accuracy"] == rate(1, 4)  # C reads 1, 0, 1, 1
+    assert reading["feature_distance"] == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 4}  # orthogonal each time
+    assert reading["pixel_mse"]["mean"] == 1.0
+    # each image beside another: the one bright on the right differs from the two it meets (2), the rest alike (0)
+    assert reading["unrelated_distance"]["mean"] == 1.0 and reading["images"] == 4
+    line = format_reading(reading)
+    assert "x read right 75.0 % [" in line and "P(x) read as the true class 25.0 % [" in line
+    assert "feature distance x-P(x) 2.000 [2.000, 2.000] (x-another image 1.000 [" in line
+
+
+def test_a_perception_equal_to_x_is_at_distance_zero():
+    data = pixels([[1, 0], [0, 1], [0.6, 0.2]], [0, 1, 0])
+    reading = read_perception(net_with_decoder(nn.Unflatten(1, (1, 1, 2))), data, pixel_judge())
+    assert reading["feature_distance"]["mean"] == pytest.approx(0) and reading["pixel_mse"]["mean"] == pytest.approx(0)
+    assert reading["perception_read_true"] == reading["judge_accuracy"] == rate(3, 3)
+
+
+def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_path, monkeypatch):
+    monkeypatch.setenv(JUDGES_ENV, str(tmp_path))
+    data = rgb_set(20)
+    assert reading_judge("rgb", data.image_shape, 10) is None  # none trained: no reading, no warning
+    assert reading_judge("mnist5k", (1, 28, 28), 10) is None  # grey digits: only a given judge
+    config = standing_judge_config("rgb", epochs=1, batch_size=20, eval_size=0)
+    train(config, standing_judge_dir("rgb"), train_data=data, test_data=data, progress=False)
+    assert reading_judge("rgb", data.image_shape, 10).name == "model rgb"

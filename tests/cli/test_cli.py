@@ -49,6 +49,19 @@ def test_train_resume_extends_a_run(trained_run, runner, tmp_path):
     assert "3 epochs" in result.output
 
 
+def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_path):
+    args = ["perceive", str(trained_run), "--n", "2", "--out", str(tmp_path / "grid.png")]
+    result = runner.invoke(main, args + ["--judge", str(trained_run), "--read-size", "40"])
+    assert result.exit_code == 0, result.output
+    line = result.output.splitlines()[-1]
+    assert line.startswith("judge model run (40 test images): x read right ") and "MSE/pixel 0.0" in line
+    # the run judging itself: the judge's accuracy on x is the model's own
+    x_right, own = (re.search(rf"{what} (\S+ % \[[^\]]+\])", line).group(1)
+                    for what in ("x read right", "the model's accuracy"))
+    assert x_right == own
+    assert "judge" not in runner.invoke(main, args).output  # grey digits: read only with --judge
+
+
 def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
     out = tmp_path / "grid.png"
     result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--out", str(out)])

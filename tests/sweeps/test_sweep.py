@@ -114,6 +114,33 @@ def test_a_members_probes_are_fitted_on_its_training_images(monkeypatch):
     assert set(result["probes"]) == {"label (the task)", "left_digit", "right_digit"}
 
 
+def test_a_sweep_with_a_judge_reads_each_members_perception(monkeypatch):
+    from perceptreg.adversarial.judges import ModelJudge
+
+    train, test = datasets.mnist_strips_split()
+    train, test = train.subset(torch.arange(30)), test.subset(torch.arange(20))
+    config = sweep.SweepConfig(lams=(1e-2,), seeds=(0, 1), post_hoc=False, epochs=1, workers=1)
+    for name in ("linear_probe", "mlp_probe"):
+        monkeypatch.setattr(measures, name, lambda *args: 0.5)
+    members = []
+    for (_, train_config), seed in zip(config.variants(), (0, 1)):
+        torch.manual_seed(seed)
+        model = models.build(train_config.arch, 10)
+        # each member its own judge: the judge's accuracy on x is the member's test accuracy
+        members.append(sweep._measure(model, train_config, train, test, "cpu", 0, judge=ModelJudge(model, "itself")))
+        assert members[-1]["judge_accuracy"] == pytest.approx(members[-1]["test_accuracy"])
+        assert members[-1]["reading"]["perception_read_true"]["n"] == 20
+    assert "judge_accuracy" not in sweep._measure(model, train_config, train, test, "cpu", 0)  # no judge, no reading
+    summary = {**sweep._summarise({"0.01": members}, config), "judge": "itself"}
+    row = summary["rows"][0]
+    assert row["judge_accuracy"] == pytest.approx(sum(m["judge_accuracy"] for m in members) / 2)
+    assert row["feature_distance_ci95"] >= 0 and "reading" in summary["per_seed"]["0.01"][1]
+    header, _, notes = sweep.sweep_cells(summary)
+    start = header.index("centre to edge") + 1
+    assert header[start:start + 3] == ["judge right on x", "judge reads P(x) as true", "feature distance x-P(x)"]
+    assert any(note.startswith("Judge: itself, an independent classifier") for note in notes)
+
+
 def test_report_of_a_sweep(quick_sweep):
     out, _ = quick_sweep
     result = CliRunner().invoke(main, ["report", str(out)])

@@ -3,6 +3,7 @@
     judge = KNNJudge(train_data)          # 3-NN in pixel space, another family than the CNN
     labels = judge(perceptions)           # (B,) class indices
     judges = default_judges("cifar10", train_data)   # the main judge first
+    reading = read_perception(model, test_data, judge)   # what the judge makes of P(x)
 
 On grey digits a pixel 3-NN reads classes well; on natural (RGB) images pixel distances say
 little about a class, so there the default judge is a CNN of another architecture and seed,
@@ -24,8 +25,8 @@ from perceptreg.adversarial.defaults import STANDING_JUDGE
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.data import ImageDataset, to_float
-from perceptreg.measures import rate_of
+from perceptreg.data import ImageDataset, batches, to_float
+from perceptreg.measures import format_rate, mean_and_interval, rate_of
 from perceptreg.runs import Run, completed_epochs, open_run
 
 JUDGES_ENV = "PERCEPTREG_JUDGES"  # where standing judges live (default ~/.cache/perceptreg/judges)
@@ -69,10 +70,26 @@ class ModelJudge:
         self.model, self.name = model, name
         self.logits_of = model.classify if isinstance(model, PerceptionNet) else model
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        with evaluating(self.model):
-            return torch.cat([self.logits_of(chunk).argmax(1) for chunk in images.split(batch_size)])
+        return self.read(images, batch_size)[0]
+
+    @torch.no_grad()
+    def read(self, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+        """Its labels (B,) and its penultimate features (B, D): the input of its last
+        ``nn.Linear`` (the layer before the logits), what a perceptual distance compares."""
+        # a PerceptionNet's logits come from C (its D may hold Linear layers too)
+        root = self.model.classifier if isinstance(self.model, PerceptionNet) else self.model
+        last = [m for m in root.modules() if isinstance(m, torch.nn.Linear)]
+        if not last:
+            raise PerceptregError(f"the judge {self.name} has no nn.Linear layer to take its features before")
+        features: list[torch.Tensor] = []
+        hook = last[-1].register_forward_hook(lambda module, inputs, output: features.append(inputs[0].flatten(1)))
+        try:
+            with evaluating(self.model):
+                labels = torch.cat([self.logits_of(chunk).argmax(1) for chunk in images.split(batch_size)])
+        finally:
+            hook.remove()
+        return labels, torch.cat(features).float()
 
 
 def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> dict:
@@ -81,6 +98,73 @@ def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: tor
     says_adversarial, says_true = readings == adversarial, readings == true
     return {"adversarial_label": rate_of(says_adversarial), "true_label": rate_of(says_true),
             "other": rate_of(~says_adversarial & ~says_true), "count": len(readings)}
+
+
+def feature_distance(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Per row, the squared distance of two feature vectors each scaled to length 1 (as
+    LPIPS scales its features): 2 - 2 cos, 0 for the same direction, 2 for orthogonal
+    ones (ReLU features never point further apart). Scaling takes out overall contrast, so
+    what is compared is which features an image excites."""
+    unit = [torch.nn.functional.normalize(f.double(), dim=1) for f in (first, second)]
+    return (unit[0] - unit[1]).square().sum(1)
+
+
+@torch.no_grad()
+def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge, batch_size: int = 500,
+                    device: torch.device | str = "cpu") -> dict:
+    """What an independent ``judge`` makes of ``model``'s perception P(x) = D(F(x)) of ``data``:
+
+    - ``judge_accuracy``: how often it reads x itself right (what its other readings are worth);
+    - ``perception_read_true``: how often it reads P(x) as x's true class;
+    - ``feature_distance``: ``feature_distance`` of its penultimate features of x and of P(x),
+      and ``unrelated_distance``, the same between x and another image of ``data`` (a fixed
+      derangement): the level of "nothing alike", so 0 is P(x) = x to the judge and
+      ``unrelated_distance`` is P(x) no closer to x than another image is;
+    - ``pixel_mse``: the squared error per pixel of P(x), for comparison;
+    - ``model_accuracy``: C(F(x)) right.
+
+    Rates as ``measures.rate`` (95 % Wilson interval); distances and MSE as {"mean", "low",
+    "high", "n"} (95 % Student-t interval of the mean over images)."""
+    reads_x, reads_p, own, distances, mse, features = [], [], [], [], [], []
+    with evaluating(model):
+        for x, labels in batches(data, batch_size, device=device):
+            logits, _, perception = model(x)
+            perception = perception.float()
+            x_labels, x_features = judge.read(x, batch_size)
+            p_labels, p_features = judge.read(perception, batch_size)
+            reads_x.append(x_labels == labels)
+            reads_p.append(p_labels == labels)
+            own.append(logits.argmax(1) == labels)
+            distances.append(feature_distance(x_features, p_features).cpu())
+            mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
+            features.append(x_features.cpu())
+    features_x = torch.cat(features)
+    # each image beside another: a random order shifted by one never pairs an image with itself
+    order = torch.randperm(len(features_x), generator=torch.Generator().manual_seed(0))
+    unrelated = torch.empty_like(order)
+    unrelated[order] = order.roll(1)
+    return {"judge": judge.name, "images": len(features_x),
+            "judge_accuracy": rate_of(torch.cat(reads_x)), "perception_read_true": rate_of(torch.cat(reads_p)),
+            "model_accuracy": rate_of(torch.cat(own)), "feature_distance": _mean_of(torch.cat(distances)),
+            "unrelated_distance": _mean_of(feature_distance(features_x, features_x[unrelated])),
+            "pixel_mse": _mean_of(torch.cat(mse))}
+
+
+def _mean_of(values: torch.Tensor) -> dict:
+    mean, half = mean_and_interval(values.tolist())
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+
+
+def format_reading(reading: dict) -> str:
+    """``read_perception``'s result in one line, each number with its 95 % interval."""
+    def spread(key: str, digits: int) -> str:
+        value = reading[key]
+        return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+    return (f"judge {reading['judge']} ({reading['images']} test images): x read right "
+            f"{format_rate(reading['judge_accuracy'])}; P(x) read as the true class "
+            f"{format_rate(reading['perception_read_true'])}; feature distance x-P(x) {spread('feature_distance', 3)} "
+            f"(x-another image {spread('unrelated_distance', 3)}); MSE/pixel {spread('pixel_mse', 4)}; "
+            f"the model's accuracy {format_rate(reading['model_accuracy'])}")
 
 
 def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,
@@ -123,6 +207,16 @@ def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[
     return judges or [KNNJudge(train_data, device=device)]
 
 
+def reading_judge(dataset: str, image_shape: tuple[int, ...], num_classes: int, judge: Run | None = None,
+                  device: str = "cpu") -> ModelJudge | None:
+    """The CNN judge that reads a run's perception (``read_perception``): the model of
+    ``judge`` if given, else on natural (RGB) images the dataset's standing judge once it is
+    fully trained, else None (a reading is then left out, without a warning)."""
+    if judge is None and image_shape[0] == 3:
+        judge = _standing_judge(dataset, warn=False)
+    return None if judge is None else run_judge(judge, dataset, image_shape, num_classes, device)
+
+
 def judge_progress(folder: Path) -> tuple[Run | None, int]:
     """The judge run in ``folder`` and its completed epochs: (None, 0) before its first
     checkpoint; it is finished once they reach ``run.config.total_epochs``."""
@@ -130,12 +224,14 @@ def judge_progress(folder: Path) -> tuple[Run | None, int]:
     return (open_run(folder) if done else None), done
 
 
-def _standing_judge(dataset: str) -> Run | None:
+def _standing_judge(dataset: str, warn: bool = True) -> Run | None:
     """``dataset``'s standing judge if it is fully trained; else None, with a warning saying how to make it."""
     folder = standing_judge_dir(dataset)
     run, done = judge_progress(folder)
     if run is not None and done >= run.config.total_epochs:
         return run
+    if not warn:
+        return None
     state = f"is trained up to epoch {done} of {run.config.total_epochs}" if run else "has not been made"
     warnings.warn(f"the CNN judge of {dataset} ({folder}) {state}: only a 3-NN pixel judge reads the images, and "
                   f"pixel distances say little about a natural image's class. Run `perceptreg train-judge "

@@ -137,18 +137,31 @@ def train_command(out, resume, quiet, compile_step, **options):
               help=f"PNG to write. [default: RUN/{runs.PERCEPTION}; of a run of `attach`, perception_LAYER.png]")
 @device_option
 @layer_option
-def perceive(run, n, out, device, layer):
-    """Grid of test images x beside the model's perception P(x) = D(F(x)).
+@click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run folder whose model reads P(x): its accuracy on x, how often it reads P(x) as the true "
+                   "class, and the distance of x and P(x) in its features. [default: on natural images the "
+                   "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
+@click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
+              "sample). [default: the whole test split]")
+def perceive(run, n, out, device, layer, judge_run, read_size):
+    """Grid of test images x beside the model's perception P(x) = D(F(x)), and an
+    independent judge's reading of P(x), each number with its 95 % interval.
 
     Example: perceptreg perceive runs/demo --n 20
     """
-    from perceptreg import figures
+    from perceptreg import data, figures
+    from perceptreg.adversarial import judges
 
     model = run.model(device, layer)
     test = run.data()[1]
+    judge = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes),
+                                 runs.open_run(judge_run) if judge_run else None, device)
     named = runs.for_layer(runs.PERCEPTION, run.output_layer(layer))
     path = figures.save_png(figures.perception_grid(model, test, n=n, device=device), out or run.path / named)
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
+    if judge is not None:
+        read = data.training_subset(test, read_size, seed=0)
+        click.echo(judges.format_reading(judges.read_perception(model, read, judge, device=device)))
 
 
 @main.command()
@@ -201,10 +214,14 @@ SWEEP = defaults_of(SweepConfig)
                    "[default: on with --device cuda and the local engine, else off]")
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
+@click.option("--judge", type=click.Path(exists=True, file_okay=False),
+              help="A run folder whose model reads each member's P(x) (its accuracy on x, P(x) read as the true "
+                   "class, the distance in its features). [default: on natural images the dataset's CNN judge "
+                   "once trained (perceptreg train-judge); else no reading]")
 @click.option("--out", type=OutPath(file_okay=False),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
 def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, ensemble, engine, address, device,
-          data_root, out):
+          data_root, judge, out):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
@@ -218,7 +235,7 @@ def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, en
         train_size, epochs, seed_list = 400, 1, (0,)
     config = SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
                                 epochs=epochs, train_size=train_size, device=device, data_root=data_root,
-                                workers=workers, ensemble=ensemble, engine=engine, address=address)
+                                workers=workers, ensemble=ensemble, engine=engine, address=address, judge=judge)
     out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
     began = time.perf_counter()
     summary = sweeps.run_sweep(config, out)

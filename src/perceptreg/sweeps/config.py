@@ -28,6 +28,7 @@ class SweepConfig:
     ensemble: bool | None = None  # joint members as vmapped ensembles, one per worker (ensemble.py); None: auto
     engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
+    judge: str | None = None  # a run folder whose model reads each member's P(x); None: natural images' standing judge
 
     def __post_init__(self):
         if not self.lams:

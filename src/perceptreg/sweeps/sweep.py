@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from perceptreg import data as datasets
 from perceptreg import figures, measures, runs
+from perceptreg.adversarial import judges
 from perceptreg.core import checkpoint, devices, display, models, schema
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import TrainConfig
@@ -39,7 +40,13 @@ def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
 
 # Per-model numbers that get a column (mean and interval over seeds), in the table's order.
 MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "centre_to_edge")
-COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient"}
+# An independent judge's reading of each member's P(x) (judges.read_perception), when the
+# sweep has a judge: its accuracy on x, its reading of P(x) as the true class, the distance
+# of x and P(x) in its penultimate features.
+JUDGE_MEASURES = ("judge_accuracy", "perception_read_true", "feature_distance")
+COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient",
+                "judge_accuracy": "judge right on x", "perception_read_true": "judge reads P(x) as true",
+                "feature_distance": "feature distance x-P(x)"}
 # The probes on frozen z: (key in a member's results, prefix of their columns in the rows,
 # key of the same probes on raw pixels in sweep.json, their name)
 PROBE_KINDS = (("probes", "probe: ", "pixel_probes", "Linear probes"),
@@ -50,8 +57,10 @@ def _variant(config: TrainConfig) -> str:
     return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
 
 
-def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int) -> dict:
+def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int,
+             judge=None) -> dict:
     quality = measures.evaluate(model, test_data, device=device)
+    reading = {} if judge is None else judges.read_perception(model, test_data, judge, device=device)
     # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
     lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
     shares = measures.gradient_shares(model, train_data, lam, train_config.reduction, device=device)
@@ -65,7 +74,10 @@ def _measure(model, train_config: TrainConfig, train_data, test_data, device, ma
     return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
             "shape_spread": quality["shape_spread"], "ce_share": shares["ce_share"],
             "centre_to_edge": measures.centre_to_edge_ratio(errors), "probes": probes, "mlp_probes": mlp_probes,
-            "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors}
+            "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors,
+            **({"judge_accuracy": reading["judge_accuracy"]["rate"],
+                "perception_read_true": reading["perception_read_true"]["rate"],
+                "feature_distance": reading["feature_distance"]["mean"], "reading": reading} if reading else {})}
 
 
 class PixelProbesFile(BaseModel):
@@ -118,6 +130,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         ray_engine.check(config.address, config.device)
     else:  # the members train here: CUDA that this machine lacks fails now, not in the first member
         devices.resolve_device(config.device)
+    judge_run = runs.open_run(config.judge) if config.judge else None  # a bad judge folder: before anything is written
     out = runs.check_output_path(out_dir)
     runs.claim(out, "sweep")  # before the data is loaded; again under the lock
     members = [(train_config, out / name) for name, train_config in variants]
@@ -125,7 +138,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -
         runs.claim(out, "sweep")
         _claim_members(members)
         checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
-        return _train_and_measure(config, out, variants, members, progress)
+        return _train_and_measure(config, out, variants, members, judge_run, progress)
 
 
 def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
@@ -140,9 +153,11 @@ def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
             runs.settle(run_dir)
 
 
-def _train_and_measure(config: SweepConfig, out: Path, variants, members, progress: bool) -> dict:
+def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_run, progress: bool) -> dict:
     full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
                                                       datasets.image_shape_for(config.dataset))
+    judge = judges.reading_judge(config.dataset, test_data.image_shape, len(test_data.classes),  # before training
+                                 judge_run, config.device)
     # Train first (side by side with several workers; finished members are skipped), then measure.
     if config.engine == "ray":  # each member a task with the threads a local worker would have
         ray_engine.train_all(members, workers.threads_per_worker(config.workers), config.address, progress)
@@ -155,15 +170,17 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, progre
     for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
         model = runs.open_run(out / name).model(config.device)
         result = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
-                          config.max_probe_attributes)
+                          config.max_probe_attributes, judge)
         measured.setdefault(_variant(train_config), []).append(result)
         first_models.setdefault(_variant(train_config), model)
         if progress:
             tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
                        f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
                        f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
-                       + (" [decoder collapsed]" if result["decoder_collapsed"] else ""))
-    summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"]}
+                       + (" [decoder collapsed]" if result["decoder_collapsed"] else "")
+                       + (f"; {judges.format_reading(result['reading'])}" if judge else ""))
+    summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"],
+               "judge": None if judge is None else judge.name}
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
@@ -175,15 +192,15 @@ def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
     for variant, results in measured.items():
         row = {"variant": variant, "seeds": len(results),
                "collapsed": sum(r["decoder_collapsed"] for r in results)}
-        for key in MEASURES:
+        for key in (*MEASURES, *(k for k in JUDGE_MEASURES if k in results[0])):
             row[key], row[f"{key}_ci95"] = measures.mean_and_interval([r[key] for r in results])
         for kind, prefix, _, _ in PROBE_KINDS:
             for probe in results[0][kind]:
                 mean, half = measures.mean_and_interval([r[kind][probe] for r in results])
                 row[prefix + probe], row[f"{prefix}{probe}_ci95"] = mean, half
         rows.append(row)
-    per_seed = {v: [{k: r[k] for k in (*MEASURES, "decoder_collapsed", "probes", "mlp_probes")}
-                    for r in results] for v, results in measured.items()}
+    kept = (*MEASURES, *JUDGE_MEASURES, "reading", "decoder_collapsed", "probes", "mlp_probes")
+    per_seed = {v: [{k: r[k] for k in kept if k in r} for r in results] for v, results in measured.items()}
     return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
 
 
@@ -227,6 +244,10 @@ def sweep_cells(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
     header = ["lambda", "seeds"] + [column_name(c) for c in columns]
     cells = [[row["variant"], str(row["seeds"])] + [format_cell(row, c) for c in columns] for row in rows]
     notes = [collapse_note(rows)] if collapse_note(rows) else []
+    if summary.get("judge"):
+        notes.append(f"Judge: {summary['judge']}, an independent classifier trained on real images only; "
+                     "'judge right on x' is its own accuracy on the test images, beside its reading of P(x); "
+                     "feature distance: 2 - 2 cos of its penultimate features of x and P(x) (0: alike to it)")
     notes += [f"{kind} on the raw pixels (reference): " + ", ".join(f"{name} {value:.3f}" for name, value in
                                                                     summary[key].items())
               for _, _, key, kind in PROBE_KINDS if summary.get(key)]

@@ -93,6 +93,11 @@ COLUMNS = {  # what each column of a sweep's table measures, for the summary at 
                 "(near 1: F learns the task; near 0: F is an auto-encoder's encoder)",
     "centre_to_edge": "centre to edge: P(x)'s error in the middle half of the columns over that in the outer "
                       "quarters (well below 1: the perception keeps the centre and loses the edges)",
+    "judge_accuracy": "judge right on x: the independent judge's own accuracy on the test images, what its "
+                      "readings of P(x) are worth",
+    "perception_read_true": "judge reads P(x) as true: how often the judge reads P(x) as x's true class",
+    "feature_distance": "feature distance x-P(x): 2 - 2 cos of the judge's penultimate features of x and of P(x) "
+                        "(0: alike to the judge)",
     "probe": "probe: NAME: test accuracy of a linear probe reading NAME from the frozen z",
     "mlp probe": "mlp probe: NAME: the same read by a small MLP (64 ReLU units)",
 }
