@@ -74,17 +74,17 @@ def test_grey_images_are_read_by_the_pixel_judge_first():
 def test_natural_images_are_read_by_the_standing_cnn_judge_once_it_is_trained(tmp_path, monkeypatch):
     monkeypatch.setenv(JUDGES_ENV, str(tmp_path))
     data = rgb_set()
-    with pytest.warns(UserWarning, match="has not been made.*perceptreg train-judge --dataset rgb"):
-        assert [j.name for j in default_judges("rgb", data)] == ["3-NN pixels"]
-    config = standing_judge_config("rgb", epochs=2, batch_size=20, eval_size=0)
-    result = train(config, standing_judge_dir("rgb"), train_data=data, test_data=data, progress=False)
+    with pytest.warns(UserWarning, match="has not been made.*perceptreg train-judge --dataset cifar10"):
+        assert [j.name for j in default_judges("cifar10", data)] == ["3-NN pixels"]
+    config = standing_judge_config("cifar10", epochs=2, batch_size=20, eval_size=0)
+    result = train(config, standing_judge_dir("cifar10"), train_data=data, test_data=data, progress=False)
     assert not result.history[-1]["decoder_collapsed"]  # at lam 0 D never learnt to draw: no collapse to flag
-    judges = default_judges("rgb", data)
-    assert [j.name for j in judges] == ["model rgb"]  # the pixel judge is left out on natural images
+    judges = default_judges("cifar10", data)
+    assert [j.name for j in judges] == ["model cifar10"]  # the pixel judge is left out on natural images
     assert torch.equal(judges[0](to_float(data.images)), result.model.eval().classify(to_float(data.images)).argmax(1))
     monkeypatch.setattr(judges_module, "completed_epochs", lambda folder: 1)  # as if killed after epoch 1
     with pytest.warns(UserWarning, match="is trained up to epoch 1 of 2"):
-        assert [j.name for j in default_judges("rgb", data)] == ["3-NN pixels"]
+        assert [j.name for j in default_judges("cifar10", data)] == ["3-NN pixels"]
 
 
 def swapping_decoder() -> nn.Sequential:
@@ -148,8 +148,8 @@ def test_a_perception_equal_to_x_is_at_distance_zero():
 def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_path, monkeypatch):
     monkeypatch.setenv(JUDGES_ENV, str(tmp_path))
     data = rgb_set(20)
-    assert reading_judge("rgb", data.image_shape, 10) is None  # none trained: no reading, no warning
+    assert reading_judge("cifar10", data.image_shape, 10) is None  # none trained: no reading, no warning
     assert reading_judge("mnist5k", (1, 28, 28), 10) is None  # grey digits: only a given judge
-    config = standing_judge_config("rgb", epochs=1, batch_size=20, eval_size=0)
-    train(config, standing_judge_dir("rgb"), train_data=data, test_data=data, progress=False)
-    assert reading_judge("rgb", data.image_shape, 10).name == "model rgb"
+    config = standing_judge_config("cifar10", epochs=1, batch_size=20, eval_size=0)
+    train(config, standing_judge_dir("cifar10"), train_data=data, test_data=data, progress=False)
+    assert reading_judge("cifar10", data.image_shape, 10).name == "model cifar10"

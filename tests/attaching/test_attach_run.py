@@ -71,3 +71,31 @@ def test_a_run_where_no_attack_succeeded_shows_dashes_and_says_why():
     _LayersFile.model_validate(summary)  # layers.json's schema takes it
     assert layer_cells(row) == ["90.0 % [59.6, 98.2]", "-", "-", "-", "-"]
     assert "no attack succeeded, so the readings of x_adv and P(x_adv) are undefined" in layers_table(summary)
+
+
+def test_input_shape_resizes_a_folder_to_the_models_input_and_is_refused_elsewhere(tmp_path):
+    import numpy as np
+    from helpers import USER_NET
+    from PIL import Image
+
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+    from perceptreg.core.errors import PerceptregError
+
+    for label in ("a", "b"):  # 36x36: not the user net's 28x28
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((36, 36), 40 * i, dtype=np.uint8), "L").save(tmp_path / "images" / label / f"{i}.png")
+
+    def attach_with(**settings):
+        config = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",), random_weights=True, epochs=1, **settings)
+        run_attach(config, tmp_path / "run", progress=False, say=lambda line: None)
+    folder = f"folder:{tmp_path / 'images'}"
+    with pytest.raises(PerceptregError, match=r"`input_shape` \(1, 36, 36\): the model failed"):
+        attach_with(dataset=folder)  # the images' own size
+    with pytest.raises(PerceptregError, match="the model gives 10 logits"):  # resized: the model runs, the classes differ
+        attach_with(dataset=folder, input_shape=(1, 28, 28))
+    with pytest.raises(PerceptregError, match="`input_shape` 1,32,32: mnist5k's images are 1,28,28 and only folder: "):
+        attach_with(dataset="mnist5k", input_shape=(1, 32, 32))
+    with pytest.raises(PerceptregError, match="`input_shape` must be three sizes C,H,W, each in 1..4096"):
+        AttachConfig(model="m.py:f", layers=("a",), input_shape=(1, 0, 28))

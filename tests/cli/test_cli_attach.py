@@ -119,7 +119,7 @@ def test_joint_mode_fine_tunes_and_reports_the_change(weights, attached_run, tmp
     (["--model", USER_NET], "Error: --model"),
     (["--normalize", "0.5,0.5,0.5,0.2,0.2,0.2"], "Error: --normalize needs one value per input channel (1)"),
     (["--normalize", "0.5,0.2,0.1"], "Error: --normalize '0.5,0.2,0.1': give one mean per channel"),
-    (["--dataset", "mnist-strips"], "Error: input_shape (3, 32, 32): the model failed on a batch of 2 zeros"),
+    (["--dataset", "mnist-strips"], "Error: --input-shape (3, 32, 32): the model failed on a batch of 2 zeros"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(args, message, weights, tmp_path):
     base = {"--model": f"{USER_NET}:build", "--weights": str(weights), "--layers": LAYERS}

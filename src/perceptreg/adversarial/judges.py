@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 
 from perceptreg.adversarial.defaults import STANDING_JUDGE
+from perceptreg.core.attached import AttachedModel, LayerView
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -70,26 +71,34 @@ class ModelJudge:
         self.model, self.name = model, name
         self.logits_of = model.classify if isinstance(model, PerceptionNet) else model
 
-    def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-        return self.read(images, batch_size)[0]
-
     @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        with evaluating(self.model):
+            return torch.cat([self.logits_of(chunk).argmax(1) for chunk in images.split(batch_size)])
+
     def read(self, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
         """Its labels (B,) and its penultimate features (B, D): the input of its last
         ``nn.Linear`` (the layer before the logits), what a perceptual distance compares."""
-        # a PerceptionNet's logits come from C (its D may hold Linear layers too)
-        root = self.model.classifier if isinstance(self.model, PerceptionNet) else self.model
-        last = [m for m in root.modules() if isinstance(m, torch.nn.Linear)]
+        last = [m for m in _logits_module(self.model).modules() if isinstance(m, torch.nn.Linear)]
         if not last:
             raise PerceptregError(f"the judge {self.name} has no nn.Linear layer to take its features before")
         features: list[torch.Tensor] = []
         hook = last[-1].register_forward_hook(lambda module, inputs, output: features.append(inputs[0].flatten(1)))
         try:
-            with evaluating(self.model):
-                labels = torch.cat([self.logits_of(chunk).argmax(1) for chunk in images.split(batch_size)])
+            labels = self(images, batch_size)
         finally:
             hook.remove()
         return labels, torch.cat(features).float()
+
+
+def _logits_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The module whose last ``nn.Linear`` gives a judge's logits: C of a PerceptionNet, the
+    user's network of an attached model (its decoders may hold Linear layers too), else the model."""
+    if isinstance(model, LayerView):
+        return model.seen.model
+    if isinstance(model, AttachedModel):
+        return model.model
+    return model.classifier if isinstance(model, PerceptionNet) else model
 
 
 def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> dict:

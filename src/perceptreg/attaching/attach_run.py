@@ -108,7 +108,11 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         raise PerceptregError(f"{config.weights or config.model}: {not_finite[0]} holds NaN or inf"
                               f"{f' (and {len(not_finite) - 1} more tensors)' if len(not_finite) > 1 else ''}; "
                               f"give weights whose values are all finite")
-    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root)
+    train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, config.input_shape)
+    if config.input_shape and train_data.image_shape != tuple(config.input_shape):  # only folders are resized
+        raise PerceptregError(f"`input_shape` {','.join(map(str, config.input_shape))}: {config.dataset}'s images are "
+                              f"{','.join(map(str, train_data.image_shape))} and only folder: datasets are resized; "
+                              f"give a dataset of the model's input shape")
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
     eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,

@@ -28,6 +28,18 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
     return values[:len(values) // 2], values[len(values) // 2:]
 
 
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """"3,224,224" -> (3, 224, 224); the ranges are AttachConfig's to check."""
+    from perceptreg.sweeps.sweep import parse_list
+
+    if text is None:
+        return None
+    values = parse_list(text, int, "input_shape", "3,224,224")
+    if len(values) != 3:
+        raise PerceptregError(f"`input_shape` {text!r}: give three sizes, channels,height,width (e.g. 3,224,224)")
+    return values
+
+
 @main.command("attach")
 @click.option("--model", required=True,
               help="FILE.py:FUNCTION or package.module:FUNCTION returning your classifier, an nn.Module from "
@@ -43,6 +55,8 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
 @click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds).")
 @click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
 @click.option("--data-root", help="Folder of file-based datasets.")
+@click.option("--input-shape", help="C,H,W your model takes (e.g. 3,224,224): folder: datasets are resized to it. "
+                                    "[default: the images' own size]")
 @click.option("--mode", default=DEFAULTS.mode, show_default=True, type=click.Choice(ATTACH_MODES),
               help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * the layers' mean reconstruction error.")
 @click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the mean over the layers of their reconstruction errors.")
@@ -63,8 +77,8 @@ def parse_normalize(text: str | None) -> tuple[tuple[float, ...], tuple[float, .
                    "on natural images the dataset's CNN judge (perceptreg train-judge)]")
 @click.option("--out", required=True, type=OutPath(file_okay=False), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attach_command(model, model_kwargs, weights, layers, normalize, settings, attack_images, judge_run, out, quiet,
-                   **options):
+def attach_command(model, model_kwargs, weights, layers, normalize, input_shape, settings, attack_images, judge_run,
+                   out, quiet, **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that
     layer's activation back into the image, with your model frozen bit for bit (or, with
     --mode joint, fine-tuned by the paper's objective). Measures, per layer, the
@@ -87,7 +101,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, settings, at
     from perceptreg.core.user_models import parse_kwargs
 
     config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
-                          normalize=parse_normalize(normalize),
+                          normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
     began = time.perf_counter()
     command = click.get_current_context().command  # the library's `names` said as this command's flags

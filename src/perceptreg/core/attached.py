@@ -313,8 +313,8 @@ def _probe(seen: AttachedModel, names: list[str], device: torch.device) -> tuple
             raise
         except Exception as err:
             raise PerceptregError(f"`input_shape` {seen.input_shape}: the model failed on a batch of 2 "
-                                  f"zeros of this shape ({type(err).__name__}: {err}); pass the shape "
-                                  f"of one input image (channels, height, width)") from err
+                                  f"zeros of this shape ({type(err).__name__}: {err}); the images must "
+                                  f"have the shape the model takes (channels, height, width)") from err
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 2:
         got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else f"a {type(logits).__name__}"
         raise PerceptregError(f"the model must return logits of shape (batch, classes); for a batch "

@@ -20,6 +20,7 @@ from perceptreg.core.errors import PerceptregError
 MODES = ("joint", "post-hoc")
 MAX_Z_DIM = 4096  # C's first layer and D's first deconvolution grow with z: beyond this a typo, not a study
 MAX_DECODER_WIDTH = 8  # the CelebA D at 8x is about 1.4G parameters already
+MAX_SIDE = 4096  # of an image's channels, height or width: beyond this a typo, not an image
 MAX_EPOCHS = 10_000  # 500x the paper's 20: a typo (1e12) is refused, not run until killed
 REDUCTIONS = ("sum", "mean")  # of the squared error: summed per image (the paper) or averaged per pixel
 INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64),
@@ -148,12 +149,15 @@ class AttachConfig:
     source: dict | None = None  # recorded by the run: its copy of the model's source (runs.sources)
     decoder_params: int | None = None  # each layer's decoder at most this big, to compare layers fairly (None: default widths)
     eval_size: int | None = 10_000  # test images scored after each epoch, as in TrainConfig (0 or None: all)
+    input_shape: tuple[int, int, int] | None = None  # C, H, W the model takes: folder datasets are resized to it
 
     def __post_init__(self):
         _require([
             (bool(self.layers), "`layers` must name at least one module"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
             (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
+            (self.input_shape is None or (len(self.input_shape) == 3 and all(1 <= n <= MAX_SIDE for n in self.input_shape)),
+             f"`input_shape` must be three sizes C,H,W, each in 1..{MAX_SIDE}"),
             *_training_checks(self),
         ])
         _check_device(self.device)
