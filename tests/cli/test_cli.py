@@ -433,3 +433,20 @@ def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
     curve = json.loads((tmp_path / "edits" / "interpolation_metrics.json").read_text())["runs"][str(run)][
         "directions"]["per-image"]["flip_curve"]["H(image)"]
     assert curve[0] <= 0.1 and curve[1] >= 0.5  # images of other classes, edited toward 1
+
+
+def test_noise_to_class_and_latent_edits_are_read_by_the_given_judge(trained_run, runner, tmp_path):
+    # the run copied: its results files are written beside it; the original judges it
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    result = runner.invoke(main, ["attack", str(run), "--from-noise", "--steps", "2", "--n", "1",
+                                  "--judge", str(trained_run)])
+    assert result.exit_code == 0, result.output
+    judge = f"model {trained_run.name}"
+    assert f"the {judge} judge reads P(x_adv)" in result.output
+    assert json.loads((run / "noise_metrics.json").read_text())["judge"] == judge
+    result = runner.invoke(main, ["interpolate", str(run), "--target", "8", "--images", "2", "--fit-images", "2",
+                                  "--steps", "2", "--alphas", "0:1:1", "--judge", str(trained_run)])
+    assert result.exit_code == 0, result.output
+    edits = json.loads((run / "interpolation_metrics.json").read_text())["runs"][str(run)]
+    assert judge in edits["directions"]["mean"]["flip_curve"]

@@ -216,6 +216,14 @@ def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[
     return judges or [KNNJudge(train_data, device=device)]
 
 
+def main_judge(dataset: str, train_data: ImageDataset, judge: Run | None = None, device: str = "cpu"):
+    """The one judge a single reading is made by (attach's layers, noise to class, latent
+    edits): the model of ``judge`` if given, else ``default_judges``' main one."""
+    if judge is not None:
+        return run_judge(judge, dataset, train_data.image_shape, len(train_data.classes), device)
+    return default_judges(dataset, train_data, device=device)[0]
+
+
 def reading_judge(dataset: str, image_shape: tuple[int, ...], num_classes: int, judge: Run | None = None,
                   device: str = "cpu") -> ModelJudge | None:
     """The CNN judge that reads a run's perception (``read_perception``): the model of

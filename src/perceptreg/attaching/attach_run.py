@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +16,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import default_judges
+from perceptreg.adversarial.judges import main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.results import LayerTable
 from perceptreg.core import checkpoint, user_models
@@ -84,14 +84,14 @@ ACCURACY_SAMPLE = 1000  # test images the given model's accuracy is checked on b
 
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
                attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print,
-               judge_runs: Sequence[runs.Run] = ()) -> dict:
+               judge: runs.Run | None = None) -> dict:
     """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
     layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
     metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png,
     and source/ (a copy of the model's file, so that the run opens from any folder).
     model.json comes last: a run without it never finished and may be started again.
     ``say`` prints what the user should know before the long work: the given model's accuracy.
-    ``judge_runs``: one run whose model reads the perceptions (default: ``default_judges``' first)."""
+    ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s)."""
     run_dir = Path(run_dir)
     runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
@@ -135,9 +135,9 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
         summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
-        judges = default_judges(config.dataset, train_data, judge_runs, device)  # the given run's judge comes last
+        reader = main_judge(config.dataset, train_data, judge, device)
         under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen, progress=progress), pool, judges[-1 if judge_runs else 0],
+            seen, attack.build(seen, progress=progress), pool, reader,
             device=device, progress=progress)
         summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
                                                               "images": len(pool)}, layers=[

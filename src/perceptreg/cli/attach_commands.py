@@ -107,7 +107,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
     command = click.get_current_context().command  # the library's `names` said as this command's flags
     summary = run_attach(config, out, settings, attack_images, progress=not quiet,
                          say=lambda text: click.echo(as_flags(text, command)),
-                         judge_runs=[runs.open_run(judge_run)] if judge_run else ())
+                         judge=runs.open_run(judge_run) if judge_run else None)
     click.echo(layers_table(summary))
     click.echo(f"test accuracy {summary['accuracy']:.2%}"
                + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")

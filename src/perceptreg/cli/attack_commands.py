@@ -69,6 +69,9 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
 
 
 target_option = click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted).")
+judge_option = click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                            help="A run folder whose model reads the images. [default: a 3-NN pixel judge on grey "
+                                 "digits; on natural images the dataset's CNN judge (perceptreg train-judge)]")
 
 
 @main.command()
@@ -83,8 +86,9 @@ target_option = click.option("--target", type=int, help="Targeted attack toward 
 @click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}; of an attach run "
                    f"named after the layer, e.g. {runs.for_layer(runs.ATTACK, 'fc1')}]")
+@judge_option
 @layer_option
-def attack(run, settings, device, target, n, pool, from_noise, out, layer):
+def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, layer):
     """Attack H = C(F(x)) with PGD and show what the model perceives: rows x, x_adv, P(x),
     P(x_adv), then the failure cases (attacks that fooled H while the judge still reads
     P(x_adv) as the true class).
@@ -96,7 +100,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
     from perceptreg import figures
     from perceptreg.adversarial.attacks import FromNoise
     from perceptreg.adversarial.evaluation import noise_to_target
-    from perceptreg.adversarial.judges import default_judges
+    from perceptreg.adversarial.judges import main_judge
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.core.checkpoint import write_json
     from perceptreg.core.devices import check_memory
@@ -114,7 +118,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
         picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
-        judge = default_judges(run.config.dataset, train_data, device=device)[0]
+        judge = main_judge(run.config.dataset, train_data, runs.open_run(judge_run) if judge_run else None, device)
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
@@ -123,7 +127,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, layer):
         click.echo(f"noise attacked toward each class, with the perceptions{at_layer}: "
                    f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
         return
-    evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer)
+    evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer,
+                              judge_runs=[runs.open_run(judge_run)] if judge_run else ())
     classes = run.data()[1].classes
     failures = evaluation.failures()
     shown = torch.arange(min(n, len(evaluation.labels)))
@@ -273,9 +278,10 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
 @attack_options
+@judge_option
 @click.option("--out", type=OutPath(file_okay=False), help="Folder for the outputs. [default: RUN]")
 def interpolate(run, target, source, alphas, n_images, from_file, fit_images, apply_direction,
-                save_direction, compare, settings, device, out):
+                save_direction, compare, settings, device, judge_run, out):
     """Edit images toward a class along latent directions found by a targeted attack:
     D(F(x) + a * dz), dz = F(x_adv) - F(x), per image and averaged over training images.
     Writes the grids, the flip curves (how often H, C and the judge read the target, by
@@ -296,7 +302,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     out = out or run.path
     results, curves = {}, {}
     for current in [run] + ([runs.open_run(compare)] if compare else []):
-        study, region = latent.study_run(current, edit, settings, device)
+        study, region = latent.study_run(current, edit, settings, device, runs.open_run(judge_run) if judge_run else None)
         results[str(current.path)] = study.summary
         suffix = "" if current == run else " (compare)"
         for kind, entry in study.summary["directions"].items():

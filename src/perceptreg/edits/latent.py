@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 from perceptreg import data as datasets
 from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD, AttackSettings, check_target
-from perceptreg.adversarial.judges import default_judges
+from perceptreg.adversarial.judges import main_judge
 from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
@@ -315,11 +315,11 @@ def _pick(data, target: int, source: int | None, count: int) -> torch.Tensor:
     return chosen[datasets.spread_over_classes(data.labels[chosen], min(count, len(chosen)))]
 
 
-def study_run(run: Run, settings: EditSettings, attack: AttackSettings,
-              device: str = "cpu") -> tuple[EditStudy, torch.Tensor]:
+def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: str = "cpu",
+              judge: Run | None = None) -> tuple[EditStudy, torch.Tensor]:
     """The edit study of a run's model: its test images (or ``from_file``) edited toward
-    ``settings.target``, judged by the main judge of ``default_judges`` (a 3-NN pixel judge on grey
-    digits, the dataset's standing CNN judge on natural images). The mean direction
+    ``settings.target``, read by ``judge``'s model, else by ``main_judge``'s (a 3-NN pixel judge
+    on grey digits, the dataset's standing CNN judge on natural images). The mean direction
     is fitted on training images, so it is tested on images it has not seen. Returns the
     study and the target's region (pixels its mean training image covers), for locality."""
     if run.kind == "attached":
@@ -339,6 +339,6 @@ def study_run(run: Run, settings: EditSettings, attack: AttackSettings,
                               f"not toward the `target` {settings.target}")
     region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
     study = study_edits(model, datasets.to_float(images).to(device), settings.target, attack.build(model),
-                        settings.alphas, default_judges(run.config.dataset, train_data, device=device)[:1], region.to(device),
+                        settings.alphas, [main_judge(run.config.dataset, train_data, judge, device)], region.to(device),
                         direction, datasets.to_float(fit).to(device), settings.source)
     return study, region
