@@ -59,3 +59,11 @@ def test_a_resume_over_a_bad_config_is_one_line_naming_the_file(tmp_path, change
     result = CliRunner().invoke(main, ["train", "--resume", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and result.output.count("Error:") == 1, result.output
     assert f"{tmp_path / runs.CONFIG}: {words}" in result.output and "--" not in result.output
+
+
+def test_a_refused_setting_is_shown_alone_not_beside_every_other_setting():
+    from perceptreg.core.config import TrainConfig
+
+    with pytest.raises(PerceptregError) as refused:
+        TrainConfig(lam=-1.0, epochs=1, train_size=200)
+    assert str(refused.value) == "`lam` must be a finite number >= 0 (got lam=-1.0)"

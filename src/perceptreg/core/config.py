@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -80,12 +81,8 @@ class TrainConfig:
             (1 <= self.decoder_width <= MAX_DECODER_WIDTH, f"`decoder_width` must lie in 1..{MAX_DECODER_WIDTH}"),
             (self.arch != "custom" or (self.z_dim is None and self.decoder_width == 1),
              "`z_dim` and `decoder_width` size a paper architecture; a custom model sizes itself"),
-        ], f" (got {self._describe()})")
+        ], self)
         _check_device(self.device)
-
-    def _describe(self) -> str:
-        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                         if getattr(self, f.name) != f.default) or "defaults"
 
     @property
     def classifier_epochs(self) -> int:
@@ -159,7 +156,7 @@ class AttachConfig:
             (self.input_shape is None or (len(self.input_shape) == 3 and all(1 <= n <= MAX_SIDE for n in self.input_shape)),
              f"`input_shape` must be three sizes C,H,W, each in 1..{MAX_SIDE}"),
             *_training_checks(self),
-        ])
+        ], self)
         _check_device(self.device)
 
     def to_dict(self) -> dict:
@@ -188,11 +185,14 @@ def _check_device(name: str) -> None:
     check_device_name(name)
 
 
-def _require(checks: list[tuple[bool, str]], suffix: str = "") -> None:
-    """The first failed check as an error (its message, then ``suffix``)."""
+def _require(checks: list[tuple[bool, str]], config=None) -> None:
+    """The first failed check as an error: its message, then the values of ``config``'s
+    settings that the message names (`name`), and no others."""
     for ok, message in checks:
         if not ok:
-            raise PerceptregError(message + suffix)
+            named = [n for n in re.findall(r"`(\w+)`", message) if config is not None and hasattr(config, n)]
+            got = ", ".join(f"{n}={getattr(config, n)!r}" for n in dict.fromkeys(named))
+            raise PerceptregError(message + (f" (got {got})" if got else ""))
 
 
 # Settings a run's config.json must hold: without them a resume or a reader would fall back
