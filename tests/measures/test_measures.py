@@ -109,6 +109,7 @@ def test_rate_has_the_wilson_interval(successes, n, low, high):
     assert measured["rate"] == successes / n and measured["n"] == n
     assert (measured["low"], measured["high"]) == pytest.approx((low, high), abs=1e-4)
     assert measures.format_rate(measures.rate(870, 1000)) == "87.0 % [84.8, 88.9]"
+    assert measures.format_rate(measures.rate(0, 0)) == "- (of none)"  # no items: no share, not "nan %"
 
 
 def test_rate_of_nothing_is_nan():

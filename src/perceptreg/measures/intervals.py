@@ -45,7 +45,10 @@ def rate_of(hits: torch.Tensor) -> dict:
 
 
 def format_rate(measured: dict) -> str:
-    """A ``rate`` as "87.0 % [84.8, 89.0]" (percent, then its 95 % interval)."""
+    """A ``rate`` as "87.0 % [84.8, 89.0]" (percent, then its 95 % interval); a share of
+    no items (n = 0) as "- (of none)", not "nan %"."""
+    if measured.get("n") == 0:
+        return "- (of none)"
     return f"{100 * measured['rate']:.1f} % [{100 * measured['low']:.1f}, {100 * measured['high']:.1f}]"
 
 
