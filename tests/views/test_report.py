@@ -246,6 +246,8 @@ def test_report_of_an_attach_run(attach_run):
     assert list(parts) == [anchor for _, anchor, _ in attach_sections()]
     assert_self_contained(text)
     layers = read_layers(runs.open_run(attach_run))
+    judge = layers["layers"][0]["judge"]
+    assert f"Read by {judge}: P(x) of clean images" in parts["layers"].text()  # the table names its judge
     summary = summary_of(text)
     assert summary["test accuracy"] == f"{100 * layers['accuracy']:.1f} %"
     assert summary["reconstruction error"].endswith(

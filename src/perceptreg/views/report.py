@@ -209,7 +209,7 @@ def _layers(run: Run, layer: str | None = None) -> str:
     if not run.has(runs.LAYERS_JSON):
         return missing("layer measures", "perceptreg attach ... --out " + str(run.path))
     layers = read_layers(run)
-    header, rows, _ = layer_cells(layers)
+    header, rows, note = layer_cells(layers)
     measures = table(header, [row for row in rows if layer in (None, row[0])])
     history = run.metrics
     curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
@@ -220,7 +220,7 @@ def _layers(run: Run, layer: str | None = None) -> str:
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
         (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))
         if (run.path / f).exists())
-    return (f"<p>Judge readings are of P_layer(x_adv) for the successful attacks ({html.escape(attack)}).</p>"
+    return (f"<p>{html.escape(note[:1].upper() + note[1:])}; the attack: {html.escape(attack)}.</p>"
             + measures + WRONG_KEY + grids + image(curves, "test reconstruction error of each layer's decoder by epoch"))
 
 
