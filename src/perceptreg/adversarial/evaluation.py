@@ -115,7 +115,7 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
                     device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None,
                     held_out_scores: torch.Tensor | None = None, fprs: Sequence[float] = DEFAULT_FPRS,
-                    eps: float | None = None, norm: str | None = None) -> AttackEvaluation:
+                    eps: float | None = None, norm: str | None = None, baselines: bool = True) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
     ``data``: an ``ImageDataset``, or any torch ``Dataset``/``DataLoader`` of (image, label),
     held in memory as uint8 (``data.as_image_dataset``).
@@ -145,16 +145,10 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
     drawn for the whole set and does not depend on ``batch_size``.
 
     ``adversarial``: the images already attacked, to measure the same attack through another
-    perception of the same H (the layers of an attached model).
+    perception of the same H (the layers of an attached model). ``baselines`` False: the
+    detector's AUC without its baselines (9 forwards of H, and P on the shuffled
+    perturbations), where nothing reads them.
     """
-    return _evaluate(model, attack, data, judges, targets, batch_size, device, adversarial, held_out_scores, fprs,
-                     eps, norm, baselines=True)
-
-
-def _evaluate(model: PerceptionNet, attack, data, judges, targets, batch_size, device, adversarial, held_out_scores,
-              fprs, eps, norm, baselines: bool) -> AttackEvaluation:
-    """``evaluate_attack``; ``baselines`` False: the detector's AUC without its baselines (9
-    forwards of H, and P on the shuffled perturbations), where nothing reads them."""
     data = as_image_dataset(data, "data")
     with evaluating(model):
         images = to_float(data.images).to(device)
@@ -221,13 +215,14 @@ def _detector_summary(model: PerceptionNet, result: AttackEvaluation, batch_size
         "mean_score_clean": scores_clean.mean().item(),
         "mean_score_adversarial": scores_adv.mean().item() if n_success else float("nan"),
     }
-    return {**summary, "baselines": _baselines(model, result, batch_size)} if baselines else summary
+    return {**summary, "baselines": _baselines(model, result, batch_size, scores_clean)} if baselines else summary
 
 
-def _baselines(model: PerceptionNet, result: AttackEvaluation, batch_size: int) -> dict:
-    """The AUCs of ``BASELINES`` on the detector's clean and successfully attacked images."""
-    scores_clean, scores_adv = result.detector_scores()
+def _baselines(model: PerceptionNet, result: AttackEvaluation, batch_size: int, scores_clean: torch.Tensor) -> dict:
+    """The AUCs of ``BASELINES`` on the detector's clean images (``scores_clean``, the
+    detector's scores of them) and successfully attacked images."""
     success = result.success
+    n_success = int(success.sum())
     clean, attacked = result.images, result.adversarial[success]
     shuffled = shuffle_perturbations(clean[success], attacked)
     shuffled_pred, _, shuffled_perceptions = _predict(model, shuffled, batch_size)
@@ -242,7 +237,6 @@ def _baselines(model: PerceptionNet, result: AttackEvaluation, batch_size: int) 
               "bit_depth": auroc(squeezing(squeeze_bits)), "median_filter": auroc(squeezing(median_filter)),
               "shuffled_perturbation": _auroc(scores_clean, reconstruction_scores(shuffled, shuffled_perceptions))}
     baselines = {key: {"score": BASELINES[key][2], **aurocs[key]} for key in BASELINES}
-    n_success = len(scores_adv)
     l2 = (result.adversarial[success] - result.images[success]).flatten(1).norm(dim=1)
     l2_shuffled = (shuffled - result.images[success]).flatten(1).norm(dim=1)
     baselines["shuffled_perturbation"].update(
@@ -306,8 +300,8 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
     for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
                       leave=False):
         # The rows hold no baseline: each layer runs the model twice, for P(x) and P(x_adv).
-        evaluation = _evaluate(seen.at(layer), attack, data, [judge], targets, 500, device, adversarial, None,
-                               DEFAULT_FPRS, None, None, baselines=False)
+        evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
+                                     adversarial=adversarial, baselines=False)
         adversarial = evaluation.adversarial
         s = evaluation.summary
         judged = s["judges"][judge.name]
