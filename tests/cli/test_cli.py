@@ -257,6 +257,19 @@ def test_attack_from_noise(trained_run, runner, tmp_path):
     assert Image.open(out).size[0] == 10 * (84 + 2) + 2  # one column per class
 
 
+def test_attack_from_noise_counts_every_image_but_shows_two_per_class(trained_run, runner, tmp_path):
+    out = tmp_path / "noise.png"
+    result = runner.invoke(main, ["attack", str(trained_run), "--from-noise", "--steps", "2", "--n", "5",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size[0] == 20 * (84 + 2) + 2  # 2 of each class's 5, in one row
+    written = json.loads((trained_run / "noise_metrics.json").read_text())
+    assert written["noise_images"] == 50 and written["reached"]["H"]["n"] == 50
+    # the judge's own accuracy on real test images is recorded beside its reading of the noise
+    assert written["reached"]["judge on x"]["n"] == 1000 and written["reached"]["judge on x"]["rate"] > 0.5
+    assert "the judge reads 1000 test images x right" in result.output
+
+
 def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

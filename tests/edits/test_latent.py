@@ -184,6 +184,13 @@ def test_locality_by_hand():
     assert result["outside_to_inside"] == pytest.approx(0.25 / 3)
 
 
+def test_locality_without_an_outside_is_none_not_nan():
+    edited = torch.rand(2, 2, 3, 2, 2)
+    result = latent.locality(edited, torch.ones(2, 2, dtype=torch.bool))  # a region covering the whole frame
+    assert result["inside"] > 0 and result["outside"] is None and result["outside_to_inside"] is None
+    json.dumps({k: v for k, v in result.items() if k != "change_map"}, allow_nan=False)  # JSON can hold it
+
+
 def test_target_region_is_where_the_class_has_ink():
     images = torch.zeros(2, 1, 2, 2)
     images[:, 0, 0, 1] = 0.8

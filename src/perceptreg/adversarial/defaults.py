@@ -17,3 +17,5 @@ OURS = "pgd"  # --attack's name for our PGD, built from the settings
 # paper's. Another architecture (a VGG-style net) and another seed than the svhn net it
 # judges; lam 0, so its decoder is untouched and it is a classifier trained on real images only.
 STANDING_JUDGE = {"arch": "vgg", "seed": 1, "lam": 0.0, "epochs": 10, "eval_size": 2000}
+JUDGE_CHECK_IMAGES = 1000  # test images (spread over the classes) on which a judge's own accuracy is printed
+NOISE_SHOWN = 2  # noise-to-class images per class the grid shows; the rates count all of them

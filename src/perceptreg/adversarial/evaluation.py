@@ -275,13 +275,21 @@ def clean_scores(model: PerceptionNet, data, device: torch.device | str = "cpu",
 
 
 @torch.no_grad()
-def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: torch.Tensor, judge) -> dict:
+def noise_to_target(model: PerceptionNet, adversarial: torch.Tensor, targets: torch.Tensor, judge,
+                    clean=None) -> dict:
     """Of ``FromNoise``'s images, how often H reads the target and how often ``judge`` reads
-    the perception P(x_adv) as the target: {"H": rate, judge.name: rate}."""
+    the perception P(x_adv) as the target: {"H": rate, judge.name: rate}; with ``clean``
+    test images (a dataset), also the judge's own accuracy on them, under "judge on x":
+    what its reading of the perceptions is worth."""
     with evaluating(model):
         on_h = model.classify(adversarial).argmax(1) == targets
         on_perception = judge(model.perceive(adversarial)) == targets
-    return {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
+    reached = {"H": rate_of(on_h), judge.name: rate_of(on_perception)}
+    if clean is not None:
+        clean = as_image_dataset(clean, "clean")
+        device = adversarial.device
+        reached["judge on x"] = rate_of(judge(to_float(clean.images).to(device)) == clean.labels.to(device))
+    return reached
 
 
 def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tensor | None = None,

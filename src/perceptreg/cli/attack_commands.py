@@ -16,9 +16,11 @@ from perceptreg.adversarial.defaults import (
     DEFAULT_EPS,
     DEFAULT_FPRS,
     DEFAULT_STEPS,
+    JUDGE_CHECK_IMAGES,
     LOSSES,
     MAX_RESTARTS,
     MAX_STEPS,
+    NOISE_SHOWN,
     NORMS,
     OURS,
     SCHEDULES,
@@ -79,7 +81,8 @@ judge_option = click.option("--judge", "judge_run", type=click.Path(exists=True,
 @attack_options
 @target_option
 @click.option("--n", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Images shown (spread over the classes); with --from-noise, per class.")
+              help="Images shown (spread over the classes); with --from-noise, noise images attacked per class "
+                   "(the grid shows the first 2 of each class).")
 @click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to find failure cases among.")
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
@@ -104,6 +107,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.core.checkpoint import write_json
     from perceptreg.core.devices import check_memory
+    from perceptreg.data.dataset import spread_over_classes
     from perceptreg.measures import format_rate
 
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
@@ -117,14 +121,21 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
                      f"{n * model.num_classes} noise images ({n} per class)")
         classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
         noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
-        picture = figures.noise_grid(model, noise, adversarial, test_data.classes, columns=model.num_classes * min(n, 2))
+        # the grid shows the first NOISE_SHOWN per class, in one row of classes; the rates count every image
+        shown = (torch.arange(model.num_classes)[:, None] * n + torch.arange(min(n, NOISE_SHOWN))).flatten()
+        picture = figures.noise_grid(model, noise[shown], adversarial[shown], test_data.classes, columns=len(shown))
         judge = main_judge(run.config.dataset, train_data, runs.open_run(judge_run) if judge_run else None, device)
-        reached = noise_to_target(model, adversarial, classes, judge)
+        clean = test_data.subset(spread_over_classes(test_data.labels, JUDGE_CHECK_IMAGES))
+        reached = noise_to_target(model, adversarial, classes, judge, clean)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
-                   f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
-        write_json(run.path / runs.for_layer(runs.NOISE_METRICS, named), {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
-                                              "noise_images": len(classes), "judge": judge.name, "reached": reached})
-        click.echo(f"noise attacked toward each class, with the perceptions{at_layer}: "
+                   f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])} "
+                   f"(chance {100 / model.num_classes:.0f} %; the judge reads {len(clean)} test images x right "
+                   f"{format_rate(reached['judge on x'])})")
+        write_json(run.path / runs.for_layer(runs.NOISE_METRICS, named),
+                   {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+                    "noise_images": len(classes), "judge": judge.name, "reached": reached})
+        click.echo(f"noise attacked toward each class, with the perceptions{at_layer} ({len(shown)} of "
+                   f"{len(classes)} shown): "
                    f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
         return
     evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer,

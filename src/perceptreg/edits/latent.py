@@ -135,13 +135,15 @@ def locality(edited: torch.Tensor, region: torch.Tensor) -> dict:
 
     Returns the per-pixel mean absolute change over images and channels (H, W) and its mean
     inside and outside ``region``; an edit that touches only the concept has a small
-    ``outside`` and a ratio outside / inside well below 1.
+    ``outside`` and a ratio outside / inside well below 1. A side with no pixel (natural
+    images, whose mean covers the whole frame, have no outside) is None, as is the ratio
+    then: undefined, not NaN, which JSON cannot hold.
     """
     change = (edited[:, -1] - edited[:, 0]).abs().mean((0, 1))  # (H, W)
-    inside = change[region].mean().item() if region.any() else float("nan")
-    outside = change[~region].mean().item() if (~region).any() else float("nan")
-    return {"change_map": change, "inside": inside, "outside": outside,
-            "outside_to_inside": outside / inside if inside else float("nan")}
+    inside = change[region].mean().item() if region.any() else None
+    outside = change[~region].mean().item() if (~region).any() else None
+    ratio = outside / inside if inside and outside is not None else None
+    return {"change_map": change, "inside": inside, "outside": outside, "outside_to_inside": ratio}
 
 
 # --- direction files -----------------------------------------------------------------------------
