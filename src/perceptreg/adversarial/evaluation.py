@@ -149,9 +149,8 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
     perception of the same H (the layers of an attached model), and ``readings`` the judges'
     readings of those images, by judge name (``judge_readings`` of that evaluation): their
     readings of x and x_adv, which no perception changes, are taken from it, not made again.
-    ``baselines`` False: the
-    detector's AUC without its baselines (9 forwards of H, and P on the shuffled
-    perturbations), where nothing reads them.
+    ``baselines`` False: the detector's AUC without its baselines (9 forwards of H, and P on
+    the shuffled perturbations), where nothing reads them.
     """
     data = as_image_dataset(data, "data")
     with evaluating(model):
