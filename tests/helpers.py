@@ -150,3 +150,16 @@ def rewrite_state(run, change):
     state.pop("checksum", None)
     change(state)
     path.write_text(json.dumps(sealed(state)))
+
+
+def colour_folder(root: Path, per_class: int = 4) -> str:
+    """A folder dataset of 32x32 colour images, ``per_class`` of a cat and of a dog in each of
+    train/ and test/ (a colour each, shades along the index): ``folder:ROOT``."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(("cat", "dog")):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (32, 32), (200 * c, 20 * i, 60)).save(root / split / name / f"{i}.png")
+    return f"folder:{root}"

@@ -292,3 +292,14 @@ def test_the_progress_bar_counts_every_step_of_every_chunk_and_restart(monkeypat
     shown = PGD(model, eps=0.1, steps=3, chunk_size=2, restarts=2, progress=True)(images, labels)
     assert torch.equal(quiet, shown)  # the bar changes nothing
     assert bars.bars == [{"total": 18, "desc": "attack (PGD, 5 images)", "steps": 18, "postfix": None}]
+
+
+def test_settings_without_eps_take_the_radius_of_the_images_attacked():
+    settings = attacks.AttackSettings(steps=3)
+    assert settings.for_images("cifar10", (3, 32, 32)).eps == 0.03  # colour images: the paper's CelebA radius
+    assert settings.for_images("mnist5k", (1, 28, 28)).eps == 0.2  # digits: its MNIST radius
+    given = attacks.AttackSettings(eps=0.1, steps=3)
+    assert given.for_images("cifar10", (3, 32, 32)) is given  # an eps given always wins
+    assert settings.for_images("cifar10", (3, 32, 32)).build(identity_classifier()).eps == 0.03
+    with pytest.raises(PerceptregError, match="`eps`: no radius given and no dataset known"):
+        settings.build(identity_classifier())  # never a radius chosen silently for images it does not know

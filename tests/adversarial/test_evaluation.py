@@ -266,6 +266,31 @@ def test_layers_under_attack_run_the_model_twice_per_layer(digits):
     assert [row["name"] for row in rows] == ["stem", "block1", "fc1"] and len(forwards) == 2 * 3
 
 
+def test_layers_under_attack_read_x_and_x_adv_with_the_judge_once(digits):
+    # the judge's reading of x and of x_adv depends on no layer: 2 reads, then P(x) and
+    # P(x_adv) for each of 3 layers, 8 in all (12 if read again per layer); the same readings
+    from user_net import build
+
+    class Counted(Brightness):
+        def __init__(self):
+            self.read = []
+
+        def __call__(self, images):
+            self.read.append(len(images))
+            return super().__call__(images)
+
+    torch.manual_seed(0)
+    seen = attach(build(), ["stem", "block1", "fc1"], (1, 28, 28))
+    data = digits[1].subset((digits[1].labels == 8).nonzero().squeeze(1))  # the untrained net says 8 to nearly all
+    judge = Counted()
+    rows, adversarial = evaluate_layers_under_attack(seen, attacks.PGD(seen, eps=0.3, steps=3), data, judge)
+    assert judge.read == [len(data)] * (2 + 2 * 3) and rows[0]["successful_attacks"] > 0
+    for row, layer in zip(rows, seen.layers):  # as one layer's evaluation alone reads them
+        alone = evaluate_attack(seen.at(layer), None, data, [Brightness()], adversarial=adversarial, baselines=False)
+        assert row["x_adv_read"] == alone.summary["judges"]["brightness"]["on_x_adv"]
+        assert row["accuracy_on_p"] == alone.summary["judges"]["brightness"]["accuracy_on_P(x)"]
+
+
 def test_a_layer_with_no_successful_attack_has_no_attacked_readings(digits):
     # an "attack" that returns the images unchanged never succeeds: the readings of x_adv,
     # P(x_adv) and the AUC are over no image, undefined (None), not NaN; P(x)'s are defined

@@ -99,3 +99,30 @@ def test_input_shape_resizes_a_folder_to_the_models_input_and_is_refused_elsewhe
         attach_with(dataset="mnist5k", input_shape=(1, 32, 32))
     with pytest.raises(PerceptregError, match="`input_shape` must be three sizes C,H,W, each in 1..4096"):
         AttachConfig(model="m.py:f", layers=("a",), input_shape=(1, 0, 28))
+
+
+def test_attach_attacks_colour_images_in_their_radius(tmp_path, monkeypatch):
+    """No eps given: the radius of the config's dataset, here a folder of colour images (0.03,
+    not the digits' 0.2), written in layers.json and said in the table's note."""
+    import json
+    import warnings
+
+    from helpers import colour_folder
+
+    from perceptreg.adversarial.attacks import AttackSettings
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+
+    monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
+    (tmp_path / "net.py").write_text("import torch\nfrom torch import nn\n\n\ndef build():\n    torch.manual_seed(0)\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), "
+                                     "nn.Linear(4 * 16 * 16, 2))\n")
+    config = AttachConfig(model=f"{tmp_path / 'net.py'}:build", layers=("1",), random_weights=True, epochs=1,
+                          dataset=colour_folder(tmp_path / "pets"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no standing CNN judge: the pixel judge reads, with a warning
+        summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), attack_images=4, progress=False,
+                             say=lambda line: None)
+    assert summary["attack"]["eps"] == 0.03
+    assert json.loads((tmp_path / "run" / "layers.json").read_text())["attack"]["eps"] == 0.03
+    assert "(PGD linf, eps 0.03; 95 % Wilson intervals" in layers_table(summary)

@@ -6,7 +6,7 @@ from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells
 from perceptreg.cli.attach_commands import layers_table
 from perceptreg.core.attached import attach
 
-SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "attack": {"attack": "PGD", "images": 40},
+SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "attack": {"attack": "PGD", "norm": "linf", "eps": 0.03, "images": 40},
            "layers": [{"name": "<conv>", "shape": [8, 14, 14], "decoder_parameters": 12345, "test_recon_mse": 0.01234,
                        "p_adv_read_as_adversarial": 0.25, "p_adv_read_as_true": 0.5, "detector_roc_auc": 0.9,
                        "successful_attacks": 8, "judge": "3-NN pixels"},
@@ -22,7 +22,7 @@ def test_layer_cells_by_hand():
     assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", "25.0 %", "50.0 %", "0.900"],
                     ["fc1", "64", "999", "0.0500", "-", "-", "75.0 %", "12.5 %", "0.610"]]
     assert note == ("read by 3-NN pixels: P(x) of clean images, and x_adv and P(x_adv) of the "
-                    "8 successful attacks of 40 images (95 % Wilson intervals; the AUC's: DeLong)")
+                    "8 successful attacks of 40 images (PGD linf, eps 0.03; 95 % Wilson intervals; the AUC's: DeLong)")
     assert layers_table(SUMMARY).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI prints the same cells
 
 

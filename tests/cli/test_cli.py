@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import USER_NET
+from helpers import USER_NET, colour_folder
 from PIL import Image
 
 from perceptreg import data, figures, measures, runs
@@ -280,6 +280,7 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     assert result.exit_code == 0, result.output
     written = json.loads((run / "attack_metrics.json").read_text())
     assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
+    assert written["settings"]["eps"] == 0.2  # no --eps: the digits' radius, as used
     summary = written["runs"][str(run)]
     assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
     assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
@@ -313,6 +314,27 @@ def test_attack_on_a_folder_without_model(runner, tmp_path):
     assert result.exit_code == 1 and result.output == (
         f"Error: {tmp_path / 'empty'}: no config.json; is this a run folder written by `perceptreg train` or "
         f"`perceptreg attach`?\n")
+
+
+def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))  # no standing judge: the pixel judge
+    pets = colour_folder(tmp_path / "pets", 8)
+    assert runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"]).exit_code == 0
+    evaluate = ["evaluate-attack", "r", "--steps", "1", "--images", "4", "--held-out", "4"]
+    for extra, eps in (([], 0.03), (["--eps", "0.1"], 0.1)):  # the paper's CelebA radius; a given eps wins
+        result = runner.invoke(main, evaluate + extra)
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "r" / "attack_metrics.json").read_text())["settings"]["eps"] == eps
+        assert f"PGD, linf eps {eps:g}, on 4 images:" in result.output
+    result = runner.invoke(main, ["attack", "r", "--steps", "1", "--pool", "4", "--n", "2"])
+    assert result.exit_code == 0 and "on 4 test images (eps 0.03)" in result.output, result.output
+    result = runner.invoke(main, ["interpolate", "r", "--target", "1", "--images", "2", "--fit-images", "2",
+                                  "--steps", "1", "--alphas", "0,1"])
+    assert result.exit_code == 0 and "(targeted PGD eps 0.03)" in result.output, result.output
+    assert json.loads((tmp_path / "r" / "interpolation_metrics.json").read_text())["attack"]["eps"] == 0.03
+    assert json.loads((tmp_path / "r" / "direction-any-to-1.json").read_text())["eps"] == 0.03
+    text = " ".join(runner.invoke(main, ["attack", "--help"]).output.split())
+    assert "[default: the dataset's radius: 0.2 on MNIST digits, 0.03 on colour images" in text
 
 
 # --- latent directions --------------------------------------------------------------------------

@@ -33,6 +33,17 @@ def test_training_defaults_carry_the_papers_celeba_schedule():
     assert data.training_defaults("celeba:Smiling") == {"arch": "celeba", "epochs": 30, "lr_drop_epoch": 20}
 
 
+@pytest.mark.parametrize("name, shape, eps", [
+    ("mnist5k", (1, 28, 28), 0.2), ("mnist", (1, 28, 28), 0.2), ("mnist-strips", (3, 32, 32), 0.2),
+    ("svhn", (3, 32, 32), 0.03), ("celeba:Smiling", (3, 64, 64), 0.03), ("cifar10", (3, 32, 32), 0.03),
+    ("folder:/any", (3, 32, 32), 0.03), ("folder:/any", (1, 28, 28), 0.2), ("memmap:/any", (3, 64, 64), 0.03),
+    ("memmap:/any", (1, 28, 28), 0.2)])
+def test_the_attack_radius_is_the_datasets_the_papers_on_mnist_and_celeba(name, shape, eps):
+    # the digits' 0.2 (the paper's Fig. 14), colour images' 0.03 (its CelebA figures); a
+    # folder's or memmap's by its images' channels, read from the shape given, not the disk
+    assert registry.attack_eps(name, shape) == eps
+
+
 def test_a_registered_dataset_is_found_by_name(mnist5k):
     registry.register(registry.DatasetEntry("tiny", "ten digits", lambda arg, root, shape: (
         mnist5k[0].subset(range(10)), mnist5k[1].subset(range(10))), "mnist"))

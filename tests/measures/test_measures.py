@@ -15,6 +15,7 @@ from perceptreg.measures import (
     latents,
     linear_probe,
     mean_and_interval,
+    mean_of,
     mlp_probe,
 )
 
@@ -98,6 +99,14 @@ def test_mean_and_interval():
     assert mean_and_interval([0.5]) == (0.5, 0.0)
     mean, half = mean_and_interval([1.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(12.706 * 2 ** 0.5 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1) * s / sqrt(n)
+
+
+def test_mean_of_is_the_mean_with_its_t_interval_as_stored():
+    # t(0.975, 4) * std / sqrt(5) = 2.7764 * 1.5811 / 2.2361 = 1.9632 either side of 3
+    measured = mean_of([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert measured["mean"] == 3.0 and measured["n"] == 5
+    assert (measured["low"], measured["high"]) == pytest.approx((1.0368, 4.9632), abs=1e-4)
+    assert mean_of([0.25]) == {"mean": 0.25, "low": 0.25, "high": 0.25, "n": 1}  # one value: no spread
 
 
 @pytest.mark.parametrize("successes, n, low, high", [

@@ -141,6 +141,34 @@ def test_a_sweep_with_a_judge_reads_each_members_perception(monkeypatch):
     assert any(note.startswith("Judge: itself, an independent classifier") for note in notes)
 
 
+def test_a_judge_reads_each_members_perception_in_the_same_forward_pass(monkeypatch):
+    """The judge's reading comes from measures.evaluate's pass over the test set: a judge adds
+    no forward of the member's model, and the numbers are those of the two measured apart."""
+    from perceptreg.adversarial.judges import ModelJudge, read_perception
+
+    train, test = datasets.mnist_strips_split()
+    train, test = train.subset(torch.arange(30)), test.subset(torch.arange(20))
+    _, train_config = sweep.SweepConfig(lams=(1e-2,), seeds=(0,), post_hoc=False, epochs=1, workers=1).variants()[0]
+    for name in ("linear_probe", "mlp_probe"):
+        monkeypatch.setattr(measures, name, lambda *args: 0.5)
+    torch.manual_seed(0)
+    model, judge = models.build(train_config.arch, 10), ModelJudge(models.build(train_config.arch, 10), "other")
+    seen = []
+    hook = model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+
+    def forwards(**judged) -> tuple[dict, int]:
+        seen.clear()
+        return sweep._measure(model, train_config, train, test, "cpu", 0, **judged), sum(seen)
+    alone, without = forwards()
+    member, with_judge = forwards(judge=judge)
+    hook.remove()
+    assert with_judge == without  # not one image more through F
+    assert member["reading"] == read_perception(model, test, judge)
+    quality = measures.evaluate(model, test)
+    assert (member["test_accuracy"], member["test_recon_mse"]) == (quality["accuracy"], quality["recon_mse"])
+    assert member["test_recon_mse"] == alone["test_recon_mse"]
+
+
 def test_report_of_a_sweep(quick_sweep):
     out, _ = quick_sweep
     result = CliRunner().invoke(main, ["report", str(out)])

@@ -270,3 +270,25 @@ def test_every_answer_carries_each_compared_run(good_run, trained_run):
     assert [w["run"] for w in walk["compared"]] == [str(trained_run)]
     assert walk["compared"][0]["frames"] == alone.post("/api/edit", json={"index": 0, "target": 8, "steps": 5}).json()["frames"]
     assert both.get("/api/image", params={"index": 1000}).status_code == 422
+
+
+def test_an_attack_without_eps_takes_the_radius_of_the_runs_images(client, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from helpers import colour_folder
+
+    from perceptreg.cli import main
+
+    assert client.get("/api/info").json()["eps"] == 0.2  # digits: the paper's MNIST radius, the slider's start
+    digits = client.post("/api/attack", json={"index": 0, "steps": 5}).json()
+    assert digits["eps"] == 0.2 and digits["linf_distance"] <= 0.2 + 1e-6
+    monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
+    run = tmp_path / "pets-run"
+    result = CliRunner().invoke(main, ["train", "--dataset", colour_folder(tmp_path / "pets"), "--epochs", "1",
+                                       "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    colour = TestClient(explorer.create_app(open_run(run)), base_url="http://127.0.0.1")
+    assert colour.get("/api/info").json()["eps"] == 0.03
+    attacked = colour.post("/api/attack", json={"index": 0, "steps": 5}).json()
+    assert attacked["eps"] == 0.03 and attacked["linf_distance"] <= 0.03 + 1e-6
+    given = colour.post("/api/attack", json={"index": 0, "steps": 5, "eps": 0.1}).json()
+    assert given["eps"] == 0.1  # a given eps wins

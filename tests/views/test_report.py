@@ -335,6 +335,19 @@ def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run
     assert not (run / runs.REPORT).exists()
 
 
+@pytest.mark.parametrize("layer", [None, "stem"])
+def test_a_damaged_attack_file_of_a_layer_is_named_in_the_error(attach_run, tmp_path, layer):
+    # an attach run's attack measurements are per layer (the deepest, fc1, by default): the
+    # error names the file read, not attack_metrics.json, which is not there
+    run = tmp_path / "run"
+    shutil.copytree(attach_run, run)
+    name = runs.for_layer(runs.ATTACK_METRICS, layer or "fc1")
+    (run / name).write_text("{}")
+    result = CliRunner().invoke(main, ["report", str(run)] + (["--layer", layer] if layer else []))
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"Error: {name} of {run} is not as `perceptreg evaluate-attack` writes it")
+
+
 def test_report_of_a_folder_that_is_no_run(tmp_path):
     with pytest.raises(PerceptregError, match="no config.json; is this a run folder"):
         write_report(tmp_path)

@@ -12,6 +12,7 @@ the images only, and leaves the model's weights, ``requires_grad`` flags and mod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,13 +24,16 @@ from perceptreg.adversarial.losses import attack_loss, check_loss, margins
 from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
+from perceptreg.data.registry import attack_eps
 
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """PGD's settings as one value: what the attack commands share and write with results."""
+    """PGD's settings as one value: what the attack commands share and write with results.
+    ``eps`` None is the radius of the images attacked (``for_images``): every function given a
+    run or a dataset fills it in, and writes the radius it used."""
 
-    eps: float = DEFAULT_EPS
+    eps: float | None = None
     steps: int = DEFAULT_STEPS
     norm: str = "linf"
     alpha: float | None = None  # None: 2.5 * eps / steps
@@ -44,9 +48,17 @@ class AttackSettings:
             raise PerceptregError(f"`seed` must be in [0, 2^63), got {self.seed}")
         check_budget(self.steps, self.restarts)  # here too: refused before any model is loaded
 
+    def for_images(self, dataset: str, image_shape: tuple[int, ...]) -> "AttackSettings":
+        """These settings with ``eps`` the radius of ``dataset``'s images (``data.registry.attack_eps``:
+        0.2 on MNIST digits, 0.03 on colour images) where none was given."""
+        return self if self.eps is not None else dataclasses.replace(self, eps=attack_eps(dataset, image_shape))
+
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
         the subclass's own settings (``AdaptivePGD``'s beta), or settings that override these."""
+        if self.eps is None and "eps" not in extra:
+            raise PerceptregError("`eps`: no radius given and no dataset known; give eps, or take the radius "
+                                  "of the images attacked with settings.for_images(dataset, image_shape)")
         fields = dict(eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm, seed=self.seed,
                       loss=self.loss, restarts=self.restarts, schedule=self.schedule,
                       best_iterate=self.best_iterate)
@@ -136,7 +148,8 @@ class PGD(Attack):
 
     Args:
         model: a ``PerceptionNet`` or a module returning logits (B, classes).
-        eps: radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA, L-inf).
+        eps: radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA, L-inf); the
+            default is MNIST's: on other images give theirs (``data.registry.attack_eps``).
         alpha: step size; default 2.5 * eps / steps (Madry et al.), so the steps can cross the ball.
         steps: iterations (paper: 100); 0 returns the (random) start.
         norm: "linf" or "l2".

@@ -1,10 +1,14 @@
 """The attack settings' choices and defaults, in a module without torch: the attack modules
 use them, and the CLI's --help shows them without importing torch."""
 
+from perceptreg.data.registry import GREY_EPS
+
 NORMS = ("linf", "l2")
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("ce", "margin", "dlr")
-DEFAULT_EPS = 0.2  # the paper's MNIST radius (L-inf); CelebA used 0.03
+# PGD's radius where it knows no dataset: the paper's MNIST radius. Where a run or dataset is
+# known, the radius of its images (data.registry.attack_eps, AttackSettings.for_images).
+DEFAULT_EPS = GREY_EPS
 DEFAULT_STEPS = 100  # the paper's iterations
 # Bounds on what an attack may be asked to run: a typo (1e12 steps) must be refused, not run
 # for weeks. 100,000 steps is 100x APGD's longest budget; 1,000 restarts 200x RobustBench's.

@@ -115,7 +115,8 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
                     targets: torch.Tensor | None = None, batch_size: int = 500,
                     device: torch.device | str = "cpu", adversarial: torch.Tensor | None = None,
                     held_out_scores: torch.Tensor | None = None, fprs: Sequence[float] = DEFAULT_FPRS,
-                    eps: float | None = None, norm: str | None = None, baselines: bool = True) -> AttackEvaluation:
+                    eps: float | None = None, norm: str | None = None, baselines: bool = True,
+                    readings: dict[str, dict[str, torch.Tensor]] | None = None) -> AttackEvaluation:
     """Attack every image of ``data`` and measure what it did to H and to the perception.
     ``data``: an ``ImageDataset``, or any torch ``Dataset``/``DataLoader`` of (image, label),
     held in memory as uint8 (``data.as_image_dataset``).
@@ -145,9 +146,11 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
     drawn for the whole set and does not depend on ``batch_size``.
 
     ``adversarial``: the images already attacked, to measure the same attack through another
-    perception of the same H (the layers of an attached model). ``baselines`` False: the
-    detector's AUC without its baselines (9 forwards of H, and P on the shuffled
-    perturbations), where nothing reads them.
+    perception of the same H (the layers of an attached model), and ``readings`` the judges'
+    readings of those images, by judge name (``judge_readings`` of that evaluation): their
+    readings of x and x_adv, which no perception changes, are taken from it, not made again.
+    ``baselines`` False: the detector's AUC without its baselines (9 forwards of H, and P on
+    the shuffled perturbations), where nothing reads them.
     """
     data = as_image_dataset(data, "data")
     with evaluating(model):
@@ -187,14 +190,14 @@ def evaluate_attack(model: PerceptionNet, attack, data, judges: Sequence = (),
             held_out_scores.cpu(), result.detector_scores()[0].cpu(), result.adversarial_scores().cpu(),
             success.cpu(), eligible.cpu(), fprs)
     for judge in judges:
-        readings = {"x": judge(images), "P(x)": judge(perceptions),
-                    "x_adv": judge(adversarial), "P(x_adv)": judge(adv_perceptions)}
-        result.judge_readings[judge.name] = readings
+        known = (readings or {}).get(judge.name) or {"x": judge(images), "x_adv": judge(adversarial)}
+        read = {"x": known["x"], "P(x)": judge(perceptions), "x_adv": known["x_adv"], "P(x_adv)": judge(adv_perceptions)}
+        result.judge_readings[judge.name] = read
         result.summary["judges"][judge.name] = {
-            "accuracy_on_x": rate_of(readings["x"] == labels),
-            "accuracy_on_P(x)": rate_of(readings["P(x)"] == labels),
-            "on_x_adv": judge_agreement(readings["x_adv"][success], adv_pred[success], labels[success]),
-            "on_P(x_adv)": judge_agreement(readings["P(x_adv)"][success], adv_pred[success], labels[success]),
+            "accuracy_on_x": rate_of(read["x"] == labels),
+            "accuracy_on_P(x)": rate_of(read["P(x)"] == labels),
+            "on_x_adv": judge_agreement(read["x_adv"][success], adv_pred[success], labels[success]),
+            "on_P(x_adv)": judge_agreement(read["P(x_adv)"][success], adv_pred[success], labels[success]),
         }
     return result
 
@@ -304,13 +307,14 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
     perceptions at all). Returns the rows, shallow to deep, and the adversarial images (the
     same for every layer).
     ``progress``: a bar over the layers (the attack, run with the first, shows its own)."""
-    rows, adversarial, data = [], None, as_image_dataset(data, "data")
+    rows, adversarial, readings, data = [], None, None, as_image_dataset(data, "data")
     for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
                       leave=False):
-        # The rows hold no baseline: each layer runs the model twice, for P(x) and P(x_adv).
+        # The rows hold no baseline: each layer runs the model twice, for P(x) and P(x_adv);
+        # the judge reads x and x_adv once, with the first layer.
         evaluation = evaluate_attack(seen.at(layer), attack, data, [judge], targets, device=device,
-                                     adversarial=adversarial, baselines=False)
-        adversarial = evaluation.adversarial
+                                     adversarial=adversarial, baselines=False, readings=readings)
+        adversarial, readings = evaluation.adversarial, evaluation.judge_readings
         s = evaluation.summary
         judged = s["judges"][judge.name]
         rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],

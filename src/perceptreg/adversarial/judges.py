@@ -26,8 +26,8 @@ from perceptreg.core.attached import AttachedModel, LayerView
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.data import ImageDataset, batches, to_float
-from perceptreg.measures import format_rate, mean_and_interval, rate_of
+from perceptreg.data import ImageDataset, to_float
+from perceptreg.measures import evaluate, format_rate, mean_of, rate_of
 from perceptreg.runs import Run, completed_epochs, open_run
 
 JUDGES_ENV = "PERCEPTREG_JUDGES"  # where standing judges live (default ~/.cache/perceptreg/judges)
@@ -118,7 +118,6 @@ def feature_distance(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return (unit[0] - unit[1]).square().sum(1)
 
 
-@torch.no_grad()
 def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge, batch_size: int = 500,
                     device: torch.device | str = "cpu") -> dict:
     """What an independent ``judge`` makes of ``model``'s perception P(x) = D(F(x)) of ``data``:
@@ -133,35 +132,46 @@ def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge,
     - ``model_accuracy``: C(F(x)) right.
 
     Rates as ``measures.rate`` (95 % Wilson interval); distances and MSE as {"mean", "low",
-    "high", "n"} (95 % Student-t interval of the mean over images)."""
-    reads_x, reads_p, own, distances, mse, features = [], [], [], [], [], []
-    with evaluating(model):
-        for x, labels in batches(data, batch_size, device=device):
-            logits, _, perception = model(x)
-            perception = perception.float()
-            x_labels, x_features = judge.read(x, batch_size)
-            p_labels, p_features = judge.read(perception, batch_size)
-            reads_x.append(x_labels == labels)
-            reads_p.append(p_labels == labels)
-            own.append(logits.argmax(1) == labels)
-            distances.append(feature_distance(x_features, p_features).cpu())
-            mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
-            features.append(x_features.cpu())
-    features_x = torch.cat(features)
-    # each image beside another: a random order shifted by one never pairs an image with itself
-    order = torch.randperm(len(features_x), generator=torch.Generator().manual_seed(0))
-    unrelated = torch.empty_like(order)
-    unrelated[order] = order.roll(1)
-    return {"judge": judge.name, "images": len(features_x),
-            "judge_accuracy": rate_of(torch.cat(reads_x)), "perception_read_true": rate_of(torch.cat(reads_p)),
-            "model_accuracy": rate_of(torch.cat(own)), "feature_distance": _mean_of(torch.cat(distances)),
-            "unrelated_distance": _mean_of(feature_distance(features_x, features_x[unrelated])),
-            "pixel_mse": _mean_of(torch.cat(mse))}
+    "high", "n"} (95 % Student-t interval of the mean over images). Read in the forward
+    pass of ``measures.evaluate``; to have its measures too, pass a ``PerceptionReader``'s
+    ``add`` to it yourself (one pass for both)."""
+    reader = PerceptionReader(judge, batch_size)
+    evaluate(model, data, batch_size, device, each_batch=reader.add)
+    return reader.result()
 
 
-def _mean_of(values: torch.Tensor) -> dict:
-    mean, half = mean_and_interval(values.tolist())
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+class PerceptionReader:
+    """``read_perception`` fed batch by batch from a forward pass made anyway:
+    ``measures.evaluate(model, data, each_batch=reader.add)``, then ``reader.result()``."""
+
+    def __init__(self, judge: ModelJudge, batch_size: int = 500):
+        self.judge, self.batch_size = judge, batch_size
+        self.reads_x, self.reads_p, self.own, self.distances, self.mse, self.features = [], [], [], [], [], []
+
+    @torch.no_grad()
+    def add(self, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, perception: torch.Tensor) -> None:
+        perception = perception.float()
+        x_labels, x_features = self.judge.read(x, self.batch_size)
+        p_labels, p_features = self.judge.read(perception, self.batch_size)
+        self.reads_x.append(x_labels == labels)
+        self.reads_p.append(p_labels == labels)
+        self.own.append(logits.argmax(1) == labels)
+        self.distances.append(feature_distance(x_features, p_features).cpu())
+        self.mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
+        self.features.append(x_features.cpu())
+
+    def result(self) -> dict:
+        features_x = torch.cat(self.features)
+        # each image beside another: a random order shifted by one never pairs an image with itself
+        order = torch.randperm(len(features_x), generator=torch.Generator().manual_seed(0))
+        unrelated = torch.empty_like(order)
+        unrelated[order] = order.roll(1)
+        return {"judge": self.judge.name, "images": len(features_x),
+                "judge_accuracy": rate_of(torch.cat(self.reads_x)),
+                "perception_read_true": rate_of(torch.cat(self.reads_p)), "model_accuracy": rate_of(torch.cat(self.own)),
+                "feature_distance": mean_of(torch.cat(self.distances).tolist()),
+                "unrelated_distance": mean_of(feature_distance(features_x, features_x[unrelated]).tolist()),
+                "pixel_mse": mean_of(torch.cat(self.mse).tolist())}
 
 
 def format_reading(reading: dict) -> str:

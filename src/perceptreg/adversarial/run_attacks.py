@@ -1,6 +1,6 @@
 """An attack on a run folder: what `perceptreg attack` and `evaluate-attack` do.
 
-    evaluation = evaluate_run(open_run("runs/demo"), AttackSettings(eps=0.2), images=300,
+    evaluation = evaluate_run(open_run("runs/demo"), AttackSettings(), images=300,
                               adaptive_search=DEFAULT_BETAS)
     evaluation.summary["adaptive_search"]["undetected"]
 
@@ -80,6 +80,7 @@ def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = Non
     for steps in curve_steps:  # refused before the first attack runs, not after it
         dataclasses.replace(settings, steps=steps)
     model = run.model(device, layer)
+    settings = settings.for_images(run.config.dataset, model.input_shape)
     if run.decoder_collapsed:
         warnings.warn(f"{run.path} has a collapsed decoder: its perceptions P(x) show nothing about the "
                       f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)

@@ -91,7 +91,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     and source/ (a copy of the model's file, so that the run opens from any folder).
     model.json comes last: a run without it never finished and may be started again.
     ``say`` prints what the user should know before the long work: the given model's accuracy.
-    ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s)."""
+    ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s).
+    ``attack`` without eps: the radius of the dataset's images (``AttackSettings.for_images``)."""
     run_dir = Path(run_dir)
     runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
@@ -114,6 +115,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
                               f"{','.join(map(str, train_data.image_shape))} and only folder: datasets are resized; "
                               f"give a dataset of the model's input shape")
     train_data = datasets.training_subset(train_data, config.train_size, config.seed)
+    attack = attack.for_images(config.dataset, train_data.image_shape)
     eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)

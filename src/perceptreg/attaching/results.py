@@ -51,10 +51,11 @@ def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
     rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
              *reading_cells(r)] for r in summary["layers"]]
-    first = summary["layers"][0]
+    first, attack = summary["layers"][0], summary["attack"]
+    ball = f"PGD {attack.get('norm', 'linf')}, eps {attack['eps']:g}; " if "eps" in attack else ""
     note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "
-            f"{first['successful_attacks']} successful attacks of {summary['attack']['images']} images "
-            f"(95 % Wilson intervals; the AUC's: DeLong)")
+            f"{first['successful_attacks']} successful attacks of {attack['images']} images "
+            f"({ball}95 % Wilson intervals; the AUC's: DeLong)")
     if first["successful_attacks"] == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note

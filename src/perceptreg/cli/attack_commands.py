@@ -13,7 +13,6 @@ import click
 from perceptreg import runs
 from perceptreg.adversarial.defaults import (
     DEFAULT_BETAS,
-    DEFAULT_EPS,
     DEFAULT_FPRS,
     DEFAULT_STEPS,
     JUDGE_CHECK_IMAGES,
@@ -32,6 +31,7 @@ from perceptreg.cli.app import (
     main,
     run_argument,
 )
+from perceptreg.data.registry import COLOUR_EPS, GREY_EPS
 
 # --- attacks -----------------------------------------------------------------------------------
 
@@ -41,8 +41,9 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
     if command is None:
         return functools.partial(attack_options, seed_flag=seed_flag)
     options = [
-        click.option("--eps", default=DEFAULT_EPS, show_default=True, type=float,
-                     help="Radius of the threat model (paper: 0.2 on MNIST, 0.03 on CelebA)."),
+        click.option("--eps", type=float,
+                     help=f"Radius of the threat model. [default: the dataset's radius: {GREY_EPS:g} on MNIST digits, "
+                          f"{COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA)]"),
         click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
                      help="PGD iterations (paper: 100)."),
         click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
@@ -112,6 +113,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
 
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
     at_layer = f" at layer {named}" if named else ""
+    settings = settings.for_images(run.config.dataset, run.input_shape)  # no --eps: the images' radius
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
@@ -127,7 +129,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
         judge = main_judge(run.config.dataset, train_data, runs.open_run(judge_run) if judge_run else None, device)
         clean = test_data.subset(spread_over_classes(test_data.labels, JUDGE_CHECK_IMAGES))
         reached = noise_to_target(model, adversarial, classes, judge, clean)
-        click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
+        click.echo(f"noise -> target on {len(classes)} noise images (eps {settings.eps:g}): H reads the target on "
+                   f"{format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])} "
                    f"(chance {100 / model.num_classes:.0f} %; the judge reads {len(clean)} test images x right "
                    f"{format_rate(reached['judge on x'])})")
@@ -153,7 +156,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
             f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
     path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.for_layer(runs.ATTACK, named))
     click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
-               f"images, {min(n, len(failures))} failure cases shown: {path}")
+               f"images (eps {settings.eps:g}), {min(n, len(failures))} failure cases shown: {path}")
 
 
 def parse_attack_args(pairs: tuple[str, ...]) -> dict:
@@ -230,6 +233,8 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
               "curve_steps": parse_list(curve_steps, int, "curve_steps", "10,30,100") if curve_steps else ()}
     summaries, evaluations, written_rocs = {}, [], []
     judges = [runs.open_run(path) for path in judge_runs]
+    # no --eps: the radius of RUN's images; --compare's run is attacked in the same ball
+    settings = settings.for_images(run.config.dataset, run.input_shape)
     for current in [run] + ([runs.open_run(compare)] if compare else []):
         evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
                                   judge_runs=judges, device=device, layer=layer, adaptive=betas,
@@ -259,7 +264,8 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     comparison = compare_paired(*evaluations, fprs) if compare else None
     metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
     write_json(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
-    click.echo(attack_table(summaries))
+    click.echo(f"{written['attack']}, {settings.norm} eps {settings.eps:g}, on {written['images']} images:\n"
+               + attack_table(summaries))
     for name, summary in summaries.items():
         rows = summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else [])
         if rows:
@@ -311,6 +317,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     if save_direction:
         latent.direction_path(save_direction)  # before any work
     out = out or run.path
+    settings = settings.for_images(run.config.dataset, run.input_shape)  # no --eps: the images' radius
     results, curves = {}, {}
     for current in [run] + ([runs.open_run(compare)] if compare else []):
         study, region = latent.study_run(current, edit, settings, device, runs.open_run(judge_run) if judge_run else None)
@@ -329,7 +336,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 click.echo(f"mean direction saved: {saved}")
     plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
-    write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
+    write_json(out / runs.INTERPOLATION_METRICS, {"attack": dataclasses.asdict(settings), "runs": results})
     for name, summary in results.items():
         mean = summary["directions"]["mean"]
         judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))
@@ -337,7 +344,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
         def flipped(reader: str, at: int) -> str:  # the fraction with its 95 % interval
             low, high = mean["flip_interval"][reader][at]
             return format_rate({"rate": mean["flip_curve"][reader][at], "low": low, "high": high})
-        click.echo(f"{Path(name).name}: mean direction, flip to {target} at a={edit.alphas[-1]:g}: "
+        click.echo(f"{Path(name).name}: mean direction (targeted PGD eps {settings.eps:g}), flip to {target} at a={edit.alphas[-1]:g}: "
                    f"H {flipped('H(image)', -1)}, {judge} {flipped(judge, -1)} (at a={edit.alphas[0]:g}: "
                    f"{flipped('H(image)', 0)}, {flipped(judge, 0)}; {summary['images']} images)")
     click.echo(f"written to {out}: interpolation_per-image.png, interpolation_mean.png, "

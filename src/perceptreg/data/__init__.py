@@ -25,14 +25,14 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.data.memmap": ("load_memmap", "write_memmap"),
     "perceptreg.data.mnist": ("MNIST_FILES", "download_mnist", "load_idx_pair", "load_mnist", "load_mnist5k",
         "mnist5k_split", "read_idx", "write_idx"),
-    "perceptreg.data.registry": ("DATASETS", "default_arch", "image_shape_for", "load_dataset", "training_defaults"),
+    "perceptreg.data.registry": ("DATASETS", "attack_eps", "default_arch", "image_shape_for", "load_dataset", "training_defaults"),
     "perceptreg.data.strips": ("PALETTE", "STRIP_SHIFT", "make_mnist_strips", "mnist_strips_split"),
     "perceptreg.data.svhn": ("SVHN_FILES", "load_svhn", "read_svhn_mat"),
 })
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
-    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
+    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "attack_eps", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
     "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "split_by_identity", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
     "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",

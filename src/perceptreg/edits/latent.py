@@ -322,7 +322,8 @@ def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: 
     """The edit study of a run's model: its test images (or ``from_file``) edited toward
     ``settings.target``, read by ``judge``'s model, else by ``main_judge``'s (a 3-NN pixel judge
     on grey digits, the dataset's standing CNN judge on natural images). The mean direction
-    is fitted on training images, so it is tested on images it has not seen. Returns the
+    is fitted on training images, so it is tested on images it has not seen. ``attack``
+    without eps: the radius of the run's images (``AttackSettings.for_images``). Returns the
     study and the target's region (pixels its mean training image covers), for locality."""
     if run.kind == "attached":
         raise PerceptregError(f"{run.path} is a run of `attach`: its layers have no classifier head of their "
@@ -340,7 +341,8 @@ def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: 
         raise PerceptregError(f"{settings.direction_file}: a direction toward class {direction.target}, "
                               f"not toward the `target` {settings.target}")
     region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
-    study = study_edits(model, datasets.to_float(images).to(device), settings.target, attack.build(model),
+    study = study_edits(model, datasets.to_float(images).to(device), settings.target,
+                        attack.for_images(run.config.dataset, model.input_shape).build(model),
                         settings.alphas, [main_judge(run.config.dataset, train_data, judge, device)], region.to(device),
                         direction, datasets.to_float(fit).to(device), settings.source)
     return study, region

@@ -2,7 +2,7 @@
 error, collapse, probes on its latent, error maps, CE's share of the gradient) and the
 intervals every number is given with, and McNemar's paired test (``intervals``)."""
 
-from perceptreg.measures.intervals import WILSON_Z, format_rate, mcnemar, mean_and_interval, rate, rate_of
+from perceptreg.measures.intervals import WILSON_Z, format_rate, mcnemar, mean_and_interval, mean_of, rate, rate_of
 from perceptreg.measures.quality import (
     COLLAPSE_RATIO,
     SHAPE_COLLAPSE_RATIO,
@@ -16,6 +16,6 @@ from perceptreg.measures.quality import (
     shape_maps,
 )
 
-__all__ = ["WILSON_Z", "format_rate", "mcnemar", "mean_and_interval", "rate", "rate_of", "COLLAPSE_RATIO",
+__all__ = ["WILSON_Z", "format_rate", "mcnemar", "mean_and_interval", "mean_of", "rate", "rate_of", "COLLAPSE_RATIO",
            "SHAPE_COLLAPSE_RATIO", "centre_to_edge_ratio", "error_map", "evaluate", "gradient_shares",
            "latents", "linear_probe", "mlp_probe", "shape_maps"]

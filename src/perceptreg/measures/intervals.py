@@ -1,6 +1,6 @@
-"""Intervals: of a mean over seeds (Student-t) and of a rate (Wilson), as every rate is
-stored and printed: {"rate", "low", "high", "n"}, shown as "87.0 % [84.8, 89.0]"; and
-McNemar's test of two yes/no measures paired on the same items."""
+"""Intervals: of a mean (Student-t), stored as {"mean", "low", "high", "n"}, and of a rate
+(Wilson), as every rate is stored and printed: {"rate", "low", "high", "n"}, shown as
+"87.0 % [84.8, 89.0]"; and McNemar's test of two yes/no measures paired on the same items."""
 
 from __future__ import annotations
 
@@ -18,6 +18,14 @@ def mean_and_interval(values: Sequence[float], confidence: float = 0.95) -> tupl
         return tensor.mean().item(), 0.0
     half = t.ppf(0.5 + confidence / 2, len(tensor) - 1) * tensor.std().item() / len(tensor) ** 0.5
     return tensor.mean().item(), float(half)
+
+
+def mean_of(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """``values``' mean with its Student-t interval, as {"mean", "low", "high", "n"}: over
+    images (a judge's distances) or over seeds (a sweep's verdicts); low = high = mean for
+    one value."""
+    mean, half = mean_and_interval(values, confidence)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
 
 
 # --- rates with their intervals --------------------------------------------------------------

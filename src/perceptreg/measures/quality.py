@@ -4,6 +4,8 @@ gradient)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from perceptreg.core.loss import perceptual_loss
@@ -41,7 +43,7 @@ def shape_maps(images: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
              device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
-             cluster=None) -> dict:
+             cluster=None, each_batch: Callable[..., None] | None = None) -> dict:
     """Accuracy, reconstruction MSE per pixel, and the decoder's spread ratio on ``data``.
 
     ``recon_spread`` is the mean over pixels of the reconstructions' standard deviation
@@ -50,7 +52,9 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
     the same ratio of their ``shape_maps``: about 0 for one that outputs the same shape in
     each image's colours. Either below its threshold flags ``decoder_collapsed``. With a
     ``distributed.Cluster`` of several processes, each evaluates every world-th image and
-    the sums are added up across them.
+    the sums are added up across them. ``each_batch(images, labels, logits, recon)``, if
+    given, is called with every batch of the same forward pass: another measure that needs
+    it (``judges.PerceptionReader``) costs no pass of its own.
     """
     n = len(data)
     if cluster is not None and cluster.world > 1:
@@ -64,6 +68,8 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
             with torch.autocast(torch.device(device).type, autocast_dtype or torch.bfloat16,
                                 enabled=autocast_dtype is not None):
                 logits, _, recon = model(images)
+            if each_batch is not None:
+                each_batch(images, labels, logits, recon)
             recon = recon.double()
             correct += (logits.argmax(1) == labels).sum()
             squared_error += (recon - images).square().sum()

@@ -59,8 +59,10 @@ def _variant(config: TrainConfig) -> str:
 
 def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int,
              judge=None) -> dict:
-    quality = measures.evaluate(model, test_data, device=device)
-    reading = {} if judge is None else judges.read_perception(model, test_data, judge, device=device)
+    # the judge reads P(x) in evaluate's forward pass, not in one of its own
+    reader = None if judge is None else judges.PerceptionReader(judge)
+    quality = measures.evaluate(model, test_data, device=device, each_batch=None if reader is None else reader.add)
+    reading = {} if reader is None else reader.result()
     # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
     lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
     shares = measures.gradient_shares(model, train_data, lam, train_config.reduction, device=device)

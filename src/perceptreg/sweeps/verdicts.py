@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from perceptreg.measures import mean_and_interval
+from perceptreg.measures import mean_of
 
 HOLDS, FAILS, UNDECIDED, NOT_COMPARABLE, NOT_MEASURED = (
     "holds", "does not hold", "undecided", "not comparable", "not measured")
@@ -67,8 +67,8 @@ def of_rate(measured: dict) -> Interval:
 
 def over_seeds(values: Sequence[float], **shown) -> Interval:
     """The mean of per-seed values with its Student-t interval; ``shown``: Interval's scale, unit, digits."""
-    mean, half = mean_and_interval(values)
-    return Interval(mean, mean - half, mean + half, len(values), **shown)
+    measured = mean_of(values)
+    return Interval(measured["mean"], measured["low"], measured["high"], measured["n"], **shown)
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float]) -> Interval:

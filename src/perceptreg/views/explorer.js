@@ -409,6 +409,7 @@ function setUpControls() {
   $("attack").onclick = attack; $("edit").onclick = edit; $("alpha").oninput = showFrame;
   for (const id of ["norm", "steps", "target"]) $(id).addEventListener("change", clearAttack);
   $("eps").oninput = () => { $("eps-value").textContent = Number($("eps").value).toFixed(2); };
+  $("eps").value = state.info.eps; $("eps").oninput();  // the radius of the run's images: 0.2 on digits, 0.03 on colour
   // the eps slider re-runs an attack that is shown; otherwise its old result is stale
   $("eps").onchange = () => (state.attacked ? attack() : clearAttack());
   $("edit-target").onchange = clearWalk;

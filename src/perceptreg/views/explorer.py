@@ -25,9 +25,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptreg.adversarial.attacks import DEFAULT_EPS, DEFAULT_STEPS, PGD, check_target
+from perceptreg.adversarial.attacks import DEFAULT_STEPS, PGD, check_target
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
+from perceptreg.data.registry import attack_eps
 from perceptreg.edits import latent
 from perceptreg.runs import Run
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
@@ -57,7 +58,7 @@ class AttackRequest(BaseModel):
     model_config = REQUEST
     index: Index
     norm: Literal["linf", "l2"] = "linf"
-    eps: Eps = DEFAULT_EPS
+    eps: Eps | None = None  # None: the radius of the run's images (Explorer.eps)
     steps: Steps = DEFAULT_STEPS
     target: ClassIndex | None = None
     layer: LayerName | None = None  # a run of `attach`: whose perception (default: the one served)
@@ -67,7 +68,7 @@ class EditRequest(BaseModel):
     model_config = REQUEST
     index: Index
     target: ClassIndex
-    eps: Eps = DEFAULT_EPS
+    eps: Eps | None = None  # None: the radius of the run's images (Explorer.eps)
     steps: Steps = DEFAULT_STEPS
 
 
@@ -107,6 +108,7 @@ class Explorer:
                                       f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = self.run.data()[1]
         self.classes = self.test.classes
+        self.eps = attack_eps(self.run.config.dataset, self.model.input_shape)  # what a request without eps gets
         self.map_index = sample(len(self.test))  # the same images on every run's map
         self._scores: dict[torch.nn.Module, Scores] = {}  # per model, computed on first use
         self._maps: dict[torch.nn.Module, LatentMap] = {}
@@ -116,6 +118,10 @@ class Explorer:
         if index >= len(self.test):
             raise HTTPException(422, f"index must lie in 0..{len(self.test) - 1}, got {index}")
         return to_float(self.test.images[index:index + 1]).to(self.device)
+
+    def radius(self, request: AttackRequest | EditRequest) -> float:
+        """The request's eps, else the radius of the run's images."""
+        return self.eps if request.eps is None else request.eps
 
     def check_target(self, target: int) -> None:
         try:
@@ -199,11 +205,12 @@ class Explorer:
         if request.target is not None:
             self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
-        settings = {"eps": request.eps, "steps": request.steps, "norm": request.norm}
+        eps = self.radius(request)
+        settings = {"eps": eps, "steps": request.steps, "norm": request.norm}
         result = self._attack_on(model, x, label, targets, settings)
         compared = [{"run": name, **self._attack_on(other, x, label, targets, settings)}
                     for name, other in self.compared.items()]
-        return {"label": self.classes[int(label)], "run": self.name, **result, "compared": compared}
+        return {"label": self.classes[int(label)], "run": self.name, "eps": eps, **result, "compared": compared}
 
     def _attack_on(self, model, x: torch.Tensor, label, targets, settings: dict) -> dict:
         """One run's attack of x: its images, perceptions, distances, and its path on its own map."""
@@ -230,7 +237,7 @@ class Explorer:
                 "frames": self._walk(self.model, x, request), "compared": walks}
 
     def _walk(self, model, x: torch.Tensor, request: EditRequest) -> list[dict]:
-        _, direction = latent.toward(model, x, request.target, PGD(model, eps=request.eps, steps=request.steps))
+        _, direction = latent.toward(model, x, request.target, PGD(model, eps=self.radius(request), steps=request.steps))
         latents, edited = latent.decode_along(model, x, direction, ALPHAS)
         readings, confidence = latent.read_edits(model, latents, edited)
         return [{"alpha": a, "image": data_url(edited[0, i]), "confidence": confidence[0, i].item(),
@@ -341,7 +348,7 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
     async def info() -> dict:
         model = explorer.model
         return {"run": explorer.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
-                "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS),
+                "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS), "eps": explorer.eps,
                 "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
                 "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
 

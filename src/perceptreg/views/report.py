@@ -11,6 +11,7 @@ import functools
 import html
 import json
 from pathlib import Path
+from typing import Callable
 
 from perceptreg import runs
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
@@ -25,9 +26,11 @@ from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missin
 from perceptreg.views.report_summary import config_tables, summary, sweep_summary
 
 
-def _reads(name: str, command: str):
+def _reads(name: str | Callable[..., str], command: str):
     """A section drawn from a results file another command wrote: a file without what the
-    section reads (damaged, or from another version) is one error naming it, not a traceback."""
+    section reads (damaged, or from another version) is one error naming it, not a traceback.
+    ``name``: the file, or a function of the section's arguments that names the file it
+    reads (of an attach run, the layer's own file)."""
     def wrap(render):
         @functools.wraps(render)
         def checked(target: Run | Path, **options) -> str:
@@ -36,7 +39,8 @@ def _reads(name: str, command: str):
             except PerceptregError:  # it names its own file (a damaged PNG is not the results file's fault)
                 raise
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as err:
-                raise PerceptregError(f"{name} of {_folder(target)} is not as `perceptreg {command}` writes it "
+                read = name(target, **options) if callable(name) else name
+                raise PerceptregError(f"{read} of {_folder(target)} is not as `perceptreg {command}` writes it "
                                       f"({type(err).__name__}: {err}); run `perceptreg {command}` again") from err
         return checked
     return wrap
@@ -69,13 +73,18 @@ def _perception(run: Run) -> str:
             + WRONG_KEY + figure(run.path / runs.PERCEPTION, "test images beside their perceptions"))
 
 
-@_reads(runs.ATTACK_METRICS, "evaluate-attack")
+def _attack_metrics(run: Run, layer: str | None = None) -> str:
+    """The attack measurements `evaluate-attack` writes; of an attach run, those of ``layer``
+    (default the deepest), named as it names them (``Run.output_layer``)."""
+    return runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
+
+
+@_reads(_attack_metrics, "evaluate-attack")
 def _attacks(run: Run, layer: str | None = None) -> str:
-    """What `attack` and `evaluate-attack` wrote; of an attach run, their files of ``layer``
-    (default the deepest), named as they name them (``Run.output_layer``)."""
+    """What `attack` and `evaluate-attack` wrote; of an attach run, their files of ``layer``."""
     named = run.output_layer(layer)
     option = f" --layer {named}" if named else ""
-    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, named)
+    metrics = run.path / _attack_metrics(run, layer)
     parts = []
     if metrics.exists():
         written = checkpoint.read_json(metrics)
