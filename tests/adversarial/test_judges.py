@@ -136,6 +136,9 @@ def test_read_perception_by_hand():
     line = format_reading(reading)
     assert "x read right 75.0 % [" in line and "P(x) read as the true class 25.0 % [" in line
     assert "feature distance x-P(x) 2.000 [2.000, 2.000] (x-another image 1.000 [" in line
+    assert reading["perception_reads"] == [1, 3]  # the swapped perceptions read as 1, 0, 1, 1
+    assert line.endswith("P(x) read most often as 1 75.0 %, 0 25.0 %")
+    assert format_reading(reading, ["left", "right"]).endswith("as right 75.0 %, left 25.0 %")
 
 
 def test_a_perception_equal_to_x_is_at_distance_zero():

@@ -129,7 +129,9 @@ def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge,
       derangement): the level of "nothing alike", so 0 is P(x) = x to the judge and
       ``unrelated_distance`` is P(x) no closer to x than another image is;
     - ``pixel_mse``: the squared error per pixel of P(x), for comparison;
-    - ``model_accuracy``: C(F(x)) right.
+    - ``model_accuracy``: C(F(x)) right;
+    - ``perception_reads``: how many P(x) it reads as each class (index = class), whatever
+      x's class: a judge that reads every blur as the same few classes shows it here.
 
     Rates as ``measures.rate`` (95 % Wilson interval); distances and MSE as {"mean", "low",
     "high", "n"} (95 % Student-t interval of the mean over images). Read in the forward
@@ -147,6 +149,7 @@ class PerceptionReader:
     def __init__(self, judge: ModelJudge, batch_size: int = 500):
         self.judge, self.batch_size = judge, batch_size
         self.reads_x, self.reads_p, self.own, self.distances, self.mse, self.features = [], [], [], [], [], []
+        self.read_as = []
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, perception: torch.Tensor) -> None:
@@ -155,6 +158,7 @@ class PerceptionReader:
         p_labels, p_features = self.judge.read(perception, self.batch_size)
         self.reads_x.append(x_labels == labels)
         self.reads_p.append(p_labels == labels)
+        self.read_as.append(p_labels.cpu())
         self.own.append(logits.argmax(1) == labels)
         self.distances.append(feature_distance(x_features, p_features).cpu())
         self.mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
@@ -171,11 +175,13 @@ class PerceptionReader:
                 "perception_read_true": rate_of(torch.cat(self.reads_p)), "model_accuracy": rate_of(torch.cat(self.own)),
                 "feature_distance": mean_of(torch.cat(self.distances).tolist()),
                 "unrelated_distance": mean_of(feature_distance(features_x, features_x[unrelated]).tolist()),
-                "pixel_mse": mean_of(torch.cat(self.mse).tolist())}
+                "pixel_mse": mean_of(torch.cat(self.mse).tolist()),
+                "perception_reads": torch.bincount(torch.cat(self.read_as)).tolist()}
 
 
-def format_reading(reading: dict) -> str:
-    """``read_perception``'s result in one line, each number with its 95 % interval."""
+def format_reading(reading: dict, classes: Sequence[str] | None = None) -> str:
+    """``read_perception``'s result in one line, each number with its 95 % interval, then
+    the classes the judge reads P(x) as most often (named by ``classes`` where given)."""
     def spread(key: str, digits: int) -> str:
         value = reading[key]
         return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
@@ -183,7 +189,17 @@ def format_reading(reading: dict) -> str:
             f"{format_rate(reading['judge_accuracy'])}; P(x) read as the true class "
             f"{format_rate(reading['perception_read_true'])}; feature distance x-P(x) {spread('feature_distance', 3)} "
             f"(x-another image {spread('unrelated_distance', 3)}); MSE/pixel {spread('pixel_mse', 4)}; "
-            f"the model's accuracy {format_rate(reading['model_accuracy'])}")
+            f"the model's accuracy {format_rate(reading['model_accuracy'])}; {most_read(reading, classes)}")
+
+
+def most_read(reading: dict, classes: Sequence[str] | None = None, top: int = 3) -> str:
+    """"P(x) read most often as airplane 38.3 %, ship 34.6 %, frog 9.3 %": the ``top``
+    classes of ``read_perception``'s ``perception_reads``, shares of all images."""
+    counts = torch.tensor(reading["perception_reads"])
+    shares = counts / counts.sum()
+    order = shares.argsort(descending=True, stable=True)[:top]
+    named = [f"{classes[i] if classes else i} {100 * shares[i]:.1f} %" for i in order.tolist() if counts[i]]
+    return "P(x) read most often as " + ", ".join(named)
 
 
 def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,

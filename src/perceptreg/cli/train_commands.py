@@ -161,7 +161,7 @@ def perceive(run, n, out, device, layer, judge_run, read_size):
     click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
     if judge is not None:
         read = data.training_subset(test, read_size, seed=0)
-        click.echo(judges.format_reading(judges.read_perception(model, read, judge, device=device)))
+        click.echo(judges.format_reading(judges.read_perception(model, read, judge, device=device), test.classes))
 
 
 @main.command()

@@ -180,7 +180,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
                        f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
                        f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
                        + (" [decoder collapsed]" if result["decoder_collapsed"] else "")
-                       + (f"; {judges.format_reading(result['reading'])}" if judge else ""))
+                       + (f"; {judges.format_reading(result['reading'], test_data.classes)}" if judge else ""))
     summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"],
                "judge": None if judge is None else judge.name}
     checkpoint.write_json(out / runs.SWEEP_JSON, summary)
