@@ -278,16 +278,19 @@ def test_an_attack_without_eps_takes_the_radius_of_the_runs_images(client, tmp_p
 
     from perceptreg.cli import main
 
-    assert client.get("/api/info").json()["eps"] == 0.2  # digits: the paper's MNIST radius, the slider's start
+    # digits: the paper's MNIST radius, the slider's start; L2's own, MNIST's usual 2.0
+    assert client.get("/api/info").json()["eps"] == {"linf": 0.2, "l2": 2.0}
     digits = client.post("/api/attack", json={"index": 0, "steps": 5}).json()
     assert digits["eps"] == 0.2 and digits["linf_distance"] <= 0.2 + 1e-6
+    digits = client.post("/api/attack", json={"index": 0, "steps": 5, "norm": "l2"}).json()
+    assert digits["eps"] == 2.0 and digits["l2_distance"] <= 2.0 + 1e-5
     monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
     run = tmp_path / "pets-run"
     result = CliRunner().invoke(main, ["train", "--dataset", colour_folder(tmp_path / "pets"), "--epochs", "1",
                                        "--out", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
     colour = TestClient(explorer.create_app(open_run(run)), base_url="http://127.0.0.1")
-    assert colour.get("/api/info").json()["eps"] == 0.03
+    assert colour.get("/api/info").json()["eps"] == {"linf": 0.03, "l2": 0.5}
     attacked = colour.post("/api/attack", json={"index": 0, "steps": 5}).json()
     assert attacked["eps"] == 0.03 and attacked["linf_distance"] <= 0.03 + 1e-6
     given = colour.post("/api/attack", json={"index": 0, "steps": 5, "eps": 0.1}).json()
