@@ -322,7 +322,8 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
     assert runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"]).exit_code == 0
     evaluate = ["evaluate-attack", "r", "--steps", "1", "--images", "4", "--held-out", "4"]
     # the paper's CelebA radius; L2's own (RobustBench's on CIFAR-10), not 0.03 as an L2 radius; a given eps wins
-    for extra, norm, eps in (([], "linf", 0.03), (["--norm", "l2"], "l2", 0.5), (["--norm", "l2", "--eps", "0.1"], "l2", 0.1)):
+    for extra, norm, eps in (([], "linf", 0.03), (["--norm", "l2"], "l2", 0.5),
+                             (["--norm", "l2", "--eps", "0.1"], "l2", 0.1)):
         result = runner.invoke(main, evaluate + extra)
         assert result.exit_code == 0, result.output
         assert json.loads((tmp_path / "r" / "attack_metrics.json").read_text())["settings"]["eps"] == eps

@@ -119,7 +119,9 @@ def test_workers_die_with_a_killed_sweep_and_the_rerun_is_not_locked_out(tmp_pat
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
-    time.sleep(5)
+    deadline = time.monotonic() + 5  # dead within 5 s, and no fixed wait when they go at once
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [pid for pid in children if _alive(pid)] == []
     # the members' locks went with their workers: a rerun continues them
     rerun = [(TrainConfig(lam=lam, epochs=max(1, runs.completed_epochs(tmp_path / name)), train_size=200,
