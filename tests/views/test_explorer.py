@@ -37,6 +37,19 @@ def test_page_and_info(client):
     assert info["classes"] == [str(d) for d in range(10)] and info["test_images"] == 1000
 
 
+def test_the_page_names_a_run_of_any_folder_name_as_text(good_run, tmp_path):
+    # a run path is the user's: in the heading, its title and <title> it is text, never markup
+    run = tmp_path / 'a<b>&"c'
+    run.mkdir()
+    for p in good_run.iterdir():
+        if p.is_file():
+            (run / p.name).write_bytes(p.read_bytes())
+    page = TestClient(explorer.create_app(open_run(run)), base_url="http://127.0.0.1").get("/").text
+    shown = "perceptreg explorer: a&lt;b&gt;&amp;&quot;c"  # the run's folder name
+    assert f'<h1 title="{shown}">{shown}</h1>' in page and f"<title>{shown}</title>" in page
+    assert "<b>" not in page
+
+
 def test_gallery_pages(client):
     first = client.get("/api/gallery", params={"offset": 0, "limit": 12}).json()
     # the classes in turn: the test set itself is sorted by class

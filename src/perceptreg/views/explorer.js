@@ -108,7 +108,7 @@ function readings(r, caption = "x", testid = null, size = null) {
 function labelled(src, name) {
   const box = document.createElement("div");
   const img = document.createElement("img"); img.className = "px"; img.src = src; img.alt = name;
-  const text = document.createElement("span"); text.textContent = name;
+  const text = document.createElement("span"); text.textContent = text.title = name;  // cut to 3 lines: all in the title
   box.append(text, img);
   return box;
 }

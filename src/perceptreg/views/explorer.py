@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import io
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
@@ -336,7 +337,7 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
         detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
     title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
-    page = PAGE.replace("__TITLE__", title)
+    page = PAGE.replace("__TITLE__", html.escape(title))  # run paths are the user's: <, & and " too
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
