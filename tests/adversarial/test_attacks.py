@@ -298,6 +298,9 @@ def test_settings_without_eps_take_the_radius_of_the_images_attacked():
     settings = attacks.AttackSettings(steps=3)
     assert settings.for_images("cifar10", (3, 32, 32)).eps == 0.03  # colour images: the paper's CelebA radius
     assert settings.for_images("mnist5k", (1, 28, 28)).eps == 0.2  # digits: its MNIST radius
+    l2 = attacks.AttackSettings(steps=3, norm="l2")  # L2's own radii, not the L-inf number in another norm
+    assert l2.for_images("cifar10", (3, 32, 32)).eps == 0.5 and l2.for_images("mnist5k", (1, 28, 28)).eps == 2.0
+    assert l2.for_images("cifar10", (3, 32, 32)).build(identity_classifier()).norm == "l2"
     given = attacks.AttackSettings(eps=0.1, steps=3)
     assert given.for_images("cifar10", (3, 32, 32)) is given  # an eps given always wins
     assert settings.for_images("cifar10", (3, 32, 32)).build(identity_classifier()).eps == 0.03

@@ -321,11 +321,13 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
     pets = colour_folder(tmp_path / "pets", 8)
     assert runner.invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", "r", "--quiet"]).exit_code == 0
     evaluate = ["evaluate-attack", "r", "--steps", "1", "--images", "4", "--held-out", "4"]
-    for extra, eps in (([], 0.03), (["--eps", "0.1"], 0.1)):  # the paper's CelebA radius; a given eps wins
+    # the paper's CelebA radius; L2's own (RobustBench's on CIFAR-10), not 0.03 as an L2 radius; a given eps wins
+    for extra, norm, eps in (([], "linf", 0.03), (["--norm", "l2"], "l2", 0.5),
+                             (["--norm", "l2", "--eps", "0.1"], "l2", 0.1)):
         result = runner.invoke(main, evaluate + extra)
         assert result.exit_code == 0, result.output
         assert json.loads((tmp_path / "r" / "attack_metrics.json").read_text())["settings"]["eps"] == eps
-        assert f"PGD, linf eps {eps:g}, on 4 images:" in result.output
+        assert f"PGD, {norm} eps {eps:g}, on 4 images:" in result.output
     result = runner.invoke(main, ["attack", "r", "--steps", "1", "--pool", "4", "--n", "2"])
     assert result.exit_code == 0 and "on 4 test images (eps 0.03)" in result.output, result.output
     result = runner.invoke(main, ["interpolate", "r", "--target", "1", "--images", "2", "--fit-images", "2",
@@ -334,7 +336,8 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
     assert json.loads((tmp_path / "r" / "interpolation_metrics.json").read_text())["attack"]["eps"] == 0.03
     assert json.loads((tmp_path / "r" / "direction-any-to-1.json").read_text())["eps"] == 0.03
     text = " ".join(runner.invoke(main, ["attack", "--help"]).output.split())
-    assert "[default: the dataset's radius: 0.2 on MNIST digits, 0.03 on colour images" in text
+    assert ("[default: the dataset's radius in --norm: L-inf 0.2 on MNIST digits, 0.03 on colour images (the "
+            "paper's on MNIST and on CelebA); L2 2 on digits, 0.5 on colour images" in text)
 
 
 # --- latent directions --------------------------------------------------------------------------

@@ -33,15 +33,17 @@ def test_training_defaults_carry_the_papers_celeba_schedule():
     assert data.training_defaults("celeba:Smiling") == {"arch": "celeba", "epochs": 30, "lr_drop_epoch": 20}
 
 
-@pytest.mark.parametrize("name, shape, eps", [
-    ("mnist5k", (1, 28, 28), 0.2), ("mnist", (1, 28, 28), 0.2), ("mnist-strips", (3, 32, 32), 0.2),
-    ("svhn", (3, 32, 32), 0.03), ("celeba:Smiling", (3, 64, 64), 0.03), ("cifar10", (3, 32, 32), 0.03),
-    ("folder:/any", (3, 32, 32), 0.03), ("folder:/any", (1, 28, 28), 0.2), ("memmap:/any", (3, 64, 64), 0.03),
-    ("memmap:/any", (1, 28, 28), 0.2)])
-def test_the_attack_radius_is_the_datasets_the_papers_on_mnist_and_celeba(name, shape, eps):
-    # the digits' 0.2 (the paper's Fig. 14), colour images' 0.03 (its CelebA figures); a
-    # folder's or memmap's by its images' channels, read from the shape given, not the disk
-    assert registry.attack_eps(name, shape) == eps
+@pytest.mark.parametrize("name, shape, eps, l2_eps", [
+    ("mnist5k", (1, 28, 28), 0.2, 2.0), ("mnist", (1, 28, 28), 0.2, 2.0), ("mnist-strips", (3, 32, 32), 0.2, 2.0),
+    ("svhn", (3, 32, 32), 0.03, 0.5), ("celeba:Smiling", (3, 64, 64), 0.03, 0.5), ("cifar10", (3, 32, 32), 0.03, 0.5),
+    ("folder:/any", (3, 32, 32), 0.03, 0.5), ("folder:/any", (1, 28, 28), 0.2, 2.0),
+    ("memmap:/any", (3, 64, 64), 0.03, 0.5), ("memmap:/any", (1, 28, 28), 0.2, 2.0)])
+def test_the_attack_radius_is_the_datasets_the_papers_on_mnist_and_celeba(name, shape, eps, l2_eps):
+    # L-inf: the digits' 0.2 (the paper's Fig. 14), colour images' 0.03 (its CelebA figures);
+    # L2: the literature's 2.0 on MNIST, 0.5 on CIFAR-10; a folder's or memmap's by its
+    # images' channels, read from the shape given, not the disk
+    assert registry.attack_eps(name, shape) == registry.attack_eps(name, shape, "linf") == eps
+    assert registry.attack_eps(name, shape, "l2") == l2_eps
 
 
 def test_a_registered_dataset_is_found_by_name(mnist5k):

@@ -14,8 +14,8 @@ from perceptreg.sweeps import workers
 from perceptreg.training.train import train
 
 
-def member(lam, dataset="mnist5k"):
-    return TrainConfig(dataset=dataset, lam=lam, epochs=1, train_size=200, batch_size=50)
+def member(lam, dataset="mnist5k"):  # 100 test images scored per epoch, not the whole 1000
+    return TrainConfig(dataset=dataset, lam=lam, epochs=1, train_size=200, batch_size=50, eval_size=100)
 
 
 def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
@@ -82,7 +82,7 @@ import sys
 from pathlib import Path
 from perceptreg.core.config import TrainConfig
 from perceptreg.sweeps import workers
-members = [(TrainConfig(lam=lam, epochs=50, train_size=200, batch_size=50), Path(sys.argv[1]) / name)
+members = [(TrainConfig(lam=lam, epochs=50, train_size=200, batch_size=50, eval_size=100), Path(sys.argv[1]) / name)
            for lam, name in ((1e-2, "a"), (1.0, "b"))]
 workers.train_all(members, workers=2, progress=False)
 """
@@ -119,10 +119,12 @@ def test_workers_die_with_a_killed_sweep_and_the_rerun_is_not_locked_out(tmp_pat
         parent.send_signal(signal.SIGKILL)
         parent.wait()
     assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
-    time.sleep(5)
+    deadline = time.monotonic() + 5  # dead within 5 s, and no fixed wait when they go at once
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [pid for pid in children if _alive(pid)] == []
     # the members' locks went with their workers: a rerun continues them
     rerun = [(TrainConfig(lam=lam, epochs=max(1, runs.completed_epochs(tmp_path / name)), train_size=200,
-                          batch_size=50), tmp_path / name) for lam, name in ((1e-2, "a"), (1.0, "b"))]
+                          batch_size=50, eval_size=100), tmp_path / name) for lam, name in ((1e-2, "a"), (1.0, "b"))]
     workers.train_all(rerun, workers=1, progress=False)
     assert all(runs.completed_epochs(run_dir) >= 1 for _, run_dir in rerun)

@@ -37,6 +37,19 @@ def test_page_and_info(client):
     assert info["classes"] == [str(d) for d in range(10)] and info["test_images"] == 1000
 
 
+def test_the_page_names_a_run_of_any_folder_name_as_text(good_run, tmp_path):
+    # a run path is the user's: in the heading, its title and <title> it is text, never markup
+    run = tmp_path / 'a<b>&"c'
+    run.mkdir()
+    for p in good_run.iterdir():
+        if p.is_file():
+            (run / p.name).write_bytes(p.read_bytes())
+    page = TestClient(explorer.create_app(open_run(run)), base_url="http://127.0.0.1").get("/").text
+    shown = "perceptreg explorer: a&lt;b&gt;&amp;&quot;c"  # the run's folder name
+    assert f'<h1 title="{shown}">{shown}</h1>' in page and f"<title>{shown}</title>" in page
+    assert "<b>" not in page
+
+
 def test_gallery_pages(client):
     first = client.get("/api/gallery", params={"offset": 0, "limit": 12}).json()
     # the classes in turn: the test set itself is sorted by class
@@ -278,16 +291,19 @@ def test_an_attack_without_eps_takes_the_radius_of_the_runs_images(client, tmp_p
 
     from perceptreg.cli import main
 
-    assert client.get("/api/info").json()["eps"] == 0.2  # digits: the paper's MNIST radius, the slider's start
+    # digits: the paper's MNIST radius, the slider's start; L2's own, MNIST's usual 2.0
+    assert client.get("/api/info").json()["eps"] == {"linf": 0.2, "l2": 2.0}
     digits = client.post("/api/attack", json={"index": 0, "steps": 5}).json()
     assert digits["eps"] == 0.2 and digits["linf_distance"] <= 0.2 + 1e-6
+    digits = client.post("/api/attack", json={"index": 0, "steps": 5, "norm": "l2"}).json()
+    assert digits["eps"] == 2.0 and digits["l2_distance"] <= 2.0 + 1e-5
     monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
     run = tmp_path / "pets-run"
     result = CliRunner().invoke(main, ["train", "--dataset", colour_folder(tmp_path / "pets"), "--epochs", "1",
                                        "--out", str(run), "--quiet"])
     assert result.exit_code == 0, result.output
     colour = TestClient(explorer.create_app(open_run(run)), base_url="http://127.0.0.1")
-    assert colour.get("/api/info").json()["eps"] == 0.03
+    assert colour.get("/api/info").json()["eps"] == {"linf": 0.03, "l2": 0.5}
     attacked = colour.post("/api/attack", json={"index": 0, "steps": 5}).json()
     assert attacked["eps"] == 0.03 and attacked["linf_distance"] <= 0.03 + 1e-6
     given = colour.post("/api/attack", json={"index": 0, "steps": 5, "eps": 0.1}).json()

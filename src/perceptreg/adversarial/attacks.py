@@ -49,9 +49,12 @@ class AttackSettings:
         check_budget(self.steps, self.restarts)  # here too: refused before any model is loaded
 
     def for_images(self, dataset: str, image_shape: tuple[int, ...]) -> "AttackSettings":
-        """These settings with ``eps`` the radius of ``dataset``'s images (``data.registry.attack_eps``:
-        0.2 on MNIST digits, 0.03 on colour images) where none was given."""
-        return self if self.eps is not None else dataclasses.replace(self, eps=attack_eps(dataset, image_shape))
+        """These settings with ``eps`` the radius of ``dataset``'s images in ``norm``
+        (``data.registry.attack_eps``: L-inf 0.2 on MNIST digits, 0.03 on colour images; L2 2.0
+        and 0.5) where none was given."""
+        if self.eps is not None:
+            return self
+        return dataclasses.replace(self, eps=attack_eps(dataset, image_shape, self.norm))
 
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:

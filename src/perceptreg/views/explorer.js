@@ -108,7 +108,7 @@ function readings(r, caption = "x", testid = null, size = null) {
 function labelled(src, name) {
   const box = document.createElement("div");
   const img = document.createElement("img"); img.className = "px"; img.src = src; img.alt = name;
-  const text = document.createElement("span"); text.textContent = name;
+  const text = document.createElement("span"); text.textContent = text.title = name;  // cut to 3 lines: all in the title
   box.append(text, img);
   return box;
 }
@@ -409,7 +409,12 @@ function setUpControls() {
   $("attack").onclick = attack; $("edit").onclick = edit; $("alpha").oninput = showFrame;
   for (const id of ["norm", "steps", "target"]) $(id).addEventListener("change", clearAttack);
   $("eps").oninput = () => { $("eps-value").textContent = Number($("eps").value).toFixed(2); };
-  $("eps").value = state.info.eps; $("eps").oninput();  // the radius of the run's images: 0.2 on digits, 0.03 on colour
+  // the radius of the run's images in the chosen norm: L-inf 0.2 on digits, 0.03 on colour; L2 2 and 0.5
+  const radius = () => {
+    const eps = state.info.eps[$("norm").value];
+    $("eps").max = Math.max(0.5, 2.5 * eps); $("eps").value = eps; $("eps").oninput();
+  };
+  $("norm").addEventListener("change", radius); radius();
   // the eps slider re-runs an attack that is shown; otherwise its old result is stale
   $("eps").onchange = () => (state.attacked ? attack() : clearAttack());
   $("edit-target").onchange = clearWalk;

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import io
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
@@ -26,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg.adversarial.attacks import DEFAULT_STEPS, PGD, check_target
+from perceptreg.adversarial.defaults import NORMS
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
 from perceptreg.data.registry import attack_eps
@@ -108,7 +110,8 @@ class Explorer:
                                       f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = self.run.data()[1]
         self.classes = self.test.classes
-        self.eps = attack_eps(self.run.config.dataset, self.model.input_shape)  # what a request without eps gets
+        # what a request without eps gets, per norm: L2 has its own radius (data.registry.attack_eps)
+        self.eps = {norm: attack_eps(self.run.config.dataset, self.model.input_shape, norm) for norm in NORMS}
         self.map_index = sample(len(self.test))  # the same images on every run's map
         self._scores: dict[torch.nn.Module, Scores] = {}  # per model, computed on first use
         self._maps: dict[torch.nn.Module, LatentMap] = {}
@@ -120,8 +123,8 @@ class Explorer:
         return to_float(self.test.images[index:index + 1]).to(self.device)
 
     def radius(self, request: AttackRequest | EditRequest) -> float:
-        """The request's eps, else the radius of the run's images."""
-        return self.eps if request.eps is None else request.eps
+        """The request's eps, else the radius of the run's images in its norm (an edit's: L-inf)."""
+        return self.eps[getattr(request, "norm", "linf")] if request.eps is None else request.eps
 
     def check_target(self, target: int) -> None:
         try:
@@ -334,7 +337,7 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
         detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
     title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
-    page = PAGE.replace("__TITLE__", title)
+    page = PAGE.replace("__TITLE__", html.escape(title))  # run paths are the user's: <, & and " too
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
