@@ -9,6 +9,7 @@ images need: an independent CNN judge reading P(x), its own accuracy on x beside
 
 from __future__ import annotations
 
+from perceptreg import runs
 from perceptreg.sweeps.claims import (
     MOST,
     PAPER_SWEEP,
@@ -73,7 +74,7 @@ def perception_kept(files: RunFiles) -> tuple[str, Verdict]:
         paired = f"at lambda {largest} against {smallest}, paired by seed,"
         return ours, every({"MSE/pixel falls": above(fall, 0, f"MSE/pixel fall {paired}"),
                             "P(x) read as true rises": above(rise, 0, f"read-as-true rise {paired}")})
-    return read_results(files, f"{SWEEP}/sweep.json", pick)
+    return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)
 
 
 def object_kept(files: RunFiles) -> tuple[str, Verdict]:
@@ -88,7 +89,7 @@ def object_kept(files: RunFiles) -> tuple[str, Verdict]:
                 + "; ".join(f"{seed}: {value.text()}" for seed, value in read.items())
                 + f" of {readings[KEPT][0]['images']} test images")
         return ours, every({seed: above(value, MOST, "read as true") for seed, value in read.items()})
-    return read_results(files, f"{SWEEP}/sweep.json", pick)
+    return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)
 
 
 CELEBA_EPS = "paper, Sec. 4, Figs. 4, 5 (CelebA, at its eps 0.03)"

@@ -59,16 +59,16 @@ STEPS = {
 JUDGE = "cifar10-judge"
 POST_HOC = f"{SWEEP}/post-hoc-seed0"
 NATURAL_STEPS = {
-    "cifar10-judge": (f"{JUDGE}/model.json",
+    "cifar10-judge": (f"{JUDGE}/{runs.MODEL_META}",
                       f"perceptreg train-judge --dataset {{C}} --train-size 20000 --out {JUDGE}"),
-    "cifar10-sweep": (f"{SWEEP}/sweep.json", f"perceptreg sweep --dataset {{C}} --lams 1e-4,1e-3,1e-2,1e2 --seeds 0,1 "
-                      f"--epochs 20 --train-size 20000 --judge {JUDGE} --out {SWEEP}"),
-    "cifar10-attack": (f"{RUN}/attack_metrics.json", f"perceptreg evaluate-attack {RUN} --judge {JUDGE} --eps 0.03 "
+    "cifar10-sweep": (f"{SWEEP}/{runs.SWEEP_JSON}", f"perceptreg sweep --dataset {{C}} --lams 1e-4,1e-3,1e-2,1e2 "
+                      f"--seeds 0,1 --epochs 20 --train-size 20000 --judge {JUDGE} --out {SWEEP}"),
+    "cifar10-attack": (f"{RUN}/{runs.ATTACK_METRICS}", f"perceptreg evaluate-attack {RUN} --judge {JUDGE} --eps 0.03 "
                        f"--steps 100 --loss margin --images 500 --held-out 1000 --adaptive-search 0,0.01,0.1,1,10 "
                        f"--compare {POST_HOC}"),
-    "cifar10-noise": (f"{RUN}/noise_metrics.json", f"perceptreg attack {RUN} --judge {JUDGE} --from-noise --n 100 "
+    "cifar10-noise": (f"{RUN}/{runs.NOISE_METRICS}", f"perceptreg attack {RUN} --judge {JUDGE} --from-noise --n 100 "
                       "--eps 0.03 --steps 100 --loss margin"),
-    "cifar10-interpolate": (f"{RUN}/interpolation_metrics.json", f"perceptreg interpolate {RUN} --judge {JUDGE} "
+    "cifar10-interpolate": (f"{RUN}/{runs.INTERPOLATION_METRICS}", f"perceptreg interpolate {RUN} --judge {JUDGE} "
                             f"--target 1 --images 100 --eps 0.03 --steps 50 --compare {POST_HOC}"),
 }
 CIFAR10 = "cifar10"  # the dataset spec the natural steps read by default: the canonical download
@@ -107,11 +107,11 @@ def _table(claims: list[Claim], steps: dict[str, tuple[str, str]], files: RunFil
 
 def _check_spec(files: RunFiles, cifar10: str) -> None:
     """The natural commands quote ``cifar10``: the dataset the natural sweep the page read was made with."""
-    if f"{SWEEP}/sweep.json" not in files.hashes:  # not made yet: nothing quoted was run
+    if f"{SWEEP}/{runs.SWEEP_JSON}" not in files.hashes:  # not made yet: nothing quoted was run
         return
-    ran = read_results(files, f"{SWEEP}/sweep.json", lambda summary: summary["config"]["dataset"])
+    ran = read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", lambda summary: summary["config"]["dataset"])
     if ran != cifar10:
-        raise PerceptregError(f"{files.root / SWEEP / 'sweep.json'} was made with --dataset {ran}, not {cifar10}: "
+        raise PerceptregError(f"{files.root / SWEEP / runs.SWEEP_JSON} was made with --dataset {ran}, not {cifar10}: "
                               f"give --cifar10 {shlex.quote(ran)}, so that the page quotes the commands that were run")
 
 
