@@ -1,9 +1,11 @@
 """REPRODUCING.md is read from real run folders: each number is the one the commands wrote."""
 
+import argparse
 import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -43,17 +45,20 @@ def test_every_number_comes_from_the_runs(root):
     summary = attack["runs"][str(root / "demo")]
     assert row(page, "PGD")[4] == "success " + format_rate(summary["attack_success_rate"])
     knn = summary["judges"]["3-NN pixels"]["on_P(x_adv)"]
-    assert "3-NN pixels: adversarial " + format_rate(knn["adversarial_label"]) in row(page, "P(x_adv) looks like")[4]
+    named = f"3-NN pixels (right on x {format_rate(summary['judges']['3-NN pixels']['accuracy_on_x'])})"
+    assert f"{named}: adversarial " + format_rate(knn["adversarial_label"]) in row(page, "P(x_adv) looks like")[4]
     search = summary["adaptive_search"]["judges_on_P(x_adv)"]["3-NN pixels"]
-    assert "3-NN pixels: adversarial " + format_rate(search["adversarial_label"]) in row(page, "... still")[4]
+    assert f"{named}: adversarial " + format_rate(search["adversarial_label"]) in row(page, "... still")[4]
     detector = summary["detector"]
     assert f"||x - P(x)||^2 {detector['auroc']:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4].replace("\\", "")
     shuffled = detector["baselines"]["shuffled_perturbation"]["auroc"]
-    assert f"shuffled perturbation (control) {shuffled:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4]
+    assert f"control: shuffled perturbation, L2-matched {shuffled:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4]
     assert f"of {summary['successful_attacks']} successful attacks" in row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4]
     assert f"of {summary['adaptive_search']['successful_attacks']} successful" in row(page, "... and most")[4]
     noise = json.loads((root / "demo" / "noise_metrics.json").read_text())
     assert noise["noise_images"] == 20 and format_rate(noise["reached"]["3-NN pixels"]) in row(page, "noise")[4]
+    assert row(page, "noise")[4].startswith(f"{named} reads P(x_adv) as the target")  # its accuracy: the attack's
+    assert row(page, "a latent direction")[4].startswith(f"{named} reads the edit at a = 2 as the target, class 8")
     sweep = json.loads((root / "sweep-4000" / "sweep.json").read_text())
     accuracy = {v: members[0]["test_accuracy"] for v, members in sweep["per_seed"].items()}
     assert f"0.001: {100 * accuracy['0.001']:.1f} % (1 seed, no interval)" in row(page, "test accuracy decreases")[4]
@@ -68,8 +73,9 @@ def test_every_number_comes_from_the_runs(root):
 def attack_summary(fooled: int, adversarial: int, missed: int) -> dict:
     """An evaluate-attack summary by hand: 10 images, all classified right, ``fooled`` of them
     fooled; the 3-NN judge reads ``adversarial`` of those P(x_adv) as adversarial, the rest
-    as true; ``missed`` succeed undetected at 5 % false positives, one-sided."""
-    judges = {"3-NN pixels": {"on_P(x_adv)": {"adversarial_label": rate(adversarial, fooled),
+    as true, and x itself right 10 times; ``missed`` succeed undetected at 5 % false positives, one-sided."""
+    judges = {"3-NN pixels": {"accuracy_on_x": rate(10, 10),
+                              "on_P(x_adv)": {"adversarial_label": rate(adversarial, fooled),
                                               "true_label": rate(fooled - adversarial, fooled)}}}
     auroc = lambda value, low, high: {"auroc": value, "auroc_interval": [low, high]}  # noqa: E731
     return {"attack_success_rate": rate(fooled, 10), "successful_attacks": fooled, "judges": judges,
@@ -98,7 +104,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
     assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
                                     "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
     assert row(page, "P(x_adv) looks like")[4:] == [
-        "3-NN pixels: adversarial 88.9 % [56.5, 98.0], true 11.1 % [2.0, 43.5]",
+        "3-NN pixels (right on x 100.0 % [72.2, 100.0]): adversarial 88.9 % [56.5, 98.0], true 11.1 % [2.0, 43.5]",
         "**holds**: read as adversarial 88.9 % [56.5, 98.0] against as true 11.1 % [2.0, 43.5]: "
         "the intervals do not overlap"]
     assert row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4:] == [
@@ -106,9 +112,11 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
         "**holds**: missed 11.1 % [2.0, 43.5], all below 0.5"]
     assert row(page, "... and most")[5].startswith("**holds**")
     separates = row(page, "\\|\\|x - P(x)\\|\\|^2 separates")
-    assert separates[4].startswith("ROC AUC \\|\\|x - P(x)\\|\\|^2 0.950 [0.900, 1.000]; pixel statistic 0.600")
-    assert separates[5].startswith("**holds**: pixel statistic: holds, detector AUC 0.950 [0.900, 1.000] against "
-                                   "pixel statistic AUC 0.600 [0.500, 0.700]: the intervals do not overlap")
+    assert separates[4].startswith("ROC AUC \\|\\|x - P(x)\\|\\|^2 0.950 [0.900, 1.000]; pixel statistic (no model) "
+                                   "0.600 [0.500, 0.700]; blur residual (no model) 0.700")
+    assert separates[5].startswith("**holds**: pixel statistic (no model): holds, detector AUC 0.950 [0.900, 1.000] "
+                                   "against pixel statistic (no model) AUC 0.600 [0.500, 0.700]: the intervals do not "
+                                   "overlap")
 
 
 def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
@@ -175,17 +183,59 @@ def test_the_command_line(root, tmp_path, capsys):
 
 
 def test_steps_are_skipped_when_their_output_exists(tmp_path, monkeypatch):
-    for output, _ in reproducing.STEPS.values():
+    steps = {**reproducing.STEPS, **reproducing.natural_steps()}
+    for output, _ in steps.values():
         (tmp_path / output).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / output).write_text("{}")
     monkeypatch.setattr(reproducing.subprocess, "run", lambda *a, **k: pytest.fail("nothing should run"))
-    reproducing.make_runs(tmp_path)
+    reproducing.make_runs(tmp_path, steps)
 
 
-def test_a_failing_step_stops_with_its_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(reproducing, "STEPS", {"bad": ("bad/model.json", "perceptreg train --epochs abc --out bad")})
+def test_the_natural_commands_quote_the_cifar10_spec_they_ran_with(tmp_path):
+    spec = "memmap:/data/cifar 10"  # a space: quoted as the shell would need it
+    page = reproducing.reproducing_page(tmp_path, spec)
+    quoted = [c for _, c in reproducing.natural_steps(spec).values() if "--dataset" in c]
+    assert [c.split("--dataset ")[1].split(" --")[0] for c in quoted] == ["'memmap:/data/cifar 10'"] * 2
+    assert f"`{reproducing.natural_steps(spec)['cifar10-sweep'][1]}`" in page and "--dataset cifar10 " not in page
+    assert "--dataset cifar10 " in reproducing.reproducing_page(tmp_path)  # the canonical download by default
+    assert "## Natural images (CIFAR-10)" in page and "CIFAR-10, not SVHN" in page
+
+
+def test_the_page_quotes_the_spec_the_natural_sweep_was_made_with(tmp_path, capsys):
+    (tmp_path / "cifar10-sweep").mkdir()
+    made = {"test_accuracy": 0.5, "test_recon_mse": 0.02, "decoder_collapsed": False}  # one seed, no judge
+    (tmp_path / "cifar10-sweep" / "sweep.json").write_text(json.dumps(
+        {"config": {"dataset": "memmap:/data/c10", "seeds": [0]}, "per_seed": {"0.0001": [made], "100": [made]}}))
+    with pytest.raises(PerceptregError, match=r"made with --dataset memmap:/data/c10, not cifar10: give --cifar10 "
+                                              r"memmap:/data/c10, so that the page quotes the commands that were run"):
+        reproducing.reproducing_page(tmp_path)
+    assert reproducing.main([str(tmp_path), "--cifar10", "memmap:/data/c10", "--out", str(tmp_path / "R.md")]) == 0
+
+
+def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(reproducing.subprocess, "run", lambda argv, cwd: ran.append(argv[3:]) or
+                        argparse.Namespace(returncode=0))
+    monkeypatch.setattr(reproducing, "reproducing_page", lambda root, cifar10: f"page of {cifar10}\n")
+    out = str(tmp_path / "R.md")
+    assert reproducing.main([str(tmp_path / "runs"), "--run", "--out", out]) == 0
+    assert ran == [shlex.split(command)[1:] for _, command in reproducing.STEPS.values()]
+    ran.clear()
+    assert reproducing.main([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
+    assert ran == [shlex.split(command)[1:] for _, command in
+                   [*reproducing.STEPS.values(), *reproducing.natural_steps("memmap:/c").values()]]
+    assert ran[-1][:2] == ["interpolate", "cifar10-sweep/lam0.01-seed0"] and "memmap:/c" in ran[-4]
+    assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
+    capsys.readouterr()
+    assert reproducing.main([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1
+    assert capsys.readouterr().err.splitlines() == ["Error: --natural makes the natural-image runs: give it with --run"]
+    assert not (tmp_path / "runs3").exists()
+
+
+def test_a_failing_step_stops_with_its_command(tmp_path):
+    bad = {"bad": ("bad/model.json", "perceptreg train --epochs abc --out bad")}
     with pytest.raises(PerceptregError, match=r"`perceptreg train --epochs abc --out bad` failed in .*rerun with --run"):
-        reproducing.make_runs(tmp_path)
+        reproducing.make_runs(tmp_path, bad)
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +251,8 @@ def results(tmp_path_factory):
         {"judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20}))
     mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9], "3-NN pixels": [0.1, 0.8]},
             "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
-    (root / "demo" / "interpolation_metrics.json").write_text(json.dumps({"runs": {"demo": {"directions": {"mean": mean}}}}))
+    edited = {"target": 8, "alphas": [0.0, 2.0], "directions": {"mean": mean}}
+    (root / "demo" / "interpolation_metrics.json").write_text(json.dumps({"runs": {"demo": edited}}))
     assert "**not measured**: sweep.json" not in row(reproducing.reproducing_page(root), "test accuracy decreases")[5]
     return root
 

@@ -13,9 +13,10 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from perceptreg import runs
+from perceptreg.adversarial.detection import BASELINES
 from perceptreg.adversarial.run_attacks import undetected_rates
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
@@ -48,6 +49,8 @@ PAPER_SWEEP = {"0.0001": 88.5, "0.001": 87.9, "0.01": 87.8, "100": 81.3}  # Fig.
 DELICATE = "0.001"  # Sec. 3.2: "in this regime we are able to see the restricted attention"
 TASK_PROBE = "label (the task)"  # the probes on z other than this one read what the task did not ask
 MOST = 0.5  # "most images": the line a rate is tested against where the paper shows examples, not rates
+DEMO = "demo"  # the MNIST run that is attacked and edited
+T = TypeVar("T")
 
 
 class RunFiles:
@@ -74,7 +77,7 @@ class Claim:
     measure: Callable[[RunFiles], tuple[str, Verdict]]  # our number and the verdict, from the runs
 
 
-def _read(files: RunFiles, relative: str, pick: Callable[[dict], tuple[str, Verdict]]) -> tuple[str, Verdict]:
+def read_results(files: RunFiles, relative: str, pick: Callable[[dict], T]) -> T:
     """``pick`` applied to a results file; a file not in our format is named."""
     data = files.json(relative)
     try:
@@ -98,7 +101,7 @@ def own_results(results: dict, files: RunFiles, run: str) -> dict:
 
 # --- the sweeps ------------------------------------------------------------------------------
 
-def _seeds(summary: dict, variant: str, key: str) -> list[float]:
+def seed_values(summary: dict, variant: str, key: str) -> list[float]:
     return [member[key] for member in summary["per_seed"][variant]]
 
 
@@ -116,49 +119,51 @@ def _other_probes(member: dict) -> float:
     return sum(others) / len(others)
 
 
-def _ends(summary: dict) -> tuple[str, str]:
+def lambda_ends(summary: dict) -> tuple[str, str]:
     """The smallest and the largest lambda of a sweep (its variants' names)."""
     lams = sorted((v for v in summary["per_seed"] if v != "post-hoc"), key=float)
     return lams[0], lams[-1]
 
 
 def _accuracies(summary: dict) -> str:
-    return "; ".join(f"{v}: {over_seeds(_seeds(summary, v, 'test_accuracy')).text()}, {_collapse_flag(summary, v)}"
-                     for v in summary["per_seed"] if v != "post-hoc")
+    return "; ".join(f"{v}: {over_seeds(seed_values(summary, v, 'test_accuracy')).text()}, "
+                     f"{_collapse_flag(summary, v)}" for v in summary["per_seed"] if v != "post-hoc")
 
 
 def attention(files: RunFiles) -> tuple[str, Verdict]:
     def pick(summary):
-        ratio = over_seeds(_seeds(summary, DELICATE, "centre_to_edge"), scale=1, unit="", digits=2)
+        ratio = over_seeds(seed_values(summary, DELICATE, "centre_to_edge"), scale=1, unit="", digits=2)
         ours = (f"lambda {DELICATE} (the delicate regime): centre-to-edge error ratio of P(x) "
                 f"{ratio.text()}; {_collapse_flag(summary, DELICATE)}")
         if _collapsed(summary, DELICATE):
             return ours, Verdict(NOT_COMPARABLE, "a collapsed decoder shows nothing of its inputs, centre or edge")
         return ours, below(ratio, 1, "centre error / edge error")
-    return _read(files, "sweep-4000/sweep.json", pick)
+    return read_results(files, "sweep-4000/sweep.json", pick)
 
 
-def accuracy_falls(sweep: str) -> Callable[[RunFiles], tuple[str, Verdict]]:
+def accuracy_falls(sweep: str, data: str = "MNIST-strips'") -> Callable[[RunFiles], tuple[str, Verdict]]:
+    """Accuracy at the sweep's smallest lambda against its largest, paired by seed (``data``:
+    whose numbers ours are, beside the paper's SVHN)."""
     def pick(summary):
-        smallest, largest = _ends(summary)
-        drop = paired_difference(_seeds(summary, smallest, "test_accuracy"), _seeds(summary, largest, "test_accuracy"))
+        smallest, largest = lambda_ends(summary)
+        drop = paired_difference(*(seed_values(summary, v, "test_accuracy") for v in (smallest, largest)))
         verdict = above(drop, 0, f"accuracy at lambda {smallest} minus at {largest}, paired by seed,")
         return (_accuracies(summary) + f"; drop {drop.text()}",
                 Verdict(verdict.outcome, verdict.why + "; its size is not compared with the paper's 7.2 points: "
-                        "those are SVHN's, with the paper's training, ours MNIST-strips'"))
-    return lambda files: _read(files, f"{sweep}/sweep.json", pick)
+                        f"those are SVHN's, with the paper's training, ours {data}"))
+    return lambda files: read_results(files, f"{sweep}/sweep.json", pick)
 
 
 def information_grows(files: RunFiles) -> tuple[str, Verdict]:
     def pick(summary):
-        smallest, largest = _ends(summary)
+        smallest, largest = lambda_ends(summary)
         kept = {v: [_other_probes(m) for m in summary["per_seed"][v]] for v in (smallest, largest)}
         gain = paired_difference(kept[largest], kept[smallest])
         probes = ", ".join(name for name in summary["per_seed"][smallest][0]["probes"] if name != TASK_PROBE)
         ours = ("mean linear-probe accuracy on z for " + probes + ": "
                 + "; ".join(f"{v}: {over_seeds(kept[v]).text()}" for v in kept) + f"; gain {gain.text()}")
         return ours, above(gain, 0, f"probe accuracy at lambda {largest} minus at {smallest}, paired by seed,")
-    return _read(files, "sweep-4000/sweep.json", pick)
+    return read_results(files, "sweep-4000/sweep.json", pick)
 
 
 def optimizer_steps(summary: dict) -> int:
@@ -173,7 +178,7 @@ def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
     """Accuracy at the largest lambda: 73,257 images against 4000 at the same number of steps."""
     def read(sweep: str) -> tuple[int, Interval]:
         summary = files.json(f"{sweep}/sweep.json")
-        return optimizer_steps(summary), over_seeds(_seeds(summary, LARGEST, "test_accuracy"))
+        return optimizer_steps(summary), over_seeds(seed_values(summary, LARGEST, "test_accuracy"))
 
     try:
         (large_steps, large), (matched_steps, matched), (steps, small) = (
@@ -190,9 +195,10 @@ def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
 
 # --- the attacks -----------------------------------------------------------------------------
 
-def _attack(pick: Callable[[dict], tuple[str, Verdict]]) -> Callable[[RunFiles], tuple[str, Verdict]]:
-    return lambda files: _read(files, f"demo/{runs.ATTACK_METRICS}",
-                               lambda results: pick(own_results(results, files, "demo")))
+def attack(pick: Callable[[dict], tuple[str, Verdict]], run: str = DEMO) -> Callable[[RunFiles], tuple[str, Verdict]]:
+    """``pick`` applied to the results of ``run`` in its attack_metrics.json."""
+    return lambda files: read_results(files, f"{run}/{runs.ATTACK_METRICS}",
+                                      lambda results: pick(own_results(results, files, run)))
 
 
 def fooled(summary: dict) -> tuple[str, Verdict]:
@@ -200,35 +206,47 @@ def fooled(summary: dict) -> tuple[str, Verdict]:
     return f"success {success.text()}", above(success, MOST, "success")
 
 
-def _perceived(readings: dict[str, dict]) -> tuple[str, Verdict]:
+def judge_named(judge: str, accuracy: dict | None) -> str:
+    """A judge's name and its own accuracy on the clean images x (what its readings are worth)."""
+    right = of_rate(accuracy).text() if accuracy else "not measured: the attack step measures it"
+    return f"{judge} (right on x {right})"
+
+
+def _perceived(readings: dict[str, dict], summary: dict) -> tuple[str, Verdict]:
     """Per judge, P(x_adv) read as the adversarial class against as the true class."""
     cells, verdicts = [], {}
     for judge, reading in readings.items():
         adversarial, true = of_rate(reading["adversarial_label"]), of_rate(reading["true_label"])
-        cells.append(f"{judge}: adversarial {adversarial.text()}, true {true.text()}")
+        named = judge_named(judge, summary["judges"][judge]["accuracy_on_x"])
+        cells.append(f"{named}: adversarial {adversarial.text()}, true {true.text()}")
         verdicts[judge] = exceeds(adversarial, true, ("read as adversarial", "as true"))
     return "; ".join(cells), combine(verdicts)
 
 
 def perceived_under_pgd(summary: dict) -> tuple[str, Verdict]:
-    return _perceived({judge: j["on_P(x_adv)"] for judge, j in summary["judges"].items()})
+    return _perceived({judge: j["on_P(x_adv)"] for judge, j in summary["judges"].items()}, summary)
 
 
 def perceived_under_search(summary: dict) -> tuple[str, Verdict]:
-    return _perceived(summary["adaptive_search"]["judges_on_P(x_adv)"])
+    return _perceived(summary["adaptive_search"]["judges_on_P(x_adv)"], summary)
 
 
 def _auroc(part: dict) -> Interval:
     return Interval(part["auroc"], *part["auroc_interval"], scale=1, unit="", digits=3)
 
 
-def beats_model_free(summary: dict) -> tuple[str, Verdict]:
-    detector, baselines = summary["detector"], summary["detector"]["baselines"]
-    free = {"pixel statistic": baselines["pixel_statistic"], "blur residual": baselines["blur_residual"]}
-    shown = {"||x - P(x)||^2": detector, **free, "shuffled perturbation (control)": baselines["shuffled_perturbation"]}
-    ours = "ROC AUC " + "; ".join(f"{name} {_auroc(part).text()}" for name, part in shown.items())
-    return ours, every({name: exceeds(_auroc(detector), _auroc(part), ("detector AUC", f"{name} AUC"))
-                          for name, part in free.items()})
+def beats_baselines(compared: tuple[str, ...]) -> Callable[[dict], tuple[str, Verdict]]:
+    """The detector's AUC against that of each baseline in ``compared`` (keys of
+    ``detection.BASELINES``), the shuffled-perturbation control shown beside them."""
+    def pick(summary):
+        detector, baselines = summary["detector"], summary["detector"]["baselines"]
+        shown = {"||x - P(x)||^2": detector, **{BASELINES[key][0]: baselines[key] for key in compared},
+                 "control: " + BASELINES["shuffled_perturbation"][0]: baselines["shuffled_perturbation"]}
+        ours = "ROC AUC " + "; ".join(f"{name} {_auroc(part).text()}" for name, part in shown.items())
+        return ours, every({BASELINES[key][0]: exceeds(_auroc(detector), _auroc(baselines[key]),
+                                                       ("detector AUC", f"{BASELINES[key][0]} AUC"))
+                            for key in compared})
+    return pick
 
 
 def _missed(undetected: dict, successes: int) -> tuple[str, Verdict]:
@@ -255,26 +273,47 @@ def detects_search(summary: dict) -> tuple[str, Verdict]:
 
 # --- edits and noise --------------------------------------------------------------------------
 
-def edits(files: RunFiles) -> tuple[str, Verdict]:
+def judge_of(files: RunFiles, run: str, judge: str) -> str:
+    """``judge_named`` with its accuracy on x as the attack on ``run`` measured it (the same
+    test images; edits and noise measure none)."""
     def pick(results):
-        mean = own_results(results, files, "demo")["directions"]["mean"]
-        judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))
-        low, high = mean["flip_interval"][judge][-1]
-        read = Interval(mean["flip_curve"][judge][-1], low, high)
-        return (f"{judge} reads the edit at a = 2 as an 8: {read.text()} (H: {100 * mean['flip_curve']['H(image)'][-1]:.0f} %)",
-                above(read, MOST, "read as the target"))
-    return _read(files, f"demo/{runs.INTERPOLATION_METRICS}", pick)
+        return own_results(results, files, run)["judges"].get(judge, {}).get("accuracy_on_x")
+    try:
+        accuracy = read_results(files, f"{run}/{runs.ATTACK_METRICS}", pick)
+    except FileNotFoundError:  # the attack step makes it
+        accuracy = None
+    return judge_named(judge, accuracy)
 
 
-def noise(files: RunFiles) -> tuple[str, Verdict]:
-    def pick(d):
-        reached = of_rate(d["reached"][d["judge"]])
-        return (f"{d['judge']} reads P(x_adv) as the target: {reached.text()} of {d['noise_images']} noise images",
-                above(reached, MOST, "read as the target"))
-    return _read(files, f"demo/{runs.NOISE_METRICS}", pick)
+def edits(run: str = DEMO) -> Callable[[RunFiles], tuple[str, Verdict]]:
+    """The judge's reading of the mean-direction edit of ``run`` at the largest alpha, as the target."""
+    def measure(files: RunFiles) -> tuple[str, Verdict]:
+        def pick(results):
+            own = own_results(results, files, run)
+            mean = own["directions"]["mean"]
+            judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))
+            low, high = mean["flip_interval"][judge][-1]
+            read = Interval(mean["flip_curve"][judge][-1], low, high)
+            return (f"{judge_of(files, run, judge)} reads the edit at a = {own['alphas'][-1]:g} as the target, "
+                    f"class {own['target']}: {read.text()} (H: {100 * mean['flip_curve']['H(image)'][-1]:.0f} %)",
+                    above(read, MOST, "read as the target"))
+        return read_results(files, f"{run}/{runs.INTERPOLATION_METRICS}", pick)
+    return measure
+
+
+def noise(run: str = DEMO) -> Callable[[RunFiles], tuple[str, Verdict]]:
+    """The judge's reading of P(x_adv) of noise attacked toward each class, as that class."""
+    def measure(files: RunFiles) -> tuple[str, Verdict]:
+        def pick(d):
+            reached = of_rate(d["reached"][d["judge"]])
+            return (f"{judge_of(files, run, d['judge'])} reads P(x_adv) as the target: {reached.text()} of "
+                    f"{d['noise_images']} noise images", above(reached, MOST, "read as the target"))
+        return read_results(files, f"{run}/{runs.NOISE_METRICS}", pick)
+    return measure
 
 
 ON_MNIST = "on MNIST; Figs. 4, 5, 8-13 show CelebA"
+MODEL_FREE = ("pixel_statistic", "blur_residual")  # on grey digits; natural images compare others (claims_natural)
 CLAIMS = [
     Claim("the classifier's P(x) keeps the centre digit and forgets the edges (we read it on MNIST-strips)",
           "paper, Sec. 3.1, Fig. 2 (SVHN)", "-", "sweep-4000", attention),
@@ -288,19 +327,19 @@ CLAIMS = [
     Claim(f"at lambda {LARGEST}, 73,257 images beat 4000 at the same number of optimizer steps (control)", "ours", "-",
           "sweep-4000-steps", images_or_steps),
     Claim("PGD (L-inf, eps 0.2, 100 steps) changes H's prediction on most images", f"paper, Sec. 4, Fig. 14 ({ON_MNIST})",
-          "-", "attack", _attack(fooled)),
+          "-", "attack", attack(fooled)),
     Claim("P(x_adv) looks like the adversarial class (read by judges: P(x_adv) as adversarial more often than as true)",
-          f"paper, Sec. 4, Fig. 14 ({ON_MNIST})", "-", "attack", _attack(perceived_under_pgd)),
+          f"paper, Sec. 4, Fig. 14 ({ON_MNIST})", "-", "attack", attack(perceived_under_pgd)),
     Claim("... still, against the strong adaptive attack (C&W margin - beta ||x_adv - P(x_adv)||^2, best of the betas)",
-          "ours", "-", "attack", _attack(perceived_under_search)),
+          "ours", "-", "attack", attack(perceived_under_search)),
     Claim("||x - P(x)||^2 separates PGD's images from clean ones better than model-free statistics",
-          "ours (the paper makes no detection claim)", "-", "attack", _attack(beats_model_free)),
+          "ours (the paper makes no detection claim)", "-", "attack", attack(beats_baselines(MODEL_FREE))),
     Claim("||x - P(x)||^2 flags most of PGD's successful attacks at 1 % and 5 % false positives (one- and two-sided)",
-          "ours", "-", "attack", _attack(detects_pgd)),
+          "ours", "-", "attack", attack(detects_pgd)),
     Claim("... and most of the strong adaptive attack's, which aims inside the detector's thresholds", "ours", "-",
-          "attack", _attack(detects_search)),
+          "attack", attack(detects_search)),
     Claim("a latent direction dz = F(x_adv) - F(x) from a targeted attack edits images toward the class",
-          "paper, Sec. 5, Fig. 6 (CelebA; we edit MNIST digits)", "-", "interpolate", edits),
+          "paper, Sec. 5, Fig. 6 (CelebA; we edit MNIST digits)", "-", "interpolate", edits()),
     Claim("noise attacked toward a class is perceived as that class", "paper, Sec. 6, Fig. 7 (MNIST)", "-", "noise",
-          noise),
+          noise()),
 ]
