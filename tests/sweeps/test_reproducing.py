@@ -234,7 +234,7 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
 
 def test_a_failing_step_stops_with_its_command(tmp_path):
     bad = {"bad": ("bad/model.json", "perceptreg train --epochs abc --out bad")}
-    with pytest.raises(PerceptregError, match=r"`perceptreg train --epochs abc --out bad` failed in .*rerun with --run"):
+    with pytest.raises(PerceptregError, match=r"`perceptreg train --epochs abc --out bad` failed in .*run this again \(the steps already made are skipped\)"):
         reproducing.make_runs(tmp_path, bad)
 
 

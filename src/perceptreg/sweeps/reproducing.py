@@ -153,7 +153,8 @@ def make_runs(root: Path, steps: dict[str, tuple[str, str]]) -> None:
         print(f"+ {command}", flush=True)
         argv = [sys.executable, "-m", "perceptreg", *shlex.split(command)[1:]]
         if subprocess.run(argv, cwd=root).returncode != 0:
-            raise PerceptregError(f"`{command}` failed in {root} (its error is above); fix it and rerun with --run")
+            raise PerceptregError(f"`{command}` failed in {root} (its error is above); fix it and run this again "
+                                  "(the steps already made are skipped)")
 
 
 def main(argv: list[str] | None = None) -> int:
