@@ -150,3 +150,15 @@ def rewrite_state(run, change):
     state.pop("checksum", None)
     change(state)
     path.write_text(json.dumps(sealed(state)))
+
+
+def read_sealed(path):
+    """A results file as a command wrote it, asserting it is sealed (``schema.write_sealed``)
+    with the checksum of what it holds."""
+    import json
+
+    from perceptreg.core.schema import sealed
+
+    values = json.loads(Path(path).read_text())
+    assert values["checksum"] == sealed({k: v for k, v in values.items() if k != "checksum"})["checksum"], path
+    return values

@@ -24,6 +24,7 @@ from perceptreg.core.attached import attach
 from perceptreg.core.config import AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import Sealed, write_sealed
 
 
 class _Rate(BaseModel):
@@ -63,8 +64,8 @@ class _LayerRow(BaseModel):
     detector_roc_auc_interval: tuple[float, float] | None = None
 
 
-class _LayersFile(BaseModel):
-    """layers.json: an attach run's measures, one row per layer, shallow to deep."""
+class _LayersFile(Sealed):
+    """layers.json (sealed): an attach run's measures, one row per layer, shallow to deep."""
     model_config = ConfigDict(extra="allow")
     mode: str
     accuracy: float
@@ -145,7 +146,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
              "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
             for d, measured in zip(seen.describe(), under_attack)])
         _require_finite_measures(summary)
-        checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
+        write_sealed(run_dir / runs.LAYERS_JSON, summary)
         shown = torch.arange(min(10, len(pool)))
         x = datasets.to_float(pool.images[shown]).to(device)
         figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)

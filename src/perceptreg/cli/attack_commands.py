@@ -102,8 +102,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
     from perceptreg.adversarial.evaluation import noise_to_target
     from perceptreg.adversarial.judges import main_judge
     from perceptreg.adversarial.run_attacks import evaluate_run
-    from perceptreg.core.checkpoint import write_json
     from perceptreg.core.devices import check_memory
+    from perceptreg.core.schema import write_sealed
     from perceptreg.measures import format_rate
 
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
@@ -122,7 +122,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
         reached = noise_to_target(model, adversarial, classes, judge)
         click.echo(f"noise -> target on {len(classes)} noise images: H reads the target on {format_rate(reached['H'])}, "
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])}")
-        write_json(run.path / runs.for_layer(runs.NOISE_METRICS, named), {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+        write_sealed(run.path / runs.for_layer(runs.NOISE_METRICS, named), {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
                                               "noise_images": len(classes), "judge": judge.name, "reached": reached})
         click.echo(f"noise attacked toward each class, with the perceptions{at_layer}: "
                    f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
@@ -208,7 +208,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
     from perceptreg.adversarial.thresholds import check_fprs
-    from perceptreg.core.checkpoint import write_json
+    from perceptreg.core.schema import write_sealed
     from perceptreg.figures import plots
     from perceptreg.sweeps.sweep import parse_list
 
@@ -247,7 +247,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
         written["attack_options"] = parse_attack_args(attack_args)
     comparison = compare_paired(*evaluations, fprs) if compare else None
     metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
-    write_json(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
+    write_sealed(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
     click.echo(attack_table(summaries))
     for name, summary in summaries.items():
         rows = summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else [])
@@ -290,7 +290,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
     """
     from perceptreg import figures
-    from perceptreg.core.checkpoint import write_json
+    from perceptreg.core.schema import write_sealed
     from perceptreg.edits import latent
     from perceptreg.figures import plots
     from perceptreg.measures import format_rate
@@ -318,7 +318,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 click.echo(f"mean direction saved: {saved}")
     plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
-    write_json(out / runs.INTERPOLATION_METRICS, {"runs": results})
+    write_sealed(out / runs.INTERPOLATION_METRICS, {"runs": results})
     for name, summary in results.items():
         mean = summary["directions"]["mean"]
         judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))

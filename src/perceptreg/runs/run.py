@@ -24,7 +24,7 @@ from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_model_file
+from perceptreg.core.schema import load_sealed_file
 from perceptreg.runs import files, manifest, sources
 
 READ_ATTEMPTS = 3  # state.json read again this often when a training run commits under a reader
@@ -89,10 +89,10 @@ class Run:
         return (self.path / name).exists()
 
     def read_json(self, name: str, schema: type[BaseModel], fix: str) -> dict:
-        """The results file ``name`` (written by a command into the run folder), validated by
-        ``schema``; read once per run object."""
+        """The results file ``name`` (written by a command into the run folder, sealed),
+        validated by ``schema`` (a ``core.schema.Sealed``) and its seal; read once per run object."""
         if name not in self._results:
-            self._results[name] = load_model_file(self.path / name, schema, fix)
+            self._results[name] = load_sealed_file(self.path / name, schema, fix)
         return self._results[name]
 
     def weights_file(self) -> Path:

@@ -20,7 +20,7 @@ from perceptreg import data as datasets
 from perceptreg.core import checkpoint, models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import sealed, validated
+from perceptreg.core.schema import validated, write_sealed
 from perceptreg.runs import manifest, sources
 from perceptreg.runs.claim import claim
 from perceptreg.runs.files import (
@@ -117,10 +117,10 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
             "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
     digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
-    checkpoint.write_json(run_dir / STATE_META, sealed({  # the commit point
+    write_sealed(run_dir / STATE_META, {  # the commit point
         "epoch": epoch, "world_size": world, "optimizer": optim_meta,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
-        "sha256": digests, "model": meta}))
+        "sha256": digests, "model": meta})
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
         if old.name not in files.values():
             old.unlink()

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 from perceptreg import runs
-from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
+from perceptreg.adversarial.tables import RATES_NOTE, AttackMetricsFile, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.attaching.results import layer_cells
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
+from perceptreg.edits.latent import InterpolationMetricsFile
 from perceptreg.figures import plots
 from perceptreg.runs import Run
 from perceptreg.sweeps import sweep as sweep_module
@@ -75,10 +76,11 @@ def _attacks(run: Run, layer: str | None = None) -> str:
     (default the deepest), named as they name them (``Run.output_layer``)."""
     named = run.output_layer(layer)
     option = f" --layer {named}" if named else ""
-    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, named)
+    metrics = runs.for_layer(runs.ATTACK_METRICS, named)
     parts = []
-    if metrics.exists():
-        written = checkpoint.read_json(metrics)
+    if run.has(metrics):
+        written = run.read_json(metrics, AttackMetricsFile,
+                                f"make it again with `perceptreg evaluate-attack {run.path}{option}`")
         settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
         names = [Path(name).name for name in written["runs"]]
         rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
@@ -121,7 +123,8 @@ def _adaptive(name: str, rows: list[dict]) -> str:
 def _edits(run: Run) -> str:
     if not (run.path / runs.INTERPOLATION_METRICS).exists():
         return missing("latent edits", f"perceptreg interpolate {run.path} --target 8")
-    written = checkpoint.read_json(run.path / runs.INTERPOLATION_METRICS)
+    written = run.read_json(runs.INTERPOLATION_METRICS, InterpolationMetricsFile,
+                            "make it again with `perceptreg interpolate`")
     rows = []
     for name, summary_ in written["runs"].items():
         for kind, entry in summary_["directions"].items():
@@ -158,7 +161,7 @@ def _sweep(target: Run | Path) -> str:
     if folder is None:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
-    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
+    sweep = sweep_module.read_sweep(folder)
     measured = "".join(_sweep_table(sweep, heading, prefix, reference) for heading, prefix, reference in SWEEP_TABLES)
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
     images = "".join(figure(folder / f, what) for f, what in (
