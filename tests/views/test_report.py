@@ -313,7 +313,9 @@ def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     (run / runs.PERCEPTION).write_bytes(b"\x89PNG cut short")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     result = CliRunner().invoke(main, ["report", str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no training curves left drawn
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert result.output.startswith(f"Error: {run / runs.PERCEPTION}: not a readable image")

@@ -12,6 +12,7 @@ PerceptionNet; a run of `attach` holds a user's model with decoders on its layer
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -193,7 +194,7 @@ class AttachedRun(Run):
 def open_run(path: str | Path) -> TrainedRun | AttachedRun:
     """Read and validate the run folder at ``path`` once; its kind follows its config."""
     path = Path(path)
-    if not (path / files.CONFIG).is_file():
+    if not os.path.lexists(path / files.CONFIG):  # one that is not a file is named by the reader
         what = (" it is a sweep folder: open one of its models (a subfolder)"
                 if (path / files.SWEEP_JSON).exists() else "")
         raise PerceptregError(f"{path}: no {files.CONFIG}; is this a run folder written by `perceptreg train` "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import os
 from pathlib import Path
 
 from perceptreg import runs
@@ -296,9 +297,20 @@ def open_report_target(target: Run | str | Path) -> Run | Path:
 
 def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Path:
     """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
-    atomically; returns its path."""
+    atomically; returns its path. A report refused (a damaged file) leaves the run folder as
+    it was: the training curves it drew there on the way are taken back."""
     target = open_report_target(target)
-    text = build_report(target, layer)
+    curves = _folder(target) / runs.TRAINING_CURVES  # the one file building a report draws into the run folder
+    kept = curves.read_bytes() if curves.is_file() else None
+    drawn_anew = not os.path.lexists(curves)
+    try:
+        text = build_report(target, layer)
+    except BaseException:
+        if drawn_anew:
+            curves.unlink(missing_ok=True)
+        elif kept is not None:
+            checkpoint.atomic_write(curves, lambda tmp: tmp.write_bytes(kept))
+        raise
     out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
