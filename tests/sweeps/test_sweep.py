@@ -234,6 +234,15 @@ def test_a_lambda_or_seed_given_twice_is_refused(lams, seeds):
         sweep.SweepConfig(**{**ONE, "lams": lams, "seeds": seeds})
 
 
+def test_a_sweep_of_more_models_than_the_cap_is_refused_before_any_is_built(monkeypatch):
+    monkeypatch.setattr(sweep.SweepConfig, "variants", lambda self: [])  # the count alone decides
+    sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 500)), "seeds": (0, 1), "post_hoc": True})  # 1,000: a grid
+    with pytest.raises(PerceptregError, match=r"^`lams` and `seeds` make 1,002 models .*at most 1,000 in one sweep"):
+        sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 501)), "seeds": (0, 1), "post_hoc": True})
+    with pytest.raises(PerceptregError, match=r"make 2,000,000 models"):  # refused before the names are compared
+        sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 2001)), "seeds": tuple(range(1000))})
+
+
 def _stub_training(monkeypatch):
     """run_sweep up to its claim: what it trains and measures is tested elsewhere."""
     monkeypatch.setattr(sweep, "_train_and_measure", lambda *args: {"claimed": True})

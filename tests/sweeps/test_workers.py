@@ -62,8 +62,18 @@ def test_a_failing_member_is_reported_by_name(tmp_path):
     members = [(member(1e-2), tmp_path / "fine"), (member(1e-2, dataset="folder:/nonexistent"), tmp_path / "bad")]
     with pytest.raises(PerceptregError, match="/nonexistent: not a folder"):
         workers.train_all(members, workers=2, progress=False)
-    with pytest.raises(PerceptregError, match="`workers` must be >= 1"):
+    with pytest.raises(PerceptregError, match=r"`workers` must be in \[1, "):
         workers.train_all(members, workers=0)
+
+
+def test_workers_are_capped_at_four_per_core_here_and_a_fixed_count_on_ray(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    workers.check_count(8)
+    with pytest.raises(PerceptregError, match=r"^`workers` must be in \[1, 8\] \(4 per core, 2 cores here\), got 9$"):
+        workers.check_count(9)
+    workers.check_count(4096, "ray")  # a cluster's cores are not counted here
+    with pytest.raises(PerceptregError, match=r"^`workers` must be in \[1, 4,096\] \(Ray tasks at once\), got 4097$"):
+        workers.check_count(4097, "ray")
 
 
 def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):

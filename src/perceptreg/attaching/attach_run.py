@@ -21,7 +21,7 @@ from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoder
 from perceptreg.attaching.results import LayerTable
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
-from perceptreg.core.config import AttachConfig
+from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import Sealed, write_sealed
@@ -94,6 +94,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     ``say`` prints what the user should know before the long work: the given model's accuracy.
     ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s)."""
     run_dir = Path(run_dir)
+    if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
+        raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
     runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
     if not config.weights and not config.random_weights:

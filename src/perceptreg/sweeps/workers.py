@@ -46,9 +46,16 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
-def check_count(workers: int) -> None:
-    if workers < 1:
-        raise PerceptregError(f"`workers` must be >= 1, got {workers}")
+WORKERS_PER_CORE = 4  # local workers are processes (~400 MB each): beyond this they wait for a core and fill memory
+MAX_RAY_WORKERS = 4_096  # Ray tasks at once, on a cluster whose cores are not counted here
+
+
+def check_count(workers: int, engine: str = "local") -> None:
+    """Workers from 1 to ``WORKERS_PER_CORE`` per core here (a Ray cluster: ``MAX_RAY_WORKERS``)."""
+    most = MAX_RAY_WORKERS if engine == "ray" else WORKERS_PER_CORE * available_cores()
+    if not 1 <= workers <= most:
+        where = "Ray tasks at once" if engine == "ray" else f"{WORKERS_PER_CORE} per core, {available_cores()} cores here"
+        raise PerceptregError(f"`workers` must be in [1, {most:,}] ({where}), got {workers}")
 
 
 def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True,
