@@ -163,3 +163,15 @@ def colour_folder(root: Path, per_class: int = 4) -> str:
             for i in range(per_class):
                 Image.new("RGB", (32, 32), (200 * c, 20 * i, 60)).save(root / split / name / f"{i}.png")
     return f"folder:{root}"
+
+
+def read_sealed(path):
+    """A results file as a command wrote it, asserting it is sealed (``schema.write_sealed``)
+    with the checksum of what it holds."""
+    import json
+
+    from perceptreg.core.schema import sealed
+
+    values = json.loads(Path(path).read_text())
+    assert values["checksum"] == sealed({k: v for k, v in values.items() if k != "checksum"})["checksum"], path
+    return values

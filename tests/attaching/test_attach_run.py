@@ -61,6 +61,20 @@ def test_a_dataset_of_other_classes_than_the_models_logits_is_refused(tmp_path):
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+def test_a_count_of_attacked_images_beyond_the_cap_is_refused_before_any_work(tmp_path):
+    from helpers import USER_NET
+
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+    from perceptreg.core.errors import PerceptregError
+
+    config = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",), random_weights=True, epochs=1)
+    for typo in (0, 10**9):
+        with pytest.raises(PerceptregError, match=rf"^`attack_images` must be in \[1, 10,000,000\], got {typo}$"):
+            run_attach(config, tmp_path / "run", attack_images=typo, progress=False, say=lambda line: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_where_no_attack_succeeded_shows_dashes_and_says_why():
     from perceptreg.attaching.attach_run import _LayersFile
 

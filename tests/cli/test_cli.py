@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import USER_NET, colour_folder
+from helpers import USER_NET, colour_folder, read_sealed
 from PIL import Image
 
 from perceptreg import data, figures, measures, runs
@@ -137,7 +137,7 @@ def test_evaluate_attack_strong_adaptive_at_fixed_rates(runner, good_run, tmp_pa
                                   "--fpr", "0.05", "--adaptive-search", "0,1", "--restarts", "2",
                                   "--curve-steps", "1,3", "--attack", "helpers:ShiftAttack", "--attack-arg", "shift=0.1"])
     assert result.exit_code == 0, result.output
-    written = json.loads((run / "attack_metrics.json").read_text())
+    written = read_sealed(run / "attack_metrics.json")
     assert written["settings"]["attack"] == "helpers:ShiftAttack" and written["settings"]["held_out"] == 60
     summary = written["runs"][str(run)]
     one_sided = summary["detector"]["at_fpr"]["one-sided"][0]
@@ -363,7 +363,7 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     test = runs.open_run(trained_run).data()[1]
     shown = torch.from_numpy(np.array(grid.crop((left, top, left + width, top + height)).resize((28, 28), Image.NEAREST)))
     assert (test.images.flatten(1) == shown.flatten()).all(1).any()
-    written = json.loads((out / "interpolation_metrics.json").read_text())
+    written = read_sealed(out / "interpolation_metrics.json")
     entry = written["runs"][str(trained_run)]
     assert entry["alphas"] == [0.0, 0.5, 1.0] and entry["images"] == 3
     assert set(entry["directions"]) == {"per-image", "mean"}
@@ -482,7 +482,7 @@ def test_noise_to_class_and_latent_edits_are_read_by_the_given_judge(trained_run
     assert result.exit_code == 0, result.output
     judge = f"model {trained_run.name}"
     assert f"the {judge} judge reads P(x_adv)" in result.output
-    assert json.loads((run / "noise_metrics.json").read_text())["judge"] == judge
+    assert read_sealed(run / "noise_metrics.json")["judge"] == judge
     result = runner.invoke(main, ["interpolate", str(run), "--target", "8", "--images", "2", "--fit-images", "2",
                                   "--steps", "2", "--alphas", "0:1:1", "--judge", str(trained_run)])
     assert result.exit_code == 0, result.output

@@ -67,3 +67,17 @@ def test_a_refused_setting_is_shown_alone_not_beside_every_other_setting():
     with pytest.raises(PerceptregError) as refused:
         TrainConfig(lam=-1.0, epochs=1, train_size=200)
     assert str(refused.value) == "`lam` must be a finite number >= 0 (got lam=-1.0)"
+
+
+def test_a_decoder_budget_beyond_the_cap_is_refused():
+    AttachConfig(model="net.py:build", layers=("fc1",), decoder_params=10**9)
+    with pytest.raises(PerceptregError, match=r"^`decoder_params` must be in \[1, 1,000,000,000\] \(got "):
+        AttachConfig(model="net.py:build", layers=("fc1",), decoder_params=10**12)  # a typo: it was built, for minutes
+
+
+def test_an_attach_run_of_more_layers_than_the_cap_is_refused_in_one_short_line():
+    AttachConfig(model="net.py:build", layers=tuple(f"block{i}" for i in range(100)))  # a deep model's blocks
+    with pytest.raises(PerceptregError) as refused:
+        AttachConfig(model="net.py:build", layers=tuple(f"block{i}" for i in range(101)))
+    assert str(refused.value) == ("`layers` must name at most 100 modules (got layers=('block0', 'block1', "
+                                  "'block2', 'block3', 'block4', 'block...)")

@@ -2,6 +2,7 @@
 checked, one error naming the file instead of a traceback."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -77,6 +78,22 @@ def test_a_checkpoint_file_linked_out_of_the_run_is_refused(run, tmp_path):
     target.symlink_to(tmp_path / "elsewhere.safetensors")
     with pytest.raises(PerceptregError, match="outside"):
         runs.open_run(run).model()
+
+
+def test_settle_refuses_a_damaged_committed_model_and_republishes_a_missing_one(run):
+    """A resume with nothing left to train does not call a damaged run finished."""
+    (run / runs.MODEL).unlink()  # the published copy only: put back from the committed epoch
+    runs.settle(run)
+    assert (run / runs.MODEL).read_bytes() == runs.open_run(run).weights_file().read_bytes()
+    (run / runs.MODEL).unlink()
+    (run / runs.MODEL).mkdir()  # not a file: named, not left in place by a resume that says it is done
+    with pytest.raises(PerceptregError, match=rf"{run / runs.MODEL} exists and is not a regular file"):
+        runs.settle(run)
+    committed = runs.open_run(run).weights_file()
+    committed.unlink()
+    os.mkfifo(committed)  # the epoch's own file: read, it would block; refused before
+    with pytest.raises(PerceptregError, match=rf"{committed} is not a regular file"):
+        runs.settle(run)
 
 
 def test_settle_removes_epoch_files_the_manifest_does_not_name(run):

@@ -73,6 +73,9 @@ def test_a_folder_without_a_config_is_refused_naming_it(tmp_path):
     (tmp_path / runs.SWEEP_JSON).write_text("{}")
     with pytest.raises(PerceptregError, match="a sweep folder: open one of its models"):
         open_run(tmp_path)
+    (tmp_path / runs.CONFIG).mkdir()  # there, but not a file: said so, not "no config.json"
+    with pytest.raises(PerceptregError, match=f"{tmp_path / runs.CONFIG} is not a regular file"):
+        open_run(tmp_path)
 
 
 def test_a_run_stopped_before_its_first_checkpoint_has_no_model_yet(trained_run, tmp_path):

@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import read_sealed
 from PIL import Image
 
 from perceptreg import data as datasets
@@ -12,6 +13,7 @@ from perceptreg import measures
 from perceptreg.cli import main
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import write_sealed
 from perceptreg.sweeps import sweep, workers
 
 
@@ -23,7 +25,7 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
         assert Image.open(out / name).size[0] > 100
     # 8 images, columns: x, lambda 1e-3, lambda 10, post-hoc; cells 96 px + caption
     assert Image.open(out / "sweep_perception.png").size == (4 * (96 + 2) + 2, 8 * (96 + 14 + 2) + 2)
-    summary = json.loads((out / "sweep.json").read_text())
+    summary = read_sealed(out / "sweep.json")
     assert [r["variant"] for r in summary["rows"]] == ["0.001", "10", "post-hoc"]
     row = summary["rows"][0]
     for key in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probe: left_digit", "probe: right_digit",
@@ -61,7 +63,7 @@ def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
     saved = json.loads((out / "pixel_probes.json").read_text())
     saved["linear"]["left_digit"] = 0.5  # a value no fit gives: seen in sweep.json only if read back
-    (out / "pixel_probes.json").write_text(json.dumps(saved))
+    write_sealed(out / "pixel_probes.json", {k: v for k, v in saved.items() if k != "checksum"})  # as if fitted so
     # --ensemble groups the members to train, and finished ones are not among them
     result = CliRunner().invoke(main, ["sweep", "--quick", "--lams", "1e-3,10", "--ensemble", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -91,6 +93,10 @@ def test_pixel_probes_are_fitted_once_per_data(tmp_path, monkeypatch):
         (tmp_path / "pixel_probes.json").write_text(damaged)
         fits.clear()
         assert probes(config) == first and len(fits) == 8  # a damaged cache is fitted again, not an error
+    text = (tmp_path / "pixel_probes.json").read_text()
+    (tmp_path / "pixel_probes.json").write_text(text.replace("0.6", "0.7", 1))  # a flipped digit, under the seal
+    fits.clear()
+    assert probes(config) == first and len(fits) == 8
 
 
 def test_a_members_probes_are_fitted_on_its_training_images(monkeypatch):
@@ -254,6 +260,15 @@ ONE = dict(dataset="mnist5k", lams=(0.01,), seeds=(0,), post_hoc=False, epochs=2
 def test_a_lambda_or_seed_given_twice_is_refused(lams, seeds):
     with pytest.raises(PerceptregError, match="more than once"):
         sweep.SweepConfig(**{**ONE, "lams": lams, "seeds": seeds})
+
+
+def test_a_sweep_of_more_models_than_the_cap_is_refused_before_any_is_built(monkeypatch):
+    monkeypatch.setattr(sweep.SweepConfig, "variants", lambda self: [])  # the count alone decides
+    sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 500)), "seeds": (0, 1), "post_hoc": True})  # 1,000: a grid
+    with pytest.raises(PerceptregError, match=r"^`lams` and `seeds` make 1,002 models .*at most 1,000 in one sweep"):
+        sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 501)), "seeds": (0, 1), "post_hoc": True})
+    with pytest.raises(PerceptregError, match=r"make 2,000,000 models"):  # refused before the names are compared
+        sweep.SweepConfig(**{**ONE, "lams": tuple(range(1, 2001)), "seeds": tuple(range(1000))})
 
 
 def _stub_training(monkeypatch):

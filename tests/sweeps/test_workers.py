@@ -2,6 +2,7 @@
 
 import shutil
 import time
+import warnings
 
 import pytest
 import torch
@@ -20,16 +21,22 @@ def member(lam, dataset="mnist5k"):  # 100 test images scored per epoch, not the
 
 def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
     members = [(member(1e-2), tmp_path / "a"), (member(1.0), tmp_path / "b")]
-    workers.train_all(members, workers=2, progress=False)
+    with warnings.catch_warnings(record=True) as said_by_workers:
+        warnings.simplefilter("always")
+        workers.train_all(members, workers=2, progress=False)
     in_workers = [load_file(str(run_dir / runs.MODEL)) for _, run_dir in members]
     # alone, with the thread count a worker had (it sets the order of float sums)
     threads = torch.get_num_threads()
     torch.set_num_threads(workers.threads_per_worker(2))
     try:
-        alone = [train(config, tmp_path / f"alone-{run_dir.name}", progress=False).model.state_dict()
-                 for config, run_dir in members]
+        with warnings.catch_warnings(record=True) as said_alone:
+            warnings.simplefilter("always")
+            alone = [train(config, tmp_path / f"alone-{run_dir.name}", progress=False).model.state_dict()
+                     for config, run_dir in members]
     finally:
         torch.set_num_threads(threads)
+    # a worker's warnings (a collapsed decoder) are the sweep's own, as if trained here, not printed by the worker
+    assert sorted(str(w.message) for w in said_by_workers) == sorted(str(w.message) for w in said_alone)
     for parallel, single in zip(in_workers, alone):
         assert all(torch.equal(parallel[k], single[k]) for k in single)
     assert not torch.equal(in_workers[0]["encoder.0.weight"], in_workers[1]["encoder.0.weight"])  # two lambdas
@@ -45,12 +52,28 @@ def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
     assert torch.get_num_threads() == threads  # and this process's own count is back
 
 
+def test_a_worker_hands_its_warnings_back_instead_of_printing_them(monkeypatch, capsys):
+    monkeypatch.setattr(workers, "train_job", lambda job: warnings.warn("the decoder has collapsed", RuntimeWarning))
+    assert workers.train_in_worker([]) == [(RuntimeWarning, "the decoder has collapsed")]
+    assert capsys.readouterr().err == ""
+
+
 def test_a_failing_member_is_reported_by_name(tmp_path):
     members = [(member(1e-2), tmp_path / "fine"), (member(1e-2, dataset="folder:/nonexistent"), tmp_path / "bad")]
     with pytest.raises(PerceptregError, match="/nonexistent: not a folder"):
         workers.train_all(members, workers=2, progress=False)
-    with pytest.raises(PerceptregError, match="`workers` must be >= 1"):
+    with pytest.raises(PerceptregError, match=r"`workers` must be in \[1, "):
         workers.train_all(members, workers=0)
+
+
+def test_workers_are_capped_at_four_per_core_here_and_a_fixed_count_on_ray(monkeypatch):
+    monkeypatch.setattr(workers, "available_cores", lambda: 2)
+    workers.check_count(8)
+    with pytest.raises(PerceptregError, match=r"^`workers` must be in \[1, 8\] \(4 per core, 2 cores here\), got 9$"):
+        workers.check_count(9)
+    workers.check_count(4096, "ray")  # a cluster's cores are not counted here
+    with pytest.raises(PerceptregError, match=r"^`workers` must be in \[1, 4,096\] \(Ray tasks at once\), got 4097$"):
+        workers.check_count(4097, "ray")
 
 
 def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):

@@ -197,7 +197,11 @@ def test_lr_schedule_and_phases():
     ("lam", -1.0, "`lam` must be a finite number >= 0"), ("epochs", 0, "`epochs` must be in \\[1, 10,000\\]"),
     ("mode", "frozen", "`mode` must be one of joint, post-hoc"),
     ("reduction", "max", "`reduction` must be one of sum, mean"), ("device", "tpu", "`device` 'tpu' is not"),
-    ("eval_size", -1, "`eval_size` must be >= 0 \\(0: the whole test split\\)"),
+    ("eval_size", -1, "`eval_size` must be in \\[0, 10,000,000\\] \\(0: the whole test split\\)"),
+    ("eval_size", 10**12, "`eval_size` must be in \\[0, 10,000,000\\]"),  # a typo: refused, not clamped
+    ("train_size", 10**12, "`train_size` must be in \\[10, 10,000,000\\]"),
+    ("batch_size", 10**9, "`batch_size` must be in \\[1, 10,000,000\\]"),
+    ("decoder_batch_size", 10**9, "`decoder_batch_size` must be in \\[1, 10,000,000\\]"),
     ("z_dim", 0, "`z_dim` must lie in 1..4096"), ("decoder_width", 9, "`decoder_width` must lie in 1..8"),
     ("epochs", 10**12, "`epochs` must be in \\[1, 10,000\\]"), ("decoder_epochs", 10_001, "`decoder_epochs` must be in"),
 ])

@@ -313,17 +313,19 @@ def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     (run / runs.PERCEPTION).write_bytes(b"\x89PNG cut short")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
     result = CliRunner().invoke(main, ["report", str(run)])
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # no training curves left drawn
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [result.output.strip()]
     assert result.output.startswith(f"Error: {run / runs.PERCEPTION}: not a readable image")
 
 
 @pytest.mark.parametrize("name, content, message", [
-    (runs.ATTACK_METRICS, "{}", "KeyError: 'settings'"),
-    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "KeyError: 'detector'"),
-    (runs.INTERPOLATION_METRICS, "[1]", "TypeError"),
-    (runs.SWEEP_JSON, '{"rows": []}', "IndexError"),
+    (runs.ATTACK_METRICS, "{}", "{file}: field settings: field required"),  # its schema
+    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "{name} of {run} is not as `perceptreg "),
+    (runs.INTERPOLATION_METRICS, "[1]", "{file}: field the top level: input should be a valid dictionary"),
+    (runs.SWEEP_JSON, '{"rows": []}', "{file}: field config: field required"),
 ])
 def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run, tmp_path, name, content, message):
     run = tmp_path / "run"
@@ -331,7 +333,7 @@ def test_a_results_file_without_what_the_report_reads_is_one_error_line(good_run
     (run / name).write_text(content)
     result = CliRunner().invoke(main, ["report", str(run)])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert result.output.startswith(f"Error: {name} of {run} is not as `perceptreg ") and message in result.output
+    assert result.output.startswith("Error: " + message.format(file=run / name, name=name, run=run)), result.output
     assert not (run / runs.REPORT).exists()
 
 
@@ -345,7 +347,35 @@ def test_a_damaged_attack_file_of_a_layer_is_named_in_the_error(attach_run, tmp_
     (run / name).write_text("{}")
     result = CliRunner().invoke(main, ["report", str(run)] + (["--layer", layer] if layer else []))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert result.output.startswith(f"Error: {name} of {run} is not as `perceptreg evaluate-attack` writes it")
+    assert result.output.startswith(f"Error: {run / name}: field settings")
+    assert f"`perceptreg evaluate-attack {run} --layer {layer or 'fc1'}`" in result.output
+
+
+def _sealed_results(name, good_run, attach_run, tmp_path):
+    """A folder holding the results file ``name`` as its command seals it: (folder, the file)."""
+    from perceptreg.core.schema import write_sealed
+
+    if name == runs.LAYERS_JSON:
+        shutil.copytree(attach_run, tmp_path / "run")  # its layers.json as `attach` wrote it
+        return tmp_path / "run", tmp_path / "run" / name
+    if name == runs.SWEEP_JSON:
+        write_sealed(tmp_path / name, {"config": {"seeds": [0]}, "rows": [{"variant": "0.01"}], "per_seed": {}})
+        return tmp_path, tmp_path / name
+    shutil.copytree(good_run, tmp_path / "run")
+    write_sealed(tmp_path / "run" / name, {"settings": {"eps": 0.25}, "runs": {"run": {"target": 3}}})
+    return tmp_path / "run", tmp_path / "run" / name
+
+
+@pytest.mark.parametrize("name", [runs.ATTACK_METRICS, runs.INTERPOLATION_METRICS, runs.LAYERS_JSON, runs.SWEEP_JSON])
+def test_a_flipped_bit_in_a_results_file_is_one_error_line_naming_it(good_run, attach_run, tmp_path, name):
+    folder, path = _sealed_results(name, good_run, attach_run, tmp_path)
+    text = path.read_bytes()
+    at = re.search(rb"\d", text).start()  # a digit stays a digit: still JSON of the schema's types
+    path.write_bytes(text[:at] + bytes([text[at] ^ 0x01]) + text[at + 1:])
+    result = CliRunner().invoke(main, ["report", str(folder)])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith(f"Error: {path}: its content differs from its checksum; the file is damaged")
+    assert not (folder / runs.REPORT).exists()
 
 
 def test_report_of_a_folder_that_is_no_run(tmp_path):

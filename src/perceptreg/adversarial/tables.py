@@ -7,13 +7,24 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from pydantic import ConfigDict, Field
+
 from perceptreg.adversarial.detection import BASELINES
+from perceptreg.core.schema import Sealed
 from perceptreg.measures import format_rate
 
 RATES_NOTE = ("(rates: 95 % Wilson intervals in brackets; AUCs: 95 % DeLong intervals; "
               "FPR: false-positive rate on held-out clean images)")
 
 NO_INTERVAL = (math.nan, math.nan)  # files written before AUCs had intervals
+
+
+class AttackMetricsFile(Sealed):
+    """attack_metrics.json (`perceptreg evaluate-attack`, sealed): its settings, each run's
+    summary by the run's path, and the paired comparison with --compare."""
+    model_config = ConfigDict(extra="allow")
+    settings: dict
+    runs: dict[str, dict] = Field(min_length=1)
 
 
 def format_auroc(value: float, interval) -> str:

@@ -21,9 +21,10 @@ from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoder
 from perceptreg.attaching.results import LayerTable
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
-from perceptreg.core.config import AttachConfig
+from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import Sealed, write_sealed
 
 
 class _Rate(BaseModel):
@@ -63,8 +64,8 @@ class _LayerRow(BaseModel):
     detector_roc_auc_interval: tuple[float, float] | None = None
 
 
-class _LayersFile(BaseModel):
-    """layers.json: an attach run's measures, one row per layer, shallow to deep."""
+class _LayersFile(Sealed):
+    """layers.json (sealed): an attach run's measures, one row per layer, shallow to deep."""
     model_config = ConfigDict(extra="allow")
     mode: str
     accuracy: float
@@ -94,6 +95,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s).
     ``attack`` without eps: the radius of the dataset's images (``AttackSettings.for_images``)."""
     run_dir = Path(run_dir)
+    if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
+        raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
     runs.claim(run_dir, "attached")  # before any work; again under the lock
     device = str(resolve_device(config.device))
     if not config.weights and not config.random_weights:
@@ -147,7 +150,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
              "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
             for d, measured in zip(seen.describe(), under_attack)])
         _require_finite_measures(summary)
-        checkpoint.write_json(run_dir / runs.LAYERS_JSON, summary)
+        write_sealed(run_dir / runs.LAYERS_JSON, summary)
         shown = torch.arange(min(10, len(pool)))
         x = datasets.to_float(pool.images[shown]).to(device)
         figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)

@@ -108,8 +108,8 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
     from perceptreg.adversarial.evaluation import noise_to_target
     from perceptreg.adversarial.judges import main_judge
     from perceptreg.adversarial.run_attacks import evaluate_run
-    from perceptreg.core.checkpoint import write_json
     from perceptreg.core.devices import check_memory
+    from perceptreg.core.schema import write_sealed
     from perceptreg.data.dataset import spread_over_classes
     from perceptreg.measures import format_rate
 
@@ -136,9 +136,9 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
                    f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])} "
                    f"(chance {100 / model.num_classes:.0f} %; the judge reads {len(clean)} test images x right "
                    f"{format_rate(reached['judge on x'])})")
-        write_json(run.path / runs.for_layer(runs.NOISE_METRICS, named),
-                   {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
-                    "noise_images": len(classes), "judge": judge.name, "reached": reached})
+        write_sealed(run.path / runs.for_layer(runs.NOISE_METRICS, named),
+                     {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
+                      "noise_images": len(classes), "judge": judge.name, "reached": reached})
         click.echo(f"noise attacked toward each class, with the perceptions{at_layer} ({len(shown)} of "
                    f"{len(classes)} shown): "
                    f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
@@ -224,7 +224,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
     from perceptreg.adversarial.thresholds import check_fprs
-    from perceptreg.core.checkpoint import write_json
+    from perceptreg.core.schema import write_sealed
     from perceptreg.figures import plots
     from perceptreg.sweeps.sweep import parse_list
 
@@ -265,7 +265,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
         written["attack_options"] = parse_attack_args(attack_args)
     comparison = compare_paired(*evaluations, fprs) if compare else None
     metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
-    write_json(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
+    write_sealed(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
     click.echo(f"{written['attack']}, {settings.norm} eps {settings.eps:g}, on {written['images']} images:\n"
                + attack_table(summaries))
     for name, summary in summaries.items():
@@ -309,7 +309,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
     """
     from perceptreg import figures
-    from perceptreg.core.checkpoint import write_json
+    from perceptreg.core.schema import write_sealed
     from perceptreg.edits import latent
     from perceptreg.figures import plots
     from perceptreg.measures import format_rate
@@ -338,7 +338,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 click.echo(f"mean direction saved: {saved}")
     plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
-    write_json(out / runs.INTERPOLATION_METRICS, {"attack": dataclasses.asdict(settings), "runs": results})
+    write_sealed(out / runs.INTERPOLATION_METRICS, {"attack": dataclasses.asdict(settings), "runs": results})
     for name, summary in results.items():
         mean = summary["directions"]["mean"]
         judge = next(k for k in mean["flip_curve"] if k not in ("H(image)", "C(latent)"))

@@ -71,7 +71,8 @@ def atomic_write(path: Path, write) -> None:
     Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
     path = check_output_path(path)
     if path.exists() and not path.is_file():
-        raise CheckpointError(f"{path} exists and is not a regular file; write to another path")
+        raise CheckpointError(f"{path} exists and is not a regular file (a folder, pipe or device); remove it, or "
+                              f"write to another path")
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:  # the folder is missing, a file, or not writable (/proc, a read-only mount)

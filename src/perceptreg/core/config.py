@@ -23,6 +23,11 @@ MAX_Z_DIM = 4096  # C's first layer and D's first deconvolution grow with z: bey
 MAX_DECODER_WIDTH = 8  # the CelebA D at 8x is about 1.4G parameters already
 MAX_SIDE = 4096  # of an image's channels, height or width: beyond this a typo, not an image
 MAX_EPOCHS = 10_000  # 500x the paper's 20: a typo (1e12) is refused, not run until killed
+# A count of images (a subset, a batch, an evaluation sample, images attacked): 10 million is
+# 60x CelebA's training set and 8x ImageNet's; a count beyond it is a typo (1e9), refused.
+MAX_IMAGES = 10_000_000
+MAX_LAYERS = 100  # layers of one attach run, each with its own decoder (a ViT-L has 24 blocks, a ResNet-152 50)
+MAX_DECODER_PARAMS = 1_000_000_000  # one layer's decoder budget: 4 GB of float32 weights, 100x the CelebA D
 REDUCTIONS = ("sum", "mean")  # of the squared error: summed per image (the paper) or averaged per pixel
 INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64),
                 "vgg": (3, 32, 32)}  # the architectures; the paper's first: 32x32 images get svhn
@@ -69,7 +74,8 @@ class TrainConfig:
             (self.mode in MODES, f"`mode` must be one of {', '.join(MODES)}"),
             (self.decoder_epochs is None or 1 <= self.decoder_epochs <= MAX_EPOCHS,
              f"`decoder_epochs` must be in [1, {MAX_EPOCHS:,}]"),
-            (self.decoder_batch_size is None or self.decoder_batch_size >= 1, "`decoder_batch_size` must be >= 1"),
+            (self.decoder_batch_size is None or 1 <= self.decoder_batch_size <= MAX_IMAGES,
+             f"`decoder_batch_size` must be in [1, {MAX_IMAGES:,}]"),
             (self.lr_drop_epoch is None or self.lr_drop_epoch >= 0, "`lr_drop_epoch` must be >= 0 (0: never)"),
             (self.lr_drop_factor > 0 and math.isfinite(self.lr_drop_factor),
              "`lr_drop_factor` must be a finite number > 0"),
@@ -151,8 +157,10 @@ class AttachConfig:
     def __post_init__(self):
         _require([
             (bool(self.layers), "`layers` must name at least one module"),
+            (len(self.layers) <= MAX_LAYERS, f"`layers` must name at most {MAX_LAYERS} modules"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
-            (self.decoder_params is None or self.decoder_params >= 1, "`decoder_params` must be >= 1"),
+            (self.decoder_params is None or 1 <= self.decoder_params <= MAX_DECODER_PARAMS,
+             f"`decoder_params` must be in [1, {MAX_DECODER_PARAMS:,}]"),
             (self.input_shape is None or (len(self.input_shape) == 3 and all(1 <= n <= MAX_SIDE for n in self.input_shape)),
              f"`input_shape` must be three sizes C,H,W, each in 1..{MAX_SIDE}"),
             *_training_checks(self),
@@ -172,11 +180,13 @@ def _training_checks(config) -> list[tuple[bool, str]]:
     return [
         (config.lam >= 0 and math.isfinite(config.lam), "`lam` must be a finite number >= 0"),
         (1 <= config.epochs <= MAX_EPOCHS, f"`epochs` must be in [1, {MAX_EPOCHS:,}]"),
-        (config.batch_size >= 1, "`batch_size` must be >= 1"),
+        (1 <= config.batch_size <= MAX_IMAGES, f"`batch_size` must be in [1, {MAX_IMAGES:,}]"),
         (config.lr > 0 and math.isfinite(config.lr), "`lr` must be a finite number > 0"),
-        (config.train_size is None or config.train_size >= 10, "`train_size` must be >= 10"),
+        (config.train_size is None or 10 <= config.train_size <= MAX_IMAGES,
+         f"`train_size` must be in [10, {MAX_IMAGES:,}]"),
         (0 <= config.seed < 2**63, "`seed` must be in [0, 2^63)"),  # torch.manual_seed takes 64 bits
-        (config.eval_size is None or config.eval_size >= 0, "`eval_size` must be >= 0 (0: the whole test split)"),
+        (config.eval_size is None or 0 <= config.eval_size <= MAX_IMAGES,
+         f"`eval_size` must be in [0, {MAX_IMAGES:,}] (0: the whole test split)"),
     ]
 
 
@@ -191,7 +201,8 @@ def _require(checks: list[tuple[bool, str]], config=None) -> None:
     for ok, message in checks:
         if not ok:
             named = [n for n in re.findall(r"`(\w+)`", message) if config is not None and hasattr(config, n)]
-            got = ", ".join(f"{n}={getattr(config, n)!r}" for n in dict.fromkeys(named))
+            shown = {n: repr(getattr(config, n)) for n in dict.fromkeys(named)}  # a long list cut: one line
+            got = ", ".join(f"{n}={v if len(v) <= 60 else v[:57] + '...'}" for n, v in shown.items())
             raise PerceptregError(message + (f" (got {got})" if got else ""))
 
 

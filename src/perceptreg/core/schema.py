@@ -4,9 +4,11 @@
 
 Each file format declares its fields as a pydantic model next to the code that writes it;
 this module turns pydantic's report into the project's one-line ``PerceptregError``.
-A file that names others by their SHA-256 (state.json, a direction's JSON) is ``sealed``:
-it carries the SHA-256 of its own content, so a flipped bit in it is blamed on it, not on
-the file whose recorded digest it changed.
+A file that names others by their SHA-256 (state.json, a direction's JSON), and every
+results file a command writes and another reads back (attack, noise and interpolation
+metrics, layers.json, sweep.json, pixel_probes.json), is ``sealed``: ``write_sealed`` adds
+the SHA-256 of its own content, ``load_sealed_file`` checks it, so a flipped bit is named
+in the file it is in (not in the file whose recorded digest it changed, nor read as a number).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from perceptreg.core.checkpoint import CheckpointError, read_json
+from perceptreg.core.checkpoint import CheckpointError, read_json, write_json
 
 SHA256 = r"^[0-9a-f]{64}$"  # a hex SHA-256, as a field's pattern
 
@@ -45,9 +47,22 @@ def validated(raw, schema: type[BaseModel], path: Path, fix: str) -> dict:
         raise CheckpointError(f"{path}: {describe(err)}; {fix}") from err
 
 
+class Sealed(BaseModel):
+    """The schema of a sealed file declares its checksum through this base."""
+    checksum: str | None = Field(default=None, pattern=SHA256)  # files written before the seal have none
+
+
 def sealed(values: dict) -> dict:
-    """``values`` with the SHA-256 of its own content as "checksum" (what ``load_sealed_file`` checks)."""
+    """``values`` with the SHA-256 of its own content as "checksum" (what ``load_sealed_file`` checks).
+    Taken of the values as JSON gives them back (tuples as lists, keys as strings), so that
+    the file read back has the digest it was written with."""
+    values = json.loads(json.dumps(values))
     return {**values, "checksum": _digest(values)}
+
+
+def write_sealed(path: Path, values: dict) -> None:
+    """``values`` written atomically to ``path`` as sealed JSON: the one writer of a sealed file."""
+    write_json(path, sealed(values))
 
 
 def _digest(values: dict) -> str:
@@ -57,7 +72,7 @@ def _digest(values: dict) -> str:
 
 def load_sealed_file(path: Path, schema: type[BaseModel], fix: str) -> dict:
     """``load_model_file`` for a sealed file: also its content against its checksum (files
-    written before the seal have none; ``schema`` declares "checksum")."""
+    written before the seal have none, and are read as they are; ``schema`` is a ``Sealed``)."""
     if not Path(path).exists():
         raise CheckpointError(f"{path} is missing; {fix}")
     raw = read_json(path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from perceptreg import data as datasets
 from perceptreg import measures
@@ -28,7 +28,7 @@ from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.core.schema import SHA256, load_sealed_file, sealed
+from perceptreg.core.schema import SHA256, Sealed, load_sealed_file, write_sealed
 from perceptreg.runs import Run
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
@@ -167,15 +167,15 @@ def save_direction(direction: Direction, path: str | Path, model: PerceptionNet)
     path = direction_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save_tensors(path, {"direction": direction.vector})
-    checkpoint.write_json(path.with_suffix(".json"), sealed({
+    write_sealed(path.with_suffix(".json"), {
         **direction.meta, "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
         "count": direction.count, "latent_shape": list(model.latent_shape),
-        "num_classes": model.num_classes, "sha256": datasets.digest_of(path)}))
+        "num_classes": model.num_classes, "sha256": datasets.digest_of(path)})
     return path
 
 
-class _DirectionFile(BaseModel):
-    """The JSON beside a direction's tensor; further keys are the attack settings it came from."""
+class _DirectionFile(Sealed):
+    """The JSON beside a direction's tensor, sealed; further keys are the attack settings it came from."""
 
     model_config = ConfigDict(extra="allow")
     format: Literal[DIRECTION_FORMAT]
@@ -185,7 +185,12 @@ class _DirectionFile(BaseModel):
     latent_shape: list[PositiveInt]
     num_classes: PositiveInt
     sha256: str | None = Field(default=None, pattern=SHA256)  # of the .safetensors file; older directions have none
-    checksum: str | None = Field(default=None, pattern=SHA256)  # of this JSON (``schema.sealed``); older ones have none
+
+
+class InterpolationMetricsFile(Sealed):
+    """interpolation_metrics.json (`perceptreg interpolate`, sealed): each run's edit study by the run's path."""
+    model_config = ConfigDict(extra="allow")
+    runs: dict[str, dict] = Field(min_length=1)
 
 
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:

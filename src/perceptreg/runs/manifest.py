@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
-from perceptreg.core.schema import SHA256, load_model_file, load_sealed_file
+from perceptreg.core.schema import Sealed, load_model_file, load_sealed_file
 from perceptreg.data import digest_of
 from perceptreg.runs.files import CONFIG, MODEL, MODEL_META, STATE, STATE_META
 
@@ -43,8 +43,8 @@ class ManifestFiles(BaseModel):
     model: str = Field(pattern=r"^[\w.-]+\.safetensors$")
 
 
-class StateFile(BaseModel):
-    """state.json: the checkpoint's commit point."""
+class StateFile(Sealed):
+    """state.json: the checkpoint's commit point, sealed (``schema.Sealed``; runs written before the seal have none)."""
     model_config = ConfigDict(extra="allow")
     epoch: int = Field(ge=0)
     world_size: int = Field(default=1, ge=1)
@@ -53,7 +53,6 @@ class StateFile(BaseModel):
     files: ManifestFiles | None = None  # runs written before the manifest have none
     sha256: dict[str, str] = {}
     model: ModelFile | None = None
-    checksum: str | None = Field(default=None, pattern=SHA256)  # ``schema.sealed``; runs written before it have none
 
 
 def read_state(run_dir: Path) -> dict | None:

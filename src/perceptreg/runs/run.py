@@ -12,6 +12,7 @@ PerceptionNet; a run of `attach` holds a user's model with decoders on its layer
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -24,7 +25,7 @@ from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_model_file
+from perceptreg.core.schema import load_sealed_file
 from perceptreg.runs import files, manifest, sources
 
 READ_ATTEMPTS = 3  # state.json read again this often when a training run commits under a reader
@@ -89,10 +90,10 @@ class Run:
         return (self.path / name).exists()
 
     def read_json(self, name: str, schema: type[BaseModel], fix: str) -> dict:
-        """The results file ``name`` (written by a command into the run folder), validated by
-        ``schema``; read once per run object."""
+        """The results file ``name`` (written by a command into the run folder, sealed),
+        validated by ``schema`` (a ``core.schema.Sealed``) and its seal; read once per run object."""
         if name not in self._results:
-            self._results[name] = load_model_file(self.path / name, schema, fix)
+            self._results[name] = load_sealed_file(self.path / name, schema, fix)
         return self._results[name]
 
     def weights_file(self) -> Path:
@@ -193,7 +194,7 @@ class AttachedRun(Run):
 def open_run(path: str | Path) -> TrainedRun | AttachedRun:
     """Read and validate the run folder at ``path`` once; its kind follows its config."""
     path = Path(path)
-    if not (path / files.CONFIG).is_file():
+    if not os.path.lexists(path / files.CONFIG):  # one that is not a file is named by the reader
         what = (" it is a sweep folder: open one of its models (a subfolder)"
                 if (path / files.SWEEP_JSON).exists() else "")
         raise PerceptregError(f"{path}: no {files.CONFIG}; is this a run folder written by `perceptreg train` "

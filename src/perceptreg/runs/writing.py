@@ -20,7 +20,7 @@ from perceptreg import data as datasets
 from perceptreg.core import checkpoint, models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import sealed, validated
+from perceptreg.core.schema import validated, write_sealed
 from perceptreg.runs import manifest, sources
 from perceptreg.runs.claim import claim
 from perceptreg.runs.files import (
@@ -74,15 +74,18 @@ def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None
 
 def settle(run_dir: Path) -> None:
     """Finish what a kill interrupted, under the writer's lock: publish the committed epoch
-    when a kill after the commit left model.* one epoch behind, and remove epoch files that
-    state.json does not name (a kill before the previous epoch's were removed)."""
+    when a kill after the commit left model.* one epoch behind (or model.safetensors is not a
+    file), and remove epoch files that state.json does not name (a kill before the previous
+    epoch's were removed). The committed model is checked against its digest first: a resume
+    with nothing left to train does not call a damaged run finished."""
     state = manifest.read_state(run_dir)
     if state is None or state["epoch"] == 0 or not manifest.has_manifest(state):
         return
+    committed = manifest.model_file(run_dir, state, None)
     digest = state["sha256"][state["files"]["model"]]
     published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
-    if not isinstance(published, dict) or published.get("sha256") != digest:
-        publish_model(run_dir, manifest.model_file(run_dir, state, None), state["model"], digest)
+    if not isinstance(published, dict) or published.get("sha256") != digest or not (run_dir / MODEL).is_file():
+        publish_model(run_dir, committed, state["model"], digest)
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
         if old.name not in state["files"].values():
             old.unlink()
@@ -117,10 +120,10 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
             "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
     digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
-    checkpoint.write_json(run_dir / STATE_META, sealed({  # the commit point
+    write_sealed(run_dir / STATE_META, {  # the commit point
         "epoch": epoch, "world_size": world, "optimizer": optim_meta,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
-        "sha256": digests, "model": meta}))
+        "sha256": digests, "model": meta})
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
         if old.name not in files.values():
             old.unlink()

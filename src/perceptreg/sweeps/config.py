@@ -9,6 +9,7 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 
 ENGINES = ("local", "ray")
+MAX_MEMBERS = 1_000  # models in one sweep: 100x the paper's grid of 4 lambdas and post-hoc over 2 seeds
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class SweepConfig:
             raise PerceptregError("the sweep needs at least one lambda in `lams`")
         if not self.seeds:
             raise PerceptregError("the sweep needs at least one seed in `seeds`")
+        members = len(self.seeds) * (len(self.lams) + self.post_hoc)
+        if members > MAX_MEMBERS:  # before anything is built per member
+            raise PerceptregError(f"`lams` and `seeds` make {members:,} models (lambdas x seeds, and post-hoc); "
+                                  f"at most {MAX_MEMBERS:,} in one sweep: split it into several")
         for name, values, shown in (("seeds", self.seeds, str), ("lams", self.lams, "{:g}".format)):
             names = [shown(v) for v in values]  # a member's folder is named by these: one name, one model
             twice = sorted({n for n in names if names.count(n) > 1})
@@ -48,7 +53,7 @@ class SweepConfig:
         from perceptreg.core import devices  # torch: imported when a sweep is configured, not by --help
         from perceptreg.sweeps import workers
 
-        members = len(self.variants())  # TrainConfig checks every setting, each lambda included, before any work
+        self.variants()  # TrainConfig checks every setting, each lambda included, before any work
         on_cpu = devices.check_device_name(self.device).type == "cpu"
         # Auto, from bench/sweep_throughput.py (docs/guides/sweeps.md): on CPU, members side
         # by side in one-thread workers beat one process of all the cores (1.15x on 2 cores), and
@@ -57,7 +62,7 @@ class SweepConfig:
             object.__setattr__(self, "workers", min(workers.available_cores(), members) if on_cpu else 1)
         if self.ensemble is None:
             object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local")
-        workers.check_count(self.workers)
+        workers.check_count(self.workers, self.engine)
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
         """(name, training config) of every model, seed by seed."""

@@ -15,7 +15,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, Field
 
 from perceptreg import data as datasets
 from perceptreg import figures, measures, runs
@@ -82,8 +82,8 @@ def _measure(model, train_config: TrainConfig, train_data, test_data, device, ma
                 "feature_distance": reading["feature_distance"]["mean"], "reading": reading} if reading else {})}
 
 
-class PixelProbesFile(BaseModel):
-    """pixel_probes.json: the raw-pixel probes and the images they were fitted on (``fitted_on``)."""
+class PixelProbesFile(schema.Sealed):
+    """pixel_probes.json (sealed): the raw-pixel probes and the images they were fitted on (``fitted_on``)."""
     model_config = ConfigDict(extra="forbid")
     fitted_on: dict[str, str | int | None]
     linear: dict[str, float]
@@ -103,7 +103,7 @@ def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> dict:
     path = out / runs.PIXEL_PROBES
     if path.is_file():
         with contextlib.suppress(CheckpointError):  # a cache: damaged means fit again, not stop
-            saved = schema.load_model_file(path, PixelProbesFile, "")
+            saved = schema.load_sealed_file(path, PixelProbesFile, "")
             if saved["fitted_on"] == fitted_on:
                 return {"linear": saved["linear"], "mlp": saved["mlp"]}
     train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
@@ -111,7 +111,7 @@ def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> dict:
     probes = {kind: {name: probe(train_pixels, train_data.attributes[name].long(),
                                  test_pixels, test_data.attributes[name].long()) for name in names}
               for kind, probe in (("linear", measures.linear_probe), ("mlp", measures.mlp_probe))}
-    checkpoint.write_json(path, {"fitted_on": fitted_on, **probes})
+    schema.write_sealed(path, {"fitted_on": fitted_on, **probes})
     return probes
 
 
@@ -183,7 +183,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
                        + (f"; {judges.format_reading(result['reading'], test_data.classes)}" if judge else ""))
     summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"],
                "judge": None if judge is None else judge.name}
-    checkpoint.write_json(out / runs.SWEEP_JSON, summary)
+    schema.write_sealed(out / runs.SWEEP_JSON, summary)
     checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
     return SweepSummary(summary)
@@ -264,6 +264,18 @@ def sweep_table(summary: dict) -> str:
     for note in notes:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+class SweepFile(schema.Sealed):
+    """sweep.json (sealed): the sweep's config and a row per variant (and each seed's measures)."""
+    model_config = ConfigDict(extra="allow")
+    config: dict
+    rows: list[dict] = Field(min_length=1)
+
+
+def read_sweep(folder: str | Path) -> dict:
+    """The sweep.json of ``folder``, validated and checked against its seal."""
+    return schema.load_sealed_file(Path(folder) / runs.SWEEP_JSON, SweepFile, "make it again with `perceptreg sweep`")
 
 
 class SweepSummary(dict):

@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -45,9 +46,16 @@ def threads_per_worker(workers: int) -> int:
     return max(1, available_cores() // workers)
 
 
-def check_count(workers: int) -> None:
-    if workers < 1:
-        raise PerceptregError(f"`workers` must be >= 1, got {workers}")
+WORKERS_PER_CORE = 4  # local workers are processes (~400 MB each): beyond this they wait for a core and fill memory
+MAX_RAY_WORKERS = 4_096  # Ray tasks at once, on a cluster whose cores are not counted here
+
+
+def check_count(workers: int, engine: str = "local") -> None:
+    """Workers from 1 to ``WORKERS_PER_CORE`` per core here (a Ray cluster: ``MAX_RAY_WORKERS``)."""
+    most = MAX_RAY_WORKERS if engine == "ray" else WORKERS_PER_CORE * available_cores()
+    if not 1 <= workers <= most:
+        where = "Ray tasks at once" if engine == "ray" else f"{WORKERS_PER_CORE} per core, {available_cores()} cores here"
+        raise PerceptregError(f"`workers` must be in [1, {most:,}] ({where}), got {workers}")
 
 
 def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progress: bool = True,
@@ -71,7 +79,7 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=start_worker,
                              initargs=(threads_per_worker(workers), os.getpid())) as pool:
-        futures = {pool.submit(train_job, _portable(job)): job for job in jobs}
+        futures = {pool.submit(train_in_worker, _portable(job)): job for job in jobs}
         with tqdm(total=len(pending), desc=f"sweep ({workers} workers)", unit="model", disable=not progress) as bar:
             remaining = set(futures)
             while remaining:
@@ -79,6 +87,8 @@ def train_all(members: list[tuple[TrainConfig, Path]], workers: int = 1, progres
                 for future in done:
                     bar.update(len(futures[future]))
                     _raise_failure(future, ", ".join(str(d) for _, d in futures[future]), pool)
+                    for category, message in future.result():  # as if this process had trained the member
+                        warnings.warn(message, category, stacklevel=2)
 
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
@@ -132,6 +142,17 @@ def _raise_failure(future, run_dirs: str, pool: ProcessPoolExecutor) -> None:
 def _portable(job: list[tuple[TrainConfig, Path]]) -> list[tuple[dict, str]]:
     """A job as plain dicts and strings, which pickle into a worker process."""
     return [(config.to_dict(), str(run_dir)) for config, run_dir in job]
+
+
+def train_in_worker(job: list[tuple[dict, str]]) -> list[tuple[type[Warning], str]]:
+    """``train_job`` in a worker process, its warnings (a collapsed decoder) handed back for
+    the sweep to give as its own: the CLI says them as "Warning:" lines, where the worker
+    would print them in Python's file:line format."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        warnings.simplefilter("always", UserWarning)
+        train_job(job)
+    return [(warning.category, str(warning.message)) for warning in caught]
 
 
 def train_job(job: list[tuple[dict, str]]) -> None:

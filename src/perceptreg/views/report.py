@@ -10,15 +10,17 @@ from __future__ import annotations
 import functools
 import html
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
 from perceptreg import runs
-from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
+from perceptreg.adversarial.tables import RATES_NOTE, AttackMetricsFile, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.attaching.results import layer_cells
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
+from perceptreg.edits.latent import InterpolationMetricsFile
 from perceptreg.figures import plots
 from perceptreg.runs import Run
 from perceptreg.sweeps import sweep as sweep_module
@@ -84,10 +86,11 @@ def _attacks(run: Run, layer: str | None = None) -> str:
     """What `attack` and `evaluate-attack` wrote; of an attach run, their files of ``layer``."""
     named = run.output_layer(layer)
     option = f" --layer {named}" if named else ""
-    metrics = run.path / _attack_metrics(run, layer)
+    metrics = _attack_metrics(run, layer)
     parts = []
-    if metrics.exists():
-        written = checkpoint.read_json(metrics)
+    if run.has(metrics):
+        written = run.read_json(metrics, AttackMetricsFile,
+                                f"make it again with `perceptreg evaluate-attack {run.path}{option}`")
         settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
         names = [Path(name).name for name in written["runs"]]
         rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
@@ -130,7 +133,8 @@ def _adaptive(name: str, rows: list[dict]) -> str:
 def _edits(run: Run) -> str:
     if not (run.path / runs.INTERPOLATION_METRICS).exists():
         return missing("latent edits", f"perceptreg interpolate {run.path} --target 8")
-    written = checkpoint.read_json(run.path / runs.INTERPOLATION_METRICS)
+    written = run.read_json(runs.INTERPOLATION_METRICS, InterpolationMetricsFile,
+                            "make it again with `perceptreg interpolate`")
     rows = []
     for name, summary_ in written["runs"].items():
         for kind, entry in summary_["directions"].items():
@@ -167,7 +171,7 @@ def _sweep(target: Run | Path) -> str:
     if folder is None:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
-    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
+    sweep = sweep_module.read_sweep(folder)
     measured = "".join(_sweep_table(sweep, heading, prefix, reference) for heading, prefix, reference in SWEEP_TABLES)
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
     images = "".join(figure(folder / f, what) for f, what in (
@@ -302,9 +306,20 @@ def open_report_target(target: Run | str | Path) -> Run | Path:
 
 def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Path:
     """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
-    atomically; returns its path."""
+    atomically; returns its path. A report refused (a damaged file) leaves the run folder as
+    it was: the training curves it drew there on the way are taken back."""
     target = open_report_target(target)
-    text = build_report(target, layer)
+    curves = _folder(target) / runs.TRAINING_CURVES  # the one file building a report draws into the run folder
+    kept = curves.read_bytes() if curves.is_file() else None
+    drawn_anew = not os.path.lexists(curves)
+    try:
+        text = build_report(target, layer)
+    except BaseException:
+        if drawn_anew:
+            curves.unlink(missing_ok=True)
+        elif kept is not None:
+            checkpoint.atomic_write(curves, lambda tmp: tmp.write_bytes(kept))
+        raise
     out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from perceptreg import runs
 from perceptreg.attaching.attach_run import read_layers
-from perceptreg.core import checkpoint
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.runs import Run
-from perceptreg.sweeps.sweep import format_percent
+from perceptreg.sweeps.sweep import format_percent, read_sweep
 from perceptreg.views.report_html import table
 
 H_DEFINITION = ('H(x) = C(F(x)), the classifier\'s prediction. A caption "H: 9 87 %" means H reads the image '
@@ -110,7 +109,7 @@ def _items(rows: list[tuple[str, str]]) -> str:
 def sweep_summary(folder: Path) -> str:
     """A sweep in a few lines: data, lambdas, seeds, epochs, the best and worst test
     accuracy, and what the table's columns mean."""
-    sweep = checkpoint.read_json(folder / runs.SWEEP_JSON)
+    sweep = read_sweep(folder)
     config, rows = sweep["config"], sweep["rows"]
     variants = [f"lambda {r['variant']}" if r["variant"] != "post-hoc" else "post-hoc" for r in rows]
     pairs = list(zip(rows, variants))
