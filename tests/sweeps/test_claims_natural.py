@@ -32,7 +32,7 @@ def write_sweep(root, per_seed: dict, dataset: str = "cifar10") -> None:
     (root / "cifar10-sweep").mkdir(parents=True, exist_ok=True)
     seeds = list(range(len(per_seed["0.0001"])))
     summary = {"config": {"dataset": dataset, "seeds": seeds, "epochs": 20, "batch_size": 64, "train_size": 20000},
-               "per_seed": per_seed}
+               "rows": [{"variant": lam} for lam in per_seed], "per_seed": per_seed}
     (root / "cifar10-sweep" / "sweep.json").write_text(json.dumps(summary))
 
 
@@ -76,9 +76,10 @@ def natural(tmp_path):
     run = tmp_path / claims_natural.RUN
     run.mkdir()
     attacks = {claims_natural.RUN: attack_summary(9, 1, 9, 0.60), POST_HOC: attack_summary(2, 2, 0, 0.95, right=3)}
-    (run / "attack_metrics.json").write_text(json.dumps({"runs": attacks}))
+    (run / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.03}, "runs": attacks}))
     (run / "noise_metrics.json").write_text(json.dumps(
-        {"judge": JUDGE, "reached": {"H": rate(100, 100), JUDGE: rate(10, 100)}, "noise_images": 100}))
+        {"settings": {"eps": 0.03}, "judge": JUDGE, "reached": {"H": rate(100, 100), JUDGE: rate(10, 100)},
+         "noise_images": 100}))
     edited = {claims_natural.RUN: edit_results(0.7, [0.604, 0.781]), POST_HOC: edit_results(0.1, [0.055, 0.174])}
     (run / "interpolation_metrics.json").write_text(json.dumps({"runs": edited}))
     return tmp_path

@@ -99,7 +99,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
     if not compare_first:
         runs = dict(reversed(runs.items()))
     (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"runs": runs}))
+    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.2}, "runs": runs}))
     page = reproducing.reproducing_page(tmp_path)
     assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
                                     "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
@@ -137,7 +137,8 @@ def member(accuracy: float, collapsed: bool = False) -> dict:
 def write_sweep(path, dataset: str, epochs: int, per_seed: dict) -> None:
     path.mkdir(parents=True)
     config = {"dataset": dataset, "epochs": epochs, "batch_size": 64, "train_size": None}
-    (path / "sweep.json").write_text(json.dumps({"config": config, "per_seed": per_seed}))
+    rows = [{"variant": lam} for lam in per_seed]
+    (path / "sweep.json").write_text(json.dumps({"config": config, "rows": rows, "per_seed": per_seed}))
 
 
 def test_verdicts_of_hand_made_sweeps(tmp_path):
@@ -169,7 +170,18 @@ def test_verdicts_of_hand_made_sweeps(tmp_path):
 def test_a_damaged_results_file_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     (tmp_path / "demo" / "noise_metrics.json").write_text('{"reached": {}}')
-    with pytest.raises(PerceptregError, match=r"noise_metrics.json: not in the format perceptreg writes"):
+    with pytest.raises(PerceptregError, match=r"noise_metrics.json: .*settings"):
+        reproducing.reproducing_page(tmp_path)
+
+
+def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
+    shutil.copytree(root / "demo", tmp_path / "demo")
+    path = tmp_path / "demo" / "noise_metrics.json"
+    written = json.loads(path.read_text())
+    assert written["checksum"]  # the command sealed it
+    written["noise_images"] += 1  # one number changed by hand, the checksum kept
+    path.write_text(json.dumps(written))
+    with pytest.raises(PerceptregError, match=r"noise_metrics.json: its content differs from its checksum"):
         reproducing.reproducing_page(tmp_path)
 
 
@@ -205,7 +217,8 @@ def test_the_page_quotes_the_spec_the_natural_sweep_was_made_with(tmp_path, caps
     (tmp_path / "cifar10-sweep").mkdir()
     made = {"test_accuracy": 0.5, "test_recon_mse": 0.02, "decoder_collapsed": False}  # one seed, no judge
     (tmp_path / "cifar10-sweep" / "sweep.json").write_text(json.dumps(
-        {"config": {"dataset": "memmap:/data/c10", "seeds": [0]}, "per_seed": {"0.0001": [made], "100": [made]}}))
+        {"config": {"dataset": "memmap:/data/c10", "seeds": [0]}, "rows": [{"variant": "0.0001"}],
+         "per_seed": {"0.0001": [made], "100": [made]}}))
     with pytest.raises(PerceptregError, match=r"made with --dataset memmap:/data/c10, not cifar10: give --cifar10 "
                                               r"memmap:/data/c10, so that the page quotes the commands that were run"):
         reproducing.reproducing_page(tmp_path)
@@ -246,9 +259,10 @@ def results(tmp_path_factory):
     write_sweep(root / "sweep-4000", "mnist-strips", 20, {"0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5,
                                                          "100": [member(0.8)] * 5})
     (root / "demo").mkdir()
-    (root / "demo" / "attack_metrics.json").write_text(json.dumps({"runs": {"demo": attack_summary(9, 8, 1)}}))
+    (root / "demo" / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.2},
+                                                                   "runs": {"demo": attack_summary(9, 8, 1)}}))
     (root / "demo" / "noise_metrics.json").write_text(json.dumps(
-        {"judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20}))
+        {"settings": {"eps": 0.2}, "judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20}))
     mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9], "3-NN pixels": [0.1, 0.8]},
             "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
     edited = {"target": 8, "alphas": [0.0, 2.0], "directions": {"mean": mean}}

@@ -27,6 +27,16 @@ class AttackMetricsFile(Sealed):
     runs: dict[str, dict] = Field(min_length=1)
 
 
+class NoiseMetricsFile(Sealed):
+    """noise_metrics.json (`perceptreg attack --from-noise`, sealed): its settings, how many
+    noise images, the judge's name and each reader's rate of reaching the target."""
+    model_config = ConfigDict(extra="allow")
+    settings: dict
+    noise_images: int = Field(ge=1)
+    judge: str
+    reached: dict[str, dict] = Field(min_length=1)
+
+
 def format_auroc(value: float, interval) -> str:
     """"0.986 [0.975, 0.994]"; without an interval (fewer than two of a kind), the value alone."""
     low, high = interval

@@ -18,10 +18,14 @@ from typing import Callable, TypeVar
 from perceptreg import runs
 from perceptreg.adversarial.detection import BASELINES
 from perceptreg.adversarial.run_attacks import undetected_rates
+from perceptreg.adversarial.tables import AttackMetricsFile, NoiseMetricsFile
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import load_sealed_file
 from perceptreg.data.registry import lookup
+from perceptreg.edits.latent import InterpolationMetricsFile
 from perceptreg.measures import rate
+from perceptreg.sweeps.sweep import SweepFile
 from perceptreg.sweeps.verdicts import (
     NOT_COMPARABLE,
     Interval,
@@ -53,6 +57,11 @@ DEMO = "demo"  # the MNIST run that is attacked and edited
 T = TypeVar("T")
 
 
+# The results files the page reads, and the schema each is checked against.
+RESULTS_SCHEMAS = {runs.ATTACK_METRICS: AttackMetricsFile, runs.NOISE_METRICS: NoiseMetricsFile,
+                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepFile}
+
+
 class RunFiles:
     """The run files under ``root`` that the page reads, each hashed (SHA-256) when read."""
 
@@ -60,10 +69,13 @@ class RunFiles:
         self.root, self.hashes = Path(root), {}
 
     def json(self, relative: str) -> dict:
+        """A results file, through the guarded reader, checked against its schema and its
+        checksum (``schema.load_sealed_file``), then hashed for the provenance."""
         path = self.root / relative
         if not path.exists():  # the table shows the command that makes it
             raise FileNotFoundError(path)
-        data = checkpoint.read_json(path)
+        data = load_sealed_file(path, RESULTS_SCHEMAS[path.name],
+                                "make it again: delete it and run the page with --run (its row names the command)")
         self.hashes[relative] = hashlib.sha256(checkpoint.guarded(path).read_bytes()).hexdigest()
         return data
 
