@@ -304,3 +304,17 @@ def test_a_layer_with_no_successful_attack_has_no_attacked_readings(digits):
         assert row["successful_attacks"] == 0 and row["accuracy_on_p"]["n"] == 30
         assert [row[k] for k in ("p_adv_read_as_adversarial", "p_adv_read_as_true", "detector_roc_auc", "p_adv_read",
                                  "x_adv_read", "detector_roc_auc_interval")] == [None] * 6
+
+
+def test_a_model_right_on_no_attacked_image_has_no_success_rate(digits):
+    # the untrained net says 8 to nearly every digit: on 30 images of other classes there is
+    # nothing to attack, so the success rate is over no image: None, not NaN (attach wrote no run)
+    from user_net import build
+
+    torch.manual_seed(0)
+    seen = attach(build(), ["stem", "fc1"], (1, 28, 28))
+    data = digits[1].subset((digits[1].labels != 8).nonzero().squeeze(1)[:30])
+    with torch.no_grad():
+        assert not (seen(to_float(data.images)).argmax(1) == data.labels).any()
+    rows, _ = evaluate_layers_under_attack(seen, attacks.PGD(seen, eps=0.3, steps=2), data, Brightness())
+    assert [row["attack_success_rate"] for row in rows] == [None, None]

@@ -90,7 +90,7 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),
     (["train", "--device", "cuda:abc"], 1, "Error: --device 'cuda:abc' is not a device"),
     (["train", "--lr-drop-epoch", "-1"], 1, "Error: --lr-drop-epoch must be >= 0 (0: never)"),
-    (["train", "--eval-size", "-1"], 1, "Error: --eval-size must be >= 0 (0: the whole test split)"),
+    (["train", "--eval-size", "-1"], 1, "Error: --eval-size must be in [0, 10,000,000] (0: the whole test split)"),
     (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "Error: nowhere: no CIFAR-10 batch files "),
     (["train", "--dataset", "cifar10", "--data-root", "nowhere"], 1, "or leave out --data-root to download it"),
     (["sweep", "--lams", "1e-2,-1"], 1, "Error: --lams must be a finite number >= 0"),

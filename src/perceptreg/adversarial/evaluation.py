@@ -317,7 +317,8 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
         adversarial, readings = evaluation.adversarial, evaluation.judge_readings
         s = evaluation.summary
         judged = s["judges"][judge.name]
-        rows.append({"name": layer, "attack_success_rate": s["attack_success_rate"]["rate"],
+        success = s["attack_success_rate"]  # over no image when H is right on none: undefined, None
+        rows.append({"name": layer, "attack_success_rate": success["rate"] if success["n"] else None,
                      "successful_attacks": s["successful_attacks"], "judge": judge.name,
                      "accuracy_on_p": judged["accuracy_on_P(x)"], **_attacked_readings(s, judged)})
     return rows, adversarial
