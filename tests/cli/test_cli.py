@@ -380,6 +380,15 @@ def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path)
     assert "mean direction saved" not in again.output
 
 
+def test_interpolate_with_out_leaves_the_run_folder_as_it_was(trained_run, runner, tmp_path):
+    before = {path.name: path.stat().st_mtime_ns for path in trained_run.iterdir()}
+    result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "3", "--images", "2",
+                                  "--fit-images", "2", "--steps", "1", "--alphas", "0,1", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert {path.name: path.stat().st_mtime_ns for path in trained_run.iterdir()} == before
+    assert (tmp_path / "e" / "direction-any-to-3.safetensors").exists()  # the mean direction goes with the outputs
+
+
 def test_interpolate_from_file(trained_run, runner, tmp_path):
     Image.new("L", (56, 56), 40).save(tmp_path / "mine.png")  # resized to 28x28
     result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "1", "--steps", "2",

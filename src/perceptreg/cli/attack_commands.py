@@ -293,7 +293,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
 @click.option("--apply-direction", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use this saved mean direction (.safetensors) instead of fitting one.")
 @click.option("--save-direction", type=OutPath(dir_okay=False),
-              help="Save the mean direction here. [default: RUN/direction-<source>-to-<target>.safetensors]")
+              help="Save the mean direction here. [default: direction-<source>-to-<target>.safetensors in the --out folder]")
 @click.option("--compare", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A second run (e.g. post-hoc) edited on the same images, its curves dashed.")
 @attack_options
@@ -334,7 +334,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
                 meta = {"run": str(run.path), **dataclasses.asdict(settings)}
                 name = f"direction-{'any' if source is None else source}-to-{target}"
                 saved = latent.save_direction(dataclasses.replace(study.direction, meta=meta),
-                                              save_direction or run.path / name, run.model())
+                                              save_direction or out / name, run.model())
                 click.echo(f"mean direction saved: {saved}")
     plots.line_plot(edit.alphas, curves, out / runs.INTERPOLATION_FLIP, xlabel="alpha",
                     ylabel=f"fraction read as class {target}", ylim=(-0.02, 1.02))
