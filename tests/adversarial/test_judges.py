@@ -141,6 +141,12 @@ def test_read_perception_by_hand():
     assert format_reading(reading, ["left", "right"]).endswith("as right 75.0 %, left 25.0 %")
 
 
+def test_perception_reads_count_every_class_even_one_never_read():
+    data = pixels([[0, 1], [0, 1], [0, 1]], [0, 1, 1])  # swapped: every P(x) is bright left, read as 0
+    reading = read_perception(net_with_decoder(swapping_decoder()), data, pixel_judge(), batch_size=2)
+    assert reading["perception_reads"] == [3, 0]
+
+
 def test_a_perception_equal_to_x_is_at_distance_zero():
     data = pixels([[1, 0], [0, 1], [0.6, 0.2]], [0, 1, 0])
     reading = read_perception(net_with_decoder(nn.Unflatten(1, (1, 1, 2))), data, pixel_judge())

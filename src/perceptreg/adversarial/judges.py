@@ -148,17 +148,18 @@ class PerceptionReader:
 
     def __init__(self, judge: ModelJudge, batch_size: int = 500):
         self.judge, self.batch_size = judge, batch_size
-        self.reads_x, self.reads_p, self.own, self.distances, self.mse, self.features = [], [], [], [], [], []
-        self.read_as = []
+        self.labels, self.reads_x, self.read_as, self.own, self.distances, self.mse, self.features = [], [], [], [], [], [], []
+        self.classes = 0
 
     @torch.no_grad()
     def add(self, x: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, perception: torch.Tensor) -> None:
         perception = perception.float()
         x_labels, x_features = self.judge.read(x, self.batch_size)
         p_labels, p_features = self.judge.read(perception, self.batch_size)
+        self.labels.append(labels.cpu())
         self.reads_x.append(x_labels == labels)
-        self.reads_p.append(p_labels == labels)
         self.read_as.append(p_labels.cpu())
+        self.classes = logits.shape[1]
         self.own.append(logits.argmax(1) == labels)
         self.distances.append(feature_distance(x_features, p_features).cpu())
         self.mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
@@ -170,13 +171,15 @@ class PerceptionReader:
         order = torch.randperm(len(features_x), generator=torch.Generator().manual_seed(0))
         unrelated = torch.empty_like(order)
         unrelated[order] = order.roll(1)
+        read_as = torch.cat(self.read_as)
         return {"judge": self.judge.name, "images": len(features_x),
                 "judge_accuracy": rate_of(torch.cat(self.reads_x)),
-                "perception_read_true": rate_of(torch.cat(self.reads_p)), "model_accuracy": rate_of(torch.cat(self.own)),
+                "perception_read_true": rate_of(read_as == torch.cat(self.labels)), "model_accuracy": rate_of(torch.cat(self.own)),
                 "feature_distance": mean_of(torch.cat(self.distances).tolist()),
                 "unrelated_distance": mean_of(feature_distance(features_x, features_x[unrelated]).tolist()),
                 "pixel_mse": mean_of(torch.cat(self.mse).tolist()),
-                "perception_reads": torch.bincount(torch.cat(self.read_as)).tolist()}
+                # a count for every class, the ones never read too
+                "perception_reads": torch.bincount(read_as, minlength=self.classes).tolist()}
 
 
 def format_reading(reading: dict, classes: Sequence[str] | None = None) -> str:
