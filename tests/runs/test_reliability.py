@@ -117,7 +117,7 @@ def save(*args, **kwargs):
 runs.save_checkpoint = save
 train(TrainConfig(**{KWARGS}), run_dir, resume=True, progress=False)
 """
-KILL_CONFIG = dict(train_size=200, batch_size=50)
+KILL_CONFIG = dict(train_size=200, batch_size=50, eval_size=100)  # 100 test images scored per epoch, not 1000
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,8 @@ GLOO_THREADS_AFTER_TRAINING = """
 import os, sys
 from perceptreg.core.config import TrainConfig
 from perceptreg.training.train import train
-train(TrainConfig(train_size=100, batch_size=25, epochs=1, reduction="mean", mode=sys.argv[2]), sys.argv[1], progress=False)
+train(TrainConfig(train_size=100, batch_size=25, epochs=1, eval_size=50, reduction="mean", mode=sys.argv[2]), sys.argv[1],
+      progress=False)
 import time
 def gloo_threads():
     names = []

@@ -1,4 +1,5 @@
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -80,12 +81,19 @@ def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path):
-    # small through the real flags: three processes train here (whole, killed, resumed)
-    command = [sys.executable, "-m", "perceptreg", "train", "--train-size", "500", "--eval-size", "200",
-               "--epochs", "4", "--quiet"]
-    subprocess.run(command + ["--out", str(tmp_path / "whole")], check=True, capture_output=True)
-    victim = subprocess.Popen(command + ["--out", str(tmp_path / "killed")],
+def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path, one_thread):
+    # small through the real flags. Only the run to kill needs a process of its own; the whole
+    # run and the resume go through the CLI in this one (a process start is most of their time).
+    # One thread in both processes: the thread count sets the order of float sums.
+    from click.testing import CliRunner
+
+    from perceptreg.cli import main
+
+    args = ["train", "--train-size", "500", "--eval-size", "200", "--epochs", "4", "--quiet"]
+    whole = CliRunner().invoke(main, args + ["--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    victim = subprocess.Popen([sys.executable, "-m", "perceptreg", *args, "--out", str(tmp_path / "killed")],
+                              env={**os.environ, "OMP_NUM_THREADS": "1"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "killed" / "state.json"
     deadline = time.time() + 600  # generous: on a loaded machine the first epoch took over 60 s
@@ -96,8 +104,8 @@ def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path):
     victim.wait()
     reached = json.loads(state.read_text())["epoch"]
     assert 1 <= reached < 4
-    subprocess.run(command + ["--out", str(tmp_path / "killed"), "--resume"], check=True,
-                   capture_output=True)
+    resumed = CliRunner().invoke(main, args + ["--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "killed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["epoch"] for r in read_metrics(tmp_path / "killed")] == [1, 2, 3, 4]
