@@ -172,6 +172,14 @@ def test_line_plot_gives_integer_epochs_integer_ticks(tmp_path, monkeypatch):
     assert not all(float(t).is_integer() for t in seen[1][0])  # alphas keep their fractions
 
 
+def test_a_line_plot_in_memory_is_the_png_line_plot_writes(tmp_path):
+    curves = {"a": {"a": [1, 2, 3]}}
+    png = plots.line_plot_png([1, 2, 3], curves, xlabel="epoch", ylabel="")
+    written = plots.line_plot([1, 2, 3], curves, tmp_path / "p.png", xlabel="epoch", ylabel="")
+    with Image.open(io.BytesIO(png)) as in_memory, Image.open(written) as on_disk:
+        assert in_memory.size == on_disk.size and list(in_memory.getdata()) == list(on_disk.getdata())
+
+
 def test_a_panel_with_one_curve_has_no_legend(tmp_path, monkeypatch):
     seen = []
     save = plots._save_figure

@@ -229,10 +229,10 @@ def test_loss_plot_puts_cross_entropy_and_reconstruction_on_panels_of_their_own(
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
     drawn = []
-    save = plots._save_figure
-    monkeypatch.setattr(plots, "_save_figure", lambda figure, path: drawn.append(
+    png = plots._png  # the report's plots are drawn in memory, inlined
+    monkeypatch.setattr(plots, "_png", lambda figure: drawn.append(
         {ax.get_title(): ([line.get_label() for line in ax.lines], list(ax.get_xticks()))
-         for ax in figure.axes}) or save(figure, path))
+         for ax in figure.axes}) or png(figure))
     build_report(run)
     panels = drawn[0]
     assert panels["cross-entropy (training)"][0] == ["train CE"]
@@ -307,6 +307,18 @@ def test_report_reads_well_on_a_phone(full_run):
     assert sideways == []
     assert overflowing == []
     assert all(url.startswith(("file:", "data:")) for url in requests)
+
+
+def test_a_report_writes_nothing_into_the_run_folder_but_itself(good_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(good_run, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    result = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "elsewhere.html")])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # its plots are inlined, not drawn there
+    text = (tmp_path / "elsewhere.html").read_text()
+    assert_self_contained(text)
+    assert text.count('<img class="plot"') == 1  # the training curves, inlined
 
 
 def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):

@@ -3,6 +3,7 @@ detector's ROC curve, heat maps on one colour scale."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -26,6 +27,13 @@ def _save_figure(figure, path: str | Path) -> Path:
     return path
 
 
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
 def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tensor, auc: float,
                title: str, path: str | Path) -> Path:
     """The detector's ROC curve as a PNG."""
@@ -38,9 +46,20 @@ def roc_figure(false_positive_rate: torch.Tensor, true_positive_rate: torch.Tens
     return _save_figure(figure, path)
 
 
-def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], path: str | Path, *,
-              xlabel: str, ylabel: str | Sequence[str], ylim: tuple[float, float] | None = None,
-              xticklabels: Sequence[str] | None = None, columns: int | None = None) -> Path:
+def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], path: str | Path,
+              **style) -> Path:
+    """``line_figure`` saved as a PNG at ``path``."""
+    return _save_figure(line_figure(x, panels, **style), path)
+
+
+def line_plot_png(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], **style) -> bytes:
+    """``line_figure`` as PNG bytes, written nowhere (a report inlines it)."""
+    return _png(line_figure(x, panels, **style))
+
+
+def line_figure(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]], *,
+                xlabel: str, ylabel: str | Sequence[str], ylim: tuple[float, float] | None = None,
+                xticklabels: Sequence[str] | None = None, columns: int | None = None):
     """Panels (``columns`` to a row, default all in one row), each with named curves over the
     same x, as a PNG. Integer x (epochs) gets integer ticks only. ``ylabel``: one for the first
     panel, or one per panel.
@@ -75,7 +94,7 @@ def line_plot(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]],
             ax.legend(fontsize=7)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    return _save_figure(figure, path)
+    return figure
 
 
 def heatmaps(maps: dict[str, torch.Tensor], path: str | Path, outline: torch.Tensor | None = None) -> Path:

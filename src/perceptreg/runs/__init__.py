@@ -15,7 +15,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
         "INTERPOLATION_METRICS", "LAYERS_ATTACK_PNG", "LAYERS_JSON", "LAYERS_PNG", "METRICS", "MODEL",
         "MODEL_FORMAT", "MODEL_META", "NOISE_METRICS", "PERCEPTION", "PIXEL_PROBES", "REPORT", "STATE", "STATE_META",
         "SWEEP_ATTENTION", "SWEEP_CONFIG", "SWEEP_JSON", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_PROBES",
-        "TRAINING_CURVES", "append_metrics", "for_layer", "read_config", "read_metrics"),
+        "append_metrics", "for_layer", "read_config", "read_metrics"),
     "perceptreg.runs.manifest": ("completed_epochs",),
     "perceptreg.runs.run": ("AttachedRun", "Run", "TrainedRun", "open_run"),
     "perceptreg.runs.saving": ("save_run",),
@@ -23,6 +23,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
         "publish_model", "save_attached", "save_checkpoint", "settle"),
 })
 
-__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "TRAINING_CURVES", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics", "for_layer",
+__all__ = ["CONFIG", "METRICS", "MODEL", "MODEL_META", "STATE", "STATE_META", "MODEL_FORMAT", "ATTACHED_FORMAT", "PERCEPTION", "REPORT", "ATTACK", "ATTACK_FROM_NOISE", "ATTACK_METRICS", "NOISE_METRICS", "ATTACK_ROC", "ATTACK_CONVERGENCE", "INTERPOLATION_METRICS", "INTERPOLATION_FLIP", "INTERPOLATION_CHANGE", "INTERPOLATION_GRID", "LAYERS_JSON", "LAYERS_PNG", "LAYERS_ATTACK_PNG", "SWEEP_CONFIG", "SWEEP_JSON", "PIXEL_PROBES", "SWEEP_MD", "SWEEP_PERCEPTION", "SWEEP_ATTENTION", "SWEEP_PROBES", "read_config", "read_metrics", "for_layer",
            "check_output_path", "save_run", "claim", "claim_for_training", "kind_of", "settle", "AttachedRun", "Run", "TrainedRun", "open_run", "completed_epochs", "append_metrics", "history_up_to",
            "load_state", "prepare", "prepare_attached", "publish_model", "save_attached", "save_checkpoint"]

@@ -26,7 +26,6 @@ MODEL_FORMAT = "perceptreg.model/1"
 ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
 # what the commands write into a run folder
 PERCEPTION = "perception.png"
-TRAINING_CURVES = "training_curves.png"
 REPORT = "report.html"
 ATTACK = "attack.png"
 ATTACK_FROM_NOISE = "attack_from_noise.png"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import html
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -53,12 +52,12 @@ def _training(run: Run) -> str:
         return missing("training metrics", f"perceptreg train --out {run.path}")
     rows = run.metrics
     # cross-entropy (about 0-2) and the summed reconstruction error (tens) on panels of their own
-    curves = plots.line_plot([r["epoch"] for r in rows], {
+    curves = plots.line_plot_png([r["epoch"] for r in rows], {
         "cross-entropy (training)": {"train CE": [r["train_ce"] for r in rows]},
         "reconstruction error (training)": {"train reconstruction": [r["train_recon"] for r in rows]},
         "test accuracy": {"test accuracy": [r["test_accuracy"] for r in rows]},
         "reconstruction error (test)": {"MSE per pixel": [r["test_recon_mse"] for r in rows]},
-    }, run.path / runs.TRAINING_CURVES, xlabel="epoch", columns=2,
+    }, xlabel="epoch", columns=2,
         ylabel=["CE per image", "squared error per image", "fraction correct", "MSE per pixel"])
     table_rows = [[r["epoch"], r["phase"], r["train_ce"], r["train_recon"], r["test_accuracy"],
                    r["test_recon_mse"], r["seconds"]] for r in rows]
@@ -225,9 +224,9 @@ def _layers(run: Run, layer: str | None = None) -> str:
     header, rows, note = layer_cells(layers)
     measures = table(header, [row for row in rows if layer in (None, row[0])])
     history = run.metrics
-    curves = plots.line_plot([r["epoch"] for r in history], {"test reconstruction error per layer": {
+    curves = plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
-        run.path / runs.TRAINING_CURVES, xlabel="epoch", ylabel="MSE per pixel")
+        xlabel="epoch", ylabel="MSE per pixel")
     attack = ", ".join(f"{k} {v}" for k, v in layers["attack"].items() if v is not None)
     grids = "".join(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / f, heading) for f, heading in (
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
@@ -306,20 +305,10 @@ def open_report_target(target: Run | str | Path) -> Run | Path:
 
 def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Path:
     """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
-    atomically; returns its path. A report refused (a damaged file) leaves the run folder as
-    it was: the training curves it drew there on the way are taken back."""
+    atomically; returns its path. Building it writes nothing else: its plots are drawn in
+    memory and inlined, so a report refused (a damaged file) leaves the run folder as it was."""
     target = open_report_target(target)
-    curves = _folder(target) / runs.TRAINING_CURVES  # the one file building a report draws into the run folder
-    kept = curves.read_bytes() if curves.is_file() else None
-    drawn_anew = not os.path.lexists(curves)
-    try:
-        text = build_report(target, layer)
-    except BaseException:
-        if drawn_anew:
-            curves.unlink(missing_ok=True)
-        elif kept is not None:
-            checkpoint.atomic_write(curves, lambda tmp: tmp.write_bytes(kept))
-        raise
+    text = build_report(target, layer)
     out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -63,9 +63,9 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def image(path: Path, alt: str) -> str:
+def image(png: bytes, alt: str) -> str:
     """A plot's PNG, inlined."""
-    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(checkpoint.guarded(path, checkpoint.IMAGE_LIMIT).read_bytes())}">'
+    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(png)}">'
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
@@ -85,7 +85,7 @@ def figure(path: Path, alt: str) -> str:
     (with a heading per panel), any other picture (a plot) as it is."""
     layout = figures.read_layout(path)
     if layout is None:
-        return image(path, alt)
+        return image(checkpoint.guarded(path, checkpoint.IMAGE_LIMIT).read_bytes(), alt)
     with Image.open(path) as opened:
         picture = opened.convert("RGB")
     parts = []
