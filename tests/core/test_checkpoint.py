@@ -150,7 +150,7 @@ def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
     calls = {"memmap": lambda: memmap._open_npy(path, (1,), "uint8"),
              "image": lambda: images.decode_image(path, (1, 28, 28)),
              "idx": lambda: mnist.read_idx(path),
-             "report png": lambda: report_html.image(path, "plot")}
+             "report png": lambda: report_html.figure(path, "plot")}  # the report's reader of a PNG file
     with pytest.raises(PerceptregError, match="not a regular file"):
         calls[read]()  # a FIFO: each of these blocked forever
 
