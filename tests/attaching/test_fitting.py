@@ -3,7 +3,7 @@ import torch
 from user_net import net
 
 from perceptreg import data
-from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders, joint_loss
+from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.core.attached import attach
 from perceptreg.core.errors import PerceptregError
 
@@ -61,11 +61,19 @@ def test_fine_tune_trains_the_model_and_freezes_it_again(digits):
     assert not model.training
 
 
-def test_joint_loss_weighs_the_mean_of_the_layers_errors():
-    ce, recons = torch.tensor(0.5), torch.tensor([2.0, 4.0])
-    assert joint_loss(ce, recons, lam=0.1).item() == pytest.approx(0.5 + 0.1 * 3.0)
-    # one layer or the same error at four layers: the same objective
-    assert joint_loss(ce, torch.tensor([3.0]), 0.1) == joint_loss(ce, torch.full((4,), 3.0), 0.1)
+def test_fine_tuning_keeps_the_numbers_of_its_own_loss_before_core_loss(mnist5k):
+    """Fine-tuning now takes the objective of core.loss (layers_loss); these numbers are
+    those of its own joint_loss at main f9ee0de, on the same seeded case."""
+    train, test = data.training_subset(mnist5k[0], 200, 0), data.training_subset(mnist5k[1], 100, 0)
+    torch.manual_seed(0)
+    seen = attach(net(), ["stem", "block2"], (1, 28, 28), seed=0)
+    result = fine_tune(seen, train, lam=1e-2, epochs=2, batch_size=50, seed=1, progress=False, test_data=test)
+    last = result["history"][-1]
+    assert last["train_ce"] == pytest.approx(1.76059490442276, rel=1e-5)
+    assert last["train_recon"] == pytest.approx({"stem": 67.57003498077393, "block2": 70.51891326904297}, rel=1e-5)
+    assert last["test_recon_mse"] == pytest.approx({"stem": 0.08503597105400415, "block2": 0.09148541662204264},
+                                                   rel=1e-5)
+    assert (result["accuracy_before"], result["accuracy_after"]) == (0.1, 0.57)
 
 
 # --- any torch Dataset or DataLoader ------------------------------------------------------------

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from perceptreg.core import models
-from perceptreg.core.loss import perceptual_loss, reconstruction_error
+from perceptreg.core.loss import layers_loss, perceptual_loss, reconstruction_error
 
 # Two 1x1x2 images, hand-computed:
 # image 0: x = [0, 1], recon = [0.5, 1] -> squared error 0.25
@@ -30,6 +30,23 @@ def test_parts_and_total(reduction, recon):
     assert parts.ce.item() == pytest.approx(CE)
     assert parts.recon.item() == pytest.approx(recon)
     assert parts.total.item() == pytest.approx(CE + 0.1 * recon)
+
+
+def test_attach_and_train_take_one_objective_on_the_same_batch():
+    """attach's fine-tuning (layers_loss) and `train` (perceptual_loss): bit for bit the
+    same loss for one layer, and for the same error at four layers (a mean, not a sum)."""
+    one = perceptual_loss(LOGITS, LABELS, X, R, lam=0.1)
+    for layers in (1, 4):
+        parts, errors = layers_loss(LOGITS, LABELS, X, [R] * layers, lam=0.1)
+        assert all(torch.equal(a, b) for a, b in zip(parts, one))
+        assert torch.equal(errors, torch.full((layers,), 1.125))
+
+
+def test_layers_loss_weighs_the_mean_of_the_layers_errors():
+    parts, errors = layers_loss(LOGITS, LABELS, X, [R, torch.zeros_like(X)], lam=0.1)
+    both = (1.125 + (1 + 2) / 2) / 2  # the second layer reconstructs 0: errors 1 and 2 per image
+    assert errors.tolist() == pytest.approx([1.125, 1.5])
+    assert parts.total.item() == pytest.approx(CE + 0.1 * both)
 
 
 def test_unknown_reduction():

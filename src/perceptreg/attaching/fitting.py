@@ -15,13 +15,12 @@ import time
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
 from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import reconstruction_error
+from perceptreg.core.loss import layers_loss, reconstruction_error
 from perceptreg.core.models import evaluating
 from perceptreg.data import ImageBatches, image_batches
 from perceptreg.training.train import NonFiniteLossError
@@ -51,7 +50,7 @@ def fine_tune(seen: AttachedModel, train_data, *, lam: float, epochs: int = 10,
               layers: Sequence[str] | None = None, progress: bool = True, test_data=None) -> dict:
     """Train the model itself with the paper's objective, CE(H(x), y) + lam * the mean over
     ``layers`` (default all) of their reconstruction errors, the decoders alongside: lam
-    weighs the layers' mean (``joint_loss``), so its pull on the model does not grow with
+    weighs the layers' mean (``core.loss.layers_loss``), so its pull on the model does not grow with
     the number of layers attached.
 
     The model is unfrozen (``requires_grad`` on for the parameters the user left trainable,
@@ -132,13 +131,6 @@ def _require_finite(values: list[float], what: str, epoch: int) -> None:
                                  f"`lr` (or `lam`), and check the model's weights, its forward and `normalize`")
 
 
-def joint_loss(ce: torch.Tensor, recons: torch.Tensor, lam: float) -> torch.Tensor:
-    """Fine-tuning's objective: CE + lam * the mean of the layers' reconstruction errors
-    ``recons`` (L,). A mean, not a sum, so that one lam means the same for 1 or 4 layers.
-    (Post hoc the decoders' errors are summed: each decoder gets its own term's gradient.)"""
-    return ce + lam * recons.mean()
-
-
 def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer, epoch: int,
            batch_size: int, seed: int, device, bar: tqdm, lam: float | None) -> tuple[list[float], bool]:
     """One epoch; returns its mean per image of (ce, recon of each layer), and whether every
@@ -152,10 +144,12 @@ def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer,
         # Post hoc, the model runs without autograd: its activations arrive detached.
         with torch.set_grad_enabled(lam is not None):
             logits, acts = seen.features(images, names)  # (B, classes), name -> (B, ...)
-        recons = torch.stack([reconstruction_error(images, seen.decoder(n)(acts[n]), "sum")
-                              for n in names])
-        ce = F.cross_entropy(logits.float(), labels) if lam is not None else torch.zeros((), device=device)
-        loss = recons.sum() if lam is None else joint_loss(ce, recons, lam)
+        decoded = [seen.decoder(n)(acts[n]) for n in names]
+        if lam is None:  # post hoc: the errors summed, so each decoder gets its own term's gradient
+            recons = torch.stack([reconstruction_error(images, recon, "sum") for recon in decoded])
+            loss, ce = recons.sum(), torch.zeros((), device=device)
+        else:  # the paper's objective, that `train` uses too (core.loss)
+            (loss, ce, _), recons = layers_loss(logits, labels, images, decoded, lam, "sum")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,8 +1,13 @@
-"""The perceptual-regularization objective: CE(C(F(x)), y) + lam * ||x - D(F(x))||^2."""
+"""The perceptual-regularization objective: CE(C(F(x)), y) + lam * ||x - D(F(x))||^2.
+
+The one objective of the project: `train`'s loop takes it through ``perceptual_loss``;
+attach's joint fine-tuning, with several decoders, through ``layers_loss``, whose
+reconstruction term is the mean of the layers' errors.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +42,18 @@ def perceptual_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Te
     error (typically 5 to 50) against a cross-entropy of about 0.1 to 2, which is the scale
     the paper's lambda values assume.
     """
+    return _objective(logits, labels, reconstruction_error(images, recon, reduction), lam)
+
+
+def layers_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
+                recons: Sequence[torch.Tensor], lam: float, reduction: str = "sum") -> tuple[LossParts, torch.Tensor]:
+    """The objective with one reconstruction per attached layer: the reconstruction term is
+    the mean of the layers' errors, not their sum, so that one lam means the same for 1 or 4
+    layers (one layer: ``perceptual_loss`` exactly). Returns the parts and each layer's error (L,)."""
+    errors = torch.stack([reconstruction_error(images, recon, reduction) for recon in recons])
+    return _objective(logits, labels, errors.mean(), lam), errors
+
+
+def _objective(logits: torch.Tensor, labels: torch.Tensor, recon_error: torch.Tensor, lam: float) -> LossParts:
     ce = F.cross_entropy(logits.float(), labels)
-    rec = reconstruction_error(images, recon, reduction)
-    return LossParts(ce + lam * rec, ce, rec)
+    return LossParts(ce + lam * recon_error, ce, recon_error)
