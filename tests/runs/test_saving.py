@@ -34,6 +34,9 @@ def test_an_attached_model_fitted_in_python_opens_in_the_cli_from_another_folder
     run = perceptreg.save_run(seen, tmp_path / "runs" / "mine", dataset="mnist5k", history=history)
     assert run.kind == "attached" and run.config.model == f"{USER_NET}:SmallNet"  # its class, found
     assert (run.path / "source" / "user_net.py").is_file() and len(run.metrics) == 1
+    # fitted one epoch, no sample of the test split chosen: what the run says of itself (issue 39)
+    assert run.completed_epochs == 1 and "epochs=1" in repr(run) and repr(perceptreg.open_run(run.path)) == repr(run)
+    assert run.config.eval_size is None
     x = train.images[:4].float() / 255
     assert torch.equal(run.attached_model().perceive(x, "stem"), seen.perceive(x, "stem"))
     elsewhere = tmp_path / "elsewhere"

@@ -171,6 +171,12 @@ class AttachedRun(Run):
     def layers(self) -> tuple[str, ...]:
         return tuple(self.config.layers)
 
+    @property
+    def completed_epochs(self) -> int:
+        """The epochs its decoders (or, in joint mode, the model) were fitted: an attach run
+        keeps no training state, its metrics.jsonl has a line per epoch."""
+        return self.metrics[-1]["epoch"] if self.metrics else 0
+
     def attached_model(self, device: torch.device | str = "cpu") -> AttachedModel:
         """The user's model, rebuilt from its file, with its saved weights and decoders."""
         device = resolve_device(str(device))

@@ -80,7 +80,8 @@ def _save_attached(seen: AttachedModel, run_dir: Path, source, kwargs, dataset, 
     normalize = None if seen.mean is None else (tuple(seen.mean.flatten().tolist()), tuple(seen.std.flatten().tolist()))
     config = AttachConfig(model=spec, model_kwargs=kwargs, layers=tuple(seen.layers),
                           normalize=normalize, dataset=dataset, data_root=data_root, epochs=max(len(history or ()), 1),
-                          seed=seen.seed, decoder_params=seen.decoder_params)
+                          seed=seen.seed, decoder_params=seen.decoder_params,
+                          eval_size=None)  # the user scored the model on data of their own choosing, not a sample of ours
     classes = tuple(classes or (str(k) for k in range(seen.num_classes)))
     if len(classes) != seen.num_classes:
         raise PerceptregError(f"`classes`: {len(classes)} names for a model of {seen.num_classes} classes")
