@@ -4,7 +4,7 @@ import pytest
 
 from perceptreg.attaching.results import LAYER_HEADINGS
 from perceptreg.attaching.results import reading_cells as layer_cells
-from perceptreg.cli.attach_commands import layers_table
+from perceptreg.attaching.results import layers_table
 from perceptreg.measures import rate
 
 OLD_ROW = {"name": "stem", "shape": [16, 14, 14], "decoder_parameters": 1234, "test_recon_mse": 0.0123,
@@ -136,7 +136,7 @@ def test_attach_attacks_colour_images_in_their_radius(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no standing CNN judge: the pixel judge reads, with a warning
         summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), attack_images=4, progress=False,
-                             say=lambda line: None)
+                             say=lambda line: None).layers
     assert summary["attack"]["eps"] == 0.03
     assert json.loads((tmp_path / "run" / "layers.json").read_text())["attack"]["eps"] == 0.03
     assert "(PGD linf, eps 0.03; 95 % Wilson intervals" in layers_table(summary)

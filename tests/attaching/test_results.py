@@ -3,7 +3,7 @@ from user_net import net
 
 from perceptreg.attaching.fitting import evaluate_layers
 from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells
-from perceptreg.cli.attach_commands import layers_table
+from perceptreg.attaching.results import layers_table
 from perceptreg.core.attached import attach
 
 SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "attack": {"attack": "PGD", "norm": "linf", "eps": 0.03, "images": 40},

@@ -84,7 +84,7 @@ def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
 
 @pytest.mark.parametrize("args, code, message", [
     (["train", "--lam", "-1"], 1, "Error: --lam must be a finite number >= 0"),
-    (["train", "--resume"], 2, "Error: --resume needs --out RUN"),
+    (["train", "--resume"], 1, "Error: --resume needs --out, the run folder to continue"),
     (["train", "--dataset", "cifar"], 1, "Error: unknown dataset 'cifar'; choose one of mnist5k"),
     (["train", "--device", "cuda:0", "--epochs", "1"], 1, "Error: --device cuda:0: CUDA is not available"),
     (["train", "--device", "foo"], 1, "Error: --device 'foo' is not a device"),

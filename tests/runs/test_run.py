@@ -99,14 +99,14 @@ def test_a_damaged_state_file_is_one_error_naming_it(trained_run, tmp_path):
 def test_an_attach_run_is_the_other_kind(digits, tmp_path):
     from helpers import USER_NET
 
-    from perceptreg.attaching.attach_run import run_attach
-    from perceptreg.attaching.results import LayerTable
+    from perceptreg.attaching.attach_run import AttachResult, run_attach
     from perceptreg.core.config import AttachConfig
 
-    summary = run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
-                                      random_weights=True),
-                         tmp_path / "a", AttackSettings(steps=2), attack_images=10, progress=False)
-    assert isinstance(summary, LayerTable) and "<td>stem</td>" in summary._repr_html_()  # a table in Jupyter
+    result = run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "fc1"), train_size=100, epochs=1,
+                                     random_weights=True),
+                        tmp_path / "a", AttackSettings(steps=2), attack_images=10, progress=False)
+    assert isinstance(result, AttachResult) and "<td>stem</td>" in result._repr_html_()  # a table in Jupyter
+    assert result.run_dir == tmp_path / "a" and result.accuracy == result.layers["accuracy"] > 0
     run = open_run(tmp_path / "a")
     assert isinstance(run, AttachedRun) and run.kind == "attached" and run.layers == ("stem", "fc1")
     assert run.model().layer == "fc1" and run.model(layer="stem").layer == "stem"

@@ -270,7 +270,8 @@ def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_
     result = CliRunner().invoke(main, ["perceive", str(run), "--layer", "fc1", "--n", "4"])
     assert result.exit_code == 0, result.output
     assert (run / "perception_fc1.png").is_file()
-    assert write_report(run, layer="fc1") == run / "report_fc1.html"
+    written = write_report(run, layer="fc1")
+    assert written.path == run / "report_fc1.html" and written.sections[1] == "Layers"
     text = (run / "report_fc1.html").read_text()
     parts = sections(text)
     assert "layer fc1" in text.split("</title>")[0]

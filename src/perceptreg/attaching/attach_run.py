@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,7 +20,7 @@ from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
-from perceptreg.attaching.results import LayerTable
+from perceptreg.attaching.results import LayerTable, layers_table
 from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
@@ -46,7 +48,7 @@ class _Reading(BaseModel):
 
 
 class _LayerRow(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     name: str
     shape: list[int]
     decoder_parameters: int = Field(ge=0)
@@ -57,6 +59,7 @@ class _LayerRow(BaseModel):
     detector_roc_auc: float | None
     successful_attacks: int = Field(ge=0)
     judge: str
+    attack_success_rate: float | None = Field(default=None, ge=0, le=1)  # None where the model is right on no image
     # with intervals; None in files written before them, and where no attack succeeded
     p_adv_read: _Reading | None = None
     x_adv_read: _Reading | None = None
@@ -66,7 +69,7 @@ class _LayerRow(BaseModel):
 
 class _LayersFile(Sealed):
     """layers.json (sealed): an attach run's measures, one row per layer, shallow to deep."""
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
     mode: str
     accuracy: float
     accuracy_before: float
@@ -83,22 +86,88 @@ NEAR_CHANCE = 1.5  # a given model below 1.5x chance accuracy is most likely wro
 ACCURACY_SAMPLE = 1000  # test images the given model's accuracy is checked on before fitting
 
 
+@dataclass(frozen=True)
+class AttachResult:
+    """An attach run (``run_attach``): its folder, its measures as layers.json holds them
+    (``LayerTable``: mode, accuracy, the attack, a row per layer), and the seconds it took."""
+    run_dir: Path
+    layers: LayerTable
+    seconds: float
+
+    @property
+    def accuracy(self) -> float:
+        """The model's test accuracy after the fitting (after fine-tuning, in joint mode)."""
+        return self.layers["accuracy"]
+
+    @property
+    def accuracy_before(self) -> float:
+        """Before the fitting: the same as ``accuracy`` in post-hoc mode, where the model is frozen."""
+        return self.layers["accuracy_before"]
+
+    def lines(self) -> list[str]:
+        """What `perceptreg attach` prints: the layers' table, the accuracy, the folder."""
+        tuned = f" (before fine-tuning {self.accuracy_before:.2%})" if self.layers["mode"] == "joint" else ""
+        return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; {self.seconds:.1f}s",
+                f"run folder: {self.run_dir} ({runs.LAYERS_JSON}, {runs.LAYERS_PNG}, {runs.LAYERS_ATTACK_PNG})"]
+
+    def _repr_html_(self) -> str:
+        return self.layers._repr_html_()
+
+
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
                attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print,
-               judge: runs.Run | None = None) -> dict:
+               judge: runs.Run | str | Path | None = None) -> AttachResult:
     """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
     layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
     metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png,
     and source/ (a copy of the model's file, so that the run opens from any folder).
     model.json comes last: a run without it never finished and may be started again.
     ``say`` prints what the user should know before the long work: the given model's accuracy.
-    ``judge``: the run whose model reads the perceptions (default: ``judges.main_judge``'s).
+    ``judge``: the run (or its folder) whose model reads the perceptions (default: ``judges.main_judge``'s).
     ``attack`` without eps: the radius of the dataset's images (``AttackSettings.for_images``)."""
+    began = time.perf_counter()
     run_dir = Path(run_dir)
     if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
         raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
     runs.claim(run_dir, "attached")  # before any work; again under the lock
+    judge = judge if judge is None or isinstance(judge, runs.Run) else runs.open_run(judge)
     device = str(resolve_device(config.device))
+    model, config = _given_model(config)
+    train_data, test_data = _attach_data(config)
+    attack = attack.for_images(config.dataset, train_data.image_shape)
+    eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
+    seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
+                  pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
+    if seen.num_classes != len(train_data.classes):  # its labels would index other logits, or none
+        raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
+                              f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
+    _check_given_accuracy(seen, eval_data, config, device, say)
+    with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
+        config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
+        history, before = _fit(seen, config, train_data, eval_data, device, progress)
+        for row in history:
+            runs.append_metrics(run_dir, row)
+        pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+        reader = main_judge(config.dataset, train_data, judge, device)
+        under_attack, adversarial = evaluate_layers_under_attack(
+            seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
+        last = history[-1]  # measured on the test set after the last epoch: the run's numbers
+        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before,
+                   "accuracy": last["test_accuracy"],
+                   "attack": {"attack": "PGD", **dataclasses.asdict(attack), "images": len(pool)},
+                   "layers": [{"name": d["layer"], "shape": list(d["activation_shape"]),
+                               "decoder_parameters": d["decoder_parameters"],
+                               "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
+                              for d, measured in zip(seen.describe(), under_attack)]}
+        _require_finite_measures(summary)
+        write_sealed(run_dir / runs.LAYERS_JSON, summary)
+        _draw(run_dir, seen, pool, adversarial, device)
+        runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
+    return AttachResult(run_dir, LayerTable(summary), time.perf_counter() - began)
+
+
+def _given_model(config: AttachConfig) -> tuple[torch.nn.Module, AttachConfig]:
+    """The user's model with its weights, and the config with their digest recorded."""
     if not config.weights and not config.random_weights:
         raise PerceptregError("`weights`: no weights file; give the model's state dict (.safetensors, .pt or .pth), "
                               "or `random_weights` to perceive the model as its function returns it (random "
@@ -112,52 +181,36 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         raise PerceptregError(f"{config.weights or config.model}: {not_finite[0]} holds NaN or inf"
                               f"{f' (and {len(not_finite) - 1} more tensors)' if len(not_finite) > 1 else ''}; "
                               f"give weights whose values are all finite")
+    return model, config
+
+
+def _attach_data(config: AttachConfig):
+    """(train, test): the training subset of ``config.train_size``, and the whole test split."""
     train_data, test_data = datasets.load_dataset(config.dataset, config.data_root, config.input_shape)
     if config.input_shape and train_data.image_shape != tuple(config.input_shape):  # only folders are resized
         raise PerceptregError(f"`input_shape` {','.join(map(str, config.input_shape))}: {config.dataset}'s images are "
                               f"{','.join(map(str, train_data.image_shape))} and only folder: datasets are resized; "
                               f"give a dataset of the model's input shape")
-    train_data = datasets.training_subset(train_data, config.train_size, config.seed)
-    attack = attack.for_images(config.dataset, train_data.image_shape)
-    eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
-    seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
-                  pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
-    if seen.num_classes != len(train_data.classes):  # its labels would index other logits, or none
-        raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
-                              f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
-    _check_given_accuracy(seen, eval_data, config, device, say)
-    with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
-        config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
-        settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                        device=device, progress=progress, test_data=eval_data)
-        if config.mode == "joint":
-            tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
-            history, before = tuned["history"], tuned["accuracy_before"]
-        else:  # the model is frozen: its accuracy is the same before and after
-            history, before = fit_decoders(seen, train_data, **settings), None
-        for row in history:
-            runs.append_metrics(run_dir, row)
-        last = history[-1]  # measured on the test set after the last epoch: the run's numbers
-        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before}
-        pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
-        reader = main_judge(config.dataset, train_data, judge, device)
-        under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen, progress=progress), pool, reader,
-            device=device, progress=progress)
-        summary.update(accuracy=last["test_accuracy"], attack={"attack": "PGD", **dataclasses.asdict(attack),
-                                                              "images": len(pool)}, layers=[
-            {"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
-             "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
-            for d, measured in zip(seen.describe(), under_attack)])
-        _require_finite_measures(summary)
-        write_sealed(run_dir / runs.LAYERS_JSON, summary)
-        shown = torch.arange(min(10, len(pool)))
-        x = datasets.to_float(pool.images[shown]).to(device)
-        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
-        figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
-                         run_dir / runs.LAYERS_ATTACK_PNG)
-        runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
-        return LayerTable(summary)
+    return datasets.training_subset(train_data, config.train_size, config.seed), test_data
+
+
+def _fit(seen, config: AttachConfig, train_data, eval_data, device: str, progress: bool) -> tuple[list[dict], float | None]:
+    """The fitting's history, and the accuracy before it where fine-tuning changed the model."""
+    settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                    device=device, progress=progress, test_data=eval_data)
+    if config.mode == "joint":
+        tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
+        return tuned["history"], tuned["accuracy_before"]
+    return fit_decoders(seen, train_data, **settings), None  # the model is frozen: the same before and after
+
+
+def _draw(run_dir: Path, seen, pool, adversarial: torch.Tensor, device: str) -> None:
+    """layers.png (x, then P at each layer) and layers_attack.png (x, x_adv, then P_layer(x_adv))."""
+    shown = torch.arange(min(10, len(pool)))
+    x = datasets.to_float(pool.images[shown]).to(device)
+    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes), run_dir / runs.LAYERS_PNG)
+    figures.save_png(figures.layers_grid(seen, x, pool.labels[shown], pool.classes, adversarial[shown]),
+                     run_dir / runs.LAYERS_ATTACK_PNG)
 
 
 def _require_finite_measures(summary: dict) -> None:

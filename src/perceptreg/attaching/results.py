@@ -5,7 +5,7 @@ which the CLI prints and the report shows."""
 
 from __future__ import annotations
 
-from perceptreg.adversarial.tables import NO_INTERVAL, format_auroc
+from perceptreg.adversarial.tables import NO_INTERVAL, aligned, format_auroc
 from perceptreg.core import display
 from perceptreg.measures import format_rate
 
@@ -59,6 +59,12 @@ def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     if first["successful_attacks"] == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note
+
+
+def layers_table(summary: dict) -> str:
+    """The per-layer measures of an attach run as a plain-text table, its note under it."""
+    header, rows, note = layer_cells(summary)
+    return aligned([header, *rows]) + "\n" + note
 
 
 class LayerTable(dict):

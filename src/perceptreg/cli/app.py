@@ -109,18 +109,10 @@ def defaults_of(config_class) -> SimpleNamespace:
                               if f.default is not dataclasses.MISSING})
 
 
-def fresh_run_dir(base: Path) -> Path:
-    """``base`` if it holds no run yet, else base-2, base-3, ... (as ultralytics' runs/ do)."""
-    candidate, k = base, 1
-    while (candidate / runs.CONFIG).exists():
-        k += 1
-        candidate = base.with_name(f"{base.name}-{k}")
-    return candidate
-
-
-def plain_warnings():
-    """Every command's warnings as "Warning: ..." lines on stderr (``warnings_as_lines``)."""
-    return warnings_as_lines(lambda line: click.echo(line, err=True))
+def plain_warnings(command: click.Command | None = None):
+    """Every command's warnings as "Warning: ..." lines on stderr (``warnings_as_lines``);
+    the names of ``command``'s settings as its flags (``as_flags``)."""
+    return warnings_as_lines(lambda line: click.echo(as_flags(line, command), err=True))
 
 
 layer_option = click.option("--layer", help="Of a run of `attach`: the layer whose perception to use. [default: the deepest]")

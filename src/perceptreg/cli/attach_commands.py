@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -72,12 +71,12 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 @attack_options(seed_flag="--attack-seed")
 @click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
               help="Test images attacked to measure each layer's perception under attack.")
-@click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--judge", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A run folder whose model reads the perceptions. [default: a 3-NN pixel judge on grey digits; "
                    "on natural images the dataset's CNN judge (perceptreg train-judge)]")
 @click.option("--out", required=True, type=OutPath(file_okay=False), help="Run folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def attach_command(model, model_kwargs, weights, layers, normalize, input_shape, settings, attack_images, judge_run,
+def attach_command(model, model_kwargs, weights, layers, normalize, input_shape, settings, attack_images, judge,
                    out, quiet, **options):
     """Perceive a model you already have: a decoder on each chosen layer learns to turn that
     layer's activation back into the image, with your model frozen bit for bit (or, with
@@ -96,29 +95,13 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
 
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
-    from perceptreg import runs
     from perceptreg.attaching.attach_run import run_attach
     from perceptreg.core.user_models import parse_kwargs
 
     config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
-    began = time.perf_counter()
     command = click.get_current_context().command  # the library's `names` said as this command's flags
-    summary = run_attach(config, out, settings, attack_images, progress=not quiet,
-                         say=lambda text: click.echo(as_flags(text, command)),
-                         judge=runs.open_run(judge_run) if judge_run else None)
-    click.echo(layers_table(summary))
-    click.echo(f"test accuracy {summary['accuracy']:.2%}"
-               + (f" (before fine-tuning {summary['accuracy_before']:.2%})" if config.mode == "joint" else "")
-               + f"; {time.perf_counter() - began:.1f}s")
-    click.echo(f"run folder: {out} (layers.json, layers.png, layers_attack.png)")
-
-
-def layers_table(summary: dict) -> str:
-    """The per-layer measures of an attach run as a plain-text table."""
-    from perceptreg.adversarial.tables import aligned
-    from perceptreg.attaching.results import layer_cells
-
-    header, rows, note = layer_cells(summary)
-    return aligned([header, *rows]) + "\n" + note
+    result = run_attach(config, out, settings, attack_images, progress=not quiet,
+                        say=lambda text: click.echo(as_flags(text, command)), judge=judge)
+    click.echo("\n".join(result.lines()))

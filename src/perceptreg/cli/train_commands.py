@@ -1,4 +1,5 @@
-"""Commands that train: train, demo, sweep, and prepare (datasets for training), and perceive.
+"""Commands that train: train, demo and train-judge; each is one library call
+(``views.train_run``), this module parses the options and prints the result.
 
 As in every command module, the top imports only what the options show (light modules);
 what a command runs is imported in its body, so --help does not import torch.
@@ -6,47 +7,15 @@ what a command runs is imported in its body, so --help does not import torch.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import time
 from pathlib import Path
 
 import click
 
-from perceptreg import runs
 from perceptreg.adversarial.defaults import STANDING_JUDGE
-from perceptreg.cli.app import (
-    OutPath,
-    defaults_of,
-    device_option,
-    fresh_run_dir,
-    layer_option,
-    main,
-    run_argument,
-)
+from perceptreg.cli.app import OutPath, defaults_of, device_option, main
 from perceptreg.core.config import INPUT_SHAPES, MAX_EPOCHS, MODES, TrainConfig
 from perceptreg.data.registry import help_text
-from perceptreg.sweeps.config import ENGINES, SweepConfig
-
-
-def _train_and_report(config: TrainConfig, out: Path, resume: bool, quiet: bool) -> None:
-    """Train, then print the numbers and draw the perception grid into the run folder."""
-    from perceptreg import figures
-    from perceptreg.training.train import train
-
-    began = time.perf_counter()
-    model, history, run_dir = train(config, out, resume=resume, progress=not quiet)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
-        return
-    test = runs.open_run(run_dir).data()[1]
-    grid = figures.save_png(figures.perception_grid(model, test, n=2 * model.num_classes,
-                                                    device=config.device),
-                            run_dir / runs.PERCEPTION)
-    last = history[-1]
-    click.echo(f"test accuracy {last['test_accuracy']:.2%}, test reconstruction MSE per pixel "
-               f"{last['test_recon_mse']:.4f} ({len(history)} epochs, "
-               f"{time.perf_counter() - began:.1f}s)")
-    click.echo(f"run folder: {run_dir}\nperception grid: {grid}")
 
 
 DEFAULTS = defaults_of(TrainConfig)
@@ -104,64 +73,11 @@ def train_command(out, resume, quiet, compile_step, **options):
 
     Example: perceptreg train --lam 1e-2 --epochs 20 --out runs/mnist-lam1e-2
     """
-    from perceptreg.data.registry import training_defaults
+    from perceptreg.views.train_run import is_main_process, train_run
 
-    given = {k: v for k, v in {**options, "compile": compile_step}.items() if v is not None}
-    if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
-        click.echo(f"Warning: {out} holds no run yet (stopped before its config.json was written): it starts over "
-                   f"with the options given", err=True)
-        resume = False
-    if resume:
-        if out is None:
-            raise click.UsageError("--resume needs --out RUN, the run folder to continue")
-        runs.claim(out, "trained", resume=True)  # another kind of run is refused before its config is read
-        config = dataclasses.replace(runs.read_config(out), **given)  # errors name the flags given
-    elif out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise click.UsageError("under torchrun, give --out: every process must write to the same run folder")
-    else:
-        if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
-            source = runs.read_config(given["classifier_from"])
-            given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
-                     "z_dim": source.z_dim, "mode": "post-hoc", **given}
-        arch = "custom" if "model" in given else given.get("arch")
-        defaults = training_defaults(given.get("dataset", DEFAULTS.dataset), arch)  # arch, schedule
-        config = TrainConfig(**{**defaults, **given, "arch": defaults["arch"]})
-        out = out or fresh_run_dir(Path("runs") / f"{config.dataset}-lam{config.lam:g}-{config.mode}")
-    _train_and_report(config, out, resume, quiet)
-
-
-@main.command()
-@run_argument
-@click.option("--n", default=20, show_default=True, help="Number of test images.")
-@click.option("--out", type=OutPath(dir_okay=False),
-              help=f"PNG to write. [default: RUN/{runs.PERCEPTION}; of a run of `attach`, perception_LAYER.png]")
-@device_option
-@layer_option
-@click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A run folder whose model reads P(x): its accuracy on x, how often it reads P(x) as the true "
-                   "class, and the distance of x and P(x) in its features. [default: on natural images the "
-                   "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
-@click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
-              "sample). [default: the whole test split]")
-def perceive(run, n, out, device, layer, judge_run, read_size):
-    """Grid of test images x beside the model's perception P(x) = D(F(x)), and an
-    independent judge's reading of P(x), each number with its 95 % interval.
-
-    Example: perceptreg perceive runs/demo --n 20
-    """
-    from perceptreg import data, figures
-    from perceptreg.adversarial import judges
-
-    model = run.model(device, layer)
-    test = run.data()[1]
-    judge = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes),
-                                 runs.open_run(judge_run) if judge_run else None, device)
-    named = runs.for_layer(runs.PERCEPTION, run.output_layer(layer))
-    path = figures.save_png(figures.perception_grid(model, test, n=n, device=device), out or run.path / named)
-    click.echo(f"perception grid of {min(n, len(test))} test images: {path}")
-    if judge is not None:
-        read = data.training_subset(test, read_size, seed=0)
-        click.echo(judges.format_reading(judges.read_perception(model, read, judge, device=device), test.classes))
+    result = train_run({**options, "compile": compile_step}, out, resume=resume, progress=not quiet)
+    if is_main_process():  # under torchrun, rank 0 reports for all
+        click.echo("\n".join(result.lines()))
 
 
 @main.command()
@@ -177,91 +93,9 @@ def demo(out, epochs, device, quiet):
 
     Example: perceptreg demo
     """
-    from perceptreg.views import report
+    from perceptreg.views.train_run import demo as run_demo
 
-    config = TrainConfig(dataset="mnist5k", arch="mnist", lam=1e-2, epochs=epochs, device=device)
-    run_dir = fresh_run_dir(out)
-    _train_and_report(config, run_dir, resume=False, quiet=quiet)
-    click.echo(f"report: {report.write_report(run_dir)}")
-
-
-SWEEP = defaults_of(SweepConfig)
-
-
-# --- the lambda sweep ------------------------------------------------------------------------------
-
-@main.command()
-@click.option("--dataset", default=SWEEP.dataset, show_default=True, help="Any dataset `train` takes.")
-@click.option("--lams", default=",".join(f"{v:g}" for v in SWEEP.lams), show_default=True,
-              help="Lambdas, comma-separated.")
-@click.option("--seeds", default=",".join(map(str, SWEEP.seeds)), show_default=True,
-              help="Seeds, comma-separated (2+ give intervals).")
-@click.option("--post-hoc/--no-post-hoc", default=SWEEP.post_hoc, show_default=True, help="Add the post-hoc decoder baseline.")
-@click.option("--epochs", default=SWEEP.epochs, show_default=True, type=click.IntRange(1, MAX_EPOCHS),
-              help="Epochs per model.")
-@click.option("--train-size", type=click.IntRange(min=10), help="Train on a stratified subset of this many images.")
-@click.option("--quick", is_flag=True, help="A smoke run: 400 training images, 1 epoch, seed 0.")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Models trained at once, in processes sharing the cores (threads = cores / workers). "
-                   "[default: on CPU one per core, up to the number of models; on CUDA 1]")
-@click.option("--engine", default=SWEEP.engine, show_default=True, type=click.Choice(ENGINES),
-              help="ray: each model a Ray task with cores / workers CPUs, here or on a cluster "
-                   "(pip install perceptreg[ray]).")
-@click.option("--address", help="--engine ray: the cluster's head node, HOST:6379. "
-                                "[default: $RAY_ADDRESS, else a Ray instance on this machine]")
-@click.option("--ensemble/--no-ensemble", default=None,
-              help="Train the joint models as one vmapped ensemble per worker (docs/guides/sweeps.md). "
-                   "[default: on with --device cuda and the local engine, else off]")
-@device_option
-@click.option("--data-root", help="Folder of file-based datasets.")
-@click.option("--judge", type=click.Path(exists=True, file_okay=False),
-              help="A run folder whose model reads each member's P(x) (its accuracy on x, P(x) read as the true "
-                   "class, the distance in its features). [default: on natural images the dataset's CNN judge "
-                   "once trained (perceptreg train-judge); else no reading]")
-@click.option("--out", type=OutPath(file_okay=False),
-              help="Sweep folder. [default: runs/sweep-<dataset>]")
-def sweep(dataset, lams, seeds, post_hoc, epochs, train_size, quick, workers, ensemble, engine, address, device,
-          data_root, judge, out):
-    """Train one model per lambda and seed (and the post-hoc baseline), then measure what
-    each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
-    linear probes on frozen z. Resumable model by model.
-
-    Example: perceptreg sweep --dataset mnist-strips --lams 1e-4,1e-3,1e-2,1e2
-    """
-    from perceptreg.sweeps import sweep as sweeps
-
-    seed_list = sweeps.parse_list(seeds, int, "seeds", "0,1")
-    if quick:
-        train_size, epochs, seed_list = 400, 1, (0,)
-    config = SweepConfig(dataset=dataset, lams=sweeps.parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=seed_list, post_hoc=post_hoc,
-                                epochs=epochs, train_size=train_size, device=device, data_root=data_root,
-                                workers=workers, ensemble=ensemble, engine=engine, address=address, judge=judge)
-    out = out or Path("runs") / f"sweep-{dataset.replace(':', '-').replace('/', '-')}"
-    began = time.perf_counter()
-    summary = sweeps.run_sweep(config, out)
-    click.echo(sweeps.sweep_table(summary))
-    click.echo(f"{len(config.variants())} models in {time.perf_counter() - began:.0f}s; written to {out}: "
-               f"sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png")
-
-
-@main.command()
-@click.option("--dataset", required=True, help="Any dataset `train` takes (e.g. celeba:Eyeglasses).")
-@click.option("--out", required=True, type=OutPath(file_okay=False), help="Folder to write.")
-@click.option("--data-root", help="Folder of file-based datasets.")
-def prepare(dataset, out, data_root):
-    """Write a dataset once as memory-mapped .npy files, so training reads it from disk
-    batch by batch with a small resident set: then train with --dataset memmap:OUT.
-
-    Example: perceptreg prepare --dataset celeba:Eyeglasses --out data/celeba-eyeglasses
-    """
-    from perceptreg import data as datasets
-
-    runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
-    train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
-    path = datasets.write_memmap(out, train_data, test_data)
-    size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
-    click.echo(f"{len(train_data)} + {len(test_data)} images, {size:.1f} MiB: {path}; "
-               f"train with --dataset memmap:{path}")
+    click.echo("\n".join(run_demo(out, epochs, device, progress=not quiet).lines()))
 
 
 @main.command("train-judge")

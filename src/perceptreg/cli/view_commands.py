@@ -1,4 +1,5 @@
-"""Commands that show a run: report (HTML) and explore (the web app)."""
+"""Commands that show a run: perceive (the perception grid), report (HTML) and explore (the
+web app). Each is one library call; this module parses the options and prints the result."""
 
 from __future__ import annotations
 
@@ -6,9 +7,33 @@ from pathlib import Path
 
 import click
 
-from perceptreg.cli.app import OutPath, device_option, layer_option, main
+from perceptreg import runs
+from perceptreg.cli.app import OutPath, device_option, layer_option, main, plain_warnings
 
-# --- report and explorer ----------------------------------------------------------------------
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--n", default=20, show_default=True, help="Number of test images.")
+@click.option("--out", type=OutPath(dir_okay=False),
+              help=f"PNG to write. [default: RUN/{runs.PERCEPTION}; of a run of `attach`, perception_LAYER.png]")
+@device_option
+@layer_option
+@click.option("--judge", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A run folder whose model reads P(x): its accuracy on x, how often it reads P(x) as the true "
+                   "class, and the distance of x and P(x) in its features. [default: on natural images the "
+                   "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
+@click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
+              "sample). [default: the whole test split]")
+def perceive(run, **options):
+    """Grid of test images x beside the model's perception P(x) = D(F(x)), and an
+    independent judge's reading of P(x), each number with its 95 % interval.
+
+    Example: perceptreg perceive runs/demo --n 20
+    """
+    from perceptreg.figures.perception import perceive as draw
+
+    click.echo("\n".join(draw(run, **options).lines()))
+
 
 @main.command("report")
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -22,12 +47,9 @@ def report_command(run, out, layer):
 
     Example: perceptreg report runs/demo
     """
-    from perceptreg.views import report
+    from perceptreg.views.report import write_report
 
-    click.echo(f"report: {report.write_report(run, out, layer)}")
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+    click.echo(f"report: {write_report(run, out, layer).path}")
 
 
 @main.command()
@@ -47,17 +69,9 @@ def explore(runs, port, host, device, layer):
 
     Example: perceptreg explore runs/joint runs/post-hoc
     """
-    import uvicorn
+    from perceptreg.views.explore import explorer_app, serve
 
-    from perceptreg.runs import open_run
-    from perceptreg.views.explorer import create_app
-    from perceptreg.views.explorer_server import allowed_hosts, listening_socket
-
-    if host not in LOOPBACK:
-        click.echo(f"Warning: --host {host} serves the explorer beyond this machine; it has no "
-                   f"authentication", err=True)
-    app = create_app([open_run(path) for path in runs], device=device, layer=layer, hosts=allowed_hosts(host))
-    # Bound here, not by uvicorn: a port in use is one Error line (uvicorn logs and exits 1).
-    with listening_socket(host, port) as sock:
-        click.echo(f"explorer of {', '.join(map(str, runs))} on http://{host}:{port} (Ctrl+C to stop)")
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    with plain_warnings(click.get_current_context().command):  # said now, not once the server stops
+        app = explorer_app(runs, device, layer, host)
+    serve(app, host, port, ready=lambda url: click.echo(f"explorer of {', '.join(map(str, runs))} on {url} "
+                                                        f"(Ctrl+C to stop)"))

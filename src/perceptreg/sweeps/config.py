@@ -9,6 +9,7 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 
 ENGINES = ("local", "ray")
+QUICK = {"train_size": 400, "epochs": 1, "seeds": (0,)}  # `sweep --quick`: a smoke run
 MAX_MEMBERS = 1_000  # models in one sweep: 100x the paper's grid of 4 lambdas and post-hoc over 2 seeds
 
 

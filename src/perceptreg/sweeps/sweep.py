@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -123,24 +125,48 @@ def probe_subset(full_train, config: SweepConfig, seed: int):
     return datasets.training_subset(trained_on, config.max_probe_images, seed)
 
 
-def run_sweep(config: SweepConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``:
-    sweep.json, sweep.md, sweep_perception.png, sweep_attention.png, sweep_probes.png (and
-    pixel_probes.json, the raw-pixel probes kept for the next run)."""
+# what a sweep writes into its folder (and pixel_probes.json, the raw-pixel probes kept for the next run)
+SWEEP_FILES = (runs.SWEEP_JSON, runs.SWEEP_MD, runs.SWEEP_PERCEPTION, runs.SWEEP_ATTENTION, runs.SWEEP_PROBES)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A sweep run (``run_sweep``): its folder, its summary as sweep.json holds it, the
+    models it holds and the seconds this call took."""
+    folder: Path
+    summary: SweepSummary
+    models: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        """What `perceptreg sweep` prints: the table, then where it went."""
+        return [sweep_table(self.summary), f"{self.models} models in {self.seconds:.0f}s; written to {self.folder}: "
+                                           f"{', '.join(SWEEP_FILES)}"]
+
+    def _repr_html_(self) -> str:
+        return self.summary._repr_html_()
+
+
+def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: bool = True) -> SweepResult:
+    """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``
+    (default runs/sweep-<dataset>) the ``SWEEP_FILES``: sweep.json, sweep.md, sweep_perception.png, sweep_attention.png,
+    sweep_probes.png (and pixel_probes.json, the raw-pixel probes kept for the next run)."""
+    began = time.perf_counter()
     variants = config.variants()  # checks the dataset name before anything is written
     if config.engine == "ray":  # Ray installed, its address answering: before anything is written
         ray_engine.check(config.address, config.device)
     else:  # the members train here: CUDA that this machine lacks fails now, not in the first member
         devices.resolve_device(config.device)
     judge_run = runs.open_run(config.judge) if config.judge else None  # a bad judge folder: before anything is written
-    out = runs.check_output_path(out_dir)
+    out = runs.check_output_path(out_dir or Path("runs") / f"sweep-{config.dataset.replace(':', '-').replace('/', '-')}")
     runs.claim(out, "sweep")  # before the data is loaded; again under the lock
     members = [(train_config, out / name) for name, train_config in variants]
     with checkpoint.writer_lock(out):  # one sweep per folder; each member has its own lock too
         runs.claim(out, "sweep")
         _claim_members(members)
         checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
-        return _train_and_measure(config, out, variants, members, judge_run, progress)
+        summary = _train_and_measure(config, out, variants, members, judge_run, progress)
+    return SweepResult(out, summary, len(variants), time.perf_counter() - began)
 
 
 def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
@@ -155,7 +181,8 @@ def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
             runs.settle(run_dir)
 
 
-def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_run, progress: bool) -> dict:
+def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_run,
+                       progress: bool) -> SweepSummary:
     full_train, test_data = workers.load_dataset_once(config.dataset, config.data_root,
                                                       datasets.image_shape_for(config.dataset))
     judge = judges.reading_judge(config.dataset, test_data.image_shape, len(test_data.classes),  # before training
@@ -267,10 +294,16 @@ def sweep_table(summary: dict) -> str:
 
 
 class SweepFile(schema.Sealed):
-    """sweep.json (sealed): the sweep's config and a row per variant (and each seed's measures)."""
-    model_config = ConfigDict(extra="allow")
+    """sweep.json (sealed): the sweep's config, a row per variant (each column's mean over
+    seeds with its ``_ci95``; the probes' columns are named by the attributes), each seed's
+    measures, the raw-pixel probes and the judge."""
+    model_config = ConfigDict(extra="forbid")
     config: dict
-    rows: list[dict] = Field(min_length=1)
+    rows: list[dict[str, str | int | float]] = Field(min_length=1)
+    per_seed: dict[str, list[dict]]
+    pixel_probes: dict[str, float]
+    pixel_mlp_probes: dict[str, float]
+    judge: str | None
 
 
 def read_sweep(folder: str | Path) -> dict:

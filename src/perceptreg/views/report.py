@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -281,16 +282,22 @@ def build_report(target: Run | str | Path, layer: str | None = None) -> str:
     ``layer``: of an attach run, that layer alone (default: every layer)."""
     target = open_report_target(target)
     layer = _chosen_layer(target, layer)
-    if isinstance(target, Run):
-        sections = attach_sections(layer) if target.kind == "attached" else SECTIONS
-    else:
-        sections = SWEEP_SECTIONS
-    body = "".join(section(title, anchor, make(target)) for title, anchor, make in sections)
-    title = f"perceptreg report: {_folder(target).resolve().name}" + (f", layer {layer}" if layer else "")
+    body = "".join(section(title, anchor, make(target)) for title, anchor, make in _sections(target, layer))
+    title = _title(target, layer)
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+
+
+def _sections(target: Run | Path, layer: str | None) -> tuple:
+    if isinstance(target, Run):
+        return attach_sections(layer) if target.kind == "attached" else SECTIONS
+    return SWEEP_SECTIONS
+
+
+def _title(target: Run | Path, layer: str | None) -> str:
+    return f"perceptreg report: {_folder(target).resolve().name}" + (f", layer {layer}" if layer else "")
 
 
 def open_report_target(target: Run | str | Path) -> Run | Path:
@@ -303,13 +310,28 @@ def open_report_target(target: Run | str | Path) -> Run | Path:
     return runs.open_run(folder)
 
 
-def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Path:
+@dataclass(frozen=True)
+class Report:
+    """A report written (``write_report``): its file, title and sections (what a run lacks is
+    a line in its section naming the command that makes it)."""
+    path: Path
+    title: str
+    sections: tuple[str, ...]
+
+    def __fspath__(self) -> str:  # open(report), Path(report): the file
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Report:
     """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
-    atomically; returns its path. Building it writes nothing else: its plots are drawn in
+    atomically. Building it writes nothing else: its plots are drawn in
     memory and inlined, so a report refused (a damaged file) leaves the run folder as it was."""
     target = open_report_target(target)
     text = build_report(target, layer)
     out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return out
+    return Report(out, _title(target, layer), tuple(title for title, _, _ in _sections(target, layer)))

@@ -1,0 +1,91 @@
+"""`perceptreg train` and `perceptreg demo` as one call each: resolve the settings
+(``training.launch``), train, draw the perception grid (and, for the demo, write the report).
+
+    result = train_run({"lam": 1e-2, "epochs": 5}, "runs/mine")
+    result.test_accuracy, result.perception_grid
+
+They live here, above ``figures`` and the report, because they draw; the training itself
+is ``training.train``.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from perceptreg import runs
+from perceptreg.core.config import TrainConfig
+from perceptreg.figures import perception_grid, save_png
+from perceptreg.training.launch import fresh_run_dir, launch
+from perceptreg.training.train import train
+from perceptreg.views.report import Report, write_report
+
+
+@dataclass(frozen=True)
+class TrainRunResult:
+    run_dir: Path
+    test_accuracy: float  # of the last epoch, on its evaluation sample (``eval_size``)
+    test_recon_mse: float | None  # per pixel; None where the decoder has not trained yet
+    epochs: int  # trained in all, resumed ones included
+    seconds: float  # of this call
+    perception_grid: Path | None  # None on the processes of torchrun other than rank 0
+
+    def lines(self) -> list[str]:
+        """What `perceptreg train` prints."""
+        mse = "-" if self.test_recon_mse is None else f"{self.test_recon_mse:.4f}"
+        return [f"test accuracy {self.test_accuracy:.2%}, test reconstruction MSE per pixel {mse} "
+                f"({self.epochs} epochs, {self.seconds:.1f}s)",
+                f"run folder: {self.run_dir}", f"perception grid: {self.perception_grid}"]
+
+    def _repr_html_(self) -> str:
+        return "<br>".join(html.escape(line) for line in self.lines())
+
+
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (and any process outside it): the one that reports for all."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_run(options: dict[str, Any], out: str | Path | None = None, *, resume: bool = False,
+              progress: bool = True) -> TrainRunResult:
+    """Train a run as `perceptreg train` does: ``options`` are TrainConfig's fields (those
+    left out, or None, take the dataset's defaults; ``training.launch`` has the rules of
+    ``out``, ``resume`` and ``classifier_from``). Writes the run folder and its perception
+    grid (perception.png) of two test images per class."""
+    began = time.perf_counter()
+    config, out, resume = launch(options, out, resume)
+    model, history, run_dir = train(config, out, resume=resume, progress=progress)
+    grid = None
+    if is_main_process():  # under torchrun, rank 0 draws for all
+        test = runs.open_run(run_dir).data()[1]
+        grid = save_png(perception_grid(model, test, n=2 * model.num_classes, device=config.device),
+                        run_dir / runs.PERCEPTION)
+    last = history[-1]
+    return TrainRunResult(run_dir, last["test_accuracy"], last["test_recon_mse"], len(history),
+                          time.perf_counter() - began, grid)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    training: TrainRunResult
+    report: Report
+
+    def lines(self) -> list[str]:
+        """What `perceptreg demo` prints."""
+        return [*self.training.lines(), f"report: {self.report.path}"]
+
+    def _repr_html_(self) -> str:
+        return "<br>".join(html.escape(line) for line in self.lines())
+
+
+def demo(out: str | Path = "runs/demo", epochs: int = TrainConfig.epochs, device: str = "cpu",
+         progress: bool = True) -> DemoResult:
+    """Train the paper's MNIST network (z = 32, lambda = 1e-2) on the embedded 5000 digits into
+    ``out`` (a numbered sibling if it holds a run), draw its perception grid, write its report."""
+    options = {"dataset": "mnist5k", "arch": "mnist", "lam": 1e-2, "epochs": epochs, "device": device}
+    trained = train_run(options, fresh_run_dir(out), progress=progress)
+    return DemoResult(trained, write_report(trained.run_dir))
