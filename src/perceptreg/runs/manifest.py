@@ -33,19 +33,22 @@ class ModelFile(BaseModel):
 
 class OptimizerMeta(BaseModel):
     """The optimizer's JSON half (its tensors are in the state file): ``checkpoint.flatten_optimizer``."""
+    model_config = ConfigDict(extra="forbid")
     param_groups: list[dict] = Field(min_length=1)
     scalars: dict[str, float | int | bool | None]
 
 
 class ManifestFiles(BaseModel):
     """The epoch's two files, by plain name inside the run folder."""
+    model_config = ConfigDict(extra="forbid")
     state: str = Field(pattern=r"^[\w.-]+\.safetensors$")
     model: str = Field(pattern=r"^[\w.-]+\.safetensors$")
 
 
 class StateFile(Sealed):
-    """state.json: the checkpoint's commit point, sealed (``schema.Sealed``; runs written before the seal have none)."""
-    model_config = ConfigDict(extra="allow")
+    """state.json: the checkpoint's commit point, sealed (``schema.Sealed``; runs written before the seal have none).
+    A key it does not know is refused (a misspelt one would be read as its default)."""
+    model_config = ConfigDict(extra="forbid")
     epoch: int = Field(ge=0)
     world_size: int = Field(default=1, ge=1)
     optimizer: dict  # checked as OptimizerMeta where it is read back (``writing.load_state``)

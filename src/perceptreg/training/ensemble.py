@@ -199,24 +199,29 @@ def _train_together(members: list[Member], done: int, until: int, full_train: da
                 _check_finite(recent, epoch, step + 1 - len(recent), parts, device)
                 recent = []
 
-        train_seconds = time.perf_counter() - began
-        means = (sums / len(sizes)).tolist()
-        for m, part in enumerate(parts):
-            _unstack(part, m, [params[n] for n in names], optimizer)
-            quality = evaluate(part.model, eval_data, device=device, autocast_dtype=amp_dtype)
-            # a member's images/s: its own images over the ensemble's time (the ensemble's is M times it)
-            row = epoch_row(part.config, epoch, means[m], quality, sum(sizes) / train_seconds,
-                            time.perf_counter() - began)
-            part.history.append(row)
-            # as `train`: metrics first, then state, with the member's own RNG state
-            runs.append_metrics(part.run_dir, row)
-            torch.set_rng_state(part.rng)
-            runs.save_checkpoint(part.run_dir, part.model, part.optimizer, scaler, part.config,
-                                 part.data.classes, epoch, row, world=1)
+        # a member's images/s: its own images over the ensemble's time (the ensemble's is M times it)
+        images_per_second = sum(sizes) / (time.perf_counter() - began)
+        _close_epoch(parts, epoch, (sums / len(sizes)).tolist(), [params[n] for n in names], optimizer, scaler,
+                     eval_data, device, amp_dtype, images_per_second, began)
     for part in parts:
         if until == part.config.total_epochs and part.history and part.history[-1]["decoder_collapsed"]:
             warn_collapsed(part.history[-1])
     return [TrainResult(part.model, part.history, part.run_dir) for part in parts]
+
+
+def _close_epoch(parts: list[_Part], epoch: int, means: list[list[float]], stacked: list[torch.Tensor], optimizer,
+                 scaler, eval_data, device, amp_dtype, images_per_second: float, began: float) -> None:
+    """Each member's end of ``epoch``, as `train`'s: its weights taken out of the stack,
+    evaluated, its metrics line, then its checkpoint (with its own RNG state)."""
+    for m, part in enumerate(parts):
+        _unstack(part, m, stacked, optimizer)
+        quality = evaluate(part.model, eval_data, device=device, autocast_dtype=amp_dtype)
+        row = epoch_row(part.config, epoch, means[m], quality, images_per_second, time.perf_counter() - began)
+        part.history.append(row)
+        runs.append_metrics(part.run_dir, row)
+        torch.set_rng_state(part.rng)
+        runs.save_checkpoint(part.run_dir, part.model, part.optimizer, scaler, part.config,
+                             part.data.classes, epoch, row, world=1)
 
 
 def _member_losses(base: models.PerceptionNet, reduction: str):
