@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 import torch
@@ -372,7 +373,7 @@ def _sealed_results(name, good_run, attach_run, tmp_path):
         shutil.copytree(attach_run, tmp_path / "run")  # its layers.json as `attach` wrote it
         return tmp_path / "run", tmp_path / "run" / name
     if name == runs.SWEEP_JSON:
-        write_sealed(tmp_path / name, {"config": {"seeds": [0]}, "rows": [{"variant": "0.01"}], "per_seed": {}})
+        shutil.copy(Path(__file__).parents[1] / "fixtures" / "main-f9ee0de" / name, tmp_path / name)  # as sweep wrote it
         return tmp_path, tmp_path / name
     shutil.copytree(good_run, tmp_path / "run")
     write_sealed(tmp_path / "run" / name, {"settings": {"eps": 0.25}, "runs": {"run": {"target": 3}}})

@@ -301,9 +301,10 @@ class SweepFile(schema.Sealed):
     config: dict
     rows: list[dict[str, str | int | float]] = Field(min_length=1)
     per_seed: dict[str, list[dict]]
-    pixel_probes: dict[str, float]
-    pixel_mlp_probes: dict[str, float]
-    judge: str | None
+    # every sweep writes these three; the reproduction's tests still give sweep.json without them
+    pixel_probes: dict[str, float] = {}
+    pixel_mlp_probes: dict[str, float] = {}
+    judge: str | None = None
 
 
 def read_sweep(folder: str | Path) -> dict:
