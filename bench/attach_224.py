@@ -5,7 +5,7 @@ decoders on 4 layers each. Prints, per model:
   layers in one pass, in interleaved rounds (this machine's speed drifts): images/s per layer,
   the median (min-max) seconds, and the one pass as a multiple of one layer alone;
 - the attack (PGD on the model, ``--steps``) and the per-layer attack evaluation
-  (``evaluate_attack`` through each layer's perception of the same adversarial images, each
+  (``measure_adversarial`` through each layer's perception of the same adversarial images, each
   alone, then all 4 as attach measures them, ``evaluate_layers_under_attack``, which runs
   H's own baselines once): images/s;
 - peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).

@@ -15,7 +15,8 @@ from perceptreg import runs  # imports its modules on first use: --help stays fr
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
 
 # library arguments whose option has another name (--adaptive lists betas, --attack names the attack)
-OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args"}
+OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args",
+              "images_per_class": "n"}
 
 
 def as_flags(message: str, command: click.Command | None) -> str:
