@@ -57,3 +57,21 @@ def test_attack_settings_refuse_a_budget_that_would_run_for_weeks():
         AttackSettings(steps=10**12)
     with pytest.raises(PerceptregError, match="`restarts` must be in \\[1, 1,000\\], got 1000000000"):
         AttackSettings(restarts=10**9)
+
+
+def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(trained_run, tmp_path):
+    import shutil
+
+    from helpers import route
+
+    import perceptreg
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    run = perceptreg.open_run(folder)
+    stops = route(lambda: perceptreg.evaluate_attack(run, AttackSettings(steps=2), images=10), run, folder)
+    # the command's call, the run's evaluation, then only the run's own accessors (its model, data, layer)
+    assert stops[:2] == ["perceptreg.attacking.evaluate.evaluate_attack", "perceptreg.adversarial.run_attacks.evaluate_run"]
+    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.")) for stop in stops[2:]), stops
+    assert len(stops) <= 12, stops
+    assert (folder / "attack_metrics.json").exists() and (folder / "attack_roc.png").exists()

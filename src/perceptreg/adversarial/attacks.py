@@ -56,11 +56,6 @@ class AttackSettings:
             return self
         return dataclasses.replace(self, eps=attack_eps(dataset, image_shape, self.norm))
 
-    def for_run(self, run) -> "AttackSettings":
-        """``for_images`` of a run's images (a ``runs.Run``): the one place a command's
-        settings get their radius, in every function that takes a run."""
-        return self.for_images(run.config.dataset, run.input_shape)
-
     def build(self, model: nn.Module, attack: type["PGD"] | None = None, **extra) -> "PGD":
         """The attack (``PGD``, or a subclass such as ``FromNoise``) on ``model``; ``extra``:
         the subclass's own settings (``AdaptivePGD``'s beta), or settings that override these."""

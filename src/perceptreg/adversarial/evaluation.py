@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from perceptreg.adversarial import tables
+from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.defaults import DEFAULT_FPRS
 from perceptreg.adversarial.detection import (
@@ -76,6 +77,7 @@ class AttackEvaluation:
     judge_readings: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     summary: AttackSummary | None = None
     held_out_scores: torch.Tensor | None = None  # ||x - P(x)||^2 of clean images kept apart, for thresholds
+    settings: AttackSettings | None = None  # the attack's settings as it ran, where ours (``evaluate_run``)
 
     def __repr__(self) -> str:
         s = self.summary

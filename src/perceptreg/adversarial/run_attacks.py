@@ -100,15 +100,16 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
     others (``split_test``), judged by ``default_judges``: the models of ``judge_runs``, a 3-NN
     pixel judge on grey digits, the dataset's standing CNN judge on natural images. Of a run
     of `attach`, the perception is that of ``layer`` (default the deepest). ``settings``
-    without eps: the radius of the run's images (``AttackSettings.for_run``).
+    without eps: the radius of the run's images (``AttackSettings.for_images``), in the
+    evaluation's ``settings`` as the attack ran.
 
     ``attack``: "pgd" (``settings``) or a callable's "package.module:Class" with
     ``attack_options``; ``strength``: the adaptive attacks and convergence curves measured
     beside it, in ``summary.adaptive``, ``summary.adaptive_search`` and ``summary.convergence``."""
     for steps in strength.curve_steps:  # refused before the first attack runs, not after it
         dataclasses.replace(settings or AttackSettings(), steps=steps)
-    settings = (settings or AttackSettings()).for_run(run)
     model = run.model(device, layer)
+    settings = (settings or AttackSettings()).for_images(run.config.dataset, model.input_shape)
     if run.decoder_collapsed:
         warnings.warn(f"{run.path} has a collapsed decoder: its perceptions P(x) show nothing about the "
                       f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)
@@ -127,6 +128,7 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
 
     evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
                                 targets=targets)
+    evaluation.settings = settings
     strongest = strength.strongest(model, attack, attack_options, held_scores)
     evaluation.summary = evaluation.summary.model_copy(update=dict(
         adaptive=[AdaptiveRow.of(beta, measure(settings.build(model, AdaptivePGD, beta=beta)))

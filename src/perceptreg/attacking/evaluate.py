@@ -20,7 +20,7 @@ from perceptreg.adversarial.defaults import OURS
 from perceptreg.adversarial.detection import roc_curve
 from perceptreg.adversarial.evaluation import AttackEvaluation, compare_paired
 from perceptreg.adversarial.run_attacks import Strength, evaluate_run
-from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, AttackSummary, PairedComparison
+from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, AttackSummary, Curve, PairedComparison
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
 from perceptreg.core import display
 from perceptreg.core.schema import write_sealed
@@ -68,13 +68,13 @@ class AttackReport:
         return page
 
 
-def evaluate_attack(run: Run | str | Path, settings: AttackSettings | None = None, *,
+def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
                     compare: Run | str | Path | None = None, images: int | None = None,
                     held_out: int | None = None, judge_runs: Sequence[Run | str | Path] = (),
                     strength: Strength = Strength(), target: int | None = None, attack: str = OURS,
                     attack_options: dict | None = None, layer: str | None = None,
                     device: str = "cpu") -> AttackReport:
-    """`perceptreg evaluate-attack`: ``evaluate_run`` on ``run`` and on ``compare`` (attacked
+    """`perceptreg evaluate-attack`: ``evaluate_run`` on ``run`` (``open_run``'s) and on ``compare`` (attacked
     in the same ball, on the same images), each run's ROC curve (RUN/attack_roc.png) and
     convergence curves (``strength``'s curve_eps / curve_steps), McNemar's paired test of
     the two, and RUN/attack_metrics.json (of an attach run, each file named after the layer).
@@ -83,27 +83,31 @@ def evaluate_attack(run: Run | str | Path, settings: AttackSettings | None = Non
     test images attacked, and clean ones that set the thresholds (``split_test``);
     ``judge_runs``: run folders whose models judge the images; ``attack``: "pgd" or
     "package.module:Class" with ``attack_options``."""
-    run = _opened(run)
-    settings = (settings or AttackSettings()).for_run(run)  # --compare's run is attacked in the same ball
-    judges = [_opened(judge) for judge in judge_runs]
     attacked = [run] + ([_opened(compare)] if compare is not None else [])
-    evaluations, rocs, curves = [], [], []
+    judges = [_opened(judge) for judge in judge_runs]
+    evaluations, layers, rocs, curves = [], [], [], []
     for current in attacked:
         evaluation = evaluate_run(current, settings, target=target, images=images, held_out=held_out,
                                   judge_runs=judges, device=device, layer=layer, strength=strength,
                                   attack=attack, attack_options=attack_options)
+        settings = evaluation.settings  # the radius of RUN's images: --compare's run is attacked in the same ball
+        named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
         evaluations.append(evaluation)
-        rocs.append(_roc_figure(current, evaluation, layer))
-        curves += _convergence_plots(current, evaluation.summary, layer,
-                                     "search" if strength.adaptive_search else attack)
-    summaries = {str(current.path): e.summary for current, e in zip(attacked, evaluations)}
-    record = AttackRecord(attack="PGD" if attack == OURS else attack, **{**dataclasses.asdict(settings), "alpha": settings.step_size},
-                          target=target, images=len(evaluations[0].labels),
-                          held_out=evaluations[0].summary.detector.held_out_images or 0,
-                          fprs=list(strength.fprs), layer=run.output_layer(layer),
+        layers.append(named)
+        rocs.append(_roc_figure(evaluation, f"{current.path.name}{f', layer {named}' if named else ''}",
+                                current.path / runs.for_layer(runs.ATTACK_ROC, named)))
+        curves += [_convergence_plot(name, curve, "search" if strength.adaptive_search else attack,
+                                     current.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named))
+                   for name, curve in (evaluation.summary.convergence or {}).items()]
+    first = evaluations[0]
+    record = AttackRecord(attack="PGD" if attack == OURS else attack,
+                          **{**dataclasses.asdict(settings), "alpha": settings.step_size}, target=target,
+                          images=len(first.labels), held_out=first.summary.detector.held_out_images or 0,
+                          fprs=list(strength.fprs), layer=layers[0],
                           attack_options=None if attack == OURS else dict(attack_options or {}))
+    summaries = {str(current.path): e.summary for current, e in zip(attacked, evaluations)}
     paired = compare_paired(*evaluations, strength.fprs) if compare is not None else None
-    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
+    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, record.layer)
     written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
     write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
     return AttackReport(record, summaries, paired, metrics, tuple(rocs), tuple(curves), tuple(evaluations))
@@ -113,21 +117,15 @@ def _opened(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else runs.open_run(run)
 
 
-def _roc_figure(run: Run, evaluation: AttackEvaluation, layer: str | None) -> Path:
-    """The detector's ROC curve of one run: RUN/attack_roc.png (of an attach run, named after the layer)."""
-    named = run.output_layer(layer)
+def _roc_figure(evaluation: AttackEvaluation, name: str, path: Path) -> Path:
+    """The detector's ROC curve of one run's evaluation, at ``path``."""
     fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
-    return plots.roc_figure(fpr, tpr, evaluation.summary.detector.auroc,
-                            f"||x - P(x)||^2 detector, {run.path.name}{f', layer {named}' if named else ''}",
-                            run.path / runs.for_layer(runs.ATTACK_ROC, named))
+    return plots.roc_figure(fpr, tpr, evaluation.summary.detector.auroc, f"||x - P(x)||^2 detector, {name}", path)
 
 
-def _convergence_plots(run: Run, summary: AttackSummary, layer: str | None, attack: str) -> list[Path]:
-    """The strongest attack's rates along eps and along steps: RUN/attack_convergence_eps.png, ..._steps.png."""
-    named = run.output_layer(layer)
-    return [plots.line_plot(curve.values, {f"{attack} against {name}": {
+def _convergence_plot(name: str, curve: Curve, attack: str, path: Path) -> Path:
+    """The strongest attack's rates along eps or steps (``name``), at ``path``."""
+    return plots.line_plot(curve.values, {f"{attack} against {name}": {
         "success": [r.rate for r in curve.success],
         **{f"undetected, {key}": [r.rate for r in rates] for key, rates in curve.undetected.items()}}},
-        run.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named), xlabel=name,
-        ylabel="share of eligible images", ylim=(-0.02, 1.02))
-        for name, curve in (summary.convergence or {}).items()]
+        path, xlabel=name, ylabel="share of eligible images", ylim=(-0.02, 1.02))

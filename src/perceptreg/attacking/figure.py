@@ -51,13 +51,12 @@ def attack_run(run: Run, settings: AttackSettings | None = None, *, target: int 
     (of an attach run, named after ``layer``, default the deepest). ``settings`` without
     eps: the radius of the run's images; ``judge_run``: a run whose model reads P(x_adv)
     (default: the dataset's main judge)."""
-    settings = (settings or AttackSettings()).for_run(run)
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
     at_layer = f" at layer {named}" if named else ""
     # held_out 0: no thresholds to set, so no clean images scored beyond the pool
     evaluation = evaluate_run(run, settings, target=target, images=pool, held_out=0, device=device, layer=layer,
                               judge_runs=[judge_run] if judge_run else ())
-    summary, classes = evaluation.summary, run.data()[1].classes
+    summary, settings, classes = evaluation.summary, evaluation.settings, run.data()[1].classes
     failures, judge = evaluation.failures(), next(iter(evaluation.judge_readings))
     shown = torch.arange(min(n, summary.images))
     panels = [figures.attack_grid(evaluation, shown, classes, f"PGD {settings.norm} eps={settings.eps}, "

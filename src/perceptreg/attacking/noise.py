@@ -67,9 +67,9 @@ def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, image
     first ``NOISE_SHOWN`` of each class (RUN/attack_from_noise.png, or ``out``) and write
     RUN/noise_metrics.json (of an attach run, each named after ``layer``). ``settings``
     without eps: the radius of the run's images."""
-    settings = (settings or AttackSettings()).for_run(run)
     named = run.output_layer(layer)
     model, (train_data, test_data) = run.model(device, layer), run.data()
+    settings = (settings or AttackSettings()).for_images(run.config.dataset, model.input_shape)
     # the noise, the attacked images, their gradients and perceptions: four float copies
     n = images_per_class
     check_memory("images_per_class", n, 4 * 4 * n * model.num_classes * math.prod(model.input_shape),
