@@ -4,77 +4,15 @@ evaluate-attack, interpolate. Each attack command is one call of ``perceptreg.at
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import click
 
 from perceptreg import runs
-from perceptreg.adversarial.defaults import (
-    DEFAULT_BETAS,
-    DEFAULT_FPRS,
-    DEFAULT_STEPS,
-    LOSSES,
-    MAX_RESTARTS,
-    MAX_STEPS,
-    NORMS,
-    OURS,
-    SCHEDULES,
-)
-from perceptreg.cli.app import (
-    OutPath,
-    device_option,
-    layer_option,
-    main,
-    run_argument,
-)
-from perceptreg.data.registry import COLOUR_EPS, COLOUR_L2_EPS, GREY_EPS, GREY_L2_EPS
+from perceptreg.adversarial.defaults import DEFAULT_BETAS, DEFAULT_FPRS, OURS
+from perceptreg.cli.app import OutPath, attack_options, judge_option, layer_option, main, run_argument, target_option
 
 # --- attacks -----------------------------------------------------------------------------------
-
-def attack_options(command=None, *, seed_flag: str = "--seed"):
-    """The PGD settings every attack command shares; they reach it as ``settings``.
-    ``seed_flag``: the random start's seed under another name, where --seed means training."""
-    if command is None:
-        return functools.partial(attack_options, seed_flag=seed_flag)
-    options = [
-        click.option("--eps", type=float,
-                     help=f"Radius of the threat model. [default: the dataset's radius in --norm: L-inf {GREY_EPS:g} "
-                          f"on MNIST digits, {COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA); "
-                          f"L2 {GREY_L2_EPS:g} on digits, {COLOUR_L2_EPS:g} on colour images (RobustBench's on "
-                          "CIFAR-10)]"),
-        click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
-                     help="PGD iterations (paper: 100)."),
-        click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
-        click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
-        click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
-                     help="Seed of the random start."),
-        click.option("--loss", default="ce", show_default=True, type=click.Choice(LOSSES),
-                     help="What PGD ascends: cross-entropy (Madry), the C&W margin, or APGD's DLR."),
-        click.option("--restarts", default=1, show_default=True, type=click.IntRange(1, MAX_RESTARTS),
-                     help="Random starts; per image the best result is kept."),
-        click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
-                     help="Step sizes: alpha every step, or cosine from 2 alpha down to 0 (alpha on average)."),
-        click.option("--best-iterate", is_flag=True, help="Keep per image the best iterate (largest margin), not the last."),
-        device_option,
-    ]
-
-    @functools.wraps(command)  # keeps the options already declared on ``command``
-    def wrapped(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule, best_iterate, **kwargs):
-        from perceptreg.adversarial.attacks import AttackSettings
-
-        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule,
-                                               best_iterate), **kwargs)
-    for option in reversed(options):
-        wrapped = option(wrapped)
-    return wrapped
-
-
-target_option = click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted).")
-judge_option = click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                            help="A run folder whose model reads the images. [default: a 3-NN pixel judge on grey "
-                                 "digits; on natural images the dataset's CNN judge (perceptreg train-judge)]")
-
 
 @main.command()
 @run_argument
