@@ -5,7 +5,7 @@ decoders on 4 layers each. Prints, per model:
   layers in one pass, in interleaved rounds (this machine's speed drifts): images/s per layer,
   the median (min-max) seconds, and the one pass as a multiple of one layer alone;
 - the attack (PGD on the model, ``--steps``) and the per-layer attack evaluation
-  (``evaluate_attack`` through each layer's perception of the same adversarial images, each
+  (``measure_adversarial`` through each layer's perception of the same adversarial images, each
   alone, then all 4 as attach measures them, ``evaluate_layers_under_attack``, which runs
   H's own baselines once): images/s;
 - peak resident memory of the process so far (the target: under 6 GB at batch 8 on CPU).
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from models_224 import resnet50, vit_s16  # noqa: E402
 
 from perceptreg.adversarial.attacks import PGD  # noqa: E402
-from perceptreg.adversarial.evaluation import evaluate_attack, evaluate_layers_under_attack  # noqa: E402
+from perceptreg.adversarial.evaluation import Measuring, evaluate_layers_under_attack, measure_adversarial  # noqa: E402
 from perceptreg.adversarial.judges import KNNJudge  # noqa: E402
 from perceptreg.attaching.fitting import fit_decoders  # noqa: E402
 from perceptreg.core.attached import attach  # noqa: E402
@@ -120,7 +120,7 @@ def bench(name: str, args) -> None:
         synchronize(args.device)
         began = time.perf_counter()
         with autocast(args.device, args.dtype):
-            evaluate_attack(seen.at(layer), None, batch, device=args.device, adversarial=adversarial, eps=8 / 255)
+            measure_adversarial(seen.at(layer), batch, adversarial, Measuring(device=args.device))
         synchronize(args.device)
         seconds = time.perf_counter() - began
         print(f"  attack evaluation through {layer:<10} {seconds:6.2f}s, {args.batch / seconds:7.1f} images/s")

@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom up. A package imports only packages of lower layers (and modules of its own);
 # packages that share a layer are independent of each other.
 LAYERS = (("core",), ("data",), ("runs", "measures"), ("training", "adversarial"), ("edits",), ("figures",),
-          ("attaching", "sweeps"), ("views",), ("cli",))
+          ("attaching", "attacking", "sweeps"), ("views",), ("cli",))
 MAX_LINES = 400
 
 

@@ -9,12 +9,16 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
   folder that every command, the report and the explorer open;
 - ``attach(net, layers, input_shape)`` puts decoders on layers of a model you have, and
   ``fit_decoders`` / ``fine_tune`` / ``evaluate_layers`` fit and measure them;
-- ``PGD``, ``AdaptivePGD``, ``AdaptiveAttack`` and ``evaluate_attack`` attack a model and measure what it perceives;
+- ``PGD``, ``AdaptivePGD``, ``AdaptiveAttack`` attack a model, ``measure_attack`` measures what
+  an attack did to a model and its perception;
+- ``evaluate_attack(run)``, ``attack_run(run)`` and ``attack_from_noise(run)`` are the
+  commands evaluate-attack, attack and attack --from-noise: they write what the command
+  writes and return, typed, every number it prints;
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
 The packages, bottom up (each imports only those below it): ``core`` (models, loss,
 config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``adversarial``,
-``edits``, ``figures``, ``attaching`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
+``edits``, ``figures``, ``attaching``, ``attacking`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
 Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
 
@@ -31,7 +35,10 @@ _EXPORTS = {
     "evaluate_layers": "perceptreg.attaching.fitting",
     "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.adaptive",
     "AdaptiveAttack": "perceptreg.adversarial.adaptive",
-    "AttackSettings": "perceptreg.adversarial.attacks", "evaluate_attack": "perceptreg.adversarial.evaluation",
+    "AttackSettings": "perceptreg.adversarial.attacks", "measure_attack": "perceptreg.adversarial.evaluation",
+    "Measuring": "perceptreg.adversarial.evaluation", "Strength": "perceptreg.adversarial.run_attacks",
+    "evaluate_attack": "perceptreg.attacking.evaluate", "attack_run": "perceptreg.attacking.figure",
+    "attack_from_noise": "perceptreg.attacking.noise",
     "PerceptregError": "perceptreg.core.errors",
 }
 _PACKAGES = ("figures", "measures", "data")  # `perceptreg.figures.perception_grid(...)`

@@ -4,7 +4,7 @@ from helpers import ShiftAttack, linear_perception_net, pixels
 from torch import nn
 
 from perceptreg.adversarial.callables import ExternalAttack, Logits, check_adversarial, load_attack
-from perceptreg.adversarial.evaluation import evaluate_attack
+from perceptreg.adversarial.evaluation import measure_attack
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
 
@@ -32,22 +32,22 @@ def test_check_adversarial_l2_ball_and_non_tensors():
     check_adversarial("mine", X, X + 0.1, 0.15, "l2")  # L2 0.141 < 0.15: inside
 
 
-def test_evaluate_attack_takes_any_callable_and_checks_it():
+def test_measure_attack_takes_any_callable_and_checks_it():
     net = linear_perception_net(nn.Unflatten(1, (1, 1, 2)))
     tiny = pixels([[0.6, 0.4], [0.4, 0.6]], [0, 1])
 
     def swap(images, labels):  # a plain function: logits = pixels, so swapping fools every image
         return images.flip(-1)
-    result = evaluate_attack(net, swap, tiny, eps=0.2)
+    result = measure_attack(net, swap, tiny, eps=0.2)
     assert result.success.tolist() == [True, True]
     with pytest.raises(PerceptregError, match="the attack .*swap moved 2 of 2 images outside the linf eps-ball"):
-        evaluate_attack(net, swap, tiny, eps=0.1)
+        measure_attack(net, swap, tiny, eps=0.1)
     with pytest.raises(PerceptregError, match=r"the attack ShiftAttack returned pixels in \[-0.5"):
-        evaluate_attack(net, ShiftAttack(net, shift=-0.9), tiny)
+        measure_attack(net, ShiftAttack(net, shift=-0.9), tiny)
     with pytest.raises(PerceptregError, match=r"the attack ShiftAttack returned \(4,\) torch.float32"):
-        evaluate_attack(net, ShiftAttack(net, shape=(4,)), tiny)
+        measure_attack(net, ShiftAttack(net, shape=(4,)), tiny)
     with pytest.raises(PerceptregError, match=r"the attack ShiftAttack moved 2 of 2 images outside"):
-        evaluate_attack(net, ShiftAttack(net, eps=0.05, shift=0.1), tiny)  # its own eps: 0.05
+        measure_attack(net, ShiftAttack(net, eps=0.05, shift=0.1), tiny)  # its own eps: 0.05
 
 
 def test_load_attack_builds_a_class_with_the_settings():
@@ -86,15 +86,15 @@ def test_external_attack_leaves_the_model_as_found_even_when_it_fails():
         ExternalAttack(breaks, net, "breaks", 0.1)(torch.rand(2, 1, 28, 28), torch.arange(2), torch.arange(2))
 
 
-def test_torchattacks_attacks_run_through_evaluate_attack():
+def test_torchattacks_attacks_run_through_measure_attack():
     pytest.importorskip("torchattacks")
     net = linear_perception_net(nn.Unflatten(1, (1, 1, 2)))
     tiny = pixels([[0.6, 0.4], [0.55, 0.45]], [0, 0])
     pgd = load_attack("torchattacks:PGD", net, {"alpha": 0.05, "steps": 4}, eps=0.15, seed=3)
-    result = evaluate_attack(net, pgd, tiny)
+    result = measure_attack(net, pgd, tiny)
     assert result.success.tolist() == [True, True]
-    assert result.summary["attack_success_rate"]["rate"] == 1.0
-    assert torch.equal(evaluate_attack(net, pgd, tiny).adversarial, result.adversarial)  # seeded start
+    assert result.summary.attack_success_rate.rate == 1.0
+    assert torch.equal(measure_attack(net, pgd, tiny).adversarial, result.adversarial)  # seeded start
     cw = load_attack("torchattacks:CW", net, {"c": 1.0, "steps": 20, "lr": 0.05}, eps=0.5, norm="l2")
     assert cw.eps == 0.5  # CW takes no eps: the ball it is checked against is ours
-    evaluate_attack(net, cw, tiny)
+    measure_attack(net, cw, tiny)

@@ -39,10 +39,10 @@ def test_judge_agreement_counting():
     adversarial = torch.tensor([1, 1, 1, 1, 2])
     true = torch.tensor([0, 0, 0, 0, 1])
     agreement = judge_agreement(readings, adversarial, true)
-    assert agreement["count"] == 5
-    assert {k: agreement[k]["rate"] for k in ("adversarial_label", "true_label", "other")} == pytest.approx(
+    assert agreement.count == 5
+    assert {k: getattr(agreement, k).rate for k in ("adversarial_label", "true_label", "other")} == pytest.approx(
         {"adversarial_label": 0.4, "true_label": 0.4, "other": 0.2})
-    assert agreement["other"]["n"] == 5 and agreement["other"]["low"] < 0.2 < agreement["other"]["high"]
+    assert agreement.other.n == 5 and agreement.other.low < 0.2 < agreement.other.high
 
 
 def test_model_judge_restores_mode():

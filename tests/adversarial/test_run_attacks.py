@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from perceptreg.adversarial.attacks import AttackSettings
-from perceptreg.adversarial.run_attacks import convergence, evaluate_run, split_test
+from perceptreg.adversarial.run_attacks import Strength, convergence, evaluate_run, split_test
+from perceptreg.adversarial.summary import AttackSummary, Rate
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset
-from perceptreg.measures import rate
 
 
 def ten_per_class():
@@ -32,20 +32,24 @@ def test_convergence_runs_each_value_with_the_rest_as_set():
 
     def measure(settings):
         seen.append((settings.eps, settings.steps))
-        share = rate(settings.steps, 100)
-        return {"attack_success_rate": share, "detector": {"at_fpr": {"one-sided": [
-            {"fpr": 0.05, "succeeded_and_undetected": rate(settings.steps // 2, 100)}]}}}
+        share, none = Rate.count(settings.steps, 100), Rate.count(0, 0)
+        return AttackSummary(images=100, clean_accuracy=none, robust_accuracy=none, attack_success_rate=share,
+                             successful_attacks=settings.steps, judges={}, detector=dict(
+                                 score="s", auroc=0.5, clean_images=100, adversarial_images=settings.steps,
+                                 mean_score_clean=0, mean_score_adversarial=0, at_fpr={"one-sided": [dict(
+                                     fpr=0.05, low=None, high=1, false_positives=none,
+                                     succeeded_and_undetected=Rate.count(settings.steps // 2, 100))]}))
     curves = convergence(measure, AttackSettings(eps=0.2, steps=10), eps_values=(0.1, 0.3), steps_values=(10, 40))
     assert seen == [(0.1, 10), (0.3, 10), (0.2, 10), (0.2, 40)]
-    assert curves["steps"]["values"] == [10, 40]
-    assert [r["rate"] for r in curves["steps"]["success"]] == [0.1, 0.4]
-    assert [r["rate"] for r in curves["steps"]["undetected"]["one-sided, 0.05"]] == [0.05, 0.2]
+    assert curves["steps"].values == [10, 40]
+    assert [r.rate for r in curves["steps"].success] == [0.1, 0.4]
+    assert [r.rate for r in curves["steps"].undetected["one-sided, 0.05"]] == [0.05, 0.2]
 
 
 def test_a_curve_beyond_the_step_budget_is_refused_before_any_work():
     # run=None: any use of the run (loading its model) would be an AttributeError
     with pytest.raises(PerceptregError, match="`steps` must be in \\[0, 100,000\\], got 1000000000"):
-        evaluate_run(None, AttackSettings(steps=2), curve_steps=(10, 10**9))
+        evaluate_run(None, AttackSettings(steps=2), strength=Strength(curve_steps=(10, 10**9)))
 
 
 def test_attack_settings_refuse_a_budget_that_would_run_for_weeks():
@@ -53,3 +57,21 @@ def test_attack_settings_refuse_a_budget_that_would_run_for_weeks():
         AttackSettings(steps=10**12)
     with pytest.raises(PerceptregError, match="`restarts` must be in \\[1, 1,000\\], got 1000000000"):
         AttackSettings(restarts=10**9)
+
+
+def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(trained_run, tmp_path):
+    import shutil
+
+    from helpers import route
+
+    import perceptreg
+
+    folder = tmp_path / "run"
+    shutil.copytree(trained_run, folder)
+    run = perceptreg.open_run(folder)
+    stops = route(lambda: perceptreg.evaluate_attack(run, AttackSettings(steps=2), images=10), run, folder)
+    # the command's call, the run's evaluation, then only the run's own accessors (its model, data, layer)
+    assert stops[:2] == ["perceptreg.attacking.evaluate.evaluate_attack", "perceptreg.adversarial.run_attacks.evaluate_run"]
+    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.")) for stop in stops[2:]), stops
+    assert len(stops) <= 12, stops
+    assert (folder / "attack_metrics.json").exists() and (folder / "attack_roc.png").exists()

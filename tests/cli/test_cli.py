@@ -244,9 +244,28 @@ def test_attack_writes_the_figure_and_warns_about_a_collapsed_decoder(trained_ru
                                   "--out", str(out)])
     assert result.exit_code == 0, result.output
     # two epochs on 500 digits leave the decoder collapsed: the figure renders, with a warning
-    assert "collapsed decoder" in result.output and "attack success" in result.output
+    assert "collapsed decoder" in result.output
     width, height = Image.open(out).size
     assert width == 4 * (84 + 2) + 2 and height > 4 * 84
+    # every rate says what it counts: success of the images H reads right, of the 30 attacked
+    counted = re.search(r"attack success [\d.]+ % \[[\d., ]+\] of the (\d+) images H classifies right \(30 attacked\), "
+                        r"eps 0.2; (\d+) failure cases among the (\d+) successful attacks, (\d+) shown: ", result.output)
+    assert counted, result.output
+    right, failures, successes, shown = map(int, counted.groups())
+    assert failures <= successes <= right <= 30 and shown == min(4, failures)
+
+
+def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, runner, tmp_path):
+    import perceptreg
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    result = runner.invoke(main, ["attack", str(run), "--steps", "2", "--n", "2", "--pool", "2000"])
+    shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=2), n=2, pool=2000)
+    assert result.exit_code == 0 and shown.line() in result.output, result.output
+    # the pool bounds the work: no more images attacked than the test set holds
+    assert shown.summary.images == len(perceptreg.open_run(run).data()[1]) == 1000
+    assert shown.evaluation.held_out_scores is None  # no thresholds: no clean images scored beside the pool
 
 
 def test_attack_from_noise(trained_run, runner, tmp_path):
@@ -295,6 +314,16 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
                  "baseline AUC: feature squeezing, 2x2 median", "blur AUC", "median AUC"):
         assert line in result.output
     assert Image.open(run / "attack_roc.png").size == (400, 400)
+    # from Python, the same call gives what the command printed, typed
+    import perceptreg
+    from perceptreg.adversarial.run_attacks import Strength
+
+    report = perceptreg.evaluate_attack(perceptreg.open_run(run), perceptreg.AttackSettings(steps=5), images=40,
+                                        judge_runs=[trained_run], compare=trained_run, strength=Strength(adaptive=(0, 1)))
+    assert report.text() in result.output and report.text().splitlines()[0] == "PGD, linf eps 0.2, on 40 images:"
+    assert json.dumps(report.summaries[str(run)].model_dump(), sort_keys=True) == json.dumps(summary, sort_keys=True)
+    assert report.metrics == run / "attack_metrics.json"
+    assert report.rocs == (run / "attack_roc.png", trained_run / "attack_roc.png")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -329,7 +358,7 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
         assert json.loads((tmp_path / "r" / "attack_metrics.json").read_text())["settings"]["eps"] == eps
         assert f"PGD, {norm} eps {eps:g}, on 4 images:" in result.output
     result = runner.invoke(main, ["attack", "r", "--steps", "1", "--pool", "4", "--n", "2"])
-    assert result.exit_code == 0 and "on 4 test images (eps 0.03)" in result.output, result.output
+    assert result.exit_code == 0 and "images H classifies right (4 attacked), eps 0.03;" in result.output, result.output
     result = runner.invoke(main, ["interpolate", "r", "--target", "1", "--images", "2", "--fit-images", "2",
                                   "--steps", "1", "--alphas", "0,1"])
     assert result.exit_code == 0 and "(targeted PGD eps 0.03)" in result.output, result.output

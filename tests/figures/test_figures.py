@@ -8,7 +8,7 @@ from PIL import Image, PngImagePlugin
 
 from perceptreg import data, figures
 from perceptreg.adversarial import attacks
-from perceptreg.adversarial.evaluation import evaluate_attack
+from perceptreg.adversarial.evaluation import measure_attack
 from perceptreg.core import models
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
@@ -127,7 +127,7 @@ def test_attack_grid_groups_each_image_and_stacks_with_titles():
     net = models.mnist()
     images = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
     tiny = data.ImageDataset(images, torch.arange(6), data.DIGITS, "tiny")
-    evaluation = evaluate_attack(net, attacks.PGD(net, steps=1), tiny)
+    evaluation = measure_attack(net, attacks.PGD(net, steps=1), tiny)
     grid = figures.attack_grid(evaluation, torch.tensor([0, 2, 4]), data.DIGITS, title="first panel")
     cell = 28 * 3
     title = figures.TITLE_HEIGHT

@@ -337,7 +337,8 @@ def test_a_damaged_figure_is_one_error_line(good_run, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     (runs.ATTACK_METRICS, "{}", "{file}: field settings: field required"),  # its schema
-    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "{name} of {run} is not as `perceptreg "),
+    # the schema is the typed summary's: what the report would have failed to read is refused naming the key
+    (runs.ATTACK_METRICS, '{"settings": {}, "runs": {"a": {}}}', "{file}: field settings.attack: field required"),
     (runs.INTERPOLATION_METRICS, "[1]", "{file}: field the top level: input should be a valid dictionary"),
     (runs.SWEEP_JSON, '{"rows": []}', "{file}: field config: field required"),
 ])

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from perceptreg.adversarial.callables import as_logits, frozen
 from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, MAX_RESTARTS, MAX_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
 from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data.registry import attack_eps
 
 
@@ -102,7 +102,7 @@ class Attack:
     def __init__(self, model: nn.Module, seed: int = 0):
         self.model = model
         self.seed = seed
-        self.logits_of = model.classify if isinstance(model, PerceptionNet) else model
+        self.logits_of = as_logits(model)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
                  targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -112,18 +112,11 @@ class Attack:
         if images.numel() and (images.min() < 0 or images.max() > 1):
             raise PerceptregError(f"attacks take pixels in [0, 1]; these images range over "
                                   f"[{images.min():.3g}, {images.max():.3g}] (undo any normalization)")
-        flags = [p.requires_grad for p in self.model.parameters()]
-        try:
-            # enable_grad: an attack called inside torch.no_grad() still needs d loss / d images.
-            with evaluating(self.model), torch.enable_grad():
-                # No gradients for weights: the attack needs d loss / d images only.
-                self.model.requires_grad_(False)
-                if targets is not None:
-                    self._check_targets(images, targets)
-                return self.forward(images.detach(), labels.detach(), targets)
-        finally:
-            for param, flag in zip(self.model.parameters(), flags):
-                param.requires_grad_(flag)
+        # enable_grad: an attack called inside torch.no_grad() still needs d loss / d images.
+        with frozen(self.model), torch.enable_grad():
+            if targets is not None:
+                self._check_targets(images, targets)
+            return self.forward(images.detach(), labels.detach(), targets)
 
     def _check_targets(self, images: torch.Tensor, targets: torch.Tensor) -> None:
         with torch.no_grad():

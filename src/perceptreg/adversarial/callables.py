@@ -8,6 +8,7 @@ returns adversarial images is accepted wherever ``PGD`` is, and checked as ours 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 
@@ -33,6 +34,27 @@ class Logits(nn.Module):
         return self.net.classify(x)
 
 
+def as_logits(model: nn.Module) -> nn.Module:
+    """The one way a model becomes its logits function: a ``PerceptionNet`` as its classifier
+    branch (``Logits``), any other module as it is (it returns logits already)."""
+    return Logits(model) if isinstance(model, PerceptionNet) else model
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """``model`` in eval mode with no gradients for its weights inside the block (an attack
+    needs d loss / d images only); after it, whatever happens, each weight's
+    ``requires_grad`` flag and each part's mode as they were."""
+    flags = [p.requires_grad for p in model.parameters()]
+    try:
+        with evaluating(model):
+            model.requires_grad_(False)
+            yield model
+    finally:
+        for param, flag in zip(model.parameters(), flags):
+            param.requires_grad_(flag)
+
+
 def attack_name(attack) -> str:
     """How errors and tables name an attack: its ``name``, else its class or function name."""
     name = getattr(attack, "name", None)
@@ -56,20 +78,15 @@ class ExternalAttack:
         if targets is not None:
             raise PerceptregError(f"`attack` {self.name}: targeted attacks (--target) need our PGD; "
                                   f"leave out --target or --attack")
-        flags = [p.requires_grad for p in self.model.parameters()]
-        try:
-            with evaluating(self.model), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                return self.attack(images, labels)
-        finally:
-            for param, flag in zip(self.model.parameters(), flags):
-                param.requires_grad_(flag)
+        with frozen(self.model), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.attack(images, labels)
 
 
 def load_attack(spec: str, model: nn.Module, options: dict | None = None, *, eps: float | None = None,
                 steps: int | None = None, norm: str = "linf", seed: int = 0) -> ExternalAttack:
     """``"package.module:Class"`` (e.g. ``"torchattacks:CW"``) built on ``model`` (a
-    ``PerceptionNet`` is handed over as its logits, ``Logits``) with ``options`` as keyword
+    ``PerceptionNet`` is handed over as its logits, ``as_logits``) with ``options`` as keyword
     arguments; ``eps`` and ``steps`` are passed too where its constructor takes them and
     ``options`` does not name them."""
     module_name, colon, name = spec.partition(":")
@@ -91,9 +108,8 @@ def load_attack(spec: str, model: nn.Module, options: dict | None = None, *, eps
     for key, value in (("eps", eps), ("steps", steps)):
         if value is not None and key in accepted and key not in options:
             options[key] = value
-    victim = Logits(model) if isinstance(model, PerceptionNet) else model
     try:
-        attack = factory(victim, **options)
+        attack = factory(as_logits(model), **options)
     except Exception as err:  # the user's attack: whatever it raises, say which
         raise PerceptregError(f"`attack` {spec!r}: building it with {options} failed "
                               f"({type(err).__name__}: {err})") from err

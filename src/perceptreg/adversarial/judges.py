@@ -21,7 +21,9 @@ from typing import Sequence
 
 import torch
 
+from perceptreg.adversarial.callables import as_logits
 from perceptreg.adversarial.defaults import STANDING_JUDGE
+from perceptreg.adversarial.summary import Agreement, Rate
 from perceptreg.core.attached import AttachedModel, LayerView
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -69,7 +71,7 @@ class ModelJudge:
 
     def __init__(self, model: torch.nn.Module, name: str = "model"):
         self.model, self.name = model, name
-        self.logits_of = model.classify if isinstance(model, PerceptionNet) else model
+        self.logits_of = as_logits(model)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -101,12 +103,12 @@ def _logits_module(model: torch.nn.Module) -> torch.nn.Module:
     return model.classifier if isinstance(model, PerceptionNet) else model
 
 
-def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> dict:
+def judge_agreement(readings: torch.Tensor, adversarial: torch.Tensor, true: torch.Tensor) -> Agreement:
     """How often a judge's readings name H's adversarial label, the true label, or neither,
-    each as a ``metrics.rate`` (share with its 95 % interval)."""
+    each a ``Rate`` (share with its 95 % interval)."""
     says_adversarial, says_true = readings == adversarial, readings == true
-    return {"adversarial_label": rate_of(says_adversarial), "true_label": rate_of(says_true),
-            "other": rate_of(~says_adversarial & ~says_true), "count": len(readings)}
+    return Agreement(adversarial_label=Rate.of(says_adversarial), true_label=Rate.of(says_true),
+                     other=Rate.of(~says_adversarial & ~says_true), count=len(readings))
 
 
 def feature_distance(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:

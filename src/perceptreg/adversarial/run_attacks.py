@@ -1,8 +1,8 @@
 """An attack on a run folder: what `perceptreg attack` and `evaluate-attack` do.
 
     evaluation = evaluate_run(open_run("runs/demo"), AttackSettings(), images=300,
-                              adaptive_search=DEFAULT_BETAS)
-    evaluation.summary["adaptive_search"]["undetected"]
+                              strength=Strength(adaptive_search=DEFAULT_BETAS))
+    evaluation.summary.adaptive_search.undetected
 
 The test set is split in two disjoint parts: the images attacked, and clean images held
 out to set the detector's thresholds at fixed false-positive rates (``split_test``).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -20,9 +21,10 @@ from perceptreg.adversarial.adaptive import NO_BAND, AdaptiveAttack, AdaptivePGD
 from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.callables import load_attack
 from perceptreg.adversarial.defaults import DEFAULT_FPRS, OURS
-from perceptreg.adversarial.evaluation import AttackEvaluation, clean_scores, evaluate_attack
+from perceptreg.adversarial.evaluation import AttackEvaluation, Measuring, clean_scores, measure_attack
 from perceptreg.adversarial.judges import default_judges
-from perceptreg.adversarial.thresholds import SIDES, strictest_band
+from perceptreg.adversarial.summary import AdaptiveRow, AttackSummary, Curve
+from perceptreg.adversarial.thresholds import SIDES, check_fprs, strictest_band
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, spread_over_classes
 from perceptreg.runs import Run
@@ -58,99 +60,99 @@ def build_attack(attack: str, model, settings: AttackSettings, options: dict | N
                        seed=settings.seed)
 
 
-def evaluate_run(run: Run, settings: AttackSettings, *, target: int | None = None,
-                 images: int | None = None, held_out: int | None = None, judge_runs: Sequence[Run] = (),
-                 device: str = "cpu", layer: str | None = None, adaptive: Sequence[float] = (),
-                 adaptive_search: Sequence[float] = (), fprs: Sequence[float] = DEFAULT_FPRS,
-                 attack: str = OURS, attack_options: dict | None = None,
-                 curve_eps: Sequence[float] = (), curve_steps: Sequence[int] = ()) -> AttackEvaluation:
-    """``evaluate_attack`` on ``images`` of a run's test set, thresholds set on ``held_out``
-    others (``split_test``), judged by ``default_judges``: the models of ``judge_runs``, a 3-NN
-    pixel judge on grey digits, the dataset's standing CNN judge on natural images. Of a run of `attach`, the perception is that of ``layer``
-    (default the deepest).
+@dataclass(frozen=True)
+class Strength:
+    """What is measured beside the attack, and how strong the attacker is:
 
-    - ``attack``: "pgd" (``settings``) or a callable's "package.module:Class" with ``attack_options``;
-    - ``adaptive``: betas of the weak ``AdaptivePGD`` (``settings``' loss, CE by default), rows
-      (``adaptive_row``) in ``summary["adaptive"]``;
+    - ``adaptive``: betas of the weak ``AdaptivePGD`` (the settings' loss, CE by default),
+      one ``AdaptiveRow`` each;
     - ``adaptive_search``: the betas of the strong ``AdaptiveAttack`` (margin, best iterate,
-      aiming inside every detector's band at ``fprs``), its row in ``summary["adaptive_search"]``;
-    - ``curve_eps``, ``curve_steps``: the strongest attack run (the search if given, else
-      ``attack``) again at these eps and at these steps, the rest as ``settings``:
-      ``summary["convergence"]`` (``convergence``), to show whether it has converged."""
-    for steps in curve_steps:  # refused before the first attack runs, not after it
-        dataclasses.replace(settings, steps=steps)
+      aiming inside every detector's band at ``fprs``), one row;
+    - ``curve_eps``, ``curve_steps``: the strongest attack (the search if given, else the
+      attack) run again at these eps and at these steps, the rest as the settings
+      (``convergence``), to show whether it has converged;
+    - ``fprs``: the false-positive rates the detector is read at (``thresholds.check_fprs``)."""
+
+    adaptive: Sequence[float] = ()
+    adaptive_search: Sequence[float] = ()
+    curve_eps: Sequence[float] = ()
+    curve_steps: Sequence[int] = ()
+    fprs: Sequence[float] = DEFAULT_FPRS
+
+    def __post_init__(self):
+        object.__setattr__(self, "fprs", check_fprs(self.fprs))
+
+    def strongest(self, model, attack: str, options: dict | None, held_scores: torch.Tensor | None):
+        """settings -> the strongest attack measured: the search if asked for, else ``attack``."""
+        def build(current: AttackSettings):
+            if self.adaptive_search:
+                aim = NO_BAND if held_scores is None else strictest_band(held_scores, self.fprs)
+                return current.build(model, AdaptiveAttack, betas=tuple(self.adaptive_search), band=aim)
+            return build_attack(attack, model, current, options)
+        return build
+
+
+def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: int | None = None,
+                 images: int | None = None, held_out: int | None = None, judge_runs: Sequence[Run] = (),
+                 device: str = "cpu", layer: str | None = None, strength: Strength = Strength(),
+                 attack: str = OURS, attack_options: dict | None = None) -> AttackEvaluation:
+    """``measure_attack`` on ``images`` of a run's test set, thresholds set on ``held_out``
+    others (``split_test``), judged by ``default_judges``: the models of ``judge_runs``, a 3-NN
+    pixel judge on grey digits, the dataset's standing CNN judge on natural images. Of a run
+    of `attach`, the perception is that of ``layer`` (default the deepest). ``settings``
+    without eps: the radius of the run's images (``AttackSettings.for_images``), in the
+    evaluation's ``settings`` as the attack ran.
+
+    ``attack``: "pgd" (``settings``) or a callable's "package.module:Class" with
+    ``attack_options``; ``strength``: the adaptive attacks and convergence curves measured
+    beside it, in ``summary.adaptive``, ``summary.adaptive_search`` and ``summary.convergence``."""
+    for steps in strength.curve_steps:  # refused before the first attack runs, not after it
+        dataclasses.replace(settings or AttackSettings(), steps=steps)
     model = run.model(device, layer)
-    settings = settings.for_images(run.config.dataset, model.input_shape)
+    settings = (settings or AttackSettings()).for_images(run.config.dataset, model.input_shape)
     if run.decoder_collapsed:
         warnings.warn(f"{run.path} has a collapsed decoder: its perceptions P(x) show nothing about the "
                       f"inputs; the figures render, but read them as such", RuntimeWarning, stacklevel=2)
     train_data, test_data = run.data()
     attacked, kept = split_test(test_data, images, held_out)
     held_scores = None if kept is None else clean_scores(model, kept, device).cpu()
-    judges = default_judges(run.config.dataset, train_data, judge_runs, device)
+    measuring = Measuring(default_judges(run.config.dataset, train_data, judge_runs, device), held_scores,
+                          strength.fprs, device=device)
     targets = None
     if target is not None:
         check_target(target, model.num_classes)
         targets = torch.full((len(attacked),), target, dtype=torch.long)
 
-    def measure(attacker) -> AttackEvaluation:
-        return evaluate_attack(model, attacker, attacked, judges, targets=targets, device=device,
-                               held_out_scores=held_scores, fprs=fprs)
+    def measure(attacker) -> AttackSummary:
+        return measure_attack(model, attacker, attacked, measuring, targets=targets).summary
 
-    def strongest(current: AttackSettings):
-        if adaptive_search:
-            aim = NO_BAND if held_scores is None else strictest_band(held_scores, fprs)
-            return current.build(model, AdaptiveAttack, betas=tuple(adaptive_search), band=aim)
-        return build_attack(attack, model, current, attack_options)
-
-    evaluation = measure(build_attack(attack, model, settings, attack_options))
-    if adaptive:
-        evaluation.summary["adaptive"] = [adaptive_row(beta, measure(settings.build(model, AdaptivePGD, beta=beta)).summary)
-                                          for beta in adaptive]
-    if adaptive_search:
-        evaluation.summary["adaptive_search"] = {**adaptive_row(None, measure(strongest(settings)).summary),
-                                                 "betas": list(adaptive_search)}
-    if curve_eps or curve_steps:
-        evaluation.summary["convergence"] = convergence(lambda s: measure(strongest(s)).summary, settings,
-                                                        curve_eps, curve_steps)
+    evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
+                                targets=targets)
+    evaluation.settings = settings
+    strongest = strength.strongest(model, attack, attack_options, held_scores)
+    evaluation.summary = evaluation.summary.model_copy(update=dict(
+        adaptive=[AdaptiveRow.of(beta, measure(settings.build(model, AdaptivePGD, beta=beta)))
+                  for beta in strength.adaptive] or None,
+        adaptive_search=AdaptiveRow.of(None, measure(strongest(settings)), list(strength.adaptive_search))
+        if strength.adaptive_search else None,
+        convergence=convergence(lambda s: measure(strongest(s)), settings, strength.curve_eps,
+                                strength.curve_steps) or None))
     return evaluation
 
 
-def adaptive_row(beta: float | None, summary: dict) -> dict:
-    """One row of the adaptive-attack table: of an adaptive attack's ``evaluate_attack``
-    summary, the success, the detector's and baselines' AUCs, the share that succeeded
-    undetected at each false-positive rate, and the judges' readings of P(x_adv)."""
-    detector = summary["detector"]
-    return {"beta": beta, "attack_success": summary["attack_success_rate"],
-            "successful_attacks": summary["successful_attacks"], "auroc": detector["auroc"],
-            "auroc_interval": detector["auroc_interval"],
-            "mean_score_adversarial": detector["mean_score_adversarial"],
-            "undetected": undetected_rates(summary),
-            "baselines": {name: b["auroc"] for name, b in detector["baselines"].items()},
-            "judges_on_P(x_adv)": {name: j["on_P(x_adv)"] for name, j in summary["judges"].items()}}
-
-
-def undetected_rates(summary: dict) -> dict:
-    """{side: {"0.05": rate}} of "succeeded and undetected", from an ``evaluate_attack`` summary
-    ({} without held-out images); the rates as text keys, as JSON keeps them."""
-    at_fpr = summary["detector"].get("at_fpr", {})
-    return {sided: {f"{entry['fpr']:g}": entry["succeeded_and_undetected"] for entry in at_fpr[sided]}
-            for sided in at_fpr}
-
-
-def convergence(measure: Callable[[AttackSettings], dict], settings: AttackSettings,
-                eps_values: Sequence[float] = (), steps_values: Sequence[int] = ()) -> dict:
+def convergence(measure: Callable[[AttackSettings], AttackSummary], settings: AttackSettings,
+                eps_values: Sequence[float] = (), steps_values: Sequence[int] = ()) -> dict[str, Curve]:
     """The attack's success and its succeeded-and-undetected rates as eps grows (steps as
     ``settings``) and as steps grow (eps as ``settings``): an attack that has converged
-    stops gaining with more steps. ``measure``: settings -> an ``evaluate_attack`` summary.
+    stops gaining with more steps. ``measure``: settings -> an ``AttackSummary``.
     An explicit alpha stays as given at every point; the default scales with eps / steps."""
     curves = {}
     for name, values in (("eps", eps_values), ("steps", steps_values)):
         if not values:
             continue
         summaries = [measure(dataclasses.replace(settings, **{name: value})) for value in values]
-        rates = [undetected_rates(s) for s in summaries]
-        curves[name] = {"values": list(values), "success": [s["attack_success_rate"] for s in summaries],
-                        "undetected": {f"{sided}, {fpr}": [r[sided][fpr] for r in rates]
-                                       for sided in SIDES for fpr in rates[0].get(sided, {})}}
+        rates = [s.detector.undetected() for s in summaries]
+        curves[name] = Curve(values=list(values), success=[s.attack_success_rate for s in summaries],
+                             undetected={f"{sided}, {fpr}": [r[sided][fpr] for r in rates]
+                                         for sided in SIDES for fpr in rates[0].get(sided, {})})
     return curves

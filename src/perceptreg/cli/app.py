@@ -1,5 +1,5 @@
 """The `perceptreg` group and what its commands share: errors as one line, warnings as
-lines, the run argument and device option, numbered run folders."""
+lines, the run argument and device option, numbered run folders, the attack options."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from types import SimpleNamespace
 import click
 
 from perceptreg import runs  # imports its modules on first use: --help stays free of torch
+from perceptreg.adversarial.defaults import DEFAULT_STEPS, LOSSES, MAX_RESTARTS, MAX_STEPS, NORMS, SCHEDULES
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
+from perceptreg.data.registry import COLOUR_EPS, COLOUR_L2_EPS, GREY_EPS, GREY_L2_EPS
 
 # library arguments whose option has another name (--adaptive lists betas, --attack names the attack)
-OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args"}
+OPTION_FOR = {"beta": "adaptive", "betas": "adaptive_search", "attack": "attack_spec", "attack_options": "attack_args",
+              "images_per_class": "n"}
 
 
 def as_flags(message: str, command: click.Command | None) -> str:
@@ -129,3 +132,47 @@ def run_argument(command):
 device_option = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 
 
+# --- what the commands that attack share -------------------------------------------------------
+
+def attack_options(command=None, *, seed_flag: str = "--seed"):
+    """The PGD settings every attack command shares; they reach it as ``settings``.
+    ``seed_flag``: the random start's seed under another name, where --seed means training."""
+    if command is None:
+        return functools.partial(attack_options, seed_flag=seed_flag)
+    options = [
+        click.option("--eps", type=float,
+                     help=f"Radius of the threat model. [default: the dataset's radius in --norm: L-inf {GREY_EPS:g} "
+                          f"on MNIST digits, {COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA); "
+                          f"L2 {GREY_L2_EPS:g} on digits, {COLOUR_L2_EPS:g} on colour images (RobustBench's on "
+                          "CIFAR-10)]"),
+        click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
+                     help="PGD iterations (paper: 100)."),
+        click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
+        click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
+        click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
+                     help="Seed of the random start."),
+        click.option("--loss", default="ce", show_default=True, type=click.Choice(LOSSES),
+                     help="What PGD ascends: cross-entropy (Madry), the C&W margin, or APGD's DLR."),
+        click.option("--restarts", default=1, show_default=True, type=click.IntRange(1, MAX_RESTARTS),
+                     help="Random starts; per image the best result is kept."),
+        click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
+                     help="Step sizes: alpha every step, or cosine from 2 alpha down to 0 (alpha on average)."),
+        click.option("--best-iterate", is_flag=True, help="Keep per image the best iterate (largest margin), not the last."),
+        device_option,
+    ]
+
+    @functools.wraps(command)  # keeps the options already declared on ``command``
+    def wrapped(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule, best_iterate, **kwargs):
+        from perceptreg.adversarial.attacks import AttackSettings
+
+        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule,
+                                               best_iterate), **kwargs)
+    for option in reversed(options):
+        wrapped = option(wrapped)
+    return wrapped
+
+
+target_option = click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted).")
+judge_option = click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                            help="A run folder whose model reads the images. [default: a 3-NN pixel judge on grey "
+                                 "digits; on natural images the dataset's CNN judge (perceptreg train-judge)]")

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from perceptreg.cli.app import OutPath, as_flags, defaults_of, main
-from perceptreg.cli.attack_commands import attack_options
+from perceptreg.cli.app import OutPath, as_flags, attack_options, defaults_of, main
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import help_text

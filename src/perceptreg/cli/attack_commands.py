@@ -1,93 +1,29 @@
 """Commands that attack a run's model and edit along latent directions: attack,
-evaluate-attack, interpolate."""
+evaluate-attack, interpolate. Each attack command is one call of ``perceptreg.attacking``."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from pathlib import Path
 
 import click
 
 from perceptreg import runs
-from perceptreg.adversarial.defaults import (
-    DEFAULT_BETAS,
-    DEFAULT_FPRS,
-    DEFAULT_STEPS,
-    JUDGE_CHECK_IMAGES,
-    LOSSES,
-    MAX_RESTARTS,
-    MAX_STEPS,
-    NOISE_SHOWN,
-    NORMS,
-    OURS,
-    SCHEDULES,
-)
-from perceptreg.cli.app import (
-    OutPath,
-    device_option,
-    layer_option,
-    main,
-    run_argument,
-)
-from perceptreg.data.registry import COLOUR_EPS, COLOUR_L2_EPS, GREY_EPS, GREY_L2_EPS
+from perceptreg.adversarial.defaults import DEFAULT_BETAS, DEFAULT_FPRS, OURS
+from perceptreg.cli.app import OutPath, attack_options, judge_option, layer_option, main, run_argument, target_option
 
 # --- attacks -----------------------------------------------------------------------------------
-
-def attack_options(command=None, *, seed_flag: str = "--seed"):
-    """The PGD settings every attack command shares; they reach it as ``settings``.
-    ``seed_flag``: the random start's seed under another name, where --seed means training."""
-    if command is None:
-        return functools.partial(attack_options, seed_flag=seed_flag)
-    options = [
-        click.option("--eps", type=float,
-                     help=f"Radius of the threat model. [default: the dataset's radius in --norm: L-inf {GREY_EPS:g} "
-                          f"on MNIST digits, {COLOUR_EPS:g} on colour images (the paper's on MNIST and on CelebA); "
-                          f"L2 {GREY_L2_EPS:g} on digits, {COLOUR_L2_EPS:g} on colour images (RobustBench's on "
-                          "CIFAR-10)]"),
-        click.option("--steps", default=DEFAULT_STEPS, show_default=True, type=click.IntRange(1, MAX_STEPS),
-                     help="PGD iterations (paper: 100)."),
-        click.option("--norm", default="linf", show_default=True, type=click.Choice(NORMS), help="Threat model."),
-        click.option("--alpha", type=float, help="Step size. [default: 2.5 * eps / steps]"),
-        click.option(seed_flag, "attack_seed", default=0, show_default=True, type=click.IntRange(0, 2**63 - 1),
-                     help="Seed of the random start."),
-        click.option("--loss", default="ce", show_default=True, type=click.Choice(LOSSES),
-                     help="What PGD ascends: cross-entropy (Madry), the C&W margin, or APGD's DLR."),
-        click.option("--restarts", default=1, show_default=True, type=click.IntRange(1, MAX_RESTARTS),
-                     help="Random starts; per image the best result is kept."),
-        click.option("--schedule", default="constant", show_default=True, type=click.Choice(SCHEDULES),
-                     help="Step sizes: alpha every step, or cosine from 2 alpha down to 0 (alpha on average)."),
-        click.option("--best-iterate", is_flag=True, help="Keep per image the best iterate (largest margin), not the last."),
-        device_option,
-    ]
-
-    @functools.wraps(command)  # keeps the options already declared on ``command``
-    def wrapped(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule, best_iterate, **kwargs):
-        from perceptreg.adversarial.attacks import AttackSettings
-
-        return command(settings=AttackSettings(eps, steps, norm, alpha, attack_seed, loss, restarts, schedule,
-                                               best_iterate), **kwargs)
-    for option in reversed(options):
-        wrapped = option(wrapped)
-    return wrapped
-
-
-target_option = click.option("--target", type=int, help="Targeted attack toward this class (default: untargeted).")
-judge_option = click.option("--judge", "judge_run", type=click.Path(exists=True, file_okay=False, path_type=Path),
-                            help="A run folder whose model reads the images. [default: a 3-NN pixel judge on grey "
-                                 "digits; on natural images the dataset's CNN judge (perceptreg train-judge)]")
-
 
 @main.command()
 @run_argument
 @attack_options
 @target_option
 @click.option("--n", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Images shown (spread over the classes); with --from-noise, noise images attacked per class "
-                   "(the grid shows the first 2 of each class).")
+              help="Images shown: the first N attacked, then up to N failure cases. With --from-noise, noise "
+                   "images attacked per class: the work (the grid shows the first 2 of each class).")
 @click.option("--pool", default=200, show_default=True, type=click.IntRange(min=1),
-              help="Test images attacked to find failure cases among.")
+              help="Test images attacked (spread over the classes): the attack's work, and where failure cases "
+                   "are looked for; the test set's size at most.")
 @click.option("--from-noise", is_flag=True, help="Start from uniform noise, targeted toward each class.")
 @click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.ATTACK} or RUN/{runs.ATTACK_FROM_NOISE}; of an attach run "
@@ -101,64 +37,18 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
 
     Example: perceptreg attack runs/demo --eps 0.2 --steps 100
     """
-    import torch
+    from perceptreg.attacking.figure import attack_run
+    from perceptreg.attacking.noise import attack_from_noise
 
-    from perceptreg import figures
-    from perceptreg.adversarial.attacks import FromNoise
-    from perceptreg.adversarial.evaluation import noise_to_target
-    from perceptreg.adversarial.judges import main_judge
-    from perceptreg.adversarial.run_attacks import evaluate_run
-    from perceptreg.core.devices import check_memory
-    from perceptreg.core.schema import write_sealed
-    from perceptreg.data.dataset import spread_over_classes
-    from perceptreg.measures import format_rate
-
-    named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
-    at_layer = f" at layer {named}" if named else ""
-    settings = settings.for_images(run.config.dataset, run.input_shape)  # no --eps: the images' radius
+    judge = runs.open_run(judge_run) if judge_run else None
     if from_noise:
         if target is not None:
             raise click.UsageError("--from-noise attacks toward every class in turn; leave out --target")
-        model, (train_data, test_data) = run.model(device, layer), run.data()
-        # the noise, the attacked images, their gradients and perceptions: four float copies
-        check_memory("n", n, 4 * 4 * n * model.num_classes * math.prod(model.input_shape),
-                     f"{n * model.num_classes} noise images ({n} per class)")
-        classes = torch.arange(model.num_classes).repeat_interleave(n).to(device)
-        noise, adversarial = settings.build(model, FromNoise).generate(classes, model.input_shape, device)
-        # the grid shows the first NOISE_SHOWN per class, in one row of classes; the rates count every image
-        shown = (torch.arange(model.num_classes)[:, None] * n + torch.arange(min(n, NOISE_SHOWN))).flatten()
-        picture = figures.noise_grid(model, noise[shown], adversarial[shown], test_data.classes, columns=len(shown))
-        judge = main_judge(run.config.dataset, train_data, runs.open_run(judge_run) if judge_run else None, device)
-        clean = test_data.subset(spread_over_classes(test_data.labels, JUDGE_CHECK_IMAGES))
-        reached = noise_to_target(model, adversarial, classes, judge, clean)
-        click.echo(f"noise -> target on {len(classes)} noise images (eps {settings.eps:g}): H reads the target on "
-                   f"{format_rate(reached['H'])}, "
-                   f"the {judge.name} judge reads P(x_adv) as the target on {format_rate(reached[judge.name])} "
-                   f"(chance {100 / model.num_classes:.0f} %; the judge reads {len(clean)} test images x right "
-                   f"{format_rate(reached['judge on x'])})")
-        write_sealed(run.path / runs.for_layer(runs.NOISE_METRICS, named),
-                     {"settings": {**dataclasses.asdict(settings), "images_per_class": n},
-                      "noise_images": len(classes), "judge": judge.name, "reached": reached})
-        click.echo(f"noise attacked toward each class, with the perceptions{at_layer} ({len(shown)} of "
-                   f"{len(classes)} shown): "
-                   f"{figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))}")
+        click.echo(attack_from_noise(run, settings, images_per_class=n, judge_run=judge, layer=layer,
+                                     device=device, out=out).text())
         return
-    evaluation = evaluate_run(run, settings, target=target, images=pool, device=device, layer=layer,
-                              judge_runs=[runs.open_run(judge_run)] if judge_run else ())
-    classes = run.data()[1].classes
-    failures = evaluation.failures()
-    shown = torch.arange(min(n, len(evaluation.labels)))
-    panels = [figures.attack_grid(evaluation, shown, classes, f"PGD {settings.norm} eps={settings.eps}, "
-                                  f"{settings.steps} steps: x, x_adv, P(x), P(x_adv){at_layer} of {len(shown)} "
-                                  f"test images")]
-    if len(failures):
-        panels.append(figures.attack_grid(
-            evaluation, failures[:n], classes, f"Failure cases: H fooled, but the {next(iter(evaluation.judge_readings))} judge reads P(x_adv) as the "
-            f"true class ({len(failures)} of {int(evaluation.success.sum())} successful attacks on "
-            f"{len(evaluation.labels)} images)", min_width=panels[0].picture.size[0]))
-    path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.for_layer(runs.ATTACK, named))
-    click.echo(f"attack success {format_rate(evaluation.summary['attack_success_rate'])} on {len(evaluation.labels)} test "
-               f"images (eps {settings.eps:g}), {min(n, len(failures))} failure cases shown: {path}")
+    click.echo(attack_run(run, settings, target=target, n=n, pool=pool, judge_run=judge, layer=layer,
+                          device=device, out=out).line())
 
 
 def parse_attack_args(pairs: tuple[str, ...]) -> dict:
@@ -219,63 +109,21 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
 
     Example: perceptreg evaluate-attack runs/demo --adaptive-search 0,0.01,0.1,1,10 --restarts 2 --compare runs/post-hoc
     """
-    from perceptreg.adversarial.detection import roc_curve
-    from perceptreg.adversarial.evaluation import compare_paired
-    from perceptreg.adversarial.run_attacks import evaluate_run
-    from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
-    from perceptreg.adversarial.thresholds import check_fprs
-    from perceptreg.core.schema import write_sealed
-    from perceptreg.figures import plots
+    from perceptreg.adversarial.run_attacks import Strength
+    from perceptreg.attacking.evaluate import evaluate_attack as evaluate
     from perceptreg.sweeps.sweep import parse_list
 
-    betas = parse_list(adaptive, float, "adaptive", "0,0.1,1,10") if adaptive else ()
-    search = parse_list(adaptive_search, float, "adaptive_search", "0,0.1,1") if adaptive_search else ()
-    fprs = check_fprs(parse_list(fprs, float, "fpr", "0.01,0.05"))
-    curves = {"curve_eps": parse_list(curve_eps, float, "curve_eps", "0.1,0.2,0.3") if curve_eps else (),
-              "curve_steps": parse_list(curve_steps, int, "curve_steps", "10,30,100") if curve_steps else ()}
-    summaries, evaluations, written_rocs = {}, [], []
-    judges = [runs.open_run(path) for path in judge_runs]
-    # no --eps: the radius of RUN's images; --compare's run is attacked in the same ball
-    settings = settings.for_images(run.config.dataset, run.input_shape)
-    for current in [run] + ([runs.open_run(compare)] if compare else []):
-        evaluation = evaluate_run(current, settings, target=target, images=n_images, held_out=held_out,
-                                  judge_runs=judges, device=device, layer=layer, adaptive=betas,
-                                  adaptive_search=search, fprs=fprs, attack=attack_spec,
-                                  attack_options=parse_attack_args(attack_args), **curves)
-        summaries[str(current.path)] = evaluation.summary
-        evaluations.append(evaluation)
-        named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
-        fpr, tpr = roc_curve(*(scores.cpu() for scores in evaluation.detector_scores()))
-        written_rocs.append(current.path / runs.for_layer(runs.ATTACK_ROC, named))
-        plots.roc_figure(fpr, tpr, evaluation.summary["detector"]["auroc"],
-                         f"||x - P(x)||^2 detector, {current.path.name}{f', layer {named}' if named else ''}",
-                         written_rocs[-1])
-        for name, curve in evaluation.summary.get("convergence", {}).items():
-            plots.line_plot(curve["values"], {f"{'search' if search else attack_spec} against {name}": {
-                "success": [r["rate"] for r in curve["success"]],
-                **{f"undetected, {k}": [r["rate"] for r in v] for k, v in curve["undetected"].items()}}},
-                current.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named), xlabel=name,
-                ylabel="share of eligible images",
-                ylim=(-0.02, 1.02))
-    written = {"attack": "PGD" if attack_spec == OURS else attack_spec, **dataclasses.asdict(settings),
-               "alpha": settings.step_size, "target": target, "images": len(evaluations[0].labels),
-               "held_out": evaluation.summary["detector"].get("held_out_images", 0), "fprs": list(fprs),
-               "layer": run.output_layer(layer)}
-    if attack_spec != OURS:
-        written["attack_options"] = parse_attack_args(attack_args)
-    comparison = compare_paired(*evaluations, fprs) if compare else None
-    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer))
-    write_sealed(metrics, {"settings": written, "runs": summaries, **({"paired": comparison} if comparison else {})})
-    click.echo(f"{written['attack']}, {settings.norm} eps {settings.eps:g}, on {written['images']} images:\n"
-               + attack_table(summaries))
-    for name, summary in summaries.items():
-        rows = summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else [])
-        if rows:
-            click.echo(f"\nadaptive attacks on {name} (each ascends its loss - beta * ||x_adv - P(x_adv)||^2; "
-                       f"search: the C&W margin, best of the betas per image):\n" + adaptive_table(rows))
-    if comparison:
-        click.echo("\n" + paired_table(comparison, tuple(summaries)))
-    click.echo(f"written: {metrics}, ROC curve: " + ", ".join(map(str, written_rocs)))
+    def listed(text, kind, name, example):  # a comma-separated option, or none
+        return parse_list(text, kind, name, example) if text else ()
+    strength = Strength(adaptive=listed(adaptive, float, "adaptive", "0,0.1,1,10"),
+                        adaptive_search=listed(adaptive_search, float, "adaptive_search", "0,0.1,1"),
+                        curve_eps=listed(curve_eps, float, "curve_eps", "0.1,0.2,0.3"),
+                        curve_steps=listed(curve_steps, int, "curve_steps", "10,30,100"),
+                        fprs=parse_list(fprs, float, "fpr", "0.01,0.05"))
+    report = evaluate(run, settings, compare=compare, images=n_images, held_out=held_out, judge_runs=judge_runs,
+                      strength=strength, target=target, attack=attack_spec,
+                      attack_options=parse_attack_args(attack_args), layer=layer, device=device)
+    click.echo(report.text())
 
 
 # --- latent directions ----------------------------------------------------------------------------

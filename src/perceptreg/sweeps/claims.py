@@ -17,8 +17,7 @@ from typing import Callable, TypeVar
 
 from perceptreg import runs
 from perceptreg.adversarial.detection import BASELINES
-from perceptreg.adversarial.run_attacks import undetected_rates
-from perceptreg.adversarial.tables import AttackMetricsFile, NoiseMetricsFile
+from perceptreg.adversarial.summary import AttackMetricsFile, AttackSummary, NoiseMetricsFile
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import load_sealed_file
@@ -275,7 +274,9 @@ def _missed(undetected: dict, successes: int) -> tuple[str, Verdict]:
 
 
 def detects_pgd(summary: dict) -> tuple[str, Verdict]:
-    return _missed(undetected_rates(summary), summary["successful_attacks"])
+    undetected = AttackSummary.model_validate(summary).detector.undetected()
+    return _missed({sided: {fpr: hidden.model_dump() for fpr, hidden in by_fpr.items()}
+                    for sided, by_fpr in undetected.items()}, summary["successful_attacks"])
 
 
 def detects_search(summary: dict) -> tuple[str, Verdict]:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from perceptreg import runs
-from perceptreg.adversarial.tables import RATES_NOTE, AttackMetricsFile, adaptive_cells, attack_rows
+from perceptreg.adversarial.summary import AdaptiveRow, AttackMetricsFile
+from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.attaching.results import layer_cells
 from perceptreg.core import checkpoint
@@ -89,15 +90,15 @@ def _attacks(run: Run, layer: str | None = None) -> str:
     metrics = _attack_metrics(run, layer)
     parts = []
     if run.has(metrics):
-        written = run.read_json(metrics, AttackMetricsFile,
-                                f"make it again with `perceptreg evaluate-attack {run.path}{option}`")
-        settings = ", ".join(f"{k} {v}" for k, v in written["settings"].items() if v is not None)
-        names = [Path(name).name for name in written["runs"]]
-        rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written["runs"])]
+        written = AttackMetricsFile.model_validate(run.read_json(
+            metrics, AttackMetricsFile, f"make it again with `perceptreg evaluate-attack {run.path}{option}`"))
+        settings = ", ".join(f"{k} {v}" for k, v in written.settings.model_dump().items() if v is not None)
+        names = [Path(name).name for name in written.runs]
+        rows = [[label, *map(_unbroken, values)] for label, *values in attack_rows(written.runs)]
         parts.append(f"<p>{html.escape(settings)}</p>" + table(["measure", *names], rows)
                      + f"<p class='key'>{RATES_NOTE}</p>")
-        parts += [_adaptive(name, summary.get("adaptive", []) + ([summary["adaptive_search"]] if "adaptive_search" in summary else []))
-                  for name, summary in written["runs"].items() if "adaptive" in summary or "adaptive_search" in summary]
+        parts += [_adaptive(name, summary.adaptive_rows()) for name, summary in written.runs.items()
+                  if summary.adaptive_rows()]
     else:
         parts.append(missing("attack measurements", f"perceptreg evaluate-attack {run.path}{option}"))
     for name, heading, what, command in (
@@ -120,7 +121,7 @@ def _unbroken(rate: str) -> str:
     return rate.replace(" %", "\u00a0%").replace(", ", ",\u00a0")
 
 
-def _adaptive(name: str, rows: list[dict]) -> str:
+def _adaptive(name: str, rows: list[AdaptiveRow]) -> str:
     """The adaptive-attack table of one run (evaluate-attack --adaptive), a column per beta
     (a few), so that it fits a phone as the measures above do."""
     header, cells = adaptive_cells(rows)
