@@ -10,11 +10,13 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
 - ``attach(net, layers, input_shape)`` puts decoders on layers of a model you have, and
   ``fit_decoders`` / ``fine_tune`` / ``evaluate_layers`` fit and measure them;
 - ``PGD``, ``AdaptivePGD``, ``AdaptiveAttack`` and ``evaluate_attack`` attack a model and measure what it perceives;
+- ``interpolate(run, EditSettings(target=8))`` edits images toward a class along latent
+  directions and measures the edit;
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
 The packages, bottom up (each imports only those below it): ``core`` (models, loss,
 config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``adversarial``,
-``edits``, ``figures``, ``attaching`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
+``figures``, ``edits``, ``attaching`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
 Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
 
@@ -32,7 +34,8 @@ _EXPORTS = {
     "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.adaptive",
     "AdaptiveAttack": "perceptreg.adversarial.adaptive",
     "AttackSettings": "perceptreg.adversarial.attacks", "evaluate_attack": "perceptreg.adversarial.evaluation",
-    "PerceptregError": "perceptreg.core.errors",
+    "PerceptregError": "perceptreg.core.errors", "interpolate": "perceptreg.edits.interpolation",
+    "EditSettings": "perceptreg.edits.study",
 }
 _PACKAGES = ("figures", "measures", "data")  # `perceptreg.figures.perception_grid(...)`
 

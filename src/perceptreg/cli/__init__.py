@@ -7,6 +7,7 @@ commands on it (training, attacks and edits, viewing).
 from perceptreg.cli import (  # noqa: F401  (they register commands)
     attach_commands,
     attack_commands,
+    edit_commands,
     train_commands,
     view_commands,
 )

@@ -19,9 +19,10 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import torch
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregError, TooLargeError
 
 QUEUE_CAPACITY = 8  # waiting model requests; more would only lengthen everyone's wait
 DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
@@ -114,6 +115,49 @@ class ModelQueue:
             raise Cancelled
         with cancellable(self.models, flag):
             return work(*args)
+
+
+# --- errors as HTTP answers ----------------------------------------------------------------------
+
+STATUS = {TooLargeError: 413, FormatError: 415, NotAvailableError: 409}  # other PerceptregErrors: 422
+
+
+def library_error(request: Request, error: PerceptregError) -> JSONResponse:
+    """The one place the explorer's errors become HTTP answers: the status of their kind, the
+    message as the detail."""
+    status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 422)
+    return JSONResponse(status_code=status, content={"detail": str(error)})
+
+
+RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number", "float_type": "must be a number", "string_type": "must be text",
+    "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
+    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
+}
+
+
+def in_words(error: dict) -> str:
+    """One validation error as a sentence naming the field."""
+    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
+    if field == "body":
+        field = "the request"
+    rule = RULES.get(error.get("type", ""))
+    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
+    except KeyError:
+        return f"{field}: {error.get('msg', 'invalid')}"
+
+
+def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A request that does not fit its schema: 422, each field named with the reason in words.
+    (FastAPI's own handler echoes the input back, and a NaN in it cannot be written as JSON: a 500.)"""
+    detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 class RequestGuard:
