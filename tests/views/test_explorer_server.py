@@ -114,6 +114,42 @@ def test_work_of_a_client_that_left_is_cancelled(served):
     assert model.queue.cancelled - cancelled == 3 and model.queue.waiting == 0
 
 
+def test_clients_take_turns_so_one_backlog_holds_another_for_one_request(served, monkeypatch):
+    model, url = served
+    ran, attack_ = [], model.attack
+    monkeypatch.setattr(model, "attack", lambda body: ran.append(body.index) or attack_(body))
+    release = blocked(model.queue)
+    sent = [("a", "a1", 0), ("a", "a2", 1), ("a", "a3", 2), ("b", "b1", 3)]  # page b asks after a's three
+    senders = [threading.Thread(target=httpx.post, args=(url + "/api/attack",), kwargs=dict(
+        json={"index": index, "steps": 2}, headers={"X-Client": client, "X-Ticket": ticket}, timeout=60))
+        for client, ticket, index in sent]
+    for k, sender in enumerate(senders):
+        sender.start()
+        while model.queue.waiting < k + 1:  # in this order
+            time.sleep(0.01)
+    try:
+        places = {t: httpx.get(url + "/api/queue", params={"ticket": t}).json()["ahead"] for _, t, _ in sent}
+    finally:
+        release.set()
+    for sender in senders:
+        sender.join()
+    assert places == {"a1": 0, "b1": 1, "a2": 2, "a3": 3} and ran == [0, 3, 1, 2]
+
+
+def test_waiting_work_of_a_client_that_left_leaves_the_queue_at_once(served):
+    model, url = served
+    release, cancelled = blocked(model.queue), model.queue.cancelled
+    try:
+        abandon(url, 5)
+        deadline = time.monotonic() + 10
+        while model.queue.cancelled == cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert model.queue.cancelled == cancelled + 1 and model.queue.waiting == 0  # the model still busy
+    finally:
+        release.set()
+    assert attack(url, 2).status_code == 200
+
+
 @pytest.mark.parametrize("host, status", [("evil.example", 400), ("127.0.0.1.evil.example", 400),
                                           ("localhost:8765", 200), ("127.0.0.1", 200)])
 def test_only_loopback_host_names_are_answered(served, host, status):

@@ -10,6 +10,9 @@ const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 const RETRIES = 5;
 const MAP_SIZE = 420;  // each map canvas's drawing size; CSS scales it to the column
 const PLACE_POLL_MS = 400;  // how often a waiting request asks for its place in the model's queue
+// this page's name in the model's queue: pages take turns, so another page's backlog delays ours by one request
+const CLIENT = Math.random().toString(36).slice(2);
+const pending = {};  // per section, the abort of its request in flight: a superseded one is dropped by the server too
 
 function status(name, kind, text) {
   const line = $(`${name}-status`);
@@ -38,12 +41,14 @@ function watchPlace(section, ticket, current) {
 
 // fetch for one section: "busy" while it runs, "queued" while it waits for the model or the
 // server is full, an error line when it fails; returns the JSON body, or null when it failed
-// or was superseded.
+// or was superseded (its request then aborted: the server drops its work).
 async function call(section, url, options = {}) {
   const seq = (state.seq[section] = (state.seq[section] || 0) + 1);
   const current = () => state.seq[section] === seq;
   const ticket = `${section}-${seq}-${Math.random().toString(36).slice(2)}`;
-  options = { ...options, headers: { ...options.headers, "x-ticket": ticket } };
+  pending[section]?.abort();
+  const controller = (pending[section] = new AbortController());
+  options = { ...options, signal: controller.signal, headers: { ...options.headers, "x-ticket": ticket, "x-client": CLIENT } };
   status(section, "busy", "working…");
   for (let attempt = 0; ; attempt++) {
     let response, body;
@@ -70,6 +75,12 @@ async function call(section, url, options = {}) {
     status(section, "done", "");
     return body;
   }
+}
+
+// A section's answer in flight is no longer wanted: dropped here, and its request aborted.
+function supersede(section) {
+  state.seq[section] = (state.seq[section] || 0) + 1;
+  pending[section]?.abort();
 }
 
 function figure(src, caption, testid, size) {
@@ -195,7 +206,7 @@ async function pick(index) {
 
 // --- attack ---------------------------------------------------------------------------------
 function clearAttack() {
-  state.attacked = false; state.seq.attack = (state.seq.attack || 0) + 1; state.paths = [];
+  state.attacked = false; supersede("attack"); state.paths = [];
   $("attack-result").replaceChildren(); $("attack-numbers").textContent = "";
   status("attack", "done", ""); drawMap();
 }
@@ -241,7 +252,7 @@ async function attack() {
 
 // --- latent walk ----------------------------------------------------------------------------
 function clearWalk() {
-  state.frames = []; state.walks = []; state.seq.edit = (state.seq.edit || 0) + 1; $("edit-compared").replaceChildren();
+  state.frames = []; state.walks = []; supersede("edit"); $("edit-compared").replaceChildren();
   $("alpha").disabled = true; $("alpha").value = 0;
   $("edit-image").removeAttribute("src"); $("edit-caption").innerHTML = "&nbsp;";
   status("edit", "done", "");
