@@ -218,7 +218,7 @@ function top3(probabilities) {
 
 function attackRow(name, r) {
   const block = document.createElement("div"); block.dataset.testid = "attack-row";
-  if (r.missing) { block.append(lacking(r)); return block; }
+  if (r.missing) { block.append(lacking(r, "auto")); return block; }  // a line of its own, the row's width
   if (name) {
     const title = document.createElement("div"); title.className = "compare-name";
     title.textContent = `${state.names[name]}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
