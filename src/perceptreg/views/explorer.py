@@ -21,7 +21,6 @@ from typing import Annotated, Literal, Sequence
 
 import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,14 +32,7 @@ from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregErr
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
 from perceptreg.edits import latent
 from perceptreg.runs import Run
-from perceptreg.views.explorer_server import (
-    ModelQueue,
-    RequestGuard,
-    allowed_hosts,
-    invalid_request,
-    library_error,
-    serve_in_background,
-)
+from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background
 from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 
 MAX_STEPS = 500
@@ -155,10 +147,15 @@ class Explorer:
         """Each compared run's model at the layer shown (``layer``, else the one served): a run
         of `train` shows its one latent whatever the layer; a run of `attach` that lacks the
         layer gets, in place of a model, the sentence that says so."""
-        shown = layer or getattr(self.model, "layer", None)
-        return {name: views[None] if shown is None or len(views) == 1 else views.get(shown)
-                or f"{name} has no layer {shown} (its layers: {', '.join(n for n in views if n)})"
-                for name, views in self.compared.items()}
+        shown, models = layer or getattr(self.model, "layer", None), {}
+        for name, views in self.compared.items():
+            if shown is None or len(views) == 1:  # the first run, or this one, has one latent
+                models[name] = views[None]
+            elif shown in views:
+                models[name] = views[shown]
+            else:
+                models[name] = f"{name} has no layer {shown} (its layers: {', '.join(n for n in views if n)})"
+        return models
 
     def scores(self, model) -> Scores:
         """``model``'s reading of every test image, computed on first use (on the model thread)."""
@@ -326,13 +323,11 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
     """The explorer app for one run (``open_run``), or several to compare (the first one's
     test set). ``hosts``: the Host names it answers (``explorer_server.allowed_hosts``); None: any."""
     explorer = Explorer([opened] if isinstance(opened, Run) else list(opened), device, layer)
-    queue = explorer.queue
     # /docs and /redoc load their scripts from a CDN: blank offline, so not served.
     app = FastAPI(title=f"perceptreg explorer: {explorer.name}", docs_url=None, redoc_url=None)
     app.add_middleware(RequestGuard, hosts=hosts, max_body=MAX_BODY_BYTES)
     app.state.explorer = explorer
-    app.add_exception_handler(PerceptregError, library_error)  # the explorer's errors, as 4xx
-    app.add_exception_handler(RequestValidationError, invalid_request)
+    answer_errors(app)  # the explorer's errors and malformed requests, as 4xx
     title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
     page = PAGE.replace("__TITLE__", html.escape(title))  # run paths are the user's: <, & and " too
 
@@ -356,7 +351,15 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
     async def place(ticket: Annotated[str, Query(max_length=100)]) -> dict:
         """Where the request sent with `X-Ticket: ticket` stands: requests ahead of it, 0 when
         it runs, null when it is not in the queue."""
-        return {"ahead": queue.ahead(ticket)}
+        return {"ahead": explorer.queue.ahead(ticket)}
+
+    model_routes(app, explorer)
+    return app
+
+
+def model_routes(app: FastAPI, explorer: Explorer) -> None:
+    """The endpoints that run the model: each request's work waits its turn in the queue."""
+    queue = explorer.queue
 
     @app.get("/api/gallery")
     async def gallery(request: Request, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -388,8 +391,6 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
                        layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
         images = decode_upload(await file.read(MAX_UPLOAD_BYTES + 1), file.size, explorer.model.input_shape)
         return await queue.run(request, explorer.perceive, images, layer)
-
-    return app
 
 
 PAGE = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")

@@ -214,6 +214,13 @@ def invalid_request(request: Request, error: RequestValidationError) -> JSONResp
     return JSONResponse(status_code=422, content={"detail": detail})
 
 
+def answer_errors(app) -> None:
+    """``app``'s errors as HTTP answers: the library's by their kind (``library_error``), a
+    request that does not fit its schema with each field named (``invalid_request``)."""
+    app.add_exception_handler(PerceptregError, library_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+
+
 class RequestGuard:
     """ASGI middleware: answers a request whose Host is not this server's (DNS rebinding: a
     web page that renames its own domain to 127.0.0.1 would otherwise reach the model) with
