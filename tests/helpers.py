@@ -175,3 +175,22 @@ def read_sealed(path):
     values = json.loads(Path(path).read_text())
     assert values["checksum"] == sealed({k: v for k, v in values.items() if k != "checksum"})["checksum"], path
     return values
+
+
+def edits_file(results: dict[str, dict], eps: float = 0.2) -> dict:
+    """interpolation_metrics.json's content around hand-written mean-direction readings, by
+    run ({run: {"target", "alphas", "directions": {"mean": {"flip_curve", "flip_interval"}}}}):
+    the keys its schema requires and these readings leave out, filled in (each reader's
+    interval its value, the per-image direction the mean one)."""
+    import dataclasses
+
+    from perceptreg.adversarial.attacks import AttackSettings
+
+    def completed(entry: dict) -> dict:
+        mean = entry["directions"]["mean"]
+        curve = mean["flip_curve"]
+        interval = {reader: [[v, v] for v in values] for reader, values in curve.items()} | mean["flip_interval"]
+        direction = {"flip_curve": curve, "flip_interval": interval}
+        return {"images": 10, **entry, "directions": {
+            "per-image": direction, "mean": {**direction, "fitted_on": {"images": 10, "source": None}}}}
+    return {"attack": dataclasses.asdict(AttackSettings(eps)), "runs": {k: completed(v) for k, v in results.items()}}

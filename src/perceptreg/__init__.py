@@ -14,11 +14,13 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
 - ``evaluate_attack(run)``, ``attack_run(run)`` and ``attack_from_noise(run)`` are the
   commands evaluate-attack, attack and attack --from-noise: they write what the command
   writes and return, typed, every number it prints;
+- ``interpolate(run, EditSettings(target=8))`` edits images toward a class along latent
+  directions and measures the edit;
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
 The packages, bottom up (each imports only those below it): ``core`` (models, loss,
 config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``adversarial``,
-``edits``, ``figures``, ``attaching``, ``attacking`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
+``figures``, ``edits``, ``attaching``, ``attacking`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
 Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
 
@@ -39,7 +41,8 @@ _EXPORTS = {
     "Measuring": "perceptreg.adversarial.evaluation", "Strength": "perceptreg.adversarial.run_attacks",
     "evaluate_attack": "perceptreg.attacking.evaluate", "attack_run": "perceptreg.attacking.figure",
     "attack_from_noise": "perceptreg.attacking.noise",
-    "PerceptregError": "perceptreg.core.errors",
+    "PerceptregError": "perceptreg.core.errors", "interpolate": "perceptreg.edits.interpolation",
+    "EditSettings": "perceptreg.edits.study",
 }
 _PACKAGES = ("figures", "measures", "data")  # `perceptreg.figures.perception_grid(...)`
 

@@ -12,6 +12,7 @@ from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import sealed
 from perceptreg.edits import latent
+from perceptreg.edits.study import study_edits
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +165,13 @@ def test_flip_rate_at_alpha_zero_equals_the_clean_rate(net):
     from perceptreg import data
     test = data.mnist5k_split()[1]
     x = data.to_float(test.images[::50])
-    study = latent.study_edits(net, x, 8, PGD(net, steps=2), alphas=(0.0, 1.0, 2.0))
-    for kind, entry in study.summary["directions"].items():
+    study = study_edits(net, x, 8, PGD(net, steps=2), alphas=(0.0, 1.0, 2.0))
+    for entry in (study.summary.directions.per_image, study.summary.directions.mean):
         with torch.no_grad():
             clean_on_perception = (net.classify(net.perceive(x)).argmax(1) == 8).float().mean().item()
             clean_on_input = (net.classify(x).argmax(1) == 8).float().mean().item()
-        assert entry["flip_curve"]["H(image)"][0] == pytest.approx(clean_on_perception)
-        assert entry["flip_curve"]["C(latent)"][0] == pytest.approx(clean_on_input)
+        assert entry.flip_curve.H[0] == pytest.approx(clean_on_perception)
+        assert entry.flip_curve.C[0] == pytest.approx(clean_on_input)
 
 
 def test_locality_by_hand():
@@ -218,7 +219,7 @@ def test_bad_targets_and_empty_sets(net):
     with pytest.raises(PerceptregError, match="the image set is empty"):
         latent.mean_direction(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))
     with pytest.raises(PerceptregError, match="the image set is empty"):
-        latent.study_edits(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))
+        study_edits(net, torch.rand(0, 1, 28, 28), 3, PGD(net, steps=1))
 
 
 def test_flip_interval_is_wilsons_of_the_counts():

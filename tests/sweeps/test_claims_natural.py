@@ -5,6 +5,7 @@ number and verdict worked out by hand."""
 import json
 
 import pytest
+from helpers import edits_file
 
 from perceptreg.measures import rate
 from perceptreg.sweeps import claims_natural, reproducing
@@ -81,7 +82,7 @@ def natural(tmp_path):
         {"settings": {"eps": 0.03}, "judge": JUDGE, "reached": {"H": rate(100, 100), JUDGE: rate(10, 100)},
          "noise_images": 100}))
     edited = {claims_natural.RUN: edit_results(0.7, [0.604, 0.781]), POST_HOC: edit_results(0.1, [0.055, 0.174])}
-    (run / "interpolation_metrics.json").write_text(json.dumps({"runs": edited}))
+    (run / "interpolation_metrics.json").write_text(json.dumps(edits_file(edited, eps=0.03)))
     return tmp_path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import edits_file
 
 from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
@@ -266,7 +267,7 @@ def results(tmp_path_factory):
     mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9], "3-NN pixels": [0.1, 0.8]},
             "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
     edited = {"target": 8, "alphas": [0.0, 2.0], "directions": {"mean": mean}}
-    (root / "demo" / "interpolation_metrics.json").write_text(json.dumps({"runs": {"demo": edited}}))
+    (root / "demo" / "interpolation_metrics.json").write_text(json.dumps(edits_file({"demo": edited})))
     assert "**not measured**: sweep.json" not in row(reproducing.reproducing_page(root), "test accuracy decreases")[5]
     return root
 

@@ -114,6 +114,42 @@ def test_work_of_a_client_that_left_is_cancelled(served):
     assert model.queue.cancelled - cancelled == 3 and model.queue.waiting == 0
 
 
+def test_clients_take_turns_so_one_backlog_holds_another_for_one_request(served, monkeypatch):
+    model, url = served
+    ran, attack_ = [], model.attack
+    monkeypatch.setattr(model, "attack", lambda body: ran.append(body.index) or attack_(body))
+    release = blocked(model.queue)
+    sent = [("a", "a1", 0), ("a", "a2", 1), ("a", "a3", 2), ("b", "b1", 3)]  # page b asks after a's three
+    senders = [threading.Thread(target=httpx.post, args=(url + "/api/attack",), kwargs=dict(
+        json={"index": index, "steps": 2}, headers={"X-Client": client, "X-Ticket": ticket}, timeout=60))
+        for client, ticket, index in sent]
+    for k, sender in enumerate(senders):
+        sender.start()
+        while model.queue.waiting < k + 1:  # in this order
+            time.sleep(0.01)
+    try:
+        places = {t: httpx.get(url + "/api/queue", params={"ticket": t}).json()["ahead"] for _, t, _ in sent}
+    finally:
+        release.set()
+    for sender in senders:
+        sender.join()
+    assert places == {"a1": 0, "b1": 1, "a2": 2, "a3": 3} and ran == [0, 3, 1, 2]
+
+
+def test_waiting_work_of_a_client_that_left_leaves_the_queue_at_once(served):
+    model, url = served
+    release, cancelled = blocked(model.queue), model.queue.cancelled
+    try:
+        abandon(url, 5)
+        deadline = time.monotonic() + 10
+        while model.queue.cancelled == cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert model.queue.cancelled == cancelled + 1 and model.queue.waiting == 0  # the model still busy
+    finally:
+        release.set()
+    assert attack(url, 2).status_code == 200
+
+
 @pytest.mark.parametrize("host, status", [("evil.example", 400), ("127.0.0.1.evil.example", 400),
                                           ("localhost:8765", 200), ("127.0.0.1", 200)])
 def test_only_loopback_host_names_are_answered(served, host, status):
@@ -173,3 +209,62 @@ def test_runs_of_other_image_shapes_cannot_be_compared(good_run, tmp_path, monke
     assert result.exit_code == 1 and result.output.strip().splitlines() == [
         f"Error: runs to compare must take images of one shape into the same classes: {good_run.name} takes "
         f"(1, 28, 28) into 10, other takes (3, 32, 32) into 10"]
+
+
+@pytest.fixture(scope="module")
+def two_attach_runs(attach_run, tmp_path_factory):
+    """The session's attach run (layers stem, fc1), and one of the same net at stem and block1
+    (no fc1), served together: the first run's layers choose what both show."""
+    from helpers import USER_NET
+
+    from perceptreg.adversarial.attacks import AttackSettings
+    from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.core.config import AttachConfig
+
+    other = tmp_path_factory.mktemp("attach-other") / "other"
+    run_attach(AttachConfig(model=f"{USER_NET}:build", layers=("stem", "block1"), train_size=100, epochs=1,
+                            random_weights=True, seed=1), other, AttackSettings(steps=1), attack_images=10,
+               progress=False)
+    server, url = explorer.serve_in_background(explorer.create_app([open_run(attach_run), open_run(other)]))
+    alone, alone_url = explorer.serve_in_background(explorer.create_app(open_run(other), layer="stem"))
+    yield url, alone_url
+    server.should_exit = alone.should_exit = True
+
+
+def test_every_compared_run_follows_the_layer_chosen_or_says_it_lacks_it(two_attach_runs):
+    url, alone = two_attach_runs
+    assert httpx.get(url + "/api/info").json()["layers"] == ["stem", "fc1"]
+    own_stem = httpx.get(alone + "/api/gallery", params={"limit": 2}).json()["items"]  # "other" alone, at stem
+    own_deepest = httpx.get(alone + "/api/gallery", params={"limit": 2, "layer": "block1"}).json()["items"]
+    stem = httpx.get(url + "/api/gallery", params={"limit": 2, "layer": "stem"}).json()["items"]
+    assert [card["compared"][0]["perception"] for card in stem] == [card["perception"] for card in own_stem]
+    assert [card["perception"] for card in own_stem] != [card["perception"] for card in own_deepest]
+    lacks = "other has no layer fc1 (its layers: stem, block1)"
+    for layer in ({}, {"layer": "fc1"}):  # the one served, fc1, and chosen
+        gallery = httpx.get(url + "/api/gallery", params={"limit": 2, **layer}).json()["items"]
+        assert [card["compared"] for card in gallery] == [[{"run": "other", "missing": lacks}]] * 2
+        image = httpx.get(url + "/api/image", params={"index": 3, **layer}).json()
+        assert image["compared"] == [{"run": "other", "missing": lacks}]
+        attacked = httpx.post(url + "/api/attack", json={"index": 0, "steps": 1, **layer}, timeout=60).json()
+        assert attacked["compared"] == [{"run": "other", "missing": lacks}]
+        assert httpx.get(url + "/api/map", params=layer, timeout=60).json()["maps"][1] == {"run": "other",
+                                                                                           "missing": lacks}
+    upload = {"file": ("d.png", png_of_a_bar(), "image/png")}
+    drawn = httpx.post(url + "/api/perceive", params={"layer": "stem"}, files=upload).json()
+    assert drawn["compared"][0]["perception"] == httpx.post(alone + "/api/perceive", files=upload).json()["perception"]
+    assert httpx.post(url + "/api/perceive", files=upload).json()["compared"] == [{"run": "other", "missing": lacks}]
+    attacked = httpx.post(url + "/api/attack", json={"index": 0, "steps": 1, "layer": "stem"}, timeout=60).json()
+    assert attacked["compared"][0]["run"] == "other" and len(attacked["compared"][0]["path"]) > 0
+
+
+def png_of_a_bar() -> bytes:
+    """A white bar on black, 28x28, as a PNG upload."""
+    import io
+
+    from PIL import Image
+
+    picture = Image.new("L", (28, 28))
+    picture.paste(255, (12, 4, 16, 24))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -8,6 +8,7 @@ from perceptreg.cli import (  # noqa: F401  (they register commands)
     attach_commands,
     attack_commands,
     data_commands,
+    edit_commands,
     sweep_commands,
     train_commands,
     view_commands,

@@ -13,6 +13,19 @@ class PerceptregError(ValueError):
     """
 
 
+# Kinds of bad input that a caller may answer differently (the explorer: HTTP 413, 415, 409)
+class TooLargeError(PerceptregError):
+    """Input over a size limit: an upload's bytes, an image's pixels."""
+
+
+class FormatError(PerceptregError):
+    """A file of a format that is not read (a GIF where PNG or JPEG is taken)."""
+
+
+class NotAvailableError(PerceptregError):
+    """A request that this model or run cannot serve (a latent walk of a run of `attach`)."""
+
+
 @contextlib.contextmanager
 def warnings_as_lines(say: Callable[[str], None]):
     """The library's warnings (a collapsed decoder, a torn metrics line, ...) said as one

@@ -22,16 +22,15 @@ from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from perceptreg import data as datasets
 from perceptreg import measures
-from perceptreg.adversarial.attacks import PGD, AttackSettings, check_target
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.attacks import PGD, check_target
 from perceptreg.core import checkpoint
 from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.core.schema import SHA256, Sealed, load_sealed_file, write_sealed
-from perceptreg.runs import Run
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
+H_IMAGE, C_LATENT = "H(image)", "C(latent)"  # the readers of every edit; judges are named by themselves
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def read_edits(model: PerceptionNet, latents: torch.Tensor, edited: torch.Tensor
         confidence, on_image = model.classify(images).float().softmax(1).max(1)
         on_latent = model.classifier(latents.flatten(0, 1)).argmax(1)
     shape = edited.shape[:2]
-    readings = {"H(image)": on_image.view(shape), "C(latent)": on_latent.view(shape)}
+    readings = {H_IMAGE: on_image.view(shape), C_LATENT: on_latent.view(shape)}
     readings.update({judge.name: judge(images).view(shape) for judge in judges})
     return readings, confidence.view(shape)
 
@@ -187,12 +186,6 @@ class _DirectionFile(Sealed):
     sha256: str | None = Field(default=None, pattern=SHA256)  # of the .safetensors file; older directions have none
 
 
-class InterpolationMetricsFile(Sealed):
-    """interpolation_metrics.json (`perceptreg interpolate`, sealed): each run's edit study by the run's path."""
-    model_config = ConfigDict(extra="allow")
-    runs: dict[str, dict] = Field(min_length=1)
-
-
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     """A saved direction, checked against its schema and ``model``'s latent shape and classes."""
     path = Path(path).with_suffix(".safetensors")
@@ -247,107 +240,3 @@ def parse_alphas(text: str) -> tuple[float, ...]:
     if len(values) > MAX_ALPHAS:
         raise PerceptregError(f"`alphas` {text!r}: {len(values)} values; at most {MAX_ALPHAS} are decoded")
     return values
-
-
-# --- one study: per-image and mean directions on the same images -----------------------------
-
-@dataclass
-class EditStudy:
-    """Edits of ``images`` toward ``target`` along each image's own direction and along the
-    mean direction, with every reader's labels, the flip curves and the locality."""
-
-    alphas: tuple[float, ...]
-    target: int
-    direction: Direction
-    images: torch.Tensor  # (B, C, H, W) the images edited
-    edited: dict[str, torch.Tensor]  # "per-image" / "mean" -> (B, A, C, H, W)
-    readings: dict[str, dict[str, torch.Tensor]]  # kind -> reader -> (B, A)
-    confidence: dict[str, torch.Tensor]  # kind -> H's confidence (B, A)
-    summary: dict
-
-
-def study_edits(model: PerceptionNet, images: torch.Tensor, target: int, attack: PGD,
-                alphas: Sequence[float] = DEFAULT_ALPHAS, judges: Sequence = (),
-                region: torch.Tensor | None = None, direction: Direction | None = None,
-                fit_images: torch.Tensor | None = None, source: int | None = None) -> EditStudy:
-    """Edit ``images`` toward ``target`` and measure it.
-
-    The per-image directions come from attacking ``images`` themselves; the mean direction
-    is ``direction`` if given, else the mean over ``fit_images`` (other images than the
-    edited ones, so its flip curve shows whether the concept generalises).
-    """
-    if len(images) == 0:
-        raise PerceptregError("no images to edit (the image set is empty)")
-    check_target(target, model.num_classes)
-    alphas = tuple(float(a) for a in alphas)
-    if direction is None:
-        direction = mean_direction(model, images if fit_images is None else fit_images, target, attack, source)
-    _, per_image = toward(model, images, target, attack)
-    kinds = {"per-image": per_image, "mean": direction.vector.to(images.device)}
-    edited, readings, confidence, summary = {}, {}, {}, {"target": target, "alphas": list(alphas),
-                                                          "images": len(images), "directions": {}}
-    for kind, vectors in kinds.items():
-        latents, edited[kind] = decode_along(model, images, vectors, alphas)
-        readings[kind], confidence[kind] = read_edits(model, latents, edited[kind], judges)
-        entry = {"flip_curve": flip_curve(readings[kind], target),
-                 "flip_interval": flip_interval(readings[kind], target)}
-        if region is not None:
-            entry["locality"] = {k: v for k, v in locality(edited[kind], region).items() if k != "change_map"}
-        summary["directions"][kind] = entry
-    summary["directions"]["mean"]["fitted_on"] = {"images": direction.count, "source": direction.source}
-    return EditStudy(alphas, target, direction, images, edited, readings, confidence, summary)
-
-
-# --- a study of a run folder (what `perceptreg interpolate` does) ------------------------------
-
-@dataclass(frozen=True)
-class EditSettings:
-    """What to edit toward which class: the choices of an edit study of a run."""
-
-    target: int
-    source: int | None = None  # edit (and fit the mean direction on) this class only; None: every other
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    images: int = 8  # test images edited
-    fit_images: int = 100  # training images the mean direction is averaged over
-    from_file: Path | None = None  # edit this image file (or folder) instead of test images
-    direction_file: Path | None = None  # apply this saved direction instead of fitting one
-
-
-def _pick(data, target: int, source: int | None, count: int) -> torch.Tensor:
-    """Up to ``count`` indices of images of ``source`` (or of any class but ``target``), spread over classes."""
-    keep = data.labels != target if source is None else data.labels == source
-    chosen = keep.nonzero().squeeze(1)
-    if len(chosen) == 0:
-        raise PerceptregError(f"no images of class {source} in {data.name}")
-    return chosen[datasets.spread_over_classes(data.labels[chosen], min(count, len(chosen)))]
-
-
-def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: str = "cpu",
-              judge: Run | None = None) -> tuple[EditStudy, torch.Tensor]:
-    """The edit study of a run's model: its test images (or ``from_file``) edited toward
-    ``settings.target``, read by ``judge``'s model, else by ``main_judge``'s (a 3-NN pixel judge
-    on grey digits, the dataset's standing CNN judge on natural images). The mean direction
-    is fitted on training images, so it is tested on images it has not seen. ``attack``
-    without eps: the radius of the run's images (``AttackSettings.for_images``). Returns the
-    study and the target's region (pixels its mean training image covers), for locality."""
-    if run.kind == "attached":
-        raise PerceptregError(f"{run.path} is a run of `attach`: its layers have no classifier head of their "
-                              f"own to read an edited latent, so latent edits need a run of `train`")
-    model = run.model(device)
-    train_data, test_data = run.data()
-    check_target(settings.target, model.num_classes)
-    if settings.from_file:
-        images = datasets.load_image_files(settings.from_file, model.input_shape)
-    else:
-        images = test_data.images[_pick(test_data, settings.target, settings.source, settings.images)]
-    fit = train_data.images[_pick(train_data, settings.target, settings.source, settings.fit_images)]
-    direction = load_direction(settings.direction_file, model) if settings.direction_file else None
-    if direction is not None and direction.target != settings.target:
-        raise PerceptregError(f"{settings.direction_file}: a direction toward class {direction.target}, "
-                              f"not toward the `target` {settings.target}")
-    region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
-    study = study_edits(model, datasets.to_float(images).to(device), settings.target,
-                        attack.for_images(run.config.dataset, model.input_shape).build(model),
-                        settings.alphas, [main_judge(run.config.dataset, train_data, judge, device)], region.to(device),
-                        direction, datasets.to_float(fit).to(device), settings.source)
-    return study, region

@@ -11,7 +11,6 @@ from perceptreg.figures.grids import (
     Cell,
     Grid,
     attack_grid,
-    edit_study_figures,
     h_caption,
     image_grid,
     interpolation_grid,
@@ -24,5 +23,5 @@ from perceptreg.figures.grids import (
 )
 
 __all__ = ["CAPTION_HEIGHT", "LAYOUT_FORMAT", "LAYOUT_KEY", "PAD", "TITLE_HEIGHT", "WRONG", "Cell", "Grid",
-           "attack_grid", "edit_study_figures", "h_caption", "image_grid", "interpolation_grid", "layers_grid",
+           "attack_grid", "h_caption", "image_grid", "interpolation_grid", "layers_grid",
            "noise_grid", "perception_grid", "read_layout", "save_png", "stack_panels"]

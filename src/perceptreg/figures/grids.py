@@ -26,7 +26,6 @@ from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_writ
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
-from perceptreg.edits import latent
 from perceptreg.figures import plots
 
 CAPTION_HEIGHT = 14  # one line of caption text
@@ -301,28 +300,6 @@ def interpolation_grid(images: torch.Tensor, edited: torch.Tensor, labels: torch
                                                        f"D(F(x) + {a:g} dz); {reading}"))
     rows = torch.cat([images.unsqueeze(1).to(edited), edited], 1)  # (B, 1 + A, C, H, W)
     return image_grid(rows.flatten(0, 1), rows.shape[1], cells, scale=4 if edited.shape[-1] < 48 else 2, title=title)
-
-
-EDIT_TITLES = {"per-image": "Per-image direction: each image moved along its own dz = F(x_adv) - F(x), "
-                            "x_adv its attack toward {target}",
-               "mean": "Mean direction: every image moved along one dz toward {target}, "
-                       "averaged over {count} training images"}
-
-
-def edit_study_figures(study, region: torch.Tensor, classes: Sequence[str], out: Path,
-                       rows: int = 20) -> list[Path]:
-    """The grids of an ``latent.EditStudy`` (first ``rows`` images; the measures use all) and
-    its change maps, with the target's region outlined; written into ``out``."""
-    written = []
-    for kind, edited in study.edited.items():
-        title = EDIT_TITLES[kind].format(target=classes[study.target], count=study.direction.count)
-        grid = interpolation_grid(study.images[:rows], edited[:rows], study.readings[kind]["H(image)"][:rows],
-                                  study.confidence[kind][:rows], classes, study.alphas, title, f"the {kind} direction")
-        written.append(save_png(grid, out / runs.INTERPOLATION_GRID.format(kind=kind)))
-    maps = {f"{kind}: |change| a={study.alphas[0]:g} to {study.alphas[-1]:g}":
-            latent.locality(edited, region.to(edited.device))["change_map"] for kind, edited in study.edited.items()}
-    written.append(plots.heatmaps(maps, out / runs.INTERPOLATION_CHANGE, outline=region))
-    return written
 
 
 @torch.no_grad()

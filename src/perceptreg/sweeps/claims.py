@@ -22,7 +22,7 @@ from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import load_sealed_file
 from perceptreg.data.registry import lookup
-from perceptreg.edits.latent import InterpolationMetricsFile
+from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.measures import rate
 from perceptreg.sweeps.sweep import SweepFile
 from perceptreg.sweeps.verdicts import (

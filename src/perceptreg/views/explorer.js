@@ -10,6 +10,9 @@ const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 const RETRIES = 5;
 const MAP_SIZE = 420;  // each map canvas's drawing size; CSS scales it to the column
 const PLACE_POLL_MS = 400;  // how often a waiting request asks for its place in the model's queue
+// this page's name in the model's queue: pages take turns, so another page's backlog delays ours by one request
+const CLIENT = Math.random().toString(36).slice(2);
+const pending = {};  // per section, the abort of its request in flight: a superseded one is dropped by the server too
 
 function status(name, kind, text) {
   const line = $(`${name}-status`);
@@ -38,12 +41,14 @@ function watchPlace(section, ticket, current) {
 
 // fetch for one section: "busy" while it runs, "queued" while it waits for the model or the
 // server is full, an error line when it fails; returns the JSON body, or null when it failed
-// or was superseded.
+// or was superseded (its request then aborted: the server drops its work).
 async function call(section, url, options = {}) {
   const seq = (state.seq[section] = (state.seq[section] || 0) + 1);
   const current = () => state.seq[section] === seq;
   const ticket = `${section}-${seq}-${Math.random().toString(36).slice(2)}`;
-  options = { ...options, headers: { ...options.headers, "x-ticket": ticket } };
+  pending[section]?.abort();
+  const controller = (pending[section] = new AbortController());
+  options = { ...options, signal: controller.signal, headers: { ...options.headers, "x-ticket": ticket, "x-client": CLIENT } };
   status(section, "busy", "working…");
   for (let attempt = 0; ; attempt++) {
     let response, body;
@@ -70,6 +75,12 @@ async function call(section, url, options = {}) {
     status(section, "done", "");
     return body;
   }
+}
+
+// A section's answer in flight is no longer wanted: dropped here, and its request aborted.
+function supersede(section) {
+  state.seq[section] = (state.seq[section] || 0) + 1;
+  pending[section]?.abort();
 }
 
 function figure(src, caption, testid, size) {
@@ -99,10 +110,19 @@ const compared = () => state.info.compared.length > 0;
 const whose = (what, run) => (compared() ? `${what} ${state.names[run]}` : what);
 const answer = (r) => `H ${r.prediction} ${pct(r.confidence)}`;
 
+// In place of a compared run's pictures: why it has none (a run of `attach` without the layer shown).
+function lacking(c, size = null) {
+  const div = document.createElement("div");
+  div.className = "figure missing"; div.dataset.testid = "missing"; div.textContent = c.missing;
+  if (size) div.style.width = size;
+  return div;
+}
+
 // An image's readings by every run: x, then each run's P(x) captioned with H's answer.
 function readings(r, caption = "x", testid = null, size = null) {
   return [figure(r.image, caption, null, size), figure(r.perception, `${whose("P(x)", state.info.run)}: ${answer(r)}`, testid, size),
-          ...r.compared.map((c) => figure(c.perception, `${whose("P(x)", c.run)}: ${answer(c)}`, testid && `${testid}-compared`, size))];
+          ...r.compared.map((c) => (c.missing ? lacking(c, size)
+            : figure(c.perception, `${whose("P(x)", c.run)}: ${answer(c)}`, testid && `${testid}-compared`, size)))];
 }
 
 function labelled(src, name) {
@@ -142,10 +162,10 @@ function card(item) {
   div.dataset.testid = "card"; div.dataset.index = item.index; div.tabIndex = 0; div.setAttribute("role", "button");
   const pair = document.createElement("div"); pair.className = "pair";
   pair.append(labelled(item.image, "x"), labelled(item.perception, whose("P(x)", state.info.run)),
-    ...item.compared.map((c) => labelled(c.perception, whose("P(x)", c.run))));
+    ...item.compared.map((c) => (c.missing ? lacking(c) : labelled(c.perception, whose("P(x)", c.run)))));
   const text = document.createElement("div");
   text.textContent = `label ${item.label} · H: ${item.prediction} ${pct(item.confidence)}${wrong ? " ✗" : ""}` +
-    item.compared.map((c) => ` · ${state.names[c.run]}: ${c.prediction} ${pct(c.confidence)}`).join("");
+    item.compared.map((c) => (c.missing ? "" : ` · ${state.names[c.run]}: ${c.prediction} ${pct(c.confidence)}`)).join("");
   const error = document.createElement("div");
   error.dataset.testid = "card-error"; error.textContent = `recon. error ${item.error.toFixed(4)}`;
   div.setAttribute("aria-label", `image ${item.index}, label ${item.label}, H says ${item.prediction}`);
@@ -167,7 +187,8 @@ function select(item) {
   document.querySelectorAll(".card.selected").forEach((c) => c.classList.remove("selected"));
   document.querySelector(`.card[data-index="${item.index}"]`)?.classList.add("selected");
   state.selected = item;
-  const said = [item, ...item.compared].map((r, k) => `${compared() ? `${state.names[k ? r.run : state.info.run]}: ` : ""}H says ${r.prediction} (${pct(r.confidence)})`);
+  const said = [item, ...item.compared].map((r, k) => (r.missing ? r.missing
+    : `${compared() ? `${state.names[k ? r.run : state.info.run]}: ` : ""}H says ${r.prediction} (${pct(r.confidence)})`));
   $("selected").textContent = `Image ${item.index}: label ${item.label}, ${said.join("; ")}.`;
   $("selected-figures").replaceChildren(...readings(item, "x", null, "56px"));
   $("map-selected").replaceChildren(...readings(item, `image ${item.index}, label ${item.label}`, "map-perception", "72px"));
@@ -185,7 +206,7 @@ async function pick(index) {
 
 // --- attack ---------------------------------------------------------------------------------
 function clearAttack() {
-  state.attacked = false; state.seq.attack = (state.seq.attack || 0) + 1; state.paths = [];
+  state.attacked = false; supersede("attack"); state.paths = [];
   $("attack-result").replaceChildren(); $("attack-numbers").textContent = "";
   status("attack", "done", ""); drawMap();
 }
@@ -197,6 +218,7 @@ function top3(probabilities) {
 
 function attackRow(name, r) {
   const block = document.createElement("div"); block.dataset.testid = "attack-row";
+  if (r.missing) { block.append(lacking(r, "auto")); return block; }  // a line of its own, the row's width
   if (name) {
     const title = document.createElement("div"); title.className = "compare-name";
     title.textContent = `${state.names[name]}: L-inf distance ${r.linf_distance.toFixed(3)}, H on x_adv: ${top3(r.adversarial.probabilities)}`;
@@ -230,7 +252,7 @@ async function attack() {
 
 // --- latent walk ----------------------------------------------------------------------------
 function clearWalk() {
-  state.frames = []; state.walks = []; state.seq.edit = (state.seq.edit || 0) + 1; $("edit-compared").replaceChildren();
+  state.frames = []; state.walks = []; supersede("edit"); $("edit-compared").replaceChildren();
   $("alpha").disabled = true; $("alpha").value = 0;
   $("edit-image").removeAttribute("src"); $("edit-caption").innerHTML = "&nbsp;";
   status("edit", "done", "");
@@ -268,15 +290,17 @@ async function loadMap() {
     const lo = Math.min(...values), hi = Math.max(...values), margin = 0.05 * (hi - lo || 1);
     return [lo - margin, hi + margin];
   };
-  state.map = { ...map, runs: map.maps.map((m) => ({ ...m, x: pad(m.points.map((p) => p[0])), y: pad(m.points.map((p) => p[1])) })) };
+  state.map = { ...map, runs: map.maps.map((m) => (m.missing ? m : { ...m, x: pad(m.points.map((p) => p[0])), y: pad(m.points.map((p) => p[1])) })) };
   $("maps").replaceChildren(...state.map.runs.map((m, k) => {
     const box = document.createElement("div"); box.className = "map-box";
     if (state.map.runs.length > 1) {
       const name = document.createElement("div"); name.className = "compare-name"; name.textContent = m.run;
       box.append(name);
     }
+    if (m.missing) { box.append(lacking(m)); return box; }
     const canvas = document.createElement("canvas");
-    canvas.width = canvas.height = MAP_SIZE; canvas.dataset.testid = "map"; canvas.onclick = (event) => clickMap(event, k);
+    canvas.width = canvas.height = MAP_SIZE; canvas.dataset.testid = "map"; canvas.dataset.run = k;
+    canvas.onclick = (event) => clickMap(event, k);
     box.append(canvas);
     return box;
   }));
@@ -298,8 +322,8 @@ function mapPixel(point, k = 0) {
 
 function drawMap() {
   if (!state.map) return;
-  document.querySelectorAll("#maps canvas").forEach((canvas, k) => {
-    const ctx = canvas.getContext("2d"), m = state.map.runs[k];
+  document.querySelectorAll("#maps canvas").forEach((canvas) => {
+    const k = Number(canvas.dataset.run), ctx = canvas.getContext("2d"), m = state.map.runs[k];
     ctx.clearRect(0, 0, MAP_SIZE, MAP_SIZE);
     m.points.forEach((point, i) => {
       const [x, y] = mapPixel(point, k);

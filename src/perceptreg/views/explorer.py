@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 import torch
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptreg.adversarial.attacks import DEFAULT_STEPS, PGD, check_target
+from perceptreg.adversarial.attacks import DEFAULT_STEPS, AttackSettings, check_target
 from perceptreg.adversarial.defaults import NORMS
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.display import png_bytes
+from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregError, TooLargeError
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
-from perceptreg.data.registry import attack_eps
 from perceptreg.edits import latent
 from perceptreg.runs import Run
-from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
+from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background
 from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 
 MAX_STEPS = 500
@@ -78,9 +77,7 @@ def data_url(image: torch.Tensor) -> str:
     """A (C, H, W) float image in [0, 1] as a PNG data URL."""
     pixels = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     picture = Image.fromarray(pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy())
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
 
 
 def amplified(difference: torch.Tensor) -> torch.Tensor:
@@ -88,56 +85,77 @@ def amplified(difference: torch.Tensor) -> torch.Tensor:
     return 0.5 + 0.5 * difference / difference.abs().max().clamp(min=1e-12)
 
 
+def layer_views(model) -> dict:
+    """``model`` by the layer it is seen through: a run of `attach`'s every layer, and under
+    None the layer it was opened at; a run of `train` has only None, its one latent z."""
+    layers = model.seen.layers if hasattr(model, "seen") else ()
+    return {None: model, **{name: model.seen.at(name) for name in layers}}
+
+
 class Explorer:
     """The loaded runs and the model work the endpoints ask for. The first run's test set
-    is the gallery; further runs are compared with it image by image."""
+    is the gallery; further runs are compared with it image by image, each at the layer
+    shown where it has layers (a run of `attach`)."""
 
     def __init__(self, opened: Sequence[Run], device: str = "cpu", layer: str | None = None):
         self.run, self.device = opened[0], device
         self.model = self.run.model(device, layer)
-        # A run of `attach`: every layer's perception can be shown, the chosen one first.
-        layers = self.model.seen.layers if hasattr(self.model, "seen") else ()
-        self.views = {None: self.model, **{name: self.model.seen.at(name) for name in layers}}
+        self.views = layer_views(self.model)  # a run of `attach`: every layer's perception, the chosen one first
         names = [run.name for run in opened]
         if len(set(names)) < len(names):  # runs/a/run and runs/b/run: the whole paths tell them apart
             names = [str(run.path) for run in opened]
         self.name = names[0]
-        self.compared = {name: run.model(device) for name, run in zip(names[1:], opened[1:])}
-        for name, model in self.compared.items():
+        self.compared = {name: layer_views(run.model(device)) for name, run in zip(names[1:], opened[1:])}
+        for name, views in self.compared.items():
+            model = views[None]
             if (model.input_shape, model.num_classes) != (self.model.input_shape, self.model.num_classes):
                 raise PerceptregError(f"runs to compare must take images of one shape into the same classes: "
                                       f"{self.name} takes {self.model.input_shape} into {self.model.num_classes}, "
                                       f"{name} takes {model.input_shape} into {model.num_classes}")
         self.test = self.run.data()[1]
         self.classes = self.test.classes
-        # what a request without eps gets, per norm: L2 has its own radius (data.registry.attack_eps)
-        self.eps = {norm: attack_eps(self.run.config.dataset, self.model.input_shape, norm) for norm in NORMS}
+        # what a request without eps gets, per norm: L2 has its own radius
+        self.eps = {norm: self.settings(None, norm=norm).eps for norm in NORMS}
         self.map_index = sample(len(self.test))  # the same images on every run's map
         self._scores: dict[torch.nn.Module, Scores] = {}  # per model, computed on first use
         self._maps: dict[torch.nn.Module, LatentMap] = {}
-        self.queue = ModelQueue([*self.views.values(), *self.compared.values()])
+        self.queue = ModelQueue([*self.views.values(), *(m for views in self.compared.values() for m in views.values())])
 
     def image(self, index: int) -> torch.Tensor:
         if index >= len(self.test):
-            raise HTTPException(422, f"index must lie in 0..{len(self.test) - 1}, got {index}")
+            raise PerceptregError(f"index must lie in 0..{len(self.test) - 1}, got {index}")
         return to_float(self.test.images[index:index + 1]).to(self.device)
 
-    def radius(self, request: AttackRequest | EditRequest) -> float:
-        """The request's eps, else the radius of the run's images in its norm (an edit's: L-inf)."""
-        return self.eps[getattr(request, "norm", "linf")] if request.eps is None else request.eps
+    def settings(self, eps: float | None, steps: int = DEFAULT_STEPS, norm: str = "linf") -> AttackSettings:
+        """A request's attack; no eps: the radius of the run's images in ``norm`` (an edit's: L-inf)."""
+        return AttackSettings(eps, steps, norm).for_images(self.run.config.dataset, self.model.input_shape)
 
     def check_target(self, target: int) -> None:
         try:
             check_target(target, len(self.classes))
-        except PerceptregError as err:
-            raise HTTPException(422, str(err).replace("`", "")) from err
+        except PerceptregError as err:  # said without the library's backquotes: a request has no flags
+            raise PerceptregError(str(err).replace("`", "")) from err
 
     def view(self, layer: str | None):
         """The model whose perception to show: of ``layer``, for a run of `attach`."""
         if layer not in self.views:
             choices = ", ".join(name for name in self.views if name) or "none (this run has one latent)"
-            raise HTTPException(422, f"layer must be one of {choices}, got {layer!r}")
+            raise PerceptregError(f"layer must be one of {choices}, got {layer!r}")
         return self.views[layer]
+
+    def others(self, layer: str | None) -> dict:
+        """Each compared run's model at the layer shown (``layer``, else the one served): a run
+        of `train` shows its one latent whatever the layer; a run of `attach` that lacks the
+        layer gets, in place of a model, the sentence that says so."""
+        shown, models = layer or getattr(self.model, "layer", None), {}
+        for name, views in self.compared.items():
+            if shown is None or len(views) == 1:  # the first run, or this one, has one latent
+                models[name] = views[None]
+            elif shown in views:
+                models[name] = views[shown]
+            else:
+                models[name] = f"{name} has no layer {shown} (its layers: {', '.join(n for n in views if n)})"
+        return models
 
     def scores(self, model) -> Scores:
         """``model``'s reading of every test image, computed on first use (on the model thread)."""
@@ -168,10 +186,13 @@ class Explorer:
         compared run's perception and answer: every section shows every run."""
         if not len(images):
             return []
-        others = {name: self.describe(model, images) for name, model in self.compared.items()}
-        return [{**card, "compared": [{"run": name, **{key: seen[i][key] for key in SEEN}}
-                                      for name, seen in others.items()]}
-                for i, card in enumerate(self.describe(self.view(layer), images))]
+        model = self.view(layer)
+        seen = {name: other if isinstance(other, str) else self.describe(other, images)
+                for name, other in self.others(layer).items()}
+        return [{**card, "compared": [{"run": name, "missing": cards} if isinstance(cards, str)
+                                      else {"run": name, **{key: cards[i][key] for key in SEEN}}
+                                      for name, cards in seen.items()]}
+                for i, card in enumerate(self.describe(model, images))]
 
     def gallery(self, offset: int, limit: int, layer: str | None = None, label: int | None = None,
                 show: Show = "all", sort: Sort = "classes") -> dict:
@@ -193,11 +214,12 @@ class Explorer:
 
     def map(self, layer: str | None = None) -> dict:
         """Each run's map of z, of the same test images (a seeded sample of a large test set)."""
-        runs = {self.name: self.view(layer), **self.compared}
-        maps = {name: self.latent_map(model) for name, model in runs.items()}
+        runs = {self.name: self.view(layer), **self.others(layer)}
+        maps = {name: model if isinstance(model, str) else self.latent_map(model) for name, model in runs.items()}
         return {"total": len(self.test), "index": self.map_index.tolist(),
                 "labels": self.test.labels[self.map_index].tolist(),
-                "maps": [{"run": name, "points": m.points.tolist(), "predictions": m.predictions.tolist()}
+                "maps": [{"run": name, "missing": m} if isinstance(m, str) else
+                         {"run": name, "points": m.points.tolist(), "predictions": m.predictions.tolist()}
                          for name, m in maps.items()]}
 
     def attack(self, request: AttackRequest) -> dict:
@@ -208,17 +230,17 @@ class Explorer:
         if request.target is not None:
             self.check_target(request.target)
             targets = torch.tensor([request.target], device=self.device)
-        eps = self.radius(request)
-        settings = {"eps": eps, "steps": request.steps, "norm": request.norm}
+        settings = self.settings(request.eps, request.steps, request.norm)
         result = self._attack_on(model, x, label, targets, settings)
-        compared = [{"run": name, **self._attack_on(other, x, label, targets, settings)}
-                    for name, other in self.compared.items()]
-        return {"label": self.classes[int(label)], "run": self.name, "eps": eps, **result, "compared": compared}
+        compared = [{"run": name, "missing": other} if isinstance(other, str) else
+                    {"run": name, **self._attack_on(other, x, label, targets, settings)}
+                    for name, other in self.others(request.layer).items()]
+        return {"label": self.classes[int(label)], "run": self.name, "eps": settings.eps, **result, "compared": compared}
 
-    def _attack_on(self, model, x: torch.Tensor, label, targets, settings: dict) -> dict:
+    def _attack_on(self, model, x: torch.Tensor, label, targets, settings: AttackSettings) -> dict:
         """One run's attack of x: its images, perceptions, distances, and its path on its own map."""
         with latents_seen(model) as path:
-            adversarial = PGD(model, **settings)(x, label, targets)
+            adversarial = settings.build(model)(x, label, targets)
         clean, adv = self.describe(model, torch.cat([x, adversarial]))
         with torch.no_grad():
             ends = model(torch.cat([x, adversarial])).z
@@ -230,17 +252,18 @@ class Explorer:
 
     def edit(self, request: EditRequest) -> dict:
         if self.model.classifier is None:  # a layer of an attached model: no C to read a latent
-            raise HTTPException(409, "latent walks need a run of `train`; this run attaches decoders to layers "
-                                     "of a model, which have no classifier head of their own")
+            raise NotAvailableError("latent walks need a run of `train`; this run attaches decoders to layers "
+                                    "of a model, which have no classifier head of their own")
         x = self.image(request.index)
         self.check_target(request.target)
-        walks = [{"run": name, "frames": self._walk(model, x, request)}  # each run along its own direction
-                 for name, model in self.compared.items() if model.classifier is not None]
+        walks = [{"run": name, "frames": self._walk(views[None], x, request)}  # each run along its own direction
+                 for name, views in self.compared.items() if views[None].classifier is not None]
         return {"target": self.classes[request.target], "image": data_url(x[0]),
                 "frames": self._walk(self.model, x, request), "compared": walks}
 
     def _walk(self, model, x: torch.Tensor, request: EditRequest) -> list[dict]:
-        _, direction = latent.toward(model, x, request.target, PGD(model, eps=self.radius(request), steps=request.steps))
+        attack = self.settings(request.eps, request.steps).build(model)
+        _, direction = latent.toward(model, x, request.target, attack)
         latents, edited = latent.decode_along(model, x, direction, ALPHAS)
         readings, confidence = latent.read_edits(model, latents, edited)
         return [{"alpha": a, "image": data_url(edited[0, i]), "confidence": confidence[0, i].item(),
@@ -264,52 +287,28 @@ def latents_seen(model):
 
 
 def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, or a 4xx.
+    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, else a
+    ``PerceptregError`` saying why (``TooLargeError``, ``FormatError``: the server's 413, 415).
     Decoded as every image file is (``data.decode_image``); drawn digits fitted as MNIST's."""
     if not raw:
-        raise HTTPException(422, "the upload is empty; send a PNG or JPEG image")
+        raise PerceptregError("the upload is empty; send a PNG or JPEG image")
     if len(raw) > MAX_UPLOAD_BYTES:
-        raise HTTPException(413, f"the upload is {size or len(raw):,} bytes; at most {MAX_UPLOAD_BYTES:,} "
-                                 f"are accepted")
+        raise TooLargeError(f"the upload is {size or len(raw):,} bytes; at most {MAX_UPLOAD_BYTES:,} are accepted")
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             kind = picture.format
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
-        raise HTTPException(422, f"the upload is not a readable PNG or JPEG image ({type(err).__name__})") from err
+        raise PerceptregError(f"the upload is not a readable PNG or JPEG image ({type(err).__name__})") from err
     if kind not in ("PNG", "JPEG"):
-        raise HTTPException(415, f"only PNG and JPEG images are accepted, this is {kind}")
+        raise FormatError(f"only PNG and JPEG images are accepted, this is {kind}")
     try:
         image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
     except ImageDecodeError as err:
-        raise HTTPException(413 if isinstance(err, ImageTooLargeError) else 422, f"the upload: {err}") from err
+        raise (TooLargeError if isinstance(err, ImageTooLargeError) else PerceptregError)(f"the upload: {err}") from err
     if is_blank(raw):
-        raise HTTPException(422, "the image is empty (every pixel has the same colour); draw a digit or "
-                                 "choose a picture with something on it")
+        raise PerceptregError("the image is empty (every pixel has the same colour); draw a digit or "
+                              "choose a picture with something on it")
     return to_float(image.unsqueeze(0))
-
-
-RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
-    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
-    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
-    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
-    "int_type": "must be a whole number", "float_type": "must be a number", "string_type": "must be text",
-    "float_parsing": "must be a number", "finite_number": "must be a finite number",
-    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
-    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
-}
-
-
-def in_words(error: dict) -> str:
-    """One validation error as a sentence naming the field."""
-    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
-    if field == "body":
-        field = "the request"
-    rule = RULES.get(error.get("type", ""))
-    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
-    try:
-        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
-    except KeyError:
-        return f"{field}: {error.get('msg', 'invalid')}"
 
 
 def is_blank(raw: bytes) -> bool:
@@ -324,18 +323,11 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
     """The explorer app for one run (``open_run``), or several to compare (the first one's
     test set). ``hosts``: the Host names it answers (``explorer_server.allowed_hosts``); None: any."""
     explorer = Explorer([opened] if isinstance(opened, Run) else list(opened), device, layer)
-    queue = explorer.queue
     # /docs and /redoc load their scripts from a CDN: blank offline, so not served.
     app = FastAPI(title=f"perceptreg explorer: {explorer.name}", docs_url=None, redoc_url=None)
     app.add_middleware(RequestGuard, hosts=hosts, max_body=MAX_BODY_BYTES)
     app.state.explorer = explorer
-
-    @app.exception_handler(RequestValidationError)
-    def invalid(request, error: RequestValidationError) -> JSONResponse:
-        # FastAPI's own handler echoes the input back, and a NaN in it cannot be written as
-        # JSON (a 500); the field and the reason are what the caller needs.
-        detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
-        return JSONResponse(status_code=422, content={"detail": detail})
+    answer_errors(app)  # the explorer's errors and malformed requests, as 4xx
     title = f"perceptreg explorer: {' vs '.join([explorer.name, *explorer.compared])}"
     page = PAGE.replace("__TITLE__", html.escape(title))  # run paths are the user's: <, & and " too
 
@@ -359,7 +351,15 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
     async def place(ticket: Annotated[str, Query(max_length=100)]) -> dict:
         """Where the request sent with `X-Ticket: ticket` stands: requests ahead of it, 0 when
         it runs, null when it is not in the queue."""
-        return {"ahead": queue.ahead(ticket)}
+        return {"ahead": explorer.queue.ahead(ticket)}
+
+    model_routes(app, explorer)
+    return app
+
+
+def model_routes(app: FastAPI, explorer: Explorer) -> None:
+    """The endpoints that run the model: each request's work waits its turn in the queue."""
+    queue = explorer.queue
 
     @app.get("/api/gallery")
     async def gallery(request: Request, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
@@ -391,8 +391,6 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
                        layer: Annotated[str | None, Query(max_length=200)] = None) -> dict:
         images = decode_upload(await file.read(MAX_UPLOAD_BYTES + 1), file.size, explorer.model.input_shape)
         return await queue.run(request, explorer.perceive, images, layer)
-
-    return app
 
 
 PAGE = Path(__file__).with_name("explorer.html").read_text(encoding="utf-8")

@@ -1,5 +1,6 @@
-"""The explorer's serving rules: one model thread behind a bounded queue, work of a client
-that left is cancelled, requests checked before they are read, and the listening socket.
+"""The explorer's serving rules: one model thread behind a bounded queue that clients take
+turns in, work of a client that left is dropped or stopped, the library's errors as HTTP
+answers, requests checked before they are read, and the listening socket.
 
     queue = ModelQueue(models, capacity=8)
     result = await queue.run(request, work, model, x)   # 503 when full; cancelled if the client leaves
@@ -12,20 +13,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import socket
 import threading
 import time
-from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import JSONResponse
 
-from perceptreg.core.errors import PerceptregError
+from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregError, TooLargeError
 
 QUEUE_CAPACITY = 8  # waiting model requests; more would only lengthen everyone's wait
 DISCONNECT_POLL_S = 0.05  # how often a waiting request checks that its client is still there
 TICKET_HEADER = "x-ticket"  # a request's name of its own choosing, to ask for its place in the queue
+CLIENT_HEADER = "x-client"  # a page's name of its own choosing: its requests take turns with other pages'
 
 
 class Cancelled(Exception):
@@ -47,9 +53,25 @@ def cancellable(models, flag: threading.Event):
             handle.remove()
 
 
+@dataclass(eq=False)
+class Job:
+    """One request's model work, waiting or running; ``result`` is what its request awaits."""
+
+    ticket: object  # the request's X-Ticket, else an object nobody asks about
+    client: str  # whose turn it takes: the page's X-Client, else the connection's address
+    work: Callable
+    args: tuple
+    flag: threading.Event = field(default_factory=threading.Event)  # set: its client left
+    result: Future = field(default_factory=Future)
+    started: bool = False
+
+
 class ModelQueue:
-    """Model work in order on one thread (an attack sets the model's flags, so two must not
-    overlap); at most ``capacity`` requests wait, further ones get a 503 with Retry-After.
+    """Model work on one thread (an attack sets the model's flags, so two must not overlap),
+    the clients taking turns: the waiting job of the client served longest ago runs next,
+    each client's own in the order sent. So one client's backlog delays another's request
+    by one job, not by the backlog. At most ``capacity`` requests wait; further ones get a
+    503 with Retry-After. Work of a client that left is dropped, or stopped while it runs.
 
     Request handlers await the work instead of blocking a thread, so pages and static
     answers are served while the model is busy. A request sent with an ``X-Ticket`` header
@@ -58,7 +80,9 @@ class ModelQueue:
 
     def __init__(self, models, capacity: int = QUEUE_CAPACITY):
         self.models, self.capacity = list(models), capacity
-        self._jobs: list[object] = []  # the tickets of the work submitted and not finished, in order
+        self._jobs: list[Job] = []  # submitted and not finished, in the order they came
+        self._served: dict[str, int] = {}  # per client, when its last job started (a count)
+        self._starts = itertools.count()
         self.cancelled = 0  # jobs stopped because their client left (for tests and benchmarks)
         self._lock = threading.Lock()
         # One intra-op thread: on one image, PyTorch's OpenMP team called from a thread other
@@ -67,20 +91,18 @@ class ModelQueue:
                                           initializer=torch.set_num_threads, initargs=(1,))
 
     async def run(self, request: Request, work, *args):
-        """``work(*args)`` on the model thread; its result, a 503 when the queue is full, or
-        nothing (a 499 nobody reads) when the client disconnects while it waits or runs."""
-        ticket = request.headers.get(TICKET_HEADER) or object()  # without one: a ticket nobody asks about
-        self._enter(ticket)
-        flag = threading.Event()
-        future = self._worker.submit(self._guarded, flag, work, *args)
-        future.add_done_callback(lambda _: self._leave(ticket))
-        result = asyncio.wrap_future(future)
+        """``work(*args)`` on the model thread in its client's turn; its result, a 503 when the
+        queue is full, or nothing (a 499 nobody reads) when the client disconnects first."""
+        client = request.headers.get(CLIENT_HEADER) or (request.client.host if request.client else "")
+        job = Job(request.headers.get(TICKET_HEADER) or object(), client, work, args)
+        self._enter(job)
+        self._worker.submit(self._next)  # one turn of the model thread per job
+        result = asyncio.wrap_future(job.result)
         while not result.done():
             await asyncio.wait([result], timeout=DISCONNECT_POLL_S)
             if not result.done() and await request.is_disconnected():
-                flag.set()
-                with self._lock:
-                    self.cancelled += 1
+                self._drop(job)
+                result.add_done_callback(lambda done: done.cancelled() or done.exception())  # nobody awaits it
                 raise HTTPException(499, "the client closed the connection")
         try:
             return result.result()
@@ -96,24 +118,107 @@ class ModelQueue:
         """How many requests the model serves before the one with ``ticket`` (0: it runs now);
         None when no such request waits (not yet arrived, or already answered)."""
         with self._lock:
-            return self._jobs.index(ticket) if ticket in self._jobs else None
+            tickets = [job.ticket for job in self._order()]
+        return tickets.index(ticket) if ticket in tickets else None
 
-    def _enter(self, ticket) -> None:
+    def _order(self) -> list[Job]:
+        """The unfinished jobs as the model serves them: the running one, then by turns."""
+        served, waiting = dict(self._served), [job for job in self._jobs if not job.started]
+        order = [job for job in self._jobs if job.started]
+        for turn in itertools.count(max(served.values(), default=0) + 1):
+            if not waiting:
+                return order
+            job = min(waiting, key=lambda j: served.get(j.client, -1))  # the first such in arrival order
+            waiting.remove(job)
+            order.append(job)
+            served[job.client] = turn
+
+    def _enter(self, job: Job) -> None:
         with self._lock:
             if len(self._jobs) >= self.capacity:
                 raise HTTPException(503, f"the explorer is busy ({len(self._jobs)} requests wait for the model); "
                                          f"try again in a moment", headers={"Retry-After": "2"})
-            self._jobs.append(ticket)
+            self._jobs.append(job)
 
-    def _leave(self, ticket) -> None:
+    def _drop(self, job: Job) -> None:
+        """``job``'s client left: a waiting job leaves the queue, a running one stops at its next forward."""
+        job.flag.set()
         with self._lock:
-            self._jobs.remove(ticket)
+            self.cancelled += 1
+            if not job.started:
+                self._jobs.remove(job)
+                job.result.cancel()
 
-    def _guarded(self, flag: threading.Event, work, *args):
-        if flag.is_set():  # its client left while it waited: nothing to do
-            raise Cancelled
-        with cancellable(self.models, flag):
-            return work(*args)
+    def _next(self) -> None:
+        """One turn of the model thread: the next job by turns runs (none when its client left)."""
+        with self._lock:
+            waiting = self._order()[sum(job.started for job in self._jobs):]
+            if not waiting:
+                return
+            job = waiting[0]
+            job.started, self._served[job.client] = True, next(self._starts)
+        outcome, error = None, None
+        try:
+            with cancellable(self.models, job.flag):
+                outcome = job.work(*job.args)
+        except BaseException as err:  # noqa: BLE001 (handed to the request, which raises it)
+            error = err
+        with self._lock:  # out of the queue before it is answered: a client told "done" finds it gone
+            self._jobs.remove(job)
+        if error is None:
+            job.result.set_result(outcome)
+        else:
+            job.result.set_exception(error)
+
+
+# --- errors as HTTP answers ----------------------------------------------------------------------
+
+STATUS = {TooLargeError: 413, FormatError: 415, NotAvailableError: 409}  # other PerceptregErrors: 422
+
+
+def library_error(request: Request, error: PerceptregError) -> JSONResponse:
+    """The one place the explorer's errors become HTTP answers: the status of their kind, the
+    message as the detail."""
+    status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 422)
+    return JSONResponse(status_code=status, content={"detail": str(error)})
+
+
+RULES = {  # pydantic's error types, said as the page says them: "steps must be at most 500"
+    "less_than_equal": "must be at most {le}", "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}", "greater_than_equal": "must be at least {ge}",
+    "int_parsing": "must be a whole number", "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number", "float_type": "must be a number", "string_type": "must be text",
+    "float_parsing": "must be a number", "finite_number": "must be a finite number",
+    "literal_error": "must be {expected}", "extra_forbidden": "is not a setting of this request",
+    "missing": "is required", "string_too_long": "must be at most {max_length} characters",
+}
+
+
+def in_words(error: dict) -> str:
+    """One validation error as a sentence naming the field."""
+    field = next((str(part) for part in reversed(error.get("loc", ())) if isinstance(part, str)), "the request")
+    if field == "body":
+        field = "the request"
+    rule = RULES.get(error.get("type", ""))
+    context = {key: str(value) for key, value in (error.get("ctx") or {}).items()}
+    try:
+        return f"{field} {rule.format(**context)}" if rule else f"{field}: {error.get('msg', 'invalid')}"
+    except KeyError:
+        return f"{field}: {error.get('msg', 'invalid')}"
+
+
+def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A request that does not fit its schema: 422, each field named with the reason in words.
+    (FastAPI's own handler echoes the input back, and a NaN in it cannot be written as JSON: a 500.)"""
+    detail = [{"loc": list(e.get("loc", ())), "msg": in_words(e)} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+def answer_errors(app) -> None:
+    """``app``'s errors as HTTP answers: the library's by their kind (``library_error``), a
+    request that does not fit its schema with each field named (``invalid_request``)."""
+    app.add_exception_handler(PerceptregError, library_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
 
 class RequestGuard:

@@ -21,7 +21,7 @@ from perceptreg.attaching.attach_run import read_layers
 from perceptreg.attaching.results import layer_cells
 from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
-from perceptreg.edits.latent import InterpolationMetricsFile
+from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.figures import plots
 from perceptreg.runs import Run
 from perceptreg.sweeps import sweep as sweep_module
