@@ -114,7 +114,7 @@ def train_command(out, resume, quiet, compile_step, **options):
     if resume:
         if out is None:
             raise click.UsageError("--resume needs --out RUN, the run folder to continue")
-        runs.claim(out, "trained", resume=True)  # another kind of run is refused before its config is read
+        runs.check_writable(out, "trained", resume=True)  # another kind of run is refused before its config is read
         config = dataclasses.replace(runs.read_config(out), **given)  # errors name the flags given
     elif out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.UsageError("under torchrun, give --out: every process must write to the same run folder")
@@ -256,7 +256,7 @@ def prepare(dataset, out, data_root):
     """
     from perceptreg import data as datasets
 
-    runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
+    runs.check_writable(out, "dataset")  # before the dataset is loaded, which may take minutes
     train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
     path = datasets.write_memmap(out, train_data, test_data)
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
