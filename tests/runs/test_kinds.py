@@ -12,7 +12,6 @@ from perceptreg import runs
 from perceptreg.cli import main
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.sweeps import reproducing
 
 TRAIN = TrainConfig(train_size=300, epochs=2).to_dict()
 ATTACH = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",)).to_dict()
@@ -111,14 +110,6 @@ def test_each_command_refuses_another_kind_with_one_line_and_changes_nothing(tmp
     result = COMMANDS[command](folder)
     assert result.exit_code == 1, result.output
     assert result.output.count("Error:") == 1 and "Traceback" not in result.output, result.output
-    assert snapshot(folder) == before
-
-
-def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys):
-    folder = make(tmp_path / "out", FOLDERS["trained"])
-    before = snapshot(folder)
-    assert reproducing.main([str(folder), "--run", "--out", str(tmp_path / "R.md")]) == 1
-    assert "holds a run of `train`" in capsys.readouterr().err
     assert snapshot(folder) == before
 
 
