@@ -24,41 +24,32 @@ config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``advers
 Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
 
-import importlib
+from perceptreg.core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "open_run": "perceptreg.runs", "Run": "perceptreg.runs", "save_run": "perceptreg.runs",
-    "train": "perceptreg.training.train", "TrainConfig": "perceptreg.core.config",
-    "AttachConfig": "perceptreg.core.config", "PerceptionNet": "perceptreg.core.models",
-    "attach": "perceptreg.core.attached", "AttachedModel": "perceptreg.core.attached",
-    "fit_decoders": "perceptreg.attaching.fitting", "fine_tune": "perceptreg.attaching.fitting",
-    "evaluate_layers": "perceptreg.attaching.fitting",
-    "PGD": "perceptreg.adversarial.attacks", "AdaptivePGD": "perceptreg.adversarial.adaptive",
-    "AdaptiveAttack": "perceptreg.adversarial.adaptive",
-    "AttackSettings": "perceptreg.adversarial.attacks", "measure_attack": "perceptreg.adversarial.evaluation",
-    "Measuring": "perceptreg.adversarial.evaluation", "Strength": "perceptreg.adversarial.run_attacks",
-    "evaluate_attack": "perceptreg.attacking.evaluate", "attack_run": "perceptreg.attacking.figure",
-    "attack_from_noise": "perceptreg.attacking.noise",
-    "PerceptregError": "perceptreg.core.errors", "interpolate": "perceptreg.edits.interpolation",
-    "EditSettings": "perceptreg.edits.study",
-}
-_PACKAGES = ("figures", "measures", "data")  # `perceptreg.figures.perception_grid(...)`
+# imported on first use (core/lazy.py); `perceptreg.figures.perception_grid(...)`: the packages too
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "perceptreg.runs": ("open_run", "Run", "save_run"),
+    "perceptreg.training.train": ("train",),
+    "perceptreg.core.config": ("TrainConfig", "AttachConfig"),
+    "perceptreg.core.models": ("PerceptionNet",),
+    "perceptreg.core.attached": ("attach", "AttachedModel"),
+    "perceptreg.attaching.fitting": ("fit_decoders", "fine_tune", "evaluate_layers"),
+    "perceptreg.adversarial.attacks": ("PGD", "AttackSettings"),
+    "perceptreg.adversarial.adaptive": ("AdaptivePGD", "AdaptiveAttack"),
+    "perceptreg.adversarial.evaluation": ("measure_attack", "Measuring"),
+    "perceptreg.adversarial.run_attacks": ("Strength",),
+    "perceptreg.attacking.evaluate": ("evaluate_attack",),
+    "perceptreg.attacking.figure": ("attack_run",),
+    "perceptreg.attacking.noise": ("attack_from_noise",),
+    "perceptreg.edits.interpolation": ("interpolate",),
+    "perceptreg.edits.study": ("EditSettings",),
+    "perceptreg.core.errors": ("PerceptregError",),
+}, submodules=("figures", "measures", "data"))
 
-__all__ = ["__version__", *_EXPORTS, *_PACKAGES]
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _PACKAGES:
-        value = importlib.import_module(f"perceptreg.{name}")
-    else:
-        raise AttributeError(f"module 'perceptreg' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__all__ = ["__version__", "open_run", "Run", "save_run", "train", "TrainConfig", "AttachConfig", "PerceptionNet",
+           "attach", "AttachedModel", "fit_decoders", "fine_tune", "evaluate_layers", "PGD", "AdaptivePGD",
+           "AdaptiveAttack", "AttackSettings", "measure_attack", "Measuring", "Strength", "evaluate_attack",
+           "attack_run", "attack_from_noise", "interpolate", "EditSettings", "PerceptregError",
+           "figures", "measures", "data"]

@@ -1,17 +1,24 @@
-"""Packages whose names are imported on first use: every name they list is found, in the
-module that defines it, and an unknown name is Python's AttributeError."""
+"""Packages whose names are imported on first use (core/lazy.py, their one mechanism): every
+name they list is found, in the module that defines it, and an unknown name is Python's
+AttributeError; no name is one of the package's own modules, which would replace it."""
 
+import ast
 import importlib
 import json
+import pkgutil
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from perceptreg.core.lazy import lazy_exports
 
+SRC = Path(__file__).resolve().parents[2] / "src"
+PACKAGES = ["perceptreg", "perceptreg.runs", "perceptreg.data"]
 
-@pytest.mark.parametrize("package", ["perceptreg.runs", "perceptreg.data"])
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_every_exported_name_resolves(package):
     module = importlib.import_module(package)
     for name in module.__all__:
@@ -30,9 +37,36 @@ def test_a_name_is_read_from_its_module_and_kept(monkeypatch):
         package.loads
 
 
-def test_a_submodule_does_not_hide_the_name_it_shares():
-    from perceptreg import data, runs
-    for submodule in ("perceptreg.data.download", "perceptreg.runs.claim"):  # bound on the package by import
-        importlib.import_module(submodule)
-    assert callable(runs.claim) and runs.claim.__name__ == "claim"
-    assert callable(data.download) and data.download.__module__ == "perceptreg.data.download"
+def test_a_submodule_is_imported_when_first_asked_for(tmp_path, monkeypatch):
+    (tmp_path / "lazy_package").mkdir()
+    (tmp_path / "lazy_package" / "__init__.py").write_text("")
+    (tmp_path / "lazy_package" / "part.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))  # what this test imports is forgotten after it
+    package = importlib.import_module("lazy_package")
+    package.__getattr__, package.__dir__ = lazy_exports("lazy_package", {}, submodules=("part",))
+    assert "part" in dir(package) and "lazy_package.part" not in sys.modules
+    assert package.part is sys.modules["lazy_package.part"] and package.part.X == 1
+
+
+def test_the_top_level_package_exports_its_packages():
+    import perceptreg
+
+    assert perceptreg.figures is importlib.import_module("perceptreg.figures")
+    assert perceptreg.train.__module__ == "perceptreg.training.train"
+
+
+def exported(package: str) -> set[str]:
+    """The names a package's lazy_exports call lists, read from its source (not its modules)."""
+    tree = ast.parse((SRC / package.replace(".", "/") / "__init__.py").read_text())
+    call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", None) == "lazy_exports")
+    return {element.value for names in call.args[1].values for element in names.elts}
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_exported_name_is_a_module_of_its_package(package):
+    # importing perceptreg.runs.claim once bound the module on runs in place of the function runs.claim
+    names = exported(package)
+    modules = {info.name for info in pkgutil.iter_modules([str(SRC / package.replace(".", "/"))])}
+    assert names and not names & modules

@@ -8,6 +8,7 @@ import torch
 
 from perceptreg import data
 from perceptreg.core.errors import PerceptregError
+from perceptreg.data.download import download
 
 
 def test_mnist5k_is_the_embedded_digits():
@@ -164,7 +165,7 @@ def test_download_resumes_a_partial_file(tmp_path, server):
     body = bytes(range(256)) * 100
     handler.files["/f.gz"] = body
     (tmp_path / "f.gz.part").write_bytes(body[:1000])
-    path = data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    path = download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
     assert path.read_bytes() == body
     assert handler.requests == ["bytes=1000-"]
     assert not (tmp_path / "f.gz.part").exists()
@@ -177,23 +178,23 @@ def test_download_cut_short_keeps_its_part_for_the_next_call(tmp_path, server):
     with pytest.raises(PerceptregError, match=r"^could not download f.gz; tried: .*/f.gz: the connection closed after "
                                               r"3000 of 25600 bytes \(3000 bytes kept in .*f.gz.part: run again to "
                                               r"resume\)\. If this machine is offline"):
-        data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+        download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
     assert (tmp_path / "f.gz.part").read_bytes() == body[:3000] and not (tmp_path / "f.gz").exists()
-    data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
+    download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
     assert (tmp_path / "f.gz").read_bytes() == body and handler.requests == [None, "bytes=3000-"]
 
 
 def test_download_skips_a_verified_file(tmp_path, server):
     url, handler = server
     (tmp_path / "f.gz").write_bytes(b"done")
-    data.download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(b"done").hexdigest())
+    download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(b"done").hexdigest())
     assert handler.requests == []
 
 
 def test_download_falls_back_to_the_next_mirror(tmp_path, server):
     url, handler = server
     handler.files["/b/f.gz"] = b"payload"
-    path = data.download([url + "/a/f.gz", url + "/b/f.gz"], tmp_path / "f.gz",
+    path = download([url + "/a/f.gz", url + "/b/f.gz"], tmp_path / "f.gz",
                          hashlib.sha256(b"payload").hexdigest())
     assert path.read_bytes() == b"payload"
 
@@ -202,13 +203,13 @@ def test_download_checksum_mismatch_is_an_error(tmp_path, server):
     url, handler = server
     handler.files["/f.gz"] = b"tampered"
     with pytest.raises(PerceptregError, match=r"(?s)could not download f.gz.*checksum mismatch"):
-        data.download([url + "/f.gz"], tmp_path / "f.gz", "0" * 64)
+        download([url + "/f.gz"], tmp_path / "f.gz", "0" * 64)
     assert not (tmp_path / "f.gz").exists() and not (tmp_path / "f.gz.part").exists()
 
 
 def test_download_offline_says_what_to_do(tmp_path):
     with pytest.raises(PerceptregError, match=r"(?s)tried:.*127.0.0.1:9/f.gz.*copy f.gz into .* by hand"):
-        data.download(["http://127.0.0.1:9/f.gz"], tmp_path / "f.gz", "0" * 64, timeout=2)
+        download(["http://127.0.0.1:9/f.gz"], tmp_path / "f.gz", "0" * 64, timeout=2)
 
 
 def test_download_mnist_uses_canonical_names(tmp_path, server):
@@ -229,7 +230,7 @@ def test_download_mnist_uses_canonical_names(tmp_path, server):
 def test_download_verifies_md5_where_only_md5_is_published(tmp_path, server):
     url, handler = server
     handler.files["/f.mat"] = b"svhn"
-    path = data.download([url + "/f.mat"], tmp_path / "f.mat", "md5:" + hashlib.md5(b"svhn").hexdigest())
+    path = download([url + "/f.mat"], tmp_path / "f.mat", "md5:" + hashlib.md5(b"svhn").hexdigest())
     assert path.read_bytes() == b"svhn"
 
 

@@ -129,7 +129,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     run_dir = Path(run_dir)
     if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
         raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
-    runs.claim(run_dir, "attached")  # before any work; again under the lock
+    runs.check_writable(run_dir, "attached")  # before any work; again under the lock
     judge = judge if judge is None or isinstance(judge, runs.Run) else runs.open_run(judge)
     device = str(resolve_device(config.device))
     model, config = _given_model(config)

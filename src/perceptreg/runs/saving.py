@@ -26,7 +26,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 from perceptreg.data.registry import lookup
 from perceptreg.runs import files, sources
-from perceptreg.runs.claim import KINDS, claim, kind_of
+from perceptreg.runs.kinds import KINDS, check_writable, kind_of
 from perceptreg.runs.run import AttachedRun, TrainedRun, open_run
 from perceptreg.runs.writing import prepare_attached, save_attached
 
@@ -85,7 +85,7 @@ def _save_attached(seen: AttachedModel, run_dir: Path, source, kwargs, dataset, 
     classes = tuple(classes or (str(k) for k in range(seen.num_classes)))
     if len(classes) != seen.num_classes:
         raise PerceptregError(f"`classes`: {len(classes)} names for a model of {seen.num_classes} classes")
-    claim(run_dir, "attached")
+    check_writable(run_dir, "attached")
     with checkpoint.writer_lock(run_dir):
         config = prepare_attached(run_dir, config)  # config.json with the copy of the source
         for row in history or ():

@@ -1,4 +1,4 @@
-"""Writing a run folder: claiming it, the checkpoint after each epoch (committed by one
+"""Writing a run folder: checking who may write it, the checkpoint after each epoch (committed by one
 rename), publishing the model, and what a resume reads back. Runs of `train` and of
 `attach` are written here; ``run.open_run`` reads them.
 """
@@ -22,7 +22,7 @@ from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.schema import validated, write_sealed
 from perceptreg.runs import manifest, sources
-from perceptreg.runs.claim import claim
+from perceptreg.runs.kinds import check_writable
 from perceptreg.runs.files import (
     ATTACHED_FORMAT,
     CONFIG,
@@ -36,11 +36,12 @@ from perceptreg.runs.files import (
 
 
 def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """Claim ``run_dir`` for ``config`` (``claim``), tidy what a kill left, and write its config.json.
+    """Check that ``run_dir`` may take ``config``'s run (``check_writable_for_training``), tidy
+    what a kill left, and write its config.json.
 
     A folder holds a run once its first checkpoint is written; one killed before that (a
     config and perhaps a metrics line) is started over, resumed or not."""
-    claim_for_training(run_dir, config, resume)
+    check_writable_for_training(run_dir, config, resume)
     if resume and manifest.completed_epochs(run_dir) == 0:
         warnings.warn(f"{run_dir} was stopped before its first checkpoint: it starts over at epoch 1",
                       RuntimeWarning, stacklevel=3)
@@ -50,8 +51,8 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     checkpoint.write_json(run_dir / CONFIG, sources.with_source(config, run_dir).to_dict())
 
 
-def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    """``claim`` for a run of `train` with ``config``; read-only, so `train` checks it first
+def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None:
+    """``kinds.check_writable`` for a run of `train` with ``config``; read-only, so `train` checks it first
     and again under the lock."""
     if resume and not (run_dir / CONFIG).exists():
         raise PerceptregError(f"{run_dir}: no run to resume here; start it with `resume` off")
@@ -60,7 +61,7 @@ def claim_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None
     # The source is what the run recorded of the model's file (runs.sources), not a setting.
     free = frozenset({"decoder_epochs", "device", "eval_size", "source"}
                      | ({"epochs"} if config.mode == "joint" else set()))
-    claim(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
+    check_writable(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
         raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")
@@ -186,7 +187,7 @@ def prepare_attached(run_dir: Path, config: AttachConfig) -> AttachConfig:
     """Claim ``run_dir`` for an attach run (one that never finished, without model.json,
     starts over), keep a copy of the model's source in it, and write its config; returns the
     config with the source recorded."""
-    claim(run_dir, "attached")
+    check_writable(run_dir, "attached")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS).unlink(missing_ok=True)
     config = sources.with_source(config, run_dir)

@@ -159,10 +159,10 @@ def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: 
         devices.resolve_device(config.device)
     judge_run = runs.open_run(config.judge) if config.judge else None  # a bad judge folder: before anything is written
     out = runs.check_output_path(out_dir or Path("runs") / f"sweep-{config.dataset.replace(':', '-').replace('/', '-')}")
-    runs.claim(out, "sweep")  # before the data is loaded; again under the lock
+    runs.check_writable(out, "sweep")  # before the data is loaded; again under the lock
     members = [(train_config, out / name) for name, train_config in variants]
     with checkpoint.writer_lock(out):  # one sweep per folder; each member has its own lock too
-        runs.claim(out, "sweep")
+        runs.check_writable(out, "sweep")
         _claim_members(members)
         checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
         summary = _train_and_measure(config, out, variants, members, judge_run, progress)
@@ -177,7 +177,7 @@ def _claim_members(members: list[tuple[TrainConfig, Path]]) -> None:
         if not run_dir.exists():
             continue
         with checkpoint.writer_lock(run_dir):
-            runs.claim_for_training(run_dir, train_config, resume=runs.completed_epochs(run_dir) > 0)
+            runs.check_writable_for_training(run_dir, train_config, resume=runs.completed_epochs(run_dir) > 0)
             runs.settle(run_dir)
 
 

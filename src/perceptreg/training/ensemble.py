@@ -137,7 +137,7 @@ class _Part:
         self.config, self.run_dir = config, run_dir
         self.data = datasets.training_subset(full_train, config.train_size, config.seed)
         self.model = initial_model(config, self.data)
-        runs.prepare(run_dir, config, resume=done > 0)  # claimed only now, as `train` does
+        runs.prepare(run_dir, config, resume=done > 0)  # checked and written only now, as `train` does
         self.model.to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas, fused=True)
         if done > 0:

@@ -72,7 +72,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     if model is not None and config.model is None:  # recorded as custom: no paper architecture rebuilds it
         config = dataclasses.replace(config, arch="custom")
     resolve_device(config.device)
-    runs.claim_for_training(run_dir, config, resume)  # before any work; again under the lock
+    runs.check_writable_for_training(run_dir, config, resume)  # before any work; again under the lock
     # Under torchrun, one process per device: only rank 0 writes the run folder, and it
     # holds the folder's lock while it does: a second writer is refused.
     cluster = distributed.join(config.device)
@@ -99,7 +99,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     model = initial_model(config, train_data, model)
     if config.classifier_from and not resume:
         runs.open_run(config.classifier_from).copy_parts(model, ("encoder", "classifier"))
-    # The folder is claimed only now: a bad dataset or model file leaves nothing behind.
+    # The folder is written only now: a bad dataset or model file leaves nothing behind.
     if cluster.is_main:
         runs.prepare(run_dir, config, resume)
     cluster.barrier()

@@ -1,12 +1,13 @@
-"""Claiming an output folder: the one rule every writer follows before it writes.
+"""What a folder holds (``kind_of``) and who may write into it (``check_writable``): the one
+rule every writer follows before it writes.
 
-    claim(run_dir, "trained", resume=True, settings=config.to_dict())
+    check_writable(run_dir, "trained", resume=True, settings=config.to_dict())
 
 A folder may hold one kind of thing: a run of `train` ("trained"), a run of `attach`
 ("attached"), a sweep, a dataset of `prepare`, or the runs of REPRODUCING.md. A writer may
-take a folder that is missing or holds nothing of ours, continue its own kind with the same
-settings, or start over one of its own kind that never finished; anything else is refused
-before it writes, so no run is ever replaced by another.
+write into a folder that is missing or holds nothing of ours, continue its own kind with the
+same settings, or start over one of its own kind that never finished; anything else is
+refused before it writes, so no run is ever replaced by another.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def kind_of(folder: Path) -> str | None:
     return None
 
 
-def claim(folder: Path, kind: str, *, resume: bool = False, settings: dict | None = None,
-          free: frozenset[str] = frozenset()) -> None:
+def check_writable(folder: Path, kind: str, *, resume: bool = False, settings: dict | None = None,
+                   free: frozenset[str] = frozenset()) -> None:
     """Refuse ``folder`` to a writer of ``kind`` unless it may write there (module docstring).
     ``settings``: the config the writer would run with, compared with the folder's config.json
     (all but the keys in ``free``) when it continues a started run. Reads only."""
@@ -64,7 +65,7 @@ def claim(folder: Path, kind: str, *, resume: bool = False, settings: dict | Non
         raise PerceptregError(f"{folder} holds {KINDS[held]}, not {KINDS[kind]}; choose another output folder "
                               f"(nothing was changed)")
     if kind == "trained":
-        _claim_trained(folder, resume, settings, free)
+        _check_trained(folder, resume, settings, free)
     elif kind == "attached" and (folder / MODEL_META).exists():
         raise PerceptregError(f"{folder} holds a finished run of `attach`; choose another output folder "
                               f"(nothing was changed)")
@@ -72,7 +73,7 @@ def claim(folder: Path, kind: str, *, resume: bool = False, settings: dict | Non
         raise PerceptregError(f"{folder} holds a dataset already; choose another output folder or remove it")
 
 
-def _claim_trained(folder: Path, resume: bool, settings: dict | None, free: frozenset[str]) -> None:
+def _check_trained(folder: Path, resume: bool, settings: dict | None, free: frozenset[str]) -> None:
     has_model = (folder / MODEL_META).exists() or (folder / MODEL).exists() or bool(_epoch_files(folder))
     if not (folder / STATE_META).exists():
         if has_model:  # the checkpoint's commit point is gone: resuming would start over and delete the model

@@ -6,7 +6,7 @@ against, does not hold when the whole interval lies on the other side, and is un
 the interval straddles the line, or when it comes from fewer than ``MIN_SEEDS`` seeds (a
 Student-t interval over two seeds is as wide as the range it could say anything about).
 
-    verdict = above({"rate": 0.9, "low": 0.85, "high": 0.94}, 0.5, "success")
+    verdict = above(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
     verdict.outcome  # "holds"
 """
 
@@ -21,6 +21,7 @@ from perceptreg.measures import mean_of
 HOLDS, FAILS, UNDECIDED, NOT_COMPARABLE, NOT_MEASURED = (
     "holds", "does not hold", "undecided", "not comparable", "not measured")
 MIN_SEEDS = 5  # fewer: an interval over seeds is labelled uninformative and decides nothing
+MOST = 0.5  # "most images": the line a rate is tested against where the paper shows examples, not rates
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """REPRODUCING.md is read from real run folders: each number is the one the commands wrote."""
 
-import argparse
 import hashlib
 import json
 import os
@@ -14,10 +13,16 @@ import pytest
 from click.testing import CliRunner
 from helpers import edits_file
 
+import perceptreg.training.train as training_module
 from perceptreg.cli import main
+from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.measures import format_rate, rate
-from perceptreg.sweeps import reproducing
+from perceptreg.sweeps import sweep as sweep_module
+from perceptreg.training.train import train
+from reproduce import __main__ as main_module
+from reproduce import document, steps
+from reproduce.__main__ import main as reproduce
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +46,7 @@ def row(page: str, claim: str) -> list[str]:
 
 
 def test_every_number_comes_from_the_runs(root):
-    page = reproducing.reproducing_page(root)
+    page = document.reproducing_page(root)
     attack = json.loads((root / "demo" / "attack_metrics.json").read_text())
     summary = attack["runs"][str(root / "demo")]
     assert row(page, "PGD")[4] == "success " + format_rate(summary["attack_success_rate"])
@@ -101,7 +106,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
         runs = dict(reversed(runs.items()))
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.2}, "runs": runs}))
-    page = reproducing.reproducing_page(tmp_path)
+    page = document.reproducing_page(tmp_path)
     assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
                                     "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
     assert row(page, "P(x_adv) looks like")[4:] == [
@@ -121,7 +126,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
 
 
 def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
-    page = reproducing.reproducing_page(root)
+    page = document.reproducing_page(root)
     assert re.search(r"^Code: commit ([0-9a-f]{40}( \+ uncommitted changes)?|unknown)\.$", page, re.M)
     listed = dict(re.findall(r"^- `([^`]+)` ([0-9a-f]{64})$", page, re.M))
     assert set(listed) == {"demo/attack_metrics.json", "demo/noise_metrics.json", "demo/interpolation_metrics.json",
@@ -146,7 +151,7 @@ def test_verdicts_of_hand_made_sweeps(tmp_path):
     # five seeds, accuracy 0.9 at 1e-4 and 0.8 at 1e2 for each: a drop of 10 points [10, 10]
     write_sweep(tmp_path / "sweep-4000", "mnist-strips", 20, {
         "0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5, "100": [member(0.8, collapsed=i == 0) for i in range(5)]})
-    page = reproducing.reproducing_page(tmp_path)
+    page = document.reproducing_page(tmp_path)
     assert row(page, "the classifier's P(x)")[5] == "**holds**: centre error / edge error 0.50 [0.50, 0.50], all below 1"
     falls = row(page, "test accuracy decreases")
     assert falls[4] == ("0.0001: 90.0 % [90.0, 90.0], decoder collapsed in 0 of 5 seeds; 0.001: 85.0 % [85.0, 85.0], "
@@ -156,15 +161,15 @@ def test_verdicts_of_hand_made_sweeps(tmp_path):
                                "10.0], all above 0; its size is not compared with the paper's 7.2 points")
     assert row(page, "the larger lambda")[5].startswith("**does not hold**")  # the probes gain 0 points
     # 73,257 images, 10 epochs: 1145 * 10 = 11,450 steps; 4000 images, 182 epochs: 63 * 182 = 11,466
-    write_sweep(tmp_path / "sweep-73257", f"mnist-strips:{reproducing.SVHN_IMAGES}", 10, {"100": [member(0.88)] * 5})
-    write_sweep(tmp_path / "sweep-4000-steps", "mnist-strips", reproducing.MATCHED_EPOCHS, {"100": [member(0.5)] * 5})
-    control = row(reproducing.reproducing_page(tmp_path), "at lambda 100, 73,257 images")
+    write_sweep(tmp_path / "sweep-73257", f"mnist-strips:{steps.SVHN_IMAGES}", 10, {"100": [member(0.88)] * 5})
+    write_sweep(tmp_path / "sweep-4000-steps", "mnist-strips", steps.MATCHED_EPOCHS, {"100": [member(0.5)] * 5})
+    control = row(document.reproducing_page(tmp_path), "at lambda 100, 73,257 images")
     assert control[4] == ("lambda 100: 73,257 images, 11,450 steps: 88.0 % [88.0, 88.0]; 4000 images, 11,466 steps: "
                           "50.0 % [50.0, 50.0]; 4000 images, 1,260 steps: 80.0 % [80.0, 80.0]")
     assert control[5].startswith("**holds**")
     shutil.rmtree(tmp_path / "sweep-4000-steps")
     write_sweep(tmp_path / "sweep-4000-steps", "mnist-strips", 20, {"100": [member(0.5)] * 5})
-    assert row(reproducing.reproducing_page(tmp_path), "at lambda 100, 73,257 images")[5] == (
+    assert row(document.reproducing_page(tmp_path), "at lambda 100, 73,257 images")[5] == (
         "**not comparable**: the steps differ by more than 1 %: 11,450 and 1,260")
 
 
@@ -172,7 +177,7 @@ def test_a_damaged_results_file_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     (tmp_path / "demo" / "noise_metrics.json").write_text('{"reached": {}}')
     with pytest.raises(PerceptregError, match=r"noise_metrics.json: .*settings"):
-        reproducing.reproducing_page(tmp_path)
+        document.reproducing_page(tmp_path)
 
 
 def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
@@ -183,34 +188,25 @@ def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
     written["noise_images"] += 1  # one number changed by hand, the checksum kept
     path.write_text(json.dumps(written))
     with pytest.raises(PerceptregError, match=r"noise_metrics.json: its content differs from its checksum"):
-        reproducing.reproducing_page(tmp_path)
+        document.reproducing_page(tmp_path)
 
 
 def test_the_command_line(root, tmp_path, capsys):
     out = tmp_path / "REPRODUCING.md"
-    assert reproducing.main([str(root), "--out", str(out)]) == 0
-    assert out.read_text() == reproducing.reproducing_page(root)
-    assert reproducing.main([str(tmp_path / "none")]) == 1
+    assert reproduce([str(root), "--out", str(out)]) == 0
+    assert out.read_text() == document.reproducing_page(root)
+    assert reproduce([str(tmp_path / "none")]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
         f"Error: {tmp_path / 'none'}: no such folder; make the runs with --run"]
 
 
-def test_steps_are_skipped_when_their_output_exists(tmp_path, monkeypatch):
-    steps = {**reproducing.STEPS, **reproducing.natural_steps()}
-    for output, _ in steps.values():
-        (tmp_path / output).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / output).write_text("{}")
-    monkeypatch.setattr(reproducing.subprocess, "run", lambda *a, **k: pytest.fail("nothing should run"))
-    reproducing.make_runs(tmp_path, steps)
-
-
 def test_the_natural_commands_quote_the_cifar10_spec_they_ran_with(tmp_path):
     spec = "memmap:/data/cifar 10"  # a space: quoted as the shell would need it
-    page = reproducing.reproducing_page(tmp_path, spec)
-    quoted = [c for _, c in reproducing.natural_steps(spec).values() if "--dataset" in c]
+    page = document.reproducing_page(tmp_path, spec)
+    quoted = [step.command for step in steps.natural_steps(spec).values() if "--dataset" in step.command]
     assert [c.split("--dataset ")[1].split(" --")[0] for c in quoted] == ["'memmap:/data/cifar 10'"] * 2
-    assert f"`{reproducing.natural_steps(spec)['cifar10-sweep'][1]}`" in page and "--dataset cifar10 " not in page
-    assert "--dataset cifar10 " in reproducing.reproducing_page(tmp_path)  # the canonical download by default
+    assert f"`{steps.natural_steps(spec)['cifar10-sweep'].command}`" in page and "--dataset cifar10 " not in page
+    assert "--dataset cifar10 " in document.reproducing_page(tmp_path)  # the canonical download by default
     assert "## Natural images (CIFAR-10)" in page and "CIFAR-10, not SVHN" in page
 
 
@@ -222,34 +218,90 @@ def test_the_page_quotes_the_spec_the_natural_sweep_was_made_with(tmp_path, caps
          "per_seed": {"0.0001": [made], "100": [made]}}))
     with pytest.raises(PerceptregError, match=r"made with --dataset memmap:/data/c10, not cifar10: give --cifar10 "
                                               r"memmap:/data/c10, so that the page quotes the commands that were run"):
-        reproducing.reproducing_page(tmp_path)
-    assert reproducing.main([str(tmp_path), "--cifar10", "memmap:/data/c10", "--out", str(tmp_path / "R.md")]) == 0
+        document.reproducing_page(tmp_path)
+    assert reproduce([str(tmp_path), "--cifar10", "memmap:/data/c10", "--out", str(tmp_path / "R.md")]) == 0
 
 
 def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, capsys):
     ran = []
-    monkeypatch.setattr(reproducing.subprocess, "run", lambda argv, cwd: ran.append(argv[3:]) or
-                        argparse.Namespace(returncode=0))
-    monkeypatch.setattr(reproducing, "reproducing_page", lambda root, cifar10: f"page of {cifar10}\n")
+    monkeypatch.setattr(main_module, "make_runs", lambda root, made: ran.extend(s.command for s in made.values()))
+    monkeypatch.setattr(main_module, "reproducing_page", lambda root, cifar10: f"page of {cifar10}\n")
     out = str(tmp_path / "R.md")
-    assert reproducing.main([str(tmp_path / "runs"), "--run", "--out", out]) == 0
-    assert ran == [shlex.split(command)[1:] for _, command in reproducing.STEPS.values()]
+    assert reproduce([str(tmp_path / "runs"), "--run", "--out", out]) == 0
+    assert ran == [step.command for step in steps.STEPS.values()]
     ran.clear()
-    assert reproducing.main([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
-    assert ran == [shlex.split(command)[1:] for _, command in
-                   [*reproducing.STEPS.values(), *reproducing.natural_steps("memmap:/c").values()]]
-    assert ran[-1][:2] == ["interpolate", "cifar10-sweep/lam0.01-seed0"] and "memmap:/c" in ran[-4]
+    assert reproduce([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
+    assert ran == [step.command for step in [*steps.STEPS.values(), *steps.natural_steps("memmap:/c").values()]]
+    assert ran[-1].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-4]
     assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
     capsys.readouterr()
-    assert reproducing.main([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1
+    assert reproduce([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1
     assert capsys.readouterr().err.splitlines() == ["Error: --natural makes the natural-image runs: give it with --run"]
     assert not (tmp_path / "runs3").exists()
 
 
-def test_a_failing_step_stops_with_its_command(tmp_path):
-    bad = {"bad": ("bad/model.json", "perceptreg train --epochs abc --out bad")}
-    with pytest.raises(PerceptregError, match=r"`perceptreg train --epochs abc --out bad` failed in .*run this again \(the steps already made are skipped\)"):
-        reproducing.make_runs(tmp_path, bad)
+def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
+    assert reproduce([str(tmp_path / "out"), "--run", "--out", str(tmp_path / "R.md")]) == 1
+    assert "holds a run of `train`" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json"]
+
+
+def test_steps_run_in_order_inside_the_root_and_skip_what_is_made(tmp_path):
+    made = []
+
+    def step(output: str) -> steps.Step:
+        return steps.Step(output, f"make {output}", lambda: made.append((output, Path.cwd())))
+    (tmp_path / "root" / "b").mkdir(parents=True)
+    (tmp_path / "root" / "b" / "out.json").write_text("{}")
+    steps.make_runs(tmp_path / "root", {"a": step("a/out.json"), "b": step("b/out.json"), "c": step("c.json")})
+    assert made == [("a/out.json", tmp_path / "root"), ("c.json", tmp_path / "root")]
+    assert Path.cwd() != tmp_path / "root"  # back where it was
+
+
+@pytest.mark.parametrize("bad, said", [
+    (steps.Step("bad/model.json", "perceptreg train --epochs 0 --out bad", lambda: train(TrainConfig(epochs=0), "bad")),
+     "`epochs` must be in"),  # a library call's error
+    (steps.cli_step("bad/model.json", "perceptreg train --epochs abc --out bad"),
+     "'abc' is not a valid integer"),  # a command's, in this process
+])
+def test_a_failing_step_stops_with_its_command(tmp_path, bad, said):
+    with pytest.raises(PerceptregError, match=re.escape(f"`{bad.command}` failed in {tmp_path}: ") + f".*{said}.*"
+                       + re.escape("; fix it and run this again (the steps already made are skipped)")):
+        steps.make_runs(tmp_path, {"bad": bad})
+    assert not (tmp_path / "bad").exists()
+
+
+class Stop(Exception):
+    """Raised by the recorder in place of training: what was asked is all the test needs."""
+
+
+LIBRARY_STEPS = {**{name: steps.STEPS[name] for name in ("demo", "judge", "sweep-4000", "sweep-73257",
+                                                          "sweep-4000-steps")},
+                 "cifar10-sweep": steps.natural_steps()["cifar10-sweep"]}
+
+
+@pytest.mark.parametrize("name", LIBRARY_STEPS)
+def test_a_library_step_asks_what_its_quoted_command_asks(tmp_path, monkeypatch, name):
+    # the quoted command through the CLI and the step's library call, each stopped at the call
+    # that trains: the same config for the same folder
+    asked = []
+
+    def record(config, out, **_):
+        asked.append((config, Path(out)))
+        raise Stop
+    for module in (training_module, sweep_module, steps):
+        for function in ("train", "run_sweep"):
+            if hasattr(module, function):
+                monkeypatch.setattr(module, function, record)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / steps.JUDGE).mkdir()  # the natural sweep's --judge must exist
+    step = LIBRARY_STEPS[name]
+    assert isinstance(CliRunner().invoke(main, shlex.split(step.command)[1:]).exception, Stop)
+    with pytest.raises(Stop):
+        step.make()
+    assert len(asked) == 2 and asked[0] == asked[1]
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +320,7 @@ def results(tmp_path_factory):
             "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
     edited = {"target": 8, "alphas": [0.0, 2.0], "directions": {"mean": mean}}
     (root / "demo" / "interpolation_metrics.json").write_text(json.dumps(edits_file({"demo": edited})))
-    assert "**not measured**: sweep.json" not in row(reproducing.reproducing_page(root), "test accuracy decreases")[5]
+    assert "**not measured**: sweep.json" not in row(document.reproducing_page(root), "test accuracy decreases")[5]
     return root
 
 
@@ -321,7 +373,7 @@ def test_a_damaged_run_file_is_one_error_line_naming_it(results, tmp_path, capsy
     signal.signal(signal.SIGALRM, _timed_out)
     signal.alarm(20)
     try:
-        code = reproducing.main([str(copy), "--out", str(out)])
+        code = reproduce([str(copy), "--out", str(out)])
     finally:
         signal.alarm(0)
     said = capsys.readouterr()

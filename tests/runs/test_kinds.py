@@ -1,5 +1,5 @@
-"""One claim for every writer: a folder that holds another kind of run, a finished run or a
-model without its state.json is refused, before anything on disk changes."""
+"""One rule for every writer (`runs.check_writable`): a folder that holds another kind of run,
+a finished run or a model without its state.json is refused, before anything on disk changes."""
 
 import json
 import sys
@@ -12,7 +12,6 @@ from perceptreg import runs
 from perceptreg.cli import main
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.sweeps import reproducing
 
 TRAIN = TrainConfig(train_size=300, epochs=2).to_dict()
 ATTACH = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",)).to_dict()
@@ -61,10 +60,10 @@ def snapshot(folder):
 def test_every_writer_takes_only_what_it_may_continue(tmp_path, held, kind, resume):
     folder = make(tmp_path / "out", FOLDERS[held])
     if held in WRITERS[kind, resume]:
-        runs.claim(folder, kind, resume=resume)
+        runs.check_writable(folder, kind, resume=resume)
     else:
         with pytest.raises(PerceptregError, match=str(folder)):
-            runs.claim(folder, kind, resume=resume)
+            runs.check_writable(folder, kind, resume=resume)
 
 
 @pytest.mark.parametrize("changed, refused", [({}, False), ({"epochs": 5}, False),  # epochs may grow on resume
@@ -75,15 +74,15 @@ def test_a_run_continues_only_with_its_own_settings(tmp_path, changed, refused):
     config = TrainConfig.from_dict({**TRAIN, **changed})
     if refused:
         with pytest.raises(PerceptregError, match=f"was trained with {next(iter(changed))}"):
-            runs.claim_for_training(folder, config, resume=True)
+            runs.check_writable_for_training(folder, config, resume=True)
     else:
-        runs.claim_for_training(folder, config, resume=True)
+        runs.check_writable_for_training(folder, config, resume=True)
 
 
 def test_a_resume_may_not_cut_a_run_shorter_than_it_is(tmp_path):
     folder = make(tmp_path / "run", {**FOLDERS["trained"], runs.STATE_META: {**STATE, "epoch": 3}})
     with pytest.raises(PerceptregError, match="has 3 epochs; `epochs` must be at least 3"):
-        runs.claim_for_training(folder, TrainConfig.from_dict({**TRAIN, "epochs": 1}), resume=True)
+        runs.check_writable_for_training(folder, TrainConfig.from_dict({**TRAIN, "epochs": 1}), resume=True)
 
 
 def run_cli(args):
@@ -111,14 +110,6 @@ def test_each_command_refuses_another_kind_with_one_line_and_changes_nothing(tmp
     result = COMMANDS[command](folder)
     assert result.exit_code == 1, result.output
     assert result.output.count("Error:") == 1 and "Traceback" not in result.output, result.output
-    assert snapshot(folder) == before
-
-
-def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys):
-    folder = make(tmp_path / "out", FOLDERS["trained"])
-    before = snapshot(folder)
-    assert reproducing.main([str(folder), "--run", "--out", str(tmp_path / "R.md")]) == 1
-    assert "holds a run of `train`" in capsys.readouterr().err
     assert snapshot(folder) == before
 
 

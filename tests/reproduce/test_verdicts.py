@@ -3,7 +3,7 @@
 import pytest
 
 from perceptreg.measures import rate
-from perceptreg.sweeps.verdicts import (
+from reproduce.verdicts import (
     FAILS,
     HOLDS,
     UNDECIDED,

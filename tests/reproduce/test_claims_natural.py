@@ -8,7 +8,7 @@ import pytest
 from helpers import edits_file
 
 from perceptreg.measures import rate
-from perceptreg.sweeps import claims_natural, reproducing
+from reproduce import claims, document, steps
 
 JUDGE = "model cifar10-judge"
 POST_HOC = "cifar10-sweep/post-hoc-seed0"
@@ -74,20 +74,20 @@ def natural(tmp_path):
     """The natural steps' results files by hand; the --compare run (post-hoc) says the opposite
     of the attacked one everywhere, so that reading it instead shows."""
     write_sweep(tmp_path, TWO_SEEDS)
-    run = tmp_path / claims_natural.RUN
+    run = tmp_path / steps.RUN
     run.mkdir()
-    attacks = {claims_natural.RUN: attack_summary(9, 1, 9, 0.60), POST_HOC: attack_summary(2, 2, 0, 0.95, right=3)}
+    attacks = {steps.RUN: attack_summary(9, 1, 9, 0.60), POST_HOC: attack_summary(2, 2, 0, 0.95, right=3)}
     (run / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.03}, "runs": attacks}))
     (run / "noise_metrics.json").write_text(json.dumps(
         {"settings": {"eps": 0.03}, "judge": JUDGE, "reached": {"H": rate(100, 100), JUDGE: rate(10, 100)},
          "noise_images": 100}))
-    edited = {claims_natural.RUN: edit_results(0.7, [0.604, 0.781]), POST_HOC: edit_results(0.1, [0.055, 0.174])}
+    edited = {steps.RUN: edit_results(0.7, [0.604, 0.781]), POST_HOC: edit_results(0.1, [0.055, 0.174])}
     (run / "interpolation_metrics.json").write_text(json.dumps(edits_file(edited, eps=0.03)))
     return tmp_path
 
 
 def test_the_natural_rows_from_the_runs(natural):
-    page = reproducing.reproducing_page(natural)
+    page = document.reproducing_page(natural)
     falls = row(page, "test accuracy decreases")
     assert falls[2] == "0.0001: 88.5 %, 0.001: 87.9 %, 0.01: 87.8 %, 100: 81.3 %"
     # 2 seeds: 59.0 and 43.5 % means, a drop of 15.5 points, shown but deciding nothing
@@ -139,18 +139,18 @@ def test_five_seeds_decide_what_two_leave_open(tmp_path):
     sweep = {"0.0001": [member(0.6, 0.030 + i / 1000, 15 + i) for i in range(5)],
              "0.01": [member(0.6, 0.020, 20)] * 5, "100": [member(0.5, 0.005 + i / 1000, 30 + i) for i in range(5)]}
     write_sweep(tmp_path, sweep)
-    kept = row(reproducing.reproducing_page(tmp_path), "the larger lambda")
+    kept = row(document.reproducing_page(tmp_path), "the larger lambda")
     assert kept[4].endswith("MSE fall 0.0250 [0.0250, 0.0250], read-as-true rise 15.0 points [15.0, 15.0]")
     assert kept[5].startswith("**holds**: MSE/pixel falls: holds, MSE/pixel fall at lambda 100 against 0.0001")
     sweep["100"] = [member(0.5, 0.040 + i / 1000, 30 + i) for i in range(5)]  # MSE rises: the claim fails
     write_sweep(tmp_path, sweep)
-    assert row(reproducing.reproducing_page(tmp_path), "the larger lambda")[5].startswith(
+    assert row(document.reproducing_page(tmp_path), "the larger lambda")[5].startswith(
         "**does not hold**: MSE/pixel falls: does not hold")
 
 
 def test_a_sweep_without_a_judge_shows_its_mse_and_says_what_to_do(tmp_path):
     write_sweep(tmp_path, {v: [member(0.6, 0.02, None)] * 2 for v in ("0.0001", "0.01", "100")})
-    page = reproducing.reproducing_page(tmp_path)
+    page = document.reproducing_page(tmp_path)
     kept = row(page, "the larger lambda")
     assert kept[4] == "; ".join(f"{v}: MSE/pixel 0.0200 [0.0200, 0.0200] (2 seeds: uninformative)"
                                 for v in ("0.0001", "0.01", "100"))
@@ -160,16 +160,16 @@ def test_a_sweep_without_a_judge_shows_its_mse_and_says_what_to_do(tmp_path):
 
 
 def test_a_judge_the_attack_did_not_read_with_is_said(natural):
-    (natural / claims_natural.RUN / "attack_metrics.json").unlink()  # edits and noise name no accuracy of their own
-    page = reproducing.reproducing_page(natural)
+    (natural / steps.RUN / "attack_metrics.json").unlink()  # edits and noise name no accuracy of their own
+    page = document.reproducing_page(natural)
     assert row(page, "noise")[4].startswith(f"{JUDGE} (right on x not measured: the attack step measures it) reads")
     assert row(page, "PGD")[5] == "**not measured**: attack_metrics.json is missing (`--run --natural` makes it)"
 
 
 def test_missing_natural_runs_read_not_measured(tmp_path):
-    page = reproducing.reproducing_page(tmp_path)
+    page = document.reproducing_page(tmp_path)
     made = {"cifar10-sweep": "sweep.json", "cifar10-attack": "attack_metrics.json",
             "cifar10-noise": "noise_metrics.json", "cifar10-interpolate": "interpolation_metrics.json"}
-    for claim in claims_natural.NATURAL_CLAIMS:
+    for claim in claims.NATURAL_CLAIMS:
         assert row(page, claim.claim.replace("|", "\\|"))[4:] == [
             "-", f"**not measured**: {made[claim.step]} is missing (`--run --natural` makes it)"]

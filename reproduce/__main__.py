@@ -1,0 +1,69 @@
+"""The command line of REPRODUCING.md, run from the repository root (``reproduce`` is not
+installed with perceptreg; it imports it):
+
+    python -m reproduce runs/reproduce --run --out REPRODUCING.md
+
+``--run`` first makes the run folders the page reads (``steps.STEPS``, inside the given
+folder; a step whose output exists is skipped, so an interrupted run continues; a few hours on
+2 CPU cores, most of it the two 11,000-step sweeps), each by the library call of the command
+the table quotes. With ``--natural`` it also makes those of the natural-image table
+(``steps.natural_steps``: the CIFAR-10 download and many CPU hours), whose commands read
+CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from perceptreg import runs
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError, warnings_as_lines
+from reproduce.document import reproducing_page
+from reproduce.steps import CIFAR10, STEPS, make_runs, natural_steps
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m reproduce", description="Write REPRODUCING.md from run folders.")
+    parser.add_argument("root", type=Path, help="the folder of the runs (made there with --run)")
+    parser.add_argument("--run", action="store_true", help="first make the MNIST runs that are missing (hours)")
+    parser.add_argument("--natural", action="store_true",
+                        help="with --run, also make the natural-image (CIFAR-10) runs (many CPU hours)")
+    parser.add_argument("--cifar10", default=CIFAR10, metavar="SPEC",
+                        help="the CIFAR-10 dataset the natural steps read, e.g. memmap:PATH (default: cifar10)")
+    parser.add_argument("--out", default="REPRODUCING.md")  # a str: Path("") would be ".", not empty
+    return parser.parse_args(argv)
+
+
+def write(args: argparse.Namespace) -> Path:
+    """Make the runs asked for, then write the page; the path written."""
+    if args.natural and not args.run:
+        raise PerceptregError("--natural makes the natural-image runs: give it with --run")
+    out = checkpoint.check_output_path(args.out)  # before an hour of runs
+    if args.run:
+        runs.check_writable(args.root, "reproducing")
+        make_runs(args.root, STEPS)
+        if args.natural:
+            make_runs(args.root, natural_steps(args.cifar10))
+    elif not args.root.is_dir():
+        raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
+    page = reproducing_page(args.root, args.cifar10)
+    checkpoint.atomic_write(out, lambda tmp: tmp.write_text(page))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    try:
+        with warnings_as_lines(lambda line: print(line, file=sys.stderr)):  # before the Error line
+            out = write(args)
+    except PerceptregError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The claims' measures read from the sweeps' sweep.json: our number with its interval over
+seeds, and a verdict (``verdicts``). On MNIST-strips: attention, accuracy and information
+against lambda, images against steps; on CIFAR-10 also what only natural images need, an
+independent CNN judge reading P(x), its own accuracy on x beside each reading.
+
+    files = RunFiles(Path("runs/reproduce"))
+    ours, verdict = attention(files)
+"""
+
+from __future__ import annotations
+
+import math
+from perceptreg import runs
+from perceptreg.core.errors import PerceptregError
+from perceptreg.data.registry import lookup
+from reproduce.from_attacks import judge_named
+from reproduce.reading import Measure, RunFiles, read_results
+from reproduce.steps import KEPT, STRIPS_IMAGES, SVHN_IMAGES, SWEEP
+from reproduce.verdicts import (
+    MOST,
+    NOT_COMPARABLE,
+    NOT_MEASURED,
+    Interval,
+    Verdict,
+    above,
+    below,
+    every,
+    exceeds,
+    of_rate,
+    over_seeds,
+    paired_difference,
+)
+
+LARGEST = "100"  # the paper's large lambda, where the 4000-image sweep's accuracy drops
+DELICATE = "0.001"  # Sec. 3.2: "in this regime we are able to see the restricted attention"
+TASK_PROBE = "label (the task)"  # the probes on z other than this one read what the task did not ask
+NO_JUDGE = Verdict(NOT_MEASURED, "sweep.json holds no judge's reading of P(x) (made without --judge): delete it "
+                                 "and rerun `--run --natural`, which measures the trained models again with the judge")
+
+
+def seed_values(summary: dict, variant: str, key: str) -> list[float]:
+    return [member[key] for member in summary["per_seed"][variant]]
+
+
+def _collapsed(summary: dict, variant: str) -> int:
+    return sum(member["decoder_collapsed"] for member in summary["per_seed"][variant])
+
+
+def _collapse_flag(summary: dict, variant: str) -> str:
+    return f"decoder collapsed in {_collapsed(summary, variant)} of {len(summary['per_seed'][variant])} seeds"
+
+
+def _other_probes(member: dict) -> float:
+    """The mean accuracy of a member's linear probes on z for what the task did not ask."""
+    others = [value for name, value in member["probes"].items() if name != TASK_PROBE]
+    return sum(others) / len(others)
+
+
+def lambda_ends(summary: dict) -> tuple[str, str]:
+    """The smallest and the largest lambda of a sweep (its variants' names)."""
+    lams = sorted((v for v in summary["per_seed"] if v != "post-hoc"), key=float)
+    return lams[0], lams[-1]
+
+
+def _accuracies(summary: dict) -> str:
+    return "; ".join(f"{v}: {over_seeds(seed_values(summary, v, 'test_accuracy')).text()}, "
+                     f"{_collapse_flag(summary, v)}" for v in summary["per_seed"] if v != "post-hoc")
+
+
+def attention(files: RunFiles) -> tuple[str, Verdict]:
+    def pick(summary):
+        ratio = over_seeds(seed_values(summary, DELICATE, "centre_to_edge"), scale=1, unit="", digits=2)
+        ours = (f"lambda {DELICATE} (the delicate regime): centre-to-edge error ratio of P(x) "
+                f"{ratio.text()}; {_collapse_flag(summary, DELICATE)}")
+        if _collapsed(summary, DELICATE):
+            return ours, Verdict(NOT_COMPARABLE, "a collapsed decoder shows nothing of its inputs, centre or edge")
+        return ours, below(ratio, 1, "centre error / edge error")
+    return read_results(files, "sweep-4000/sweep.json", pick)
+
+
+def accuracy_falls(sweep: str, data: str = "MNIST-strips'") -> Measure:
+    """Accuracy at the sweep's smallest lambda against its largest, paired by seed (``data``:
+    whose numbers ours are, beside the paper's SVHN)."""
+    def pick(summary):
+        smallest, largest = lambda_ends(summary)
+        drop = paired_difference(*(seed_values(summary, v, "test_accuracy") for v in (smallest, largest)))
+        verdict = above(drop, 0, f"accuracy at lambda {smallest} minus at {largest}, paired by seed,")
+        return (_accuracies(summary) + f"; drop {drop.text()}",
+                Verdict(verdict.outcome, verdict.why + "; its size is not compared with the paper's 7.2 points: "
+                        f"those are SVHN's, with the paper's training, ours {data}"))
+    return lambda files: read_results(files, f"{sweep}/sweep.json", pick)
+
+
+def information_grows(files: RunFiles) -> tuple[str, Verdict]:
+    def pick(summary):
+        smallest, largest = lambda_ends(summary)
+        kept = {v: [_other_probes(m) for m in summary["per_seed"][v]] for v in (smallest, largest)}
+        gain = paired_difference(kept[largest], kept[smallest])
+        probes = ", ".join(name for name in summary["per_seed"][smallest][0]["probes"] if name != TASK_PROBE)
+        ours = ("mean linear-probe accuracy on z for " + probes + ": "
+                + "; ".join(f"{v}: {over_seeds(kept[v]).text()}" for v in kept) + f"; gain {gain.text()}")
+        return ours, above(gain, 0, f"probe accuracy at lambda {largest} minus at {smallest}, paired by seed,")
+    return read_results(files, "sweep-4000/sweep.json", pick)
+
+
+def optimizer_steps(summary: dict) -> int:
+    """Steps of one member of a sweep of MNIST-strips: batches per epoch times epochs."""
+    config = summary["config"]
+    _, argument = lookup(config["dataset"])
+    images = config["train_size"] or (int(argument) if argument else STRIPS_IMAGES)
+    return math.ceil(images / config["batch_size"]) * config["epochs"]
+
+
+def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
+    """Accuracy at the largest lambda: 73,257 images against 4000 at the same number of steps."""
+    def read(sweep: str) -> tuple[int, Interval]:
+        summary = files.json(f"{sweep}/sweep.json")
+        return optimizer_steps(summary), over_seeds(seed_values(summary, LARGEST, "test_accuracy"))
+
+    try:
+        (large_steps, large), (matched_steps, matched), (steps, small) = (
+            read(name) for name in ("sweep-73257", "sweep-4000-steps", "sweep-4000"))
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise PerceptregError(f"a sweep.json under {files.root} is not in the format perceptreg writes "
+                              f"({type(err).__name__}: {err}); make it again with the command in the table") from None
+    ours = (f"lambda {LARGEST}: {SVHN_IMAGES:,} images, {large_steps:,} steps: {large.text()}; {STRIPS_IMAGES} images, "
+            f"{matched_steps:,} steps: {matched.text()}; {STRIPS_IMAGES} images, {steps:,} steps: {small.text()}")
+    if abs(large_steps - matched_steps) > 0.01 * large_steps:
+        return ours, Verdict(NOT_COMPARABLE, f"the steps differ by more than 1 %: {large_steps:,} and {matched_steps:,}")
+    return ours, exceeds(large, matched, (f"{SVHN_IMAGES:,} images", f"{STRIPS_IMAGES} images at the same steps"))
+
+
+# --- natural images: the judge's readings of P(x) in the CIFAR-10 sweep -------------------------
+
+def _readings(summary: dict) -> dict[str, list[dict]] | None:
+    """Per lambda, each seed's judge reading of P(x) (``judges.read_perception``); None when
+    the sweep was made without a judge."""
+    joint = {v: [member.get("reading") for member in members]
+             for v, members in summary["per_seed"].items() if v != "post-hoc"}
+    return None if any(None in readings for readings in joint.values()) else joint
+
+
+def _judge(readings: dict[str, list[dict]]) -> str:
+    """The judge of the sweep's readings (each member read the same test images with it)."""
+    first = next(iter(readings.values()))[0]
+    return "judge " + judge_named(first["judge"], first["judge_accuracy"])
+
+
+def perception_kept(files: RunFiles) -> tuple[str, Verdict]:
+    """MSE/pixel of P(x) and the judge's reading of P(x) as the true class, per lambda: does
+    the largest lambda keep more than the smallest (paired by seed)?"""
+    def pick(summary):
+        lams = [v for v in summary["per_seed"] if v != "post-hoc"]
+        mse = {v: seed_values(summary, v, "test_recon_mse") for v in lams}
+        shown = {v: f"{v}: MSE/pixel {over_seeds(mse[v], scale=1, unit='', digits=4).text()}" for v in lams}
+        readings = _readings(summary)
+        if readings is None:
+            return "; ".join(shown.values()), NO_JUDGE
+        read = {v: [r["perception_read_true"]["rate"] for r in readings[v]] for v in lams}
+        smallest, largest = lambda_ends(summary)
+        fall = over_seeds([a - b for a, b in zip(mse[smallest], mse[largest])], scale=1, unit="", digits=4)
+        rise = paired_difference(read[largest], read[smallest])
+        ours = (_judge(readings) + "; " + "; ".join(f"{shown[v]}, P(x) read as true {over_seeds(read[v]).text()}"
+                                                   for v in lams)
+                + f"; MSE fall {fall.text()}, read-as-true rise {rise.text()}")
+        paired = f"at lambda {largest} against {smallest}, paired by seed,"
+        return ours, every({"MSE/pixel falls": above(fall, 0, f"MSE/pixel fall {paired}"),
+                            "P(x) read as true rises": above(rise, 0, f"read-as-true rise {paired}")})
+    return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)
+
+
+def object_kept(files: RunFiles) -> tuple[str, Verdict]:
+    """At lambda ``KEPT``, each seed's P(x) read as the true class by the judge, over the test images."""
+    def pick(summary):
+        readings = _readings(summary)
+        if readings is None:
+            return "-", NO_JUDGE
+        read = {f"seed {seed}": of_rate(r["perception_read_true"])
+                for seed, r in zip(summary["config"]["seeds"], readings[KEPT])}
+        ours = (f"lambda {KEPT}, {_judge(readings)}: P(x) read as the true class, "
+                + "; ".join(f"{seed}: {value.text()}" for seed, value in read.items())
+                + f" of {readings[KEPT][0]['images']} test images")
+        return ours, every({seed: above(value, MOST, "read as true") for seed, value in read.items()})
+    return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)

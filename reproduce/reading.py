@@ -1,0 +1,70 @@
+"""The run files REPRODUCING.md reads: each one a results file perceptreg wrote, checked
+against that file's schema and its checksum, then hashed (SHA-256) for the page's provenance.
+
+    files = RunFiles(Path("runs/reproduce"))
+    dataset = read_results(files, "sweep-4000/sweep.json", lambda summary: summary["config"]["dataset"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from perceptreg import runs
+from perceptreg.adversarial.summary import AttackMetricsFile, NoiseMetricsFile
+from perceptreg.core import checkpoint
+from perceptreg.core.errors import PerceptregError
+from perceptreg.core.schema import load_sealed_file
+from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
+from perceptreg.sweeps.sweep import SweepFile
+from reproduce.verdicts import Verdict
+
+T = TypeVar("T")
+
+# The results files the page reads, and the schema each is checked against.
+RESULTS_SCHEMAS = {runs.ATTACK_METRICS: AttackMetricsFile, runs.NOISE_METRICS: NoiseMetricsFile,
+                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepFile}
+
+
+class RunFiles:
+    """The run files under ``root`` that the page reads, each hashed (SHA-256) when read."""
+
+    def __init__(self, root: Path):
+        self.root, self.hashes = Path(root), {}
+
+    def json(self, relative: str) -> dict:
+        """A results file, through the guarded reader, checked against its schema and its
+        checksum (``schema.load_sealed_file``), then hashed for the provenance."""
+        path = self.root / relative
+        if not path.exists():  # the table shows the command that makes it
+            raise FileNotFoundError(path)
+        data = load_sealed_file(path, RESULTS_SCHEMAS[path.name],
+                                "make it again: delete it and run the page with --run (its row names the command)")
+        self.hashes[relative] = hashlib.sha256(checkpoint.guarded(path).read_bytes()).hexdigest()
+        return data
+
+
+Measure = Callable[[RunFiles], tuple[str, Verdict]]  # a claim's measure: our number and its verdict
+
+
+def read_results(files: RunFiles, relative: str, pick: Callable[[dict], T]) -> T:
+    """``pick`` applied to a results file; a file not in our format is named."""
+    data = files.json(relative)
+    try:
+        return pick(data)
+    except (KeyError, TypeError, IndexError, ValueError, StopIteration, AttributeError) as err:
+        raise PerceptregError(f"{files.root / relative}: not in the format perceptreg writes ({type(err).__name__}: "
+                              f"{err}); make it again with the command in the table") from None
+
+
+def own_results(results: dict, files: RunFiles, run: str) -> dict:
+    """The results of ``run`` in a file that holds those of several (the command's RUN and its
+    --compare): keyed by each run's path as the command was given it, inside the root; by the
+    folder's name when the root has been moved or copied since (absolute keys)."""
+    for same in (lambda key: (files.root / key).resolve() == (files.root / run).resolve(),
+                 lambda key: Path(key).name == Path(run).name):
+        found = [value for key, value in results["runs"].items() if same(key)]
+        if len(found) == 1:
+            return found[0]
+    raise KeyError(f"no results of {run!r}")
