@@ -33,6 +33,17 @@ def linear_perception_net(decoder):
     return net  # logits = the two pixels
 
 
+def batch_norm_dropout_net():
+    """Batch norm and dropout: a net whose train mode gives other logits than its eval mode."""
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5))
+    decoder = nn.Sequential(nn.Linear(16, 4), nn.Sigmoid(), nn.Unflatten(1, (1, 2, 2)))
+    net = models.PerceptionNet(encoder, nn.Linear(16, 3), decoder, (1, 2, 2))
+    with torch.no_grad():  # running statistics unlike a batch's own, so train mode shows
+        net.encoder[2].running_mean.fill_(0.3)
+        net.encoder[2].running_var.fill_(2.0)
+    return net
+
+
 def reference_set():
     # 1x1x2 images; class 0 brighter on the left (as the linear nets read), class 1 on the right
     pixels = torch.tensor([[0, 255], [10, 245], [255, 0], [245, 10], [128, 128]], dtype=torch.uint8)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import ProgressBars, identity_classifier, image
+from helpers import ProgressBars, batch_norm_dropout_net, identity_classifier, image
 from torch import nn
 
 from perceptreg.adversarial import attacks
@@ -173,16 +173,6 @@ def test_targeted_step_by_hand_with_three_classes():
     torch.testing.assert_close(pgd(x, y, torch.tensor([2])), torch.tensor([[[[0.55, 0.45, 0.35]]]]))
     torch.testing.assert_close(pgd(x, y, torch.tensor([1])), torch.tensor([[[[0.55, 0.55, 0.25]]]]))
     torch.testing.assert_close(pgd(x, y), torch.tensor([[[[0.55, 0.55, 0.35]]]]))
-
-
-def batch_norm_dropout_net():
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5))
-    decoder = nn.Sequential(nn.Linear(16, 4), nn.Sigmoid(), nn.Unflatten(1, (1, 2, 2)))
-    net = models.PerceptionNet(encoder, nn.Linear(16, 3), decoder, (1, 2, 2))
-    with torch.no_grad():  # running statistics unlike a batch's own, so train mode shows
-        net.encoder[2].running_mean.fill_(0.3)
-        net.encoder[2].running_var.fill_(2.0)
-    return net
 
 
 @pytest.mark.parametrize("attack", [PGD, AdaptivePGD])

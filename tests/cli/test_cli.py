@@ -21,12 +21,17 @@ def runner(tmp_path, monkeypatch):
     return CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["perceive"], ["demo"], ["attack"], ["evaluate-attack"],
-                                     ["interpolate"], ["report"], ["explore"]])
-def test_help(runner, command):
-    result = runner.invoke(main, command + ["--help"])
-    assert result.exit_code == 0 and "Example: perceptreg" in result.output or command == []
-    assert "Usage:" in result.output
+def test_help_names_where_to_start(runner):
+    result = runner.invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and "Start with `perceptreg demo`." in result.output
+
+
+@pytest.mark.parametrize("command", main.list_commands(None))
+def test_help_of_every_command_has_an_example(runner, command):
+    result = runner.invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and f"Example: perceptreg {command}" in result.output
 
 
 def test_train_writes_the_run_folder_and_reports(trained_run):

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from helpers import linear_perception_net, net_with_decoder, pixels, tiny_dataset
+from helpers import batch_norm_dropout_net, linear_perception_net, net_with_decoder, pixels, tiny_dataset
 from torch import nn
 
 from perceptreg import data, measures
@@ -126,8 +126,6 @@ def test_rate_of_nothing_is_nan():
 
 
 def test_evaluate_runs_the_model_in_eval_mode():
-    from test_attacks import batch_norm_dropout_net
-
     net = batch_norm_dropout_net()
     images = (torch.rand(64, 1, 2, 2) * 255).to(torch.uint8)
     dataset = data.ImageDataset(images, torch.arange(64) % 3, ("a", "b", "c"), "tiny")
