@@ -10,8 +10,8 @@ from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import sealed
 from perceptreg.edits import latent
+from perceptreg.storage.schema import sealed
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from perceptreg import display
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.callables import attack_name, check_adversarial
 from perceptreg.adversarial.defaults import DEFAULT_FPRS
@@ -29,11 +30,10 @@ from perceptreg.adversarial.detection import (
 )
 from perceptreg.adversarial.judges import judge_agreement
 from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
-from perceptreg.core import display
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import as_image_dataset, to_float
+from perceptreg.display import tqdm
 from perceptreg.measures import mcnemar, rate, rate_of
 
 # --- an attack, measured -------------------------------------------------------------------

@@ -10,8 +10,9 @@ from pathlib import Path
 from pydantic import ConfigDict, Field
 
 from perceptreg.adversarial.detection import BASELINES
-from perceptreg.core.schema import Sealed
+from perceptreg.display import aligned
 from perceptreg.measures import format_rate
+from perceptreg.storage.schema import Sealed
 
 RATES_NOTE = ("(rates: 95 % Wilson intervals in brackets; AUCs: 95 % DeLong intervals; "
               "FPR: false-positive rate on held-out clean images)")
@@ -80,13 +81,6 @@ def attack_rows(summaries: dict[str, dict]) -> list[list[str]]:
                 rows.append((f"{judge}: {what} read as {label.split('_')[0]} label",
                              lambda s, j=judge, w=what, l=label: format_rate(s["judges"][j][f"on_{w}"][l])))
     return [[label] + [value(summaries[n]) for n in names] for label, value in rows]
-
-
-def aligned(lines: list[list[str]], first_left: bool = True) -> str:
-    """Rows of cells as text, each column as wide as its widest cell."""
-    widths = [max(len(line[i]) for line in lines) + 2 for i in range(len(lines[0]))]
-    return "\n".join("".join((f"{c:<{w}}" if first_left and i == 0 else f"{c:>{w}}")
-                             for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines)
 
 
 def attack_table(summaries: dict[str, dict]) -> str:

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import reconstruction_error
 from perceptreg.core.models import evaluating
 from perceptreg.data import ImageBatches, image_batches
+from perceptreg.display import tqdm
 from perceptreg.training.train import NonFiniteLossError
 
 

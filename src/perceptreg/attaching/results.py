@@ -5,8 +5,8 @@ which the CLI prints and the report shows."""
 
 from __future__ import annotations
 
+from perceptreg import display
 from perceptreg.adversarial.tables import NO_INTERVAL, format_auroc
-from perceptreg.core import display
 from perceptreg.measures import format_rate
 
 

@@ -98,7 +98,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
     """
     from perceptreg import runs
     from perceptreg.attaching.attach_run import run_attach
-    from perceptreg.core.user_models import parse_kwargs
+    from perceptreg.runs.user_models import parse_kwargs
 
     config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),
@@ -117,7 +117,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
 
 def layers_table(summary: dict) -> str:
     """The per-layer measures of an attach run as a plain-text table."""
-    from perceptreg.adversarial.tables import aligned
+    from perceptreg.display import aligned
     from perceptreg.attaching.results import layer_cells
 
     header, rows, note = layer_cells(summary)

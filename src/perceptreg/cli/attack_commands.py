@@ -109,7 +109,7 @@ def attack(run, settings, device, target, n, pool, from_noise, out, judge_run, l
     from perceptreg.adversarial.judges import main_judge
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.core.devices import check_memory
-    from perceptreg.core.schema import write_sealed
+    from perceptreg.storage.schema import write_sealed
     from perceptreg.data.dataset import spread_over_classes
     from perceptreg.measures import format_rate
 
@@ -224,7 +224,7 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     from perceptreg.adversarial.run_attacks import evaluate_run
     from perceptreg.adversarial.tables import adaptive_table, attack_table, paired_table
     from perceptreg.adversarial.thresholds import check_fprs
-    from perceptreg.core.schema import write_sealed
+    from perceptreg.storage.schema import write_sealed
     from perceptreg.figures import plots
     from perceptreg.sweeps.sweep import parse_list
 
@@ -309,7 +309,7 @@ def interpolate(run, target, source, alphas, n_images, from_file, fit_images, ap
     Example: perceptreg interpolate runs/demo --target 8 --alphas 0:2:0.25
     """
     from perceptreg import figures
-    from perceptreg.core.schema import write_sealed
+    from perceptreg.storage.schema import write_sealed
     from perceptreg.edits import latent
     from perceptreg.figures import plots
     from perceptreg.measures import format_rate

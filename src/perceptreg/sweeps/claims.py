@@ -19,12 +19,12 @@ from perceptreg import runs
 from perceptreg.adversarial.detection import BASELINES
 from perceptreg.adversarial.run_attacks import undetected_rates
 from perceptreg.adversarial.tables import AttackMetricsFile, NoiseMetricsFile
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_sealed_file
 from perceptreg.data.registry import lookup
 from perceptreg.edits.latent import InterpolationMetricsFile
 from perceptreg.measures import rate
+from perceptreg.storage import fileio
+from perceptreg.storage.schema import load_sealed_file
 from perceptreg.sweeps.sweep import SweepFile
 from perceptreg.sweeps.verdicts import (
     NOT_COMPARABLE,
@@ -76,7 +76,7 @@ class RunFiles:
             raise FileNotFoundError(path)
         data = load_sealed_file(path, RESULTS_SCHEMAS[path.name],
                                 "make it again: delete it and run the page with --run (its row names the command)")
-        self.hashes[relative] = hashlib.sha256(checkpoint.guarded(path).read_bytes()).hexdigest()
+        self.hashes[relative] = hashlib.sha256(fileio.guarded(path).read_bytes()).hexdigest()
         return data
 
 

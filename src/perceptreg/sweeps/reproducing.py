@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from perceptreg import runs
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
+from perceptreg.storage import fileio
 from perceptreg.sweeps.claims import (
     CLAIMS,
     LARGE_EPOCHS,
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings_as_lines(lambda line: print(line, file=sys.stderr)):  # before the Error line
             if args.natural and not args.run:
                 raise PerceptregError("--natural makes the natural-image runs: give it with --run")
-            args.out = checkpoint.check_output_path(args.out)  # before an hour of runs
+            args.out = fileio.check_output_path(args.out)  # before an hour of runs
             if args.run:
                 runs.claim(args.root, "reproducing")
                 make_runs(args.root, STEPS)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             elif not args.root.is_dir():
                 raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
             page = reproducing_page(args.root, args.cifar10)
-            checkpoint.atomic_write(args.out, lambda tmp: tmp.write_text(page))
+            fileio.atomic_write(args.out, lambda tmp: tmp.write_text(page))
     except PerceptregError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1

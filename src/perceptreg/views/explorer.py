@@ -31,6 +31,7 @@ from perceptreg.adversarial.defaults import NORMS
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
 from perceptreg.data.registry import attack_eps
+from perceptreg.display import png_bytes
 from perceptreg.edits import latent
 from perceptreg.runs import Run
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, serve_in_background
@@ -78,9 +79,7 @@ def data_url(image: torch.Tensor) -> str:
     """A (C, H, W) float image in [0, 1] as a PNG data URL."""
     pixels = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     picture = Image.fromarray(pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy())
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
 
 
 def amplified(difference: torch.Tensor) -> torch.Tensor:
