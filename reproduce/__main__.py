@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 from perceptreg import runs
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
+from perceptreg.storage import fileio
 from reproduce.document import reproducing_page
 from reproduce.steps import CIFAR10, STEPS, make_runs, natural_steps
 
@@ -40,7 +40,7 @@ def write(args: argparse.Namespace) -> Path:
     """Make the runs asked for, then write the page; the path written."""
     if args.natural and not args.run:
         raise PerceptregError("--natural makes the natural-image runs: give it with --run")
-    out = checkpoint.check_output_path(args.out)  # before an hour of runs
+    out = fileio.check_output_path(args.out)  # before an hour of runs
     if args.run:
         runs.check_writable(args.root, "reproducing")
         make_runs(args.root, STEPS)
@@ -49,7 +49,7 @@ def write(args: argparse.Namespace) -> Path:
     elif not args.root.is_dir():
         raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
     page = reproducing_page(args.root, args.cifar10)
-    checkpoint.atomic_write(out, lambda tmp: tmp.write_text(page))
+    fileio.atomic_write(out, lambda tmp: tmp.write_text(page))
     return out
 
 

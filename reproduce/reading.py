@@ -13,10 +13,10 @@ from typing import Callable, TypeVar
 
 from perceptreg import runs
 from perceptreg.adversarial.summary import AttackMetricsFile, NoiseMetricsFile
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_sealed_file
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
+from perceptreg.storage import fileio
+from perceptreg.storage.schema import load_sealed_file
 from perceptreg.sweeps.sweep import SweepFile
 from reproduce.verdicts import Verdict
 
@@ -41,7 +41,7 @@ class RunFiles:
             raise FileNotFoundError(path)
         data = load_sealed_file(path, RESULTS_SCHEMAS[path.name],
                                 "make it again: delete it and run the page with --run (its row names the command)")
-        self.hashes[relative] = hashlib.sha256(checkpoint.guarded(path).read_bytes()).hexdigest()
+        self.hashes[relative] = hashlib.sha256(fileio.guarded(path).read_bytes()).hexdigest()
         return data
 
 

@@ -154,7 +154,7 @@ def rewrite_state(run, change):
     test reaches the damage it names instead of state.json's own checksum."""
     import json
 
-    from perceptreg.core.schema import sealed
+    from perceptreg.storage.schema import sealed
 
     path = Path(run) / "state.json"
     state = json.loads(path.read_text())
@@ -181,7 +181,7 @@ def read_sealed(path):
     with the checksum of what it holds."""
     import json
 
-    from perceptreg.core.schema import sealed
+    from perceptreg.storage.schema import sealed
 
     values = json.loads(Path(path).read_text())
     assert values["checksum"] == sealed({k: v for k, v in values.items() if k != "checksum"})["checksum"], path

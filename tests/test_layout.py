@@ -9,8 +9,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Bottom up. A package imports only packages of lower layers (and modules of its own);
 # packages that share a layer are independent of each other.
-LAYERS = (("core",), ("data",), ("runs", "measures"), ("training", "adversarial"), ("figures",), ("edits",),
-          ("attaching", "attacking", "sweeps"), ("views",), ("cli",))
+LAYERS = (("core", "display"), ("storage",), ("data",), ("runs", "measures"), ("training", "adversarial"),
+          ("figures",), ("edits",), ("attaching", "attacking", "sweeps"), ("views",), ("cli",))
 MAX_LINES = 400
 
 

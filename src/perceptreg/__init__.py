@@ -18,9 +18,10 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
   directions and measures the edit;
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
-The packages, bottom up (each imports only those below it): ``core`` (models, loss,
-config, checkpoints), ``data``, ``runs`` | ``measures``, ``training`` | ``adversarial``,
-``figures``, ``edits``, ``attaching``, ``attacking`` | ``sweeps``, ``views`` (report, explorer), ``cli``.
+The packages, bottom up (each imports only those below it): ``core`` (the method: models,
+decoders, loss, config) | ``display``, ``storage`` (files, sealed JSON), ``data``, ``runs`` |
+``measures``, ``training`` | ``adversarial``, ``figures``, ``edits``, ``attaching`` | ``attacking``
+| ``sweeps``, ``views`` (report, explorer), ``cli``.
 Names are imported on first use, so ``import perceptreg`` (and the CLI's --help) stays fast.
 """
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from perceptreg.adversarial.summary import AttackMetricsFile, AttackSummary, NoiseMetricsFile, Rate
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_sealed_file, sealed
+from perceptreg.storage.schema import load_sealed_file, sealed
 
 DATA = Path(__file__).parent / "data"
 # written by `evaluate-attack --adaptive 0,1 --adaptive-search 0,1 --curve-steps 1,2 --curve-eps 0.1,0.2

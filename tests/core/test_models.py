@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from perceptreg.core import models, user_models
+from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
+from perceptreg.runs import user_models
 
 
 @pytest.mark.parametrize("factory, shape, latent, params", [

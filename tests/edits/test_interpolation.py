@@ -7,10 +7,10 @@ import pytest
 
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import sealed
 from perceptreg.edits.interpolation import Interpolation, interpolate
 from perceptreg.edits.study import EditSettings
 from perceptreg.runs import open_run
+from perceptreg.storage.schema import sealed
 
 # interpolation_metrics.json as main's `perceptreg interpolate` wrote it (f9ee0de), numbers shortened
 CURVE = {"H(image)": [0.0, 1.0], "C(latent)": [0.0, 0.5], "3-NN pixels": [0.0, 0.5]}

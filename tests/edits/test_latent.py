@@ -10,7 +10,6 @@ from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import sealed
 from perceptreg.edits import latent
 from perceptreg.edits.study import study_edits
 

@@ -10,9 +10,9 @@ from perceptreg import data, figures
 from perceptreg.adversarial import attacks
 from perceptreg.adversarial.evaluation import measure_attack
 from perceptreg.core import models
-from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.figures import plots
+from perceptreg.storage.fileio import CheckpointError
 
 RED = np.array(figures.WRONG)
 

@@ -14,9 +14,9 @@ from helpers import rewrite_state
 
 from perceptreg import runs
 from perceptreg.cli import main
-from perceptreg.core.checkpoint import CheckpointError, atomic_write
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.storage.fileio import CheckpointError, atomic_write
 from perceptreg.training.train import train
 
 QUICK = dict(train_size=200, epochs=1, batch_size=50)
@@ -24,7 +24,7 @@ QUICK = dict(train_size=200, epochs=1, batch_size=50)
 
 def test_a_second_writer_is_refused_while_the_first_runs_and_allowed_after_it_died(tmp_path, small_mnist):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg.core import checkpoint\n"
+        [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg.runs import checkpoint\n"
          "with checkpoint.writer_lock(pathlib.Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(120)",
          str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -98,22 +98,22 @@ def test_cli_output_onto_a_device_is_one_error_line(trained_run):
 KILL_AT_WRITE = """
 import os, signal, sys, torch
 from pathlib import Path
-from perceptreg.core import checkpoint
+from perceptreg.storage import fileio
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
 from perceptreg.training.train import train
 run_dir, window, threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
-real_write, real_save, writes = checkpoint.atomic_write, runs.save_checkpoint, []
+real_write, real_save, writes = fileio.atomic_write, runs.save_checkpoint, []
 def counting_write(path, write):
     if len(writes) == window:
         os.kill(os.getpid(), signal.SIGKILL)
     writes.append(path)
     real_write(path, write)
 def save(*args, **kwargs):
-    checkpoint.atomic_write = counting_write
+    fileio.atomic_write = counting_write
     real_save(*args, **kwargs)
-    checkpoint.atomic_write = real_write
+    fileio.atomic_write = real_write
 runs.save_checkpoint = save
 train(TrainConfig(**{KWARGS}), run_dir, resume=True, progress=False)
 """

@@ -10,10 +10,10 @@ import pytest
 
 from perceptreg import runs
 from perceptreg.attaching.attach_run import _LayersFile
-from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_sealed_file
 from perceptreg.runs import manifest
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import load_sealed_file
 from perceptreg.sweeps.sweep import PixelProbesFile, read_sweep
 
 MAIN = Path(__file__).parents[1] / "fixtures" / "main-f9ee0de"

@@ -13,7 +13,7 @@ from perceptreg import measures
 from perceptreg.cli import main
 from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import write_sealed
+from perceptreg.storage.schema import write_sealed
 from perceptreg.sweeps import sweep, workers
 
 
@@ -297,7 +297,7 @@ def test_a_member_trained_with_other_settings_refuses_the_sweep_before_anything_
 
 def test_a_second_sweep_on_a_busy_folder_leaves_its_sweep_config_alone(tmp_path, monkeypatch):
     from perceptreg import runs
-    from perceptreg.core import checkpoint
+    from perceptreg.runs import checkpoint
 
     _stub_training(monkeypatch)
     (tmp_path / runs.SWEEP_CONFIG).write_text("{}")

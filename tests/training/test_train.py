@@ -17,6 +17,7 @@ from perceptreg.core import models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest, open_run, read_metrics
+from perceptreg.training import schedule
 from perceptreg.training.train import NonFiniteLossError, TrainResult, train
 
 QUICK = dict(epochs=2, batch_size=32)
@@ -193,12 +194,12 @@ def test_post_hoc_trains_decoder_on_a_frozen_classifier(tmp_path, small_mnist):
 
 def test_lr_schedule_and_phases():
     config = TrainConfig(epochs=25, lr_drop_epoch=20)
-    assert [config.lr_at(e) for e in (1, 20, 21, 25)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    assert [schedule.lr_at(config, e) for e in (1, 20, 21, 25)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
     post_hoc = TrainConfig(mode="post-hoc", epochs=2, decoder_epochs=3, lr_drop_epoch=1)
     assert post_hoc.total_epochs == 5
-    assert [post_hoc.phase(e) for e in range(1, 6)] == ["classifier"] * 2 + ["decoder"] * 3
-    assert [post_hoc.lr_at(e) for e in range(1, 6)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4, 1e-4])
-    assert {TrainConfig(lr_drop_epoch=0).lr_at(e) for e in (1, 30)} == {1e-3}  # 0: never
+    assert [schedule.phase(post_hoc, e) for e in range(1, 6)] == ["classifier"] * 2 + ["decoder"] * 3
+    assert [schedule.lr_at(post_hoc, e) for e in range(1, 6)] == pytest.approx([1e-3, 1e-4, 1e-3, 1e-4, 1e-4])
+    assert {schedule.lr_at(TrainConfig(lr_drop_epoch=0), e) for e in (1, 30)} == {1e-3}  # 0: never
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -279,8 +280,8 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
     state = load_file(str(manifest.state_file(tmp_path / "ph", manifest.read_state(tmp_path / "ph"))))
     assert state["optim.0.step"].item() == 32  # encoder: ceil(1000 / 32) classifier-phase steps
     assert state["optim.19.step"].item() == 10  # decoder's last bias: 1000 / 100 decoder-phase steps
-    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(3) == 8
-    assert TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8).batch_size_at(2) == 64
+    assert schedule.batch_size_at(TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8), 3) == 8
+    assert schedule.batch_size_at(TrainConfig(mode="post-hoc", epochs=2, decoder_batch_size=8), 2) == 64
 
 
 @pytest.mark.parametrize("values, message", [

@@ -368,7 +368,7 @@ def test_a_damaged_attack_file_of_a_layer_is_named_in_the_error(attach_run, tmp_
 
 def _sealed_results(name, good_run, attach_run, tmp_path):
     """A folder holding the results file ``name`` as its command seals it: (folder, the file)."""
-    from perceptreg.core.schema import write_sealed
+    from perceptreg.storage.schema import write_sealed
 
     if name == runs.LAYERS_JSON:
         shutil.copytree(attach_run, tmp_path / "run")  # its layers.json as `attach` wrote it
@@ -399,11 +399,11 @@ def test_report_of_a_folder_that_is_no_run(tmp_path):
 
 
 def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
-    from perceptreg.core import checkpoint
+    from perceptreg.storage import fileio
     from perceptreg.views.report_summary import sweep_summary
 
     row = {"test_recon_mse": 0.1, "test_recon_mse_ci95": 0.0, "probe: left_digit": 0.5, "probe: left_digit_ci95": 0}
-    checkpoint.write_json(tmp_path / runs.SWEEP_JSON, {
+    fileio.write_json(tmp_path / runs.SWEEP_JSON, {
         "config": {"dataset": "mnist-strips", "train_size": None, "lams": [0.001, 10.0], "post_hoc": True,
                    "seeds": [0, 1], "epochs": 20},
         "rows": [{"variant": "0.001", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.01, **row},

@@ -22,9 +22,9 @@ from torch import nn
 from perceptreg.adversarial.callables import as_logits, frozen
 from perceptreg.adversarial.defaults import DEFAULT_EPS, DEFAULT_STEPS, MAX_RESTARTS, MAX_STEPS, NORMS, SCHEDULES
 from perceptreg.adversarial.losses import attack_loss, check_loss, margins
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import attack_eps
+from perceptreg.display import tqdm
 
 
 @dataclass(frozen=True)

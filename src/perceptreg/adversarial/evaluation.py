@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from perceptreg import display
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.callables import attack_name, check_adversarial
@@ -45,8 +46,6 @@ from perceptreg.adversarial.summary import (
     Rate,
 )
 from perceptreg.adversarial.thresholds import at_fixed_rates, band, flagged
-from perceptreg.core import display
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import as_image_dataset, to_float

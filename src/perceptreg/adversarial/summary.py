@@ -4,7 +4,7 @@ results files written from them, attack_metrics.json and noise_metrics.json.
 
 The files keep the key names they have always had ("accuracy_on_P(x)", "on_P(x_adv)"):
 each such field has that key as its alias, so a file is read and written by it, and a
-dict read from a file (``core.schema.load_sealed_file``) has the same keys as before.
+dict read from a file (``storage.schema.load_sealed_file``) has the same keys as before.
 A file with a key missing or misspelt is refused naming the file and the key.
 
     summary = evaluation.summary
@@ -19,8 +19,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from perceptreg.adversarial.detection import BASELINES
-from perceptreg.core.schema import Sealed
 from perceptreg.measures import format_rate, rate, rate_of
+from perceptreg.storage.schema import Sealed
 
 NO_INTERVAL = (math.nan, math.nan)  # files written before AUCs had intervals; fewer than two of a kind
 CONFIG = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from perceptreg.adversarial.detection import BASELINES
 from perceptreg.adversarial.summary import AdaptiveRow, AttackSummary, PairedComparison, baseline_keys, format_auroc
+from perceptreg.display import aligned
 
 RATES_NOTE = ("(rates: 95 % Wilson intervals in brackets; AUCs: 95 % DeLong intervals; "
               "FPR: false-positive rate on held-out clean images)")
@@ -47,13 +48,6 @@ def attack_rows(summaries: dict[str, AttackSummary]) -> list[list[str]]:
 def _shuffled_h_correct(summary: AttackSummary) -> str:
     shuffled = (summary.detector.baselines or {}).get("shuffled_perturbation")
     return "-" if shuffled is None or shuffled.h_correct is None else str(shuffled.h_correct)
-
-
-def aligned(lines: list[list[str]], first_left: bool = True) -> str:
-    """Rows of cells as text, each column as wide as its widest cell."""
-    widths = [max(len(line[i]) for line in lines) + 2 for i in range(len(lines[0]))]
-    return "\n".join("".join((f"{c:<{w}}" if first_left and i == 0 else f"{c:>{w}}")
-                             for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines)
 
 
 def attack_table(summaries: dict[str, AttackSummary]) -> str:

@@ -21,12 +21,13 @@ from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.results import LayerTable, layers_table
-from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import Sealed, write_sealed
+from perceptreg.runs import checkpoint, user_models
+from perceptreg.storage import fileio
+from perceptreg.storage.schema import Sealed, write_sealed
 
 
 class _Rate(BaseModel):
@@ -174,7 +175,7 @@ def _given_model(config: AttachConfig) -> tuple[torch.nn.Module, AttachConfig]:
                               "weights, or those it loads itself)")
     model = user_models.build(config.model, config.model_kwargs)
     if config.weights:
-        user_models.load_weights(model, config.weights)
+        fileio.load_weights(model, user_models.read_weights(config.weights), Path(config.weights))
         config = dataclasses.replace(config, weights_sha256=datasets.digest_of(Path(config.weights)))
     not_finite = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if not_finite:  # every measure of the run would be NaN

@@ -18,11 +18,11 @@ import torch
 
 from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import layers_loss, reconstruction_error
 from perceptreg.core.models import evaluating
 from perceptreg.data import ImageBatches, image_batches
+from perceptreg.display import tqdm
 from perceptreg.training.train import NonFiniteLossError
 
 

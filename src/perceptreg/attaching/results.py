@@ -5,9 +5,9 @@ which the CLI prints and the report shows."""
 
 from __future__ import annotations
 
+from perceptreg import display
 from perceptreg.adversarial.summary import NO_INTERVAL, format_auroc
-from perceptreg.adversarial.tables import aligned
-from perceptreg.core import display
+from perceptreg.display import aligned
 from perceptreg.measures import format_rate
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from perceptreg import runs
+from perceptreg import display, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.defaults import OURS
 from perceptreg.adversarial.detection import roc_curve
@@ -22,10 +22,9 @@ from perceptreg.adversarial.evaluation import AttackEvaluation, compare_paired
 from perceptreg.adversarial.run_attacks import Strength, evaluate_run
 from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, AttackSummary, Curve, PairedComparison
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
-from perceptreg.core import display
-from perceptreg.core.schema import write_sealed
 from perceptreg.figures import plots
 from perceptreg.runs import Run
+from perceptreg.storage.schema import write_sealed
 
 
 @dataclass(frozen=True)

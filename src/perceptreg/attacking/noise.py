@@ -22,9 +22,9 @@ from perceptreg.adversarial.judges import main_judge
 from perceptreg.adversarial.summary import NoiseMetricsFile, NoiseRecord, Rate
 from perceptreg.core.devices import check_memory
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.core.schema import write_sealed
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.runs import Run
+from perceptreg.storage.schema import write_sealed
 
 
 @dataclass(frozen=True)

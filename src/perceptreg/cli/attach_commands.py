@@ -95,7 +95,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
     from perceptreg.attaching.attach_run import run_attach
-    from perceptreg.core.user_models import parse_kwargs
+    from perceptreg.runs.user_models import parse_kwargs
 
     config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),

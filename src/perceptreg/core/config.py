@@ -97,25 +97,11 @@ class TrainConfig:
 
     @property
     def total_epochs(self) -> int:
+        """Epochs of the whole run: what a resumed run and a judge are measured against (runs,
+        adversarial), so it stays here; what each epoch trains is ``training.schedule``'s."""
         if self.mode == "joint":
             return self.epochs
         return self.classifier_epochs + (self.decoder_epochs or self.epochs)
-
-    def phase(self, epoch: int) -> str:
-        """What epoch ``epoch`` (1-based) trains: "joint", "classifier" or "decoder"."""
-        if self.mode == "joint":
-            return "joint"
-        return "classifier" if epoch <= self.classifier_epochs else "decoder"
-
-    def batch_size_at(self, epoch: int) -> int:
-        if self.phase(epoch) == "decoder" and self.decoder_batch_size:
-            return self.decoder_batch_size
-        return self.batch_size
-
-    def lr_at(self, epoch: int) -> float:
-        first = 1 if self.phase(epoch) != "decoder" else self.classifier_epochs + 1
-        dropped = bool(self.lr_drop_epoch) and epoch - first >= self.lr_drop_epoch
-        return self.lr * (self.lr_drop_factor if dropped else 1.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

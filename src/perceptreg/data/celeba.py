@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset
+from perceptreg.storage import fileio
 
 CELEBA_HELP = ("get the aligned-and-cropped CelebA (img_align_celeba.zip or the img_align_celeba/ folder, "
                "and list_attr_celeba.txt and identity_CelebA.txt from its Anno folder) from "
@@ -24,7 +24,7 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], torch.Tens
     Returns (file names, attribute names, (N, A) bool)."""
     if not path.exists():
         raise PerceptregError(f"{path} is missing; {CELEBA_HELP}")
-    lines = checkpoint.read_text(path).splitlines()
+    lines = fileio.read_text(path).splitlines()
     try:
         count, names = int(lines[0]), lines[1].split()
         rows = [line.split() for line in lines[2:2 + count]]
@@ -45,7 +45,7 @@ def read_celeba_identities(path: Path, files: list[str]) -> torch.Tensor:
         raise PerceptregError(f"{path} is missing; CelebA is split by identity, so that no person is in both "
                               f"train and test; {CELEBA_HELP}")
     try:
-        person = {name: int(identity) for name, identity in (line.split() for line in checkpoint.read_text(path).splitlines()
+        person = {name: int(identity) for name, identity in (line.split() for line in fileio.read_text(path).splitlines()
                                                               if line.strip())}
         return torch.tensor([person[name] for name in files])
     except ValueError as err:
@@ -78,7 +78,7 @@ def split_by_identity(identities: torch.Tensor, positive: torch.Tensor, test_pos
 def _celeba_image_reader(root: Path):
     folder, archive = root / "img_align_celeba", root / "img_align_celeba.zip"
     if folder.is_dir():
-        return lambda name: checkpoint.guarded(folder / name, checkpoint.IMAGE_LIMIT, folder).read_bytes()
+        return lambda name: fileio.guarded(folder / name, fileio.IMAGE_LIMIT, folder).read_bytes()
     if archive.exists():
         import zipfile
         handle = zipfile.ZipFile(archive)
@@ -122,7 +122,7 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
     identities = read_celeba_identities(root / IDENTITY_FILE, files)
     cache = root / "perceptreg-cache" / f"celeba-{balance_on}-{train_size}-{test_size}-{seed}-{size}-by-identity.safetensors"
     if cache.exists():
-        tensors = checkpoint.load_tensors(cache)
+        tensors = fileio.load_tensors(cache)
     else:
         has = values[:, balance]
         half_train, half_test = train_size // 2, test_size // 2
@@ -155,7 +155,7 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
             tensors[f"{split}.images"] = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
             tensors[f"{split}.attributes"] = values[index].to(torch.uint8)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save_tensors(cache, tensors)
+        fileio.save_tensors(cache, tensors)
 
     def split(part: str) -> ImageDataset:
         attrs = tensors[f"{part}.attributes"].long()

@@ -10,13 +10,13 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
+from perceptreg.storage import fileio
 
 
 def digest_of(path: Path, algorithm: str = "sha256") -> str:
     digest = hashlib.new(algorithm)
-    with open(checkpoint.guarded(path), "rb") as f:  # a FIFO or a device would never end
+    with open(fileio.guarded(path), "rb") as f:  # a FIFO or a device would never end
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()

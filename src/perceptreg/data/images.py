@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from perceptreg.core.checkpoint import IMAGE_LIMIT, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import ImageDataset, stratified_split
+from perceptreg.storage.fileio import IMAGE_LIMIT, guarded
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # Larger images are refused before their pixels are decoded (Pillow's own bomb check

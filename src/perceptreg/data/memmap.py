@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptreg.core.checkpoint import guarded
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_model_file
 from perceptreg.data.dataset import ImageDataset
+from perceptreg.storage.fileio import guarded
+from perceptreg.storage.schema import load_model_file
 
 MEMMAP_FORMAT = "perceptreg.memmap/1"
 

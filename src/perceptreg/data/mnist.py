@@ -17,10 +17,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.dataset import DIGITS, ImageDataset, stratified_split
 from perceptreg.data.download import download
+from perceptreg.storage import fileio
 
 
 def mnist5k_path() -> Path:
@@ -65,7 +65,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a numpy array of its stored shape."""
     path = Path(path)
     try:
-        raw = checkpoint.guarded(path, IDX_LIMIT).read_bytes()
+        raw = fileio.guarded(path, IDX_LIMIT).read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
     except (OSError, EOFError, gzip.BadGzipFile) as err:

@@ -17,12 +17,12 @@ from pydantic import Field
 
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
-from perceptreg.core.display import html_table
-from perceptreg.core.schema import Sealed, load_sealed_file, write_sealed
+from perceptreg.display import html_table
 from perceptreg.edits.latent import H_IMAGE, Direction, direction_path, locality, save_direction
 from perceptreg.edits.study import RESULT, EditSettings, EditStudy, RunEdits, study_run
 from perceptreg.figures import plots
 from perceptreg.runs import Run
+from perceptreg.storage.schema import Sealed, load_sealed_file, write_sealed
 
 
 class Interpolation(Sealed):

@@ -23,11 +23,11 @@ from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
 from perceptreg import data as datasets
 from perceptreg import measures
 from perceptreg.adversarial.attacks import PGD, check_target
-from perceptreg.core import checkpoint
-from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.core.schema import SHA256, Sealed, load_sealed_file, write_sealed
+from perceptreg.storage import fileio
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import SHA256, Sealed, load_sealed_file, write_sealed
 
 DEFAULT_ALPHAS = tuple(a / 4 for a in range(9))  # 0, 0.25, ..., 2, as in the paper
 H_IMAGE, C_LATENT = "H(image)", "C(latent)"  # the readers of every edit; judges are named by themselves
@@ -153,10 +153,10 @@ DIRECTION_FORMAT = "perceptreg.direction/1"
 def direction_path(path: str | Path) -> Path:
     """Where ``save_direction`` writes for ``path`` (its .safetensors name), checked before
     any work: a writable folder, and never beside a device or folder the user named."""
-    given = checkpoint.check_output_path(path)  # refuses /dev/full itself: no /dev/full.safetensors beside it
+    given = fileio.check_output_path(path)  # refuses /dev/full itself: no /dev/full.safetensors beside it
     if given.is_dir():
         raise CheckpointError(f"cannot write {given}: it is a folder; give a file name for the direction")
-    return checkpoint.check_output_path(given.with_suffix(".safetensors"))
+    return fileio.check_output_path(given.with_suffix(".safetensors"))
 
 
 def save_direction(direction: Direction, path: str | Path, model: PerceptionNet) -> Path:
@@ -165,7 +165,7 @@ def save_direction(direction: Direction, path: str | Path, model: PerceptionNet)
     sealed by its own checksum (a flipped bit in its target class is caught too)."""
     path = direction_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_tensors(path, {"direction": direction.vector})
+    fileio.save_tensors(path, {"direction": direction.vector})
     write_sealed(path.with_suffix(".json"), {
         **direction.meta, "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
         "count": direction.count, "latent_shape": list(model.latent_shape),
@@ -194,7 +194,7 @@ def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     if meta["sha256"] is not None and datasets.digest_of(path) != meta["sha256"]:
         raise CheckpointError(f"{path}: its SHA-256 differs from the one in {path.with_suffix('.json')}; the file "
                               f"is damaged: save the direction again (`perceptreg interpolate --save-direction`)")
-    vector = checkpoint.load_tensors(path).get("direction")
+    vector = fileio.load_tensors(path).get("direction")
     if vector is None:
         raise PerceptregError(f"{path}: holds no 'direction' tensor")
     if vector.dtype != torch.float32 or not torch.isfinite(vector).all():

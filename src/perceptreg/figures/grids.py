@@ -19,14 +19,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from pydantic import BaseModel
 
-from perceptreg import runs
-from perceptreg.core import display, schema
+from perceptreg import display, runs
 from perceptreg.core.attached import LayerView
-from perceptreg.core.checkpoint import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.figures import plots
+from perceptreg.storage import schema
+from perceptreg.storage.fileio import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 
 CAPTION_HEIGHT = 14  # one line of caption text
 TITLE_HEIGHT = 16  # one line of a grid's title

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from perceptreg.core.checkpoint import atomic_write
+from perceptreg.storage.fileio import atomic_write
 
 
 def _pyplot():

@@ -8,7 +8,7 @@ from perceptreg.core.lazy import lazy_exports
 
 # imported on first use (core/lazy.py): `import perceptreg.runs` stays free of torch
 __getattr__, __dir__ = lazy_exports(__name__, {
-    "perceptreg.core.checkpoint": ("check_output_path",),
+    "perceptreg.storage.fileio": ("check_output_path",),
     "perceptreg.runs.kinds": ("KINDS", "check_writable", "kind_of"),
     "perceptreg.runs.files": ("ATTACHED_FORMAT", "ATTACK", "ATTACK_CONVERGENCE", "ATTACK_FROM_NOISE",
         "ATTACK_METRICS", "ATTACK_ROC", "CONFIG", "INTERPOLATION_CHANGE", "INTERPOLATION_FLIP", "INTERPOLATION_GRID",

@@ -13,7 +13,7 @@ from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import lookup
 
-# The readers import core.checkpoint (torch) when called: the names stay light for the CLI's --help.
+# The readers import storage.fileio (torch) when called: the names stay light for the CLI's --help.
 
 # --- file names ---------------------------------------------------------------------------------
 CONFIG = "config.json"
@@ -61,7 +61,7 @@ def for_layer(name: str, layer: str | None) -> str:
 
 def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
     """The run's config: a TrainConfig, or an AttachConfig for a run of `attach`."""
-    from perceptreg.core.checkpoint import read_json
+    from perceptreg.storage.fileio import read_json
 
     path = Path(run_dir) / CONFIG
     values = read_json(path)
@@ -88,7 +88,7 @@ def _refuse_nan(name: str):
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
-    from perceptreg.core.checkpoint import CheckpointError, read_text
+    from perceptreg.storage.fileio import CheckpointError, read_text
 
     path = Path(run_dir) / METRICS
     text = read_text(path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from perceptreg.core.checkpoint import check_output_path
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest
 from perceptreg.runs.files import (
@@ -29,6 +28,7 @@ from perceptreg.runs.files import (
     SWEEP_JSON,
     read_config,
 )
+from perceptreg.storage.fileio import check_output_path
 
 KINDS = {"trained": "a run of `train`", "attached": "a run of `attach`", "sweep": "a sweep",
          "dataset": "a dataset of `prepare`", "reproducing": "the runs of REPRODUCING.md"}

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from perceptreg.core import checkpoint
-from perceptreg.core.checkpoint import CheckpointError
-from perceptreg.core.schema import Sealed, load_model_file, load_sealed_file
 from perceptreg.data import digest_of
 from perceptreg.runs.files import CONFIG, MODEL, MODEL_META, STATE, STATE_META
+from perceptreg.storage import fileio
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import Sealed, load_model_file, load_sealed_file
 
 DAMAGED = "the run's files are damaged: restore them, or train the run again"
 
@@ -97,7 +97,7 @@ def verified(path: Path, expected: str | None, recorded_in: Path) -> Path:
     """``path``, if its SHA-256 is the one recorded (safetensors files carry no checksum)."""
     if not path.exists():
         raise CheckpointError(f"{path} is missing; {recorded_in} names it: restore it or train again")
-    checkpoint.guarded(path, folder=recorded_in.parent)  # a name read from a file stays in its folder
+    fileio.guarded(path, folder=recorded_in.parent)  # a name read from a file stays in its folder
     if expected is not None and digest_of(path) != expected:
         raise CheckpointError(f"{path}: its SHA-256 differs from the one in {recorded_in}; the file is "
                               f"damaged: restore it or train again")

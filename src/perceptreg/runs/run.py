@@ -19,14 +19,15 @@ import torch
 from pydantic import BaseModel
 
 from perceptreg import data as datasets
-from perceptreg.core import checkpoint, models, user_models
+from perceptreg.core import models
 from perceptreg.core.attached import AttachedModel, attach
-from perceptreg.core.checkpoint import CheckpointError
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import load_sealed_file
-from perceptreg.runs import files, manifest, sources
+from perceptreg.runs import files, manifest, sources, user_models
+from perceptreg.storage import fileio
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import load_sealed_file
 
 READ_ATTEMPTS = 3  # state.json read again this often when a training run commits under a reader
 
@@ -91,7 +92,7 @@ class Run:
 
     def read_json(self, name: str, schema: type[BaseModel], fix: str) -> dict:
         """The results file ``name`` (written by a command into the run folder, sealed),
-        validated by ``schema`` (a ``core.schema.Sealed``) and its seal; read once per run object."""
+        validated by ``schema`` (a ``storage.schema.Sealed``) and its seal; read once per run object."""
         if name not in self._results:
             self._results[name] = load_sealed_file(self.path / name, schema, fix)
         return self._results[name]
@@ -109,7 +110,7 @@ class Run:
         for attempt in range(READ_ATTEMPTS):
             try:
                 path = manifest.model_file(self.path, self.state, self.meta)
-                return path, checkpoint.load_tensors(path)
+                return path, fileio.load_tensors(path)
             except CheckpointError:
                 fresh = manifest.read_state(self.path) if self.state is not None else None
                 if attempt == READ_ATTEMPTS - 1 or fresh is None or fresh == self.state:
@@ -140,7 +141,7 @@ class TrainedRun(Run):
         if net is None:
             net = self._rebuild(meta)
         path, tensors = self._weights()
-        checkpoint.load_weights(net, tensors, path)
+        fileio.load_weights(net, tensors, path)
         return net.to(device).eval()
 
     def copy_parts(self, net: models.PerceptionNet, parts: tuple[str, ...]) -> None:
@@ -149,7 +150,7 @@ class TrainedRun(Run):
         path, weights = self._weights()
         for part in parts:
             taken = {k[len(part) + 1:]: v for k, v in weights.items() if k.startswith(part + ".")}
-            checkpoint.load_weights(getattr(net, part), taken, path)
+            fileio.load_weights(getattr(net, part), taken, path)
 
     def _rebuild(self, meta: dict) -> models.PerceptionNet:
         if self.config.model is not None:  # the user's code (given to `train --model`, or to save_run)
@@ -185,7 +186,7 @@ class AttachedRun(Run):
                       normalize=self.config.normalize, seed=self.config.seed,
                       decoder_params=self.config.decoder_params)
         path, tensors = self._weights()
-        checkpoint.load_weights(seen, tensors, path)
+        fileio.load_weights(seen, tensors, path)
         seen.decoders_fitted()
         return seen.to(device).eval()
 

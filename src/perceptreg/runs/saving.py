@@ -19,7 +19,6 @@ from typing import Any
 
 from torch import nn
 
-from perceptreg.core import checkpoint, user_models
 from perceptreg.core.attached import AttachedModel
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -29,6 +28,7 @@ from perceptreg.runs import files, sources
 from perceptreg.runs.kinds import KINDS, check_writable, kind_of
 from perceptreg.runs.run import AttachedRun, TrainedRun, open_run
 from perceptreg.runs.writing import prepare_attached, save_attached
+from perceptreg.storage import fileio
 
 
 def save_run(what, run_dir: str | Path | None = None, *, source: str | None = None,
@@ -111,7 +111,7 @@ def _save_trained(result, run_dir, source, kwargs) -> TrainedRun:
         if not isinstance(config, TrainConfig):
             raise PerceptregError(f"{run_dir} is not a run of `train`")
         config = sources.with_source(dataclasses.replace(config, arch="custom", model=spec), run_dir)
-        checkpoint.write_json(run_dir / files.CONFIG, config.to_dict())
+        fileio.write_json(run_dir / files.CONFIG, config.to_dict())
     return open_run(run_dir)
 
 

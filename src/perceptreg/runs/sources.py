@@ -16,10 +16,10 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.user_models import is_file_spec, load_factory
 from perceptreg.data import digest_of
+from perceptreg.runs.user_models import is_file_spec, load_factory
+from perceptreg.storage import fileio
 
 SOURCE_DIR = "source"
 
@@ -46,7 +46,7 @@ def keep_source(spec: str, run_dir: Path) -> dict:
         return record
     (run_dir / SOURCE_DIR).mkdir(parents=True, exist_ok=True)
     copy = run_dir / SOURCE_DIR / original.name
-    checkpoint.atomic_write(copy, lambda tmp: shutil.copyfile(original, tmp))
+    fileio.atomic_write(copy, lambda tmp: shutil.copyfile(original, tmp))
     return {**record, "original": str(original), "copy": f"{SOURCE_DIR}/{original.name}", "sha256": digest_of(copy)}
 
 

@@ -17,12 +17,10 @@ import torch
 from torch import nn
 
 from perceptreg import data as datasets
-from perceptreg.core import checkpoint, models
+from perceptreg.core import models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import validated, write_sealed
 from perceptreg.runs import manifest, sources
-from perceptreg.runs.kinds import check_writable
 from perceptreg.runs.files import (
     ATTACHED_FORMAT,
     CONFIG,
@@ -33,6 +31,9 @@ from perceptreg.runs.files import (
     STATE_META,
     read_metrics,
 )
+from perceptreg.runs.kinds import check_writable
+from perceptreg.storage import fileio
+from perceptreg.storage.schema import validated, write_sealed
 
 
 def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
@@ -48,7 +49,7 @@ def prepare(run_dir: Path, config: TrainConfig, resume: bool) -> None:
     settle(run_dir)
     # with a copy of the model's source (train --model), so that the run opens from any folder;
     # its metrics lines go in history_up_to
-    checkpoint.write_json(run_dir / CONFIG, sources.with_source(config, run_dir).to_dict())
+    fileio.write_json(run_dir / CONFIG, sources.with_source(config, run_dir).to_dict())
 
 
 def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool) -> None:
@@ -84,7 +85,7 @@ def settle(run_dir: Path) -> None:
         return
     committed = manifest.model_file(run_dir, state, None)
     digest = state["sha256"][state["files"]["model"]]
-    published = checkpoint.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
+    published = fileio.read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else {}
     if not isinstance(published, dict) or published.get("sha256") != digest or not (run_dir / MODEL).is_file():
         publish_model(run_dir, committed, state["model"], digest)
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
@@ -111,11 +112,11 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
     weights = model.state_dict()
     optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
     files = {"state": f"state-{epoch:06d}.safetensors", "model": f"model-{epoch:06d}.safetensors"}
-    checkpoint.save_tensors(run_dir / files["state"], {
+    fileio.save_tensors(run_dir / files["state"], {
         **{f"model.{k}": v for k, v in weights.items()}, **optim_tensors,
         "rng.cpu": torch.get_rng_state(),
         **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
-    checkpoint.save_tensors(run_dir / files["model"], weights)
+    fileio.save_tensors(run_dir / files["model"], weights)
     meta = {"format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
             "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
@@ -141,8 +142,8 @@ def publish_model(run_dir: Path, weights: Path, meta: dict, digest: str) -> None
                 os.link(weights, tmp)
             except OSError:  # a filesystem without hard links
                 shutil.copyfile(weights, tmp)
-        checkpoint.atomic_write(run_dir / MODEL, link)
-    checkpoint.write_json(run_dir / MODEL_META, {**meta, "sha256": digest})
+        fileio.atomic_write(run_dir / MODEL, link)
+    fileio.write_json(run_dir / MODEL_META, {**meta, "sha256": digest})
 
 
 def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -155,9 +156,9 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
         raise PerceptregError(f"{run_dir} was trained by {trained_with} process(es); resume it with "
                               f"{trained_with} processes (torchrun's nproc-per-node), not {world}")
     path = manifest.state_file(run_dir, state)
-    tensors = checkpoint.load_tensors(path)
+    tensors = fileio.load_tensors(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    checkpoint.load_weights(model, weights, path)
+    fileio.load_weights(model, weights, path)
     optim_meta = validated(state["optimizer"], manifest.OptimizerMeta, run_dir / STATE_META, manifest.DAMAGED)
     optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, optim_meta))
     checkpoint.match_layouts(optimizer)
@@ -176,8 +177,8 @@ def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[
         return []
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
     if rewrite:
-        checkpoint.atomic_write(run_dir / METRICS,
-                                lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
+        fileio.atomic_write(run_dir / METRICS,
+                            lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
     return rows
 
 
@@ -191,14 +192,14 @@ def prepare_attached(run_dir: Path, config: AttachConfig) -> AttachConfig:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / METRICS).unlink(missing_ok=True)
     config = sources.with_source(config, run_dir)
-    checkpoint.write_json(run_dir / CONFIG, config.to_dict())
+    fileio.write_json(run_dir / CONFIG, config.to_dict())
     return config
 
 
 def save_attached(run_dir: Path, seen, config: AttachConfig, classes: tuple[str, ...]) -> None:
     """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
     and what rebuilds it: the config names the user's file, model.json the layers."""
-    checkpoint.save_tensors(run_dir / MODEL, seen.state_dict())
+    fileio.save_tensors(run_dir / MODEL, seen.state_dict())
     publish_model(run_dir, run_dir / MODEL, {  # model.json last: an attach run is complete once it exists
         "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
         "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,

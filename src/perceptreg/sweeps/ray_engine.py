@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from perceptreg.core.config import TrainConfig
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
+from perceptreg.display import tqdm
 from perceptreg.sweeps import workers
 
 MAX_RETRIES = 3  # restarts of a member whose worker died; a member failing with an error is not retried

@@ -20,14 +20,16 @@ import torch
 from pydantic import ConfigDict, Field
 
 from perceptreg import data as datasets
-from perceptreg import figures, measures, runs
+from perceptreg import display, figures, measures, runs
 from perceptreg.adversarial import judges
-from perceptreg.core import checkpoint, devices, display, models, schema
-from perceptreg.core.checkpoint import CheckpointError
+from perceptreg.core import devices, models
 from perceptreg.core.config import TrainConfig
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
+from perceptreg.display import tqdm
 from perceptreg.figures import plots
+from perceptreg.runs import checkpoint
+from perceptreg.storage import fileio, schema
+from perceptreg.storage.fileio import CheckpointError
 from perceptreg.sweeps import ray_engine, workers
 from perceptreg.sweeps.config import SweepConfig
 
@@ -164,7 +166,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: 
     with checkpoint.writer_lock(out):  # one sweep per folder; each member has its own lock too
         runs.check_writable(out, "sweep")
         _claim_members(members)
-        checkpoint.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
+        fileio.write_json(out / runs.SWEEP_CONFIG, dataclasses.asdict(config))  # only once claimed
         summary = _train_and_measure(config, out, variants, members, judge_run, progress)
     return SweepResult(out, summary, len(variants), time.perf_counter() - began)
 
@@ -211,7 +213,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
     summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"],
                "judge": None if judge is None else judge.name}
     schema.write_sealed(out / runs.SWEEP_JSON, summary)
-    checkpoint.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
+    fileio.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
     _figures(out, first_models, measured, test_data, summary)
     return SweepSummary(summary)
 

@@ -31,8 +31,8 @@ import torch
 from perceptreg import data as datasets
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
+from perceptreg.display import tqdm
 from perceptreg.training import ensemble as ensembles
 from perceptreg.training.train import train
 

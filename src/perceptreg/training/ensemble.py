@@ -30,14 +30,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from perceptreg import data as datasets
 from perceptreg import runs
-from perceptreg.core import checkpoint, models
+from perceptreg.core import models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import perceptual_loss
 from perceptreg.measures import evaluate
-from perceptreg.training import distributed
+from perceptreg.runs import checkpoint
+from perceptreg.training import distributed, schedule
 from perceptreg.training.train import (
     FINITE_CHECK_EVERY,
     TrainResult,
@@ -172,14 +173,15 @@ def _train_together(members: list[Member], done: int, until: int, full_train: da
 
     for epoch in range(done + 1, until + 1):
         for group in [*optimizer.param_groups, *(g for part in parts for g in part.optimizer.param_groups)]:
-            group["lr"] = first.lr_at(epoch)
+            group["lr"] = schedule.lr_at(first, epoch)
         began = time.perf_counter()
-        sizes = datasets.global_batch_sizes(count, first.batch_size_at(epoch))[:first.steps_per_epoch]
+        batch_size = schedule.batch_size_at(first, epoch)
+        sizes = datasets.global_batch_sizes(count, batch_size)[:first.steps_per_epoch]
         # each member's order, drawn as data.batches draws it for `train`
         order = torch.stack([torch.randperm(count, generator=epoch_shuffle(c, epoch)) for c in configs])  # (M, N)
         sums = torch.zeros(len(parts), 3, device=device)  # summed (total, ce, recon) per member
         recent: list[torch.Tensor] = []
-        for step, index in enumerate(order.split(first.batch_size_at(epoch), dim=1)[:len(sizes)]):  # index: (M, B)
+        for step, index in enumerate(order.split(batch_size, dim=1)[:len(sizes)]):  # index: (M, B)
             if step % datasets.RELEASE_EVERY == datasets.RELEASE_EVERY - 1:
                 for source in sources:
                     source.release_pages()

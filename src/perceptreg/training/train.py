@@ -25,15 +25,16 @@ from torch import nn
 
 from perceptreg import data as datasets
 from perceptreg import runs
-from perceptreg.core import checkpoint, models, user_models
+from perceptreg.core import models
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
-from perceptreg.core.display import tqdm
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import LossParts, perceptual_loss, reconstruction_error
+from perceptreg.display import tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
-from perceptreg.training import distributed
+from perceptreg.runs import checkpoint, user_models
+from perceptreg.training import distributed, schedule
 
 
 class NonFiniteLossError(PerceptregError):
@@ -127,15 +128,15 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
 
     # --- the loop: one epoch = train, evaluate, log, checkpoint ----------------------------
     for epoch in range(start_epoch, config.total_epochs + 1):
-        phase = config.phase(epoch)
+        phase = schedule.phase(config, epoch)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(epoch)
+            group["lr"] = schedule.lr_at(config, epoch)
         began = time.perf_counter()
         model.train()
         shuffle = epoch_shuffle(config, epoch)
         sums = torch.zeros(3, device=device)  # summed (total, ce, recon) over the epoch
         recent: list[torch.Tensor] = []
-        batch_size = config.batch_size_at(epoch)
+        batch_size = schedule.batch_size_at(config, epoch)
         batch_iter = datasets.batches(train_data, batch_size, shuffle=True, generator=shuffle,
                                       device=device, rank=cluster.rank, world=cluster.world)
         global_sizes = datasets.global_batch_sizes(len(train_data), batch_size, cluster.world)
@@ -237,12 +238,12 @@ def epoch_shuffle(config: TrainConfig, epoch: int) -> torch.Generator:
 def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dict,
               images_per_second: float, seconds: float) -> dict:
     """The metrics.jsonl line of an epoch; ``losses`` are the epoch's mean (total, ce, recon)."""
-    phase = config.phase(epoch)
+    phase = schedule.phase(config, epoch)
     total, ce, recon = losses
     decoder_trained = phase != "classifier"  # post-hoc's first phase leaves D untouched
     # a joint D at lam 0 gets no gradient (a plain classifier, e.g. a judge): it never learnt to draw
     draws = decoder_trained and (phase == "decoder" or config.lam > 0)
-    return {"epoch": epoch, "phase": phase, "lr": config.lr_at(epoch),
+    return {"epoch": epoch, "phase": phase, "lr": schedule.lr_at(config, epoch),
             "train_loss": total, "train_ce": ce if phase != "decoder" else None,
             "train_recon": recon if decoder_trained else None,
             "test_accuracy": quality["accuracy"],

@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg.adversarial.attacks import DEFAULT_STEPS, AttackSettings, check_target
 from perceptreg.adversarial.defaults import NORMS
-from perceptreg.core.display import png_bytes
 from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregError, TooLargeError
 from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
+from perceptreg.display import png_bytes
 from perceptreg.edits import latent
 from perceptreg.runs import Run
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background

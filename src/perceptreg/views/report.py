@@ -19,11 +19,11 @@ from perceptreg.adversarial.summary import AdaptiveRow, AttackMetricsFile
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, attack_rows
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.attaching.results import layer_cells
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.figures import plots
 from perceptreg.runs import Run
+from perceptreg.storage import fileio
 from perceptreg.sweeps import sweep as sweep_module
 from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
 from perceptreg.views.report_summary import config_tables, summary, sweep_summary
@@ -210,7 +210,7 @@ def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) 
 
 @_reads(runs.SWEEP_CONFIG, "sweep")
 def _sweep_config(run: Path) -> str:
-    config = checkpoint.read_json(run / runs.SWEEP_CONFIG)
+    config = fileio.read_json(run / runs.SWEEP_CONFIG)
     models = sorted(p.name for p in run.iterdir() if (p / runs.CONFIG).exists())
     return (table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
                                         for k, v in config.items()])
@@ -334,5 +334,5 @@ def write_report(target: Run | str | Path, out: str | Path | None = None, layer:
     text = build_report(target, layer)
     out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    fileio.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return Report(out, _title(target, layer), tuple(title for title, _, _ in _sections(target, layer)))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from perceptreg import figures
-from perceptreg.core import checkpoint, display
+from perceptreg import display, figures
+from perceptreg.storage import fileio
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; padding: 0 1rem; max-width: 1100px; color: #222;
@@ -85,7 +85,7 @@ def figure(path: Path, alt: str) -> str:
     (with a heading per panel), any other picture (a plot) as it is."""
     layout = figures.read_layout(path)
     if layout is None:
-        return image(checkpoint.guarded(path, checkpoint.IMAGE_LIMIT).read_bytes(), alt)
+        return image(fileio.guarded(path, fileio.IMAGE_LIMIT).read_bytes(), alt)
     with Image.open(path) as opened:
         picture = opened.convert("RGB")
     parts = []

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ConfigDict
 
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.schema import Sealed, load_sealed_file, sealed, write_sealed
+from perceptreg.storage.schema import Sealed, load_sealed_file, sealed, write_sealed
 
 
 class Results(Sealed):

@@ -7,20 +7,20 @@ import pytest
 import torch
 from torch import nn
 
-from perceptreg.core import checkpoint
-from perceptreg.core.checkpoint import CheckpointError
+from perceptreg.storage import fileio
+from perceptreg.storage.fileio import CheckpointError
 
 
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     path = tmp_path / "a.json"
-    checkpoint.write_json(path, {"epoch": 1})
+    fileio.write_json(path, {"epoch": 1})
 
     def failing(tmp):
         tmp.write_text("half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(path, failing)
+        fileio.atomic_write(path, failing)
     assert json.loads(path.read_text()) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["a.json"]
     assert (path.stat().st_mode & 0o777) == 0o644
@@ -28,52 +28,34 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
 
 def test_tensors_round_trip(tmp_path):
     tensors = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.uint8)}
-    checkpoint.save_tensors(tmp_path / "t.safetensors", tensors)
-    loaded = checkpoint.load_tensors(tmp_path / "t.safetensors")
+    fileio.save_tensors(tmp_path / "t.safetensors", tensors)
+    loaded = fileio.load_tensors(tmp_path / "t.safetensors")
     assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
 
 
 def test_corrupt_safetensors_is_named(tmp_path):
     path = tmp_path / "model.safetensors"
-    checkpoint.save_tensors(path, {"w": torch.ones(100)})
+    fileio.save_tensors(path, {"w": torch.ones(100)})
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CheckpointError, match=r"model.safetensors: corrupt or not a safetensors file"):
-        checkpoint.load_tensors(path)
+        fileio.load_tensors(path)
 
 
 def test_corrupt_json_is_named(tmp_path):
     (tmp_path / "state.json").write_text('{"epoch": ')
     with pytest.raises(CheckpointError, match=r"state.json: corrupt JSON"):
-        checkpoint.read_json(tmp_path / "state.json")
+        fileio.read_json(tmp_path / "state.json")
 
 
 def test_strict_load_names_keys():
     model = nn.Linear(2, 3)
     with pytest.raises(CheckpointError, match=r"missing key\(s\) \['bias'\]; unexpected key\(s\) \['extra'\]"):
-        checkpoint.load_weights(model, {"weight": torch.zeros(3, 2), "extra": torch.zeros(1)}, "w.safetensors")
+        fileio.load_weights(model, {"weight": torch.zeros(3, 2), "extra": torch.zeros(1)}, "w.safetensors")
     with pytest.raises(CheckpointError, match=r"shape mismatch \['weight \(3, 3\) vs model \(3, 2\)'\]"):
-        checkpoint.load_weights(model, {"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, "w.safetensors")
-
-
-def test_optimizer_state_round_trip():
-    model = nn.Linear(2, 2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model(torch.ones(1, 2)).sum().backward()
-    optimizer.step()
-    tensors, meta = checkpoint.flatten_optimizer(optimizer.state_dict())
-    meta = json.loads(json.dumps(meta))  # as it would come back from state.json
-    restored = torch.optim.Adam(model.parameters(), lr=0.5)
-    restored.load_state_dict(checkpoint.unflatten_optimizer(tensors, meta))
-    original = optimizer.state_dict()
-    again = restored.state_dict()
-    assert again["param_groups"][0]["lr"] == 0.01
-    for index, slots in original["state"].items():
-        for name, value in slots.items():
-            assert torch.equal(again["state"][index][name], value)
+        fileio.load_weights(model, {"weight": torch.zeros(3, 3), "bias": torch.zeros(3)}, "w.safetensors")
 
 
 # --- the guarded reader ---------------------------------------------------------------------------
-
 
 
 def _fifo(path):
@@ -90,7 +72,7 @@ def _folder(path):
 
 def _huge(path):
     with open(path, "wb") as f:
-        f.truncate(checkpoint.JSON_LIMIT + 1)  # sparse: no disk used
+        f.truncate(fileio.JSON_LIMIT + 1)  # sparse: no disk used
 
 
 @pytest.mark.parametrize("make, words", [(_fifo, "not a regular file"), (_zero_link, "not a regular file"),
@@ -99,7 +81,7 @@ def test_only_a_regular_file_of_bounded_size_is_read(tmp_path, make, words):
     path = tmp_path / "config.json"
     make(path)
     with pytest.raises(CheckpointError, match=words):
-        checkpoint.read_json(path)  # no hang, no MemoryError, no IsADirectoryError
+        fileio.read_json(path)  # no hang, no MemoryError, no IsADirectoryError
 
 
 def _header(entries, data=b"", length=None):
@@ -121,12 +103,12 @@ def test_a_damaged_safetensors_header_is_refused_before_any_tensor_is_allocated(
     path.write_bytes(content)
     # our own check names what is wrong, before safetensors is handed the file
     with pytest.raises(CheckpointError, match=r"corrupt or not a safetensors file \((header length|its header|tensor)"):
-        checkpoint.load_tensors(path)
+        fileio.load_tensors(path)
 
 
 def test_a_good_safetensors_file_passes_the_header_check(tmp_path):
-    checkpoint.save_tensors(tmp_path / "t.safetensors", {"a": torch.ones(3, 2), "b": torch.arange(4)})
-    assert torch.equal(checkpoint.load_tensors(tmp_path / "t.safetensors")["b"], torch.arange(4))
+    fileio.save_tensors(tmp_path / "t.safetensors", {"a": torch.ones(3, 2), "b": torch.arange(4)})
+    assert torch.equal(fileio.load_tensors(tmp_path / "t.safetensors")["b"], torch.arange(4))
 
 
 @pytest.mark.parametrize("name", ["../outside.safetensors", "/etc/passwd", "link.safetensors"])
@@ -136,7 +118,7 @@ def test_a_name_read_from_a_file_may_not_lead_out_of_its_folder(tmp_path, name):
     (tmp_path / "outside.safetensors").write_bytes(b"x")
     (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     with pytest.raises(CheckpointError, match="outside"):
-        checkpoint.guarded(folder / name, folder=folder)
+        fileio.guarded(folder / name, folder=folder)
 
 
 @pytest.mark.parametrize("read", ["memmap", "image", "idx", "report png"])
@@ -155,14 +137,6 @@ def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
         calls[read]()  # a FIFO: each of these blocked forever
 
 
-def test_the_lock_holder_removes_what_killed_writers_left(tmp_path):
-    for name in (".model.safetensors.a1b2.tmp", ".tmpAbC123"):  # ours, and safetensors' own
-        (tmp_path / name).write_bytes(b"half")
-    (tmp_path / "keep.tmp").write_bytes(b"not a leftover")
-    with checkpoint.writer_lock(tmp_path):
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "keep.tmp"]
-
-
 def test_a_write_that_fails_is_one_error_and_the_old_file_stays(tmp_path):
     path = tmp_path / "a.json"
     path.write_text("old")
@@ -170,6 +144,6 @@ def test_a_write_that_fails_is_one_error_and_the_old_file_stays(tmp_path):
     def disk_full(tmp):
         tmp.write_text("half")
         raise OSError(errno.ENOSPC, "No space left on device")
-    with pytest.raises(checkpoint.CheckpointError, match=f"cannot write {path}: No space left on device"):
-        checkpoint.atomic_write(path, disk_full)
+    with pytest.raises(fileio.CheckpointError, match=f"cannot write {path}: No space left on device"):
+        fileio.atomic_write(path, disk_full)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.json"]

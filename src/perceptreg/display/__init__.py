@@ -1,7 +1,7 @@
 """How results show themselves, the one home of these rules: in Jupyter a picture as PNG
 (``png_bytes``, for ``_repr_png_``) and a table as small escaped HTML (``html_table``, for
-``_repr_html_``); progress bars as widgets where Jupyter can draw them, else as text
-(``tqdm``, chosen once by ``choose_tqdm``)."""
+``_repr_html_``); in a terminal a table as aligned text (``aligned``); progress bars as
+widgets where Jupyter can draw them, else as text (``tqdm``, chosen once by ``choose_tqdm``)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,13 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], caption:
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     title = f"<caption>{cell(caption)}</caption>" if caption else ""
     return f"<table>{title}<tr>{head}</tr>{body}</table>"
+
+
+def aligned(lines: list[list[str]], first_left: bool = True) -> str:
+    """Rows of cells as text, each column as wide as its widest cell."""
+    widths = [max(len(line[i]) for line in lines) + 2 for i in range(len(lines[0]))]
+    return "\n".join("".join((f"{c:<{w}}" if first_left and i == 0 else f"{c:>{w}}")
+                             for i, (c, w) in enumerate(zip(line, widths))).rstrip() for line in lines)
 
 
 def choose_tqdm():

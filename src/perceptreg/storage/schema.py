@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from perceptreg.core.checkpoint import CheckpointError, read_json, write_json
+from perceptreg.storage.fileio import CheckpointError, read_json, write_json
 
 SHA256 = r"^[0-9a-f]{64}$"  # a hex SHA-256, as a field's pattern
 

@@ -2,7 +2,8 @@
 
     model = build("nets/mine.py:build")                         # a function in a file
     model = build("mylib.models:resnet18", (("num_classes", 10),))  # an importable function, with keyword arguments
-    load_weights(model, "mine.pt")                               # a state dict: .safetensors, or .pt/.pth
+    weights = read_weights("mine.pt")                            # a state dict: .safetensors, or .pt/.pth
+    load_weights(model, weights, "mine.pt")                      # strictly: storage.fileio.load_weights
 
 A spec names a function that returns an ``nn.Module``: ``FILE.py:FUNCTION`` or
 ``package.module:FUNCTION``. Loading runs that code: name only code you wrote or trust, as
@@ -23,9 +24,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from perceptreg.core import checkpoint
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
+from perceptreg.storage import fileio
 
 Kwargs = tuple[tuple[str, Any], ...]  # keyword arguments, as a frozen config holds them
 
@@ -130,7 +131,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     dict holding one under a usual key); keys saved through DataParallel lose "module."."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return checkpoint.load_tensors(path)
+        return fileio.load_tensors(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses pickled objects: a whole model, an optimizer class
@@ -145,9 +146,3 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in loaded):
         loaded = {k[len("module."):]: v for k, v in loaded.items()}
     return loaded
-
-
-def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load ``path``'s state dict into ``model``, strictly (keys and shapes named)."""
-    checkpoint.load_weights(model, read_weights(path), Path(path))
-    return model

@@ -7,7 +7,7 @@ import tqdm.auto
 import tqdm.std
 from PIL import Image
 
-from perceptreg.core import display
+from perceptreg import display
 
 
 def test_html_table_holds_the_numbers_and_escapes_names():
@@ -39,4 +39,4 @@ def test_display_is_the_one_module_that_imports_tqdm():
     package = Path(display.__file__).parents[1]
     importers = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
                  if re.search(r"^\s*(from|import) tqdm", path.read_text(), re.M)]
-    assert importers == ["core/display.py"]
+    assert importers == ["display/__init__.py"]
