@@ -20,7 +20,7 @@ from perceptreg import data as datasets
 from perceptreg.core import models
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.runs import manifest, sources
+from perceptreg.runs import checkpoint, manifest, sources
 from perceptreg.runs.files import (
     ATTACHED_FORMAT,
     CONFIG,
