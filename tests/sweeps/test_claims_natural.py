@@ -5,6 +5,7 @@ number and verdict worked out by hand."""
 import json
 
 import pytest
+from helpers import attack_metrics, noise_metrics
 
 from perceptreg.measures import rate
 from perceptreg.sweeps import claims_natural, reproducing
@@ -76,10 +77,10 @@ def natural(tmp_path):
     run = tmp_path / claims_natural.RUN
     run.mkdir()
     attacks = {claims_natural.RUN: attack_summary(9, 1, 9, 0.60), POST_HOC: attack_summary(2, 2, 0, 0.95, right=3)}
-    (run / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.03}, "runs": attacks}))
-    (run / "noise_metrics.json").write_text(json.dumps(
+    (run / "attack_metrics.json").write_text(json.dumps(attack_metrics({"settings": {"eps": 0.03}, "runs": attacks})))
+    (run / "noise_metrics.json").write_text(json.dumps(noise_metrics(
         {"settings": {"eps": 0.03}, "judge": JUDGE, "reached": {"H": rate(100, 100), JUDGE: rate(10, 100)},
-         "noise_images": 100}))
+         "noise_images": 100})))
     edited = {claims_natural.RUN: edit_results(0.7, [0.604, 0.781]), POST_HOC: edit_results(0.1, [0.055, 0.174])}
     (run / "interpolation_metrics.json").write_text(json.dumps({"runs": edited}))
     return tmp_path

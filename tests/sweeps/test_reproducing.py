@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from helpers import attack_metrics, noise_metrics
 
 from perceptreg.cli import main
 from perceptreg.core.errors import PerceptregError
@@ -99,7 +100,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
     if not compare_first:
         runs = dict(reversed(runs.items()))
     (tmp_path / "demo").mkdir()
-    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.2}, "runs": runs}))
+    (tmp_path / "demo" / "attack_metrics.json").write_text(json.dumps(attack_metrics({"settings": {"eps": 0.2}, "runs": runs})))
     page = reproducing.reproducing_page(tmp_path)
     assert row(page, "PGD")[4:] == ["success 90.0 % [59.6, 98.2]",
                                     "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"]
@@ -259,10 +260,10 @@ def results(tmp_path_factory):
     write_sweep(root / "sweep-4000", "mnist-strips", 20, {"0.0001": [member(0.9)] * 5, "0.001": [member(0.85)] * 5,
                                                          "100": [member(0.8)] * 5})
     (root / "demo").mkdir()
-    (root / "demo" / "attack_metrics.json").write_text(json.dumps({"settings": {"eps": 0.2},
-                                                                   "runs": {"demo": attack_summary(9, 8, 1)}}))
-    (root / "demo" / "noise_metrics.json").write_text(json.dumps(
-        {"settings": {"eps": 0.2}, "judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20}))
+    (root / "demo" / "attack_metrics.json").write_text(json.dumps(attack_metrics({"settings": {"eps": 0.2},
+                                                                   "runs": {"demo": attack_summary(9, 8, 1)}})))
+    (root / "demo" / "noise_metrics.json").write_text(json.dumps(noise_metrics(
+        {"settings": {"eps": 0.2}, "judge": "3-NN pixels", "reached": {"3-NN pixels": rate(15, 20)}, "noise_images": 20})))
     mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9], "3-NN pixels": [0.1, 0.8]},
             "flip_interval": {"3-NN pixels": [[0.0, 0.2], [0.6, 0.9]]}}
     edited = {"target": 8, "alphas": [0.0, 2.0], "directions": {"mean": mean}}
