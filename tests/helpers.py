@@ -205,3 +205,47 @@ def edits_file(results: dict[str, dict], eps: float = 0.2) -> dict:
         return {"images": 10, **entry, "directions": {
             "per-image": direction, "mean": {**direction, "fitted_on": {"images": 10, "source": None}}}}
     return {"attack": dataclasses.asdict(AttackSettings(eps)), "runs": {k: completed(v) for k, v in results.items()}}
+
+
+# --- results files by hand ------------------------------------------------------------------------
+
+WRITTEN = Path(__file__).parent / "adversarial" / "data"  # attack and noise metrics as evaluate-attack wrote them
+BY_NAME = {"runs", "judges", "reached", "judges_on_P(x_adv)", "at_fpr", "tests", "baselines"}  # keyed by a name
+BY_NAME_TWICE = {"undetected"}  # by side, then by false-positive rate
+MEASURED_IF_ASKED = {"paired", "adaptive", "adaptive_search", "convergence", "attack_options", "checksum"}
+
+
+def completed(partial, template):
+    """A results file written by hand with only what a test reads (``partial``), completed
+    with every other key its schema asks for from ``template``, a file a command wrote:
+    what the test names keeps its value, the rest is the template's."""
+    if isinstance(partial, list):
+        return [completed(item, template[0]) for item in partial]
+    if not isinstance(partial, dict) or not isinstance(template, dict):
+        return partial
+    out = {key: value for key, value in template.items() if key not in MEASURED_IF_ASKED and key not in partial}
+    for key, value in partial.items():
+        like = template.get(key)
+        if key in BY_NAME and isinstance(value, dict):
+            first = next(iter(like.values()))
+            out[key] = {name: completed(item, first) for name, item in value.items()}
+        elif key in BY_NAME_TWICE:
+            first = next(iter(next(iter(like.values())).values()))
+            out[key] = {side: {name: completed(item, first) for name, item in by.items()} for side, by in value.items()}
+        else:
+            out[key] = completed(value, like) if like is not None else value
+    return out
+
+
+def attack_metrics(partial: dict) -> dict:
+    """attack_metrics.json by hand: ``partial`` completed (``completed``) as evaluate-attack writes it."""
+    import json
+
+    return completed(partial, json.loads((WRITTEN / "attack_metrics_f9ee0de.json").read_text()))
+
+
+def noise_metrics(partial: dict) -> dict:
+    """noise_metrics.json by hand: ``partial`` completed as `attack --from-noise` writes it."""
+    import json
+
+    return completed(partial, json.loads((WRITTEN / "noise_metrics_f9ee0de.json").read_text()))

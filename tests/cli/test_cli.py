@@ -329,6 +329,7 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     assert json.dumps(report.summaries[str(run)].model_dump(), sort_keys=True) == json.dumps(summary, sort_keys=True)
     assert report.metrics == run / "attack_metrics.json"
     assert report.rocs == (run / "attack_roc.png", trained_run / "attack_roc.png")
+    assert "<td>clean accuracy</td>" in report._repr_html_() and "adaptive attacks on run" in report._repr_html_()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -377,7 +377,11 @@ def _sealed_results(name, good_run, attach_run, tmp_path):
         shutil.copy(Path(__file__).parents[1] / "fixtures" / "main-f9ee0de" / name, tmp_path / name)  # as sweep wrote it
         return tmp_path, tmp_path / name
     shutil.copytree(good_run, tmp_path / "run")
-    write_sealed(tmp_path / "run" / name, {"settings": {"eps": 0.25}, "runs": {"run": {"target": 3}}})
+    if name == runs.ATTACK_METRICS:  # as evaluate-attack wrote it (at f9ee0de), every key its schema asks for
+        shutil.copy(Path(__file__).parents[1] / "adversarial" / "data" / "attack_metrics_f9ee0de.json",
+                    tmp_path / "run" / name)
+    else:
+        write_sealed(tmp_path / "run" / name, {"settings": {"eps": 0.25}, "runs": {"run": {"target": 3}}})
     return tmp_path / "run", tmp_path / "run" / name
 
 
