@@ -240,7 +240,8 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
     assert not (tmp_path / "runs3").exists()
 
 
-def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys):
+def test_reproducing_refuses_a_run_folder_as_its_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(main_module, "make_runs", lambda *args: pytest.fail("a step ran in a folder of a run"))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "config.json").write_text(json.dumps(TrainConfig().to_dict()))
     assert reproduce([str(tmp_path / "out"), "--run", "--out", str(tmp_path / "R.md")]) == 1
