@@ -96,6 +96,7 @@ except PerceptregError as err:
 """
 
 
+@pytest.mark.slow
 def test_a_file_cut_short_while_training_is_an_error_not_sigbus(small):
     root, _, _ = small  # in a process of its own: a read past the end of the mapping is SIGBUS (exit 135)
     done = subprocess.run([sys.executable, "-c", CUT_WHILE_TRAINING, str(root)], capture_output=True, text=True,

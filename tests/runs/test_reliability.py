@@ -22,6 +22,7 @@ from perceptreg.training.train import train
 QUICK = dict(train_size=200, epochs=1, batch_size=50)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_while_the_first_runs_and_allowed_after_it_died(tmp_path, small_mnist):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time, pathlib\nfrom perceptreg.core import checkpoint\n"
@@ -128,6 +129,7 @@ def one_and_two_epochs(tmp_path_factory):
     return base / "first", first.model.state_dict(), whole.model.state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", range(6))  # before each of the 5 writes of a checkpoint, and after all
 def test_a_kill_9_between_any_two_checkpoint_writes_loses_nothing(window, tmp_path, one_and_two_epochs):
     import shutil

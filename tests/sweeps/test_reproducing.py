@@ -39,6 +39,7 @@ def row(page: str, claim: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split(" | ")]
 
 
+@pytest.mark.slow
 def test_every_number_comes_from_the_runs(root):
     page = reproducing.reproducing_page(root)
     attack = json.loads((root / "demo" / "attack_metrics.json").read_text())
@@ -119,6 +120,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
                                    "overlap")
 
 
+@pytest.mark.slow
 def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
     page = reproducing.reproducing_page(root)
     assert re.search(r"^Code: commit ([0-9a-f]{40}( \+ uncommitted changes)?|unknown)\.$", page, re.M)
@@ -167,6 +169,7 @@ def test_verdicts_of_hand_made_sweeps(tmp_path):
         "**not comparable**: the steps differ by more than 1 %: 11,450 and 1,260")
 
 
+@pytest.mark.slow
 def test_a_damaged_results_file_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     (tmp_path / "demo" / "noise_metrics.json").write_text('{"reached": {}}')
@@ -174,6 +177,7 @@ def test_a_damaged_results_file_is_named(root, tmp_path):
         reproducing.reproducing_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     path = tmp_path / "demo" / "noise_metrics.json"
@@ -185,6 +189,7 @@ def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
         reproducing.reproducing_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_command_line(root, tmp_path, capsys):
     out = tmp_path / "REPRODUCING.md"
     assert reproducing.main([str(root), "--out", str(out)]) == 0

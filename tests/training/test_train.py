@@ -29,6 +29,7 @@ def run(tmp_path, small_mnist, name="run", model=None, **overrides):
                  test_data=test_data, progress=False)
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
     result = run(tmp_path, small_mnist, epochs=4)
     last = result.history[-1]
@@ -68,6 +69,7 @@ def test_a_custom_model_is_not_sized_by_z_dim():
         TrainConfig(arch="custom", model="net.py:build", z_dim=16)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     run(tmp_path, small_mnist, "whole", epochs=3)
     run(tmp_path, small_mnist, "parts", epochs=2)
@@ -81,6 +83,7 @@ def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path, one_thread):
     # small through the real flags. Only the run to kill needs a process of its own; the whole
     # run and the resume go through the CLI in this one (a process start is most of their time).
