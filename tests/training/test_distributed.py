@@ -139,7 +139,7 @@ def test_a_last_batch_smaller_than_the_world_is_dropped():
 def test_no_backend_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(distributed.dist, "is_backend_available", lambda name: False)
-    with pytest.raises(PerceptregError, match="torchrun started 2 processes, but this torch has no gloo backend"):
+    with pytest.raises(PerceptregError, match="2 processes.*gloo"):
         distributed.join("cpu")
 
 
