@@ -113,7 +113,11 @@ def run_page(page: Path) -> int:
     return ran
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+SLOW_PAGES = {ROOT / "docs" / "guides" / "sweeps.md"}  # trains and measures a sweep: the fast lane leaves it out
+
+
+@pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES],
+                         ids=lambda page: str(page.relative_to(ROOT)))
 def test_every_block_of_the_page_runs(page, tmp_path, monkeypatch, one_thread):
     monkeypatch.chdir(tmp_path)
     run_page(page)

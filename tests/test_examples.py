@@ -30,6 +30,7 @@ def test_every_example_is_tested():
     assert sorted(p.name for p in (ROOT / "examples").glob("*.ipynb")) == sorted(SMALL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_example_notebook_runs_and_shows_its_results_inline(name, tmp_path, monkeypatch):
     notebook = nbformat.read(ROOT / "examples" / name, as_version=4)

@@ -76,6 +76,7 @@ def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
     assert width > height  # 5 pairs on the first row, 1 on the second
 
 
+@pytest.mark.slow
 def test_demo_writes_a_run_and_numbers_a_second_one(runner, tmp_path):
     result = runner.invoke(main, ["demo", "--epochs", "1", "--quiet"])
     assert result.exit_code == 0, result.output

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from perceptreg.cli import main
@@ -25,6 +26,7 @@ print(json.dumps(loaded))
 """
 
 
+@pytest.mark.slow
 def test_help_of_the_group_and_of_every_command_imports_no_heavy_module():
     done = subprocess.run([sys.executable, "-c", SCRIPT % (HEAVY,)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

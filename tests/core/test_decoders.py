@@ -55,14 +55,14 @@ def test_a_vit_block_decodes_to_the_image():
 
 
 @pytest.mark.parametrize("shape, match", [
-    ((117, 16), "a token sequence of length 117 is not a square grid of patches plus at most 16 extra tokens"),
-    ((2, 3, 4, 5), r"an activation of shape \(2, 3, 4, 5\) \(no batch dim\) cannot be decoded"),
-    ((), r"an activation of shape \(\) \(no batch dim\) cannot be decoded"),
+    ((117, 16), "length 117"),
+    ((2, 3, 4, 5), r"shape \(2, 3, 4, 5\)"),
+    ((), r"shape \(\)"),
 ])
 def test_activations_that_cannot_be_decoded_are_named(shape, match):
     with pytest.raises(PerceptregError, match=match):
         build_decoder(shape, (1, 28, 28))
-    with pytest.raises(PerceptregError, match="`layers`: 'blocks.1': " + match):
+    with pytest.raises(PerceptregError, match="`layers`: 'blocks.1': .*" + match):
         seeded_decoder("blocks.1", shape, (1, 28, 28), seed=0)
 
 
@@ -86,8 +86,7 @@ def test_layers_under_one_budget_differ_little_in_size():
 
 
 def test_a_budget_too_small_is_named():
-    with pytest.raises(PerceptregError, match=r"`decoder_params` 10 is too small to build a decoder for layer "
-                                              r"'fc1' \(activation \(64,\)\): the smallest takes [\d,]+ parameters"):
+    with pytest.raises(PerceptregError, match=r"`decoder_params` 10 .*'fc1'.*[\d,]+ parameters"):
         seeded_decoder("fc1", (64,), (1, 28, 28), seed=0, budget=10)
 
 

@@ -113,7 +113,7 @@ def test_init_output_bias_sets_each_channel_before_a_pixel_shuffle():
 def test_init_output_bias_says_when_it_finds_no_output_layer():
     decoder = nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Sigmoid())  # a sigmoid, but no bias to set
     net = models.PerceptionNet(nn.Flatten(), nn.Linear(4, 2), decoder, (1, 2, 2))
-    with pytest.warns(RuntimeWarning, match="init_output_bias: found no layer whose bias sets D's output"):
+    with pytest.warns(RuntimeWarning, match="^init_output_bias: "):
         assert net.init_output_bias(0.3) is False
 
 
@@ -136,7 +136,7 @@ def test_user_modules_compose():
 
 
 def test_decoder_shape_mismatch_is_named():
-    with pytest.raises(PerceptregError, match=r"decoder D must return images of the input's shape \(2, 1, 28, 28\)"):
+    with pytest.raises(PerceptregError, match=r"decoder D .*\(2, 1, 28, 28\)"):
         models.PerceptionNet(nn.Flatten(), nn.Linear(784, 10), nn.Unflatten(1, (1, 14, 56)), (1, 28, 28))
 
 

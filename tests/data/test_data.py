@@ -101,14 +101,14 @@ def test_load_idx_pair(tmp_path):
 def test_wrong_magic_names_the_file(tmp_path):
     path = tmp_path / "bad.gz"
     path.write_bytes(gzip.compress(b"\x12\x34\x08\x01" + b"\x00" * 8))
-    with pytest.raises(PerceptregError, match=r"bad.gz: not an IDX file \(wrong magic number 12340801\)"):
+    with pytest.raises(PerceptregError, match=r"bad.gz: .*12340801"):
         data.read_idx(path)
 
 
 def test_truncated_file_names_the_file(tmp_path):
     images_path, _ = write_pair(tmp_path, gz=False)
     images_path.write_bytes(images_path.read_bytes()[:-10])
-    with pytest.raises(PerceptregError, match=r"img: truncated: header gives shape \(6, 28, 28\)"):
+    with pytest.raises(PerceptregError, match=r"img: truncated"):
         data.read_idx(images_path)
 
 
@@ -121,20 +121,20 @@ def test_truncated_gzip_names_the_file(tmp_path):
 
 def test_labels_of_wrong_shape(tmp_path):
     images_path, labels_path = write_pair(tmp_path, labels=np.zeros((6, 2), np.uint8))
-    with pytest.raises(PerceptregError, match=r"lab.gz: expected labels of shape \(N,\), found \(6, 2\)"):
+    with pytest.raises(PerceptregError, match=r"lab.gz: .*\(6, 2\)"):
         data.load_idx_pair(images_path, labels_path, "x")
 
 
 def test_images_of_wrong_shape(tmp_path):
     images_path, labels_path = write_pair(tmp_path)
     data.write_idx(images_path, np.zeros((6, 784), np.uint8))
-    with pytest.raises(PerceptregError, match=r"img.gz: expected uint8 images of shape \(N, H, W\)"):
+    with pytest.raises(PerceptregError, match=r"img.gz: .*\(N, H, W\)"):
         data.load_idx_pair(images_path, labels_path, "x")
 
 
 def test_labels_out_of_range(tmp_path):
     images_path, labels_path = write_pair(tmp_path, labels=np.array([0, 1, 2, 3, 4, 11], np.uint8))
-    with pytest.raises(PerceptregError, match=r"lab.gz: labels must lie in 0..9, found 0..11"):
+    with pytest.raises(PerceptregError, match=r"lab.gz: .*0..11"):
         data.load_idx_pair(images_path, labels_path, "x")
 
 
@@ -175,9 +175,7 @@ def test_download_cut_short_keeps_its_part_for_the_next_call(tmp_path, server):
     url, handler = server
     body = bytes(range(256)) * 100
     handler.files["/f.gz"], handler.cut["/f.gz"] = body, 3000  # the connection drops after 3000 bytes
-    with pytest.raises(PerceptregError, match=r"^could not download f.gz; tried: .*/f.gz: the connection closed after "
-                                              r"3000 of 25600 bytes \(3000 bytes kept in .*f.gz.part: run again to "
-                                              r"resume\)\. If this machine is offline"):
+    with pytest.raises(PerceptregError, match=r"^could not download f.gz; .*3000 of 25600 bytes.*f.gz.part"):
         download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())
     assert (tmp_path / "f.gz.part").read_bytes() == body[:3000] and not (tmp_path / "f.gz").exists()
     download([url + "/f.gz"], tmp_path / "f.gz", hashlib.sha256(body).hexdigest())

@@ -37,27 +37,27 @@ def test_svhn_mat_reads_layout_and_maps_10_to_0(tmp_path):
 
 def test_svhn_wrong_keys_are_named(tmp_path):
     savemat(tmp_path / "bad.mat", {"images": np.zeros((32, 32, 3, 1), np.uint8)})
-    with pytest.raises(PerceptregError, match=r"bad.mat: no X or y array \(found \['images'\]\)"):
+    with pytest.raises(PerceptregError, match=r"bad.mat: .*\['images'\]"):
         data.read_svhn_mat(tmp_path / "bad.mat", "x")
 
 
 def test_svhn_bad_shape_labels_and_file(tmp_path):
     write_svhn(tmp_path / "a.mat", X=np.zeros((28, 28, 3, 5), np.uint8))
-    with pytest.raises(PerceptregError, match=r"X must be uint8 of shape \(32, 32, 3, N\)"):
+    with pytest.raises(PerceptregError, match=r"a.mat: .*\(32, 32, 3, N\)"):
         data.read_svhn_mat(tmp_path / "a.mat", "x")
     write_svhn(tmp_path / "b.mat", labels=[0, 1, 2, 3, 4])
-    with pytest.raises(PerceptregError, match=r"labels must lie in 1..10"):
+    with pytest.raises(PerceptregError, match=r"b.mat: .*1..10"):
         data.read_svhn_mat(tmp_path / "b.mat", "x")
     write_svhn(tmp_path / "c.mat", labels=[1, 2])
-    with pytest.raises(PerceptregError, match="5 images but 2 labels"):
+    with pytest.raises(PerceptregError, match="c.mat: .*5 images.*2 labels"):
         data.read_svhn_mat(tmp_path / "c.mat", "x")
     (tmp_path / "d.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
-    with pytest.raises(PerceptregError, match=r"d.mat: not a readable .mat file"):
+    with pytest.raises(PerceptregError, match=r"d.mat: "):
         data.read_svhn_mat(tmp_path / "d.mat", "x")
 
 
 def test_svhn_missing_file_names_it_and_where_to_get_it(tmp_path):
-    with pytest.raises(PerceptregError, match=r"train_32x32.mat is missing; get it from http://ufldl"):
+    with pytest.raises(PerceptregError, match=r"train_32x32.mat.*http://ufldl"):
         data.load_svhn(tmp_path, download_missing=False)
 
 
@@ -212,12 +212,12 @@ def test_celeba_is_balanced_on_eyeglasses_for_every_attribute_unless_asked(tmp_p
     for name, balanced in (("celeba:Smiling", "Eyeglasses"), ("celeba:Smiling:balanced", "Smiling")):
         with pytest.raises(PerceptregError, match=f"CelebA has .* faces with {balanced} and"):
             data.load_dataset(name, root=tmp_path)
-    with pytest.raises(PerceptregError, match="after the attribute, only ':balanced' may follow"):
+    with pytest.raises(PerceptregError, match="celeba:Smiling:even.*':balanced'"):
         data.load_dataset("celeba:Smiling:even", root=tmp_path)
 
 
 def test_celeba_bad_input(tmp_path):
-    with pytest.raises(PerceptregError, match=r"list_attr_celeba.txt is missing; get the aligned"):
+    with pytest.raises(PerceptregError, match=r"list_attr_celeba.txt is missing"):
         data.load_celeba(tmp_path)
     write_celeba(tmp_path)
     with pytest.raises(PerceptregError, match=r"unknown CelebA attribute 'Glasses'; choose one of 5_o_Clock_Shadow, Eyeglasses"):
@@ -226,7 +226,7 @@ def test_celeba_bad_input(tmp_path):
         data.load_celeba(tmp_path, "Eyeglasses", train_size=40, test_size=20)
     lines = (tmp_path / "list_attr_celeba.txt").read_text().splitlines()
     (tmp_path / "list_attr_celeba.txt").write_text("\n".join(lines[:10]))
-    with pytest.raises(PerceptregError, match="the file is partial"):
+    with pytest.raises(PerceptregError, match="list_attr_celeba.txt: .*partial"):
         data.load_celeba(tmp_path)
 
 
@@ -259,16 +259,16 @@ def test_split_by_identity_by_hand():
 def test_celeba_without_its_identity_file_is_one_error_naming_it(tmp_path):
     write_celeba(tmp_path)
     (tmp_path / "identity_CelebA.txt").unlink()
-    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt is missing; CelebA is split by identity"):
+    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt is missing"):
         data.load_celeba(tmp_path, "Eyeglasses", train_size=12, test_size=8, size=16)
     result = CliRunner().invoke(main, ["train", "--dataset", "celeba:Eyeglasses", "--data-root", str(tmp_path),
                                        "--epochs", "1", "--out", str(tmp_path / "run")])
-    assert result.exit_code == 1 and result.output.strip().splitlines() == [
-        f"Error: {tmp_path / 'identity_CelebA.txt'} is missing; CelebA is split by identity, so that no person is in "
-        f"both train and test; {CELEBA_HELP}"]
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith(f"Error: {tmp_path / 'identity_CelebA.txt'}")
+    assert lines[0].endswith(CELEBA_HELP)  # where to get it
     assert not (tmp_path / "run").exists()
     (tmp_path / "identity_CelebA.txt").write_text("000001.jpg 7\n")
-    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt: no identity for 000002.jpg; the file is partial"):
+    with pytest.raises(PerceptregError, match=r"identity_CelebA.txt: .*000002.jpg"):
         data.load_celeba(tmp_path, "Eyeglasses", train_size=12, test_size=8, size=16)
 
 
@@ -311,9 +311,7 @@ def test_a_folder_of_grey_and_colour_images_is_colour(tmp_path):
 
 def test_a_folder_no_paper_network_takes_says_which_arch_to_give(tmp_path):
     write_folder(tmp_path / "d", sizes=((28, 28),) * 2, mode="RGB")
-    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: no architecture takes images of shape "
-                                              r"3x28x28 \(they take mnist 1x28x28, svhn 3x32x32, celeba 3x64x64, vgg 3x32x32\); "
-                                              r"give `arch` to resize the images to its input, or `model` for your own"):
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: .*3x28x28.*`arch`"):
         data.default_arch(f"folder:{tmp_path / 'd'}")
 
 
@@ -321,8 +319,8 @@ def test_a_folder_of_mixed_sizes_needs_an_arch(tmp_path):
     write_folder(tmp_path / "d" / "train", sizes=((32, 32),))
     write_folder(tmp_path / "d" / "test", sizes=((32, 32), (40, 30)))
     name = f"folder:{tmp_path / 'd'}"
-    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: images of several sizes \({tmp_path}/d/train/cat/0.png "
-                                              rf"is 32x32, {tmp_path}/d/test/cat/1.png is 40x30\); give `arch`"):
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path / 'd'}: .*{tmp_path}/d/train/cat/0.png .*32x32.*"
+                                              rf"{tmp_path}/d/test/cat/1.png .*40x30.*`arch`"):
         data.training_defaults(name)
     assert data.training_defaults(name, "svhn") == {"arch": "svhn"}  # the user's choice: nothing inspected
 
@@ -354,7 +352,7 @@ def test_a_one_class_image_folder_is_refused(tmp_path, layout):
     (root / "dog").mkdir()  # a class folder without images is no second class
     if layout == "split":
         write_folder(tmp_path / "d" / "test", classes=("cat",))
-    with pytest.raises(PerceptregError, match=r"images of 1 class\(es\) \(cat\); a classifier needs at least 2"):
+    with pytest.raises(PerceptregError, match=r"1 class\(es\) \(cat\)"):
         data.load_image_folder(tmp_path / "d", (1, 28, 28))
 
 

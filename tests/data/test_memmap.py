@@ -48,7 +48,7 @@ def test_training_on_a_memmap_dataset(small, tmp_path):
 
 def test_existing_output_is_refused(small):
     root, train_set, test_set = small
-    with pytest.raises(PerceptregError, match="exists; choose another output folder"):
+    with pytest.raises(PerceptregError, match=rf"^{re.escape(str(root))} exists"):
         data.write_memmap(root, train_set, test_set)
 
 
@@ -56,28 +56,28 @@ def test_truncated_file(small):
     root, _, _ = small
     path = root / "train_images.npy"
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(PerceptregError, match=r"train_images.npy: truncated or not a .npy file"):
+    with pytest.raises(PerceptregError, match=r"train_images.npy: truncated"):
         data.load_memmap(root)
 
 
 def test_wrong_shape(small):
     root, _, _ = small
     np.save(root / "test_labels.npy", np.zeros(7, np.int64))
-    with pytest.raises(PerceptregError, match=r"test_labels.npy: holds int64 \(7,\), meta.json says int64 \(100,\)"):
+    with pytest.raises(PerceptregError, match=r"test_labels.npy: .*\(7,\).*\(100,\)"):
         data.load_memmap(root)
 
 
 @pytest.mark.parametrize("pixel_mean, message", [
-    ([0.1, 0.2, 0.3], "pixel_mean has 3 values for 1 channels"),
-    ([], "pixel_mean has 0 values for 1 channels"),
-    ([1.5], "field pixel_mean.0: input should be less than or equal to 1"),
-    (["x"], "field pixel_mean.0: input should be a valid number"),
+    ([0.1, 0.2, 0.3], "pixel_mean has 3 values"),
+    ([], "pixel_mean has 0 values"),
+    ([1.5], "field pixel_mean.0"),
+    (["x"], "field pixel_mean.0"),
 ])
 def test_a_wrong_pixel_mean_is_named(small, pixel_mean, message):
     root, _, _ = small
     meta = json.loads((root / "meta.json").read_text())
     (root / "meta.json").write_text(json.dumps({**meta, "pixel_mean": pixel_mean}))
-    with pytest.raises(PerceptregError, match=re.escape(message)):
+    with pytest.raises(PerceptregError, match=r"meta.json: .*" + re.escape(message)):
         data.load_memmap(root)
 
 
@@ -96,14 +96,15 @@ except PerceptregError as err:
 """
 
 
+@pytest.mark.slow
 def test_a_file_cut_short_while_training_is_an_error_not_sigbus(small):
     root, _, _ = small  # in a process of its own: a read past the end of the mapping is SIGBUS (exit 135)
     done = subprocess.run([sys.executable, "-c", CUT_WHILE_TRAINING, str(root)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1, (done.returncode, done.stderr)
-    assert done.stderr.strip().splitlines() == [f"Error: {root / 'train_images.npy'}: cut short while in use (1000 "
-                                                f"of {128 + 500 * 784} bytes); write the dataset again with "
-                                                f"`perceptreg prepare`"]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {root / 'train_images.npy'}: ")
+    assert f"1000 of {128 + 500 * 784} bytes" in lines[0] and "`perceptreg prepare`" in lines[0]
 
 
 def test_missing_meta_and_files(small, tmp_path):

@@ -137,6 +137,7 @@ def test_evaluate_runs_the_model_in_eval_mode():
     assert all(torch.equal(buffers[k], v) for k, v in net.state_dict().items()) and net.training
 
 
+@pytest.mark.slow
 def test_mlp_probe_reads_what_a_linear_probe_cannot():
     generator = torch.Generator().manual_seed(0)
     points = torch.rand(600, 2, generator=generator) * 2 - 1

@@ -45,6 +45,7 @@ def row(page: str, claim: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split(" | ")]
 
 
+@pytest.mark.slow
 def test_every_number_comes_from_the_runs(root):
     page = document.reproducing_page(root)
     attack = json.loads((root / "demo" / "attack_metrics.json").read_text())
@@ -125,6 +126,7 @@ def test_attack_verdicts_by_hand_from_the_runs_own_results(tmp_path, compare_fir
                                    "overlap")
 
 
+@pytest.mark.slow
 def test_the_page_names_the_commit_and_hashes_every_file_it_read(root):
     page = document.reproducing_page(root)
     assert re.search(r"^Code: commit ([0-9a-f]{40}( \+ uncommitted changes)?|unknown)\.$", page, re.M)
@@ -173,6 +175,7 @@ def test_verdicts_of_hand_made_sweeps(tmp_path):
         "**not comparable**: the steps differ by more than 1 %: 11,450 and 1,260")
 
 
+@pytest.mark.slow
 def test_a_damaged_results_file_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     (tmp_path / "demo" / "noise_metrics.json").write_text('{"reached": {}}')
@@ -180,6 +183,7 @@ def test_a_damaged_results_file_is_named(root, tmp_path):
         document.reproducing_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
     shutil.copytree(root / "demo", tmp_path / "demo")
     path = tmp_path / "demo" / "noise_metrics.json"
@@ -191,6 +195,7 @@ def test_a_results_file_whose_checksum_differs_is_named(root, tmp_path):
         document.reproducing_page(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_command_line(root, tmp_path, capsys):
     out = tmp_path / "REPRODUCING.md"
     assert reproduce([str(root), "--out", str(out)]) == 0

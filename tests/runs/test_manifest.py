@@ -48,7 +48,7 @@ def test_a_flipped_bit_in_state_json_names_state_json(run, where):
     text = (run / runs.STATE_META).read_bytes()
     at = text.index(where.encode()) + len(where)
     (run / runs.STATE_META).write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1:])
-    with pytest.raises(PerceptregError, match=rf"{runs.STATE_META}: its content differs from its checksum"):
+    with pytest.raises(PerceptregError, match=rf"{runs.STATE_META}: .*checksum"):
         runs.open_run(run).model()
 
 

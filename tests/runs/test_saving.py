@@ -26,6 +26,7 @@ def cli(*args, cwd):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_an_attached_model_fitted_in_python_opens_in_the_cli_from_another_folder(digits, tmp_path):
     train = digits[0].subset(torch.arange(100))
     seen = perceptreg.attach(net(), ["stem", "fc1"], (1, 28, 28), decoder_params=20_000)

@@ -39,6 +39,7 @@ def kill_when_epoch_written(run_dir, killed: dict) -> None:
     killed.update(pid=pid, epochs_then=runs.completed_epochs(run_dir))
 
 
+@pytest.mark.slow
 def test_a_killed_member_is_retried_and_ends_as_its_twin_that_was_not_killed(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the engine starts (and stops) its own instance
     member = TrainConfig(dataset="mnist5k", lam=1e-2, epochs=2, train_size=200, eval_size=100)
@@ -89,6 +90,7 @@ def test_the_sweep_hands_its_members_to_ray_with_a_workers_threads(tmp_path, mon
     assert handed == {"names": ["lam0.01-seed0", "lam1-seed0", "post-hoc-seed0"], "threads": 2, "address": "auto"}
 
 
+@pytest.mark.slow
 def test_a_member_whose_worker_keeps_dying_is_one_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ray_engine, "MAX_RETRIES", 0)  # the first death is the last
     run_dir = tmp_path / "lam0.01"

@@ -17,6 +17,7 @@ from perceptreg.storage.schema import write_sealed
 from perceptreg.sweeps import sweep, workers
 
 
+@pytest.mark.slow
 def test_quick_sweep_writes_every_artefact(quick_sweep):
     out, output = quick_sweep
     for name in ("sweep.json", "sweep.md", "sweep_config.json"):
@@ -39,6 +40,7 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
     assert "probes on the raw pixels" in output
 
 
+@pytest.mark.slow
 def test_sweep_measures_what_drives_each_model(quick_sweep):
     out, _ = quick_sweep
     summary = json.loads((out / "sweep.json").read_text())
@@ -58,6 +60,7 @@ def test_sweep_measures_what_drives_each_model(quick_sweep):
         "0.500 ± 0.100", "0.0200 ± 0.0010"]
 
 
+@pytest.mark.slow
 def test_sweep_resumes_model_by_model(quick_sweep, tmp_path):
     out, _ = quick_sweep
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
@@ -175,6 +178,7 @@ def test_a_judge_reads_each_members_perception_in_the_same_forward_pass(monkeypa
     assert member["test_recon_mse"] == alone["test_recon_mse"]
 
 
+@pytest.mark.slow
 def test_report_of_a_sweep(quick_sweep):
     out, _ = quick_sweep
     result = CliRunner().invoke(main, ["report", str(out)])
@@ -307,6 +311,7 @@ def test_a_second_sweep_on_a_busy_folder_leaves_its_sweep_config_alone(tmp_path,
     assert (tmp_path / runs.SWEEP_CONFIG).read_text() == "{}"
 
 
+@pytest.mark.slow
 def test_a_finished_member_left_one_epoch_behind_by_a_kill_is_published_by_the_rerun(tmp_path, monkeypatch):
     from perceptreg import runs
     from perceptreg.training.train import train

@@ -19,6 +19,7 @@ def member(lam, dataset="mnist5k"):  # 100 test images scored per epoch, not the
     return TrainConfig(dataset=dataset, lam=lam, epochs=1, train_size=200, batch_size=50, eval_size=100)
 
 
+@pytest.mark.slow
 def test_members_trained_by_two_workers_equal_each_trained_alone(tmp_path):
     members = [(member(1e-2), tmp_path / "a"), (member(1.0), tmp_path / "b")]
     with warnings.catch_warnings(record=True) as said_by_workers:
@@ -58,6 +59,7 @@ def test_a_worker_hands_its_warnings_back_instead_of_printing_them(monkeypatch, 
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_a_failing_member_is_reported_by_name(tmp_path):
     members = [(member(1e-2), tmp_path / "fine"), (member(1e-2, dataset="folder:/nonexistent"), tmp_path / "bad")]
     with pytest.raises(PerceptregError, match="/nonexistent: not a folder"):
@@ -76,6 +78,7 @@ def test_workers_are_capped_at_four_per_core_here_and_a_fixed_count_on_ray(monke
         workers.check_count(4097, "ray")
 
 
+@pytest.mark.slow
 def test_the_progress_bar_counts_each_member_as_it_ends(tmp_path, monkeypatch):
     counted = []
 
@@ -125,6 +128,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_sweep_and_the_rerun_is_not_locked_out(tmp_path):
     import signal
     import subprocess

@@ -43,6 +43,7 @@ def ddp_run(tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(ddp_run, tmp_path):
     out, result = ddp_run
     single = train(TrainConfig(**SINGLE, epochs=2), tmp_path / "single", progress=False)
@@ -56,6 +57,7 @@ def test_two_processes_match_one_with_the_same_global_batch(ddp_run, tmp_path):
     assert json.loads((out / "state.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_resume_of_a_distributed_run(ddp_run, tmp_path):
     out, _ = ddp_run
     first = torchrun(tmp_path / "r", "--epochs", "1")
@@ -91,6 +93,7 @@ with open(f"{sys.argv[1]}-rank{os.environ['RANK']}.txt", "w") as out:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="thread names are read from /proc")
 def test_no_gloo_thread_outlives_training(tmp_path):
     # A process group kept alive after training (torch._dynamo, imported after it, holds it)
@@ -105,6 +108,7 @@ def test_no_gloo_thread_outlives_training(tmp_path):
     assert [(tmp_path / f"run-rank{rank}.txt").read_text() for rank in (0, 1)] == ["gloo threads 0"] * 2
 
 
+@pytest.mark.slow
 def test_resume_with_another_number_of_processes_is_refused(ddp_run, tmp_path):
     out, _ = ddp_run
     with pytest.raises(PerceptregError, match=r"trained by 2 process\(es\); resume it with 2"):
@@ -135,7 +139,7 @@ def test_a_last_batch_smaller_than_the_world_is_dropped():
 def test_no_backend_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(distributed.dist, "is_backend_available", lambda name: False)
-    with pytest.raises(PerceptregError, match="torchrun started 2 processes, but this torch has no gloo backend"):
+    with pytest.raises(PerceptregError, match="2 processes.*gloo"):
         distributed.join("cpu")
 
 

@@ -46,6 +46,7 @@ def largest_difference(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 def test_members_of_an_ensemble_equal_each_trained_alone(digits, tmp_path):
     train_data, test_data = digits
     # two lambdas on seed 0 (same init, same batches), and seed 1 (other subset, order, init)
@@ -69,6 +70,7 @@ def test_members_of_an_ensemble_equal_each_trained_alone(digits, tmp_path):
     assert largest_difference(weights(tmp_path / "e0"), weights(tmp_path / "e2")) > 100 * WEIGHT_TOLERANCE
 
 
+@pytest.mark.slow
 def test_a_killed_ensemble_resumes(digits, tmp_path):
     train_data, test_data = digits
     lams = (1e-2, 1.0)
@@ -115,6 +117,7 @@ def test_members_that_cannot_share_an_ensemble_are_refused(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.slow
 def test_one_ensemble_per_worker_equals_the_ensemble_in_this_process(digits, tmp_path):
     members = [(member(lam, seed=seed), tmp_path / "w" / f"lam{lam:g}-seed{seed}")
                for seed in (0, 1) for lam in (1e-2, 1.0)]
@@ -143,6 +146,7 @@ def test_members_evaluate_the_same_held_out_sample_as_train(digits, tmp_path, mo
     assert len(seen) == 2 and all(torch.equal(labels, sample) for labels in seen)
 
 
+@pytest.mark.slow
 def test_an_ensemble_follows_the_lr_schedule(digits, tmp_path):
     # two epochs, the lr dropped to a tenth after the first, as `train` alone drops it; kept at
     # 1e-3, the second epoch's 8 Adam steps would move each weight up to 8e-3, not 8e-4

@@ -30,6 +30,7 @@ def run(tmp_path, small_mnist, name="run", model=None, **overrides):
                  test_data=test_data, progress=False)
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_writes_the_run_folder(tmp_path, small_mnist):
     result = run(tmp_path, small_mnist, epochs=4)
     last = result.history[-1]
@@ -65,10 +66,11 @@ def test_a_run_with_a_larger_latent_reopens_with_it(tmp_path, small_mnist):
 
 
 def test_a_custom_model_is_not_sized_by_z_dim():
-    with pytest.raises(PerceptregError, match="size a paper architecture"):
+    with pytest.raises(PerceptregError, match="`z_dim`"):
         TrainConfig(arch="custom", model="net.py:build", z_dim=16)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     run(tmp_path, small_mnist, "whole", epochs=3)
     run(tmp_path, small_mnist, "parts", epochs=2)
@@ -82,6 +84,7 @@ def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path, one_thread):
     # small through the real flags. Only the run to kill needs a process of its own; the whole
     # run and the resume go through the CLI in this one (a process start is most of their time).
@@ -114,14 +117,14 @@ def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path, one_
 
 def test_resume_refuses_a_changed_config(tmp_path, small_mnist):
     run(tmp_path, small_mnist, epochs=1)
-    with pytest.raises(PerceptregError, match="was trained with lam 0.01 .asked 1.0."):
+    with pytest.raises(PerceptregError, match=r"lam 0\.01 .*1\.0"):
         train(TrainConfig(**{**QUICK, "lam": 1.0}), tmp_path / "run", resume=True,
               train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
 
 
 def test_refuses_to_overwrite_a_run(tmp_path, small_mnist):
     run(tmp_path, small_mnist, epochs=1)
-    with pytest.raises(PerceptregError, match="already holds a run; continue it with `resume`"):
+    with pytest.raises(PerceptregError, match="`resume`"):
         run(tmp_path, small_mnist, epochs=1)
 
 
@@ -161,7 +164,7 @@ def test_non_finite_loss_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_pat
     net = models.mnist()
     per_epoch = -(-len(small_mnist[0]) // QUICK["batch_size"])
     net.classifier = ExplodesOnCall(per_epoch + 3)  # epoch 2, batch 3
-    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2, batch 3; the checkpoint of epoch 1"):
+    with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3.*epoch 1"):
         run(tmp_path, small_mnist, model=net, arch="custom", epochs=3)
     assert json.loads((tmp_path / "run" / "state.json").read_text())["epoch"] == 1
     weights = load_file(str(tmp_path / "run" / "model.safetensors"))
@@ -285,11 +288,11 @@ def test_decoder_phase_has_its_own_batch_size(tmp_path, small_mnist):
 
 
 @pytest.mark.parametrize("values, message", [
-    ([], "expected a JSON object of settings, found list"),
-    ({"lam": "abc"}, "config.json: setting dataset: field required"),  # the run's settings, not defaults
-    ({**TrainConfig().to_dict(), "lam": "abc"}, "config.json: setting lam: input should be a valid number"),
-    ({**TrainConfig().to_dict(), "lr_drop_epoch": -1}, r"config.json: lr_drop_epoch must be >= 0 \(0: never\)"),
-    ({**TrainConfig().to_dict(), "lam": float("inf")}, "config.json: setting lam: input should be a finite number"),
+    ([], "config.json: .*list"),
+    ({"lam": "abc"}, "config.json: setting dataset"),  # the run's settings, not defaults
+    ({**TrainConfig().to_dict(), "lam": "abc"}, "config.json: setting lam"),
+    ({**TrainConfig().to_dict(), "lr_drop_epoch": -1}, r"config.json: lr_drop_epoch must be >= 0"),
+    ({**TrainConfig().to_dict(), "lam": float("inf")}, "config.json: setting lam"),
 ])
 def test_config_from_dict_rejects_bad_files(values, message):
     with pytest.raises(PerceptregError, match=message):
@@ -334,7 +337,7 @@ def test_post_hoc_decoder_phase_keeps_the_frozen_encoder_in_eval_mode(tmp_path, 
 def test_post_hoc_classifier_epochs_are_fixed_once_started(tmp_path, small_mnist):
     config = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=1, train_size=200, batch_size=50)
     train(config, tmp_path / "ph", train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
-    with pytest.raises(PerceptregError, match="was trained with epochs 1 .asked 3."):
+    with pytest.raises(PerceptregError, match=r"epochs 1 .*3"):
         train(TrainConfig(mode="post-hoc", epochs=3, decoder_epochs=1, train_size=200, batch_size=50), tmp_path / "ph",
               resume=True, train_data=small_mnist[0], test_data=small_mnist[1], progress=False)
     longer = TrainConfig(mode="post-hoc", epochs=1, decoder_epochs=3, train_size=200, batch_size=50)

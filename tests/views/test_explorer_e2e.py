@@ -25,6 +25,8 @@ SHOTS = os.environ.get("PERCEPTREG_SHOTS")
 WIDTHS = (1280, 390)
 WAIT_MS = 60_000  # an answer under load: a loaded 2-core machine has taken seconds
 
+pytestmark = pytest.mark.slow  # a real browser and servers: the fast lane (`-m "not slow"`) leaves it out
+
 
 @pytest.fixture(scope="module")
 def browser(good_run, trained_run, attach_run):
