@@ -1,5 +1,5 @@
-"""Commands that attack a run's model and edit along latent directions: attack,
-evaluate-attack, interpolate. Each attack command is one call of ``perceptreg.attacking``."""
+"""Commands that attack a run's model: attack (and attack --from-noise) and evaluate-attack,
+each one call of ``perceptreg.attacking``."""
 
 from __future__ import annotations
 

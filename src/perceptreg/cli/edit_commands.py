@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from perceptreg import runs
-from perceptreg.cli.app import OutPath, main, run_argument
-from perceptreg.cli.attack_commands import attack_options, judge_option
+from perceptreg.cli.app import OutPath, attack_options, judge_option, main, run_argument
 
 
 @main.command()
