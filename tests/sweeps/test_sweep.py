@@ -295,7 +295,7 @@ def test_a_member_trained_with_other_settings_refuses_the_sweep_before_anything_
     assert files() == before
     assert not (tmp_path / runs.SWEEP_CONFIG).exists()
     # the same settings (more epochs) continue it; the sweep writes its config only then
-    assert sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False) == {"claimed": True}
+    assert sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False).summary == {"claimed": True}
     assert (tmp_path / runs.SWEEP_CONFIG).exists()
 
 

@@ -412,7 +412,8 @@ def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
                    "seeds": [0, 1], "epochs": 20},
         "rows": [{"variant": "0.001", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.01, **row},
                  {"variant": "10", "seeds": 2, "test_accuracy": 0.8, "test_accuracy_ci95": 0.02, **row},
-                 {"variant": "post-hoc", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.03, **row}]})
+                 {"variant": "post-hoc", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.03, **row}],
+        "per_seed": {}})  # sweep.json's schema needs every key
     items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", sweep_summary(tmp_path)))
     assert items["best test accuracy"] == "90.0 % ± 1.0 (lambda 0.001)"  # a tie: the first in the table
     assert items["worst test accuracy"] == "80.0 % ± 2.0 (lambda 10)"

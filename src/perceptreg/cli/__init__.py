@@ -1,7 +1,8 @@
 """The `perceptreg` command: a thin layer over the library.
 
 ``app`` holds the group and what commands share; each ``*_commands`` module registers its
-commands on it (training, attacks and edits, viewing).
+commands on it (training, data, sweeps, attach, attacks and edits, viewing); each command is one
+library call that returns a typed result, which the command prints.
 """
 
 from perceptreg.cli import (  # noqa: F401  (they register commands)
