@@ -16,6 +16,9 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
   writes and return, typed, every number it prints;
 - ``interpolate(run, EditSettings(target=8))`` edits images toward a class along latent
   directions and measures the edit;
+- ``train_run``, ``demo``, ``perceive``, ``run_sweep``, ``run_attach``, ``write_report`` and
+  ``explorer_app`` are the commands train, demo, perceive, sweep, attach, report and explore,
+  each returning, typed, what the command prints (docs/api/index.md lists them all);
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
 The packages, bottom up (each imports only those below it): ``core`` (the method: models,
@@ -46,11 +49,19 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.attacking.noise": ("attack_from_noise",),
     "perceptreg.edits.interpolation": ("interpolate",),
     "perceptreg.edits.study": ("EditSettings",),
+    "perceptreg.views.train_run": ("train_run", "demo"),
+    "perceptreg.figures.perception": ("perceive",),
+    "perceptreg.sweeps.sweep": ("run_sweep",),
+    "perceptreg.sweeps.config": ("SweepConfig",),
+    "perceptreg.attaching.attach_run": ("run_attach",),
+    "perceptreg.views.report": ("write_report",),
+    "perceptreg.views.explore": ("explorer_app",),
     "perceptreg.core.errors": ("PerceptregError",),
 }, submodules=("figures", "measures", "data"))
 
 __all__ = ["__version__", "open_run", "Run", "save_run", "train", "TrainConfig", "AttachConfig", "PerceptionNet",
            "attach", "AttachedModel", "fit_decoders", "fine_tune", "evaluate_layers", "PGD", "AdaptivePGD",
            "AdaptiveAttack", "AttackSettings", "measure_attack", "Measuring", "Strength", "evaluate_attack",
-           "attack_run", "attack_from_noise", "interpolate", "EditSettings", "PerceptregError",
+           "attack_run", "attack_from_noise", "interpolate", "EditSettings", "train_run", "demo", "perceive",
+           "run_sweep", "SweepConfig", "run_attach", "write_report", "explorer_app", "PerceptregError",
            "figures", "measures", "data"]
