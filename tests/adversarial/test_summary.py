@@ -61,6 +61,7 @@ def test_what_was_not_measured_is_left_out_of_the_file():
      "accuracy_on_P(x)"),
     (lambda d: d["runs"][next(iter(d["runs"]))]["detector"].pop("auroc"), "auroc"),
     (lambda d: d["settings"].update(epsilon=d["settings"].pop("eps")), "settings.eps"),
+    (lambda d: d["runs"][next(iter(d["runs"]))]["detector"].update(auroc_ci=[0, 1]), "auroc_ci: extra inputs"),
 ])
 def test_a_file_with_a_key_missing_or_misspelt_is_refused_naming_file_and_key(tmp_path, edit, field):
     raw = json.loads((DATA / "attack_metrics_f9ee0de.json").read_text())

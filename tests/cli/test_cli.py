@@ -271,7 +271,10 @@ def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, run
     assert result.exit_code == 0 and shown.line() in result.output, result.output
     # the pool bounds the work: no more images attacked than the test set holds
     assert shown.summary.images == len(perceptreg.open_run(run).data()[1]) == 1000
-    assert shown.evaluation.held_out_scores is None  # no thresholds: no clean images scored beside the pool
+    # no thresholds: no clean images scored beside the pool, when the pool leaves some over too
+    assert shown.evaluation.held_out_scores is None
+    assert perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=1), n=1,
+                                 pool=30).evaluation.held_out_scores is None
 
 
 def test_attack_from_noise(trained_run, runner, tmp_path):
