@@ -124,35 +124,11 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
     if cache.exists():
         tensors = fileio.load_tensors(cache)
     else:
-        has = values[:, balance]
-        half_train, half_test = train_size // 2, test_size // 2
-        if int(has.sum()) < half_train + half_test or int((~has).sum()) < half_train + half_test:
-            raise PerceptregError(f"CelebA has {int(has.sum())} faces with {balance_on} and {int((~has).sum())} "
-                                  f"without; a balanced {train_size} / {test_size} split needs "
-                                  f"{half_train + half_test} of each (choose smaller sizes)")
-        generator = torch.Generator().manual_seed(seed)
-        on_test = split_by_identity(identities, has, half_test, half_test, generator)
-        picked = {}
-        for split, side, half in (("train", ~on_test, half_train), ("test", on_test, half_test)):
-            pools = [(side & has).nonzero().squeeze(1), (side & ~has).nonzero().squeeze(1)]
-            if min(len(pool) for pool in pools) < half:
-                raise PerceptregError(f"CelebA split by identity leaves {split} {len(pools[0])} faces with "
-                                      f"{balance_on} and {len(pools[1])} without; it needs {half} of each "
-                                      f"(choose smaller sizes)")
-            picked[split] = torch.cat([pool[torch.randperm(len(pool), generator=generator)[:half]] for pool in pools])
-        train_index, test_index = picked["train"], picked["test"]
+        picked = _balanced_split(identities, values[:, balance], balance_on, train_size, test_size, seed)
         read = _celeba_image_reader(root)
         tensors = {}
-        for split, index in (("train", train_index), ("test", test_index)):
-            faces = []
-            for i in index.tolist():
-                try:
-                    with Image.open(io.BytesIO(read(files[i]))) as picture:
-                        faces.append(np.asarray(dcgan_crop(picture.convert("RGB"), size)))
-                except (KeyError, FileNotFoundError) as err:
-                    raise PerceptregError(f"{root}: image {files[i]} is missing ({err}); the image folder or "
-                                          f"zip is partial, {CELEBA_HELP}") from err
-            tensors[f"{split}.images"] = torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
+        for split, index in picked.items():
+            tensors[f"{split}.images"] = _decoded_faces(root, read, [files[i] for i in index.tolist()], size)
             tensors[f"{split}.attributes"] = values[index].to(torch.uint8)
         cache.parent.mkdir(parents=True, exist_ok=True)
         fileio.save_tensors(cache, tensors)
@@ -164,3 +140,37 @@ def load_celeba(root: str | Path, attribute: str = "Eyeglasses", train_size: int
                             f"celeba-{attribute}-{part}", others)
 
     return split("train"), split("test")
+
+
+def _balanced_split(identities, has: torch.Tensor, balance_on: str, train_size: int, test_size: int,
+                    seed: int) -> dict[str, torch.Tensor]:
+    """Indices of the train and test faces, half of each with ``has``, no identity in both."""
+    half_train, half_test = train_size // 2, test_size // 2
+    if int(has.sum()) < half_train + half_test or int((~has).sum()) < half_train + half_test:
+        raise PerceptregError(f"CelebA has {int(has.sum())} faces with {balance_on} and {int((~has).sum())} "
+                              f"without; a balanced {train_size} / {test_size} split needs "
+                              f"{half_train + half_test} of each (choose smaller sizes)")
+    generator = torch.Generator().manual_seed(seed)
+    on_test = split_by_identity(identities, has, half_test, half_test, generator)
+    picked = {}
+    for split, side, half in (("train", ~on_test, half_train), ("test", on_test, half_test)):
+        pools = [(side & has).nonzero().squeeze(1), (side & ~has).nonzero().squeeze(1)]
+        if min(len(pool) for pool in pools) < half:
+            raise PerceptregError(f"CelebA split by identity leaves {split} {len(pools[0])} faces with "
+                                  f"{balance_on} and {len(pools[1])} without; it needs {half} of each "
+                                  f"(choose smaller sizes)")
+        picked[split] = torch.cat([pool[torch.randperm(len(pool), generator=generator)[:half]] for pool in pools])
+    return picked
+
+
+def _decoded_faces(root: Path, read, names: list[str], size: int) -> torch.Tensor:
+    """The faces ``names``, DCGAN-cropped to ``size``, as one uint8 tensor (N, 3, size, size)."""
+    faces = []
+    for name in names:
+        try:
+            with Image.open(io.BytesIO(read(name))) as picture:
+                faces.append(np.asarray(dcgan_crop(picture.convert("RGB"), size)))
+        except (KeyError, FileNotFoundError) as err:
+            raise PerceptregError(f"{root}: image {name} is missing ({err}); the image folder or "
+                                  f"zip is partial, {CELEBA_HELP}") from err
+    return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()
