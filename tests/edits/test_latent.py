@@ -12,6 +12,7 @@ from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits import latent
 from perceptreg.edits.study import study_edits
+from perceptreg.storage.schema import sealed
 
 
 @pytest.fixture(scope="module")

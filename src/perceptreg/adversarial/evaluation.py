@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from perceptreg import display
+from perceptreg.display import tqdm
 from perceptreg.adversarial import tables
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.callables import attack_name, check_adversarial

@@ -3,7 +3,6 @@ each one call of ``perceptreg.attacking``."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click

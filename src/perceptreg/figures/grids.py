@@ -19,12 +19,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from pydantic import BaseModel
 
-from perceptreg import display, runs
+from perceptreg import display
 from perceptreg.core.attached import LayerView
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
-from perceptreg.figures import plots
 from perceptreg.storage import schema
 from perceptreg.storage.fileio import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
 

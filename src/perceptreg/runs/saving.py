@@ -24,7 +24,7 @@ from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 from perceptreg.data.registry import lookup
-from perceptreg.runs import checkpoint, files, sources
+from perceptreg.runs import checkpoint, files, sources, user_models
 from perceptreg.runs.kinds import KINDS, check_writable, kind_of
 from perceptreg.runs.run import AttachedRun, TrainedRun, open_run
 from perceptreg.runs.writing import prepare_attached, save_attached
