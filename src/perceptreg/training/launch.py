@@ -6,7 +6,7 @@ options, one home for the CLI and Python (``views.train_run`` runs what this res
 - Settings left out take the dataset's defaults (its architecture and schedule, from the
   data registry), then ``TrainConfig``'s.
 - ``resume``: the run in ``out`` continues with its own config, the settings given replacing
-  its own (``runs.claim`` refuses the ones a run cannot change). A folder killed before its
+  its own (``runs.check_writable`` refuses the ones a run cannot change). A folder killed before its
   config.json was written holds no run: it starts over, with a warning.
 - ``classifier_from``: the decoder learns on the data and architecture of its classifier's run.
 """
@@ -43,7 +43,7 @@ def launch(options: dict[str, Any], out: str | Path | None = None, resume: bool 
     if resume:
         if out is None:
             raise PerceptregError("`resume` needs `out`, the run folder to continue")
-        runs.claim(out, "trained", resume=True)  # another kind of run is refused before its config is read
+        runs.check_writable(out, "trained", resume=True)  # another kind of run is refused before its config is read
         return Launch(dataclasses.replace(runs.read_config(out), **given), out, True)  # errors name the settings given
     if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise PerceptregError("under torchrun, give `out`: every process must write to the same run folder")

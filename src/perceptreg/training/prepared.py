@@ -29,7 +29,7 @@ class PreparedDataset:
 def prepare_dataset(dataset: str, out: str | Path, data_root: str | None = None) -> PreparedDataset:
     """Write ``dataset`` (any name `train` takes) into the folder ``out`` as memory-mapped files."""
     out = runs.check_output_path(Path(out))
-    runs.claim(out, "dataset")  # before the dataset is loaded, which may take minutes
+    runs.check_writable(out, "dataset")  # before the dataset is loaded, which may take minutes
     train_data, test_data = datasets.load_dataset(dataset, data_root, datasets.image_shape_for(dataset))
     path = datasets.write_memmap(out, train_data, test_data)
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
