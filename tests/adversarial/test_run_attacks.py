@@ -71,7 +71,8 @@ def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(tr
     run = perceptreg.open_run(folder)
     stops = route(lambda: perceptreg.evaluate_attack(run, AttackSettings(steps=2), images=10), run, folder)
     # the command's call, the run's evaluation, then only the run's own accessors (its model, data, layer)
+    # and the guarded reads of its files
     assert stops[:2] == ["perceptreg.attacking.evaluate.evaluate_attack", "perceptreg.adversarial.run_attacks.evaluate_run"]
-    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.")) for stop in stops[2:]), stops
+    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.", "perceptreg.storage.")) for stop in stops[2:]), stops
     assert len(stops) <= 12, stops
     assert (folder / "attack_metrics.json").exists() and (folder / "attack_roc.png").exists()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from helpers import attack_metrics, edits_file, noise_metrics
 
 import perceptreg.training.train as training_module
+import perceptreg.views.train_run as train_run_module
 from perceptreg.cli import main
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -297,7 +298,7 @@ def test_a_library_step_asks_what_its_quoted_command_asks(tmp_path, monkeypatch,
     def record(config, out, **_):
         asked.append((config, Path(out)))
         raise Stop
-    for module in (training_module, sweep_module, steps):
+    for module in (training_module, train_run_module, sweep_module, steps):
         for function in ("train", "run_sweep"):
             if hasattr(module, function):
                 monkeypatch.setattr(module, function, record)

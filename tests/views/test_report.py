@@ -381,7 +381,11 @@ def _sealed_results(name, good_run, attach_run, tmp_path):
         shutil.copy(Path(__file__).parents[1] / "adversarial" / "data" / "attack_metrics_f9ee0de.json",
                     tmp_path / "run" / name)
     else:
-        write_sealed(tmp_path / "run" / name, {"settings": {"eps": 0.25}, "runs": {"run": {"target": 3}}})
+        from helpers import edits_file
+
+        mean = {"flip_curve": {"H(image)": [0.1, 0.9], "C(latent)": [0.1, 0.9]}, "flip_interval": {}}
+        edited = {"target": 3, "alphas": [0.0, 2.0], "directions": {"mean": mean}}
+        write_sealed(tmp_path / "run" / name, edits_file({"run": edited}, eps=0.25))  # every key its schema asks for
     return tmp_path / "run", tmp_path / "run" / name
 
 
