@@ -113,7 +113,11 @@ def run_page(page: Path) -> int:
     return ran
 
 
-SLOW_PAGES = {ROOT / "docs" / "guides" / "sweeps.md"}  # trains and measures a sweep: the fast lane leaves it out
+# the pages that train or attack for seconds (a sweep, CIFAR-10-shaped runs): the fast lane leaves them out
+SLOW_PAGES = {ROOT / page for page in ("README.md", "docs/getting-started.md", "docs/guides/sweeps.md",
+                                        "docs/guides/attacks.md", "docs/guides/attach.md",
+                                        "docs/guides/train-and-perceive.md", "docs/numbers/cifar10.md",
+                                        "docs/numbers/resnet-cifar10.md")}
 
 
 @pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PAGES else p for p in PAGES],

@@ -17,7 +17,7 @@ model's perception P(x) = D(F(x)) can be looked at. The public API, importable f
 - ``interpolate(run, EditSettings(target=8))`` edits images toward a class along latent
   directions and measures the edit;
 - ``train_run``, ``demo``, ``perceive``, ``run_sweep``, ``run_attach``, ``write_report`` and
-  ``explorer_app`` are the commands train, demo, perceive, sweep, attach, report and explore,
+  ``explorer_app`` (and ``train_judge``) are the commands train, demo, perceive, sweep, attach, report and explore,
   each returning, typed, what the command prints (docs/api/index.md lists them all);
 - ``figures`` draws x beside P(x); ``measures`` holds accuracy, probes and intervals.
 
@@ -49,7 +49,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.attacking.noise": ("attack_from_noise",),
     "perceptreg.edits.interpolation": ("interpolate",),
     "perceptreg.edits.study": ("EditSettings",),
-    "perceptreg.views.train_run": ("train_run", "demo"),
+    "perceptreg.views.train_run": ("train_run", "demo", "train_judge"),
     "perceptreg.figures.perception": ("perceive",),
     "perceptreg.sweeps.sweep": ("run_sweep",),
     "perceptreg.sweeps.config": ("SweepConfig",),
@@ -62,6 +62,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 __all__ = ["__version__", "open_run", "Run", "save_run", "train", "TrainConfig", "AttachConfig", "PerceptionNet",
            "attach", "AttachedModel", "fit_decoders", "fine_tune", "evaluate_layers", "PGD", "AdaptivePGD",
            "AdaptiveAttack", "AttackSettings", "measure_attack", "Measuring", "Strength", "evaluate_attack",
-           "attack_run", "attack_from_noise", "interpolate", "EditSettings", "train_run", "demo", "perceive",
+           "attack_run", "attack_from_noise", "interpolate", "EditSettings", "train_run", "demo", "train_judge", "perceive",
            "run_sweep", "SweepConfig", "run_attach", "write_report", "explorer_app", "PerceptregError",
            "figures", "measures", "data"]

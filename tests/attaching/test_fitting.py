@@ -30,6 +30,7 @@ def test_one_pass_equals_fitting_each_layer_alone(digits):
     assert not torch.allclose(untrained["2.weight"], together.decoder("stem").state_dict()["2.weight"])
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_fitting_learns_to_reconstruct(digits):
     train, test = digits
     seen = attach(net(), LAYERS, (1, 28, 28))

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from helpers import USER_NET, colour_folder, read_sealed
 from PIL import Image
 
+import perceptreg
 from perceptreg import data, figures, measures, runs
 from perceptreg.cli import main
 from perceptreg.core.config import TrainConfig
@@ -209,6 +210,9 @@ def test_train_judge_makes_the_cnn_judge_that_natural_images_are_then_read_by(ru
     assert json.loads((judge / "config.json").read_text())["arch"] == "vgg"
     again = runner.invoke(main, ["train-judge", "--dataset", pets, "--epochs", "1"])
     assert again.exit_code == 0 and "is already trained (1 epochs" in again.output
+    from_python = perceptreg.train_judge(pets, epochs=1)  # the library call: what the command printed, typed
+    assert from_python.already_trained and from_python.epochs == 1 and from_python.run_dir == judge
+    assert from_python.lines() == again.output.strip().splitlines()
     result = runner.invoke(main, attack)
     assert result.exit_code == 0 and "judge" not in result.output, result.output  # read by the CNN judge, no warning
 
@@ -298,6 +302,7 @@ def test_attack_from_noise_counts_every_image_but_shows_two_per_class(trained_ru
     assert "the judge reads 1000 test images x right" in result.output
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -222,6 +222,7 @@ def test_config_rejects_bad_values(field, value, message):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_each_epoch_evaluates_the_fixed_held_out_sample(tmp_path, small_mnist, monkeypatch):
     import perceptreg.training.train as training
     from perceptreg import data

@@ -96,6 +96,7 @@ def test_a_waiting_request_finds_its_place_in_the_queue(served):
     assert httpx.get(url + "/api/queue", params={"ticket": "x" * 101}).status_code == 422
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_work_of_a_client_that_left_is_cancelled(served):
     model, url = served
     attack(url, 500)  # warm-up
@@ -231,6 +232,7 @@ def two_attach_runs(attach_run, tmp_path_factory):
     server.should_exit = alone.should_exit = True
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_every_compared_run_follows_the_layer_chosen_or_says_it_lacks_it(two_attach_runs):
     url, alone = two_attach_runs
     assert httpx.get(url + "/api/info").json()["layers"] == ["stem", "fc1"]

@@ -282,6 +282,7 @@ def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_
         build_report(run, layer="fc2")
 
 
+@pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
 def test_report_reads_well_on_a_phone(full_run):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not os.path.exists(chromium):

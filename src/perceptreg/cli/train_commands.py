@@ -7,7 +7,6 @@ what a command runs is imported in its body, so --help does not import torch.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -117,19 +116,8 @@ def train_judge(dataset, epochs, train_size, data_root, device, out, quiet):
 
     Example: perceptreg train-judge --dataset cifar10 --train-size 20000
     """
-    from perceptreg.adversarial import judges
-    from perceptreg.training.train import train
+    from perceptreg.views.train_run import train_judge as run_train_judge
 
-    given = {k: v for k, v in {"epochs": epochs, "train_size": train_size, "data_root": data_root,
-                               "device": device}.items() if v is not None}
-    config = judges.standing_judge_config(dataset, **given)
-    out = out or judges.standing_judge_dir(dataset)
-    judge, done = judges.judge_progress(Path(out))
-    if judge is not None and done >= judge.config.total_epochs:
-        accuracy = judge.metrics[-1]["test_accuracy"]
-        click.echo(f"the judge in {out} is already trained ({done} epochs, test accuracy {accuracy:.2%})")
-        return
-    began = time.perf_counter()
-    _, history, run_dir = train(config, out, resume=bool(done), progress=not quiet)
-    click.echo(f"judge test accuracy {history[-1]['test_accuracy']:.2%} ({len(history)} epochs, "
-               f"{time.perf_counter() - began:.0f}s): {run_dir}")
+    result = run_train_judge(dataset, out, progress=not quiet, epochs=epochs, train_size=train_size,
+                             data_root=data_root, device=device)
+    click.echo("\n".join(result.lines()))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from perceptreg import runs
+from perceptreg.adversarial import judges
 from perceptreg.core.config import TrainConfig
 from perceptreg.figures import perception_grid, save_png
 from perceptreg.training.launch import fresh_run_dir, launch
@@ -89,3 +90,37 @@ def demo(out: str | Path = "runs/demo", epochs: int = TrainConfig.epochs, device
     options = {"dataset": "mnist5k", "arch": "mnist", "lam": 1e-2, "epochs": epochs, "device": device}
     trained = train_run(options, fresh_run_dir(out), progress=progress)
     return DemoResult(trained, write_report(trained.run_dir))
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    run_dir: Path
+    test_accuracy: float  # of its last epoch
+    epochs: int  # trained in all
+    seconds: float  # of this call
+    already_trained: bool  # nothing was trained: the judge in ``run_dir`` had finished
+
+    def lines(self) -> list[str]:
+        """What `perceptreg train-judge` prints."""
+        if self.already_trained:
+            return [f"the judge in {self.run_dir} is already trained ({self.epochs} epochs, test accuracy "
+                    f"{self.test_accuracy:.2%})"]
+        return [f"judge test accuracy {self.test_accuracy:.2%} ({self.epochs} epochs, {self.seconds:.0f}s): "
+                f"{self.run_dir}"]
+
+    def _repr_html_(self) -> str:
+        return "<br>".join(html.escape(line) for line in self.lines())
+
+
+def train_judge(dataset: str, out: str | Path | None = None, *, progress: bool = True, **overrides) -> JudgeResult:
+    """Train ``dataset``'s standing CNN judge (``judges.STANDING_JUDGE``, then ``overrides``:
+    epochs, train_size, data_root, device) into ``out`` (default: ``judges.standing_judge_dir``);
+    an interrupted judge resumes, a finished one is reported, not trained again."""
+    began = time.perf_counter()
+    config = judges.standing_judge_config(dataset, **{k: v for k, v in overrides.items() if v is not None})
+    out = Path(out or judges.standing_judge_dir(dataset))
+    judge, done = judges.judge_progress(out)
+    if judge is not None and done >= judge.config.total_epochs:
+        return JudgeResult(out, judge.metrics[-1]["test_accuracy"], done, time.perf_counter() - began, True)
+    _, history, run_dir = train(config, out, resume=bool(done), progress=progress)
+    return JudgeResult(run_dir, history[-1]["test_accuracy"], len(history), time.perf_counter() - began, False)
