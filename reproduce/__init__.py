@@ -3,8 +3,7 @@ of the perceptreg library, outside the installed package, run from the repositor
 (``python -m reproduce --help``). It imports perceptreg and calls its library; it never runs
 perceptreg's command line in another process.
 
-- ``steps``: the runs it makes, each the library call of the command the page quotes
-  (``by_command``: the commands whose work is still inside perceptreg's CLI, run in-process);
+- ``steps``: the runs it makes, each the library call of the command the page quotes;
 - ``claims``: the claims, each the paper's or ours, and the step and the measure of each;
 - ``from_sweeps``, ``from_attacks``: the measures, read from what the runs wrote;
 - ``reading``: the run files, checked against their schemas and hashed;

@@ -16,12 +16,19 @@ from pathlib import Path
 from typing import Callable
 
 from perceptreg import runs
+from perceptreg.adversarial.attacks import AttackSettings
+from perceptreg.adversarial.defaults import DEFAULT_FPRS
+from perceptreg.adversarial.run_attacks import Strength
+from perceptreg.attacking import evaluate, noise
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.edits import interpolation
+from perceptreg.edits.study import EditSettings
+from perceptreg.runs import open_run
 from perceptreg.sweeps.config import SweepConfig
 from perceptreg.sweeps.sweep import run_sweep
 from perceptreg.training.train import train
-from reproduce.by_command import run_command
+from perceptreg.views import train_run
 
 STRIPS_IMAGES = 4000  # MNIST-strips' training images: the MNIST-5k split's 4000 centre digits
 SVHN_IMAGES = 73_257  # SVHN's training set, which mnist-strips:73257 matches in number
@@ -48,10 +55,16 @@ class Step:
     make: Callable[[], object]  # the library call that does the command's work, run in the root
 
 
-def cli_step(output: str, command: str) -> Step:
-    """A step whose command's work is still inside perceptreg's CLI: the command itself, run in this
-    process (``by_command``); it becomes a Step of its library call when there is one."""
-    return Step(output, command, lambda: run_command(command))
+SEARCH = Strength(adaptive_search=(0, 0.01, 0.1, 1, 10), fprs=DEFAULT_FPRS)  # the strong adaptive attack's betas
+NATURAL_ATTACK = AttackSettings(eps=0.03, steps=100, loss="margin")  # --eps 0.03 --steps 100 --loss margin
+
+
+def attack_step(run: str, compare: str, judge: str, command: str, settings: AttackSettings = AttackSettings(),
+                **options) -> Step:
+    """evaluate-attack of ``run`` beside ``compare``, read by ``judge``, with the adaptive search."""
+    return Step(f"{run}/{runs.ATTACK_METRICS}", command,
+                lambda: evaluate.evaluate_attack(open_run(run), settings, compare=compare, judge_runs=(judge,),
+                                                 strength=SEARCH, **options))
 
 
 def _listed(values: tuple) -> str:
@@ -63,12 +76,16 @@ STEPS = {
                  lambda: train(TrainConfig(lam=1e-2, epochs=20), DEMO)),
     "judge": Step(f"judge/{runs.MODEL_META}", "perceptreg train --lam 1e-2 --epochs 20 --seed 1 --out judge",
                   lambda: train(TrainConfig(lam=1e-2, epochs=20, seed=1), "judge")),
-    "post-hoc": cli_step(f"post-hoc/{runs.MODEL_META}", f"perceptreg train --classifier-from {DEMO} --out post-hoc"),
-    "attack": cli_step(f"{DEMO}/{runs.ATTACK_METRICS}", f"perceptreg evaluate-attack {DEMO} --judge judge "
-                       "--compare post-hoc --adaptive-search 0,0.01,0.1,1,10"),
-    "noise": cli_step(f"{DEMO}/{runs.NOISE_METRICS}", f"perceptreg attack {DEMO} --from-noise --n 100"),
-    "interpolate": cli_step(f"{DEMO}/{runs.INTERPOLATION_METRICS}",
-                            f"perceptreg interpolate {DEMO} --target 8 --images 100 --compare post-hoc"),
+    "post-hoc": Step(f"post-hoc/{runs.MODEL_META}", f"perceptreg train --classifier-from {DEMO} --out post-hoc",
+                     lambda: train_run.train_run({"classifier_from": DEMO}, "post-hoc")),
+    "attack": attack_step(DEMO, "post-hoc", "judge", f"perceptreg evaluate-attack {DEMO} --judge judge "
+                          "--compare post-hoc --adaptive-search 0,0.01,0.1,1,10"),
+    "noise": Step(f"{DEMO}/{runs.NOISE_METRICS}", f"perceptreg attack {DEMO} --from-noise --n 100",
+                  lambda: noise.attack_from_noise(open_run(DEMO), AttackSettings(), images_per_class=100)),
+    "interpolate": Step(f"{DEMO}/{runs.INTERPOLATION_METRICS}",
+                        f"perceptreg interpolate {DEMO} --target 8 --images 100 --compare post-hoc",
+                        lambda: interpolation.interpolate(open_run(DEMO), EditSettings(target=8, images=100),
+                                                          compare=open_run("post-hoc"))),
     "sweep-4000": Step(f"sweep-4000/{runs.SWEEP_JSON}", f"perceptreg sweep --seeds {_listed(SEEDS)} --out sweep-4000",
                        lambda: run_sweep(SweepConfig(seeds=SEEDS), "sweep-4000")),
     "sweep-73257": Step(f"sweep-73257/{runs.SWEEP_JSON}", f"perceptreg sweep --dataset mnist-strips:{SVHN_IMAGES} "
@@ -88,22 +105,30 @@ def natural_steps(cifar10: str = CIFAR10) -> dict[str, Step]:
     spec = shlex.quote(cifar10)
     attack = "--eps 0.03 --steps 100 --loss margin"
     return {
-        "cifar10-judge": cli_step(f"{JUDGE}/{runs.MODEL_META}",
-                                  f"perceptreg train-judge --dataset {spec} --train-size 20000 --out {JUDGE}"),
+        "cifar10-judge": Step(f"{JUDGE}/{runs.MODEL_META}",
+                              f"perceptreg train-judge --dataset {spec} --train-size 20000 --out {JUDGE}",
+                              lambda: train_run.train_judge(cifar10, JUDGE, train_size=20000)),
         "cifar10-sweep": Step(f"{SWEEP}/{runs.SWEEP_JSON}", f"perceptreg sweep --dataset {spec} "
                               f"--lams 1e-4,1e-3,1e-2,1e2 --seeds 0,1 --epochs 20 --train-size 20000 --judge {JUDGE} "
                               f"--out {SWEEP}",
                               lambda: run_sweep(SweepConfig(dataset=cifar10, lams=(1e-4, 1e-3, 1e-2, 1e2),
                                                             seeds=(0, 1), epochs=20, train_size=20000, judge=JUDGE),
                                                 SWEEP)),
-        "cifar10-attack": cli_step(f"{RUN}/{runs.ATTACK_METRICS}", f"perceptreg evaluate-attack {RUN} --judge "
-                                   f"{JUDGE} {attack} --images 500 --held-out 1000 "
-                                   f"--adaptive-search 0,0.01,0.1,1,10 --compare {POST_HOC}"),
-        "cifar10-noise": cli_step(f"{RUN}/{runs.NOISE_METRICS}",
-                                  f"perceptreg attack {RUN} --judge {JUDGE} --from-noise --n 100 {attack}"),
-        "cifar10-interpolate": cli_step(f"{RUN}/{runs.INTERPOLATION_METRICS}", f"perceptreg interpolate {RUN} "
-                                        f"--judge {JUDGE} --target 1 --images 100 --eps 0.03 --steps 50 "
-                                        f"--compare {POST_HOC}"),
+        "cifar10-attack": attack_step(RUN, POST_HOC, JUDGE, f"perceptreg evaluate-attack {RUN} --judge "
+                                      f"{JUDGE} {attack} --images 500 --held-out 1000 "
+                                      f"--adaptive-search 0,0.01,0.1,1,10 --compare {POST_HOC}",
+                                      settings=NATURAL_ATTACK, images=500, held_out=1000),
+        "cifar10-noise": Step(f"{RUN}/{runs.NOISE_METRICS}",
+                              f"perceptreg attack {RUN} --judge {JUDGE} --from-noise --n 100 {attack}",
+                              lambda: noise.attack_from_noise(open_run(RUN), NATURAL_ATTACK, images_per_class=100,
+                                                              judge_run=open_run(JUDGE))),
+        "cifar10-interpolate": Step(f"{RUN}/{runs.INTERPOLATION_METRICS}", f"perceptreg interpolate {RUN} "
+                                    f"--judge {JUDGE} --target 1 --images 100 --eps 0.03 --steps 50 "
+                                    f"--compare {POST_HOC}",
+                                    lambda: interpolation.interpolate(
+                                        open_run(RUN), EditSettings(target=1, images=100),
+                                        AttackSettings(eps=0.03, steps=50), compare=open_run(POST_HOC),
+                                        judge=open_run(JUDGE))),
     }
 
 

@@ -6,9 +6,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = {path.stem: ast.parse(path.read_text()) for path in sorted((ROOT / "reproduce").glob("*.py"))}
-# The commands whose work is still inside perceptreg's CLI run in this process through this one
-# module; it goes when each is a library call (issue 34).
-ADAPTER = "by_command"
 
 
 def imported(tree: ast.Module) -> set[str]:
@@ -22,10 +19,9 @@ def imported(tree: ast.Module) -> set[str]:
     return found
 
 
-def test_only_the_adapter_imports_the_command_line():
+def test_no_module_imports_the_command_line():
     cli = {name for name, tree in MODULES.items() if any(m.startswith("perceptreg.cli") for m in imported(tree))}
-    assert cli == {ADAPTER}
-    assert {"steps"} == {name for name, tree in MODULES.items() if f"reproduce.{ADAPTER}" in imported(tree)}
+    assert cli == set()
 
 
 def test_the_one_subprocess_is_git():

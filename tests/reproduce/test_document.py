@@ -1,6 +1,8 @@
 """REPRODUCING.md is read from real run folders: each number is the one the commands wrote."""
 
+import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -15,10 +17,13 @@ from helpers import attack_metrics, edits_file, noise_metrics
 
 import perceptreg.training.train as training_module
 import perceptreg.views.train_run as train_run_module
+from perceptreg.attacking import evaluate, noise
 from perceptreg.cli import main
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.edits import interpolation
 from perceptreg.measures import format_rate, rate
+from perceptreg.runs import Run
 from perceptreg.sweeps import sweep as sweep_module
 from perceptreg.training.train import train
 from reproduce import __main__ as main_module
@@ -267,13 +272,9 @@ def test_steps_run_in_order_inside_the_root_and_skip_what_is_made(tmp_path):
     assert Path.cwd() != tmp_path / "root"  # back where it was
 
 
-@pytest.mark.parametrize("bad, said", [
-    (steps.Step("bad/model.json", "perceptreg train --epochs 0 --out bad", lambda: train(TrainConfig(epochs=0), "bad")),
-     "`epochs` must be in"),  # a library call's error
-    (steps.cli_step("bad/model.json", "perceptreg train --epochs abc --out bad"),
-     "'abc' is not a valid integer"),  # a command's, in this process
-])
-def test_a_failing_step_stops_with_its_command(tmp_path, bad, said):
+def test_a_failing_step_stops_with_its_command(tmp_path):
+    bad = steps.Step("bad/model.json", "perceptreg train --epochs 0 --out bad", lambda: train(TrainConfig(epochs=0), "bad"))
+    said = "`epochs` must be in"  # the library call's error
     with pytest.raises(PerceptregError, match=re.escape(f"`{bad.command}` failed in {tmp_path}: ") + f".*{said}.*"
                        + re.escape("; fix it and run this again (the steps already made are skipped)")):
         steps.make_runs(tmp_path, {"bad": bad})
@@ -284,26 +285,51 @@ class Stop(Exception):
     """Raised by the recorder in place of training: what was asked is all the test needs."""
 
 
-LIBRARY_STEPS = {**{name: steps.STEPS[name] for name in ("demo", "judge", "sweep-4000", "sweep-73257",
-                                                          "sweep-4000-steps")},
-                 "cifar10-sweep": steps.natural_steps()["cifar10-sweep"]}
+LIBRARY_STEPS = {**steps.STEPS, **steps.natural_steps()}
+READ_RUNS = (steps.DEMO, "judge", "post-hoc", steps.RUN, steps.POST_HOC)  # the runs that steps after training read
+
+
+def comparable(value):
+    """A library call's argument as the two ways of asking give it alike: a run or a path as the
+    folder it names, a dataclass as its fields, a list as a tuple."""
+    if isinstance(value, Run):
+        return Path(value.path).resolve()
+    if isinstance(value, Path) or isinstance(value, str) and Path(value).exists():
+        return Path(value).resolve()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return comparable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {key: comparable(item) for key, item in value.items()}
+    return tuple(map(comparable, value)) if isinstance(value, (list, tuple)) else value
 
 
 @pytest.mark.parametrize("name", LIBRARY_STEPS)
-def test_a_library_step_asks_what_its_quoted_command_asks(tmp_path, monkeypatch, name):
+def test_a_library_step_asks_what_its_quoted_command_asks(tmp_path, monkeypatch, name, good_run):
     # the quoted command through the CLI and the step's library call, each stopped at the call
-    # that trains: the same config for the same folder
+    # that does the work: the same arguments, folders and settings
     asked = []
 
     def record(config, out, **_):
         asked.append((config, Path(out)))
         raise Stop
+
+    def recorder(original):
+        def record_call(*args, **kwargs):
+            bound = inspect.signature(original).bind(*args, **kwargs)
+            bound.apply_defaults()
+            asked.append(comparable(dict(bound.arguments)))
+            raise Stop
+        return record_call
     for module in (training_module, train_run_module, sweep_module, steps):
         for function in ("train", "run_sweep"):
             if hasattr(module, function):
                 monkeypatch.setattr(module, function, record)
+    for module, function in ((evaluate, "evaluate_attack"), (noise, "attack_from_noise"), (interpolation, "interpolate")):
+        monkeypatch.setattr(module, function, recorder(getattr(module, function)))
     monkeypatch.chdir(tmp_path)
     (tmp_path / steps.JUDGE).mkdir()  # the natural sweep's --judge must exist
+    for folder in READ_RUNS + ((steps.JUDGE,) if name in ("cifar10-attack", "cifar10-noise", "cifar10-interpolate") else ()):
+        shutil.copytree(good_run, tmp_path / folder, dirs_exist_ok=True)
     step = LIBRARY_STEPS[name]
     assert isinstance(CliRunner().invoke(main, shlex.split(step.command)[1:]).exception, Stop)
     with pytest.raises(Stop):

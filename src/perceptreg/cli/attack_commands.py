@@ -121,6 +121,6 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
                         fprs=parse_list(fprs, float, "fpr", "0.01,0.05"))
     report = evaluate(run, settings, compare=compare, images=n_images, held_out=held_out, judge_runs=judge_runs,
                       strength=strength, target=target, attack=attack_spec,
-                      attack_options=parse_attack_args(attack_args), layer=layer, device=device)
+                      attack_options=parse_attack_args(attack_args) or None, layer=layer, device=device)
     click.echo(report.text())
 
