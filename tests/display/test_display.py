@@ -40,3 +40,7 @@ def test_display_is_the_one_module_that_imports_tqdm():
     importers = [path.relative_to(package).as_posix() for path in sorted(package.rglob("*.py"))
                  if re.search(r"^\s*(from|import) tqdm", path.read_text(), re.M)]
     assert importers == ["display/__init__.py"]
+
+
+def test_html_lines_puts_each_line_on_its_own_and_escapes_it():
+    assert display.html_lines(["a < b", "run <x>"]) == "a &lt; b<br>run &lt;x&gt;"

@@ -125,3 +125,8 @@ def test_a_run_opened_while_it_trains_reads_the_last_complete_epoch(tmp_path, sm
     assert not (tmp_path / "model-000001.safetensors").exists()
     run.model()  # was "model-000001.safetensors is missing"
     assert run.completed_epochs == 2
+
+
+def test_open_run_hands_back_a_run_already_opened(trained_run):
+    run = runs.open_run(trained_run)
+    assert runs.open_run(run) is run  # every call that takes a run takes its folder too, opened once

@@ -131,7 +131,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
         raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
     runs.check_writable(run_dir, "attached")  # before any work; again under the lock
-    judge = judge if judge is None or isinstance(judge, runs.Run) else runs.open_run(judge)
+    judge = None if judge is None else runs.open_run(judge)
     device = str(resolve_device(config.device))
     model, config = _given_model(config)
     train_data, test_data = _attach_data(config)

@@ -82,8 +82,8 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     test images attacked, and clean ones that set the thresholds (``split_test``);
     ``judge_runs``: run folders whose models judge the images; ``attack``: "pgd" or
     "package.module:Class" with ``attack_options``."""
-    attacked = [run] + ([_opened(compare)] if compare is not None else [])
-    judges = [_opened(judge) for judge in judge_runs]
+    attacked = [run] + ([runs.open_run(compare)] if compare is not None else [])
+    judges = [runs.open_run(judge) for judge in judge_runs]
     evaluations, layers, rocs, curves = [], [], [], []
     for current in attacked:
         evaluation = evaluate_run(current, settings, target=target, images=images, held_out=held_out,
@@ -110,10 +110,6 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
     write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
     return AttackReport(record, summaries, paired, metrics, tuple(rocs), tuple(curves), tuple(evaluations))
-
-
-def _opened(run: Run | str | Path) -> Run:
-    return run if isinstance(run, Run) else runs.open_run(run)
 
 
 def _roc_figure(evaluation: AttackEvaluation, name: str, path: Path) -> Path:

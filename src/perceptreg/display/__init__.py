@@ -18,6 +18,11 @@ def png_bytes(picture) -> bytes:
     return buffer.getvalue()
 
 
+def html_lines(lines: Sequence[str]) -> str:
+    """Lines of text as HTML, one per line: a result's ``lines()`` in Jupyter."""
+    return "<br>".join(html.escape(line) for line in lines)
+
+
 def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:
     """Rows of cells as an HTML table, every cell and the caption escaped (names come from
     users: a layer or a class may be called "<b>"). A float shows 4 significant digits;

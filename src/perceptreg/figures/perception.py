@@ -41,8 +41,8 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
     the deepest), and have ``judge`` (a run whose model reads P(x); default on natural images
     the dataset's standing judge once trained, else none) read P(x) of ``read_size`` test
     images (a stratified sample; default the whole test split)."""
-    run = run if isinstance(run, runs.Run) else runs.open_run(run)
-    judge = judge if judge is None or isinstance(judge, runs.Run) else runs.open_run(judge)
+    run = runs.open_run(run)
+    judge = None if judge is None else runs.open_run(judge)
     model = run.model(device, layer)
     test = run.data()[1]
     reader = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge, device)

@@ -198,8 +198,11 @@ class AttachedRun(Run):
         return self.attached_model(device).at(layer)
 
 
-def open_run(path: str | Path) -> TrainedRun | AttachedRun:
-    """Read and validate the run folder at ``path`` once; its kind follows its config."""
+def open_run(path: str | Path | Run) -> TrainedRun | AttachedRun:
+    """Read and validate the run folder at ``path`` once; its kind follows its config. A run
+    already opened is handed back as it is, so every call that takes a run takes a folder too."""
+    if isinstance(path, Run):
+        return path
     path = Path(path)
     if not os.path.lexists(path / files.CONFIG):  # one that is not a file is named by the reader
         what = (" it is a sweep folder: open one of its models (a subfolder)"

@@ -10,7 +10,6 @@ is ``training.train``.
 
 from __future__ import annotations
 
-import html
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from perceptreg import runs
 from perceptreg.adversarial import judges
 from perceptreg.core.config import TrainConfig
+from perceptreg.display import html_lines
 from perceptreg.figures import perception_grid, save_png
 from perceptreg.training.launch import fresh_run_dir, launch
 from perceptreg.training.train import train
@@ -43,7 +43,7 @@ class TrainRunResult:
                 f"run folder: {self.run_dir}", f"perception grid: {self.perception_grid}"]
 
     def _repr_html_(self) -> str:
-        return "<br>".join(html.escape(line) for line in self.lines())
+        return html_lines(self.lines())
 
 
 def is_main_process() -> bool:
@@ -80,7 +80,7 @@ class DemoResult:
         return [*self.training.lines(), f"report: {self.report.path}"]
 
     def _repr_html_(self) -> str:
-        return "<br>".join(html.escape(line) for line in self.lines())
+        return html_lines(self.lines())
 
 
 def demo(out: str | Path = "runs/demo", epochs: int = TrainConfig.epochs, device: str = "cpu",
@@ -109,7 +109,7 @@ class JudgeResult:
                 f"{self.run_dir}"]
 
     def _repr_html_(self) -> str:
-        return "<br>".join(html.escape(line) for line in self.lines())
+        return html_lines(self.lines())
 
 
 def train_judge(dataset: str, out: str | Path | None = None, *, progress: bool = True, **overrides) -> JudgeResult:
