@@ -51,7 +51,7 @@ def _check_spec(files: RunFiles, cifar10: str) -> None:
     """The natural commands quote ``cifar10``: the dataset the natural sweep the page read was made with."""
     if f"{SWEEP}/{runs.SWEEP_JSON}" not in files.hashes:  # not made yet: nothing quoted was run
         return
-    ran = read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", lambda summary: summary["config"]["dataset"])
+    ran = read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", lambda summary: summary.config.dataset)
     if ran != cifar10:
         raise PerceptregError(f"{files.root / SWEEP / runs.SWEEP_JSON} was made with --dataset {ran}, not {cifar10}: "
                               f"give --cifar10 {shlex.quote(ran)}, so that the page quotes the commands that were run")

@@ -13,6 +13,7 @@ import math
 from perceptreg import runs
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import lookup
+from perceptreg.sweeps.summary import MemberMeasures, PerceptionReading, SweepSummary
 from reproduce.from_attacks import judge_named
 from reproduce.reading import Measure, RunFiles, read_results
 from reproduce.steps import KEPT, STRIPS_IMAGES, SVHN_IMAGES, SWEEP
@@ -38,33 +39,34 @@ NO_JUDGE = Verdict(NOT_MEASURED, "sweep.json holds no judge's reading of P(x) (m
                                  "and rerun `--run --natural`, which measures the trained models again with the judge")
 
 
-def seed_values(summary: dict, variant: str, key: str) -> list[float]:
-    return [member[key] for member in summary["per_seed"][variant]]
+def seed_values(summary: SweepSummary, variant: str, measure: str) -> list[float]:
+    """The ``measure`` (a ``MemberMeasures`` attribute) of each seed of ``variant``."""
+    return [getattr(member, measure) for member in summary.per_seed[variant]]
 
 
-def _collapsed(summary: dict, variant: str) -> int:
-    return sum(member["decoder_collapsed"] for member in summary["per_seed"][variant])
+def _collapsed(summary: SweepSummary, variant: str) -> int:
+    return sum(member.decoder_collapsed for member in summary.per_seed[variant])
 
 
-def _collapse_flag(summary: dict, variant: str) -> str:
-    return f"decoder collapsed in {_collapsed(summary, variant)} of {len(summary['per_seed'][variant])} seeds"
+def _collapse_flag(summary: SweepSummary, variant: str) -> str:
+    return f"decoder collapsed in {_collapsed(summary, variant)} of {len(summary.per_seed[variant])} seeds"
 
 
-def _other_probes(member: dict) -> float:
+def _other_probes(member: MemberMeasures) -> float:
     """The mean accuracy of a member's linear probes on z for what the task did not ask."""
-    others = [value for name, value in member["probes"].items() if name != TASK_PROBE]
+    others = [value for name, value in member.probes.items() if name != TASK_PROBE]
     return sum(others) / len(others)
 
 
-def lambda_ends(summary: dict) -> tuple[str, str]:
+def lambda_ends(summary: SweepSummary) -> tuple[str, str]:
     """The smallest and the largest lambda of a sweep (its variants' names)."""
-    lams = sorted((v for v in summary["per_seed"] if v != "post-hoc"), key=float)
+    lams = sorted((v for v in summary.per_seed if v != "post-hoc"), key=float)
     return lams[0], lams[-1]
 
 
-def _accuracies(summary: dict) -> str:
+def _accuracies(summary: SweepSummary) -> str:
     return "; ".join(f"{v}: {over_seeds(seed_values(summary, v, 'test_accuracy')).text()}, "
-                     f"{_collapse_flag(summary, v)}" for v in summary["per_seed"] if v != "post-hoc")
+                     f"{_collapse_flag(summary, v)}" for v in summary.per_seed if v != "post-hoc")
 
 
 def attention(files: RunFiles) -> tuple[str, Verdict]:
@@ -94,21 +96,21 @@ def accuracy_falls(sweep: str, data: str = "MNIST-strips'") -> Measure:
 def information_grows(files: RunFiles) -> tuple[str, Verdict]:
     def pick(summary):
         smallest, largest = lambda_ends(summary)
-        kept = {v: [_other_probes(m) for m in summary["per_seed"][v]] for v in (smallest, largest)}
+        kept = {v: [_other_probes(m) for m in summary.per_seed[v]] for v in (smallest, largest)}
         gain = paired_difference(kept[largest], kept[smallest])
-        probes = ", ".join(name for name in summary["per_seed"][smallest][0]["probes"] if name != TASK_PROBE)
+        probes = ", ".join(name for name in summary.per_seed[smallest][0].probes if name != TASK_PROBE)
         ours = ("mean linear-probe accuracy on z for " + probes + ": "
                 + "; ".join(f"{v}: {over_seeds(kept[v]).text()}" for v in kept) + f"; gain {gain.text()}")
         return ours, above(gain, 0, f"probe accuracy at lambda {largest} minus at {smallest}, paired by seed,")
     return read_results(files, "sweep-4000/sweep.json", pick)
 
 
-def optimizer_steps(summary: dict) -> int:
+def optimizer_steps(summary: SweepSummary) -> int:
     """Steps of one member of a sweep of MNIST-strips: batches per epoch times epochs."""
-    config = summary["config"]
-    _, argument = lookup(config["dataset"])
-    images = config["train_size"] or (int(argument) if argument else STRIPS_IMAGES)
-    return math.ceil(images / config["batch_size"]) * config["epochs"]
+    config = summary.config
+    _, argument = lookup(config.dataset)
+    images = config.train_size or (int(argument) if argument else STRIPS_IMAGES)
+    return math.ceil(images / config.batch_size) * config.epochs
 
 
 def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
@@ -132,31 +134,30 @@ def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
 
 # --- natural images: the judge's readings of P(x) in the CIFAR-10 sweep -------------------------
 
-def _readings(summary: dict) -> dict[str, list[dict]] | None:
+def _readings(summary: SweepSummary) -> dict[str, list[PerceptionReading]] | None:
     """Per lambda, each seed's judge reading of P(x) (``judges.read_perception``); None when
     the sweep was made without a judge."""
-    joint = {v: [member.get("reading") for member in members]
-             for v, members in summary["per_seed"].items() if v != "post-hoc"}
+    joint = {v: [member.reading for member in members] for v, members in summary.per_seed.items() if v != "post-hoc"}
     return None if any(None in readings for readings in joint.values()) else joint
 
 
-def _judge(readings: dict[str, list[dict]]) -> str:
+def _judge(readings: dict[str, list[PerceptionReading]]) -> str:
     """The judge of the sweep's readings (each member read the same test images with it)."""
     first = next(iter(readings.values()))[0]
-    return "judge " + judge_named(first["judge"], first["judge_accuracy"])
+    return "judge " + judge_named(first.judge, first.judge_accuracy)
 
 
 def perception_kept(files: RunFiles) -> tuple[str, Verdict]:
     """MSE/pixel of P(x) and the judge's reading of P(x) as the true class, per lambda: does
     the largest lambda keep more than the smallest (paired by seed)?"""
     def pick(summary):
-        lams = [v for v in summary["per_seed"] if v != "post-hoc"]
+        lams = [v for v in summary.per_seed if v != "post-hoc"]
         mse = {v: seed_values(summary, v, "test_recon_mse") for v in lams}
         shown = {v: f"{v}: MSE/pixel {over_seeds(mse[v], scale=1, unit='', digits=4).text()}" for v in lams}
         readings = _readings(summary)
         if readings is None:
             return "; ".join(shown.values()), NO_JUDGE
-        read = {v: [r["perception_read_true"]["rate"] for r in readings[v]] for v in lams}
+        read = {v: [r.perception_read_true.rate for r in readings[v]] for v in lams}
         smallest, largest = lambda_ends(summary)
         fall = over_seeds([a - b for a, b in zip(mse[smallest], mse[largest])], scale=1, unit="", digits=4)
         rise = paired_difference(read[largest], read[smallest])
@@ -175,10 +176,9 @@ def object_kept(files: RunFiles) -> tuple[str, Verdict]:
         readings = _readings(summary)
         if readings is None:
             return "-", NO_JUDGE
-        read = {f"seed {seed}": of_rate(r["perception_read_true"])
-                for seed, r in zip(summary["config"]["seeds"], readings[KEPT])}
+        read = {f"seed {seed}": of_rate(r.perception_read_true) for seed, r in zip(summary.config.seeds, readings[KEPT])}
         ours = (f"lambda {KEPT}, {_judge(readings)}: P(x) read as the true class, "
                 + "; ".join(f"{seed}: {value.text()}" for seed, value in read.items())
-                + f" of {readings[KEPT][0]['images']} test images")
+                + f" of {readings[KEPT][0].images} test images")
         return ours, every({seed: above(value, MOST, "read as true") for seed, value in read.items()})
     return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)

@@ -2,7 +2,7 @@
 against that file's schema and its checksum, then hashed (SHA-256) for the page's provenance.
 
     files = RunFiles(Path("runs/reproduce"))
-    dataset = read_results(files, "sweep-4000/sweep.json", lambda summary: summary["config"]["dataset"])
+    dataset = read_results(files, "sweep-4000/sweep.json", lambda summary: summary.config.dataset)
 """
 
 from __future__ import annotations
@@ -11,20 +11,22 @@ import hashlib
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from pydantic import BaseModel
+
 from perceptreg import runs
 from perceptreg.adversarial.summary import AttackMetricsFile, NoiseMetricsFile
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import load_sealed_file
-from perceptreg.sweeps.sweep import SweepFile
+from perceptreg.sweeps.summary import SweepSummary
 from reproduce.verdicts import Verdict
 
 T = TypeVar("T")
 
 # The results files the page reads, and the schema each is checked against.
 RESULTS_SCHEMAS = {runs.ATTACK_METRICS: AttackMetricsFile, runs.NOISE_METRICS: NoiseMetricsFile,
-                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepFile}
+                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepSummary}
 
 
 class RunFiles:
@@ -33,14 +35,15 @@ class RunFiles:
     def __init__(self, root: Path):
         self.root, self.hashes = Path(root), {}
 
-    def json(self, relative: str) -> dict:
-        """A results file, through the guarded reader, checked against its schema and its
-        checksum (``schema.load_sealed_file``), then hashed for the provenance."""
+    def json(self, relative: str) -> BaseModel:
+        """A results file as its type (``RESULTS_SCHEMAS``), through the guarded reader, checked
+        against its schema and its checksum (``schema.load_sealed_file``), then hashed for the provenance."""
         path = self.root / relative
         if not path.exists():  # the table shows the command that makes it
             raise FileNotFoundError(path)
-        data = load_sealed_file(path, RESULTS_SCHEMAS[path.name],
-                                "make it again: delete it and run the page with --run (its row names the command)")
+        schema = RESULTS_SCHEMAS[path.name]
+        data = schema.model_validate(load_sealed_file(
+            path, schema, "make it again: delete it and run the page with --run (its row names the command)"))
         self.hashes[relative] = hashlib.sha256(fileio.guarded(path).read_bytes()).hexdigest()
         return data
 
@@ -48,7 +51,7 @@ class RunFiles:
 Measure = Callable[[RunFiles], tuple[str, Verdict]]  # a claim's measure: our number and its verdict
 
 
-def read_results(files: RunFiles, relative: str, pick: Callable[[dict], T]) -> T:
+def read_results(files: RunFiles, relative: str, pick: Callable[[BaseModel], T]) -> T:
     """``pick`` applied to a results file; a file not in our format is named."""
     data = files.json(relative)
     try:
@@ -58,13 +61,13 @@ def read_results(files: RunFiles, relative: str, pick: Callable[[dict], T]) -> T
                               f"{err}); make it again with the command in the table") from None
 
 
-def own_results(results: dict, files: RunFiles, run: str) -> dict:
+def own_results(results: AttackMetricsFile | InterpolationMetricsFile, files: RunFiles, run: str):
     """The results of ``run`` in a file that holds those of several (the command's RUN and its
     --compare): keyed by each run's path as the command was given it, inside the root; by the
     folder's name when the root has been moved or copied since (absolute keys)."""
     for same in (lambda key: (files.root / key).resolve() == (files.root / run).resolve(),
                  lambda key: Path(key).name == Path(run).name):
-        found = [value for key, value in results["runs"].items() if same(key)]
+        found = [value for key, value in results.runs.items() if same(key)]
         if len(found) == 1:
             return found[0]
     raise KeyError(f"no results of {run!r}")

@@ -6,7 +6,7 @@ against, does not hold when the whole interval lies on the other side, and is un
 the interval straddles the line, or when it comes from fewer than ``MIN_SEEDS`` seeds (a
 Student-t interval over two seeds is as wide as the range it could say anything about).
 
-    verdict = above(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
+    verdict = above(of_rate(Rate.count(90, 100)), MOST, "success")
     verdict.outcome  # "holds"
 """
 
@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from perceptreg.adversarial.summary import Rate
 from perceptreg.measures import mean_of
 
 HOLDS, FAILS, UNDECIDED, NOT_COMPARABLE, NOT_MEASURED = (
@@ -61,9 +62,9 @@ class Interval:
         return shown + ("" if self.informative else f" ({self.seeds} seeds: uninformative)")
 
 
-def of_rate(measured: dict) -> Interval:
-    """A stored rate {"rate", "low", "high", "n"} (Wilson) as an Interval."""
-    return Interval(measured["rate"], measured["low"], measured["high"])
+def of_rate(measured: Rate) -> Interval:
+    """A stored rate (Wilson) as an Interval."""
+    return Interval(measured.rate, measured.low, measured.high)
 
 
 def over_seeds(values: Sequence[float], **shown) -> Interval:

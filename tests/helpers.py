@@ -207,6 +207,57 @@ def edits_file(results: dict[str, dict], eps: float = 0.2) -> dict:
     return {"attack": dataclasses.asdict(AttackSettings(eps)), "runs": {k: completed(v) for k, v in results.items()}}
 
 
+def sweep_file(per_seed: dict[str, list[dict]], **config) -> dict:
+    """sweep.json's content around hand-written members by lambda ({variant: [measures of
+    each seed]}): each member's measures its schema requires and these leave out filled in
+    (``MEMBER``), the rows their means, the config ``config`` over SweepConfig's defaults."""
+    import dataclasses
+
+    from perceptreg.sweeps.config import SweepConfig
+    from perceptreg.sweeps.summary import MemberMeasures, SweepRecord, SweepRow, SweepSummary
+
+    def completed(given: dict) -> MemberMeasures:
+        reading = given.get("reading") and {**READING, **given["reading"]}
+        return MemberMeasures(**{**MEMBER, **given, **({"reading": reading} if reading else {})})
+    members = {v: [completed(m) for m in seeds] for v, seeds in per_seed.items()}
+    record = SweepRecord(**{**{f.name: f.default for f in dataclasses.fields(SweepConfig)}, **config})
+    return SweepSummary(config=record, rows=[SweepRow.over_seeds(v, m) for v, m in members.items()], per_seed=members,
+                        pixel_probes={}, pixel_mlp_probes={}, judge=None).model_dump(mode="json", exclude={"checksum"})
+
+
+MEMBER = {"test_accuracy": 0.5, "test_recon_mse": 0.02, "shape_spread": 1.0, "ce_share": 0.9, "centre_to_edge": 1.0,
+          "decoder_collapsed": False, "probes": {}, "mlp_probes": {}}
+SPREAD = {"mean": 0.5, "low": 0.4, "high": 0.6, "n": 100}  # a mean over images with its interval
+READING = {"judge": "3-NN pixels", "images": 100, "judge_accuracy": {"rate": 0.5, "low": 0.4, "high": 0.6, "n": 100},
+           "perception_read_true": {"rate": 0.5, "low": 0.4, "high": 0.6, "n": 100},
+           "model_accuracy": {"rate": 0.5, "low": 0.4, "high": 0.6, "n": 100}, "feature_distance": SPREAD,
+           "unrelated_distance": SPREAD, "pixel_mse": SPREAD, "perception_reads": [50, 50]}
+
+
+def layer_row(**given) -> dict:
+    """A layers.json row as attach writes it: 4 of 10 images attacked successfully, the judge
+    reading P(x) right 9 of 10 times, 1 of the 4 P(x_adv) as adversarial, 2 as true, 0 of
+    the x_adv as adversarial and 3 as true; ``given`` over these."""
+    from perceptreg.measures import rate
+
+    def reading(adversarial: int, true: int, n: int) -> dict:
+        return {"adversarial_label": rate(adversarial, n), "true_label": rate(true, n),
+                "other": rate(n - adversarial - true, n), "count": n}
+    return {"name": "stem", "shape": [16, 14, 14], "decoder_parameters": 1234, "test_recon_mse": 0.0123,
+            "attack_success_rate": 0.4, "successful_attacks": 4, "judge": "3-NN pixels", "accuracy_on_p": rate(9, 10),
+            "p_adv_read_as_adversarial": 0.25, "p_adv_read_as_true": 0.5, "detector_roc_auc": 0.75,
+            "p_adv_read": reading(1, 2, 4), "x_adv_read": reading(0, 3, 4), "detector_roc_auc_interval": [0.5, 1.0],
+            **given}
+
+
+def layers_file(*rows: dict, eps: float = 0.2, **given) -> dict:
+    """layers.json's content around ``rows`` (``layer_row``): post-hoc, 90 % accurate, PGD on 10 images."""
+    attack = {"attack": "PGD", "eps": eps, "steps": 2, "norm": "linf", "alpha": None, "seed": 0, "loss": "ce",
+              "restarts": 1, "schedule": "constant", "best_iterate": False, "images": 10}
+    return {"mode": "post-hoc", "accuracy": 0.9, "accuracy_before": 0.9, "attack": attack, "layers": list(rows),
+            **given}
+
+
 # --- results files by hand ------------------------------------------------------------------------
 
 WRITTEN = Path(__file__).parent / "adversarial" / "data"  # attack and noise metrics as evaluate-attack wrote them

@@ -1,42 +1,31 @@
 """attach's per-layer rows as text: rates with their intervals, and files written before them."""
 
 import pytest
+from helpers import layer_row, layers_file
 
-from perceptreg.attaching.results import LAYER_HEADINGS
-from perceptreg.attaching.results import reading_cells as layer_cells
-from perceptreg.attaching.results import layers_table
+from perceptreg.attaching.results import LAYER_HEADINGS, LayerRow, LayerTable, layers_table, reading_cells
 from perceptreg.measures import rate
-
-OLD_ROW = {"name": "stem", "shape": [16, 14, 14], "decoder_parameters": 1234, "test_recon_mse": 0.0123,
-           "p_adv_read_as_adversarial": 0.25, "p_adv_read_as_true": 0.5, "detector_roc_auc": 0.75,
-           "successful_attacks": 4, "judge": "3-NN pixels"}
-
-
-def reading(adversarial: int, true: int, n: int) -> dict:
-    return {"adversarial_label": rate(adversarial, n), "true_label": rate(true, n),
-            "other": rate(n - adversarial - true, n), "count": n}
 
 
 def test_a_row_shows_its_readings_with_their_intervals():
-    row = {**OLD_ROW, "p_adv_read": reading(1, 2, 4), "x_adv_read": reading(0, 3, 4), "accuracy_on_p": rate(9, 10),
-           "detector_roc_auc_interval": [0.5, 1.0]}
     # Wilson: 9 of 10 is [59.6, 98.2]; 0 of 4 [0.0, 49.0]; 1 of 4 [4.6, 69.9]; 2 of 4 [15.0, 85.0]
-    assert dict(zip(LAYER_HEADINGS, layer_cells(row))) == {
+    assert dict(zip(LAYER_HEADINGS, reading_cells(LayerRow(**layer_row())))) == {
         "judge accuracy on P(x)": "90.0 % [59.6, 98.2]", "x_adv read as adversarial": "0.0 % [0.0, 49.0]",
         "P(x_adv) read as adversarial": "25.0 % [4.6, 69.9]", "P(x_adv) read as true": "50.0 % [15.0, 85.0]",
         "detector AUC": "0.750 [0.500, 1.000]"}
-
-
-def test_a_row_written_before_the_intervals_shows_its_values_alone():
-    assert layer_cells(OLD_ROW) == ["-", "-", "25.0 %", "50.0 %", "0.750"]
-    # as read back through the schema, the missing readings are None
-    assert layer_cells({**OLD_ROW, "p_adv_read": None, "x_adv_read": None, "accuracy_on_p": None,
-                        "detector_roc_auc_interval": None}) == ["-", "-", "25.0 %", "50.0 %", "0.750"]
-    table = layers_table({"layers": [OLD_ROW], "attack": {"images": 10}})
+    table = layers_table(LayerTable(**layers_file(layer_row())))
     assert table.splitlines()[0].split()[:4] == ["layer", "activation", "decoder", "params"]
-    assert table.splitlines()[1].split() == ["stem", "16x14x14", "1,234", "0.0123", "-", "-", "25.0", "%", "50.0", "%",
-                                             "0.750"]
-    assert "the 4 successful attacks of 10 images" in table
+    assert table.splitlines()[1].split()[:6] == ["stem", "16x14x14", "1,234", "0.0123", "90.0", "%"]
+    assert "the 4 successful attacks of 10 images (PGD linf, eps 0.2; " in table
+
+
+def test_a_run_where_no_attack_succeeded_shows_dashes_and_says_why():
+    row = layer_row(successful_attacks=0, accuracy_on_p=rate(9, 10), **dict.fromkeys(
+        ("p_adv_read_as_adversarial", "p_adv_read_as_true", "detector_roc_auc", "p_adv_read", "x_adv_read",
+         "detector_roc_auc_interval")))
+    summary = LayerTable(**layers_file(row))  # layers.json's schema takes it
+    assert reading_cells(summary.layers[0]) == ["90.0 % [59.6, 98.2]", "-", "-", "-", "-"]
+    assert "no attack succeeded, so the readings of x_adv and P(x_adv) are undefined" in layers_table(summary)
 
 
 def test_a_dataset_of_other_classes_than_the_models_logits_is_refused(tmp_path):
@@ -73,18 +62,6 @@ def test_a_count_of_attacked_images_beyond_the_cap_is_refused_before_any_work(tm
         with pytest.raises(PerceptregError, match=rf"^`attack_images` must be in \[1, 10,000,000\], got {typo}$"):
             run_attach(config, tmp_path / "run", attack_images=typo, progress=False, say=lambda line: None)
     assert not (tmp_path / "run").exists()
-
-
-def test_a_run_where_no_attack_succeeded_shows_dashes_and_says_why():
-    from perceptreg.attaching.attach_run import _LayersFile
-
-    row = {**OLD_ROW, "successful_attacks": 0, "accuracy_on_p": rate(9, 10), **dict.fromkeys(
-        ("p_adv_read_as_adversarial", "p_adv_read_as_true", "detector_roc_auc", "p_adv_read", "x_adv_read",
-         "detector_roc_auc_interval"))}
-    summary = {"mode": "frozen", "accuracy": 0.9, "accuracy_before": 0.9, "attack": {"images": 10}, "layers": [row]}
-    _LayersFile.model_validate(summary)  # layers.json's schema takes it
-    assert layer_cells(row) == ["90.0 % [59.6, 98.2]", "-", "-", "-", "-"]
-    assert "no attack succeeded, so the readings of x_adv and P(x_adv) are undefined" in layers_table(summary)
 
 
 def test_input_shape_resizes_a_folder_to_the_models_input_and_is_refused_elsewhere(tmp_path):
@@ -137,6 +114,6 @@ def test_attach_attacks_colour_images_in_their_radius(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")  # no standing CNN judge: the pixel judge reads, with a warning
         summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), attack_images=4, progress=False,
                              say=lambda line: None).layers
-    assert summary["attack"]["eps"] == 0.03
+    assert summary.attack.eps == 0.03
     assert json.loads((tmp_path / "run" / "layers.json").read_text())["attack"]["eps"] == 0.03
     assert "(PGD linf, eps 0.03; 95 % Wilson intervals" in layers_table(summary)

@@ -2,38 +2,38 @@ import torch
 from user_net import net
 
 from perceptreg.attaching.fitting import evaluate_layers
-from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells
-from perceptreg.attaching.results import layers_table
+from helpers import layer_row, layers_file
+
+from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells, layers_table
 from perceptreg.core.attached import attach
 
-SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "attack": {"attack": "PGD", "norm": "linf", "eps": 0.03, "images": 40},
-           "layers": [{"name": "<conv>", "shape": [8, 14, 14], "decoder_parameters": 12345, "test_recon_mse": 0.01234,
-                       "p_adv_read_as_adversarial": 0.25, "p_adv_read_as_true": 0.5, "detector_roc_auc": 0.9,
-                       "successful_attacks": 8, "judge": "3-NN pixels"},
-                      {"name": "fc1", "shape": [64], "decoder_parameters": 999, "test_recon_mse": 0.05,
-                       "p_adv_read_as_adversarial": 0.75, "p_adv_read_as_true": 0.125, "detector_roc_auc": 0.61,
-                       "successful_attacks": 8, "judge": "3-NN pixels"}]}
+SUMMARY = layers_file(layer_row(name="<conv>", shape=[8, 14, 14], decoder_parameters=12345, test_recon_mse=0.01234,
+                                 successful_attacks=8, detector_roc_auc=0.9, detector_roc_auc_interval=None),
+                       layer_row(name="fc1", shape=[64], decoder_parameters=999, test_recon_mse=0.05,
+                                 successful_attacks=8, detector_roc_auc=0.61, detector_roc_auc_interval=None),
+                       accuracy=0.875, accuracy_before=0.875, eps=0.03)
 
 
 def test_layer_cells_by_hand():
-    header, rows, note = layer_cells(SUMMARY)
+    header, rows, note = layer_cells(LayerTable(**SUMMARY))
     assert header[0] == "layer" and len(header) == len(rows[0]) == 9
-    # a layers.json written before the readings' intervals: "-" where it has no reading
-    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", "25.0 %", "50.0 %", "0.900"],
-                    ["fc1", "64", "999", "0.0500", "-", "-", "75.0 %", "12.5 %", "0.610"]]
+    readings = ["90.0 % [59.6, 98.2]", "0.0 % [0.0, 49.0]", "25.0 % [4.6, 69.9]", "50.0 % [15.0, 85.0]"]
+    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", *readings, "0.900"],
+                    ["fc1", "64", "999", "0.0500", *readings, "0.610"]]  # an AUC without its interval: alone
     assert note == ("read by 3-NN pixels: P(x) of clean images, and x_adv and P(x_adv) of the "
-                    "8 successful attacks of 40 images (PGD linf, eps 0.03; 95 % Wilson intervals; the AUC's: DeLong)")
-    assert layers_table(SUMMARY).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI prints the same cells
+                    "8 successful attacks of 10 images (PGD linf, eps 0.03; 95 % Wilson intervals; the AUC's: DeLong)")
+    assert layers_table(LayerTable(**SUMMARY)).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI's cells
 
 
 def test_an_attach_summary_shows_itself_as_a_table():
-    table = LayerTable(SUMMARY)
-    assert table == SUMMARY  # still the dict layers.json holds
+    table = LayerTable(**SUMMARY)
+    assert table.model_dump(mode="json", exclude={"checksum"}) == SUMMARY  # what layers.json holds
     assert repr(table) == "LayerTable(post-hoc, test accuracy 87.5%, layers: <conv>, fc1)"
     page = table._repr_html_()
     assert "<caption>test accuracy 87.5%. read by 3-NN pixels: P(x) of clean images" in page
     assert "<td>&lt;conv&gt;</td><td>8x14x14</td><td>12,345</td><td>0.0123</td>" in page and "<conv>" not in page
-    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>-</td><td>-</td><td>75.0 %</td><td>12.5 %</td><td>0.610</td>" in page
+    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>90.0 % [59.6, 98.2]</td>" in page
+    assert "<td>0.610</td></tr>" in page
 
 
 def test_layer_measures_show_themselves_as_a_table():

@@ -5,7 +5,7 @@ number and verdict worked out by hand."""
 import json
 
 import pytest
-from helpers import attack_metrics, edits_file, noise_metrics
+from helpers import attack_metrics, edits_file, noise_metrics, sweep_file
 
 from perceptreg.measures import rate
 from reproduce import claims, document, steps
@@ -32,8 +32,7 @@ def member(accuracy: float, mse: float, read_true: int | None) -> dict:
 def write_sweep(root, per_seed: dict, dataset: str = "cifar10") -> None:
     (root / "cifar10-sweep").mkdir(parents=True, exist_ok=True)
     seeds = list(range(len(per_seed["0.0001"])))
-    summary = {"config": {"dataset": dataset, "seeds": seeds, "epochs": 20, "batch_size": 64, "train_size": 20000},
-               "rows": [{"variant": lam} for lam in per_seed], "per_seed": per_seed}
+    summary = sweep_file(per_seed, dataset=dataset, seeds=seeds, epochs=20, batch_size=64, train_size=20000)
     (root / "cifar10-sweep" / "sweep.json").write_text(json.dumps(summary))
 
 

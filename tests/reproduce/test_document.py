@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import attack_metrics, edits_file, noise_metrics
+from helpers import attack_metrics, edits_file, noise_metrics, sweep_file
 
 import perceptreg.training.train as training_module
 import perceptreg.views.train_run as train_run_module
@@ -150,9 +150,8 @@ def member(accuracy: float, collapsed: bool = False) -> dict:
 
 def write_sweep(path, dataset: str, epochs: int, per_seed: dict) -> None:
     path.mkdir(parents=True)
-    config = {"dataset": dataset, "epochs": epochs, "batch_size": 64, "train_size": None}
-    rows = [{"variant": lam} for lam in per_seed]
-    (path / "sweep.json").write_text(json.dumps({"config": config, "rows": rows, "per_seed": per_seed}))
+    summary = sweep_file(per_seed, dataset=dataset, epochs=epochs, batch_size=64, train_size=None)
+    (path / "sweep.json").write_text(json.dumps(summary))
 
 
 def test_verdicts_of_hand_made_sweeps(tmp_path):
@@ -225,8 +224,7 @@ def test_the_page_quotes_the_spec_the_natural_sweep_was_made_with(tmp_path, caps
     (tmp_path / "cifar10-sweep").mkdir()
     made = {"test_accuracy": 0.5, "test_recon_mse": 0.02, "decoder_collapsed": False}  # one seed, no judge
     (tmp_path / "cifar10-sweep" / "sweep.json").write_text(json.dumps(
-        {"config": {"dataset": "memmap:/data/c10", "seeds": [0]}, "rows": [{"variant": "0.0001"}],
-         "per_seed": {"0.0001": [made], "100": [made]}}))
+        sweep_file({"0.0001": [made], "100": [made]}, dataset="memmap:/data/c10", seeds=[0])))
     with pytest.raises(PerceptregError, match=r"made with --dataset memmap:/data/c10, not cifar10: give --cifar10 "
                                               r"memmap:/data/c10, so that the page quotes the commands that were run"):
         document.reproducing_page(tmp_path)

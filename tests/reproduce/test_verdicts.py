@@ -2,7 +2,7 @@
 
 import pytest
 
-from perceptreg.measures import rate
+from perceptreg.adversarial.summary import Rate
 from reproduce.verdicts import (
     FAILS,
     HOLDS,
@@ -39,10 +39,10 @@ def test_above_holds_fails_or_straddles_by_the_whole_interval():
 
 def test_a_wilson_rate_is_tested_against_most():
     # 60 of 100: Wilson [0.502, 0.691], above a half; 58 of 100: [0.482, 0.672], straddles it
-    assert above(of_rate(rate(60, 100)), 0.5, "success").outcome == HOLDS
-    assert above(of_rate(rate(58, 100)), 0.5, "success").outcome == UNDECIDED
-    assert above(of_rate(rate(40, 100)), 0.5, "success").outcome == FAILS  # [0.309, 0.498]
-    assert above(of_rate(rate(60, 100)), 0.5, "success").why == "success 60.0 % [50.2, 69.1], all above 0.5"
+    assert above(of_rate(Rate.count(60, 100)), 0.5, "success").outcome == HOLDS
+    assert above(of_rate(Rate.count(58, 100)), 0.5, "success").outcome == UNDECIDED
+    assert above(of_rate(Rate.count(40, 100)), 0.5, "success").outcome == FAILS  # [0.309, 0.498]
+    assert above(of_rate(Rate.count(60, 100)), 0.5, "success").why == "success 60.0 % [50.2, 69.1], all above 0.5"
 
 
 def test_fewer_than_five_seeds_decide_nothing_however_far_the_mean():

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from perceptreg import runs
-from perceptreg.attaching.attach_run import _LayersFile
+from perceptreg.attaching.results import LayerTable
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.storage.schema import load_sealed_file
-from perceptreg.sweeps.sweep import PixelProbesFile, read_sweep
+from perceptreg.sweeps.summary import read_sweep
+from perceptreg.sweeps.sweep import PixelProbesFile
 
 MAIN = Path(__file__).parents[1] / "fixtures" / "main-f9ee0de"
 
@@ -22,8 +23,8 @@ MAIN = Path(__file__).parents[1] / "fixtures" / "main-f9ee0de"
 def read(name: str, folder: Path):
     """The file ``name`` of ``folder`` through the reader its commands use."""
     path = folder / name
-    return {"layers.json": lambda: load_sealed_file(path, _LayersFile, "attach again"),
-            "sweep.json": lambda: read_sweep(folder),
+    return {"layers.json": lambda: load_sealed_file(path, LayerTable, "attach again"),
+            "sweep.json": lambda: read_sweep(folder).model_dump(),
             "pixel_probes.json": lambda: load_sealed_file(path, PixelProbesFile, "sweep again"),
             "state.json": lambda: manifest.read_state(folder),
             "config.json": lambda: runs.read_config(folder)}[name]()

@@ -15,6 +15,16 @@ from perceptreg.core import models
 from perceptreg.core.errors import PerceptregError
 from perceptreg.storage.schema import write_sealed
 from perceptreg.sweeps import sweep, workers
+from perceptreg.sweeps.summary import (
+    Spread,
+    SweepRecord,
+    SweepRow,
+    SweepSummary,
+    collapse_note,
+    read_sweep,
+    sweep_cells,
+    sweep_table,
+)
 
 
 @pytest.mark.slow
@@ -29,35 +39,33 @@ def test_quick_sweep_writes_every_artefact(quick_sweep):
     summary = read_sealed(out / "sweep.json")
     assert [r["variant"] for r in summary["rows"]] == ["0.001", "10", "post-hoc"]
     row = summary["rows"][0]
-    for key in ("test_accuracy", "test_recon_mse", "centre_to_edge", "probe: left_digit", "probe: right_digit",
-                "probe: foreground_colour", "probe: background_colour", "probe: label (the task)"):
-        assert key in row and f"{key}_ci95" in row
+    for key in ("test_accuracy", "test_recon_mse", "centre_to_edge"):
+        assert set(row[key]) == {"mean", "ci95"}
+    assert set(row["probes"]) == {"left_digit", "right_digit", "foreground_colour", "background_colour",
+                                  "label (the task)"}
     assert {"lam0.001-seed0", "lam10-seed0", "post-hoc-seed0"} <= {p.name for p in out.iterdir()}
     assert "| 0.001 | 1 |" in (out / "sweep.md").read_text() and "| post-hoc | 1 |" in output
     assert set(summary["pixel_probes"]) == {"left_digit", "right_digit", "foreground_colour", "background_colour"}
     assert set(summary["pixel_mlp_probes"]) == set(summary["pixel_probes"])
-    assert "mlp probe: left_digit" in row and "MLP probes on the raw pixels" in output
+    assert "left_digit" in row["mlp_probes"] and "MLP probes on the raw pixels" in output
+    assert read_sweep(out).rows[0].mlp_probes["left_digit"].mean == row["mlp_probes"]["left_digit"]["mean"]
     assert "probes on the raw pixels" in output
 
 
 @pytest.mark.slow
 def test_sweep_measures_what_drives_each_model(quick_sweep):
     out, _ = quick_sweep
-    summary = json.loads((out / "sweep.json").read_text())
-    share = {r["variant"]: r["ce_share"] for r in summary["rows"]}
+    summary = read_sweep(out)
+    share = {r.variant: r.ce_share.mean for r in summary.rows}
     assert share["post-hoc"] == 1.0  # F of post-hoc learnt from the cross-entropy alone
     assert 0 < share["10"] < share["0.001"] < 1  # a larger lambda pulls F toward reconstruction
-    assert all(0 <= r["shape_spread"] and isinstance(r["collapsed"], int) for r in summary["rows"])
+    assert all(0 <= r.shape_spread.mean and isinstance(r.collapsed, int) for r in summary.rows)
     header = (out / "sweep.md").read_text().splitlines()[0]
     assert "| shape spread |" in header and "| CE share of F's gradient |" in header
-    rows = [dict(r, collapsed=1 if r["variant"] == "10" else 0) for r in summary["rows"]]
-    assert sweep.collapse_note(rows).endswith("shape spread below 0.45): 10 (1 of 1 seeds)")
-    assert sweep.collapse_note([dict(r, collapsed=0) for r in rows]) is None
+    rows = [r.model_copy(update={"collapsed": 1 if r.variant == "10" else 0}) for r in summary.rows]
+    assert collapse_note(rows).endswith("shape spread below 0.45): 10 (1 of 1 seeds)")
+    assert collapse_note([r.model_copy(update={"collapsed": 0}) for r in rows]) is None
     assert "±" not in (out / "sweep.md").read_text()  # one seed: no interval, not "± 0.000"
-    two_seeds = {"seeds": 2, "test_accuracy": 0.5, "test_accuracy_ci95": 0.1, "test_recon_mse": 0.02,
-                 "test_recon_mse_ci95": 0.001}
-    assert [sweep.format_cell(two_seeds, c) for c in ("test_accuracy", "test_recon_mse")] == [
-        "0.500 ± 0.100", "0.0200 ± 0.0010"]
 
 
 @pytest.mark.slow
@@ -87,19 +95,19 @@ def test_pixel_probes_are_fitted_once_per_data(tmp_path, monkeypatch):
         return sweep.pixel_probes(tmp_path, config, sweep.probe_subset(full_train, config, 0), test_data)
 
     first = probes(config)
-    assert first["linear"] == {name: 0.6 for name in ("left_digit", "right_digit", "foreground_colour",
-                                                      "background_colour")} and len(fits) == 8
-    assert probes(config) == first and len(fits) == 8  # read back, not fitted again
-    assert probes(dataclasses.replace(config, train_size=80))["mlp"]["left_digit"] == 0.8  # other data: fitted
+    assert first.linear == {name: 0.6 for name in ("left_digit", "right_digit", "foreground_colour",
+                                                   "background_colour")} and len(fits) == 8
+    assert probes(config).linear == first.linear and len(fits) == 8  # read back, not fitted again
+    assert probes(dataclasses.replace(config, train_size=80)).mlp["left_digit"] == 0.8  # other data: fitted
     assert json.loads((tmp_path / "pixel_probes.json").read_text())["fitted_on"]["train_size"] == 80
     for damaged in ("{", '{"fitted_on": {}, "linear": {"left_digit": "x"}, "mlp": {}}'):
         (tmp_path / "pixel_probes.json").write_text(damaged)
         fits.clear()
-        assert probes(config) == first and len(fits) == 8  # a damaged cache is fitted again, not an error
+        assert probes(config).linear == first.linear and len(fits) == 8  # a damaged cache is fitted again, not an error
     text = (tmp_path / "pixel_probes.json").read_text()
     (tmp_path / "pixel_probes.json").write_text(text.replace("0.6", "0.7", 1))  # a flipped digit, under the seal
     fits.clear()
-    assert probes(config) == first and len(fits) == 8
+    assert probes(config).linear == first.linear and len(fits) == 8
 
 
 def test_a_members_probes_are_fitted_on_its_training_images(monkeypatch):
@@ -118,9 +126,9 @@ def test_a_members_probes_are_fitted_on_its_training_images(monkeypatch):
     monkeypatch.setattr(measures, "linear_probe", probe)
     monkeypatch.setattr(measures, "mlp_probe", probe)
     model = models.build(train_config.arch, 10)
-    result = sweep._measure(model, train_config, train, test, "cpu", max_attributes=2)
+    member, _ = sweep._measure(model, train_config, train, test, "cpu", max_attributes=2)
     assert set(calls) == {(30, 30, 10, 10)} and len(calls) == 2 * 3  # the label and two attributes, two kinds
-    assert set(result["probes"]) == {"label (the task)", "left_digit", "right_digit"}
+    assert set(member.probes) == {"label (the task)", "left_digit", "right_digit"}
 
 
 def test_a_sweep_with_a_judge_reads_each_members_perception(monkeypatch):
@@ -136,15 +144,17 @@ def test_a_sweep_with_a_judge_reads_each_members_perception(monkeypatch):
         torch.manual_seed(seed)
         model = models.build(train_config.arch, 10)
         # each member its own judge: the judge's accuracy on x is the member's test accuracy
-        members.append(sweep._measure(model, train_config, train, test, "cpu", 0, judge=ModelJudge(model, "itself")))
-        assert members[-1]["judge_accuracy"] == pytest.approx(members[-1]["test_accuracy"])
-        assert members[-1]["reading"]["perception_read_true"]["n"] == 20
-    assert "judge_accuracy" not in sweep._measure(model, train_config, train, test, "cpu", 0)  # no judge, no reading
-    summary = {**sweep._summarise({"0.01": members}, config), "judge": "itself"}
-    row = summary["rows"][0]
-    assert row["judge_accuracy"] == pytest.approx(sum(m["judge_accuracy"] for m in members) / 2)
-    assert row["feature_distance_ci95"] >= 0 and "reading" in summary["per_seed"]["0.01"][1]
-    header, _, notes = sweep.sweep_cells(summary)
+        members.append(sweep._measure(model, train_config, train, test, "cpu", 0, judge=ModelJudge(model, "itself"))[0])
+        assert members[-1].judge_accuracy == pytest.approx(members[-1].test_accuracy)
+        assert members[-1].reading.perception_read_true.n == 20
+    alone, _ = sweep._measure(model, train_config, train, test, "cpu", 0)
+    assert alone.judge_accuracy is None and alone.reading is None  # no judge, no reading
+    row = SweepRow.over_seeds("0.01", members)
+    summary = SweepSummary(config=SweepRecord(**dataclasses.asdict(config)), rows=[row], per_seed={"0.01": members},
+                           pixel_probes={}, pixel_mlp_probes={}, judge="itself")
+    assert row.judge_accuracy.mean == pytest.approx(sum(m.judge_accuracy for m in members) / 2)
+    assert row.feature_distance.ci95 >= 0 and summary.per_seed["0.01"][1].reading is not None
+    header, _, notes = sweep_cells(summary)
     start = header.index("centre to edge") + 1
     assert header[start:start + 3] == ["judge right on x", "judge reads P(x) as true", "feature distance x-P(x)"]
     assert any(note.startswith("Judge: itself, an independent classifier") for note in notes)
@@ -167,15 +177,15 @@ def test_a_judge_reads_each_members_perception_in_the_same_forward_pass(monkeypa
 
     def forwards(**judged) -> tuple[dict, int]:
         seen.clear()
-        return sweep._measure(model, train_config, train, test, "cpu", 0, **judged), sum(seen)
+        return sweep._measure(model, train_config, train, test, "cpu", 0, **judged)[0], sum(seen)
     alone, without = forwards()
     member, with_judge = forwards(judge=judge)
     hook.remove()
     assert with_judge == without  # not one image more through F
-    assert member["reading"] == read_perception(model, test, judge)
+    assert member.reading.model_dump() == read_perception(model, test, judge)
     quality = measures.evaluate(model, test)
-    assert (member["test_accuracy"], member["test_recon_mse"]) == (quality["accuracy"], quality["recon_mse"])
-    assert member["test_recon_mse"] == alone["test_recon_mse"]
+    assert (member.test_accuracy, member.test_recon_mse) == (quality["accuracy"], quality["recon_mse"])
+    assert member.test_recon_mse == alone.test_recon_mse
 
 
 @pytest.mark.slow
@@ -193,12 +203,12 @@ def test_report_of_a_sweep(quick_sweep):
     header = re.findall(r"<th>(.*?)</th>", tables[1][1])
     assert header == ["lambda", "seeds", "label (the task)", "left digit", "right digit", "foreground colour",
                       "background colour"]
-    summary = json.loads((out / "sweep.json").read_text())
+    summary = read_sweep(out)
     last = re.findall(r"<td>(.*?)</td>", tables[1][1].split("<tr>")[-1])
     assert last == ["raw pixels (reference)", "", ""] + [
-        f"{summary['pixel_probes'][name.replace(' ', '_')]:.3f}" for name in header[3:]]
+        f"{summary.pixel_probes[name.replace(' ', '_')]:.3f}" for name in header[3:]]
     assert "shape spread" in tables[0][1] and "left digit" not in tables[0][1]
-    accuracy = {r["variant"]: r["test_accuracy"] for r in summary["rows"]}
+    accuracy = {r.variant: r.test_accuracy.mean for r in summary.rows}
     best, worst = max(accuracy, key=accuracy.get), min(accuracy, key=accuracy.get)
     top = text.split('<section id="summary">')[1].split("</section>")[0]
     items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", top))
@@ -332,17 +342,23 @@ def test_a_finished_member_left_one_epoch_behind_by_a_kill_is_published_by_the_r
 
 
 def test_a_sweep_summary_shows_itself_as_its_table():
-    rows = [{"variant": "0.01", "seeds": 2, "collapsed": 0, "test_accuracy": 0.9, "test_accuracy_ci95": 0.02,
-             "test_recon_mse": 0.0125, "test_recon_mse_ci95": 0.001},
-            {"variant": "<post-hoc>", "seeds": 2, "collapsed": 1, "test_accuracy": 0.8, "test_accuracy_ci95": 0.04,
-             "test_recon_mse": 0.05, "test_recon_mse_ci95": 0.002}]
-    summary = sweep.SweepSummary(config={"seeds": [0, 1]}, rows=rows, per_seed={}, pixel_probes={"left_digit": 0.5})
+    def spreads(mean: float, ci95: float) -> dict:
+        return {"mean": mean, "ci95": ci95}
+    others = {name: spreads(1.0, 0.1) for name in ("shape_spread", "ce_share", "centre_to_edge")}
+    rows = [{"variant": "0.01", "seeds": 2, "collapsed": 0, "test_accuracy": spreads(0.9, 0.02),
+             "test_recon_mse": spreads(0.0125, 0.001), **others, "probes": {}, "mlp_probes": {}},
+            {"variant": "<post-hoc>", "seeds": 2, "collapsed": 1, "test_accuracy": spreads(0.8, 0.04),
+             "test_recon_mse": spreads(0.05, 0.002), **others, "probes": {}, "mlp_probes": {}}]
+    config = SweepRecord(**dataclasses.asdict(sweep.SweepConfig(seeds=(0, 1))))
+    summary = SweepSummary(config=config, rows=rows, per_seed={}, pixel_probes={"left_digit": 0.5},
+                           pixel_mlp_probes={}, judge=None)
     assert repr(summary) == "SweepSummary(2 rows: 0.01, <post-hoc>; 2 seeds)"
     page = summary._repr_html_()
-    assert "<tr><th>lambda</th><th>seeds</th><th>test accuracy</th><th>test recon mse</th></tr>" in page
-    assert "<tr><td>0.01</td><td>2</td><td>0.900 ± 0.020</td><td>0.0125 ± 0.0010</td></tr>" in page
+    assert "<tr><th>lambda</th><th>seeds</th><th>test accuracy</th><th>test recon mse</th><th>shape spread</th>" in page
+    assert "<tr><td>0.01</td><td>2</td><td>0.900 ± 0.020</td><td>0.0125 ± 0.0010</td><td>1.000 ± 0.100</td>" in page
     assert "<td>&lt;post-hoc&gt;</td>" in page and "<post-hoc>" not in page
     assert "<post-hoc> (1 of 2 seeds)" not in page and "&lt;post-hoc&gt; (1 of 2 seeds)" in page  # the collapse note
     assert "Linear probes on the raw pixels (reference): left_digit 0.500" in page
     # the Markdown table is made of the same cells
-    assert "| 0.01 | 2 | 0.900 ± 0.020 | 0.0125 ± 0.0010 |" in sweep.sweep_table(summary)
+    assert "| 0.01 | 2 | 0.900 ± 0.020 | 0.0125 ± 0.0010 | 1.000 ± 0.100 |" in sweep_table(summary)
+    assert Spread(mean=0.5, ci95=0.1).percent(2) == "50.0 % ± 10.0" and Spread(mean=0.5, ci95=0.1).percent(1) == "50.0 %"

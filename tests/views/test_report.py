@@ -247,12 +247,12 @@ def test_report_of_an_attach_run(attach_run):
     assert list(parts) == [anchor for _, anchor, _ in attach_sections()]
     assert_self_contained(text)
     layers = read_layers(runs.open_run(attach_run))
-    judge = layers["layers"][0]["judge"]
+    judge = layers.layers[0].judge
     assert f"Read by {judge}: P(x) of clean images" in parts["layers"].text()  # the table names its judge
     summary = summary_of(text)
-    assert summary["test accuracy"] == f"{100 * layers['accuracy']:.1f} %"
+    assert summary["test accuracy"] == f"{100 * layers.accuracy:.1f} %"
     assert summary["reconstruction error"].endswith(
-        f"stem {layers['layers'][0]['test_recon_mse']:.4f}, fc1 {layers['layers'][1]['test_recon_mse']:.4f}")
+        f"stem {layers.layers[0].test_recon_mse:.4f}, fc1 {layers.layers[1].test_recon_mse:.4f}")
     assert summary["lambda"].startswith("not used") and summary["mode"].startswith("post-hoc")
     assert summary["model"].startswith(f"your model, built by {USER_NET}:build") and "stem, fc1" in summary["model"]
     assert summary["P_layer(x)"].startswith("P_layer(x), the perception at a layer")
@@ -408,24 +408,24 @@ def test_report_of_a_folder_that_is_no_run(tmp_path):
 
 
 def test_sweep_summary_names_the_best_and_worst_with_their_intervals(tmp_path):
+    from helpers import sweep_file
+
     from perceptreg.storage import fileio
     from perceptreg.views.report_summary import sweep_summary
 
-    row = {"test_recon_mse": 0.1, "test_recon_mse_ci95": 0.0, "probe: left_digit": 0.5, "probe: left_digit_ci95": 0}
-    fileio.write_json(tmp_path / runs.SWEEP_JSON, {
-        "config": {"dataset": "mnist-strips", "train_size": None, "lams": [0.001, 10.0], "post_hoc": True,
-                   "seeds": [0, 1], "epochs": 20},
-        "rows": [{"variant": "0.001", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.01, **row},
-                 {"variant": "10", "seeds": 2, "test_accuracy": 0.8, "test_accuracy_ci95": 0.02, **row},
-                 {"variant": "post-hoc", "seeds": 2, "test_accuracy": 0.9, "test_accuracy_ci95": 0.03, **row}],
-        "per_seed": {}})  # sweep.json's schema needs every key
+    member = {"probes": {"left_digit": 0.5}}
+    summary = sweep_file({v: [member, member] for v in ("0.001", "10", "post-hoc")}, lams=[0.001, 10.0],
+                         post_hoc=True, seeds=[0, 1], epochs=20, train_size=None)
+    for row, (accuracy, ci95) in zip(summary["rows"], ((0.9, 0.01), (0.8, 0.02), (0.9, 0.03))):
+        row["test_accuracy"] = {"mean": accuracy, "ci95": ci95}
+    fileio.write_json(tmp_path / runs.SWEEP_JSON, summary)
     items = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", sweep_summary(tmp_path)))
     assert items["best test accuracy"] == "90.0 % ± 1.0 (lambda 0.001)"  # a tie: the first in the table
     assert items["worst test accuracy"] == "80.0 % ± 2.0 (lambda 10)"
     assert items["seeds"] == "0, 1 (mean ± 95 % interval over 2 seeds)" and items["epochs"] == "20 per model"
     assert items["data"] == "mnist-strips, all its training images"
     text = sweep_summary(tmp_path)
-    assert "probe: NAME" in text and "centre to edge" not in text  # only the columns the table has
+    assert "probe: NAME" in text and "centre to edge" in text and "mlp probe: NAME" not in text  # the table's columns
 
 
 def test_a_section_passes_on_an_error_that_names_its_own_file(tmp_path):

@@ -12,75 +12,25 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-
 from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
 from perceptreg.adversarial.judges import main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
-from perceptreg.attaching.results import LayerTable, layers_table
+from perceptreg.attaching.results import LayersAttack, LayerTable, layers_table
 from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import checkpoint, user_models
 from perceptreg.storage import fileio
-from perceptreg.storage.schema import Sealed, write_sealed
+from perceptreg.storage.schema import write_sealed
 
 
-class _Rate(BaseModel):
-    """measures.rate: a share with its 95 % Wilson interval."""
-    model_config = ConfigDict(extra="forbid")
-    rate: float
-    low: float
-    high: float
-    n: int = Field(ge=0)
-
-
-class _Reading(BaseModel):
-    """judges.judge_agreement: how often the judge names the adversarial label, the true one, or another."""
-    model_config = ConfigDict(extra="forbid")
-    adversarial_label: _Rate
-    true_label: _Rate
-    other: _Rate
-    count: int = Field(ge=0)
-
-
-class _LayerRow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    shape: list[int]
-    decoder_parameters: int = Field(ge=0)
-    test_recon_mse: float
-    # None where no attack succeeded (evaluation.evaluate_layers_under_attack)
-    p_adv_read_as_adversarial: float | None = Field(ge=0, le=1)
-    p_adv_read_as_true: float | None = Field(ge=0, le=1)
-    detector_roc_auc: float | None
-    successful_attacks: int = Field(ge=0)
-    judge: str
-    attack_success_rate: float | None = Field(default=None, ge=0, le=1)  # None where the model is right on no image
-    # with intervals; None in files written before them, and where no attack succeeded
-    p_adv_read: _Reading | None = None
-    x_adv_read: _Reading | None = None
-    accuracy_on_p: _Rate | None = None
-    detector_roc_auc_interval: tuple[float, float] | None = None
-
-
-class _LayersFile(Sealed):
-    """layers.json (sealed): an attach run's measures, one row per layer, shallow to deep."""
-    model_config = ConfigDict(extra="forbid")
-    mode: str
-    accuracy: float
-    accuracy_before: float
-    attack: dict
-    layers: list[_LayerRow] = Field(min_length=1)
-
-
-def read_layers(run: runs.Run) -> dict:
+def read_layers(run: runs.Run) -> LayerTable:
     """The validated layers.json of an attach run (read once per run object)."""
-    return run.read_json(runs.LAYERS_JSON, _LayersFile, "write it again with `perceptreg attach`")
+    return LayerTable.model_validate(run.read_json(runs.LAYERS_JSON, LayerTable, "write it again with `perceptreg attach`"))
 
 
 NEAR_CHANCE = 1.5  # a given model below 1.5x chance accuracy is most likely wrongly loaded or fed
@@ -98,16 +48,16 @@ class AttachResult:
     @property
     def accuracy(self) -> float:
         """The model's test accuracy after the fitting (after fine-tuning, in joint mode)."""
-        return self.layers["accuracy"]
+        return self.layers.accuracy
 
     @property
     def accuracy_before(self) -> float:
         """Before the fitting: the same as ``accuracy`` in post-hoc mode, where the model is frozen."""
-        return self.layers["accuracy_before"]
+        return self.layers.accuracy_before
 
     def lines(self) -> list[str]:
         """What `perceptreg attach` prints: the layers' table, the accuracy, the folder."""
-        tuned = f" (before fine-tuning {self.accuracy_before:.2%})" if self.layers["mode"] == "joint" else ""
+        tuned = f" (before fine-tuning {self.accuracy_before:.2%})" if self.layers.mode == "joint" else ""
         return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; {self.seconds:.1f}s",
                 f"run folder: {self.run_dir} ({runs.LAYERS_JSON}, {runs.LAYERS_PNG}, {runs.LAYERS_ATTACK_PNG})"]
 
@@ -153,18 +103,18 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
-        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before,
-                   "accuracy": last["test_accuracy"],
-                   "attack": {"attack": "PGD", **dataclasses.asdict(attack), "images": len(pool)},
-                   "layers": [{"name": d["layer"], "shape": list(d["activation_shape"]),
-                               "decoder_parameters": d["decoder_parameters"],
-                               "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
-                              for d, measured in zip(seen.describe(), under_attack)]}
-        _require_finite_measures(summary)
-        write_sealed(run_dir / runs.LAYERS_JSON, summary)
+        layers = [{"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
+                   "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
+                  for d, measured in zip(seen.describe(), under_attack)]
+        accuracy = last["test_accuracy"]
+        _require_finite_measures(layers, len(pool), accuracy)  # before the schema, which would refuse a NaN rate
+        summary = LayerTable(mode=config.mode, accuracy_before=accuracy if before is None else before, accuracy=accuracy,
+                             attack=LayersAttack(attack="PGD", **dataclasses.asdict(attack), images=len(pool)),
+                             layers=layers)
+        write_sealed(run_dir / runs.LAYERS_JSON, summary.model_dump(exclude={"checksum"}))
         _draw(run_dir, seen, pool, adversarial, device)
         runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
-    return AttachResult(run_dir, LayerTable(summary), time.perf_counter() - began)
+    return AttachResult(run_dir, summary, time.perf_counter() - began)
 
 
 def _given_model(config: AttachConfig) -> tuple[torch.nn.Module, AttachConfig]:
@@ -214,14 +164,14 @@ def _draw(run_dir: Path, seen, pool, adversarial: torch.Tensor, device: str) -> 
                      run_dir / runs.LAYERS_ATTACK_PNG)
 
 
-def _require_finite_measures(summary: dict) -> None:
+def _require_finite_measures(layers: list[dict], images: int, accuracy: float) -> None:
     """layers.json holds numbers or the run stops: a NaN reads as a measure in every table."""
-    for row in summary["layers"]:
+    for row in layers:
         bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise PerceptregError(
                 f"layer {row['name']}: {', '.join(bad)} came out NaN or infinite ({row['successful_attacks']} of "
-                f"{summary['attack']['images']} attacks succeeded, test accuracy {summary['accuracy']:.1%}); "
+                f"{images} attacks succeeded, test accuracy {accuracy:.1%}); "
                 f"layers.json is not written. Check the model's weights and the decoders' fit (a lower `lr`)")
 
 

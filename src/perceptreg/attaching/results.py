@@ -1,14 +1,22 @@
-"""What attach measures per layer, as dicts that show themselves: a table in Jupyter
+"""What attach measures per layer, as values that show themselves: a table in Jupyter
 (``_repr_html_``), a short line as text. ``LayerMeasures`` is ``evaluate_layers``' result,
-``LayerTable`` an attach run's layers.json; ``layer_cells`` is that table's one layout,
-which the CLI prints and the report shows."""
+``LayerTable`` an attach run's layers.json (sealed; its schema); ``layer_cells`` is that
+table's one layout, which the CLI prints and the report shows.
+
+    table.accuracy, table.attack.eps, table.layers[0].p_adv_read.adversarial_label.rate
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
 from perceptreg import display
-from perceptreg.adversarial.summary import NO_INTERVAL, format_auroc
+from perceptreg.adversarial.attacks import AttackSettings
+from perceptreg.adversarial.summary import NO_INTERVAL, Agreement, Rate, Record, format_auroc
 from perceptreg.display import aligned
-from perceptreg.measures import format_rate
+from perceptreg.storage.schema import Sealed, settings_record
 
 
 class LayerMeasures(dict):
@@ -25,57 +33,85 @@ class LayerMeasures(dict):
                                   f"test accuracy {self['accuracy']:.1%}")
 
 
+# layers.json's attack: PGD's settings as it ran on the layers (eps resolved), on ``images`` test images
+LayersAttack = settings_record(
+    AttackSettings, ("eps", "steps", "norm", "alpha", "seed", "loss", "restarts", "schedule", "best_iterate"),
+    attack=(Literal["PGD"], ...), images=(int, Field(ge=1)))
+
+
+class LayerRow(Record):
+    """One layer of an attach run: its decoder, its test reconstruction error, and the judge's
+    readings under attack (``evaluation.evaluate_layers_under_attack``); a reading is None
+    where no attack succeeded, the success rate where the model is right on no image."""
+    name: str
+    shape: list[int]
+    decoder_parameters: int = Field(ge=0)
+    test_recon_mse: float
+    attack_success_rate: float | None = Field(ge=0, le=1)
+    successful_attacks: int = Field(ge=0)
+    judge: str
+    accuracy_on_p: Rate
+    p_adv_read_as_adversarial: float | None = Field(ge=0, le=1)
+    p_adv_read_as_true: float | None = Field(ge=0, le=1)
+    detector_roc_auc: float | None
+    p_adv_read: Agreement | None
+    x_adv_read: Agreement | None
+    detector_roc_auc_interval: tuple[float, float] | None
+
+
 # The judge's and the detector's columns of a layer, in ``reading_cells``' order
 LAYER_HEADINGS = ("judge accuracy on P(x)", "x_adv read as adversarial", "P(x_adv) read as adversarial",
                   "P(x_adv) read as true", "detector AUC")
 
 
-def reading_cells(row: dict) -> list[str]:
-    """A layers.json row's judge readings and detector AUC as text, with their 95 % intervals
-    (Wilson; DeLong for the AUC). A file written before the intervals shows its values alone,
-    and "-" for the readings it lacks."""
-    def shown(reading: dict | None, key: str | None = None, value: float | None = None) -> str:
-        if reading:
-            return format_rate(reading[key] if key else reading)
-        return "-" if value is None else f"{100 * value:.1f} %"
-    p_adv = row.get("p_adv_read")
-    return [shown(row.get("accuracy_on_p")), shown(row.get("x_adv_read"), "adversarial_label"),
-            shown(p_adv, "adversarial_label", row["p_adv_read_as_adversarial"]),
-            shown(p_adv, "true_label", row["p_adv_read_as_true"]),
-            "-" if row["detector_roc_auc"] is None
-            else format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]
+def reading_cells(row: LayerRow) -> list[str]:
+    """A layer's judge readings and detector AUC as text, with their 95 % intervals (Wilson;
+    DeLong for the AUC); "-" where no attack succeeded."""
+    def shown(rate: Rate | None) -> str:
+        return "-" if rate is None else str(rate)
+    p_adv, x_adv = row.p_adv_read, row.x_adv_read
+    return [str(row.accuracy_on_p), shown(x_adv and x_adv.adversarial_label),
+            shown(p_adv and p_adv.adversarial_label), shown(p_adv and p_adv.true_label),
+            "-" if row.detector_roc_auc is None
+            else format_auroc(row.detector_roc_auc, row.detector_roc_auc_interval or NO_INTERVAL)]
 
 
-def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
+class LayerTable(Sealed):
+    """layers.json (sealed), what ``run_attach`` returns as ``AttachResult.layers``: the mode,
+    the model's test accuracy after the fitting and before it, the attack, and one row per
+    layer, shallow to deep."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["post-hoc", "joint"]
+    accuracy: float
+    accuracy_before: float
+    attack: LayersAttack
+    layers: list[LayerRow] = Field(min_length=1)
+
+    def __repr__(self) -> str:
+        names = ", ".join(row.name for row in self.layers)
+        return f"LayerTable({self.mode}, test accuracy {self.accuracy:.1%}, layers: {names})"
+
+    def _repr_html_(self) -> str:
+        header, rows, note = layer_cells(self)
+        return display.html_table(header, rows, f"test accuracy {self.accuracy:.1%}. {note}")
+
+
+def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
     note that says what the judge's readings are of."""
     header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
-    rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
-             *reading_cells(r)] for r in summary["layers"]]
-    first, attack = summary["layers"][0], summary["attack"]
-    ball = f"PGD {attack.get('norm', 'linf')}, eps {attack['eps']:g}; " if "eps" in attack else ""
-    note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "
-            f"{first['successful_attacks']} successful attacks of {attack['images']} images "
-            f"({ball}95 % Wilson intervals; the AUC's: DeLong)")
-    if first["successful_attacks"] == 0:
+    rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}", f"{r.test_recon_mse:.4f}",
+             *reading_cells(r)] for r in table.layers]
+    first, attack = table.layers[0], table.attack
+    note = (f"read by {first.judge}: P(x) of clean images, and x_adv and P(x_adv) of the "
+            f"{first.successful_attacks} successful attacks of {attack.images} images "
+            f"(PGD {attack.norm}, eps {attack.eps:g}; 95 % Wilson intervals; the AUC's: DeLong)")
+    if first.successful_attacks == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note
 
 
-def layers_table(summary: dict) -> str:
+def layers_table(table: LayerTable) -> str:
     """The per-layer measures of an attach run as a plain-text table, its note under it."""
-    header, rows, note = layer_cells(summary)
+    header, rows, note = layer_cells(table)
     return aligned([header, *rows]) + "\n" + note
-
-
-class LayerTable(dict):
-    """An attach run's summary as layers.json holds it (``run_attach``): mode, accuracy,
-    the attack, and one row per layer, shallow to deep."""
-
-    def __repr__(self) -> str:
-        names = ", ".join(row["name"] for row in self["layers"])
-        return f"LayerTable({self['mode']}, test accuracy {self['accuracy']:.1%}, layers: {names})"
-
-    def _repr_html_(self) -> str:
-        header, rows, note = layer_cells(self)
-        return display.html_table(header, rows, f"test accuracy {self['accuracy']:.1%}. {note}")

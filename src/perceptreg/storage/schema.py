@@ -13,11 +13,13 @@ in the file it is in (not in the file whose recorded digest it changed, nor read
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import typing
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from perceptreg.storage.fileio import CheckpointError, read_json, write_json
 
@@ -50,6 +52,17 @@ def validated(raw, schema: type[BaseModel], path: Path, fix: str) -> dict:
 class Sealed(BaseModel):
     """The schema of a sealed file declares its checksum through this base."""
     checksum: str | None = Field(default=None, pattern=SHA256)  # files written before the seal have none
+
+
+def settings_record(cls, required: tuple[str, ...], **more) -> type[BaseModel]:
+    """The schema of a settings dataclass ``cls`` as a results file records it, to read by
+    attribute without running ``cls``'s checks of this machine (its cores, its devices): each
+    field of ``cls`` with its type, required when named in ``required`` (the fields every file
+    written so far holds), a field added since with its default (so those files still open);
+    ``more``: fields beside them, as pydantic's (type, default); no other key."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: (hints[f.name], ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
+    return create_model(f"{cls.__name__}Record", __config__=ConfigDict(extra="forbid", frozen=True), **fields, **more)
 
 
 def sealed(values: dict) -> dict:

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from perceptreg import data as datasets
-from perceptreg import display, figures, measures, runs
+from perceptreg import figures, measures, runs
 from perceptreg.adversarial import judges
 from perceptreg.core import devices, models
 from perceptreg.core.config import TrainConfig
@@ -32,6 +32,14 @@ from perceptreg.storage import fileio, schema
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.sweeps import ray_engine, workers
 from perceptreg.sweeps.config import SweepConfig
+from perceptreg.sweeps.summary import (
+    MemberMeasures,
+    PerceptionReading,
+    SweepRecord,
+    SweepRow,
+    SweepSummary,
+    sweep_table,
+)
 
 
 def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
@@ -42,31 +50,17 @@ def parse_list(text: str, kind: type, name: str, example: str) -> tuple:
         raise PerceptregError(f"`{name}` {text!r}: give {kind.__name__}s separated by commas, e.g. {example}") from None
 
 
-# Per-model numbers that get a column (mean and interval over seeds), in the table's order.
-MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "centre_to_edge")
-# An independent judge's reading of each member's P(x) (judges.read_perception), when the
-# sweep has a judge: its accuracy on x, its reading of P(x) as the true class, the distance
-# of x and P(x) in its penultimate features.
-JUDGE_MEASURES = ("judge_accuracy", "perception_read_true", "feature_distance")
-COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient",
-                "judge_accuracy": "judge right on x", "perception_read_true": "judge reads P(x) as true",
-                "feature_distance": "feature distance x-P(x)"}
-# The probes on frozen z: (key in a member's results, prefix of their columns in the rows,
-# key of the same probes on raw pixels in sweep.json, their name)
-PROBE_KINDS = (("probes", "probe: ", "pixel_probes", "Linear probes"),
-               ("mlp_probes", "mlp probe: ", "pixel_mlp_probes", "MLP probes"))
-
-
 def _variant(config: TrainConfig) -> str:
     return "post-hoc" if config.mode == "post-hoc" else f"{config.lam:g}"
 
 
 def _measure(model, train_config: TrainConfig, train_data, test_data, device, max_attributes: int,
-             judge=None) -> dict:
+             judge=None) -> tuple[MemberMeasures, torch.Tensor]:
+    """A member's measures, and its mean error map (drawn, not kept in sweep.json)."""
     # the judge reads P(x) in evaluate's forward pass, not in one of its own
     reader = None if judge is None else judges.PerceptionReader(judge)
     quality = measures.evaluate(model, test_data, device=device, each_batch=None if reader is None else reader.add)
-    reading = {} if reader is None else reader.result()
+    reading = None if reader is None else PerceptionReading.model_validate(reader.result())
     # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
     lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
     shares = measures.gradient_shares(model, train_data, lam, train_config.reduction, device=device)
@@ -77,45 +71,58 @@ def _measure(model, train_config: TrainConfig, train_data, test_data, device, ma
         targets[name] = (train_data.attributes[name], test_data.attributes[name])
     probes = {name: measures.linear_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
     mlp_probes = {name: measures.mlp_probe(train_z, a.long(), test_z, b.long()) for name, (a, b) in targets.items()}
-    return {"test_accuracy": quality["accuracy"], "test_recon_mse": quality["recon_mse"],
-            "shape_spread": quality["shape_spread"], "ce_share": shares["ce_share"],
-            "centre_to_edge": measures.centre_to_edge_ratio(errors), "probes": probes, "mlp_probes": mlp_probes,
-            "decoder_collapsed": quality["decoder_collapsed"], "error_map": errors,
-            **({"judge_accuracy": reading["judge_accuracy"]["rate"],
-                "perception_read_true": reading["perception_read_true"]["rate"],
-                "feature_distance": reading["feature_distance"]["mean"], "reading": reading} if reading else {})}
+    judged = {} if reading is None else dict(
+        judge_accuracy=reading.judge_accuracy.rate, perception_read_true=reading.perception_read_true.rate,
+        feature_distance=reading.feature_distance.mean, reading=reading)
+    member = MemberMeasures(test_accuracy=quality["accuracy"], test_recon_mse=quality["recon_mse"],
+                            shape_spread=quality["shape_spread"], ce_share=shares["ce_share"],
+                            centre_to_edge=measures.centre_to_edge_ratio(errors), probes=probes,
+                            mlp_probes=mlp_probes, decoder_collapsed=quality["decoder_collapsed"], **judged)
+    return member, errors
+
+
+class ProbedImages(BaseModel):
+    """The images the raw-pixel probes were fitted on: the sweep's data, the first seed's subset."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dataset: str
+    data_root: str | None
+    train_size: int | None
+    seed: int
+    max_probe_images: int
+    max_probe_attributes: int
 
 
 class PixelProbesFile(schema.Sealed):
-    """pixel_probes.json (sealed): the raw-pixel probes and the images they were fitted on (``fitted_on``)."""
+    """pixel_probes.json (sealed): the raw-pixel probes, linear and MLP, by attribute, and the
+    images they were fitted on."""
     model_config = ConfigDict(extra="forbid")
-    fitted_on: dict[str, str | int | None]
+    fitted_on: ProbedImages
     linear: dict[str, float]
     mlp: dict[str, float]
 
 
-def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> dict:
-    """The probes on raw pixels, {"linear": {attribute: accuracy}, "mlp": {...}}: how much of
-    each attribute a linear (and a small MLP) read-out gets from the image itself, the
-    reference the probes on z are read against. They depend on the data alone, not on any
-    model, so a sweep run again (resumed, extended by a lambda) reads them from
-    pixel_probes.json instead of fitting them again; a file for other data, or a damaged
-    one, is fitted again and replaced."""
-    fitted_on = {"dataset": config.dataset, "data_root": config.data_root, "train_size": config.train_size,
-                 "seed": config.seeds[0], "max_probe_images": config.max_probe_images,
-                 "max_probe_attributes": config.max_probe_attributes}
+def pixel_probes(out: Path, config: SweepConfig, train_data, test_data) -> PixelProbesFile:
+    """The probes on raw pixels: how much of each attribute a linear (and a small MLP)
+    read-out gets from the image itself, the reference the probes on z are read against.
+    They depend on the data alone, not on any model, so a sweep run again (resumed, extended
+    by a lambda) reads them from pixel_probes.json instead of fitting them again; a file for
+    other data, or a damaged one, is fitted again and replaced."""
+    fitted_on = ProbedImages(dataset=config.dataset, data_root=config.data_root, train_size=config.train_size,
+                             seed=config.seeds[0], max_probe_images=config.max_probe_images,
+                             max_probe_attributes=config.max_probe_attributes)
     path = out / runs.PIXEL_PROBES
     if path.is_file():
         with contextlib.suppress(CheckpointError):  # a cache: damaged means fit again, not stop
-            saved = schema.load_sealed_file(path, PixelProbesFile, "")
-            if saved["fitted_on"] == fitted_on:
-                return {"linear": saved["linear"], "mlp": saved["mlp"]}
+            saved = PixelProbesFile.model_validate(schema.load_sealed_file(path, PixelProbesFile, ""))
+            if saved.fitted_on == fitted_on:
+                return saved
     train_pixels, test_pixels = (datasets.to_float(d.images).flatten(1) for d in (train_data, test_data))
     names = list(train_data.attributes)[:config.max_probe_attributes]
-    probes = {kind: {name: probe(train_pixels, train_data.attributes[name].long(),
-                                 test_pixels, test_data.attributes[name].long()) for name in names}
-              for kind, probe in (("linear", measures.linear_probe), ("mlp", measures.mlp_probe))}
-    schema.write_sealed(path, {"fitted_on": fitted_on, **probes})
+    probes = PixelProbesFile(fitted_on=fitted_on, **{
+        kind: {name: probe(train_pixels, train_data.attributes[name].long(), test_pixels,
+                           test_data.attributes[name].long()) for name in names}
+        for kind, probe in (("linear", measures.linear_probe), ("mlp", measures.mlp_probe))})
+    schema.write_sealed(path, probes.model_dump(exclude={"checksum"}))
     return probes
 
 
@@ -196,139 +203,33 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
         workers.train_all(members, config.workers, progress, ensemble=config.ensemble)
     probed_on = {seed: probe_subset(full_train, config, seed) for seed in config.seeds}  # members share their seed's
     pixel = pixel_probes(out, config, probed_on[config.seeds[0]], test_data)
-    measured: dict[str, list[dict]] = {}
-    first_models = {}
+    measured: dict[str, list[MemberMeasures]] = {}
+    first_models, error_maps = {}, {}
     for name, train_config in sorted(variants, key=lambda v: (v[1].mode, v[1].lam)):  # rows by lambda, post-hoc last
         model = runs.open_run(out / name).model(config.device)
-        result = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
-                          config.max_probe_attributes, judge)
-        measured.setdefault(_variant(train_config), []).append(result)
+        member, errors = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
+                                  config.max_probe_attributes, judge)
+        measured.setdefault(_variant(train_config), []).append(member)
         first_models.setdefault(_variant(train_config), model)
+        error_maps.setdefault(_variant(train_config), errors)
         if progress:
-            tqdm.write(f"{name}: test accuracy {result['test_accuracy']:.3f}, MSE/pixel "
-                       f"{result['test_recon_mse']:.4f}, shape spread {result['shape_spread']:.2f}, "
-                       f"CE share of F's gradient {result['ce_share']:.3f}, centre/edge {result['centre_to_edge']:.2f}"
-                       + (" [decoder collapsed]" if result["decoder_collapsed"] else "")
-                       + (f"; {judges.format_reading(result['reading'], test_data.classes)}" if judge else ""))
-    summary = {**_summarise(measured, config), "pixel_probes": pixel["linear"], "pixel_mlp_probes": pixel["mlp"],
-               "judge": None if judge is None else judge.name}
-    schema.write_sealed(out / runs.SWEEP_JSON, summary)
+            tqdm.write(f"{name}: test accuracy {member.test_accuracy:.3f}, MSE/pixel "
+                       f"{member.test_recon_mse:.4f}, shape spread {member.shape_spread:.2f}, "
+                       f"CE share of F's gradient {member.ce_share:.3f}, centre/edge {member.centre_to_edge:.2f}"
+                       + (" [decoder collapsed]" if member.decoder_collapsed else "")
+                       + (f"; {judges.format_reading(member.reading.model_dump(), test_data.classes)}" if judge else ""))
+    summary = SweepSummary(config=SweepRecord(**dataclasses.asdict(config)),
+                           rows=[SweepRow.over_seeds(variant, members) for variant, members in measured.items()],
+                           per_seed=measured, pixel_probes=pixel.linear, pixel_mlp_probes=pixel.mlp,
+                           judge=None if judge is None else judge.name)
+    schema.write_sealed(out / runs.SWEEP_JSON, summary.model_dump(exclude={"checksum"}))
     fileio.atomic_write(out / runs.SWEEP_MD, lambda tmp: tmp.write_text(sweep_table(summary)))
-    _figures(out, first_models, measured, test_data, summary)
-    return SweepSummary(summary)
-
-
-def _summarise(measured: dict[str, list[dict]], config: SweepConfig) -> dict:
-    rows = []
-    for variant, results in measured.items():
-        row = {"variant": variant, "seeds": len(results),
-               "collapsed": sum(r["decoder_collapsed"] for r in results)}
-        for key in (*MEASURES, *(k for k in JUDGE_MEASURES if k in results[0])):
-            row[key], row[f"{key}_ci95"] = measures.mean_and_interval([r[key] for r in results])
-        for kind, prefix, _, _ in PROBE_KINDS:
-            for probe in results[0][kind]:
-                mean, half = measures.mean_and_interval([r[kind][probe] for r in results])
-                row[prefix + probe], row[f"{prefix}{probe}_ci95"] = mean, half
-        rows.append(row)
-    kept = (*MEASURES, *JUDGE_MEASURES, "reading", "decoder_collapsed", "probes", "mlp_probes")
-    per_seed = {v: [{k: r[k] for k in kept if k in r} for r in results] for v, results in measured.items()}
-    return {"config": dataclasses.asdict(config), "rows": rows, "per_seed": per_seed}
-
-
-def measured_columns(rows: list[dict]) -> list[str]:
-    """The keys of the sweep's rows that hold a mean (each has a ``_ci95`` beside it)."""
-    return [k for k in rows[0] if k + "_ci95" in rows[0]]
-
-
-def column_name(key: str) -> str:
-    return COLUMN_NAMES.get(key, key.replace("_", " "))
-
-
-def collapse_note(rows: list[dict]) -> str | None:
-    """Which models' decoders collapsed, in words (None when none did)."""
-    collapsed = [f"{row['variant']} ({row['collapsed']} of {row['seeds']} seeds)" for row in rows if row.get("collapsed")]
-    if not collapsed:
-        return None
-    return ("Decoder collapsed (reconstructions nearly one image, or one shape in each image's colours: shape "
-            f"spread below {measures.SHAPE_COLLAPSE_RATIO}): " + ", ".join(collapsed))
-
-
-def format_cell(row: dict, column: str) -> str:
-    """A row's mean in ``column`` with its interval over seeds (none for one seed)."""
-    digits = 4 if "mse" in column else 3
-    # one seed has no interval: no "± 0.000" that reads as a measured one
-    interval = f" ± {row[column + '_ci95']:.{digits}f}" if row["seeds"] > 1 else ""
-    return f"{row[column]:.{digits}f}{interval}"
-
-
-def format_percent(row: dict, column: str = "test_accuracy") -> str:
-    """A row's rate in ``column`` as a percentage, with its interval over seeds (none for one seed)."""
-    interval = f" ± {100 * row[column + '_ci95']:.1f}" if row["seeds"] > 1 else ""
-    return f"{100 * row[column]:.1f} %{interval}"
-
-
-def sweep_cells(summary: dict) -> tuple[list[str], list[list[str]], list[str]]:
-    """The sweep's rows as a header and rows of text, each value as mean ± 95 % interval over
-    seeds, and the notes under them (collapsed decoders, the raw-pixel probes)."""
-    rows = summary["rows"]
-    columns = measured_columns(rows)
-    header = ["lambda", "seeds"] + [column_name(c) for c in columns]
-    cells = [[row["variant"], str(row["seeds"])] + [format_cell(row, c) for c in columns] for row in rows]
-    notes = [collapse_note(rows)] if collapse_note(rows) else []
-    if summary.get("judge"):
-        notes.append(f"Judge: {summary['judge']}, an independent classifier trained on real images only; "
-                     "'judge right on x' is its own accuracy on the test images, beside its reading of P(x); "
-                     "feature distance: 2 - 2 cos of its penultimate features of x and P(x) (0: alike to it)")
-    notes += [f"{kind} on the raw pixels (reference): " + ", ".join(f"{name} {value:.3f}" for name, value in
-                                                                    summary[key].items())
-              for _, _, key, kind in PROBE_KINDS if summary.get(key)]
-    return header, cells, notes
-
-
-def sweep_table(summary: dict) -> str:
-    """The sweep's rows as a Markdown table (``sweep_cells``), its notes underneath."""
-    header, cells, notes = sweep_cells(summary)
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    for note in notes:
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
-
-
-class SweepFile(schema.Sealed):
-    """sweep.json (sealed): the sweep's config, a row per variant (each column's mean over
-    seeds with its ``_ci95``; the probes' columns are named by the attributes), each seed's
-    measures, the raw-pixel probes and the judge."""
-    model_config = ConfigDict(extra="forbid")
-    config: dict
-    rows: list[dict[str, str | int | float]] = Field(min_length=1)
-    per_seed: dict[str, list[dict]]
-    # every sweep writes these three; the reproduction's tests still give sweep.json without them
-    pixel_probes: dict[str, float] = {}
-    pixel_mlp_probes: dict[str, float] = {}
-    judge: str | None = None
-
-
-def read_sweep(folder: str | Path) -> dict:
-    """The sweep.json of ``folder``, validated and checked against its seal."""
-    return schema.load_sealed_file(Path(folder) / runs.SWEEP_JSON, SweepFile, "make it again with `perceptreg sweep`")
-
-
-class SweepSummary(dict):
-    """A sweep's summary as sweep.json holds it (``run_sweep``): config, rows, per_seed; a
-    table in Jupyter."""
-
-    def __repr__(self) -> str:
-        variants = ", ".join(row["variant"] for row in self["rows"])
-        return f"SweepSummary({len(self['rows'])} rows: {variants}; {len(self['config']['seeds'])} seeds)"
-
-    def _repr_html_(self) -> str:
-        header, cells, notes = sweep_cells(self)
-        return display.html_table(header, cells, " ".join(notes))
+    _figures(out, first_models, error_maps, test_data, summary)
+    return summary
 
 
 @torch.no_grad()
-def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict) -> None:
+def _figures(out: Path, trained: dict, error_maps: dict[str, torch.Tensor], test_data, summary: SweepSummary) -> None:
     shown = datasets.spread_over_classes(test_data.labels, 8)
     x = datasets.to_float(test_data.images[shown])
     def label(variant: str) -> str:
@@ -341,11 +242,11 @@ def _figures(out: Path, trained: dict, measured: dict, test_data, summary: dict)
     names = ["x"] + [label(v) for v in trained]
     grid = torch.stack(columns, 1).flatten(0, 1)  # (images * columns, C, H, W), row by row
     figures.save_png(figures.image_grid(grid, len(columns), names * len(shown)), out / runs.SWEEP_PERCEPTION)
-    plots.heatmaps({f"{label(v)}, centre/edge {measured[v][0]['centre_to_edge']:.2f}": measured[v][0]["error_map"]
-                      for v in trained}, out / runs.SWEEP_ATTENTION)
-    linear = PROBE_KINDS[0][1]  # the linear probes' column prefix
-    probes = [k for k in measured_columns(summary["rows"]) if k.startswith(linear)]
-    plots.line_plot(range(len(summary["rows"])), {"linear probes on frozen z": {
-        p.removeprefix(linear): [r[p] for r in summary["rows"]] for p in probes}},
+    first = {v: summary.per_seed[v][0] for v in trained}
+    plots.heatmaps({f"{label(v)}, centre/edge {first[v].centre_to_edge:.2f}": error_maps[v] for v in trained},
+                   out / runs.SWEEP_ATTENTION)
+    rows = summary.rows
+    plots.line_plot(range(len(rows)), {"linear probes on frozen z": {
+        probe: [row.probes[probe].mean for row in rows] for probe in rows[0].probes}},
         out / runs.SWEEP_PROBES, xlabel="lambda", ylabel="probe test accuracy", ylim=(0, 1.02),
-        xticklabels=[r["variant"] for r in summary["rows"]])
+        xticklabels=[row.variant for row in rows])

@@ -24,7 +24,18 @@ from perceptreg.edits.interpolation import Interpolation as InterpolationMetrics
 from perceptreg.figures import plots
 from perceptreg.runs import Run
 from perceptreg.storage import fileio
-from perceptreg.sweeps import sweep as sweep_module
+from perceptreg.storage.schema import load_model_file
+from perceptreg.sweeps.summary import (
+    PROBE_KINDS,
+    Spread,
+    SweepRecord,
+    SweepRow,
+    SweepSummary,
+    collapse_note,
+    column_name,
+    digits,
+    read_sweep,
+)
 from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
 from perceptreg.views.report_summary import config_tables, summary, sweep_summary
 
@@ -134,15 +145,13 @@ def _adaptive(name: str, rows: list[AdaptiveRow]) -> str:
 def _edits(run: Run) -> str:
     if not (run.path / runs.INTERPOLATION_METRICS).exists():
         return missing("latent edits", f"perceptreg interpolate {run.path} --target 8")
-    written = run.read_json(runs.INTERPOLATION_METRICS, InterpolationMetricsFile,
-                            "make it again with `perceptreg interpolate`")
-    rows = []
-    for name, summary_ in written["runs"].items():
-        for kind, entry in summary_["directions"].items():
-            for reader, curve in entry["flip_curve"].items():
-                rows.append([Path(name).name, kind, reader, curve[0], curve[len(curve) // 2], curve[-1]])
-    first = next(iter(written["runs"].values()))
-    alphas, target = first["alphas"], first["target"]
+    written = InterpolationMetricsFile.model_validate(run.read_json(
+        runs.INTERPOLATION_METRICS, InterpolationMetricsFile, "make it again with `perceptreg interpolate`"))
+    rows = [[Path(name).name, kind, reader, curve[0], curve[len(curve) // 2], curve[-1]]
+            for name, edits in written.runs.items() for kind, entry in edits.directions.by_kind().items()
+            for reader, curve in entry.flip_curve.model_dump().items()]
+    first = next(iter(written.runs.values()))
+    alphas, target = first.alphas, first.target
     flips = table(["run", "direction", "reader", f"a={alphas[0]:g}", f"a={alphas[len(alphas) // 2]:g}",
                    f"a={alphas[-1]:g}"], rows)
     plots_ = "".join(figure(run.path / f, what) for f, what in (
@@ -172,8 +181,8 @@ def _sweep(target: Run | Path) -> str:
     if folder is None:
         return ('<p class="missing">This run is not part of a sweep (a sweep folder holds sweep.json; '
                 'make one with <code>perceptreg sweep</code>).</p>')
-    sweep = sweep_module.read_sweep(folder)
-    measured = "".join(_sweep_table(sweep, heading, prefix, reference) for heading, prefix, reference in SWEEP_TABLES)
+    sweep = read_sweep(folder)
+    measured = "".join(_sweep_table(sweep, heading, kind, pixels) for heading, kind, pixels in SWEEP_TABLES)
     note = "" if folder == run else f"<p>This run is one model of the sweep in {html.escape(str(folder))}.</p>"
     images = "".join(figure(folder / f, what) for f, what in (
         (runs.SWEEP_PERCEPTION, "the same test images perceived by each model, one column per lambda"),
@@ -182,38 +191,39 @@ def _sweep(target: Run | Path) -> str:
     return note + "<p>Mean ± 95 % interval over seeds (none with one seed).</p>" + measured + images
 
 
-# The sweep's columns in tables that fit a page: (heading, column prefix, raw-pixel reference key);
-# the first holds the columns that are not probes
-SWEEP_TABLES = (("What each model does", "", None), *(
-    (f"{name} on frozen z (test accuracy)", prefix, reference) for _, prefix, reference, name in sweep_module.PROBE_KINDS))
+# The sweep's columns in tables that fit a page: (heading, the rows' field of probes, the
+# summary's field of the same probes on raw pixels); the first holds the measures that are not probes
+SWEEP_TABLES = (("What each model does", None, None), *(
+    (f"{name} on frozen z (test accuracy)", kind, pixels) for kind, _, pixels, name in PROBE_KINDS))
 
 
-def _sweep_table(sweep: dict, heading: str, prefix: str, reference: str | None) -> str:
-    """The sweep's columns that start with ``prefix`` (none: the columns that are not probes),
-    one row per lambda, and the same probes on raw pixels as the last row."""
-    rows = sweep["rows"]
-    all_columns = sweep_module.measured_columns(rows)
-    columns = ([c for c in all_columns if c.startswith(prefix)] if prefix
-               else [c for c in all_columns if not c.startswith(tuple(p for _, p, _, _ in sweep_module.PROBE_KINDS))])
-    if not columns:
+def _sweep_table(sweep: SweepSummary, heading: str, kind: str | None, pixels: str | None) -> str:
+    """The sweep's probes of ``kind`` (None: its measures that are not probes), one row per
+    lambda, and the same probes on raw pixels as the last row."""
+    def columns(row: SweepRow) -> dict[str, Spread]:
+        return row.measured() if kind is None else getattr(row, kind)
+    rows = sweep.rows
+    names = list(columns(rows[0]))
+    if not names:
         return ""
-    body = [[r["variant"], r["seeds"]] + [sweep_module.format_cell(r, c) for c in columns] for r in rows]
-    pixels = sweep.get(reference) or {}
-    if pixels:
-        body.append(["raw pixels (reference)", ""] + [
-            f"{pixels[name]:.3f}" if name in pixels else "" for name in (c.removeprefix(prefix) for c in columns)])
-    names = [sweep_module.column_name(c.removeprefix(prefix)) for c in columns]
-    note = sweep_module.collapse_note(rows) if not prefix else None
-    return (f'<h3>{html.escape(heading)}</h3><div class="numbers">' + table(["lambda", "seeds"] + names, body) + "</div>"
+    body = [[r.variant, r.seeds] + [value.text(r.seeds, digits(name)) for name, value in columns(r).items()]
+            for r in rows]
+    reference = getattr(sweep, pixels) if pixels else {}
+    if reference:
+        body.append(["raw pixels (reference)", ""] + [f"{reference[n]:.3f}" if n in reference else "" for n in names])
+    note = collapse_note(rows) if kind is None else None
+    return (f'<h3>{html.escape(heading)}</h3><div class="numbers">'
+            + table(["lambda", "seeds"] + [column_name(n) for n in names], body) + "</div>"
             + (f'<p class="warning">{html.escape(note)}</p>' if note else ""))
 
 
 @_reads(runs.SWEEP_CONFIG, "sweep")
 def _sweep_config(run: Path) -> str:
-    config = fileio.read_json(run / runs.SWEEP_CONFIG)
+    config = SweepRecord.model_validate(load_model_file(run / runs.SWEEP_CONFIG, SweepRecord,
+                                                        "make it again with `perceptreg sweep`"))
     models = sorted(p.name for p in run.iterdir() if (p / runs.CONFIG).exists())
     return (table(["setting", "value"], [[k, json.dumps(v) if isinstance(v, (list, dict)) else v]
-                                        for k, v in config.items()])
+                                        for k, v in config.model_dump(mode="json").items()])
             + f"<p>Models (each a run folder with its own report): {html.escape(', '.join(models))}</p>")
 
 
@@ -229,7 +239,7 @@ def _layers(run: Run, layer: str | None = None) -> str:
     curves = plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
         name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
         xlabel="epoch", ylabel="MSE per pixel")
-    attack = ", ".join(f"{k} {v}" for k, v in layers["attack"].items() if v is not None)
+    attack = ", ".join(f"{k} {v}" for k, v in layers.attack.model_dump().items() if v is not None)
     grids = "".join(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / f, heading) for f, heading in (
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
         (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))

@@ -11,7 +11,7 @@ from perceptreg import runs
 from perceptreg.attaching.attach_run import read_layers
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.runs import Run
-from perceptreg.sweeps.sweep import format_percent, read_sweep
+from perceptreg.sweeps.summary import PROBE_KINDS, read_sweep
 from perceptreg.views.report_html import table
 
 H_DEFINITION = ('H(x) = C(F(x)), the classifier\'s prediction. A caption "H: 9 87 %" means H reads the image '
@@ -74,12 +74,12 @@ def _attach_rows(run: Run, config: AttachConfig) -> list[tuple[str, str]]:
             ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
     if run.has(runs.LAYERS_JSON):
         layers = read_layers(run)
-        accuracy = percent(layers["accuracy"])
+        accuracy = percent(layers.accuracy)
         if config.mode == "joint":
-            accuracy += f" after fine-tuning ({percent(layers['accuracy_before'])} before)"
+            accuracy += f" after fine-tuning ({percent(layers.accuracy_before)} before)"
         rows += [("test accuracy", accuracy),
                  ("reconstruction error", "mean squared error per pixel on the test set, by layer: " + ", ".join(
-                     f"{r['name']} {r['test_recon_mse']:.4f}" for r in layers["layers"]))]
+                     f"{r.name} {r.test_recon_mse:.4f}" for r in layers.layers))]
     return rows + [("H", H_DEFINITION), ("P_layer(x)", P_LAYER_DEFINITION)]
 
 
@@ -110,29 +110,28 @@ def sweep_summary(folder: Path) -> str:
     """A sweep in a few lines: data, lambdas, seeds, epochs, the best and worst test
     accuracy, and what the table's columns mean."""
     sweep = read_sweep(folder)
-    config, rows = sweep["config"], sweep["rows"]
-    variants = [f"lambda {r['variant']}" if r["variant"] != "post-hoc" else "post-hoc" for r in rows]
+    config, rows = sweep.config, sweep.rows
+    variants = [f"lambda {r.variant}" if r.variant != "post-hoc" else "post-hoc" for r in rows]
     pairs = list(zip(rows, variants))
-    best = max(pairs, key=lambda pair: pair[0]["test_accuracy"])  # a tie: the first in the table
-    worst = min(pairs, key=lambda pair: pair[0]["test_accuracy"])
+    best = max(pairs, key=lambda pair: pair[0].test_accuracy.mean)  # a tie: the first in the table
+    worst = min(pairs, key=lambda pair: pair[0].test_accuracy.mean)
 
-    seeds = config["seeds"]
+    seeds = config.seeds
 
     def accuracy(pair) -> str:
         row, name = pair
-        return f"{format_percent(row)} ({name})"
-    lambdas = ", ".join(f"{lam:g}" for lam in sorted(config["lams"])) + (", and post-hoc" if config["post_hoc"] else "")
+        return f"{row.test_accuracy.percent(row.seeds)} ({name})"
+    lambdas = ", ".join(f"{lam:g}" for lam in sorted(config.lams)) + (", and post-hoc" if config.post_hoc else "")
     items = [("what", "one model per lambda and seed, trained jointly on cross-entropy + lambda x reconstruction "
-                      "error" + ("; post-hoc: F and C trained alone, then D" if config["post_hoc"] else "")),
-             ("data", f"{config['dataset']}, {config['train_size'] or 'all its'} training images"),
+                      "error" + ("; post-hoc: F and C trained alone, then D" if config.post_hoc else "")),
+             ("data", f"{config.dataset}, {config.train_size or 'all its'} training images"),
              ("lambdas", lambdas),
              ("seeds", f"{', '.join(map(str, seeds))} (mean ± 95 % interval over {len(seeds)} seeds)" if len(seeds) > 1
               else f"{seeds[0]} (one seed: no interval; give --seeds 0,1 for one)"),
-             ("epochs", f"{config['epochs']} per model"),
+             ("epochs", f"{config.epochs} per model"),
              ("best test accuracy", accuracy(best)), ("worst test accuracy", accuracy(worst))]
-    shown = [key for key in rows[0] if not key.endswith("_ci95")]
-    columns = [text for key, text in COLUMNS.items()
-               if key in shown or any(k.startswith(key + ": ") for k in shown)]
+    shown = {*rows[0].measured(), *(prefix.removesuffix(": ") for kind, prefix, *_ in PROBE_KINDS if getattr(rows[0], kind))}
+    columns = [text for key, text in COLUMNS.items() if key in shown]
     return (f'<dl class="summary" data-testid="summary">{_items(items)}</dl><p>The table\'s columns:</p><ul>'
             + "".join(f"<li>{html.escape(c)}</li>" for c in columns) + "</ul>")
 
