@@ -1,11 +1,18 @@
+import json
+import re
+from pathlib import Path
+
+import pytest
 import torch
+from helpers import layer_row, layers_file
 from user_net import net
 
+from perceptreg import runs
 from perceptreg.attaching.fitting import evaluate_layers
-from helpers import layer_row, layers_file
-
 from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells, layers_table
 from perceptreg.core.attached import attach
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import load_sealed_file, write_sealed
 
 SUMMARY = layers_file(layer_row(name="<conv>", shape=[8, 14, 14], decoder_parameters=12345, test_recon_mse=0.01234,
                                  successful_attacks=8, detector_roc_auc=0.9, detector_roc_auc_interval=None),
@@ -49,3 +56,31 @@ def test_evaluate_layers_returns_measures_that_show_themselves(digits):
     measures = evaluate_layers(attach(net(), ["stem", "fc1"], (1, 28, 28)), digits[1].subset(torch.arange(20)))
     assert isinstance(measures, LayerMeasures) and list(measures["recon_mse"]) == ["stem", "fc1"]
     assert f"<td>stem</td><td>{measures['recon_mse']['stem']:.4f}</td>" in measures._repr_html_()
+
+
+MAIN = Path(__file__).parents[1] / "fixtures" / "main-f9ee0de"
+DAMAGES = {  # a change to layers.json as main f9ee0de wrote it -> the field the error names
+    "an attack setting misspelt": (lambda v: v["attack"].update(step=v["attack"].pop("steps")), "attack.steps"),
+    "an attack without its eps": (lambda v: v["attack"].pop("eps"), "attack.eps"),
+    "an attack other than PGD": (lambda v: v["attack"].update(attack="FGSM"), "attack.attack"),
+    "a row without its readings": (lambda v: v["layers"][1].pop("p_adv_read"), "layers.1.p_adv_read"),
+    "a reading's rate misspelt": (lambda v: v["layers"][0]["accuracy_on_p"].update(rates=0.1),
+                                  "layers.0.accuracy_on_p.rates"),
+    "a mode of neither kind": (lambda v: v.update(mode="frozen"), "mode"),
+}
+
+
+def test_layers_json_of_main_f9ee0de_opens_typed():
+    table = LayerTable.model_validate(load_sealed_file(MAIN / runs.LAYERS_JSON, LayerTable, "attach again"))
+    assert (table.attack.eps, table.attack.images, table.attack.norm) == (0.2, 10, "linf")
+    assert table.layers[1].name == "fc1" and table.layers[0].accuracy_on_p.n == 10
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_layers_json_with_a_key_missing_or_misspelt_is_refused_naming_it(tmp_path, damage):
+    change, field = DAMAGES[damage]
+    values = json.loads((MAIN / runs.LAYERS_JSON).read_text())
+    change(values)
+    write_sealed(tmp_path / runs.LAYERS_JSON, {k: v for k, v in values.items() if k != "checksum"})
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path / runs.LAYERS_JSON))}: field {field}\b"):
+        load_sealed_file(tmp_path / runs.LAYERS_JSON, LayerTable, "attach again")

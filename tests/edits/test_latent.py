@@ -110,7 +110,7 @@ def test_a_flipped_bit_in_a_direction_json_is_caught(net, tmp_path, field):
     its checksum names the JSON."""
     path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10, meta={"eps": 0.2}), tmp_path / "dir", net)
     text = path.with_suffix(".json").read_bytes()
-    at = text.index(b",", text.index(f'"{field}": '.encode())) - 1  # the value's last digit
+    at = re.search(rf'"{field}": [0-9.]+'.encode(), text).end() - 1  # the value's last digit
     path.with_suffix(".json").write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1:])
     with pytest.raises(PerceptregError, match=r"dir.json: its content differs from its checksum"):
         latent.load_direction(path, net)
@@ -227,3 +227,28 @@ def test_flip_interval_is_wilsons_of_the_counts():
     intervals = latent.flip_interval(readings, 1)["H(image)"]
     expected = [measures.rate(1, 4), measures.rate(3, 4)]
     assert intervals == [[e["low"], e["high"]] for e in expected]
+
+
+def test_a_direction_json_of_main_f9ee0de_opens_with_its_meta(net, tmp_path):
+    """main f9ee0de wrote the direction's meta (its run and attack) beside the other keys."""
+    path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10, meta={"run": "runs/demo", "eps": 0.2}),
+                                 tmp_path / "dir", net)
+    saved = json.loads(path.with_suffix(".json").read_text())
+    assert saved["meta"] == {"run": "runs/demo", "eps": 0.2}  # written under its own key
+    flat = {**{k: v for k, v in saved.items() if k not in ("meta", "checksum")}, **saved["meta"]}
+    path.with_suffix(".json").write_text(json.dumps(sealed(flat)))
+    assert latent.load_direction(path, net).meta == {"run": "runs/demo", "eps": 0.2}
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda v: v.update(tagret=v.pop("target")), "target"),  # misspelt: the key it should be is missing
+    (lambda v: v.update(eps=0.2), "eps"),  # beside meta, not in it
+    (lambda v: v.pop("num_classes"), "num_classes"),
+])
+def test_a_direction_json_with_a_key_missing_or_misspelt_is_refused_naming_it(net, tmp_path, change, field):
+    path = latent.save_direction(latent.Direction(torch.randn(32), 8, 3, 10, meta={"eps": 0.2}), tmp_path / "dir", net)
+    values = {k: v for k, v in json.loads(path.with_suffix(".json").read_text()).items() if k != "checksum"}
+    change(values)
+    path.with_suffix(".json").write_text(json.dumps(sealed(values)))
+    with pytest.raises(PerceptregError, match=rf"dir.json: field {field}\b"):
+        latent.load_direction(path, net)

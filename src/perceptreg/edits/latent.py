@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import torch
-from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from perceptreg import data as datasets
 from perceptreg import measures
@@ -166,17 +166,20 @@ def save_direction(direction: Direction, path: str | Path, model: PerceptionNet)
     path = direction_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fileio.save_tensors(path, {"direction": direction.vector})
-    write_sealed(path.with_suffix(".json"), {
-        **direction.meta, "format": DIRECTION_FORMAT, "target": direction.target, "source": direction.source,
-        "count": direction.count, "latent_shape": list(model.latent_shape),
-        "num_classes": model.num_classes, "sha256": datasets.digest_of(path)})
+    write_sealed(path.with_suffix(".json"), DirectionFile(
+        format=DIRECTION_FORMAT, target=direction.target, source=direction.source, count=direction.count, latent_shape=list(model.latent_shape),
+        num_classes=model.num_classes, sha256=datasets.digest_of(path), meta=direction.meta,
+    ).model_dump(exclude={"checksum"}))
     return path
 
 
-class _DirectionFile(Sealed):
-    """The JSON beside a direction's tensor, sealed; further keys are the attack settings it came from."""
+class DirectionFile(Sealed):
+    """The JSON beside a direction's tensor, sealed: the direction's target, source and count,
+    the model it was made for, the tensor file's SHA-256, and ``meta``, what the direction's
+    maker recorded of it (its run and attack; any JSON). Files of before (main f9ee0de) hold
+    ``meta``'s keys at the top level: read as its keys."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     format: Literal[DIRECTION_FORMAT]
     target: NonNegativeInt
     source: NonNegativeInt | None
@@ -184,14 +187,24 @@ class _DirectionFile(Sealed):
     latent_shape: list[PositiveInt]
     num_classes: PositiveInt
     sha256: str | None = Field(default=None, pattern=SHA256)  # of the .safetensors file; older directions have none
+    meta: dict
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_meta(cls, values):
+        if isinstance(values, dict) and "meta" not in values:
+            named = set(cls.model_fields) | {"checksum"}
+            values = {**{k: v for k, v in values.items() if k in named},
+                      "meta": {k: v for k, v in values.items() if k not in named}}
+        return values
 
 
 def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
     """A saved direction, checked against its schema and ``model``'s latent shape and classes."""
     path = Path(path).with_suffix(".safetensors")
-    meta = load_sealed_file(path.with_suffix(".json"), _DirectionFile,
-                           "save the direction again (`perceptreg interpolate --save-direction`)")
-    if meta["sha256"] is not None and datasets.digest_of(path) != meta["sha256"]:
+    saved = DirectionFile.model_validate(load_sealed_file(
+        path.with_suffix(".json"), DirectionFile, "save the direction again (`perceptreg interpolate --save-direction`)"))
+    if saved.sha256 is not None and datasets.digest_of(path) != saved.sha256:
         raise CheckpointError(f"{path}: its SHA-256 differs from the one in {path.with_suffix('.json')}; the file "
                               f"is damaged: save the direction again (`perceptreg interpolate --save-direction`)")
     vector = fileio.load_tensors(path).get("direction")
@@ -201,18 +214,17 @@ def load_direction(path: str | Path, model: PerceptionNet) -> Direction:
         raise PerceptregError(f"{path}: the direction must be finite float32 numbers "
                               f"(it is {vector.dtype}{'' if torch.isfinite(vector).all() else ' with NaN or inf'}); "
                               f"save the direction again")
-    if tuple(vector.shape) != model.latent_shape or tuple(meta["latent_shape"]) != model.latent_shape:
+    if tuple(vector.shape) != model.latent_shape or tuple(saved.latent_shape) != model.latent_shape:
         raise PerceptregError(f"{path}: a direction in a latent space of shape {tuple(vector.shape)}, "
                               f"this model's latent has shape {model.latent_shape}: it was made for "
                               f"another architecture or latent size")
-    if meta["num_classes"] != model.num_classes:
-        raise PerceptregError(f"{path}: made for a model with {meta['num_classes']} classes, "
+    if saved.num_classes != model.num_classes:
+        raise PerceptregError(f"{path}: made for a model with {saved.num_classes} classes, "
                               f"this one has {model.num_classes}")
-    if meta["target"] >= model.num_classes:
-        raise PerceptregError(f"{path}: a direction toward class {meta['target']}, "
+    if saved.target >= model.num_classes:
+        raise PerceptregError(f"{path}: a direction toward class {saved.target}, "
                               f"but the model has classes 0..{model.num_classes - 1}")
-    extra = {k: v for k, v in meta.items() if k not in _DirectionFile.model_fields}
-    return Direction(vector, meta["target"], meta["source"], meta["count"], extra)
+    return Direction(vector, saved.target, saved.source, saved.count, saved.meta)
 
 
 MAX_ALPHAS = 201  # an edit decodes every alpha for every image: keep the grid finite
