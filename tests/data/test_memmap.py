@@ -81,6 +81,16 @@ def test_a_wrong_pixel_mean_is_named(small, pixel_mean, message):
         data.load_memmap(root)
 
 
+
+def test_a_split_with_a_key_unknown_is_named(small):
+    root, _, _ = small
+    meta = json.loads((root / "meta.json").read_text())
+    meta["splits"]["train"]["cout"] = 3  # misspelt beside the right one
+    (root / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(PerceptregError, match=r"meta.json: field splits.train.cout: extra inputs"):
+        data.load_memmap(root)
+
+
 CUT_WHILE_TRAINING = """
 import sys
 from perceptreg import data

@@ -118,6 +118,13 @@ def test_layout_read_back_is_validated(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "bad.png", pnginfo=info)
     with pytest.raises(CheckpointError, match=r"bad.png: field panels.0.title: .*draw the figure again"):
         figures.read_layout(tmp_path / "bad.png")
+    cell = {"box": [0, 0, 4, 4], "label": "x", "caption": "", "wrong": False, "alt": "", "zoom": 2}  # a key unknown
+    info = PngImagePlugin.PngInfo()
+    info.add_text(figures.LAYOUT_KEY, json.dumps({"format": figures.LAYOUT_FORMAT, "panels": [
+        {"title": "", "scale": 1, "cards": [[cell]]}]}))
+    Image.new("RGB", (4, 4)).save(tmp_path / "extra.png", pnginfo=info)
+    with pytest.raises(CheckpointError, match=r"extra.png: field panels.0.cards.0.0.zoom: extra inputs"):
+        figures.read_layout(tmp_path / "extra.png")
     (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(CheckpointError, match=r"cut.png: not a readable image .*draw the figure again"):
         figures.read_layout(tmp_path / "cut.png")

@@ -24,6 +24,7 @@ MEMMAP_FORMAT = "perceptreg.memmap/1"
 
 
 class _Split(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     count: int = Field(ge=0)
     attributes: list[str]
 

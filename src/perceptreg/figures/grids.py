@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from perceptreg import display
 from perceptreg.core.attached import LayerView
@@ -65,6 +65,7 @@ class Grid:
 
 
 class _CellLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     box: tuple[int, int, int, int]
     label: str
     caption: str
@@ -73,12 +74,14 @@ class _CellLayout(BaseModel):
 
 
 class _PanelLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     title: str
     scale: int  # cells are upscaled this many times (nearest neighbour)
     cards: list[list[_CellLayout]]
 
 
 class GridLayout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     format: Literal["perceptreg.grid/1"]
     panels: list[_PanelLayout]
 
