@@ -55,6 +55,8 @@ DAMAGES = {
                                "rows.0.test_acuracy"),
     "a mean without its interval": (runs.SWEEP_JSON, ("rows", 0), lambda row: row.pop("shape_spread_ci95"),
                                     "rows.0.shape_spread"),
+    "an interval of no measure": (runs.SWEEP_JSON, ("rows", 0), lambda row: row.update({"acuracy_ci95": 0.1}),
+                                  "rows.0.acuracy_ci95"),
     "a row without its seeds": (runs.SWEEP_JSON, ("rows", 0), lambda row: row.pop("seeds"), "rows.0.seeds"),
     "a misspelt probe column": (runs.SWEEP_JSON, ("rows", 0), lambda row: row.update(
         {"prob: left_digit": row.pop("probe: left_digit"), "prob: left_digit_ci95": row.pop("probe: left_digit_ci95")}),
