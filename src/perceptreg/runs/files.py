@@ -5,6 +5,7 @@ the names; ``manifest`` reads the checkpoint's, ``writing`` writes them, ``run``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -75,8 +76,18 @@ def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
+    """One epoch's row at the end of metrics.jsonl. The file is sealed by the commit that
+    follows: state.json (a run of `train`) or model.json (a run of `attach`) records
+    ``metrics_digest`` of its rows, checked by ``manifest.committed_metrics``."""
     with open(run_dir / METRICS, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def metrics_digest(rows: list[dict]) -> str:
+    """The SHA-256 of metrics rows, as canonical JSON: the same rows give the same digest
+    however the file spaced them. One digest in the commit file, not a checksum per line:
+    it also says when whole lines, or the whole file, went missing."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
