@@ -5,6 +5,7 @@ the damaged file, from every reader of a run (``open_run`` and the model it rebu
 metrics.jsonl (its rows' digest in the commit file)."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,10 @@ TRAINED = {
     "metrics cut at a line": (_metrics(lambda lines: lines[:-1]), runs.METRICS, "rows of epochs 1, but"),
     "metrics cut in a line": (_metrics(lambda lines: [lines[0], lines[1][:20]]), runs.METRICS, "rows of epochs 1,"),
     "metrics digit changed": (_metrics(_flip_digit), runs.METRICS, "differ from the digest"),
+    "metrics a self-looping link": (lambda run: ((run / runs.METRICS).unlink(), (run / runs.METRICS).symlink_to(
+        run / runs.METRICS)), runs.METRICS, "cannot be read \\(Too many levels of symbolic links"),
+    "metrics a FIFO": (lambda run: ((run / runs.METRICS).unlink(), os.mkfifo(run / runs.METRICS)), runs.METRICS,
+                       "not a regular file but a FIFO"),
     "metrics line deep": (_metrics(lambda lines: [DEEP + "\n", *lines]), runs.METRICS, "nested 100000 levels"),
     "metrics line long number": (_metrics(lambda lines: ['{"epoch": ' + LONG + "}\n", *lines]), runs.METRICS,
                                  "a number of 5000 characters"),

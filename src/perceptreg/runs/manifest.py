@@ -15,6 +15,7 @@ required; its metrics.jsonl, unsealed, must still hold one row per committed epo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -172,7 +173,7 @@ def committed_metrics(run_dir: Path, state: dict | None, meta: dict | None) -> l
     epochs = state["epoch"] if state is not None else None
     digest = state.get("metrics_sha256") if state is not None else (meta or {}).get("metrics_sha256")
     recorded_in = Path(run_dir) / (STATE_META if state is not None else MODEL_META)
-    if not path.exists():
+    if not os.path.lexists(path):  # a link to nowhere, or to itself, is read: the reader names it
         if digest is None and not epochs:
             return []  # nothing committed, or an old attach run
         if digest != metrics_digest([]):
