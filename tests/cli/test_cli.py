@@ -240,7 +240,9 @@ def test_corrupted_checkpoint_is_a_clear_error(trained_run, runner, tmp_path):
     assert "Traceback" not in result.output
     weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (broken / "state.json").unlink()  # an older run: no manifest, no digest, the file read as it is
-    (broken / "model.json").write_text((trained_run / "model.json").read_text().replace('"sha256"', '"was"'))
+    older = json.loads((trained_run / "model.json").read_text())
+    del older["sha256"]  # no digest of the weights in model.json either
+    (broken / "model.json").write_text(json.dumps(older))
     (broken / "model.safetensors").write_bytes(weights.read_bytes())
     result = runner.invoke(main, ["perceive", str(broken)])
     assert result.exit_code == 1 and "model.safetensors: corrupt or not a safetensors file" in result.output

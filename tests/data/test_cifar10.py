@@ -4,6 +4,7 @@ batch. The real archive is never needed."""
 
 import hashlib
 import io
+import os
 import tarfile
 
 import pytest
@@ -50,6 +51,15 @@ def write_folder(folder, files):
     folder.mkdir(parents=True)
     for name, content in files.items():
         (folder / name).write_bytes(content)
+
+
+@pytest.fixture(autouse=True)
+def fixture_digests(monkeypatch):
+    """The batches' published SHA-256s set to the fixtures' own (cifar10's docstring): the
+    check stays, and refuses any other bytes (test_a_batch_of_other_bytes_is_refused)."""
+    digests = {name: hashlib.sha256(content).hexdigest() for name, content in batch_files().items()
+               if name.endswith(".bin")}
+    monkeypatch.setattr(cifar10, "BATCH_SHA256", digests)
 
 
 @pytest.fixture
@@ -200,4 +210,48 @@ def test_a_data_root_without_the_batch_files(tmp_path):
 def test_class_names_come_from_the_meta_file(tmp_path):
     write_folder(tmp_path / "cifar-10-batches-bin", batch_files(**{"batches.meta.txt": b"cat\ndog\n"}))
     with pytest.raises(PerceptregError, match=r"batches.meta.txt: 2 class names, CIFAR-10 has 10"):
+        data.load_dataset("cifar10", root=tmp_path)
+
+
+def test_a_batch_of_other_bytes_is_refused(tmp_path):
+    """Right layout, other bytes (labels 0..9, any pixels): refused by its digest, naming the file."""
+    other = b"".join(record(i % 10, 200 + i) for i in range(PER_BATCH))
+    write_folder(tmp_path / "cifar-10-batches-bin", batch_files(**{"data_batch_4.bin": other}))
+    with pytest.raises(PerceptregError, match=rf"^{tmp_path}/cifar-10-batches-bin/data_batch_4.bin: SHA-256 "
+                                              rf"{hashlib.sha256(other).hexdigest()} is not CIFAR-10's"):
+        data.load_dataset("cifar10", root=tmp_path)
+
+
+def test_the_published_digests_are_kept():
+    """The module's own digests (the fixture replaces them per test): six 64-hex SHA-256s."""
+    import importlib
+    fresh = importlib.reload(cifar10)
+    assert sorted(fresh.BATCH_SHA256) == sorted((*fresh.TRAIN_FILES, fresh.TEST_FILE))
+    assert fresh.BATCH_SHA256["data_batch_1.bin"].startswith("cee916563c9f80d8")
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in fresh.BATCH_SHA256.values())
+
+
+def test_other_class_names_are_refused(tmp_path):
+    names = ("\n".join(("plane",) + CLASSES[1:]) + "\n").encode()
+    write_folder(tmp_path / "cifar-10-batches-bin", batch_files(**{"batches.meta.txt": names}))
+    with pytest.raises(PerceptregError, match=r"batches.meta.txt: class names plane, .* not CIFAR-10's airplane"):
+        data.load_dataset("cifar10", root=tmp_path)
+
+
+def _fifo(path):
+    os.mkfifo(path)
+
+
+def _zero(path):
+    path.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("make, what", [(_fifo, "a FIFO"), (lambda p: p.mkdir(), "a folder"),
+                                        (_zero, "a character device")])
+def test_a_batch_that_is_no_file_is_named_for_what_it_is(tmp_path, make, what):
+    files = batch_files()
+    del files["data_batch_2.bin"]
+    write_folder(tmp_path / "cifar-10-batches-bin", files)
+    make(tmp_path / "cifar-10-batches-bin" / "data_batch_2.bin")
+    with pytest.raises(PerceptregError, match=rf"data_batch_2.bin is not a regular file but {what}"):
         data.load_dataset("cifar10", root=tmp_path)

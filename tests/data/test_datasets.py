@@ -1,6 +1,8 @@
 """Loaders of the datasets issue, each on small format-faithful fixtures made here."""
 
 import hashlib
+import os
+import re
 import warnings
 import zipfile
 
@@ -349,7 +351,6 @@ def test_image_folder_with_train_and_test_and_mixed_sizes(tmp_path):
 def test_a_one_class_image_folder_is_refused(tmp_path, layout):
     root = tmp_path / "d" / "train" if layout == "split" else tmp_path / "d"
     write_folder(root, classes=("cat",))
-    (root / "dog").mkdir()  # a class folder without images is no second class
     if layout == "split":
         write_folder(tmp_path / "d" / "test", classes=("cat",))
     with pytest.raises(PerceptregError, match=r"1 class\(es\) \(cat\)"):
@@ -379,3 +380,64 @@ def test_registry_names_the_matching_architecture(name, arch):
 def test_registry_rejects_unknown_names(name):
     with pytest.raises(PerceptregError, match="unknown dataset"):
         data.default_arch(name)
+
+
+# --- a folder dataset taken on trust no more: each case names the file or folder at fault ----------
+
+def _fifo_image(root):
+    os.mkfifo(root / "cat" / "bad.png")
+    return root / "cat" / "bad.png", "is not a regular file but a FIFO"
+
+
+def _empty_class(root):
+    (root / "bird").mkdir()
+    return root / "bird", "a class folder with no image files"
+
+
+def _class_linked_out(root):
+    outside = root.parent / "elsewhere"
+    write_folder(outside, classes=("bird",))
+    (root / "bird").symlink_to(outside / "bird")
+    return root / "bird", "a class folder that links out of"
+
+
+def _huge_png(root):
+    Image.new("L", (5000, 4000)).save(root / "dog" / "huge.png")  # 20 million pixels, over MAX_PIXELS
+    return root / "dog" / "huge.png", "has 5000x4000 pixels; at most"
+
+
+def _bomb_png(root, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 20000x20000 PNG's check, scaled down
+    Image.new("L", (50, 50)).save(root / "dog" / "bomb.png")  # over twice the limit: Pillow raises
+    return root / "dog" / "bomb.png", "is not a readable image \\(DecompressionBombError"
+
+
+FOLDER_CASES = {"fifo": _fifo_image, "empty class": _empty_class, "class linked out": _class_linked_out,
+                "huge png": _huge_png}
+
+
+@pytest.mark.parametrize("case", FOLDER_CASES)
+@pytest.mark.parametrize("arch", [None, "mnist"])  # without: the size probe reads the headers first
+def test_a_damaged_image_folder_is_refused_naming_what(tmp_path, case, arch):
+    root = tmp_path / "d"
+    write_folder(root)
+    where, words = FOLDER_CASES[case](root)
+    with pytest.raises(PerceptregError, match=rf"^{re.escape(str(where))}:? .*{words}"):
+        if arch is None:
+            data.image_folder_shape(root)
+        data.load_dataset(f"folder:{root}", image_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize("probe", [True, False])
+def test_pillows_bomb_check_is_our_error(tmp_path, monkeypatch, probe):
+    root = tmp_path / "d"
+    write_folder(root)
+    where, words = _bomb_png(root, monkeypatch)
+    with pytest.raises(PerceptregError, match=rf"^{re.escape(str(where))} {words}"):
+        data.image_folder_shape(root) if probe else data.load_dataset(f"folder:{root}", image_shape=(1, 28, 28))
+
+
+def test_a_dataset_too_large_for_memory_is_refused_before_allocating():
+    with pytest.raises(PerceptregError, match=r"dataset mnist-strips-train: 1,000,000,000 images of 3x32x32 need "
+                                              r"[\d,]+ GiB, more than this machine's"):
+        data.load_dataset("mnist-strips:1000000000")

@@ -12,18 +12,20 @@ from perceptreg import runs
 from perceptreg.cli import main
 from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.storage.schema import sealed
 
 TRAIN = TrainConfig(train_size=300, epochs=2).to_dict()
 ATTACH = AttachConfig(model=f"{USER_NET}:build", layers=("fc1",)).to_dict()
-STATE = {"epoch": 1, "optimizer": {}, "files": {"state": "state-000001.safetensors",
-                                                "model": "model-000001.safetensors"}, "sha256": {}}
+RAW_STATE = {"epoch": 1, "optimizer": {}, "files": {"state": "state-000001.safetensors",
+                                                    "model": "model-000001.safetensors"}, "sha256": {}}
+STATE = sealed(RAW_STATE)  # state.json's checksum is required
 
 # what a folder may hold: file name -> content, as each writer leaves it
 FOLDERS = {
     "empty": {},
     "trained, stopped before its first checkpoint": {runs.CONFIG: TRAIN},
     "trained": {runs.CONFIG: TRAIN, runs.STATE_META: STATE, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
-                "model-000001.safetensors": b"x", runs.MODEL: b"x"},
+                "model-000001.safetensors": b"x", runs.MODEL: b"x", runs.METRICS: b'{"epoch": 1}\n'},
     "trained, state.json lost": {runs.CONFIG: TRAIN, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
                                  "model-000003.safetensors": b"x", runs.MODEL: b"x"},
     "attached, unfinished": {runs.CONFIG: ATTACH},
@@ -80,7 +82,7 @@ def test_a_run_continues_only_with_its_own_settings(tmp_path, changed, refused):
 
 
 def test_a_resume_may_not_cut_a_run_shorter_than_it_is(tmp_path):
-    folder = make(tmp_path / "run", {**FOLDERS["trained"], runs.STATE_META: {**STATE, "epoch": 3}})
+    folder = make(tmp_path / "run", {**FOLDERS["trained"], runs.STATE_META: sealed({**RAW_STATE, "epoch": 3})})
     with pytest.raises(PerceptregError, match="has 3 epochs; `epochs` must be at least 3"):
         runs.check_writable_for_training(folder, TrainConfig.from_dict({**TRAIN, "epochs": 1}), resume=True)
 

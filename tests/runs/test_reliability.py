@@ -159,7 +159,8 @@ def test_a_kill_9_between_any_two_checkpoint_writes_loses_nothing(window, tmp_pa
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("state.json", '{"world_size": 1, "optimizer": {}}', "state.json: field epoch"),
+    ("state.json", '{"world_size": 1, "optimizer": {}, "checksum": "' + "0" * 64 + '"}', "state.json: field epoch"),
+    ("state.json", '{"epoch": 1, "optimizer": {}}', "state.json: field checksum: field required"),
     ("state.json", "[1, 2]", "state.json: field the top level"),
     ("model.json", "{}", "model.json: field format"),
     ("model.json", "[]", "model.json: field the top level"),
@@ -174,8 +175,8 @@ def test_a_damaged_run_file_is_one_error_line_and_nothing_changes(name, content,
     broken.mkdir()
     for path in trained_run.iterdir():
         (broken / path.name).write_bytes(path.read_bytes())
-    if name == "model.json":  # what readers take it from: the manifest's entry, else model.json
-        rewrite_state(broken, lambda state: state.pop("model"))
+    if name == "model.json":  # what readers take it from: the manifest's entry, else (older runs) model.json
+        rewrite_state(broken, lambda state: [state.pop(key) for key in ("model", "format", "metrics_sha256")])
     (broken / name).write_text(content)
     before = {p.name: p.read_bytes() for p in broken.iterdir()}
     command = ["report", str(broken)] if name == "metrics.jsonl" else ["perceive", str(broken), "--n", "2"]

@@ -7,6 +7,7 @@ import pytest
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.storage.schema import sealed
 
 
 def test_a_trained_run_reads_back(trained_run):
@@ -28,7 +29,7 @@ def test_completed_epochs_follows_the_state_not_the_metrics(trained_run, tmp_pat
     for name in (runs.CONFIG, runs.METRICS):
         (copy / name).write_bytes((trained_run / name).read_bytes())
     assert runs.completed_epochs(copy) == 0  # metrics without a checkpoint: nothing to trust
-    (copy / runs.STATE_META).write_text(json.dumps({"epoch": 1, "optimizer": {}}))
+    (copy / runs.STATE_META).write_text(json.dumps(sealed({"epoch": 1, "optimizer": {}})))
     assert runs.completed_epochs(copy) == 1
 
 
@@ -41,7 +42,8 @@ def test_history_up_to_drops_later_epochs(tmp_path):
 
 def test_prepare_refuses_a_changed_resume(tmp_path):
     runs.prepare(tmp_path, TrainConfig(lam=0.1), resume=False)
-    (tmp_path / runs.STATE_META).write_text(json.dumps({"epoch": 1, "optimizer": {}}))
+    (tmp_path / runs.STATE_META).write_text(json.dumps(sealed({"epoch": 1, "optimizer": {}})))
+    runs.append_metrics(tmp_path, {"epoch": 1})
     with pytest.raises(PerceptregError, match="was trained with lam 0.1 .asked 0.2."):
         runs.prepare(tmp_path, TrainConfig(lam=0.2), resume=True)
     runs.prepare(tmp_path, TrainConfig(lam=0.1, epochs=30), resume=True)  # longer is fine

@@ -75,13 +75,54 @@ def _huge(path):
         f.truncate(fileio.JSON_LIMIT + 1)  # sparse: no disk used
 
 
-@pytest.mark.parametrize("make, words", [(_fifo, "not a regular file"), (_zero_link, "not a regular file"),
-                                         (_folder, "not a regular file"), (_huge, "more than the 64 MiB")])
+@pytest.mark.parametrize("make, words", [(_fifo, "not a regular file but a FIFO"),
+                                         (_zero_link, "not a regular file but a character device"),
+                                         (_folder, "not a regular file but a folder"), (_huge, "more than the 64 MiB")])
 def test_only_a_regular_file_of_bounded_size_is_read(tmp_path, make, words):
     path = tmp_path / "config.json"
     make(path)
     with pytest.raises(CheckpointError, match=words):
         fileio.read_json(path)  # no hang, no MemoryError, no IsADirectoryError
+
+
+# --- the one JSON parser: valid but pathological JSON is one error naming the file -------------------
+
+PATHOLOGICAL = {
+    "deep list": "[" * 100_000,  # RecursionError in json.loads
+    "deep object": '{"a":' * 5000 + "1" + "}" * 5000,
+    "long integer": "1" * 5000,  # ValueError: over 4300 digits
+    "long integer in an object": '{"epoch": ' + "9" * 5000 + "}",
+    "long float": "0." + "1" * 5000,
+    "long exponent": "1e" + "9" * 200,
+    "not JSON": '{"epoch": ',
+    "not UTF-8": b'{"a": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("case", PATHOLOGICAL)
+def test_pathological_json_is_one_error_naming_the_file(tmp_path, case):
+    path = tmp_path / "state.json"
+    content = PATHOLOGICAL[case]
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(CheckpointError) as caught:
+        fileio.read_json(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ['{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
+                                  '{"a": "' + "7" * 500 + '", "b": "\\"[[["}', '[[[[[[[[[[1]]]]]]]]]]', "1.5e-300"])
+def test_brackets_and_digits_inside_strings_and_shallow_nesting_are_fine(text):
+    import json as plain
+    assert fileio.parse_json(text, "x") == plain.loads(text)
+
+
+def test_the_bounds_are_the_documented_ones():
+    assert fileio.parse_json("[" * 64 + "]" * 64, "x") is not None
+    with pytest.raises(CheckpointError, match="nested 65 levels"):
+        fileio.parse_json("[" * 65 + "]" * 65, "x")
+    assert fileio.parse_json("1" * 100, "x") == int("1" * 100)
+    with pytest.raises(CheckpointError, match="a number of 101 characters"):
+        fileio.parse_json("1" * 101, "x")
 
 
 def _header(entries, data=b"", length=None):
@@ -97,6 +138,7 @@ def _header(entries, data=b"", length=None):
     _header({"w": {"dtype": "X9", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16),
     _header({"w": {"dtype": "F32", "shape": "4", "data_offsets": [0, 16]}}, b"\0" * 16),
     _header([1, 2]),
+    struct.pack("<Q", 100_000) + b"[" * 100_000,  # a header nested past the JSON bound
 ])
 def test_a_damaged_safetensors_header_is_refused_before_any_tensor_is_allocated(tmp_path, content):
     path = tmp_path / "model.safetensors"
@@ -121,10 +163,12 @@ def test_a_name_read_from_a_file_may_not_lead_out_of_its_folder(tmp_path, name):
         fileio.guarded(folder / name, folder=folder)
 
 
-@pytest.mark.parametrize("read", ["memmap", "image", "idx", "report png"])
+@pytest.mark.parametrize("read", ["memmap", "image", "idx", "report png", "image probe", "weights .pt",
+                                  "mnist5k csv"])
 def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
     from perceptreg.core.errors import PerceptregError
     from perceptreg.data import images, memmap, mnist
+    from perceptreg.runs import user_models
     from perceptreg.views import report_html
 
     path = tmp_path / "file"
@@ -132,7 +176,10 @@ def test_dataset_and_figure_files_are_guarded_too(tmp_path, read):
     calls = {"memmap": lambda: memmap._open_npy(path, (1,), "uint8"),
              "image": lambda: images.decode_image(path, (1, 28, 28)),
              "idx": lambda: mnist.read_idx(path),
-             "report png": lambda: report_html.figure(path, "plot")}  # the report's reader of a PNG file
+             "report png": lambda: report_html.figure(path, "plot"),  # the report's reader of a PNG file
+             "image probe": lambda: images.image_header(path),  # a folder's size probe, without --arch
+             "weights .pt": lambda: user_models.read_weights(path),  # attach --weights FIFO
+             "mnist5k csv": lambda: mnist.load_mnist5k(path)}
     with pytest.raises(PerceptregError, match="not a regular file"):
         calls[read]()  # a FIFO: each of these blocked forever
 

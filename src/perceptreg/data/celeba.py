@@ -81,7 +81,7 @@ def _celeba_image_reader(root: Path):
         return lambda name: fileio.guarded(folder / name, fileio.IMAGE_LIMIT, folder).read_bytes()
     if archive.exists():
         import zipfile
-        handle = zipfile.ZipFile(archive)
+        handle = zipfile.ZipFile(fileio.guarded(archive))
         return lambda name: handle.read(f"img_align_celeba/{name}")
     raise PerceptregError(f"{root}: neither img_align_celeba/ nor img_align_celeba.zip is there; {CELEBA_HELP}")
 
@@ -173,4 +173,7 @@ def _decoded_faces(root: Path, read, names: list[str], size: int) -> torch.Tenso
         except (KeyError, FileNotFoundError) as err:
             raise PerceptregError(f"{root}: image {name} is missing ({err}); the image folder or "
                                   f"zip is partial, {CELEBA_HELP}") from err
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # UnidentifiedImageError too
+            raise PerceptregError(f"{root}: image {name} is not a readable image ({type(err).__name__}: {err}); "
+                                  f"{CELEBA_HELP}") from err
     return torch.from_numpy(np.stack(faces)).permute(0, 3, 1, 2).contiguous()

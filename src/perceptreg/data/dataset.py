@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -16,6 +18,23 @@ import torch
 from perceptreg.core.errors import PerceptregError
 
 DIGITS = tuple(str(d) for d in range(10))
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory, in bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_memory(count: int, image_shape: tuple[int, ...], where: str, bytes_per_value: int = 1) -> None:
+    """Refuse, before allocating, ``count`` images of ``image_shape`` (``bytes_per_value``
+    each value, with what making them takes) that would not fit this machine's memory:
+    a count of 10^9 is a typo said in one line, not a process the kernel kills."""
+    needed = count * math.prod(image_shape) * bytes_per_value
+    if needed > memory_bytes():
+        raise PerceptregError(f"{where}: {count:,} images of {'x'.join(map(str, image_shape))} need "
+                              f"{needed / 2**30:,.0f} GiB, more than this machine's "
+                              f"{memory_bytes() / 2**30:,.0f} GiB of memory; give fewer images")
+
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset(torch.utils.data.Dataset):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from perceptreg.core.errors import PerceptregError
-from perceptreg.data.dataset import ImageDataset, stratified_split
+from perceptreg.data.dataset import ImageDataset, check_memory, stratified_split
 from perceptreg.storage.fileio import IMAGE_LIMIT, guarded
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -148,13 +148,10 @@ def image_folder_shape(root: str | Path) -> tuple[int, int, int]:
     first: dict[tuple[int, int], Path] = {}  # size -> the first file of that size
     grey = True
     for split in splits:
-        for folder in sorted(p for p in split.iterdir() if p.is_dir()):
-            for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                try:
-                    with Image.open(file) as picture:
-                        size, grey = picture.size, grey and picture.mode in GREY_MODES
-                except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-                    raise ImageDecodeError(f"{file} is not a readable image ({type(err).__name__}: {err})") from err
+        for folder, files in class_folders(split):
+            for file in files:
+                size, mode = image_header(file)
+                grey = grey and mode in GREY_MODES
                 first.setdefault(size, file)
                 if len(first) > 1:
                     (a, a_file), (b, b_file) = first.items()
@@ -168,23 +165,59 @@ def image_folder_shape(root: str | Path) -> tuple[int, int, int]:
     return (1 if grey else 3, height, width)
 
 
+def image_header(file: Path) -> tuple[tuple[int, int], str]:
+    """An image file's (width, height) and Pillow mode, from its header alone; ``guarded``
+    (a FIFO would block the probe), and at most MAX_PIXELS."""
+    try:
+        with Image.open(guarded(file, IMAGE_LIMIT)) as picture:
+            size, mode = picture.size, picture.mode
+    except PerceptregError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageDecodeError(f"{file} is not a readable image ({type(err).__name__}: {err})") from err
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageTooLargeError(f"{file} has {size[0]}x{size[1]} pixels; at most {MAX_PIXELS} are read")
+    return size, mode
+
+
+def class_folders(root: Path) -> list[tuple[Path, list[Path]]]:
+    """root/<class>/ folders by name, each with its image files by name. A class folder
+    with no images (a class no image teaches), or one that is a link out of ``root`` (a
+    tree that is not what it looks like), is refused, naming it."""
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+        listed = [(folder, sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+                  for folder in folders]
+    except OSError as err:  # unreadable, or removed while we looked
+        raise PerceptregError(f"{root}: cannot be listed ({err.strerror or err}); expected "
+                              f"root/<class>/<image files>") from None
+    inside = root.resolve()
+    for folder, files in listed:
+        if not folder.resolve().is_relative_to(inside):
+            raise PerceptregError(f"{folder}: a class folder that links out of {root} (to {folder.resolve()}); "
+                                  f"copy the images into {root}, or remove the link")
+        if not files:
+            raise PerceptregError(f"{folder}: a class folder with no image files ({', '.join(IMAGE_SUFFIXES)}); "
+                                  f"put its images there, or remove the folder")
+    return listed
+
+
 def load_image_folder_split(root: Path, image_shape: tuple[int, int, int],
                             classes: Sequence[str] | None = None) -> ImageDataset:
     if not root.is_dir():
         raise PerceptregError(f"{root}: not a folder; expected root/<class>/<image files>")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    folders = class_folders(root)
     defines_classes = classes is None  # a test split may lack some of the training classes
-    classes = tuple(classes) if classes is not None else tuple(p.name for p in folders)
+    classes = tuple(classes) if classes is not None else tuple(folder.name for folder, _ in folders)
+    check_memory(sum(len(files) for _, files in folders), image_shape, str(root))
     images, labels, resized = [], [], 0
-    for folder in folders:
+    for folder, files in folders:
         if folder.name not in classes:
             raise PerceptregError(f"{folder}: class {folder.name!r} is not among the training classes {classes}")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if files:
-            tensor, count = _read_images(files, image_shape)
-            images.append(tensor)
-            resized += count
-            labels += [classes.index(folder.name)] * len(files)
+        tensor, count = _read_images(files, image_shape)
+        images.append(tensor)
+        resized += count
+        labels += [classes.index(folder.name)] * len(files)
     if not images:
         raise PerceptregError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its class folders; "
                               f"expected root/<class>/<image files>")

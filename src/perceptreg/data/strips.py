@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from perceptreg.core.errors import PerceptregError
-from perceptreg.data.dataset import ImageDataset
+from perceptreg.data.dataset import ImageDataset, check_memory
 from perceptreg.data.mnist import mnist5k_split
 
 # Distinct colours for foreground and background; the attributes store indices into this.
@@ -30,6 +30,8 @@ def make_mnist_strips(digits: ImageDataset, seed: int, name: str, size: int | No
     """
     generator = torch.Generator().manual_seed(seed)
     n = size or len(digits)
+    # the colours are mixed in float32 (4 bytes), twice over, before the uint8 image is kept
+    check_memory(n, (3, 32, 32), f"dataset {name}", bytes_per_value=9)
     centre = torch.arange(n) % len(digits)
     left, right = (torch.randint(0, len(digits), (n,), generator=generator) for _ in range(2))
     foreground = torch.randint(0, len(PALETTE), (n,), generator=generator)

@@ -25,7 +25,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
 from perceptreg.storage import schema
-from perceptreg.storage.fileio import IMAGE_LIMIT, CheckpointError, atomic_write, guarded
+from perceptreg.storage.fileio import IMAGE_LIMIT, CheckpointError, atomic_write, guarded, parse_json
 
 CAPTION_HEIGHT = 14  # one line of caption text
 TITLE_HEIGHT = 16  # one line of a grid's title
@@ -206,11 +206,7 @@ def read_layout(path: str | Path) -> dict | None:
         raise CheckpointError(f"{path}: not a readable image ({err}); draw the figure again") from err
     if raw is None:
         return None
-    try:
-        loaded = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: the grid layout it holds is not JSON ({err.msg}); "
-                                     f"draw the figure again") from err
+    loaded = parse_json(raw, f"{path} (the grid layout it holds)")
     return schema.validated(loaded, GridLayout, path, "draw the figure again")
 
 

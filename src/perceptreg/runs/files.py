@@ -5,6 +5,7 @@ the names; ``manifest`` reads the checkpoint's, ``writing`` writes them, ``run``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -75,38 +76,41 @@ def read_config(run_dir: str | Path) -> TrainConfig | AttachConfig:
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
+    """One epoch's row at the end of metrics.jsonl. The file is sealed by the commit that
+    follows: state.json (a run of `train`) or model.json (a run of `attach`) records
+    ``metrics_digest`` of its rows, checked by ``manifest.committed_metrics``."""
     with open(run_dir / METRICS, "a") as f:
         f.write(json.dumps(row) + "\n")
 
 
-def _refuse_nan(name: str):
-    """No NaN or Infinity in a metrics row: a run that reached one stopped with an error,
-    so the file is damaged, and resume would carry it into the run's curves."""
-    raise ValueError(f"a number is {name}")
+def metrics_digest(rows: list[dict]) -> str:
+    """The SHA-256 of metrics rows, as canonical JSON: the same rows give the same digest
+    however the file spaced them. One digest in the commit file, not a checksum per line:
+    it also says when whole lines, or the whole file, went missing."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
-    from perceptreg.storage.fileio import CheckpointError, read_text
+    from perceptreg.storage.fileio import BadJSONError, CheckpointError, parse_json, read_text
 
     path = Path(run_dir) / METRICS
-    text = read_text(path)
-    lines = text.split("\n")
+    lines = read_text(path).split("\n")
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line, parse_constant=_refuse_nan)
+        try:  # no NaN or Infinity: a run that reached one stopped with an error, the file is damaged
+            row = parse_json(line, path, constants=False)
             if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                raise ValueError("a row must be an object with an integer epoch")
-        except ValueError as err:
+                raise BadJSONError(path, "a row must be an object with an integer epoch")
+        except BadJSONError as err:
             if number == len(lines):  # no newline after it: the append was cut short
                 warnings.warn(f"{path}: line {number} was cut short (the run was killed while writing it); "
                               f"it is left out", RuntimeWarning, stacklevel=2)
                 break
-            raise CheckpointError(f"{path}: line {number} is not a metrics row ({err}); "
-                                  f"the file is damaged") from err
+            raise CheckpointError(f"{path}: line {number} is not a metrics row ({err.reason}); "
+                                  f"the file is damaged") from None
         rows.append(row)
     return rows

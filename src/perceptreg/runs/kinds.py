@@ -12,7 +12,6 @@ refused before it writes, so no run is ever replaced by another.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from perceptreg.core.errors import PerceptregError
@@ -28,7 +27,7 @@ from perceptreg.runs.files import (
     SWEEP_JSON,
     read_config,
 )
-from perceptreg.storage.fileio import check_output_path
+from perceptreg.storage.fileio import check_output_path, parse_json
 
 KINDS = {"trained": "a run of `train`", "attached": "a run of `attach`", "sweep": "a sweep",
          "dataset": "a dataset of `prepare`", "reproducing": "the runs of REPRODUCING.md"}
@@ -109,8 +108,8 @@ def _small_json(path: Path) -> dict:
     try:
         if not path.is_file() or path.stat().st_size > 2**20:
             return {}
-        values = json.loads(path.read_text())
-    except (OSError, ValueError):
+        values = parse_json(path.read_text(), path)
+    except (OSError, ValueError, PerceptregError):
         return {}
     return values if isinstance(values, dict) else {}
 

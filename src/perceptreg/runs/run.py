@@ -185,6 +185,12 @@ class AttachedRun(Run):
         seen = attach(user_models.build(spec, self.config.model_kwargs), self.config.layers, self.input_shape,
                       normalize=self.config.normalize, seed=self.config.seed,
                       decoder_params=self.config.decoder_params)
+        recorded = self._model_meta()["activation_shapes"]
+        shapes = {layer: list(shape) for layer, shape in seen.activation_shapes.items()}
+        if shapes != recorded:  # the decoders were made for these: other shapes, other decoders
+            layer = next(k for k in shapes if shapes[k] != recorded.get(k))
+            raise CheckpointError(f"{self.path / files.MODEL_META}: activation shape of {layer} {recorded.get(layer)}, "
+                                  f"but the model gives {shapes[layer]}; {manifest.DAMAGED}")
         path, tensors = self._weights()
         fileio.load_weights(seen, tensors, path)
         seen.decoders_fitted()
@@ -214,6 +220,9 @@ def open_run(path: str | Path | Run) -> TrainedRun | AttachedRun:
     meta = manifest.model_meta(path, state)
     if isinstance(config, TrainConfig):
         manifest.check_arch(path, config.arch, meta, files.MODEL_META)
-    metrics = files.read_metrics(path) if (path / files.METRICS).exists() else []
+    elif meta is not None and list(meta.get("layers", ())) != list(config.layers):
+        raise CheckpointError(f"{path / files.MODEL_META}: layers {meta.get('layers')}, but {files.CONFIG} attaches "
+                              f"{list(config.layers)}; {manifest.DAMAGED}")
+    metrics = manifest.committed_metrics(path, state, meta)
     kind = AttachedRun if isinstance(config, AttachConfig) else TrainedRun
     return kind(path, config, state, meta, metrics)

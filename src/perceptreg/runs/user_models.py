@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -113,9 +112,9 @@ def parse_kwargs(text: str | None) -> Kwargs:
         if not equals or not key.strip().isidentifier():
             raise PerceptregError(f"`model_kwargs` {text!r}: give NAME=VALUE pairs, comma-separated, e.g. "
                                   f"num_classes=10,width=2")
-        try:
-            parsed = json.loads(value.strip())
-        except ValueError:
+        try:  # bounded: a 5000-digit number or 100,000 "[" is a string, not a crash
+            parsed = fileio.parse_json(value.strip(), "`model_kwargs`")
+        except PerceptregError:
             parsed = value.strip()
         pairs.append((key.strip(), parsed))
     return tuple(pairs)
@@ -132,6 +131,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         return fileio.load_tensors(path)
+    fileio.guarded(path)  # a FIFO would block torch.load, a folder or device give no state dict
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses pickled objects: a whole model, an optimizer class

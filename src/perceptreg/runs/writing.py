@@ -29,6 +29,7 @@ from perceptreg.runs.files import (
     MODEL_FORMAT,
     MODEL_META,
     STATE_META,
+    metrics_digest,
     read_metrics,
 )
 from perceptreg.runs.kinds import check_writable
@@ -68,10 +69,10 @@ def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool
         raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")
     if resume and done:
         manifest.check_arch(run_dir, config.arch, manifest.read_state(run_dir).get("model"), STATE_META)
-    if resume and done and (run_dir / METRICS).exists():  # a damaged metrics.jsonl (NaN) refused before any write
+    if resume and done:  # a damaged metrics.jsonl (missing, cut, edited, NaN) refused before any write
         with warnings.catch_warnings():  # a torn last line is said once, when the history is read
             warnings.simplefilter("ignore", RuntimeWarning)
-            read_metrics(run_dir)
+            manifest.committed_metrics(run_dir, manifest.read_state(run_dir), None)
 
 
 def settle(run_dir: Path) -> None:
@@ -122,10 +123,11 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
             "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
     digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
+    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]  # this epoch's row was appended just now
     write_sealed(run_dir / STATE_META, {  # the commit point
-        "epoch": epoch, "world_size": world, "optimizer": optim_meta,
+        "format": manifest.STATE_FORMAT, "epoch": epoch, "world_size": world, "optimizer": optim_meta,
         "scaler": scaler.state_dict() if scaler.is_enabled() else None, "files": files,
-        "sha256": digests, "model": meta})
+        "sha256": digests, "model": meta, "metrics_sha256": metrics_digest(rows)})
     for old in run_dir.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].safetensors"):
         if old.name not in files.values():
             old.unlink()
@@ -171,12 +173,13 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def history_up_to(run_dir: Path, last_epoch: int, rewrite: bool = True) -> list[dict]:
-    """Metrics of the epochs up to ``last_epoch``; rewrites metrics.jsonl without later lines
-    (a kill between the metrics line and the state re-runs that epoch)."""
-    if not (run_dir / METRICS).exists():
-        return []
-    rows = [r for r in read_metrics(run_dir) if r["epoch"] <= last_epoch]
-    if rewrite:
+    """Metrics of the epochs up to ``last_epoch``, the committed one, checked against the
+    checkpoint (``manifest.committed_metrics``: never a history silently shorter); rewrites
+    metrics.jsonl without later lines (a kill between the metrics line and the state re-runs
+    that epoch). ``last_epoch`` 0: a run that starts over, its file emptied."""
+    rows = [r for r in manifest.committed_metrics(run_dir, manifest.read_state(run_dir), None)
+            if r["epoch"] <= last_epoch] if last_epoch else []
+    if rewrite and (rows or (run_dir / METRICS).exists()):
         fileio.atomic_write(run_dir / METRICS,
                             lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows)))
     return rows
@@ -200,8 +203,9 @@ def save_attached(run_dir: Path, seen, config: AttachConfig, classes: tuple[str,
     """The attached model (the user's weights, as fine-tuned in joint mode, and every decoder)
     and what rebuilds it: the config names the user's file, model.json the layers."""
     fileio.save_tensors(run_dir / MODEL, seen.state_dict())
+    rows = read_metrics(run_dir) if (run_dir / METRICS).exists() else []  # appended just now
     publish_model(run_dir, run_dir / MODEL, {  # model.json last: an attach run is complete once it exists
-        "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
+        "metrics_sha256": metrics_digest(rows), "format": ATTACHED_FORMAT, "layers": list(seen.layers), "num_classes": seen.num_classes,
         "input_shape": list(seen.input_shape), "classes": list(classes), "dataset": config.dataset,
         "mode": config.mode, "activation_shapes": {k: list(v) for k, v in seen.activation_shapes.items()},
         "versions": versions()}, datasets.digest_of(run_dir / MODEL))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
-from stat import S_ISREG
+import stat as modes
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -116,14 +118,24 @@ def guarded(path: Path, limit: int | None = None, folder: Path | None = None) ->
         stat = path.stat()
     except FileNotFoundError:
         raise MissingFileError(f"{path}: not found") from None
-    except OSError as err:
+    except OSError as err:  # a link loop, a name too long, no permission
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
-    if not S_ISREG(stat.st_mode):
-        raise CheckpointError(f"{path} is not a regular file (a folder, pipe or device); replace it with the file")
+    if not modes.S_ISREG(stat.st_mode):
+        raise CheckpointError(f"{path} is not a regular file but {_what(stat.st_mode)}; replace it with the file")
     if limit is not None and stat.st_size > limit:
         raise CheckpointError(f"{path}: {stat.st_size / 2**20:.0f} MiB, more than the {limit / 2**20:.0f} MiB such a "
                               f"file can be; it is not ours, or damaged")
     return path
+
+
+def _what(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    for test, words in ((modes.S_ISDIR, "a folder"), (modes.S_ISFIFO, "a FIFO (a named pipe)"),
+                        (modes.S_ISCHR, "a character device"), (modes.S_ISBLK, "a block device"),
+                        (modes.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "something else"
 
 
 def read_text(path: Path, limit: int = JSON_LIMIT) -> str:
@@ -136,11 +148,64 @@ def read_text(path: Path, limit: int = JSON_LIMIT) -> str:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
-def read_json(path: Path) -> Any:
+# JSON that is valid but pathological: Python's parser recurses once per level (100,000 "["
+# are a RecursionError) and refuses integers of over 4300 digits (a ValueError). Ours nest
+# under 10 levels and write no number longer than a float's repr (about 25 characters).
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_CHARS = 100
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string (its brackets and digits are text, not structure)
+_LONG_NUMBER = re.compile(r"[-+.eE0-9]{%d,}" % (MAX_NUMBER_CHARS + 1))
+
+
+class BadJSONError(CheckpointError):
+    """A file that is not JSON, or JSON no file of ours is; ``reason`` says why, without the file."""
+
+    def __init__(self, where, reason: str, fix: str = "the file is damaged or not ours"):
+        super().__init__(f"{where}: {reason}; {fix}")
+        self.reason = reason
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"a number is {name}")
+
+
+def parse_json(text: str | bytes, where: str | Path, constants: bool = True) -> Any:
+    """``text`` parsed as JSON, after checking that it nests at most MAX_JSON_DEPTH levels
+    and holds no number longer than MAX_NUMBER_CHARS: the one JSON parser of every file we
+    read (``where`` names it in the error). ``constants`` False: NaN and Infinity refused."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as err:
+            raise BadJSONError(where, f"not UTF-8 text ({err})") from None
+    structure = _STRING.sub('""', text)
+    depth = _depth(structure)
+    if depth > MAX_JSON_DEPTH:
+        raise BadJSONError(where, f"JSON nested {depth} levels deep, more than the {MAX_JSON_DEPTH} of any file of ours")
+    long = _LONG_NUMBER.search(structure)
+    if long:
+        raise BadJSONError(where, f"a number of {len(long.group())} characters, more than the {MAX_NUMBER_CHARS} of "
+                                  f"any file of ours")
     try:
-        return json.loads(read_text(path))
+        return json.loads(text, **({} if constants else {"parse_constant": _refuse_constant}))
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: corrupt JSON ({err}); the run cannot be read") from err
+        raise BadJSONError(where, f"corrupt JSON ({err})") from None
+    except ValueError as err:  # a NaN or Infinity refused
+        raise BadJSONError(where, str(err)) from None
+
+
+def _depth(structure: str) -> int:
+    """How deep the brackets of ``structure`` (JSON with its strings emptied) nest, at most."""
+    if not structure:
+        return 0
+    codes = np.frombuffer(structure.encode(), np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, ``guarded`` and parsed by ``parse_json``."""
+    return parse_json(read_text(path), path)
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -153,14 +218,14 @@ def check_header(path: Path) -> None:
     each tensor's dtype, shape and byte range within the file."""
     size = guarded(path).stat().st_size
     damaged = f"{path}: corrupt or not a safetensors file"
-    with open(path, "rb") as f:
+    with open(path, "rb") as f:  # guarded above: a regular file
         start = f.read(8)
         length = int.from_bytes(start, "little") if len(start) == 8 else -1
         if not 0 < length <= min(HEADER_LIMIT, size - 8):
             raise CheckpointError(f"{damaged} (header length {length}); restore it or train again")
         try:
-            header = json.loads(f.read(length))
-        except (ValueError, UnicodeDecodeError):
+            header = parse_json(f.read(length), path)
+        except CheckpointError:
             raise CheckpointError(f"{damaged} (its header is not JSON); restore it or train again") from None
     for name, entry in (header.items() if isinstance(header, dict) else [("header", None)]):
         if name == "__metadata__":
