@@ -48,14 +48,21 @@ def reading_cells(row: dict) -> list[str]:
 
 def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
-    note that says what the judge's readings are of."""
-    header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
-    rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
-             *reading_cells(r)] for r in summary["layers"]]
+    note that says what the judge's readings are of, and the judge's accuracy on x beside
+    them. A run no judge read (``attaching.judging``) has the detector's column alone."""
     first, attack = summary["layers"][0], summary["attack"]
+    judged = first["judge"] is not None
+    headings = LAYER_HEADINGS if judged else LAYER_HEADINGS[-1:]
+    header = ["layer", "activation", "decoder params", "test MSE/pixel", *headings]
+    rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
+             *reading_cells(r)[-len(headings):]] for r in summary["layers"]]
     ball = f"PGD {attack.get('norm', 'linf')}, eps {attack['eps']:g}; " if "eps" in attack else ""
-    note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "
-            f"{first['successful_attacks']} successful attacks of {attack['images']} images "
+    on_x = f" (its accuracy on the clean images x: {format_rate(first['accuracy_on_x'])})" if first.get(
+        "accuracy_on_x") else ""
+    what = (f"read by {first['judge']}{on_x}: P(x) of clean images, and x_adv and P(x_adv)" if judged
+            else "no judge read the perceptions (no CNN judge of the dataset: `perceptreg train-judge`); the "
+                 "detector scored")
+    note = (f"{what} of the {first['successful_attacks']} successful attacks of {attack['images']} images "
             f"({ball}95 % Wilson intervals; the AUC's: DeLong)")
     if first["successful_attacks"] == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
