@@ -101,15 +101,16 @@ def test_on_natural_images_without_a_cnn_judge_no_judge_reads_and_it_is_said_bef
 
     from perceptreg.adversarial.attacks import AttackSettings
     from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.attaching.defaults import attach_config
     from perceptreg.attaching.results import layers_table
-    from perceptreg.core.config import AttachConfig
 
     monkeypatch.setenv("PERCEPTREG_JUDGES", str(tmp_path / "judges"))
     (tmp_path / "net.py").write_text("import torch\nfrom torch import nn\n\n\ndef build():\n    torch.manual_seed(0)\n"
                                      "    return nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), "
                                      "nn.Linear(4 * 16 * 16, 2))\n")
-    config = AttachConfig(model=f"{tmp_path / 'net.py'}:build", layers=("1",), random_weights=True, epochs=1,
-                          dataset=colour_folder(tmp_path / "pets"))
+    config = attach_config(model=f"{tmp_path / 'net.py'}:build", layers=("1",), random_weights=True, epochs=1,
+                           dataset=colour_folder(tmp_path / "pets"))
+    assert config.train_size == 10_000  # the first look's size, more than the folder holds
     said = []
     summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), progress=False,
                          say=lambda line: said.append((line, (tmp_path / "run" / "metrics.jsonl").exists()))).layers
@@ -128,6 +129,8 @@ def test_on_natural_images_without_a_cnn_judge_no_judge_reads_and_it_is_said_bef
     assert [h.strip() for h in header if h.strip()] == ["layer", "activation", "decoder params", "test MSE/pixel",
                                                          "detector AUC"]
     assert summary["layers"][0]["judge"] is None and summary["layers"][0]["accuracy_on_p"] is None
+    from perceptreg import runs
+    assert runs.read_config(tmp_path / "run").train_size is None  # all 8 were used: recorded so, not as 10,000
 
 
 def test_a_judge_is_said_with_its_accuracy_on_x_before_the_work_and_beside_its_readings(tmp_path):

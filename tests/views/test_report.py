@@ -455,3 +455,15 @@ def test_a_section_passes_on_an_error_that_names_its_own_file(tmp_path):
 
     with pytest.raises(PerceptregError, match=rf"^{tmp_path / runs.ATTACK}: not a readable image$"):
         attack_section(tmp_path)  # not "attack_metrics.json ... is not as `perceptreg evaluate-attack` writes it"
+
+
+def test_a_reading_wider_than_its_cell_wraps_at_its_spaces_not_inside_its_percent():
+    """"H: automobile 46 % ✗" under a 96-pixel image breaks after "automobile", never inside
+    "46 %" or before its mark, and no rule keeps it on one line to run into the next image."""
+    from perceptreg.views import report_html
+
+    cell = {"box": (0, 0, 4, 4), "label": "x, true truck", "caption": "H: automobile 46 %", "wrong": True, "alt": ""}
+    shown = report_html._cell(Image.new("RGB", (4, 4)), cell, 1)
+    assert "H: automobile 46\u00a0%\u00a0<span" in shown
+    reading_rule = next(rule for rule in report_html.STYLE.split("\n") if rule.startswith(".cell .reading"))
+    assert "nowrap" not in reading_rule

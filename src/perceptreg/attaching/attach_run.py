@@ -140,6 +140,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     device = str(resolve_device(config.device))
     model, config = _given_model(config)
     train_data, test_data = _attach_data(config)
+    if config.train_size and config.train_size > len(train_data):  # the whole split: recorded so, not as a size
+        config = dataclasses.replace(config, train_size=None)
     attack = attack.for_images(config.dataset, train_data.image_shape)
     attack_images = attack_images or attack_images_for(config.dataset, train_data.image_shape[0])
     eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on

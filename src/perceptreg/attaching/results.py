@@ -59,11 +59,12 @@ def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     ball = f"PGD {attack.get('norm', 'linf')}, eps {attack['eps']:g}; " if "eps" in attack else ""
     on_x = f" (its accuracy on the clean images x: {format_rate(first['accuracy_on_x'])})" if first.get(
         "accuracy_on_x") else ""
-    what = (f"read by {first['judge']}{on_x}: P(x) of clean images, and x_adv and P(x_adv)" if judged
-            else "no judge read the perceptions (no CNN judge of the dataset: `perceptreg train-judge`); the "
-                 "detector scored")
+    what, intervals = ((f"read by {first['judge']}{on_x}: P(x) of clean images, and x_adv and P(x_adv)",
+                        "95 % Wilson intervals; the AUC's: DeLong") if judged else
+                       ("no judge read the perceptions (no CNN judge of the dataset: `perceptreg train-judge`); the "
+                        "detector's AUC separates clean images from x_adv", "its 95 % interval: DeLong"))
     note = (f"{what} of the {first['successful_attacks']} successful attacks of {attack['images']} images "
-            f"({ball}95 % Wilson intervals; the AUC's: DeLong)")
+            f"({ball}{intervals})")
     if first["successful_attacks"] == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note
