@@ -35,23 +35,24 @@ def test_grid_layout_and_pixels():
 
 
 def test_labels_and_captions_each_take_a_line_with_ink():
+    # cells 64 pixels wide: each text fits one line (narrower, it wraps: see below)
     images = torch.full((2, 3, 4, 4), 0.5)
-    plain = figures.image_grid(images, 2, scale=4).picture
-    labelled = figures.image_grid(images, 2, ["seven", "one"], scale=4).picture
-    captioned = figures.image_grid(images, 2, [figures.Cell("x", "H: 7 98 %"), figures.Cell("P(x)")], scale=4).picture
+    plain = figures.image_grid(images, 2, scale=16).picture
+    labelled = figures.image_grid(images, 2, ["seven", "one"], scale=16).picture
+    captioned = figures.image_grid(images, 2, [figures.Cell("x", "H: 7 98 %"), figures.Cell("P(x)")], scale=16).picture
     assert labelled.size[1] == plain.size[1] + figures.CAPTION_HEIGHT
     assert captioned.size[1] == plain.size[1] + 2 * figures.CAPTION_HEIGHT
-    top = figures.PAD + 16
+    top = figures.PAD + 64
     second_line = np.asarray(captioned)[top + figures.CAPTION_HEIGHT:top + 2 * figures.CAPTION_HEIGHT]
-    assert (second_line[:, :figures.PAD + 16] < 128).any()  # the caption was drawn under the first cell
-    assert (second_line[:, figures.PAD + 16 + figures.PAD:] > 128).all()  # the second cell has none
+    assert (second_line[:, :figures.PAD + 64] < 128).any()  # the caption was drawn under the first cell
+    assert (second_line[:, figures.PAD + 64 + figures.PAD:] > 128).all()  # the second cell has none
     # a row with labels only takes one line, not an empty second one
     rows = figures.image_grid(images.repeat(2, 1, 1, 1), 2, [figures.Cell("x", "H: 7 98 %"), figures.Cell("x"),
-                                                             figures.Cell("P(x)"), figures.Cell("P(x)")], scale=4)
-    plain_rows = figures.image_grid(images.repeat(2, 1, 1, 1), 2, scale=4).picture
+                                                             figures.Cell("P(x)"), figures.Cell("P(x)")], scale=16)
+    plain_rows = figures.image_grid(images.repeat(2, 1, 1, 1), 2, scale=16).picture
     assert rows.picture.size[1] == plain_rows.size[1] + 3 * figures.CAPTION_HEIGHT
     assert [card[0]["box"][1] for card in rows.panels[0]["cards"]] == [
-        figures.PAD, 2 * figures.PAD + 16 + 2 * figures.CAPTION_HEIGHT]
+        figures.PAD, 2 * figures.PAD + 64 + 2 * figures.CAPTION_HEIGHT]
 
 
 def test_a_misclassified_cell_is_framed_in_red():
@@ -206,3 +207,24 @@ def test_a_grid_shows_itself_in_jupyter_as_its_png():
         assert np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(grid.picture))
     width, height = grid.picture.size
     assert repr(grid) == f"Grid({width}x{height} px, 1 panels, 3 cells)"
+
+
+def test_a_caption_wider_than_its_cell_wraps_whole_instead_of_being_cut():
+    """Under a 32-pixel image at scale 3 (96 pixels), "H: automobile 100 %" is read whole: the
+    cell takes another line, and "100 %" is never split before its "%"."""
+    cell = figures.Cell("x, true automobile", "H: automobile 100 %")
+    lines = figures.grids.cell_lines(cell, 3 * 32 - 1)
+    assert " ".join(text for text, caption in lines if caption) == "H: automobile 100 %"
+    assert " ".join(text for text, caption in lines if not caption) == "x, true automobile"
+    assert len(lines) > 2 and not any(text.startswith("%") for text, _ in lines)
+    font = figures.grids._font()
+    assert all(font.getlength(text) <= 3 * 32 - 1 for text, _ in lines)
+    grid = figures.image_grid(torch.zeros(1, 3, 32, 32), 1, [cell], scale=3)
+    assert grid.picture.size[1] == figures.PAD + 96 + len(lines) * figures.CAPTION_HEIGHT + figures.PAD
+
+
+def test_a_one_epoch_plot_has_its_epoch_as_its_one_tick():
+    figure = plots.line_figure([1], {"a": {"a": [0.5]}}, xlabel="epoch", ylabel="")
+    ax = figure.axes[0]
+    assert ax.get_xlim() == (0.5, 1.5)
+    assert list(ax.get_xticks()) == [1.0]

@@ -308,3 +308,21 @@ def test_an_attack_without_eps_takes_the_radius_of_the_runs_images(client, tmp_p
     assert attacked["eps"] == 0.03 and attacked["linf_distance"] <= 0.03 + 1e-6
     given = colour.post("/api/attack", json={"index": 0, "steps": 5, "eps": 0.1}).json()
     assert given["eps"] == 0.1  # a given eps wins
+
+
+def test_an_upload_keeps_its_aspect_its_centre_cropped_to_the_models_shape():
+    """A 200x150 photo of three bands (red | green | blue, left to right) for a 32x32 colour
+    model: its 150x150 centre is taken (columns 25 to 174: 42 red, 66 green, 42 blue), so the
+    green middle takes 44 % of the width, not the third it takes squashed."""
+    import numpy as np
+
+    from perceptreg.views.explorer import decode_upload
+
+    bands = np.zeros((150, 200, 3), np.uint8)
+    bands[:, :67, 0], bands[:, 67:133, 1], bands[:, 133:, 2] = 255, 255, 255
+    buffer = io.BytesIO()
+    Image.fromarray(bands).save(buffer, format="PNG")
+    image = decode_upload(buffer.getvalue(), None, (3, 32, 32))[0]
+    green = (image[1] > 0.5) & (image[0] < 0.5)
+    assert green[16].sum().item() in (14, 15)  # 32 * 66 / 150 = 14.1; squashed, 32 * 66 / 200 = 10.6
+    assert (image[0, 16] > 0.5).sum().item() in (8, 9)  # 32 * 42 / 150 = 9.0; squashed, 10.7

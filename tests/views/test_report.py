@@ -248,7 +248,7 @@ def test_report_of_an_attach_run(attach_run):
     assert_self_contained(text)
     layers = read_layers(runs.open_run(attach_run))
     judge = layers.layers[0].judge
-    assert f"Read by {judge}: P(x) of clean images" in parts["layers"].text()  # the table names its judge
+    assert f"Read by {judge} (its accuracy on the clean images x: " in parts["layers"].text()  # its judge, and on x
     summary = summary_of(text)
     assert summary["test accuracy"] == f"{100 * layers.accuracy:.1f} %"
     assert summary["reconstruction error"].endswith(
@@ -280,6 +280,23 @@ def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_
     assert parts["perception"].find_all("img") and "perceptreg perceive" not in parts["perception"].text()
     with pytest.raises(PerceptregError, match="choose one of stem, fc1"):
         build_report(run, layer="fc2")
+
+
+def test_the_report_of_an_attach_run_shows_the_attacks_of_every_layer_attacked(attach_run, tmp_path):
+    """Attack figures of two layers (as `attack --layer` writes them): the report without
+    --layer shows both, each under its layer's name, not the deepest layer's alone."""
+    run = tmp_path / "run"
+    shutil.copytree(attach_run, run)
+    for layer in ("stem", "fc1"):
+        shutil.copy(run / runs.LAYERS_ATTACK_PNG, run / runs.for_layer(runs.ATTACK, layer))
+    parts = sections(build_report(run))
+    attacks = parts["attacks"]
+    assert [h.text() for h in attacks.find_all("h3")][:1] == ["Layer stem"]
+    assert "Layer fc1" in [h.text() for h in attacks.find_all("h3")]
+    both = len(attacks.find_all("img"))  # the cells of two grids
+    (run / runs.for_layer(runs.ATTACK, "stem")).unlink()
+    attacks = sections(build_report(run))["attacks"]
+    assert "Layer stem" not in [h.text() for h in attacks.find_all("h3")] and 2 * len(attacks.find_all("img")) == both
 
 
 @pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
@@ -438,3 +455,15 @@ def test_a_section_passes_on_an_error_that_names_its_own_file(tmp_path):
 
     with pytest.raises(PerceptregError, match=rf"^{tmp_path / runs.ATTACK}: not a readable image$"):
         attack_section(tmp_path)  # not "attack_metrics.json ... is not as `perceptreg evaluate-attack` writes it"
+
+
+def test_a_reading_wider_than_its_cell_wraps_at_its_spaces_not_inside_its_percent():
+    """"H: automobile 46 % ✗" under a 96-pixel image breaks after "automobile", never inside
+    "46 %" or before its mark, and no rule keeps it on one line to run into the next image."""
+    from perceptreg.views import report_html
+
+    cell = {"box": (0, 0, 4, 4), "label": "x, true truck", "caption": "H: automobile 46 %", "wrong": True, "alt": ""}
+    shown = report_html._cell(Image.new("RGB", (4, 4)), cell, 1)
+    assert "H: automobile 46\u00a0%\u00a0<span" in shown
+    reading_rule = next(rule for rule in report_html.STYLE.split("\n") if rule.startswith(".cell .reading"))
+    assert "nowrap" not in reading_rule

@@ -329,7 +329,7 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
     ``progress``: a bar over the layers (the attack, run with the first, shows its own)."""
     data = as_image_dataset(data, "data")
     # The rows hold no baseline: each layer runs the model twice, for P(x) and P(x_adv)
-    measuring = Measuring(judges=[judge], baselines=False, device=device)
+    measuring = Measuring(judges=[judge] if judge else [], baselines=False, device=device)  # None: no judge reads
     first = measure_attack(seen.at(seen.layers[0]), attack, data, measuring, targets=targets)
     rows = []
     for layer in tqdm(seen.layers, desc="measuring layers under attack", unit="layer", disable=not progress,
@@ -337,23 +337,26 @@ def evaluate_layers_under_attack(seen, attack, data, judge, targets: torch.Tenso
         # the attack ran once, with the first layer; the judge read x and x_adv then
         evaluation = first if layer == seen.layers[0] else measure_adversarial(
             seen.at(layer), data, first.adversarial, measuring, targets=targets, readings=first.judge_readings)
-        rows.append(_layer_row(layer, evaluation.summary, judge.name))
+        rows.append(_layer_row(layer, evaluation.summary, judge.name if judge else None))
     return rows, first.adversarial
 
 
-def _layer_row(layer: str, summary: AttackSummary, judge: str) -> dict:
+def _layer_row(layer: str, summary: AttackSummary, judge: str | None) -> dict:
     """A layer's row: the judge's readings of the successful attacks, None where there is
-    none (a robust model, or too weak an attack), as they are undefined then, not a number."""
-    judged = summary.judges[judge]
+    none (a robust model, or too weak an attack), as they are undefined then, not a number;
+    without a judge (None), no readings at all."""
+    judged = summary.judges[judge] if judge else None
     success = summary.attack_success_rate  # over no image when H is right on none: undefined, None
     succeeded = summary.successful_attacks > 0
-    readings = {"p_adv_read_as_adversarial": judged.on_perception_adv.adversarial_label.rate,
-                "p_adv_read_as_true": judged.on_perception_adv.true_label.rate,
+    readings = {"p_adv_read_as_adversarial": judged and judged.on_perception_adv.adversarial_label.rate,
+                "p_adv_read_as_true": judged and judged.on_perception_adv.true_label.rate,
                 "detector_roc_auc": summary.detector.auroc,
                 # the same readings as rates with their intervals, and the line to read them against
-                "p_adv_read": judged.on_perception_adv.model_dump(), "x_adv_read": judged.on_x_adv.model_dump(),
+                "p_adv_read": judged and judged.on_perception_adv.model_dump(),
+                "x_adv_read": judged and judged.on_x_adv.model_dump(),
                 "detector_roc_auc_interval": summary.detector.auroc_interval}
     return {"name": layer, "attack_success_rate": success.rate if success.n else None,
             "successful_attacks": summary.successful_attacks, "judge": judge,
-            "accuracy_on_p": judged.accuracy_on_perception.model_dump(),
+            "accuracy_on_x": judged and judged.accuracy_on_x.model_dump(),
+            "accuracy_on_p": judged and judged.accuracy_on_perception.model_dump(),
             **{key: value if succeeded else None for key, value in readings.items()}}

@@ -16,8 +16,10 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.attaching.defaults import attack_images_for, work_line
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
+from perceptreg.attaching.judging import attach_judge
+from perceptreg.attaching.normalization import advice, expected_normalization
 from perceptreg.attaching.results import LayersAttack, LayerTable, layers_table
 from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
@@ -66,26 +68,31 @@ class AttachResult:
 
 
 def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings = AttackSettings(),
-               attack_images: int = 500, progress: bool = True, say: Callable[[str], None] = print,
+               attack_images: int | None = None, progress: bool = True, say: Callable[[str], None] = print,
                judge: runs.Run | str | Path | None = None) -> AttachResult:
     """Build the user's model (``config.model``, ``config.weights``), attach decoders to its
     layers, fit them (or fine-tune, in joint mode), and write the run folder: config.json,
     metrics.jsonl, model.safetensors + model.json, layers.json, layers.png, layers_attack.png,
     and source/ (a copy of the model's file, so that the run opens from any folder).
     model.json comes last: a run without it never finished and may be started again.
-    ``say`` prints what the user should know before the long work: the given model's accuracy.
-    ``judge``: the run (or its folder) whose model reads the perceptions (default: ``judges.main_judge``'s).
+    ``say`` prints what the user should know before the long work: the given model's accuracy,
+    the work's sizes, the judge and its accuracy on x (``attaching.judging``).
+    ``attack_images``: default the dataset's (``registry.attach_sizes``: 500 on digits, 100 on natural images).
+    ``judge``: the run (or its folder) whose model reads the perceptions (default: ``attaching.judging``'s).
     ``attack`` without eps: the radius of the dataset's images (``AttackSettings.for_images``)."""
     began = time.perf_counter()
     run_dir = Path(run_dir)
-    if not 1 <= attack_images <= MAX_IMAGES:  # at most the test split is attacked: beyond the cap, a typo
+    if attack_images is not None and not 1 <= attack_images <= MAX_IMAGES:  # beyond the test split: a typo
         raise PerceptregError(f"`attack_images` must be in [1, {MAX_IMAGES:,}], got {attack_images}")
     runs.check_writable(run_dir, "attached")  # before any work; again under the lock
     judge = None if judge is None else runs.open_run(judge)
     device = str(resolve_device(config.device))
     model, config = _given_model(config)
     train_data, test_data = _attach_data(config)
+    if config.train_size and config.train_size > len(train_data):  # the whole split: recorded so, not as a size
+        config = dataclasses.replace(config, train_size=None)
     attack = attack.for_images(config.dataset, train_data.image_shape)
+    attack_images = attack_images or attack_images_for(config.dataset, train_data.image_shape[0])
     eval_data = datasets.evaluation_subset(test_data, config.eval_size)  # what each epoch is scored on
     seen = attach(model, config.layers, train_data.image_shape, normalize=config.normalize,
                   pixel_mean=train_data.pixel_mean(), seed=config.seed, decoder_params=config.decoder_params)
@@ -93,13 +100,15 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
                               f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
     _check_given_accuracy(seen, eval_data, config, device, say)
+    pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
+    say(work_line(config, len(train_data), len(eval_data), len(pool), train_data.image_shape[0]))
+    reader, line = attach_judge(config.dataset, train_data, pool, judge, device)
+    say(line)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
         history, before = _fit(seen, config, train_data, eval_data, device, progress)
         for row in history:
             runs.append_metrics(run_dir, row)
-        pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
-        reader = main_judge(config.dataset, train_data, judge, device)
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
@@ -183,6 +192,9 @@ def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, sa
     accuracy = evaluate_layers(seen, sample, device=device, layers=[])["accuracy"]
     say(f"your model's accuracy on {len(sample)} test images of {config.dataset}, before fitting: {accuracy:.1%}")
     chance = 1 / seen.num_classes
+    guess = None if config.normalize else expected_normalization(seen, sample, config.dataset, accuracy, device)
+    if guess is not None:  # before the work: every measure of the run would be of inputs it never saw
+        raise PerceptregError(advice(guess, accuracy, len(sample), config.dataset))
     if accuracy < NEAR_CHANCE * chance:
         causes = ("`random_weights` was given" if config.random_weights and not config.weights
                   else f"the weights {config.weights} may not be this model's")

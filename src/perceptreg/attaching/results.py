@@ -49,8 +49,9 @@ class LayerRow(Record):
     test_recon_mse: float
     attack_success_rate: float | None = Field(ge=0, le=1)
     successful_attacks: int = Field(ge=0)
-    judge: str
-    accuracy_on_p: Rate
+    judge: str | None  # None: no judge read (natural images without a CNN judge: attaching.judging)
+    accuracy_on_p: Rate | None  # None where no judge read
+    accuracy_on_x: Rate | None = None  # the judge's, on the clean images x; None in files written before it
     p_adv_read_as_adversarial: float | None = Field(ge=0, le=1)
     p_adv_read_as_true: float | None = Field(ge=0, le=1)
     detector_roc_auc: float | None
@@ -70,7 +71,7 @@ def reading_cells(row: LayerRow) -> list[str]:
     def shown(rate: Rate | None) -> str:
         return "-" if rate is None else str(rate)
     p_adv, x_adv = row.p_adv_read, row.x_adv_read
-    return [str(row.accuracy_on_p), shown(x_adv and x_adv.adversarial_label),
+    return [shown(row.accuracy_on_p), shown(x_adv and x_adv.adversarial_label),
             shown(p_adv and p_adv.adversarial_label), shown(p_adv and p_adv.true_label),
             "-" if row.detector_roc_auc is None
             else format_auroc(row.detector_roc_auc, row.detector_roc_auc_interval or NO_INTERVAL)]
@@ -98,14 +99,21 @@ class LayerTable(Sealed):
 
 def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
-    note that says what the judge's readings are of."""
-    header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
-    rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}", f"{r.test_recon_mse:.4f}",
-             *reading_cells(r)] for r in table.layers]
+    note that says what the judge's readings are of, and the judge's accuracy on x beside
+    them. A run no judge read (``attaching.judging``) has the detector's column alone."""
     first, attack = table.layers[0], table.attack
-    note = (f"read by {first.judge}: P(x) of clean images, and x_adv and P(x_adv) of the "
-            f"{first.successful_attacks} successful attacks of {attack.images} images "
-            f"(PGD {attack.norm}, eps {attack.eps:g}; 95 % Wilson intervals; the AUC's: DeLong)")
+    judged = first.judge is not None
+    headings = LAYER_HEADINGS if judged else LAYER_HEADINGS[-1:]
+    header = ["layer", "activation", "decoder params", "test MSE/pixel", *headings]
+    rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}", f"{r.test_recon_mse:.4f}",
+             *reading_cells(r)[-len(headings):]] for r in table.layers]
+    on_x = f" (its accuracy on the clean images x: {first.accuracy_on_x})" if first.accuracy_on_x else ""
+    what, intervals = ((f"read by {first.judge}{on_x}: P(x) of clean images, and x_adv and P(x_adv)",
+                        "95 % Wilson intervals; the AUC's: DeLong") if judged else
+                       ("no judge read the perceptions (no CNN judge of the dataset: `perceptreg train-judge`); the "
+                        "detector's AUC separates clean images from x_adv", "its 95 % interval: DeLong"))
+    note = (f"{what} of the {first.successful_attacks} successful attacks of {attack.images} images "
+            f"(PGD {attack.norm}, eps {attack.eps:g}; {intervals})")
     if first.successful_attacks == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
     return header, rows, note

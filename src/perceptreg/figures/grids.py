@@ -31,6 +31,7 @@ CAPTION_HEIGHT = 14  # one line of caption text
 TITLE_HEIGHT = 16  # one line of a grid's title
 PAD = 2  # between cells; a misclassified cell's red frame is drawn in it
 WRONG = (200, 0, 0)
+GLUE = "\0"  # holds "87 %" together while a text is broken into words (``_wrap``)
 LAYOUT_KEY = "perceptreg.grid"  # the PNG text chunk that holds the layout
 LAYOUT_FORMAT = "perceptreg.grid/1"
 
@@ -113,9 +114,9 @@ def image_grid(images: torch.Tensor, ncols: int, cells: Sequence[Cell | str] | N
     cell_w = w * scale
     nrows = -(-n // ncols)
     # each row as many caption lines as its cells need: a row of P(x) (a label, no reading)
-    # gets one line, not an empty second one
+    # gets one line, not an empty second one; a label or reading too wide for its cell wraps
     rows = [cells[r * ncols:(r + 1) * ncols] for r in range(nrows)]
-    lines = [0 if not any(x.label for x in row) else 2 if any(x.caption for x in row) else 1 for row in rows]
+    lines = [max(len(cell_lines(x, cell_w - 1)) for x in row) for row in rows]
     width = max(ncols * (cell_w + PAD) + PAD, min_width)
     title_lines = _wrap(title, _font(), width - 2 * PAD)
     tops = np.cumsum([len(title_lines) * TITLE_HEIGHT + PAD] + [h * scale + k * CAPTION_HEIGHT + PAD for k in lines])
@@ -140,9 +141,18 @@ def _draw_text(picture: Image.Image, title_lines: list[str], boxes: list[tuple],
         if cell.wrong:
             draw.rectangle((left - PAD, top - PAD, left + width + PAD - 1, top + height + PAD - 1),
                            outline=WRONG, width=PAD)
-        for k, (text, colour) in enumerate(((cell.label, (0, 0, 0)), (cell.caption, WRONG if cell.wrong else (0, 0, 0)))):
-            draw.text((left + 1, top + height + 1 + k * CAPTION_HEIGHT), _fit(text, font, width - 1),
-                      fill=colour, font=font)
+        for k, (text, caption) in enumerate(cell_lines(cell, width - 1)):
+            draw.text((left + 1, top + height + 1 + k * CAPTION_HEIGHT), text,
+                      fill=WRONG if caption and cell.wrong else (0, 0, 0), font=font)
+
+
+def cell_lines(cell: Cell, width: int) -> list[tuple[str, bool]]:
+    """The lines under a cell, each (text, whether it is of the caption): its label, then its
+    caption, each wrapped at spaces to ``width`` pixels, so that "H: automobile 100 %" under a
+    32-pixel image is read whole, not cut."""
+    font = _font()
+    return ([(line, False) for line in _wrap(cell.label, font, width)]
+            + [(line, True) for line in _wrap(cell.caption, font, width)])
 
 
 def _font() -> ImageFont.ImageFont:
@@ -160,8 +170,9 @@ def _fit(text: str, font, width: int) -> str:
 
 
 def _wrap(text: str, font, width: int) -> list[str]:
+    """``text`` in lines of at most ``width`` pixels, broken at spaces, never before a "%"."""
     lines: list[str] = []
-    for word in text.split():
+    for word in (w.replace(GLUE, " ") for w in text.replace(" %", GLUE + "%").split(" ") if w):
         if lines and font.getlength(f"{lines[-1]} {word}") <= width:
             lines[-1] += f" {word}"
         else:

@@ -89,6 +89,9 @@ def line_figure(x: Sequence[float], panels: dict[str, dict[str, Sequence[float]]
             ax.set_xticks(list(x), list(xticklabels))
         elif all(isinstance(v, int) for v in x):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if len(set(x)) == 1:  # one epoch: its own tick, not an axis from 0.945 to 1.055
+                ax.set_xticks([x[0]])
+                ax.set_xlim(x[0] - 0.5, x[0] + 0.5)
         ax.grid(alpha=0.3)
         if len(series) > 1:  # one curve: the panel's title names it
             ax.legend(fontsize=7)

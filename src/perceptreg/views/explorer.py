@@ -32,6 +32,7 @@ from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, 
 from perceptreg.display import png_bytes
 from perceptreg.edits import latent
 from perceptreg.runs import Run
+from perceptreg.views.explorer_upload import centre_cropped
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background
 from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 
@@ -288,8 +289,8 @@ def latents_seen(model):
 
 def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int]) -> torch.Tensor:
     """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, else a
-    ``PerceptregError`` saying why (``TooLargeError``, ``FormatError``: the server's 413, 415).
-    Decoded as every image file is (``data.decode_image``); drawn digits fitted as MNIST's."""
+    ``PerceptregError`` saying why (``TooLargeError``, ``FormatError``: the server's 413, 415). Its centre
+    at the model's aspect (``centre_cropped``), decoded as every image is; drawn digits fitted as MNIST's."""
     if not raw:
         raise PerceptregError("the upload is empty; send a PNG or JPEG image")
     if len(raw) > MAX_UPLOAD_BYTES:
@@ -302,7 +303,8 @@ def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int
     if kind not in ("PNG", "JPEG"):
         raise FormatError(f"only PNG and JPEG images are accepted, this is {kind}")
     try:
-        image, _ = decode_image(raw, image_shape, fit_digit=True, max_pixels=MAX_UPLOAD_PIXELS)
+        image, _ = decode_image(centre_cropped(raw, image_shape, MAX_UPLOAD_PIXELS), image_shape, fit_digit=True,
+                                max_pixels=MAX_UPLOAD_PIXELS)
     except ImageDecodeError as err:
         raise (TooLargeError if isinstance(err, ImageTooLargeError) else PerceptregError)(f"the upload: {err}") from err
     if is_blank(raw):

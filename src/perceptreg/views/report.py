@@ -265,14 +265,28 @@ def _layer_perception(run: Run, layer: str | None = None) -> str:
     return f"<p>Test images x, each beside P_layer(x), with H's prediction on x.</p>{WRONG_KEY}{''.join(parts)}"
 
 
+ATTACK_FILES = (runs.ATTACK_METRICS, runs.ATTACK, runs.ATTACK_ROC, runs.ATTACK_FROM_NOISE)  # what _attacks shows
+
+
+def _layer_attacks(run: Run, layer: str | None = None) -> str:
+    """An attach run: the attacks of ``layer``; without one, of every layer that has any
+    (`evaluate-attack`, `attack` with --layer), each under its name, or the deepest's
+    missing lines where none has."""
+    if layer is not None:
+        return _attacks(run, layer=layer)
+    attacked = [name for name in run.layers if any(run.has(runs.for_layer(f, name)) for f in ATTACK_FILES)]
+    if not attacked:
+        return _attacks(run)
+    return "".join(f"<h3>Layer {html.escape(name)}</h3>" + _attacks(run, layer=name) for name in attacked)
+
+
 def attach_sections(layer: str | None = None) -> tuple:
     """The sections of an attach run's report: every layer, or ``layer`` alone."""
     return (("Summary", "summary", summary), ("Layers", "layers", functools.partial(_layers, layer=layer)),
             ("Perception" + (f" at layer {layer}" if layer else " at each layer"), "perception",
              functools.partial(_layer_perception, layer=layer)),
-            (f"Adversarial perception at layer {layer}" if layer else
-             "Adversarial perception (deepest layer; report --layer for another)", "attacks",
-             functools.partial(_attacks, layer=layer)),
+            ("Adversarial perception" + (f" at layer {layer}" if layer else " at each layer attacked"), "attacks",
+             functools.partial(_layer_attacks, layer=layer)),
             ("Configuration", "config", config_tables))
 
 

@@ -44,7 +44,7 @@ dl.summary dt { font-weight: 600; } dl.summary dd { margin: 0; overflow-wrap: an
 .cell.wrong img { outline: 3px solid #c00; outline-offset: -3px; }
 .cell figcaption { font-size: 0.8rem; line-height: 1.25; }
 .cell figcaption > span { display: block; overflow-wrap: anywhere; }
-.cell .reading { font-weight: 600; white-space: nowrap; }
+.cell .reading { font-weight: 600; }
 .cell.wrong .reading { color: #c00; }
 .key { font-size: 0.85rem; color: #555; }
 @media (max-width: 600px) {
@@ -107,8 +107,10 @@ def _cell(picture: Image.Image, cell: dict, scale: int) -> str:
     # the picture's pixels at their own size: the browser scales them up, sharp
     crop = picture.crop((left, top, left + width, top + height)).resize(
         (max(1, width // scale), max(1, height // scale)), Image.Resampling.NEAREST)
-    reading = html.escape(cell["caption"]) + (' <span aria-label="misclassified" title="misclassified">✗</span>'
-                                              if cell["wrong"] else "")
+    # a reading wider than its cell wraps at its spaces ("H: automobile" / "46 % ✗"), never
+    # inside "46 %" or before its mark, rather than run into the next cell
+    reading = html.escape(cell["caption"]).replace(" %", "\u00a0%") + (
+        '\u00a0<span aria-label="misclassified" title="misclassified">✗</span>' if cell["wrong"] else "")
     caption = f'<span>{html.escape(cell["label"])}</span>' + (f'<span class="reading">{reading}</span>'
                                                              if cell["caption"] else "")
     return (f'<figure class="cell{" wrong" if cell["wrong"] else ""}" style="--w:{width}px">'
