@@ -18,7 +18,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.judges import architecture, main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.results import LayerTable, layers_table
 from perceptreg.core.attached import attach
@@ -149,7 +149,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         for row in history:
             runs.append_metrics(run_dir, row)
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
-        reader = main_judge(config.dataset, train_data, judge, device)
+        reader = main_judge(config.dataset, train_data, judge, device, architecture(config))
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
