@@ -3,10 +3,12 @@ installed with perceptreg; it imports it):
 
     python -m reproduce runs/reproduce --run --out REPRODUCING.md
 
-``--run`` first makes the run folders the page reads (``steps.STEPS``, inside the given
-folder; a step whose output exists is skipped, so an interrupted run continues; a few hours on
-2 CPU cores, most of it the two 11,000-step sweeps), each by the library call of the command
-the table quotes. With ``--natural`` it also makes those of the natural-image table
+``--run`` first makes the run folders the page reads (``steps.mnist_steps``, inside the given
+folder; a step whose output exists is skipped, so an interrupted run continues; several hours
+on 2 CPU cores: the two 11,000-step sweeps, and three MNIST models (``--seeds``), each attacked
+with 5 restarts, the adaptive search and its convergence curve), each by the library call of
+the command the table quotes. ``--smoke`` makes the MNIST model steps at a tiny scale instead
+(minutes), to check that they work. With ``--natural`` it also makes those of the natural-image table
 (``steps.natural_steps``: the CIFAR-10 download and many CPU hours), whose commands read
 CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``).
 """
@@ -21,7 +23,7 @@ from perceptreg import runs
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.storage import fileio
 from reproduce.document import reproducing_page
-from reproduce.steps import CIFAR10, STEPS, make_runs, natural_steps
+from reproduce.steps import CIFAR10, MODEL_SEEDS, SMOKE, Scale, make_runs, mnist_steps, natural_steps
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +34,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="with --run, also make the natural-image (CIFAR-10) runs (many CPU hours)")
     parser.add_argument("--cifar10", default=CIFAR10, metavar="SPEC",
                         help="the CIFAR-10 dataset the natural steps read, e.g. memmap:PATH (default: cifar10)")
+    parser.add_argument("--seeds", default=",".join(map(str, MODEL_SEEDS)), metavar="LIST",
+                        help="the seeds of the MNIST models attacked, edited and given noise (default: %(default)s; "
+                             "below 3 their rows say \"one model\")")
+    parser.add_argument("--smoke", action="store_true",
+                        help="with --run, make every MNIST model step at a tiny scale, without the sweeps (minutes): "
+                             "to check the steps work; its numbers mean nothing")
     parser.add_argument("--out", default="REPRODUCING.md")  # a str: Path("") would be ".", not empty
     return parser.parse_args(argv)
 
@@ -41,14 +49,19 @@ def write(args: argparse.Namespace) -> Path:
     if args.natural and not args.run:
         raise PerceptregError("--natural makes the natural-image runs: give it with --run")
     out = fileio.check_output_path(args.out)  # before an hour of runs
+    try:
+        seeds = tuple(int(seed) for seed in args.seeds.split(","))
+    except ValueError:
+        raise PerceptregError(f"--seeds {args.seeds!r}: give seeds as integers, comma-separated, e.g. 0,1,2") from None
+    mnist = mnist_steps(seeds, SMOKE if args.smoke else Scale())
     if args.run:
         runs.check_writable(args.root, "reproducing")
-        make_runs(args.root, STEPS)
+        make_runs(args.root, mnist)
         if args.natural:
             make_runs(args.root, natural_steps(args.cifar10))
     elif not args.root.is_dir():
         raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
-    page = reproducing_page(args.root, args.cifar10)
+    page = reproducing_page(args.root, args.cifar10, mnist)
     fileio.atomic_write(out, lambda tmp: tmp.write_text(page))
     return out
 

@@ -18,15 +18,22 @@ from reproduce.claims import CLAIMS, NATURAL_CLAIMS, Claim
 from reproduce.provenance import commit
 from reproduce.reading import RunFiles, read_results
 from reproduce.steps import CIFAR10, STEPS, SWEEP, Step, natural_steps
-from reproduce.verdicts import MIN_SEEDS, MOST, NOT_MEASURED, Verdict
+from reproduce.verdicts import MIN_MODELS, MIN_SEEDS, MOST, NOT_MEASURED, Verdict
 
 ABOUT = ("Rates carry their 95 % Wilson interval, AUCs their DeLong interval, means over seeds their Student-t "
          f"interval, labelled uninformative below {MIN_SEEDS} seeds. The verdict is computed from "
          "those intervals: it holds when the whole interval lies on the claimed side, does not hold when it "
          "lies on the other, and is undecided when it straddles the line or comes from too few seeds; "
-         f"\"most\" means more than {100 * MOST:g} %. \"paper\" rows are the paper's claims, with the "
-         "section and figure that make them; \"ours\" rows are measurements the paper does not make. "
-         "Each reading by a judge names the judge and its own accuracy on the clean images x.")
+         f"\"most\" means more than {100 * MOST:g} %. A verdict over the images of fewer than {MIN_MODELS} "
+         "trained models (seeds) says so (\"one model\"): its interval covers the images, not the training. A row "
+         "whose runs collapsed (a decoder that shows nothing of its inputs: a failed training) is \"not "
+         "comparable\". \"paper\" rows are the paper's claims, with the section and figure that make them and "
+         "its words quoted; \"ours\" rows are measurements the paper does not make; \"ours, after the paper's "
+         "Sec. N\" rows test more than the paper claims there, its words quoted beside them. Each reading by a "
+         "judge names the judge and its own accuracy on the clean images x; a model judge has another "
+         "architecture than the model it judges, and its reading of x_adv (how far the attack transfers) is "
+         "shown beside its reading of P(x_adv). The last column names the code that wrote the run files "
+         "of the row.")
 NATURAL = ("CIFAR-10, not SVHN: the paper makes its claims on SVHN (Sec. 3), CelebA (Secs. 4, 5) and MNIST "
            "(Secs. 4, 6) and has no CIFAR-10 experiment. These rows measure which of its claims carry over to "
            "natural images, on the paper's SVHN network (CIFAR-10's default), with the budget the commands give. "
@@ -34,15 +41,26 @@ NATURAL = ("CIFAR-10, not SVHN: the paper makes its claims on SVHN (Sec. 3), Cel
            "real images only). Made by adding `--natural --cifar10 SPEC` to `--run`; here SPEC is `{}`.")
 
 
+def _command(step: str, steps: dict[str, Step]) -> str:
+    """The quoted command of ``step``, then those of the same step for the other seeds (step-seedN)."""
+    if step not in steps:
+        return "- (not made at this scale)"
+    others = [name for name in steps if name.startswith(f"{step}-seed")]
+    return "; ".join(f"`{steps[name].command}`" for name in (step, *others))
+
+
 def _table(claims: list[Claim], steps: dict[str, Step], files: RunFiles, made_by: str) -> list[str]:
     """The Markdown table of ``claims``, each row quoting the command of its step in ``steps``."""
-    lines = ["| claim | whose | paper's number | command | ours | verdict |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| claim | whose | paper's number | command | ours | verdict | code |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for claim in claims:
+        files.versions.clear()  # what this row reads
         try:
             ours, verdict = claim.measure(files)
         except FileNotFoundError as missing:
             ours, verdict = "-", Verdict(NOT_MEASURED, f"{Path(str(missing)).name} is missing (`{made_by}` makes it)")
-        cells = (claim.claim, claim.where, claim.paper, f"`{steps[claim.step].command}`", ours, verdict.text())
+        cells = (claim.claim, claim.whose(), claim.paper, _command(claim.step, steps), ours, verdict.text(),
+                 files.code_of(list(files.versions)))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
 
@@ -57,14 +75,15 @@ def _check_spec(files: RunFiles, cifar10: str) -> None:
                               f"give --cifar10 {shlex.quote(ran)}, so that the page quotes the commands that were run")
 
 
-def reproducing_page(root: str | Path, cifar10: str = CIFAR10) -> str:
+def reproducing_page(root: str | Path, cifar10: str = CIFAR10, mnist: dict[str, Step] = STEPS) -> str:
     """The Markdown page for the run folders under ``root``; the natural-image commands quoted
-    with the CIFAR-10 dataset spec ``cifar10`` (what ``--run --natural`` ran them with)."""
+    with the CIFAR-10 dataset spec ``cifar10`` (what ``--run --natural`` ran them with), the
+    MNIST ones as ``mnist`` gives them (``steps.mnist_steps``: its seeds and scale)."""
     files = RunFiles(Path(root))
     lines = ["# Reproducing the paper's claims", "",
              f"Generated by `python -m reproduce {root} --run` (from the repository root) from the run folders "
              f"that the commands below make inside that folder; do not edit by hand. {ABOUT}", ""]
-    lines += _table(CLAIMS, STEPS, files, "--run")
+    lines += _table(CLAIMS, mnist, files, "--run")
     lines += ["", "## Natural images (CIFAR-10)", "", NATURAL.format(cifar10), ""]
     lines += _table(NATURAL_CLAIMS, natural_steps(cifar10), files, "--run --natural")
     _check_spec(files, cifar10)

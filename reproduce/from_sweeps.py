@@ -28,12 +28,15 @@ from reproduce.verdicts import (
     every,
     exceeds,
     of_rate,
+    over_models,
     over_seeds,
     paired_difference,
 )
 
 LARGEST = "100"  # the paper's large lambda, where the 4000-image sweep's accuracy drops
 DELICATE = "0.001"  # Sec. 3.2: "in this regime we are able to see the restricted attention"
+EDGE_MARGIN = 0.1  # "forgets the edges": the delicate ratio lies this far below the auto-encoder limit's
+SLOW = 10  # "slowly": a drop of less than this many points (the paper's 7.2 points on SVHN, rounded up)
 TASK_PROBE = "label (the task)"  # the probes on z other than this one read what the task did not ask
 NO_JUDGE = Verdict(NOT_MEASURED, "sweep.json holds no judge's reading of P(x) (made without --judge): delete it "
                                  "and rerun `--run --natural`, which measures the trained models again with the judge")
@@ -69,27 +72,51 @@ def _accuracies(summary: SweepSummary) -> str:
                      f"{_collapse_flag(summary, v)}" for v in summary.per_seed if v != "post-hoc")
 
 
+def collapsed_in(summary: SweepSummary, variants) -> Verdict | None:
+    """Not comparable where any member of ``variants`` has a collapsed decoder: a failed
+    training, whose numbers say nothing of lambda; else None."""
+    failed = {v: _collapsed(summary, v) for v in variants if _collapsed(summary, v)}
+    if not failed:
+        return None
+    return Verdict(NOT_COMPARABLE, "the decoder collapsed (a failed training) at lambda "
+                   + ", ".join(f"{v} in {n} of {len(summary.per_seed[v])} seeds" for v, n in failed.items()))
+
+
 def attention(files: RunFiles) -> tuple[str, Verdict]:
+    """The centre-to-edge error ratio of P(x) in the delicate regime against the auto-encoder
+    limit's (the largest lambda), paired by seed: below 1 alone shows nothing (a classifier at
+    chance gives a ratio below 1 too); forgetting the edges is a ratio below the control's by
+    more than ``EDGE_MARGIN``."""
     def pick(summary):
-        ratio = over_seeds(seed_values(summary, DELICATE, "centre_to_edge"), scale=1, unit="", digits=2)
-        ours = (f"lambda {DELICATE} (the delicate regime): centre-to-edge error ratio of P(x) "
-                f"{ratio.text()}; {_collapse_flag(summary, DELICATE)}")
-        if _collapsed(summary, DELICATE):
-            return ours, Verdict(NOT_COMPARABLE, "a collapsed decoder shows nothing of its inputs, centre or edge")
-        return ours, below(ratio, 1, "centre error / edge error")
+        control = lambda_ends(summary)[1]
+        ratios = {v: seed_values(summary, v, "centre_to_edge") for v in (DELICATE, control)}
+        shown = {v: over_seeds(ratios[v], scale=1, unit="", digits=2) for v in ratios}
+        margin = over_seeds([c - d for d, c in zip(ratios[DELICATE], ratios[control])], scale=1, unit="", digits=2)
+        ours = (f"centre-to-edge error ratio of P(x): lambda {DELICATE} (the delicate regime) {shown[DELICATE].text()}, "
+                f"{_collapse_flag(summary, DELICATE)}; control, lambda {control} (the auto-encoder limit) "
+                f"{shown[control].text()}, {_collapse_flag(summary, control)}; control minus delicate {margin.text()}")
+        failed = collapsed_in(summary, (DELICATE, control))
+        return ours, failed or above(margin, EDGE_MARGIN, f"the control's ratio minus the delicate regime's, "
+                                                          f"paired by seed, needs more than {EDGE_MARGIN:g}:")
     return read_results(files, "sweep-4000/sweep.json", pick)
 
 
-def accuracy_falls(sweep: str, data: str = "MNIST-strips'") -> Measure:
+def accuracy_falls(sweep: str, data: str = "MNIST-strips'", slowly: bool = True) -> Measure:
     """Accuracy at the sweep's smallest lambda against its largest, paired by seed (``data``:
-    whose numbers ours are, beside the paper's SVHN)."""
+    whose numbers ours are, beside the paper's SVHN); ``slowly``: the claim's size too, a drop
+    of at most ``SLOW`` points. Not comparable where a decoder of either end collapsed."""
     def pick(summary):
         smallest, largest = lambda_ends(summary)
         drop = paired_difference(*(seed_values(summary, v, "test_accuracy") for v in (smallest, largest)))
-        verdict = above(drop, 0, f"accuracy at lambda {smallest} minus at {largest}, paired by seed,")
-        return (_accuracies(summary) + f"; drop {drop.text()}",
-                Verdict(verdict.outcome, verdict.why + "; its size is not compared with the paper's 7.2 points: "
-                        f"those are SVHN's, with the paper's training, ours {data}"))
+        ours = _accuracies(summary) + f"; drop {drop.text()}"
+        if (failed := collapsed_in(summary, (smallest, largest))) is not None:
+            return ours, failed
+        paired = f"accuracy at lambda {smallest} minus at {largest}, paired by seed,"
+        if not slowly:
+            return ours, above(drop, 0, paired)
+        return ours, every({"decreases": above(drop, 0, paired),
+                            f"slowly (by less than {SLOW:g} points, the paper's 7.2 on SVHN rounded up; ours are "
+                            f"{data})": below(drop, SLOW / 100, paired)})
     return lambda files: read_results(files, f"{sweep}/sweep.json", pick)
 
 
@@ -100,8 +127,10 @@ def information_grows(files: RunFiles) -> tuple[str, Verdict]:
         gain = paired_difference(kept[largest], kept[smallest])
         probes = ", ".join(name for name in summary.per_seed[smallest][0].probes if name != TASK_PROBE)
         ours = ("mean linear-probe accuracy on z for " + probes + ": "
-                + "; ".join(f"{v}: {over_seeds(kept[v]).text()}" for v in kept) + f"; gain {gain.text()}")
-        return ours, above(gain, 0, f"probe accuracy at lambda {largest} minus at {smallest}, paired by seed,")
+                + "; ".join(f"{v}: {over_seeds(kept[v]).text()}, {_collapse_flag(summary, v)}" for v in kept)
+                + f"; gain {gain.text()}")
+        failed = collapsed_in(summary, (smallest, largest))
+        return ours, failed or above(gain, 0, f"probe accuracy at lambda {largest} minus at {smallest}, paired by seed,")
     return read_results(files, "sweep-4000/sweep.json", pick)
 
 
@@ -115,8 +144,12 @@ def optimizer_steps(summary: SweepSummary) -> int:
 
 def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
     """Accuracy at the largest lambda: 73,257 images against 4000 at the same number of steps."""
+    failed = {}
+
     def read(sweep: str) -> tuple[int, Interval]:
         summary = files.json(f"{sweep}/sweep.json")
+        if (collapsed := collapsed_in(summary, (LARGEST,))) is not None:
+            failed[sweep] = collapsed
         return optimizer_steps(summary), over_seeds(seed_values(summary, LARGEST, "test_accuracy"))
 
     try:
@@ -127,6 +160,9 @@ def images_or_steps(files: RunFiles) -> tuple[str, Verdict]:
                               f"({type(err).__name__}: {err}); make it again with the command in the table") from None
     ours = (f"lambda {LARGEST}: {SVHN_IMAGES:,} images, {large_steps:,} steps: {large.text()}; {STRIPS_IMAGES} images, "
             f"{matched_steps:,} steps: {matched.text()}; {STRIPS_IMAGES} images, {steps:,} steps: {small.text()}")
+    compared = {sweep: v for sweep, v in failed.items() if sweep != "sweep-4000"}  # the two compared
+    if compared:
+        return ours, Verdict(NOT_COMPARABLE, "; ".join(f"{sweep}: {v.why}" for sweep, v in compared.items()))
     if abs(large_steps - matched_steps) > 0.01 * large_steps:
         return ours, Verdict(NOT_COMPARABLE, f"the steps differ by more than 1 %: {large_steps:,} and {matched_steps:,}")
     return ours, exceeds(large, matched, (f"{SVHN_IMAGES:,} images", f"{STRIPS_IMAGES} images at the same steps"))
@@ -165,6 +201,8 @@ def perception_kept(files: RunFiles) -> tuple[str, Verdict]:
                                                    for v in lams)
                 + f"; MSE fall {fall.text()}, read-as-true rise {rise.text()}")
         paired = f"at lambda {largest} against {smallest}, paired by seed,"
+        if (failed := collapsed_in(summary, (smallest, largest))) is not None:
+            return ours, failed
         return ours, every({"MSE/pixel falls": above(fall, 0, f"MSE/pixel fall {paired}"),
                             "P(x) read as true rises": above(rise, 0, f"read-as-true rise {paired}")})
     return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)
@@ -180,5 +218,6 @@ def object_kept(files: RunFiles) -> tuple[str, Verdict]:
         ours = (f"lambda {KEPT}, {_judge(readings)}: P(x) read as the true class, "
                 + "; ".join(f"{seed}: {value.text()}" for seed, value in read.items())
                 + f" of {readings[KEPT][0].images} test images")
-        return ours, every({seed: above(value, MOST, "read as true") for seed, value in read.items()})
+        verdict = over_models({seed: above(value, MOST, "read as true") for seed, value in read.items()})
+        return ours, collapsed_in(summary, (KEPT,)) or verdict
     return read_results(files, f"{SWEEP}/{runs.SWEEP_JSON}", pick)

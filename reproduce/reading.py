@@ -34,6 +34,7 @@ class RunFiles:
 
     def __init__(self, root: Path):
         self.root, self.hashes = Path(root), {}
+        self.versions: dict[str, str | None] = {}  # each file read: the code version that wrote it (None: older)
 
     def json(self, relative: str) -> BaseModel:
         """A results file as its type (``RESULTS_SCHEMAS``), through the guarded reader, checked
@@ -45,7 +46,15 @@ class RunFiles:
         data = schema.model_validate(load_sealed_file(
             path, schema, "make it again: delete it and run the page with --run (its row names the command)"))
         self.hashes[relative] = hashlib.sha256(fileio.guarded(path).read_bytes()).hexdigest()
+        self.versions.pop(relative, None)  # re-inserted last: the files a measure read are the last ones
+        self.versions[relative] = getattr(data, "code_version", None)
         return data
+
+    def code_of(self, read: list[str]) -> str:
+        """The code versions that wrote the files ``read``, each once: "perceptreg 0.1.0, commit
+        ..." (schema.sealed records it), or "not recorded" for files written before it was."""
+        versions = dict.fromkeys(self.versions[name] or "not recorded" for name in read)
+        return "; ".join(versions) or "-"
 
 
 Measure = Callable[[RunFiles], tuple[str, Verdict]]  # a claim's measure: our number and its verdict

@@ -7,6 +7,7 @@ call that does that command's work, run in this process (``make_runs``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
@@ -38,7 +39,10 @@ LARGE_EPOCHS = 10
 # 11,466 steps against 11,450): does the larger set win by its images or by its steps?
 MATCHED_EPOCHS = round(LARGE_EPOCHS * math.ceil(SVHN_IMAGES / BATCH) / math.ceil(STRIPS_IMAGES / BATCH))
 SEEDS = (0, 1, 2, 3, 4)  # verdicts.MIN_SEEDS: fewer make an interval over seeds that decides nothing
-DEMO = "demo"  # the MNIST run that is attacked and edited
+MODEL_SEEDS = (0, 1, 2)  # verdicts.MIN_MODELS: the trained models each attack, edit and noise row is measured on
+DEMO = "demo"  # the MNIST run that is attacked and edited (seed 0; the others demo-seedN)
+MNIST_JUDGE = "judge-cnn"  # the MNIST model judge: another architecture (mnist_judge.py) than the demo's
+JUDGE_NET = f"{Path(__file__).resolve().parent / 'mnist_judge.py'}:mnist_judge"  # absolute: steps run in the root
 SWEEP = "cifar10-sweep"  # the natural-image sweep
 KEPT = "0.01"  # the lambda of the natural-image model attacked and edited, as the MNIST demo's
 RUN = f"{SWEEP}/lam{KEPT}-seed0"
@@ -55,37 +59,107 @@ class Step:
     make: Callable[[], object]  # the library call that does the command's work, run in the root
 
 
-SEARCH = Strength(adaptive_search=(0, 0.01, 0.1, 1, 10), fprs=DEFAULT_FPRS)  # the strong adaptive attack's betas
+BETAS = (0, 0.01, 0.1, 1, 10)  # the strong adaptive attack's betas
+RESTARTS = 5  # random restarts of every attack of the MNIST rows, plain and adaptive
+CURVE_STEPS = (25, 50, 100, 200)  # the search again at these steps: has it converged?
+SEARCH = Strength(adaptive_search=BETAS, fprs=DEFAULT_FPRS)
 NATURAL_ATTACK = AttackSettings(eps=0.03, steps=100, loss="margin")  # --eps 0.03 --steps 100 --loss margin
 
 
 def attack_step(run: str, compare: str, judge: str, command: str, settings: AttackSettings = AttackSettings(),
-                **options) -> Step:
+                strength: Strength = SEARCH, **options) -> Step:
     """evaluate-attack of ``run`` beside ``compare``, read by ``judge``, with the adaptive search."""
     return Step(f"{run}/{runs.ATTACK_METRICS}", command,
                 lambda: evaluate.evaluate_attack(open_run(run), settings, compare=compare, judge_runs=(judge,),
-                                                 strength=SEARCH, **options))
+                                                 strength=strength, **options))
 
 
 def _listed(values: tuple) -> str:
     return ",".join(map(str, values))
 
 
-STEPS = {
-    "demo": Step(f"{DEMO}/{runs.MODEL_META}", f"perceptreg train --lam 1e-2 --epochs 20 --out {DEMO}",
-                 lambda: train(TrainConfig(lam=1e-2, epochs=20), DEMO)),
-    "judge": Step(f"judge/{runs.MODEL_META}", "perceptreg train --lam 1e-2 --epochs 20 --seed 1 --out judge",
-                  lambda: train(TrainConfig(lam=1e-2, epochs=20, seed=1), "judge")),
-    "post-hoc": Step(f"post-hoc/{runs.MODEL_META}", f"perceptreg train --classifier-from {DEMO} --out post-hoc",
-                     lambda: train_run.train_run({"classifier_from": DEMO}, "post-hoc")),
-    "attack": attack_step(DEMO, "post-hoc", "judge", f"perceptreg evaluate-attack {DEMO} --judge judge "
-                          "--compare post-hoc --adaptive-search 0,0.01,0.1,1,10"),
-    "noise": Step(f"{DEMO}/{runs.NOISE_METRICS}", f"perceptreg attack {DEMO} --from-noise --n 100",
-                  lambda: noise.attack_from_noise(open_run(DEMO), AttackSettings(), images_per_class=100)),
-    "interpolate": Step(f"{DEMO}/{runs.INTERPOLATION_METRICS}",
-                        f"perceptreg interpolate {DEMO} --target 8 --images 100 --compare post-hoc",
-                        lambda: interpolation.interpolate(open_run(DEMO), EditSettings(target=8, images=100),
-                                                          compare=open_run("post-hoc"))),
+def seed_run(name: str, seed: int) -> str:
+    """The folder of a MNIST model of ``seed``: ``name`` for seed 0 (the runs made before seeds), else name-seedN."""
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much each MNIST model step does: the page's (the defaults), or a smoke test's, which
+    makes every step in minutes to show it works (its numbers mean nothing)."""
+    epochs: int = 20
+    train_size: int | None = None
+    attack_steps: int = 100
+    images: int | None = None  # attacked (and as many held out); None: evaluate-attack's default
+    restarts: int = RESTARTS
+    curve_steps: tuple[int, ...] = CURVE_STEPS
+    per_class: int = 100  # noise images per class; edited images
+    fit_images: int | None = None
+
+
+SMOKE = Scale(epochs=1, train_size=500, attack_steps=5, images=30, restarts=2, curve_steps=(2, 5), per_class=2,
+              fit_images=10)
+
+
+def _epochs_of(scale: Scale) -> dict:
+    """A post-hoc decoder's epochs where the scale is not the page's (there: the default, 20)."""
+    return {} if scale.epochs == Scale.epochs else {"epochs": scale.epochs}
+
+
+def _epochs(scale: Scale) -> str:
+    return "".join(f" --epochs {epochs}" for epochs in _epochs_of(scale).values())
+
+
+def _model_steps(seed: int, scale: Scale) -> dict[str, Step]:
+    """The steps of the MNIST model of ``seed``: train it and its post-hoc twin, attack, noise, edits."""
+    demo, post_hoc = seed_run(DEMO, seed), seed_run("post-hoc", seed)
+    sized = f" --train-size {scale.train_size}" if scale.train_size else ""
+    settings = AttackSettings(steps=scale.attack_steps, restarts=scale.restarts)
+    strength = dataclasses.replace(SEARCH, curve_steps=scale.curve_steps)
+    images = {} if scale.images is None else {"images": scale.images}
+    given = f" --images {scale.images}" if scale.images else ""
+    fit = f" --fit-images {scale.fit_images}" if scale.fit_images else ""
+    attack = f"--steps {scale.attack_steps}"
+    return {
+        seed_run("demo", seed): Step(f"{demo}/{runs.MODEL_META}", f"perceptreg train --lam 1e-2 --epochs {scale.epochs}"
+                                     f"{sized} --seed {seed} --out {demo}",
+                                     lambda: train(TrainConfig(lam=1e-2, epochs=scale.epochs, seed=seed,
+                                                               train_size=scale.train_size), demo)),
+        seed_run("post-hoc", seed): Step(f"{post_hoc}/{runs.MODEL_META}", f"perceptreg train --classifier-from {demo}"
+                                         f"{_epochs(scale)} --out {post_hoc}",
+                                         lambda: train_run.train_run({"classifier_from": demo, **_epochs_of(scale)},
+                                                                     post_hoc)),
+        seed_run("attack", seed): attack_step(
+            demo, post_hoc, MNIST_JUDGE, f"perceptreg evaluate-attack {demo} --judge {MNIST_JUDGE} --compare {post_hoc} "
+            f"{attack} --restarts {scale.restarts}{given} --adaptive-search {_listed(BETAS)} "
+            f"--curve-steps {_listed(scale.curve_steps)}", settings, strength, **images),
+        seed_run("noise", seed): Step(f"{demo}/{runs.NOISE_METRICS}",
+                                      f"perceptreg attack {demo} --from-noise --n {scale.per_class} {attack}",
+                                      lambda: noise.attack_from_noise(open_run(demo), AttackSettings(
+                                          steps=scale.attack_steps), images_per_class=scale.per_class)),
+        seed_run("interpolate", seed): Step(
+            f"{demo}/{runs.INTERPOLATION_METRICS}", f"perceptreg interpolate {demo} --target 8 --images "
+            f"{scale.per_class}{fit} {attack} --compare {post_hoc}",
+            lambda: interpolation.interpolate(open_run(demo), EditSettings(
+                target=8, images=scale.per_class, **({"fit_images": scale.fit_images} if scale.fit_images else {})),
+                AttackSettings(steps=scale.attack_steps), compare=open_run(post_hoc))),
+    }
+
+
+def mnist_steps(seeds: tuple[int, ...] = MODEL_SEEDS, scale: Scale = Scale()) -> dict[str, Step]:
+    """The MNIST table's steps: the judge, then each seed's model steps, then (at the page's
+    scale only: hours) the sweeps."""
+    sized = {"train_size": scale.train_size} if scale.train_size else {}
+    judge = {MNIST_JUDGE: Step(f"{MNIST_JUDGE}/{runs.MODEL_META}",
+                               f"perceptreg train --model {JUDGE_NET} --lam 0 --epochs {scale.epochs} --seed 1"
+                               + "".join(f" --train-size {size}" for size in sized.values()) + f" --out {MNIST_JUDGE}",
+                               lambda: train_run.train_run({"model": JUDGE_NET, "lam": 0.0, "epochs": scale.epochs,
+                                                            "seed": 1, **sized}, MNIST_JUDGE))}
+    models = {name: step for seed in seeds for name, step in _model_steps(seed, scale).items()}
+    return {**judge, **models, **({} if scale == SMOKE else SWEEP_STEPS)}
+
+
+SWEEP_STEPS = {
     "sweep-4000": Step(f"sweep-4000/{runs.SWEEP_JSON}", f"perceptreg sweep --seeds {_listed(SEEDS)} --out sweep-4000",
                        lambda: run_sweep(SweepConfig(seeds=SEEDS), "sweep-4000")),
     "sweep-73257": Step(f"sweep-73257/{runs.SWEEP_JSON}", f"perceptreg sweep --dataset mnist-strips:{SVHN_IMAGES} "
@@ -97,6 +171,7 @@ STEPS = {
                              lambda: run_sweep(SweepConfig(seeds=(0,), post_hoc=False, epochs=MATCHED_EPOCHS),
                                                "sweep-4000-steps")),
 }
+STEPS = mnist_steps()
 
 
 def natural_steps(cifar10: str = CIFAR10) -> dict[str, Step]:

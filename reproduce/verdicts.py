@@ -4,7 +4,9 @@ REPRODUCING.md's last column.
 A claim holds when its whole interval lies on the claimed side of the line it is tested
 against, does not hold when the whole interval lies on the other side, and is undecided when
 the interval straddles the line, or when it comes from fewer than ``MIN_SEEDS`` seeds (a
-Student-t interval over two seeds is as wide as the range it could say anything about).
+Student-t interval over two seeds is as wide as the range it could say anything about). A
+verdict over images of trained models (``over_models``) is labelled "one model" (or "2
+models") below ``MIN_MODELS``: its interval covers the images, not the training.
 
     verdict = above(of_rate(Rate.count(90, 100)), MOST, "success")
     verdict.outcome  # "holds"
@@ -22,6 +24,7 @@ from perceptreg.measures import mean_of
 HOLDS, FAILS, UNDECIDED, NOT_COMPARABLE, NOT_MEASURED = (
     "holds", "does not hold", "undecided", "not comparable", "not measured")
 MIN_SEEDS = 5  # fewer: an interval over seeds is labelled uninformative and decides nothing
+MIN_MODELS = 3  # fewer trained models: a verdict over their images is labelled with their number
 MOST = 0.5  # "most images": the line a rate is tested against where the paper shows examples, not rates
 
 
@@ -29,9 +32,10 @@ MOST = 0.5  # "most images": the line a rate is tested against where the paper s
 class Verdict:
     outcome: str  # one of HOLDS, FAILS, UNDECIDED, NOT_COMPARABLE, NOT_MEASURED
     why: str
+    label: str = ""  # what the outcome rests on where it is less than the claim: "one model"
 
     def text(self) -> str:
-        return f"**{self.outcome}**: {self.why}"
+        return f"**{self.outcome}{f' ({self.label})' if self.label else ''}**: {self.why}"
 
 
 @dataclass(frozen=True)
@@ -149,3 +153,15 @@ def combine(verdicts: dict[str, Verdict]) -> Verdict:
     if len(outcomes) == 1:
         return Verdict(outcomes.pop(), parts)
     return Verdict(UNDECIDED, "they disagree: " + parts)
+
+
+def over_models(verdicts: dict[str, Verdict]) -> Verdict:
+    """One verdict of a claim measured on each of several trained models (seeds), each over
+    its images: their common outcome (``combine``), labelled "one model" ("2 models") below
+    ``MIN_MODELS``: an interval over one model's images says nothing of another training."""
+    combined = combine(verdicts)
+    if len(verdicts) >= MIN_MODELS:
+        return combined
+    label = "one model" if len(verdicts) == 1 else f"{len(verdicts)} models"
+    return Verdict(combined.outcome, f"{combined.why}; decided by {label}: its interval covers the images, not the "
+                                     f"training (at least {MIN_MODELS} seeds decide)", label)

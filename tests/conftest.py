@@ -57,6 +57,23 @@ def trained_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def other_judge(tmp_path_factory):
+    """A judge of trained_run's digits of another architecture (reproduce/mnist_judge.py):
+    judges.run_judge refuses the attacked model's twin. 500 digits, 1 epoch, lam 0."""
+    from pathlib import Path
+
+    from perceptreg.cli import main
+
+    net = Path(__file__).parents[1] / "reproduce" / "mnist_judge.py"
+    out = tmp_path_factory.mktemp("cli") / "judge"
+    result = CliRunner().invoke(main, ["train", "--model", f"{net}:mnist_judge", "--lam", "0", "--seed", "1",
+                                       "--train-size", "500", "--epochs", "1", "--eval-size", "100",
+                                       "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="session")
 def good_run(tmp_path_factory):
     """A run whose decoder works: 1000 digits, 4 epochs of batch 32 (about 2 s)."""
     from perceptreg.cli import main

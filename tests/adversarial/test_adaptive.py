@@ -107,3 +107,23 @@ def test_adaptive_attack_bad_settings():
         AdaptiveAttack(half_decoder_net(), band=(2.0, 1.0))
     with pytest.raises(PerceptregError, match="AdaptiveAttack needs a PerceptionNet"):
         AdaptiveAttack(identity_classifier())
+
+
+def test_adaptive_attack_keeps_a_given_candidate_where_it_ranks_better():
+    # the plain attack's images, given as a candidate, win on the image where they rank better
+    net, y = half_decoder_net(), torch.tensor([0, 0])
+    x = torch.cat([image(0.7, 0.6), image(0.7, 0.6)])
+    searched = torch.cat([image(0.6, 0.7), image(0.7, 0.6)])  # fooled (score 0.05), not fooled
+    plain = torch.cat([image(0.6, 0.9), image(0.6, 0.7)])  # fooled (score 0.17), fooled
+    attack = AdaptiveAttack(net, betas=(0.0,), losses=("margin",), eps=0.5, steps=1, candidates=(plain,))
+    attack.attacks = [Fixed(net, searched)]
+    assert torch.equal(attack(x, y), torch.cat([searched[:1], plain[1:]]))
+    with pytest.raises(PerceptregError, match="`candidates` must be adversarial images of the images attacked"):
+        AdaptiveAttack(net, eps=0.5, steps=1, candidates=(plain[:1],))(x, y)
+
+
+def test_adaptive_attack_runs_every_loss_with_every_beta():
+    attack = AdaptiveAttack(half_decoder_net(), betas=(0.0, 1.0), eps=0.1, steps=1, loss="dlr")
+    assert [(a.loss, a.beta) for a in attack.attacks] == [("margin", 0.0), ("margin", 1.0), ("ce", 0.0), ("ce", 1.0)]
+    with pytest.raises(PerceptregError, match="`losses` must name at least one loss"):
+        AdaptiveAttack(half_decoder_net(), losses=())

@@ -143,3 +143,28 @@ def test_roc_auc_interval_narrows_with_more_images():
         assert low < roc_auc(negative, positive) < high
         widths.append(high - low)
     assert widths[1] < widths[0] / 5  # about 1 / sqrt(100) as wide
+
+
+def _delong_by_definition(negative: list[float], positive: list[float]) -> tuple[float, float]:
+    """DeLong's interval written out from its definition, pair by pair (no ranks)."""
+    def beats(a, b):
+        return 1.0 if a > b else 0.5 if a == b else 0.0
+    v10 = [sum(beats(p, q) for q in negative) / len(negative) for p in positive]
+    v01 = [sum(beats(p, q) for p in positive) / len(positive) for q in negative]
+
+    def variance(values):
+        mean = sum(values) / len(values)
+        return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    auc = sum(v10) / len(v10)
+    half = 1.959964 * (variance(v10) / len(positive) + variance(v01) / len(negative)) ** 0.5
+    return auc - half, auc + half
+
+
+def test_roc_auc_interval_weighs_each_variance_by_its_own_count():
+    # 7 positives against 40 negatives, far from 0 and 1: swapping the counts in the variance
+    # terms (issue 37, N7) changes the width, which two of each cannot show
+    generator = torch.Generator().manual_seed(3)
+    negative, positive = torch.randn(40, generator=generator), torch.randn(7, generator=generator) + 0.8
+    expected = _delong_by_definition(negative.tolist(), positive.tolist())
+    assert 0 < expected[0] and expected[1] < 1  # not clipped
+    assert roc_auc_interval(negative, positive) == pytest.approx(expected, abs=1e-6)

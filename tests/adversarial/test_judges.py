@@ -162,3 +162,28 @@ def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_p
     config = standing_judge_config("cifar10", epochs=1, batch_size=20, eval_size=0)
     train(config, standing_judge_dir("cifar10"), train_data=data, test_data=data, progress=False)
     assert reading_judge("cifar10", data.image_shape, 10).name == "model cifar10"
+
+
+def test_a_judge_of_the_judged_models_own_architecture_is_refused():
+    # the demo's twin (same architecture, another seed) reads x_adv as the attack transfers to it
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from perceptreg.core import models
+    from perceptreg.core.config import TrainConfig
+    from perceptreg.core.errors import PerceptregError
+
+    def judge_run(config, shape=(1, 28, 28), classes=10):
+        return SimpleNamespace(input_shape=shape, num_classes=classes, config=config, path=Path("runs/judge"),
+                               model=lambda device: models.mnist())
+    twin, other = TrainConfig(seed=1), TrainConfig(arch="custom", model="../reproduce/mnist_judge.py:mnist_judge")
+    assert judges_module.architecture(twin) == "mnist"
+    assert judges_module.architecture(other) == "custom mnist_judge"
+    with pytest.raises(PerceptregError, match="runs/judge cannot judge a model of its own architecture \\(mnist\\)"):
+        judges_module.run_judge(judge_run(twin), "mnist5k", (1, 28, 28), 10, judged="mnist")
+    with pytest.raises(PerceptregError, match="its own architecture"):
+        reference = reference_set()
+        judges_module.default_judges("mnist5k", reference, [judge_run(twin, reference.image_shape,
+                                                                      len(reference.classes))], judged="mnist")
+    assert judges_module.run_judge(judge_run(other), "mnist5k", (1, 28, 28), 10, judged="mnist").name == "model judge"
+    assert judges_module.run_judge(judge_run(twin), "mnist5k", (1, 28, 28), 10).name == "model judge"  # judged unknown

@@ -88,3 +88,40 @@ def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(tr
     assert len(stays) <= 10, stays
     assert not any(stays[i:i + 2] == stays[i + 2:i + 4] for i in range(len(stays) - 3)), stays
     assert (folder / "attack_metrics.json").exists() and (folder / "attack_roc.png").exists()
+
+
+def test_the_search_aims_inside_every_detectors_band_and_keeps_the_plain_attacks_images():
+    # the strongest attack of a search is the AdaptiveAttack aiming at the thresholds of the
+    # held-out scores (issue 37, N21: given none, it aims at nothing and is weaker)
+    from perceptreg.adversarial.adaptive import NO_BAND
+    from perceptreg.adversarial.thresholds import strictest_band
+    from perceptreg.core import models
+
+    net, held = models.mnist(), torch.arange(100, dtype=torch.float32)
+    plain = torch.rand(2, 1, 28, 28)
+    strength = Strength(adaptive_search=(0.0, 1.0), fprs=(0.01, 0.05))
+    search = strength.strongest(net, "pgd", None, held)(AttackSettings(eps=0.1, steps=1), (plain,))
+    assert search.band == strictest_band(held, (0.01, 0.05)) == (2.0, 94.0)  # two-sided 5 %: low; one-sided 5 %: high
+    assert search.betas == (0.0, 1.0) and search.losses == ("margin", "ce") and search.candidates == (plain,)
+    assert strength.strongest(net, "pgd", None, None)(AttackSettings(eps=0.1, steps=1)).band == NO_BAND
+
+
+def test_the_search_is_never_weaker_than_the_plain_attack(trained_run, monkeypatch):
+    # a search whose own runs do nothing still fools every image the plain PGD fooled: it keeps
+    # the plain attack's images where they rank better (issue 37: it fooled 2 fewer than PGD)
+    import perceptreg
+    from perceptreg.adversarial.adaptive import AdaptivePGD
+
+    monkeypatch.setattr(AdaptivePGD, "forward", lambda self, images, labels, targets: images.clone())
+    summary = evaluate_run(perceptreg.open_run(trained_run), AttackSettings(steps=3), images=20, held_out=20,
+                           strength=Strength(adaptive_search=(0.0,))).summary
+    assert summary.successful_attacks > 0
+    assert summary.adaptive_search.successful_attacks == summary.successful_attacks
+
+
+def test_an_evaluation_refuses_a_judge_of_the_attacked_models_architecture(trained_run):
+    import perceptreg
+
+    run = perceptreg.open_run(trained_run)
+    with pytest.raises(PerceptregError, match="cannot judge a model of its own architecture \\(mnist\\)"):
+        evaluate_run(run, AttackSettings(steps=1), images=10, judge_runs=(run,))

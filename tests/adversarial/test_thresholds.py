@@ -55,3 +55,14 @@ def test_band_needs_held_out_scores():
         band(torch.tensor([]), 0.05)
     with pytest.raises(PerceptregError, match="`sided` must be one of"):
         band(SCORES, 0.05, "both")
+
+
+def test_succeeded_and_undetected_is_a_share_of_the_images_classified_right():
+    # 4 attacked, 2 classified right: the rate is of those 2, not of all 4 (issue 37, N5)
+    clean = torch.tensor([50.0, 50.0, 50.0, 50.0])
+    adversarial = torch.tensor([2.0, 96.0, 50.0, 50.0])
+    success = torch.tensor([True, False, False, False])
+    eligible = torch.tensor([True, True, False, False])
+    hidden = at_fixed_rates(SCORES, clean, adversarial, success, eligible, [0.05])["one-sided"][0]
+    assert hidden["succeeded_and_undetected"]["n"] == 2
+    assert hidden["succeeded_and_undetected"]["rate"] == pytest.approx(1 / 2)

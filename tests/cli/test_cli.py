@@ -305,20 +305,20 @@ def test_attack_from_noise_counts_every_image_but_shows_two_per_class(trained_ru
 
 
 @pytest.mark.slow  # over 2 s alone: the fast lane leaves it out
-def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
+def test_evaluate_attack_writes_metrics_and_roc(trained_run, other_judge, runner, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     for p in trained_run.iterdir():
         (run / p.name).write_bytes(p.read_bytes())
     result = runner.invoke(main, ["evaluate-attack", str(run), "--steps", "5", "--images", "40",
-                                  "--judge", str(trained_run), "--compare", str(trained_run), "--adaptive", "0,1"])
+                                  "--judge", str(other_judge), "--compare", str(trained_run), "--adaptive", "0,1"])
     assert result.exit_code == 0, result.output
     written = json.loads((run / "attack_metrics.json").read_text())
     assert written["settings"]["steps"] == 5 and len(written["runs"]) == 2
     assert written["settings"]["eps"] == 0.2  # no --eps: the digits' radius, as used
     summary = written["runs"][str(run)]
     assert summary["images"] == 40 and 0 <= summary["attack_success_rate"]["rate"] <= 1
-    assert set(summary["judges"]) == {"3-NN pixels", f"model {trained_run.name}"}
+    assert set(summary["judges"]) == {"3-NN pixels", f"model {other_judge.name}"}
     assert list(summary["detector"]["baselines"]) == ["pixel_statistic", "blur_residual", "bit_depth",
                                                       "median_filter", "shuffled_perturbation"]
     assert [row["beta"] for row in summary["adaptive"]] == [0.0, 1.0]
@@ -335,7 +335,7 @@ def test_evaluate_attack_writes_metrics_and_roc(trained_run, runner, tmp_path):
     from perceptreg.adversarial.run_attacks import Strength
 
     report = perceptreg.evaluate_attack(perceptreg.open_run(run), perceptreg.AttackSettings(steps=5), images=40,
-                                        judge_runs=[trained_run], compare=trained_run, strength=Strength(adaptive=(0, 1)))
+                                        judge_runs=[other_judge], compare=trained_run, strength=Strength(adaptive=(0, 1)))
     assert report.text() in result.output and report.text().splitlines()[0] == "PGD, linf eps 0.2, on 40 images:"
     assert json.dumps(report.summaries[str(run)].model_dump(), sort_keys=True) == json.dumps(summary, sort_keys=True)
     assert report.metrics == run / "attack_metrics.json"
@@ -528,18 +528,18 @@ def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
     assert curve[0] <= 0.1 and curve[1] >= 0.5  # images of other classes, edited toward 1
 
 
-def test_noise_to_class_and_latent_edits_are_read_by_the_given_judge(trained_run, runner, tmp_path):
-    # the run copied: its results files are written beside it; the original judges it
+def test_noise_to_class_and_latent_edits_are_read_by_the_given_judge(trained_run, other_judge, runner, tmp_path):
+    # the run copied: its results files are written beside it; a model of another design judges it
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     result = runner.invoke(main, ["attack", str(run), "--from-noise", "--steps", "2", "--n", "1",
-                                  "--judge", str(trained_run)])
+                                  "--judge", str(other_judge)])
     assert result.exit_code == 0, result.output
-    judge = f"model {trained_run.name}"
+    judge = f"model {other_judge.name}"
     assert f"the {judge} judge reads P(x_adv)" in result.output
     assert read_sealed(run / "noise_metrics.json")["judge"] == judge
     result = runner.invoke(main, ["interpolate", str(run), "--target", "8", "--images", "2", "--fit-images", "2",
-                                  "--steps", "2", "--alphas", "0:1:1", "--judge", str(trained_run)])
+                                  "--steps", "2", "--alphas", "0:1:1", "--judge", str(other_judge)])
     assert result.exit_code == 0, result.output
     edits = json.loads((run / "interpolation_metrics.json").read_text())["runs"][str(run)]
     assert judge in edits["directions"]["mean"]["flip_curve"]

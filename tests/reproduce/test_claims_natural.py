@@ -42,14 +42,22 @@ TWO_SEEDS = {"0.0001": [member(0.60, 0.030, 15), member(0.58, 0.032, 17)],
              "post-hoc": [member(0.60, 0.040, 12), member(0.58, 0.041, 13)]}
 
 
-def attack_summary(fooled: int, adversarial: int, missed: int, detector: float, right: int = 7) -> dict:
+def agreement(adversarial: int, n: int) -> dict:
+    """A judge's reading of n images: ``adversarial`` of them as the adversarial class, the rest as true."""
+    return {"adversarial_label": rate(adversarial, n), "true_label": rate(n - adversarial, n), "other": rate(0, n),
+            "count": n}
+
+
+def attack_summary(fooled: int, adversarial: int, missed: int, detector: float, right: int = 7,
+                   transferred: int = 0) -> dict:
     """An evaluate-attack summary on natural images by hand: 10 images, all classified right,
     ``fooled`` of them fooled, the judge (right on ``right`` of the 10 x) reading ``adversarial`` of
     their P(x_adv) as adversarial and the rest as true, ``missed`` of the 10 succeeding
     undetected at 5 % false positives, one-sided; the detector's AUC ``detector`` +- 0.05
-    against the blur residual's 0.80, bit depth's 0.62 and the median filter's 0.40."""
-    judge = {"accuracy_on_x": rate(right, 10), "on_P(x_adv)": {"adversarial_label": rate(adversarial, fooled),
-                                                           "true_label": rate(fooled - adversarial, fooled)}}
+    against the blur residual's 0.80, bit depth's 0.62 and the median filter's 0.40; the judge
+    reads ``transferred`` of the x_adv themselves as adversarial."""
+    judge = {"accuracy_on_x": rate(right, 10), "on_P(x_adv)": agreement(adversarial, fooled),
+             "on_x_adv": agreement(transferred, fooled)}
     auroc = lambda value, half: {"auroc": value, "auroc_interval": [value - half, value + half]}  # noqa: E731
     return {"attack_success_rate": rate(fooled, 10), "successful_attacks": fooled, "judges": {JUDGE: judge},
             "detector": {**auroc(detector, 0.05), "at_fpr": {"one-sided": [
@@ -57,7 +65,8 @@ def attack_summary(fooled: int, adversarial: int, missed: int, detector: float, 
                 "baselines": {"pixel_statistic": auroc(0.99, 0.01), "blur_residual": auroc(0.80, 0.05),
                               "bit_depth": auroc(0.62, 0.07), "median_filter": auroc(0.40, 0.05),
                               "shuffled_perturbation": auroc(0.55, 0.05)}},
-            "adaptive_search": {"judges_on_P(x_adv)": {JUDGE: judge["on_P(x_adv)"]}, "successful_attacks": fooled,
+            "adaptive_search": {"judges_on_P(x_adv)": {JUDGE: judge["on_P(x_adv)"]},
+                                "judges_on_x_adv": {JUDGE: judge["on_x_adv"]}, "successful_attacks": fooled,
                                 "undetected": {"one-sided": {"0.05": rate(missed, 10)}}}}
 
 
@@ -91,43 +100,57 @@ def test_the_natural_rows_from_the_runs(natural):
     assert falls[2] == "0.0001: 88.5 %, 0.001: 87.9 %, 0.01: 87.8 %, 100: 81.3 %"
     # 2 seeds: 59.0 and 43.5 % means, a drop of 15.5 points, shown but deciding nothing
     assert "; 100: 43.5 % [" in falls[4] and falls[4].endswith("(2 seeds: uninformative)")
-    assert falls[5].startswith("**undecided**: accuracy at lambda 0.0001 minus at 100, paired by seed, 15.5 points [")
-    assert "2 seeds; an interval over seeds decides nothing below 5" in falls[5] and "ours CIFAR-10's" in falls[5]
+    assert falls[5].startswith("**undecided**: decreases: undecided, accuracy at lambda 0.0001 minus at 100, paired "
+                               "by seed, 15.5 points [")
+    assert "2 seeds; an interval over seeds decides nothing below 5" in falls[5] and "ours are CIFAR-10's" in falls[5]
+    assert "slowly (by less than 10 points, the paper's 7.2 on SVHN rounded up" in falls[5]
     kept = row(page, "the larger lambda")
     assert kept[4].startswith(f"judge {JUDGE} (right on x 72.0 % [62.5, 79.9]); 0.0001: MSE/pixel 0.0310 [")
     assert "MSE fall 0.0255 [" in kept[4] and "read-as-true rise 16.0 points [" in kept[4]
     assert kept[5].startswith("**undecided**: MSE/pixel falls: undecided")
     # lambda 0.01: 18 and 21 of 100 P(x) read as the true class, each interval under a half
-    assert row(page, "P(x) keeps the object")[4:] == [
+    assert row(page, "P(x) keeps the object")[4:6] == [
         f"lambda 0.01, judge {JUDGE} (right on x 72.0 % [62.5, 79.9]): P(x) read as the true class, "
         "seed 0: 18.0 % [11.7, 26.7]; seed 1: 21.0 % [14.2, 30.0] of 100 test images",
-        "**does not hold**: seed 0: does not hold, read as true 18.0 % [11.7, 26.7], not above 0.5; "
-        "seed 1: does not hold, read as true 21.0 % [14.2, 30.0], not above 0.5"]
-    assert row(page, "PGD")[5] == "**holds**: success 90.0 % [59.6, 98.2], all above 0.5"
-    # the judge reads 1 of 9 P(x_adv) as adversarial, 8 as true: the claim turns over
-    assert row(page, "P(x_adv) looks like")[4:] == [
-        f"{JUDGE} (right on x 70.0 % [39.7, 89.2]): adversarial 11.1 % [2.0, 43.5], true 88.9 % [56.5, 98.0]",
-        "**does not hold**: read as adversarial 11.1 % [2.0, 43.5] against as true 88.9 % [56.5, 98.0]: "
-        "the intervals do not overlap, the other way"]
-    assert row(page, "... still")[5].startswith("**does not hold**")
+        "**does not hold (2 models)**: seed 0: does not hold, read as true 18.0 % [11.7, 26.7], not above 0.5; "
+        "seed 1: does not hold, read as true 21.0 % [14.2, 30.0], not above 0.5; decided by 2 models: its interval "
+        "covers the images, not the training (at least 3 seeds decide)"]
+    assert row(page, "PGD")[5] == ("**holds (one model)**: success 90.0 % [59.6, 98.2], all above 0.5; decided by "
+                                   "one model: its interval covers the images, not the training (at least 3 seeds "
+                                   "decide)")
+    assert row(page, "PGD")[1].startswith("ours, after the paper's Sec. 4 (which runs PGD on cross-entropy")
+    # the judge reads 1 of 9 P(x_adv) as adversarial, 8 as true, and none of the x_adv: the claim turns over
+    assert row(page, "P(x_adv) looks like")[4:6] == [
+        f"{JUDGE} (right on x 70.0 % [39.7, 89.2]): x_adv read as adversarial 0.0 % [0.0, 29.9]; P(x_adv) read as "
+        "adversarial 11.1 % [2.0, 43.5], as true 88.9 % [56.5, 98.0]",
+        "**does not hold (one model)**: beyond the transfer: undecided, P(x_adv) read as adversarial 11.1 % [2.0, 43.5] "
+        "against x_adv 0.0 % [0.0, 29.9]: the intervals overlap; adversarial over true: does not hold, P(x_adv) read "
+        "as adversarial 11.1 % [2.0, 43.5] against as true 88.9 % [56.5, 98.0]: the intervals do not overlap, the "
+        "other way; decided by one model: its interval covers the images, not the training (at least 3 seeds decide)"]
+    assert row(page, "... still")[5].startswith("**does not hold (one model)**")
     separates = row(page, "\\|\\|x - P(x)\\|\\|^2 separates")
     assert separates[4] == ("ROC AUC \\|\\|x - P(x)\\|\\|^2 0.600 [0.550, 0.650]; blur residual (no model) 0.800 "
                             "[0.750, 0.850]; feature squeezing, 5-bit depth 0.620 [0.550, 0.690]; feature squeezing, "
                             "2x2 median 0.400 [0.350, 0.450]; control: shuffled perturbation, L2-matched 0.550 "
                             "[0.500, 0.600]")  # no pixel statistic: it means nothing on natural images
-    assert separates[5].startswith("**does not hold**: blur residual (no model): does not hold, ")
+    assert separates[5].startswith("**does not hold (one model)**: blur residual (no model): does not hold, ")
     assert "feature squeezing, 5-bit depth: undecided" in separates[5]
     assert "feature squeezing, 2x2 median: holds" in separates[5]
     # all 9 successes missed: 100 % [70.1, 100]
-    assert row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4:] == [
+    one_model = "; decided by one model: its interval covers the images, not the training (at least 3 seeds decide)"
+    assert row(page, "\\|\\|x - P(x)\\|\\|^2 flags")[4:6] == [
         "of 9 successful attacks, missed at 5 % FPR, one-sided: 100.0 % [70.1, 100.0]",
-        "**does not hold**: missed 100.0 % [70.1, 100.0], not below 0.5"]
-    assert row(page, "a latent direction")[4:] == [
+        "**does not hold (one model)**: missed 100.0 % [70.1, 100.0], not below 0.5" + one_model]
+    assert row(page, "a latent direction")[4:6] == [
         f"{JUDGE} (right on x 70.0 % [39.7, 89.2]) reads the edit at a = 2 as the target, class 1: "
-        "70.0 % [60.4, 78.1] (H: 90 %)", "**holds**: read as the target 70.0 % [60.4, 78.1], all above 0.5"]
-    assert row(page, "noise")[4:] == [
+        "70.0 % [60.4, 78.1] (H: 90 %)", "**holds (one model)**: read as the target 70.0 % [60.4, 78.1], all above 0.5"
+        + one_model]
+    assert row(page, "noise")[4:6] == [
         f"{JUDGE} (right on x 70.0 % [39.7, 89.2]) reads P(x_adv) as the target: 10.0 % [5.5, 17.4] of 100 noise "
-        "images", "**does not hold**: read as the target 10.0 % [5.5, 17.4], not above 0.5"]
+        "images", "**does not hold (one model)**: read as the target 10.0 % [5.5, 17.4], not above 0.5" + one_model]
+    assert row(page, "noise")[1] == ("ours, after the paper's Sec. 6, Fig. 7 (it says only that P(x_adv) looks like a "
+                                     "digit): \"P(Xadv) looks like a digit to the human eye\"")
+    assert row(page, "noise")[6] == "not recorded"  # files written before the code version was
     for claim in ("PGD", "noise"):  # the MNIST table's rows read MNIST's runs: missing here
         assert row(page, claim, "# Reproducing")[5].endswith("is missing (`--run` makes it)")
 
@@ -170,5 +193,5 @@ def test_missing_natural_runs_read_not_measured(tmp_path):
     made = {"cifar10-sweep": "sweep.json", "cifar10-attack": "attack_metrics.json",
             "cifar10-noise": "noise_metrics.json", "cifar10-interpolate": "interpolation_metrics.json"}
     for claim in claims.NATURAL_CLAIMS:
-        assert row(page, claim.claim.replace("|", "\\|"))[4:] == [
+        assert row(page, claim.claim.replace("|", "\\|"))[4:6] == [
             "-", f"**not measured**: {made[claim.step]} is missing (`--run --natural` makes it)"]

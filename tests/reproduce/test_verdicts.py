@@ -6,6 +6,7 @@ from perceptreg.adversarial.summary import Rate
 from reproduce.verdicts import (
     FAILS,
     HOLDS,
+    MOST,
     UNDECIDED,
     Interval,
     Verdict,
@@ -15,6 +16,7 @@ from reproduce.verdicts import (
     every,
     exceeds,
     of_rate,
+    over_models,
     over_seeds,
     paired_difference,
 )
@@ -90,3 +92,16 @@ def test_a_measure_without_an_interval_decides_nothing():
     assert auc.text() == "0.900 (no interval)"
     assert above(auc, 0.5, "AUC").outcome == UNDECIDED
     assert exceeds(auc, Interval(0.1, 0.0, 0.2), ("a", "b")).why.endswith("no interval: too few images or seeds to give one")
+
+
+def test_a_verdict_over_fewer_than_three_models_says_how_many_decided():
+    holds = above(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
+    one = over_models({"demo": holds})
+    assert (one.outcome, one.label) == (HOLDS, "one model") and one.text().startswith("**holds (one model)**: success")
+    assert one.why.endswith("decided by one model: its interval covers the images, not the training (at least 3 "
+                            "seeds decide)")
+    assert over_models({"a": holds, "b": holds}).label == "2 models"
+    three = over_models({"a": holds, "b": holds, "c": holds})
+    assert (three.outcome, three.label) == (HOLDS, "") and three.text().startswith("**holds**: a: holds")
+    fails = below(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
+    assert over_models({"a": holds, "b": holds, "c": fails}).outcome == UNDECIDED  # the models disagree

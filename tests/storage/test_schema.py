@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from pydantic import ConfigDict
@@ -37,3 +38,17 @@ def test_a_file_written_before_the_seal_is_read_as_it_is(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"runs": {"a": {"rate": 0.25}}}))
     assert load_sealed_file(path, Results, "fix it") == {"runs": {"a": {"rate": 0.25}}, "checksum": None}
+
+
+def test_a_sealed_file_records_the_code_that_wrote_it(tmp_path, monkeypatch):
+    from perceptreg.storage import schema
+
+    monkeypatch.setattr(schema, "code_version", lambda: "perceptreg 9.9, commit abc")
+    write_sealed(tmp_path / "r.json", {"runs": {"a": {"rate": 0.25}}, "code_version": "stale"})
+    assert load_sealed_file(tmp_path / "r.json", Results, "fix it")["code_version"] == "perceptreg 9.9, commit abc"
+
+
+def test_the_code_version_names_the_package_and_its_commit():
+    from perceptreg.storage.version import code_version
+
+    assert re.fullmatch(r"perceptreg \S+(, commit [0-9a-f]{40}(-dirty)?)?", code_version())

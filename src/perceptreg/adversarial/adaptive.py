@@ -2,9 +2,10 @@
 https://arxiv.org/abs/1705.07263; Tramer et al. 2020, https://arxiv.org/abs/2002.08347):
 
 - ``AdaptivePGD``: PGD on the attack's loss - beta ||x_adv - P(x_adv)||^2, one beta;
-- ``AdaptiveAttack``: the strong one: the C&W margin (kappa 0) minus the penalty, for a grid
-  of betas, keeping per image the best iterate of any beta and restart: fooled and
-  undetected first, then fooled with the lowest score.
+- ``AdaptiveAttack``: the strong one: the C&W margin (kappa 0) and CE, each minus the
+  penalty, for a grid of betas, keeping per image the best iterate of any loss, beta and
+  restart, and of the attacks run before it: fooled and undetected first, then fooled with
+  the lowest score.
 
     attack = AdaptiveAttack(model, eps=0.2, steps=100, band=(-math.inf, threshold))
     adv_images = attack(images, labels)
@@ -24,6 +25,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 
 NO_BAND = (-math.inf, math.inf)  # no thresholds known: every fooled image counts as undetected
+SEARCH_LOSSES = ("margin", "ce")  # the search's losses: C&W's margin, and the CE of the paper's PGD
 
 
 def check_band(band: tuple[float, float]) -> tuple[float, float]:
@@ -93,41 +95,55 @@ def rank_by_detector(margin: torch.Tensor, scores: torch.Tensor,
 class AdaptiveAttack(Attack):
     """The strong adaptive attack on H and the detector together.
 
-    For each beta of ``betas``, ``AdaptivePGD`` on the C&W margin capped at ``kappa`` (0: once
-    fooled, only the penalty pulls) minus beta ||x_adv - P(x_adv)||^2, with ``restarts``
-    and the best iterate; per image the best result of every beta is kept (ranked as
-    ``AdaptivePGD`` ranks iterates, which does not depend on beta). A grid instead of a
-    search: each image gets the beta that suits it, in ``len(betas)`` runs.
+    For each loss of ``losses`` and each beta of ``betas``, ``AdaptivePGD`` on that loss (the
+    C&W margin capped at ``kappa``: 0, once fooled, only the penalty pulls; cross-entropy,
+    whose gradient points elsewhere) minus beta ||x_adv - P(x_adv)||^2, with ``restarts`` and
+    the best iterate; per image the best result of every run is kept, and of ``candidates``
+    (adversarial images of the same images made already, e.g. by the plain attack), ranked
+    as ``AdaptivePGD`` ranks iterates (which depends on neither loss nor beta): the search is
+    never weaker than any attack it was given. A grid instead of a search: each image gets the
+    loss and beta that suit it, in ``len(losses) * len(betas)`` runs.
 
     Args:
         model: a ``PerceptionNet``.
         betas (tuple[float, ...]): the penalty weights tried, each >= 0 (default 0, 0.01, 0.1, 1, 10).
         band: the detector's (low, high) thresholds, e.g. ``thresholds.band`` of held-out
             clean scores; default none: the lowest score among the fooled iterates wins.
-        kappa: the margin's cap; the other settings (eps, steps, restarts, schedule, ...)
-            are ``PGD``'s, passed to every run.
+        kappa: the margin's cap; losses: the losses tried (default margin and CE);
+        candidates: adversarial images (B, ...) of the images the attack is called on, in
+            their order, kept where they rank better; the other settings (eps, steps,
+            restarts, schedule, ...) are ``PGD``'s, passed to every run.
 
     Example:
         >>> adv_images = AdaptiveAttack(model, eps=0.2, steps=100, restarts=2)(images, labels)
     """
 
     def __init__(self, model: PerceptionNet, betas=DEFAULT_BETAS, band: tuple[float, float] = NO_BAND,
-                 kappa: float = 0.0, **settings):
+                 kappa: float = 0.0, losses: tuple[str, ...] = SEARCH_LOSSES, candidates=(), **settings):
         check_perception_net(model, type(self).__name__)
         if not len(betas):
             raise PerceptregError("`betas` must name at least one beta, e.g. 0,0.1,1")
+        if not len(losses):
+            raise PerceptregError("`losses` must name at least one loss, e.g. margin,ce")
         if settings.get("steps", 1) < 1:
             raise PerceptregError(f"`steps` must be >= 1 for the adaptive attack, got {settings['steps']}")
-        settings = {**settings, "loss": "margin", "kappa": kappa, "best_iterate": True}
-        self.attacks = [AdaptivePGD(model, beta=beta, band=band, **settings) for beta in betas]
+        # the settings' one loss (AttackSettings.build passes it) gives way to the search's ``losses``
+        settings = {**{k: v for k, v in settings.items() if k != "loss"}, "kappa": kappa, "best_iterate": True}
+        self.attacks = [AdaptivePGD(model, beta=beta, band=band, loss=loss, **settings)
+                        for loss in losses for beta in betas]
         super().__init__(model, self.attacks[0].seed)
-        self.betas, self.band, self.eps, self.norm = tuple(betas), self.attacks[0].band, self.attacks[0].eps, self.attacks[0].norm
+        self.betas, self.losses, self.candidates = tuple(betas), tuple(losses), tuple(candidates)
+        self.band, self.eps, self.norm = self.attacks[0].band, self.attacks[0].eps, self.attacks[0].norm
 
     def forward(self, images, labels, targets):
+        for candidate in self.candidates:
+            if candidate.shape != images.shape:
+                raise PerceptregError(f"`candidates` must be adversarial images of the images attacked, "
+                                      f"{tuple(images.shape)}; got {tuple(candidate.shape)}")
         best = None
-        for attack in self.attacks:
-            adv = attack.forward(images, labels, targets)
-            with torch.no_grad():  # the rank of the returned images, the same for every beta
+        for adv in [*(attack.forward(images, labels, targets) for attack in self.attacks),
+                    *(c.to(images.device) for c in self.candidates)]:
+            with torch.no_grad():  # the rank of the returned images, the same for every run
                 _, tier, key = self.attacks[0].evaluate(adv, labels, targets)
             best = keep_better(best, Iterate(adv, tier, key))
         return best.images

@@ -207,13 +207,31 @@ def most_read(reading: dict, classes: Sequence[str] | None = None, top: int = 3)
     return "P(x) read most often as " + ", ".join(named)
 
 
+def architecture(config) -> str | None:
+    """A run's architecture by name (``config``: its TrainConfig or AttachConfig): the paper's
+    ("mnist", "vgg", ...), or "custom NAME" for the user's function NAME (``--model
+    FILE.py:NAME``; its file is copied per run, so the name, not the path); None where unknown."""
+    arch = getattr(config, "arch", "custom")
+    if arch != "custom":
+        return arch
+    model = getattr(config, "model", None)
+    return None if model is None else "custom " + model.rpartition(":")[2]
+
+
 def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,
-              device: str = "cpu") -> ModelJudge:
-    """Another run's model as a judge of ``dataset``'s images: the same image shape and classes."""
-    for key, judged in (("input_shape", tuple(image_shape)), ("num_classes", num_classes)):
-        if getattr(judge, key) != judged:
+              device: str = "cpu", judged: str | None = None) -> ModelJudge:
+    """Another run's model as a judge of ``dataset``'s images: the same image shape and classes,
+    and another architecture than ``judged`` (``architecture`` of the model it judges; None: a
+    model of no known architecture): a twin of that model would share its blind spots, and
+    read an attack on it as the attack transfers, not as the image looks."""
+    for key, judged_value in (("input_shape", tuple(image_shape)), ("num_classes", num_classes)):
+        if getattr(judge, key) != judged_value:
             raise PerceptregError(f"{judge.path} cannot judge {dataset}: its model has {key} "
-                                  f"{getattr(judge, key)}, the images {judged}")
+                                  f"{getattr(judge, key)}, the images {judged_value}")
+    if judged is not None and architecture(judge.config) == judged:
+        raise PerceptregError(f"{judge.path} cannot judge a model of its own architecture ({judged}): its readings "
+                              f"would be the attack transferring to a twin; train a judge of another architecture "
+                              f"(`perceptreg train-judge`, or `perceptreg train --model FILE.py:FUNCTION --lam 0`)")
     if judge.config.dataset != dataset:
         warnings.warn(f"the judge {judge.path} was trained on {judge.config.dataset!r}, the images come from the "
                       f"test set of {dataset!r}: its training data may hold some of them", UserWarning, stacklevel=2)
@@ -233,36 +251,40 @@ def standing_judge_config(dataset: str, **overrides) -> TrainConfig:
 
 
 def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[Run] = (),
-                   device: str = "cpu") -> list:
+                   device: str = "cpu", judged: str | None = None) -> list:
     """The judges of ``dataset``'s images, the main one first. On grey images the 3-NN pixel
     judge, then the models of ``judge_runs``. On natural (RGB) images the models of
     ``judge_runs``, else the dataset's standing CNN judge, else (with a warning: it means little
-    there) the 3-NN pixel judge."""
-    judges = [run_judge(j, dataset, train_data.image_shape, len(train_data.classes), device) for j in judge_runs]
+    there) the 3-NN pixel judge. ``judged``: the architecture of the model judged (``run_judge``)."""
+    judges = [run_judge(j, dataset, train_data.image_shape, len(train_data.classes), device, judged)
+              for j in judge_runs]
     if train_data.image_shape[0] != 3:  # grey digits: the pixel judge reads them well, and first
         return [KNNJudge(train_data, device=device), *judges]
     standing = None if judges else _standing_judge(dataset)
     if standing is not None:
-        judges.append(run_judge(standing, dataset, train_data.image_shape, len(train_data.classes), device))
+        judges.append(run_judge(standing, dataset, train_data.image_shape, len(train_data.classes), device, judged))
     return judges or [KNNJudge(train_data, device=device)]
 
 
-def main_judge(dataset: str, train_data: ImageDataset, judge: Run | None = None, device: str = "cpu"):
+def main_judge(dataset: str, train_data: ImageDataset, judge: Run | None = None, device: str = "cpu",
+               judged: str | None = None):
     """The one judge a single reading is made by (attach's layers, noise to class, latent
-    edits): the model of ``judge`` if given, else ``default_judges``' main one."""
+    edits): the model of ``judge`` if given, else ``default_judges``' main one; ``judged``: the
+    architecture of the model judged (``run_judge``)."""
     if judge is not None:
-        return run_judge(judge, dataset, train_data.image_shape, len(train_data.classes), device)
-    return default_judges(dataset, train_data, device=device)[0]
+        return run_judge(judge, dataset, train_data.image_shape, len(train_data.classes), device, judged)
+    return default_judges(dataset, train_data, device=device, judged=judged)[0]
 
 
 def reading_judge(dataset: str, image_shape: tuple[int, ...], num_classes: int, judge: Run | None = None,
-                  device: str = "cpu") -> ModelJudge | None:
+                  device: str = "cpu", judged: str | None = None) -> ModelJudge | None:
     """The CNN judge that reads a run's perception (``read_perception``): the model of
     ``judge`` if given, else on natural (RGB) images the dataset's standing judge once it is
-    fully trained, else None (a reading is then left out, without a warning)."""
+    fully trained, else None (a reading is then left out, without a warning); ``judged``: as
+    ``run_judge``'s."""
     if judge is None and image_shape[0] == 3:
         judge = _standing_judge(dataset, warn=False)
-    return None if judge is None else run_judge(judge, dataset, image_shape, num_classes, device)
+    return None if judge is None else run_judge(judge, dataset, image_shape, num_classes, device, judged)
 
 
 def judge_progress(folder: Path) -> tuple[Run | None, int]:

@@ -22,7 +22,7 @@ from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.callables import load_attack
 from perceptreg.adversarial.defaults import DEFAULT_FPRS, OURS
 from perceptreg.adversarial.evaluation import AttackEvaluation, Measuring, clean_scores, measure_attack
-from perceptreg.adversarial.judges import default_judges
+from perceptreg.adversarial.judges import architecture, default_judges
 from perceptreg.adversarial.summary import AdaptiveRow, AttackSummary, Curve
 from perceptreg.adversarial.thresholds import SIDES, check_fprs, strictest_band
 from perceptreg.core.errors import PerceptregError
@@ -66,8 +66,9 @@ class Strength:
 
     - ``adaptive``: betas of the weak ``AdaptivePGD`` (the settings' loss, CE by default),
       one ``AdaptiveRow`` each;
-    - ``adaptive_search``: the betas of the strong ``AdaptiveAttack`` (margin, best iterate,
-      aiming inside every detector's band at ``fprs``), one row;
+    - ``adaptive_search``: the betas of the strong ``AdaptiveAttack`` (margin and CE, best
+      iterate, aiming inside every detector's band at ``fprs``, the plain attack's images
+      kept per image where they rank better), one row;
     - ``curve_eps``, ``curve_steps``: the strongest attack (the search if given, else the
       attack) run again at these eps and at these steps, the rest as the settings
       (``convergence``), to show whether it has converged;
@@ -83,11 +84,14 @@ class Strength:
         object.__setattr__(self, "fprs", check_fprs(self.fprs))
 
     def strongest(self, model, attack: str, options: dict | None, held_scores: torch.Tensor | None):
-        """settings -> the strongest attack measured: the search if asked for, else ``attack``."""
-        def build(current: AttackSettings):
+        """(settings, candidates) -> the strongest attack measured: the search if asked for,
+        aiming inside every detector's band and keeping per image the best of its runs and of
+        ``candidates`` (the images other attacks made of the same images), else ``attack``."""
+        def build(current: AttackSettings, candidates: Sequence[torch.Tensor] = ()):
             if self.adaptive_search:
                 aim = NO_BAND if held_scores is None else strictest_band(held_scores, self.fprs)
-                return current.build(model, AdaptiveAttack, betas=tuple(self.adaptive_search), band=aim)
+                return current.build(model, AdaptiveAttack, betas=tuple(self.adaptive_search), band=aim,
+                                     candidates=tuple(candidates))
             return build_attack(attack, model, current, options)
         return build
 
@@ -116,8 +120,8 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
     train_data, test_data = run.data()
     attacked, kept = split_test(test_data, images, held_out)
     held_scores = None if kept is None else clean_scores(model, kept, device).cpu()
-    measuring = Measuring(default_judges(run.config.dataset, train_data, judge_runs, device), held_scores,
-                          strength.fprs, device=device)
+    judges = default_judges(run.config.dataset, train_data, judge_runs, device, architecture(run.config))
+    measuring = Measuring(judges, held_scores, strength.fprs, device=device)
     targets = None
     if target is not None:
         check_target(target, model.num_classes)
@@ -133,7 +137,9 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
     evaluation.summary = evaluation.summary.model_copy(update=dict(
         adaptive=[AdaptiveRow.of(beta, measure(settings.build(model, AdaptivePGD, beta=beta)))
                   for beta in strength.adaptive] or None,
-        adaptive_search=AdaptiveRow.of(None, measure(strongest(settings)), list(strength.adaptive_search))
+        # the search at the attack's own settings keeps, per image, the plain attack's result where better
+        adaptive_search=AdaptiveRow.of(None, measure(strongest(settings, (evaluation.adversarial,))),
+                                       list(strength.adaptive_search))
         if strength.adaptive_search else None,
         convergence=convergence(lambda s: measure(strongest(s)), settings, strength.curve_eps,
                                 strength.curve_steps) or None))

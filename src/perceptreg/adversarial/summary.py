@@ -136,7 +136,7 @@ class Detector(Auroc):
 class AdaptiveRow(Record):
     """One adaptive attack (``beta``; the search over ``betas``: beta None): its success, the
     detector's and baselines' AUCs, the share that succeeded undetected at each rate and side,
-    and the judges' readings of P(x_adv)."""
+    and the judges' readings of P(x_adv) and of x_adv."""
     beta: float | None
     attack_success: Rate
     successful_attacks: int
@@ -147,6 +147,7 @@ class AdaptiveRow(Record):
     baselines: dict[str, float]
     judges_on_perception_adv: dict[str, Agreement] = Field(alias="judges_on_P(x_adv)")
     betas: list[float] | None = None
+    judges_on_adversarial: dict[str, Agreement] | None = Field(default=None, alias="judges_on_x_adv")  # older: none
 
     @classmethod
     def of(cls, beta: float | None, summary: "AttackSummary", betas: list[float] | None = None) -> "AdaptiveRow":
@@ -157,7 +158,7 @@ class AdaptiveRow(Record):
                    undetected=detector.undetected(),
                    baselines={name: b.auroc for name, b in (detector.baselines or {}).items()},
                    judges_on_perception_adv={name: j.on_perception_adv for name, j in summary.judges.items()},
-                   betas=betas)
+                   betas=betas, judges_on_adversarial={name: j.on_x_adv for name, j in summary.judges.items()})
 
     @property
     def name(self) -> str:

@@ -16,6 +16,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
+from perceptreg.adversarial.judges import architecture
 from perceptreg.attaching.defaults import attack_images_for, work_line
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.judging import attach_judge
@@ -102,7 +103,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     _check_given_accuracy(seen, eval_data, config, device, say)
     pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
     say(work_line(config, len(train_data), len(eval_data), len(pool), train_data.image_shape[0]))
-    reader, line = attach_judge(config.dataset, train_data, pool, judge, device)
+    reader, line = attach_judge(config.dataset, train_data, pool, judge, device, architecture(config))
     say(line)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source

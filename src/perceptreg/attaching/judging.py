@@ -11,14 +11,17 @@ from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import format_rate, rate_of
 
 
-def attach_judge(dataset: str, train_data: ImageDataset, pool: ImageDataset, judge=None, device: str = "cpu"):
+def attach_judge(dataset: str, train_data: ImageDataset, pool: ImageDataset, judge=None, device: str = "cpu",
+                 judged: str | None = None):
     """(the judge, or None, and the line that says so): the model of ``judge`` (a ``Run``) if
     given; on grey images the 3-NN pixel judge; on natural images the dataset's standing CNN
-    judge once trained, else None. The line gives the judge's accuracy on ``pool``'s images x."""
+    judge once trained, else None; ``judged``: the attached model's architecture, which a judge
+    must not share (``judges.run_judge``). The line gives the judge's accuracy on ``pool``'s images x."""
     if judge is None and train_data.image_shape[0] != 3:  # grey digits: the pixel judge reads them well
-        reader = judges.main_judge(dataset, train_data, None, device)
+        reader = judges.main_judge(dataset, train_data, None, device, judged)
     else:  # the given judge, else on natural images the standing one if trained
-        reader = judges.reading_judge(dataset, train_data.image_shape, len(train_data.classes), judge, device)
+        reader = judges.reading_judge(dataset, train_data.image_shape, len(train_data.classes), judge, device,
+                                      judged)
     if reader is None:
         return None, (f"no judge reads the perceptions, so the table has no judge columns: a 3-NN pixel judge says "
                       f"little of a natural image's class, and {dataset} has no CNN judge yet. Make it once with "

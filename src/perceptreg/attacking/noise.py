@@ -18,7 +18,7 @@ import torch
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings, FromNoise
 from perceptreg.adversarial.defaults import JUDGE_CHECK_IMAGES, NOISE_SHOWN
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.judges import architecture, main_judge
 from perceptreg.adversarial.summary import NoiseMetricsFile, NoiseRecord, Rate
 from perceptreg.core.devices import check_memory
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -79,7 +79,7 @@ def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, image
     # the grid shows the first NOISE_SHOWN per class, in one row of classes; the rates count every image
     shown = (torch.arange(model.num_classes)[:, None] * n + torch.arange(min(n, NOISE_SHOWN))).flatten()
     picture = figures.noise_grid(model, noise[shown], adversarial[shown], test_data.classes, columns=len(shown))
-    judge = main_judge(run.config.dataset, train_data, judge_run, device)
+    judge = main_judge(run.config.dataset, train_data, judge_run, device, architecture(run.config))
     clean = test_data.subset(spread_over_classes(test_data.labels, JUDGE_CHECK_IMAGES))
     reached = noise_to_target(model, adversarial, classes, judge, clean)
     metrics = run.path / runs.for_layer(runs.NOISE_METRICS, named)

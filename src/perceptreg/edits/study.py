@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from perceptreg import data as datasets
 from perceptreg.adversarial.attacks import PGD, AttackSettings, check_target
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.judges import architecture, main_judge
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 from perceptreg.edits.latent import (
@@ -247,6 +247,6 @@ def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: 
     region = target_region(datasets.to_float(train_data.images[train_data.labels == settings.target]))
     study = study_edits(model, datasets.to_float(images).to(device), settings.target,
                         attack.for_images(run.config.dataset, model.input_shape).build(model),
-                        settings.alphas, [main_judge(run.config.dataset, train_data, judge, device)], region.to(device),
+                        settings.alphas, [main_judge(run.config.dataset, train_data, judge, device, architecture(run.config))], region.to(device),
                         direction, datasets.to_float(fit).to(device), settings.source)
     return study, region

@@ -19,9 +19,10 @@ import json
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_serializer
 
 from perceptreg.storage.fileio import CheckpointError, read_json, write_json
+from perceptreg.storage.version import code_version
 
 SHA256 = r"^[0-9a-f]{64}$"  # a hex SHA-256, as a field's pattern
 
@@ -52,6 +53,15 @@ def validated(raw, schema: type[BaseModel], path: Path, fix: str) -> dict:
 class Sealed(BaseModel):
     """The schema of a sealed file declares its checksum through this base."""
     checksum: str | None = Field(default=None, pattern=SHA256)  # files written before the seal have none
+    code_version: str | None = None  # the code that wrote it (version.code_version); older files have none
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler):
+        """An older file without the code's version reads back as it was written: without the key."""
+        values = handler(self)
+        if values.get("code_version", "") is None:
+            del values["code_version"]
+        return values
 
 
 def settings_record(cls, required: tuple[str, ...], **more) -> type[BaseModel]:
@@ -66,10 +76,12 @@ def settings_record(cls, required: tuple[str, ...], **more) -> type[BaseModel]:
 
 
 def sealed(values: dict) -> dict:
-    """``values`` with the SHA-256 of its own content as "checksum" (what ``load_sealed_file`` checks).
-    Taken of the values as JSON gives them back (tuples as lists, keys as strings), so that
-    the file read back has the digest it was written with."""
-    values = json.loads(json.dumps(values))
+    """``values`` with the version of the code writing it (``version.code_version``) and the
+    SHA-256 of its own content as "checksum" (what ``load_sealed_file`` checks). Taken of the
+    values as JSON gives them back (tuples as lists, keys as strings), so that the file read
+    back has the digest it was written with."""
+    stamp = code_version()
+    values = json.loads(json.dumps({**values, "code_version": stamp} if stamp else values))
     return {**values, "checksum": _digest(values)}
 
 
