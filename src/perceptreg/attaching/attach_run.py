@@ -18,7 +18,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.judges import main_judge, standing_judge_dir
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.results import LayerTable, layers_table
 from perceptreg.core.attached import attach
@@ -72,6 +72,7 @@ class _LayersFile(Sealed):
     """layers.json (sealed): an attach run's measures, one row per layer, shallow to deep."""
     model_config = ConfigDict(extra="forbid")
     mode: str
+    decoder_loss: str = "pixel (the paper's)"  # DecoderLoss.describe(); files written before it had none
     accuracy: float
     accuracy_before: float
     attack: dict
@@ -108,7 +109,8 @@ class AttachResult:
     def lines(self) -> list[str]:
         """What `perceptreg attach` prints: the layers' table, the accuracy, the folder."""
         tuned = f" (before fine-tuning {self.accuracy_before:.2%})" if self.layers["mode"] == "joint" else ""
-        return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; {self.seconds:.1f}s",
+        return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; decoder loss "
+                f"{self.layers.get('decoder_loss', 'pixel')}; {self.seconds:.1f}s",
                 f"run folder: {self.run_dir} ({runs.LAYERS_JSON}, {runs.LAYERS_PNG}, {runs.LAYERS_ATTACK_PNG})"]
 
     def _repr_html_(self) -> str:
@@ -145,7 +147,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     _check_given_accuracy(seen, eval_data, config, device, say)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
-        history, before = _fit(seen, config, train_data, eval_data, device, progress)
+        judges = (standing_judge_dir(config.dataset), *([judge.path] if judge else []))  # never the comparator
+        history, before = _fit(seen, config, train_data, eval_data, device, progress, judges)
         for row in history:
             runs.append_metrics(run_dir, row)
         pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
@@ -153,7 +156,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
-        summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before,
+        summary = {"mode": config.mode, "decoder_loss": config.decoder_loss.describe(), "accuracy_before": last["test_accuracy"] if before is None else before,
                    "accuracy": last["test_accuracy"],
                    "attack": {"attack": "PGD", **dataclasses.asdict(attack), "images": len(pool)},
                    "layers": [{"name": d["layer"], "shape": list(d["activation_shape"]),
@@ -195,10 +198,12 @@ def _attach_data(config: AttachConfig):
     return datasets.training_subset(train_data, config.train_size, config.seed), test_data
 
 
-def _fit(seen, config: AttachConfig, train_data, eval_data, device: str, progress: bool) -> tuple[list[dict], float | None]:
+def _fit(seen, config: AttachConfig, train_data, eval_data, device: str, progress: bool,
+         judges=()) -> tuple[list[dict], float | None]:
     """The fitting's history, and the accuracy before it where fine-tuning changed the model."""
     settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                    device=device, progress=progress, test_data=eval_data)
+                    device=device, progress=progress, test_data=eval_data, decoder_loss=config.decoder_loss,
+                    judges=judges)
     if config.mode == "joint":
         tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
         return tuned["history"], tuned["accuracy_before"]
