@@ -121,6 +121,8 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     # backward (torch 2.11 on an H200: an assertion error in the first step).
     memory_format = torch.contiguous_format if config.compile else torch.channels_last
     model.to(device, memory_format=memory_format)
+    if decoder_objective is not None:  # its discriminator meets F's features in the same layout
+        decoder_objective.to(device, memory_format=memory_format)
     # fused: one kernel updates all parameters instead of a dozen small ops per tensor.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
     discriminator = decoder_objective and decoder_objective.discriminator
