@@ -16,7 +16,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import architecture
+from perceptreg.adversarial.judges import architecture, standing_judge_dir
 from perceptreg.attaching.defaults import attack_images_for, work_line
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.judging import attach_judge
@@ -61,7 +61,8 @@ class AttachResult:
     def lines(self) -> list[str]:
         """What `perceptreg attach` prints: the layers' table, the accuracy, the folder."""
         tuned = f" (before fine-tuning {self.accuracy_before:.2%})" if self.layers.mode == "joint" else ""
-        return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; {self.seconds:.1f}s",
+        return [layers_table(self.layers), f"test accuracy {self.accuracy:.2%}{tuned}; decoder loss "
+                f"{self.layers.decoder_loss}; {self.seconds:.1f}s",
                 f"run folder: {self.run_dir} ({runs.LAYERS_JSON}, {runs.LAYERS_PNG}, {runs.LAYERS_ATTACK_PNG})"]
 
     def _repr_html_(self) -> str:
@@ -107,7 +108,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     say(line)
     with checkpoint.writer_lock(run_dir):  # one writer per run folder, taken once the inputs are checked
         config = runs.prepare_attached(run_dir, config)  # with its copy of the model's source
-        history, before = _fit(seen, config, train_data, eval_data, device, progress)
+        judges = (standing_judge_dir(config.dataset), *([judge.path] if judge else []))  # never the comparator
+        history, before = _fit(seen, config, train_data, eval_data, device, progress, judges)
         for row in history:
             runs.append_metrics(run_dir, row)
         under_attack, adversarial = evaluate_layers_under_attack(
@@ -118,7 +120,8 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
                   for d, measured in zip(seen.describe(), under_attack)]
         accuracy = last["test_accuracy"]
         _require_finite_measures(layers, len(pool), accuracy)  # before the schema, which would refuse a NaN rate
-        summary = LayerTable(mode=config.mode, accuracy_before=accuracy if before is None else before, accuracy=accuracy,
+        summary = LayerTable(mode=config.mode, decoder_loss=config.decoder_loss.describe(),
+                             accuracy_before=accuracy if before is None else before, accuracy=accuracy,
                              attack=LayersAttack(attack="PGD", **dataclasses.asdict(attack), images=len(pool)),
                              layers=layers)
         write_sealed(run_dir / runs.LAYERS_JSON, summary.model_dump(exclude={"checksum"}))
@@ -155,10 +158,12 @@ def _attach_data(config: AttachConfig):
     return datasets.training_subset(train_data, config.train_size, config.seed), test_data
 
 
-def _fit(seen, config: AttachConfig, train_data, eval_data, device: str, progress: bool) -> tuple[list[dict], float | None]:
+def _fit(seen, config: AttachConfig, train_data, eval_data, device: str, progress: bool,
+         judges=()) -> tuple[list[dict], float | None]:
     """The fitting's history, and the accuracy before it where fine-tuning changed the model."""
     settings = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                    device=device, progress=progress, test_data=eval_data)
+                    device=device, progress=progress, test_data=eval_data, decoder_loss=config.decoder_loss,
+                    judges=judges)
     if config.mode == "joint":
         tuned = fine_tune(seen, train_data, lam=config.lam, **settings)
         return tuned["history"], tuned["accuracy_before"]

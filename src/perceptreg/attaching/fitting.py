@@ -18,18 +18,21 @@ import torch
 
 from perceptreg.attaching.results import LayerMeasures
 from perceptreg.core.attached import AttachedModel
+from perceptreg.core.config import DecoderLoss
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import layers_loss, reconstruction_error
+from perceptreg.core.loss import decoder_terms, layers_loss
 from perceptreg.core.models import evaluating
 from perceptreg.data import ImageBatches, image_batches
 from perceptreg.display import tqdm
+from perceptreg.training.comparators import decoder_objective
 from perceptreg.training.train import NonFiniteLossError
 
 
 def fit_decoders(seen: AttachedModel, train_data, *, epochs: int = 10,
                  batch_size: int = 64, lr: float = 1e-3, seed: int = 0,
                  device: torch.device | str = "cpu", layers: Sequence[str] | None = None,
-                 progress: bool = True, test_data=None) -> list[dict]:
+                 progress: bool = True, test_data=None, decoder_loss: DecoderLoss = DecoderLoss(),
+                 judges: Sequence[str] = ()) -> list[dict]:
     """Train the decoders of ``layers`` (default all) to invert the frozen model, post hoc.
 
     ``train_data``/``test_data``: a ``DataLoader`` or ``Dataset`` of (image, label), images
@@ -40,14 +43,20 @@ def fit_decoders(seen: AttachedModel, train_data, *, epochs: int = 10,
     summed per image, averaged over the batch). Returns one row per epoch: ``epoch``,
     ``train_recon`` and, with ``test_data``, ``test_recon_mse`` (per pixel) per layer,
     ``test_accuracy`` and ``seconds``.
+
+    ``decoder_loss``: the paper's pixel error (the default), or ours (``core.config.DecoderLoss``:
+    feature, deepsim), its comparator "self" the model's own layers; ``train_recon`` is then that
+    loss. ``judges``: run folders that will read the perceptions, refused as its comparator.
     """
     train_data, test_data, names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
-    return _train(seen, train_data, test_data, names, None, epochs, batch_size, lr, seed, device, progress)
+    objective = _objective(seen, decoder_loss, judges, device)
+    return _train(seen, train_data, test_data, names, None, epochs, batch_size, lr, seed, device, progress, objective)
 
 
 def fine_tune(seen: AttachedModel, train_data, *, lam: float, epochs: int = 10,
               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
-              layers: Sequence[str] | None = None, progress: bool = True, test_data=None) -> dict:
+              layers: Sequence[str] | None = None, progress: bool = True, test_data=None,
+              decoder_loss: DecoderLoss = DecoderLoss(), judges: Sequence[str] = ()) -> dict:
     """Train the model itself with the paper's objective, CE(H(x), y) + lam * the mean over
     ``layers`` (default all) of their reconstruction errors, the decoders alongside: lam
     weighs the layers' mean (``core.loss.layers_loss``), so its pull on the model does not grow with
@@ -56,13 +65,16 @@ def fine_tune(seen: AttachedModel, train_data, *, lam: float, epochs: int = 10,
     The model is unfrozen (``requires_grad`` on for the parameters the user left trainable,
     train mode) for the duration and frozen again after, whatever happens. Returns ``history`` (rows as ``fit_decoders``' plus
     ``train_ce``) and, with ``test_data``, ``accuracy_before`` and ``accuracy_after``.
+    ``decoder_loss``, ``judges``: as ``fit_decoders``' (the comparator stays frozen: see ``core.decoder_losses``).
     """
     if lam < 0:
         raise PerceptregError(f"lam must be >= 0, got {lam}")
     train_data, test_data, names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
     before = evaluate_layers(seen, test_data, device=device, layers=names)["accuracy"] if test_data else None
+    objective = _objective(seen, decoder_loss, judges, device)
     with seen.unfrozen():
-        history = _train(seen, train_data, test_data, names, lam, epochs, batch_size, lr, seed, device, progress)
+        history = _train(seen, train_data, test_data, names, lam, epochs, batch_size, lr, seed, device, progress,
+                         objective)
     after = history[-1]["test_accuracy"] if test_data else None
     return {"history": history, "accuracy_before": before, "accuracy_after": after}
 
@@ -80,6 +92,13 @@ def _prepare(seen: AttachedModel, train_data, test_data, layers: Sequence[str] |
     return train_data, test_data, names
 
 
+def _objective(seen: AttachedModel, loss: DecoderLoss, judges: Sequence[str], device):
+    """The decoders' objective (None: the paper's pixel error); "self" compares in the user's
+    model, its input normalised as the model expects."""
+    return decoder_objective(loss, seen.input_shape, seen.model, prepare=seen._normalized, judges=judges,
+                             device=device)
+
+
 def _checked_shape(seen: AttachedModel, data, arg: str) -> ImageBatches:
     data = image_batches(data, arg)
     if data.image_shape != seen.input_shape:
@@ -90,7 +109,7 @@ def _checked_shape(seen: AttachedModel, data, arg: str) -> ImageBatches:
 
 def _train(seen: AttachedModel, train_data: ImageBatches, test_data: ImageBatches | None,
            names: list[str], lam: float | None, epochs: int, batch_size: int, lr: float, seed: int,
-           device, progress: bool) -> list[dict]:
+           device, progress: bool, objective=None) -> list[dict]:
     """The epochs: lam None trains the decoders alone (post hoc), a number the model too."""
     params = [p for n in names for p in seen.decoder(n).parameters()]
     if lam is not None:  # inside ``unfrozen``: the parameters the user left trainable
@@ -99,6 +118,8 @@ def _train(seen: AttachedModel, train_data: ImageBatches, test_data: ImageBatche
     # per decoder and they share no parameter, so each gets its own term's gradient, and
     # Adam keeps its moments per parameter.
     optimizer = torch.optim.Adam(params, lr=lr)
+    if objective is not None and objective.discriminator is not None:  # beta1 0.5, as in `train`
+        optimizer.add_param_group({"params": list(objective.discriminator.parameters()), "betas": (0.5, 0.999)})
     history = []
     # One bar over every batch of every epoch: its time left is the whole fitting's.
     per_epoch = train_data.batch_count(batch_size)
@@ -109,7 +130,7 @@ def _train(seen: AttachedModel, train_data: ImageBatches, test_data: ImageBatche
             seen.train()  # the decoders; the model stays in eval unless fine-tuning (see train())
             bar.set_postfix_str(f"epoch {epoch}/{epochs}")
             means, logits_finite = _epoch(seen, train_data, names, optimizer, epoch, batch_size, seed, device, bar,
-                                          lam)
+                                          lam, objective)
             _require_finite(means + [0.0 if logits_finite else math.nan], "the training loss or the model's logits",
                             epoch)
             row: dict = {"epoch": epoch, "train_recon": dict(zip(names, means[1:]))}
@@ -132,7 +153,7 @@ def _require_finite(values: list[float], what: str, epoch: int) -> None:
 
 
 def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer, epoch: int,
-           batch_size: int, seed: int, device, bar: tqdm, lam: float | None) -> tuple[list[float], bool]:
+           batch_size: int, seed: int, device, bar: tqdm, lam: float | None, objective=None) -> tuple[list[float], bool]:
     """One epoch; returns its mean per image of (ce, recon of each layer), and whether every
     logit was finite (post hoc the logits are in no loss, so a NaN there shows nowhere else)."""
     # Seeded per epoch: fitting one layer alone sees the same batches as fitting all.
@@ -146,10 +167,13 @@ def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer,
             logits, acts = seen.features(images, names)  # (B, classes), name -> (B, ...)
         decoded = [seen.decoder(n)(acts[n]) for n in names]
         if lam is None:  # post hoc: the errors summed, so each decoder gets its own term's gradient
-            recons = torch.stack([reconstruction_error(images, recon, "sum") for recon in decoded])
-            loss, ce = recons.sum(), torch.zeros((), device=device)
+            terms = [decoder_terms(images, recon, "sum", objective) for recon in decoded]
+            recons = torch.stack([loss for loss, _ in terms])
+            # one discriminator judges every layer's decoded images: its hinge losses' mean
+            loss = recons.sum() + torch.stack([critic for _, critic in terms]).mean()
+            ce = torch.zeros((), device=device)
         else:  # the paper's objective, that `train` uses too (core.loss)
-            (loss, ce, _), recons = layers_loss(logits, labels, images, decoded, lam, "sum")
+            (loss, ce, _), recons = layers_loss(logits, labels, images, decoded, lam, "sum", objective)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

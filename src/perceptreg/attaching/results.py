@@ -83,6 +83,7 @@ class LayerTable(Sealed):
     layer, shallow to deep."""
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["post-hoc", "joint"]
+    decoder_loss: str = "pixel (the paper's)"  # DecoderLoss.describe(); files written before it had none
     accuracy: float
     accuracy_before: float
     attack: LayersAttack

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from perceptreg.cli.app import OutPath, as_flags, attack_options, defaults_of, main
+from perceptreg.cli.decoder_options import decoder_loss_from, decoder_loss_options
 from perceptreg.core.config import ATTACH_MODES, AttachConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import FIRST_LOOK_ATTACH as FIRST
@@ -62,6 +63,7 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--mode", default=DEFAULTS.mode, show_default=True, type=click.Choice(ATTACH_MODES),
               help="post-hoc: your model frozen; joint: fine-tuned with CE + lam * the layers' mean reconstruction error.")
 @click.option("--lam", default=DEFAULTS.lam, show_default=True, type=float, help="Joint: weight of the mean over the layers of their reconstruction errors.")
+@decoder_loss_options
 @click.option("--epochs", type=int, help=f"Epochs of the decoders. [default: {FULL['epochs']} on digits, "
                                          f"{FIRST['epochs']} on natural images]")
 @click.option("--batch-size", default=DEFAULTS.batch_size, show_default=True, type=int, help="Batch size.")
@@ -109,6 +111,7 @@ def attach_command(model, model_kwargs, weights, layers, normalize, input_shape,
     from perceptreg.attaching.defaults import attach_config
     from perceptreg.runs.user_models import parse_kwargs
 
+    options["decoder_loss"] = decoder_loss_from(options) or DEFAULTS.decoder_loss
     config = attach_config(model=model, model_kwargs=parse_kwargs(model_kwargs), weights=weights,
                           normalize=parse_normalize(normalize), input_shape=parse_shape(input_shape),
                           layers=tuple(n.strip() for n in layers.split(",") if n.strip()), **options)

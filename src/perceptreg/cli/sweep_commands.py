@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from perceptreg.cli.app import OutPath, defaults_of, device_option, main
+from perceptreg.cli.decoder_options import decoder_loss_from, decoder_loss_options
 from perceptreg.core.config import MAX_EPOCHS
 from perceptreg.sweeps.config import ENGINES, QUICK, SweepConfig
 
@@ -34,6 +35,7 @@ SWEEP = defaults_of(SweepConfig)
 @click.option("--ensemble/--no-ensemble", default=None,
               help="Train the joint models as one vmapped ensemble per worker (docs/guides/sweeps.md). "
                    "[default: on with --device cuda and the local engine, else off]")
+@decoder_loss_options
 @device_option
 @click.option("--data-root", help="Folder of file-based datasets.")
 @click.option("--judge", type=click.Path(exists=True, file_okay=False),
@@ -51,6 +53,7 @@ def sweep(lams, seeds, quick, out, **options):
     """
     from perceptreg.sweeps.sweep import parse_list, run_sweep
 
+    options["decoder_loss"] = decoder_loss_from(options) or SWEEP.decoder_loss
     options.update(lams=parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=parse_list(seeds, int, "seeds", "0,1"))
     result = run_sweep(SweepConfig(**{**options, **(QUICK if quick else {})}), out)
     click.echo("\n".join(result.lines()))

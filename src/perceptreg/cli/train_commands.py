@@ -13,6 +13,7 @@ import click
 
 from perceptreg.adversarial.defaults import STANDING_JUDGE
 from perceptreg.cli.app import OutPath, defaults_of, device_option, main
+from perceptreg.cli.decoder_options import decoder_loss_from, decoder_loss_options
 from perceptreg.core.config import INPUT_SHAPES, MAX_EPOCHS, MODES, TrainConfig
 from perceptreg.data.registry import help_text
 
@@ -42,6 +43,7 @@ def setting(flag: str, help: str, **kwargs):
 @setting("--reduction", "Squared error summed per image (paper) or averaged per pixel.",
          type=click.Choice(["sum", "mean"]))
 @setting("--mode", "joint: F, C, D together; post-hoc: F, C, then D on frozen F.", type=click.Choice(MODES))
+@decoder_loss_options
 @setting("--epochs", "Epochs (of F and C, in post-hoc mode); CelebA's default is 30, 10 past its lr drop.",
          type=int)
 @setting("--decoder-epochs", "Post-hoc: epochs of the decoder phase (none: --epochs).", type=int)
@@ -74,6 +76,7 @@ def train_command(out, resume, quiet, compile_step, **options):
     """
     from perceptreg.views.train_run import is_main_process, train_run
 
+    options["decoder_loss"] = decoder_loss_from(options)  # None: not given
     result = train_run({**options, "compile": compile_step}, out, resume=resume, progress=not quiet)
     if is_main_process():  # under torchrun, rank 0 reports for all
         click.echo("\n".join(result.lines()))

@@ -29,8 +29,67 @@ MAX_IMAGES = 10_000_000
 MAX_LAYERS = 100  # layers of one attach run, each with its own decoder (a ViT-L has 24 blocks, a ResNet-152 50)
 MAX_DECODER_PARAMS = 1_000_000_000  # one layer's decoder budget: 4 GB of float32 weights, 100x the CelebA D
 REDUCTIONS = ("sum", "mean")  # of the squared error: summed per image (the paper) or averaged per pixel
+# What the decoder learns to minimise: "pixel" is the paper's squared error; "feature" (a
+# comparator network's features) and "deepsim" (features + a discriminator + a little pixel
+# error, Dosovitskiy & Brox 2016) are ours, beside it (core.decoder_losses).
+DECODER_LOSSES = ("pixel", "feature", "deepsim")
 INPUT_SHAPES = {"mnist": (1, 28, 28), "svhn": (3, 32, 32), "celeba": (3, 64, 64),
                 "vgg": (3, 32, 32)}  # the architectures; the paper's first: 32x32 images get svhn
+
+
+def _require(checks: list[tuple[bool, str]], config=None) -> None:
+    """The first failed check as an error: its message, then the values of ``config``'s
+    settings that the message names (`name`), and no others."""
+    for ok, message in checks:
+        if not ok:
+            named = [n for n in re.findall(r"`(\w+)`", message) if config is not None and hasattr(config, n)]
+            shown = {n: repr(getattr(config, n)) for n in dict.fromkeys(named)}  # a long list cut: one line
+            got = ", ".join(f"{n}={v if len(v) <= 60 else v[:57] + '...'}" for n, v in shown.items())
+            raise PerceptregError(message + (f" (got {got})" if got else ""))
+
+
+
+@dataclass(frozen=True)
+class DecoderLoss:
+    """The decoder's objective (core.decoder_losses); recorded in every run's config.
+
+    The comparator is never the judge that measures the perception: a decoder trained to
+    match the judge's features draws what that judge reads, and the judge's reading of P(x)
+    would then measure the loss, not what the model keeps (training.comparators refuses it)."""
+
+    name: str = "pixel"  # "pixel": the paper's; "feature", "deepsim": ours (DECODER_LOSSES)
+    comparator: str = "self"  # "self": the model's own earlier layers; else a run folder (its encoder)
+    layers: tuple[str, ...] = ()  # the comparator's modules compared; (): all its ReLUs but the deepest
+    pixel_weight: float | None = None  # of the squared pixel error; None: 1 for pixel, 0.1 for feature and deepsim
+    feature_weight: float = 1.0  # of the comparator's squared feature error, in the run's reduction
+    adversarial_weight: float = 30.0  # deepsim: of the discriminator's hinge loss (measured scale: see docs)
+
+    def __post_init__(self):
+        _require([
+            (self.name in DECODER_LOSSES, f"`decoder_loss` {self.name!r} is unknown: use one of "
+                                          f"{', '.join(DECODER_LOSSES)}"),
+            (all(w is None or (w >= 0 and math.isfinite(w)) for w in
+                 (self.pixel_weight, self.feature_weight, self.adversarial_weight)),
+             "`pixel_weight`, `feature_weight` and `adversarial_weight` must be finite numbers >= 0"),
+            (bool(self.comparator), "`comparator` must be self or a run folder"),
+        ], self)
+
+    @property
+    def pixel_share(self) -> float:
+        """The pixel error's weight: the one given, else 1 (pixel) or 0.1 (ours: a little
+        pixel error keeps colours and position, as in DeePSiM)."""
+        if self.pixel_weight is not None:
+            return self.pixel_weight
+        return 1.0 if self.name == "pixel" else 0.1
+
+    def describe(self) -> str:
+        """One line for reports: "pixel (the paper's)", or ours with its settings."""
+        if self.name == "pixel":
+            return "pixel (the paper's)"
+        adversarial = f", adversarial x{self.adversarial_weight:g}" if self.name == "deepsim" else ""
+        layers = ",".join(self.layers) or "default layers"
+        return (f"{self.name} (ours): comparator {self.comparator} [{layers}] x{self.feature_weight:g}"
+                f"{adversarial}, pixel x{self.pixel_share:g}")
 
 
 @dataclass(frozen=True)
@@ -66,8 +125,10 @@ class TrainConfig:
     # evaluation is a forward pass per image per epoch, and a whole large test split can cost
     # more than the epoch's training. None or 0: the whole test split.
     eval_size: int | None = 10_000
+    decoder_loss: DecoderLoss = DecoderLoss()  # the decoder's objective (or its name); the default is the paper's
 
     def __post_init__(self):
+        _as_decoder_loss(self)
         _require([
             *_training_checks(self),
             (self.reduction in REDUCTIONS, f"`reduction` must be one of {', '.join(REDUCTIONS)}"),
@@ -139,8 +200,10 @@ class AttachConfig:
     decoder_params: int | None = None  # each layer's decoder at most this big, to compare layers fairly (None: default widths)
     eval_size: int | None = 10_000  # test images scored after each epoch, as in TrainConfig (0 or None: all)
     input_shape: tuple[int, int, int] | None = None  # C, H, W the model takes: folder datasets are resized to it
+    decoder_loss: DecoderLoss = DecoderLoss()  # the decoders' objective; the default is the paper's
 
     def __post_init__(self):
+        _as_decoder_loss(self)
         _require([
             (bool(self.layers), "`layers` must name at least one module"),
             (len(self.layers) <= MAX_LAYERS, f"`layers` must name at most {MAX_LAYERS} modules"),
@@ -159,6 +222,21 @@ class AttachConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "AttachConfig":
         return from_dict(cls, values, source)
+
+
+def _as_decoder_loss(config) -> None:
+    """``decoder_loss`` given by name ("deepsim") or as its dict (as config.json holds it) made a ``DecoderLoss``."""
+    given = config.decoder_loss
+    if isinstance(given, str):
+        given = {"name": given}
+    if isinstance(given, dict):
+        unknown = sorted(given.keys() - {f.name for f in dataclasses.fields(DecoderLoss)})
+        if unknown:
+            raise PerceptregError(f"`decoder_loss` has no setting {', '.join(unknown)}")
+        given = DecoderLoss(**{k: tuple(v) if k == "layers" else v for k, v in given.items()})
+    if not isinstance(given, DecoderLoss):
+        raise PerceptregError(f"`decoder_loss` must be a DecoderLoss, its name or its dict, got {type(given).__name__}")
+    object.__setattr__(config, "decoder_loss", given)
 
 
 def _training_checks(config) -> list[tuple[bool, str]]:
@@ -181,17 +259,6 @@ def _check_device(name: str) -> None:
     check_device_name(name)
 
 
-def _require(checks: list[tuple[bool, str]], config=None) -> None:
-    """The first failed check as an error: its message, then the values of ``config``'s
-    settings that the message names (`name`), and no others."""
-    for ok, message in checks:
-        if not ok:
-            named = [n for n in re.findall(r"`(\w+)`", message) if config is not None and hasattr(config, n)]
-            shown = {n: repr(getattr(config, n)) for n in dict.fromkeys(named)}  # a long list cut: one line
-            got = ", ".join(f"{n}={v if len(v) <= 60 else v[:57] + '...'}" for n, v in shown.items())
-            raise PerceptregError(message + (f" (got {got})" if got else ""))
-
-
 # Settings a run's config.json must hold: without them a resume or a reader would fall back
 # to defaults and silently train or load another run (a config.json of `{}`).
 REQUIRED = {"TrainConfig": ("dataset", "arch", "lam", "reduction", "mode", "epochs", "batch_size", "lr", "seed",
@@ -205,8 +272,11 @@ def file_schema(cls) -> type:
     epoch count, "x" no seed, true no batch size), finite numbers, no unknown key."""
     from pydantic import ConfigDict, create_model
     hints = typing.get_type_hints(cls)
-    required = REQUIRED[cls.__name__]
-    fields = {f.name: (hints[f.name], ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
+    required = REQUIRED.get(cls.__name__, ())
+    # a nested config (DecoderLoss) is read as its own strict schema: pydantic's strict mode
+    # takes only instances of a dataclass, and a file holds its JSON object
+    fields = {f.name: (file_schema(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else hints[f.name],
+                       ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
     return create_model(f"{cls.__name__}File", __config__=ConfigDict(strict=True, extra="forbid",
                                                                      allow_inf_nan=False), **fields)
 
@@ -224,6 +294,8 @@ def from_dict(cls, values, source: str):
     from pydantic import ValidationError
 
     def tuples(value):
+        if isinstance(value, dict):  # a nested config (decoder_loss)
+            return {k: tuples(v) for k, v in value.items()}
         return tuple(tuples(v) for v in value) if isinstance(value, list) else value
     try:
         checked = file_schema(cls).model_validate({k: tuples(v) for k, v in values.items()})
@@ -233,8 +305,11 @@ def from_dict(cls, values, source: str):
         got = "" if first["type"] == "missing" else f" (got {first.get('input')!r:.40})"
         raise PerceptregError(f"{source}: setting {where}: {first['msg'].lower()}{got}; correct it, or train the "
                               f"run again") from None
+    def value(name):  # a nested config back to its dataclass, its rules checked
+        got = getattr(checked, name)
+        return DecoderLoss(**dict(got)) if isinstance(got, file_schema(DecoderLoss)) else got
     try:
-        config = cls(**{f.name: getattr(checked, f.name) for f in dataclasses.fields(cls)})
+        config = cls(**{f.name: value(f.name) for f in dataclasses.fields(cls)})
     except PerceptregError as err:  # a rule of the dataclass: it names the setting as `name`
         raise PerceptregError(f"{source}: {str(err).replace('`', '')}; correct it, or train the run again") from None
     if cls is TrainConfig:

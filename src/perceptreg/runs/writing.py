@@ -105,23 +105,27 @@ def versions() -> dict:
 
 def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, config: TrainConfig, classes: tuple[str, ...],
-                    epoch: int, row: dict, world: int) -> None:
+                    epoch: int, row: dict, world: int, extra: nn.Module | None = None) -> None:
     """The epoch's checkpoint, committed by one rename: the tensors go to files named by
     the epoch, then state.json names them with their SHA-256 (readers trust only what it
     names), then the previous epoch's files go. A kill anywhere leaves the old epoch or the
-    new one, complete. model.safetensors and model.json are then published beside them."""
+    new one, complete. model.safetensors and model.json are then published beside them.
+    ``extra``: a module trained beside the model (deepsim's discriminator), whose weights the
+    state keeps (its moments are in ``optimizer``), not the model."""
     weights = model.state_dict()
     optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
     files = {"state": f"state-{epoch:06d}.safetensors", "model": f"model-{epoch:06d}.safetensors"}
     fileio.save_tensors(run_dir / files["state"], {
         **{f"model.{k}": v for k, v in weights.items()}, **optim_tensors,
+        **({f"extra.{k}": v for k, v in extra.state_dict().items()} if extra is not None else {}),
         "rng.cpu": torch.get_rng_state(),
         **({"rng.cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})})
     fileio.save_tensors(run_dir / files["model"], weights)
     meta = {"format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
             "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
-            "mode": config.mode, "epoch": epoch, "metrics": row, "versions": versions()}
+            "mode": config.mode, "decoder_loss": config.decoder_loss.describe(), "epoch": epoch, "metrics": row,
+            "versions": versions()}
     digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]  # this epoch's row was appended just now
     write_sealed(run_dir / STATE_META, {  # the commit point
@@ -149,8 +153,9 @@ def publish_model(run_dir: Path, weights: Path, meta: dict, digest: str) -> None
 
 
 def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, world: int) -> int:
-    """Restore weights, optimizer, RNG and loss scaler from ``run_dir``; the epoch reached."""
+               scaler: torch.amp.GradScaler, world: int, extra: nn.Module | None = None) -> int:
+    """Restore weights, optimizer, RNG and loss scaler from ``run_dir`` (and ``extra``'s
+    weights, as ``save_checkpoint`` kept them); the epoch reached."""
     state = manifest.read_state(run_dir)
     trained_with = state["world_size"]
     if trained_with != world:
@@ -161,6 +166,8 @@ def load_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     tensors = fileio.load_tensors(path)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     fileio.load_weights(model, weights, path)
+    if extra is not None:
+        fileio.load_weights(extra, {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}, path)
     optim_meta = validated(state["optimizer"], manifest.OptimizerMeta, run_dir / STATE_META, manifest.DAMAGED)
     optimizer.load_state_dict(checkpoint.unflatten_optimizer(tensors, optim_meta))
     checkpoint.match_layouts(optimizer)

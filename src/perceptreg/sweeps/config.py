@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perceptreg.core.config import TrainConfig
+from perceptreg.core.config import DecoderLoss, TrainConfig
 from perceptreg.core.errors import PerceptregError
 
 ENGINES = ("local", "ray")
@@ -31,6 +31,7 @@ class SweepConfig:
     engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
     judge: str | None = None  # a run folder whose model reads each member's P(x); None: natural images' standing judge
+    decoder_loss: DecoderLoss = DecoderLoss()  # every member's decoder objective; the default is the paper's
 
     def __post_init__(self):
         if not self.lams:
@@ -51,8 +52,15 @@ class SweepConfig:
             raise PerceptregError(f"`engine` must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.engine == "ray" and self.ensemble:
             raise PerceptregError("`ensemble` trains with the local engine only; drop it or `engine` ray")
+        if self.ensemble and self.decoder_loss.name != "pixel":
+            raise PerceptregError(f"`ensemble` trains the pixel loss only; drop it for `decoder_loss` "
+                                  f"{self.decoder_loss.name}")
+        from perceptreg.adversarial.judges import standing_judge_dir  # torch, as below
         from perceptreg.core import devices  # torch: imported when a sweep is configured, not by --help
         from perceptreg.sweeps import workers
+        from perceptreg.training.comparators import check_not_judge
+
+        check_not_judge(self.decoder_loss.comparator, [standing_judge_dir(self.dataset), *filter(None, [self.judge])])
 
         self.variants()  # TrainConfig checks every setting, each lambda included, before any work
         on_cpu = devices.check_device_name(self.device).type == "cpu"
@@ -62,7 +70,8 @@ class SweepConfig:
         if self.workers is None:
             object.__setattr__(self, "workers", min(workers.available_cores(), members) if on_cpu else 1)
         if self.ensemble is None:
-            object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local")
+            object.__setattr__(self, "ensemble", not on_cpu and self.engine == "local"
+                               and self.decoder_loss.name == "pixel")
         workers.check_count(self.workers, self.engine)
 
     def variants(self) -> list[tuple[str, TrainConfig]]:
@@ -72,7 +81,8 @@ class SweepConfig:
         defaults = training_defaults(self.dataset)  # arch and lr schedule; the sweep sets epochs
         common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
                       epochs=self.epochs, batch_size=self.batch_size,
-                      train_size=self.train_size, device=self.device, data_root=self.data_root)
+                      train_size=self.train_size, device=self.device, data_root=self.data_root,
+                      decoder_loss=self.decoder_loss)
         runs = []
         for seed in self.seeds:
             runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]

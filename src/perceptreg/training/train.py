@@ -7,6 +7,9 @@ One loop serves both modes of the paper:
 - ``post-hoc``: F and C trained on CE alone, then frozen while D alone learns to invert
   F (Dosovitskiy & Brox 2016): the baseline the paper contrasts with.
 
+D's term is the paper's squared pixel error, or ours (``config.decoder_loss``: a comparator's
+features, and with ``deepsim`` a discriminator trained alongside; ``core.decoder_losses``).
+
 The run folder gets ``config.json``, one ``metrics.jsonl`` line per epoch, and after every
 epoch the model (``model.safetensors`` + ``model.json``) and the resumable state.
 """
@@ -30,15 +33,20 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import LossParts, perceptual_loss, reconstruction_error
+from perceptreg.core.loss import LossParts, decoder_terms, perceptual_loss
 from perceptreg.display import tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 from perceptreg.runs import checkpoint, user_models
-from perceptreg.training import distributed, schedule
+from perceptreg.training import comparators, distributed, schedule
 
 
 class NonFiniteLossError(PerceptregError):
     """The loss became NaN or infinite; the run folder keeps the last good epoch."""
+
+
+class DiscriminatorDivergedError(PerceptregError):
+    """deepsim's game collapsed: the decoder drew, then draws one image for all; the run
+    folder keeps the last good epoch."""
 
 
 class TrainResult(NamedTuple):
@@ -60,7 +68,7 @@ FINITE_CHECK_EVERY = 50
 
 def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionNet | None = None,
           train_data=None, test_data=None,
-          resume: bool = False, progress: bool = True) -> TrainResult:
+          resume: bool = False, progress: bool = True, judges: tuple[str | Path, ...] = ()) -> TrainResult:
     """Train ``model`` (default: the paper's ``config.arch``) and write the run folder.
 
     ``train_data``/``test_data`` default to ``config.dataset``; given, they are an
@@ -68,6 +76,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     or floats in [0, 1], held in memory as uint8 (``data.as_image_dataset``). With ``resume=True`` the
     run continues from the last completed epoch in ``run_dir`` and ends with the same
     weights an uninterrupted run would have (on CPU; CUDA kernels may differ in the last bits).
+    ``judges``: run folders that will measure the perception, refused as the decoder loss's
+    comparator (``training.comparators``).
     """
     run_dir = Path(run_dir)
     if model is not None and config.model is None:  # recorded as custom: no paper architecture rebuilds it
@@ -78,11 +88,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     # holds the folder's lock while it does: a second writer is refused.
     cluster = distributed.join(config.device)
     with checkpoint.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
-        return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress)
+        return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress, judges)
 
 
 def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, model, train_data, test_data,
-           resume: bool, progress: bool) -> TrainResult:
+           resume: bool, progress: bool, judges) -> TrainResult:
     device = cluster.device
     progress = progress and cluster.is_main
 
@@ -100,6 +110,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     model = initial_model(config, train_data, model)
     if config.classifier_from and not resume:
         runs.open_run(config.classifier_from).copy_parts(model, ("encoder", "classifier"))
+    decoder_objective = run_objective(config, model, cluster, judges)
     # The folder is written only now: a bad dataset or model file leaves nothing behind.
     if cluster.is_main:
         runs.prepare(run_dir, config, resume)
@@ -110,19 +121,25 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     # backward (torch 2.11 on an H200: an assertion error in the first step).
     memory_format = torch.contiguous_format if config.compile else torch.channels_last
     model.to(device, memory_format=memory_format)
+    if decoder_objective is not None:  # its discriminator meets F's features in the same layout
+        decoder_objective.to(device, memory_format=memory_format)
     # fused: one kernel updates all parameters instead of a dozen small ops per tensor.
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, fused=True)
+    discriminator = decoder_objective and decoder_objective.discriminator
+    if discriminator is not None:  # beta1 0.5, as GANs since DCGAN: momentum lags the moving game
+        optimizer.add_param_group({"params": list(discriminator.parameters()), "betas": (0.5, 0.999)})
     # bf16 needs no loss scaling; fp16 (older GPUs) does. On CPU both are off.
     amp_dtype = autocast_dtype_for(device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     start_epoch = 1
     if resume and runs.completed_epochs(run_dir) > 0:
-        start_epoch = runs.load_state(run_dir, model, optimizer, scaler, cluster.world) + 1
+        start_epoch = runs.load_state(run_dir, model, optimizer, scaler, cluster.world, extra=discriminator) + 1
     history = runs.history_up_to(run_dir, start_epoch - 1, rewrite=cluster.is_main)
     # The loss of a batch as a module, so DistributedDataParallel can average its gradients;
     # post-hoc phases leave F or D without gradients, which DDP must be told.
-    objective = cluster.wrap(_Objective(model, config), find_unused_parameters=config.mode == "post-hoc")
+    objective = cluster.wrap(_Objective(model, config, decoder_objective),
+                             find_unused_parameters=config.mode == "post-hoc")
     if config.compile:
         objective = torch.compile(objective)
 
@@ -159,13 +176,15 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             sums += parts_vector
             recent.append(parts_vector[0])
             if len(recent) == FINITE_CHECK_EVERY or step == n_batches - 1:
-                check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster)
+                check_finite(recent, epoch, step + 1 - len(recent), run_dir, cluster, discriminator is not None)
                 recent = []
 
         train_seconds = time.perf_counter() - began  # includes the NaN checks' syncs
         quality = evaluate(model, eval_data, device=device, autocast_dtype=amp_dtype, cluster=cluster)
         row = epoch_row(config, epoch, (cluster.sum(sums) / n_batches).tolist(), quality,
                         sum(global_sizes) / train_seconds, time.perf_counter() - began)
+        if discriminator is not None:
+            check_game(row, history, run_dir)
         history.append(row)
         if progress:
             tqdm.write(_epoch_line(row, config))
@@ -174,7 +193,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             # drops its metrics line (see runs.history_up_to).
             runs.append_metrics(run_dir, row)
             runs.save_checkpoint(run_dir, model, optimizer, scaler, config, train_data.classes,
-                                 epoch, row, cluster.world)
+                                 epoch, row, cluster.world, extra=discriminator)
     if history and history[-1]["decoder_collapsed"] and cluster.is_main:
         warn_collapsed(history[-1])
     cluster.barrier()
@@ -188,27 +207,37 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
 class _Objective(nn.Module):
     """A phase's loss parts on a batch, as a module DistributedDataParallel can wrap."""
 
-    def __init__(self, model: models.PerceptionNet, config: TrainConfig):
+    def __init__(self, model: models.PerceptionNet, config: TrainConfig, decoder_objective=None):
         super().__init__()
-        self.model, self.config = model, config
+        self.model, self.config, self.decoder_objective = model, config, decoder_objective
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, phase: str) -> LossParts:
-        return _phase_loss(self.model, images, labels, phase, self.config)
+        return _phase_loss(self.model, images, labels, phase, self.config, self.decoder_objective)
 
 
 def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch.Tensor,
-                phase: str, config: TrainConfig):
+                phase: str, config: TrainConfig, decoder_objective=None):
     if phase == "joint":
         logits, _, recon = model(images)
-        return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction)
+        return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction, decoder_objective)
     if phase == "classifier":  # the decoder is not run: it gets no gradient anyway
         return perceptual_loss(model.classify(images), labels, images, images, 0.0, config.reduction)
     # decoder phase: F frozen, D learns to invert it. Frozen means eval mode too: in train
     # mode F's BatchNorm statistics would drift and its Dropout would perturb z.
     with torch.no_grad(), models.evaluating(model.encoder):
         z = model.encoder(images)
-    recon = reconstruction_error(images, model.decoder(z), config.reduction)
-    return LossParts(recon, torch.zeros((), device=images.device), recon)
+    recon, critic = decoder_terms(images, model.decoder(z), config.reduction, decoder_objective)
+    return LossParts(recon + critic, torch.zeros((), device=images.device), recon)
+
+
+def run_objective(config: TrainConfig, model: models.PerceptionNet, cluster: distributed.Cluster, judges):
+    """The run's decoder objective on its device (None: the paper's pixel error); its
+    comparator "self" is the model's own encoder."""
+    if config.decoder_loss.name != "pixel" and cluster.world > 1:
+        raise PerceptregError(f"`decoder_loss` {config.decoder_loss.name} trains on one process; run it without "
+                              f"torchrun, or with the pixel loss")
+    return comparators.decoder_objective(config.decoder_loss, model.input_shape, model.encoder,
+                                         reduction=config.reduction, judges=judges, device=cluster.device)
 
 
 # --- helpers shared with the vmapped ensemble (ensemble.py): one home for each rule ----------
@@ -257,7 +286,7 @@ def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dic
 # --- helpers: NaN checks, reporting ---------------------------------------------------------
 
 def check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_dir: Path,
-                  cluster: distributed.Cluster) -> None:
+                  cluster: distributed.Cluster, discriminator: bool = False) -> None:
     finite = torch.isfinite(torch.stack(losses))
     # every rank learns whether any rank saw a NaN, so all stop together instead of one
     # waiting for the others in the next collective
@@ -270,8 +299,23 @@ def check_finite(losses: list[torch.Tensor], epoch: int, first_batch: int, run_d
     batch = first_batch + int((~finite).nonzero()[0]) + 1
     kept = (f"the checkpoint of epoch {epoch - 1} in {run_dir} is kept" if epoch > 1
             else "no checkpoint was written")
+    if discriminator:  # deepsim: the game's loss went first (the pixel run of the same lr did not)
+        raise DiscriminatorDivergedError(f"the discriminator diverged (non-finite loss) at epoch {epoch}, batch "
+                                         f"{batch}; {kept} (--resume goes on from it); a new run with a lower `adversarial_weight` or `lr` avoids it")
     raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, batch {batch}; {kept}. "
                              f"Try a lower `lr` or a smaller `lam`, and check the data for NaNs")
+
+
+def check_game(row: dict, history: list[dict], run_dir: Path) -> None:
+    """deepsim: a decoder that drew distinct images and now draws one image for all (its
+    reconstructions' spread collapsed, ``measures.evaluate``) lost the game to the
+    discriminator; stop before this epoch's checkpoint, so the folder keeps the last good one."""
+    drew = any(not r["decoder_collapsed"] and r["recon_spread"] is not None for r in history)
+    if row["decoder_collapsed"] and drew:
+        raise DiscriminatorDivergedError(
+            f"the discriminator won: after epoch {row['epoch']} the decoder draws nearly one image for all (spread "
+            f"{row['recon_spread']:.3f} of the images' own); the checkpoint of epoch {row['epoch'] - 1} in {run_dir} "
+            f"is kept (--resume goes on from it); a new run with a lower `adversarial_weight` avoids it")
 
 
 def _epoch_line(row: dict, config: TrainConfig) -> str:

@@ -417,7 +417,7 @@ function introduce() {
   const offers = ["attack it", ...(info.latent_edits ? ["walk it toward a class"] : []), "find it on the map of z"];
   const kept = info.layer ? "P(x) is what the chosen layer of your model keeps of an image x (choose the layer above); H is your model."
     : "P(x) = D(F(x)) is what the model keeps of an image x; H is its classifier.";
-  let text = `${kept} Pick an image in the gallery, then ${offers.join(", ")}; or draw or upload your own ${things}.`;
+  let text = `${kept} Its decoder learnt with the ${info.decoder_loss} loss. Pick an image in the gallery, then ${offers.join(", ")}; or draw or upload your own ${things}.`;
   if (runs.length > 1) text += ` Every section shows each run: ${runs.map((r) => state.names[r]).join(" and ")}.`;
   $("intro").textContent = text;
   $("own-title").textContent = `Your own ${things}`;

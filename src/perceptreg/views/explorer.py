@@ -347,7 +347,8 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
         return {"run": explorer.name, "classes": list(explorer.classes), "test_images": len(explorer.test),
                 "input_shape": list(model.input_shape), "max_steps": MAX_STEPS, "alphas": list(ALPHAS), "eps": explorer.eps,
                 "layer": getattr(model, "layer", None), "layers": [name for name in explorer.views if name],
-                "latent_edits": model.classifier is not None, "compared": list(explorer.compared)}
+                "latent_edits": model.classifier is not None, "compared": list(explorer.compared),
+                "decoder_loss": explorer.run.config.decoder_loss.describe()}
 
     @app.get("/api/queue")
     async def place(ticket: Annotated[str, Query(max_length=100)]) -> dict:

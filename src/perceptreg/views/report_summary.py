@@ -9,7 +9,7 @@ from pathlib import Path
 
 from perceptreg import runs
 from perceptreg.attaching.attach_run import read_layers
-from perceptreg.core.config import AttachConfig, TrainConfig
+from perceptreg.core.config import AttachConfig, DecoderLoss, TrainConfig
 from perceptreg.runs import Run
 from perceptreg.sweeps.summary import PROBE_KINDS, read_sweep
 from perceptreg.views.report_html import table
@@ -49,6 +49,7 @@ def _train_rows(run: Run, config: TrainConfig) -> tuple[list[tuple[str, str]], s
         source = f"taken, frozen, from {config.classifier_from}" if config.classifier_from else "trained on cross-entropy alone"
         mode = f"post-hoc: F and C {source}, then D alone learns to invert the frozen F"
     rows = [("model", what), ("mode", mode), ("lambda", _lambda(config)),
+            ("decoder loss", config.decoder_loss.describe()),
             ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
     warning = ""
     if run.metrics:
@@ -71,7 +72,7 @@ def _attach_rows(run: Run, config: AttachConfig) -> list[tuple[str, str]]:
             "joint: the model fine-tuned with cross-entropy + lambda x the mean of the layers' reconstruction errors")
     rows = [("model", f"your model, built by {config.model}{weights}, with decoders on its layers "
                       f"{', '.join(config.layers)}"), ("mode", mode), ("lambda", _lambda(config)),
-            ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
+            ("decoder loss", config.decoder_loss.describe()), ("data", f"{config.dataset}, {config.train_size or 'all its'} training images")]
     if run.has(runs.LAYERS_JSON):
         layers = read_layers(run)
         accuracy = percent(layers.accuracy)
@@ -129,6 +130,7 @@ def sweep_summary(folder: Path) -> str:
              ("seeds", f"{', '.join(map(str, seeds))} (mean ± 95 % interval over {len(seeds)} seeds)" if len(seeds) > 1
               else f"{seeds[0]} (one seed: no interval; give --seeds 0,1 for one)"),
              ("epochs", f"{config.epochs} per model"),
+             ("decoder loss", config.decoder_loss.describe()),
              ("best test accuracy", accuracy(best)), ("worst test accuracy", accuracy(worst))]
     shown = {*rows[0].measured(), *(prefix.removesuffix(": ") for kind, prefix, *_ in PROBE_KINDS if getattr(rows[0], kind))}
     columns = [text for key, text in COLUMNS.items() if key in shown]
@@ -147,7 +149,7 @@ def _lambda(config: TrainConfig | AttachConfig) -> str:
 
 GROUPS = (("Model", ("arch", "model", "z_dim", "decoder_width", "layers", "weights", "weights_sha256", "normalize",
                      "source")),
-          ("Objective", ("mode", "lam", "reduction", "classifier_from")),
+          ("Objective", ("mode", "lam", "reduction", "decoder_loss", "classifier_from")),
           ("Data", ("dataset", "train_size", "eval_size", "data_root")),
           ("Optimization", ("epochs", "decoder_epochs", "batch_size", "decoder_batch_size", "lr", "betas",
                             "lr_drop_epoch", "lr_drop_factor", "steps_per_epoch", "init_output_bias", "compile")),
@@ -172,6 +174,8 @@ def _shown(config, field: dataclasses.Field) -> bool:
 
 
 def _value(value) -> str:
+    if isinstance(value, DecoderLoss):
+        return value.describe()
     if isinstance(value, (list, tuple)):
         return ", ".join(_value(v) for v in value)
     if isinstance(value, dict):

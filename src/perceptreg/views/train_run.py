@@ -59,7 +59,9 @@ def train_run(options: dict[str, Any], out: str | Path | None = None, *, resume:
     grid (perception.png) of two test images per class."""
     began = time.perf_counter()
     config, out, resume = launch(options, out, resume)
-    model, history, run_dir = train(config, out, resume=resume, progress=progress)
+    # the dataset's standing judge reads this run's P(x) later (report, sweep): never its comparator
+    model, history, run_dir = train(config, out, resume=resume, progress=progress,
+                                    judges=(judges.standing_judge_dir(config.dataset),))
     grid = None
     if is_main_process():  # under torchrun, rank 0 draws for all
         test = runs.open_run(run_dir).data()[1]
