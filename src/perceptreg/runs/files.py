@@ -40,6 +40,8 @@ INTERPOLATION_GRID = "interpolation_{kind}.png"  # kind: per-image, mean
 LAYERS_JSON = "layers.json"  # an attach run's measures per layer
 LAYERS_PNG = "layers.png"  # x, then P at each layer
 LAYERS_ATTACK_PNG = "layers_attack.png"  # x, x_adv, then P_layer(x_adv) at each layer
+INVERSION_PNG = "inversion.png"  # `invert`: x, P(x) and the inversion x' per test image
+INVERSION_JSON = "inversion.json"  # what `invert` measured (figures.inversion.InversionFile)
 # a sweep folder
 SWEEP_CONFIG = "sweep_config.json"
 SWEEP_JSON = "sweep.json"
