@@ -1,7 +1,7 @@
 """What inversion costs: 100 CIFAR-10-sized images (3x32x32) inverted at one layer, on 2 CPU
 threads, by ``core.inversion.invert_images`` with its default settings (200 steps).
 
-    python bench/inversion_speed.py [--rounds 3] [--images 100] [--threads 2] [--data-root DIR]
+    python bench/inversion_speed.py [--rounds 3] [--images 100] [--threads 2] [--steps 200] [--data-root DIR]
 
 The goal (issue 35): under 60 s on 2 quiet CPU cores. Three models, each inverted at the layer
 the study inverts:
@@ -12,7 +12,9 @@ the study inverts:
 The weights are as built (the cost does not depend on them). The images are CIFAR-10's test
 images where --data-root holds them, else the offline 32x32 colour strips (same shape, same
 cost). The machine's load average is printed before and after: on a shared machine the
-time is the machine's, not the method's; the median of the rounds is reported with its range.
+wall time is the machine's, not the method's, so the process's CPU time is printed too (on
+two quiet cores the wall time is about half of it, at most all of it); the median of the
+rounds is reported with its range.
 """
 
 from __future__ import annotations
@@ -52,23 +54,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=InversionSettings.steps,
+                        help="fewer on a loaded machine: the time is then also scaled to the default steps")
     parser.add_argument("--data-root", help="a folder holding CIFAR-10 (cifar-10-batches-bin)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     images = test_images(args.images, args.data_root)
-    settings = InversionSettings()
+    settings = InversionSettings(steps=args.steps)
+    scale = InversionSettings.steps / args.steps  # each step costs the same: the default's time, extrapolated
     print(f"{len(images)} images {tuple(images.shape[1:])}, {settings.steps} steps, {args.threads} threads; "
-          f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+          f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     nets = views()
-    times: dict[str, list[float]] = {name: [] for name in nets}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in nets}
     for _ in range(args.rounds):  # interleaved: drift of the machine's speed hits every model alike
         for name, net in nets.items():
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), time.process_time()
             invert_images(net.encoder, images, settings, searched_module(net))
-            times[name].append(time.perf_counter() - began)
-    for name, seconds in times.items():
-        print(f"{name:22s} median {statistics.median(seconds):6.1f} s  (range {min(seconds):.1f}-{max(seconds):.1f}, "
-              f"{len(seconds)} rounds)")
+            times[name].append((time.perf_counter() - began, time.process_time() - cpu))
+            print(f"{name:22s} wall {times[name][-1][0]:6.1f} s, CPU {times[name][-1][1]:6.1f} s", flush=True)
+    for name, measured in times.items():
+        wall, cpu = [m[0] for m in measured], [m[1] for m in measured]
+        print(f"{name:22s} median wall {statistics.median(wall):6.1f} s (range {min(wall):.1f}-{max(wall):.1f}), "
+              f"CPU {statistics.median(cpu):6.1f} s, {len(measured)} rounds; at {InversionSettings.steps} steps: "
+              f"wall {scale * statistics.median(wall):.1f} s, CPU {scale * statistics.median(cpu):.1f} s")
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

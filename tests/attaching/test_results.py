@@ -17,10 +17,10 @@ SUMMARY = {"mode": "post-hoc", "accuracy": 0.875, "accuracy_before": 0.875, "att
 
 def test_layer_cells_by_hand():
     header, rows, note = layer_cells(SUMMARY)
-    assert header[0] == "layer" and len(header) == len(rows[0]) == 9
-    # a layers.json written before the readings' intervals: "-" where it has no reading
-    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", "25.0 %", "50.0 %", "0.900"],
-                    ["fc1", "64", "999", "0.0500", "-", "-", "75.0 %", "12.5 %", "0.610"]]
+    assert header[0] == "layer" and len(header) == len(rows[0]) == 11
+    # a layers.json written before the readings' intervals and the consistency measures: "-" where it has none
+    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", "-", "-", "25.0 %", "50.0 %", "0.900"],
+                    ["fc1", "64", "999", "0.0500", "-", "-", "-", "-", "75.0 %", "12.5 %", "0.610"]]
     assert note == ("read by 3-NN pixels: P(x) of clean images, and x_adv and P(x_adv) of the "
                     "8 successful attacks of 40 images (PGD linf, eps 0.03; 95 % Wilson intervals; the AUC's: DeLong)")
     assert layers_table(SUMMARY).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI prints the same cells
@@ -33,7 +33,7 @@ def test_an_attach_summary_shows_itself_as_a_table():
     page = table._repr_html_()
     assert "<caption>test accuracy 87.5%. read by 3-NN pixels: P(x) of clean images" in page
     assert "<td>&lt;conv&gt;</td><td>8x14x14</td><td>12,345</td><td>0.0123</td>" in page and "<conv>" not in page
-    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>-</td><td>-</td><td>75.0 %</td><td>12.5 %</td><td>0.610</td>" in page
+    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>-</td><td>-</td><td>-</td><td>-</td><td>75.0 %</td><td>12.5 %</td><td>0.610</td>" in page
 
 
 def test_layer_measures_show_themselves_as_a_table():
@@ -49,3 +49,12 @@ def test_evaluate_layers_returns_measures_that_show_themselves(digits):
     measures = evaluate_layers(attach(net(), ["stem", "fc1"], (1, 28, 28)), digits[1].subset(torch.arange(20)))
     assert isinstance(measures, LayerMeasures) and list(measures["recon_mse"]) == ["stem", "fc1"]
     assert f"<td>stem</td><td>{measures['recon_mse']['stem']:.4f}</td>" in measures._repr_html_()
+
+
+def test_the_consistency_columns_by_hand():
+    measured = {"h_consistency": {"rate": 0.75, "low": 0.5, "high": 0.9, "n": 40},
+                "perceptual_distance": {"mean": 0.125, "low": 0.1, "high": 0.15, "n": 40}}
+    row = {**SUMMARY["layers"][1], "perception": measured}
+    header, rows, _ = layer_cells({**SUMMARY, "layers": [row]})
+    assert dict(zip(header, rows[0]))["H(P(x)) = H(x)"] == "75.0 % [50.0, 90.0]"
+    assert dict(zip(header, rows[0]))["perceptual distance"] == "0.125 [0.100, 0.150]"

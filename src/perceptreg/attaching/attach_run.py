@@ -18,10 +18,11 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import main_judge
+from perceptreg.adversarial.judges import KNNJudge, main_judge
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.results import LayerTable, layers_table
 from perceptreg.core.attached import attach
+from perceptreg.measures.consistency import PerceptionMeasures, measure_perception
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
@@ -66,6 +67,7 @@ class _LayerRow(BaseModel):
     x_adv_read: _Reading | None = None
     accuracy_on_p: _Rate | None = None
     detector_roc_auc_interval: tuple[float, float] | None = None
+    perception: PerceptionMeasures | None = None  # beside pixel MSE, of the attacked images' P(x); None in older files
 
 
 class _LayersFile(Sealed):
@@ -152,14 +154,16 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         reader = main_judge(config.dataset, train_data, judge, device)
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
+        panel = [reader] + ([] if isinstance(reader, KNNJudge) else [KNNJudge(train_data, device=device)])
+        perceived = [measure_perception(seen.at(name), pool, panel, device=device).model_dump() for name in seen.layers]
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
         summary = {"mode": config.mode, "accuracy_before": last["test_accuracy"] if before is None else before,
                    "accuracy": last["test_accuracy"],
                    "attack": {"attack": "PGD", **dataclasses.asdict(attack), "images": len(pool)},
                    "layers": [{"name": d["layer"], "shape": list(d["activation_shape"]),
                                "decoder_parameters": d["decoder_parameters"],
-                               "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
-                              for d, measured in zip(seen.describe(), under_attack)]}
+                               "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured, "perception": measures}
+                              for d, measured, measures in zip(seen.describe(), under_attack, perceived)]}
         _require_finite_measures(summary)
         write_sealed(run_dir / runs.LAYERS_JSON, summary)
         _draw(run_dir, seen, pool, adversarial, device)

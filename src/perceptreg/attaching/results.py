@@ -46,12 +46,23 @@ def reading_cells(row: dict) -> list[str]:
             else format_auroc(row["detector_roc_auc"], row.get("detector_roc_auc_interval") or NO_INTERVAL)]
 
 
+def consistency_cells(row: dict) -> list[str]:
+    """A layers.json row's measures beside pixel MSE (``measures.consistency``): how often H
+    reads P(x) as it reads x, and the perceptual distance of x and P(x); "-" in older files."""
+    measured = row.get("perception")
+    if not measured:
+        return ["-", "-"]
+    distance = measured["perceptual_distance"]
+    return [format_rate(measured["h_consistency"]), f"{distance['mean']:.3f} [{distance['low']:.3f}, {distance['high']:.3f}]"]
+
+
 def layer_cells(summary: dict) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
     note that says what the judge's readings are of."""
-    header = ["layer", "activation", "decoder params", "test MSE/pixel", *LAYER_HEADINGS]
+    header = ["layer", "activation", "decoder params", "test MSE/pixel", "H(P(x)) = H(x)", "perceptual distance",
+              *LAYER_HEADINGS]
     rows = [[r["name"], "x".join(map(str, r["shape"])), f"{r['decoder_parameters']:,}", f"{r['test_recon_mse']:.4f}",
-             *reading_cells(r)] for r in summary["layers"]]
+             *consistency_cells(r), *reading_cells(r)] for r in summary["layers"]]
     first, attack = summary["layers"][0], summary["attack"]
     ball = f"PGD {attack.get('norm', 'linf')}, eps {attack['eps']:g}; " if "eps" in attack else ""
     note = (f"read by {first['judge']}: P(x) of clean images, and x_adv and P(x_adv) of the "

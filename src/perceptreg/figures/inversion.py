@@ -70,13 +70,16 @@ class InversionResult:
         """What `perceptreg invert` prints."""
         where = f"layer {self.layer}" if self.layer else "z"
         return [f"inversion of {self.images} test images at {where} in {self.seconds:.1f} s: {self.grid}",
-                f"feature error |Phi(x')-Phi(x)|^2/|Phi(x)|^2 {_spread(self.feature_error)}; MSE/pixel x' "
-                f"{_spread(self.inversion_mse)}, P(x) {_spread(self.perception_mse)}; H reads x' as x "
-                f"{format_rate(self.h_agrees)}, P(x) as x {format_rate(self.h_agrees_perception)}"]
+                measured_line(self)]
 
 
-def _spread(value: dict) -> str:
-    return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
+def measured_line(measured: InversionResult | InversionFile) -> str:
+    """The measures of an inversion in one line, each with its 95 % interval."""
+    def spread(value: dict) -> str:
+        return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
+    return (f"feature error |Phi(x')-Phi(x)|^2/|Phi(x)|^2 {spread(measured.feature_error)}; MSE/pixel x' "
+            f"{spread(measured.inversion_mse)}, P(x) {spread(measured.perception_mse)}; H reads x' as x "
+            f"{format_rate(measured.h_agrees)}, P(x) as x {format_rate(measured.h_agrees_perception)}")
 
 
 def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
@@ -142,3 +145,12 @@ def inversion_grid(model: PerceptionNet, images: torch.Tensor, labels: torch.Ten
                       cards=[(i, i + 1, i + 2) for i in range(0, len(cells), 3)],
                       title=f"test images x, their perception {p} and their inversion x' "
                             f"({'layer ' + layer if layer else 'latent z'})")
+
+
+def read_inversion(run: runs.Run, layer: str | None = None) -> InversionFile | None:
+    """What `invert` measured at the run's latent (of an attach run, ``layer``), as written
+    to RUN/inversion.json; None where it was not run."""
+    name = runs.for_layer(INVERSION_JSON, run.output_layer(layer))
+    if not run.has(name):
+        return None
+    return InversionFile.model_validate(run.read_json(name, InversionFile, f"run `perceptreg invert {run.path}` again"))
