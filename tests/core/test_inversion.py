@@ -41,6 +41,13 @@ def test_a_wide_linear_layer_is_matched_up_to_its_null_space():
     assert found.min() >= 0 and found.max() <= 1
 
 
+def test_the_inversion_stays_in_the_pixel_range_where_the_match_would_leave_it():
+    bright = torch.full((2, 1, 2, 2), 1.5)  # an activation no image in [0, 1] gives
+    found, error = invert_images(nn.Flatten(), bright, MATCH_ONLY)
+    assert found.max() == 1 and found.min() == 1  # as near as the range allows
+    assert error.max() == pytest.approx((0.5 / 1.5) ** 2)
+
+
 def test_the_model_gets_no_gradient_and_keeps_its_mode():
     layer = linear(torch.eye(8)).train()
     invert_images(layer, images(), InversionSettings(steps=2))

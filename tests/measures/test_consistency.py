@@ -74,6 +74,12 @@ def test_the_random_features_are_fixed_and_their_distance_is_zero_for_the_same_i
     assert not any(p.requires_grad for p in features.parameters())  # used in no loss: never trained
 
 
+def test_the_perceptual_distance_ignores_contrast_as_lpips_does():
+    images = 0.25 + 0.5 * torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    stronger = 0.5 + 2 * (images - 0.5)  # the same image at twice the contrast, still in [0, 1]
+    assert RandomFeatures(3).distance(images, stronger).abs().max() < 1e-6  # features scaled to length 1
+
+
 def test_the_spread_is_zero_where_the_decoder_ignores_the_latent_and_grows_with_the_perturbation():
     images = tiny_dataset().images.float() / 255
     assert perception_spread(net_with_decoder(Constant(0.3)), images).abs().max() == 0
@@ -97,6 +103,19 @@ def test_a_judge_that_names_one_class_shows_its_bias_and_its_accuracy_on_x():
     assert reading.p_reads == [4, 0] and reading.labels == [3, 1] and reading.p_bias == 0.25
     assert reading.x_adv_read_true is None  # no attack given
     assert "judge says a: x read right 75.0 %" in measured.lines(("a", "b"))[1]
+
+
+def test_each_judge_reads_p_apart_from_x():
+    class FirstPixel:
+        name = "first pixel"
+
+        def __call__(self, images):
+            return (images.flatten(1)[:, 0] > 0.5).long()
+
+    # x: (0, 1), (1, 0), (1, 1), (0, 0) labelled a, b, a, a; P(x) = (0.9, 0.9), read as b every time
+    reading = measure_perception(net_with_decoder(Constant(0.9)), tiny_dataset(), judges=[FirstPixel()]).judges[0]
+    assert reading.accuracy_on_x["rate"] == 0.75 and reading.p_read_true["rate"] == 0.25
+    assert reading.p_reads == [0, 4] and reading.x_reads == [2, 2] and reading.p_bias == 0.75
 
 
 def test_with_an_attack_each_judge_reads_x_adv_and_p_adv():
