@@ -34,8 +34,9 @@ def test_a_row_written_before_the_intervals_shows_its_values_alone():
                         "detector_roc_auc_interval": None}) == ["-", "-", "25.0 %", "50.0 %", "0.750"]
     table = layers_table({"layers": [OLD_ROW], "attack": {"images": 10}})
     assert table.splitlines()[0].split()[:4] == ["layer", "activation", "decoder", "params"]
-    assert table.splitlines()[1].split() == ["stem", "16x14x14", "1,234", "0.0123", "-", "-", "25.0", "%", "50.0", "%",
-                                             "0.750"]
+    # "-" too for the consistency measures (H(P(x)) = H(x), perceptual distance) it was written without
+    assert table.splitlines()[1].split() == ["stem", "16x14x14", "1,234", "0.0123", "-", "-", "-", "-", "25.0", "%",
+                                             "50.0", "%", "0.750"]
     assert "the 4 successful attacks of 10 images" in table
 
 
