@@ -9,8 +9,9 @@ from user_net import net
 
 from perceptreg import runs
 from perceptreg.attaching.fitting import evaluate_layers
-from perceptreg.attaching.results import LayerMeasures, LayerTable, layer_cells, layers_table
+from perceptreg.attaching.results import LayerMeasures, LayerTable, consistency_cells, layer_cells, layers_table
 from perceptreg.core.attached import attach
+from perceptreg.measures.consistency import PerceptionMeasures
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.storage.schema import load_sealed_file, write_sealed
 
@@ -23,10 +24,10 @@ SUMMARY = layers_file(layer_row(name="<conv>", shape=[8, 14, 14], decoder_parame
 
 def test_layer_cells_by_hand():
     header, rows, note = layer_cells(LayerTable(**SUMMARY))
-    assert header[0] == "layer" and len(header) == len(rows[0]) == 9
+    assert header[0] == "layer" and len(header) == len(rows[0]) == 11
     readings = ["90.0 % [59.6, 98.2]", "0.0 % [0.0, 49.0]", "25.0 % [4.6, 69.9]", "50.0 % [15.0, 85.0]"]
-    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", *readings, "0.900"],
-                    ["fc1", "64", "999", "0.0500", *readings, "0.610"]]  # an AUC without its interval: alone
+    assert rows == [["<conv>", "8x14x14", "12,345", "0.0123", "-", "-", *readings, "0.900"],
+                    ["fc1", "64", "999", "0.0500", "-", "-", *readings, "0.610"]]  # an AUC without its interval: alone
     assert note == ("read by 3-NN pixels: P(x) of clean images, and x_adv and P(x_adv) of the "
                     "8 successful attacks of 10 images (PGD linf, eps 0.03; 95 % Wilson intervals; the AUC's: DeLong)")
     assert layers_table(LayerTable(**SUMMARY)).splitlines()[1].split() == " ".join(rows[0]).split()  # the CLI's cells
@@ -39,7 +40,7 @@ def test_an_attach_summary_shows_itself_as_a_table():
     page = table._repr_html_()
     assert "<caption>test accuracy 87.5%. read by 3-NN pixels: P(x) of clean images" in page
     assert "<td>&lt;conv&gt;</td><td>8x14x14</td><td>12,345</td><td>0.0123</td>" in page and "<conv>" not in page
-    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>90.0 % [59.6, 98.2]</td>" in page
+    assert "<td>fc1</td><td>64</td><td>999</td><td>0.0500</td><td>-</td><td>-</td><td>90.0 % [59.6, 98.2]</td>" in page
     assert "<td>0.610</td></tr>" in page
 
 
@@ -84,3 +85,10 @@ def test_layers_json_with_a_key_missing_or_misspelt_is_refused_naming_it(tmp_pat
     write_sealed(tmp_path / runs.LAYERS_JSON, {k: v for k, v in values.items() if k != "checksum"})
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path / runs.LAYERS_JSON))}: field {field}\b"):
         load_sealed_file(tmp_path / runs.LAYERS_JSON, LayerTable, "attach again")
+
+
+def test_the_consistency_columns_by_hand():
+    measured = {"h_consistency": {"rate": 0.75, "low": 0.5, "high": 0.9, "n": 40},
+                "perceptual_distance": {"mean": 0.125, "low": 0.1, "high": 0.15, "n": 40}}
+    row = LayerTable(**SUMMARY).layers[1].model_copy(update={"perception": PerceptionMeasures.model_construct(**measured)})
+    assert consistency_cells(row) == ["75.0 % [50.0, 90.0]", "0.125 [0.100, 0.150]"]

@@ -65,7 +65,8 @@ def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_pat
     x_right, own = (re.search(rf"{what} (\S+ % \[[^\]]+\])", line).group(1)
                     for what in ("x read right", "the model's accuracy"))
     assert x_right == own
-    assert "judge" not in runner.invoke(main, args).output  # grey digits: read only with --judge
+    plain = runner.invoke(main, args).output  # grey digits: the CNN reading only with --judge, the pixel judge always
+    assert "judge model" not in plain and "judge 3-NN pixels: x read right" in plain
 
 
 def test_perceive_writes_the_grid(trained_run, runner, tmp_path):

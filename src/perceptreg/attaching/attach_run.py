@@ -16,7 +16,7 @@ from perceptreg import data as datasets
 from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import evaluate_layers_under_attack
-from perceptreg.adversarial.judges import architecture, standing_judge_dir
+from perceptreg.adversarial.judges import KNNJudge, architecture, standing_judge_dir
 from perceptreg.attaching.defaults import attack_images_for, work_line
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.judging import attach_judge
@@ -26,6 +26,7 @@ from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
+from perceptreg.measures.consistency import measure_perception
 from perceptreg.runs import checkpoint, user_models
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import write_sealed
@@ -114,10 +115,13 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
             runs.append_metrics(run_dir, row)
         under_attack, adversarial = evaluate_layers_under_attack(
             seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
+        # the judges of the consistency measures: the run's judge (if any) and the 3-NN pixel judge, of another design
+        panel = [j for j in (reader,) if j is not None] + ([] if isinstance(reader, KNNJudge) else [KNNJudge(train_data, device=device)])
+        perceived = [measure_perception(seen.at(name), pool, panel, device=device) for name in seen.layers]
         last = history[-1]  # measured on the test set after the last epoch: the run's numbers
         layers = [{"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
-                   "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured}
-                  for d, measured in zip(seen.describe(), under_attack)]
+                   "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured, "perception": perception}
+                  for d, measured, perception in zip(seen.describe(), under_attack, perceived)]
         accuracy = last["test_accuracy"]
         _require_finite_measures(layers, len(pool), accuracy)  # before the schema, which would refuse a NaN rate
         summary = LayerTable(mode=config.mode, decoder_loss=config.decoder_loss.describe(),

@@ -16,6 +16,8 @@ from perceptreg import display
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.summary import NO_INTERVAL, Agreement, Rate, Record, format_auroc
 from perceptreg.display import aligned
+from perceptreg.measures import format_rate
+from perceptreg.measures.consistency import PerceptionMeasures
 from perceptreg.storage.schema import Sealed, settings_record
 
 
@@ -58,6 +60,7 @@ class LayerRow(Record):
     p_adv_read: Agreement | None
     x_adv_read: Agreement | None
     detector_roc_auc_interval: tuple[float, float] | None
+    perception: PerceptionMeasures | None = None  # beside pixel MSE, of the attacked images' P(x); None in older files
 
 
 # The judge's and the detector's columns of a layer, in ``reading_cells``' order
@@ -98,6 +101,16 @@ class LayerTable(Sealed):
         return display.html_table(header, rows, f"test accuracy {self.accuracy:.1%}. {note}")
 
 
+def consistency_cells(row: LayerRow) -> list[str]:
+    """A layer's measures beside pixel MSE (``measures.consistency``): how often H reads P(x)
+    as it reads x, and the perceptual distance of x and P(x); "-" in older files."""
+    measured = row.perception
+    if measured is None:
+        return ["-", "-"]
+    distance = measured.perceptual_distance
+    return [format_rate(measured.h_consistency), f"{distance['mean']:.3f} [{distance['low']:.3f}, {distance['high']:.3f}]"]
+
+
 def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
     """An attach run's per-layer measures (layers.json) as a header, rows of text, and the
     note that says what the judge's readings are of, and the judge's accuracy on x beside
@@ -105,9 +118,10 @@ def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
     first, attack = table.layers[0], table.attack
     judged = first.judge is not None
     headings = LAYER_HEADINGS if judged else LAYER_HEADINGS[-1:]
-    header = ["layer", "activation", "decoder params", "test MSE/pixel", *headings]
+    header = ["layer", "activation", "decoder params", "test MSE/pixel", "H(P(x)) = H(x)", "perceptual distance",
+              *headings]
     rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}", f"{r.test_recon_mse:.4f}",
-             *reading_cells(r)[-len(headings):]] for r in table.layers]
+             *consistency_cells(r), *reading_cells(r)[-len(headings):]] for r in table.layers]
     on_x = f" (its accuracy on the clean images x: {first.accuracy_on_x})" if first.accuracy_on_x else ""
     what, intervals = ((f"read by {first.judge}{on_x}: P(x) of clean images, and x_adv and P(x_adv)",
                         "95 % Wilson intervals; the AUC's: DeLong") if judged else

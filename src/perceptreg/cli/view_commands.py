@@ -24,15 +24,20 @@ from perceptreg.cli.app import OutPath, device_option, layer_option, main, plain
                    "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
 @click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
               "sample). [default: the whole test split]")
-def perceive(run, **options):
+@click.option("--more-judges", "more_judges", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another run whose model reads P(x) beside the 3-NN pixel judge and --judge (repeatable).")
+@click.option("--attacked", is_flag=True, help="Each judge also reads x_adv and P(x_adv) (PGD with default "
+              "settings at the dataset's radius).")
+def perceive(run, attacked, **options):
     """Grid of test images x beside the model's perception P(x) = D(F(x)), and an
     independent judge's reading of P(x), each number with its 95 % interval.
 
     Example: perceptreg perceive runs/demo --n 20
     """
+    from perceptreg.adversarial.attacks import AttackSettings
     from perceptreg.figures.perception import perceive as draw
 
-    click.echo("\n".join(draw(run, **options).lines()))
+    click.echo("\n".join(draw(run, **options, attack=AttackSettings() if attacked else None).lines()))
 
 
 @main.command("report")

@@ -27,6 +27,7 @@ MODEL_FORMAT = "perceptreg.model/1"
 ATTACHED_FORMAT = "perceptreg.attached/1"  # a user's model with decoders on its layers
 # what the commands write into a run folder
 PERCEPTION = "perception.png"
+PERCEPTION_SPREAD = "perception_spread.png"  # `perceive`: x, P(x) and the spread of D(F(x) + e) per pixel
 REPORT = "report.html"
 ATTACK = "attack.png"
 ATTACK_FROM_NOISE = "attack_from_noise.png"
@@ -41,6 +42,9 @@ INTERPOLATION_GRID = "interpolation_{kind}.png"  # kind: per-image, mean
 LAYERS_JSON = "layers.json"  # an attach run's measures per layer
 LAYERS_PNG = "layers.png"  # x, then P at each layer
 LAYERS_ATTACK_PNG = "layers_attack.png"  # x, x_adv, then P_layer(x_adv) at each layer
+PERCEPTION_JSON = "perception.json"  # `perceive`: the measures of P(x) (measures.consistency.PerceptionMeasures)
+INVERSION_PNG = "inversion.png"  # `invert`: x, P(x) and the inversion x' per test image
+INVERSION_JSON = "inversion.json"  # what `invert` measured (figures.inversion.InversionFile)
 # a sweep folder
 SWEEP_CONFIG = "sweep_config.json"
 SWEEP_JSON = "sweep.json"

@@ -399,6 +399,20 @@ function setUpCanvas() {
 }
 
 // --- the page -------------------------------------------------------------------------------
+// What `perceive` and `invert` saved for the layer shown: measures of P(x), the spread, x' beside P(x)
+async function loadSaved() {
+  const found = await call("saved", `/api/saved${state.layer ? `?layer=${encodeURIComponent(state.layer)}` : ""}`);
+  if (!found) return;
+  $("saved").hidden = !found.lines.length && !found.figures.length;
+  $("saved-lines").replaceChildren(...found.lines.map((line) => Object.assign(document.createElement("p"), { textContent: line })));
+  $("saved-figures").replaceChildren(...found.figures.map((f) => {
+    const img = Object.assign(document.createElement("img"), { src: f.image, alt: f.title, title: f.title });
+    img.style.maxWidth = "100%";
+    return img;
+  }));
+  status("saved", "done", "");
+}
+
 async function switchLayer() {
   // another layer's perception: every shown perception is redrawn at it, the selected image
   // kept and its attack (if one is shown) run again on the new layer
@@ -406,7 +420,7 @@ async function switchLayer() {
   const attacked = state.attacked, own = state.own;
   clearAttack();
   const selected = state.selected && pick(state.selected.index).then((item) => item && attacked && attack());
-  await Promise.all([resetGallery(), loadMap(), selected, own && perceive(own.blob, own.source)]);
+  await Promise.all([resetGallery(), loadMap(), selected, own && perceive(own.blob, own.source), loadSaved()]);
 }
 
 // What the page offers, as this run allows: no walk for a run of `attach` (its layers have
@@ -462,7 +476,7 @@ async function main() {
   $("walk").hidden = !state.info.latent_edits;
   introduce();
   setUpControls();
-  await Promise.all([loadGallery(), loadMap()]);
+  await Promise.all([loadGallery(), loadMap(), loadSaved()]);
   document.body.dataset.ready = "true";
 }
 window.explorer = { state, mapPixel };  // for tests: where a point of the map is drawn

@@ -34,6 +34,7 @@ from perceptreg.edits import latent
 from perceptreg.runs import Run
 from perceptreg.views.explorer_upload import centre_cropped
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background
+from perceptreg.views.explorer_saved import saved_routes
 from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 
 MAX_STEPS = 500
@@ -357,6 +358,7 @@ def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | No
         return {"ahead": explorer.queue.ahead(ticket)}
 
     model_routes(app, explorer)
+    saved_routes(app, explorer)  # what perceive and invert wrote: measures, spread, inversion
     return app
 
 

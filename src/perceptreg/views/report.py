@@ -22,7 +22,10 @@ from perceptreg.attaching.results import layer_cells
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.figures import plots
+from perceptreg.figures.inversion import measured_line, read_inversion
+from perceptreg.figures.perception import read_measures
 from perceptreg.runs import Run
+from perceptreg.runs.files import INVERSION_PNG, PERCEPTION_SPREAD
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import load_model_file
 from perceptreg.sweeps.summary import (
@@ -84,7 +87,22 @@ def _perception(run: Run) -> str:
     if not (run.path / runs.PERCEPTION).exists():
         return missing("perception grid", f"perceptreg perceive {run.path}")
     return ("<p>Test images x, each beside the model's perception P(x) = D(F(x)), with H's prediction on x.</p>"
-            + WRONG_KEY + figure(run.path / runs.PERCEPTION, "test images beside their perceptions"))
+            + WRONG_KEY + figure(run.path / runs.PERCEPTION, "test images beside their perceptions") + _measured(run))
+
+
+def _measured(run: Run, layer: str | None = None) -> str:
+    """Beside a perception grid: `perceive`'s measures of P(x) and its spread grid, and
+    `invert`'s x' beside P(x), where they were run."""
+    named = run.output_layer(layer)
+    measures, inversion = read_measures(run, named), read_inversion(run, named)
+    parts = [f"<p>{html.escape(line)}</p>" for line in (measures.lines(run.classes) if measures else [])]
+    for name, heading in (
+            (PERCEPTION_SPREAD, "x, P(x) and the spread of D(F(x) + e): what the latent leaves open"),
+            (INVERSION_PNG, "x, P(x) and the inversion x', optimised to match the latent without a decoder: "
+                                 "where x' and P(x) differ, the decoder's prior speaks")):
+        if run.has(runs.for_layer(name, named)):
+            parts.append(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / runs.for_layer(name, named), heading))
+    return "".join(parts) + (f"<p>{html.escape(measured_line(inversion))}</p>" if inversion else "")
 
 
 def _attack_metrics(run: Run, layer: str | None = None) -> str:
@@ -260,7 +278,7 @@ def _layer_perception(run: Run, layer: str | None = None) -> str:
     for name in [layer] if layer else run.layers:
         grid = run.path / runs.for_layer(runs.PERCEPTION, name)
         parts.append(f"<h3>Layer {html.escape(name)}</h3>" + (
-            figure(grid, f"test images beside their perception at layer {name}") if grid.exists()
+            figure(grid, f"test images beside their perception at layer {name}") + _measured(run, name) if grid.exists()
             else missing(f"perception grid of layer {name}", f"perceptreg perceive {run.path} --layer {name}")))
     return f"<p>Test images x, each beside P_layer(x), with H's prediction on x.</p>{WRONG_KEY}{''.join(parts)}"
 

@@ -1,0 +1,81 @@
+"""Readings of a perception by several independent judges, each with what its readings are
+worth: its accuracy on x, its bias over classes, and (where H was attacked) its reading of
+x_adv beside that of P(x_adv). A judge is any ``judge(images) -> labels`` with a ``name``
+(``adversarial.judges``: a pixel k-NN, another run's CNN).
+
+    tally = JudgeTally(judge, classes=10); tally.add(x, labels, p); reading = tally.result()
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from perceptreg.measures.intervals import format_rate, rate_of
+
+
+class JudgeReading(BaseModel):
+    """One judge's reading of x and of P(x) (rates as ``measures.rate``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    judge: str
+    accuracy_on_x: dict  # it reads x as the true class
+    p_read_true: dict  # it reads P(x) as x's true class
+    x_reads: list[int]  # how many x it reads as each class (index = class)
+    p_reads: list[int]  # how many P(x) it reads as each class
+    labels: list[int]  # how many images are of each class
+    p_bias: float  # total variation distance of its readings of P(x) from the labels' shares: 0 none, near 1 one class
+    x_bias: float  # the same of its readings of x
+    x_adv_read_true: dict | None = None  # it reads x_adv as the true class; None without an attack
+    p_adv_read_true: dict | None = None  # it reads P(x_adv) as the true class
+
+
+def class_bias(reads: torch.Tensor, labels: torch.Tensor) -> float:
+    """Half the L1 distance of the shares of each class among ``reads`` (counts per class)
+    and among ``labels`` (counts per class): 0 when a judge names each class as often as it
+    occurs, (K-1)/K when it names one class only on K balanced classes."""
+    return 0.5 * float((reads / reads.sum() - labels / labels.sum()).abs().sum())
+
+
+class JudgeTally:
+    """A judge's readings, batch by batch (``add``), then its ``JudgeReading`` (``result``)."""
+
+    def __init__(self, judge, classes: int):
+        self.judge, self.classes = judge, classes
+        self.columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("labels", "x", "p", "x_adv", "p_adv")}
+
+    @torch.no_grad()
+    def add(self, images: torch.Tensor, labels: torch.Tensor, perceived: torch.Tensor,
+            adversarial: torch.Tensor | None = None, perceived_adversarial: torch.Tensor | None = None) -> None:
+        read = {"labels": labels, "x": self.judge(images), "p": self.judge(perceived)}
+        if adversarial is not None:
+            read |= {"x_adv": self.judge(adversarial), "p_adv": self.judge(perceived_adversarial)}
+        for key, value in read.items():
+            self.columns[key].append(value.cpu())
+
+    def result(self) -> JudgeReading:
+        got = {key: torch.cat(values) for key, values in self.columns.items() if values}
+        labels = got["labels"]
+        counts = {key: torch.bincount(got[key], minlength=self.classes) for key in ("labels", "x", "p")}
+        attacked = {f"{key}_read_true": rate_of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
+        return JudgeReading(judge=self.judge.name, accuracy_on_x=rate_of(got["x"] == labels),
+                            p_read_true=rate_of(got["p"] == labels), x_reads=counts["x"].tolist(),
+                            p_reads=counts["p"].tolist(), labels=counts["labels"].tolist(),
+                            p_bias=class_bias(counts["p"], counts["labels"]),
+                            x_bias=class_bias(counts["x"], counts["labels"]), **attacked)
+
+
+def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) -> str:
+    """One judge's reading in one line: what it makes of x and of P(x), its bias, and the
+    class it names most often for P(x)."""
+    shares = torch.tensor(reading.p_reads, dtype=torch.float64)
+    top = int(shares.argmax())
+    name = classes[top] if classes else str(top)
+    attacked = ("" if reading.x_adv_read_true is None else
+                f"; x_adv read right {format_rate(reading.x_adv_read_true)}, P(x_adv) "
+                f"{format_rate(reading.p_adv_read_true)}")
+    return (f"judge {reading.judge}: x read right {format_rate(reading.accuracy_on_x)}, P(x) read as the true class "
+            f"{format_rate(reading.p_read_true)}; class bias of its P(x) readings {reading.p_bias:.2f} (of x "
+            f"{reading.x_bias:.2f}; P(x) read most often as {name}, {100 * shares[top] / shares.sum():.0f} %){attacked}")

@@ -1,0 +1,34 @@
+"""`perceive` reports, beside pixel MSE, the measures of measures.consistency, sealed in the run folder."""
+
+import json
+
+import pytest
+
+from perceptreg import figures
+from perceptreg.figures.perception import PerceptionFile, perceive
+from perceptreg.runs.files import PERCEPTION_JSON
+from perceptreg.storage.fileio import CheckpointError
+from perceptreg.storage.schema import load_sealed_file
+
+
+def test_perceive_measures_p_beside_pixel_mse_and_seals_them(trained_run, tmp_path):
+    result = perceive(trained_run, n=3, read_size=20, out=tmp_path / "p.png")
+    saved = load_sealed_file(trained_run / PERCEPTION_JSON, PerceptionFile, "run perceive again")
+    assert saved["images"] == 20 == result.measures.images
+    assert saved["h_consistency"] == result.measures.h_consistency
+    assert [j.judge for j in result.measures.judges] == ["3-NN pixels"]  # grey digits without --judge
+    lines = result.lines()
+    assert any("H reads P(x) as it reads x" in line for line in lines)
+    assert any(line.startswith("judge 3-NN pixels: x read right") for line in lines)
+    layout = figures.read_layout(result.spread_grid)
+    assert [cell["label"] for cell in layout["panels"][0]["cards"][0]] == ["x", "P(x)", "spread"]
+
+
+def test_a_second_judge_joins_the_panel_and_a_misspelt_key_is_refused(trained_run, good_run, tmp_path):
+    result = perceive(trained_run, n=1, read_size=10, out=tmp_path / "p.png", more_judges=[good_run])
+    assert [j.judge for j in result.measures.judges] == ["3-NN pixels", "model run"]
+    values = json.loads((trained_run / PERCEPTION_JSON).read_text())
+    values["spreed"] = values.pop("spread")
+    (trained_run / PERCEPTION_JSON).write_text(json.dumps(values))
+    with pytest.raises(CheckpointError, match="perception.json: field spread"):
+        load_sealed_file(trained_run / PERCEPTION_JSON, PerceptionFile, "run perceive again")
