@@ -43,11 +43,13 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
     images (a stratified sample; default the whole test split)."""
     run = runs.open_run(run)
     judge = None if judge is None else runs.open_run(judge)
+    out = runs.check_output_file(out or run.path / runs.for_layer(runs.PERCEPTION, run.output_layer(layer)),
+                                 owned=(runs.for_layer(runs.PERCEPTION, "*"), runs.PERCEPTION),
+                                 reads=(run.path, *([judge.path] if judge else ())))
     model = run.model(device, layer)
     test = run.data()[1]
     reader = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge, device)
-    named = runs.for_layer(runs.PERCEPTION, run.output_layer(layer))
-    grid = save_png(perception_grid(model, test, n=n, device=device), out or run.path / named)
+    grid = save_png(perception_grid(model, test, n=n, device=device), out)
     reading = None
     if reader is not None:
         reading = judges.read_perception(model, data.training_subset(test, read_size, seed=0), reader, device=device)

@@ -31,7 +31,7 @@ from perceptreg.runs.files import (
     STATE_META,
     read_metrics,
 )
-from perceptreg.runs.kinds import check_writable
+from perceptreg.runs.outputs import check_writable
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import validated, write_sealed
 
