@@ -225,17 +225,18 @@ def _layers(run: Run, layer: str | None = None) -> str:
     layers = read_layers(run)
     header, rows, note = layer_cells(layers)
     measures = table(header, [row for row in rows if layer in (None, row[0])])
-    history = run.metrics
-    curves = plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
-        name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
-        xlabel="epoch", ylabel="MSE per pixel")
+    history = run.metrics  # none where metrics.jsonl was lost, or cut before its first line
+    curves = missing("training curves", f"perceptreg attach ... --out {run.path}") if not history else image(
+        plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
+            name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
+            xlabel="epoch", ylabel="MSE per pixel"), "test reconstruction error of each layer's decoder by epoch")
     attack = ", ".join(f"{k} {v}" for k, v in layers["attack"].items() if v is not None)
     grids = "".join(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / f, heading) for f, heading in (
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
         (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))
         if (run.path / f).exists())
     return (f"<p>{html.escape(note[:1].upper() + note[1:])}; the attack: {html.escape(attack)}.</p>"
-            + measures + WRONG_KEY + grids + image(curves, "test reconstruction error of each layer's decoder by epoch"))
+            + measures + WRONG_KEY + grids + curves)
 
 
 SECTIONS = (("Summary", "summary", summary), ("Training", "training", _training),
