@@ -49,7 +49,9 @@ def check_writable(folder: str | Path, kind: str, *, resume: bool = False, setti
     _refuse_system(folder, "a run folder")
     held = kind_of(folder)
     if held is None:
-        others = [] if kind == "reproducing" else _other_files(folder)  # its runs are folders of their own
+        # REPRODUCING's runs and a sweep's members are folders of their own, each checked as a run
+        others = [] if kind == "reproducing" else [name for name in _other_files(folder)
+                                                   if kind != "sweep" or not (folder / name).is_dir()]
         if others:
             raise PerceptregError(f"{folder} holds files that are not {KINDS[kind]} ({', '.join(others[:3])}"
                                   f"{', ...' if len(others) > 3 else ''}); a run is written only into a folder that "

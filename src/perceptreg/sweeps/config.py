@@ -101,7 +101,8 @@ def check_rerun(folder: Path, config: SweepConfig, extend: bool) -> None:
         raise PerceptregError(f"{folder / SWEEP_CONFIG}: not a sweep's settings (a JSON object); the file is damaged")
     asked = {key: list(value) if isinstance(value, tuple) else value  # as JSON holds them
              for key, value in dataclasses.asdict(config).items()}
-    changed = [f"{key} {saved.get(key)} (asked {asked[key]})" for key in GRID if saved.get(key) != asked[key]]
+    changed = [f"{key} {saved.get(key)} (asked {asked[key]})" for key in GRID
+               if key in saved and saved[key] != asked[key]]
     if changed:
         raise PerceptregError(f"{folder} is a sweep of {', '.join(changed)}; rerun it with its own settings, give "
                               f"`extend` to train its members on and add new ones (sweep.json then sums up the "
