@@ -33,15 +33,28 @@ FOLDERS = {
                  runs.MODEL: b"x"},
     "sweep": {runs.SWEEP_CONFIG: {}, "lam0.01-seed0/config.json": TRAIN},
     "dataset": {"meta.json": {}, "train_images.npy": b"x"},
+    # a kill at each write of the first checkpoint (issue 38): epoch 1's files without state.json
+    "trained, killed writing state-000001": {runs.CONFIG: TRAIN, runs.METRICS: b"", ".state-000001.safetensors.x.tmp": b"x"},
+    "trained, killed before writing model-000001": {runs.CONFIG: TRAIN, runs.METRICS: b"",
+                                                    "state-000001.safetensors": b"x"},
+    "trained, killed before writing state.json": {runs.CONFIG: TRAIN, runs.METRICS: b"",
+                                                  "state-000001.safetensors": b"x", "model-000001.safetensors": b"x"},
+    # folders that hold no run of ours: never written into
+    "another project's config.json": {runs.CONFIG: {"name": "my other project"}},
+    "other files": {"notes.txt": b"mine"},
+    "a killed writer's lock alone": {".lock": b"pid 1"},
 }
+STARTS_OVER = {"trained, stopped before its first checkpoint", "trained, killed writing state-000001",
+               "trained, killed before writing model-000001", "trained, killed before writing state.json"}
 # writer -> the folders it may take; every other folder is refused
 WRITERS = {
-    ("trained", False): {"empty", "trained, stopped before its first checkpoint"},
-    ("trained", True): {"empty", "trained, stopped before its first checkpoint", "trained"},
-    ("attached", False): {"empty", "attached, unfinished"},
-    ("sweep", False): {"empty", "sweep"},
-    ("dataset", False): {"empty"},
-    ("reproducing", False): {"empty"},
+    ("trained", False): {"empty", "a killed writer's lock alone", *STARTS_OVER},
+    ("trained", True): {"empty", "a killed writer's lock alone", *STARTS_OVER, "trained"},
+    ("attached", False): {"empty", "a killed writer's lock alone", "attached, unfinished"},
+    ("sweep", False): {"empty", "a killed writer's lock alone", "sweep"},
+    ("dataset", False): {"empty", "a killed writer's lock alone"},
+    # its runs are folders of their own (run steps of REPRODUCING.md), so other files are no bar
+    ("reproducing", False): {"empty", "a killed writer's lock alone", "another project's config.json", "other files"},
 }
 
 

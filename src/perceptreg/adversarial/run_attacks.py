@@ -82,6 +82,13 @@ class Strength:
 
     def __post_init__(self):
         object.__setattr__(self, "fprs", check_fprs(self.fprs))
+        for name in ("adaptive", "adaptive_search", "curve_eps", "curve_steps"):
+            values = list(getattr(self, name))
+            if len(set(values)) != len(values):  # one point measured twice, shown as two
+                raise PerceptregError(f"`{name}` gives a value more than once ({', '.join(map(str, values))}); "
+                                      f"give each once")
+        if any(steps < 1 for steps in self.curve_steps):  # as `steps`: 0 would be the random start alone
+            raise PerceptregError(f"`curve_steps` must each be at least 1, got {', '.join(map(str, self.curve_steps))}")
 
     def strongest(self, model, attack: str, options: dict | None, held_scores: torch.Tensor | None):
         """(settings, candidates) -> the strongest attack measured: the search if asked for,

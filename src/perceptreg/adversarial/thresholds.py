@@ -27,6 +27,8 @@ def check_fprs(fprs: Sequence[float]) -> tuple[float, ...]:
     """The one check of false-positive rates: at least one, each in (0, 1)."""
     if not len(fprs):
         raise PerceptregError("`fpr` needs at least one rate, e.g. 0.01,0.05")
+    if len(set(fprs)) != len(fprs):
+        raise PerceptregError(f"`fpr` gives a rate more than once ({', '.join(f'{f:g}' for f in fprs)}); give each once")
     for fpr in fprs:
         if not 0 < fpr < 1:
             raise PerceptregError(f"`fpr` must lie in (0, 1), e.g. 0.05 for 5 %; got {fpr}")

@@ -157,7 +157,7 @@ def _epoch(seen: AttachedModel, data: ImageBatches, names: list[str], optimizer,
     """One epoch; returns its mean per image of (ce, recon of each layer), and whether every
     logit was finite (post hoc the logits are in no loss, so a NaN there shows nowhere else)."""
     # Seeded per epoch: fitting one layer alone sees the same batches as fitting all.
-    shuffle = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    shuffle = torch.Generator().manual_seed((seed * 100_003 + epoch) % 2**64)  # torch takes 64 bits
     sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
     logits_finite = torch.ones((), dtype=torch.bool, device=device)
     seen_images = 0

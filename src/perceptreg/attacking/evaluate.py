@@ -19,6 +19,7 @@ from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.defaults import OURS
 from perceptreg.adversarial.detection import roc_curve
 from perceptreg.adversarial.evaluation import AttackEvaluation, compare_paired
+from perceptreg.core.errors import PerceptregError
 from perceptreg.adversarial.run_attacks import Strength, evaluate_run
 from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, AttackSummary, Curve, PairedComparison
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
@@ -83,6 +84,8 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     ``judge_runs``: run folders whose models judge the images; ``attack``: "pgd" or
     "package.module:Class" with ``attack_options``."""
     attacked = [run] + ([runs.open_run(compare)] if compare is not None else [])
+    if len(attacked) == 2 and attacked[1].path.resolve() == run.path.resolve():  # a paired test needs two runs
+        raise PerceptregError(f"`compare` {attacked[1].path} is the run attacked itself; compare another run")
     judges = [runs.open_run(judge) for judge in judge_runs]
     evaluations, layers, rocs, curves = [], [], [], []
     for current in attacked:

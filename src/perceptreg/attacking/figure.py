@@ -52,6 +52,9 @@ def attack_run(run: Run, settings: AttackSettings | None = None, *, target: int 
     eps: the radius of the run's images; ``judge_run``: a run whose model reads P(x_adv)
     (default: the dataset's main judge)."""
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
+    out = runs.check_output_file(out or run.path / runs.for_layer(runs.ATTACK, named),
+                                 owned=(runs.ATTACK, runs.for_layer(runs.ATTACK, "*")),
+                                 reads=(run.path, *([judge_run.path] if judge_run else ())))
     at_layer = f" at layer {named}" if named else ""
     # held_out 0: no thresholds to set, so no clean images scored beyond the pool
     evaluation = evaluate_run(run, settings, target=target, images=pool, held_out=0, device=device, layer=layer,
@@ -68,6 +71,6 @@ def attack_run(run: Run, settings: AttackSettings | None = None, *, target: int 
             f"the true class ({len(failures)} of the {summary.successful_attacks} successful attacks on the "
             f"{summary.attack_success_rate.n} of {summary.images} attacked images H classifies right)",
             min_width=panels[0].picture.size[0]))
-    path = figures.save_png(figures.stack_panels(panels), out or run.path / runs.for_layer(runs.ATTACK, named))
+    path = figures.save_png(figures.stack_panels(panels), out)
     return AttackFigure(path, summary, target is not None, settings.eps, judge, len(shown), len(failures), min(n, len(failures)),
                         evaluation)

@@ -68,6 +68,9 @@ def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, image
     RUN/noise_metrics.json (of an attach run, each named after ``layer``). ``settings``
     without eps: the radius of the run's images."""
     named = run.output_layer(layer)
+    out = runs.check_output_file(out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named),
+                                 owned=(runs.ATTACK_FROM_NOISE, runs.for_layer(runs.ATTACK_FROM_NOISE, "*")),
+                                 reads=(run.path, *([judge_run.path] if judge_run else ())))
     model, (train_data, test_data) = run.model(device, layer), run.data()
     settings = (settings or AttackSettings()).for_images(run.config.dataset, model.input_shape)
     # the noise, the attacked images, their gradients and perceptions: four float copies
@@ -86,7 +89,7 @@ def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, image
     record = NoiseRecord(**dataclasses.asdict(settings), images_per_class=n)
     written = NoiseMetricsFile(settings=record, noise_images=len(classes), judge=judge.name, reached=reached)
     write_sealed(metrics, written.model_dump(exclude={"checksum"}))
-    path = figures.save_png(picture, out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named))
+    path = figures.save_png(picture, out)
     return NoiseResult(path, metrics, settings.eps, len(classes), n, model.num_classes, len(shown), judge.name,
                        len(clean), reached["H"], reached[judge.name], reached["judge on x"], named)
 

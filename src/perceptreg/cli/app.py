@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +55,13 @@ class _Group(click.Group):
             ctx.exit(0)
         return super().parse_args(ctx, args)
 
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except KeyboardInterrupt:  # outside a command (parsing, ending): click would say "Aborted!", exit 1
+            Interrupted(None).show()
+            sys.exit(Interrupted.exit_code)
+
     def make_context(self, *args, **kwargs):
         try:
             return super().make_context(*args, **kwargs)
@@ -70,7 +78,14 @@ class _Group(click.Group):
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
             raise click.ClickException(as_flags(str(err), command)) from err
         except KeyboardInterrupt:
-            raise Interrupted() from None
+            raise Interrupted(ctx.invoked_subcommand) from None
+
+
+# what a command interrupted leaves, said in its one line
+LEFT_BY = {"train": "the run folder keeps its last completed epoch (continue it with --resume)",
+           "train-judge": "the judge keeps its last completed epoch (run the same command again: it resumes)",
+           "sweep": "the sweep keeps every finished epoch (run the same command again: it resumes)",
+           "attach": "the run in --out did not finish (run the same command again: it starts over)"}
 
 
 class Interrupted(click.ClickException):
@@ -78,8 +93,8 @@ class Interrupted(click.ClickException):
 
     exit_code = 130
 
-    def __init__(self):
-        super().__init__("interrupted; a run folder keeps its last completed epoch (continue it with --resume)")
+    def __init__(self, command: str | None):
+        super().__init__("interrupted" + (f"; {LEFT_BY[command]}" if command in LEFT_BY else ""))
 
 
 @click.group(cls=_Group)

@@ -112,8 +112,8 @@ def evaluate_attack(run, settings, device, target, attack_spec, attack_args, n_i
     from perceptreg.attacking.evaluate import evaluate_attack as evaluate
     from perceptreg.sweeps.sweep import parse_list
 
-    def listed(text, kind, name, example):  # a comma-separated option, or none
-        return parse_list(text, kind, name, example) if text else ()
+    def listed(text, kind, name, example):  # a comma-separated option, or none (given empty: refused)
+        return parse_list(text, kind, name, example) if text is not None else ()
     strength = Strength(adaptive=listed(adaptive, float, "adaptive", "0,0.1,1,10"),
                         adaptive_search=listed(adaptive_search, float, "adaptive_search", "0,0.1,1"),
                         curve_eps=listed(curve_eps, float, "curve_eps", "0.1,0.2,0.3"),

@@ -44,7 +44,10 @@ SWEEP = defaults_of(SweepConfig)
                    "once trained (perceptreg train-judge); else no reading]")
 @click.option("--out", type=OutPath(file_okay=False),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
-def sweep(lams, seeds, quick, out, **options):
+@click.option("--extend", is_flag=True, help="Rerun the sweep in --out with other --lams, --seeds or more --epochs: "
+              "its members are trained on, new ones added, and sweep.json sums up the grid given (without it, "
+              "such a rerun is refused).")
+def sweep(lams, seeds, quick, out, extend, **options):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and
     linear probes on frozen z. Resumable model by model.
@@ -55,5 +58,5 @@ def sweep(lams, seeds, quick, out, **options):
 
     options["decoder_loss"] = decoder_loss_from(options) or SWEEP.decoder_loss
     options.update(lams=parse_list(lams, float, "lams", "1e-4,1e-3,1e-2,1e2"), seeds=parse_list(seeds, int, "seeds", "0,1"))
-    result = run_sweep(SweepConfig(**{**options, **(QUICK if quick else {})}), out)
+    result = run_sweep(SweepConfig(**{**options, **(QUICK if quick else {})}), out, extend=extend)
     click.echo("\n".join(result.lines()))

@@ -206,6 +206,9 @@ class AttachConfig:
         _as_decoder_loss(self)
         _require([
             (bool(self.layers), "`layers` must name at least one module"),
+            (len(set(self.layers)) == len(self.layers), "`layers` must name each module once"),
+            (not (self.weights and self.random_weights),
+             "`weights` and `random_weights` contradict each other: give the weights file, or random weights"),
             (len(self.layers) <= MAX_LAYERS, f"`layers` must name at most {MAX_LAYERS} modules"),
             (self.mode in ATTACH_MODES, f"`mode` must be one of {', '.join(ATTACH_MODES)}"),
             (self.decoder_params is None or 1 <= self.decoder_params <= MAX_DECODER_PARAMS,

@@ -190,7 +190,7 @@ def seeded_decoder(name: str, activation_shape: tuple[int, ...], input_shape: tu
     try:
         width = None if budget is None else width_for_budget(name, activation_shape, input_shape, budget)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+            torch.manual_seed((seed * 1_000_003 + zlib.crc32(name.encode())) % 2**64)  # torch takes 64 bits
             return build_decoder(activation_shape, input_shape, width)
     except PerceptregError as err:
         if f"{name!r}" in str(err):

@@ -9,10 +9,11 @@ edits and the explorer's uploads all use it, so one image is perceived the same 
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -116,6 +117,21 @@ def _read_images(files: Sequence[Path], image_shape: tuple[int, int, int],
     return torch.stack([image for image, _ in decoded]), sum(resized for _, resized in decoded)
 
 
+def scan(read: Callable) -> Callable:
+    """``read(root, ...)``, a function that walks the folder tree ``root``, with a file or
+    folder that vanished during the walk (a tree that changes under it, /proc) said as one
+    error naming the tree, not as the OSError of the one file."""
+    @functools.wraps(read)
+    def scanned(root, *args, **kwargs):
+        try:
+            return read(root, *args, **kwargs)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise PerceptregError(f"{root}: {err.filename} vanished while the folder was read (it changes under "
+                                  f"us); give a folder of images that stays as it is") from err
+    return scanned
+
+
+@scan
 def load_image_folder(root: str | Path, image_shape: tuple[int, int, int], seed: int = 0,
                       test_fraction: float = 0.2) -> tuple[ImageDataset, ImageDataset]:
     """An ImageFolder-style tree, root/<class>/<image>, for users' own data.
@@ -137,6 +153,7 @@ def load_image_folder(root: str | Path, image_shape: tuple[int, int, int], seed:
     return everything.subset(train_index, f"{root.name}-train"), everything.subset(test_index, f"{root.name}-test")
 
 
+@scan
 def image_folder_shape(root: str | Path) -> tuple[int, int, int]:
     """The shape the images of a folder tree (as ``load_image_folder`` reads it) share:
     (1, H, W) when every image is grey, else (3, H, W). Reads the files' headers only.

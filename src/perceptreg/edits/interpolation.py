@@ -65,9 +65,11 @@ def interpolate(run: Run, edit: EditSettings, attack: AttackSettings = AttackSet
     the fitted mean direction (at ``save_direction``, default direction-SOURCE-to-TARGET;
     none when ``edit.direction_file`` applies a saved one) and interpolation_metrics.json,
     which holds the result returned."""
-    if save_direction:
-        direction_path(save_direction)  # refused before any work
-    out = Path(out or run.path)
+    reads = (run.path, *(r.path for r in (compare, judge) if r is not None),
+             *(p for p in (edit.direction_file, edit.from_file) if p is not None))
+    out = runs.check_output_folder(out or run.path, reads=reads)  # every output refused before any work
+    if not edit.direction_file:
+        direction_path(save_direction or out / _direction_name(edit), reads)
     attack = attack.for_images(run.config.dataset, run.input_shape)
     summaries, saved = {}, None
     for current in [run] + ([compare] if compare else []):
@@ -76,18 +78,22 @@ def interpolate(run: Run, edit: EditSettings, attack: AttackSettings = AttackSet
         if current is run:
             edit_study_figures(study, region, run.data()[1].classes, out)
             if not edit.direction_file:
-                name = f"direction-{'any' if edit.source is None else edit.source}-to-{edit.target}"
-                saved = _save_fitted(study.direction, run, attack, save_direction or out / name)
+                saved = _save_fitted(study.direction, run, attack, save_direction or out / _direction_name(edit),
+                                     reads)
     flip_figure(summaries, edit, out / runs.INTERPOLATION_FLIP)
     result = Interpolation(attack=attack, runs=summaries, saved_direction=saved)
     write_sealed(out / runs.INTERPOLATION_METRICS, result.model_dump(mode="json", exclude={"checksum"}))
     return result
 
 
-def _save_fitted(direction: Direction, run: Run, attack: AttackSettings, path: str | Path) -> Path:
+def _direction_name(edit: EditSettings) -> str:
+    return f"direction-{'any' if edit.source is None else edit.source}-to-{edit.target}"
+
+
+def _save_fitted(direction: Direction, run: Run, attack: AttackSettings, path: str | Path, reads) -> Path:
     """The fitted mean direction saved with the run and the attack that found it."""
     meta = {"run": str(run.path), **dataclasses.asdict(attack)}
-    return save_direction(dataclasses.replace(direction, meta=meta), path, run.model())
+    return save_direction(dataclasses.replace(direction, meta=meta), path, run.model(), reads)
 
 
 EDIT_TITLES = {"per-image": "Per-image direction: each image moved along its own dz = F(x_adv) - F(x), "

@@ -21,7 +21,7 @@ import torch
 from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from perceptreg import data as datasets
-from perceptreg import measures
+from perceptreg import measures, runs
 from perceptreg.adversarial.attacks import PGD, check_target
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
@@ -150,20 +150,26 @@ def locality(edited: torch.Tensor, region: torch.Tensor) -> dict:
 DIRECTION_FORMAT = "perceptreg.direction/1"
 
 
-def direction_path(path: str | Path) -> Path:
-    """Where ``save_direction`` writes for ``path`` (its .safetensors name), checked before
-    any work: a writable folder, and never beside a device or folder the user named."""
+def direction_path(path: str | Path, reads=()) -> Path:
+    """Where ``save_direction`` writes for ``path`` (its .safetensors name, and the .json beside
+    it), checked before any work by the rule of outputs (``runs.check_output_file``): a
+    writable folder, never beside a device or folder the user named, never a file of a run
+    (the direction's own names, direction-*, go into the run it was fitted on, in ``reads``)
+    nor one of ``reads``."""
     given = fileio.check_output_path(path)  # refuses /dev/full itself: no /dev/full.safetensors beside it
     if given.is_dir():
         raise CheckpointError(f"cannot write {given}: it is a folder; give a file name for the direction")
-    return fileio.check_output_path(given.with_suffix(".safetensors"))
+    reads = (*reads, *(Path(r).with_suffix(".json") for r in reads if Path(r).suffix == ".safetensors"))
+    for written in (given.with_suffix(".safetensors"), given.with_suffix(".json")):
+        runs.check_output_file(written, owned=("direction-*",), reads=reads)
+    return given.with_suffix(".safetensors")
 
 
-def save_direction(direction: Direction, path: str | Path, model: PerceptionNet) -> Path:
+def save_direction(direction: Direction, path: str | Path, model: PerceptionNet, reads=()) -> Path:
     """``path`` (.safetensors) holds the vector; ``path`` with .json its source, its model and
     the tensor file's SHA-256 (safetensors files carry no checksum: a flipped bit is caught),
     sealed by its own checksum (a flipped bit in its target class is caught too)."""
-    path = direction_path(path)
+    path = direction_path(path, reads)
     path.parent.mkdir(parents=True, exist_ok=True)
     fileio.save_tensors(path, {"direction": direction.vector})
     write_sealed(path.with_suffix(".json"), DirectionFile(

@@ -203,6 +203,11 @@ class EditSettings:
     from_file: Path | None = None  # edit this image file (or folder) instead of test images
     direction_file: Path | None = None  # apply this saved direction instead of fitting one
 
+    def __post_init__(self):
+        if self.source is not None and self.source == self.target:
+            raise PerceptregError(f"`source` and `target` are both class {self.target}: an edit goes from one "
+                                  f"class toward another; give another source, or none (every other class)")
+
 
 def _pick(data, target: int, source: int | None, count: int) -> torch.Tensor:
     """Up to ``count`` indices of images of ``source`` (or of any class but ``target``), spread over classes."""

@@ -67,6 +67,9 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
     grid's images goes to RUN/perception_spread.png."""
     run = runs.open_run(run)
     judge = None if judge is None else runs.open_run(judge)
+    out = runs.check_output_file(out or run.path / runs.for_layer(runs.PERCEPTION, run.output_layer(layer)),
+                                 owned=(runs.for_layer(runs.PERCEPTION, "*"), runs.PERCEPTION),
+                                 reads=(run.path, *([judge.path] if judge else ())))
     model = run.model(device, layer)
     train, test = run.data()
     reader = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge, device)
@@ -74,7 +77,7 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
              *(judges.run_judge(runs.open_run(j), run.config.dataset, test.image_shape, len(test.classes), device)
                for j in more_judges)]
     named = run.output_layer(layer)
-    grid = save_png(perception_grid(model, test, n=n, device=device), out or run.path / runs.for_layer(runs.PERCEPTION, named))
+    grid = save_png(perception_grid(model, test, n=n, device=device), out)
     sample = data.training_subset(test, read_size, seed=0)
     reading = None if reader is None else judges.read_perception(model, sample, reader, device=device)
     attacker = None if attack is None else attack.for_images(run.config.dataset, test.image_shape).build(model)

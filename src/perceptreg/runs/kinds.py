@@ -1,19 +1,21 @@
-"""What a folder holds (``kind_of``) and who may write into it (``check_writable``): the one
-rule every writer follows before it writes.
+"""What a folder holds (``kind_of``) and whether a writer may continue the run of its own kind
+there (``check_continue``); ``outputs.check_writable``, the rule every writer follows, asks both.
 
-    check_writable(run_dir, "trained", resume=True, settings=config.to_dict())
+    kind_of(Path("runs/demo"))  # "trained"
 
 A folder may hold one kind of thing: a run of `train` ("trained"), a run of `attach`
 ("attached"), a sweep, a dataset of `prepare`, or the runs of REPRODUCING.md. A writer may
-write into a folder that is missing or holds nothing of ours, continue its own kind with the
-same settings, or start over one of its own kind that never finished; anything else is
-refused before it writes, so no run is ever replaced by another.
+continue its own kind with the same settings, or start over one of its own kind that never
+finished; anything else is refused before it writes, so no run is ever replaced by another.
+A config.json is a run's only when its keys are a config's (a project's own config.json is not).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from perceptreg.core.config import AttachConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest
 from perceptreg.runs.files import (
@@ -27,8 +29,9 @@ from perceptreg.runs.files import (
     SWEEP_JSON,
     read_config,
 )
-from perceptreg.storage.fileio import check_output_path, parse_json
+from perceptreg.storage.fileio import parse_json
 
+CONFIG_KEYS = {f.name for config in (TrainConfig, AttachConfig) for f in dataclasses.fields(config)}
 KINDS = {"trained": "a run of `train`", "attached": "a run of `attach`", "sweep": "a sweep",
          "dataset": "a dataset of `prepare`", "reproducing": "the runs of REPRODUCING.md"}
 
@@ -44,25 +47,20 @@ def kind_of(folder: Path) -> str | None:
         return "sweep"
     if (folder / "meta.json").exists() and (folder / "train_images.npy").exists():
         return "dataset"
-    if (folder / LAYERS_JSON).exists() or _config_has_layers(folder) or _model_format(folder) == ATTACHED_FORMAT:
+    config = _small_json(folder / CONFIG)
+    ours = set(config) <= CONFIG_KEYS and "dataset" in config  # a config.json of someone else's is not a run
+    if (folder / LAYERS_JSON).exists() or (ours and "layers" in config) or _model_format(folder) == ATTACHED_FORMAT:
         return "attached"
-    if any((folder / name).exists() for name in (CONFIG, STATE_META, MODEL_META, MODEL)) or _epoch_files(folder):
+    if ours or any((folder / name).exists() for name in (STATE_META, MODEL_META, MODEL)) or _epoch_files(folder):
         return "trained"
     return None
 
 
-def check_writable(folder: Path, kind: str, *, resume: bool = False, settings: dict | None = None,
-                   free: frozenset[str] = frozenset()) -> None:
-    """Refuse ``folder`` to a writer of ``kind`` unless it may write there (module docstring).
-    ``settings``: the config the writer would run with, compared with the folder's config.json
-    (all but the keys in ``free``) when it continues a started run. Reads only."""
-    folder = check_output_path(folder)
-    held = kind_of(folder)
-    if held is None:
-        return
-    if held != kind:
-        raise PerceptregError(f"{folder} holds {KINDS[held]}, not {KINDS[kind]}; choose another output folder "
-                              f"(nothing was changed)")
+def check_continue(folder: Path, kind: str, resume: bool, settings: dict | None, free: frozenset[str]) -> None:
+    """Refuse ``folder``, which holds a run of ``kind``, to a writer of ``kind`` unless it may
+    continue it (module docstring). ``settings``: the config the writer would run with,
+    compared with the folder's config.json (all but the keys in ``free``) when it continues a
+    started run. Reads only; ``outputs.check_writable`` calls it."""
     if kind == "trained":
         _check_trained(folder, resume, settings, free)
     elif kind == "attached" and (folder / MODEL_META).exists():
@@ -73,7 +71,10 @@ def check_writable(folder: Path, kind: str, *, resume: bool = False, settings: d
 
 
 def _check_trained(folder: Path, resume: bool, settings: dict | None, free: frozenset[str]) -> None:
-    has_model = (folder / MODEL_META).exists() or (folder / MODEL).exists() or bool(_epoch_files(folder))
+    # a kill while the first checkpoint was written leaves epoch 1's files without state.json:
+    # not a model yet, the run starts over; a later epoch's file is one
+    has_model = ((folder / MODEL_META).exists() or (folder / MODEL).exists()
+                 or any(not path.name.endswith(f"-{1:06d}.safetensors") for path in _epoch_files(folder)))
     if not (folder / STATE_META).exists():
         if has_model:  # the checkpoint's commit point is gone: resuming would start over and delete the model
             raise PerceptregError(f"{folder} holds a model but no {STATE_META}; restore {STATE_META}, or choose "
@@ -92,10 +93,6 @@ def _check_trained(folder: Path, resume: bool, settings: dict | None, free: froz
     if changed:
         raise PerceptregError(f"{folder} was trained with {', '.join(changed)}; resume it with the settings it was "
                               f"started with, or choose another output folder")
-
-
-def _config_has_layers(folder: Path) -> bool:
-    return "layers" in _small_json(folder / CONFIG)
 
 
 def _model_format(folder: Path) -> str | None:

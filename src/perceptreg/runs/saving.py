@@ -25,7 +25,8 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet
 from perceptreg.data.registry import lookup
 from perceptreg.runs import checkpoint, files, sources, user_models
-from perceptreg.runs.kinds import KINDS, check_writable, kind_of
+from perceptreg.runs.kinds import KINDS, kind_of
+from perceptreg.runs.outputs import check_writable
 from perceptreg.runs.run import AttachedRun, TrainedRun, open_run
 from perceptreg.runs.writing import prepare_attached, save_attached
 from perceptreg.storage import fileio
@@ -102,6 +103,7 @@ def _save_trained(result, run_dir, source, kwargs) -> TrainedRun:
     run_dir = origin if run_dir is None else Path(run_dir)
     spec = _checked_source(result.model, source, (), user_models.build_perception_net)
     if run_dir.resolve() != origin.resolve():
+        check_writable(run_dir, "trained")  # not over a folder of other files, nor the system's
         if kind_of(run_dir) is not None:
             raise PerceptregError(f"{run_dir} holds {KINDS[kind_of(run_dir)]}; choose another folder (or None: "
                                   f"save the run in place, {origin})")

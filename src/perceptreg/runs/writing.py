@@ -32,7 +32,7 @@ from perceptreg.runs.files import (
     metrics_digest,
     read_metrics,
 )
-from perceptreg.runs.kinds import check_writable
+from perceptreg.runs.outputs import check_writable
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import validated, write_sealed
 
@@ -64,6 +64,9 @@ def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool
     free = frozenset({"decoder_epochs", "device", "eval_size", "source"}
                      | ({"epochs"} if config.mode == "joint" else set()))
     check_writable(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
+    if os.path.lexists(run_dir / METRICS) and not (run_dir / METRICS).is_file():  # epochs are appended to it
+        raise PerceptregError(f"{run_dir / METRICS} is not a regular file (a folder, a pipe, a link to nowhere or "
+                              f"to itself); restore it or remove it, then run this again (nothing was changed)")
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
         raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")

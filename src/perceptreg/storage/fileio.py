@@ -35,6 +35,7 @@ class MissingFileError(CheckpointError, FileNotFoundError):
 
 
 NAME_MAX = 255  # bytes in one path component (Linux); a longer name fails in the middle of a run
+PATH_MAX = 4096  # bytes in a whole path (Linux), with its terminating NUL
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -48,6 +49,9 @@ def check_output_path(path: str | Path) -> Path:
     if long:
         raise CheckpointError(f"cannot write {str(path)[:60]}...: the name {long[0][:40]}... is longer than "
                               f"{NAME_MAX} bytes; choose a shorter one")
+    if len(os.fsencode(os.path.abspath(path))) >= PATH_MAX:
+        raise CheckpointError(f"cannot write {str(path)[:60]}...: the path is longer than {PATH_MAX - 1} bytes; "
+                              f"choose a shorter one")
     if os.path.lexists(path) and not (path.is_file() or path.is_dir()):  # a device, a pipe, a dangling link
         raise CheckpointError(f"cannot write {path}: it exists and is not a regular file or folder; choose another "
                               f"output path")

@@ -3,7 +3,9 @@ CLI's --help shows the defaults); ``sweep.run_sweep`` runs it."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from perceptreg.core.config import DecoderLoss, TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -89,3 +91,29 @@ class SweepConfig:
             if self.post_hoc:
                 runs.append((f"post-hoc-seed{seed}", TrainConfig(lam=0.0, mode="post-hoc", seed=seed, **common)))
         return runs
+
+
+# what a rerun may not change without `extend`: the members and how far they are trained
+GRID = ("lams", "seeds", "post_hoc", "epochs")
+
+
+def check_rerun(folder: Path, config: SweepConfig, extend: bool) -> None:
+    """Refuse to rerun the sweep in ``folder`` with other lambdas, seeds or epochs than it was
+    made with (its sweep_config.json), unless ``extend``: then finished members are trained
+    on to the new epochs, new members are added, and sweep.json is written for the grid given."""
+    from perceptreg.runs import SWEEP_CONFIG
+    from perceptreg.storage.fileio import read_json
+
+    if extend or not (folder / SWEEP_CONFIG).is_file():
+        return
+    saved = read_json(folder / SWEEP_CONFIG)
+    if not isinstance(saved, dict):
+        raise PerceptregError(f"{folder / SWEEP_CONFIG}: not a sweep's settings (a JSON object); the file is damaged")
+    asked = {key: list(value) if isinstance(value, tuple) else value  # as JSON holds them
+             for key, value in dataclasses.asdict(config).items()}
+    changed = [f"{key} {saved.get(key)} (asked {asked[key]})" for key in GRID
+               if key in saved and saved[key] != asked[key]]
+    if changed:
+        raise PerceptregError(f"{folder} is a sweep of {', '.join(changed)}; rerun it with its own settings, give "
+                              f"`extend` to train its members on and add new ones (sweep.json then sums up the "
+                              f"grid given), or choose another output folder (nothing was changed)")

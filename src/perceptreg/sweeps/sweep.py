@@ -31,7 +31,7 @@ from perceptreg.runs import checkpoint
 from perceptreg.storage import fileio, schema
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.sweeps import ray_engine, workers
-from perceptreg.sweeps.config import SweepConfig
+from perceptreg.sweeps.config import SweepConfig, check_rerun
 from perceptreg.sweeps.summary import (
     MemberMeasures,
     PerceptionReading,
@@ -156,10 +156,12 @@ class SweepResult:
         return self.summary._repr_html_()
 
 
-def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: bool = True) -> SweepResult:
+def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: bool = True,
+              extend: bool = False) -> SweepResult:
     """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``
     (default runs/sweep-<dataset>) the ``SWEEP_FILES``: sweep.json, sweep.md, sweep_perception.png, sweep_attention.png,
-    sweep_probes.png (and pixel_probes.json, the raw-pixel probes kept for the next run)."""
+    sweep_probes.png (and pixel_probes.json, the raw-pixel probes kept for the next run). A folder
+    that holds a sweep of other lambdas, seeds or epochs is refused unless ``extend`` (``config.check_rerun``)."""
     began = time.perf_counter()
     variants = config.variants()  # checks the dataset name before anything is written
     if config.engine == "ray":  # Ray installed, its address answering: before anything is written
@@ -169,6 +171,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: 
     judge_run = runs.open_run(config.judge) if config.judge else None  # a bad judge folder: before anything is written
     out = runs.check_output_path(out_dir or Path("runs") / f"sweep-{config.dataset.replace(':', '-').replace('/', '-')}")
     runs.check_writable(out, "sweep")  # before the data is loaded; again under the lock
+    check_rerun(out, config, extend)
     members = [(train_config, out / name) for name, train_config in variants]
     with checkpoint.writer_lock(out):  # one sweep per folder; each member has its own lock too
         runs.check_writable(out, "sweep")

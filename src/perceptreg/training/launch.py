@@ -37,6 +37,7 @@ def launch(options: dict[str, Any], out: str | Path | None = None, resume: bool 
     given = {k: v for k, v in options.items() if v is not None}
     out = None if out is None else Path(out)
     if resume and out is not None and runs.kind_of(out) is None:  # killed before its config.json was written
+        runs.check_writable(out, "trained")  # a folder of other files is refused, not started over
         warnings.warn(f"{out} holds no run yet (stopped before its config.json was written): it starts over with "
                       f"the options given", RuntimeWarning, stacklevel=2)
         resume = False
@@ -49,6 +50,9 @@ def launch(options: dict[str, Any], out: str | Path | None = None, resume: bool 
         raise PerceptregError("under torchrun, give `out`: every process must write to the same run folder")
     if "classifier_from" in given:  # the decoder learns on the data its classifier learnt
         source = runs.read_config(given["classifier_from"])
+        if not isinstance(source, TrainConfig):
+            raise PerceptregError(f"`classifier_from` {given['classifier_from']} is a run of `attach`; give a run of "
+                                  f"`train`, whose F and C the new decoder reads")
         given = {"dataset": source.dataset, "arch": source.arch, "data_root": source.data_root,
                  "z_dim": source.z_dim, "mode": "post-hoc", **given}
     arch = "custom" if "model" in given else given.get("arch")

@@ -261,7 +261,9 @@ def initial_model(config: TrainConfig, train_data: datasets.ImageDataset,
 def epoch_shuffle(config: TrainConfig, epoch: int) -> torch.Generator:
     """The generator of an epoch's batch order: seeded per epoch, so a resumed run sees the
     same batches as an uninterrupted one."""
-    return torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    # modulo the 64 bits torch takes: every seed of the documented range [0, 2^63) works, and
+    # the seeds small enough not to wrap keep the batch order they always had
+    return torch.Generator().manual_seed((config.seed * 100_003 + epoch) % 2**64)
 
 
 def epoch_row(config: TrainConfig, epoch: int, losses: list[float], quality: dict,

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
+from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import open_run
 from perceptreg.views.explorer import create_app
 from perceptreg.views.explorer_server import allowed_hosts, listening_socket
@@ -20,6 +21,8 @@ def explorer_app(paths: Sequence[str | Path], device: str = "cpu", layer: str | 
                  host: str = "127.0.0.1"):
     """The explorer of the runs at ``paths`` (several: compared on the first one's test set),
     answering requests addressed to ``host`` alone; beyond loopback, with a warning."""
+    if not host.strip():  # the empty address binds every interface: say so in full
+        raise PerceptregError("`host` is empty; give 0.0.0.0 to serve on every interface, or an address")
     if host not in LOOPBACK:
         warnings.warn(f"`host` {host} serves the explorer beyond this machine; it has no authentication",
                       UserWarning, stacklevel=2)

@@ -253,17 +253,18 @@ def _layers(run: Run, layer: str | None = None) -> str:
     layers = read_layers(run)
     header, rows, note = layer_cells(layers)
     measures = table(header, [row for row in rows if layer in (None, row[0])])
-    history = run.metrics
-    curves = plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
-        name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
-        xlabel="epoch", ylabel="MSE per pixel")
+    history = run.metrics  # none where metrics.jsonl was lost, or cut before its first line
+    curves = missing("training curves", f"perceptreg attach ... --out {run.path}") if not history else image(
+        plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
+            name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},
+            xlabel="epoch", ylabel="MSE per pixel"), "test reconstruction error of each layer's decoder by epoch")
     attack = ", ".join(f"{k} {v}" for k, v in layers.attack.model_dump().items() if v is not None)
     grids = "".join(f"<h3>{html.escape(heading)}</h3>" + figure(run.path / f, heading) for f, heading in (
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
         (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))
         if (run.path / f).exists())
     return (f"<p>{html.escape(note[:1].upper() + note[1:])}; the attack: {html.escape(attack)}.</p>"
-            + measures + WRONG_KEY + grids + image(curves, "test reconstruction error of each layer's decoder by epoch"))
+            + measures + WRONG_KEY + grids + curves)
 
 
 SECTIONS = (("Summary", "summary", summary), ("Training", "training", _training),
@@ -373,8 +374,9 @@ def write_report(target: Run | str | Path, out: str | Path | None = None, layer:
     atomically. Building it writes nothing else: its plots are drawn in
     memory and inlined, so a report refused (a damaged file) leaves the run folder as it was."""
     target = open_report_target(target)
+    out = runs.check_output_file(out or _folder(target) / runs.for_layer(runs.REPORT, layer), reads=(_folder(target),),
+                                 owned=(runs.REPORT, runs.for_layer(runs.REPORT, "*")))
     text = build_report(target, layer)
-    out = Path(out) if out else _folder(target) / runs.for_layer(runs.REPORT, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
     fileio.atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return Report(out, _title(target, layer), tuple(title for title, _, _ in _sections(target, layer)))

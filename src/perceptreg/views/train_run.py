@@ -121,6 +121,9 @@ def train_judge(dataset: str, out: str | Path | None = None, *, progress: bool =
     began = time.perf_counter()
     config = judges.standing_judge_config(dataset, **{k: v for k, v in overrides.items() if v is not None})
     out = Path(out or judges.standing_judge_dir(dataset))
+    # a run of `train` is the judge only if it has the judge's settings: another run is refused, not reported
+    runs.check_writable(out, "trained", resume=True, settings=config.to_dict(),
+                        free=frozenset(config.to_dict()) - {"dataset", "arch", "lam", "mode", "seed"})
     judge, done = judges.judge_progress(out)
     if judge is not None and done >= judge.config.total_epochs:
         return JudgeResult(out, judge.metrics[-1]["test_accuracy"], done, time.perf_counter() - began, True)

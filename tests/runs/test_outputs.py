@@ -1,0 +1,289 @@
+"""The replay of issue 38, turned into tables: every command's outputs follow one rule
+(`runs.outputs`), a kill in the first checkpoint restarts, and each case that gave a traceback
+or was silently accepted is one `Error:` line naming the parameter or file."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from click.testing import CliRunner
+from helpers import USER_NET
+
+from perceptreg import runs
+from perceptreg.cli import main
+from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
+from perceptreg.sweeps.config import SweepConfig, check_rerun
+
+
+def run_cli(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_error(result, named: str):
+    """Exit 1, one `Error:` line naming ``named``, no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.output.count("Error:") == 1 and "Traceback" not in result.output, result.output
+    assert named in result.output, result.output
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run_copy(trained_run, tmp_path_factory):
+    """A copy of the session's trained run (2 epochs), that these tests may try to damage."""
+    copy = tmp_path_factory.mktemp("outputs") / "run"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+# --- 1. an output is never a file of the run it reads -----------------------------------------
+OUTPUT_OPTIONS = {
+    "perceive --out": lambda run, path: ["perceive", run, "--n", "2", "--out", path],
+    "report --out": lambda run, path: ["report", run, "--out", path],
+    "attack --out": lambda run, path: ["attack", run, "--steps", "1", "--pool", "2", "--out", path],
+    "attack --from-noise --out": lambda run, path: ["attack", run, "--from-noise", "--steps", "1", "--n", "1",
+                                                    "--out", path],
+    "interpolate --save-direction": lambda run, path: ["interpolate", run, "--target", "1", "--save-direction", path],
+}
+RUN_FILES = (runs.CONFIG, runs.STATE_META, runs.MODEL, runs.MODEL_META, "state-000002.safetensors", runs.METRICS,
+             ".lock")
+
+
+@pytest.mark.parametrize("name", RUN_FILES)
+@pytest.mark.parametrize("option", OUTPUT_OPTIONS)
+def test_no_output_replaces_a_file_of_the_run(run_copy, option, name):
+    before = snapshot(run_copy)
+    one_error(run_cli(OUTPUT_OPTIONS[option](run_copy, run_copy / name)), str(run_copy))
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("path, named", [("/x.png", "/x.png"), ("/etc/perception.png", "/etc"),
+                                         ("/usr/local/perception.png", "/usr")])
+def test_no_output_goes_among_the_system_folders(run_copy, path, named):
+    one_error(run_cli(["perceive", run_copy, "--n", "2", "--out", path]), named)
+
+
+def test_an_output_file_is_never_a_file_the_command_reads(tmp_path):
+    direction = tmp_path / "d.safetensors"
+    direction.write_bytes(b"x")
+    with pytest.raises(PerceptregError, match="reads"):
+        runs.check_output_file(direction, reads=(direction,))
+
+
+def test_a_figure_named_as_a_command_writes_it_goes_only_into_the_run_it_reads(run_copy, attach_run):
+    owned = (runs.PERCEPTION,)
+    assert runs.check_output_file(run_copy / runs.PERCEPTION, owned=owned, reads=(run_copy,))
+    assert runs.check_output_file(attach_run / "mine.png", owned=owned, reads=(run_copy,))  # a new name of the user's
+    with pytest.raises(PerceptregError, match=str(attach_run)):
+        runs.check_output_file(attach_run / runs.PERCEPTION, owned=owned, reads=(run_copy,))
+    with pytest.raises(PerceptregError, match="source"):  # the copy of the model's source
+        runs.check_output_file(attach_run / "source" / "user_net.py", reads=(attach_run,))
+
+
+@pytest.mark.parametrize("out, named", [("/", "/"), ("ATTACH", "attach")])
+def test_interpolate_writes_its_outputs_only_into_a_folder_of_its_own(run_copy, attach_run, out, named):
+    out = attach_run if out == "ATTACH" else out
+    one_error(run_cli(["interpolate", run_copy, "--target", "1", "--out", out]), named)
+
+
+# --- 2. a run folder is made only where it is missing, empty, or holds a run of the same kind ---
+@pytest.mark.parametrize("out, named", [("/", "/"), ("/etc", "/etc"), ("/usr/local/run", "/usr")])
+def test_train_refuses_the_system_folders(out, named):
+    one_error(run_cli(["train", "--epochs", "1", "--out", out, "--quiet"]), named)
+
+
+@pytest.mark.parametrize("files", [{runs.CONFIG: '{"name": "my other project"}'}, {"notes.txt": "mine"}])
+@pytest.mark.parametrize("resume", [False, True])
+def test_train_refuses_a_folder_of_someone_elses_files(tmp_path, files, resume):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = run_cli(["train", "--epochs", "1", "--out", tmp_path, "--quiet", *(["--resume"] if resume else [])])
+    one_error(result, next(iter(files)))
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == files
+
+
+def test_the_current_folder_takes_a_run_only_when_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(PerceptregError, match="notes.txt"):
+        runs.check_writable(Path("."), "trained")
+    (tmp_path / "notes.txt").unlink()
+    runs.check_writable(Path("."), "trained")
+
+
+def test_train_judge_refuses_an_ordinary_run(run_copy):
+    from perceptreg.views.train_run import train_judge
+
+    with pytest.raises(PerceptregError, match="arch 'mnist'"):
+        train_judge("mnist5k", run_copy, progress=False)
+
+
+# --- 3. a sweep rerun with other lambdas, seeds or epochs says so -------------------------------
+@pytest.mark.parametrize("changed, refused", [({}, False), ({"lams": (1e-3,)}, True), ({"epochs": 3}, True),
+                                              ({"seeds": (0, 1)}, True), ({"post_hoc": True}, True),
+                                              ({"device": "cpu", "workers": 2}, False)])
+@pytest.mark.parametrize("extend", [False, True])
+def test_a_sweep_rerun_changes_its_grid_only_with_extend(tmp_path, changed, refused, extend):
+    first = SweepConfig(lams=(1e-2,), seeds=(0,), epochs=1, post_hoc=False, workers=1)
+    (tmp_path / runs.SWEEP_CONFIG).write_text(json.dumps(first.__dict__))
+    again = SweepConfig(**{**first.__dict__, **changed})
+    if refused and not extend:
+        with pytest.raises(PerceptregError, match=f"{next(iter(changed))} .*`extend`"):
+            check_rerun(tmp_path, again, extend)
+    else:
+        check_rerun(tmp_path, again, extend)
+
+
+def test_sweep_has_the_flag_that_extends_a_sweep():
+    result = run_cli(["sweep", "--help"])
+    assert "--extend" in result.output
+
+
+# --- 4. a kill in the first checkpoint: resumed and restarted ----------------------------------
+KILLED = {"state-000001.safetensors": b"x"}, {"state-000001.safetensors": b"x", "model-000001.safetensors": b"x"}
+
+
+@pytest.mark.parametrize("left", KILLED)
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_in_its_first_checkpoint_is_taken_again(tmp_path, left, resume):
+    from perceptreg.training.launch import launch
+
+    config = TrainConfig(train_size=300, epochs=1)
+    (tmp_path / runs.CONFIG).write_text(json.dumps(config.to_dict()))
+    (tmp_path / runs.METRICS).write_text(json.dumps({"epoch": 1}) + "\n")
+    for name, content in left.items():
+        (tmp_path / name).write_bytes(content)
+    runs.check_writable_for_training(tmp_path, config, resume)  # by train, and by a sweep's member
+    assert launch({"train_size": 300, "epochs": 1}, tmp_path, resume=resume).config.train_size == 300
+
+
+STRACE_KILL = ["strace", "-f", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2,link,linkat,unlink,unlinkat",
+               "-e", "inject=rename,renameat,renameat2,link,linkat,unlink,unlinkat:signal=KILL:when={}"]
+SMALL = ["--train-size", "200", "--batch-size", "50", "--eval-size", "100", "--epochs", "1", "--quiet"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.parametrize("when", [5, 6])
+@pytest.mark.parametrize("again", [[], ["--resume"]])
+def test_a_real_kill_in_the_first_checkpoint_resumes_and_restarts(tmp_path, when, again):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "perceptreg", "train", *SMALL, "--out", str(out)]
+    strace = [part.format(when) for part in STRACE_KILL]
+    killed = subprocess.run(strace + command, capture_output=True, text=True, timeout=600)
+    assert killed.returncode != 0 and not (out / runs.STATE_META).exists()  # killed inside its first checkpoint
+    rerun = subprocess.run(command + again, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert runs.completed_epochs(out) == 1 and len(runs.open_run(out).metrics) == 1
+
+
+# --- 5. Ctrl-C during attach ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_during_attach_exits_130_with_one_line(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "perceptreg", "attach", "--model", f"{USER_NET}:build",
+                              "--random-weights", "--layers", "fc1", "--epochs", "50", "--out", str(tmp_path / "a")],
+                             stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "fitting decoders" not in seen:  # the work has begun
+        seen += child.stderr.read(1)
+    time.sleep(1)
+    child.send_signal(signal.SIGINT)
+    rest = child.stderr.read()
+    assert child.wait(timeout=60) == 130
+    assert rest.count("Error: interrupted") == 1 and "Traceback" not in rest and "--out" in rest, rest
+
+
+# --- 8, 9. what gave a traceback -------------------------------------------------------------------
+def test_every_seed_of_the_documented_range_shuffles():
+    from perceptreg.training.train import epoch_shuffle
+
+    for seed in (0, 2**63 - 1):
+        epoch_shuffle(TrainConfig(seed=seed), 1)
+    small = epoch_shuffle(TrainConfig(seed=7), 3).initial_seed()
+    assert small == 7 * 100_003 + 3  # the seeds that never wrapped keep their batch order
+
+
+def test_classifier_from_an_attach_run_is_refused(attach_run):
+    one_error(run_cli(["train", "--classifier-from", attach_run, "--out", attach_run.parent / "cf", "--quiet"]),
+              "--classifier-from")
+
+
+def test_evaluate_attack_refuses_a_run_compared_with_itself(run_copy):
+    before = snapshot(run_copy)
+    one_error(run_cli(["evaluate-attack", run_copy, "--compare", f"{run_copy}/.", "--steps", "1"]), "--compare")
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("metrics", [None, b"", b'{"epoch": 1, "te'])
+def test_the_report_of_an_attach_run_without_its_metrics(attach_run, tmp_path, metrics):
+    from perceptreg.views.report import write_report
+
+    copy = tmp_path / "attach"
+    shutil.copytree(attach_run, copy)
+    (copy / runs.METRICS).unlink()
+    if metrics is not None:
+        (copy / runs.METRICS).write_bytes(metrics)
+    assert "No training curves" in write_report(copy).path.read_text()
+
+
+def test_a_metrics_file_that_loops_is_refused_on_resume(run_copy, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_copy, copy)
+    (copy / runs.METRICS).unlink()
+    (copy / runs.METRICS).symlink_to(runs.METRICS)
+    one_error(run_cli(["train", "--resume", "--epochs", "3", "--out", copy, "--quiet"]), runs.METRICS)
+
+
+@pytest.mark.parametrize("command", [["train", "--quiet", "--out"], ["report", "RUN", "--out"]])
+def test_an_output_path_longer_than_path_max(run_copy, command):
+    long = "/tmp/" + "/".join(["a" * 200] * 21)
+    one_error(run_cli([run_copy if part == "RUN" else part for part in command] + [long]), "4095 bytes")
+
+
+def test_a_folder_that_vanishes_during_the_scan(tmp_path):
+    from perceptreg.data import images
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    real = Path.iterdir
+
+    def vanishing(folder):
+        if folder.name == "b":
+            raise FileNotFoundError(2, "No such file or directory", str(folder))
+        return real(folder)
+    with mock.patch.object(Path, "iterdir", vanishing), pytest.raises(PerceptregError, match="vanished"):
+        images.image_folder_shape(tmp_path)
+
+
+# --- 16. options that contradict each other --------------------------------------------------------
+CONTRADICTIONS = [
+    (["attach", "--model", f"{USER_NET}:build", "--weights", "RUN/model.safetensors", "--random-weights",
+      "--layers", "fc1", "--out", "OUT"], "--random-weights"),
+    (["attach", "--model", f"{USER_NET}:build", "--random-weights", "--layers", "fc1,fc1", "--out", "OUT"],
+     "--layers"),
+    (["evaluate-attack", "RUN", "--curve-steps", "0"], "--curve-steps"),
+    (["evaluate-attack", "RUN", "--curve-steps", "10,10"], "--curve-steps"),
+    (["evaluate-attack", "RUN", "--adaptive", ""], "--adaptive"),
+    (["evaluate-attack", "RUN", "--curve-eps", ""], "--curve-eps"),
+    (["evaluate-attack", "RUN", "--fpr", "0.5,0.5"], "--fpr"),
+    (["interpolate", "RUN", "--source", "1", "--target", "1"], "--source"),
+    (["explore", "RUN", "--host", ""], "--host"),
+]
+
+
+@pytest.mark.parametrize("args, named", CONTRADICTIONS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CONTRADICTIONS])
+def test_options_that_contradict_each_other_are_refused(run_copy, tmp_path, args, named):
+    before = snapshot(run_copy)
+    args = [a.replace("RUN", str(run_copy)).replace("OUT", str(tmp_path / "out")) for a in args]
+    one_error(run_cli(args), named)
+    assert snapshot(run_copy) == before and not (tmp_path / "out").exists()
