@@ -10,6 +10,7 @@ from perceptreg.cli import (  # noqa: F401  (they register commands)
     attack_commands,
     data_commands,
     edit_commands,
+    robust_commands,
     sweep_commands,
     train_commands,
     view_commands,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from perceptreg.cli.app import OutPath, defaults_of, device_option, main
+from perceptreg.cli.robust_commands import adversarial_options
 from perceptreg.core.config import MAX_EPOCHS
 from perceptreg.sweeps.config import ENGINES, QUICK, SweepConfig
 
@@ -42,6 +43,7 @@ SWEEP = defaults_of(SweepConfig)
                    "once trained (perceptreg train-judge); else no reading]")
 @click.option("--out", type=OutPath(file_okay=False),
               help="Sweep folder. [default: runs/sweep-<dataset>]")
+@adversarial_options
 def sweep(lams, seeds, quick, out, **options):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perceptreg.core.config import TrainConfig
+from perceptreg.core.config import AdversarialConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
 
 ENGINES = ("local", "ray")
@@ -31,6 +31,7 @@ class SweepConfig:
     engine: str = "local"  # or "ray": members as Ray tasks, here or on a cluster (ray_engine.py)
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
     judge: str | None = None  # a run folder whose model reads each member's P(x); None: natural images' standing judge
+    adversarial: AdversarialConfig | None = None  # every member trains adversarially (issue 36); alone, not in an ensemble
 
     def __post_init__(self):
         if not self.lams:
@@ -72,7 +73,8 @@ class SweepConfig:
         defaults = training_defaults(self.dataset)  # arch and lr schedule; the sweep sets epochs
         common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
                       epochs=self.epochs, batch_size=self.batch_size,
-                      train_size=self.train_size, device=self.device, data_root=self.data_root)
+                      train_size=self.train_size, device=self.device, data_root=self.data_root,
+                      adversarial=self.adversarial)
         runs = []
         for seed in self.seeds:
             runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]
