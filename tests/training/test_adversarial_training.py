@@ -1,6 +1,7 @@
 """Adversarial training (issue 36): the threat model's config, the examples, the loss the
 decoder input picks, bit-identical resume, and the bad input refused in one line."""
 
+import dataclasses
 import math
 import warnings
 
@@ -187,3 +188,17 @@ def test_train_refuses_bad_threat_models_in_one_error_line(tmp_path, args, line)
 def test_the_gradient_check_reads_a_real_model(tiny):
     model = models.build("mnist", 10)
     adversarial_training.check_input_gradient(model, tiny[0].images[:4].float() / 255)  # no error
+
+
+def test_a_sweep_passes_the_threat_model_to_every_member_which_trains_alone():
+    from perceptreg.sweeps.config import SweepConfig
+    from perceptreg.training.ensemble import can_join
+
+    threat = AdversarialConfig(eps=0.3, method="fgsm-rs")
+    sweep = SweepConfig(dataset="mnist5k", lams=(1e-2, 1.0), seeds=(0,), adversarial=threat, workers=1)
+    members = sweep.variants()
+    assert len(members) == 3 and all(config.adversarial == threat for _, config in members)
+    # workers and Ray tasks get a member as its JSON form
+    assert all(TrainConfig.from_dict(config.to_dict()) == config for _, config in members)
+    assert not any(can_join(config) for _, config in members)  # each attacks its own model: no vmapped ensemble
+    assert can_join(dataclasses.replace(members[0][1], adversarial=None))

@@ -52,7 +52,8 @@ class RobustAccuracy(Sealed):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     dataset: str
-    images: int  # the first N test images (RobustBench's protocol)
+    images: int  # N test images: the first N (RobustBench's protocol), see ``selection``
+    selection: str  # "first", or "first of each class" where the first N would miss classes
     norm: str
     eps: float
     attack: str  # AutoAttack's version "standard", through torchattacks
@@ -68,7 +69,8 @@ class RobustAccuracy(Sealed):
     def lines(self) -> list[str]:
         from perceptreg.measures import format_rate  # as every rate is printed
 
-        return [f"{self.dataset}, first {self.images} test images, {self.norm} eps {self.eps:g}, {self.attack}:",
+        return [f"{self.dataset}, {self.images} test images ({self.selection}), {self.norm} eps {self.eps:g}, "
+                f"{self.attack}:",
                 f"clean accuracy  {format_rate(self.clean.model_dump())}",
                 f"robust accuracy {format_rate(self.robust.model_dump())} (AutoAttack)",
                 f"robust accuracy {format_rate(self.pgd_robust.model_dump())} (PGD-{PGD_STEPS}, the masking check)",
@@ -112,8 +114,8 @@ def budget(steps: int, num_classes: int) -> dict[str, str]:
 
 
 def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: str, eps: float,
-                    num_classes: int, dataset: str = "", seed: int = 0, steps: int = STANDARD_STEPS,
-                    device: torch.device | str = "cpu") -> RobustAccuracy:
+                    num_classes: int, dataset: str = "", selection: str = "first", seed: int = 0,
+                    steps: int = STANDARD_STEPS, device: torch.device | str = "cpu") -> RobustAccuracy:
     """Clean and AutoAttack robust accuracy of ``model`` (a ``PerceptionNet`` or a module
     returning logits) on ``images`` (pixels in [0, 1]); PGD-50's beside it; warns, one line
     each, where PGD's is more than ``MASKING_GAP`` above AutoAttack's or where black-box Square
@@ -143,7 +145,7 @@ def robust_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     for line in found:
         warnings.warn(line, RuntimeWarning, stacklevel=2)
     return RobustAccuracy(
-        dataset=dataset, images=n, norm=norm, eps=eps, attack=f"{AUTOATTACK} (version standard)",
+        dataset=dataset, images=n, selection=selection, norm=norm, eps=eps, attack=f"{AUTOATTACK} (version standard)",
         budget=budget(steps, num_classes), seed=seed, clean=Rate.count(clean, n), robust=Rate.count(robust, n),
         pgd_robust=Rate.count(pgd_robust, n), broken_by=broken_by, warnings=found,
         seconds=time.perf_counter() - began)

@@ -18,7 +18,7 @@ from perceptreg.adversarial.robust_accuracy import (
     standard_eps,
 )
 from perceptreg.core.errors import PerceptregError
-from perceptreg.data import to_float
+from perceptreg.data import spread_over_classes, to_float
 from perceptreg.runs import Run
 from perceptreg.storage.schema import load_sealed_file, write_sealed
 
@@ -40,12 +40,23 @@ def robust_accuracy_of_run(run: Run, *, norm: str = "linf", eps: float | None = 
     if images > len(test_data):
         raise PerceptregError(f"`images`: the test split of {run.path} has {len(test_data)} images, "
                               f"fewer than {images}; ask for at most {len(test_data)}")
-    first = test_data.subset(torch.arange(images))  # the first N, in the split's order (RobustBench)
+    index, selection = first_images(test_data.labels, images)
+    first = test_data.subset(index)
     result = robust_accuracy(model, to_float(first.images), first.labels, norm=norm, eps=eps,
-                             num_classes=run.num_classes, dataset=run.config.dataset, seed=seed, steps=steps,
-                             device=device)
+                             num_classes=run.num_classes, dataset=run.config.dataset, selection=selection,
+                             seed=seed, steps=steps, device=device)
     write_sealed(run.path / ROBUST_ACCURACY, result.model_dump(exclude={"checksum"}))
     return result
+
+
+def first_images(labels: torch.Tensor, n: int) -> tuple[torch.Tensor, str]:
+    """The first ``n`` test images (RobustBench's protocol: CIFAR-10's and MNIST's test sets
+    mix the classes), and how they were picked. A split ordered by class (MNIST-5k's) would
+    give n images of one class: there, the first of each class in turn (``spread_over_classes``)."""
+    classes = labels.unique().numel()
+    if labels[:n].unique().numel() == min(n, classes):
+        return torch.arange(n), "first"
+    return spread_over_classes(labels, n), "first of each class"
 
 
 def read_robust_accuracy(run: Run) -> RobustAccuracy:
