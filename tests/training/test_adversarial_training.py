@@ -88,6 +88,16 @@ def test_examples_lie_in_the_ball_raise_the_loss_and_differ_by_batch(tiny):
     assert len(seeds) == 49 * 200
 
 
+class _Recording(nn.Module):
+    def __init__(self, module, seen):
+        super().__init__()
+        self.module, self.seen = module, seen
+
+    def forward(self, z):
+        self.seen.append(z.detach())
+        return self.module(z)
+
+
 @pytest.mark.parametrize("decoder_input", ["x", "x_adv", "both"])
 def test_decoder_input_picks_what_d_reconstructs(decoder_input):
     torch.manual_seed(0)
@@ -95,7 +105,13 @@ def test_decoder_input_picks_what_d_reconstructs(decoder_input):
     images, adv = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     labels = torch.tensor([0, 1, 2, 3])
     config = TrainConfig(lam=0.5, adversarial=AdversarialConfig(eps=0.3, decoder_input=decoder_input))
+    decoder, seen = model.decoder, []
+    model.decoder = _Recording(decoder, seen)
     parts = adversarial_loss(model, images, adv, labels, "joint", config)
+    model.decoder = decoder
+    decoded = {"x": images, "x_adv": adv, "both": torch.cat([images, adv])}[decoder_input]
+    with torch.no_grad():  # D saw F of the decoder input, and of nothing else
+        assert len(seen) == 1 and torch.allclose(seen[0], model.encoder(decoded))
     with torch.no_grad():
         errors = {"x": reconstruction_error(images, model(images)[2]),
                   "x_adv": reconstruction_error(adv, model(adv)[2])}

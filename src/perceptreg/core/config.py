@@ -56,9 +56,10 @@ class AdversarialConfig:
     norm: str = "linf"
     steps: int | None = None  # pgd: 10 (Madry used 40 on MNIST, 7 on CIFAR-10); fgsm-rs: 1
     step_size: float | None = None  # pgd: 2.5 * eps / steps (Madry); fgsm-rs: 1.25 * eps (Wong)
-    # D reconstructs x from F(x): measured best on MNIST (docs/guides/adversarial-training.md):
-    # P(x) stays sharp at one more forward pass of F per batch; "x_adv": x_adv from F(x_adv)
-    # (no extra pass); "both": each from its own, as one batch of twice the size.
+    # "x": D reconstructs x from F(x), one more pass of F per batch; "x_adv": x_adv from F(x_adv),
+    # no extra pass; "both": each from its own, one batch of twice the size. Measured on MNIST
+    # (bench/decoder_input.py, docs/guides/adversarial-training.md): all three within noise in
+    # accuracy and robustness; "x" keeps P(x) as good as "both" at less cost.
     decoder_input: str = "x"
 
     def __post_init__(self):
