@@ -36,7 +36,7 @@ __version__ = "0.1.0"
 __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.runs": ("open_run", "Run", "save_run"),
     "perceptreg.training.train": ("train",),
-    "perceptreg.core.config": ("TrainConfig", "AttachConfig"),
+    "perceptreg.core.config": ("TrainConfig", "AttachConfig", "AdversarialConfig"),
     "perceptreg.core.models": ("PerceptionNet",),
     "perceptreg.core.attached": ("attach", "AttachedModel"),
     "perceptreg.attaching.fitting": ("fit_decoders", "fine_tune", "evaluate_layers"),
@@ -47,6 +47,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.attacking.evaluate": ("evaluate_attack",),
     "perceptreg.attacking.figure": ("attack_run",),
     "perceptreg.attacking.noise": ("attack_from_noise",),
+    "perceptreg.attacking.robust": ("robust_accuracy_of_run",),
     "perceptreg.edits.interpolation": ("interpolate",),
     "perceptreg.edits.study": ("EditSettings",),
     "perceptreg.views.train_run": ("train_run", "demo", "train_judge"),
@@ -64,4 +65,4 @@ __all__ = ["__version__", "open_run", "Run", "save_run", "train", "TrainConfig",
            "AdaptiveAttack", "AttackSettings", "measure_attack", "Measuring", "Strength", "evaluate_attack",
            "attack_run", "attack_from_noise", "interpolate", "EditSettings", "train_run", "demo", "train_judge", "perceive",
            "run_sweep", "SweepConfig", "run_attach", "write_report", "explorer_app", "PerceptregError",
-           "figures", "measures", "data"]
+           "AdversarialConfig", "robust_accuracy_of_run", "figures", "measures", "data"]

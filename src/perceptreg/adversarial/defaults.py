@@ -1,9 +1,10 @@
 """The attack settings' choices and defaults, in a module without torch: the attack modules
 use them, and the CLI's --help shows them without importing torch."""
 
+from perceptreg.core import config
 from perceptreg.data.registry import GREY_EPS
 
-NORMS = ("linf", "l2")
+NORMS = config.NORMS  # adversarial training's too: their one home is core.config
 SCHEDULES = ("constant", "cosine")
 LOSSES = ("ce", "margin", "dlr")
 # PGD's radius where it knows no dataset: the paper's MNIST radius. Where a run or dataset is

@@ -11,6 +11,7 @@ from perceptreg.cli import (  # noqa: F401  (they register commands)
     data_commands,
     edit_commands,
     inversion_commands,
+    robust_commands,
     sweep_commands,
     train_commands,
     view_commands,

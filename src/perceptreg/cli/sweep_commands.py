@@ -7,6 +7,7 @@ import click
 
 from perceptreg.cli.app import OutPath, defaults_of, device_option, main
 from perceptreg.cli.decoder_options import decoder_loss_from, decoder_loss_options
+from perceptreg.cli.robust_commands import adversarial_options
 from perceptreg.core.config import MAX_EPOCHS
 from perceptreg.sweeps.config import ENGINES, QUICK, SweepConfig
 
@@ -47,6 +48,7 @@ SWEEP = defaults_of(SweepConfig)
 @click.option("--extend", is_flag=True, help="Rerun the sweep in --out with other --lams, --seeds or more --epochs: "
               "its members are trained on, new ones added, and sweep.json sums up the grid given (without it, "
               "such a rerun is refused).")
+@adversarial_options
 def sweep(lams, seeds, quick, out, extend, **options):
     """Train one model per lambda and seed (and the post-hoc baseline), then measure what
     each keeps: accuracy, reconstruction, error maps with their centre-to-edge ratio, and

@@ -14,6 +14,7 @@ import click
 from perceptreg.adversarial.defaults import STANDING_JUDGE
 from perceptreg.cli.app import OutPath, defaults_of, device_option, main
 from perceptreg.cli.decoder_options import decoder_loss_from, decoder_loss_options
+from perceptreg.cli.robust_commands import adversarial_options
 from perceptreg.core.config import INPUT_SHAPES, MAX_EPOCHS, MODES, TrainConfig
 from perceptreg.data.registry import help_text
 
@@ -69,6 +70,7 @@ def setting(flag: str, help: str, **kwargs):
 @click.option("--compile", "compile_step", is_flag=True, default=None,
               help="torch.compile the training step (pays on GPUs and long runs; ~30 s to start).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@adversarial_options
 def train_command(out, resume, quiet, compile_step, **options):
     """Train a perceptually regularized model into a run folder.
 

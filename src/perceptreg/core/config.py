@@ -92,6 +92,55 @@ class DecoderLoss:
                 f"{adversarial}, pixel x{self.pixel_share:g}")
 
 
+# Adversarial training (issue 36). The norms are the attacks' (adversarial.defaults takes them from here).
+NORMS = ("linf", "l2")
+ADVERSARIAL_METHODS = ("pgd", "fgsm-rs")  # Madry et al. 2018; Wong et al. 2020, "Fast is better than free"
+DECODER_INPUTS = ("x", "x_adv", "both")  # what D learns to reconstruct, from its own F(.)
+MAX_ADVERSARIAL_STEPS = 1_000  # 25x Madry's 40 per batch: beyond it a typo, not a training run
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """The threat model of adversarial training, recorded in the run's config.json: C learns
+    on x_adv, the worst point of the ``norm`` ball of radius ``eps`` around x that ``method``
+    finds; D learns to reconstruct ``decoder_input``. ``steps`` and ``step_size`` left out
+    are filled in, so the run records the numbers it trained with.
+
+        AdversarialConfig(eps=0.3)                      # PGD-10, step 2.5 * eps / 10
+        AdversarialConfig(eps=8 / 255, method="fgsm-rs")  # one step of 1.25 eps from a random start
+    """
+
+    eps: float  # radius: MNIST 0.3 (Madry et al.), CIFAR-10 8/255 (L-inf) or 0.5 (L2)
+    method: str = "pgd"  # "pgd" (Madry) or "fgsm-rs": FGSM from a uniform random start (Wong)
+    norm: str = "linf"
+    steps: int | None = None  # pgd: 10 (Madry used 40 on MNIST, 7 on CIFAR-10); fgsm-rs: 1
+    step_size: float | None = None  # pgd: 2.5 * eps / steps (Madry); fgsm-rs: 1.25 * eps (Wong)
+    # "x": D reconstructs x from F(x), one more pass of F per batch; "x_adv": x_adv from F(x_adv),
+    # no extra pass; "both": each from its own, one batch of twice the size. Measured on MNIST
+    # (bench/decoder_input.py, docs/guides/adversarial-training.md): all three within noise in
+    # accuracy and robustness; "x" keeps P(x) as good as "both" at less cost.
+    decoder_input: str = "x"
+
+    def __post_init__(self):
+        _require([
+            (isinstance(self.eps, (int, float)) and 0 < self.eps < math.inf,
+             "`eps` of adversarial training must be a finite number > 0"),
+            (self.method in ADVERSARIAL_METHODS, f"`method` of adversarial training must be one of "
+                                                 f"{', '.join(ADVERSARIAL_METHODS)}"),
+            (self.norm in NORMS, f"`norm` of adversarial training must be one of {', '.join(NORMS)}"),
+            (self.steps is None or 1 <= self.steps <= MAX_ADVERSARIAL_STEPS,
+             f"`steps` of adversarial training must be in [1, {MAX_ADVERSARIAL_STEPS}]"),
+            (self.steps in (None, 1) or self.method == "pgd", "`steps` of fgsm-rs is 1; for more, method pgd"),
+            (self.step_size is None or 0 < self.step_size < math.inf,
+             "`step_size` of adversarial training must be a finite number > 0"),
+            (self.decoder_input in DECODER_INPUTS, f"`decoder_input` must be one of {', '.join(DECODER_INPUTS)}"),
+        ], self)
+        steps = self.steps or (10 if self.method == "pgd" else 1)
+        step = self.step_size or (2.5 * self.eps / steps if self.method == "pgd" else 1.25 * self.eps)
+        object.__setattr__(self, "steps", steps)  # filled in: the run records what it trained with
+        object.__setattr__(self, "step_size", step)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     dataset: str = "mnist5k"  # see data.DATASETS; recorded only when data is passed in
@@ -126,6 +175,7 @@ class TrainConfig:
     # more than the epoch's training. None or 0: the whole test split.
     eval_size: int | None = 10_000
     decoder_loss: DecoderLoss = DecoderLoss()  # the decoder's objective (or its name); the default is the paper's
+    adversarial: AdversarialConfig | None = None  # ours (issue 36): C learns on adversarial examples
 
     def __post_init__(self):
         _as_decoder_loss(self)
@@ -148,6 +198,8 @@ class TrainConfig:
             (1 <= self.decoder_width <= MAX_DECODER_WIDTH, f"`decoder_width` must lie in 1..{MAX_DECODER_WIDTH}"),
             (self.arch != "custom" or (self.z_dim is None and self.decoder_width == 1),
              "`z_dim` and `decoder_width` size a paper architecture; a custom model sizes itself"),
+            (self.adversarial is None or self.adversarial.decoder_input == "x" or self.mode == "joint",
+             "`decoder_input` x_adv or both needs mode joint (post-hoc, D learns on frozen F from x)"),
         ], self)
         _check_device(self.device)
 
@@ -266,7 +318,13 @@ def _check_device(name: str) -> None:
 # to defaults and silently train or load another run (a config.json of `{}`).
 REQUIRED = {"TrainConfig": ("dataset", "arch", "lam", "reduction", "mode", "epochs", "batch_size", "lr", "seed",
                             "train_size"),
-            "AttachConfig": ("model", "layers", "dataset", "mode", "epochs", "batch_size", "lr", "seed", "train_size")}
+            "AttachConfig": ("model", "layers", "dataset", "mode", "epochs", "batch_size", "lr", "seed", "train_size"),
+            "AdversarialConfig": ("eps", "method", "norm", "steps", "step_size", "decoder_input")}
+
+
+def _nested(hint) -> type | None:
+    """The config dataclass a setting holds as a JSON object of its own (``adversarial``), or None."""
+    return next((arg for arg in typing.get_args(hint) if dataclasses.is_dataclass(arg)), None)
 
 
 @functools.cache
@@ -276,10 +334,14 @@ def file_schema(cls) -> type:
     from pydantic import ConfigDict, create_model
     hints = typing.get_type_hints(cls)
     required = REQUIRED.get(cls.__name__, ())
-    # a nested config (DecoderLoss) is read as its own strict schema: pydantic's strict mode
-    # takes only instances of a dataclass, and a file holds its JSON object
-    fields = {f.name: (file_schema(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else hints[f.name],
-                       ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
+
+    def schema_of(hint):  # a nested config by its own strict schema (pydantic's strict mode takes only
+        # instances of a dataclass, and a file holds its JSON object); an optional one (adversarial) may be None
+        if dataclasses.is_dataclass(hint):
+            return file_schema(hint)
+        return hint if _nested(hint) is None else file_schema(_nested(hint)) | None
+    fields = {f.name: (schema_of(hints[f.name]), ... if f.name in required else f.default)
+              for f in dataclasses.fields(cls)}
     return create_model(f"{cls.__name__}File", __config__=ConfigDict(strict=True, extra="forbid",
                                                                      allow_inf_nan=False), **fields)
 
@@ -308,11 +370,14 @@ def from_dict(cls, values, source: str):
         got = "" if first["type"] == "missing" else f" (got {first.get('input')!r:.40})"
         raise PerceptregError(f"{source}: setting {where}: {first['msg'].lower()}{got}; correct it, or train the "
                               f"run again") from None
-    def value(name):  # a nested config back to its dataclass, its rules checked
-        got = getattr(checked, name)
-        return DecoderLoss(**dict(got)) if isinstance(got, file_schema(DecoderLoss)) else got
+    hints = typing.get_type_hints(cls)
+
+    def built(name):  # a nested config's schema model back to its dataclass, whose rules then apply
+        value, hint = getattr(checked, name), hints[name]
+        nested = hint if dataclasses.is_dataclass(hint) else _nested(hint)
+        return value if value is None or nested is None else nested(**dict(value))
     try:
-        config = cls(**{f.name: value(f.name) for f in dataclasses.fields(cls)})
+        config = cls(**{f.name: built(f.name) for f in dataclasses.fields(cls)})
     except PerceptregError as err:  # a rule of the dataclass: it names the setting as `name`
         raise PerceptregError(f"{source}: {str(err).replace('`', '')}; correct it, or train the run again") from None
     if cls is TrainConfig:

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from perceptreg.core.config import DecoderLoss, TrainConfig
+from perceptreg.core.config import AdversarialConfig, DecoderLoss, TrainConfig
 from perceptreg.core.errors import PerceptregError
 
 ENGINES = ("local", "ray")
@@ -34,6 +34,7 @@ class SweepConfig:
     address: str | None = None  # engine ray: the cluster's head (default RAY_ADDRESS, else a local instance)
     judge: str | None = None  # a run folder whose model reads each member's P(x); None: natural images' standing judge
     decoder_loss: DecoderLoss = DecoderLoss()  # every member's decoder objective; the default is the paper's
+    adversarial: AdversarialConfig | None = None  # every member trains adversarially (issue 36); alone, not in an ensemble
 
     def __post_init__(self):
         if not self.lams:
@@ -84,7 +85,7 @@ class SweepConfig:
         common = dict(dataset=self.dataset, arch=defaults["arch"], lr_drop_epoch=defaults.get("lr_drop_epoch"),
                       epochs=self.epochs, batch_size=self.batch_size,
                       train_size=self.train_size, device=self.device, data_root=self.data_root,
-                      decoder_loss=self.decoder_loss)
+                      decoder_loss=self.decoder_loss, adversarial=self.adversarial)
         runs = []
         for seed in self.seeds:
             runs += [(f"lam{lam:g}-seed{seed}", TrainConfig(lam=lam, seed=seed, **common)) for lam in self.lams]

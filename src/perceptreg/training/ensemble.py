@@ -56,8 +56,9 @@ SHARED_BY_MEMBERS = ("lam", "seed")  # the settings members may differ in; all o
 def can_join(config: TrainConfig) -> bool:
     """Whether a member can train in an ensemble: joint, of one of the paper's architectures.
     Post-hoc members change phase (and frozen parts) mid-run; a custom model may hold
-    buffers (BatchNorm statistics) or randomness (Dropout) that vmap would not keep per member."""
-    return config.mode == "joint" and config.model is None and not config.compile
+    buffers (BatchNorm statistics) or randomness (Dropout) that vmap would not keep per member.
+    An adversarial member attacks its own model batch by batch: it trains alone (``train``)."""
+    return config.mode == "joint" and config.model is None and not config.compile and config.adversarial is None
 
 
 def _group_key(config: TrainConfig) -> tuple:

@@ -37,7 +37,7 @@ from perceptreg.core.loss import LossParts, decoder_terms, perceptual_loss
 from perceptreg.display import tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 from perceptreg.runs import checkpoint, user_models
-from perceptreg.training import comparators, distributed, schedule
+from perceptreg.training import adversarial_training, comparators, distributed, schedule
 
 
 class NonFiniteLossError(PerceptregError):
@@ -111,6 +111,8 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     if config.classifier_from and not resume:
         runs.open_run(config.classifier_from).copy_parts(model, ("encoder", "classifier"))
     decoder_objective = run_objective(config, model, cluster, judges)
+    # config.adversarial: C learns on adversarial examples (training/adversarial_training.py)
+    adversary = adversarial_training.adversary_for(config, model, train_data)
     # The folder is written only now: a bad dataset or model file leaves nothing behind.
     if cluster.is_main:
         runs.prepare(run_dir, config, resume)
@@ -164,7 +166,9 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
                 disable=not progress, leave=False, unit="batch")):
             images = images.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                parts = objective(images, labels, phase)
+                adv = (adversary.examples(model, images, labels, epoch, step)
+                       if adversary and phase != "decoder" else None)  # a frozen C needs none
+                parts = objective(images, labels, phase, adv)
             # This rank's share of the global batch: DDP averages gradients over ranks, so
             # weighting each rank's mean by its share makes the average the global mean.
             share = len(labels) / global_size
@@ -185,6 +189,8 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
                         sum(global_sizes) / train_seconds, time.perf_counter() - began)
         if discriminator is not None:
             check_game(row, history, run_dir)
+        if adversary:
+            row.update(adversary.measure(model, eval_data, epoch, device, amp_dtype))
         history.append(row)
         if progress:
             tqdm.write(_epoch_line(row, config))
@@ -211,7 +217,11 @@ class _Objective(nn.Module):
         super().__init__()
         self.model, self.config, self.decoder_objective = model, config, decoder_objective
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, phase: str) -> LossParts:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, phase: str,
+                adv: torch.Tensor | None = None) -> LossParts:
+        if adv is not None:
+            return adversarial_training.adversarial_loss(self.model, images, adv, labels, phase, self.config,
+                                                         self.decoder_objective)
         return _phase_loss(self.model, images, labels, phase, self.config, self.decoder_objective)
 
 
@@ -325,7 +335,9 @@ def _epoch_line(row: dict, config: TrainConfig) -> str:
         return "-" if row[key] is None else f"{row[key]:.4f}"
     return (f"epoch {row['epoch']}/{config.total_epochs} {row['phase']}: train CE {show('train_ce')}, "
             f"train recon {show('train_recon')}, test acc {show('test_accuracy')}, "
-            f"test MSE/pixel {show('test_recon_mse')} ({row['seconds']:.1f}s)"
+            f"test MSE/pixel {show('test_recon_mse')}"
+            + (f", robust acc {row['test_robust_accuracy']:.4f}" if "test_robust_accuracy" in row else "")
+            + f" ({row['seconds']:.1f}s)"
             + (" [decoder collapsed]" if row["decoder_collapsed"] else ""))
 
 

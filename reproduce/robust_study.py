@@ -1,0 +1,89 @@
+"""Issue 36's study, made resumable: adversarially trained models with perceptual
+regularization, and their robust accuracy under AutoAttack.
+
+    python -m reproduce.robust_study runs/robust-study                 # the full study: hours
+    python -m reproduce.robust_study runs/robust-check --scale-down    # minutes: every step, small
+
+- MNIST, the paper's net, lambda 1e-2: PGD training at L-inf eps 0.3 (Madry et al.: 40 steps of
+  0.01) on 1000, 2000 and 4000 of the MNIST-5k training digits, and a standard model on 4000
+  beside them; AutoAttack (standard) on the first 1000 test digits at eps 0.3.
+- CIFAR-10, the svhn net at z 256, lambda 1e-2: FGSM-RS training at 8/255 (Wong et al.: step
+  10/255), and a standard model; AutoAttack on the first 1000 test images at 8/255.
+
+Each step is skipped when its file exists; a run stopped mid-training resumes from its last
+epoch (``train(..., resume=True)``), so a killed study is started again with the same command.
+``--scale-down``: 1 epoch per run, PGD-5 training, AutoAttack on 100 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from perceptreg import runs
+from perceptreg.attacking.robust import ROBUST_ACCURACY, read_robust_accuracy, robust_accuracy_of_run
+from perceptreg.core.config import AdversarialConfig, TrainConfig
+from perceptreg.training.train import train
+
+MNIST_SIZES = (1000, 2000, 4000)  # where does the data limit robust accuracy? (Schmidt et al. 2018)
+MNIST_PGD = AdversarialConfig(eps=0.3, steps=40, step_size=0.01)
+CIFAR_FGSM = AdversarialConfig(eps=8 / 255, method="fgsm-rs", step_size=10 / 255)
+AUTOATTACK_IMAGES = 1000  # the first 1000 test images: RobustBench's protocol
+
+
+def study_runs(cifar10: str = "cifar10") -> dict[str, tuple[TrainConfig, float]]:
+    """Each run of the study by its folder name: its training config and AutoAttack's eps."""
+    mnist = dict(dataset="mnist5k", lam=1e-2, epochs=20)
+    cifar = dict(dataset=cifar10, arch="svhn", z_dim=256, lam=1e-2, epochs=30)
+    found = {f"mnist-pgd-{n}": (TrainConfig(**mnist, train_size=n, adversarial=MNIST_PGD), 0.3) for n in MNIST_SIZES}
+    found["mnist-standard-4000"] = (TrainConfig(**mnist, train_size=4000), 0.3)
+    found["cifar10-fgsm-rs"] = (TrainConfig(**cifar, adversarial=CIFAR_FGSM), 8 / 255)
+    found["cifar10-standard"] = (TrainConfig(**cifar), 8 / 255)
+    return found
+
+
+def scaled_down(config: TrainConfig) -> TrainConfig:
+    threat = config.adversarial
+    if threat is not None and threat.method == "pgd":
+        threat = dataclasses.replace(threat, steps=5, step_size=None)
+    return dataclasses.replace(config, epochs=1, adversarial=threat)
+
+
+def run_study(root: Path, *, scale_down: bool = False, cifar10: str = "cifar10", only: str = "",
+              device: str = "cpu") -> list[str]:
+    """Trains (or resumes) every run of the study under ``root``, then measures each; returns
+    the lines it printed. ``only``: the runs whose names start with it (e.g. "mnist")."""
+    lines = []
+    for name, (config, eps) in study_runs(cifar10).items():
+        if not name.startswith(only):
+            continue
+        config = dataclasses.replace(scaled_down(config) if scale_down else config, device=device)
+        folder = root / name
+        started = (folder / runs.CONFIG).exists()  # a killed run resumes from its last epoch
+        if not started or runs.completed_epochs(folder) < config.total_epochs:
+            train(config, folder, resume=started, progress=False)
+        if (folder / ROBUST_ACCURACY).exists():
+            result = read_robust_accuracy(runs.open_run(folder))
+        else:
+            result = robust_accuracy_of_run(runs.open_run(folder), norm="linf", eps=eps,
+                                            images=100 if scale_down else AUTOATTACK_IMAGES, device=device)
+        lines += [f"{name} ({config.train_size or 'all'} training images, {config.epochs} epochs):",
+                  *("  " + line for line in result.lines())]
+        print("\n".join(lines[-len(result.lines()) - 1:]), flush=True)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--scale-down", action="store_true", help="1 epoch, PGD-5, AutoAttack on 100 images")
+    parser.add_argument("--cifar10", default="cifar10", help="the CIFAR-10 dataset spec (its data root)")
+    parser.add_argument("--only", default="", help="runs whose names start with this, e.g. mnist")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    run_study(args.root, scale_down=args.scale_down, cifar10=args.cifar10, only=args.only, device=args.device)
+
+
+if __name__ == "__main__":
+    main()
