@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from perceptreg.data.images import as_mnist_digit  # noqa: E402
 from perceptreg.runs import open_run
-from perceptreg.views import explorer, explorer_survey  # noqa: E402
+from perceptreg.views import explorer, explorer_survey, explorer_upload  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_bad_uploads(client, payload, status, message):
 
 
 def test_huge_dimensions_are_refused_before_decoding(client, monkeypatch):
-    monkeypatch.setattr(explorer, "MAX_UPLOAD_PIXELS", 100 * 100)
+    monkeypatch.setattr(explorer_upload, "MAX_UPLOAD_PIXELS", 100 * 100)
     response = client.post("/api/perceive", files={"file": ("x.png", png((101, 100)), "image/png")})
     assert response.status_code == 413 and "101x100" in response.json()["detail"]
 
@@ -316,7 +316,7 @@ def test_an_upload_keeps_its_aspect_its_centre_cropped_to_the_models_shape():
     green middle takes 44 % of the width, not the third it takes squashed."""
     import numpy as np
 
-    from perceptreg.views.explorer import decode_upload
+    from perceptreg.views.explorer_upload import decode_upload
 
     bands = np.zeros((150, 200, 3), np.uint8)
     bands[:, :67, 0], bands[:, 67:133, 1], bands[:, 133:, 2] = 255, 255, 255

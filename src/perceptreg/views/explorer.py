@@ -15,33 +15,30 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import io
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 import torch
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from perceptreg.adversarial.attacks import DEFAULT_STEPS, AttackSettings, check_target
 from perceptreg.adversarial.defaults import NORMS
-from perceptreg.core.errors import FormatError, NotAvailableError, PerceptregError, TooLargeError
-from perceptreg.data import ImageDecodeError, ImageTooLargeError, decode_image, to_float
+from perceptreg.core.errors import NotAvailableError, PerceptregError
+from perceptreg.data import to_float
 from perceptreg.display import png_bytes
 from perceptreg.edits import latent
 from perceptreg.runs import Run
-from perceptreg.views.explorer_upload import centre_cropped
+from perceptreg.views.explorer_upload import MAX_UPLOAD_BYTES, decode_upload
 from perceptreg.views.explorer_server import ModelQueue, RequestGuard, allowed_hosts, answer_errors, serve_in_background
 from perceptreg.views.explorer_saved import saved_routes
 from perceptreg.views.explorer_survey import LatentMap, Scores, Show, Sort, needs_scores, sample, select
 
 MAX_STEPS = 500
 MAX_GALLERY = 64
-MAX_UPLOAD_BYTES = 2_000_000
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64_000  # the upload and its multipart headers
-MAX_UPLOAD_PIXELS = 4096 * 4096
 ALPHAS = latent.DEFAULT_ALPHAS
 SEEN = ("perception", "prediction", "confidence", "error")  # what a compared run adds to an image's card
 __all__ = ["Explorer", "create_app", "serve_in_background"]
@@ -286,39 +283,6 @@ def latents_seen(model):
         yield path
     finally:
         handle.remove()
-
-
-def decode_upload(raw: bytes, size: int | None, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Uploaded PNG/JPEG bytes -> a float image (1, C, H, W) for the model, else a
-    ``PerceptregError`` saying why (``TooLargeError``, ``FormatError``: the server's 413, 415). Its centre
-    at the model's aspect (``centre_cropped``), decoded as every image is; drawn digits fitted as MNIST's."""
-    if not raw:
-        raise PerceptregError("the upload is empty; send a PNG or JPEG image")
-    if len(raw) > MAX_UPLOAD_BYTES:
-        raise TooLargeError(f"the upload is {size or len(raw):,} bytes; at most {MAX_UPLOAD_BYTES:,} are accepted")
-    try:
-        with Image.open(io.BytesIO(raw)) as picture:
-            kind = picture.format
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, SyntaxError) as err:
-        raise PerceptregError(f"the upload is not a readable PNG or JPEG image ({type(err).__name__})") from err
-    if kind not in ("PNG", "JPEG"):
-        raise FormatError(f"only PNG and JPEG images are accepted, this is {kind}")
-    try:
-        image, _ = decode_image(centre_cropped(raw, image_shape, MAX_UPLOAD_PIXELS), image_shape, fit_digit=True,
-                                max_pixels=MAX_UPLOAD_PIXELS)
-    except ImageDecodeError as err:
-        raise (TooLargeError if isinstance(err, ImageTooLargeError) else PerceptregError)(f"the upload: {err}") from err
-    if is_blank(raw):
-        raise PerceptregError("the image is empty (every pixel has the same colour); draw a digit or "
-                              "choose a picture with something on it")
-    return to_float(image.unsqueeze(0))
-
-
-def is_blank(raw: bytes) -> bool:
-    """Whether a (size-checked) image shows nothing: one colour throughout, or transparent."""
-    with Image.open(io.BytesIO(raw)) as picture:
-        bands = picture.convert("RGBA").getextrema()
-    return bands[3][1] == 0 or all(low == high for low, high in bands)
 
 
 def create_app(opened: Run | Sequence[Run], device: str = "cpu", layer: str | None = None,
