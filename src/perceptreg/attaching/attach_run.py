@@ -113,25 +113,35 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
         history, before = _fit(seen, config, train_data, eval_data, device, progress, judges)
         for row in history:
             runs.append_metrics(run_dir, row)
-        under_attack, adversarial = evaluate_layers_under_attack(
-            seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
-        # the judges of the consistency measures: the run's judge (if any) and the 3-NN pixel judge, of another design
-        panel = [j for j in (reader,) if j is not None] + ([] if isinstance(reader, KNNJudge) else [KNNJudge(train_data, device=device)])
-        perceived = [measure_perception(seen.at(name), pool, panel, device=device) for name in seen.layers]
-        last = history[-1]  # measured on the test set after the last epoch: the run's numbers
-        layers = [{"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
-                   "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured, "perception": perception}
-                  for d, measured, perception in zip(seen.describe(), under_attack, perceived)]
-        accuracy = last["test_accuracy"]
-        _require_finite_measures(layers, len(pool), accuracy)  # before the schema, which would refuse a NaN rate
-        summary = LayerTable(mode=config.mode, decoder_loss=config.decoder_loss.describe(),
-                             accuracy_before=accuracy if before is None else before, accuracy=accuracy,
-                             attack=LayersAttack(attack="PGD", **dataclasses.asdict(attack), images=len(pool)),
-                             layers=layers)
+        summary, adversarial = _measure(seen, config, history, before, attack, pool, reader, train_data, device,
+                                        progress)
         write_sealed(run_dir / runs.LAYERS_JSON, summary.model_dump(exclude={"checksum"}))
         _draw(run_dir, seen, pool, adversarial, device)
         runs.save_attached(run_dir, seen, config, train_data.classes)  # model.json last: the run is complete
     return AttachResult(run_dir, summary, time.perf_counter() - began)
+
+
+def _measure(seen, config: AttachConfig, history: list[dict], before: float | None, attack: AttackSettings, pool,
+             reader, train_data, device: str, progress: bool) -> tuple[LayerTable, torch.Tensor]:
+    """layers.json's table (the fitting's last test numbers, each layer under ``attack`` on
+    ``pool`` read by ``reader``, and its consistency measures), and the adversarial images."""
+    under_attack, adversarial = evaluate_layers_under_attack(
+        seen, attack.build(seen, progress=progress), pool, reader, device=device, progress=progress)
+    # the judges of the consistency measures: the run's judge (if any) and the 3-NN pixel judge, of another design
+    panel = [j for j in (reader,) if j is not None]
+    panel += [] if isinstance(reader, KNNJudge) else [KNNJudge(train_data, device=device)]
+    perceived = [measure_perception(seen.at(name), pool, panel, device=device) for name in seen.layers]
+    last = history[-1]  # measured on the test set after the last epoch: the run's numbers
+    layers = [{"name": d["layer"], "shape": list(d["activation_shape"]), "decoder_parameters": d["decoder_parameters"],
+               "test_recon_mse": last["test_recon_mse"][d["layer"]], **measured, "perception": perception}
+              for d, measured, perception in zip(seen.describe(), under_attack, perceived)]
+    accuracy = last["test_accuracy"]
+    _require_finite_measures(layers, len(pool), accuracy)  # before the schema, which would refuse a NaN rate
+    summary = LayerTable(mode=config.mode, decoder_loss=config.decoder_loss.describe(),
+                         accuracy_before=accuracy if before is None else before, accuracy=accuracy,
+                         attack=LayersAttack(attack="PGD", **dataclasses.asdict(attack), images=len(pool)),
+                         layers=layers)
+    return summary, adversarial
 
 
 def _given_model(config: AttachConfig) -> tuple[torch.nn.Module, AttachConfig]:
