@@ -254,7 +254,7 @@ def layers_file(*rows: dict, eps: float = 0.2, **given) -> dict:
     """layers.json's content around ``rows`` (``layer_row``): post-hoc, 90 % accurate, PGD on 10 images."""
     attack = {"attack": "PGD", "eps": eps, "steps": 2, "norm": "linf", "alpha": None, "seed": 0, "loss": "ce",
               "restarts": 1, "schedule": "constant", "best_iterate": False, "images": 10}
-    return {"mode": "post-hoc", "accuracy": 0.9, "accuracy_before": 0.9, "attack": attack, "layers": list(rows),
+    return {"mode": "post-hoc", "decoder_loss": "pixel (the paper's)", "accuracy": 0.9, "accuracy_before": 0.9, "attack": attack, "layers": list(rows),
             **given}
 
 

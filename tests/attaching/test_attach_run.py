@@ -111,9 +111,9 @@ def test_attach_attacks_colour_images_in_their_radius(tmp_path, monkeypatch):
     config = AttachConfig(model=f"{tmp_path / 'net.py'}:build", layers=("1",), random_weights=True, epochs=1,
                           dataset=colour_folder(tmp_path / "pets"))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no standing CNN judge: the pixel judge reads, with a warning
+        warnings.simplefilter("ignore")  # no standing CNN judge: no judge reads (attaching.judging)
         summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), attack_images=4, progress=False,
                              say=lambda line: None).layers
     assert summary.attack.eps == 0.03
     assert json.loads((tmp_path / "run" / "layers.json").read_text())["attack"]["eps"] == 0.03
-    assert "(PGD linf, eps 0.03; 95 % Wilson intervals" in layers_table(summary)
+    assert "(PGD linf, eps 0.03; its 95 % interval: DeLong)" in layers_table(summary)

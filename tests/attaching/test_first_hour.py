@@ -120,15 +120,15 @@ def test_on_natural_images_without_a_cnn_judge_no_judge_reads_and_it_is_said_bef
     assert "10 epochs of a VGG-style net on the whole training split" in judge_line[0]
     assert not judge_line[1]  # said before the fitting wrote its first epoch
     # the natural images' sizes: all 8 test images attacked (of the 100 by default), and a first look said
-    assert summary["attack"]["images"] == 8
+    assert summary.attack.images == 8
     work = next(line for line, _ in said if line.startswith("the work: "))
     assert work == ("the work: 1 epoch of the decoders on 8 training images, each scored on 8 test images; then 8 "
                     "test images attacked. A first look: refine it with `epochs` 10, `train_size` 0 (all), "
                     "`eval_size` 0 (all), `attack_images` 500")
     header = layers_table(summary).splitlines()[0].split("  ")
     assert [h.strip() for h in header if h.strip()] == ["layer", "activation", "decoder params", "test MSE/pixel",
-                                                         "detector AUC"]
-    assert summary["layers"][0]["judge"] is None and summary["layers"][0]["accuracy_on_p"] is None
+                                                         "H(P(x)) = H(x)", "perceptual distance", "detector AUC"]
+    assert summary.layers[0].judge is None and summary.layers[0].accuracy_on_p is None
     from perceptreg import runs
     assert runs.read_config(tmp_path / "run").train_size is None  # all 8 were used: recorded so, not as 10,000
 
@@ -146,7 +146,7 @@ def test_a_judge_is_said_with_its_accuracy_on_x_before_the_work_and_beside_its_r
                           eval_size=100)
     summary = run_attach(config, tmp_path / "run", AttackSettings(steps=1), attack_images=20, progress=False,
                          say=lambda line: said.append((line, (tmp_path / "run" / "metrics.jsonl").exists()))).layers
-    on_x = summary["layers"][0]["accuracy_on_x"]
+    on_x = summary.layers[0].accuracy_on_x.model_dump()
     from perceptreg.measures import format_rate
     assert (f"judge: 3-NN pixels, accuracy on the 20 clean test images x it reads: {format_rate(on_x)}", False) in said
     assert f"read by 3-NN pixels (its accuracy on the clean images x: {format_rate(on_x)})" in layers_table(summary)

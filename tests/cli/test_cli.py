@@ -381,7 +381,7 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
                                   "--steps", "1", "--alphas", "0,1"])
     assert result.exit_code == 0 and "(targeted PGD eps 0.03)" in result.output, result.output
     assert json.loads((tmp_path / "r" / "interpolation_metrics.json").read_text())["attack"]["eps"] == 0.03
-    assert json.loads((tmp_path / "r" / "direction-any-to-1.json").read_text())["eps"] == 0.03
+    assert json.loads((tmp_path / "r" / "direction-any-to-1.json").read_text())["meta"]["eps"] == 0.03
     text = " ".join(runner.invoke(main, ["attack", "--help"]).output.split())
     assert ("[default: the dataset's radius in --norm: L-inf 0.2 on MNIST digits, 0.03 on colour images (the "
             "paper's on MNIST and on CelebA); L2 2 on digits, 0.5 on colour images" in text)

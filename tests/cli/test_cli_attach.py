@@ -97,9 +97,9 @@ def test_other_commands_take_an_attach_run_and_a_layer(attached_run, tmp_path):
     assert result.exit_code == 1 and "latent edits need a run of train" in result.output
 
 
-def test_joint_mode_fine_tunes_and_reports_the_change(weights, attached_run, tmp_path):
+def test_joint_mode_fine_tunes_and_reports_the_change(weights, other_judge, tmp_path):
     out = tmp_path / "joint"
-    judge = attached_run[0]  # any run folder judges: here the first attach run's model
+    judge = other_judge  # a run of another architecture judges (its own would be refused as a twin)
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
                                        "--layers", "block2", "--mode", "joint", "--lam", "0.001", "--eval-size", "50",
                                        "--judge", str(judge), "--out", str(out), *QUICK])

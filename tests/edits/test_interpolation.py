@@ -34,7 +34,7 @@ def test_a_file_written_by_main_loads_as_the_result_type(tmp_path):
     assert mean.fitted_on.images == 5 and mean.locality.outside_to_inside == 0.2
     assert result.attack == AttackSettings(eps=0.2, steps=3) and result.saved_direction is None
     # written back under the same keys: the report and the claims read them
-    assert result.model_dump(mode="json", exclude={"checksum", "saved_direction"}) == WRITTEN_BY_MAIN
+    assert result.model_dump(mode="json", exclude={"checksum", "saved_direction", "code_version"}) == WRITTEN_BY_MAIN
     assert result.lines() == ["demo: mean direction (targeted PGD eps 0.2), flip to 8 at a=1: H 100.0 % "
                               "[34.0, 100.0], 3-NN pixels 50.0 % [34.0, 100.0] (at a=0: 0.0 % [0.0, 66.0], "
                               "0.0 % [0.0, 66.0]; 2 images)"]
@@ -61,7 +61,9 @@ def test_interpolate_returns_what_it_writes(trained_run, tmp_path):
     run = open_run(trained_run)
     result = interpolate(run, EditSettings(target=8, alphas=(0.0, 1.0), images=2, fit_images=3),
                          AttackSettings(steps=2), out=tmp_path)
-    assert result == Interpolation.read(tmp_path / "interpolation_metrics.json").model_copy(update={"checksum": None})
+    read = Interpolation.read(tmp_path / "interpolation_metrics.json")
+    assert read.code_version.startswith("perceptreg ")  # the code that wrote it (issue 37)
+    assert result == read.model_copy(update={"checksum": None, "code_version": None})
     assert result.attack.eps == 0.2  # no eps: the radius of MNIST digits
     assert result.saved_direction == tmp_path / "direction-any-to-8.safetensors" and result.saved_direction.exists()
     edits = result.runs[str(trained_run)]

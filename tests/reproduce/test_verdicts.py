@@ -95,7 +95,7 @@ def test_a_measure_without_an_interval_decides_nothing():
 
 
 def test_a_verdict_over_fewer_than_three_models_says_how_many_decided():
-    holds = above(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
+    holds = above(of_rate(Rate(rate=0.9, low=0.85, high=0.94, n=100)), MOST, "success")
     one = over_models({"demo": holds})
     assert (one.outcome, one.label) == (HOLDS, "one model") and one.text().startswith("**holds (one model)**: success")
     assert one.why.endswith("decided by one model: its interval covers the images, not the training (at least 3 "
@@ -103,5 +103,5 @@ def test_a_verdict_over_fewer_than_three_models_says_how_many_decided():
     assert over_models({"a": holds, "b": holds}).label == "2 models"
     three = over_models({"a": holds, "b": holds, "c": holds})
     assert (three.outcome, three.label) == (HOLDS, "") and three.text().startswith("**holds**: a: holds")
-    fails = below(of_rate({"rate": 0.9, "low": 0.85, "high": 0.94}), MOST, "success")
+    fails = below(of_rate(Rate(rate=0.9, low=0.85, high=0.94, n=100)), MOST, "success")
     assert over_models({"a": holds, "b": holds, "c": fails}).outcome == UNDECIDED  # the models disagree

@@ -106,7 +106,7 @@ def test_an_attach_run_is_the_other_kind(digits, tmp_path):
                                      random_weights=True),
                         tmp_path / "a", AttackSettings(steps=2), attack_images=10, progress=False)
     assert isinstance(result, AttachResult) and "<td>stem</td>" in result._repr_html_()  # a table in Jupyter
-    assert result.run_dir == tmp_path / "a" and result.accuracy == result.layers["accuracy"] > 0
+    assert result.run_dir == tmp_path / "a" and result.accuracy == result.layers.accuracy > 0
     run = open_run(tmp_path / "a")
     assert isinstance(run, AttachedRun) and run.kind == "attached" and run.layers == ("stem", "fc1")
     assert run.model().layer == "fc1" and run.model(layer="stem").layer == "stem"

@@ -34,7 +34,7 @@ def test_a_sweep_json_written_now_reads_back_as_written(tmp_path):
     written = SweepSummary.model_validate(sweep_file({"0.01": [{"probes": {"left_digit": 0.5}}] * 2}, seeds=[0, 1]))
     write_sealed(tmp_path / runs.SWEEP_JSON, written.model_dump(exclude={"checksum"}))
     read = read_sweep(tmp_path)
-    assert read.model_dump(exclude={"checksum"}) == written.model_dump(exclude={"checksum"})
+    assert read.model_dump(exclude={"checksum", "code_version"}) == written.model_dump(exclude={"checksum", "code_version"})
     assert read.rows[0].probes["left_digit"].mean == 0.5 and read.config.seeds == (0, 1)
     on_disk = json.loads((tmp_path / runs.SWEEP_JSON).read_text())["rows"][0]
     assert on_disk["probes"] == {"left_digit": {"mean": 0.5, "ci95": 0.0}}  # attribute names, not "probe: left_digit"

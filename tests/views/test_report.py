@@ -79,7 +79,7 @@ def cells(node) -> list[dict]:
     found = []
     for cell in node.find_all("figure", "cell"):
         reading = cell.find_all("span", "reading")
-        found.append({"label": cell.find_all("span")[0].text(), "reading": reading[0].text() if reading else "",
+        found.append({"label": cell.find_all("span")[0].text(), "reading": reading[0].text().replace("\xa0", " ") if reading else "",
                       "wrong": "wrong" in cell.attrs["class"].split(), "alt": cell.find_all("img")[0].attrs["alt"]})
     return found
 

@@ -375,7 +375,9 @@ def from_dict(cls, values, source: str):
     def built(name):  # a nested config's schema model back to its dataclass, whose rules then apply
         value, hint = getattr(checked, name), hints[name]
         nested = hint if dataclasses.is_dataclass(hint) else _nested(hint)
-        return value if value is None or nested is None else nested(**dict(value))
+        if value is None or nested is None or isinstance(value, nested):  # a default left as it is
+            return value
+        return nested(**dict(value))
     try:
         config = cls(**{f.name: built(f.name) for f in dataclasses.fields(cls)})
     except PerceptregError as err:  # a rule of the dataclass: it names the setting as `name`

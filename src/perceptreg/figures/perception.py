@@ -114,4 +114,4 @@ def read_measures(run: runs.Run, layer: str | None = None) -> PerceptionMeasures
     if not run.has(name):
         return None
     values = run.read_json(name, PerceptionFile, f"write it again with `perceptreg perceive {run.path}`")
-    return PerceptionMeasures.model_validate({k: v for k, v in values.items() if k != "checksum"})
+    return PerceptionMeasures.model_validate({k: v for k, v in values.items() if k not in ("checksum", "code_version")})

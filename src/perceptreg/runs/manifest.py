@@ -74,6 +74,7 @@ class TrainedModelFile(_ModelFile):
     latent_shape: list[Size] = Field(min_length=1, max_length=4)
     lam: float = Field(ge=0)
     mode: Literal[MODES]  # type: ignore[valid-type]
+    decoder_loss: str = "pixel (the paper's)"  # DecoderLoss.describe(); runs written before it have none
     epoch: Epoch
     metrics: dict[str, float | int | str | bool | None]  # the epoch's row of metrics.jsonl
 

@@ -64,9 +64,6 @@ def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool
     free = frozenset({"decoder_epochs", "device", "eval_size", "source"}
                      | ({"epochs"} if config.mode == "joint" else set()))
     check_writable(run_dir, "trained", resume=resume, settings=config.to_dict(), free=free)
-    if os.path.lexists(run_dir / METRICS) and not (run_dir / METRICS).is_file():  # epochs are appended to it
-        raise PerceptregError(f"{run_dir / METRICS} is not a regular file (a folder, a pipe, a link to nowhere or "
-                              f"to itself); restore it or remove it, then run this again (nothing was changed)")
     done = manifest.completed_epochs(run_dir) if (run_dir / STATE_META).is_file() else 0
     if done > config.total_epochs:  # its config.json would say fewer epochs than its model has
         raise PerceptregError(f"{run_dir} has {done} epochs; `epochs` must be at least {done} to resume it")
@@ -76,6 +73,10 @@ def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool
         with warnings.catch_warnings():  # a torn last line is said once, when the history is read
             warnings.simplefilter("ignore", RuntimeWarning)
             manifest.committed_metrics(run_dir, manifest.read_state(run_dir), None)
+    if os.path.lexists(run_dir / METRICS) and not (run_dir / METRICS).is_file():  # epochs are appended to it (a run with
+        # a model has had it named by committed_metrics' guarded read)
+        raise PerceptregError(f"{run_dir / METRICS} is not a regular file (a folder, a pipe, a link to nowhere or "
+                              f"to itself); restore it or remove it, then run this again (nothing was changed)")
 
 
 def settle(run_dir: Path) -> None:
