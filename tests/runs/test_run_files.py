@@ -48,8 +48,9 @@ def _state(change):
 
 
 def _flip_digit(lines):
+    """The first digit of the first row's test accuracy changed: 0.875 -> 1.875, 1.0 -> 2.0."""
     first = lines[0]
-    at = first.index('"test_accuracy": ') + len('"test_accuracy": ') + 3  # a digit of the accuracy
+    at = first.index('"test_accuracy": ') + len('"test_accuracy": ')  # its first digit, whatever its value
     return [first[:at] + str((int(first[at]) + 1) % 10) + first[at + 1:], *lines[1:]]
 
 
