@@ -110,7 +110,7 @@ class AdaptiveAttack(Attack):
         band: the detector's (low, high) thresholds, e.g. ``thresholds.band`` of held-out
             clean scores; default none: the lowest score among the fooled iterates wins.
         kappa: the margin's cap; losses: the losses tried (default margin and CE);
-        candidates: adversarial images (B, ...) of the images the attack is called on, in
+        candidates (torch.Tensor): adversarial images (B, ...) of the images the attack is called on, in
             their order, kept where they rank better; the other settings (eps, steps,
             restarts, schedule, ...) are ``PGD``'s, passed to every run.
 
