@@ -23,7 +23,9 @@ def code_version() -> str:
 def _git_commit() -> str | None:
     """The commit of the checkout the package is imported from, or None (no git, no checkout)."""
     try:
-        found = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always",
+        # --no-optional-locks: reading the version never writes the checkout's index (git status
+        # would refresh it under index.lock, a write into the user's repository)
+        found = subprocess.run(["git", "--no-optional-locks", "-C", str(Path(__file__).resolve().parent), "describe", "--always",
                                 "--dirty", "--abbrev=40", "--exclude=*"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
