@@ -39,16 +39,18 @@ def per_model(read: Callable[[RunFiles, str], tuple[str, Verdict]], runs: tuple[
     verdict over them (``verdicts.over_models``: labelled "one model" below 3). The first run
     must be measured; a later one not yet made is left out, and the label says how many decided."""
     def measure(files: RunFiles) -> tuple[str, Verdict]:
-        cells, verdicts = {}, {}
+        cells, verdicts = [], {}
         for run in runs:
             try:
-                cells[run], verdicts[run] = read(files, run)
+                cell, verdict = read(files, run)
             except FileNotFoundError:
                 if run == runs[0]:
                     raise
-        # each model's cell named by its run where more than one was measured
-        shown = [f"{run}: {cell}" if len(cells) > 1 else cell for run, cell in cells.items()]
-        return " / ".join(shown), over_models(verdicts)
+                continue
+            named = f"{run}: " if len(runs) > 1 else ""
+            cells.append(named + cell)
+            verdicts[run] = verdict
+        return " / ".join(cells), over_models(verdicts)
     return measure
 
 

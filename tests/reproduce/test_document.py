@@ -56,12 +56,14 @@ def test_every_number_comes_from_the_runs(root):
     page = document.reproducing_page(root)
     attack = json.loads((root / "demo" / "attack_metrics.json").read_text())
     summary = attack["runs"][str(root / "demo")]
-    assert row(page, "PGD")[4] == "success " + format_rate(summary["attack_success_rate"])
+    assert row(page, "PGD")[4] == "demo: success " + format_rate(summary["attack_success_rate"])  # per model
     knn = summary["judges"]["3-NN pixels"]["on_P(x_adv)"]
     named = f"3-NN pixels (right on x {format_rate(summary['judges']['3-NN pixels']['accuracy_on_x'])})"
-    assert f"{named}: adversarial " + format_rate(knn["adversarial_label"]) in row(page, "P(x_adv) looks like")[4]
+    x_adv = summary["judges"]["3-NN pixels"]["on_x_adv"]
+    assert (f"{named}: x_adv read as adversarial {format_rate(x_adv['adversarial_label'])}; P(x_adv) read as "
+            f"adversarial {format_rate(knn['adversarial_label'])}") in row(page, "P(x_adv) looks like")[4]
     search = summary["adaptive_search"]["judges_on_P(x_adv)"]["3-NN pixels"]
-    assert f"{named}: adversarial " + format_rate(search["adversarial_label"]) in row(page, "... still")[4]
+    assert f"P(x_adv) read as adversarial {format_rate(search['adversarial_label'])}" in row(page, "... still")[4]
     detector = summary["detector"]
     assert f"||x - P(x)||^2 {detector['auroc']:.3f} [" in row(page, "\\|\\|x - P(x)\\|\\|^2 separates")[4].replace("\\", "")
     shuffled = detector["baselines"]["shuffled_perturbation"]["auroc"]
@@ -70,8 +72,8 @@ def test_every_number_comes_from_the_runs(root):
     assert f"of {summary['adaptive_search']['successful_attacks']} successful" in row(page, "... and most")[4]
     noise = json.loads((root / "demo" / "noise_metrics.json").read_text())
     assert noise["noise_images"] == 20 and format_rate(noise["reached"]["3-NN pixels"]) in row(page, "noise")[4]
-    assert row(page, "noise")[4].startswith(f"{named} reads P(x_adv) as the target")  # its accuracy: the attack's
-    assert row(page, "a latent direction")[4].startswith(f"{named} reads the edit at a = 2 as the target, class 8")
+    assert row(page, "noise")[4].startswith(f"demo: {named} reads P(x_adv) as the target")  # its accuracy: the attack's
+    assert row(page, "a latent direction")[4].startswith(f"demo: {named} reads the edit at a = 2 as the target, class 8")
     sweep = json.loads((root / "sweep-4000" / "sweep.json").read_text())
     accuracy = {v: members[0]["test_accuracy"] for v, members in sweep["per_seed"].items()}
     assert f"0.001: {100 * accuracy['0.001']:.1f} % (1 seed, no interval)" in row(page, "test accuracy decreases")[4]
@@ -80,7 +82,9 @@ def test_every_number_comes_from_the_runs(root):
         "**not measured**: sweep.json is missing (`--run` makes it)")
     collapsed = sum(m["decoder_collapsed"] for m in sweep["per_seed"]["0.001"])
     assert f"decoder collapsed in {collapsed} of 1 seeds" in row(page, "the classifier's P(x)")[4]
-    assert row(page, "test accuracy decreases")[5].startswith("**undecided**: ")  # one seed decides nothing
+    # one seed decides nothing; a collapsed decoder (these 1-epoch runs may) makes the row not comparable
+    assert row(page, "test accuracy decreases")[5].startswith(("**undecided**: ", "**not comparable**: the decoder "
+                                                                                  "collapsed"))
 
 
 def attack_summary(fooled: int, adversarial: int, missed: int) -> dict:
