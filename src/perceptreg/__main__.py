@@ -1,3 +1,3 @@
-from perceptreg.cli import main
+from perceptreg.cli import run
 
-main()
+run()

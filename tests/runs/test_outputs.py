@@ -228,6 +228,42 @@ def test_ctrl_c_during_attach_exits_130_with_one_line(tmp_path):
     assert rest.count("Error: interrupted") == 1 and "Traceback" not in rest and "--out" in rest, rest
 
 
+class _InterruptedImport:
+    """A meta-path finder that answers the import of ``name`` with a Ctrl-C."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_the_commands_import_is_one_line_and_130(monkeypatch, capsys):
+    from perceptreg import cli
+
+    monkeypatch.delitem(sys.modules, "perceptreg.cli.commands", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport("perceptreg.cli.commands"), *sys.meta_path])
+    with pytest.raises(SystemExit) as stop:
+        cli.run()
+    assert stop.value.code == 130 and capsys.readouterr().err == "Error: interrupted\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5, 1.0])
+def test_a_real_ctrl_c_during_startup_is_never_a_traceback(delay):
+    # from the moment the console script calls run(): before it, a Ctrl-C falls in Python's own
+    # start-up or in the import of three small modules (perceptreg, core.lazy, cli), which no code can catch
+    start = "import sys; from perceptreg.cli import run; sys.stderr.write('started\\n'); sys.stderr.flush(); run()"
+    child = subprocess.Popen([sys.executable, "-c", start, "train", "--help"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert child.stderr.readline() == "started\n"
+    time.sleep(delay)  # somewhere in the imports, or after them: both answer in one line
+    child.send_signal(signal.SIGINT)
+    error = child.stderr.read()
+    assert child.wait(timeout=60) in (0, 130) and "Traceback" not in error, error
+
+
 # --- 8, 9. what gave a traceback -------------------------------------------------------------------
 def test_every_seed_of_the_documented_range_shuffles():
     from perceptreg.training.train import epoch_shuffle

@@ -1,21 +1,27 @@
-"""The `perceptreg` command: a thin layer over the library.
+"""The `perceptreg` command: a thin layer over the library; each command is one library call
+that returns a typed result, which the command prints.
 
-``app`` holds the group and what commands share; each ``*_commands`` module registers its
-commands on it (training, data, sweeps, attach, attacks and edits, viewing); each command is one
-library call that returns a typed result, which the command prints.
+``main`` is the click group (``perceptreg.cli.commands``), imported on first use; ``run`` is
+the console script, which imports it.
 """
 
-from perceptreg.cli import (  # noqa: F401  (they register commands)
-    attach_commands,
-    attack_commands,
-    data_commands,
-    edit_commands,
-    inversion_commands,
-    robust_commands,
-    sweep_commands,
-    train_commands,
-    view_commands,
-)
-from perceptreg.cli.app import main
+import sys
 
-__all__ = ["main"]
+from perceptreg.core.lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {"perceptreg.cli.commands": ("main",)})
+
+
+def run() -> None:
+    """The `perceptreg` console script. Importing the commands takes a second or more (click,
+    then torch on first use); a Ctrl-C in that time is answered as one during a command is:
+    one line and exit code 130, not a traceback."""
+    try:
+        from perceptreg.cli.commands import main
+    except KeyboardInterrupt:
+        sys.stderr.write("Error: interrupted\n")
+        raise SystemExit(130) from None
+    main()
+
+
+__all__ = ["main", "run"]
