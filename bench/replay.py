@@ -59,6 +59,20 @@ def lost(before: dict[str, str], after: dict[str, str], work: Path) -> list[str]
             and not Path(name).name.endswith((".png", ".html")) and ".lock" not in name]
 
 
+def committed(run: Path) -> tuple[int, int]:
+    """A run's committed epochs (state.json) and its rows in metrics.jsonl: what a command that
+    owns the run (train --resume) may rewrite, repair or extend, but never make fewer."""
+    try:
+        epoch = json.loads((run / "state.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch = 0
+    try:
+        rows = sum(1 for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip())
+    except (OSError, ValueError):
+        rows = 0
+    return epoch, rows
+
+
 def run_child(case: Case, work: Path) -> dict:
     """In the forked child: the case's command, through the CLI entry point."""
     from click.testing import CliRunner
@@ -81,7 +95,7 @@ def explore_child(paths: list[str]) -> dict:
     from perceptreg.views.explore import explorer_app
 
     try:
-        client = TestClient(explorer_app(paths))
+        client = TestClient(explorer_app(paths), base_url="http://127.0.0.1")  # the Host it serves
         answers = [client.get(route) for route in ("/api/info", "/api/gallery?n=2")]
     except PerceptregError as error:
         return {"code": 1, "output": f"Error: {error}", "traceback": False}
@@ -100,6 +114,7 @@ class Running:
         shutil.copytree(fixtures, self.work, dirs_exist_ok=True, symlinks=True)
         case.prepare(self.work)
         self.before = snapshot(self.work)
+        self.committed = committed(self.work / case.owns) if case.owns else None
         self.deadline = time.monotonic() + case.timeout
         self.fd, write = os.pipe()
         self.pid = os.fork()
@@ -116,6 +131,15 @@ class Running:
                 os._exit(0)
         os.close(write)
 
+    def lost(self, after: dict[str, str]) -> list[str]:
+        """What the case lost: files changed or gone; of a run the command owns, committed work."""
+        files = lost(self.before, after, self.work)
+        if self.case.owns is None:
+            return files
+        files = [name for name in files if not name.startswith(self.case.owns + "/")]
+        fewer = any(now < then for now, then in zip(committed(self.work / self.case.owns), self.committed))
+        return files + ([f"{self.case.owns}: committed epochs or metrics rows"] if fewer else [])
+
     def finish(self, hang: bool = False) -> dict:
         if hang:
             os.kill(self.pid, signal.SIGKILL)
@@ -127,7 +151,7 @@ class Running:
             answer = {"code": None, "output": "the child died without an answer", "traceback": True}
         after = snapshot(self.work)
         case = self.case
-        outcome = classify(case, answer, lost(self.before, after, self.work))
+        outcome = classify(case, answer, self.lost(after))
         shutil.rmtree(self.work, ignore_errors=True)
         return {"area": case.area, "name": case.name, "args": list(case.args), "expect": case.expect,
                 "outcome": outcome, "code": answer.get("code"), "output": answer.get("output", "")[-600:]}
@@ -142,7 +166,7 @@ def classify(case: Case, answer: dict, lost_files: list[str]) -> str:
         return "data loss"
     output = answer.get("output", "")
     if answer["code"] == 0:
-        return "silent" if case.expect == "refuse" else "accepted correctly"
+        return "silent" if case.expect == "refuse" else "accepted correctly"  # "either": a value in range
     if case.expect == "accept":
         return "refused needlessly"
     lines = [line for line in output.splitlines() if line.startswith("Error:")]

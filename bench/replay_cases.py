@@ -32,10 +32,11 @@ class Case:
     area: str
     name: str
     args: tuple[str, ...]
-    expect: str  # "refuse" or "accept"
+    expect: str  # "refuse", "accept", or "either" (a changed value that may lie in its field's range)
     names: tuple[str, ...] = ()  # what a clear Error line names (any one of them)
     prepare: Callable[[Path], None] = lambda work: None
     timeout: float = 300.0
+    owns: str | None = None  # the run the command owns (train --resume): it may rewrite it, never lose work
 
 
 def cli(*args: str, cwd: Path | None = None) -> None:
@@ -162,9 +163,33 @@ TRAINED_READERS = {
     "explore": ("@explore", "{run}"),
 }
 ATTACHED_READERS = {name: TRAINED_READERS[name] for name in ("perceive", "report", "attack", "evaluate-attack", "explore")}
-EVERY_READER_READS = {"trained": ("config.json", "state.json", "model.json", "metrics.jsonl", "model-000001.safetensors"),
+# A trained run's model.json is the published copy of what state.json's manifest records: the
+# commands read the manifest (model.json only in runs older than it), and train --resume rewrites it.
+EVERY_READER_READS = {"trained": ("config.json", "state.json", "metrics.jsonl", "model-000001.safetensors"),
                       "attached": ("config.json", "model.json", "metrics.jsonl", "model.safetensors")}
 ALSO_READS = {"train --resume": ("state-000001.safetensors",), "report": ("attack_metrics.json", "layers.json")}
+OPTIONAL = ("attack_metrics.json", "layers.json")  # results a reader shows where they were made
+NOT_READ = {"report": ("model-000001.safetensors", "model.safetensors")}  # the report loads no weights
+# what a reader writes over: it may rewrite the damaged file, or refuse one it cannot write over
+REWRITES = {"train --resume": ("model.json", "model.safetensors")}
+# Damage a reader may accept: the value may lie inside its field's range (a resealed file is a
+# valid file), a JSON number written as a string is read as the number (pydantic's lax mode),
+# a cut final newline leaves every row whole, and without state.json a run is read from its
+# published model (model.json), as runs older than the manifest are.
+EITHER = ("a number made 1e30, resealed", "a number made a string, resealed", "a key removed, resealed")
+HARMLESS = ("the final newline cut",)
+
+
+def expectation(kind: str, file: str, corruption: str, reader: str) -> str:
+    """What a reader must do with ``file`` of a ``kind`` run damaged by ``corruption``."""
+    reads = (file in EVERY_READER_READS[kind] or file in ALSO_READS.get(reader, ())) and file not in NOT_READ.get(reader, ())
+    if file in REWRITES.get(reader, ()):
+        return "either"
+    if not reads or corruption in HARMLESS:
+        return "accept"
+    if corruption == "missing" and (file in OPTIONAL or (file == "state.json" and reader != "train --resume")):
+        return "accept"
+    return "either" if corruption in EITHER else "refuse"
 
 
 def run_cases(fixtures: Path) -> list[Case]:
@@ -173,13 +198,12 @@ def run_cases(fixtures: Path) -> list[Case]:
         for file in sorted(p.name for p in (fixtures / kind).iterdir() if p.suffix in FORMATS):
             for corruption, corrupt in FORMATS[Path(file).suffix]:
                 for reader, args in readers.items():
-                    must = file in EVERY_READER_READS[kind] or file in ALSO_READS.get(reader, ())
-                    optional_and_gone = corruption == "missing" and file not in EVERY_READER_READS[kind]
                     cases.append(Case(
                         "runs", f"{kind} {file}: {corruption}; {reader}",
                         tuple(a.format(run=f"{{work}}/{kind}") if "{run}" in a else a for a in args),
-                        "refuse" if must and not optional_and_gone else "accept", (file,),
-                        lambda work, kind=kind, file=file, corrupt=corrupt: corrupt(work / kind / file)))
+                        expectation(kind, file, corruption, reader), (file,),
+                        lambda work, kind=kind, file=file, corrupt=corrupt: corrupt(work / kind / file),
+                        owns=kind if reader == "train --resume" else None))
     return cases
 
 
@@ -268,7 +292,8 @@ def output_cases() -> list[Case]:
                           "refuse", ("--out", "mine"), foreign))
         cases.append(Case("outputs", f"{command} --out the current folder", (*out, "--out", "."), "refuse",
                           ("--out", "current folder", "'.'")))
-    cases.append(Case("outputs", "interpolate --out the current folder", (*SMALL["interpolate"], "--out", "."), "refuse",
+    # a folder of figures, unlike a run folder, may hold the user's own files (the image they edited)
+    cases.append(Case("outputs", "interpolate --out the current folder", (*SMALL["interpolate"], "--out", "."), "accept",
                       ("--out",)))
     cases += [Case("outputs", f"sweep rerun with {change}", (*SMALL["sweep"][:-1], "{work}/sweep", *extra), "refuse",
                    ("--lams", "--epochs", "sweep"))

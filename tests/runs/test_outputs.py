@@ -352,3 +352,31 @@ def test_options_that_contradict_each_other_are_refused(run_copy, tmp_path, args
     args = [a.replace("RUN", str(run_copy)).replace("OUT", str(tmp_path / "out")) for a in args]
     one_error(run_cli(args), named)
     assert snapshot(run_copy) == before and not (tmp_path / "out").exists()
+
+
+# --- the replay's unclear lines: each names what the user gave -----------------------------------
+def test_a_class_outside_the_model_names_source(trained_run, tmp_path):
+    for source in ("-1", str(2**70)):
+        one_error(run_cli(["interpolate", trained_run, "--target", "3", "--source", source, "--out", tmp_path / "e"]),
+                  "--source")
+
+
+def test_a_direction_over_a_run_file_names_the_path_given(trained_run):
+    given = Path(trained_run) / "config.json"
+    one_error(run_cli(["interpolate", trained_run, "--target", "3", "--save-direction", given]),
+              f"--save-direction {given} is written as config.safetensors")
+
+
+def test_the_current_folder_with_other_files_names_out(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    one_error(run_cli(["train", "--train-size", "100", "--epochs", "1", "--quiet", "--out", "."]), "--out . holds files")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_results_file_that_links_to_itself_is_named_not_taken_for_absent(trained_run, tmp_path):
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    metrics = run / runs.ATTACK_METRICS
+    metrics.unlink(missing_ok=True)
+    metrics.symlink_to(metrics.name)
+    one_error(run_cli(["report", run]), str(metrics))

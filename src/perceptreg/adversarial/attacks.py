@@ -87,10 +87,11 @@ def check_budget(steps: int, restarts: int) -> None:
         raise PerceptregError(f"`restarts` must be in [1, {MAX_RESTARTS:,}], got {restarts}")
 
 
-def check_target(target: int, num_classes: int) -> None:
-    """The one check of a target class: it must be one of the model's classes."""
+def check_target(target: int, num_classes: int, name: str = "target") -> None:
+    """The one check of a class given by the user (a target, an edit's source): it must be one
+    of the model's classes; ``name``: the argument that gave it."""
     if not 0 <= int(target) < num_classes:
-        raise PerceptregError(f"`target` class {int(target)} is outside the model's classes 0..{num_classes - 1}")
+        raise PerceptregError(f"`{name}` class {int(target)} is outside the model's classes 0..{num_classes - 1}")
 
 
 class Attack:

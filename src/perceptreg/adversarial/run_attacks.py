@@ -11,6 +11,7 @@ out to set the detector's thresholds at fixed false-positive rates (``split_test
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -89,6 +90,12 @@ class Strength:
                                       f"give each once")
         if any(steps < 1 for steps in self.curve_steps):  # as `steps`: 0 would be the random start alone
             raise PerceptregError(f"`curve_steps` must each be at least 1, got {', '.join(map(str, self.curve_steps))}")
+        # here, before any attack runs, and naming the list (the attacks would name `beta` or `eps`)
+        for name, positive in (("adaptive", False), ("adaptive_search", False), ("curve_eps", True)):
+            bad = [v for v in getattr(self, name) if not math.isfinite(v) or v < 0 or (positive and v == 0)]
+            if bad:
+                raise PerceptregError(f"`{name}` must be a finite number {'> 0' if positive else '>= 0'}, "
+                                      f"got {', '.join(map(str, bad))}")
 
     def strongest(self, model, attack: str, options: dict | None, held_scores: torch.Tensor | None):
         """(settings, candidates) -> the strongest attack measured: the search if asked for,

@@ -14,6 +14,7 @@ A file with a key missing or misspelt is refused naming the file and the key.
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -222,19 +223,19 @@ class AttackRecord(Record):
     """attack_metrics.json's settings: the attack as it ran (eps resolved, alpha as used), on
     how many images, thresholds on how many held-out ones, at which false-positive rates."""
     attack: str
-    eps: float
-    steps: int
+    eps: float = Field(gt=0)
+    steps: int = Field(ge=1)
     norm: str
-    alpha: float
-    seed: int
+    alpha: float = Field(gt=0)
+    seed: int = Field(ge=0)
     loss: str
-    restarts: int
+    restarts: int = Field(ge=1)
     schedule: str
     best_iterate: bool
-    target: int | None
-    images: int
-    held_out: int
-    fprs: list[float]
+    target: int | None = Field(ge=0)
+    images: int = Field(ge=1)
+    held_out: int = Field(ge=0)
+    fprs: list[Annotated[float, Field(gt=0, lt=1)]]
     layer: str | None
     attack_options: dict | None = None
 

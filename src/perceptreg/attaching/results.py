@@ -38,6 +38,7 @@ class LayerMeasures(dict):
 # layers.json's attack: PGD's settings as it ran on the layers (eps resolved), on ``images`` test images
 LayersAttack = settings_record(
     AttackSettings, ("eps", "steps", "norm", "alpha", "seed", "loss", "restarts", "schedule", "best_iterate"),
+    eps=(float, Field(gt=0)), steps=(int, Field(ge=1)), seed=(int, Field(ge=0)), restarts=(int, Field(ge=1)),
     attack=(Literal["PGD"], ...), images=(int, Field(ge=1)))
 
 
@@ -87,8 +88,8 @@ class LayerTable(Sealed):
     model_config = ConfigDict(extra="forbid", frozen=True)
     mode: Literal["post-hoc", "joint"]
     decoder_loss: str = "pixel (the paper's)"  # DecoderLoss.describe(); files written before it had none
-    accuracy: float
-    accuracy_before: float
+    accuracy: float = Field(ge=0, le=1)
+    accuracy_before: float = Field(ge=0, le=1)
     attack: LayersAttack
     layers: list[LayerRow] = Field(min_length=1)
 

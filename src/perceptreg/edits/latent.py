@@ -161,7 +161,10 @@ def direction_path(path: str | Path, reads=()) -> Path:
         raise CheckpointError(f"cannot write {given}: it is a folder; give a file name for the direction")
     reads = (*reads, *(Path(r).with_suffix(".json") for r in reads if Path(r).suffix == ".safetensors"))
     for written in (given.with_suffix(".safetensors"), given.with_suffix(".json")):
-        runs.check_output_file(written, owned=("direction-*",), reads=reads)
+        try:
+            runs.check_output_file(written, owned=("direction-*",), reads=reads)
+        except PerceptregError as err:  # name what the user gave, not only the file it becomes
+            raise PerceptregError(f"`save_direction` {given} is written as {written.name}: {err}") from err
     return given.with_suffix(".safetensors")
 
 

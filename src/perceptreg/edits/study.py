@@ -243,6 +243,8 @@ def study_run(run: Run, settings: EditSettings, attack: AttackSettings, device: 
     model = run.model(device)
     train_data, test_data = run.data()
     check_target(settings.target, model.num_classes)
+    if settings.source is not None:
+        check_target(settings.source, model.num_classes, "source")
     if settings.from_file:
         images = datasets.load_image_files(settings.from_file, model.input_shape)
     else:

@@ -136,7 +136,7 @@ def read_state(run_dir: Path) -> dict | None:
     """state.json, validated and checked against its own checksum (``schema.sealed``); None
     before the first checkpoint (and in runs of `attach`)."""
     path = Path(run_dir) / STATE_META
-    return load_sealed_file(path, StateFile, DAMAGED) if path.exists() else None
+    return load_sealed_file(path, StateFile, DAMAGED) if os.path.lexists(path) else None
 
 
 def completed_epochs(run_dir: Path) -> int:
@@ -156,7 +156,7 @@ def model_meta(run_dir: Path, state: dict | None) -> dict | None:
     if has_manifest(state) and state["model"] is not None:
         return state["model"]
     path = Path(run_dir) / MODEL_META
-    if not path.exists():
+    if not os.path.lexists(path):  # a link to nowhere is read: the reader names it
         return None
     raw = fileio.read_json(path)
     attached = isinstance(raw, dict) and raw.get("format") == ATTACHED_FORMAT

@@ -53,12 +53,12 @@ def check_writable(folder: str | Path, kind: str, *, resume: bool = False, setti
         others = [] if kind == "reproducing" else [name for name in _other_files(folder)
                                                    if kind != "sweep" or not (folder / name).is_dir()]
         if others:
-            raise PerceptregError(f"{folder} holds files that are not {KINDS[kind]} ({', '.join(others[:3])}"
+            raise PerceptregError(f"`out` {folder} holds files that are not {KINDS[kind]} ({', '.join(others[:3])}"
                                   f"{', ...' if len(others) > 3 else ''}); a run is written only into a folder that "
                                   f"is missing or empty: choose another output folder (nothing was changed)")
         return folder
     if held != kind:
-        raise PerceptregError(f"{folder} holds {KINDS[held]}, not {KINDS[kind]}; choose another output folder "
+        raise PerceptregError(f"`out` {folder} holds {KINDS[held]}, not {KINDS[kind]}; choose another output folder "
                               f"(nothing was changed)")
     check_continue(folder, kind, resume, settings, free)
     return folder
@@ -87,12 +87,13 @@ def check_output_file(path: str | Path, *, owned: tuple[str, ...] = (), reads=()
 
 def check_output_folder(folder: str | Path, *, reads=()) -> Path:
     """Refuse ``folder`` as a command's folder of outputs if it is `/`, a system folder, or the
-    folder of a run other than those in ``reads``. Returns the folder."""
+    folder of a run other than those in ``reads``. Returns the folder. (Unlike a run folder, it
+    may hold the user's own files: figures beside the image they edited.)"""
     folder = check_output_path(folder)
     _refuse_system(folder, "an output folder")
     held = kind_of(folder) if folder.is_dir() else None
     if held is not None and not any(_same(folder, read) for read in reads):
-        raise PerceptregError(f"{folder} holds {KINDS[held]}; the outputs would be taken for its own: choose "
+        raise PerceptregError(f"`out` {folder} holds {KINDS[held]}; the outputs would be taken for its own: choose "
                               f"another output folder, or the run's own")
     return folder
 

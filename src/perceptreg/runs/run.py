@@ -88,7 +88,7 @@ class Run:
 
     def has(self, name: str) -> bool:
         """Whether the run folder holds the file ``name`` (one of ``runs.files``' names)."""
-        return (self.path / name).exists()
+        return os.path.lexists(self.path / name)  # a link to nowhere is there, to be read and named
 
     def read_json(self, name: str, schema: type[BaseModel], fix: str) -> dict:
         """The results file ``name`` (written by a command into the run folder, sealed),

@@ -69,10 +69,11 @@ def settings_record(cls, required: tuple[str, ...], **more) -> type[BaseModel]:
     attribute without running ``cls``'s checks of this machine (its cores, its devices): each
     field of ``cls`` with its type, required when named in ``required`` (the fields every file
     written so far holds), a field added since with its default (so those files still open);
-    ``more``: fields beside them, as pydantic's (type, default); no other key."""
+    ``more``: fields beside them, or in place of them with a range, as pydantic's (type,
+    default); no other key."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: (hints[f.name], ... if f.name in required else f.default) for f in dataclasses.fields(cls)}
-    return create_model(f"{cls.__name__}Record", __config__=ConfigDict(extra="forbid", frozen=True), **fields, **more)
+    return create_model(f"{cls.__name__}Record", __config__=ConfigDict(extra="forbid", frozen=True), **(fields | more))
 
 
 def sealed(values: dict) -> dict:
