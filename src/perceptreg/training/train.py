@@ -33,7 +33,7 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import LossParts, decoder_terms, perceptual_loss
+from perceptreg.core.loss import LossParts, classifier_loss, decoder_terms, perceptual_loss
 from perceptreg.display import tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 from perceptreg.runs import checkpoint, user_models
@@ -231,7 +231,7 @@ def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch
         logits, _, recon = model(images)
         return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction, decoder_objective)
     if phase == "classifier":  # the decoder is not run: it gets no gradient anyway
-        return perceptual_loss(model.classify(images), labels, images, images, 0.0, config.reduction)
+        return classifier_loss(model.classify(images), labels)
     # decoder phase: F frozen, D learns to invert it. Frozen means eval mode too: in train
     # mode F's BatchNorm statistics would drift and its Dropout would perturb z.
     with torch.no_grad(), models.evaluating(model.encoder):
