@@ -34,7 +34,7 @@ from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.loss import LossParts, classifier_loss, decoder_terms, perceptual_loss
-from perceptreg.display import tqdm
+from perceptreg.display import counted, tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 from perceptreg.runs import checkpoint, user_models
 from perceptreg.training import adversarial_training, comparators, distributed, schedule
@@ -59,7 +59,7 @@ class TrainResult(NamedTuple):
         measured = "".join(f", {label} {last[key]:.4f}" for key, label in
                            (("test_accuracy", "test accuracy"), ("test_recon_mse", "test MSE/pixel"))
                            if last.get(key) is not None)
-        return f"TrainResult(run_dir={str(self.run_dir)!r}, {len(self.history)} epochs{measured})"
+        return f"TrainResult(run_dir={str(self.run_dir)!r}, {counted(len(self.history), 'epoch')}{measured})"
 
 
 # How often (in batches) the loss is checked for NaN: each check is a device sync.
