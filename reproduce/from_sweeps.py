@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from perceptreg import runs
+from perceptreg.adversarial.judges import PerceptionReading
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data.registry import lookup
-from perceptreg.sweeps.summary import MemberMeasures, PerceptionReading, SweepSummary
+from perceptreg.sweeps.summary import MemberMeasures, SweepSummary
 from reproduce.from_attacks import judge_named
 from reproduce.reading import Measure, RunFiles, read_results
 from reproduce.steps import KEPT, STRIPS_IMAGES, SVHN_IMAGES, SWEEP

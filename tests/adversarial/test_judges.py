@@ -18,7 +18,7 @@ from perceptreg.adversarial.judges import (
     standing_judge_dir,
 )
 from perceptreg.data import ImageDataset, to_float
-from perceptreg.measures import rate
+from perceptreg.measures import MeanOf, Rate
 from perceptreg.training.train import train
 
 
@@ -126,17 +126,17 @@ def test_read_perception_by_hand():
     data = pixels([[1, 0], [0, 1], [1, 0], [1, 0]], [0, 1, 1, 0])
     model = net_with_decoder(swapping_decoder())  # C says 1 when the left pixel is bright
     reading = read_perception(model, data, pixel_judge(), batch_size=3)
-    assert reading["judge_accuracy"] == rate(3, 4)  # the third looks like a 0
-    assert reading["perception_read_true"] == rate(1, 4)  # swapped, only the third reads as its label
-    assert reading["model_accuracy"] == rate(1, 4)  # C reads 1, 0, 1, 1
-    assert reading["feature_distance"] == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 4}  # orthogonal each time
-    assert reading["pixel_mse"]["mean"] == 1.0
+    assert reading.judge_accuracy == Rate.count(3, 4)  # the third looks like a 0
+    assert reading.perception_read_true == Rate.count(1, 4)  # swapped, only the third reads as its label
+    assert reading.model_accuracy == Rate.count(1, 4)  # C reads 1, 0, 1, 1
+    assert reading.feature_distance == MeanOf(mean=2.0, low=2.0, high=2.0, n=4)  # orthogonal each time
+    assert reading.pixel_mse.mean == 1.0
     # each image beside another: the one bright on the right differs from the two it meets (2), the rest alike (0)
-    assert reading["unrelated_distance"]["mean"] == 1.0 and reading["images"] == 4
+    assert reading.unrelated_distance.mean == 1.0 and reading.images == 4
     line = format_reading(reading)
     assert "x read right 75.0 % [" in line and "P(x) read as the true class 25.0 % [" in line
     assert "feature distance x-P(x) 2.000 [2.000, 2.000] (x-another image 1.000 [" in line
-    assert reading["perception_reads"] == [1, 3]  # the swapped perceptions read as 1, 0, 1, 1
+    assert reading.perception_reads == [1, 3]  # the swapped perceptions read as 1, 0, 1, 1
     assert line.endswith("P(x) read most often as 1 75.0 %, 0 25.0 %")
     assert format_reading(reading, ["left", "right"]).endswith("as right 75.0 %, left 25.0 %")
 
@@ -144,14 +144,14 @@ def test_read_perception_by_hand():
 def test_perception_reads_count_every_class_even_one_never_read():
     data = pixels([[0, 1], [0, 1], [0, 1]], [0, 1, 1])  # swapped: every P(x) is bright left, read as 0
     reading = read_perception(net_with_decoder(swapping_decoder()), data, pixel_judge(), batch_size=2)
-    assert reading["perception_reads"] == [3, 0]
+    assert reading.perception_reads == [3, 0]
 
 
 def test_a_perception_equal_to_x_is_at_distance_zero():
     data = pixels([[1, 0], [0, 1], [0.6, 0.2]], [0, 1, 0])
     reading = read_perception(net_with_decoder(nn.Unflatten(1, (1, 1, 2))), data, pixel_judge())
-    assert reading["feature_distance"]["mean"] == pytest.approx(0) and reading["pixel_mse"]["mean"] == pytest.approx(0)
-    assert reading["perception_read_true"] == reading["judge_accuracy"] == rate(3, 3)
+    assert reading.feature_distance.mean == pytest.approx(0) and reading.pixel_mse.mean == pytest.approx(0)
+    assert reading.perception_read_true == reading.judge_accuracy == Rate.count(3, 3)
 
 
 def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_path, monkeypatch):

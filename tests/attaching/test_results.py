@@ -11,6 +11,7 @@ from perceptreg import runs
 from perceptreg.attaching.fitting import evaluate_layers
 from perceptreg.attaching.results import LayerMeasures, LayerTable, consistency_cells, layer_cells, layers_table
 from perceptreg.core.attached import attach
+from perceptreg.measures import MeanOf, Rate
 from perceptreg.measures.consistency import PerceptionMeasures
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.storage.schema import load_sealed_file, write_sealed
@@ -88,7 +89,7 @@ def test_layers_json_with_a_key_missing_or_misspelt_is_refused_naming_it(tmp_pat
 
 
 def test_the_consistency_columns_by_hand():
-    measured = {"h_consistency": {"rate": 0.75, "low": 0.5, "high": 0.9, "n": 40},
-                "perceptual_distance": {"mean": 0.125, "low": 0.1, "high": 0.15, "n": 40}}
+    measured = {"h_consistency": Rate(rate=0.75, low=0.5, high=0.9, n=40),
+                "perceptual_distance": MeanOf(mean=0.125, low=0.1, high=0.15, n=40)}
     row = LayerTable(**SUMMARY).layers[1].model_copy(update={"perception": PerceptionMeasures.model_construct(**measured)})
     assert consistency_cells(row) == ["75.0 % [50.0, 90.0]", "0.125 [0.100, 0.150]"]

@@ -212,7 +212,7 @@ def test_train_judge_makes_the_cnn_judge_that_natural_images_are_then_read_by(ru
     assert result.exit_code == 0 and "judge test accuracy" in result.output and str(judge) in result.output, result.output
     assert json.loads((judge / "config.json").read_text())["arch"] == "vgg"
     again = runner.invoke(main, ["train-judge", "--dataset", pets, "--epochs", "1"])
-    assert again.exit_code == 0 and "is already trained (1 epochs" in again.output
+    assert again.exit_code == 0 and "is already trained (1 epoch, test accuracy" in again.output
     from_python = perceptreg.train_judge(pets, epochs=1)  # the library call: what the command printed, typed
     assert from_python.already_trained and from_python.epochs == 1 and from_python.run_dir == judge
     assert from_python.lines() == again.output.strip().splitlines()

@@ -44,3 +44,7 @@ def test_display_is_the_one_module_that_imports_tqdm():
 
 def test_html_lines_puts_each_line_on_its_own_and_escapes_it():
     assert display.html_lines(["a < b", "run <x>"]) == "a &lt; b<br>run &lt;x&gt;"
+
+
+def test_a_count_names_its_noun_plural_but_for_one():
+    assert [display.counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]

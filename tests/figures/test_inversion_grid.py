@@ -1,6 +1,7 @@
 """`perceptreg invert` and its library call on trained and attached runs."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,7 @@ from perceptreg.core.inversion_settings import InversionSettings
 from perceptreg.figures.inversion import InversionFile, invert
 from perceptreg.runs.files import INVERSION_JSON
 from perceptreg.storage.fileio import CheckpointError
-from perceptreg.storage.schema import load_sealed_file
+from perceptreg.storage.schema import load_sealed_file, write_sealed
 
 QUICK = InversionSettings(steps=30)
 
@@ -23,8 +24,8 @@ def test_a_trained_run_is_inverted_into_a_sealed_file_and_a_grid(trained_run, tm
     assert result.file == trained_run / INVERSION_JSON and result.grid == tmp_path / "inv.png"
     assert saved["images"] == 4 == len(result.inverted) and saved["layer"] is None
     assert saved["settings"]["steps"] == 30 and saved["batch_norm_layers"] == 0  # the paper's MNIST net has none
-    assert saved["feature_error"] == result.feature_error and 0 <= result.feature_error["mean"] < 1
-    assert result.h_agrees["n"] == 4 and result.inverted.min() >= 0 and result.inverted.max() <= 1
+    assert saved["feature_error"] == result.feature_error.model_dump() and 0 <= result.feature_error.mean < 1
+    assert result.h_agrees.n == 4 and result.inverted.min() >= 0 and result.inverted.max() <= 1
     layout = figures.read_layout(result.grid)
     cards = layout["panels"][0]["cards"]
     assert [[cell["label"].split(",")[0] for cell in card] for card in cards] == [["x", "P(x)", "x'"]] * 4
@@ -50,6 +51,16 @@ def test_a_damaged_file_is_named(trained_run, tmp_path):
     result.file.write_text(json.dumps(values))
     with pytest.raises(CheckpointError, match="differs from its checksum"):
         load_sealed_file(result.file, InversionFile, "run invert again")
+    values["images"] = 2
+    written = {k: v for k, v in values.items() if k not in ("checksum", "code_version")}
+    for damage, field in ((lambda v: v["feature_error"].update(maen=v["feature_error"].pop("mean")), "feature_error.mean"),
+                          (lambda v: v["settings"].update(stepz=v["settings"].pop("steps")), "settings.steps"),
+                          (lambda v: v["h_agrees"].pop("n"), "h_agrees.n")):
+        values = json.loads(json.dumps(written))
+        damage(values)
+        write_sealed(result.file, values)  # sealed anew: the schema, not the seal, refuses it
+        with pytest.raises(CheckpointError, match=rf"inversion.json: field {re.escape(field)}\b"):
+            load_sealed_file(result.file, InversionFile, "run invert again")
 
 
 @pytest.mark.parametrize("args, message", [

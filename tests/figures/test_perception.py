@@ -1,21 +1,26 @@
 """`perceive` reports, beside pixel MSE, the measures of measures.consistency, sealed in the run folder."""
 
 import json
+import re
 
 import pytest
+from helpers import net_with_decoder, tiny_dataset
+from torch import nn
 
 from perceptreg import figures
+from perceptreg.adversarial.judges import KNNJudge
 from perceptreg.figures.perception import PerceptionFile, perceive
+from perceptreg.measures.consistency import measure_perception
 from perceptreg.runs.files import PERCEPTION_JSON
 from perceptreg.storage.fileio import CheckpointError
-from perceptreg.storage.schema import load_sealed_file
+from perceptreg.storage.schema import load_sealed_file, write_sealed
 
 
 def test_perceive_measures_p_beside_pixel_mse_and_seals_them(trained_run, tmp_path):
     result = perceive(trained_run, n=3, read_size=20, out=tmp_path / "p.png")
     saved = load_sealed_file(trained_run / PERCEPTION_JSON, PerceptionFile, "run perceive again")
     assert saved["images"] == 20 == result.measures.images
-    assert saved["h_consistency"] == result.measures.h_consistency
+    assert saved["h_consistency"] == result.measures.h_consistency.model_dump()
     assert [j.judge for j in result.measures.judges] == ["3-NN pixels"]  # grey digits without --judge
     lines = result.lines()
     assert any("H reads P(x) as it reads x" in line for line in lines)
@@ -32,3 +37,17 @@ def test_a_second_judge_joins_the_panel_and_a_misspelt_key_is_refused(trained_ru
     (trained_run / PERCEPTION_JSON).write_text(json.dumps(values))
     with pytest.raises(CheckpointError, match="perception.json: field spread"):
         load_sealed_file(trained_run / PERCEPTION_JSON, PerceptionFile, "run perceive again")
+
+
+@pytest.mark.parametrize("damage, field", [
+    (lambda v: v["spread"].update(maen=v["spread"].pop("mean")), "spread.mean"),
+    (lambda v: v["judges"][0]["accuracy_on_x"].pop("n"), "judges.0.accuracy_on_x.n"),
+])
+def test_perception_json_with_a_key_misspelt_or_missing_inside_a_measure_is_refused_naming_it(tmp_path, damage, field):
+    identity = nn.Unflatten(1, (1, 1, 2))  # P(x) = x
+    measured = measure_perception(net_with_decoder(identity), tiny_dataset(), judges=[KNNJudge(tiny_dataset())])
+    values = measured.model_dump()
+    damage(values)
+    write_sealed(tmp_path / PERCEPTION_JSON, values)
+    with pytest.raises(CheckpointError, match=rf"perception.json: field {re.escape(field)}\b"):
+        load_sealed_file(tmp_path / PERCEPTION_JSON, PerceptionFile, "run perceive again")

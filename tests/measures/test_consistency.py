@@ -41,10 +41,10 @@ class SaysZero:
 
 def test_an_identity_decoder_is_fully_consistent_and_at_distance_zero():
     measured = measure_perception(net_with_decoder(IDENTITY), tiny_dataset(), batch_size=3)
-    assert measured.h_consistency["rate"] == 1.0 and measured.h_consistency["n"] == 4
-    assert measured.latent_distance["mean"] == 0 and measured.perceptual_distance["mean"] == 0
-    assert measured.pixel_mse["mean"] == 0
-    assert measured.unrelated_perceptual_distance["mean"] > 0.1  # other images are not alike
+    assert measured.h_consistency.rate == 1.0 and measured.h_consistency.n == 4
+    assert measured.latent_distance.mean == 0 and measured.perceptual_distance.mean == 0
+    assert measured.pixel_mse.mean == 0
+    assert measured.unrelated_perceptual_distance.mean > 0.1  # other images are not alike
 
 
 def test_a_black_decoder_is_as_far_as_the_latent_from_zero():
@@ -52,10 +52,10 @@ def test_a_black_decoder_is_as_far_as_the_latent_from_zero():
     # P(x) = black, so F(P(x)) = 0 at distance 1 from each: 1 / sqrt 2 of two images' distance
     two = pixels([[0, 1], [1, 0]], [0, 1])
     measured = measure_perception(net_with_decoder(Constant(0.0)), two)
-    assert measured.latent_distance["mean"] == pytest.approx(2 ** -0.5)
-    assert measured.pixel_mse["mean"] == pytest.approx(0.5)
+    assert measured.latent_distance.mean == pytest.approx(2 ** -0.5)
+    assert measured.pixel_mse.mean == pytest.approx(0.5)
     # H says "b" when the first pixel is above 0.5: it reads black as "a", so as it reads image 1 only
-    assert measured.h_consistency["rate"] == 0.5
+    assert measured.h_consistency.rate == 0.5
 
 
 def test_a_derangement_never_pairs_an_item_with_itself():
@@ -99,7 +99,7 @@ def test_a_judge_that_names_one_class_shows_its_bias_and_its_accuracy_on_x():
     data = tiny_dataset()  # labels 0, 1, 0, 0
     measured = measure_perception(net_with_decoder(IDENTITY), data, judges=[SaysZero()])
     reading = measured.judges[0]
-    assert reading.judge == "says a" and reading.accuracy_on_x["rate"] == 0.75 == reading.p_read_true["rate"]
+    assert reading.judge == "says a" and reading.accuracy_on_x.rate == 0.75 == reading.p_read_true.rate
     assert reading.p_reads == [4, 0] and reading.labels == [3, 1] and reading.p_bias == 0.25
     assert reading.x_adv_read_true is None  # no attack given
     assert "judge says a: x read right 75.0 %" in measured.lines(("a", "b"))[1]
@@ -114,7 +114,7 @@ def test_each_judge_reads_p_apart_from_x():
 
     # x: (0, 1), (1, 0), (1, 1), (0, 0) labelled a, b, a, a; P(x) = (0.9, 0.9), read as b every time
     reading = measure_perception(net_with_decoder(Constant(0.9)), tiny_dataset(), judges=[FirstPixel()]).judges[0]
-    assert reading.accuracy_on_x["rate"] == 0.75 and reading.p_read_true["rate"] == 0.25
+    assert reading.accuracy_on_x.rate == 0.75 and reading.p_read_true.rate == 0.25
     assert reading.p_reads == [0, 4] and reading.x_reads == [2, 2] and reading.p_bias == 0.75
 
 
@@ -128,9 +128,9 @@ def test_with_an_attack_each_judge_reads_x_adv_and_p_adv():
     labels = torch.tensor([0, 1])
     tally.add(images, labels, images, flip(images, labels), images)
     reading = tally.result()
-    assert reading.x_adv_read_true["rate"] == 0 and reading.p_adv_read_true["rate"] == 1
+    assert reading.x_adv_read_true.rate == 0 and reading.p_adv_read_true.rate == 1
     measured = measure_perception(net_with_decoder(IDENTITY), tiny_dataset(), judges=[SaysZero()], attack=flip)
-    assert measured.judges[0].x_adv_read_true["n"] == 4
+    assert measured.judges[0].x_adv_read_true.n == 4
 
 
 def test_the_measures_file_refuses_an_unknown_key():
@@ -138,3 +138,17 @@ def test_the_measures_file_refuses_an_unknown_key():
     with pytest.raises(pydantic.ValidationError):
         PerceptionMeasures.model_validate({**measured.model_dump(), "sharpness": 1.0})
     assert PerceptionMeasures.model_validate(measured.model_dump()) == measured
+
+
+def test_each_measure_is_read_as_an_attribute_and_a_misspelt_or_missing_key_inside_one_is_refused():
+    measured = measure_perception(net_with_decoder(Constant(0.5)), tiny_dataset(), judges=[SaysZero()])
+    assert measured.spread.n == 4 and measured.h_consistency.rate == 0.5  # the measures are typed, read by name
+    assert str(measured.h_consistency).startswith("50.0 % [") and measured.pixel_mse.text(2) == "0.25 [0.25, 0.25]"
+    assert measured.judges[0].accuracy_on_x.n == 4
+    for damage in (lambda v: v["spread"].update(maen=v["spread"].pop("mean")),
+                   lambda v: v["h_consistency"].pop("n"),
+                   lambda v: v["judges"][0]["p_read_true"].update(rates=0.1)):
+        values = measured.model_dump()
+        damage(values)
+        with pytest.raises(pydantic.ValidationError):
+            PerceptionMeasures.model_validate(values)

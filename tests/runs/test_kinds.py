@@ -2,6 +2,7 @@
 a finished run or a model without its state.json is refused, before anything on disk changes."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -92,6 +93,19 @@ def test_a_run_continues_only_with_its_own_settings(tmp_path, changed, refused):
             runs.check_writable_for_training(folder, config, resume=True)
     else:
         runs.check_writable_for_training(folder, config, resume=True)
+
+
+@pytest.mark.parametrize("metrics", {
+    "a folder": lambda path: path.mkdir(),
+    "a link to nowhere": lambda path: path.symlink_to(path.parent / "gone.jsonl"),
+    "a link to itself": lambda path: path.symlink_to(path),
+    "a FIFO": os.mkfifo,
+}.items(), ids=lambda item: item[0] if isinstance(item, tuple) else "")
+def test_a_resume_before_the_first_checkpoint_refuses_a_metrics_file_it_cannot_append_to(tmp_path, metrics):
+    folder = make(tmp_path / "run", FOLDERS["trained, stopped before its first checkpoint"])
+    metrics[1](folder / runs.METRICS)  # no epoch done: no history read, the epochs would be appended to it
+    with pytest.raises(PerceptregError, match=f"^{folder / runs.METRICS}"):
+        runs.check_writable_for_training(folder, TrainConfig.from_dict(TRAIN), resume=True)
 
 
 def test_a_resume_may_not_cut_a_run_shorter_than_it_is(tmp_path):

@@ -182,7 +182,7 @@ def test_a_judge_reads_each_members_perception_in_the_same_forward_pass(monkeypa
     member, with_judge = forwards(judge=judge)
     hook.remove()
     assert with_judge == without  # not one image more through F
-    assert member.reading.model_dump() == read_perception(model, test, judge)
+    assert member.reading == read_perception(model, test, judge)
     quality = measures.evaluate(model, test)
     assert (member.test_accuracy, member.test_recon_mse) == (quality["accuracy"], quality["recon_mse"])
     assert member.test_recon_mse == alone.test_recon_mse

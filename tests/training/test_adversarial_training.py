@@ -122,6 +122,22 @@ def test_decoder_input_picks_what_d_reconstructs(decoder_input):
     assert parts.total.item() == pytest.approx(ce.item() + 0.5 * errors[decoder_input].item(), rel=1e-5)
 
 
+def test_post_hocs_classifier_phase_is_ce_on_x_adv_alone_and_runs_no_decoder():
+    torch.manual_seed(0)
+    model = models.build("mnist", 10)
+    images, adv = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    labels = torch.tensor([0, 1, 2, 3])
+    config = TrainConfig(mode="post-hoc", lam=0.5, adversarial=AdversarialConfig(eps=0.3))
+    decoder, seen = model.decoder, []
+    model.decoder = _Recording(decoder, seen)
+    parts = adversarial_loss(model, images, adv, labels, "classifier", config)
+    model.decoder = decoder
+    with torch.no_grad():
+        ce = F.cross_entropy(model.classify(adv), labels)
+    assert seen == [] and parts.recon.item() == 0  # no decoder yet
+    assert parts.ce.item() == pytest.approx(ce.item(), rel=1e-6) and parts.total.item() == parts.ce.item()
+
+
 @pytest.mark.slow  # 3 short runs: 20 s alone, over a minute on a busy machine
 def test_resume_after_a_stop_reaches_the_same_weights(tmp_path, tiny):
     config = TrainConfig(**TINY, adversarial=AdversarialConfig(eps=0.3, steps=2))

@@ -1,5 +1,6 @@
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -263,6 +264,17 @@ def test_report_of_an_attach_run(attach_run):
         "Test images x", "Attacked images: x"]
     assert [h.text() for h in parts["perception"].find_all("h3")] == ["Layer stem", "Layer fc1"]
     assert "perceptreg perceive" in parts["perception"].text() and "--layer fc1" in parts["perception"].text()
+
+
+def test_an_attach_run_from_before_the_metrics_digest_without_its_metrics_has_no_curves(attach_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(attach_run, run)
+    written = json.loads((run / runs.MODEL_META).read_text())
+    written.pop("metrics_sha256")  # model.json as attach wrote it before issue 38
+    (run / runs.MODEL_META).write_text(json.dumps(written))
+    assert "No training curves in this run" not in sections(build_report(run))["layers"].text()
+    (run / runs.METRICS).unlink()
+    assert "No training curves in this run" in sections(build_report(run))["layers"].text()
 
 
 def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_run, tmp_path):

@@ -20,11 +20,11 @@ def test_train_run_returns_the_numbers_of_its_last_epoch_and_draws_the_grid(tmp_
     assert (result.test_accuracy, result.test_recon_mse) == (last["test_accuracy"], last["test_recon_mse"])
     assert result.perception_grid == tmp_path / "run" / runs.PERCEPTION and result.perception_grid.is_file()
     assert result.lines()[0].startswith(f"test accuracy {last['test_accuracy']:.2%}, test reconstruction MSE per "
-                                        f"pixel {last['test_recon_mse']:.4f} (1 epochs, ")
+                                        f"pixel {last['test_recon_mse']:.4f} (1 epoch, ")
     assert runs.read_config(tmp_path / "run").lam == 1e-2  # None: not given, TrainConfig's default
 
     seen = perceive(result.run_dir, n=4, judge=result.run_dir, read_size=20)
     assert isinstance(seen, PerceptionResult) and seen.grid == tmp_path / "run" / runs.PERCEPTION
-    assert seen.images == 4 and seen.reading["images"] == 20 and len(seen.lines()) == 2 + len(seen.measures.lines(seen.classes))
+    assert seen.images == 4 and seen.reading.images == 20 and len(seen.lines()) == 2 + len(seen.measures.lines(seen.classes))
     assert perceive(result.run_dir, n=2, out=tmp_path / "p.png").reading is None  # grey digits: no standing judge
     assert (tmp_path / "p.png").is_file() and "<img src=\"data:image/png;base64," in seen._repr_html_()

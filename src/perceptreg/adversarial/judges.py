@@ -23,13 +23,14 @@ import torch
 
 from perceptreg.adversarial.callables import as_logits
 from perceptreg.adversarial.defaults import STANDING_JUDGE
-from perceptreg.adversarial.summary import Agreement, Rate
+from perceptreg.adversarial.summary import Agreement
 from perceptreg.core.attached import AttachedModel, LayerView
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, to_float
-from perceptreg.measures import evaluate, format_rate, mean_of, rate_of
+from perceptreg.measures import MeanOf, Rate, Record, evaluate
+from perceptreg.measures.consistency import derangement
 from perceptreg.runs import Run, completed_epochs, open_run
 
 JUDGES_ENV = "PERCEPTREG_JUDGES"  # where standing judges live (default ~/.cache/perceptreg/judges)
@@ -120,8 +121,22 @@ def feature_distance(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     return (unit[0] - unit[1]).square().sum(1)
 
 
+class PerceptionReading(Record):
+    """``read_perception``: what an independent judge makes of a model's P(x) (a sweep
+    keeps one per member in sweep.json)."""
+    judge: str
+    images: int
+    judge_accuracy: Rate
+    perception_read_true: Rate
+    model_accuracy: Rate
+    feature_distance: MeanOf
+    unrelated_distance: MeanOf
+    pixel_mse: MeanOf
+    perception_reads: list[int]
+
+
 def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge, batch_size: int = 500,
-                    device: torch.device | str = "cpu") -> dict:
+                    device: torch.device | str = "cpu") -> PerceptionReading:
     """What an independent ``judge`` makes of ``model``'s perception P(x) = D(F(x)) of ``data``:
 
     - ``judge_accuracy``: how often it reads x itself right (what its other readings are worth);
@@ -135,8 +150,8 @@ def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge,
     - ``perception_reads``: how many P(x) it reads as each class (index = class), whatever
       x's class: a judge that reads every blur as the same few classes shows it here.
 
-    Rates as ``measures.rate`` (95 % Wilson interval); distances and MSE as {"mean", "low",
-    "high", "n"} (95 % Student-t interval of the mean over images). Read in the forward
+    Rates as ``Rate`` (95 % Wilson interval); distances and MSE as ``MeanOf`` (95 % Student-t
+    interval of the mean over images). Read in the forward
     pass of ``measures.evaluate``; to have its measures too, pass a ``PerceptionReader``'s
     ``add`` to it yourself (one pass for both)."""
     reader = PerceptionReader(judge, batch_size)
@@ -167,40 +182,32 @@ class PerceptionReader:
         self.mse.append((perception - x).square().flatten(1).mean(1).double().cpu())
         self.features.append(x_features.cpu())
 
-    def result(self) -> dict:
+    def result(self) -> PerceptionReading:
         features_x = torch.cat(self.features)
-        # each image beside another: a random order shifted by one never pairs an image with itself
-        order = torch.randperm(len(features_x), generator=torch.Generator().manual_seed(0))
-        unrelated = torch.empty_like(order)
-        unrelated[order] = order.roll(1)
+        unrelated = derangement(len(features_x))  # each image beside another, never itself
         read_as = torch.cat(self.read_as)
-        return {"judge": self.judge.name, "images": len(features_x),
-                "judge_accuracy": rate_of(torch.cat(self.reads_x)),
-                "perception_read_true": rate_of(read_as == torch.cat(self.labels)), "model_accuracy": rate_of(torch.cat(self.own)),
-                "feature_distance": mean_of(torch.cat(self.distances).tolist()),
-                "unrelated_distance": mean_of(feature_distance(features_x, features_x[unrelated]).tolist()),
-                "pixel_mse": mean_of(torch.cat(self.mse).tolist()),
-                # a count for every class, the ones never read too
-                "perception_reads": torch.bincount(read_as, minlength=self.classes).tolist()}
+        return PerceptionReading(
+            judge=self.judge.name, images=len(features_x), judge_accuracy=Rate.of(torch.cat(self.reads_x)),
+            perception_read_true=Rate.of(read_as == torch.cat(self.labels)), model_accuracy=Rate.of(torch.cat(self.own)),
+            feature_distance=MeanOf.of(torch.cat(self.distances).tolist()),
+            unrelated_distance=MeanOf.of(feature_distance(features_x, features_x[unrelated]).tolist()),
+            pixel_mse=MeanOf.of(torch.cat(self.mse).tolist()),
+            perception_reads=torch.bincount(read_as, minlength=self.classes).tolist())  # every class, the unread too
 
 
-def format_reading(reading: dict, classes: Sequence[str] | None = None) -> str:
+def format_reading(reading: PerceptionReading, classes: Sequence[str] | None = None) -> str:
     """``read_perception``'s result in one line, each number with its 95 % interval, then
     the classes the judge reads P(x) as most often (named by ``classes`` where given)."""
-    def spread(key: str, digits: int) -> str:
-        value = reading[key]
-        return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
-    return (f"judge {reading['judge']} ({reading['images']} test images): x read right "
-            f"{format_rate(reading['judge_accuracy'])}; P(x) read as the true class "
-            f"{format_rate(reading['perception_read_true'])}; feature distance x-P(x) {spread('feature_distance', 3)} "
-            f"(x-another image {spread('unrelated_distance', 3)}); MSE/pixel {spread('pixel_mse', 4)}; "
-            f"the model's accuracy {format_rate(reading['model_accuracy'])}; {most_read(reading, classes)}")
+    return (f"judge {reading.judge} ({reading.images} test images): x read right {reading.judge_accuracy}; P(x) read "
+            f"as the true class {reading.perception_read_true}; feature distance x-P(x) {reading.feature_distance.text(3)} "
+            f"(x-another image {reading.unrelated_distance.text(3)}); MSE/pixel {reading.pixel_mse.text(4)}; "
+            f"the model's accuracy {reading.model_accuracy}; {most_read(reading, classes)}")
 
 
-def most_read(reading: dict, classes: Sequence[str] | None = None, top: int = 3) -> str:
+def most_read(reading: PerceptionReading, classes: Sequence[str] | None = None, top: int = 3) -> str:
     """"P(x) read most often as airplane 38.3 %, ship 34.6 %, frog 9.3 %": the ``top``
     classes of ``read_perception``'s ``perception_reads``, shares of all images."""
-    counts = torch.tensor(reading["perception_reads"])
+    counts = torch.tensor(reading.perception_reads)
     shares = counts / counts.sum()
     order = shares.argsort(descending=True, stable=True)[:top]
     named = [f"{classes[i] if classes else i} {100 * shares[i]:.1f} %" for i in order.tolist() if counts[i]]

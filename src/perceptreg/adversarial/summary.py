@@ -16,49 +16,13 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import Field
 
 from perceptreg.adversarial.detection import BASELINES
-from perceptreg.measures import format_rate, rate, rate_of
+from perceptreg.measures.records import CONFIG, Rate, Record  # Record and Rate: here before they moved to measures
 from perceptreg.storage.schema import Sealed
 
 NO_INTERVAL = (math.nan, math.nan)  # files written before AUCs had intervals; fewer than two of a kind
-CONFIG = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-
-class Record(BaseModel):
-    """A frozen part of a results file. A field whose default is None is a part measured only
-    when asked (adaptive rows, thresholds, ...): it is left out of the file when not measured,
-    as the files have always done."""
-    model_config = CONFIG
-
-    @model_serializer(mode="wrap")
-    def _leave_out_unmeasured(self, handler):
-        values = handler(self)
-        for name, field in type(self).model_fields.items():
-            if field.default is None and getattr(self, name) is None:
-                values.pop(field.alias or name, None)
-        return values
-
-
-class Rate(Record):
-    """A share with its 95 % Wilson interval (``measures.rate``); ``n``: what it is a share of."""
-    rate: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def count(cls, successes: int, n: int) -> "Rate":
-        return cls(**rate(successes, n))
-
-    @classmethod
-    def of(cls, hits: torch.Tensor) -> "Rate":
-        return cls(**rate_of(hits))
-
-    def __str__(self) -> str:  # "87.0 % [84.8, 89.0]"
-        return format_rate(self.model_dump())
 
 
 def format_auroc(value: float, interval: tuple[float, float]) -> str:

@@ -16,7 +16,6 @@ from perceptreg import display
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.summary import NO_INTERVAL, Agreement, Rate, Record, format_auroc
 from perceptreg.display import aligned
-from perceptreg.measures import format_rate
 from perceptreg.measures.consistency import PerceptionMeasures
 from perceptreg.storage.schema import Sealed, settings_record
 
@@ -108,8 +107,7 @@ def consistency_cells(row: LayerRow) -> list[str]:
     measured = row.perception
     if measured is None:
         return ["-", "-"]
-    distance = measured.perceptual_distance
-    return [format_rate(measured.h_consistency), f"{distance['mean']:.3f} [{distance['low']:.3f}, {distance['high']:.3f}]"]
+    return [str(measured.h_consistency), measured.perceptual_distance.text(3)]
 
 
 def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:

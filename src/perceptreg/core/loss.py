@@ -60,6 +60,12 @@ def perceptual_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Te
     return layers_loss(logits, labels, images, [recon], lam, reduction, objective)[0]
 
 
+def classifier_loss(logits: torch.Tensor, labels: torch.Tensor) -> LossParts:
+    """The objective before there is a decoder (post-hoc's first phase): CE alone, the
+    reconstruction term 0; ``logits`` of clean images, or of x_adv in adversarial training."""
+    return _objective(logits, labels, torch.zeros((), device=logits.device), 0.0)
+
+
 def layers_loss(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor,
                 recons: Sequence[torch.Tensor], lam: float, reduction: str = "sum",
                 objective=None) -> tuple[LossParts, torch.Tensor]:

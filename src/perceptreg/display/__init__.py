@@ -1,7 +1,8 @@
 """How results show themselves, the one home of these rules: in Jupyter a picture as PNG
 (``png_bytes``, for ``_repr_png_``) and a table as small escaped HTML (``html_table``, for
 ``_repr_html_``); in a terminal a table as aligned text (``aligned``); progress bars as
-widgets where Jupyter can draw them, else as text (``tqdm``, chosen once by ``choose_tqdm``)."""
+widgets where Jupyter can draw them, else as text (``tqdm``, chosen once by ``choose_tqdm``);
+a count with its noun, "1 epoch", "2 epochs" (``counted``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ def png_bytes(picture) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural but for 1: "1 epoch", "0 epochs", "3 epochs"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def html_lines(lines: Sequence[str]) -> str:

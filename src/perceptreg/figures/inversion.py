@@ -30,10 +30,12 @@ from perceptreg.core.inversion_settings import InversionSettings
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.display import tqdm
 from perceptreg.figures.grids import Cell, h_caption, image_grid, save_png
-from perceptreg.measures import format_rate, mean_of, rate_of
+from perceptreg.measures.records import MeanOf, Rate
 from perceptreg.runs.files import INVERSION_JSON, INVERSION_PNG
-from perceptreg.storage.schema import Sealed, write_sealed
+from perceptreg.storage.schema import Sealed, settings_record, write_sealed
 
+# inversion.json's record of the settings: every field of InversionSettings, in every file since the first
+InversionRecord = settings_record(InversionSettings, tuple(f.name for f in fields(InversionSettings)))
 
 
 class InversionFile(Sealed):
@@ -42,13 +44,13 @@ class InversionFile(Sealed):
     model_config = ConfigDict(extra="forbid")
     layer: str | None  # the attached layer; None: the run's latent z
     images: int
-    settings: dict  # ``InversionSettings`` as its fields
+    settings: InversionRecord  # ``InversionSettings`` as its fields
     batch_norm_layers: int  # layers whose statistics were a prior (0: the model has none)
-    feature_error: dict  # ||Phi(x') - Phi(x)||^2 / ||Phi(x)||^2, mean_of over images
-    inversion_mse: dict  # squared error per pixel of x' against x, mean_of
-    perception_mse: dict  # the same of P(x), to compare
-    h_agrees: dict  # rate: H reads x' as it reads x
-    h_agrees_perception: dict  # rate: H reads P(x) as it reads x
+    feature_error: MeanOf  # ||Phi(x') - Phi(x)||^2 / ||Phi(x)||^2, its mean over images
+    inversion_mse: MeanOf  # squared error per pixel of x' against x
+    perception_mse: MeanOf  # the same of P(x), to compare
+    h_agrees: Rate  # H reads x' as it reads x
+    h_agrees_perception: Rate  # H reads P(x) as it reads x
     seconds: float
 
 
@@ -58,11 +60,11 @@ class InversionResult:
     file: Path  # the sealed InversionFile
     layer: str | None
     images: int
-    feature_error: dict
-    inversion_mse: dict
-    perception_mse: dict
-    h_agrees: dict
-    h_agrees_perception: dict
+    feature_error: MeanOf
+    inversion_mse: MeanOf
+    perception_mse: MeanOf
+    h_agrees: Rate
+    h_agrees_perception: Rate
     seconds: float
     inverted: torch.Tensor  # x' (N, C, H, W)
 
@@ -75,11 +77,9 @@ class InversionResult:
 
 def measured_line(measured: InversionResult | InversionFile) -> str:
     """The measures of an inversion in one line, each with its 95 % interval."""
-    def spread(value: dict) -> str:
-        return f"{value['mean']:.4f} [{value['low']:.4f}, {value['high']:.4f}]"
-    return (f"feature error |Phi(x')-Phi(x)|^2/|Phi(x)|^2 {spread(measured.feature_error)}; MSE/pixel x' "
-            f"{spread(measured.inversion_mse)}, P(x) {spread(measured.perception_mse)}; H reads x' as x "
-            f"{format_rate(measured.h_agrees)}, P(x) as x {format_rate(measured.h_agrees_perception)}")
+    return (f"feature error |Phi(x')-Phi(x)|^2/|Phi(x)|^2 {measured.feature_error.text(4)}; MSE/pixel x' "
+            f"{measured.inversion_mse.text(4)}, P(x) {measured.perception_mse.text(4)}; H reads x' as x "
+            f"{measured.h_agrees}, P(x) as x {measured.h_agrees_perception}")
 
 
 def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
@@ -106,11 +106,11 @@ def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
         read = [model.classify(seen.float()).argmax(1) == logits.argmax(1) for seen in (inverted, perceived)]
     named = run.output_layer(layer)
     values = {"layer": named, "images": len(images), "settings": {f.name: getattr(settings, f.name) for f in fields(settings)},
-              "batch_norm_layers": len(batch_norm_layers(searched_module(model))), "feature_error": mean_of(error.tolist()),
+              "batch_norm_layers": len(batch_norm_layers(searched_module(model))), "feature_error": MeanOf.of(error.tolist()),
               "inversion_mse": _mse(inverted, images), "perception_mse": _mse(perceived.float(), images),
-              "h_agrees": rate_of(read[0]), "h_agrees_perception": rate_of(read[1]), "seconds": seconds}
+              "h_agrees": Rate.of(read[0]), "h_agrees_perception": Rate.of(read[1]), "seconds": seconds}
     file = run.path / runs.for_layer(INVERSION_JSON, named)
-    write_sealed(file, InversionFile.model_validate(values).model_dump())
+    write_sealed(file, InversionFile(**values).model_dump())
     grid = inversion_grid(model, images, test.labels[index], test.classes, inverted, named)
     drawn = save_png(grid, out or run.path / runs.for_layer(INVERSION_PNG, named))
     return InversionResult(drawn, file, named, len(images), **{k: values[k] for k in (
@@ -118,8 +118,8 @@ def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
         inverted=inverted.cpu())
 
 
-def _mse(images: torch.Tensor, reference: torch.Tensor) -> dict:
-    return mean_of((images - reference).square().flatten(1).mean(1).double().tolist())
+def _mse(images: torch.Tensor, reference: torch.Tensor) -> MeanOf:
+    return MeanOf.of((images - reference).square().flatten(1).mean(1).double().tolist())
 
 
 @torch.no_grad()

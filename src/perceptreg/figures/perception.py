@@ -37,7 +37,7 @@ class PerceptionResult:
     grid: Path  # the PNG: test images x beside the model's perception P(x)
     images: int  # test images in the grid
     classes: tuple[str, ...]  # the run's class names, by label
-    reading: dict | None  # judges.read_perception: an independent judge's reading of P(x); None without a judge
+    reading: judges.PerceptionReading | None  # an independent judge's reading of P(x); None without a judge
     measures: PerceptionMeasures | None = None  # beside pixel MSE: consistency, judges, distance, spread
     spread_grid: Path | None = None  # the PNG: x, P(x) and the per-pixel spread of D(F(x) + e)
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, batches
-from perceptreg.measures.intervals import format_rate, mean_of, rate_of
 from perceptreg.measures.judging import JudgeReading, JudgeTally, format_judge
+from perceptreg.measures.records import MeanOf, Rate
 
 SPREAD_SCALE = 0.1  # perturbations of the latent: this fraction of the latent's own RMS size, per image
 SPREAD_SAMPLES = 8  # decoded perturbations per image
@@ -76,30 +76,26 @@ def feature_distance(first: list[torch.Tensor], second: list[torch.Tensor]) -> t
 
 class PerceptionMeasures(BaseModel):
     """What ``measure_perception`` found of P(x) on ``images`` test images; means and rates
-    with their 95 % intervals (``measures.mean_of``, ``measures.rate``)."""
+    with their 95 % intervals (``MeanOf``, ``Rate``)."""
 
     model_config = FROZEN
     images: int
-    pixel_mse: dict  # squared error per pixel of P(x)
-    h_consistency: dict  # rate: H(P(x)) = H(x)
-    latent_distance: dict  # ||F(P(x)) - F(x)|| / the median ||F(x_i) - F(x_j)|| of two test images
-    perceptual_distance: dict  # RandomFeatures.distance(x, P(x))
-    unrelated_perceptual_distance: dict  # the same of x and another test image: "nothing alike"
-    spread: dict  # per image, the mean over pixels of the standard deviation of D(F(x) + e)
+    pixel_mse: MeanOf  # squared error per pixel of P(x)
+    h_consistency: Rate  # rate: H(P(x)) = H(x)
+    latent_distance: MeanOf  # ||F(P(x)) - F(x)|| / the median ||F(x_i) - F(x_j)|| of two test images
+    perceptual_distance: MeanOf  # RandomFeatures.distance(x, P(x))
+    unrelated_perceptual_distance: MeanOf  # the same of x and another test image: "nothing alike"
+    spread: MeanOf  # per image, the mean over pixels of the standard deviation of D(F(x) + e)
     spread_scale: float  # e's size: this fraction of the latent's RMS
     judges: list[JudgeReading]
 
     def lines(self, classes: Sequence[str] | None = None) -> list[str]:
-        said = [f"P(x) of {self.images} test images: MSE/pixel {_spread(self.pixel_mse, 4)}; H reads P(x) as it reads "
-                f"x {format_rate(self.h_consistency)}; |F(P(x)) - F(x)| {_spread(self.latent_distance, 3)} of two test "
-                f"images' distance; perceptual distance x-P(x) {_spread(self.perceptual_distance, 3)} (x-another image "
-                f"{_spread(self.unrelated_perceptual_distance, 3)}, random conv features); spread of D(F(x) + e) "
-                f"{_spread(self.spread, 4)} per pixel at |e| = {self.spread_scale:g} |F(x)|"]
+        said = [f"P(x) of {self.images} test images: MSE/pixel {self.pixel_mse.text(4)}; H reads P(x) as it reads "
+                f"x {self.h_consistency}; |F(P(x)) - F(x)| {self.latent_distance.text(3)} of two test "
+                f"images' distance; perceptual distance x-P(x) {self.perceptual_distance.text(3)} (x-another image "
+                f"{self.unrelated_perceptual_distance.text(3)}, random conv features); spread of D(F(x) + e) "
+                f"{self.spread.text(4)} per pixel at |e| = {self.spread_scale:g} |F(x)|"]
         return said + [format_judge(reading, classes) for reading in self.judges]
-
-
-def _spread(value: dict, digits: int) -> str:
-    return f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
 
 
 def derangement(n: int, seed: int = 0) -> torch.Tensor:
@@ -174,8 +170,8 @@ class _Tally:
 
     def result(self, spread_scale: float) -> PerceptionMeasures:
         joined = {key: torch.cat(values) for key, values in self.values.items()}
-        means = {name: mean_of(joined[key].double().tolist()) for name, key in (
+        means = {name: MeanOf.of(joined[key].double().tolist()) for name, key in (
             ("pixel_mse", "mse"), ("latent_distance", "latent"), ("perceptual_distance", "perceptual"),
             ("unrelated_perceptual_distance", "unrelated"), ("spread", "spread"))}
-        return PerceptionMeasures(images=len(joined["mse"]), h_consistency=rate_of(joined["agrees"]),
+        return PerceptionMeasures(images=len(joined["mse"]), h_consistency=Rate.of(joined["agrees"]),
                                   spread_scale=spread_scale, judges=[j.result() for j in self.judges], **means)

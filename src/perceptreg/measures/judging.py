@@ -13,23 +13,24 @@ from typing import Sequence
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from perceptreg.measures.intervals import format_rate, rate_of
+from perceptreg.measures.records import Rate
 
 
 class JudgeReading(BaseModel):
-    """One judge's reading of x and of P(x) (rates as ``measures.rate``)."""
+    """One judge's reading of x and of P(x). Not a ``Record``: a reading without an attack
+    writes its x_adv and P(x_adv) rates as null, as the files have always had them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     judge: str
-    accuracy_on_x: dict  # it reads x as the true class
-    p_read_true: dict  # it reads P(x) as x's true class
+    accuracy_on_x: Rate  # it reads x as the true class
+    p_read_true: Rate  # it reads P(x) as x's true class
     x_reads: list[int]  # how many x it reads as each class (index = class)
     p_reads: list[int]  # how many P(x) it reads as each class
     labels: list[int]  # how many images are of each class
     p_bias: float  # total variation distance of its readings of P(x) from the labels' shares: 0 none, near 1 one class
     x_bias: float  # the same of its readings of x
-    x_adv_read_true: dict | None = None  # it reads x_adv as the true class; None without an attack
-    p_adv_read_true: dict | None = None  # it reads P(x_adv) as the true class
+    x_adv_read_true: Rate | None = None  # it reads x_adv as the true class; None without an attack
+    p_adv_read_true: Rate | None = None  # it reads P(x_adv) as the true class
 
 
 def class_bias(reads: torch.Tensor, labels: torch.Tensor) -> float:
@@ -59,9 +60,9 @@ class JudgeTally:
         got = {key: torch.cat(values) for key, values in self.columns.items() if values}
         labels = got["labels"]
         counts = {key: torch.bincount(got[key], minlength=self.classes) for key in ("labels", "x", "p")}
-        attacked = {f"{key}_read_true": rate_of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
-        return JudgeReading(judge=self.judge.name, accuracy_on_x=rate_of(got["x"] == labels),
-                            p_read_true=rate_of(got["p"] == labels), x_reads=counts["x"].tolist(),
+        attacked = {f"{key}_read_true": Rate.of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
+        return JudgeReading(judge=self.judge.name, accuracy_on_x=Rate.of(got["x"] == labels),
+                            p_read_true=Rate.of(got["p"] == labels), x_reads=counts["x"].tolist(),
                             p_reads=counts["p"].tolist(), labels=counts["labels"].tolist(),
                             p_bias=class_bias(counts["p"], counts["labels"]),
                             x_bias=class_bias(counts["x"], counts["labels"]), **attacked)
@@ -74,8 +75,7 @@ def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) ->
     top = int(shares.argmax())
     name = classes[top] if classes else str(top)
     attacked = ("" if reading.x_adv_read_true is None else
-                f"; x_adv read right {format_rate(reading.x_adv_read_true)}, P(x_adv) "
-                f"{format_rate(reading.p_adv_read_true)}")
-    return (f"judge {reading.judge}: x read right {format_rate(reading.accuracy_on_x)}, P(x) read as the true class "
-            f"{format_rate(reading.p_read_true)}; class bias of its P(x) readings {reading.p_bias:.2f} (of x "
+                f"; x_adv read right {reading.x_adv_read_true}, P(x_adv) {reading.p_adv_read_true}")
+    return (f"judge {reading.judge}: x read right {reading.accuracy_on_x}, P(x) read as the true class "
+            f"{reading.p_read_true}; class bias of its P(x) readings {reading.p_bias:.2f} (of x "
             f"{reading.x_bias:.2f}; P(x) read most often as {name}, {100 * shares[top] / shares.sum():.0f} %){attacked}")

@@ -4,9 +4,9 @@ there (``check_continue``); ``outputs.check_writable``, the rule every writer fo
     kind_of(Path("runs/demo"))  # "trained"
 
 A folder may hold one kind of thing: a run of `train` ("trained"), a run of `attach`
-("attached"), a sweep, a dataset of `prepare`, or the runs of REPRODUCING.md. A writer may
-continue its own kind with the same settings, or start over one of its own kind that never
-finished; anything else is refused before it writes, so no run is ever replaced by another.
+("attached"), a sweep or a dataset of `prepare`. A writer may continue its own kind with the
+same settings, or start over one of its own kind that never finished; anything else is
+refused before it writes, so no run is ever replaced by another.
 A config.json is a run's only when its keys are a config's (a project's own config.json is not).
 """
 
@@ -32,8 +32,11 @@ from perceptreg.runs.files import (
 from perceptreg.storage.fileio import parse_json
 
 CONFIG_KEYS = {f.name for config in (TrainConfig, AttachConfig) for f in dataclasses.fields(config)}
+# Each kind of writer ``outputs.check_writable`` knows, in the words of its messages: the kinds
+# ``kind_of`` finds in a folder, and "reproducing", the root folder of `python -m reproduce`
+# (the paper's runs, each in a subfolder of its own kind; the root itself is never one).
 KINDS = {"trained": "a run of `train`", "attached": "a run of `attach`", "sweep": "a sweep",
-         "dataset": "a dataset of `prepare`", "reproducing": "the runs of REPRODUCING.md"}
+         "dataset": "a dataset of `prepare`", "reproducing": "the runs of `python -m reproduce`"}
 
 
 def kind_of(folder: Path) -> str | None:

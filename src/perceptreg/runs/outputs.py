@@ -49,7 +49,7 @@ def check_writable(folder: str | Path, kind: str, *, resume: bool = False, setti
     _refuse_system(folder, "a run folder")
     held = kind_of(folder)
     if held is None:
-        # REPRODUCING's runs and a sweep's members are folders of their own, each checked as a run
+        # `python -m reproduce`'s runs and a sweep's members are folders of their own, each checked as a run
         others = [] if kind == "reproducing" else [name for name in _other_files(folder)
                                                    if kind != "sweep" or not (folder / name).is_dir()]
         if others:

@@ -73,10 +73,8 @@ def check_writable_for_training(run_dir: Path, config: TrainConfig, resume: bool
         with warnings.catch_warnings():  # a torn last line is said once, when the history is read
             warnings.simplefilter("ignore", RuntimeWarning)
             manifest.committed_metrics(run_dir, manifest.read_state(run_dir), None)
-    if os.path.lexists(run_dir / METRICS) and not (run_dir / METRICS).is_file():  # epochs are appended to it (a run with
-        # a model has had it named by committed_metrics' guarded read)
-        raise PerceptregError(f"{run_dir / METRICS} is not a regular file (a folder, a pipe, a link to nowhere or "
-                              f"to itself); restore it or remove it, then run this again (nothing was changed)")
+    if os.path.lexists(run_dir / METRICS):  # epochs are appended to it: a regular file, or none yet (a run with
+        fileio.guarded(run_dir / METRICS)  # a model has had it read by committed_metrics, before any epoch none)
 
 
 def settle(run_dir: Path) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, model_validator
 
 from perceptreg import display, measures, runs
-from perceptreg.adversarial.summary import Rate, Record
+from perceptreg.adversarial.judges import PerceptionReading
+from perceptreg.measures.records import Record
 from perceptreg.storage import schema
 from perceptreg.sweeps.config import SweepConfig
 
@@ -60,27 +61,6 @@ class Spread(Record):
     def percent(self, seeds: int) -> str:
         """"90.0 % ± 2.0": a rate as a percentage, its interval in points (none for one seed)."""
         return f"{100 * self.mean:.1f} %" + (f" ± {100 * self.ci95:.1f}" if seeds > 1 else "")
-
-
-class MeanOf(Record):
-    """``measures.mean_of``: a mean over images with its 95 % Student-t interval."""
-    mean: float
-    low: float
-    high: float
-    n: int
-
-
-class PerceptionReading(Record):
-    """``judges.read_perception``: what an independent judge makes of a member's P(x)."""
-    judge: str
-    images: int
-    judge_accuracy: Rate
-    perception_read_true: Rate
-    model_accuracy: Rate
-    feature_distance: MeanOf
-    unrelated_distance: MeanOf
-    pixel_mse: MeanOf
-    perception_reads: list[int]
 
 
 class MemberMeasures(Record):

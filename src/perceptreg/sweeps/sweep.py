@@ -34,7 +34,6 @@ from perceptreg.sweeps import ray_engine, workers
 from perceptreg.sweeps.config import SweepConfig, check_rerun
 from perceptreg.sweeps.summary import (
     MemberMeasures,
-    PerceptionReading,
     SweepRecord,
     SweepRow,
     SweepSummary,
@@ -60,7 +59,7 @@ def _measure(model, train_config: TrainConfig, train_data, test_data, device, ma
     # the judge reads P(x) in evaluate's forward pass, not in one of its own
     reader = None if judge is None else judges.PerceptionReader(judge)
     quality = measures.evaluate(model, test_data, device=device, each_batch=None if reader is None else reader.add)
-    reading = None if reader is None else PerceptionReading.model_validate(reader.result())
+    reading = None if reader is None else reader.result()
     # Post-hoc F never saw the reconstruction term: its CE share is 1 by construction.
     lam = 0.0 if train_config.mode == "post-hoc" else train_config.lam
     shares = measures.gradient_shares(model, train_data, lam, train_config.reduction, device=device)
@@ -220,7 +219,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
                        f"{member.test_recon_mse:.4f}, shape spread {member.shape_spread:.2f}, "
                        f"CE share of F's gradient {member.ce_share:.3f}, centre/edge {member.centre_to_edge:.2f}"
                        + (" [decoder collapsed]" if member.decoder_collapsed else "")
-                       + (f"; {judges.format_reading(member.reading.model_dump(), test_data.classes)}" if judge else ""))
+                       + (f"; {judges.format_reading(member.reading, test_data.classes)}" if judge else ""))
     summary = SweepSummary(config=SweepRecord(**dataclasses.asdict(config)),
                            rows=[SweepRow.over_seeds(variant, members) for variant, members in measured.items()],
                            per_seed=measured, pixel_probes=pixel.linear, pixel_mlp_probes=pixel.mlp,

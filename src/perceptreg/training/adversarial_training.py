@@ -30,7 +30,7 @@ from perceptreg.adversarial.callables import frozen
 from perceptreg.core import models
 from perceptreg.core.config import MAX_IMAGES, AdversarialConfig, TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import LossParts, perceptual_loss
+from perceptreg.core.loss import LossParts, classifier_loss, perceptual_loss
 
 # Each epoch's robust accuracy: PGD of this many steps on a fixed stratified sample of the
 # epoch's test images, at the training eps. 10 steps see catastrophic overfitting (Wong et al.
@@ -134,7 +134,7 @@ def adversarial_loss(model: models.PerceptionNet, images: torch.Tensor, adv: tor
     ``decoder_objective``'s (None: the paper's pixel error), as in ``perceptual_loss``."""
     decoder_input = config.adversarial.decoder_input
     if phase == "classifier":  # post-hoc's first phase: no decoder yet
-        return perceptual_loss(model.classify(adv), labels, images, images, 0.0, config.reduction)
+        return classifier_loss(model.classify(adv), labels)
     if decoder_input == "x":
         recon = model.decoder(model.encoder(images))
         return perceptual_loss(model.classify(adv), labels, images, recon, config.lam, config.reduction,

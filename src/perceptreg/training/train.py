@@ -33,8 +33,8 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.devices import amp_dtype as autocast_dtype_for
 from perceptreg.core.devices import resolve_device
 from perceptreg.core.errors import PerceptregError
-from perceptreg.core.loss import LossParts, decoder_terms, perceptual_loss
-from perceptreg.display import tqdm
+from perceptreg.core.loss import LossParts, classifier_loss, decoder_terms, perceptual_loss
+from perceptreg.display import counted, tqdm
 from perceptreg.measures import COLLAPSE_RATIO, SHAPE_COLLAPSE_RATIO, evaluate
 from perceptreg.runs import checkpoint, user_models
 from perceptreg.training import adversarial_training, comparators, distributed, schedule
@@ -59,7 +59,7 @@ class TrainResult(NamedTuple):
         measured = "".join(f", {label} {last[key]:.4f}" for key, label in
                            (("test_accuracy", "test accuracy"), ("test_recon_mse", "test MSE/pixel"))
                            if last.get(key) is not None)
-        return f"TrainResult(run_dir={str(self.run_dir)!r}, {len(self.history)} epochs{measured})"
+        return f"TrainResult(run_dir={str(self.run_dir)!r}, {counted(len(self.history), 'epoch')}{measured})"
 
 
 # How often (in batches) the loss is checked for NaN: each check is a device sync.
@@ -231,7 +231,7 @@ def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch
         logits, _, recon = model(images)
         return perceptual_loss(logits, labels, images, recon, config.lam, config.reduction, decoder_objective)
     if phase == "classifier":  # the decoder is not run: it gets no gradient anyway
-        return perceptual_loss(model.classify(images), labels, images, images, 0.0, config.reduction)
+        return classifier_loss(model.classify(images), labels)
     # decoder phase: F frozen, D learns to invert it. Frozen means eval mode too: in train
     # mode F's BatchNorm statistics would drift and its Dropout would perturb z.
     with torch.no_grad(), models.evaluating(model.encoder):

@@ -253,7 +253,9 @@ def _layers(run: Run, layer: str | None = None) -> str:
     layers = read_layers(run)
     header, rows, note = layer_cells(layers)
     measures = table(header, [row for row in rows if layer in (None, row[0])])
-    history = run.metrics  # none where metrics.jsonl was lost, or cut before its first line
+    # None only for a run whose model.json records no digest of metrics.jsonl (written before
+    # issue 38) and whose metrics.jsonl was lost or emptied; with the digest, open_run refuses that
+    history = run.metrics
     curves = missing("training curves", f"perceptreg attach ... --out {run.path}") if not history else image(
         plots.line_plot_png([r["epoch"] for r in history], {"test reconstruction error per layer": {
             name: [r["test_recon_mse"][name] for r in history] for name in history[-1]["test_recon_mse"]}},

@@ -19,7 +19,7 @@ from typing import Any
 from perceptreg import runs
 from perceptreg.adversarial import judges
 from perceptreg.core.config import TrainConfig
-from perceptreg.display import html_lines
+from perceptreg.display import counted, html_lines
 from perceptreg.figures import perception_grid, save_png
 from perceptreg.training.launch import fresh_run_dir, launch
 from perceptreg.training.train import train
@@ -39,7 +39,7 @@ class TrainRunResult:
         """What `perceptreg train` prints."""
         mse = "-" if self.test_recon_mse is None else f"{self.test_recon_mse:.4f}"
         return [f"test accuracy {self.test_accuracy:.2%}, test reconstruction MSE per pixel {mse} "
-                f"({self.epochs} epochs, {self.seconds:.1f}s)",
+                f"({counted(self.epochs, 'epoch')}, {self.seconds:.1f}s)",
                 f"run folder: {self.run_dir}", f"perception grid: {self.perception_grid}"]
 
     def _repr_html_(self) -> str:
@@ -105,9 +105,9 @@ class JudgeResult:
     def lines(self) -> list[str]:
         """What `perceptreg train-judge` prints."""
         if self.already_trained:
-            return [f"the judge in {self.run_dir} is already trained ({self.epochs} epochs, test accuracy "
+            return [f"the judge in {self.run_dir} is already trained ({counted(self.epochs, 'epoch')}, test accuracy "
                     f"{self.test_accuracy:.2%})"]
-        return [f"judge test accuracy {self.test_accuracy:.2%} ({self.epochs} epochs, {self.seconds:.0f}s): "
+        return [f"judge test accuracy {self.test_accuracy:.2%} ({counted(self.epochs, 'epoch')}, {self.seconds:.0f}s): "
                 f"{self.run_dir}"]
 
     def _repr_html_(self) -> str:
