@@ -56,8 +56,8 @@ def test_train_resume_extends_a_run(trained_run, runner, tmp_path):
 
 
 def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_path):
-    args = ["perceive", str(trained_run), "--n", "2", "--out", str(tmp_path / "grid.png")]
-    result = runner.invoke(main, args + ["--judge", str(trained_run), "--read-size", "40"])
+    args = ["perceive", str(trained_run), "--n", "2", "--read-size", "40", "--out", str(tmp_path / "grid.png")]
+    result = runner.invoke(main, args + ["--judge", str(trained_run)])
     assert result.exit_code == 0, result.output
     line = result.output.splitlines()[-1]
     assert line.startswith("judge model run (40 test images): x read right ") and "MSE/pixel 0.0" in line
@@ -71,7 +71,7 @@ def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_pat
 
 def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
     out = tmp_path / "grid.png"
-    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--out", str(out)])
+    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--read-size", "20", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "perception grid of 6 test images" in result.output
     width, height = Image.open(out).size
