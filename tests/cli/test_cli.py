@@ -159,7 +159,8 @@ def test_evaluate_attack_strong_adaptive_at_fixed_rates(runner, good_run, tmp_pa
 
 
 def test_a_bad_beta_names_the_option_that_lists_it(runner, good_run):
-    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20"])
+    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20",
+                                  "--steps", "1"])
     assert result.exit_code == 1 and result.output == "Error: --adaptive must be a finite number >= 0, got -1.0\n"
 
 
@@ -500,6 +501,7 @@ def test_train_help_lists_every_dataset_and_config_default(runner):
 
 # --- attacks on a model whose numbers can be checked ----------------------------------------------
 
+@pytest.mark.slow  # three commands end to end at sizes whose numbers can be asserted: over 2 s alone
 def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)

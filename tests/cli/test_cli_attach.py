@@ -187,8 +187,10 @@ def test_an_importable_function_with_keyword_arguments(weights, tmp_path):
 
 
 def test_the_given_models_accuracy_is_said_before_fitting_and_chance_is_warned(tmp_path):
+    # the smallest fitting: the lines asked about come before it (the accuracy on the whole test split, the default)
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--random-weights", "--layers",
-                                       "fc1", "--out", str(tmp_path / "run"), *QUICK])
+                                       "fc1", "--out", str(tmp_path / "run"), "--train-size", "100", "--epochs", "1",
+                                       "--attack-images", "10", "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("your model's accuracy on 1000 test images of mnist5k, before fitting: ")
