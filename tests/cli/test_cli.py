@@ -274,8 +274,8 @@ def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    result = runner.invoke(main, ["attack", str(run), "--steps", "2", "--n", "2", "--pool", "2000"])
-    shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=2), n=2, pool=2000)
+    result = runner.invoke(main, ["attack", str(run), "--steps", "1", "--n", "2", "--pool", "2000"])
+    shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=1), n=2, pool=2000)
     assert result.exit_code == 0 and shown.line() in result.output, result.output
     # the pool bounds the work: no more images attacked than the test set holds
     assert shown.summary.images == len(perceptreg.open_run(run).data()[1]) == 1000
