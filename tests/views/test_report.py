@@ -280,7 +280,7 @@ def test_an_attach_run_from_before_the_metrics_digest_without_its_metrics_has_no
 def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(attach_run, run)
-    result = CliRunner().invoke(main, ["perceive", str(run), "--layer", "fc1", "--n", "4"])
+    result = CliRunner().invoke(main, ["perceive", str(run), "--layer", "fc1", "--n", "4", "--read-size", "20"])
     assert result.exit_code == 0, result.output
     assert (run / "perception_fc1.png").is_file()
     written = write_report(run, layer="fc1")
