@@ -54,7 +54,8 @@ def parse_shape(text: str | None) -> tuple[int, int, int] | None:
                                                      "weights, or those it loads itself).")
 @click.option("--layers", required=True, help="Module names, comma-separated, as in model.named_modules().")
 @click.option("--normalize", help="The per-channel MEAN,STD your model expects (3 channels: 3 means, then 3 stds). Left out, "
-                                    "the model is tried under the dataset's usual ones (its own, ImageNet's, [-1, 1]): one "
+                                    "the model is tried under the dataset's usual ones (its own, ImageNet's, [-1, 1]) and the "
+                                    "training images' mean and std: one "
                                     "that raises its accuracy far is named, and the run stops.")
 @click.option("--dataset", default=DEFAULTS.dataset, show_default=True, help=f"Images to learn from: {help_text()}.")
 @click.option("--data-root", help="Folder of file-based datasets.")
