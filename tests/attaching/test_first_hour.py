@@ -27,8 +27,9 @@ def brightness_folder(root, per_class: int):
     return f"folder:{root}"
 
 
-def trained_on_unit_range(tmp_path):
-    """The net of ``NET`` trained here on images normalized to [-1, 1], saved as a state dict."""
+def trained_on_unit_range(tmp_path, normalized=lambda x: x * 2 - 1):
+    """The net of ``NET`` trained here on images ``normalized`` (default: to [-1, 1]), saved
+    as a state dict."""
     from perceptreg.data import load_dataset, to_float
 
     dataset = brightness_folder(tmp_path / "shades", 40)
@@ -37,7 +38,7 @@ def trained_on_unit_range(tmp_path):
     torch.manual_seed(0)
     net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    x = to_float(train.images) * 2 - 1
+    x = normalized(to_float(train.images))
     for _ in range(300):
         optimizer.zero_grad()
         nn.functional.cross_entropy(net(x), train.labels).backward()
@@ -67,6 +68,30 @@ def test_leaving_out_the_normalization_a_model_expects_names_it_before_the_work(
                                        str(tmp_path / "unit")])
     assert result.exit_code == 0, result.output
     assert "before fitting: 100.0%" in result.output
+
+
+def test_a_model_normalized_by_its_own_images_statistics_is_told_them(tmp_path):
+    """A folder of the user's images has no usual normalization of its own: a model trained
+    on (x - their mean) / their std (0.75 and 0.05 here; 0.7 and 0.8 become -1 and 1) is
+    named them, where none of the usual ones separates the classes."""
+    from perceptreg.cli import main
+
+    dataset = trained_on_unit_range(tmp_path, lambda x: (x - x.mean((0, 2, 3), keepdim=True)) / x.std(
+        (0, 2, 3), unbiased=False, keepdim=True))
+    from perceptreg.data import load_dataset, to_float
+    pixels = to_float(load_dataset(dataset)[0].images).double()
+    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3), unbiased=False)
+    assert (mean - 0.75).abs().max() < 0.01 and 0.05 < std.min() < std.max() < 0.052  # brightness_folder's
+    values = ",".join(f"{round(float(v), 4):g}" for v in (*mean, *std))
+    result = CliRunner().invoke(main, ["attach", "--model", f"{tmp_path / 'net.py'}:build", "--weights",
+                                       str(tmp_path / "net.pt"), "--layers", "0", "--dataset", dataset, "--epochs",
+                                       "1", "--attack-images", "4", "--steps", "1", "--quiet", "--out",
+                                       str(tmp_path / "raw")])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: your model's accuracy on 80 test images of " + dataset + " is 50.0% on pixels in [0, 1], 100.0% with "
+        f"your images' own normalization: it expects normalized inputs. Pass --normalize {values} (your images' own "
+        "mean, then std); to attach it to raw pixels all the same, --normalize 0,0,0,1,1,1")
 
 
 def test_the_registry_knows_each_datasets_usual_normalizations():

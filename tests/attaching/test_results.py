@@ -93,3 +93,15 @@ def test_the_consistency_columns_by_hand():
                 "perceptual_distance": MeanOf(mean=0.125, low=0.1, high=0.15, n=40)}
     row = LayerTable(**SUMMARY).layers[1].model_copy(update={"perception": PerceptionMeasures.model_construct(**measured)})
     assert consistency_cells(row) == ["75.0 % [50.0, 90.0]", "0.125 [0.100, 0.150]"]
+
+
+def test_the_note_says_what_the_consistency_columns_count_and_of_which_images():
+    measured = {"images": 40, "h_consistency": {"rate": 0.75, "low": 0.5, "high": 0.9, "n": 40},
+                "perceptual_distance": {"mean": 0.125, "low": 0.1, "high": 0.15, "n": 40},
+                "unrelated_perceptual_distance": {"mean": 1.0334, "low": 1.0, "high": 1.1, "n": 40}}
+    rows = [row.model_copy(update={"perception": PerceptionMeasures.model_construct(**measured)})
+            for row in LayerTable(**SUMMARY).layers]
+    _, _, note = layer_cells(LayerTable(**SUMMARY).model_copy(update={"layers": rows}))
+    assert note.endswith("DeLong). H(P(x)) = H(x): how often the model reads P(x) as it reads x; perceptual distance: "
+                         "of x and P(x) in random conv features (of x and another test image: 1.033); both of the 40 "
+                         "clean test images attacked")

@@ -51,3 +51,15 @@ def test_perception_json_with_a_key_misspelt_or_missing_inside_a_measure_is_refu
     write_sealed(tmp_path / PERCEPTION_JSON, values)
     with pytest.raises(CheckpointError, match=rf"perception.json: field {re.escape(field)}\b"):
         load_sealed_file(tmp_path / PERCEPTION_JSON, PerceptionFile, "run perceive again")
+
+
+def test_without_read_size_perceive_reads_as_many_test_images_as_attach_scores(trained_run, tmp_path, monkeypatch):
+    """On natural images, 1,000 (``registry.attach_sizes``), not the whole split: 6 minutes for
+    a CIFAR-10 VGG's 10,000 test images under load. Stood for here by the digits' size, made 30."""
+    from perceptreg.data import registry
+
+    monkeypatch.setitem(registry.FULL_ATTACH, "eval_size", 30)
+    assert registry.attach_sizes("folder:x", 3)["eval_size"] == 1_000 and registry.natural_images("cifar10", 3)
+    result = perceive(trained_run, n=2, out=tmp_path / "p.png")
+    assert result.measures.images == 30
+    assert result.lines()[1].startswith("P(x) of 30 test images: ")

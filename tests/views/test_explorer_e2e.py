@@ -300,6 +300,8 @@ def test_compared_runs_each_show_in_every_section_by_name(pages, good_run, train
     assert all(name in page.inner_text("[data-testid=intro]") for name in names)
     card = cards(page).first
     assert card.locator("img").count() == 3 and all(f"P(x) {name}" in card.inner_text() for name in names)
+    error = card.locator("[data-testid=card-error]").inner_text().split(" · ")  # each run's error, named
+    assert [part.split()[-2] for part in error] == names and error[0].startswith("recon. error ")
     card.click()
     assert all(name in page.inner_text("[data-testid=selected]") for name in names)
     page.fill("[data-testid=steps]", "10")

@@ -20,7 +20,7 @@ from perceptreg.adversarial.judges import KNNJudge, architecture, standing_judge
 from perceptreg.attaching.defaults import attack_images_for, work_line
 from perceptreg.attaching.fitting import evaluate_layers, fine_tune, fit_decoders
 from perceptreg.attaching.judging import attach_judge
-from perceptreg.attaching.normalization import advice, expected_normalization
+from perceptreg.attaching.normalization import advice, expected_normalization, own_statistics
 from perceptreg.attaching.results import LayersAttack, LayerTable, layers_table
 from perceptreg.core.attached import attach
 from perceptreg.core.config import MAX_IMAGES, AttachConfig
@@ -102,7 +102,7 @@ def run_attach(config: AttachConfig, run_dir: str | Path, attack: AttackSettings
     if seen.num_classes != len(train_data.classes):  # its labels would index other logits, or none
         raise PerceptregError(f"{config.model}: the model gives {seen.num_classes} logits, but {config.dataset} has "
                               f"{len(train_data.classes)} classes; give a dataset of the model's classes, in its order")
-    _check_given_accuracy(seen, eval_data, config, device, say)
+    _check_given_accuracy(seen, eval_data, config, device, say, train_data)
     pool = test_data.subset(datasets.spread_over_classes(test_data.labels, min(attack_images, len(test_data))))
     say(work_line(config, len(train_data), len(eval_data), len(pool), train_data.image_shape[0]))
     reader, line = attach_judge(config.dataset, train_data, pool, judge, device, architecture(config))
@@ -204,15 +204,17 @@ def _require_finite_measures(layers: list[dict], images: int, accuracy: float) -
                 f"layers.json is not written. Check the model's weights and the decoders' fit (a lower `lr`)")
 
 
-def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, say: Callable[[str], None]) -> None:
+def _check_given_accuracy(seen, test_data, config: AttachConfig, device: str, say: Callable[[str], None],
+                          train_data) -> None:
     """Say the given model's accuracy before the fitting starts, and warn (at once, not
-    after the fitting) when it is near chance: the weights, or the input normalization, are
-    the likely causes."""
+    after the fitting) when it is near chance: the weights, or the input normalization (one
+    of the dataset's usual ones, or ``train_data``'s own statistics), are the likely causes."""
     sample = test_data.subset(datasets.spread_over_classes(test_data.labels, min(ACCURACY_SAMPLE, len(test_data))))
     accuracy = evaluate_layers(seen, sample, device=device, layers=[])["accuracy"]
     say(f"your model's accuracy on {len(sample)} test images of {config.dataset}, before fitting: {accuracy:.1%}")
     chance = 1 / seen.num_classes
-    guess = None if config.normalize else expected_normalization(seen, sample, config.dataset, accuracy, device)
+    guess = None if config.normalize else expected_normalization(seen, sample, config.dataset, accuracy, device,
+                                                                 own_statistics(train_data))
     if guess is not None:  # before the work: every measure of the run would be of inputs it never saw
         raise PerceptregError(advice(guess, accuracy, len(sample), config.dataset))
     if accuracy < NEAR_CHANCE * chance:

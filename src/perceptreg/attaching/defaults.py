@@ -1,6 +1,6 @@
 """attach's sizes by dataset: an AttachConfig whose epochs, training and evaluation sizes
 are the dataset's where the user gives none (``data.registry.attach_sizes``): on digits the
-full measure, on natural images a first look within minutes."""
+full measure, on natural images a first look (``registry.FIRST_LOOK_ATTACH``)."""
 
 from __future__ import annotations
 

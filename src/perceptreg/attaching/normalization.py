@@ -1,7 +1,9 @@
 """Which input normalization a given model expects: a model trained on normalized images
 and fed raw pixels in [0, 1] still runs, at a fraction of its accuracy, and every measure of
 its run would be of inputs it never saw. Its accuracy under each of the dataset's usual
-normalizations (``data.registry.usual_normalizations``) says which one it was trained with."""
+normalizations (``data.registry.usual_normalizations``, then the training images' own mean
+and std, which a folder of the user's images has no other name for) says which one it was
+trained with."""
 
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ import torch
 
 from perceptreg.core.attached import AttachedModel
 from perceptreg.core.models import evaluating
-from perceptreg.data import image_batches, registry
+from perceptreg.data import ImageDataset, image_batches, registry
 from perceptreg.measures import rate
 
 # "far below": a normalization that gains at least this much accuracy, beyond the noise of the
 # sample (the two 95 % Wilson intervals apart), is the model's
 FAR_BELOW = 0.15
+OWN = "your images' own"  # the name of the training images' own statistics (``own_statistics``)
+STATISTICS_SAMPLE, STATISTICS_BATCH = 10_000, 1024  # images whose statistics are taken, and at a time
 
 
 @dataclass(frozen=True)
 class Normalization:
-    """A usual normalization (``name``: "CIFAR-10's", "ImageNet's", "[-1, 1]"), its mean and
+    """A usual normalization (``name``: "CIFAR-10's", "ImageNet's", "[-1, 1]", ``OWN``), its mean and
     std per channel, and the model's accuracy on the sample under it."""
     name: str
     mean: tuple[float, ...]
@@ -35,19 +39,36 @@ class Normalization:
 
 
 def expected_normalization(seen: AttachedModel, sample, dataset: str, accuracy: float,
-                           device: str = "cpu") -> Normalization | None:
-    """The dataset's usual normalization under which the model (attached without one) is
-    most accurate on ``sample``, if that is at least ``FAR_BELOW`` above its ``accuracy`` on
-    raw pixels and their 95 % intervals do not meet; else None. ``sample``: a dataset or
-    loader of (image, label) (``data.loaders``)."""
+                           device: str = "cpu", own=None) -> Normalization | None:
+    """The dataset's usual normalization, or ``own`` ((mean, std) of the training images,
+    ``own_statistics``; tried last, so that of equals the usual name is said), under which the
+    model (attached without one) is most accurate on ``sample``, if that is at least
+    ``FAR_BELOW`` above its ``accuracy`` on raw pixels and their 95 % intervals do not meet;
+    else None. ``sample``: a dataset or loader of (image, label) (``data.loaders``)."""
     sample = image_batches(sample, "sample")
+    usual = registry.usual_normalizations(dataset, seen.input_shape[0])
     tried = [(name, mean, std, *_hits(seen, sample, mean, std, device))
-             for name, (mean, std) in registry.usual_normalizations(dataset, seen.input_shape[0]).items()]
+             for name, (mean, std) in {**usual, **({OWN: own} if own else {})}.items()]
     name, mean, std, correct, n = max(tried, key=lambda t: t[3])  # the first of equals: the dataset's own first
     raw, best = rate(round(accuracy * n), n), rate(correct, n)
     if best["rate"] < accuracy + FAR_BELOW or best["low"] <= raw["high"]:
         return None
     return Normalization(name, tuple(mean), tuple(std), best["rate"])
+
+
+def own_statistics(images: ImageDataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std per channel of ``images`` in [0, 1] (of at most ``STATISTICS_SAMPLE``
+    of them, evenly spaced), to 4 places as a user writes them: a model trained on a folder
+    of its own images was most likely normalized by them."""
+    chosen = torch.linspace(0, len(images) - 1, min(len(images), STATISTICS_SAMPLE)).long()
+    total = squares = 0
+    for part in chosen.split(STATISTICS_BATCH):  # no float copy of the whole sample
+        x = images.images[part].double().div_(255)
+        total, squares = total + x.sum(dim=(0, 2, 3)), squares + x.square().sum(dim=(0, 2, 3))
+    count = len(chosen) * images.images.shape[2] * images.images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp(min=0).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
 @torch.no_grad()

@@ -130,7 +130,19 @@ def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
             f"(PGD {attack.norm}, eps {attack.eps:g}; {intervals})")
     if first.successful_attacks == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
-    return header, rows, note
+    return header, rows, note + _consistency_note(first)
+
+
+def _consistency_note(row: LayerRow) -> str:
+    """What the two consistency columns count, and of which images: a distance is read
+    against the distance of x and another test image (nothing alike)."""
+    measured = row.perception
+    if measured is None:
+        return ""
+    return (f". H(P(x)) = H(x): how often the model reads P(x) as it reads x; perceptual distance: of x and P(x) "
+            f"in random conv features (of x and another test image: "
+            f"{measured.unrelated_perceptual_distance['mean']:.3f}); both of the {measured.images} clean test images "
+            f"attacked")
 
 
 def layers_table(table: LayerTable) -> str:

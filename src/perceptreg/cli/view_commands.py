@@ -23,7 +23,7 @@ from perceptreg.cli.app import OutPath, device_option, layer_option, main, plain
                    "class, and the distance of x and P(x) in its features. [default: on natural images the "
                    "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
 @click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
-              "sample). [default: the whole test split]")
+              "sample). [default: as many as attach scores: 10,000 of digits, 1,000 of natural images]")
 @click.option("--more-judges", "more_judges", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Another run whose model reads P(x) beside the 3-NN pixel judge and --judge (repeatable).")
 @click.option("--attacked", is_flag=True, help="Each judge also reads x_adv and P(x_adv) (PGD with default "

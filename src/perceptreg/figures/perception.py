@@ -20,6 +20,7 @@ from perceptreg import data, runs
 from perceptreg.adversarial import judges
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.core.models import PerceptionNet, evaluating
+from perceptreg.data import registry
 from perceptreg.figures.grids import Cell, image_grid, perception_grid, save_png
 from perceptreg.measures.consistency import SPREAD_SCALE, PerceptionMeasures, measure_perception, perception_spread
 from perceptreg.runs.files import PERCEPTION_JSON, PERCEPTION_SPREAD
@@ -60,7 +61,9 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
     (default RUN/perception.png; of an attach run, perception_LAYER.png for ``layer``, default
     the deepest), and have ``judge`` (a run whose model reads P(x); default on natural images
     the dataset's standing judge once trained, else none) read P(x) of ``read_size`` test
-    images (a stratified sample; default the whole test split). On the same images,
+    images (a stratified sample; default as many as `attach` scores, ``registry.attach_sizes``:
+    the whole test split of digits, 1,000 natural images, where the judges' minutes of reading
+    a 10,000-image split would be a first look's). On the same images,
     ``measures.consistency.measure_perception`` (written to RUN/perception.json) with a panel
     of judges: the 3-NN pixel judge, ``judge``'s CNN and ``more_judges``' models; with
     ``attack``, each judge reads x_adv and P(x_adv) too. The spread of D(F(x) + e) of the
@@ -78,6 +81,8 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
                for j in more_judges)]
     named = run.output_layer(layer)
     grid = save_png(perception_grid(model, test, n=n, device=device), out)
+    if read_size is None:
+        read_size = registry.attach_sizes(run.config.dataset, test.image_shape[0])["eval_size"]
     sample = data.training_subset(test, read_size, seed=0)
     reading = None if reader is None else judges.read_perception(model, sample, reader, device=device)
     attacker = None if attack is None else attack.for_images(run.config.dataset, test.image_shape).build(model)

@@ -167,7 +167,9 @@ function card(item) {
   text.textContent = `label ${item.label} · H: ${item.prediction} ${pct(item.confidence)}${wrong ? " ✗" : ""}` +
     item.compared.map((c) => (c.missing ? "" : ` · ${state.names[c.run]}: ${c.prediction} ${pct(c.confidence)}`)).join("");
   const error = document.createElement("div");
-  error.dataset.testid = "card-error"; error.textContent = `recon. error ${item.error.toFixed(4)}`;
+  error.dataset.testid = "card-error";  // compared: each run's error by its name, as its P(x) is named
+  error.textContent = "recon. error " + [{ ...item, run: state.info.run }, ...item.compared.filter((c) => !c.missing)]
+    .map((r) => `${compared() ? `${state.names[r.run]} ` : ""}${r.error.toFixed(4)}`).join(" · ");
   div.setAttribute("aria-label", `image ${item.index}, label ${item.label}, H says ${item.prediction}`);
   div.append(pair, text, error);
   if (state.selected && state.selected.index === item.index) div.classList.add("selected");
