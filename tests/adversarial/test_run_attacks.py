@@ -67,6 +67,7 @@ def module_of(stop: str) -> str:
     return ".".join(parts[:next((i for i, part in enumerate(parts) if part[:1].isupper()), len(parts) - 1)])
 
 
+@pytest.mark.slow
 def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(trained_run, tmp_path):
     import shutil
 

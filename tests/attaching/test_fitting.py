@@ -46,6 +46,7 @@ def test_fitting_learns_to_reconstruct(digits):
     assert 0.0 <= quality["accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_fine_tune_trains_the_model_and_freezes_it_again(digits):
     train, test = digits
     model = net()

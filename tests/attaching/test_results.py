@@ -96,9 +96,9 @@ def test_the_consistency_columns_by_hand():
 
 
 def test_the_note_says_what_the_consistency_columns_count_and_of_which_images():
-    measured = {"images": 40, "h_consistency": {"rate": 0.75, "low": 0.5, "high": 0.9, "n": 40},
-                "perceptual_distance": {"mean": 0.125, "low": 0.1, "high": 0.15, "n": 40},
-                "unrelated_perceptual_distance": {"mean": 1.0334, "low": 1.0, "high": 1.1, "n": 40}}
+    measured = {"images": 40, "h_consistency": Rate(rate=0.75, low=0.5, high=0.9, n=40),
+                "perceptual_distance": MeanOf(mean=0.125, low=0.1, high=0.15, n=40),
+                "unrelated_perceptual_distance": MeanOf(mean=1.0334, low=1.0, high=1.1, n=40)}
     rows = [row.model_copy(update={"perception": PerceptionMeasures.model_construct(**measured)})
             for row in LayerTable(**SUMMARY).layers]
     _, _, note = layer_cells(LayerTable(**SUMMARY).model_copy(update={"layers": rows}))

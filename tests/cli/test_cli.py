@@ -140,6 +140,7 @@ def test_evaluate_attack_bad_input_is_one_line(runner, good_run, args, code, mes
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_evaluate_attack_strong_adaptive_at_fixed_rates(runner, good_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
@@ -271,6 +272,7 @@ def test_attack_writes_the_figure_and_warns_about_a_collapsed_decoder(trained_ru
     assert failures <= successes <= right <= 30 and shown == min(4, failures)
 
 
+@pytest.mark.slow
 def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, runner, tmp_path):
     import perceptreg
 
@@ -392,6 +394,7 @@ def test_attacks_on_colour_images_take_their_radius_unless_eps_is_given(runner, 
 
 # --- latent directions --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_interpolate_writes_grids_curves_and_json(trained_run, runner, tmp_path):
     out = tmp_path / "edits"
     result = runner.invoke(main, ["interpolate", str(trained_run), "--target", "8", "--images", "3",

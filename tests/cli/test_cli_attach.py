@@ -98,6 +98,7 @@ def test_other_commands_take_an_attach_run_and_a_layer(attached_run, tmp_path):
     assert result.exit_code == 1 and "latent edits need a run of train" in result.output
 
 
+@pytest.mark.slow
 def test_joint_mode_fine_tunes_and_reports_the_change(weights, other_judge, tmp_path):
     out = tmp_path / "joint"
     judge = other_judge  # a run of another architecture judges (its own would be refused as a twin)
@@ -279,6 +280,7 @@ def test_a_damaged_attach_run_file_is_one_error_line(name, content, command, mes
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_decoder_params_gives_every_layer_the_same_budget_and_the_run_reopens(weights, tmp_path):
     out = tmp_path / "budget"
     result = CliRunner().invoke(main, ["attach", "--model", f"{USER_NET}:build", "--weights", str(weights),

@@ -171,6 +171,7 @@ def test_non_finite_loss_names_epoch_and_batch_and_keeps_last_checkpoint(tmp_pat
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+@pytest.mark.slow
 def test_collapsed_decoder_is_reported(tmp_path, small_mnist):
     # Without the output-bias fix the summed squared error drives the sigmoid decoder to
     # all black (PAPER-NOTES, training pitfall).
@@ -184,6 +185,7 @@ def test_collapsed_decoder_is_reported(tmp_path, small_mnist):
     assert json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["decoder_collapsed"]
 
 
+@pytest.mark.slow
 def test_post_hoc_trains_decoder_on_a_frozen_classifier(tmp_path, small_mnist):
     result = run(tmp_path, small_mnist, mode="post-hoc", epochs=2, decoder_epochs=3)
     phases = [r["phase"] for r in result.history]
@@ -255,6 +257,7 @@ def test_cuda_missing_is_a_clear_error(tmp_path):
         train(TrainConfig(device="cuda"), tmp_path)
 
 
+@pytest.mark.slow
 def test_post_hoc_decoder_for_another_runs_classifier(tmp_path, small_mnist):
     joint = run(tmp_path, small_mnist, "joint", epochs=2)
     decoder = run(tmp_path, small_mnist, "decoder", mode="post-hoc", epochs=1, decoder_epochs=2, lam=0.0,

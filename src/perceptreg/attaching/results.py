@@ -141,7 +141,7 @@ def _consistency_note(row: LayerRow) -> str:
         return ""
     return (f". H(P(x)) = H(x): how often the model reads P(x) as it reads x; perceptual distance: of x and P(x) "
             f"in random conv features (of x and another test image: "
-            f"{measured.unrelated_perceptual_distance['mean']:.3f}); both of the {measured.images} clean test images "
+            f"{measured.unrelated_perceptual_distance.mean:.3f}); both of the {measured.images} clean test images "
             f"attacked")
 
 
