@@ -250,6 +250,8 @@ def test_report_of_an_attach_run(attach_run):
     layers = read_layers(runs.open_run(attach_run))
     judge = layers.layers[0].judge
     assert f"Read by {judge} (its accuracy on the clean images x: " in parts["layers"].text()  # its judge, and on x
+    settings = [tr.find_all("td")[0].text() for tr in parts["config"].find_all("tr") if tr.find_all("td")]
+    assert "model kwargs" not in settings and "layers" in " ".join(settings)  # none given: no empty row
     summary = summary_of(text)
     assert summary["test accuracy"] == f"{100 * layers.accuracy:.1f} %"
     assert summary["reconstruction error"].endswith(
@@ -259,6 +261,7 @@ def test_report_of_an_attach_run(attach_run):
     assert summary["P_layer(x)"].startswith("P_layer(x), the perception at a layer")
     found = cells(parts["layers"])
     assert [c["label"] for c in found[:3]] == [f"x, true {found[0]['label'][-1]}", "P_stem(x)", "P_fc1(x)"]
+    assert "<span>P_stem<wbr>(x)</span>" in text  # a narrow cell wraps before the bracket, not mid-word
     assert_captions_agree_with_highlight(found)
     assert [h.text().split(",")[0] for h in parts["layers"].find_all("h3")] == [
         "Test images x", "Attacked images: x"]
@@ -481,3 +484,10 @@ def test_a_reading_wider_than_its_cell_wraps_at_its_spaces_not_inside_its_percen
     assert "H: automobile 46\u00a0%\u00a0<span" in shown
     reading_rule = next(rule for rule in report_html.STYLE.split("\n") if rule.startswith(".cell .reading"))
     assert "nowrap" not in reading_rule
+
+
+def test_a_terminal_line_in_the_report_shows_its_commands_as_code_and_escapes_the_rest():
+    from perceptreg.views.report_html import prose
+
+    assert prose("no CNN judge (`perceptreg train-judge`) & x < y") == \
+        "no CNN judge (<code>perceptreg train-judge</code>) &amp; x &lt; y"

@@ -29,12 +29,10 @@ class NotAvailableError(PerceptregError):
 @contextlib.contextmanager
 def warnings_as_lines(say: Callable[[str], None]):
     """The library's warnings (a collapsed decoder, a torn metrics line, ...) said as one
-    "Warning: ..." line each when the block ends, not in Python's file:line format."""
-    with warnings.catch_warnings(record=True) as caught:
+    "Warning: ..." line each, when they happen (a split of the data is said before the
+    20 minutes of work it shapes, not after), not in Python's file:line format."""
+    with warnings.catch_warnings():
         warnings.simplefilter("always", RuntimeWarning)
         warnings.simplefilter("always", UserWarning)
-        try:
-            yield
-        finally:
-            for warning in caught:
-                say(f"Warning: {warning.message}")
+        warnings.showwarning = lambda message, *where, **more: say(f"Warning: {message}")
+        yield

@@ -39,7 +39,7 @@ from perceptreg.sweeps.summary import (
     digits,
     read_sweep,
 )
-from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missing, section, table
+from perceptreg.views.report_html import STYLE, WRONG_KEY, figure, image, missing, prose, section, table
 from perceptreg.views.report_summary import config_tables, summary, sweep_summary
 
 
@@ -265,7 +265,7 @@ def _layers(run: Run, layer: str | None = None) -> str:
         (runs.LAYERS_PNG, "Test images x, then their perception at each layer, shallow to deep"),
         (runs.LAYERS_ATTACK_PNG, "Attacked images: x, x_adv, then the perception of x_adv at each layer"))
         if (run.path / f).exists())
-    return (f"<p>{html.escape(note[:1].upper() + note[1:])}; the attack: {html.escape(attack)}.</p>"
+    return (f"<p>{prose(note[:1].upper() + note[1:])}; the attack: {html.escape(attack)}.</p>"
             + measures + WRONG_KEY + grids + curves)
 
 

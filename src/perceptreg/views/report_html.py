@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -72,6 +73,11 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return display.html_table(header, rows)
 
 
+def prose(text: str) -> str:
+    """A line the library wrote for the terminal, as HTML: escaped, its `commands` as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
 def missing(what: str, command: str) -> str:
     return f'<p class="missing">No {html.escape(what)} in this run; produce it with <code>{html.escape(command)}</code>.</p>'
 
@@ -111,7 +117,9 @@ def _cell(picture: Image.Image, cell: dict, scale: int) -> str:
     # inside "46 %" or before its mark, rather than run into the next cell
     reading = html.escape(cell["caption"]).replace(" %", "\u00a0%") + (
         '\u00a0<span aria-label="misclassified" title="misclassified">✗</span>' if cell["wrong"] else "")
-    caption = f'<span>{html.escape(cell["label"])}</span>' + (f'<span class="reading">{reading}</span>'
+    # a label wraps before its bracket ("P_block1" / "(x_adv)"), not inside a word ("x_ad" / "v")
+    label = html.escape(cell["label"]).replace("(", "<wbr>(")
+    caption = f'<span>{label}</span>' + (f'<span class="reading">{reading}</span>'
                                                              if cell["caption"] else "")
     return (f'<figure class="cell{" wrong" if cell["wrong"] else ""}" style="--w:{width}px">'
             f'<img class="pixels" width="{width}" height="{height}" alt="{html.escape(cell["alt"] or cell["label"])}" '

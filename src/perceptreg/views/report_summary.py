@@ -165,7 +165,7 @@ LABELS = {"arch": "architecture", "model": "built by", "weights_sha256": "weight
 def _shown(config, field: dataclasses.Field) -> bool:
     """Whether a setting says something: set, not a switch left at its default, and used."""
     value = getattr(config, field.name)
-    return not (value is None
+    return not (value is None or value in ("", [], (), {})  # an empty list of model kwargs says nothing
                 or (isinstance(value, bool) and value == field.default)
                 or (field.name == "arch" and value == "custom")  # the "built by" row says it
                 or (field.name == "lam" and config.mode == "post-hoc")  # only the joint objective weighs it
