@@ -61,16 +61,16 @@ def lost(before: dict[str, str], after: dict[str, str], work: Path) -> list[str]
 
 def committed(run: Path) -> tuple[int, int]:
     """A run's committed epochs (state.json) and its rows in metrics.jsonl: what a command that
-    owns the run (train --resume) may rewrite, repair or extend, but never make fewer."""
+    owns the run (train --resume) may rewrite, repair or extend, but never make fewer. A file
+    that is not a regular one (a FIFO, a link to a device) counts nothing, and is never opened."""
+    def text(name: str) -> str:
+        path = run / name
+        return path.read_text(errors="replace") if path.is_file() and path.stat().st_size < 2**24 else ""
     try:
-        epoch = json.loads((run / "state.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
+        epoch = json.loads(text("state.json"))["epoch"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         epoch = 0
-    try:
-        rows = sum(1 for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip())
-    except (OSError, ValueError):
-        rows = 0
-    return epoch, rows
+    return epoch if isinstance(epoch, int) else 0, sum(1 for line in text("metrics.jsonl").splitlines() if line.strip())
 
 
 def run_child(case: Case, work: Path) -> dict:

@@ -171,7 +171,7 @@ ALSO_READS = {"train --resume": ("state-000001.safetensors",), "report": ("attac
 OPTIONAL = ("attack_metrics.json", "layers.json")  # results a reader shows where they were made
 NOT_READ = {"report": ("model-000001.safetensors", "model.safetensors")}  # the report loads no weights
 # what a reader writes over: it may rewrite the damaged file, or refuse one it cannot write over
-REWRITES = {"train --resume": ("model.json", "model.safetensors")}
+REWRITES = {"train --resume": ("model.json", "model.safetensors"), "evaluate-attack": ("attack_metrics.json",)}
 # Damage a reader may accept: the value may lie inside its field's range (a resealed file is a
 # valid file), a JSON number written as a string is read as the number (pydantic's lax mode),
 # a cut final newline leaves every row whole, and without state.json a run is read from its

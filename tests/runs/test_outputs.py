@@ -380,3 +380,14 @@ def test_a_results_file_that_links_to_itself_is_named_not_taken_for_absent(train
     metrics.unlink(missing_ok=True)
     metrics.symlink_to(metrics.name)
     one_error(run_cli(["report", run]), str(metrics))
+
+
+@pytest.mark.parametrize("make", [lambda path: path.mkdir(), lambda path: os.mkfifo(path)])
+def test_evaluate_attack_refuses_an_unwritable_results_file_before_it_attacks(trained_run, tmp_path, make):
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / runs.ATTACK_METRICS).unlink(missing_ok=True)
+    (run / runs.ATTACK_ROC).unlink(missing_ok=True)
+    make(run / runs.ATTACK_METRICS)
+    one_error(run_cli(["evaluate-attack", run, "--images", "10", "--held-out", "10", "--steps", "1"]),
+              str(run / runs.ATTACK_METRICS))
+    assert not (run / runs.ATTACK_ROC).exists()  # refused before the attack, whose first figure it is

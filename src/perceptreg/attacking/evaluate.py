@@ -25,6 +25,7 @@ from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, Atta
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
 from perceptreg.figures import plots
 from perceptreg.runs import Run
+from perceptreg.storage import fileio
 from perceptreg.storage.schema import write_sealed
 
 
@@ -87,6 +88,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     if len(attacked) == 2 and attacked[1].path.resolve() == run.path.resolve():  # a paired test needs two runs
         raise PerceptregError(f"`compare` {attacked[1].path} is the run attacked itself; compare another run")
     judges = [runs.open_run(judge) for judge in judge_runs]
+    metrics = fileio.check_output_file_path(run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer)))
     evaluations, layers, rocs, curves = [], [], [], []
     for current in attacked:
         evaluation = evaluate_run(current, settings, target=target, images=images, held_out=held_out,
@@ -109,7 +111,6 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
                           attack_options=None if attack == OURS else dict(attack_options or {}))
     summaries = {str(current.path): e.summary for current, e in zip(attacked, evaluations)}
     paired = compare_paired(*evaluations, strength.fprs) if compare is not None else None
-    metrics = run.path / runs.for_layer(runs.ATTACK_METRICS, record.layer)
     written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
     write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
     return AttackReport(record, summaries, paired, metrics, tuple(rocs), tuple(curves), tuple(evaluations))

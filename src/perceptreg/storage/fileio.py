@@ -67,13 +67,20 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
-    Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
+def check_output_file_path(path: str | Path) -> Path:
+    """``check_output_path`` for a file: only a regular file (or nothing) is ever replaced, a
+    folder is refused too. Callers check it before their work, and ``atomic_write`` again."""
     path = check_output_path(path)
     if path.exists() and not path.is_file():
         raise CheckpointError(f"{path} exists and is not a regular file (a folder, pipe or device); remove it, or "
                               f"write to another path")
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, then rename over ``path``: a reader sees old or new, never half.
+    Only a regular file (or nothing) is ever replaced: a device, folder or pipe is refused."""
+    path = check_output_file_path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:  # the folder is missing, a file, or not writable (/proc, a read-only mount)
