@@ -16,10 +16,10 @@ from perceptreg.cli.app import OutPath, attack_options, judge_option, main, run_
 @click.option("--source", type=int, help="Edit (and fit the mean direction on) images of this class only. [default: every other class]")
 @click.option("--alphas", default="0:2:0.25", show_default=True, help="start:stop:step, or a comma-separated list.")
 @click.option("--images", "n_images", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Test images to edit (the grids show the first 20).")
+              help="Test images to edit (the grids show the first 20; at most those of the source classes).")
 @click.option("--from-file", type=click.Path(exists=True, path_type=Path), help="Edit this image file (or folder of images) instead.")
 @click.option("--fit-images", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Training images the mean direction is averaged over.")
+              help="Training images the mean direction is averaged over (at most those of the source classes).")
 @click.option("--apply-direction", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Use this saved mean direction (.safetensors) instead of fitting one.")
 @click.option("--save-direction", type=OutPath(dir_okay=False),

@@ -13,7 +13,7 @@ from perceptreg.cli.app import OutPath, device_option, layer_option, main, plain
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--n", default=20, show_default=True, help="Number of test images.")
+@click.option("--n", default=20, show_default=True, help="Number of test images (at most the test set).")
 @click.option("--out", type=OutPath(dir_okay=False),
               help=f"PNG to write. [default: RUN/{runs.PERCEPTION}; of a run of `attach`, perception_LAYER.png]")
 @device_option
@@ -23,7 +23,7 @@ from perceptreg.cli.app import OutPath, device_option, layer_option, main, plain
                    "class, and the distance of x and P(x) in its features. [default: on natural images the "
                    "dataset's CNN judge once trained (perceptreg train-judge); else no reading]")
 @click.option("--read-size", type=click.IntRange(min=1), help="Test images the judge reads (a stratified "
-              "sample). [default: as many as attach scores: 10,000 of digits, 1,000 of natural images]")
+              "sample; at most the test set). [default: as many as attach scores: 10,000 of digits, 1,000 of natural images]")
 @click.option("--more-judges", "more_judges", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Another run whose model reads P(x) beside the 3-NN pixel judge and --judge (repeatable).")
 @click.option("--attacked", is_flag=True, help="Each judge also reads x_adv and P(x_adv) (PGD with default "
