@@ -79,10 +79,11 @@ def test_an_evaluation_walks_from_the_run_to_the_written_results_in_few_stops(tr
     shutil.copytree(trained_run, folder)
     run = perceptreg.open_run(folder)
     stops = route(lambda: perceptreg.evaluate_attack(run, AttackSettings(steps=2), images=10), run, folder)
-    # the command's call, the run's evaluation, then only the run's own accessors (its model, data, layer)
-    # and the guarded reads of its files
-    assert stops[:2] == ["perceptreg.attacking.evaluate.evaluate_attack", "perceptreg.adversarial.run_attacks.evaluate_run"]
-    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.", "perceptreg.storage.")) for stop in stops[2:]), stops
+    # the command's call, the layer whose results file it checks before any work, the run's evaluation,
+    # then only the run's own accessors (its model, data, layer) and the guarded reads of its files
+    assert stops[:3] == ["perceptreg.attacking.evaluate.evaluate_attack", "perceptreg.runs.run.Run.output_layer",
+                         "perceptreg.adversarial.run_attacks.evaluate_run"], stops
+    assert all(stop.startswith(("perceptreg.runs.", "perceptreg.core.", "perceptreg.storage.")) for stop in stops[3:]), stops
     # issue 34's goal: at most 10 stays (a stay: consecutive stops in one module), and no back and
     # forth between two modules (A, B, A, B); a return to the run's accessors after its files is one A, B, A
     stays = [module for module, _ in itertools.groupby(map(module_of, stops))]
