@@ -76,7 +76,7 @@ def explore(runs, port, host, device, layer):
     """
     from perceptreg.views.explore import explorer_app, serve
 
-    with plain_warnings(click.get_current_context().command):  # said now, not once the server stops
+    with plain_warnings(click.get_current_context().command):  # its warnings name its own flags
         app = explorer_app(runs, device, layer, host)
     serve(app, host, port, ready=lambda url: click.echo(f"explorer of {', '.join(map(str, runs))} on {url} "
                                                         f"(Ctrl+C to stop)"))
