@@ -127,3 +127,23 @@ def test_an_evaluation_refuses_a_judge_of_the_attacked_models_architecture(train
     run = perceptreg.open_run(trained_run)
     with pytest.raises(PerceptregError, match="cannot judge a model of its own architecture \\(mnist\\)"):
         evaluate_run(run, AttackSettings(steps=1), images=10, judge_runs=(run,))
+
+
+def test_autoattack_by_name_is_the_ensemble_robust_accuracy_runs(trained_run):
+    from perceptreg.adversarial.robust_accuracy import robust_accuracy
+    from perceptreg.data import to_float
+    from perceptreg.runs import open_run
+
+    run = open_run(trained_run)
+    settings = AttackSettings(eps=0.1, steps=2, seed=3)
+    evaluation = evaluate_run(run, settings, images=10, held_out=0, attack="autoattack")
+    # on the same 10 images (mnist5k's split is ordered by class: one or two of each), the numbers
+    # of `robust-accuracy` at the same eps, steps and seed: one ensemble, reached by two names
+    _, test = run.data()
+    attacked, _ = split_test(test, 10, 0)
+    alone = robust_accuracy(run.model("cpu"), to_float(attacked.images), attacked.labels, norm="linf", eps=0.1,
+                            num_classes=10, seed=3, steps=2)
+    assert evaluation.summary.robust_accuracy.model_dump() == alone.robust.model_dump()
+    assert (evaluation.adversarial - to_float(attacked.images)).abs().max() <= 0.1 + 1e-6
+    with pytest.raises(PerceptregError, match="autoattack takes the attack options"):
+        evaluate_run(run, settings, images=10, held_out=0, attack="autoattack", attack_options={"version": "rand"})

@@ -53,8 +53,11 @@ def test_the_config_records_the_numbers_it_trains_with():
     assert (fgsm.steps, fgsm.step_size) == (1, pytest.approx(0.375))  # Wong et al.: 1.25 eps
     config = TrainConfig(adversarial=AdversarialConfig(eps=0.3, steps=40, step_size=0.01))
     assert config.to_dict()["adversarial"] == {"eps": 0.3, "method": "pgd", "norm": "linf", "steps": 40,
-                                               "step_size": 0.01, "decoder_input": "x"}
+                                               "step_size": 0.01, "decoder_input": "x", "warmup_epochs": 0}
     assert TrainConfig.from_dict(config.to_dict()) == config
+    older = config.to_dict()
+    del older["adversarial"]["warmup_epochs"]  # a run from before the warm-up: none
+    assert TrainConfig.from_dict(older) == config
 
 
 def test_a_misspelt_threat_model_in_config_json_is_refused():
@@ -77,15 +80,33 @@ def test_examples_lie_in_the_ball_raise_the_loss_and_differ_by_batch(tiny):
     model = models.build("mnist", 10)
     images, labels = tiny[0].images[:16].float() / 255, tiny[0].labels[:16]
     adversary = Adversary(AdversarialConfig(eps=0.3, steps=3), seed=0)
-    adv = adversary.examples(model, images, labels, epoch=1, step=0)
+    adv = adversary.examples(model, images, labels, epoch=1, step=0, batches=4)
     assert (adv - images).abs().max() <= 0.3 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     with torch.no_grad():
         assert F.cross_entropy(model.classify(adv), labels) > F.cross_entropy(model.classify(images), labels)
-    assert torch.equal(adv, adversary.examples(model, images, labels, epoch=1, step=0))  # seeded: resumable
-    assert not torch.equal(adv, adversary.examples(model, images, labels, epoch=1, step=1))
-    assert not torch.equal(adv, adversary.examples(model, images, labels, epoch=2, step=0))
+    assert torch.equal(adv, adversary.examples(model, images, labels, epoch=1, step=0, batches=4))  # seeded: resumable
+    assert not torch.equal(adv, adversary.examples(model, images, labels, epoch=1, step=1, batches=4))
+    assert not torch.equal(adv, adversary.examples(model, images, labels, epoch=2, step=0, batches=4))
     seeds = {batch_seed(0, epoch, step) for epoch in range(1, 50) for step in range(200)}
     assert len(seeds) == 49 * 200
+
+
+def test_warmup_ramps_eps_linearly_batch_by_batch_then_holds(tiny):
+    adversary = Adversary(AdversarialConfig(eps=0.3, steps=3, warmup_epochs=2), seed=0)
+    scales = [adversary.warmup_scale(epoch, step, batches=4) for epoch in (1, 2, 3) for step in range(4)]
+    assert scales == pytest.approx([1 / 8, 2 / 8, 3 / 8, 4 / 8, 5 / 8, 6 / 8, 7 / 8, 1, 1, 1, 1, 1])
+    assert Adversary(AdversarialConfig(eps=0.3), seed=0).warmup_scale(1, 0, 4) == 1
+    torch.manual_seed(0)
+    model = models.build("mnist", 10)
+    images, labels = tiny[0].images[:16].float() / 255, tiny[0].labels[:16]
+    adv = adversary.examples(model, images, labels, epoch=1, step=0, batches=4)
+    assert (adv - images).abs().max() <= 0.3 / 8 + 1e-6  # the ball of the ramped eps
+
+
+def test_a_negative_or_fractional_warmup_is_refused():
+    for bad in (-1, 1.5):
+        with pytest.raises(PerceptregError, match="`warmup_epochs` of adversarial training must be in"):
+            AdversarialConfig(eps=0.3, warmup_epochs=bad)
 
 
 class _Recording(nn.Module):
@@ -181,11 +202,12 @@ def test_overfitting_is_no_robustness_with_clean_accuracy(clean, robust, warned)
     assert adversarial_training.overfitted(clean, robust, num_classes=10) == warned  # chance: 10 %
 
 
-@pytest.mark.parametrize("method, robust_of_model, warned", [
-    ("fgsm-rs", False, True), ("fgsm-rs", True, False), ("pgd", False, False)])
-def test_catastrophic_overfitting_is_warned_in_one_line(monkeypatch, tiny, method, robust_of_model, warned):
+@pytest.mark.parametrize("method, robust_of_model, warmup, warned", [
+    ("fgsm-rs", False, 0, True), ("fgsm-rs", True, 0, False), ("pgd", False, 0, False),
+    ("fgsm-rs", False, 1, False)])  # epoch 1 of a 1-epoch warm-up: C has not met the full eps yet
+def test_catastrophic_overfitting_is_warned_in_one_line(monkeypatch, tiny, method, robust_of_model, warmup, warned):
     # a model right on every clean image, and on the attacked ones (robust) or on none
-    adversary = Adversary(AdversarialConfig(eps=0.3, method=method), seed=0)
+    adversary = Adversary(AdversarialConfig(eps=0.3, method=method, warmup_epochs=warmup), seed=0)
     model = models.build("mnist", 10)
     monkeypatch.setattr(adversary, "attack", lambda *args, **kwargs: lambda images, labels: images + 1)
     labels = adversarial_training.datasets.evaluation_subset(tiny[1], 500).labels
@@ -208,6 +230,9 @@ def test_catastrophic_overfitting_is_warned_in_one_line(monkeypatch, tiny, metho
     (["--adversarial", "pgd"], "Error: --adversarial needs --adv-eps"),
     (["--adv-eps", "0.3"], "Error: --adv-* and --decoder-input set up adversarial training"),
     (["--adversarial", "pgd", "--adv-eps", "0.3", "--adv-norm", "l1"], "Error: Invalid value for '--adv-norm'"),
+    (["--adversarial", "pgd", "--adv-eps", "0.3", "--adv-warmup-epochs", "-1"],
+     "Error: warmup_epochs of adversarial training must be in [0, 10000]"),
+    (["--adv-warmup-epochs", "2"], "Error: --adv-* and --decoder-input set up adversarial training"),
 ])
 def test_train_refuses_bad_threat_models_in_one_error_line(tmp_path, args, line):
     from perceptreg.cli import main

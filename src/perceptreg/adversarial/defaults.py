@@ -18,6 +18,9 @@ MAX_RESTARTS = 1_000
 DEFAULT_BETAS = (0.0, 0.01, 0.1, 1.0, 10.0)  # a factor 10 apart: the scores and margins differ by orders
 DEFAULT_FPRS = (0.01, 0.05)
 OURS = "pgd"  # --attack's name for our PGD, built from the settings
+# --attack's name for AutoAttack's standard ensemble at the settings' eps, norm and steps (100:
+# the standard's), the one robust-accuracy runs (adversarial.robust_accuracy.autoattack)
+AUTOATTACK = "autoattack"
 # The standing judge of a natural-image dataset (judges.standing_judge_config): ours, not the
 # paper's. Another architecture (a VGG-style net) and another seed than the svhn net it
 # judges; lam 0, so its decoder is untouched and it is a classifier trained on real images only.

@@ -21,9 +21,10 @@ import torch
 from perceptreg.adversarial.adaptive import NO_BAND, AdaptiveAttack, AdaptivePGD
 from perceptreg.adversarial.attacks import AttackSettings, check_target
 from perceptreg.adversarial.callables import load_attack
-from perceptreg.adversarial.defaults import DEFAULT_FPRS, OURS
+from perceptreg.adversarial.defaults import AUTOATTACK, DEFAULT_FPRS, OURS
 from perceptreg.adversarial.evaluation import AttackEvaluation, Measuring, clean_scores, measure_attack
 from perceptreg.adversarial.judges import architecture, default_judges
+from perceptreg.adversarial.robust_accuracy import autoattack
 from perceptreg.adversarial.summary import AdaptiveRow, AttackSummary, Curve
 from perceptreg.adversarial.thresholds import SIDES, check_fprs, strictest_band
 from perceptreg.core.errors import PerceptregError
@@ -51,12 +52,15 @@ def split_test(test_data: ImageDataset, images: int | None = None,
 
 
 def build_attack(attack: str, model, settings: AttackSettings, options: dict | None = None):
-    """``attack`` "pgd" (ours, from ``settings``) or "package.module:Class" (``callables.load_attack``)."""
+    """``attack`` "pgd" (ours, from ``settings``), "autoattack" (the standard ensemble at the
+    settings' eps, norm, steps and seed) or "package.module:Class" (``callables.load_attack``)."""
+    if attack in (OURS, AUTOATTACK) and options:
+        raise PerceptregError(f"`attack_options` {options} are for an attack of your own (--attack module:Class); "
+                              f"{attack} takes the attack options (--eps, --steps, ...)")
     if attack == OURS:
-        if options:
-            raise PerceptregError(f"`attack_options` {options} are for an attack of your own (--attack module:Class); "
-                                  f"PGD takes the attack options (--eps, --steps, --loss, ...)")
         return settings.build(model)
+    if attack == AUTOATTACK:
+        return autoattack(model, settings.norm, settings.eps, model.num_classes, settings.seed, settings.steps)
     return load_attack(attack, model, options, eps=settings.eps, steps=settings.steps, norm=settings.norm,
                        seed=settings.seed)
 

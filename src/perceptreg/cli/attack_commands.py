@@ -71,7 +71,8 @@ def parse_attack_args(pairs: tuple[str, ...]) -> dict:
 @attack_options
 @target_option
 @click.option("--attack", "attack_spec", default=OURS, show_default=True,
-              help="pgd (the options above), or any torchattacks-style attack as package.module:Class, e.g. "
+              help="pgd (the options above); autoattack (the standard ensemble, Croce & Hein 2020, at --eps, "
+                   "--norm and --steps); or any torchattacks-style attack as package.module:Class, e.g. "
                    "torchattacks:CW, built on the model; its images must stay in the --eps ball of --norm.")
 @click.option("--attack-arg", "attack_args", multiple=True,
               help="KEY=VALUE for the --attack class (repeatable), e.g. --attack-arg c=1.0.")

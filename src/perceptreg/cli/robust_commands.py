@@ -26,12 +26,16 @@ def adversarial_options(command):
                      help="--adversarial: step size. [default: pgd 2.5 * eps / steps, fgsm-rs 1.25 * eps]"),
         click.option("--decoder-input", type=click.Choice(DECODER_INPUTS),
                      help="--adversarial: what D learns to reconstruct. [default: x]"),
+        click.option("--adv-warmup-epochs", type=int,
+                     help="--adversarial: eps grows linearly from 0 over this many epochs (PGD at MNIST's 0.3 "
+                          "from the first batch can stay at chance). [default: 0]"),
     ]
 
     @functools.wraps(command)
-    def wrapped(method, adv_eps, adv_norm, adv_steps, adv_step_size, decoder_input, **kwargs):
+    def wrapped(method, adv_eps, adv_norm, adv_steps, adv_step_size, decoder_input, adv_warmup_epochs, **kwargs):
         given = {k: v for k, v in dict(eps=adv_eps, norm=adv_norm, steps=adv_steps, step_size=adv_step_size,
-                                       decoder_input=decoder_input).items() if v is not None}
+                                       decoder_input=decoder_input, warmup_epochs=adv_warmup_epochs).items()
+                 if v is not None}
         if method is None and given:
             raise click.UsageError("--adv-* and --decoder-input set up adversarial training: add --adversarial pgd "
                                    "(or fgsm-rs)")

@@ -3,7 +3,7 @@ on, the loss that joins them to lambda's reconstruction term, and the robust acc
 epoch is scored on.
 
     adversary = adversary_for(config, model, train_data, device)   # None without config.adversarial
-    adv = adversary.examples(model, images, labels, epoch, step)
+    adv = adversary.examples(model, images, labels, epoch, step, batches)
     parts = adversarial_loss(model, images, adv, labels, phase, config)
 
 The examples are ``adversarial.attacks.PGD``'s, the project's one PGD: Madry et al. 2018
@@ -56,16 +56,26 @@ class Adversary:
         self.config, self.seed = config, seed
 
     def attack(self, model: models.PerceptionNet, seed: int, steps: int | None = None,
-               step_size: float | None = None) -> PGD:
+               step_size: float | None = None, scale: float = 1.0) -> PGD:
+        """The PGD of the threat model; ``scale`` shrinks eps and the step size together."""
         c = self.config
         # one chunk: a training batch is attacked whole, as one forward-backward per step
-        return PGD(model, eps=c.eps, alpha=step_size or c.step_size, steps=steps or c.steps, norm=c.norm, seed=seed,
-                   chunk_size=MAX_IMAGES)
+        return PGD(model, eps=c.eps * scale, alpha=(step_size or c.step_size) * scale, steps=steps or c.steps,
+                   norm=c.norm, seed=seed, chunk_size=MAX_IMAGES)
+
+    def warmup_scale(self, epoch: int, step: int, batches: int) -> float:
+        """The share of eps at a batch: a linear ramp from 0 to 1 over ``warmup_epochs``,
+        a function of where the batch is, so a resumed run ramps as an uninterrupted one."""
+        if not self.config.warmup_epochs:
+            return 1.0
+        return min(1.0, (epoch - 1 + (step + 1) / batches) / self.config.warmup_epochs)
 
     def examples(self, model: models.PerceptionNet, images: torch.Tensor, labels: torch.Tensor,
-                 epoch: int, step: int) -> torch.Tensor:
-        """x_adv of one training batch (pixels in [0, 1], in the eps-ball), detached."""
-        return self.attack(model, batch_seed(self.seed, epoch, step))(images, labels)
+                 epoch: int, step: int, batches: int) -> torch.Tensor:
+        """x_adv of one training batch (pixels in [0, 1], in the eps-ball), detached; batch
+        ``step`` of the epoch's ``batches``."""
+        scale = self.warmup_scale(epoch, step, batches)
+        return self.attack(model, batch_seed(self.seed, epoch, step), scale=scale)(images, labels)
 
     def measure(self, model: models.PerceptionNet, eval_data: datasets.ImageDataset, epoch: int,
                 device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict:
@@ -80,7 +90,9 @@ class Adversary:
                 with torch.no_grad(), models.evaluating(model):
                     correct += torch.stack([(model.classify(x).argmax(1) == labels).sum() for x in (images, adv)])
         clean, robust = (correct / len(sample)).tolist()
-        if self.config.method == "fgsm-rs" and overfitted(clean, robust, len(eval_data.classes)):
+        # during the warm-up C has not yet met the full eps: a low robust accuracy is expected
+        warming_up = epoch <= self.config.warmup_epochs
+        if self.config.method == "fgsm-rs" and not warming_up and overfitted(clean, robust, len(eval_data.classes)):
             warn_overfitting(epoch, clean, robust, self.config)
         return {"test_robust_accuracy": robust}
 

@@ -166,7 +166,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
                 disable=not progress, leave=False, unit="batch")):
             images = images.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                adv = (adversary.examples(model, images, labels, epoch, step)
+                adv = (adversary.examples(model, images, labels, epoch, step, n_batches)
                        if adversary and phase != "decoder" else None)  # a frozen C needs none
                 parts = objective(images, labels, phase, adv)
             # This rank's share of the global batch: DDP averages gradients over ranks, so
