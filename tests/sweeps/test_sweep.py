@@ -362,3 +362,24 @@ def test_a_sweep_summary_shows_itself_as_its_table():
     # the Markdown table is made of the same cells
     assert "| 0.01 | 2 | 0.900 ± 0.020 | 0.0125 ± 0.0010 | 1.000 ± 0.100 |" in sweep_table(summary)
     assert Spread(mean=0.5, ci95=0.1).percent(2) == "50.0 % ± 10.0" and Spread(mean=0.5, ci95=0.1).percent(1) == "50.0 %"
+
+
+@pytest.mark.slow  # trains and measures two sweeps: about 15 s alone
+def test_an_adversarial_sweep_reports_each_members_robust_accuracy(tmp_path):
+    from perceptreg import runs
+    from perceptreg.core.config import AdversarialConfig
+
+    config = sweep.SweepConfig(**{**ONE, "epochs": 1, "train_size": 100},
+                               adversarial=AdversarialConfig(eps=0.3, method="fgsm-rs"))
+    summary = sweep.run_sweep(config, tmp_path, progress=False).summary
+    (member,) = summary.per_seed["0.01"]
+    # the member's last epoch as it trained: PGD-10 at the training eps on 500 test digits
+    assert member.test_robust_accuracy == runs.read_metrics(tmp_path / "lam0.01-seed0")[-1]["test_robust_accuracy"]
+    assert summary.rows[0].test_robust_accuracy.mean == member.test_robust_accuracy
+    header, cells, _ = sweep_cells(summary)
+    column = header.index("robust accuracy (PGD-10, training eps)")
+    assert cells[0][column] == f"{member.test_robust_accuracy:.3f}"
+    assert read_sweep(tmp_path).rows[0].test_robust_accuracy.mean == member.test_robust_accuracy
+    plain = sweep.run_sweep(sweep.SweepConfig(**{**ONE, "epochs": 1, "train_size": 100}), tmp_path / "plain",
+                            progress=False).summary
+    assert plain.rows[0].test_robust_accuracy is None and "robust accuracy" not in " ".join(sweep_cells(plain)[0])

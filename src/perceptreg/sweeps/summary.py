@@ -29,7 +29,12 @@ MEASURES = ("test_accuracy", "test_recon_mse", "shape_spread", "ce_share", "cent
 # sweep has a judge: its accuracy on x, its reading of P(x) as the true class, the distance
 # of x and P(x) in its penultimate features.
 JUDGE_MEASURES = ("judge_accuracy", "perception_read_true", "feature_distance")
+# A sweep with adversarial training: each member's last epoch's robust accuracy (PGD-10 at the
+# training eps on 500 test images, adversarial_training.Adversary.measure).
+ROBUST_MEASURES = ("test_robust_accuracy",)
+OPTIONAL_MEASURES = (*ROBUST_MEASURES, *JUDGE_MEASURES)
 COLUMN_NAMES = {"shape_spread": "shape spread", "ce_share": "CE share of F's gradient",
+                "test_robust_accuracy": "robust accuracy (PGD-10, training eps)",
                 "judge_accuracy": "judge right on x", "perception_read_true": "judge reads P(x) as true",
                 "feature_distance": "feature distance x-P(x)"}
 # The probes on frozen z: (their field in a row and a member, the prefix of their columns in
@@ -74,6 +79,7 @@ class MemberMeasures(Record):
     decoder_collapsed: bool
     probes: dict[str, float]
     mlp_probes: dict[str, float]
+    test_robust_accuracy: float | None = None
     judge_accuracy: float | None = None
     perception_read_true: float | None = None
     feature_distance: float | None = None
@@ -91,6 +97,7 @@ class SweepRow(Record):
     shape_spread: Spread
     ce_share: Spread
     centre_to_edge: Spread
+    test_robust_accuracy: Spread | None = None
     judge_accuracy: Spread | None = None
     perception_read_true: Spread | None = None
     feature_distance: Spread | None = None
@@ -101,7 +108,7 @@ class SweepRow(Record):
     def over_seeds(cls, variant: str, members: list[MemberMeasures]) -> "SweepRow":
         """The row of ``variant``'s members (one per seed, measured alike)."""
         first = members[0]
-        names = [name for name in (*MEASURES, *JUDGE_MEASURES) if getattr(first, name) is not None]
+        names = [name for name in (*MEASURES, *OPTIONAL_MEASURES) if getattr(first, name) is not None]
         return cls(variant=variant, seeds=len(members), collapsed=sum(m.decoder_collapsed for m in members),
                    **{name: Spread.of([getattr(m, name) for m in members]) for name in names},
                    **{kind: {probe: Spread.of([getattr(m, kind)[probe] for m in members]) for probe in getattr(first, kind)}
@@ -109,7 +116,7 @@ class SweepRow(Record):
 
     def measured(self) -> dict[str, Spread]:
         """The measures that are not probes, by attribute, in the table's order."""
-        return {name: getattr(self, name) for name in (*MEASURES, *JUDGE_MEASURES) if getattr(self, name) is not None}
+        return {name: getattr(self, name) for name in (*MEASURES, *OPTIONAL_MEASURES) if getattr(self, name) is not None}
 
     @model_validator(mode="before")
     @classmethod

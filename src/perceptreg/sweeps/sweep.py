@@ -211,6 +211,9 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
         model = runs.open_run(out / name).model(config.device)
         member, errors = _measure(model, train_config, probed_on[train_config.seed], test_data, config.device,
                                   config.max_probe_attributes, judge)
+        if train_config.adversarial is not None:  # measured by the training's last epoch, as it trained
+            member = member.model_copy(update={"test_robust_accuracy": runs.read_metrics(out / name)[-1][
+                "test_robust_accuracy"]})
         measured.setdefault(_variant(train_config), []).append(member)
         first_models.setdefault(_variant(train_config), model)
         error_maps.setdefault(_variant(train_config), errors)
@@ -218,6 +221,7 @@ def _train_and_measure(config: SweepConfig, out: Path, variants, members, judge_
             tqdm.write(f"{name}: test accuracy {member.test_accuracy:.3f}, MSE/pixel "
                        f"{member.test_recon_mse:.4f}, shape spread {member.shape_spread:.2f}, "
                        f"CE share of F's gradient {member.ce_share:.3f}, centre/edge {member.centre_to_edge:.2f}"
+                       + (f", robust accuracy {member.test_robust_accuracy:.3f}" if train_config.adversarial else "")
                        + (" [decoder collapsed]" if member.decoder_collapsed else "")
                        + (f"; {judges.format_reading(member.reading, test_data.classes)}" if judge else ""))
     summary = SweepSummary(config=SweepRecord(**dataclasses.asdict(config)),
