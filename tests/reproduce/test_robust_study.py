@@ -1,6 +1,7 @@
 """Issue 36's study: its runs at one step budget with a warm-up, and the folders its attacks
 write into, which never touch the trained runs."""
 
+import dataclasses
 import os
 
 from perceptreg.core.config import TrainConfig
@@ -35,3 +36,11 @@ def test_an_attacks_folder_links_the_run_and_leaves_its_lock_and_results_behind(
 def test_the_attacks_run_at_one_two_and_four_times_the_training_eps():
     assert [multiple for _, multiple, _ in robust_perception.ATTACKS.values()] == [1, 2, 4]
     assert robust_perception.ATTACKS["autoattack-1x"][2].adaptive_search  # the detector meets the strong attacker
+
+
+def test_the_cifar_runs_differ_in_the_threat_model_alone():
+    found = robust_study.study_runs("memmap:/data/cifar10")
+    (robust, eps), (standard, _) = found["cifar10-fgsm-rs"], found["cifar10-standard"]
+    assert robust.adversarial.method == "fgsm-rs" and robust.adversarial.step_size == 10 / 255 and eps == 8 / 255
+    assert robust.dataset == "memmap:/data/cifar10" and (robust.arch, robust.z_dim) == ("svhn", 256)
+    assert dataclasses.replace(robust, adversarial=None) == standard
