@@ -10,7 +10,8 @@ with 5 restarts, the adaptive search and its convergence curve), each by the lib
 the command the table quotes. ``--smoke`` makes the MNIST model steps at a tiny scale instead
 (minutes), to check that they work. With ``--natural`` it also makes those of the natural-image table
 (``steps.natural_steps``: the CIFAR-10 download and many CPU hours), whose commands read
-CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``).
+CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``). With
+``--robust``, those of the robust-model rows (``from_robust.robust_steps``: hours).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from perceptreg import runs
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.storage import fileio
 from reproduce.document import reproducing_page
+from reproduce.from_robust import robust_steps
 from reproduce.steps import CIFAR10, MODEL_SEEDS, SMOKE, Scale, make_runs, mnist_steps, natural_steps
 
 
@@ -32,6 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", action="store_true", help="first make the MNIST runs that are missing (hours)")
     parser.add_argument("--natural", action="store_true",
                         help="with --run, also make the natural-image (CIFAR-10) runs (many CPU hours)")
+    parser.add_argument("--robust", action="store_true",
+                        help="with --run, also make the robust-model study's runs (reproduce.robust_study, hours)")
     parser.add_argument("--cifar10", default=CIFAR10, metavar="SPEC",
                         help="the CIFAR-10 dataset the natural steps read, e.g. memmap:PATH (default: cifar10)")
     parser.add_argument("--seeds", default=",".join(map(str, MODEL_SEEDS)), metavar="LIST",
@@ -46,8 +50,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def write(args: argparse.Namespace) -> Path:
     """Make the runs asked for, then write the page; the path written."""
-    if args.natural and not args.run:
-        raise PerceptregError("--natural makes the natural-image runs: give it with --run")
+    for flag in ("natural", "robust"):
+        if getattr(args, flag) and not args.run:
+            raise PerceptregError(f"--{flag} makes runs: give it with --run")
     out = fileio.check_output_path(args.out)  # before an hour of runs
     try:
         seeds = tuple(int(seed) for seed in args.seeds.split(","))
@@ -59,6 +64,8 @@ def write(args: argparse.Namespace) -> Path:
         make_runs(args.root, mnist)
         if args.natural:
             make_runs(args.root, natural_steps(args.cifar10))
+        if args.robust:
+            make_runs(args.root, robust_steps())
     elif not args.root.is_dir():
         raise PerceptregError(f"{args.root}: no such folder; make the runs with --run")
     page = reproducing_page(args.root, args.cifar10, mnist)

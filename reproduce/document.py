@@ -15,6 +15,7 @@ from pathlib import Path
 from perceptreg import runs
 from perceptreg.core.errors import PerceptregError
 from reproduce.claims import CLAIMS, NATURAL_CLAIMS, Claim
+from reproduce.from_robust import ROBUST_CLAIMS, STUDY, robust_steps
 from reproduce.provenance import commit
 from reproduce.reading import RunFiles, read_results
 from reproduce.steps import CIFAR10, STEPS, SWEEP, Step, natural_steps
@@ -39,6 +40,12 @@ NATURAL = ("CIFAR-10, not SVHN: the paper makes its claims on SVHN (Sec. 3), Cel
            "natural images, on the paper's SVHN network (CIFAR-10's default), with the budget the commands give. "
            "The judge is an independent CNN (`perceptreg train-judge`: another architecture and seed, trained on "
            "real images only). Made by adding `--natural --cifar10 SPEC` to `--run`; here SPEC is `{}`.")
+
+ROBUST = ("Every model above is a standard classifier. These rows ask the paper's questions of an adversarially "
+          "trained one (PGD, Madry et al. 2018), beside a standard model trained alike (`python -m "
+          "reproduce.robust_study`, `reproduce.robust_perception`; docs/guides/adversarial-training.md), read from "
+          f"`{STUDY}/` under the root. Robust accuracy is AutoAttack's standard ensemble (Croce & Hein 2020) on the "
+          "first test digits of each class. Made by adding `--robust` to `--run`.")
 
 
 def _command(step: str, steps: dict[str, Step]) -> str:
@@ -87,6 +94,8 @@ def reproducing_page(root: str | Path, cifar10: str = CIFAR10, mnist: dict[str, 
     lines += ["", "## Natural images (CIFAR-10)", "", NATURAL.format(cifar10), ""]
     lines += _table(NATURAL_CLAIMS, natural_steps(cifar10), files, "--run --natural")
     _check_spec(files, cifar10)
+    lines += ["", "## Robust models (ours)", "", ROBUST, ""]
+    lines += _table(ROBUST_CLAIMS, robust_steps(), files, "--run --robust")
     lines += ["", "## Provenance", "", f"Code: commit {commit()}.", "", "Run files read (SHA-256):", ""]
     lines += [f"- `{name}` {digest}" for name, digest in sorted(files.hashes.items())] or ["- none yet"]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,9 @@ from typing import Callable, TypeVar
 from pydantic import BaseModel
 
 from perceptreg import runs
+from perceptreg.adversarial.robust_accuracy import RobustAccuracy
 from perceptreg.adversarial.summary import AttackMetricsFile, NoiseMetricsFile
+from perceptreg.attacking.robust import ROBUST_ACCURACY
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.storage import fileio
@@ -26,7 +28,8 @@ T = TypeVar("T")
 
 # The results files the page reads, and the schema each is checked against.
 RESULTS_SCHEMAS = {runs.ATTACK_METRICS: AttackMetricsFile, runs.NOISE_METRICS: NoiseMetricsFile,
-                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepSummary}
+                   runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepSummary,
+                   ROBUST_ACCURACY: RobustAccuracy}
 
 
 class RunFiles:

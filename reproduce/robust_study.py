@@ -31,7 +31,7 @@ from perceptreg.attacking.robust import ROBUST_ACCURACY, read_robust_accuracy, r
 from perceptreg.core.config import AdversarialConfig, TrainConfig
 from perceptreg.training.train import train
 
-MNIST_SIZES = (4000, 2000, 1000)  # the goal's 4000 first; where does the data limit robust accuracy? (Schmidt et al. 2018)
+MNIST_SIZES = (4000, 2000, 1000)  # where does the data limit robust accuracy? (Schmidt et al. 2018)
 MNIST_EPOCHS_OF_4000 = 50  # 200,000 digits seen, 3,150 to 3,200 steps of 64, by every MNIST run
 CIFAR_FGSM = AdversarialConfig(eps=8 / 255, method="fgsm-rs", step_size=10 / 255)
 CIFAR_EPOCHS = 20  # the paper's 20, lr dropped 10x for the last fifth as on MNIST
@@ -40,8 +40,9 @@ AUTOATTACK_IMAGES = 1000  # the first 1000 test images: RobustBench's protocol
 
 def study_runs(cifar10: str = "cifar10") -> dict[str, tuple[TrainConfig, float]]:
     """Each run of the study by its folder name: its training config and AutoAttack's eps."""
-    found = {f"mnist-pgd-{n}": (mnist_run(n, adversarial=True), 0.3) for n in MNIST_SIZES}
-    found["mnist-standard-4000"] = (mnist_run(4000, adversarial=False), 0.3)
+    found = {"mnist-pgd-4000": (mnist_run(4000, adversarial=True), 0.3),  # the pair the perception study reads
+             "mnist-standard-4000": (mnist_run(4000, adversarial=False), 0.3)}
+    found |= {f"mnist-pgd-{n}": (mnist_run(n, adversarial=True), 0.3) for n in MNIST_SIZES}
     cifar = dict(dataset=cifar10, arch="svhn", z_dim=256, lam=1e-2, epochs=CIFAR_EPOCHS,
                  lr_drop_epoch=CIFAR_EPOCHS * 4 // 5)
     found["cifar10-fgsm-rs"] = (TrainConfig(**cifar, adversarial=CIFAR_FGSM), 8 / 255)

@@ -281,7 +281,7 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
     assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
     capsys.readouterr()
     assert reproduce([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1
-    assert capsys.readouterr().err.splitlines() == ["Error: --natural makes the natural-image runs: give it with --run"]
+    assert capsys.readouterr().err.splitlines() == ["Error: --natural makes runs: give it with --run"]
     assert not (tmp_path / "runs3").exists()
     ran.clear()  # the smoke test: every MNIST model step of the seeds asked for, small, and no sweep
     assert reproduce([str(tmp_path / "runs4"), "--run", "--smoke", "--seeds", "0,1", "--out", out]) == 0

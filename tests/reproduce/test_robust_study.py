@@ -4,6 +4,8 @@ write into, which never touch the trained runs."""
 import dataclasses
 import os
 
+import pytest
+
 from perceptreg.core.config import TrainConfig
 from reproduce import robust_perception, robust_study
 
@@ -44,3 +46,39 @@ def test_the_cifar_runs_differ_in_the_threat_model_alone():
     assert robust.adversarial.method == "fgsm-rs" and robust.adversarial.step_size == 10 / 255 and eps == 8 / 255
     assert robust.dataset == "memmap:/data/cifar10" and (robust.arch, robust.z_dim) == ("svhn", 256)
     assert dataclasses.replace(robust, adversarial=None) == standard
+
+
+def _robust_accuracy(folder, robust: int, clean: int = 980, n: int = 1000):
+    from perceptreg.adversarial.robust_accuracy import RobustAccuracy
+    from perceptreg.adversarial.summary import Rate
+    from perceptreg.attacking.robust import ROBUST_ACCURACY
+    from perceptreg.storage.schema import write_sealed
+
+    folder.mkdir(parents=True)
+    result = RobustAccuracy(dataset="mnist5k", images=n, selection="first of each class", norm="linf", eps=0.3,
+                            attack="AutoAttack", budget={}, seed=0, clean=Rate.count(clean, n),
+                            robust=Rate.count(robust, n), pgd_robust=Rate.count(robust + 5, n), broken_by={},
+                            warnings=[], seconds=1.0)
+    write_sealed(folder / ROBUST_ACCURACY, result.model_dump(exclude={"checksum"}))
+
+
+@pytest.mark.parametrize("at_4000, outcome", [(850, "holds"), (740, "does not hold"), (800, "undecided")])
+def test_the_goal_row_reads_autoattacks_robust_accuracy_of_the_4000_digit_model(tmp_path, at_4000, outcome):
+    from reproduce.from_robust import STUDY, robust_at_goal
+    from reproduce.reading import RunFiles
+
+    _robust_accuracy(tmp_path / STUDY / "mnist-pgd-4000", at_4000)
+    ours, verdict = robust_at_goal(RunFiles(tmp_path))
+    assert verdict.outcome == outcome and f"AutoAttack {at_4000 / 10:.1f} %" in ours and "clean 98.0 %" in ours
+
+
+@pytest.mark.parametrize("rates, outcome", [((500, 650, 800), "holds"), ((800, 650, 500), "does not hold"),
+                                            ((700, 710, 720), "undecided")])
+def test_the_data_row_compares_the_most_digits_with_the_fewest(tmp_path, rates, outcome):
+    from reproduce.from_robust import STUDY, data_limits
+    from reproduce.reading import RunFiles
+
+    for digits, robust in zip((1000, 2000, 4000), rates):
+        _robust_accuracy(tmp_path / STUDY / f"mnist-pgd-{digits}", robust)
+    ours, verdict = data_limits(RunFiles(tmp_path))
+    assert verdict.outcome == outcome and ours.startswith(f"1000 digits: {rates[0] / 10:.1f} %")
