@@ -13,7 +13,8 @@ regularization, and their robust accuracy under AutoAttack.
   lr dropped 10x for the last fifth.
 - CIFAR-10, the svhn net at z 256, lambda 1e-2, 20 epochs (lr dropped 10x for the last 4):
   FGSM-RS training at 8/255 (Wong et al.: step 10/255), and a standard model; AutoAttack on
-  the first 1000 test images at 8/255.
+  the first 1000 test images at 8/255. Then FGSM-RS at a step of 16/255, which Wong et al. see
+  overfit catastrophically: the check that the warning fires where it should.
 
 Each step is skipped when its file exists; a run stopped mid-training resumes from its last
 epoch (``train(..., resume=True)``), so a killed study is started again with the same command.
@@ -47,6 +48,10 @@ def study_runs(cifar10: str = "cifar10") -> dict[str, tuple[TrainConfig, float]]
                  lr_drop_epoch=CIFAR_EPOCHS * 4 // 5)
     found["cifar10-fgsm-rs"] = (TrainConfig(**cifar, adversarial=CIFAR_FGSM), 8 / 255)
     found["cifar10-standard"] = (TrainConfig(**cifar), 8 / 255)
+    # is the catastrophic-overfitting warning right? Wong et al. (Sec. 5, Fig. 4) see FGSM-RS at a
+    # step of 2 eps overfit, and at 1.25 eps not: the warning must fire for this run, not the first
+    found["cifar10-fgsm-rs-step2x"] = (TrainConfig(**cifar, adversarial=dataclasses.replace(
+        CIFAR_FGSM, step_size=16 / 255)), 8 / 255)
     return found
 
 

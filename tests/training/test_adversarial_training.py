@@ -216,7 +216,7 @@ def test_catastrophic_overfitting_is_warned_in_one_line(monkeypatch, tiny, metho
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         row = adversary.measure(model, tiny[1], 1, torch.device("cpu"))
-    assert row == {"test_robust_accuracy": 1.0 if robust_of_model else 0.0}
+    assert row == {"test_robust_accuracy": 1.0 if robust_of_model else 0.0, "catastrophic_overfitting": warned}
     lines = [str(w.message) for w in caught if "catastrophic overfitting" in str(w.message)]
     assert len(lines) == (1 if warned else 0) and all("\n" not in line for line in lines)
     if warned:

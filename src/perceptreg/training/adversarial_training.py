@@ -79,8 +79,8 @@ class Adversary:
 
     def measure(self, model: models.PerceptionNet, eval_data: datasets.ImageDataset, epoch: int,
                 device: torch.device, autocast_dtype: torch.dtype | None = None) -> dict:
-        """The epoch's metrics row entry: PGD-10 robust accuracy at the training eps on a fixed
-        sample of ``eval_data``; warns at catastrophic overfitting of FGSM training."""
+        """The epoch's metrics row entries: PGD-10 robust accuracy at the training eps on a fixed
+        sample of ``eval_data``, and whether it warned of catastrophic overfitting of FGSM training."""
         sample = datasets.evaluation_subset(eval_data, ROBUST_EVAL_IMAGES)
         attack = self.attack(model, ROBUST_EVAL_SEED, ROBUST_EVAL_STEPS, 2.5 * self.config.eps / ROBUST_EVAL_STEPS)
         correct = torch.zeros(2, dtype=torch.int64, device=device)  # clean, robust
@@ -92,9 +92,11 @@ class Adversary:
         clean, robust = (correct / len(sample)).tolist()
         # during the warm-up C has not yet met the full eps: a low robust accuracy is expected
         warming_up = epoch <= self.config.warmup_epochs
-        if self.config.method == "fgsm-rs" and not warming_up and overfitted(clean, robust, len(eval_data.classes)):
+        warned = self.config.method == "fgsm-rs" and not warming_up and overfitted(clean, robust, len(eval_data.classes))
+        if warned:
             warn_overfitting(epoch, clean, robust, self.config)
-        return {"test_robust_accuracy": robust}
+        # recorded, so that whether the warning was right can be checked against AutoAttack later
+        return {"test_robust_accuracy": robust, "catastrophic_overfitting": warned}
 
 
 def overfitted(clean: float, robust: float, num_classes: int) -> bool:
