@@ -416,3 +416,34 @@ def test_an_upload_and_a_drawing_each_clear_the_other(pages, tmp_path):
     page.click("[data-testid=perceive-drawing]")  # an empty drawing: said, no request, no console error
     expect(page.locator("[data-testid=own-status]")).to_have_text("The drawing is empty: draw on the black square first.")
     assert page.inner_text("[data-testid=own-result]") == ""
+
+
+def test_a_colour_model_is_drawn_on_in_colour_on_grey(browser, tmp_path_factory, monkeypatch):
+    from click.testing import CliRunner
+    from helpers import colour_folder
+
+    from perceptreg.cli import main
+
+    chromium, *_ = browser
+    root = tmp_path_factory.mktemp("colour")
+    monkeypatch.setenv("PERCEPTREG_JUDGES", str(root / "judges"))  # no standing judge is made for it
+    pets = colour_folder(root / "pets", 4)
+    result = CliRunner().invoke(main, ["train", "--dataset", pets, "--epochs", "1", "--out", str(root / "r"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    server, url = explorer.serve_in_background(explorer.create_app(open_run(root / "r")))
+    try:
+        page = open_page(chromium, url)
+        assert page.is_visible("[data-testid=pen]") and "Your own image" in page.inner_text("body")
+        page.click("[data-testid=perceive-drawing]")
+        expect(page.locator("[data-testid=own-status]")).to_have_text("The drawing is empty: draw on the grey square first.")
+        page.fill("[data-testid=pen]", "#00ff00")
+        draw_a_one(page)
+        centre = page.evaluate("[...document.getElementById('canvas').getContext('2d').getImageData(140, 140, 1, 1).data]")
+        corner = page.evaluate("[...document.getElementById('canvas').getContext('2d').getImageData(5, 5, 1, 1).data]")
+        assert centre[:3] == [0, 255, 0] and corner[:3] == [128, 128, 128]  # the pen's colour on grey
+        page.click("[data-testid=perceive-drawing]")
+        expect(page.locator("[data-testid=own-result]")).to_contain_text("x: your drawing")
+        assert page.uncaught == [] and page.console_errors == []
+        page.close()
+    finally:
+        server.should_exit = True

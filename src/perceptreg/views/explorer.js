@@ -374,23 +374,33 @@ async function perceive(blob, source) {
   $("own-result").dataset.prediction = r.prediction;
 }
 
+// A digit is drawn white on black, as MNIST's are; a colour model's image in the pen's colour on
+// grey, the colour farthest from none.
+const inColour = () => state.info.input_shape[0] === 3;
+
 function setUpCanvas() {
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
   let drawing = false, drawn = false;
-  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); drawn = false; };
+  $("pen-choice").hidden = !inColour();
+  const clear = () => {
+    ctx.fillStyle = inColour() ? "#808080" : "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); drawn = false;
+  };
   clear();
   const point = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
   canvas.onpointerdown = (e) => { drawing = true; ctx.beginPath(); ctx.moveTo(...point(e)); };
   canvas.onpointermove = (e) => {
     if (!drawing) return;
-    drawn = true; ctx.lineTo(...point(e)); ctx.strokeStyle = "#fff"; ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.stroke();
+    drawn = true; ctx.lineTo(...point(e)); ctx.strokeStyle = inColour() ? $("pen").value : "#fff"; ctx.lineWidth = 22; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.stroke();
   };
   canvas.onpointerup = canvas.onpointerleave = () => { drawing = false; };
   $("clear").onclick = () => { clear(); perceive(null); };
   $("perceive-drawing").onclick = () => {
     perceive(null); $("upload").value = "";  // the upload's result goes with it
     // said here, not sent: the server's 422 for a blank image would be an error in the console
-    if (!drawn) { status("own", "error", "The drawing is empty: draw on the black square first."); return; }
+    if (!drawn) {
+      status("own", "error", `The drawing is empty: draw on the ${inColour() ? "grey" : "black"} square first.`);
+      return;
+    }
     canvas.toBlob((blob) => perceive(blob, "your drawing"), "image/png");
   };
   $("upload").onchange = () => {
