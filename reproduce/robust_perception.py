@@ -29,12 +29,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from perceptreg import runs
+import torch
+
+from perceptreg import figures, runs
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.defaults import AUTOATTACK, OURS
 from perceptreg.adversarial.run_attacks import Strength
 from perceptreg.adversarial.summary import Rate
-from perceptreg.attacking.evaluate import evaluate_attack
+from perceptreg.attacking.evaluate import AttackReport, evaluate_attack
 from perceptreg.runs import open_run
 from perceptreg.views import train_run
 from reproduce import from_attacks
@@ -44,6 +46,7 @@ from reproduce.steps import JUDGE_NET, SEARCH
 ROBUST, STANDARD = "robust", "standard"  # the copies' names inside each attack's folder
 MNIST_JUDGE = "mnist-judge"
 ATTACKED, HELD_OUT = 500, 500  # MNIST-5k's 1000 test digits: half attacked, half set the detector's thresholds
+GRID, SHOWN = "grid.png", 10  # each attack's figure, in its folder: the first images of both models
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,21 @@ def measure(root: Path, pair_name: str, *, images: int = ATTACKED, held_out: int
         settings = AttackSettings(eps=pair.eps * multiple, steps=steps,
                                   **({} if attack == AUTOATTACK else {"loss": "margin"}))
         print(f"+ {pair_name} {name}: {attack} at eps {settings.eps:g}", flush=True)
-        evaluate_attack(open_run(folder / ROBUST), settings, compare=folder / STANDARD, images=images,
-                        held_out=held_out, judge_runs=() if pair.judge is None else (root / pair.judge,),
-                        strength=strength, attack=attack, device=device)
+        robust = open_run(folder / ROBUST)
+        report = evaluate_attack(robust, settings, compare=folder / STANDARD, images=images,
+                                 held_out=held_out, judge_runs=() if pair.judge is None else (root / pair.judge,),
+                                 strength=strength, attack=attack, device=device)
+        draw(report, robust.classes, f"{attack} at eps {settings.eps:g}", folder / GRID)
     return written
+
+
+def draw(report: AttackReport, classes: tuple[str, ...], attack: str, path: Path) -> Path:
+    """The first ``SHOWN`` attacked images of the robust model (x, x_adv, P(x), P(x_adv)) above
+    those of the standard one: the same images, the same attack."""
+    panels = [figures.attack_grid(evaluation, torch.arange(SHOWN), classes,
+                                  f"{model} model, {attack}: x, x_adv, P(x), P(x_adv)")
+              for model, evaluation in zip((ROBUST, STANDARD), report.evaluations)]
+    return figures.save_png(figures.stack_panels(panels), path)
 
 
 def page(root: Path, pair_name: str) -> str:
