@@ -14,12 +14,16 @@ from typing import Callable
 from perceptreg import runs as runs_files
 from perceptreg.adversarial.summary import AttackSummary
 from perceptreg.attacking.robust import ROBUST_ACCURACY
+from perceptreg.core.config import AdversarialConfig
+from perceptreg.sweeps.config import SweepConfig
+from perceptreg.sweeps.sweep import run_sweep
 from reproduce import robust_perception, robust_study
 from reproduce.claims import Claim
 from reproduce.from_attacks import detects_search, perceived_under_pgd, perceived_under_search
+from reproduce.from_sweeps import collapsed_in, lambda_ends, seed_values
 from reproduce.reading import Measure, RunFiles, own_results, read_results
 from reproduce.steps import Step
-from reproduce.verdicts import Verdict, above, exceeds, of_rate, over_models
+from reproduce.verdicts import Verdict, above, exceeds, of_rate, over_models, over_seeds, paired_difference
 
 STUDY = "robust-study"  # the study's folder under the root
 PAIR = "mnist"
@@ -27,16 +31,31 @@ GOAL = 0.8  # issue 36's goal: AutoAttack robust accuracy of the 4000-digit PGD 
 ROBUST_RUN = robust_perception.PAIRS[PAIR].robust
 
 
+# Fig. 3's question asked of robustness: the lambda sweep with PGD training (PGD-10 to keep it
+# affordable: about 2 minutes a member on 2 cores), five seeds so that its interval decides
+SWEEP = f"{STUDY}/sweep"
+SWEEP_LAMS, SWEEP_SEEDS = (1e-4, 1e-2, 1.0, 1e2), (0, 1, 2, 3, 4)
+SWEEP_THREAT = AdversarialConfig(eps=0.3, steps=10, warmup_epochs=2)
+
+
 def robust_steps() -> dict[str, Step]:
-    """The study's two commands, run in the root: its MNIST runs with AutoAttack, then the attacks read by judges."""
+    """The study's commands, run in the root: its MNIST runs with AutoAttack, the attacks read
+    by judges, and the lambda sweep with adversarial training."""
     study = Path(STUDY)
+    sweep = SweepConfig(dataset="mnist5k", train_size=4000, lams=SWEEP_LAMS, seeds=SWEEP_SEEDS, post_hoc=False,
+                        adversarial=SWEEP_THREAT)
     return {"robust-study": Step(f"{STUDY}/mnist-pgd-1000/{ROBUST_ACCURACY}",
                                  f"python -m reproduce.robust_study {STUDY} --only mnist",
                                  lambda: robust_study.run_study(study, only="mnist")),
             "robust-perception": Step(f"{STUDY}/{robust_perception.attack_folder(PAIR, 'pgd-4x')}/"
                                       f"{robust_perception.ROBUST}/{runs_files.ATTACK_METRICS}",
                                       f"python -m reproduce.robust_perception {STUDY}",
-                                      lambda: robust_perception.measure(study, PAIR))}
+                                      lambda: robust_perception.measure(study, PAIR)),
+            "robust-sweep": Step(f"{SWEEP}/{runs_files.SWEEP_JSON}",
+                                 f"perceptreg sweep --dataset mnist5k --train-size 4000 --lams "
+                                 f"{','.join(f'{lam:g}' for lam in SWEEP_LAMS)} --seeds {','.join(map(str, SWEEP_SEEDS))} "
+                                 f"--no-post-hoc --adversarial pgd --adv-eps 0.3 --adv-steps 10 --adv-warmup-epochs 2 "
+                                 f"--out {SWEEP}", lambda: run_sweep(sweep, SWEEP))}
 
 
 def _autoattack(files: RunFiles, run: str):
@@ -59,6 +78,19 @@ def data_limits(files: RunFiles) -> tuple[str, Verdict]:
     smallest, largest = min(measured), max(measured)
     return cells, exceeds(measured[largest], measured[smallest],
                           (f"{largest} digits' robust accuracy", f"{smallest} digits'"))
+
+
+def robust_accuracy_falls(files: RunFiles) -> tuple[str, Verdict]:
+    """Robust accuracy (each member's PGD-10 at eps 0.3) at the sweep's smallest lambda against
+    its largest, paired by seed; not comparable where a decoder of either end collapsed."""
+    def pick(summary):
+        smallest, largest = lambda_ends(summary)
+        values = {v: seed_values(summary, v, "test_robust_accuracy") for v in summary.per_seed}
+        drop = paired_difference(values[smallest], values[largest])
+        ours = "; ".join(f"{v}: {over_seeds(found).text()}" for v, found in values.items()) + f"; drop {drop.text()}"
+        return ours, collapsed_in(summary, (smallest, largest)) or above(
+            drop, 0, f"robust accuracy at lambda {smallest} minus at {largest}, paired by seed,")
+    return read_results(files, f"{SWEEP}/{runs_files.SWEEP_JSON}", pick)
 
 
 def in_pair(pick: Callable[[AttackSummary, RunFiles, str], tuple[str, Verdict]], attack: str,
@@ -97,4 +129,7 @@ ROBUST_CLAIMS = [
       for words, whose, attack, pick in PERCEPTION_ROWS for model in (ROBUST, STANDARD)),
     Claim("||x - P(x)||^2 flags most of the strong adaptive attack's successes on the PGD-trained model", "ours", "-",
           "robust-perception", in_pair(detects_search, "autoattack-1x", ROBUST)),
+    Claim("robust accuracy decreases as lambda increases, as clean accuracy does (PGD-10 training at eps 0.3, 4000 "
+          "digits, PGD-10 robust accuracy on 500 test digits)", "ours, after the paper's Sec. 3.2, Fig. 3", "-",
+          "robust-sweep", robust_accuracy_falls),
 ]

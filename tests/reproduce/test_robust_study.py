@@ -82,3 +82,25 @@ def test_the_data_row_compares_the_most_digits_with_the_fewest(tmp_path, rates, 
         _robust_accuracy(tmp_path / STUDY / f"mnist-pgd-{digits}", robust)
     ours, verdict = data_limits(RunFiles(tmp_path))
     assert verdict.outcome == outcome and ours.startswith(f"1000 digits: {rates[0] / 10:.1f} %")
+
+
+@pytest.mark.parametrize("small, large, collapsed, outcome", [
+    ((0.80, 0.82, 0.79, 0.81, 0.80), (0.60, 0.62, 0.61, 0.59, 0.60), False, "holds"),
+    ((0.60, 0.62, 0.61, 0.59, 0.60), (0.80, 0.82, 0.79, 0.81, 0.80), False, "does not hold"),
+    ((0.80, 0.82, 0.79, 0.81, 0.80), (0.60, 0.62, 0.61, 0.59, 0.60), True, "not comparable")])
+def test_the_sweep_row_pairs_robust_accuracy_by_seed_between_the_lambda_ends(tmp_path, small, large, collapsed,
+                                                                            outcome):
+    from helpers import sweep_file
+
+    from perceptreg.storage.schema import write_sealed
+    from reproduce.from_robust import SWEEP, robust_accuracy_falls
+    from reproduce.reading import RunFiles
+
+    members = {"0.0001": [{"test_robust_accuracy": r} for r in small],
+               "100": [{"test_robust_accuracy": r, "decoder_collapsed": collapsed and seed == 0}
+                       for seed, r in enumerate(large)]}
+    (tmp_path / SWEEP).mkdir(parents=True)
+    write_sealed(tmp_path / SWEEP / "sweep.json", sweep_file(members, lams=(1e-4, 100.0), seeds=(0, 1, 2, 3, 4)))
+    ours, verdict = robust_accuracy_falls(RunFiles(tmp_path))
+    assert verdict.outcome == outcome, verdict
+    assert ours.startswith("0.0001: 80.4 % [" if small[0] == 0.8 else "0.0001: 60.4 % [") and "; drop " in ours
