@@ -444,6 +444,7 @@ def test_a_colour_model_is_drawn_on_in_colour_on_grey(browser, tmp_path_factory,
         page.click("[data-testid=perceive-drawing]")
         expect(page.locator("[data-testid=own-result]")).to_contain_text("x: your drawing")
         assert page.uncaught == [] and page.console_errors == []
+        shot(page, "colour-drawing")
         page.close()
     finally:
         server.should_exit = True
