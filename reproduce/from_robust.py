@@ -20,10 +20,10 @@ from perceptreg.sweeps.sweep import run_sweep
 from reproduce import robust_perception, robust_study
 from reproduce.claims import Claim
 from reproduce.from_attacks import detects_search, perceived_under_pgd, perceived_under_search
-from reproduce.from_sweeps import collapsed_in, lambda_ends, seed_values
+from reproduce.from_sweeps import accuracy_falls
 from reproduce.reading import Measure, RunFiles, own_results, read_results
 from reproduce.steps import Step
-from reproduce.verdicts import Verdict, above, exceeds, of_rate, over_models, over_seeds, paired_difference
+from reproduce.verdicts import Verdict, above, exceeds, of_rate, over_models
 
 STUDY = "robust-study"  # the study's folder under the root
 PAIR = "mnist"
@@ -80,19 +80,6 @@ def data_limits(files: RunFiles) -> tuple[str, Verdict]:
                           (f"{largest} digits' robust accuracy", f"{smallest} digits'"))
 
 
-def robust_accuracy_falls(files: RunFiles) -> tuple[str, Verdict]:
-    """Robust accuracy (each member's PGD-10 at eps 0.3) at the sweep's smallest lambda against
-    its largest, paired by seed; not comparable where a decoder of either end collapsed."""
-    def pick(summary):
-        smallest, largest = lambda_ends(summary)
-        values = {v: seed_values(summary, v, "test_robust_accuracy") for v in summary.per_seed}
-        drop = paired_difference(values[smallest], values[largest])
-        ours = "; ".join(f"{v}: {over_seeds(found).text()}" for v, found in values.items()) + f"; drop {drop.text()}"
-        return ours, collapsed_in(summary, (smallest, largest)) or above(
-            drop, 0, f"robust accuracy at lambda {smallest} minus at {largest}, paired by seed,")
-    return read_results(files, f"{SWEEP}/{runs_files.SWEEP_JSON}", pick)
-
-
 def in_pair(pick: Callable[[AttackSummary, RunFiles, str], tuple[str, Verdict]], attack: str,
             model: str) -> Measure:
     """``pick`` of ``model`` (robust or standard) under ``attack``: both are in the results file
@@ -131,5 +118,5 @@ ROBUST_CLAIMS = [
           "robust-perception", in_pair(detects_search, "autoattack-1x", ROBUST)),
     Claim("robust accuracy decreases as lambda increases, as clean accuracy does (PGD-10 training at eps 0.3, 4000 "
           "digits, PGD-10 robust accuracy on 500 test digits)", "ours, after the paper's Sec. 3.2, Fig. 3", "-",
-          "robust-sweep", robust_accuracy_falls),
+          "robust-sweep", accuracy_falls(SWEEP, slowly=False, measure="test_robust_accuracy", named="robust accuracy")),
 ]

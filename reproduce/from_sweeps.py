@@ -68,8 +68,8 @@ def lambda_ends(summary: SweepSummary) -> tuple[str, str]:
     return lams[0], lams[-1]
 
 
-def _accuracies(summary: SweepSummary) -> str:
-    return "; ".join(f"{v}: {over_seeds(seed_values(summary, v, 'test_accuracy')).text()}, "
+def _accuracies(summary: SweepSummary, measure: str = "test_accuracy") -> str:
+    return "; ".join(f"{v}: {over_seeds(seed_values(summary, v, measure)).text()}, "
                      f"{_collapse_flag(summary, v)}" for v in summary.per_seed if v != "post-hoc")
 
 
@@ -102,17 +102,19 @@ def attention(files: RunFiles) -> tuple[str, Verdict]:
     return read_results(files, "sweep-4000/sweep.json", pick)
 
 
-def accuracy_falls(sweep: str, data: str = "MNIST-strips'", slowly: bool = True) -> Measure:
-    """Accuracy at the sweep's smallest lambda against its largest, paired by seed (``data``:
-    whose numbers ours are, beside the paper's SVHN); ``slowly``: the claim's size too, a drop
-    of at most ``SLOW`` points. Not comparable where a decoder of either end collapsed."""
+def accuracy_falls(sweep: str, data: str = "MNIST-strips'", slowly: bool = True, measure: str = "test_accuracy",
+                   named: str = "accuracy") -> Measure:
+    """Accuracy (``measure``, a ``MemberMeasures`` attribute, ``named`` so) at the sweep's
+    smallest lambda against its largest, paired by seed (``data``: whose numbers ours are,
+    beside the paper's SVHN); ``slowly``: the claim's size too, a drop of at most ``SLOW``
+    points. Not comparable where a decoder of either end collapsed."""
     def pick(summary):
         smallest, largest = lambda_ends(summary)
-        drop = paired_difference(*(seed_values(summary, v, "test_accuracy") for v in (smallest, largest)))
-        ours = _accuracies(summary) + f"; drop {drop.text()}"
+        drop = paired_difference(*(seed_values(summary, v, measure) for v in (smallest, largest)))
+        ours = _accuracies(summary, measure) + f"; drop {drop.text()}"
         if (failed := collapsed_in(summary, (smallest, largest))) is not None:
             return ours, failed
-        paired = f"accuracy at lambda {smallest} minus at {largest}, paired by seed,"
+        paired = f"{named} at lambda {smallest} minus at {largest}, paired by seed,"
         if not slowly:
             return ours, above(drop, 0, paired)
         return ours, every({"decreases": above(drop, 0, paired),

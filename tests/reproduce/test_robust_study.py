@@ -93,7 +93,7 @@ def test_the_sweep_row_pairs_robust_accuracy_by_seed_between_the_lambda_ends(tmp
     from helpers import sweep_file
 
     from perceptreg.storage.schema import write_sealed
-    from reproduce.from_robust import SWEEP, robust_accuracy_falls
+    from reproduce.from_robust import ROBUST_CLAIMS, SWEEP
     from reproduce.reading import RunFiles
 
     members = {"0.0001": [{"test_robust_accuracy": r} for r in small],
@@ -101,6 +101,6 @@ def test_the_sweep_row_pairs_robust_accuracy_by_seed_between_the_lambda_ends(tmp
                        for seed, r in enumerate(large)]}
     (tmp_path / SWEEP).mkdir(parents=True)
     write_sealed(tmp_path / SWEEP / "sweep.json", sweep_file(members, lams=(1e-4, 100.0), seeds=(0, 1, 2, 3, 4)))
-    ours, verdict = robust_accuracy_falls(RunFiles(tmp_path))
+    ours, verdict = ROBUST_CLAIMS[-1].measure(RunFiles(tmp_path))
     assert verdict.outcome == outcome, verdict
     assert ours.startswith("0.0001: 80.4 % [" if small[0] == 0.8 else "0.0001: 60.4 % [") and "; drop " in ours
