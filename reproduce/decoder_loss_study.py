@@ -1,0 +1,158 @@
+"""Issue 35's study: does a decoder loss beyond pixel error draw objects people (and judges)
+recognise on CIFAR-10? The paper's SVHN net at z 256 and z 64, lambda 1e-2 and 1, each
+trained with the paper's pixel loss and with ours, feature and deepsim, at matched budgets
+(the same epochs, images and batches: the same number of steps, not the same seconds).
+
+    python -m reproduce.decoder_loss_study --dataset memmap:/data/cifar10-folder-32 \\
+        --epochs 20 --train-size 20000 --out runs/cifar10-decoder-losses
+
+Every model is a run folder under --out, trained by ``train_run`` (as `perceptreg train`):
+run it again after a kill and each run resumes from its last epoch, finished ones are only
+read. Each finished model is then measured as `perceptreg perceive` and `perceptreg invert`
+measure it: H's consistency on P(x), the latent and a perceptual distance, the spread of
+nearby latents' perceptions, every judge's reading of P(x) (the dataset's CNN judge, or
+--judge RUN, plus --more-judges), and the judge's reading of the inversion x' of the same
+latent, a reference without any decoder. The table is printed and written as
+results.json; per (z, lambda) a grid draws x, then P(x) and x' of each loss
+(grid-z256-lam1.png). The comparator is each model's own earlier layers ("self"), never a
+judge. Scaled down, to see it work:
+
+    python -m reproduce.decoder_loss_study --dataset mnist5k --epochs 1 --train-size 200 --z 32 --lams 1e-2 \\
+        --read-size 100 --inverted 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from perceptreg import data, runs
+from perceptreg.adversarial.judges import reading_judge
+from perceptreg.core.config import DECODER_LOSSES
+from perceptreg.core.models import evaluating
+from perceptreg.figures.grids import Cell, image_grid, save_png
+from perceptreg.figures.inversion import invert
+from perceptreg.figures.perception import perceive
+from perceptreg.views.train_run import train_run
+
+SHOWN = 10  # images per grid: one of each class (invert's images are spread round-robin over the classes)
+
+
+def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, lams, data_root=None,
+          judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu") -> list[dict]:
+    """Train (or resume, or read) every model of the grid; one row of measures per model."""
+    rows = []
+    for z in z_dims:
+        for lam in lams:
+            drawn = {}  # loss -> (its run, the inversions of the grid's images)
+            for loss in DECODER_LOSSES:
+                folder = out / f"z{z}-lam{lam:g}-{loss}"
+                done = runs.completed_epochs(folder) if folder.is_dir() else 0
+                options = {"dataset": dataset, "data_root": data_root, "z_dim": z, "lam": lam, "epochs": epochs,
+                           "train_size": train_size, "decoder_loss": loss, "device": device}
+                if done < epochs:
+                    train_run(options, folder, resume=done > 0)
+                run = runs.open_run(folder)
+                row, x_prime = measures(run, judge, more_judges, read_size, inverted, device)
+                rows.append({"z": z, "lam": lam, "loss": loss, **row})
+                drawn[loss] = run, x_prime[:SHOWN]
+            comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", judge, device)
+    return rows
+
+
+def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, device: str) -> tuple[dict, torch.Tensor]:
+    """The run's accuracy, what `perceive` and `invert` measure of its perception, and the
+    inversions x' (of ``inverted`` test images spread round-robin over the classes)."""
+    last = run.metrics[-1]
+    seen = perceive(run, n=SHOWN, judge=judge, more_judges=more_judges, read_size=read_size, device=device)
+    m = seen.measures
+    row = {"test_accuracy": last["test_accuracy"], "test_recon_mse": last["test_recon_mse"],
+           "h_consistency": m.h_consistency.rate, "latent_distance": m.latent_distance.mean,
+           "perceptual_distance": m.perceptual_distance.mean,
+           "unrelated_perceptual_distance": m.unrelated_perceptual_distance.mean, "spread": m.spread.mean,
+           "judges": {j.judge: {"on_x": j.accuracy_on_x.rate, "p_read_true": j.p_read_true.rate, "p_bias": j.p_bias}
+                      for j in m.judges}}
+    if seen.reading is not None:
+        where = seen.reading.read_true_where_right
+        row.update(judge=seen.reading.judge, judge_on_x=seen.reading.judge_accuracy.rate,
+                   judge_reads_p_as_true=seen.reading.perception_read_true.rate,
+                   judge_reads_p_as_true_where_h_right=None if where is None else where.rate)
+    x_prime = invert(run, n=inverted, device=device)
+    row.update(inversion_h_agrees=x_prime.h_agrees.rate, inversion_seconds=x_prime.seconds)
+    reader = main_reader(run, judge, device)
+    if reader is not None:
+        labels = run.data()[1].labels[data.spread_over_classes(run.data()[1].labels, inverted)]
+        row["judge_reads_inversion_as_true"] = (reader(x_prime.inverted.to(device)).cpu() == labels).double().mean().item()
+    return row, x_prime.inverted
+
+
+def main_reader(run: runs.Run, judge, device: str):
+    test = run.data()[1]
+    return reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge and runs.open_run(judge), device)
+
+
+@torch.no_grad()
+def comparison_grid(drawn: dict[str, tuple[runs.Run, torch.Tensor]], out: Path, judge, device: str) -> Path:
+    """One column per class: x, then for each loss its P(x) and its inversion x' of the same
+    images, each captioned with the judge's reading."""
+    first = drawn[DECODER_LOSSES[0]][0]
+    test = first.data()[1]
+    index = data.spread_over_classes(test.labels, SHOWN)
+    x, labels = data.to_float(test.images[index]).to(device), test.labels[index]
+    reader = main_reader(first, judge, device)
+    shown, names = [x], ["x"]
+    for loss, (run, x_prime) in drawn.items():
+        model = run.model(device)
+        with evaluating(model):
+            shown.append(model.perceive(x).float())
+        shown.append(x_prime.to(device))
+        names += [f"P(x) {loss}", f"x' {loss}"]
+    cells = []
+    for name, images in zip(names, shown):
+        read = reader(images).cpu() if reader is not None else labels
+        cells += [Cell(name, caption=f"judge: {test.classes[r]}" if reader else "", wrong=bool(r != t),
+                       alt=f"{name} of a test {test.classes[t]}") for r, t in zip(read.tolist(), labels.tolist())]
+    title = (f"{first.config.dataset}, {first.config.arch} net z {first.config.z_dim}, lambda {first.config.lam:g}: test images x, the "
+             f"perception P(x) of each decoder loss and the inversion x' of the same latent (no decoder)")
+    return save_png(image_grid(torch.cat(shown), SHOWN, cells, title=title), out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--data-root")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-size", type=int, default=20000)
+    parser.add_argument("--z", default="256,64", help="latent sizes, comma-separated")
+    parser.add_argument("--lams", default="1e-2,1", help="lambdas, comma-separated")
+    parser.add_argument("--judge", help="the judge run (default: the dataset's standing judge)")
+    parser.add_argument("--more-judges", action="append", default=[], help="another judge run (repeatable)")
+    parser.add_argument("--read-size", type=int, default=1000, help="test images the judges read")
+    parser.add_argument("--inverted", type=int, default=100, help="test images inverted per model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=Path("runs/cifar10-decoder-losses"))
+    args = parser.parse_args()
+    if args.inverted < SHOWN:
+        parser.error(f"--inverted must be at least {SHOWN}: the grid shows that many inversions")
+    rows = study(args.dataset, args.out, args.epochs, args.train_size, [int(z) for z in args.z.split(",")],
+                 [float(lam) for lam in args.lams.split(",")], args.data_root, args.judge, args.more_judges,
+                 args.read_size, args.inverted, args.device)
+    for row in rows:
+        print(json.dumps(row))
+    write_results(args.out / "results.json", rows)
+
+
+def write_results(path: Path, rows: list[dict]) -> None:
+    """Merge ``rows`` into results.json by (z, lam, loss): studies of other grids in the same
+    folder (say one process per lambda) keep their rows."""
+    kept = json.loads(path.read_text()) if path.is_file() else []
+    key = lambda row: (row["z"], row["lam"], row["loss"])  # noqa: E731
+    merged = {key(row): row for row in kept} | {key(row): row for row in rows}
+    path.write_text(json.dumps(sorted(merged.values(), key=key), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Issue 35's study of decoder losses: each loss trained at the same budget, measured beside
+its inversion, drawn in one grid per (z, lambda), its rows merged into one results file."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from perceptreg import runs
+from perceptreg.core.config import DECODER_LOSSES
+from reproduce import decoder_loss_study
+
+
+def test_rows_of_another_grid_are_kept_and_a_row_measured_again_is_replaced(tmp_path):
+    path = tmp_path / "results.json"
+    decoder_loss_study.write_results(path, [{"z": 256, "lam": 1.0, "loss": "pixel", "v": 1},
+                                            {"z": 256, "lam": 1.0, "loss": "feature", "v": 2}])
+    decoder_loss_study.write_results(path, [{"z": 256, "lam": 0.01, "loss": "pixel", "v": 3},
+                                            {"z": 256, "lam": 1.0, "loss": "pixel", "v": 4}])
+    rows = json.loads(path.read_text())
+    assert [(r["lam"], r["loss"], r["v"]) for r in rows] == [(0.01, "pixel", 3), (1.0, "feature", 2), (1.0, "pixel", 4)]
+
+
+@pytest.mark.slow
+def test_every_loss_is_trained_at_one_budget_measured_and_drawn(tmp_path):
+    torch.set_num_threads(1)
+    rows = decoder_loss_study.study("mnist5k", tmp_path, epochs=1, train_size=100, z_dims=[8], lams=[0.01],
+                                    read_size=40, inverted=decoder_loss_study.SHOWN)
+    assert [row["loss"] for row in rows] == list(DECODER_LOSSES)
+    trained = [runs.open_run(tmp_path / f"z8-lam0.01-{loss}") for loss in DECODER_LOSSES]
+    assert [run.config.decoder_loss.name for run in trained] == list(DECODER_LOSSES)
+    assert {(run.config.epochs, run.config.train_size, run.config.z_dim) for run in trained} == {(1, 100, 8)}
+    for row, run in zip(rows, trained):
+        assert row["test_accuracy"] == run.metrics[-1]["test_accuracy"]
+        assert 0 <= row["h_consistency"] <= 1 and row["perceptual_distance"] >= 0
+        assert list(row["judges"]) == ["3-NN pixels"] and "judge_reads_inversion_as_true" not in row  # no CNN judge of digits
+        assert run.has("perception.json") and run.has("inversion.json")
+    grid = Image.open(tmp_path / "grid-z8-lam0.01.png")
+    assert grid.width > 10 * 28 * 3 and grid.height > 7 * 28 * 3  # x, then P(x) and x' of each loss, a class a column
+    again = decoder_loss_study.study("mnist5k", tmp_path, epochs=1, train_size=100, z_dims=[8], lams=[0.01],
+                                     read_size=40, inverted=decoder_loss_study.SHOWN)
+    assert [run.metrics for run in trained] == [runs.open_run(run.path).metrics for run in trained]  # read, not retrained
+    assert [row["test_accuracy"] for row in again] == [row["test_accuracy"] for row in rows]
