@@ -73,13 +73,9 @@ def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, d
            "h_consistency": m.h_consistency.rate, "latent_distance": m.latent_distance.mean,
            "perceptual_distance": m.perceptual_distance.mean,
            "unrelated_perceptual_distance": m.unrelated_perceptual_distance.mean, "spread": m.spread.mean,
-           "judges": {j.judge: {"on_x": j.accuracy_on_x.rate, "p_read_true": j.p_read_true.rate, "p_bias": j.p_bias}
-                      for j in m.judges}}
-    if seen.reading is not None:
-        where = seen.reading.read_true_where_right
-        row.update(judge=seen.reading.judge, judge_on_x=seen.reading.judge_accuracy.rate,
-                   judge_reads_p_as_true=seen.reading.perception_read_true.rate,
-                   judge_reads_p_as_true_where_h_right=None if where is None else where.rate)
+           "judges": {j.judge: {"on_x": j.accuracy_on_x.rate, "p_read_true": j.p_read_true.model_dump(),
+                                "p_read_true_where_h_right": j.p_read_true_where_right and j.p_read_true_where_right.rate,
+                                "p_bias": j.p_bias} for j in m.judges}}
     x_prime = invert(run, n=inverted, device=device)
     row.update(inversion_h_agrees=x_prime.h_agrees.rate, inversion_seconds=x_prime.seconds)
     reader = main_reader(run, judge, device)

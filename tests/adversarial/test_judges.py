@@ -129,14 +129,12 @@ def test_read_perception_by_hand():
     assert reading.judge_accuracy == Rate.count(3, 4)  # the third looks like a 0
     assert reading.perception_read_true == Rate.count(1, 4)  # swapped, only the third reads as its label
     assert reading.model_accuracy == Rate.count(1, 4)  # C reads 1, 0, 1, 1
-    assert reading.read_true_where_right == Rate.count(1, 1)  # C is right on the third alone, whose P(x) reads true
     assert reading.feature_distance == MeanOf(mean=2.0, low=2.0, high=2.0, n=4)  # orthogonal each time
     assert reading.pixel_mse.mean == 1.0
     # each image beside another: the one bright on the right differs from the two it meets (2), the rest alike (0)
     assert reading.unrelated_distance.mean == 1.0 and reading.images == 4
     line = format_reading(reading)
     assert "x read right 75.0 % [" in line and "P(x) read as the true class 25.0 % [" in line
-    assert "(100.0 % [" in line and "] where the model is right)" in line
     assert "feature distance x-P(x) 2.000 [2.000, 2.000] (x-another image 1.000 [" in line
     assert reading.perception_reads == [1, 3]  # the swapped perceptions read as 1, 0, 1, 1
     assert line.endswith("P(x) read most often as 1 75.0 %, 0 25.0 %")
@@ -154,8 +152,6 @@ def test_a_perception_equal_to_x_is_at_distance_zero():
     reading = read_perception(net_with_decoder(nn.Unflatten(1, (1, 1, 2))), data, pixel_judge())
     assert reading.feature_distance.mean == pytest.approx(0) and reading.pixel_mse.mean == pytest.approx(0)
     assert reading.perception_read_true == reading.judge_accuracy == Rate.count(3, 3)
-    assert reading.model_accuracy == Rate.count(0, 3) and reading.read_true_where_right is None  # no image to count
-    assert "where the model is right" not in format_reading(reading)
 
 
 def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ from perceptreg.measures.consistency import (
     measure_perception,
     perception_spread,
 )
-from perceptreg.measures.judging import JudgeTally, class_bias
+from perceptreg.measures.records import Rate
+from perceptreg.measures.judging import JudgeTally, class_bias, format_judge
 
 IDENTITY = nn.Unflatten(1, (1, 1, 2))  # D(z) = z: P(x) = x on the 1x1x2 images
 
@@ -116,6 +117,22 @@ def test_each_judge_reads_p_apart_from_x():
     reading = measure_perception(net_with_decoder(Constant(0.9)), tiny_dataset(), judges=[FirstPixel()]).judges[0]
     assert reading.accuracy_on_x.rate == 0.75 and reading.p_read_true.rate == 0.25
     assert reading.p_reads == [0, 4] and reading.x_reads == [2, 2] and reading.p_bias == 0.75
+    # H reads a, b, b, a: right on the first, second and fourth, of which P(x) is read true on the second only
+    assert reading.p_read_true_where_right == Rate.count(1, 3)
+
+
+def test_p_read_true_where_h_is_right_counts_only_those_images():
+    tally = JudgeTally(lambda images: (images.flatten(1)[:, 0] > 0.5).long(), 2)
+    tally.judge.name = "first pixel"
+    perceived = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]).view(4, 1, 1, 2)  # read 1, 1, 0, 0
+    labels = torch.tensor([1, 0, 0, 1])  # P(x) read true: yes, no, yes, no
+    tally.add(perceived, labels, perceived, right=torch.tensor([True, True, True, False]))
+    reading = tally.result()
+    assert reading.p_read_true == Rate.count(2, 4) and reading.p_read_true_where_right == Rate.count(2, 3)
+    assert "(66.7 % [" in format_judge(reading) and "] where H is right)" in format_judge(reading)
+    nowhere = JudgeTally(tally.judge, 2)
+    nowhere.add(perceived, labels, perceived, right=torch.zeros(4, dtype=torch.bool))
+    assert nowhere.result().p_read_true_where_right is None and "where H is right" not in format_judge(nowhere.result())
 
 
 def test_with_an_attack_each_judge_reads_x_adv_and_p_adv():

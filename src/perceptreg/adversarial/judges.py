@@ -133,7 +133,6 @@ class PerceptionReading(Record):
     unrelated_distance: MeanOf
     pixel_mse: MeanOf
     perception_reads: list[int]
-    read_true_where_right: Rate | None = None  # P(x) read as true on the images the model classifies right (None: none)
 
 
 def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge, batch_size: int = 500,
@@ -147,8 +146,7 @@ def read_perception(model: PerceptionNet, data: ImageDataset, judge: ModelJudge,
       derangement): the level of "nothing alike", so 0 is P(x) = x to the judge and
       ``unrelated_distance`` is P(x) no closer to x than another image is;
     - ``pixel_mse``: the squared error per pixel of P(x), for comparison;
-    - ``model_accuracy``: C(F(x)) right, and ``read_true_where_right``: ``perception_read_true``
-      on those images only (what P(x) shows where the model itself sees the class);
+    - ``model_accuracy``: C(F(x)) right;
     - ``perception_reads``: how many P(x) it reads as each class (index = class), whatever
       x's class: a judge that reads every blur as the same few classes shows it here.
 
@@ -187,12 +185,10 @@ class PerceptionReader:
     def result(self) -> PerceptionReading:
         features_x = torch.cat(self.features)
         unrelated = derangement(len(features_x))  # each image beside another, never itself
-        read_as, own = torch.cat(self.read_as), torch.cat(self.own)
-        read_true = read_as == torch.cat(self.labels)
+        read_as = torch.cat(self.read_as)
         return PerceptionReading(
             judge=self.judge.name, images=len(features_x), judge_accuracy=Rate.of(torch.cat(self.reads_x)),
-            perception_read_true=Rate.of(read_true), model_accuracy=Rate.of(own),
-            read_true_where_right=Rate.of(read_true[own]) if own.any() else None,
+            perception_read_true=Rate.of(read_as == torch.cat(self.labels)), model_accuracy=Rate.of(torch.cat(self.own)),
             feature_distance=MeanOf.of(torch.cat(self.distances).tolist()),
             unrelated_distance=MeanOf.of(feature_distance(features_x, features_x[unrelated]).tolist()),
             pixel_mse=MeanOf.of(torch.cat(self.mse).tolist()),
@@ -203,14 +199,9 @@ def format_reading(reading: PerceptionReading, classes: Sequence[str] | None = N
     """``read_perception``'s result in one line, each number with its 95 % interval, then
     the classes the judge reads P(x) as most often (named by ``classes`` where given)."""
     return (f"judge {reading.judge} ({reading.images} test images): x read right {reading.judge_accuracy}; P(x) read "
-            f"as the true class {reading.perception_read_true}{_where_right(reading)}; feature distance x-P(x) {reading.feature_distance.text(3)} "
+            f"as the true class {reading.perception_read_true}; feature distance x-P(x) {reading.feature_distance.text(3)} "
             f"(x-another image {reading.unrelated_distance.text(3)}); MSE/pixel {reading.pixel_mse.text(4)}; "
             f"the model's accuracy {reading.model_accuracy}; {most_read(reading, classes)}")
-
-
-def _where_right(reading: PerceptionReading) -> str:
-    where = reading.read_true_where_right
-    return "" if where is None else f" ({where} where the model is right)"
 
 
 def most_read(reading: PerceptionReading, classes: Sequence[str] | None = None, top: int = 3) -> str:

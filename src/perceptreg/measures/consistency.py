@@ -166,7 +166,7 @@ class _Tally:
                 adversarial = attack(images, labels)
         perceived_adversarial = None if adversarial is None else model.perceive(adversarial).float()
         for judge in self.judges:
-            judge.add(images, labels, perceived, adversarial, perceived_adversarial)
+            judge.add(images, labels, perceived, adversarial, perceived_adversarial, right=logits.argmax(1) == labels)
 
     def result(self, spread_scale: float) -> PerceptionMeasures:
         joined = {key: torch.cat(values) for key, values in self.values.items()}

@@ -31,6 +31,9 @@ class JudgeReading(BaseModel):
     x_bias: float  # the same of its readings of x
     x_adv_read_true: Rate | None = None  # it reads x_adv as the true class; None without an attack
     p_adv_read_true: Rate | None = None  # it reads P(x_adv) as the true class
+    # P(x) read as the true class on the images H classifies right (what P(x) shows where the
+    # model itself sees the class); None where H was not given or is right on none
+    p_read_true_where_right: Rate | None = None
 
 
 def class_bias(reads: torch.Tensor, labels: torch.Tensor) -> float:
@@ -45,12 +48,17 @@ class JudgeTally:
 
     def __init__(self, judge, classes: int):
         self.judge, self.classes = judge, classes
-        self.columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("labels", "x", "p", "x_adv", "p_adv")}
+        self.columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("labels", "x", "p", "x_adv", "p_adv", "right")}
 
     @torch.no_grad()
     def add(self, images: torch.Tensor, labels: torch.Tensor, perceived: torch.Tensor,
-            adversarial: torch.Tensor | None = None, perceived_adversarial: torch.Tensor | None = None) -> None:
+            adversarial: torch.Tensor | None = None, perceived_adversarial: torch.Tensor | None = None,
+            right: torch.Tensor | None = None) -> None:
+        """One batch: x, its labels and P(x); x_adv and P(x_adv) where H was attacked;
+        ``right``: where H classifies x right (bool per image)."""
         read = {"labels": labels, "x": self.judge(images), "p": self.judge(perceived)}
+        if right is not None:
+            read["right"] = right
         if adversarial is not None:
             read |= {"x_adv": self.judge(adversarial), "p_adv": self.judge(perceived_adversarial)}
         for key, value in read.items():
@@ -60,12 +68,14 @@ class JudgeTally:
         got = {key: torch.cat(values) for key, values in self.columns.items() if values}
         labels = got["labels"]
         counts = {key: torch.bincount(got[key], minlength=self.classes) for key in ("labels", "x", "p")}
-        attacked = {f"{key}_read_true": Rate.of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
+        optional = {f"{key}_read_true": Rate.of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
+        if "right" in got and got["right"].any():
+            optional["p_read_true_where_right"] = Rate.of((got["p"] == labels)[got["right"]])
         return JudgeReading(judge=self.judge.name, accuracy_on_x=Rate.of(got["x"] == labels),
                             p_read_true=Rate.of(got["p"] == labels), x_reads=counts["x"].tolist(),
                             p_reads=counts["p"].tolist(), labels=counts["labels"].tolist(),
                             p_bias=class_bias(counts["p"], counts["labels"]),
-                            x_bias=class_bias(counts["x"], counts["labels"]), **attacked)
+                            x_bias=class_bias(counts["x"], counts["labels"]), **optional)
 
 
 def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) -> str:
@@ -74,8 +84,10 @@ def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) ->
     shares = torch.tensor(reading.p_reads, dtype=torch.float64)
     top = int(shares.argmax())
     name = classes[top] if classes else str(top)
+    where = ("" if reading.p_read_true_where_right is None else
+             f" ({reading.p_read_true_where_right} where H is right)")
     attacked = ("" if reading.x_adv_read_true is None else
                 f"; x_adv read right {reading.x_adv_read_true}, P(x_adv) {reading.p_adv_read_true}")
     return (f"judge {reading.judge}: x read right {reading.accuracy_on_x}, P(x) read as the true class "
-            f"{reading.p_read_true}; class bias of its P(x) readings {reading.p_bias:.2f} (of x "
+            f"{reading.p_read_true}{where}; class bias of its P(x) readings {reading.p_bias:.2f} (of x "
             f"{reading.x_bias:.2f}; P(x) read most often as {name}, {100 * shares[top] / shares.sum():.0f} %){attacked}")
