@@ -9,7 +9,8 @@ on 2 CPU cores: the two 11,000-step sweeps, and three MNIST models (``--seeds``)
 with 5 restarts, the adaptive search and its convergence curve), each by the library call of
 the command the table quotes. ``--smoke`` makes the MNIST model steps at a tiny scale instead
 (minutes), to check that they work. With ``--natural`` it also makes those of the natural-image table
-(``steps.natural_steps``: the CIFAR-10 download and many CPU hours), whose commands read
+(``steps.natural_steps``, then the decoder-loss study's ``from_decoder_losses.decoder_loss_steps``:
+the CIFAR-10 download and many CPU hours), whose commands read
 CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``). With
 ``--robust``, those of the robust-model rows (``from_robust.robust_steps``: hours).
 """
@@ -24,6 +25,7 @@ from perceptreg import runs
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.storage import fileio
 from reproduce.document import reproducing_page
+from reproduce.from_decoder_losses import decoder_loss_steps
 from reproduce.from_robust import robust_steps
 from reproduce.steps import CIFAR10, MODEL_SEEDS, SMOKE, Scale, make_runs, mnist_steps, natural_steps
 
@@ -64,6 +66,7 @@ def write(args: argparse.Namespace) -> Path:
         make_runs(args.root, mnist)
         if args.natural:
             make_runs(args.root, natural_steps(args.cifar10))
+            make_runs(args.root, decoder_loss_steps(args.cifar10))
         if args.robust:
             make_runs(args.root, robust_steps())
     elif not args.root.is_dir():

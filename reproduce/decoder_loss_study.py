@@ -38,12 +38,14 @@ from perceptreg.figures.inversion import invert
 from perceptreg.figures.perception import perceive
 from perceptreg.views.train_run import train_run
 
+RESULTS = "results.json"  # the study's table, a row per model, in --out
 SHOWN = 10  # images per grid: one of each class (invert's images are spread round-robin over the classes)
 
 
 def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, lams, data_root=None,
           judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu") -> list[dict]:
-    """Train (or resume, or read) every model of the grid; one row of measures per model."""
+    """Train (or resume, or read) every model of the grid; one row of measures per model,
+    merged into OUT/results.json."""
     rows = []
     for z in z_dims:
         for lam in lams:
@@ -60,6 +62,7 @@ def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, 
                 rows.append({"z": z, "lam": lam, "loss": loss, **row})
                 drawn[loss] = run, x_prime[:SHOWN]
             comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", judge, device)
+    write_results(out / RESULTS, rows)
     return rows
 
 
@@ -138,7 +141,6 @@ def main() -> None:
                  args.read_size, args.inverted, args.device)
     for row in rows:
         print(json.dumps(row))
-    write_results(args.out / "results.json", rows)
 
 
 def write_results(path: Path, rows: list[dict]) -> None:

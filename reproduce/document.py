@@ -15,6 +15,7 @@ from pathlib import Path
 from perceptreg import runs
 from perceptreg.core.errors import PerceptregError
 from reproduce.claims import CLAIMS, NATURAL_CLAIMS, Claim
+from reproduce.from_decoder_losses import DECODER_LOSS_CLAIMS, decoder_loss_steps
 from reproduce.from_robust import ROBUST_CLAIMS, STUDY, robust_steps
 from reproduce.provenance import commit
 from reproduce.reading import RunFiles, read_results
@@ -40,6 +41,13 @@ NATURAL = ("CIFAR-10, not SVHN: the paper makes its claims on SVHN (Sec. 3), Cel
            "natural images, on the paper's SVHN network (CIFAR-10's default), with the budget the commands give. "
            "The judge is an independent CNN (`perceptreg train-judge`: another architecture and seed, trained on "
            "real images only). Made by adding `--natural --cifar10 SPEC` to `--run`; here SPEC is `{}`.")
+
+DECODER_LOSSES = ("On CIFAR-10 the paper's pixel loss draws a blur (the rows above). These rows train the same "
+                  "network with decoder losses of ours beside it (docs/guides/decoder-losses.md): a feature loss "
+                  "through the model's own earlier layers, and DeePSiM's (Dosovitskiy & Brox 2016: feature + "
+                  "adversarial + a small pixel term), at the same budget as the pixel run whose reading each row "
+                  "quotes. The judge is the natural rows' CNN judge, never the comparator. Made by adding "
+                  "`--natural` to `--run`, after the natural rows' runs.")
 
 ROBUST = ("Every model above is a standard classifier. These rows ask the paper's questions of an adversarially "
           "trained one (PGD, Madry et al. 2018), beside a standard model trained alike (`python -m "
@@ -94,6 +102,8 @@ def reproducing_page(root: str | Path, cifar10: str = CIFAR10, mnist: dict[str, 
     lines += ["", "## Natural images (CIFAR-10)", "", NATURAL.format(cifar10), ""]
     lines += _table(NATURAL_CLAIMS, natural_steps(cifar10), files, "--run --natural")
     _check_spec(files, cifar10)
+    lines += ["", "## Decoder losses on CIFAR-10 (ours)", "", DECODER_LOSSES, ""]
+    lines += _table(DECODER_LOSS_CLAIMS, decoder_loss_steps(cifar10), files, "--run --natural")
     lines += ["", "## Robust models (ours)", "", ROBUST, ""]
     lines += _table(ROBUST_CLAIMS, robust_steps(), files, "--run --robust")
     lines += ["", "## Provenance", "", f"Code: commit {commit()}.", "", "Run files read (SHA-256):", ""]

@@ -36,6 +36,9 @@ def test_every_loss_is_trained_at_one_budget_measured_and_drawn(tmp_path):
         assert 0 <= row["h_consistency"] <= 1 and row["perceptual_distance"] >= 0
         assert list(row["judges"]) == ["3-NN pixels"] and "judge_reads_inversion_as_true" not in row  # no CNN judge of digits
         assert run.has("perception.json") and run.has("inversion.json")
+    written = json.loads((tmp_path / decoder_loss_study.RESULTS).read_text())
+    assert [(row["loss"], row["test_accuracy"]) for row in written] == sorted(
+        (row["loss"], row["test_accuracy"]) for row in rows)  # merged, keyed by (z, lam, loss)
     grid = Image.open(tmp_path / "grid-z8-lam0.01.png")
     assert grid.width > 10 * 28 * 3 and grid.height > 7 * 28 * 3  # x, then P(x) and x' of each loss, a class a column
     again = decoder_loss_study.study("mnist5k", tmp_path, epochs=1, train_size=100, z_dims=[8], lams=[0.01],

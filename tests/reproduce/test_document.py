@@ -29,6 +29,7 @@ from perceptreg.training.train import train
 from reproduce import __main__ as main_module
 from reproduce import document, steps
 from reproduce.__main__ import main as reproduce
+from reproduce.from_decoder_losses import decoder_loss_steps
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +277,10 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
     assert ran == [step.command for step in steps.STEPS.values()]
     ran.clear()
     assert reproduce([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
-    assert ran == [step.command for step in [*steps.STEPS.values(), *steps.natural_steps("memmap:/c").values()]]
-    assert ran[-1].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-4]
+    assert ran == [step.command for step in [*steps.STEPS.values(), *steps.natural_steps("memmap:/c").values(),
+                                             *decoder_loss_steps("memmap:/c").values()]]
+    assert ran[-2].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-5]
+    assert ran[-1].startswith("python -m reproduce.decoder_loss_study --dataset memmap:/c ")  # after the judge it reads
     assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
     capsys.readouterr()
     assert reproduce([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1

@@ -1,0 +1,69 @@
+"""REPRODUCING.md's decoder-loss rows, read from hand-made perception.json files in the format
+`perceptreg perceive` writes (the study's slow test checks that format on real runs): each
+number and verdict worked out by hand."""
+
+import pytest
+
+from perceptreg.figures.perception import PerceptionFile
+from perceptreg.measures import rate
+from perceptreg.storage.schema import write_sealed
+from reproduce import document, from_decoder_losses
+from reproduce.reading import RunFiles
+
+MEAN = {"mean": 0.1, "low": 0.09, "high": 0.11, "n": 100}
+
+
+def judge_reading(name: str, read_true: int, where_right: tuple[int, int] | None) -> dict:
+    """Of 100 test images the judge reads x right 72 times and P(x) right ``read_true`` times;
+    ``where_right``: (read right, of how many H classifies right)."""
+    return {"judge": name, "accuracy_on_x": rate(72, 100), "p_read_true": rate(read_true, 100),
+            "x_reads": [50, 50], "p_reads": [50, 50], "labels": [50, 50], "p_bias": 0.0, "x_bias": 0.0,
+            "p_read_true_where_right": where_right and rate(*where_right)}
+
+
+def write_perception(root, loss: str, read_true: int, where_right, agrees: int, judges=("model cifar10-judge",)):
+    folder = root / from_decoder_losses.model_folder(256, 0.01, loss)
+    folder.mkdir(parents=True)
+    values = {"images": 100, "pixel_mse": MEAN, "h_consistency": rate(agrees, 100), "latent_distance": MEAN,
+              "perceptual_distance": MEAN, "unrelated_perceptual_distance": MEAN, "spread": MEAN, "spread_scale": 0.1,
+              "judges": [judge_reading("3-NN pixels", 10, None),
+                         *(judge_reading(name, read_true, where_right) for name in judges)]}
+    write_sealed(folder / "perception.json", PerceptionFile(**values).model_dump())
+
+
+def claim_of(loss: str):
+    (claim,) = [c for c in from_decoder_losses.DECODER_LOSS_CLAIMS if c.claim.startswith(f"with the {loss} loss")
+                and "z 256, lambda 0.01," in c.claim]
+    return claim
+
+
+def test_a_loss_meeting_every_goal_holds_for_one_model(tmp_path):
+    write_perception(tmp_path, "pixel", 20, (15, 50), 70)
+    write_perception(tmp_path, "deepsim", 60, (90, 100), 95)  # Wilson: [50.2, 69.1], [82.6, 94.5], [88.8, 97.8]
+    ours, verdict = claim_of("deepsim").measure(RunFiles(tmp_path))
+    assert (verdict.outcome, verdict.label) == ("holds", "one model")
+    assert "P(x) read as true 60.0 % [50.2, 69.1], where H is right 90.0 % [82.6, 94.5]" in ours
+    assert "H reads P(x) as x 95.0 % [88.8, 97.8]" in ours and "model cifar10-judge (right on x 72.0 %" in ours
+    assert ours.endswith("the pixel loss at the same setting: 20.0 % [13.3, 28.9], H 70.0 % [60.4, 78.1]")
+
+
+@pytest.mark.parametrize("read_true, where_right, agrees, outcome", [
+    (40, (90, 100), 95, "does not hold"),  # the judge: [30.9, 49.8], below 50
+    (60, (70, 100), 95, "undecided"),  # where H is right: [60.4, 78.1] straddles 70
+    (60, (90, 100), 60, "does not hold"),  # H: [50.2, 69.1], below 80
+])
+def test_each_goal_decides(tmp_path, read_true, where_right, agrees, outcome):
+    write_perception(tmp_path, "pixel", 20, (15, 50), 70)
+    write_perception(tmp_path, "feature", read_true, where_right, agrees)
+    assert claim_of("feature").measure(RunFiles(tmp_path))[1].outcome == outcome
+
+
+def test_the_page_has_the_section_and_a_missing_model_says_what_makes_it(tmp_path):
+    write_perception(tmp_path, "pixel", 20, (15, 50), 70)
+    write_perception(tmp_path, "feature", 60, (90, 100), 95)
+    page = document.reproducing_page(tmp_path, "memmap:/data/cifar10")
+    section = page.split("## Decoder losses on CIFAR-10 (ours)", 1)[1].split("## Robust models", 1)[0]
+    assert section.count("| with the ") == 8
+    assert "`python -m reproduce.decoder_loss_study --dataset memmap:/data/cifar10 --epochs 20" in section
+    assert "**holds (one model)**" in section and "perception.json is missing (`--run --natural` makes it)" in section
+    assert "decoder-losses/z256-lam0.01-feature/perception.json" in page.split("## Provenance", 1)[1]
