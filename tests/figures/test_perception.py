@@ -9,6 +9,7 @@ from torch import nn
 
 from perceptreg import figures
 from perceptreg.adversarial.judges import KNNJudge
+from perceptreg.core.errors import PerceptregError
 from perceptreg.figures.perception import PerceptionFile, perceive
 from perceptreg.measures.consistency import measure_perception
 from perceptreg.runs.files import PERCEPTION_JSON
@@ -29,9 +30,9 @@ def test_perceive_measures_p_beside_pixel_mse_and_seals_them(trained_run, tmp_pa
     assert [cell["label"] for cell in layout["panels"][0]["cards"][0]] == ["x", "P(x)", "spread"]
 
 
-def test_a_second_judge_joins_the_panel_and_a_misspelt_key_is_refused(trained_run, good_run, tmp_path):
-    result = perceive(trained_run, n=1, read_size=10, out=tmp_path / "p.png", more_judges=[good_run])
-    assert [j.judge for j in result.measures.judges] == ["3-NN pixels", "model run"]
+def test_a_second_judge_joins_the_panel_and_a_misspelt_key_is_refused(trained_run, other_judge, tmp_path):
+    result = perceive(trained_run, n=1, read_size=10, out=tmp_path / "p.png", more_judges=[other_judge])
+    assert [j.judge for j in result.measures.judges] == ["3-NN pixels", "model judge"]
     values = json.loads((trained_run / PERCEPTION_JSON).read_text())
     values["spreed"] = values.pop("spread")
     (trained_run / PERCEPTION_JSON).write_text(json.dumps(values))
@@ -51,6 +52,15 @@ def test_perception_json_with_a_key_misspelt_or_missing_inside_a_measure_is_refu
     write_sealed(tmp_path / PERCEPTION_JSON, values)
     with pytest.raises(CheckpointError, match=rf"perception.json: field {re.escape(field)}\b"):
         load_sealed_file(tmp_path / PERCEPTION_JSON, PerceptionFile, "run perceive again")
+
+
+@pytest.mark.parametrize("as_main", [True, False])
+def test_a_judge_of_the_models_own_architecture_is_refused_before_anything_is_drawn(trained_run, good_run, tmp_path,
+                                                                                   as_main):
+    twin = {"judge": good_run} if as_main else {"more_judges": [good_run]}  # the paper's MNIST net, as trained_run
+    with pytest.raises(PerceptregError, match="cannot judge a model of its own architecture \\(mnist\\)"):
+        perceive(trained_run, n=1, read_size=10, out=tmp_path / "p.png", **twin)
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_without_read_size_perceive_reads_as_many_test_images_as_attach_scores(trained_run, tmp_path, monkeypatch):

@@ -75,10 +75,11 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
                                  reads=(run.path, *([judge.path] if judge else ())))
     model = run.model(device, layer)
     train, test = run.data()
-    reader = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge, device)
+    judged = judges.architecture(run.config)  # a judge of the model's own architecture is refused
+    reader = judges.reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge, device, judged)
     panel = [judges.KNNJudge(train, device=device), *([reader] if reader else []),  # checked before anything is drawn
-             *(judges.run_judge(runs.open_run(j), run.config.dataset, test.image_shape, len(test.classes), device)
-               for j in more_judges)]
+             *(judges.run_judge(runs.open_run(j), run.config.dataset, test.image_shape, len(test.classes), device,
+                                judged) for j in more_judges)]
     named = run.output_layer(layer)
     grid = save_png(perception_grid(model, test, n=n, device=device), out)
     if read_size is None:
