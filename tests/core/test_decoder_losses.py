@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from perceptreg.core import models
 from perceptreg.core.config import DecoderLoss, TrainConfig
@@ -82,7 +83,29 @@ def test_the_adversarial_term_moves_the_decoders_loss():
 
 
 def test_default_layers_are_every_relu_but_the_deepest():
-    assert default_layers(models.build("svhn", 10).encoder) == ("1", "3", "5")
+    assert default_layers(models.build("svhn", 10).encoder, (3, 32, 32)) == ("1", "3", "5")
+
+
+class FunctionalReLUs(nn.Module):
+    """Activations applied as functions, as most ResNets apply them: no ReLU module to name.
+    Its blocks are declared out of the order they run in."""
+
+    def __init__(self):
+        super().__init__()
+        self.deep = nn.Conv2d(8, 8, 3, stride=2, padding=1)  # 4x4 maps on 16x16 images
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)  # 16x16
+        self.block = nn.Conv2d(4, 8, 3, stride=2, padding=1)  # 8x8
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(8, 10)  # 1x1, then flat: no feature maps
+
+    def forward(self, x):
+        x = F.relu(self.deep(F.relu(self.block(F.relu(self.stem(x))))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def test_without_activation_modules_the_default_is_the_blocks_giving_feature_maps_in_run_order_but_the_deepest():
+    assert default_layers(FunctionalReLUs(), (3, 16, 16)) == ("stem", "block")
+    comparator = Comparator(FunctionalReLUs(), (), (3, 16, 16))
+    assert [f.shape[1:] for f in comparator(torch.rand(2, 3, 16, 16))] == [(4, 16, 16), (8, 8, 8)]
 
 
 @pytest.mark.parametrize("make, words", [

@@ -25,6 +25,7 @@ and detached decoded ones. One backward of ``loss + critic`` trains both sides o
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -65,7 +66,7 @@ class Comparator(nn.Module):
         super().__init__()
         self.net, self.prepare = net, prepare
         modules = dict(net.named_modules())
-        self.layers = tuple(layers) or default_layers(net, name)
+        self.layers = tuple(layers) or default_layers(net, image_shape, prepare, name)
         missing = [n for n in self.layers if n not in modules or n == ""]
         if missing:
             known = [n for n, m in net.named_modules() if n and not list(m.children())]
@@ -75,13 +76,8 @@ class Comparator(nn.Module):
         self._check_input(image_shape, name)
 
     def _check_input(self, image_shape: tuple[int, ...], name: str) -> None:
-        try:
-            with torch.no_grad():
-                self(torch.zeros(2, *image_shape, device=next(self.net.parameters()).device))
-        except (RuntimeError, ValueError) as err:
-            first = str(err).splitlines()[0][:160]
-            raise PerceptregError(f"`comparator`: {name} does not take images of shape {tuple(image_shape)} "
-                                  f"({first}); use a comparator trained on images of that shape") from None
+        with refused_input(image_shape, name), torch.no_grad():
+            self(torch.zeros(2, *image_shape, device=next(self.net.parameters()).device))
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         found: dict[int, torch.Tensor] = {}
@@ -104,14 +100,54 @@ class Comparator(nn.Module):
         return [found[i] for i in range(len(self.layers))]
 
 
-def default_layers(net: nn.Module, name: str = "comparator") -> tuple[str, ...]:
-    """Every ReLU of ``net`` but the deepest: shallow layers keep the detail the decoder should
-    draw; the deepest is the latent itself in the paper's encoders."""
+def default_layers(net: nn.Module, image_shape: tuple[int, ...], prepare: Callable | None = None,
+                   name: str = "comparator") -> tuple[str, ...]:
+    """Every activation module of ``net`` but the deepest: shallow layers keep the detail the
+    decoder should draw; the deepest is the latent itself in the paper's encoders. A network
+    that applies its activations as functions (``F.relu``, as most ResNets do) has no such
+    modules: then its top-level blocks that give feature maps (larger than 1x1), in the
+    order they run, but the deepest."""
     relus = [n for n, m in net.named_modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU))]
-    if len(relus) < 2:
-        raise PerceptregError(f"`comparator_layers`: {name} has {len(relus)} activation module(s), too few to "
-                              f"choose from; name the layers to compare")
-    return tuple(relus[:-1])
+    if len(relus) >= 2:
+        return tuple(relus[:-1])
+    blocks = feature_map_blocks(net, image_shape, prepare, name)
+    if len(blocks) < 2:
+        raise PerceptregError(f"`comparator_layers`: {name} has {len(relus)} activation module(s) and {len(blocks)} "
+                              f"top-level block(s) giving feature maps, too few to choose from; name the layers to "
+                              f"compare")
+    return tuple(blocks[:-1])
+
+
+def feature_map_blocks(net: nn.Module, image_shape: tuple[int, ...], prepare: Callable | None = None,
+                       name: str = "comparator") -> list[str]:
+    """The names of ``net``'s top-level blocks whose output is a feature map (B, C, H, W) with
+    H and W above 1, in the order they run on a probe batch of zeros."""
+    maps: dict[str, bool] = {}
+
+    def hook_for(block: str):
+        def hook(module, inputs, output):
+            maps[block] = isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[2:]) > 1
+        return hook
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in net.named_children()]
+    probe = torch.zeros(2, *image_shape, device=next(net.parameters()).device)
+    try:
+        with refused_input(image_shape, name), torch.no_grad(), evaluating(net):
+            net(prepare(probe) if prepare else probe)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [block for block, is_map in maps.items() if is_map]
+
+
+@contextmanager
+def refused_input(image_shape: tuple[int, ...], name: str):
+    """A comparator's failure on images of ``image_shape`` as one error line naming it."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as err:
+        first = str(err).splitlines()[0][:160]
+        raise PerceptregError(f"`comparator`: {name} does not take images of shape {tuple(image_shape)} "
+                              f"({first}); use a comparator trained on images of that shape") from None
 
 
 class Discriminator(nn.Module):
