@@ -23,7 +23,10 @@ class InversionSettings:
 
     steps: int = 200
     lr: float = 0.05
-    tv_weight: float = 0.05
+    # 0.5, not the 0.05 first chosen: on the paper's SVHN net on CIFAR-10 (z 256) 0.05 matched the latent with
+    # colour noise the CNN judge read as the true class 17 % of 100 images; 0.5 drew colour layouts it read
+    # 31 %, H still reading x' as x 92 %. On the MNIST net both read as digits (3-NN 84 % and 80 %).
+    tv_weight: float = 0.5
     norm_weight: float = 0.01
     bn_weight: float = 0.01
     batch_size: int = 100
