@@ -78,6 +78,7 @@ def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, d
            "unrelated_perceptual_distance": m.unrelated_perceptual_distance.mean, "spread": m.spread.mean,
            "judges": {j.judge: {"on_x": j.accuracy_on_x.rate, "p_read_true": j.p_read_true.model_dump(),
                                 "p_read_true_where_h_right": j.p_read_true_where_right and j.p_read_true_where_right.rate,
+                                "blurred_read_true": j.blurred_read_true and j.blurred_read_true.rate,
                                 "p_bias": j.p_bias} for j in m.judges}}
     x_prime = invert(run, n=inverted, device=device)
     row.update(inversion_h_agrees=x_prime.h_agrees.rate, inversion_seconds=x_prime.seconds)

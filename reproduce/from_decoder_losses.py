@@ -61,8 +61,10 @@ def recognisable(z: int, lam: float, loss: str) -> Measure:
                  "H": above(agrees, CONSISTENCY_GOAL, "H reads P(x) as it reads x")}
         if where is not None:
             parts["where H is right"] = above(of_rate(where), WHERE_RIGHT_GOAL, "where H is right")
+        blurred = read.blurred_read_true
         cell = (f"{read.judge} (right on x {of_rate(read.accuracy_on_x).text()}, {ours.images} test images): P(x) read "
-                f"as true {judge.text()}, where H is right {of_rate(where).text() if where else '-'}; H reads P(x) as x "
+                f"as true {judge.text()}, where H is right {of_rate(where).text() if where else '-'}, x blurred to the "
+                f"same error {of_rate(blurred).text() if blurred else '-'}; H reads P(x) as x "
                 f"{agrees.text()}; the pixel loss at the same setting: {of_rate(read_pixel.p_read_true).text()}, "
                 f"H {of_rate(pixel.h_consistency).text()}")
         return cell, over_models({loss: every(parts)})

@@ -119,6 +119,8 @@ def test_each_judge_reads_p_apart_from_x():
     assert reading.p_reads == [0, 4] and reading.x_reads == [2, 2] and reading.p_bias == 0.75
     # H reads a, b, b, a: right on the first, second and fourth, of which P(x) is read true on the second only
     assert reading.p_read_true_where_right == Rate.count(1, 3)
+    # a 1x2 image has no room to blur: its blur of any error is x itself, read as x is
+    assert reading.blurred_read_true == reading.accuracy_on_x
 
 
 def test_p_read_true_where_h_is_right_counts_only_those_images():

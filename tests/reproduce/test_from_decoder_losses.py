@@ -18,7 +18,7 @@ def judge_reading(name: str, read_true: int, where_right: tuple[int, int] | None
     ``where_right``: (read right, of how many H classifies right)."""
     return {"judge": name, "accuracy_on_x": rate(72, 100), "p_read_true": rate(read_true, 100),
             "x_reads": [50, 50], "p_reads": [50, 50], "labels": [50, 50], "p_bias": 0.0, "x_bias": 0.0,
-            "p_read_true_where_right": where_right and rate(*where_right)}
+            "p_read_true_where_right": where_right and rate(*where_right), "blurred_read_true": rate(30, 100)}
 
 
 def write_perception(root, loss: str, read_true: int, where_right, agrees: int, judges=("model cifar10-judge",)):
@@ -42,7 +42,8 @@ def test_a_loss_meeting_every_goal_holds_for_one_model(tmp_path):
     write_perception(tmp_path, "deepsim", 60, (90, 100), 95)  # Wilson: [50.2, 69.1], [82.6, 94.5], [88.8, 97.8]
     ours, verdict = claim_of("deepsim").measure(RunFiles(tmp_path))
     assert (verdict.outcome, verdict.label) == ("holds", "one model")
-    assert "P(x) read as true 60.0 % [50.2, 69.1], where H is right 90.0 % [82.6, 94.5]" in ours
+    assert "P(x) read as true 60.0 % [50.2, 69.1], where H is right 90.0 % [82.6, 94.5], x blurred to the same " \
+           "error 30.0 % [" in ours
     assert "H reads P(x) as x 95.0 % [88.8, 97.8]" in ours and "model cifar10-judge (right on x 72.0 %" in ours
     assert ours.endswith("the pixel loss at the same setting: 20.0 % [13.3, 28.9], H 70.0 % [60.4, 78.1]")
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, batches
+from perceptreg.measures.blur_control import matched_blur
 from perceptreg.measures.judging import JudgeReading, JudgeTally, format_judge
 from perceptreg.measures.records import MeanOf, Rate
 
@@ -165,8 +166,10 @@ class _Tally:
             with torch.enable_grad():  # an attack follows H's gradient
                 adversarial = attack(images, labels)
         perceived_adversarial = None if adversarial is None else model.perceive(adversarial).float()
+        blurred = matched_blur(images, perceived) if self.judges else None  # the control of every judge's reading
         for judge in self.judges:
-            judge.add(images, labels, perceived, adversarial, perceived_adversarial, right=logits.argmax(1) == labels)
+            judge.add(images, labels, perceived, adversarial, perceived_adversarial, right=logits.argmax(1) == labels,
+                      blurred=blurred)
 
     def result(self, spread_scale: float) -> PerceptionMeasures:
         joined = {key: torch.cat(values) for key, values in self.values.items()}

@@ -34,6 +34,9 @@ class JudgeReading(BaseModel):
     # P(x) read as the true class on the images H classifies right (what P(x) shows where the
     # model itself sees the class); None where H was not given or is right on none
     p_read_true_where_right: Rate | None = None
+    # x blurred to P(x)'s pixel error (``blur_control.matched_blur``) read as the true class: what
+    # the judge makes of a blur of that error, the line its reading of P(x) is read against
+    blurred_read_true: Rate | None = None
 
 
 def class_bias(reads: torch.Tensor, labels: torch.Tensor) -> float:
@@ -48,17 +51,21 @@ class JudgeTally:
 
     def __init__(self, judge, classes: int):
         self.judge, self.classes = judge, classes
-        self.columns: dict[str, list[torch.Tensor]] = {k: [] for k in ("labels", "x", "p", "x_adv", "p_adv", "right")}
+        self.columns: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("labels", "x", "p", "x_adv", "p_adv", "right", "blurred")}
 
     @torch.no_grad()
     def add(self, images: torch.Tensor, labels: torch.Tensor, perceived: torch.Tensor,
             adversarial: torch.Tensor | None = None, perceived_adversarial: torch.Tensor | None = None,
-            right: torch.Tensor | None = None) -> None:
+            right: torch.Tensor | None = None, blurred: torch.Tensor | None = None) -> None:
         """One batch: x, its labels and P(x); x_adv and P(x_adv) where H was attacked;
-        ``right``: where H classifies x right (bool per image)."""
+        ``right``: where H classifies x right (bool per image); ``blurred``: x blurred to P(x)'s
+        pixel error."""
         read = {"labels": labels, "x": self.judge(images), "p": self.judge(perceived)}
         if right is not None:
             read["right"] = right
+        if blurred is not None:
+            read["blurred"] = self.judge(blurred)
         if adversarial is not None:
             read |= {"x_adv": self.judge(adversarial), "p_adv": self.judge(perceived_adversarial)}
         for key, value in read.items():
@@ -68,7 +75,7 @@ class JudgeTally:
         got = {key: torch.cat(values) for key, values in self.columns.items() if values}
         labels = got["labels"]
         counts = {key: torch.bincount(got[key], minlength=self.classes) for key in ("labels", "x", "p")}
-        optional = {f"{key}_read_true": Rate.of(got[key] == labels) for key in ("x_adv", "p_adv") if key in got}
+        optional = {f"{key}_read_true": Rate.of(got[key] == labels) for key in ("x_adv", "p_adv", "blurred") if key in got}
         if "right" in got and got["right"].any():
             optional["p_read_true_where_right"] = Rate.of((got["p"] == labels)[got["right"]])
         return JudgeReading(judge=self.judge.name, accuracy_on_x=Rate.of(got["x"] == labels),
@@ -86,6 +93,7 @@ def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) ->
     name = classes[top] if classes else str(top)
     where = ("" if reading.p_read_true_where_right is None else
              f" ({reading.p_read_true_where_right} where H is right)")
+    where += "" if reading.blurred_read_true is None else f", x blurred to its error {reading.blurred_read_true}"
     attacked = ("" if reading.x_adv_read_true is None else
                 f"; x_adv read right {reading.x_adv_read_true}, P(x_adv) {reading.p_adv_read_true}")
     return (f"judge {reading.judge}: x read right {reading.accuracy_on_x}, P(x) read as the true class "
