@@ -105,3 +105,17 @@ def test_the_note_says_what_the_consistency_columns_count_and_of_which_images():
     assert note.endswith("DeLong). H(P(x)) = H(x): how often the model reads P(x) as it reads x; perceptual distance: "
                          "of x and P(x) in random conv features (of x and another test image: 1.033); both of the 40 "
                          "clean test images attacked")
+
+
+def test_a_layer_whose_decoder_collapsed_says_so_in_its_row_and_the_note():
+    measured = {"images": 40, "h_consistency": Rate(rate=0.75, low=0.5, high=0.9, n=40),
+                "perceptual_distance": MeanOf(mean=0.125, low=0.1, high=0.15, n=40),
+                "unrelated_perceptual_distance": MeanOf(mean=1.0334, low=1.0, high=1.1, n=40)}
+    first, second = LayerTable(**SUMMARY).layers[:2]
+    rows = [first.model_copy(update={"perception": PerceptionMeasures.model_construct(**measured,
+                                                                                      decoder_collapsed=False)}),
+            second.model_copy(update={"perception": PerceptionMeasures.model_construct(**measured,
+                                                                                       decoder_collapsed=True)})]
+    _, cells, note = layer_cells(LayerTable(**SUMMARY).model_copy(update={"layers": rows}))
+    assert not cells[0][3].endswith("collapsed") and cells[1][3] == f"{second.test_recon_mse:.4f} collapsed"
+    assert f"Collapsed decoder ({second.name}): P(x) is nearly the same picture whatever x" in note

@@ -117,10 +117,18 @@ def test_each_judge_reads_p_apart_from_x():
     reading = measure_perception(net_with_decoder(Constant(0.9)), tiny_dataset(), judges=[FirstPixel()]).judges[0]
     assert reading.accuracy_on_x.rate == 0.75 and reading.p_read_true.rate == 0.25
     assert reading.p_reads == [0, 4] and reading.x_reads == [2, 2] and reading.p_bias == 0.75
+    assert reading.judge == "first pixel"
     # H reads a, b, b, a: right on the first, second and fourth, of which P(x) is read true on the second only
     assert reading.p_read_true_where_right == Rate.count(1, 3)
     # a 1x2 image has no room to blur: its blur of any error is x itself, read as x is
     assert reading.blurred_read_true == reading.accuracy_on_x
+
+
+def test_a_decoder_that_draws_one_picture_is_flagged_collapsed_by_the_training_rule():
+    same = measure_perception(net_with_decoder(Constant(0.9)), tiny_dataset())
+    assert same.decoder_collapsed and any(line.startswith("the decoder has collapsed") for line in same.lines())
+    faithful = measure_perception(net_with_decoder(IDENTITY), tiny_dataset())
+    assert faithful.decoder_collapsed is False and not any("collapsed" in line for line in faithful.lines())
 
 
 def test_p_read_true_where_h_is_right_counts_only_those_images():

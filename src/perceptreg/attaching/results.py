@@ -16,7 +16,7 @@ from perceptreg import display
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.summary import NO_INTERVAL, Agreement, Rate, Record, format_auroc
 from perceptreg.display import aligned
-from perceptreg.measures.consistency import PerceptionMeasures
+from perceptreg.measures.consistency import COLLAPSED, PerceptionMeasures
 from perceptreg.storage.schema import Sealed, settings_record
 
 
@@ -119,7 +119,8 @@ def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
     headings = LAYER_HEADINGS if judged else LAYER_HEADINGS[-1:]
     header = ["layer", "activation", "decoder params", "test MSE/pixel", "H(P(x)) = H(x)", "perceptual distance",
               *headings]
-    rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}", f"{r.test_recon_mse:.4f}",
+    rows = [[r.name, "x".join(map(str, r.shape)), f"{r.decoder_parameters:,}",
+             f"{r.test_recon_mse:.4f}" + (" collapsed" if r.perception and r.perception.decoder_collapsed else ""),
              *consistency_cells(r), *reading_cells(r)[-len(headings):]] for r in table.layers]
     on_x = f" (its accuracy on the clean images x: {first.accuracy_on_x})" if first.accuracy_on_x else ""
     what, intervals = ((f"read by {first.judge}{on_x}: P(x) of clean images, and x_adv and P(x_adv)",
@@ -130,6 +131,9 @@ def layer_cells(table: LayerTable) -> tuple[list[str], list[list[str]], str]:
             f"(PGD {attack.norm}, eps {attack.eps:g}; {intervals})")
     if first.successful_attacks == 0:
         note += "; no attack succeeded, so the readings of x_adv and P(x_adv) are undefined (-): attack harder"
+    fallen = [r.name for r in table.layers if r.perception and r.perception.decoder_collapsed]
+    if fallen:
+        note += f". Collapsed decoder ({', '.join(fallen)}): {COLLAPSED}"
     return header, rows, note + _consistency_note(first)
 
 

@@ -25,6 +25,7 @@ from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, batches
 from perceptreg.measures.blur_control import matched_blur
 from perceptreg.measures.judging import JudgeReading, JudgeTally, format_judge
+from perceptreg.measures.quality import SpreadTally
 from perceptreg.measures.records import MeanOf, Rate
 
 SPREAD_SCALE = 0.1  # perturbations of the latent: this fraction of the latent's own RMS size, per image
@@ -89,6 +90,9 @@ class PerceptionMeasures(BaseModel):
     spread: MeanOf  # per image, the mean over pixels of the standard deviation of D(F(x) + e)
     spread_scale: float  # e's size: this fraction of the latent's RMS
     judges: list[JudgeReading]
+    # the training's collapse rule (quality.collapsed) on these images: P(x) nearly the same
+    # whatever x, so every reading of it is of a failed decoder; None in files written before it
+    decoder_collapsed: bool | None = None
 
     def lines(self, classes: Sequence[str] | None = None) -> list[str]:
         said = [f"P(x) of {self.images} test images: MSE/pixel {self.pixel_mse.text(4)}; H reads P(x) as it reads "
@@ -96,7 +100,13 @@ class PerceptionMeasures(BaseModel):
                 f"images' distance; perceptual distance x-P(x) {self.perceptual_distance.text(3)} (x-another image "
                 f"{self.unrelated_perceptual_distance.text(3)}, random conv features); spread of D(F(x) + e) "
                 f"{self.spread.text(4)} per pixel at |e| = {self.spread_scale:g} |F(x)|"]
+        if self.decoder_collapsed:
+            said.append(f"the decoder has collapsed: {COLLAPSED}")
         return said + [format_judge(reading, classes) for reading in self.judges]
+
+
+COLLAPSED = ("P(x) is nearly the same picture whatever x (or the same shape in each image's colours), so what is "
+             "read of it is of a failed decoder, not of what the layer keeps; fit it longer")
 
 
 def derangement(n: int, seed: int = 0) -> torch.Tensor:
@@ -145,6 +155,7 @@ class _Tally:
     def __init__(self, judges: Sequence, classes: Sequence[str]):
         self.values: dict[str, list] = {k: [] for k in ("mse", "agrees", "latent", "perceptual", "unrelated", "spread")}
         self.judges = [JudgeTally(judge, len(classes)) for judge in judges]
+        self.spreads = SpreadTally()
 
     @torch.no_grad()
     def add(self, model, reference: RandomFeatures, images, labels, attack, spread_scale: float) -> None:
@@ -161,6 +172,7 @@ class _Tally:
                            ("unrelated", feature_distance(seen, [f[other] for f in seen])),
                            ("spread", perception_spread(model, images, spread_scale).flatten(1).mean(1))):
             self.values[key].append(value.cpu())
+        self.spreads.add(images, perceived)
         adversarial = None
         if attack is not None and self.judges:
             with torch.enable_grad():  # an attack follows H's gradient
@@ -177,4 +189,5 @@ class _Tally:
             ("pixel_mse", "mse"), ("latent_distance", "latent"), ("perceptual_distance", "perceptual"),
             ("unrelated_perceptual_distance", "unrelated"), ("spread", "spread"))}
         return PerceptionMeasures(images=len(joined["mse"]), h_consistency=Rate.of(joined["agrees"]),
-                                  spread_scale=spread_scale, judges=[j.result() for j in self.judges], **means)
+                                  spread_scale=spread_scale, judges=[j.result() for j in self.judges],
+                                  decoder_collapsed=self.spreads.collapsed(), **means)

@@ -82,7 +82,31 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
         correct / n, squared_error / (n * moments[0].numel()), _spread_ratio(moments / n),
         _spread_ratio(shape_moments / n)]).tolist()  # one device sync for all four
     return {"accuracy": accuracy, "recon_mse": mse, "recon_spread": spread, "shape_spread": shape_spread,
-            "decoder_collapsed": spread < COLLAPSE_RATIO or shape_spread < SHAPE_COLLAPSE_RATIO}
+            "decoder_collapsed": collapsed(spread, shape_spread)}
+
+
+def collapsed(spread: float, shape_spread: float) -> bool:
+    """The collapse rule: reconstructions nearly the same across images, or the same shape in
+    each image's colours (``COLLAPSE_RATIO``, ``SHAPE_COLLAPSE_RATIO``)."""
+    return spread < COLLAPSE_RATIO or shape_spread < SHAPE_COLLAPSE_RATIO
+
+
+class SpreadTally:
+    """``evaluate``'s collapse rule for any stream of (x, P(x)) batches: ``add`` each batch,
+    then ``collapsed()``."""
+
+    def __init__(self):
+        self.moments, self.shape_moments, self.n = 0, 0, 0
+
+    def add(self, images: torch.Tensor, recon: torch.Tensor) -> None:
+        images, recon = images.double(), recon.double()
+        self.moments = self.moments + _moments(images, recon)
+        self.shape_moments = self.shape_moments + _moments(shape_maps(images), shape_maps(recon))
+        self.n += len(images)
+
+    def collapsed(self) -> bool:
+        return collapsed(*torch.stack([_spread_ratio(self.moments / self.n),
+                                       _spread_ratio(self.shape_moments / self.n)]).tolist())
 
 
 def _moments(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
