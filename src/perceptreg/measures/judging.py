@@ -93,7 +93,7 @@ def format_judge(reading: JudgeReading, classes: Sequence[str] | None = None) ->
     name = classes[top] if classes else str(top)
     where = ("" if reading.p_read_true_where_right is None else
              f" ({reading.p_read_true_where_right} where H is right)")
-    where += "" if reading.blurred_read_true is None else f", x blurred to its error {reading.blurred_read_true}"
+    where += "" if reading.blurred_read_true is None else f", x blurred to P(x)'s error {reading.blurred_read_true}"
     attacked = ("" if reading.x_adv_read_true is None else
                 f"; x_adv read right {reading.x_adv_read_true}, P(x_adv) {reading.p_adv_read_true}")
     return (f"judge {reading.judge}: x read right {reading.accuracy_on_x}, P(x) read as the true class "
