@@ -12,7 +12,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.filterwarnings("ignore:the decoder has collapsed")
-def test_train_run_returns_the_numbers_of_its_last_epoch_and_draws_the_grid(tmp_path):
+def test_train_run_returns_the_numbers_of_its_last_epoch_and_draws_the_grid(tmp_path, other_judge):
     result = train_run(dict(epochs=1, train_size=100, eval_size=100, batch_size=50, lam=None), tmp_path / "run",
                        progress=False)
     last = json.loads((tmp_path / "run" / runs.METRICS).read_text().splitlines()[-1])
@@ -23,7 +23,7 @@ def test_train_run_returns_the_numbers_of_its_last_epoch_and_draws_the_grid(tmp_
                                         f"pixel {last['test_recon_mse']:.4f} (1 epoch, ")
     assert runs.read_config(tmp_path / "run").lam == 1e-2  # None: not given, TrainConfig's default
 
-    seen = perceive(result.run_dir, n=4, judge=result.run_dir, read_size=20)
+    seen = perceive(result.run_dir, n=4, judge=other_judge, read_size=20)  # a judge of another architecture
     assert isinstance(seen, PerceptionResult) and seen.grid == tmp_path / "run" / runs.PERCEPTION
     assert seen.images == 4 and seen.reading.images == 20 and len(seen.lines()) == 2 + len(seen.measures.lines(seen.classes))
     assert perceive(result.run_dir, n=2, out=tmp_path / "p.png", read_size=20).reading is None  # grey digits: no standing judge
