@@ -43,10 +43,10 @@ def model_folder(z: int, lam: float, loss: str) -> str:
 
 
 def _perception(files: RunFiles, z: int, lam: float, loss: str) -> tuple[PerceptionFile, JudgeReading]:
-    """A model's perception.json and its CNN judge's reading in it: the panel's one model judge
-    (the 3-NN pixel judge says little of natural images)."""
+    """A model's perception.json and the reading in it of the natural rows' CNN judge (``JUDGE``;
+    the 3-NN pixel judge says little of natural images, and other judges may sit beside it)."""
     def read(measured: PerceptionFile) -> tuple[PerceptionFile, JudgeReading]:
-        (cnn,) = [reading for reading in measured.judges if reading.judge.startswith("model ")]
+        (cnn,) = [reading for reading in measured.judges if reading.judge == f"model {JUDGE}"]
         return measured, cnn
     return read_results(files, f"{model_folder(z, lam, loss)}/{PERCEPTION_JSON}", read)
 

@@ -27,7 +27,8 @@ def write_perception(root, loss: str, read_true: int, where_right, agrees: int, 
     values = {"images": 100, "pixel_mse": MEAN, "h_consistency": rate(agrees, 100), "latent_distance": MEAN,
               "perceptual_distance": MEAN, "unrelated_perceptual_distance": MEAN, "spread": MEAN, "spread_scale": 0.1,
               "judges": [judge_reading("3-NN pixels", 10, None),
-                         *(judge_reading(name, read_true, where_right) for name in judges)]}
+                         *(judge_reading(name, read_true if name == "model cifar10-judge" else 5, where_right)
+                           for name in judges)]}  # another model judge reads 5 of 100
     write_sealed(folder / "perception.json", PerceptionFile(**values).model_dump())
 
 
@@ -39,7 +40,8 @@ def claim_of(loss: str):
 
 def test_a_loss_meeting_every_goal_holds_for_one_model(tmp_path):
     write_perception(tmp_path, "pixel", 20, (15, 50), 70)
-    write_perception(tmp_path, "deepsim", 60, (90, 100), 95)  # Wilson: [50.2, 69.1], [82.6, 94.5], [88.8, 97.8]
+    # Wilson: [50.2, 69.1], [82.6, 94.5], [88.8, 97.8]; a second model judge beside the CNN judge is not read
+    write_perception(tmp_path, "deepsim", 60, (90, 100), 95, judges=("model resnet14", "model cifar10-judge"))
     ours, verdict = claim_of("deepsim").measure(RunFiles(tmp_path))
     assert (verdict.outcome, verdict.label) == ("holds", "one model")
     assert "P(x) read as true 60.0 % [50.2, 69.1], where H is right 90.0 % [82.6, 94.5], x blurred to the same " \
