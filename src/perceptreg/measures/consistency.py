@@ -141,7 +141,7 @@ def measure_perception(model: PerceptionNet, data: ImageDataset, judges: Sequenc
     (``judge(images) -> labels``, with a ``name``) of other architectures than the model's.
     ``attack(images, labels) -> x_adv``, if given, attacks H, and each judge reads x_adv and
     P(x_adv) too. The latent distances' reference pairs each image with another of its batch."""
-    tally = _Tally(judges, data.classes)
+    tally = _Tally(judges, data.classes, data.image_shape, device)
     reference = RandomFeatures(data.image_shape[0]).to(device)
     with evaluating(model):
         for images, labels in batches(data, batch_size, device=device):
@@ -152,10 +152,10 @@ def measure_perception(model: PerceptionNet, data: ImageDataset, judges: Sequenc
 class _Tally:
     """The per-image values of ``measure_perception``, batch by batch."""
 
-    def __init__(self, judges: Sequence, classes: Sequence[str]):
+    def __init__(self, judges: Sequence, classes: Sequence[str], image_shape: tuple[int, ...], device):
         self.values: dict[str, list] = {k: [] for k in ("mse", "agrees", "latent", "perceptual", "unrelated", "spread")}
         self.judges = [JudgeTally(judge, len(classes)) for judge in judges]
-        self.spreads = SpreadTally()
+        self.spreads = SpreadTally(image_shape, device)
 
     @torch.no_grad()
     def add(self, model, reference: RandomFeatures, images, labels, attack, spread_scale: float) -> None:

@@ -61,8 +61,7 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
         data = data.subset(torch.arange(cluster.rank, n, cluster.world))
     correct = torch.zeros((), dtype=torch.int64, device=device)
     squared_error = torch.zeros((), dtype=torch.float64, device=device)
-    moments = torch.zeros(4, *data.image_shape, dtype=torch.float64, device=device)
-    shape_moments = torch.zeros(4, *data.image_shape[1:], dtype=torch.float64, device=device)
+    spreads = SpreadTally(data.image_shape, device)
     with evaluating(model):
         for images, labels in batches(data, batch_size, device=device):
             with torch.autocast(torch.device(device).type, autocast_dtype or torch.bfloat16,
@@ -73,14 +72,13 @@ def evaluate(model: PerceptionNet, data: ImageDataset, batch_size: int = 500,
             recon = recon.double()
             correct += (logits.argmax(1) == labels).sum()
             squared_error += (recon - images).square().sum()
-            moments += _moments(images, recon)
-            shape_moments += _moments(shape_maps(images), shape_maps(recon))
+            spreads.add(images, recon)
     if cluster is not None:
-        correct, squared_error, moments, shape_moments = (
-            cluster.sum(t) for t in (correct, squared_error, moments, shape_moments))
+        correct, squared_error, spreads.moments, spreads.shape_moments = (
+            cluster.sum(t) for t in (correct, squared_error, spreads.moments, spreads.shape_moments))
     accuracy, mse, spread, shape_spread = torch.stack([
-        correct / n, squared_error / (n * moments[0].numel()), _spread_ratio(moments / n),
-        _spread_ratio(shape_moments / n)]).tolist()  # one device sync for all four
+        correct / n, squared_error / (n * spreads.moments[0].numel()),
+        *spreads.ratios(n)]).tolist()  # one device sync for all four
     return {"accuracy": accuracy, "recon_mse": mse, "recon_spread": spread, "shape_spread": shape_spread,
             "decoder_collapsed": collapsed(spread, shape_spread)}
 
@@ -92,21 +90,28 @@ def collapsed(spread: float, shape_spread: float) -> bool:
 
 
 class SpreadTally:
-    """``evaluate``'s collapse rule for any stream of (x, P(x)) batches: ``add`` each batch,
-    then ``collapsed()``."""
+    """The spreads of reconstructions across images (``evaluate``'s ``recon_spread`` and
+    ``shape_spread``) from a stream of (x, P(x)) batches of images of ``image_shape``: ``add``
+    each batch, then ``ratios`` or ``collapsed()``."""
 
-    def __init__(self):
-        self.moments, self.shape_moments, self.n = 0, 0, 0
+    def __init__(self, image_shape: tuple[int, ...], device: torch.device | str = "cpu"):
+        self.moments = torch.zeros(4, *image_shape, dtype=torch.float64, device=device)
+        self.shape_moments = torch.zeros(4, *image_shape[1:], dtype=torch.float64, device=device)
+        self.n = 0
 
     def add(self, images: torch.Tensor, recon: torch.Tensor) -> None:
-        images, recon = images.double(), recon.double()
-        self.moments = self.moments + _moments(images, recon)
-        self.shape_moments = self.shape_moments + _moments(shape_maps(images), shape_maps(recon))
+        recon = recon.double()  # the images' sums in their own precision, as they always were
+        self.moments += _moments(images, recon)
+        self.shape_moments += _moments(shape_maps(images), shape_maps(recon))
         self.n += len(images)
 
+    def ratios(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The spread ratio and the shape spread ratio over ``n`` images (default: those added)."""
+        n = n or self.n
+        return _spread_ratio(self.moments / n), _spread_ratio(self.shape_moments / n)
+
     def collapsed(self) -> bool:
-        return collapsed(*torch.stack([_spread_ratio(self.moments / self.n),
-                                       _spread_ratio(self.shape_moments / self.n)]).tolist())
+        return collapsed(*torch.stack(self.ratios()).tolist())
 
 
 def _moments(images: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
