@@ -39,6 +39,7 @@ from perceptreg.figures.perception import perceive
 from perceptreg.views.train_run import train_run
 
 RESULTS = "results.json"  # the study's table, a row per model, in --out
+NOT_YET = object()  # a reader not looked for yet (None: looked for, there is none)
 SHOWN = 10  # images per grid: one of each class (invert's images are spread round-robin over the classes)
 
 
@@ -46,7 +47,7 @@ def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, 
           judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu") -> list[dict]:
     """Train (or resume, or read) every model of the grid; one row of measures per model,
     merged into OUT/results.json."""
-    rows = []
+    rows, reader = [], NOT_YET  # the judge that reads x' and the grids: one for every model, as they share the data
     for z in z_dims:
         for lam in lams:
             drawn = {}  # loss -> (its run, the inversions of the grid's images)
@@ -58,17 +59,21 @@ def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, 
                 if done < epochs:
                     train_run(options, folder, resume=done > 0)
                 run = runs.open_run(folder)
-                row, x_prime = measures(run, judge, more_judges, read_size, inverted, device)
+                if reader is NOT_YET:
+                    reader = main_reader(run, judge, device)
+                row, x_prime = measures(run, judge, more_judges, read_size, inverted, reader, device)
                 rows.append({"z": z, "lam": lam, "loss": loss, **row})
                 drawn[loss] = run, x_prime[:SHOWN]
-            comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", judge, device)
+            comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", reader, device)
     write_results(out / RESULTS, rows)
     return rows
 
 
-def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, device: str) -> tuple[dict, torch.Tensor]:
-    """The run's accuracy, what `perceive` and `invert` measure of its perception, and the
-    inversions x' (of ``inverted`` test images spread round-robin over the classes)."""
+def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, reader, device: str
+             ) -> tuple[dict, torch.Tensor]:
+    """The run's accuracy, what `perceive` and `invert` measure of its perception (``judge``
+    and ``more_judges`` reading P(x)), and the inversions x' (of ``inverted`` test images spread
+    round-robin over the classes), which ``reader`` (``main_reader``; None: none) reads."""
     last = run.metrics[-1]
     seen = perceive(run, n=SHOWN, judge=judge, more_judges=more_judges, read_size=read_size, device=device)
     m = seen.measures
@@ -82,27 +87,28 @@ def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, d
                                 "p_bias": j.p_bias} for j in m.judges}}
     x_prime = invert(run, n=inverted, device=device)
     row.update(inversion_h_agrees=x_prime.h_agrees.rate, inversion_seconds=x_prime.seconds)
-    reader = main_reader(run, judge, device)
     if reader is not None:
-        labels = run.data()[1].labels[data.spread_over_classes(run.data()[1].labels, inverted)]
+        labels = run.data()[1].labels
+        labels = labels[data.spread_over_classes(labels, inverted)]
         row["judge_reads_inversion_as_true"] = (reader(x_prime.inverted.to(device)).cpu() == labels).double().mean().item()
     return row, x_prime.inverted
 
 
 def main_reader(run: runs.Run, judge, device: str):
+    """``judge``'s model (default: the dataset's standing CNN judge) as a reader of ``run``'s
+    images; None where there is none (grey digits without ``judge``)."""
     test = run.data()[1]
     return reading_judge(run.config.dataset, test.image_shape, len(test.classes), judge and runs.open_run(judge), device)
 
 
 @torch.no_grad()
-def comparison_grid(drawn: dict[str, tuple[runs.Run, torch.Tensor]], out: Path, judge, device: str) -> Path:
+def comparison_grid(drawn: dict[str, tuple[runs.Run, torch.Tensor]], out: Path, reader, device: str) -> Path:
     """One column per class: x, then for each loss its P(x) and its inversion x' of the same
-    images, each captioned with the judge's reading."""
+    images, each captioned with ``reader``'s reading (``main_reader``; None: uncaptioned)."""
     first = drawn[DECODER_LOSSES[0]][0]
     test = first.data()[1]
     index = data.spread_over_classes(test.labels, SHOWN)
     x, labels = data.to_float(test.images[index]).to(device), test.labels[index]
-    reader = main_reader(first, judge, device)
     shown, names = [x], ["x"]
     for loss, (run, x_prime) in drawn.items():
         model = run.model(device)
