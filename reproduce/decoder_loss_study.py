@@ -14,11 +14,13 @@ nearby latents' perceptions, every judge's reading of P(x) (the dataset's CNN ju
 --judge RUN, plus --more-judges), and the judge's reading of the inversion x' of the same
 latent, a reference without any decoder. The table is printed and written as
 results.json; per (z, lambda) a grid draws x, then P(x) and x' of each loss
-(grid-z256-lam1.png). The comparator is each model's own earlier layers ("self"), never a
-judge. Scaled down, to see it work:
+(grid-z256-lam1.png). The comparator of feature and deepsim is each model's own earlier
+layers ("self"); feature-vgg is the feature loss through a VGG the study trains first (OUT/comparator,
+lambda 0, seed 2; --comparator-arch), a comparator network perceptreg keeps as a run. Neither is
+ever a judge: the standing judge is a VGG of seed 1. Scaled down, to see it work:
 
     python -m reproduce.decoder_loss_study --dataset mnist5k --epochs 1 --train-size 200 --z 32 --lams 1e-2 \\
-        --read-size 100 --inverted 10
+        --comparator-arch mnist --comparator-epochs 1 --read-size 100 --inverted 10
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 
 from perceptreg import data, runs
 from perceptreg.adversarial.judges import reading_judge
-from perceptreg.core.config import DECODER_LOSSES
+from perceptreg.core.config import DECODER_LOSSES, DecoderLoss
 from perceptreg.core.models import evaluating
 from perceptreg.figures.grids import Cell, image_grid, save_png
 from perceptreg.figures.inversion import invert
@@ -39,31 +41,47 @@ from perceptreg.figures.perception import perceive
 from perceptreg.views.train_run import train_run
 
 RESULTS = "results.json"  # the study's table, a row per model, in --out
+COMPARATOR = "comparator"  # the comparator network feature-vgg learns through, a run in --out
 NOT_YET = object()  # a reader not looked for yet (None: looked for, there is none)
 SHOWN = 10  # images per grid: one of each class (invert's images are spread round-robin over the classes)
 
 
+def variants(out: Path, comparator_arch: str) -> dict[str, dict]:
+    """The decoders of the grid by their folder's name: each decoder loss with the model's own
+    earlier layers as its comparator, and the feature loss through the study's comparator
+    network (feature-vgg)."""
+    return {**{loss: {"decoder_loss": loss} for loss in DECODER_LOSSES},
+            f"feature-{comparator_arch}": {"decoder_loss": DecoderLoss("feature", comparator=str(out / COMPARATOR))}}
+
+
+def trained(options: dict, folder: Path) -> runs.Run:
+    """The run of ``options`` in ``folder``: trained, resumed after a kill, or only read."""
+    done = runs.completed_epochs(folder) if folder.is_dir() else 0
+    if done < options["epochs"]:
+        train_run(options, folder, resume=done > 0)
+    return runs.open_run(folder)
+
+
 def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, lams, data_root=None,
-          judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu") -> list[dict]:
-    """Train (or resume, or read) every model of the grid; one row of measures per model,
-    merged into OUT/results.json."""
+          judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu",
+          comparator_arch: str = "vgg", comparator_epochs: int = 10) -> list[dict]:
+    """Train (or resume, or read) the comparator, then every model of the grid; one row of
+    measures per model, merged into OUT/results.json."""
+    common = {"dataset": dataset, "data_root": data_root, "train_size": train_size, "device": device}
+    # a classifier (lambda 0: no decoder term) of another seed than the standing judge's
+    trained({**common, "arch": comparator_arch, "lam": 0.0, "seed": 2, "epochs": comparator_epochs}, out / COMPARATOR)
     rows, reader = [], NOT_YET  # the judge that reads x' and the grids: one for every model, as they share the data
     for z in z_dims:
         for lam in lams:
-            drawn = {}  # loss -> (its run, the inversions of the grid's images)
-            for loss in DECODER_LOSSES:
-                folder = out / f"z{z}-lam{lam:g}-{loss}"
-                done = runs.completed_epochs(folder) if folder.is_dir() else 0
-                options = {"dataset": dataset, "data_root": data_root, "z_dim": z, "lam": lam, "epochs": epochs,
-                           "train_size": train_size, "decoder_loss": loss, "device": device}
-                if done < epochs:
-                    train_run(options, folder, resume=done > 0)
-                run = runs.open_run(folder)
+            drawn = {}  # variant -> (its run, the inversions of the grid's images)
+            for name, decoder in variants(out, comparator_arch).items():
+                run = trained({**common, "z_dim": z, "lam": lam, "epochs": epochs, **decoder},
+                              out / f"z{z}-lam{lam:g}-{name}")
                 if reader is NOT_YET:
                     reader = main_reader(run, judge, device)
                 row, x_prime = measures(run, judge, more_judges, read_size, inverted, reader, device)
-                rows.append({"z": z, "lam": lam, "loss": loss, **row})
-                drawn[loss] = run, x_prime[:SHOWN]
+                rows.append({"z": z, "lam": lam, "loss": name, **row})
+                drawn[name] = run, x_prime[:SHOWN]
             comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", reader, device)
     write_results(out / RESULTS, rows)
     return rows
@@ -105,7 +123,7 @@ def main_reader(run: runs.Run, judge, device: str):
 def comparison_grid(drawn: dict[str, tuple[runs.Run, torch.Tensor]], out: Path, reader, device: str) -> Path:
     """One column per class: x, then for each loss its P(x) and its inversion x' of the same
     images, each captioned with ``reader``'s reading (``main_reader``; None: uncaptioned)."""
-    first = drawn[DECODER_LOSSES[0]][0]
+    first = next(iter(drawn.values()))[0]
     test = first.data()[1]
     index = data.spread_over_classes(test.labels, SHOWN)
     x, labels = data.to_float(test.images[index]).to(device), test.labels[index]
@@ -136,6 +154,8 @@ def main() -> None:
     parser.add_argument("--lams", default="1e-2,1", help="lambdas, comma-separated")
     parser.add_argument("--judge", help="the judge run (default: the dataset's standing judge)")
     parser.add_argument("--more-judges", action="append", default=[], help="another judge run (repeatable)")
+    parser.add_argument("--comparator-arch", default="vgg", help="the architecture of the comparator network")
+    parser.add_argument("--comparator-epochs", type=int, default=10, help="its training epochs")
     parser.add_argument("--read-size", type=int, default=1000, help="test images the judges read")
     parser.add_argument("--inverted", type=int, default=100, help="test images inverted per model")
     parser.add_argument("--device", default="cpu")
@@ -145,7 +165,8 @@ def main() -> None:
         parser.error(f"--inverted must be at least {SHOWN}: the grid shows that many inversions")
     rows = study(args.dataset, args.out, args.epochs, args.train_size, [int(z) for z in args.z.split(",")],
                  [float(lam) for lam in args.lams.split(",")], args.data_root, args.judge, args.more_judges,
-                 args.read_size, args.inverted, args.device)
+                 args.read_size, args.inverted, args.device, args.comparator_arch,
+                 args.comparator_epochs)
     for row in rows:
         print(json.dumps(row))
 

@@ -72,9 +72,11 @@ def recognisable(z: int, lam: float, loss: str) -> Measure:
 
 
 OURS = "ours (issue 35's goals; after Dosovitskiy & Brox 2016)"
+COMPARED = {"feature": " (through the model's own earlier layers)", "deepsim": " (the same + a discriminator + pixel error)",
+            "feature-vgg": " (the feature loss through a VGG the study trains, seed 2, not the judge)"}
 DECODER_LOSS_CLAIMS = [
-    Claim(f"with the {loss} loss, P(x) is recognisable on CIFAR-10 (SVHN net, z {z}, lambda {lam:g}, {EPOCHS} epochs of "
+    Claim(f"with the {loss} loss{COMPARED[loss]}, P(x) is recognisable on CIFAR-10 (SVHN net, z {z}, lambda {lam:g}, {EPOCHS} epochs of "
           f"{TRAIN_SIZE} images): the judge reads it as the true class above {100 * JUDGE_GOAL:g} % (above "
           f"{100 * WHERE_RIGHT_GOAL:g} % where H is right), and H reads it as x above {100 * CONSISTENCY_GOAL:g} %",
           OURS, "-", "decoder-losses", recognisable(z, lam, loss))
-    for loss in ("feature", "deepsim") for z in Z_DIMS for lam in LAMS]
+    for loss in COMPARED for z in Z_DIMS for lam in LAMS]

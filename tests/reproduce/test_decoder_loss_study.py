@@ -25,11 +25,16 @@ def test_rows_of_another_grid_are_kept_and_a_row_measured_again_is_replaced(tmp_
 @pytest.mark.slow
 def test_every_loss_is_trained_at_one_budget_measured_and_drawn(tmp_path):
     torch.set_num_threads(1)
-    rows = decoder_loss_study.study("mnist5k", tmp_path, epochs=1, train_size=100, z_dims=[8], lams=[0.01],
-                                    read_size=40, inverted=decoder_loss_study.SHOWN)
-    assert [row["loss"] for row in rows] == list(DECODER_LOSSES)
-    trained = [runs.open_run(tmp_path / f"z8-lam0.01-{loss}") for loss in DECODER_LOSSES]
-    assert [run.config.decoder_loss.name for run in trained] == list(DECODER_LOSSES)
+    study = dict(epochs=1, train_size=100, z_dims=[8], lams=[0.01], read_size=40, inverted=decoder_loss_study.SHOWN,
+                 comparator_arch="mnist", comparator_epochs=1)
+    rows = decoder_loss_study.study("mnist5k", tmp_path, **study)
+    variants = [*DECODER_LOSSES, "feature-mnist"]
+    assert [row["loss"] for row in rows] == variants
+    trained = [runs.open_run(tmp_path / f"z8-lam0.01-{name}") for name in variants]
+    assert [run.config.decoder_loss.name for run in trained] == [*DECODER_LOSSES, "feature"]
+    comparator = runs.open_run(tmp_path / decoder_loss_study.COMPARATOR)
+    assert (comparator.config.lam, comparator.config.seed) == (0.0, 2)  # a classifier alone, not the judge's seed
+    assert [run.config.decoder_loss.comparator for run in trained] == ["self"] * 3 + [str(comparator.path)]
     assert {(run.config.epochs, run.config.train_size, run.config.z_dim) for run in trained} == {(1, 100, 8)}
     for row, run in zip(rows, trained):
         assert row["test_accuracy"] == run.metrics[-1]["test_accuracy"]
@@ -40,8 +45,7 @@ def test_every_loss_is_trained_at_one_budget_measured_and_drawn(tmp_path):
     assert [(row["loss"], row["test_accuracy"]) for row in written] == sorted(
         (row["loss"], row["test_accuracy"]) for row in rows)  # merged, keyed by (z, lam, loss)
     grid = Image.open(tmp_path / "grid-z8-lam0.01.png")
-    assert grid.width > 10 * 28 * 3 and grid.height > 7 * 28 * 3  # x, then P(x) and x' of each loss, a class a column
-    again = decoder_loss_study.study("mnist5k", tmp_path, epochs=1, train_size=100, z_dims=[8], lams=[0.01],
-                                     read_size=40, inverted=decoder_loss_study.SHOWN)
+    assert grid.width > 10 * 28 * 3 and grid.height > 9 * 28 * 3  # x, then P(x) and x' of each loss, a class a column
+    again = decoder_loss_study.study("mnist5k", tmp_path, **study)
     assert [run.metrics for run in trained] == [runs.open_run(run.path).metrics for run in trained]  # read, not retrained
     assert [row["test_accuracy"] for row in again] == [row["test_accuracy"] for row in rows]

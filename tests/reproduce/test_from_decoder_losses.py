@@ -66,7 +66,8 @@ def test_the_page_has_the_section_and_a_missing_model_says_what_makes_it(tmp_pat
     write_perception(tmp_path, "feature", 60, (90, 100), 95)
     page = document.reproducing_page(tmp_path, "memmap:/data/cifar10")
     section = page.split("## Decoder losses on CIFAR-10 (ours)", 1)[1].split("## Robust models", 1)[0]
-    assert section.count("| with the ") == 8
+    assert section.count("| with the ") == 12  # feature, deepsim and feature-vgg at each (z, lambda)
+    assert "| with the feature-vgg loss (the feature loss through a VGG the study trains" in section
     assert "`python -m reproduce.decoder_loss_study --dataset memmap:/data/cifar10 --epochs 20" in section
     assert "**holds (one model)**" in section and "perception.json is missing (`--run --natural` makes it)" in section
     assert "decoder-losses/z256-lam0.01-feature/perception.json" in page.split("## Provenance", 1)[1]
