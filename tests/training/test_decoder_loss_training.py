@@ -46,7 +46,8 @@ def test_deepsim_resumes_bit_identically_with_its_discriminator(tmp_path, tiny, 
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng"))
     assert whole.history[-1]["train_loss"] == resumed.history[-1]["train_loss"]
     meta = json.loads((tmp_path / "whole" / "model.json").read_text())
-    assert meta["decoder_loss"] == "deepsim (ours): comparator self [default layers] x1, adversarial x30, pixel x0.1"
+    # the MNIST encoder's ReLUs are modules 1, 3, 5 and 7: every one but the deepest is compared
+    assert meta["decoder_loss"] == "deepsim (ours): comparator self [1,3,5] x1, adversarial x30, pixel x0.1"
     assert json.loads((tmp_path / "whole" / "config.json").read_text())["decoder_loss"]["name"] == "deepsim"
 
 
@@ -55,6 +56,12 @@ def test_a_post_hoc_decoder_learns_with_the_feature_loss(tmp_path, tiny, one_thr
                    tmp_path / "p", train_data=tiny[0], test_data=tiny[1], progress=False)
     assert [r["phase"] for r in result.history] == ["classifier", "decoder"]
     assert result.history[1]["train_recon"] > 0 and result.history[1]["train_ce"] is None
+
+
+def test_training_names_the_comparator_layers_it_resolved(tmp_path, tiny, one_thread, capsys):
+    train(TrainConfig(epochs=1, decoder_loss="feature", **QUICK), tmp_path / "named", train_data=tiny[0],
+          test_data=tiny[1])  # the config names no layers: the default, all the encoder's ReLUs (1, 3, 5, 7) but the last
+    assert "decoder loss: feature (ours): comparator self [1,3,5] x1, pixel x0.1\n" in capsys.readouterr().out
 
 
 def row(epoch, collapsed, spread):

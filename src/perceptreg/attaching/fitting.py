@@ -49,7 +49,7 @@ def fit_decoders(seen: AttachedModel, train_data, *, epochs: int = 10,
     loss. ``judges``: run folders that will read the perceptions, refused as its comparator.
     """
     train_data, test_data, names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
-    objective = _objective(seen, decoder_loss, judges, device)
+    objective = _objective(seen, decoder_loss, judges, device, progress)
     return _train(seen, train_data, test_data, names, None, epochs, batch_size, lr, seed, device, progress, objective)
 
 
@@ -71,7 +71,7 @@ def fine_tune(seen: AttachedModel, train_data, *, lam: float, epochs: int = 10,
         raise PerceptregError(f"lam must be >= 0, got {lam}")
     train_data, test_data, names = _prepare(seen, train_data, test_data, layers, epochs, batch_size, device)
     before = evaluate_layers(seen, test_data, device=device, layers=names)["accuracy"] if test_data else None
-    objective = _objective(seen, decoder_loss, judges, device)
+    objective = _objective(seen, decoder_loss, judges, device, progress)
     with seen.unfrozen():
         history = _train(seen, train_data, test_data, names, lam, epochs, batch_size, lr, seed, device, progress,
                          objective)
@@ -92,11 +92,11 @@ def _prepare(seen: AttachedModel, train_data, test_data, layers: Sequence[str] |
     return train_data, test_data, names
 
 
-def _objective(seen: AttachedModel, loss: DecoderLoss, judges: Sequence[str], device):
+def _objective(seen: AttachedModel, loss: DecoderLoss, judges: Sequence[str], device, announce: bool):
     """The decoders' objective (None: the paper's pixel error); "self" compares in the user's
     model, its input normalised as the model expects."""
     return decoder_objective(loss, seen.input_shape, seen.model, prepare=seen._normalized, judges=judges,
-                             device=device)
+                             device=device, announce=announce)
 
 
 def _checked_shape(seen: AttachedModel, data, arg: str) -> ImageBatches:

@@ -24,6 +24,7 @@ and detached decoded ones. One backward of ``loss + critic`` trains both sides o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 from typing import Callable, NamedTuple, Sequence
@@ -192,6 +193,11 @@ class DecoderObjective(nn.Module):
             with torch.no_grad():
                 shapes = [tuple(f.shape[1:]) for f in comparator(torch.zeros(2, *image_shape, device=_device(comparator)))]
             self.discriminator = Discriminator(shapes).to(_device(comparator))
+
+    def describe(self) -> str:
+        """The loss's line (``DecoderLoss.describe``) with the layers its comparator compares:
+        a config that names none resolves them here (``default_layers``)."""
+        return dataclasses.replace(self.config, layers=self.comparator.layers).describe()
 
     def forward(self, images: torch.Tensor, recon: torch.Tensor) -> DecoderTerms:
         config = self.config

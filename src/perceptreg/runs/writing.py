@@ -107,13 +107,16 @@ def versions() -> dict:
 
 def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, config: TrainConfig, classes: tuple[str, ...],
-                    epoch: int, row: dict, world: int, extra: nn.Module | None = None) -> None:
+                    epoch: int, row: dict, world: int, extra: nn.Module | None = None,
+                    decoder_loss: str | None = None) -> None:
     """The epoch's checkpoint, committed by one rename: the tensors go to files named by
     the epoch, then state.json names them with their SHA-256 (readers trust only what it
     names), then the previous epoch's files go. A kill anywhere leaves the old epoch or the
     new one, complete. model.safetensors and model.json are then published beside them.
     ``extra``: a module trained beside the model (deepsim's discriminator), whose weights the
-    state keeps (its moments are in ``optimizer``), not the model."""
+    state keeps (its moments are in ``optimizer``), not the model. ``decoder_loss``: the
+    objective's own line (``DecoderObjective.describe``: its comparator's layers as resolved)
+    for model.json, where the config's would say "default layers"."""
     weights = model.state_dict()
     optim_tensors, optim_meta = checkpoint.flatten_optimizer(optimizer.state_dict())
     files = {"state": f"state-{epoch:06d}.safetensors", "model": f"model-{epoch:06d}.safetensors"}
@@ -126,7 +129,7 @@ def save_checkpoint(run_dir: Path, model: models.PerceptionNet, optimizer: torch
     meta = {"format": MODEL_FORMAT, "arch": config.arch, "num_classes": model.num_classes,
             "input_shape": list(model.input_shape), "latent_shape": list(model.latent_shape),
             "classes": list(classes), "dataset": config.dataset, "lam": config.lam,
-            "mode": config.mode, "decoder_loss": config.decoder_loss.describe(), "epoch": epoch, "metrics": row,
+            "mode": config.mode, "decoder_loss": decoder_loss or config.decoder_loss.describe(), "epoch": epoch, "metrics": row,
             "versions": versions()}
     digests = {name: datasets.digest_of(run_dir / name) for name in files.values()}
     rows = [r for r in read_metrics(run_dir) if r["epoch"] <= epoch]  # this epoch's row was appended just now

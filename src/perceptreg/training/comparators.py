@@ -22,16 +22,19 @@ from perceptreg import runs
 from perceptreg.core.config import DecoderLoss
 from perceptreg.core.decoder_losses import Comparator, DecoderObjective
 from perceptreg.core.errors import PerceptregError
+from perceptreg.display import tqdm
 
 SELF = "self"
 
 
 def decoder_objective(loss: DecoderLoss, image_shape: tuple[int, ...], own: nn.Module | None, *,
                       reduction: str = "sum", prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      judges: Sequence[str | Path] = (), device: torch.device | str = "cpu") -> DecoderObjective | None:
+                      judges: Sequence[str | Path] = (), device: torch.device | str = "cpu",
+                      announce: bool = False) -> DecoderObjective | None:
     """The objective of ``loss`` on ``device``, None for the paper's pixel error. ``own``: the
     network whose layers "self" names (``prepare`` maps images to its input); ``judges``: the
-    run folders that will measure the perception, refused as comparators."""
+    run folders that will measure the perception, refused as comparators; ``announce``: print
+    its line, the layers compared as resolved (a config that names none records none)."""
     if loss.name == "pixel":
         return None
     if loss.comparator == SELF:
@@ -42,7 +45,10 @@ def decoder_objective(loss: DecoderLoss, image_shape: tuple[int, ...], own: nn.M
     else:
         comparator = Comparator(comparator_network(loss.comparator, judges), loss.layers, image_shape, None,
                                 f"the comparator run {loss.comparator}")
-    return DecoderObjective(loss, comparator, image_shape, reduction).to(device)
+    objective = DecoderObjective(loss, comparator, image_shape, reduction).to(device)
+    if announce:
+        tqdm.write(f"decoder loss: {objective.describe()}")
+    return objective
 
 
 def comparator_network(folder: str | Path, judges: Sequence[str | Path] = ()) -> nn.Module:

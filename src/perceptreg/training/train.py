@@ -110,7 +110,7 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
     model = initial_model(config, train_data, model)
     if config.classifier_from and not resume:
         runs.open_run(config.classifier_from).copy_parts(model, ("encoder", "classifier"))
-    decoder_objective = run_objective(config, model, cluster, judges)
+    decoder_objective = run_objective(config, model, cluster, judges, announce=progress and cluster.is_main)
     # config.adversarial: C learns on adversarial examples (training/adversarial_training.py)
     adversary = adversarial_training.adversary_for(config, model, train_data)
     # The folder is written only now: a bad dataset or model file leaves nothing behind.
@@ -199,7 +199,8 @@ def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, mod
             # drops its metrics line (see runs.history_up_to).
             runs.append_metrics(run_dir, row)
             runs.save_checkpoint(run_dir, model, optimizer, scaler, config, train_data.classes,
-                                 epoch, row, cluster.world, extra=discriminator)
+                                 epoch, row, cluster.world, extra=discriminator,
+                                 decoder_loss=decoder_objective and decoder_objective.describe())
     if history and history[-1]["decoder_collapsed"] and cluster.is_main:
         warn_collapsed(history[-1])
     cluster.barrier()
@@ -240,14 +241,16 @@ def _phase_loss(model: models.PerceptionNet, images: torch.Tensor, labels: torch
     return LossParts(recon + critic, torch.zeros((), device=images.device), recon)
 
 
-def run_objective(config: TrainConfig, model: models.PerceptionNet, cluster: distributed.Cluster, judges):
+def run_objective(config: TrainConfig, model: models.PerceptionNet, cluster: distributed.Cluster, judges,
+                  announce: bool = False):
     """The run's decoder objective on its device (None: the paper's pixel error); its
     comparator "self" is the model's own encoder."""
     if config.decoder_loss.name != "pixel" and cluster.world > 1:
         raise PerceptregError(f"`decoder_loss` {config.decoder_loss.name} trains on one process; run it without "
                               f"torchrun, or with the pixel loss")
     return comparators.decoder_objective(config.decoder_loss, model.input_shape, model.encoder,
-                                         reduction=config.reduction, judges=judges, device=cluster.device)
+                                         reduction=config.reduction, judges=judges, device=cluster.device,
+                                         announce=announce)
 
 
 # --- helpers shared with the vmapped ensemble (ensemble.py): one home for each rule ----------
