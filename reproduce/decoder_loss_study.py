@@ -34,6 +34,7 @@ import torch
 from perceptreg import data, runs
 from perceptreg.adversarial.judges import reading_judge
 from perceptreg.core.config import DECODER_LOSSES, DecoderLoss
+from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import evaluating
 from perceptreg.figures.grids import Cell, image_grid, save_png
 from perceptreg.figures.inversion import invert
@@ -64,17 +65,23 @@ def trained(options: dict, folder: Path) -> runs.Run:
 
 def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, lams, data_root=None,
           judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu",
-          comparator_arch: str = "vgg", comparator_epochs: int = 10) -> list[dict]:
-    """Train (or resume, or read) the comparator, then every model of the grid; one row of
-    measures per model, merged into OUT/results.json."""
+          comparator_arch: str = "vgg", comparator_epochs: int = 10, losses=None) -> list[dict]:
+    """Train (or resume, or read) the comparator, then every model of the grid (``losses``: of
+    those variants only; None: all); one row of measures per model, merged into OUT/results.json."""
+    chosen = variants(out, comparator_arch)
+    unknown = sorted(set(losses or ()) - set(chosen))
+    if unknown:
+        raise PerceptregError(f"--losses: no variant {unknown[0]!r}; the study's are {', '.join(chosen)}")
+    chosen = {name: decoder for name, decoder in chosen.items() if losses is None or name in losses}
     common = {"dataset": dataset, "data_root": data_root, "train_size": train_size, "device": device}
-    # a classifier (lambda 0: no decoder term) of another seed than the standing judge's
-    trained({**common, "arch": comparator_arch, "lam": 0.0, "seed": 2, "epochs": comparator_epochs}, out / COMPARATOR)
+    if f"feature-{comparator_arch}" in chosen:  # a classifier (lambda 0: no decoder term), not the judge's seed 1
+        trained({**common, "arch": comparator_arch, "lam": 0.0, "seed": 2, "epochs": comparator_epochs},
+                out / COMPARATOR)
     rows, reader = [], NOT_YET  # the judge that reads x' and the grids: one for every model, as they share the data
     for z in z_dims:
         for lam in lams:
             drawn = {}  # variant -> (its run, the inversions of the grid's images)
-            for name, decoder in variants(out, comparator_arch).items():
+            for name, decoder in chosen.items():
                 run = trained({**common, "z_dim": z, "lam": lam, "epochs": epochs, **decoder},
                               out / f"z{z}-lam{lam:g}-{name}")
                 if reader is NOT_YET:
@@ -156,6 +163,7 @@ def main() -> None:
     parser.add_argument("--more-judges", action="append", default=[], help="another judge run (repeatable)")
     parser.add_argument("--comparator-arch", default="vgg", help="the architecture of the comparator network")
     parser.add_argument("--comparator-epochs", type=int, default=10, help="its training epochs")
+    parser.add_argument("--losses", help="only these variants, comma-separated (default: all)")
     parser.add_argument("--read-size", type=int, default=1000, help="test images the judges read")
     parser.add_argument("--inverted", type=int, default=100, help="test images inverted per model")
     parser.add_argument("--device", default="cpu")
@@ -163,10 +171,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.inverted < SHOWN:
         parser.error(f"--inverted must be at least {SHOWN}: the grid shows that many inversions")
-    rows = study(args.dataset, args.out, args.epochs, args.train_size, [int(z) for z in args.z.split(",")],
-                 [float(lam) for lam in args.lams.split(",")], args.data_root, args.judge, args.more_judges,
-                 args.read_size, args.inverted, args.device, args.comparator_arch,
-                 args.comparator_epochs)
+    try:
+        rows = study(args.dataset, args.out, args.epochs, args.train_size, [int(z) for z in args.z.split(",")],
+                     [float(lam) for lam in args.lams.split(",")], args.data_root, args.judge, args.more_judges,
+                     args.read_size, args.inverted, args.device, args.comparator_arch,
+                     args.comparator_epochs, args.losses and args.losses.split(","))
+    except PerceptregError as err:
+        parser.error(str(err))
     for row in rows:
         print(json.dumps(row))
 

@@ -19,6 +19,7 @@ from perceptreg.adversarial.judges import (
 )
 from perceptreg.data import ImageDataset, to_float
 from perceptreg.measures import MeanOf, Rate
+from perceptreg.runs import open_run
 from perceptreg.training.train import train
 
 
@@ -80,7 +81,7 @@ def test_natural_images_are_read_by_the_standing_cnn_judge_once_it_is_trained(tm
     result = train(config, standing_judge_dir("cifar10"), train_data=data, test_data=data, progress=False)
     assert not result.history[-1]["decoder_collapsed"]  # at lam 0 D never learnt to draw: no collapse to flag
     judges = default_judges("cifar10", data)
-    assert [j.name for j in judges] == ["model cifar10"]  # the pixel judge is left out on natural images
+    assert [j.name for j in judges] == ["standing judge (vgg)"]  # the pixel judge is left out on natural images
     assert torch.equal(judges[0](to_float(data.images)), result.model.eval().classify(to_float(data.images)).argmax(1))
     monkeypatch.setattr(judges_module, "completed_epochs", lambda folder: 1)  # as if killed after epoch 1
     with pytest.warns(UserWarning, match="is trained up to epoch 1 of 2"):
@@ -161,7 +162,9 @@ def test_the_reading_judge_is_the_given_run_else_a_finished_standing_judge(tmp_p
     assert reading_judge("mnist5k", (1, 28, 28), 10) is None  # grey digits: only a given judge
     config = standing_judge_config("cifar10", epochs=1, batch_size=20, eval_size=0)
     train(config, standing_judge_dir("cifar10"), train_data=data, test_data=data, progress=False)
-    assert reading_judge("cifar10", data.image_shape, 10).name == "model cifar10"
+    assert reading_judge("cifar10", data.image_shape, 10).name == "standing judge (vgg)"
+    given = open_run(standing_judge_dir("cifar10"))  # the same run given by its folder is named by it
+    assert reading_judge("cifar10", data.image_shape, 10, given).name == "model cifar10"
 
 
 def test_a_judge_of_the_judged_models_own_architecture_is_refused():

@@ -9,6 +9,7 @@ from PIL import Image
 
 from perceptreg import runs
 from perceptreg.core.config import DECODER_LOSSES
+from perceptreg.core.errors import PerceptregError
 from reproduce import decoder_loss_study
 
 
@@ -20,6 +21,22 @@ def test_rows_of_another_grid_are_kept_and_a_row_measured_again_is_replaced(tmp_
                                             {"z": 256, "lam": 1.0, "loss": "pixel", "v": 4}])
     rows = json.loads(path.read_text())
     assert [(r["lam"], r["loss"], r["v"]) for r in rows] == [(0.01, "pixel", 3), (1.0, "feature", 2), (1.0, "pixel", 4)]
+
+
+def test_an_unknown_variant_is_named_before_any_work(tmp_path):
+    with pytest.raises(PerceptregError, match="--losses: no variant 'vgg'; the study's are pixel, feature, deepsim, "
+                                              "feature-vgg"):
+        decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], losses=["pixel", "vgg"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_chosen_variant_alone_is_trained(tmp_path):
+    torch.set_num_threads(1)
+    rows = decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], read_size=40,
+                                    inverted=decoder_loss_study.SHOWN, comparator_arch="mnist", comparator_epochs=1,
+                                    losses=["pixel"])
+    assert [row["loss"] for row in rows] == ["pixel"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["z8-lam0.01-pixel"]  # no comparator needed
 
 
 @pytest.mark.slow

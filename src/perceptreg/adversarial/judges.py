@@ -226,11 +226,12 @@ def architecture(config) -> str | None:
 
 
 def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classes: int,
-              device: str = "cpu", judged: str | None = None) -> ModelJudge:
+              device: str = "cpu", judged: str | None = None, standing: bool = False) -> ModelJudge:
     """Another run's model as a judge of ``dataset``'s images: the same image shape and classes,
     and another architecture than ``judged`` (``architecture`` of the model it judges; None: a
     model of no known architecture): a twin of that model would share its blind spots, and
-    read an attack on it as the attack transfers, not as the image looks."""
+    read an attack on it as the attack transfers, not as the image looks. Named "model FOLDER",
+    or, ``standing``, as the dataset's standing judge (its folder's name is the dataset's)."""
     for key, judged_value in (("input_shape", tuple(image_shape)), ("num_classes", num_classes)):
         if getattr(judge, key) != judged_value:
             raise PerceptregError(f"{judge.path} cannot judge {dataset}: its model has {key} "
@@ -242,7 +243,8 @@ def run_judge(judge: Run, dataset: str, image_shape: tuple[int, ...], num_classe
     if judge.config.dataset != dataset:
         warnings.warn(f"the judge {judge.path} was trained on {judge.config.dataset!r}, the images come from the "
                       f"test set of {dataset!r}: its training data may hold some of them", UserWarning, stacklevel=2)
-    return ModelJudge(judge.model(device), f"model {judge.path.name}")
+    name = f"standing judge ({architecture(judge.config)})" if standing else f"model {judge.path.name}"
+    return ModelJudge(judge.model(device), name)
 
 
 def standing_judge_dir(dataset: str) -> Path:
@@ -269,7 +271,8 @@ def default_judges(dataset: str, train_data: ImageDataset, judge_runs: Sequence[
         return [KNNJudge(train_data, device=device), *judges]
     standing = None if judges else _standing_judge(dataset)
     if standing is not None:
-        judges.append(run_judge(standing, dataset, train_data.image_shape, len(train_data.classes), device, judged))
+        judges.append(run_judge(standing, dataset, train_data.image_shape, len(train_data.classes), device, judged,
+                                standing=True))
     return judges or [KNNJudge(train_data, device=device)]
 
 
@@ -289,9 +292,10 @@ def reading_judge(dataset: str, image_shape: tuple[int, ...], num_classes: int, 
     ``judge`` if given, else on natural (RGB) images the dataset's standing judge once it is
     fully trained, else None (a reading is then left out, without a warning); ``judged``: as
     ``run_judge``'s."""
-    if judge is None and image_shape[0] == 3:
+    standing = judge is None
+    if standing and image_shape[0] == 3:
         judge = _standing_judge(dataset, warn=False)
-    return None if judge is None else run_judge(judge, dataset, image_shape, num_classes, device, judged)
+    return None if judge is None else run_judge(judge, dataset, image_shape, num_classes, device, judged, standing)
 
 
 def judge_progress(folder: Path) -> tuple[Run | None, int]:
