@@ -57,6 +57,7 @@ OUTPUT_OPTIONS = {
     "attack --from-noise --out": lambda run, path: ["attack", run, "--from-noise", "--steps", "1", "--n", "1",
                                                     "--out", path],
     "interpolate --save-direction": lambda run, path: ["interpolate", run, "--target", "1", "--save-direction", path],
+    "invert --out": lambda run, path: ["invert", run, "--n", "2", "--steps", "1", "--out", path],
 }
 RUN_FILES = (runs.CONFIG, runs.STATE_META, runs.MODEL, runs.MODEL_META, "state-000002.safetensors", runs.METRICS,
              ".lock")
@@ -83,14 +84,24 @@ def test_an_output_file_is_never_a_file_the_command_reads(tmp_path):
         runs.check_output_file(direction, reads=(direction,))
 
 
-def test_a_figure_named_as_a_command_writes_it_goes_only_into_the_run_it_reads(run_copy, attach_run):
+def test_a_figure_goes_only_into_the_run_it_is_about_and_replaces_only_its_own(run_copy, attach_run, tmp_path):
     owned = (runs.PERCEPTION,)
-    assert runs.check_output_file(run_copy / runs.PERCEPTION, owned=owned, reads=(run_copy,))
-    assert runs.check_output_file(attach_run / "mine.png", owned=owned, reads=(run_copy,))  # a new name of the user's
-    with pytest.raises(PerceptregError, match=str(attach_run)):
-        runs.check_output_file(attach_run / runs.PERCEPTION, owned=owned, reads=(run_copy,))
+    assert runs.check_output_file(run_copy / runs.PERCEPTION, owned=owned, run=run_copy)  # written again
+    assert runs.check_output_file(run_copy / "mine.png", owned=owned, run=run_copy)  # a new name of the user's
+    assert runs.check_output_file(tmp_path / "mine.png", owned=owned, run=run_copy)  # outside any run
+    (run_copy / "report.html").write_text("the report")  # another command's figure in the same run
+    for path in (run_copy / "report.html", attach_run / "mine.png", attach_run / runs.PERCEPTION):
+        with pytest.raises(PerceptregError, match=str(path.parent)):
+            runs.check_output_file(path, owned=owned, run=run_copy, reads=(attach_run,))  # a judge's run: read only
     with pytest.raises(PerceptregError, match="source"):  # the copy of the model's source
-        runs.check_output_file(attach_run / "source" / "user_net.py", reads=(attach_run,))
+        runs.check_output_file(attach_run / "source" / "user_net.py", run=attach_run)
+
+
+def test_perceive_never_replaces_another_runs_figure(run_copy, attach_run):
+    before = snapshot(attach_run)
+    for out in (attach_run / "layers.png", attach_run / "new.png"):
+        one_error(run_cli(["perceive", run_copy, "--n", "2", "--out", out]), str(attach_run))
+    assert snapshot(attach_run) == before
 
 
 @pytest.mark.parametrize("out, named", [("/", "/"), ("ATTACH", "attach")])

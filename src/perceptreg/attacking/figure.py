@@ -54,7 +54,7 @@ def attack_run(run: Run, settings: AttackSettings | None = None, *, target: int 
     named = run.output_layer(layer)  # of an attach run: the files and titles name the layer
     out = runs.check_output_file(out or run.path / runs.for_layer(runs.ATTACK, named),
                                  owned=(runs.ATTACK, runs.for_layer(runs.ATTACK, "*")),
-                                 reads=(run.path, *([judge_run.path] if judge_run else ())))
+                                 run=run.path, reads=[judge_run.path] if judge_run else ())
     at_layer = f" at layer {named}" if named else ""
     # held_out 0: no thresholds to set, so no clean images scored beyond the pool
     evaluation = evaluate_run(run, settings, target=target, images=pool, held_out=0, device=device, layer=layer,

@@ -70,7 +70,7 @@ def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, image
     named = run.output_layer(layer)
     out = runs.check_output_file(out or run.path / runs.for_layer(runs.ATTACK_FROM_NOISE, named),
                                  owned=(runs.ATTACK_FROM_NOISE, runs.for_layer(runs.ATTACK_FROM_NOISE, "*")),
-                                 reads=(run.path, *([judge_run.path] if judge_run else ())))
+                                 run=run.path, reads=[judge_run.path] if judge_run else ())
     model, (train_data, test_data) = run.model(device, layer), run.data()
     settings = (settings or AttackSettings()).for_images(run.config.dataset, model.input_shape)
     # the noise, the attacked images, their gradients and perceptions: four float copies

@@ -69,7 +69,7 @@ def interpolate(run: Run, edit: EditSettings, attack: AttackSettings = AttackSet
              *(p for p in (edit.direction_file, edit.from_file) if p is not None))
     out = runs.check_output_folder(out or run.path, reads=reads)  # every output refused before any work
     if not edit.direction_file:
-        direction_path(save_direction or out / _direction_name(edit), reads)
+        direction_path(save_direction or out / _direction_name(edit), reads, run.path)
     attack = attack.for_images(run.config.dataset, run.input_shape)
     summaries, saved = {}, None
     for current in [run] + ([compare] if compare else []):
@@ -93,7 +93,7 @@ def _direction_name(edit: EditSettings) -> str:
 def _save_fitted(direction: Direction, run: Run, attack: AttackSettings, path: str | Path, reads) -> Path:
     """The fitted mean direction saved with the run and the attack that found it."""
     meta = {"run": str(run.path), **dataclasses.asdict(attack)}
-    return save_direction(dataclasses.replace(direction, meta=meta), path, run.model(), reads)
+    return save_direction(dataclasses.replace(direction, meta=meta), path, run.model(), reads, run.path)
 
 
 EDIT_TITLES = {"per-image": "Per-image direction: each image moved along its own dz = F(x_adv) - F(x), "

@@ -150,29 +150,30 @@ def locality(edited: torch.Tensor, region: torch.Tensor) -> dict:
 DIRECTION_FORMAT = "perceptreg.direction/1"
 
 
-def direction_path(path: str | Path, reads=()) -> Path:
+def direction_path(path: str | Path, reads=(), run: str | Path | None = None) -> Path:
     """Where ``save_direction`` writes for ``path`` (its .safetensors name, and the .json beside
     it), checked before any work by the rule of outputs (``runs.check_output_file``): a
     writable folder, never beside a device or folder the user named, never a file of a run
-    (the direction's own names, direction-*, go into the run it was fitted on, in ``reads``)
-    nor one of ``reads``."""
+    (the direction's own names, direction-*, go into ``run``, the run it was fitted on) nor one
+    of ``reads``."""
     given = fileio.check_output_path(path)  # refuses /dev/full itself: no /dev/full.safetensors beside it
     if given.is_dir():
         raise CheckpointError(f"cannot write {given}: it is a folder; give a file name for the direction")
     reads = (*reads, *(Path(r).with_suffix(".json") for r in reads if Path(r).suffix == ".safetensors"))
     for written in (given.with_suffix(".safetensors"), given.with_suffix(".json")):
         try:
-            runs.check_output_file(written, owned=("direction-*",), reads=reads)
+            runs.check_output_file(written, owned=("direction-*",), run=run, reads=reads)
         except PerceptregError as err:  # name what the user gave, not only the file it becomes
             raise PerceptregError(f"`save_direction` {given} is written as {written.name}: {err}") from err
     return given.with_suffix(".safetensors")
 
 
-def save_direction(direction: Direction, path: str | Path, model: PerceptionNet, reads=()) -> Path:
+def save_direction(direction: Direction, path: str | Path, model: PerceptionNet, reads=(),
+                   run: str | Path | None = None) -> Path:
     """``path`` (.safetensors) holds the vector; ``path`` with .json its source, its model and
     the tensor file's SHA-256 (safetensors files carry no checksum: a flipped bit is caught),
     sealed by its own checksum (a flipped bit in its target class is caught too)."""
-    path = direction_path(path, reads)
+    path = direction_path(path, reads, run)
     path.parent.mkdir(parents=True, exist_ok=True)
     fileio.save_tensors(path, {"direction": direction.vector})
     write_sealed(path.with_suffix(".json"), DirectionFile(

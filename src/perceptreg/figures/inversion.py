@@ -92,6 +92,9 @@ def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
     if n < 1:
         raise PerceptregError(f"`n` must be at least 1, got {n}")
     run = runs.open_run(run)
+    named = run.output_layer(layer)
+    out = runs.check_output_file(out or run.path / runs.for_layer(INVERSION_PNG, named), run=run.path,
+                                 owned=(INVERSION_PNG, runs.for_layer(INVERSION_PNG, "*")))
     model = run.model(device, layer)
     test = run.data()[1]
     index = data.spread_over_classes(test.labels, min(n, len(test)))
@@ -104,7 +107,6 @@ def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
     with torch.no_grad(), evaluating(model):
         logits, _, perceived = model(images)
         read = [model.classify(seen.float()).argmax(1) == logits.argmax(1) for seen in (inverted, perceived)]
-    named = run.output_layer(layer)
     values = {"layer": named, "images": len(images), "settings": {f.name: getattr(settings, f.name) for f in fields(settings)},
               "batch_norm_layers": len(batch_norm_layers(searched_module(model))), "feature_error": MeanOf.of(error.tolist()),
               "inversion_mse": _mse(inverted, images), "perception_mse": _mse(perceived.float(), images),
@@ -112,7 +114,7 @@ def invert(run: runs.Run | str | Path, layer: str | None = None, n: int = 20,
     file = run.path / runs.for_layer(INVERSION_JSON, named)
     write_sealed(file, InversionFile(**values).model_dump())
     grid = inversion_grid(model, images, test.labels[index], test.classes, inverted, named)
-    drawn = save_png(grid, out or run.path / runs.for_layer(INVERSION_PNG, named))
+    drawn = save_png(grid, out)
     return InversionResult(drawn, file, named, len(images), **{k: values[k] for k in (
         "feature_error", "inversion_mse", "perception_mse", "h_agrees", "h_agrees_perception", "seconds")},
         inverted=inverted.cpu())

@@ -72,7 +72,7 @@ def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, 
     judge = None if judge is None else runs.open_run(judge)
     out = runs.check_output_file(out or run.path / runs.for_layer(runs.PERCEPTION, run.output_layer(layer)),
                                  owned=(runs.for_layer(runs.PERCEPTION, "*"), runs.PERCEPTION),
-                                 reads=(run.path, *([judge.path] if judge else ())))
+                                 run=run.path, reads=[judge.path] if judge else ())
     model = run.model(device, layer)
     train, test = run.data()
     judged = judges.architecture(run.config)  # a judge of the model's own architecture is refused

@@ -2,17 +2,18 @@
 work, in Python as on the command line.
 
     check_writable(run_dir, "trained", resume=True, settings=config.to_dict())  # a run folder
-    check_output_file(out, owned=(PERCEPTION,), reads=(run.path,))              # a figure, a report
+    check_output_file(out, owned=(PERCEPTION,), run=run.path)                   # a figure, a report
     check_output_folder(out, reads=(run.path,))                                 # a folder of figures
 
 - A run folder (of `train`, `attach`, `sweep`, `prepare`) is written only where the folder is
   missing, empty, or holds a run of the same kind that the writer may continue
   (``kinds.check_continue``). A folder with other files is refused, the current folder
   included; `/` and the system's folders (/etc, /usr, ...) are refused even when empty.
-- An output file is never a file of a run folder that the command does not write itself (the
-  run's config, state, model, metrics, results files, the copy of its source), nor a file the
-  command reads; a file named as the command's own output (``owned``) goes only into the run
-  it reads, where it may be written again.
+- An output file is never a file the command reads, nor a file inside a run folder that the
+  command does not own: it goes into no run but the one it is about, and there it replaces only
+  a file named as the command's own output (``owned``, written again on each call); a new name
+  of the user's is a figure there, never one that would pass for the run's data (config,
+  state, model, metrics, results files, the copy of its source).
 - A folder of outputs is never `/`, a system folder, or the folder of another run.
 """
 
@@ -64,10 +65,13 @@ def check_writable(folder: str | Path, kind: str, *, resume: bool = False, setti
     return folder
 
 
-def check_output_file(path: str | Path, *, owned: tuple[str, ...] = (), reads=()) -> Path:
+def check_output_file(path: str | Path, *, owned: tuple[str, ...] = (), run: str | Path | None = None,
+                      reads=()) -> Path:
     """Refuse ``path`` as a command's output file unless it may be written (module docstring).
-    ``owned``: the names (glob patterns) the command writes into a run folder; ``reads``: the
-    files and run folders it reads. Returns the path."""
+    ``owned``: the names (glob patterns) the command writes into ``run``, the run folder its
+    outputs belong to; ``reads``: the other files and run folders it reads (a judge's run: read,
+    never written into). Returns the path."""
+    reads = (*reads, *([run] if run is not None else []))
     path = check_output_path(path)
     _refuse_system(path, "an output file")
     if path.is_dir():
@@ -75,13 +79,17 @@ def check_output_file(path: str | Path, *, owned: tuple[str, ...] = (), reads=()
     if any(_same(path, read) for read in reads if Path(read).is_file()):
         raise PerceptregError(f"{path} is a file this command reads; write the output to another file")
     folder = _run_folder_of(path)
-    if folder is not None:
-        named = any(fnmatch.fnmatch(path.name, own) for own in owned)
-        if named and any(_same(folder, read) for read in reads):
-            return path  # the command's own output in the run it reads
-        if named or path.name.startswith(".") or path.name.endswith(DATA_SUFFIXES) or path.parent.name == "source":
-            raise PerceptregError(f"{path} is a file of the run in {folder}, or would pass for one: write the output "
-                                  f"to a new file name, or outside that run folder")
+    if folder is None:
+        return path
+    if run is None or not _same(folder, run):
+        raise PerceptregError(f"{path} is inside {KINDS[kind_of(folder)]} in {folder}, not the run this command "
+                              f"writes about: its files are that run's; write the output outside that folder")
+    if any(fnmatch.fnmatch(path.name, own) for own in owned):
+        return path  # the command's own output in the run it reads
+    if (path.exists() or path.is_symlink() or path.name.startswith(".") or path.name.endswith(DATA_SUFFIXES)
+            or path.parent.name == "source"):
+        raise PerceptregError(f"{path} is a file of the run in {folder}, or would pass for one: write the output "
+                              f"to a new file name, or outside that run folder")
     return path
 
 

@@ -376,7 +376,7 @@ def write_report(target: Run | str | Path, out: str | Path | None = None, layer:
     atomically. Building it writes nothing else: its plots are drawn in
     memory and inlined, so a report refused (a damaged file) leaves the run folder as it was."""
     target = open_report_target(target)
-    out = runs.check_output_file(out or _folder(target) / runs.for_layer(runs.REPORT, layer), reads=(_folder(target),),
+    out = runs.check_output_file(out or _folder(target) / runs.for_layer(runs.REPORT, layer), run=_folder(target),
                                  owned=(runs.REPORT, runs.for_layer(runs.REPORT, "*")))
     text = build_report(target, layer)
     out.parent.mkdir(parents=True, exist_ok=True)
