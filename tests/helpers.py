@@ -1,5 +1,6 @@
 """Tiny models and datasets whose numbers can be worked out by hand, shared by the tests."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -300,3 +301,14 @@ def noise_metrics(partial: dict) -> dict:
     import json
 
     return completed(partial, json.loads((WRITTEN / "noise_metrics_f9ee0de.json").read_text()))
+
+
+def metrics_row(epoch: int, **given) -> dict:
+    """A metrics.jsonl row of `train` as its schema has it (runs.metrics_rows), ``given`` changed."""
+    return {"epoch": epoch, "phase": "joint", "lr": 0.001, "train_loss": 1.5, "train_ce": 0.5, "train_recon": 100.0,
+            "test_accuracy": 0.5, "test_recon_mse": 0.02, "seconds": 1.0, **given}
+
+
+def metrics_lines(*epochs: int) -> str:
+    """metrics.jsonl holding a row of each of ``epochs``."""
+    return "".join(json.dumps(metrics_row(epoch)) + "\n" for epoch in epochs)

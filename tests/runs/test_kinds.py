@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from helpers import USER_NET
+from helpers import USER_NET, metrics_lines
 
 from perceptreg import runs
 from perceptreg.cli import main
@@ -26,7 +26,7 @@ FOLDERS = {
     "empty": {},
     "trained, stopped before its first checkpoint": {runs.CONFIG: TRAIN},
     "trained": {runs.CONFIG: TRAIN, runs.STATE_META: STATE, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
-                "model-000001.safetensors": b"x", runs.MODEL: b"x", runs.METRICS: b'{"epoch": 1}\n'},
+                "model-000001.safetensors": b"x", runs.MODEL: b"x", runs.METRICS: metrics_lines(1).encode()},
     "trained, state.json lost": {runs.CONFIG: TRAIN, runs.MODEL_META: {"format": runs.MODEL_FORMAT},
                                  "model-000003.safetensors": b"x", runs.MODEL: b"x"},
     "attached, unfinished": {runs.CONFIG: ATTACH},

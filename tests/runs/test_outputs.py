@@ -17,7 +17,7 @@ from unittest import mock
 
 import pytest
 from click.testing import CliRunner
-from helpers import USER_NET
+from helpers import USER_NET, metrics_lines
 
 from perceptreg import runs
 from perceptreg.cli import main
@@ -174,7 +174,7 @@ def test_a_run_killed_in_its_first_checkpoint_is_taken_again(tmp_path, left, res
 
     config = TrainConfig(train_size=300, epochs=1)
     (tmp_path / runs.CONFIG).write_text(json.dumps(config.to_dict()))
-    (tmp_path / runs.METRICS).write_text(json.dumps({"epoch": 1}) + "\n")
+    (tmp_path / runs.METRICS).write_text(metrics_lines(1))
     for name, content in left.items():
         (tmp_path / name).write_bytes(content)
     runs.check_writable_for_training(tmp_path, config, resume)  # by train, and by a sweep's member

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import rewrite_state
+from helpers import metrics_lines, metrics_row, rewrite_state
 
 from perceptreg import runs
 from perceptreg.cli import main
@@ -45,7 +45,7 @@ def test_a_second_writer_is_refused_while_the_first_runs_and_allowed_after_it_di
 def test_a_run_killed_before_its_first_checkpoint_is_started_over(tmp_path, small_mnist, resume):
     # what a kill in epoch 1's checkpoint window leaves: a config, a metrics line, a half-written file
     (tmp_path / runs.CONFIG).write_text(json.dumps(TrainConfig(**QUICK).to_dict()))
-    (tmp_path / runs.METRICS).write_text('{"epoch": 1, "phase": "joint"}\n')
+    (tmp_path / runs.METRICS).write_text(metrics_lines(1))
     (tmp_path / ".state.safetensors.abc123.tmp").write_bytes(b"half")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -58,10 +58,11 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_over(tmp_path, smal
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_other_damage_named(tmp_path):
-    (tmp_path / runs.METRICS).write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "ph')
+    (tmp_path / runs.METRICS).write_text(metrics_lines(1, 2) + '{"epoch": 3, "ph')
     with pytest.warns(RuntimeWarning, match="line 3 was cut short"):
-        assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
-    for text, message in (('{"epoch": 1}\ngarbage\n{"epoch": 3}\n', "line 2 is not a metrics row"),
+        assert runs.read_metrics(tmp_path) == [metrics_row(1), metrics_row(2)]
+    for text, message in ((metrics_lines(1) + "garbage\n" + metrics_lines(3), "line 2 is not a metrics row"),
+                          (metrics_lines(1) + '{"epoch": 2}\n', r"line 2 is not a metrics row \(seconds: field required"),
                           ('{"phase": "joint"}\n', "line 1 is not a metrics row"),
                           ("[1, 2]\n", "line 1 is not a metrics row"),
                           ('{"epoch": 1, "loss": NaN}\n{"epoch": 2}\n', r"line 1 is not a metrics row \(a number is NaN\)"),
@@ -168,7 +169,7 @@ def test_a_kill_9_between_any_two_checkpoint_writes_loses_nothing(window, tmp_pa
      "model.json: field num_classes"),
     ("config.json", "[]", "config.json: "),
     ("config.json", '{"lam": "abc"}', "config.json: setting dataset"),
-    ("metrics.jsonl", '{"epoch": 1}\nnot json\n{"epoch": 2}\n', "metrics.jsonl: line 2 is not a metrics row"),
+    ("metrics.jsonl", metrics_lines(1) + "not json\n" + metrics_lines(2), "metrics.jsonl: line 2 is not a metrics row"),
 ])
 def test_a_damaged_run_file_is_one_error_line_and_nothing_changes(name, content, message, trained_run, tmp_path):
     broken = tmp_path / "broken"

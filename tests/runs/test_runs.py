@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from helpers import metrics_row
+
 from perceptreg import runs
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -35,15 +37,15 @@ def test_completed_epochs_follows_the_state_not_the_metrics(trained_run, tmp_pat
 
 def test_history_up_to_drops_later_epochs(tmp_path):
     for epoch in (1, 2, 3):
-        runs.append_metrics(tmp_path, {"epoch": epoch})
-    assert runs.history_up_to(tmp_path, 2) == [{"epoch": 1}, {"epoch": 2}]
-    assert runs.read_metrics(tmp_path) == [{"epoch": 1}, {"epoch": 2}]
+        runs.append_metrics(tmp_path, metrics_row(epoch))
+    assert runs.history_up_to(tmp_path, 2) == [metrics_row(1), metrics_row(2)]
+    assert runs.read_metrics(tmp_path) == [metrics_row(1), metrics_row(2)]
 
 
 def test_prepare_refuses_a_changed_resume(tmp_path):
     runs.prepare(tmp_path, TrainConfig(lam=0.1), resume=False)
     (tmp_path / runs.STATE_META).write_text(json.dumps(sealed({"epoch": 1, "optimizer": {}})))
-    runs.append_metrics(tmp_path, {"epoch": 1})
+    runs.append_metrics(tmp_path, metrics_row(1))
     with pytest.raises(PerceptregError, match="was trained with lam 0.1 .asked 0.2."):
         runs.prepare(tmp_path, TrainConfig(lam=0.2), resume=True)
     runs.prepare(tmp_path, TrainConfig(lam=0.1, epochs=30), resume=True)  # longer is fine

@@ -97,6 +97,7 @@ def metrics_digest(rows: list[dict]) -> str:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The rows of metrics.jsonl, one per epoch. A last line cut short (a kill while it was
     appended) is dropped with a warning; any other bad line is an error naming it."""
+    from perceptreg.runs.metrics_rows import check_row
     from perceptreg.storage.fileio import BadJSONError, CheckpointError, parse_json, read_text
 
     path = Path(run_dir) / METRICS
@@ -107,8 +108,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             continue
         try:  # no NaN or Infinity: a run that reached one stopped with an error, the file is damaged
             row = parse_json(line, path, constants=False)
-            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                raise BadJSONError(path, "a row must be an object with an integer epoch")
+            check_row(row)
         except BadJSONError as err:
             if number == len(lines):  # no newline after it: the append was cut short
                 warnings.warn(f"{path}: line {number} was cut short (the run was killed while writing it); "
