@@ -158,6 +158,14 @@ def test_the_readme_links_to_files_that_exist():
     assert not missing, f"README.md links to missing files: {missing}"
 
 
+def test_the_readme_stays_a_front_page():
+    """At most 250 lines (issue 39), opening with its two commands: set up and run the demo, run the tests."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move detail into docs/"
+    commands = lines[lines.index("```bash") + 1:lines.index("```bash") + 3]
+    assert "perceptreg demo" in commands[0] and "python -m pytest" in commands[1]
+
+
 def test_a_block_named_for_an_example_file_is_that_file():
     """A page that shows a file of examples/ (a block titled `cifar_resnet.py`) shows it as it is:
     the block runs in the test, the file is what users copy, and neither drifts from the other."""
