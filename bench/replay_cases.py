@@ -278,6 +278,7 @@ def output_cases() -> list[Case]:
     writers = {"perceive --out": ("perceive", "{work}/trained", "--n", "4", "--out"),
                "report --out": ("report", "{work}/trained", "--out"),
                "attack --out": ("attack", "{work}/trained", "--n", "2", "--pool", "20", "--steps", "1", "--out"),
+               "invert --out": ("invert", "{work}/trained", "--n", "2", "--steps", "1", "--out"),
                "interpolate --save-direction": (*SMALL["interpolate"], "--save-direction")}
     for writer, args in writers.items():
         for run in ("trained", "attached"):
@@ -285,6 +286,14 @@ def output_cases() -> list[Case]:
                 if (run, file) != ("attached", "state-000001.safetensors"):
                     cases.append(Case("outputs", f"{writer} {run}/{file}", (*args, f"{{work}}/{run}/{file}"), "refuse",
                                       ("--out", "--save-direction", file)))
+    # a figure goes into no run but the one the command is about, and replaces only its own there
+    attack = writers["attack --out"]
+    cases += [Case("outputs", "perceive --out another run's figure", (*writers["perceive --out"], "{work}/attached/layers.png"),
+                   "refuse", ("--out", "attached")),
+              Case("outputs", "perceive --out a new name in another run", (*writers["perceive --out"], "{work}/attached/mine.png"),
+                   "refuse", ("--out", "attached")),
+              Case("outputs", "attack --out the run's perception figure", (*attack, "{work}/trained/perception.png"),
+                   "refuse", ("--out", "perception.png"))]
     foreign = lambda work: ((work / "mine").mkdir(), (work / "mine" / "config.json").write_text('{"name": "my other project"}'))  # noqa: E731
     for command in ("train", "attach", "sweep", "train-judge"):
         out = SMALL[command][:-2]  # without its --out
