@@ -1,3 +1,4 @@
+import base64
 import io
 import re
 from pathlib import Path
@@ -48,3 +49,10 @@ def test_html_lines_puts_each_line_on_its_own_and_escapes_it():
 
 def test_a_count_names_its_noun_plural_but_for_one():
     assert [display.counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+
+
+def test_a_png_is_embedded_as_a_data_url_that_decodes_to_it():
+    png = display.png_bytes(Image.new("L", (2, 1), 255))
+    url = display.data_uri(png)
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.removeprefix("data:image/png;base64,")) == png

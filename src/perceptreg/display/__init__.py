@@ -1,11 +1,12 @@
 """How results show themselves, the one home of these rules: in Jupyter a picture as PNG
-(``png_bytes``, for ``_repr_png_``) and a table as small escaped HTML (``html_table``, for
+(``png_bytes``, for ``_repr_png_``; in an HTML page, ``data_uri``) and a table as small escaped HTML (``html_table``, for
 ``_repr_html_``); in a terminal a table as aligned text (``aligned``); progress bars as
 widgets where Jupyter can draw them, else as text (``tqdm``, chosen once by ``choose_tqdm``);
 a count with its noun, "1 epoch", "2 epochs" (``counted``)."""
 
 from __future__ import annotations
 
+import base64
 import html
 import importlib.util
 import io
@@ -17,6 +18,11 @@ def png_bytes(picture) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """The bytes of a PNG file as a data URL an HTML page embeds."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def counted(n: int, noun: str) -> str:

@@ -12,7 +12,6 @@ for long. Nothing a request sends reaches the file system.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import html
 from pathlib import Path
@@ -28,7 +27,7 @@ from perceptreg.adversarial.attacks import DEFAULT_STEPS, AttackSettings, check_
 from perceptreg.adversarial.defaults import NORMS
 from perceptreg.core.errors import NotAvailableError, PerceptregError
 from perceptreg.data import to_float
-from perceptreg.display import png_bytes
+from perceptreg.display import data_uri, png_bytes
 from perceptreg.edits import latent
 from perceptreg.runs import Run
 from perceptreg.views.explorer_upload import MAX_UPLOAD_BYTES, decode_upload
@@ -76,7 +75,7 @@ def data_url(image: torch.Tensor) -> str:
     """A (C, H, W) float image in [0, 1] as a PNG data URL."""
     pixels = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     picture = Image.fromarray(pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy())
-    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode("ascii")
+    return data_uri(png_bytes(picture))
 
 
 def amplified(difference: torch.Tensor) -> torch.Tensor:

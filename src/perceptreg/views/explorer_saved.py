@@ -3,11 +3,11 @@ of P(x) beside pixel MSE, the spread of perceptions, and the inversion x' beside
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 from fastapi import FastAPI, Query
 
+from perceptreg.display import data_uri
 from perceptreg.figures.inversion import measured_line, read_inversion
 from perceptreg.figures.perception import read_measures
 from perceptreg.runs import for_layer
@@ -23,8 +23,7 @@ def saved(run, layer: str | None = None) -> dict:
     named = run.output_layer(layer)
     measures, inversion = read_measures(run, named), read_inversion(run, named)
     lines = (measures.lines(run.classes) if measures else []) + ([measured_line(inversion)] if inversion else [])
-    figures = [{"title": title, "image": "data:image/png;base64," + base64.b64encode(
-        (run.path / for_layer(name, named)).read_bytes()).decode("ascii")}
+    figures = [{"title": title, "image": data_uri((run.path / for_layer(name, named)).read_bytes())}
         for name, title in FIGURES if run.has(for_layer(name, named))]
     return {"lines": lines, "figures": figures}
 

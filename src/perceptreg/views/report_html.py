@@ -6,7 +6,6 @@ Every image is a data URI, so the page needs no network and no other file.
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 from pathlib import Path
@@ -60,13 +59,9 @@ WRONG_KEY = ('<p class="key">A red frame and a red ✗ mark an image H misclassi
              'true class.</p>')
 
 
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 def image(png: bytes, alt: str) -> str:
     """A plot's PNG, inlined."""
-    return f'<img class="plot" alt="{html.escape(alt)}" src="{data_uri(png)}">'
+    return f'<img class="plot" alt="{html.escape(alt)}" src="{display.data_uri(png)}">'
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
@@ -123,4 +118,4 @@ def _cell(picture: Image.Image, cell: dict, scale: int) -> str:
                                                              if cell["caption"] else "")
     return (f'<figure class="cell{" wrong" if cell["wrong"] else ""}" style="--w:{width}px">'
             f'<img class="pixels" width="{width}" height="{height}" alt="{html.escape(cell["alt"] or cell["label"])}" '
-            f'src="{data_uri(display.png_bytes(crop))}"><figcaption>{caption}</figcaption></figure>')
+            f'src="{display.data_uri(display.png_bytes(crop))}"><figcaption>{caption}</figcaption></figure>')
