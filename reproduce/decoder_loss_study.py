@@ -39,6 +39,7 @@ from perceptreg.core.models import evaluating
 from perceptreg.figures.grids import Cell, image_grid, save_png
 from perceptreg.figures.inversion import invert
 from perceptreg.figures.perception import perceive
+from perceptreg.storage import fileio
 from perceptreg.views.train_run import train_run
 
 RESULTS = "results.json"  # the study's table, a row per model, in --out
@@ -185,7 +186,7 @@ def main() -> None:
 def write_results(path: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into results.json by (z, lam, loss): studies of other grids in the same
     folder (say one process per lambda) keep their rows."""
-    kept = json.loads(path.read_text()) if path.is_file() else []
+    kept = fileio.read_json(path) if path.exists() else []  # bounded, and a FIFO or folder named
     key = lambda row: (row["z"], row["lam"], row["loss"])  # noqa: E731
     merged = {key(row): row for row in kept} | {key(row): row for row in rows}
     path.write_text(json.dumps(sorted(merged.values(), key=key), indent=1))
