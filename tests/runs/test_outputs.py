@@ -158,6 +158,18 @@ def test_a_sweep_rerun_changes_its_grid_only_with_extend(tmp_path, changed, refu
         check_rerun(tmp_path, again, extend)
 
 
+@pytest.mark.parametrize("damage, named", [(lambda saved: saved.pop("lams"), "lams"),
+                                           (lambda saved: saved.update(lamz=[1.0]), "lamz"),
+                                           (lambda saved: saved.update(epochs="many"), "epochs")])
+def test_a_sweeps_settings_out_of_their_schema_are_named_on_rerun(tmp_path, damage, named):
+    config = SweepConfig(lams=(1e-2,), seeds=(0,), epochs=1, post_hoc=False, workers=1)
+    saved = dataclasses.asdict(config)
+    damage(saved)
+    (tmp_path / runs.SWEEP_CONFIG).write_text(json.dumps(saved))
+    with pytest.raises(PerceptregError, match=f"{runs.SWEEP_CONFIG}.*{named}"):
+        check_rerun(tmp_path, config, extend=False)
+
+
 def test_sweep_has_the_flag_that_extends_a_sweep():
     result = run_cli(["sweep", "--help"])
     assert "--extend" in result.output

@@ -314,11 +314,12 @@ def test_a_second_sweep_on_a_busy_folder_leaves_its_sweep_config_alone(tmp_path,
     from perceptreg.runs import checkpoint
 
     _stub_training(monkeypatch)
-    (tmp_path / runs.SWEEP_CONFIG).write_text("{}")
+    written = json.dumps(dataclasses.asdict(sweep.SweepConfig(**ONE)))  # the first sweep's
+    (tmp_path / runs.SWEEP_CONFIG).write_text(written)
     with checkpoint.writer_lock(tmp_path):  # the first sweep
         with pytest.raises(PerceptregError, match="being written by another process"):
             sweep.run_sweep(sweep.SweepConfig(**ONE), tmp_path, progress=False)
-    assert (tmp_path / runs.SWEEP_CONFIG).read_text() == "{}"
+    assert (tmp_path / runs.SWEEP_CONFIG).read_text() == written
 
 
 @pytest.mark.slow

@@ -103,17 +103,17 @@ def check_rerun(folder: Path, config: SweepConfig, extend: bool) -> None:
     made with (its sweep_config.json), unless ``extend``: then finished members are trained
     on to the new epochs, new members are added, and sweep.json is written for the grid given."""
     from perceptreg.runs import SWEEP_CONFIG
-    from perceptreg.storage.fileio import read_json
+    from perceptreg.storage.schema import load_model_file
+    from perceptreg.sweeps.summary import SweepRecord  # its schema: it imports this module
 
     if extend or not (folder / SWEEP_CONFIG).is_file():
         return
-    saved = read_json(folder / SWEEP_CONFIG)
-    if not isinstance(saved, dict):
-        raise PerceptregError(f"{folder / SWEEP_CONFIG}: not a sweep's settings (a JSON object); the file is damaged")
-    asked = {key: list(value) if isinstance(value, tuple) else value  # as JSON holds them
-             for key, value in dataclasses.asdict(config).items()}
-    changed = [f"{key} {saved.get(key)} (asked {asked[key]})" for key in GRID
-               if key in saved and saved[key] != asked[key]]
+    saved = load_model_file(folder / SWEEP_CONFIG, SweepRecord, "the sweep's settings are damaged; choose another "
+                                                                "output folder")
+    as_json = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
+    asked = dataclasses.asdict(config)
+    changed = [f"{key} {as_json(saved[key])} (asked {as_json(asked[key])})" for key in GRID
+               if as_json(saved[key]) != as_json(asked[key])]
     if changed:
         raise PerceptregError(f"{folder} is a sweep of {', '.join(changed)}; rerun it with its own settings, give "
                               f"`extend` to train its members on and add new ones (sweep.json then sums up the "
