@@ -1,6 +1,7 @@
 """metrics.jsonl's rows have a schema: a row of train or attach with a missing or unknown key,
 or a value of the wrong type, is refused in one line that names the key and the line."""
 
+import json
 import shutil
 
 import pytest
@@ -25,6 +26,8 @@ def test_rows_of_each_kind_and_of_older_runs_are_read():
     older = {k: v for k, v in TRAINED.items() if k not in ("recon_spread", "shape_spread", "train_images_per_second")}
     assert check_row(older).decoder_collapsed is False
     assert check_row({**TRAINED, "phase": "classifier", "train_recon": None, "test_recon_mse": None}).train_recon is None
+    untested = {k: v for k, v in ATTACHED.items() if not k.startswith("test_")}  # fit_decoders without test images
+    assert check_row(untested).test_accuracy is None
 
 
 @pytest.mark.parametrize("row, named", [
@@ -33,7 +36,8 @@ def test_rows_of_each_kind_and_of_older_runs_are_read():
     ({**TRAINED, "phase": "posu-hoc"}, "phase: input should be 'joint', 'classifier' or 'decoder'"),
     ({**TRAINED, "test_accuracy": 1.5}, "test_accuracy: input should be less than or equal to 1"),
     ({**TRAINED, "epoch": 0}, "epoch: input should be greater than or equal to 1"),
-    ({k: v for k, v in ATTACHED.items() if k != "test_recon_mse"}, "test_recon_mse: field required"),
+    ({k: v for k, v in ATTACHED.items() if k != "test_recon_mse"}, "test_recon_mse is missing beside the other"),
+    ({k: v for k, v in ATTACHED.items() if k != "test_accuracy"}, "test_accuracy is missing beside the other"),
     ({**ATTACHED, "test_recon_mse": {"stem": "low"}}, "test_recon_mse.stem: input should be a valid number"),
     ({**TRAINED, "epoch": "2"}, "a row must be an object with an integer epoch"),
 ])
@@ -47,8 +51,10 @@ def test_the_report_of_an_attach_run_with_a_row_out_of_schema_is_one_error_line(
     copy = tmp_path / "attach"
     shutil.copytree(attach_run, copy)
     metrics = copy / runs.METRICS
-    metrics.write_text(metrics.read_text().replace('"test_recon_mse"', '"test_recon"', 1))
-    with pytest.raises(CheckpointError, match="line 1 is not a metrics row \\(test_recon_mse: field required"):
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    rows[0].pop("test_recon_mse")  # the audit's case: the test errors dropped, the accuracy kept
+    metrics.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(CheckpointError, match="line 1 is not a metrics row \\(.*test_recon_mse is missing"):
         runs.read_metrics(copy)
     result = CliRunner().invoke(main, ["report", str(copy)])
     assert result.exit_code == 1 and result.output.count("Error:") == 1 and "Traceback" not in result.output

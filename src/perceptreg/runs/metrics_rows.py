@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from perceptreg.storage.fileio import BadJSONError
 
@@ -45,13 +45,21 @@ class TrainedRow(_Row):
 
 
 class AttachedRow(_Row):
-    """An epoch of `attach`: each layer's decoder loss and test error, the model's accuracy,
-    and with fine-tuning (mode joint) its cross-entropy."""
+    """An epoch of `attach`: each layer's decoder loss, with fine-tuning (mode joint) the
+    model's cross-entropy, and where test images were given (`attach` always, ``fit_decoders``
+    when asked) each layer's test error with the model's accuracy, the two together."""
 
     train_recon: dict[str, float]
     train_ce: float | None = None
-    test_recon_mse: dict[str, float]
-    test_accuracy: float = Field(ge=0, le=1)
+    test_recon_mse: dict[str, float] | None = None
+    test_accuracy: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _tested_together(self):
+        if (self.test_recon_mse is None) != (self.test_accuracy is None):
+            missing = "test_recon_mse" if self.test_recon_mse is None else "test_accuracy"
+            raise ValueError(f"{missing} is missing beside the other test measure")
+        return self
 
 
 def check_row(row: object) -> TrainedRow | AttachedRow:
