@@ -23,7 +23,8 @@ from perceptreg import runs
 from perceptreg.cli import main
 from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
-from perceptreg.sweeps.config import SweepConfig, check_rerun
+from perceptreg.sweeps.config import SweepConfig
+from perceptreg.sweeps.summary import check_rerun
 
 
 def run_cli(args):

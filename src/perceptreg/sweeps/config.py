@@ -3,9 +3,7 @@ CLI's --help shows the defaults); ``sweep.run_sweep`` runs it."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 from perceptreg.core.config import AdversarialConfig, DecoderLoss, TrainConfig
 from perceptreg.core.errors import PerceptregError
@@ -92,29 +90,3 @@ class SweepConfig:
             if self.post_hoc:
                 runs.append((f"post-hoc-seed{seed}", TrainConfig(lam=0.0, mode="post-hoc", seed=seed, **common)))
         return runs
-
-
-# what a rerun may not change without `extend`: the members and how far they are trained
-GRID = ("lams", "seeds", "post_hoc", "epochs")
-
-
-def check_rerun(folder: Path, config: SweepConfig, extend: bool) -> None:
-    """Refuse to rerun the sweep in ``folder`` with other lambdas, seeds or epochs than it was
-    made with (its sweep_config.json), unless ``extend``: then finished members are trained
-    on to the new epochs, new members are added, and sweep.json is written for the grid given."""
-    from perceptreg.runs import SWEEP_CONFIG
-    from perceptreg.storage.schema import load_model_file
-    from perceptreg.sweeps.summary import SweepRecord  # its schema: it imports this module
-
-    if extend or not (folder / SWEEP_CONFIG).is_file():
-        return
-    saved = load_model_file(folder / SWEEP_CONFIG, SweepRecord, "the sweep's settings are damaged; choose another "
-                                                                "output folder")
-    as_json = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
-    asked = dataclasses.asdict(config)
-    changed = [f"{key} {as_json(saved[key])} (asked {as_json(asked[key])})" for key in GRID
-               if as_json(saved[key]) != as_json(asked[key])]
-    if changed:
-        raise PerceptregError(f"{folder} is a sweep of {', '.join(changed)}; rerun it with its own settings, give "
-                              f"`extend` to train its members on and add new ones (sweep.json then sums up the "
-                              f"grid given), or choose another output folder (nothing was changed)")

@@ -13,12 +13,14 @@ A file with a key missing or misspelt is refused naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, model_validator
 
 from perceptreg import display, measures, runs
 from perceptreg.adversarial.judges import PerceptionReading
+from perceptreg.core.errors import PerceptregError
 from perceptreg.measures.records import Record
 from perceptreg.storage import schema
 from perceptreg.sweeps.config import SweepConfig
@@ -47,6 +49,28 @@ PROBE_KINDS = (("probes", "probe: ", "pixel_probes", "Linear probes"),
 SweepRecord = schema.settings_record(SweepConfig, (
     "dataset", "lams", "seeds", "post_hoc", "epochs", "batch_size", "train_size", "device", "data_root",
     "max_probe_attributes", "max_probe_images", "workers", "ensemble", "engine", "address", "judge"))
+
+
+# what a rerun may not change without `extend`: the members and how far they are trained
+GRID = ("lams", "seeds", "post_hoc", "epochs")
+
+
+def check_rerun(folder: Path, config: SweepConfig, extend: bool) -> None:
+    """Refuse to rerun the sweep in ``folder`` with other lambdas, seeds or epochs than it was
+    made with (its sweep_config.json), unless ``extend``: then finished members are trained
+    on to the new epochs, new members are added, and sweep.json is written for the grid given."""
+    if extend or not (folder / runs.SWEEP_CONFIG).is_file():
+        return
+    saved = schema.load_model_file(folder / runs.SWEEP_CONFIG, SweepRecord,
+                                   "the sweep's settings are damaged; choose another output folder")
+    as_json = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
+    asked = dataclasses.asdict(config)
+    changed = [f"{key} {as_json(saved[key])} (asked {as_json(asked[key])})" for key in GRID
+               if as_json(saved[key]) != as_json(asked[key])]
+    if changed:
+        raise PerceptregError(f"{folder} is a sweep of {', '.join(changed)}; rerun it with its own settings, give "
+                              f"`extend` to train its members on and add new ones (sweep.json then sums up the "
+                              f"grid given), or choose another output folder (nothing was changed)")
 
 
 class Spread(Record):

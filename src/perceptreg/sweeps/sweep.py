@@ -31,12 +31,13 @@ from perceptreg.runs import checkpoint
 from perceptreg.storage import fileio, schema
 from perceptreg.storage.fileio import CheckpointError
 from perceptreg.sweeps import ray_engine, workers
-from perceptreg.sweeps.config import SweepConfig, check_rerun
+from perceptreg.sweeps.config import SweepConfig
 from perceptreg.sweeps.summary import (
     MemberMeasures,
     SweepRecord,
     SweepRow,
     SweepSummary,
+    check_rerun,
     sweep_table,
 )
 
@@ -160,7 +161,7 @@ def run_sweep(config: SweepConfig, out_dir: str | Path | None = None, progress: 
     """Train (or resume) every model of the sweep, measure each, and write into ``out_dir``
     (default runs/sweep-<dataset>) the ``SWEEP_FILES``: sweep.json, sweep.md, sweep_perception.png, sweep_attention.png,
     sweep_probes.png (and pixel_probes.json, the raw-pixel probes kept for the next run). A folder
-    that holds a sweep of other lambdas, seeds or epochs is refused unless ``extend`` (``config.check_rerun``)."""
+    that holds a sweep of other lambdas, seeds or epochs is refused unless ``extend`` (``summary.check_rerun``)."""
     began = time.perf_counter()
     variants = config.variants()  # checks the dataset name before anything is written
     if config.engine == "ray":  # Ray installed, its address answering: before anything is written
