@@ -2,11 +2,12 @@
 loop, SGD with a one-cycle learning rate, random crops and flips written by hand, and
 `torch.save(model.state_dict(), "resnet.pt")` at the end of every epoch.
 
-    python train_cifar_resnet.py memmap/folder/of/cifar10 --epochs 4
+    python train_cifar_resnet.py memmap:folder/of/cifar10 --epochs 4
 
-The images come from perceptreg's data API only because this machine keeps CIFAR-10 as a
-memory-mapped dataset (`perceptreg prepare`): `perceptreg.data.load_memmap` gives two torch
-Datasets of (image float in [0, 1], label), which any DataLoader takes. ckpt.pt holds the
+The images come from perceptreg's data API only because it reads CIFAR-10 in the forms we
+keep (the canonical download, `cifar10`, or a memory-mapped copy, `memmap:FOLDER`, from
+`perceptreg prepare`): `perceptreg.data.load_dataset` gives two torch Datasets of (image float
+in [0, 1], label), which any DataLoader takes. ckpt.pt holds the
 optimizer too: run the same command again and it resumes after the last finished epoch.
 """
 
@@ -48,16 +49,18 @@ def accuracy(model, loader):
     return right / total
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("data", help="folder of the memory-mapped CIFAR-10 (meta.json, *_images.npy)")
+    parser.add_argument("data", help="CIFAR-10 as a perceptreg dataset: cifar10, or memmap:FOLDER (meta.json, "
+                                     "*_images.npy); a bare FOLDER is read as memmap:FOLDER")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.manual_seed(0)
-    train_set, test_set = perceptreg.data.load_memmap(args.data)
+    spec = f"memmap:{args.data}" if os.path.isdir(args.data) else args.data
+    train_set, test_set = perceptreg.data.load_dataset(spec)
     train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True)
     test_loader = DataLoader(test_set, batch_size=500)
     model = resnet14()

@@ -1,7 +1,9 @@
 """REPRODUCING.md's rows on decoder losses (issue 35, all ours): what the CNN judge and H make
 of P(x) on CIFAR-10 when the decoder learns from a feature loss or DeePSiM's (feature +
 adversarial + pixel) instead of the paper's pixel error, at matched budgets, read from each
-model's perception.json under ROOT/decoder-losses (``decoder_loss_study``).
+model's perception.json under ROOT/decoder-losses (``decoder_loss_study``); and what a user's
+ResNet's deepest layer shows through `attach` with each loss (ROOT/resnet14*/layers.json),
+that ResNet also the study's second judge.
 
     files = RunFiles(Path("runs/reproduce"))
     ours, verdict = DECODER_LOSS_CLAIMS[0].measure(files)
@@ -9,12 +11,16 @@ model's perception.json under ROOT/decoder-losses (``decoder_loss_study``).
 
 from __future__ import annotations
 
+import runpy
 import shlex
 from pathlib import Path
 
+from perceptreg.adversarial.attacks import AttackSettings
+from perceptreg.attaching.attach_run import run_attach
+from perceptreg.attaching.defaults import attach_config
 from perceptreg.figures.perception import PerceptionFile
 from perceptreg.measures.judging import JudgeReading
-from perceptreg.runs.files import PERCEPTION_JSON
+from perceptreg.runs.files import LAYERS_JSON, PERCEPTION_JSON
 from reproduce import decoder_loss_study
 from reproduce.claims import Claim
 from reproduce.reading import Measure, RunFiles, read_results
@@ -26,16 +32,56 @@ Z_DIMS, LAMS, EPOCHS, TRAIN_SIZE = (256, 64), (1e-2, 1.0), 20, 20000
 # issue 35's goals: the judge reads P(x) as the true class, over all images and where H is
 # right; H reads P(x) as it reads x
 JUDGE_GOAL, WHERE_RIGHT_GOAL, CONSISTENCY_GOAL = 0.5, 0.7, 0.8
+DEEPEST_GOAL = 0.4  # issue 35's goal for the attached CIFAR ResNet's deepest layer, read by the judge
+
+# A user's ResNet (examples/, as docs/numbers/resnet-cifar10.md trains and attaches it): the study's
+# second judge, of another architecture than both the SVHN net and the CNN judge, and the model
+# whose layers `attach` shows with each decoder loss
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # absolute: the steps run in the root
+RESNET = "resnet14"  # the pixel loss's attach run; the others resnet14-LOSS
+RESNET_LOSSES = ("pixel", "deepsim")
+RESNET_EPOCHS = 4
+RESNET_LAYERS = ("layer1", "layer2", "layer3", "avgpool")
+CIFAR_NORMALIZE = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # examples/cifar_resnet.py's
+RESNET_ATTACK = AttackSettings(eps=0.0314, steps=20)  # 8/255, CIFAR-10's usual radius
+
+
+def resnet_run(loss: str) -> str:
+    return RESNET if loss == "pixel" else f"{RESNET}-{loss}"
+
+
+def _resnet_step(cifar10: str, loss: str) -> Step:
+    """Train the ResNet as its user does (resumes; nothing to do once trained), then attach it with ``loss``."""
+    script, train = EXAMPLES / "train_cifar_resnet.py", [cifar10, "--epochs", str(RESNET_EPOCHS)]
+    normalize = ",".join(f"{v:g}" for part in CIFAR_NORMALIZE for v in part)
+    command = (f"{shlex.join(['python', str(script), *train])} && perceptreg attach --model {EXAMPLES}/cifar_resnet.py:resnet14 "
+               f"--weights resnet.pt --layers {','.join(RESNET_LAYERS)} --normalize {normalize} --dataset "
+               f"{shlex.quote(cifar10)} --train-size {TRAIN_SIZE} --epochs 2 --eps {RESNET_ATTACK.eps:g} --steps "
+               f"{RESNET_ATTACK.steps} --attack-images 200 --judge {JUDGE}"
+               + ("" if loss == "pixel" else f" --decoder-loss {loss}") + f" --out {resnet_run(loss)}")
+
+    def make():
+        runpy.run_path(str(script))["main"](train)  # the user's script, as the command runs it
+        config = attach_config(model=f"{EXAMPLES}/cifar_resnet.py:resnet14", weights="resnet.pt", layers=RESNET_LAYERS,
+                               normalize=CIFAR_NORMALIZE, dataset=cifar10, train_size=TRAIN_SIZE, epochs=2,
+                               decoder_loss=loss)
+        return run_attach(config, resnet_run(loss), RESNET_ATTACK, attack_images=200, judge=JUDGE)
+    return Step(f"{resnet_run(loss)}/{LAYERS_JSON}", command, make)
 
 
 def decoder_loss_steps(cifar10: str = CIFAR10) -> dict[str, Step]:
-    """The study's command, run in the root after the natural steps (it reads their judge)."""
+    """The ResNet's steps, then the study's command, run in the root after the natural steps
+    (it reads their judge, and the ResNet as its second)."""
     lams = ",".join(f"{lam:g}" for lam in LAMS)
     z_dims = ",".join(map(str, Z_DIMS))
     command = (f"python -m reproduce.decoder_loss_study --dataset {shlex.quote(cifar10)} --epochs {EPOCHS} "
-               f"--train-size {TRAIN_SIZE} --z {z_dims} --lams {lams} --judge {JUDGE} --out {STUDY}")
-    return {"decoder-losses": Step(f"{STUDY}/{decoder_loss_study.RESULTS}", command, lambda: decoder_loss_study.study(
-        cifar10, Path(STUDY), EPOCHS, TRAIN_SIZE, Z_DIMS, LAMS, judge=JUDGE))}
+               f"--train-size {TRAIN_SIZE} --z {z_dims} --lams {lams} --judge {JUDGE} --more-judges {RESNET} "
+               f"--out {STUDY}")
+    resnets = {resnet_run(loss): _resnet_step(cifar10, loss) for loss in RESNET_LOSSES}
+    return {**resnets, "decoder-losses": Step(f"{STUDY}/{decoder_loss_study.RESULTS}", command,
+                                              lambda: decoder_loss_study.study(cifar10, Path(STUDY), EPOCHS, TRAIN_SIZE,
+                                                                               Z_DIMS, LAMS, judge=JUDGE,
+                                                                               more_judges=(RESNET,)))}
 
 
 def model_folder(z: int, lam: float, loss: str) -> str:
@@ -80,3 +126,24 @@ DECODER_LOSS_CLAIMS = [
           f"{100 * WHERE_RIGHT_GOAL:g} % where H is right), and H reads it as x above {100 * CONSISTENCY_GOAL:g} %",
           OURS, "-", "decoder-losses", recognisable(z, lam, loss))
     for loss in COMPARED for z in Z_DIMS for lam in LAMS]
+
+
+def deepest_layer(files: RunFiles) -> tuple[str, Verdict]:
+    """The judge's reading of the ResNet's deepest attached layer's P(x) with DeePSiM's loss, against
+    the goal, beside the pixel loss's (and the layer above, with each)."""
+    cells, read = [], {}
+    for loss in RESNET_LOSSES:
+        table = read_results(files, f"{resnet_run(loss)}/{LAYERS_JSON}", lambda measured: measured)
+        deepest, above_it = table.layers[-1], table.layers[-2]
+        read[loss] = of_rate(deepest.accuracy_on_p)
+        cells.append(f"{loss}: {deepest.judge} (right on x {of_rate(deepest.accuracy_on_x).text()}) reads "
+                     f"{deepest.name}'s P(x) as the true class {read[loss].text()} ({above_it.name}'s: "
+                     f"{of_rate(above_it.accuracy_on_p).text()})")
+    verdict = above(read["deepsim"], DEEPEST_GOAL, "the judge reads the deepest layer's P(x) as the true class")
+    return "; ".join(cells), over_models({"the ResNet": verdict})
+
+
+DECODER_LOSS_CLAIMS.append(Claim(
+    f"with DeePSiM's loss, a user's CIFAR ResNet through `attach` ({RESNET_EPOCHS} epochs; decoders fitted 2 epochs "
+    f"on {TRAIN_SIZE} images): the judge reads its deepest layer's P(x) as the true class above "
+    f"{100 * DEEPEST_GOAL:g} % (the pixel loss's beside it)", OURS, "-", RESNET + "-deepsim", deepest_layer))

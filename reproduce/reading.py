@@ -16,11 +16,12 @@ from pydantic import BaseModel
 from perceptreg import runs
 from perceptreg.adversarial.robust_accuracy import RobustAccuracy
 from perceptreg.adversarial.summary import AttackMetricsFile, NoiseMetricsFile
+from perceptreg.attaching.results import LayerTable
 from perceptreg.attacking.robust import ROBUST_ACCURACY
 from perceptreg.core.errors import PerceptregError
 from perceptreg.edits.interpolation import Interpolation as InterpolationMetricsFile
 from perceptreg.figures.perception import PerceptionFile
-from perceptreg.runs.files import PERCEPTION_JSON
+from perceptreg.runs.files import LAYERS_JSON, PERCEPTION_JSON
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import load_sealed_file
 from perceptreg.sweeps.summary import SweepSummary
@@ -31,7 +32,7 @@ T = TypeVar("T")
 # The results files the page reads, and the schema each is checked against.
 RESULTS_SCHEMAS = {runs.ATTACK_METRICS: AttackMetricsFile, runs.NOISE_METRICS: NoiseMetricsFile,
                    runs.INTERPOLATION_METRICS: InterpolationMetricsFile, runs.SWEEP_JSON: SweepSummary,
-                   ROBUST_ACCURACY: RobustAccuracy, PERCEPTION_JSON: PerceptionFile}
+                   ROBUST_ACCURACY: RobustAccuracy, PERCEPTION_JSON: PerceptionFile, LAYERS_JSON: LayerTable}
 
 
 class RunFiles:

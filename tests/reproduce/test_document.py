@@ -279,8 +279,11 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
     assert reproduce([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
     assert ran == [step.command for step in [*steps.STEPS.values(), *steps.natural_steps("memmap:/c").values(),
                                              *decoder_loss_steps("memmap:/c").values()]]
-    assert ran[-2].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-5]
-    assert ran[-1].startswith("python -m reproduce.decoder_loss_study --dataset memmap:/c ")  # after the judge it reads
+    assert ran[-4].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-7]
+    # the ResNet trained and attached with each loss, then the study, after both judges it reads
+    assert [command.split(" --out ")[-1] for command in ran[-3:-1]] == ["resnet14", "resnet14-deepsim"]
+    assert ran[-1].startswith("python -m reproduce.decoder_loss_study --dataset memmap:/c ")
+    assert "--judge cifar10-judge --more-judges resnet14 " in ran[-1]
     assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
     capsys.readouterr()
     assert reproduce([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1

@@ -3,12 +3,17 @@
 number and verdict worked out by hand."""
 
 import pytest
+import torch
 
+from perceptreg.attaching.results import LayerTable
+from perceptreg.data import write_memmap
+from perceptreg.data.dataset import ImageDataset
 from perceptreg.figures.perception import PerceptionFile
 from perceptreg.measures import rate
 from perceptreg.storage.schema import write_sealed
 from reproduce import document, from_decoder_losses
 from reproduce.reading import RunFiles
+from helpers import layer_row, layers_file
 
 MEAN = {"mean": 0.1, "low": 0.09, "high": 0.11, "n": 100}
 
@@ -71,3 +76,70 @@ def test_the_page_has_the_section_and_a_missing_model_says_what_makes_it(tmp_pat
     assert "`python -m reproduce.decoder_loss_study --dataset memmap:/data/cifar10 --epochs 20" in section
     assert "**holds (one model)**" in section and "perception.json is missing (`--run --natural` makes it)" in section
     assert "decoder-losses/z256-lam0.01-feature/perception.json" in page.split("## Provenance", 1)[1]
+
+
+def write_resnet(root, loss: str, deepest_right: int, above_right: int = 120):
+    """The ResNet's layers.json with ``loss``: the judge (right on 140 of the 200 x) reads
+    avgpool's P(x) right ``deepest_right`` times of 200, layer3's ``above_right`` times."""
+    folder = root / from_decoder_losses.resnet_run(loss)
+    folder.mkdir(parents=True)
+    rows = [layer_row(name=name, judge="model cifar10-judge", accuracy_on_p=rate(right, 200),
+                      accuracy_on_x=rate(140, 200)) for name, right in (("layer3", above_right),
+                                                                           ("avgpool", deepest_right))]
+    write_sealed(folder / "layers.json", LayerTable(**layers_file(*rows)).model_dump())
+
+
+DEEPEST = from_decoder_losses.DECODER_LOSS_CLAIMS[-1]
+
+
+@pytest.mark.parametrize("deepest_right, shown, outcome", [
+    (100, "50.0 % [43.1, 56.9]", "holds"),  # all above 40
+    (86, "43.0 % [36.3, 49.9]", "undecided"),  # straddles 40
+    (60, "30.0 % [24.1, 36.7]", "does not hold"),
+])
+def test_the_deepest_layer_row_decides_on_deepsim_beside_the_pixel_loss(tmp_path, deepest_right, shown, outcome):
+    write_resnet(tmp_path, "pixel", 20)
+    write_resnet(tmp_path, "deepsim", deepest_right)
+    ours, verdict = DEEPEST.measure(RunFiles(tmp_path))
+    assert (verdict.outcome, verdict.label) == (outcome, "one model")
+    assert ours == ("pixel: model cifar10-judge (right on x 70.0 % [63.3, 75.9]) reads avgpool's P(x) as the true "
+                    "class 10.0 % [6.6, 14.9] (layer3's: 60.0 % [53.1, 66.5]); deepsim: model cifar10-judge (right on "
+                    f"x 70.0 % [63.3, 75.9]) reads avgpool's P(x) as the true class {shown} "
+                    "(layer3's: 60.0 % [53.1, 66.5])")
+
+
+def test_the_deepest_layer_row_names_the_attach_that_makes_it(tmp_path):
+    page = document.reproducing_page(tmp_path, "memmap:/data/cifar10")
+    (row,) = [line for line in page.splitlines() if line.startswith("| with DeePSiM's loss, a user's CIFAR ResNet")]
+    assert "examples/train_cifar_resnet.py memmap:/data/cifar10 --epochs 4 && perceptreg attach --model " in row
+    assert "--decoder-loss deepsim --out resnet14-deepsim" in row and "layers.json is missing" in row
+
+
+def test_each_step_makes_what_its_command_says(monkeypatch, tmp_path):
+    """The library calls behind the quoted commands: the user's training script with the same
+    arguments, attach with the same settings, the study with both judges."""
+    def split(name: str) -> ImageDataset:  # attach's defaults read the images' shape
+        return ImageDataset(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10), tuple("0123456789"), name)
+    cifar = f"memmap:{write_memmap(tmp_path / 'c', split('c-train'), split('c-test'))}"
+    made = {}
+    monkeypatch.setattr(from_decoder_losses.runpy, "run_path",
+                        lambda path: {"main": lambda argv: made.setdefault("script", (path, argv))})
+    monkeypatch.setattr(from_decoder_losses, "run_attach", lambda config, out, attack, attack_images, judge:
+                        made.setdefault(out, (config, attack, attack_images, judge)))
+    monkeypatch.setattr(from_decoder_losses.decoder_loss_study, "study",
+                        lambda *args, **options: made.setdefault("study", (args, options)))
+    steps = from_decoder_losses.decoder_loss_steps(cifar)
+    for step in steps.values():
+        step.make()
+    script, argv = made["script"]
+    assert script.endswith("examples/train_cifar_resnet.py") and argv == [cifar, "--epochs", "4"]
+    assert f"python {script} {cifar} --epochs 4 && perceptreg attach " in steps["resnet14"].command
+    for out, loss in (("resnet14", "pixel"), ("resnet14-deepsim", "deepsim")):
+        config, attack, images, judge = made[out]
+        assert (config.dataset, config.train_size, config.epochs, config.decoder_loss.name, config.weights) == \
+               (cifar, 20000, 2, loss, "resnet.pt")
+        assert config.layers == ("layer1", "layer2", "layer3", "avgpool") and config.normalize[1][2] == 0.2616
+        assert (attack.eps, attack.steps, images, judge) == (0.0314, 20, 200, "cifar10-judge")
+    args, options = made["study"]
+    assert args[0] == cifar and options == {"judge": "cifar10-judge", "more_judges": ("resnet14",)}
+    assert "--judge cifar10-judge --more-judges resnet14 --out decoder-losses" in steps["decoder-losses"].command
