@@ -46,8 +46,10 @@ DECODER_LOSSES = ("On CIFAR-10 the paper's pixel loss draws a blur (the rows abo
                   "network with decoder losses of ours beside it (docs/guides/decoder-losses.md): a feature loss "
                   "through the model's own earlier layers, and DeePSiM's (Dosovitskiy & Brox 2016: feature + "
                   "adversarial + a small pixel term), at the same budget as the pixel run whose reading each row "
-                  "quotes. The judge is the natural rows' CNN judge, never the comparator. Made by adding "
-                  "`--natural` to `--run`, after the natural rows' runs.")
+                  "quotes. The judge is the natural rows' CNN judge, never the comparator; a user's ResNet "
+                  "(examples/cifar_resnet.py, trained by examples/train_cifar_resnet.py) reads beside it in each "
+                  "model's perception.json, and its own layers, attached with each loss, make the last row. Made by "
+                  "adding `--natural` to `--run`, after the natural rows' runs.")
 
 ROBUST = ("Every model above is a standard classifier. These rows ask the paper's questions of an adversarially "
           "trained one (PGD, Madry et al. 2018), beside a standard model trained alike (`python -m "
