@@ -8,8 +8,8 @@ trained with the paper's pixel loss and with ours, feature and deepsim, at match
 
 Every model is a run folder under --out, trained by ``train_run`` (as `perceptreg train`):
 run it again after a kill and each run resumes from its last epoch, finished ones are only
-read. Each finished model is then measured as `perceptreg perceive` and `perceptreg invert`
-measure it: H's consistency on P(x), the latent and a perceptual distance, the spread of
+read. Each finished model is then measured (once: a rerun keeps what was measured of the same
+model with the same judges) as `perceptreg perceive` and `perceptreg invert` measure it: H's consistency on P(x), the latent and a perceptual distance, the spread of
 nearby latents' perceptions, every judge's reading of P(x) (the dataset's CNN judge, or
 --judge RUN, plus --more-judges), and the judge's reading of the inversion x' of the same
 latent, a reference without any decoder. The table is printed and written as
@@ -26,6 +26,7 @@ ever a judge: the standing judge is a VGG of seed 1. Scaled down, to see it work
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, 
           judge=None, more_judges=(), read_size: int = 1000, inverted: int = 100, device: str = "cpu",
           comparator_arch: str = "vgg", comparator_epochs: int = 10, losses=None) -> list[dict]:
     """Train (or resume, or read) the comparator, then every model of the grid (``losses``: of
-    those variants only; None: all); one row of measures per model, merged into OUT/results.json."""
+    those variants only; None: all); one row of measures per model, merged into OUT/results.json
+    as each (z, lambda) is done. A (z, lambda) whose rows there were measured of the same models
+    with the same judges and sizes (``measured_with``), its grid drawn, is kept as it is."""
     chosen = variants(out, comparator_arch)
     unknown = sorted(set(losses or ()) - set(chosen))
     if unknown:
@@ -79,20 +82,37 @@ def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, 
         trained({**common, "arch": comparator_arch, "lam": 0.0, "seed": 2, "epochs": comparator_epochs},
                 out / COMPARATOR)
     rows, reader = [], NOT_YET  # the judge that reads x' and the grids: one for every model, as they share the data
+    kept = {_key(row): row for row in (fileio.read_json(out / RESULTS) if (out / RESULTS).exists() else [])}
     for z in z_dims:
         for lam in lams:
+            models = {name: trained({**common, "z_dim": z, "lam": lam, "epochs": epochs, **decoder},
+                                    out / f"z{z}-lam{lam:g}-{name}") for name, decoder in chosen.items()}
+            settings = {name: measured_with(run, judge, more_judges, read_size, inverted) for name, run in models.items()}
+            grid = out / f"grid-z{z}-lam{lam:g}.png"
+            known = [kept.get((z, lam, name)) for name in models]
+            if grid.exists() and all(row and row.get("measured_with") == settings[row["loss"]] for row in known):
+                print(f"z {z}, lambda {lam:g}: measured already, with these judges and sizes ({RESULTS})", flush=True)
+                rows += known
+                continue
             drawn = {}  # variant -> (its run, the inversions of the grid's images)
-            for name, decoder in chosen.items():
-                run = trained({**common, "z_dim": z, "lam": lam, "epochs": epochs, **decoder},
-                              out / f"z{z}-lam{lam:g}-{name}")
+            for name, run in models.items():
+                print(f"measuring {run.path.name}: perception, judges, inversion", flush=True)
                 if reader is NOT_YET:
                     reader = main_reader(run, judge, device)
                 row, x_prime = measures(run, judge, more_judges, read_size, inverted, reader, device)
-                rows.append({"z": z, "lam": lam, "loss": name, **row})
+                rows.append({"z": z, "lam": lam, "loss": name, **row, "measured_with": settings[name]})
                 drawn[name] = run, x_prime[:SHOWN]
-            comparison_grid(drawn, out / f"grid-z{z}-lam{lam:g}.png", reader, device)
-    write_results(out / RESULTS, rows)
+            comparison_grid(drawn, grid, reader, device)
+            write_results(out / RESULTS, rows)  # each (z, lambda) as it is measured: a kill keeps those done
     return rows
+
+
+def measured_with(run: runs.Run, judge, more_judges, read_size: int, inverted: int) -> dict:
+    """What a row's measures depend on: the model (its model.json, which changes with every
+    checkpoint), the judges and the sizes; a row measured with the same is not measured again."""
+    model = hashlib.sha256(fileio.guarded(run.path / runs.MODEL_META).read_bytes()).hexdigest()
+    return {"model": model, "judge": judge and str(judge), "more_judges": [str(j) for j in more_judges],
+            "read_size": read_size, "inverted": inverted}
 
 
 def measures(run: runs.Run, judge, more_judges, read_size: int, inverted: int, reader, device: str
@@ -183,13 +203,17 @@ def main() -> None:
         print(json.dumps(row))
 
 
+def _key(row: dict) -> tuple:
+    return row["z"], row["lam"], row["loss"]
+
+
 def write_results(path: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into results.json by (z, lam, loss): studies of other grids in the same
     folder (say one process per lambda) keep their rows."""
     kept = fileio.read_json(path) if path.exists() else []  # bounded, and a FIFO or folder named
-    key = lambda row: (row["z"], row["lam"], row["loss"])  # noqa: E731
-    merged = {key(row): row for row in kept} | {key(row): row for row in rows}
-    path.write_text(json.dumps(sorted(merged.values(), key=key), indent=1))
+    merged = {_key(row): row for row in kept} | {_key(row): row for row in rows}
+    text = json.dumps(sorted(merged.values(), key=_key), indent=1)
+    fileio.atomic_write(path, lambda tmp: tmp.write_text(text))  # a kill leaves the old table or the new
 
 
 if __name__ == "__main__":

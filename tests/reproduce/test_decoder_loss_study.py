@@ -30,13 +30,21 @@ def test_an_unknown_variant_is_named_before_any_work(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_a_chosen_variant_alone_is_trained(tmp_path):
+def test_a_chosen_variant_alone_is_trained_and_measured_once_per_judges_and_sizes(tmp_path, capsys):
     torch.set_num_threads(1)
-    rows = decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], read_size=40,
-                                    inverted=decoder_loss_study.SHOWN, comparator_arch="mnist", comparator_epochs=1,
-                                    losses=["pixel"])
+    study = dict(inverted=decoder_loss_study.SHOWN, comparator_arch="mnist", comparator_epochs=1, losses=["pixel"])
+    rows = decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], read_size=40, **study)
     assert [row["loss"] for row in rows] == ["pixel"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["z8-lam0.01-pixel"]  # no comparator needed
+    measured = tmp_path / "z8-lam0.01-pixel" / "perception.json"
+    first = measured.stat().st_mtime_ns
+    assert "measuring z8-lam0.01-pixel" in capsys.readouterr().out
+    assert decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], read_size=40, **study) == rows
+    assert measured.stat().st_mtime_ns == first and "z 8, lambda 0.01: measured already" in capsys.readouterr().out
+    again = decoder_loss_study.study("mnist5k", tmp_path, 1, 100, [8], [0.01], read_size=30, **study)
+    assert measured.stat().st_mtime_ns > first and again[0]["measured_with"]["read_size"] == 30  # another size
+    written = json.loads((tmp_path / decoder_loss_study.RESULTS).read_text())
+    assert written == again and written[0]["measured_with"]["model"] == rows[0]["measured_with"]["model"]
 
 
 @pytest.mark.slow
