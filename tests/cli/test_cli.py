@@ -282,6 +282,7 @@ def test_attack_is_one_library_call_that_prints_what_it_returns(trained_run, run
     result = runner.invoke(main, ["attack", str(run), "--steps", "1", "--n", "2", "--pool", "2000"])
     shown = perceptreg.attack_run(perceptreg.open_run(run), perceptreg.AttackSettings(steps=1), n=2, pool=2000)
     assert result.exit_code == 0 and shown.line() in result.output, result.output
+    assert shown._repr_html_().startswith('<img alt="attack.png" src="data:image/png;base64,')  # the figure in Jupyter
     # the pool bounds the work: no more images attacked than the test set holds
     assert shown.summary.images == len(perceptreg.open_run(run).data()[1]) == 1000
     # no thresholds: no clean images scored beside the pool, when the pool leaves some over too
@@ -296,6 +297,12 @@ def test_attack_from_noise(trained_run, runner, tmp_path):
                                   "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert Image.open(out).size[0] == 10 * (84 + 2) + 2  # one column per class
+    import perceptreg
+
+    found = perceptreg.attack_from_noise(perceptreg.open_run(trained_run), perceptreg.AttackSettings(steps=3),
+                                         images_per_class=1, out=out)
+    page = found._repr_html_()  # in Jupyter: the grid, then what the command prints
+    assert page.startswith('<img alt="noise.png" src="data:image/png;base64,') and "<p>noise -&gt; target on 10" in page
 
 
 def test_attack_from_noise_counts_every_image_but_shows_two_per_class(trained_run, runner, tmp_path):

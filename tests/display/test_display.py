@@ -19,6 +19,15 @@ def test_html_table_holds_the_numbers_and_escapes_names():
     assert "<b>" not in page
 
 
+def test_a_figure_shows_inlined_with_its_lines_escaped(tmp_path):
+    path = tmp_path / "grid.png"
+    Image.new("RGB", (5, 4), (0, 255, 0)).save(path)
+    page = display.figure_html(path, ["H reads <x>", "second & last"])
+    inlined = re.fullmatch(r'<img alt="grid.png" src="data:image/png;base64,([^"]+)"><p>H reads &lt;x&gt;</p>'
+                           r'<p>second &amp; last</p>', page)
+    assert inlined and Image.open(io.BytesIO(base64.b64decode(inlined.group(1)))).getpixel((4, 3)) == (0, 255, 0)
+
+
 def test_png_bytes_decode_to_the_picture():
     picture = Image.new("RGB", (7, 3), (255, 0, 0))
     png = display.png_bytes(picture)

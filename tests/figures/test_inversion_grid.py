@@ -1,5 +1,6 @@
 """`perceptreg invert` and its library call on trained and attached runs."""
 
+import html
 import json
 import re
 
@@ -30,6 +31,8 @@ def test_a_trained_run_is_inverted_into_a_sealed_file_and_a_grid(trained_run, tm
     cards = layout["panels"][0]["cards"]
     assert [[cell["label"].split(",")[0] for cell in card] for card in cards] == [["x", "P(x)", "x'"]] * 4
     assert "inversion of 4 test images at z" in result.lines()[0]
+    assert result._repr_html_().startswith('<img alt="inv.png" src="data:image/png;base64,')
+    assert result._repr_html_().endswith(f"<p>{html.escape(result.lines()[1])}</p>")
 
 
 def test_the_same_seed_gives_the_same_inversion(trained_run, tmp_path):

@@ -1,4 +1,5 @@
 import base64
+import html
 import io
 import json
 import os
@@ -288,6 +289,8 @@ def test_report_of_one_layer_names_it_in_its_file_title_table_and_figure(attach_
     assert (run / "perception_fc1.png").is_file()
     written = write_report(run, layer="fc1")
     assert written.path == run / "report_fc1.html" and written.sections[1] == "Layers"
+    assert written._repr_html_() == (f'<p><a href="{run}/report_fc1.html" target="_blank">{html.escape(written.title)}'
+                                     f'</a>: {", ".join(written.sections)}</p>')
     text = (run / "report_fc1.html").read_text()
     parts = sections(text)
     assert "layer fc1" in text.split("</title>")[0]

@@ -27,4 +27,4 @@ def test_train_run_returns_the_numbers_of_its_last_epoch_and_draws_the_grid(tmp_
     assert isinstance(seen, PerceptionResult) and seen.grid == tmp_path / "run" / runs.PERCEPTION
     assert seen.images == 4 and seen.reading.images == 20 and len(seen.lines()) == 2 + len(seen.measures.lines(seen.classes))
     assert perceive(result.run_dir, n=2, out=tmp_path / "p.png", read_size=20).reading is None  # grey digits: no standing judge
-    assert (tmp_path / "p.png").is_file() and "<img src=\"data:image/png;base64," in seen._repr_html_()
+    assert (tmp_path / "p.png").is_file() and 'src="data:image/png;base64,' in seen._repr_html_()

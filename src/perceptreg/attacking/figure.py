@@ -18,6 +18,7 @@ from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.evaluation import AttackEvaluation
 from perceptreg.adversarial.run_attacks import evaluate_run
 from perceptreg.adversarial.summary import AttackSummary
+from perceptreg.display import figure_html
 from perceptreg.runs import Run
 
 
@@ -41,6 +42,9 @@ class AttackFigure:
         """"attack success 99.3 % [96.1, 99.9] of the 139 images H classifies right (200 attacked), ..."."""
         return (f"{self.summary.line(self.targeted)}, eps {self.eps:g}; {self.failures} failure cases among the "
                 f"{self.summary.successful_attacks} successful attacks, {self.failures_shown} shown: {self.path}")
+
+    def _repr_html_(self) -> str:
+        return figure_html(self.path, [self.line()])
 
 
 def attack_run(run: Run, settings: AttackSettings | None = None, *, target: int | None = None, n: int = 10,

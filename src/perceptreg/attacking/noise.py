@@ -23,6 +23,7 @@ from perceptreg.adversarial.summary import NoiseMetricsFile, NoiseRecord, Rate
 from perceptreg.core.devices import check_memory
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import ImageDataset, spread_over_classes, to_float
+from perceptreg.display import figure_html
 from perceptreg.runs import Run
 from perceptreg.storage.schema import write_sealed
 
@@ -57,6 +58,9 @@ class NoiseResult:
                 f"(chance {100 / self.num_classes:.0f} %; the judge reads {self.clean_images} test images x right "
                 f"{self.judge_on_x})\nnoise attacked toward each class, with the perceptions{at_layer} ({self.shown} "
                 f"of {self.noise_images} shown): {self.path}")
+
+    def _repr_html_(self) -> str:
+        return figure_html(self.path, self.text().splitlines())
 
 
 def attack_from_noise(run: Run, settings: AttackSettings | None = None, *, images_per_class: int = 10,

@@ -1,5 +1,6 @@
 """How results show themselves, the one home of these rules: in Jupyter a picture as PNG
-(``png_bytes``, for ``_repr_png_``; in an HTML page, ``data_uri``) and a table as small escaped HTML (``html_table``, for
+(``png_bytes``, for ``_repr_png_``; in an HTML page, ``data_uri``; a figure a result drew,
+with its lines, ``figure_html``) and a table as small escaped HTML (``html_table``, for
 ``_repr_html_``); in a terminal a table as aligned text (``aligned``); progress bars as
 widgets where Jupyter can draw them, else as text (``tqdm``, chosen once by ``choose_tqdm``);
 a count with its noun, "1 epoch", "2 epochs" (``counted``)."""
@@ -10,6 +11,7 @@ import base64
 import html
 import importlib.util
 import io
+from pathlib import Path
 from typing import Sequence
 
 
@@ -33,6 +35,12 @@ def counted(n: int, noun: str) -> str:
 def html_lines(lines: Sequence[str]) -> str:
     """Lines of text as HTML, one per line: a result's ``lines()`` in Jupyter."""
     return "<br>".join(html.escape(line) for line in lines)
+
+
+def figure_html(png: Path, lines: Sequence[str]) -> str:
+    """A result that drew a figure, in Jupyter: the PNG file inlined, then what it printed (escaped)."""
+    text = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
+    return f'<img alt="{html.escape(png.name)}" src="{data_uri(png.read_bytes())}">{text}'
 
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> str:

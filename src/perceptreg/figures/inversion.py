@@ -28,7 +28,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.core.inversion import batch_norm_layers, invert_images, searched_module
 from perceptreg.core.inversion_settings import InversionSettings
 from perceptreg.core.models import PerceptionNet, evaluating
-from perceptreg.display import tqdm
+from perceptreg.display import figure_html, tqdm
 from perceptreg.figures.grids import Cell, h_caption, image_grid, save_png
 from perceptreg.measures.records import MeanOf, Rate
 from perceptreg.runs.files import INVERSION_JSON, INVERSION_PNG
@@ -73,6 +73,9 @@ class InversionResult:
         where = f"layer {self.layer}" if self.layer else "z"
         return [f"inversion of {self.images} test images at {where} in {self.seconds:.1f} s: {self.grid}",
                 measured_line(self)]
+
+    def _repr_html_(self) -> str:
+        return figure_html(self.grid, self.lines())
 
 
 def measured_line(measured: InversionResult | InversionFile) -> str:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,7 @@ from perceptreg.adversarial import judges
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.core.models import PerceptionNet, evaluating
 from perceptreg.data import registry
-from perceptreg.display import data_uri
+from perceptreg.display import figure_html
 from perceptreg.figures.grids import Cell, image_grid, perception_grid, save_png
 from perceptreg.measures.consistency import SPREAD_SCALE, PerceptionMeasures, measure_perception, perception_spread
 from perceptreg.runs.files import PERCEPTION_JSON, PERCEPTION_SPREAD
@@ -49,8 +48,7 @@ class PerceptionResult:
         return said + ([judges.format_reading(self.reading, self.classes)] if self.reading else [])
 
     def _repr_html_(self) -> str:
-        text = "".join(f"<p>{html.escape(line)}</p>" for line in self.lines())
-        return f'<img src="{data_uri(self.grid.read_bytes())}">{text}'
+        return figure_html(self.grid, self.lines())
 
 
 def perceive(run: runs.Run | str | Path, n: int = 20, layer: str | None = None, judge: runs.Run | str | Path | None = None,

@@ -370,6 +370,10 @@ class Report:
     def __str__(self) -> str:
         return str(self.path)
 
+    def _repr_html_(self) -> str:  # in Jupyter: a link to the page (it inlines its plots: too long to show here)
+        return (f'<p><a href="{html.escape(str(self.path))}" target="_blank">{html.escape(self.title)}</a>: '
+                f'{html.escape(", ".join(self.sections))}</p>')
+
 
 def write_report(target: Run | str | Path, out: str | Path | None = None, layer: str | None = None) -> Report:
     """Write the report (default ``RUN/report.html``; of one layer, ``RUN/report_LAYER.html``)
