@@ -121,6 +121,20 @@ def test_the_search_is_never_weaker_than_the_plain_attack(trained_run, monkeypat
     assert summary.adaptive_search.successful_attacks == summary.successful_attacks
 
 
+def test_a_bar_counts_every_attack_measured(trained_run, capsys):
+    import perceptreg
+
+    strength = Strength(adaptive=(0.0, 1.0), adaptive_search=(0.0,), curve_steps=(1, 2), curve_eps=(0.1,))
+    assert strength.attacks() == 1 + 2 + 1 + 2 + 1
+    evaluate_run(perceptreg.open_run(trained_run), AttackSettings(steps=1), images=8, held_out=8, strength=strength,
+                 progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    counts = [line.split("|")[2].split()[0] for line in bar if line.startswith(f"attacks on {trained_run.name}:")]
+    assert counts == [f"{done}/7" for done in range(8)], bar
+    evaluate_run(perceptreg.open_run(trained_run), AttackSettings(steps=1), images=8, held_out=8)
+    assert "attacks on" not in capsys.readouterr().err  # no bar unless asked
+
+
 def test_an_evaluation_refuses_a_judge_of_the_attacked_models_architecture(trained_run):
     import perceptreg
 

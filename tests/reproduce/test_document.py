@@ -464,3 +464,9 @@ def test_a_damaged_run_file_is_one_error_line_naming_it(results, tmp_path, capsy
         assert code == 1 and len(lines) == 1 and not out.exists(), said
         assert lines[0].startswith(f"Error: {copy / name}"), lines
     assert tree(copy) == before
+
+
+def test_the_first_model_alone_draws_the_convergence_curve():
+    attacks = [steps.STEPS[steps.seed_run("attack", seed)].command for seed in steps.MODEL_SEEDS]
+    assert [" --curve-steps 25,50,100,200" in command for command in attacks] == [True, False, False]
+    assert all(" --restarts 5 " in command and "--adaptive-search 0,0.01,0.1,1,10" in command for command in attacks)

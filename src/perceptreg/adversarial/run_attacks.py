@@ -29,6 +29,7 @@ from perceptreg.adversarial.summary import AdaptiveRow, AttackSummary, Curve
 from perceptreg.adversarial.thresholds import SIDES, check_fprs, strictest_band
 from perceptreg.core.errors import PerceptregError
 from perceptreg.data import ImageDataset, spread_over_classes
+from perceptreg.display import tqdm
 from perceptreg.runs import Run
 
 
@@ -101,6 +102,11 @@ class Strength:
                 raise PerceptregError(f"`{name}` must be a finite number {'> 0' if positive else '>= 0'}, "
                                       f"got {', '.join(map(str, bad))}")
 
+    def attacks(self) -> int:
+        """The attacks ``evaluate_run`` measures: the attack itself, then those asked for here."""
+        return (1 + len(self.adaptive) + bool(self.adaptive_search) + len(self.curve_eps)
+                + len(self.curve_steps))
+
     def strongest(self, model, attack: str, options: dict | None, held_scores: torch.Tensor | None):
         """(settings, candidates) -> the strongest attack measured: the search if asked for,
         aiming inside every detector's band and keeping per image the best of its runs and of
@@ -117,7 +123,7 @@ class Strength:
 def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: int | None = None,
                  images: int | None = None, held_out: int | None = None, judge_runs: Sequence[Run] = (),
                  device: str = "cpu", layer: str | None = None, strength: Strength = Strength(),
-                 attack: str = OURS, attack_options: dict | None = None) -> AttackEvaluation:
+                 attack: str = OURS, attack_options: dict | None = None, progress: bool = False) -> AttackEvaluation:
     """``measure_attack`` on ``images`` of a run's test set, thresholds set on ``held_out``
     others (``split_test``), judged by ``default_judges``: the models of ``judge_runs``, a 3-NN
     pixel judge on grey digits, the dataset's standing CNN judge on natural images. Of a run
@@ -127,7 +133,8 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
 
     ``attack``: "pgd" (``settings``) or a callable's "package.module:Class" with
     ``attack_options``; ``strength``: the adaptive attacks and convergence curves measured
-    beside it, in ``summary.adaptive``, ``summary.adaptive_search`` and ``summary.convergence``."""
+    beside it, in ``summary.adaptive``, ``summary.adaptive_search`` and ``summary.convergence``;
+    ``progress``: a bar over those attacks (the search and its curve can take an hour on a CPU)."""
     for steps in strength.curve_steps:  # refused before the first attack runs, not after it
         dataclasses.replace(settings or AttackSettings(), steps=steps)
     model = run.model(device, layer)
@@ -145,11 +152,17 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
         check_target(target, model.num_classes)
         targets = torch.full((len(attacked),), target, dtype=torch.long)
 
+    bar = tqdm(total=strength.attacks(), desc=f"attacks on {run.path.name}", unit="attack", disable=not progress,
+               leave=False, mininterval=0)  # few updates, each an attack: every one drawn
+
     def measure(attacker) -> AttackSummary:
-        return measure_attack(model, attacker, attacked, measuring, targets=targets).summary
+        summary = measure_attack(model, attacker, attacked, measuring, targets=targets).summary
+        bar.update()
+        return summary
 
     evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
                                 targets=targets)
+    bar.update()
     evaluation.settings = settings
     strongest = strength.strongest(model, attack, attack_options, held_scores)
     evaluation.summary = evaluation.summary.model_copy(update=dict(
@@ -161,6 +174,7 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
         if strength.adaptive_search else None,
         convergence=convergence(lambda s: measure(strongest(s)), settings, strength.curve_eps,
                                 strength.curve_steps) or None))
+    bar.close()
     return evaluation
 
 

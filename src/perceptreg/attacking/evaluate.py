@@ -74,7 +74,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
                     held_out: int | None = None, judge_runs: Sequence[Run | str | Path] = (),
                     strength: Strength = Strength(), target: int | None = None, attack: str = OURS,
                     attack_options: dict | None = None, layer: str | None = None,
-                    device: str = "cpu") -> AttackReport:
+                    device: str = "cpu", progress: bool = True) -> AttackReport:
     """`perceptreg evaluate-attack`: ``evaluate_run`` on ``run`` (``open_run``'s) and on ``compare`` (attacked
     in the same ball, on the same images), each run's ROC curve (RUN/attack_roc.png) and
     convergence curves (``strength``'s curve_eps / curve_steps), McNemar's paired test of
@@ -83,7 +83,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     ``settings`` without eps: the radius of ``run``'s images. ``images``, ``held_out``:
     test images attacked, and clean ones that set the thresholds (``split_test``);
     ``judge_runs``: run folders whose models judge the images; ``attack``: "pgd" or
-    "package.module:Class" with ``attack_options``."""
+    "package.module:Class" with ``attack_options``; ``progress``: a bar over each run's attacks."""
     attacked = [run] + ([runs.open_run(compare)] if compare is not None else [])
     if len(attacked) == 2 and attacked[1].path.resolve() == run.path.resolve():  # a paired test needs two runs
         raise PerceptregError(f"`compare` {attacked[1].path} is the run attacked itself; compare another run")
@@ -93,7 +93,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     for current in attacked:
         evaluation = evaluate_run(current, settings, target=target, images=images, held_out=held_out,
                                   judge_runs=judges, device=device, layer=layer, strength=strength,
-                                  attack=attack, attack_options=attack_options)
+                                  attack=attack, attack_options=attack_options, progress=progress)
         settings = evaluation.settings  # the radius of RUN's images: --compare's run is attacked in the same ball
         named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
         evaluations.append(evaluation)
