@@ -59,14 +59,20 @@ def autocast(device: str, dtype: str):
     return torch.autocast(device, torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
 
 
-def fit_step(seen, batch, layers, device, dtype) -> float:
-    """Seconds of one fitting step of ``layers``' decoders on ``batch`` (one call, one batch)."""
+def timed(device: str, dtype: str, work) -> tuple[float, object]:
+    """(seconds, result) of ``work()`` under ``dtype``'s autocast, the device synchronized on both sides."""
     synchronize(device)
     began = time.perf_counter()
     with autocast(device, dtype):
-        fit_decoders(seen, batch, epochs=1, batch_size=len(batch), layers=layers, device=device, progress=False)
+        result = work()
     synchronize(device)
-    return time.perf_counter() - began
+    return time.perf_counter() - began, result
+
+
+def fit_step(seen, batch, layers, device, dtype) -> float:
+    """Seconds of one fitting step of ``layers``' decoders on ``batch`` (one call, one batch)."""
+    return timed(device, dtype, lambda: fit_decoders(seen, batch, epochs=1, batch_size=len(batch), layers=layers,
+                                                     device=device, progress=False))[0]
 
 
 def bench(name: str, args) -> None:
@@ -75,14 +81,21 @@ def bench(name: str, args) -> None:
     seen = attach(build(num_classes=10).to(args.device), layers, SHAPE, pixel_mean=(0.5, 0.5, 0.5))
     images = torch.randint(0, 256, (args.batch, *SHAPE), dtype=torch.uint8)
     batch = TensorDataset(images, torch.randint(0, 10, (args.batch,)))
-    sizes = {d["layer"]: d["decoder_parameters"] for d in seen.describe()}
     print(f"{name}: {args.batch} images of {SHAPE} on {args.device}, {args.dtype}"
           f"{' autocast' if args.dtype == 'bf16' else ''}"
           f"{f', {torch.get_num_threads()} threads' if args.device == 'cpu' else ''}")
     for d in seen.describe():
         print(f"  {d['layer']:<10} activation {'x'.join(map(str, d['activation_shape'])):>12}, "
-              f"decoder {sizes[d['layer']] / 1e6:5.2f}M parameters")
+              f"decoder {d['decoder_parameters'] / 1e6:5.2f}M parameters")
+    bench_fitting(seen, batch, layers, args)
+    if not args.fit_only:
+        bench_attack(seen, batch, layers, args)
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if args.device == "cuda" else ""
+    print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB{gpu}")
 
+
+def bench_fitting(seen, batch, layers, args) -> None:
+    """One fitting step of each layer alone and of the 4 in one pass, interleaved round by round."""
     runs = {"4 layers, one pass": layers, **{f"{layer} alone": [layer] for layer in layers}}
     times: dict[str, list[float]] = {run: [] for run in runs}
     fit_step(seen, batch, layers, args.device, args.dtype)  # warm-up
@@ -102,39 +115,22 @@ def bench(name: str, args) -> None:
               for r in range(args.rounds)]
     print(f"  per round, one pass / the mean of one layer alone: median {statistics.median(rounds):.2f}x "
           f"({min(rounds):.2f}-{max(rounds):.2f}x over {args.rounds} rounds)")
-    if args.fit_only:
-        print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB")
-        return
 
-    x = images.float().div(255).to(args.device)
-    y = batch.tensors[1].to(args.device)
-    synchronize(args.device)
-    began = time.perf_counter()
-    with autocast(args.device, args.dtype):
-        adversarial = PGD(seen, eps=8 / 255, steps=args.steps)(x, y)
-    synchronize(args.device)
-    seconds = time.perf_counter() - began
+
+def bench_attack(seen, batch, layers, args) -> None:
+    """The attack, then its evaluation through each layer alone and through all as attach does."""
+    x, y = batch.tensors[0].float().div(255).to(args.device), batch.tensors[1].to(args.device)
+    seconds, adversarial = timed(args.device, args.dtype, lambda: PGD(seen, eps=8 / 255, steps=args.steps)(x, y))
     print(f"  attack: PGD {args.steps} steps on {args.batch} images: {seconds:.2f}s, "
           f"{args.batch * args.steps / seconds:.1f} image-steps/s")
     for layer in layers:
-        synchronize(args.device)
-        began = time.perf_counter()
-        with autocast(args.device, args.dtype):
-            measure_adversarial(seen.at(layer), batch, adversarial, Measuring(device=args.device))
-        synchronize(args.device)
-        seconds = time.perf_counter() - began
+        seconds, _ = timed(args.device, args.dtype, lambda: measure_adversarial(
+            seen.at(layer), batch, adversarial, Measuring(device=args.device)))
         print(f"  attack evaluation through {layer:<10} {seconds:6.2f}s, {args.batch / seconds:7.1f} images/s")
-    synchronize(args.device)
-    began = time.perf_counter()
-    with autocast(args.device, args.dtype):  # the same adversarial images, handed over as the attack's
-        evaluate_layers_under_attack(seen, lambda *_: adversarial, batch, KNNJudge(as_image_dataset(batch)),
-                                     device=args.device)
-    synchronize(args.device)
-    seconds = time.perf_counter() - began
+    seconds, _ = timed(args.device, args.dtype, lambda: evaluate_layers_under_attack(  # the same adversarial images
+        seen, lambda *_: adversarial, batch, KNNJudge(as_image_dataset(batch)), device=args.device))
     print(f"  attack evaluation through all {len(layers)} layers (as attach does) {seconds:6.2f}s, "
           f"{args.batch * len(layers) / seconds:7.1f} images/s per layer")
-    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GB" if args.device == "cuda" else ""
-    print(f"  peak RSS of the process so far: {peak_rss_gb():.2f} GB{gpu}")
 
 
 def main() -> None:
