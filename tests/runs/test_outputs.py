@@ -237,11 +237,17 @@ def test_a_real_kill_in_the_first_checkpoint_resumes_and_restarts(tmp_path, agai
 
 
 # --- 5. Ctrl-C during attach ---------------------------------------------------------------------
+def _interruptible():
+    """Ctrl-C's default action in the child: a suite run as a background job (``cmd &`` in a
+    script) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_attach_exits_130_with_one_line(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "perceptreg", "attach", "--model", f"{USER_NET}:build",
                               "--random-weights", "--layers", "fc1", "--epochs", "50", "--out", str(tmp_path / "a")],
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     seen = ""
     while "fitting decoders" not in seen:  # the work has begun
         seen += child.stderr.read(1)
@@ -288,7 +294,7 @@ def test_a_real_ctrl_c_during_startup_is_never_a_traceback(delay):
              "sys.meta_path.insert(0, Watch())\n"
              "from perceptreg.cli import run; run()")
     child = subprocess.Popen([sys.executable, "-c", start, "train", "--help"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_interruptible)
     assert child.stderr.readline() == "started\n"
     time.sleep(delay)  # somewhere in the imports, or after them: both answer in one line
     child.send_signal(signal.SIGINT)
