@@ -18,6 +18,7 @@ from pathlib import Path
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.attaching.attach_run import run_attach
 from perceptreg.attaching.defaults import attach_config
+from perceptreg.data.registry import CIFAR10_NORMALIZATION  # examples/cifar_resnet.py's too
 from perceptreg.figures.perception import PerceptionFile
 from perceptreg.measures.judging import JudgeReading
 from perceptreg.runs.files import LAYERS_JSON, PERCEPTION_JSON
@@ -42,7 +43,6 @@ RESNET = "resnet14"  # the pixel loss's attach run; the others resnet14-LOSS
 RESNET_LOSSES = ("pixel", "deepsim")
 RESNET_EPOCHS = 4
 RESNET_LAYERS = ("layer1", "layer2", "layer3", "avgpool")
-CIFAR_NORMALIZE = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # examples/cifar_resnet.py's
 RESNET_ATTACK = AttackSettings(eps=0.0314, steps=20)  # 8/255, CIFAR-10's usual radius
 
 
@@ -53,7 +53,7 @@ def resnet_run(loss: str) -> str:
 def _resnet_step(cifar10: str, loss: str) -> Step:
     """Train the ResNet as its user does (resumes; nothing to do once trained), then attach it with ``loss``."""
     script, train = EXAMPLES / "train_cifar_resnet.py", [cifar10, "--epochs", str(RESNET_EPOCHS)]
-    normalize = ",".join(f"{v:g}" for part in CIFAR_NORMALIZE for v in part)
+    normalize = ",".join(f"{v:g}" for part in CIFAR10_NORMALIZATION for v in part)
     command = (f"{shlex.join(['python', str(script), *train])} && perceptreg attach --model {EXAMPLES}/cifar_resnet.py:resnet14 "
                f"--weights resnet.pt --layers {','.join(RESNET_LAYERS)} --normalize {normalize} --dataset "
                f"{shlex.quote(cifar10)} --train-size {TRAIN_SIZE} --epochs 2 --eps {RESNET_ATTACK.eps:g} --steps "
@@ -63,7 +63,7 @@ def _resnet_step(cifar10: str, loss: str) -> Step:
     def make():
         runpy.run_path(str(script))["main"](train)  # the user's script, as the command runs it
         config = attach_config(model=f"{EXAMPLES}/cifar_resnet.py:resnet14", weights="resnet.pt", layers=RESNET_LAYERS,
-                               normalize=CIFAR_NORMALIZE, dataset=cifar10, train_size=TRAIN_SIZE, epochs=2,
+                               normalize=CIFAR10_NORMALIZATION, dataset=cifar10, train_size=TRAIN_SIZE, epochs=2,
                                decoder_loss=loss)
         return run_attach(config, resnet_run(loss), RESNET_ATTACK, attack_images=200, judge=JUDGE)
     return Step(f"{resnet_run(loss)}/{LAYERS_JSON}", command, make)
