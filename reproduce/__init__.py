@@ -9,4 +9,5 @@ perceptreg's command line in another process.
 - ``reading``: the run files, checked against their schemas and hashed;
 - ``verdicts``: the rules that make a verdict of a number and its interval;
 - ``document``: the page; ``provenance``: the commit of the code; ``__main__``: the command line.
+- ``runs/``: the runs the page was made from; git keeps their results files.
 """

@@ -1,7 +1,11 @@
 """The command line of REPRODUCING.md, run from the repository root (``reproduce`` is not
 installed with perceptreg; it imports it):
 
-    python -m reproduce runs/reproduce --run --out REPRODUCING.md
+    python -m reproduce reproduce/runs --run --out REPRODUCING.md
+
+The page's own runs live in ``reproduce/runs``, where git keeps the results files the page
+reads (its ``.gitignore``: no checkpoints), so that ``python -m reproduce reproduce/runs``
+rebuilds the page from a clone, and ``--run`` on a fresh machine makes only what they lack.
 
 ``--run`` first makes the run folders the page reads (``steps.mnist_steps``, inside the given
 folder; a step whose output exists is skipped, so an interrupted run continues; several hours
@@ -11,7 +15,8 @@ the command the table quotes. ``--smoke`` makes the MNIST model steps at a tiny 
 (minutes), to check that they work. With ``--natural`` it also makes those of the natural-image table
 (``steps.natural_steps``, then the decoder-loss study's ``from_decoder_losses.decoder_loss_steps``:
 the CIFAR-10 download and many CPU hours), whose commands read
-CIFAR-10 as ``--cifar10 SPEC`` gives it (default ``cifar10``; e.g. ``memmap:PATH``). With
+CIFAR-10 as ``--cifar10 SPEC`` gives it (default: the spec the natural sweep under the root was
+made with, else ``cifar10``, the download; e.g. ``memmap:PATH``). With
 ``--robust``, those of the robust-model rows (``from_robust.robust_steps``: hours).
 """
 
@@ -24,10 +29,11 @@ from pathlib import Path
 from perceptreg import runs
 from perceptreg.core.errors import PerceptregError, warnings_as_lines
 from perceptreg.storage import fileio
-from reproduce.document import reproducing_page
+from reproduce.document import natural_spec, reproducing_page
+from reproduce.reading import RunFiles
 from reproduce.from_decoder_losses import decoder_loss_steps
 from reproduce.from_robust import robust_steps
-from reproduce.steps import CIFAR10, MODEL_SEEDS, SMOKE, Scale, make_runs, mnist_steps, natural_steps
+from reproduce.steps import MODEL_SEEDS, SMOKE, Scale, make_runs, mnist_steps, natural_steps
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -38,8 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="with --run, also make the natural-image (CIFAR-10) runs (many CPU hours)")
     parser.add_argument("--robust", action="store_true",
                         help="with --run, also make the robust-model study's runs (reproduce.robust_study, hours)")
-    parser.add_argument("--cifar10", default=CIFAR10, metavar="SPEC",
-                        help="the CIFAR-10 dataset the natural steps read, e.g. memmap:PATH (default: cifar10)")
+    parser.add_argument("--cifar10", metavar="SPEC",
+                        help="the CIFAR-10 dataset the natural steps read, e.g. memmap:PATH (default: the one the "
+                             "natural sweep under the root was made with, else cifar10)")
     parser.add_argument("--seeds", default=",".join(map(str, MODEL_SEEDS)), metavar="LIST",
                         help="the seeds of the MNIST models attacked, edited and given noise (default: %(default)s; "
                              "below 3 their rows say \"one model\")")
@@ -65,8 +72,9 @@ def write(args: argparse.Namespace) -> Path:
         runs.check_writable(args.root, "reproducing")
         make_runs(args.root, mnist)
         if args.natural:
-            make_runs(args.root, natural_steps(args.cifar10))
-            make_runs(args.root, decoder_loss_steps(args.cifar10))
+            cifar10 = natural_spec(RunFiles(args.root), args.cifar10)
+            make_runs(args.root, natural_steps(cifar10))
+            make_runs(args.root, decoder_loss_steps(cifar10))
         if args.robust:
             make_runs(args.root, robust_steps())
     elif not args.root.is_dir():

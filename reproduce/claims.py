@@ -3,7 +3,7 @@ or ours, the paper's number where it gives one, the step whose run measures it h
 (``steps``), and its measure (``from_sweeps``, ``from_attacks``): our number with its
 interval and a verdict (``verdicts``), read from the run files (``reading``).
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     ours, verdict = CLAIMS[0].measure(files)
 """
 

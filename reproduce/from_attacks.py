@@ -3,7 +3,7 @@
 interval over images, and a verdict (``verdicts``). Each reading by a judge names the judge
 and its own accuracy on the clean images x, which says what the reading is worth.
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     ours, verdict = attack(fooled)(files)
 """
 

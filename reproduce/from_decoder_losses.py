@@ -5,7 +5,7 @@ model's perception.json under ROOT/decoder-losses (``decoder_loss_study``); and 
 ResNet's deepest layer shows through `attach` with each loss (ROOT/resnet14*/layers.json),
 that ResNet also the study's second judge.
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     ours, verdict = DECODER_LOSS_CLAIMS[0].measure(files)
 """
 
@@ -69,19 +69,27 @@ def _resnet_step(cifar10: str, loss: str) -> Step:
     return Step(f"{resnet_run(loss)}/{LAYERS_JSON}", command, make)
 
 
-def decoder_loss_steps(cifar10: str = CIFAR10) -> dict[str, Step]:
-    """The ResNet's steps, then the study's command, run in the root after the natural steps
-    (it reads their judge, and the ResNet as its second)."""
-    lams = ",".join(f"{lam:g}" for lam in LAMS)
-    z_dims = ",".join(map(str, Z_DIMS))
+def study_step(z: int, lam: float) -> str:
+    """The step of the study's models at (z, lambda): one step each, so that a (z, lambda) whose
+    perception files git keeps (reproduce/runs) is not trained again on a fresh machine."""
+    return f"{STUDY}-z{z}-lam{lam:g}"
+
+
+def _study_step(cifar10: str, z: int, lam: float) -> Step:
+    """The study's command at (z, lambda), made once the perception of its last variant is measured."""
     command = (f"python -m reproduce.decoder_loss_study --dataset {shlex.quote(cifar10)} --epochs {EPOCHS} "
-               f"--train-size {TRAIN_SIZE} --z {z_dims} --lams {lams} --judge {JUDGE} --more-judges {RESNET} "
-               f"--out {STUDY}")
+               f"--train-size {TRAIN_SIZE} --z {z} --lams {lam:g} --judge {JUDGE} --more-judges {RESNET} --out {STUDY}")
+    last = [*decoder_loss_study.variants(Path(STUDY), "vgg")][-1]
+    return Step(f"{model_folder(z, lam, last)}/{PERCEPTION_JSON}", command,
+                lambda: decoder_loss_study.study(cifar10, Path(STUDY), EPOCHS, TRAIN_SIZE, (z,), (lam,), judge=JUDGE,
+                                                 more_judges=(RESNET,)))
+
+
+def decoder_loss_steps(cifar10: str = CIFAR10) -> dict[str, Step]:
+    """The ResNet's steps, then the study's, one per (z, lambda), run in the root after the
+    natural steps (the study reads their judge, and the ResNet as its second)."""
     resnets = {resnet_run(loss): _resnet_step(cifar10, loss) for loss in RESNET_LOSSES}
-    return {**resnets, "decoder-losses": Step(f"{STUDY}/{decoder_loss_study.RESULTS}", command,
-                                              lambda: decoder_loss_study.study(cifar10, Path(STUDY), EPOCHS, TRAIN_SIZE,
-                                                                               Z_DIMS, LAMS, judge=JUDGE,
-                                                                               more_judges=(RESNET,)))}
+    return {**resnets, **{study_step(z, lam): _study_step(cifar10, z, lam) for z in Z_DIMS for lam in LAMS}}
 
 
 def model_folder(z: int, lam: float, loss: str) -> str:
@@ -124,7 +132,7 @@ DECODER_LOSS_CLAIMS = [
     Claim(f"with the {loss} loss{COMPARED[loss]}, P(x) is recognisable on CIFAR-10 (SVHN net, z {z}, lambda {lam:g}, {EPOCHS} epochs of "
           f"{TRAIN_SIZE} images): the judge reads it as the true class above {100 * JUDGE_GOAL:g} % (above "
           f"{100 * WHERE_RIGHT_GOAL:g} % where H is right), and H reads it as x above {100 * CONSISTENCY_GOAL:g} %",
-          OURS, "-", "decoder-losses", recognisable(z, lam, loss))
+          OURS, "-", study_step(z, lam), recognisable(z, lam, loss))
     for loss in COMPARED for z in Z_DIMS for lam in LAMS]
 
 

@@ -2,7 +2,7 @@
 (``robust_study``) and what its robust MNIST model perceives beside the standard one
 (``robust_perception``), read from ROOT/robust-study, with their steps and claims.
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     ours, verdict = ROBUST_CLAIMS[0].measure(files)
 """
 

@@ -3,7 +3,7 @@ seeds, and a verdict (``verdicts``). On MNIST-strips: attention, accuracy and in
 against lambda, images against steps; on CIFAR-10 also what only natural images need, an
 independent CNN judge reading P(x), its own accuracy on x beside each reading.
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     ours, verdict = attention(files)
 """
 

@@ -1,7 +1,7 @@
 """The run files REPRODUCING.md reads: each one a results file perceptreg wrote, checked
 against that file's schema and its checksum, then hashed (SHA-256) for the page's provenance.
 
-    files = RunFiles(Path("runs/reproduce"))
+    files = RunFiles(Path("reproduce/runs"))
     dataset = read_results(files, "sweep-4000/sweep.json", lambda summary: summary.config.dataset)
 """
 

@@ -39,7 +39,7 @@ from perceptreg.adversarial.summary import Rate
 from perceptreg.attacking.evaluate import AttackReport, evaluate_attack
 from perceptreg.runs import open_run
 from perceptreg.views import train_run
-from reproduce import from_attacks
+from reproduce import from_attacks, robust_study
 from reproduce.reading import RunFiles
 from reproduce.steps import JUDGE_NET, SEARCH
 
@@ -89,15 +89,17 @@ def measure(root: Path, pair_name: str, *, images: int = ATTACKED, held_out: int
     results exist; returns the results files. The MNIST judge is trained first, on the
     pair's training digits (lam 0: a classifier of real digits only)."""
     pair = PAIRS[pair_name]
+    written = [root / attack_folder(pair_name, name) / ROBUST / runs.ATTACK_METRICS for name in ATTACKS]
+    if all(results.exists() for results in written):
+        return written
+    for name in (pair.robust, pair.standard):  # where this machine lacks them (git keeps results alone)
+        robust_study.made(root, name)
     if pair.judge is not None and not (root / pair.judge / runs.MODEL_META).exists():
         digits = runs.read_config(root / pair.robust).train_size
         train_run.train_run({"model": JUDGE_NET, "lam": 0.0, "seed": 1, "train_size": digits,
                              "epochs": judge_epochs}, root / pair.judge)
-    written = []
-    for name, (attack, multiple, strength) in ATTACKS.items():
+    for results, (name, (attack, multiple, strength)) in zip(written, ATTACKS.items()):
         folder = root / attack_folder(pair_name, name)
-        results = folder / ROBUST / runs.ATTACK_METRICS
-        written.append(results)
         if results.exists():
             continue
         for copy, source in ((ROBUST, pair.robust), (STANDARD, pair.standard)):

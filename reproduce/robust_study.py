@@ -71,23 +71,38 @@ def scaled_down(config: TrainConfig) -> TrainConfig:
         threat, warmup_epochs=0))
 
 
+def trained(root: Path, name: str, config: TrainConfig) -> runs.Run:
+    """The study's run ``name`` under ``root``: trained, resumed after a kill, or only read."""
+    folder = root / name
+    started = (folder / runs.CONFIG).exists()  # a killed run resumes from its last epoch
+    if not started or runs.completed_epochs(folder) < config.total_epochs:
+        train(config, folder, resume=started, progress=False)
+    return runs.open_run(folder)
+
+
+def made(root: Path, name: str) -> runs.Run:
+    """The study's run ``name`` under ``root``, trained (or resumed) by the config it was started
+    with, or by the study's where this machine has none of it."""
+    folder = root / name
+    config = runs.read_config(folder) if (folder / runs.CONFIG).exists() else study_runs()[name][0]
+    return trained(root, name, config)
+
+
 def run_study(root: Path, *, scale_down: bool = False, cifar10: str = "cifar10", only: str = "",
               device: str = "cpu") -> list[str]:
     """Trains (or resumes) every run of the study under ``root``, then measures each; returns
-    the lines it printed. ``only``: the runs whose names start with it (e.g. "mnist")."""
+    the lines it printed. ``only``: the runs whose names start with it (e.g. "mnist"). A run
+    measured already is only read: its robust_accuracy.json needs no checkpoint (git keeps that
+    file alone in reproduce/runs), so a fresh machine does not train it again for this."""
     lines = []
     for name, (config, eps) in study_runs(cifar10).items():
         if not name.startswith(only):
             continue
         config = dataclasses.replace(scaled_down(config) if scale_down else config, device=device)
-        folder = root / name
-        started = (folder / runs.CONFIG).exists()  # a killed run resumes from its last epoch
-        if not started or runs.completed_epochs(folder) < config.total_epochs:
-            train(config, folder, resume=started, progress=False)
-        if (folder / ROBUST_ACCURACY).exists():
-            result = read_robust_accuracy(runs.open_run(folder))
+        if (root / name / ROBUST_ACCURACY).exists():
+            result = read_robust_accuracy(root / name)
         else:
-            result = robust_accuracy_of_run(runs.open_run(folder), norm="linf", eps=eps,
+            result = robust_accuracy_of_run(trained(root, name, config), norm="linf", eps=eps,
                                             images=100 if scale_down else AUTOATTACK_IMAGES, device=device)
         lines += [f"{name} ({config.train_size or 'all'} training images, {config.epochs} epochs):",
                   *("  " + line for line in result.lines())]

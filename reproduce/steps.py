@@ -2,7 +2,7 @@
 makes, the command a user types for it in that folder (the page quotes it), and the library
 call that does that command's work, run in this process (``make_runs``).
 
-    make_runs(Path("runs/reproduce"), STEPS)  # a step whose file exists is skipped
+    make_runs(Path("reproduce/runs"), STEPS)  # a step whose file exists is skipped
 """
 
 from __future__ import annotations

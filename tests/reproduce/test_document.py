@@ -264,8 +264,24 @@ def test_the_page_quotes_the_spec_the_natural_sweep_was_made_with(tmp_path, caps
         sweep_file({"0.0001": [made], "100": [made]}, dataset="memmap:/data/c10", seeds=[0])))
     with pytest.raises(PerceptregError, match=r"made with --dataset memmap:/data/c10, not cifar10: give --cifar10 "
                                               r"memmap:/data/c10, so that the page quotes the commands that were run"):
-        document.reproducing_page(tmp_path)
+        document.reproducing_page(tmp_path, "cifar10")
     assert reproduce([str(tmp_path), "--cifar10", "memmap:/data/c10", "--out", str(tmp_path / "R.md")]) == 0
+    quoted = steps.natural_steps("memmap:/data/c10")["cifar10-sweep"].command
+    assert f"`{quoted}`" in (tmp_path / "R.md").read_text()
+    # given no spec, the page takes the sweep's: a clone rebuilds it with no flag to remember
+    assert reproduce([str(tmp_path), "--out", str(tmp_path / "R2.md")]) == 0
+    assert (tmp_path / "R2.md").read_text() == (tmp_path / "R.md").read_text()
+
+
+def test_run_natural_reads_cifar10_as_the_sweep_under_the_root_did(tmp_path, monkeypatch):
+    (tmp_path / "cifar10-sweep").mkdir()
+    made = {"test_accuracy": 0.5, "test_recon_mse": 0.02, "decoder_collapsed": False}
+    (tmp_path / "cifar10-sweep" / "sweep.json").write_text(json.dumps(
+        sweep_file({"0.0001": [made], "100": [made]}, dataset="memmap:/data/c10", seeds=[0])))
+    ran = []
+    monkeypatch.setattr(main_module, "make_runs", lambda root, made: ran.extend(s.command for s in made.values()))
+    assert reproduce([str(tmp_path), "--run", "--natural", "--out", str(tmp_path / "R.md")]) == 0
+    assert steps.natural_steps("memmap:/data/c10")["cifar10-judge"].command in ran
 
 
 def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, capsys):
@@ -279,11 +295,11 @@ def test_run_makes_the_natural_runs_only_with_natural(tmp_path, monkeypatch, cap
     assert reproduce([str(tmp_path / "runs2"), "--run", "--natural", "--cifar10", "memmap:/c", "--out", out]) == 0
     assert ran == [step.command for step in [*steps.STEPS.values(), *steps.natural_steps("memmap:/c").values(),
                                              *decoder_loss_steps("memmap:/c").values()]]
-    assert ran[-4].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-7]
+    assert ran[-7].startswith("perceptreg interpolate cifar10-sweep/lam0.01-seed0 ") and "memmap:/c" in ran[-10]
     # the ResNet trained and attached with each loss, then the study, after both judges it reads
-    assert [command.split(" --out ")[-1] for command in ran[-3:-1]] == ["resnet14", "resnet14-deepsim"]
-    assert ran[-1].startswith("python -m reproduce.decoder_loss_study --dataset memmap:/c ")
-    assert "--judge cifar10-judge --more-judges resnet14 " in ran[-1]
+    assert [command.split(" --out ")[-1] for command in ran[-6:-4]] == ["resnet14", "resnet14-deepsim"]
+    assert all(command.startswith("python -m reproduce.decoder_loss_study --dataset memmap:/c ") and
+               "--judge cifar10-judge --more-judges resnet14 " in command for command in ran[-4:])
     assert (tmp_path / "R.md").read_text() == "page of memmap:/c\n"
     capsys.readouterr()
     assert reproduce([str(tmp_path / "runs3"), "--natural", "--out", out]) == 1

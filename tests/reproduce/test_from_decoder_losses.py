@@ -127,7 +127,7 @@ def test_each_step_makes_what_its_command_says(monkeypatch, tmp_path):
     monkeypatch.setattr(from_decoder_losses, "run_attach", lambda config, out, attack, attack_images, judge:
                         made.setdefault(out, (config, attack, attack_images, judge)))
     monkeypatch.setattr(from_decoder_losses.decoder_loss_study, "study",
-                        lambda *args, **options: made.setdefault("study", (args, options)))
+                        lambda *args, **options: made.setdefault("study", []).append((args, options)))
     steps = from_decoder_losses.decoder_loss_steps(cifar)
     for step in steps.values():
         step.make()
@@ -140,6 +140,11 @@ def test_each_step_makes_what_its_command_says(monkeypatch, tmp_path):
                (cifar, 20000, 2, loss, "resnet.pt")
         assert config.layers == ("layer1", "layer2", "layer3", "avgpool") and config.normalize[1][2] == 0.2616
         assert (attack.eps, attack.steps, images, judge) == (0.0314, 20, 200, "cifar10-judge")
-    args, options = made["study"]
-    assert args[0] == cifar and options == {"judge": "cifar10-judge", "more_judges": ("resnet14",)}
-    assert "--judge cifar10-judge --more-judges resnet14 --out decoder-losses" in steps["decoder-losses"].command
+    # the study, one step per (z, lambda), each with both judges, its command naming that (z, lambda)
+    assert [(args[0], args[4], args[5]) for args, _ in made["study"]] == \
+           [(cifar, (256,), (0.01,)), (cifar, (256,), (1.0,)), (cifar, (64,), (0.01,)), (cifar, (64,), (1.0,))]
+    assert all(options == {"judge": "cifar10-judge", "more_judges": ("resnet14",)} for _, options in made["study"])
+    command = steps["decoder-losses-z64-lam1"].command
+    assert " --z 64 --lams 1 --judge cifar10-judge --more-judges resnet14 --out decoder-losses" in command
+    # done once the last variant's perception is measured: what git keeps, so a fresh machine skips it
+    assert steps["decoder-losses-z64-lam1"].output == "decoder-losses/z64-lam1-feature-vgg/perception.json"

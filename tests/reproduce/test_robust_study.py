@@ -7,6 +7,7 @@ import os
 import pytest
 
 from perceptreg.core.config import TrainConfig
+from perceptreg.core.errors import PerceptregError
 from reproduce import robust_perception, robust_study
 
 
@@ -104,3 +105,41 @@ def test_the_sweep_row_pairs_robust_accuracy_by_seed_between_the_lambda_ends(tmp
     ours, verdict = ROBUST_CLAIMS[-1].measure(RunFiles(tmp_path))
     assert verdict.outcome == outcome, verdict
     assert ours.startswith("0.0001: 80.4 % [" if small[0] == 0.8 else "0.0001: 60.4 % [") and "; drop " in ours
+
+
+def test_a_measured_run_is_read_from_its_results_alone_and_not_trained_again(tmp_path, monkeypatch):
+    # a fresh clone of reproduce/runs: robust_accuracy.json, and no checkpoint beside it
+    for name in ("mnist-pgd-4000", "mnist-standard-4000", "mnist-pgd-2000", "mnist-pgd-1000"):
+        _robust_accuracy(tmp_path / name, robust=810)
+    monkeypatch.setattr(robust_study, "train", lambda *args, **kwargs: pytest.fail("trained a measured run"))
+    lines = robust_study.run_study(tmp_path, only="mnist")
+    assert [line.split(" (")[0] for line in lines if not line.startswith(" ")] == \
+           ["mnist-pgd-4000", "mnist-standard-4000", "mnist-pgd-2000", "mnist-pgd-1000"]
+    assert "  robust accuracy 81.0 % [78.5, 83.3] (AutoAttack)" in lines
+
+
+def test_perception_trains_the_pair_only_where_an_attack_is_missing(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(robust_study, "made", lambda root, name: made.append(name))
+    written = [tmp_path / robust_perception.attack_folder("mnist", name) / robust_perception.ROBUST /
+               "attack_metrics.json" for name in robust_perception.ATTACKS]
+    for results in written:  # all measured: nothing to train, nothing to attack
+        results.parent.mkdir(parents=True)
+        results.write_text("{}")
+    assert robust_perception.measure(tmp_path, "mnist") == written and made == []
+    written[-1].unlink()  # one attack missing: the pair is made first (here stopped at the judge, which needs it)
+    with pytest.raises(PerceptregError, match="mnist-pgd-4000/config.json"):
+        robust_perception.measure(tmp_path, "mnist")
+    assert made == ["mnist-pgd-4000", "mnist-standard-4000"]
+
+
+def test_made_trains_a_missing_run_by_the_studys_config_and_resumes_by_its_own(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(robust_study, "trained", lambda root, name, config: trained.append((name, config)))
+    robust_study.made(tmp_path, "mnist-pgd-2000")
+    assert trained == [("mnist-pgd-2000", robust_study.study_runs()["mnist-pgd-2000"][0])]
+    small = robust_study.scaled_down(robust_study.study_runs()["mnist-pgd-2000"][0])
+    (tmp_path / "mnist-pgd-2000").mkdir()
+    (tmp_path / "mnist-pgd-2000" / "config.json").write_text(__import__("json").dumps(small.to_dict()))
+    robust_study.made(tmp_path, "mnist-pgd-2000")
+    assert trained[-1] == ("mnist-pgd-2000", small)

@@ -7,6 +7,8 @@ test images of a run (RobustBench's protocol), written sealed to RUN/robust_accu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from perceptreg.adversarial.robust_accuracy import (
@@ -59,7 +61,9 @@ def first_images(labels: torch.Tensor, n: int) -> tuple[torch.Tensor, str]:
     return spread_over_classes(labels, n), "first of each class"
 
 
-def read_robust_accuracy(run: Run) -> RobustAccuracy:
-    """RUN/robust_accuracy.json, checked (its schema and seal)."""
-    return RobustAccuracy(**load_sealed_file(run.path / ROBUST_ACCURACY, RobustAccuracy,
+def read_robust_accuracy(run: Run | Path) -> RobustAccuracy:
+    """RUN/robust_accuracy.json, checked (its schema and seal); ``run`` a run or its folder,
+    which needs no model to be read."""
+    folder = run if isinstance(run, Path) else run.path
+    return RobustAccuracy(**load_sealed_file(folder / ROBUST_ACCURACY, RobustAccuracy,
                                              "run perceptreg robust-accuracy again"))
