@@ -135,6 +135,28 @@ def test_a_bar_counts_every_attack_measured(trained_run, capsys):
     assert "attacks on" not in capsys.readouterr().err  # no bar unless asked
 
 
+
+def test_the_bar_is_closed_when_an_attack_fails(trained_run, monkeypatch):
+    import perceptreg
+    from perceptreg.adversarial import run_attacks
+
+    bars = []
+
+    class Recorded(run_attacks.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    def fails(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C in the search: the bar must not stay drawn over the shell's prompt
+
+    monkeypatch.setattr(run_attacks, "tqdm", Recorded)
+    monkeypatch.setattr(Strength, "strongest", lambda *args: fails)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(perceptreg.open_run(trained_run), AttackSettings(steps=1), images=8, held_out=8,
+                     strength=Strength(adaptive_search=(0.0,)), progress=True)
+    assert len(bars) == 1 and bars[0].n == 1 and bars[0].disable  # the attack itself counted, then closed
+
 def test_an_evaluation_refuses_a_judge_of_the_attacked_models_architecture(trained_run):
     import perceptreg
 

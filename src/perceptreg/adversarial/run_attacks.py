@@ -152,29 +152,28 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
         check_target(target, model.num_classes)
         targets = torch.full((len(attacked),), target, dtype=torch.long)
 
-    bar = tqdm(total=strength.attacks(), desc=f"attacks on {run.path.name}", unit="attack", disable=not progress,
-               leave=False, mininterval=0)  # few updates, each an attack: every one drawn
+    # few updates, each an attack: every one drawn; closed however the attacks end (an error, Ctrl-C)
+    with tqdm(total=strength.attacks(), desc=f"attacks on {run.path.name}", unit="attack", disable=not progress,
+              leave=False, mininterval=0) as bar:
+        def measure(attacker) -> AttackSummary:
+            summary = measure_attack(model, attacker, attacked, measuring, targets=targets).summary
+            bar.update()
+            return summary
 
-    def measure(attacker) -> AttackSummary:
-        summary = measure_attack(model, attacker, attacked, measuring, targets=targets).summary
+        evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
+                                    targets=targets)
         bar.update()
-        return summary
-
-    evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
-                                targets=targets)
-    bar.update()
-    evaluation.settings = settings
-    strongest = strength.strongest(model, attack, attack_options, held_scores)
-    evaluation.summary = evaluation.summary.model_copy(update=dict(
-        adaptive=[AdaptiveRow.of(beta, measure(settings.build(model, AdaptivePGD, beta=beta)))
-                  for beta in strength.adaptive] or None,
-        # the search at the attack's own settings keeps, per image, the plain attack's result where better
-        adaptive_search=AdaptiveRow.of(None, measure(strongest(settings, (evaluation.adversarial,))),
-                                       list(strength.adaptive_search))
-        if strength.adaptive_search else None,
-        convergence=convergence(lambda s: measure(strongest(s)), settings, strength.curve_eps,
-                                strength.curve_steps) or None))
-    bar.close()
+        evaluation.settings = settings
+        strongest = strength.strongest(model, attack, attack_options, held_scores)
+        evaluation.summary = evaluation.summary.model_copy(update=dict(
+            adaptive=[AdaptiveRow.of(beta, measure(settings.build(model, AdaptivePGD, beta=beta)))
+                      for beta in strength.adaptive] or None,
+            # the search at the attack's own settings keeps, per image, the plain attack's result where better
+            adaptive_search=AdaptiveRow.of(None, measure(strongest(settings, (evaluation.adversarial,))),
+                                           list(strength.adaptive_search))
+            if strength.adaptive_search else None,
+            convergence=convergence(lambda s: measure(strongest(s)), settings, strength.curve_eps,
+                                    strength.curve_steps) or None))
     return evaluation
 
 
