@@ -138,7 +138,10 @@ def test_bad_input_is_one_line(runner, args, code, message):
 def test_evaluate_attack_bad_input_is_one_line(runner, good_run, args, code, message):
     result = runner.invoke(main, ["evaluate-attack", str(good_run), "--images", "20", "--steps", "1"] + args)
     assert result.exit_code == code and message in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1
+    # as a terminal shows it: an attack that fails as it runs erases its bar ("\r" + blanks) before the line
+    shown = [line.rsplit("\r", 1)[-1].strip() for line in result.output.split("\n")]
+    assert [line for line in shown if line] == [line for line in shown if line.startswith("Error: ")] and \
+           len([line for line in shown if line]) == 1, result.output
 
 
 @pytest.mark.slow

@@ -152,6 +152,7 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
         check_target(target, model.num_classes)
         targets = torch.full((len(attacked),), target, dtype=torch.long)
 
+    attacker = build_attack(attack, model, settings, attack_options)  # a bad --attack refused before any bar
     # few updates, each an attack: every one drawn; closed however the attacks end (an error, Ctrl-C)
     with tqdm(total=strength.attacks(), desc=f"attacks on {run.path.name}", unit="attack", disable=not progress,
               leave=False, mininterval=0) as bar:
@@ -160,8 +161,7 @@ def evaluate_run(run: Run, settings: AttackSettings | None = None, *, target: in
             bar.update()
             return summary
 
-        evaluation = measure_attack(model, build_attack(attack, model, settings, attack_options), attacked, measuring,
-                                    targets=targets)
+        evaluation = measure_attack(model, attacker, attacked, measuring, targets=targets)
         bar.update()
         evaluation.settings = settings
         strongest = strength.strongest(model, attack, attack_options, held_scores)

@@ -23,6 +23,7 @@ from perceptreg.core.errors import PerceptregError
 from perceptreg.adversarial.run_attacks import Strength, evaluate_run
 from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, AttackSummary, Curve, PairedComparison
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
+from perceptreg.attacking import kept
 from perceptreg.figures import plots
 from perceptreg.runs import Run
 from perceptreg.storage import fileio
@@ -83,17 +84,23 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     ``settings`` without eps: the radius of ``run``'s images. ``images``, ``held_out``:
     test images attacked, and clean ones that set the thresholds (``split_test``);
     ``judge_runs``: run folders whose models judge the images; ``attack``: "pgd" or
-    "package.module:Class" with ``attack_options``; ``progress``: a bar over each run's attacks."""
+    "package.module:Class" with ``attack_options``; ``progress``: a bar over each run's attacks.
+    Resumes: each run's evaluation is kept as it is measured (``kept``), until the results are written."""
     attacked = [run] + ([runs.open_run(compare)] if compare is not None else [])
     if len(attacked) == 2 and attacked[1].path.resolve() == run.path.resolve():  # a paired test needs two runs
         raise PerceptregError(f"`compare` {attacked[1].path} is the run attacked itself; compare another run")
     judges = [runs.open_run(judge) for judge in judge_runs]
     metrics = fileio.check_output_file_path(run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer)))
     evaluations, layers, rocs, curves = [], [], [], []
-    for current in attacked:
-        evaluation = evaluate_run(current, settings, target=target, images=images, held_out=held_out,
-                                  judge_runs=judges, device=device, layer=layer, strength=strength,
-                                  attack=attack, attack_options=attack_options, progress=progress)
+    partial = run.path / kept.FOLDER  # each run's evaluation as it is measured: a rerun resumes (kept.py)
+    for index, current in enumerate(attacked):
+        inputs = dict(settings=settings, target=target, images=images, held_out=held_out, judge_runs=judges,
+                      device=device, layer=layer, strength=strength, attack=attack, attack_options=attack_options)
+        key = kept.evaluation_key(current, **inputs)
+        evaluation = kept.kept(partial, index, key)
+        if evaluation is None:
+            evaluation = evaluate_run(current, progress=progress, **inputs)
+            kept.keep(evaluation, partial, index, key)
         settings = evaluation.settings  # the radius of RUN's images: --compare's run is attacked in the same ball
         named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
         evaluations.append(evaluation)
@@ -113,6 +120,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     paired = compare_paired(*evaluations, strength.fprs) if compare is not None else None
     written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
     write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
+    kept.discard(partial)
     return AttackReport(record, summaries, paired, metrics, tuple(rocs), tuple(curves), tuple(evaluations))
 
 
