@@ -96,7 +96,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     for index, current in enumerate(attacked):
         inputs = dict(settings=settings, target=target, images=images, held_out=held_out, judge_runs=judges,
                       device=device, layer=layer, strength=strength, attack=attack, attack_options=attack_options)
-        key = kept.evaluation_key(current, **inputs)
+        key = kept.evaluation_key(current.path / runs.MODEL_META, **inputs)  # a file: the run flows on alone
         evaluation = kept.kept(partial, index, key)
         if evaluation is None:
             evaluation = evaluate_run(current, progress=progress, **inputs)

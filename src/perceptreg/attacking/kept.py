@@ -5,7 +5,7 @@ an hour on a CPU per run, so a kill while the second run (--compare) is attacked
 run's work alone: the same command again reads the first instead of attacking it again. The
 folder goes once attack_metrics.json is written.
 
-    key = evaluation_key(run, settings=..., images=...)
+    key = evaluation_key(run.path / runs.MODEL_META, settings=..., images=...)
     evaluation = kept(folder, 0, key) or evaluate_run(...)
 """
 
@@ -46,22 +46,22 @@ class KeptEvaluation(BaseModel):
     judges: list[tuple[str, list[str]]]  # each judge's name and the kinds of its readings, in order
 
 
-def evaluation_key(run: Run, **inputs) -> str:
-    """SHA-256 of what an evaluation of ``run`` depends on: its model (model.json changes with
-    every checkpoint) and ``inputs`` (settings, images, judges, strength, ...; judge runs by
-    their model.json too)."""
-    def model_of(folder: Path) -> str:
-        return hashlib.sha256(fileio.guarded(folder / runs.MODEL_META).read_bytes()).hexdigest()
+def evaluation_key(model_file: Path, **inputs) -> str:
+    """SHA-256 of what an evaluation depends on: the attacked run's model (``model_file``, its
+    model.json, which changes with every checkpoint) and ``inputs`` (settings, images, judges,
+    strength, ...; judge runs by their model.json too)."""
+    def model_of(file: Path) -> str:
+        return hashlib.sha256(fileio.guarded(file).read_bytes()).hexdigest()
 
     def plain(value):
         if isinstance(value, Run):
-            return model_of(value.path)
+            return model_of(value.path / runs.MODEL_META)
         if dataclasses.is_dataclass(value):
             return dataclasses.asdict(value)
         return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
-    values = {"model": model_of(run.path), **{name: plain(value) if not isinstance(value, (list, tuple)) else
-                                               [plain(v) for v in value] for name, value in inputs.items()}}
+    values = {"model": model_of(model_file), **{name: plain(value) if not isinstance(value, (list, tuple)) else
+                                                 [plain(v) for v in value] for name, value in inputs.items()}}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
 
 
