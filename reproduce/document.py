@@ -9,6 +9,7 @@ of every run file the page read. Nothing in it is typed by hand.
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from reproduce.reading import RunFiles, read_results
 from reproduce.steps import CIFAR10, STEPS, SWEEP, Step, natural_steps
 from reproduce.verdicts import MIN_MODELS, MIN_SEEDS, MOST, NOT_MEASURED, Verdict
 
+REPO = Path(__file__).resolve().parent.parent  # the steps run the repository's scripts by absolute paths
 ABOUT = ("Rates carry their 95 % Wilson interval, AUCs their DeLong interval, means over seeds their Student-t "
          f"interval, labelled uninformative below {MIN_SEEDS} seeds. The verdict is computed from "
          "those intervals: it holds when the whole interval lies on the claimed side, does not hold when it "
@@ -58,12 +60,15 @@ ROBUST = ("Every model above is a standard classifier. These rows ask the paper'
           "first test digits of each class. Made by adding `--robust` to `--run`.")
 
 
-def _command(step: str, steps: dict[str, Step]) -> str:
-    """The quoted command of ``step``, then those of the same step for the other seeds (step-seedN)."""
+def _command(step: str, steps: dict[str, Step], root: Path) -> str:
+    """The quoted command of ``step``, then those of the same step for the other seeds (step-seedN),
+    with the repository's files (examples/, reproduce/) named from ``root``, where they are typed:
+    the page is the same on every machine."""
     if step not in steps:
         return "- (not made at this scale)"
     others = [name for name in steps if name.startswith(f"{step}-seed")]
-    return "; ".join(f"`{steps[name].command}`" for name in (step, *others))
+    repo = os.path.relpath(REPO, root.resolve())
+    return "; ".join(f"`{steps[name].command.replace(str(REPO), repo)}`" for name in (step, *others))
 
 
 def _table(claims: list[Claim], steps: dict[str, Step], files: RunFiles, made_by: str) -> list[str]:
@@ -76,7 +81,7 @@ def _table(claims: list[Claim], steps: dict[str, Step], files: RunFiles, made_by
             ours, verdict = claim.measure(files)
         except FileNotFoundError as missing:
             ours, verdict = "-", Verdict(NOT_MEASURED, f"{Path(str(missing)).name} is missing (`{made_by}` makes it)")
-        cells = (claim.claim, claim.whose(), claim.paper, _command(claim.step, steps), ours, verdict.text(),
+        cells = (claim.claim, claim.whose(), claim.paper, _command(claim.step, steps, files.root), ours, verdict.text(),
                  files.code_of(list(files.versions)))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines

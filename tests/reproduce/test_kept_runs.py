@@ -40,4 +40,6 @@ def lines_but_the_commit(page: str) -> list[str]:
 def test_reproducing_md_is_what_the_kept_runs_give(monkeypatch):
     monkeypatch.chdir(REPO)  # the page quotes the root as given: as its command is run, from the repository root
     page = reproducing_page(str(KEPT))
+    # the same on every machine: the repository's scripts named from the root, where the commands are typed
+    assert str(REPO) not in page and "`python ../../examples/train_cifar_resnet.py " in page
     assert lines_but_the_commit(page) == lines_but_the_commit((REPO / "REPRODUCING.md").read_text())
