@@ -79,3 +79,21 @@ def test_a_damaged_kept_evaluation_is_said_and_measured_again(runs, monkeypatch)
     with pytest.warns(RuntimeWarning, match=r"0\.json: cannot be read .*the attack runs again"):
         evaluate.evaluate_attack(open_run(good), SETTINGS, compare=other, **OPTIONS)
     assert calls == ["good", "other"]
+
+
+def test_a_kill_while_keeping_leaves_no_record_of_other_tensors(runs, monkeypatch):
+    good, other = runs
+    _counting(monkeypatch, fail_on=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_attack(open_run(good), SETTINGS, compare=other, **OPTIONS)
+    folder = good / kept.FOLDER
+    (record,) = [path for path in folder.iterdir() if path.suffix == ".json"]
+    old_key = __import__("json").loads(record.read_text())["key"]
+    evaluation = kept.kept(folder, 0, old_key)
+
+    def killed(*args):
+        raise KeyboardInterrupt  # after the new tensors, before their record
+    monkeypatch.setattr(kept.fileio, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        kept.keep(evaluation, folder, 0, "another key")
+    assert kept.kept(folder, 0, old_key) is None  # the old record no longer vouches for the new tensors

@@ -54,14 +54,15 @@ def evaluation_key(model_file: Path, **inputs) -> str:
         return hashlib.sha256(fileio.guarded(file).read_bytes()).hexdigest()
 
     def plain(value):
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
         if isinstance(value, Run):
             return model_of(value.path / runs.MODEL_META)
         if dataclasses.is_dataclass(value):
             return dataclasses.asdict(value)
         return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
 
-    values = {"model": model_of(model_file), **{name: plain(value) if not isinstance(value, (list, tuple)) else
-                                                 [plain(v) for v in value] for name, value in inputs.items()}}
+    values = {"model": model_of(model_file), **{name: plain(value) for name, value in inputs.items()}}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=repr).encode()).hexdigest()
 
 
@@ -69,6 +70,7 @@ def keep(evaluation: AttackEvaluation, folder: Path, index: int, key: str) -> No
     """Write ``evaluation`` as the ``index``-th run's, tensors first: the JSON, written last,
     is what makes it count (a kill between the two leaves nothing that is read)."""
     folder.mkdir(exist_ok=True)
+    (folder / f"{index}.json").unlink(missing_ok=True)  # an older record must not vouch for the new tensors
     tensors = {name: getattr(evaluation, name) for name in TENSORS if getattr(evaluation, name) is not None}
     judges = list(evaluation.judge_readings.items())
     tensors |= {f"judge{i}.{kind}": reading for i, (_, readings) in enumerate(judges) for kind, reading in readings.items()}
