@@ -6,7 +6,7 @@ trained with the paper's pixel loss and with ours, feature and deepsim, at match
     python -m reproduce.decoder_loss_study --dataset memmap:/data/cifar10-folder-32 \\
         --epochs 20 --train-size 20000 --out runs/cifar10-decoder-losses
 
-Every model is a run folder under --out, trained by ``train_run`` (as `perceptreg train`):
+Every model is a run folder under --out, trained by ``train_to_end`` with `perceptreg train`'s options:
 run it again after a kill and each run resumes from its last epoch, finished ones are only
 read. Each finished model is then measured (once: a rerun keeps what was measured of the same
 model with the same judges) as `perceptreg perceive` and `perceptreg invert` measure it: H's consistency on P(x), the latent and a perceptual distance, the spread of
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from perceptreg import data, runs
-from perceptreg.adversarial.judges import reading_judge
+from perceptreg.adversarial.judges import reading_judge, standing_judge_dir
 from perceptreg.core.config import DECODER_LOSSES, DecoderLoss
 from perceptreg.core.errors import PerceptregError
 from perceptreg.core.models import evaluating
@@ -41,7 +41,8 @@ from perceptreg.figures.grids import Cell, image_grid, save_png
 from perceptreg.figures.inversion import invert
 from perceptreg.figures.perception import perceive
 from perceptreg.storage import fileio
-from perceptreg.views.train_run import train_run
+from perceptreg.training.launch import launch
+from perceptreg.training.train import train_to_end
 
 RESULTS = "results.json"  # the study's table, a row per model, in --out
 COMPARATOR = "comparator"  # the comparator network feature-vgg learns through, a run in --out
@@ -58,11 +59,10 @@ def variants(out: Path, comparator_arch: str) -> dict[str, dict]:
 
 
 def trained(options: dict, folder: Path) -> runs.Run:
-    """The run of ``options`` in ``folder``: trained, resumed after a kill, or only read."""
-    done = runs.completed_epochs(folder) if folder.is_dir() else 0
-    if done < options["epochs"]:
-        train_run(options, folder, resume=done > 0)
-    return runs.open_run(folder)
+    """The run of ``options`` (`perceptreg train`'s) in ``folder``, with all its epochs
+    (``train_to_end``); the standing judge, which reads it later, is refused as its comparator."""
+    config = launch(options, folder).config
+    return train_to_end(config, folder, judges=(standing_judge_dir(config.dataset),))
 
 
 def study(dataset: str, out: Path, epochs: int, train_size: int | None, z_dims, lams, data_root=None,

@@ -17,7 +17,7 @@ regularization, and their robust accuracy under AutoAttack.
   overfit catastrophically: the check that the warning fires where it should.
 
 Each step is skipped when its file exists; a run stopped mid-training resumes from its last
-epoch (``train(..., resume=True)``), so a killed study is started again with the same command.
+epoch (``train_to_end``), so a killed study is started again with the same command.
 ``--scale-down``: 1 epoch per run, PGD-5 training, AutoAttack on 100 images.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from perceptreg import runs
 from perceptreg.attacking.robust import ROBUST_ACCURACY, read_robust_accuracy, robust_accuracy_of_run
 from perceptreg.core.config import AdversarialConfig, TrainConfig
-from perceptreg.training.train import train
+from perceptreg.training.train import train_to_end
 
 MNIST_SIZES = (4000, 2000, 1000)  # where does the data limit robust accuracy? (Schmidt et al. 2018)
 MNIST_EPOCHS_OF_4000 = 50  # 200,000 digits seen, 3,150 to 3,200 steps of 64, by every MNIST run
@@ -71,21 +71,12 @@ def scaled_down(config: TrainConfig) -> TrainConfig:
         threat, warmup_epochs=0))
 
 
-def trained(root: Path, name: str, config: TrainConfig) -> runs.Run:
-    """The study's run ``name`` under ``root``: trained, resumed after a kill, or only read."""
-    folder = root / name
-    started = (folder / runs.CONFIG).exists()  # a killed run resumes from its last epoch
-    if not started or runs.completed_epochs(folder) < config.total_epochs:
-        train(config, folder, resume=started, progress=False)
-    return runs.open_run(folder)
-
-
 def made(root: Path, name: str) -> runs.Run:
     """The study's run ``name`` under ``root``, trained (or resumed) by the config it was started
     with, or by the study's where this machine has none of it."""
     folder = root / name
     config = runs.read_config(folder) if (folder / runs.CONFIG).exists() else study_runs()[name][0]
-    return trained(root, name, config)
+    return train_to_end(config, folder, progress=False)
 
 
 def run_study(root: Path, *, scale_down: bool = False, cifar10: str = "cifar10", only: str = "",
@@ -102,7 +93,7 @@ def run_study(root: Path, *, scale_down: bool = False, cifar10: str = "cifar10",
         if (root / name / ROBUST_ACCURACY).exists():
             result = read_robust_accuracy(root / name)
         else:
-            result = robust_accuracy_of_run(trained(root, name, config), norm="linf", eps=eps,
+            result = robust_accuracy_of_run(train_to_end(config, root / name, progress=False), norm="linf", eps=eps,
                                             images=100 if scale_down else AUTOATTACK_IMAGES, device=device)
         lines += [f"{name} ({config.train_size or 'all'} training images, {config.epochs} epochs):",
                   *("  " + line for line in result.lines())]

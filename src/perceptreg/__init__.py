@@ -35,7 +35,7 @@ __version__ = "0.1.0"
 # imported on first use (core/lazy.py); `perceptreg.figures.perception_grid(...)`: the packages too
 __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.runs": ("open_run", "Run", "save_run"),
-    "perceptreg.training.train": ("train",),
+    "perceptreg.training.train": ("train", "train_to_end"),
     "perceptreg.core.config": ("TrainConfig", "AttachConfig", "AdversarialConfig"),
     "perceptreg.core.models": ("PerceptionNet",),
     "perceptreg.core.attached": ("attach", "AttachedModel"),
@@ -60,7 +60,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "perceptreg.core.errors": ("PerceptregError",),
 }, submodules=("figures", "measures", "data"))
 
-__all__ = ["__version__", "open_run", "Run", "save_run", "train", "TrainConfig", "AttachConfig", "PerceptionNet",
+__all__ = ["__version__", "open_run", "Run", "save_run", "train", "train_to_end", "TrainConfig", "AttachConfig", "PerceptionNet",
            "attach", "AttachedModel", "fit_decoders", "fine_tune", "evaluate_layers", "PGD", "AdaptivePGD",
            "AdaptiveAttack", "AttackSettings", "measure_attack", "Measuring", "Strength", "evaluate_attack",
            "attack_run", "attack_from_noise", "interpolate", "EditSettings", "train_run", "demo", "train_judge", "perceive",

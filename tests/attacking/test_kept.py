@@ -9,7 +9,8 @@ import torch
 from perceptreg.adversarial.attacks import AttackSettings
 from perceptreg.adversarial.run_attacks import Strength
 from perceptreg.attacking import evaluate, kept
-from perceptreg.runs import open_run
+from perceptreg.runs import checkpoint, open_run
+from perceptreg.storage.fileio import CheckpointError
 
 SETTINGS = AttackSettings(steps=2)
 OPTIONS = dict(images=12, held_out=12, strength=Strength(adaptive=(1.0,)), progress=False)
@@ -40,7 +41,7 @@ def test_a_killed_attack_resumes_with_the_runs_it_had_measured(runs, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         evaluate.evaluate_attack(open_run(good), SETTINGS, compare=other, **OPTIONS)
     assert calls == ["good", "other"] and sorted(p.name for p in (good / kept.FOLDER).iterdir()) == \
-           ["0.json", "0.safetensors"]
+           [".lock", "0.json", "0.safetensors"]
     calls.clear()
     resumed = evaluate.evaluate_attack(open_run(good), SETTINGS, compare=other, **OPTIONS)
     assert calls == ["other"]  # the first run read back, not attacked again
@@ -97,3 +98,26 @@ def test_a_kill_while_keeping_leaves_no_record_of_other_tensors(runs, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         kept.keep(evaluation, folder, 0, "another key")
     assert kept.kept(folder, 0, old_key) is None  # the old record no longer vouches for the new tensors
+
+
+def test_a_second_evaluation_of_the_same_run_is_refused_while_one_writes(runs):
+    good, _ = runs
+    with checkpoint.writer_lock(kept.folder(open_run(good), None)):  # another evaluate-attack, mid-way
+        with pytest.raises(CheckpointError, match=r"\.evaluate-attack is being written by another process"):
+            evaluate.evaluate_attack(open_run(good), SETTINGS, **OPTIONS)
+    assert not (good / "attack_metrics.json").exists()
+    evaluate.evaluate_attack(open_run(good), SETTINGS, **OPTIONS)  # once it ends, the run is attacked
+    assert (good / "attack_metrics.json").exists() and not (good / kept.FOLDER).exists()
+
+
+def test_each_layer_of_an_attach_run_keeps_its_evaluations_apart(tmp_path, attach_run, monkeypatch):
+    run = shutil.copytree(attach_run, tmp_path / "attached")
+    _counting(monkeypatch, fail_on=1)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_attack(open_run(run), SETTINGS, layer="stem", **OPTIONS)
+    stem, fc1 = kept.folder(open_run(run), "stem"), kept.folder(open_run(run), "fc1")
+    assert stem != fc1 and not stem.exists()  # killed before anything was kept: no folder is left
+    with checkpoint.writer_lock(stem):  # an evaluation of another layer runs beside it
+        monkeypatch.undo()
+        evaluate.evaluate_attack(open_run(run), SETTINGS, layer="fc1", **OPTIONS)
+    assert (run / "attack_metrics_fc1.json").exists() and not fc1.exists()

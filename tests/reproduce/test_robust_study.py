@@ -111,7 +111,7 @@ def test_a_measured_run_is_read_from_its_results_alone_and_not_trained_again(tmp
     # a fresh clone of reproduce/runs: robust_accuracy.json, and no checkpoint beside it
     for name in ("mnist-pgd-4000", "mnist-standard-4000", "mnist-pgd-2000", "mnist-pgd-1000"):
         _robust_accuracy(tmp_path / name, robust=810)
-    monkeypatch.setattr(robust_study, "train", lambda *args, **kwargs: pytest.fail("trained a measured run"))
+    monkeypatch.setattr(robust_study, "train_to_end", lambda *args, **kwargs: pytest.fail("trained a measured run"))
     lines = robust_study.run_study(tmp_path, only="mnist")
     assert [line.split(" (")[0] for line in lines if not line.startswith(" ")] == \
            ["mnist-pgd-4000", "mnist-standard-4000", "mnist-pgd-2000", "mnist-pgd-1000"]
@@ -135,7 +135,7 @@ def test_perception_trains_the_pair_only_where_an_attack_is_missing(tmp_path, mo
 
 def test_made_trains_a_missing_run_by_the_studys_config_and_resumes_by_its_own(tmp_path, monkeypatch):
     trained = []
-    monkeypatch.setattr(robust_study, "trained", lambda root, name, config: trained.append((name, config)))
+    monkeypatch.setattr(robust_study, "train_to_end", lambda config, folder, **_: trained.append((folder.name, config)))
     robust_study.made(tmp_path, "mnist-pgd-2000")
     assert trained == [("mnist-pgd-2000", robust_study.study_runs()["mnist-pgd-2000"][0])]
     small = robust_study.scaled_down(robust_study.study_runs()["mnist-pgd-2000"][0])

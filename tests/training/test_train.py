@@ -18,7 +18,8 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.core.errors import PerceptregError
 from perceptreg.runs import manifest, open_run, read_metrics
 from perceptreg.training import schedule
-from perceptreg.training.train import NonFiniteLossError, TrainResult, train
+from perceptreg.training import train as training
+from perceptreg.training.train import NonFiniteLossError, TrainResult, train, train_to_end
 
 QUICK = dict(epochs=2, batch_size=32)
 
@@ -83,6 +84,18 @@ def test_resume_reaches_the_same_weights(tmp_path, small_mnist):
     a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("whole", "parts"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+
+
+def test_train_to_end_trains_resumes_a_killed_run_and_only_opens_a_finished_one(tmp_path, small_mnist, monkeypatch):
+    train_data, test_data = small_mnist
+    run(tmp_path, small_mnist, "killed", epochs=1)  # a run of 2 epochs, as if killed after its first
+    resumed, real = [], training.train
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: resumed.append(kwargs["resume"]) or real(*args, **kwargs))
+    ends = [train_to_end(TrainConfig(**QUICK), tmp_path / name, train_data=train_data, test_data=test_data,
+                         progress=False) for name in ("fresh", "killed", "killed")]
+    assert resumed == [False, True]  # a new run, then the killed one resumed; the finished one only opened
+    assert [[row["epoch"] for row in end.metrics] for end in ends] == [[1, 2]] * 3
+    assert runs.completed_epochs(tmp_path / "killed") == 2
 
 @pytest.mark.slow
 def test_kill_and_resume_from_the_cli_equals_an_uninterrupted_run(tmp_path, one_thread):

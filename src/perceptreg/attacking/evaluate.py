@@ -25,7 +25,7 @@ from perceptreg.adversarial.summary import AttackMetricsFile, AttackRecord, Atta
 from perceptreg.adversarial.tables import RATES_NOTE, adaptive_cells, adaptive_table, attack_rows, attack_table, paired_table
 from perceptreg.attacking import kept
 from perceptreg.figures import plots
-from perceptreg.runs import Run
+from perceptreg.runs import Run, checkpoint
 from perceptreg.storage import fileio
 from perceptreg.storage.schema import write_sealed
 
@@ -92,35 +92,36 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     judges = [runs.open_run(judge) for judge in judge_runs]
     metrics = fileio.check_output_file_path(run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer)))
     evaluations, layers, rocs, curves = [], [], [], []
-    partial = run.path / kept.FOLDER  # each run's evaluation as it is measured: a rerun resumes (kept.py)
-    for index, current in enumerate(attacked):
-        inputs = dict(settings=settings, target=target, images=images, held_out=held_out, judge_runs=judges,
-                      device=device, layer=layer, strength=strength, attack=attack, attack_options=attack_options)
-        key = kept.evaluation_key(current.path / runs.MODEL_META, **inputs)  # a file: the run flows on alone
-        evaluation = kept.kept(partial, index, key)
-        if evaluation is None:
-            evaluation = evaluate_run(current, progress=progress, **inputs)
-            kept.keep(evaluation, partial, index, key)
-        settings = evaluation.settings  # the radius of RUN's images: --compare's run is attacked in the same ball
-        named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
-        evaluations.append(evaluation)
-        layers.append(named)
-        rocs.append(_roc_figure(evaluation, f"{current.path.name}{f', layer {named}' if named else ''}",
-                                current.path / runs.for_layer(runs.ATTACK_ROC, named)))
-        curves += [_convergence_plot(name, curve, "search" if strength.adaptive_search else attack,
-                                     current.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named))
-                   for name, curve in (evaluation.summary.convergence or {}).items()]
-    first = evaluations[0]
-    record = AttackRecord(attack="PGD" if attack == OURS else attack,
-                          **{**dataclasses.asdict(settings), "alpha": settings.step_size}, target=target,
-                          images=len(first.labels), held_out=first.summary.detector.held_out_images or 0,
-                          fprs=list(strength.fprs), layer=layers[0],
-                          attack_options=None if attack == OURS else dict(attack_options or {}))
-    summaries = {str(current.path): e.summary for current, e in zip(attacked, evaluations)}
-    paired = compare_paired(*evaluations, strength.fprs) if compare is not None else None
-    written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
-    write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
-    kept.discard(partial)
+    partial = kept.folder(run, layer)  # each run's evaluation as it is measured: a rerun resumes (kept.py)
+    with checkpoint.writer_lock(partial):  # one evaluation of a run's layer at a time writes its files
+        for index, current in enumerate(attacked):
+            inputs = dict(settings=settings, target=target, images=images, held_out=held_out, judge_runs=judges,
+                          device=device, layer=layer, strength=strength, attack=attack, attack_options=attack_options)
+            key = kept.evaluation_key(current.path / runs.MODEL_META, **inputs)  # a file: the run flows on alone
+            evaluation = kept.kept(partial, index, key)
+            if evaluation is None:
+                evaluation = evaluate_run(current, progress=progress, **inputs)
+                kept.keep(evaluation, partial, index, key)
+            settings = evaluation.settings  # the radius of RUN's images: --compare's run is attacked in the same ball
+            named = current.output_layer(layer)  # of an attach run: the files and titles name the layer
+            evaluations.append(evaluation)
+            layers.append(named)
+            rocs.append(_roc_figure(evaluation, f"{current.path.name}{f', layer {named}' if named else ''}",
+                                    current.path / runs.for_layer(runs.ATTACK_ROC, named)))
+            curves += [_convergence_plot(name, curve, "search" if strength.adaptive_search else attack,
+                                         current.path / runs.for_layer(runs.ATTACK_CONVERGENCE.format(name), named))
+                       for name, curve in (evaluation.summary.convergence or {}).items()]
+        first = evaluations[0]
+        record = AttackRecord(attack="PGD" if attack == OURS else attack,
+                              **{**dataclasses.asdict(settings), "alpha": settings.step_size}, target=target,
+                              images=len(first.labels), held_out=first.summary.detector.held_out_images or 0,
+                              fprs=list(strength.fprs), layer=layers[0],
+                              attack_options=None if attack == OURS else dict(attack_options or {}))
+        summaries = {str(current.path): e.summary for current, e in zip(attacked, evaluations)}
+        paired = compare_paired(*evaluations, strength.fprs) if compare is not None else None
+        written = AttackMetricsFile(settings=record, runs=summaries, paired=paired)
+        write_sealed(metrics, written.model_dump(exclude={"checksum", *(() if paired else ("paired",))}))
+        kept.discard(partial)
     return AttackReport(record, summaries, paired, metrics, tuple(rocs), tuple(curves), tuple(evaluations))
 
 

@@ -3,10 +3,11 @@ RUN/.evaluate-attack/ as soon as it is measured (its tensors as safetensors, the
 JSON), under a key of everything it depends on. The search and its convergence curve take
 an hour on a CPU per run, so a kill while the second run (--compare) is attacked loses that
 run's work alone: the same command again reads the first instead of attacking it again. The
-folder goes once attack_metrics.json is written.
+folder goes once attack_metrics.json is written; an attach run has one per layer, and each
+has one writer at a time (its lock, held by evaluate_attack).
 
     key = evaluation_key(run.path / runs.MODEL_META, settings=..., images=...)
-    evaluation = kept(folder, 0, key) or evaluate_run(...)
+    evaluation = kept(folder(run, layer), 0, key) or evaluate_run(...)
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class KeptEvaluation(BaseModel):
     summary: AttackSummary
     settings: dict
     judges: list[tuple[str, list[str]]]  # each judge's name and the kinds of its readings, in order
+
+
+def folder(run: Run, layer: str | None) -> Path:
+    """Where the evaluations of ``run`` (of ``layer``, an attach run's) are kept: a folder per
+    layer, so that evaluations of two layers, which may run side by side, never meet."""
+    named = run.output_layer(layer)
+    return run.path / (FOLDER if named is None else f"{FOLDER}-{named.replace('/', '_')}")
 
 
 def evaluation_key(model_file: Path, **inputs) -> str:

@@ -1,6 +1,7 @@
 """Perceptually regularized training, readable top to bottom.
 
     result = train(TrainConfig(lam=1e-2), "runs/demo")
+    run = train_to_end(TrainConfig(lam=1e-2), "runs/demo")  # resumes a killed run; a finished one is opened
 
 One loop serves both modes of the paper:
 - ``joint``: F, C and D trained together on CE + lam * ||x - D(F(x))||^2.
@@ -90,6 +91,15 @@ def train(config: TrainConfig, run_dir: str | Path, *, model: models.PerceptionN
     with checkpoint.writer_lock(run_dir) if cluster.is_main else contextlib.nullcontext():
         return _train(config, run_dir, cluster, model, train_data, test_data, resume, progress, judges)
 
+
+
+def train_to_end(config: TrainConfig, run_dir: str | Path, **options) -> runs.Run:
+    """The run of ``config`` in ``run_dir``, with all its epochs: trained, resumed after a kill
+    (from its last checkpoint), or only opened once finished; ``options``: ``train``'s."""
+    run_dir = Path(run_dir)
+    if (runs.completed_epochs(run_dir) if run_dir.is_dir() else 0) < config.total_epochs:
+        train(config, run_dir, resume=(run_dir / runs.CONFIG).exists(), **options)
+    return runs.open_run(run_dir)
 
 def _train(config: TrainConfig, run_dir: Path, cluster: distributed.Cluster, model, train_data, test_data,
            resume: bool, progress: bool, judges) -> TrainResult:

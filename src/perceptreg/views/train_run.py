@@ -22,7 +22,7 @@ from perceptreg.core.config import TrainConfig
 from perceptreg.display import counted, html_lines
 from perceptreg.figures import perception_grid, save_png
 from perceptreg.training.launch import fresh_run_dir, launch
-from perceptreg.training.train import train
+from perceptreg.training.train import train, train_to_end
 from perceptreg.views.report import Report, write_report
 
 
@@ -124,8 +124,7 @@ def train_judge(dataset: str, out: str | Path | None = None, *, progress: bool =
     # a run of `train` is the judge only if it has the judge's settings: another run is refused, not reported
     runs.check_writable(out, "trained", resume=True, settings=config.to_dict(),
                         free=frozenset(config.to_dict()) - {"dataset", "arch", "lam", "mode", "seed"})
-    judge, done = judges.judge_progress(out)
-    if judge is not None and done >= judge.config.total_epochs:
-        return JudgeResult(out, judge.metrics[-1]["test_accuracy"], done, time.perf_counter() - began, True)
-    _, history, run_dir = train(config, out, resume=bool(done), progress=progress)
-    return JudgeResult(run_dir, history[-1]["test_accuracy"], len(history), time.perf_counter() - began, False)
+    _, done = judges.judge_progress(out)
+    judge = train_to_end(config, out, progress=progress)
+    return JudgeResult(out, judge.metrics[-1]["test_accuracy"], runs.completed_epochs(out), time.perf_counter() - began,
+                       done >= config.total_epochs)
