@@ -84,16 +84,17 @@ def _link(source: str, target: str) -> None:
 
 
 def measure(root: Path, pair_name: str, *, images: int = ATTACKED, held_out: int = HELD_OUT,
-            steps: int = 100, judge_epochs: int = 20, device: str = "cpu") -> list[Path]:
+            steps: int = 100, judge_epochs: int = 20, cifar10: str = "cifar10", device: str = "cpu") -> list[Path]:
     """Every attack of ``ATTACKS`` on the pair's two runs under ``root``, each skipped where its
     results exist; returns the results files. The MNIST judge is trained first, on the
-    pair's training digits (lam 0: a classifier of real digits only)."""
+    pair's training digits (lam 0: a classifier of real digits only). ``cifar10``: the spec a
+    CIFAR-10 run missing here is trained on (as `robust_study --cifar10`)."""
     pair = PAIRS[pair_name]
     written = [root / attack_folder(pair_name, name) / ROBUST / runs.ATTACK_METRICS for name in ATTACKS]
     if all(results.exists() for results in written):
         return written
     for name in (pair.robust, pair.standard):  # where this machine lacks them (git keeps results alone)
-        robust_study.made(root, name)
+        robust_study.made(root, name, cifar10)
     if pair.judge is not None and not (root / pair.judge / runs.MODEL_META).exists():
         digits = runs.read_config(root / pair.robust).train_size
         train_run.train_run({"model": JUDGE_NET, "lam": 0.0, "seed": 1, "train_size": digits,
@@ -163,13 +164,14 @@ def main() -> None:
     parser.add_argument("--pair", default="mnist", choices=tuple(PAIRS))
     parser.add_argument("--page", action="store_true", help="print the table of what has been measured")
     parser.add_argument("--scale-down", action="store_true", help="50 images attacked, 50 held out, 5 steps")
+    parser.add_argument("--cifar10", default="cifar10", help="the CIFAR-10 dataset spec a missing run is trained on")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.page:
         print(page(args.root, args.pair))
         return
     sizes = dict(images=50, held_out=50, steps=5, judge_epochs=1) if args.scale_down else {}
-    measure(args.root, args.pair, device=args.device, **sizes)
+    measure(args.root, args.pair, cifar10=args.cifar10, device=args.device, **sizes)
 
 
 if __name__ == "__main__":

@@ -71,11 +71,11 @@ def scaled_down(config: TrainConfig) -> TrainConfig:
         threat, warmup_epochs=0))
 
 
-def made(root: Path, name: str) -> runs.Run:
+def made(root: Path, name: str, cifar10: str = "cifar10") -> runs.Run:
     """The study's run ``name`` under ``root``, trained (or resumed) by the config it was started
-    with, or by the study's where this machine has none of it."""
+    with, or by the study's (on the CIFAR-10 of spec ``cifar10``) where this machine has none of it."""
     folder = root / name
-    config = runs.read_config(folder) if (folder / runs.CONFIG).exists() else study_runs()[name][0]
+    config = runs.read_config(folder) if (folder / runs.CONFIG).exists() else study_runs(cifar10)[name][0]
     return train_to_end(config, folder, progress=False)
 
 

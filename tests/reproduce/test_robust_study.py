@@ -120,7 +120,7 @@ def test_a_measured_run_is_read_from_its_results_alone_and_not_trained_again(tmp
 
 def test_perception_trains_the_pair_only_where_an_attack_is_missing(tmp_path, monkeypatch):
     made = []
-    monkeypatch.setattr(robust_study, "made", lambda root, name: made.append(name))
+    monkeypatch.setattr(robust_study, "made", lambda root, name, cifar10: made.append(name))
     written = [tmp_path / robust_perception.attack_folder("mnist", name) / robust_perception.ROBUST /
                "attack_metrics.json" for name in robust_perception.ATTACKS]
     for results in written:  # all measured: nothing to train, nothing to attack
@@ -143,3 +143,5 @@ def test_made_trains_a_missing_run_by_the_studys_config_and_resumes_by_its_own(t
     (tmp_path / "mnist-pgd-2000" / "config.json").write_text(__import__("json").dumps(small.to_dict()))
     robust_study.made(tmp_path, "mnist-pgd-2000")
     assert trained[-1] == ("mnist-pgd-2000", small)
+    robust_study.made(tmp_path, "cifar10-standard", "memmap:/data/cifar10-32")  # a missing CIFAR-10 run: the spec given
+    assert trained[-1][1].dataset == "memmap:/data/cifar10-32"
