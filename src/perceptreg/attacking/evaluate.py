@@ -92,7 +92,7 @@ def evaluate_attack(run: Run, settings: AttackSettings | None = None, *,
     judges = [runs.open_run(judge) for judge in judge_runs]
     metrics = fileio.check_output_file_path(run.path / runs.for_layer(runs.ATTACK_METRICS, run.output_layer(layer)))
     evaluations, layers, rocs, curves = [], [], [], []
-    partial = kept.folder(run, layer)  # each run's evaluation as it is measured: a rerun resumes (kept.py)
+    partial = kept.folder(metrics)  # each run's evaluation as it is measured: a rerun resumes (kept.py)
     with checkpoint.writer_lock(partial):  # one evaluation of a run's layer at a time writes its files
         for index, current in enumerate(attacked):
             inputs = dict(settings=settings, target=target, images=images, held_out=held_out, judge_runs=judges,

@@ -7,7 +7,7 @@ folder goes once attack_metrics.json is written; an attach run has one per layer
 has one writer at a time (its lock, held by evaluate_attack).
 
     key = evaluation_key(run.path / runs.MODEL_META, settings=..., images=...)
-    evaluation = kept(folder(run, layer), 0, key) or evaluate_run(...)
+    evaluation = kept(folder(run.path / runs.ATTACK_METRICS), 0, key) or evaluate_run(...)
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ class KeptEvaluation(BaseModel):
     judges: list[tuple[str, list[str]]]  # each judge's name and the kinds of its readings, in order
 
 
-def folder(run: Run, layer: str | None) -> Path:
-    """Where the evaluations of ``run`` (of ``layer``, an attach run's) are kept: a folder per
-    layer, so that evaluations of two layers, which may run side by side, never meet."""
-    named = run.output_layer(layer)
-    return run.path / (FOLDER if named is None else f"{FOLDER}-{named.replace('/', '_')}")
+def folder(results: Path) -> Path:
+    """Where the evaluations of the results file ``results`` (RUN/attack_metrics.json, or an
+    attach run's attack_metrics_LAYER.json) are kept until it is written: one folder per
+    results file, so that evaluations of two layers, which may run side by side, never meet."""
+    return results.with_name(FOLDER + results.stem.removeprefix(Path(runs.ATTACK_METRICS).stem))
 
 
 def evaluation_key(model_file: Path, **inputs) -> str:
